@@ -1,0 +1,1 @@
+//! Cluster metadata: topics, partitions, configs, placement, producer ids; durable log + snapshot.

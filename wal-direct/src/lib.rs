@@ -1,0 +1,1 @@
+//! The Delta WAL: O_DIRECT appends to a bounded ring with group commit and crash recovery.
