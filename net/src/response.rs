@@ -1,0 +1,48 @@
+//! Whole response frames: [`encode_response`] for the broker,
+//! [`decode_response`] for clients (load generator, tests).
+//!
+//! Helpers: `encode_response`, `decode_response`.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::{ApiKey, DecodeError, EncodeError, Response, ResponseHeader};
+
+/// Appends a whole response frame to `out`: 4-byte size, response header (v0
+/// for ApiVersions and non-flexible versions, v1 otherwise), body at `api_version`.
+pub fn encode_response(
+    correlation_id: i32,
+    api_version: i16,
+    response: &Response,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let api_key = response.api_key();
+    let header_version = ResponseHeader::header_version(api_key, api_version);
+    let size = ResponseHeader::encoded_len(header_version) + response.body_len(api_version);
+    out.reserve(4 + size);
+    out.put_i32(crate::wire::len_u32(size)? as i32);
+    let start = out.len();
+    ResponseHeader { correlation_id }.encode(out, header_version);
+    response.encode_body(out, api_version)?;
+    debug_assert_eq!(out.len() - start, size, "encoded_len disagrees with encode");
+    Ok(())
+}
+
+/// Decodes a response frame (after the 4-byte size prefix) of `api_key` at
+/// `api_version`. Returns the correlation id and the body.
+pub fn decode_response(
+    api_key: i16,
+    api_version: i16,
+    frame: Bytes,
+) -> Result<(i32, Response), DecodeError> {
+    let key = ApiKey::from_i16(api_key).ok_or(DecodeError::UnknownApiKey(api_key))?;
+    if api_version < key.min_version() || api_version > key.max_version() {
+        return Err(DecodeError::UnsupportedVersion { api_key, version: api_version });
+    }
+    let mut buf = frame;
+    let header = ResponseHeader::decode(&mut buf, ResponseHeader::header_version(key, api_version))?;
+    let body = Response::decode_body(key, &mut buf, api_version)?;
+    if buf.has_remaining() {
+        return Err(DecodeError::TrailingBytes(buf.remaining()));
+    }
+    Ok((header.correlation_id, body))
+}
