@@ -1,1 +1,33 @@
-//! Cluster metadata: topics, partitions, configs, placement, producer ids; durable log + snapshot.
+//! Cluster metadata: topics, partitions, configs, placement (partition →
+//! shard), stream ids, producer ids and log start offsets, kept by one writer
+//! (`MetadataStore`) in a durable log with rkyv snapshots, and read by every
+//! shard as an immutable `MetadataImage` that the broker swaps on change.
+//!
+//! The flow of a change: `MetadataCommand` → `command::plan` (validate and
+//! decide: ids, placement) → `MetadataRecord` → log append + fsync →
+//! `MetadataImage::apply` (pure, deterministic) → new `Arc<MetadataImage>`.
+//! A replicated log (openraft) can later carry the records in place of the
+//! local log without touching `plan` or `apply`.
+
+pub mod command;
+pub mod configs;
+mod error;
+mod image;
+pub mod limits;
+mod log;
+mod snapshot;
+mod store;
+
+pub use command::{
+    CommandOutcome, MetadataCommand, MetadataRecord, Plan, validate_replication_factor,
+    validate_topic_name,
+};
+pub use configs::{
+    BrokerConfig, CleanupPolicy, CompressionType, ConfigEntry, ConfigError, ConfigSource,
+    ConfigSynonym, ConfigType, TimestampType, TopicConfig, describe_broker_configs,
+    describe_topic_configs, effective_broker_config, effective_topic_config,
+    validate_broker_config, validate_topic_config,
+};
+pub use error::MetadataError;
+pub use image::{FIRST_STREAM_ID, MetadataImage, PartitionImage, TopicImage, Uuid16};
+pub use store::{MetadataStore, RecoveryReport, StoreOptions};

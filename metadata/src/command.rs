@@ -1,0 +1,460 @@
+//! Commands (what a caller asks for), records (what the controller decided,
+//! the unit of the log), and `plan`, which validates a command against an
+//! image and resolves it into a record.
+//!
+//! The split is what a replicated log needs: `plan` runs on the one writer
+//! (it draws random topic ids and chooses placement), the record goes into
+//! the log, and `MetadataImage::apply` replays records deterministically.
+
+use std::collections::BTreeMap;
+
+use crate::configs::{self, ConfigError};
+use crate::error::MetadataError;
+use crate::image::{MetadataImage, PartitionImage, Uuid16};
+use crate::limits::{
+    CONFIG_CHANGES_MAX, PARTITIONS_PER_TOPIC_MAX, PARTITIONS_TOTAL_MAX, PRODUCER_ID_BLOCK_MAX,
+    SHARDS_MAX, TOPIC_ID_ATTEMPTS_MAX, TOPIC_NAME_BYTES_MAX,
+};
+
+/// A change to the metadata, as asked by an admin request or the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataCommand {
+    /// `shards`: the number of shards to balance the partitions over.
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+        shards: u32,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Grows the topic to `total` partitions.
+    CreatePartitions {
+        name: String,
+        total: u32,
+        shards: u32,
+    },
+    /// Incremental; a full replace (AlterConfigs) is delete-all + set.
+    AlterTopicConfigs {
+        name: String,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
+    AlterBrokerConfigs {
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
+    /// DeleteRecords / retention: the caller checks `offset` against the high
+    /// watermark; the store only keeps it from moving backwards.
+    SetLogStartOffset {
+        topic: String,
+        partition: u32,
+        offset: i64,
+    },
+    /// Hands out the block `[first, first + count)`.
+    AllocateProducerIds {
+        count: u32,
+    },
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    TopicCreated {
+        topic_id: Uuid16,
+    },
+    /// `stream_ids`: the streams of the deleted partitions, whose data can go.
+    TopicDeleted {
+        topic_id: Uuid16,
+        stream_ids: Vec<u64>,
+    },
+    PartitionsCreated {
+        topic_id: Uuid16,
+        first_new_partition: u32,
+    },
+    TopicConfigsAltered,
+    BrokerConfigsAltered,
+    /// Also returned, with nothing written, when `offset` equals the current one.
+    LogStartOffsetSet {
+        log_start_offset: i64,
+    },
+    ProducerIdsAllocated {
+        first_producer_id: i64,
+        count: u32,
+    },
+}
+
+/// A command resolved against an image: every choice (topic id, placement,
+/// stream ids, producer id block) is made, so applying it is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum MetadataRecord {
+    CreateTopic {
+        name: String,
+        id: Uuid16,
+        configs: BTreeMap<String, String>,
+        partitions: Vec<PartitionImage>,
+    },
+    DeleteTopic {
+        name: String,
+        id: Uuid16,
+    },
+    CreatePartitions {
+        name: String,
+        partitions: Vec<PartitionImage>,
+    },
+    AlterTopicConfigs {
+        name: String,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
+    AlterBrokerConfigs {
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    },
+    SetLogStartOffset {
+        topic: String,
+        partition: u32,
+        offset: i64,
+    },
+    AllocateProducerIds {
+        first: i64,
+        count: u32,
+    },
+}
+
+/// The result of planning a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Write this record, then apply it.
+    Record(MetadataRecord),
+    /// Nothing to write; the command is already satisfied.
+    Unchanged(CommandOutcome),
+}
+
+/// Validates `command` against `image` and resolves it into a record.
+/// `new_topic_id` draws a random topic id (called only for CreateTopic).
+pub fn plan(
+    image: &MetadataImage,
+    command: &MetadataCommand,
+    new_topic_id: &mut dyn FnMut() -> Result<Uuid16, MetadataError>,
+) -> Result<Plan, MetadataError> {
+    let record = match command {
+        MetadataCommand::CreateTopic {
+            name,
+            partitions,
+            configs,
+            shards,
+        } => {
+            validate_topic_name(name)?;
+            if image.topics.contains_key(name) {
+                return Err(MetadataError::TopicAlreadyExists(name.clone()));
+            }
+            if let Some(existing) = colliding_topic(image, name) {
+                return Err(MetadataError::InvalidTopic(format!(
+                    "Topic '{name}' collides with existing topic: {existing}"
+                )));
+            }
+            if *partitions == 0 {
+                return Err(MetadataError::InvalidPartitions(
+                    "Number of partitions was set to an invalid non-positive value.".to_string(),
+                ));
+            }
+            check_partition_limits(image, name, *partitions, *partitions)?;
+            check_shards(*shards)?;
+            configs::validate_topic_configs(configs, &image.broker_configs)?;
+            let id = draw_topic_id(image, new_topic_id)?;
+            let partitions = place(image, 0, *partitions, *shards);
+            MetadataRecord::CreateTopic {
+                name: name.clone(),
+                id,
+                configs: configs.clone(),
+                partitions,
+            }
+        }
+        MetadataCommand::DeleteTopic { name } => {
+            let topic = existing_topic(image, name)?;
+            MetadataRecord::DeleteTopic {
+                name: name.clone(),
+                id: topic.id,
+            }
+        }
+        MetadataCommand::CreatePartitions {
+            name,
+            total,
+            shards,
+        } => {
+            let topic = existing_topic(image, name)?;
+            let current = topic.partitions.len() as u32;
+            if *total < current {
+                return Err(MetadataError::InvalidPartitions(format!(
+                    "Topic currently has {current} partitions, which is higher than the requested {total}."
+                )));
+            }
+            if *total == current {
+                return Err(MetadataError::InvalidPartitions(format!(
+                    "Topic already has {current} partitions."
+                )));
+            }
+            check_partition_limits(image, name, *total, *total - current)?;
+            check_shards(*shards)?;
+            MetadataRecord::CreatePartitions {
+                name: name.clone(),
+                partitions: place(image, current, *total - current, *shards),
+            }
+        }
+        MetadataCommand::AlterTopicConfigs { name, set, delete } => {
+            let topic = existing_topic(image, name)?;
+            check_config_changes(set, delete, configs::is_topic_config, "topic")?;
+            let mut next = topic.configs.clone();
+            for key in delete {
+                next.remove(key);
+            }
+            next.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            configs::validate_topic_configs(&next, &image.broker_configs)?;
+            MetadataRecord::AlterTopicConfigs {
+                name: name.clone(),
+                set: set.clone(),
+                delete: delete.clone(),
+            }
+        }
+        MetadataCommand::AlterBrokerConfigs { set, delete } => {
+            check_config_changes(set, delete, configs::is_broker_config, "broker")?;
+            let mut next = image.broker_configs.clone();
+            for key in delete {
+                next.remove(key);
+            }
+            next.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            configs::validate_broker_configs(&next)?;
+            MetadataRecord::AlterBrokerConfigs {
+                set: set.clone(),
+                delete: delete.clone(),
+            }
+        }
+        MetadataCommand::SetLogStartOffset {
+            topic,
+            partition,
+            offset,
+        } => {
+            let current = image
+                .partition(topic, *partition)
+                .ok_or_else(|| {
+                    MetadataError::UnknownTopicOrPartition(format!(
+                        "This server does not host this topic-partition: {topic}-{partition}"
+                    ))
+                })?
+                .log_start_offset;
+            if *offset < current {
+                return Err(MetadataError::OffsetOutOfRange(format!(
+                    "log start offset {offset} of {topic}-{partition} is below the current {current}"
+                )));
+            }
+            if *offset == current {
+                return Ok(Plan::Unchanged(CommandOutcome::LogStartOffsetSet {
+                    log_start_offset: current,
+                }));
+            }
+            MetadataRecord::SetLogStartOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+            }
+        }
+        MetadataCommand::AllocateProducerIds { count } => {
+            if *count == 0 || *count > PRODUCER_ID_BLOCK_MAX {
+                return Err(MetadataError::InvalidRequest(format!(
+                    "producer id block of {count} is not in 1..={PRODUCER_ID_BLOCK_MAX} (PRODUCER_ID_BLOCK_MAX)"
+                )));
+            }
+            if image
+                .next_producer_id
+                .checked_add(i64::from(*count))
+                .is_none()
+            {
+                return Err(MetadataError::InvalidRequest(
+                    "producer ids are exhausted".to_string(),
+                ));
+            }
+            MetadataRecord::AllocateProducerIds {
+                first: image.next_producer_id,
+                count: *count,
+            }
+        }
+    };
+    Ok(Plan::Record(record))
+}
+
+/// Kafka's topic name rule: non-empty, at most 249 characters of
+/// `[a-zA-Z0-9._-]`, and neither "." nor "..".
+pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
+    if name.is_empty() {
+        return Err(MetadataError::InvalidTopic(
+            "Topic name is illegal, it can't be empty".to_string(),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(MetadataError::InvalidTopic(
+            "Topic name cannot be \".\" or \"..\"".to_string(),
+        ));
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(MetadataError::InvalidTopic(format!(
+            "Topic name is illegal, it can't be longer than {TOPIC_NAME_BYTES_MAX} characters, topic name: {name}"
+        )));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(MetadataError::InvalidTopic(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// The replication factor rule of a single node: 1, or -1 for the default.
+pub fn validate_replication_factor(replication_factor: i16) -> Result<(), MetadataError> {
+    match replication_factor {
+        1 | -1 => Ok(()),
+        rf if rf <= 0 => Err(MetadataError::InvalidReplicationFactor(
+            "Replication factor must be larger than 0, or -1 to use the default value.".to_string(),
+        )),
+        rf => Err(MetadataError::InvalidReplicationFactor(format!(
+            "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+fn existing_topic<'a>(
+    image: &'a MetadataImage,
+    name: &str,
+) -> Result<&'a crate::TopicImage, MetadataError> {
+    image.topic(name).ok_or_else(|| {
+        MetadataError::UnknownTopicOrPartition(format!(
+            "This server does not host this topic-partition: {name}"
+        ))
+    })
+}
+
+/// Kafka refuses topics whose names differ only by '.' versus '_', since
+/// both map to the same metric names.
+fn colliding_topic<'a>(image: &'a MetadataImage, name: &str) -> Option<&'a str> {
+    if !name.contains(['.', '_']) {
+        return None;
+    }
+    let unify = |s: &str| s.replace('.', "_");
+    let key = unify(name);
+    image
+        .topics
+        .keys()
+        .find(|existing| existing.len() == name.len() && unify(existing) == key)
+        .map(String::as_str)
+}
+
+fn check_partition_limits(
+    image: &MetadataImage,
+    name: &str,
+    total: u32,
+    added: u32,
+) -> Result<(), MetadataError> {
+    if total > PARTITIONS_PER_TOPIC_MAX {
+        return Err(MetadataError::InvalidPartitions(format!(
+            "Topic {name} would have {total} partitions, more than the {PARTITIONS_PER_TOPIC_MAX} allowed (PARTITIONS_PER_TOPIC_MAX)."
+        )));
+    }
+    let after = image.partition_count() as u64 + u64::from(added);
+    if after > u64::from(PARTITIONS_TOTAL_MAX) {
+        return Err(MetadataError::PolicyViolation(format!(
+            "The cluster would have {after} partitions, more than the {PARTITIONS_TOTAL_MAX} allowed (PARTITIONS_TOTAL_MAX)."
+        )));
+    }
+    Ok(())
+}
+
+fn check_shards(shards: u32) -> Result<(), MetadataError> {
+    if shards == 0 || shards > SHARDS_MAX {
+        return Err(MetadataError::InvalidRequest(format!(
+            "shard count {shards} is not in 1..={SHARDS_MAX} (SHARDS_MAX)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_config_changes(
+    set: &BTreeMap<String, String>,
+    delete: &[String],
+    known: fn(&str) -> bool,
+    kind: &str,
+) -> Result<(), MetadataError> {
+    if set.len() + delete.len() > CONFIG_CHANGES_MAX {
+        return Err(MetadataError::InvalidRequest(format!(
+            "more than {CONFIG_CHANGES_MAX} config changes in one request (CONFIG_CHANGES_MAX)"
+        )));
+    }
+    for key in delete {
+        if set.contains_key(key) {
+            return Err(MetadataError::InvalidRequest(format!(
+                "config {key} is both set and deleted"
+            )));
+        }
+        if !known(key) {
+            return Err(MetadataError::InvalidConfig(ConfigError {
+                name: key.clone(),
+                message: format!("Unknown {kind} config name: {key}"),
+            }));
+        }
+    }
+    Ok(())
+}
+
+fn draw_topic_id(
+    image: &MetadataImage,
+    new_topic_id: &mut dyn FnMut() -> Result<Uuid16, MetadataError>,
+) -> Result<Uuid16, MetadataError> {
+    for _ in 0..TOPIC_ID_ATTEMPTS_MAX {
+        let mut id = new_topic_id()?;
+        id[6] = (id[6] & 0x0f) | 0x40; // version 4
+        id[8] = (id[8] & 0x3f) | 0x80; // IETF variant
+        // Kafka's Uuid.randomUuid also refuses ids whose base64 form starts
+        // with '-' (first six bits 62), as they read like a CLI flag.
+        let starts_with_dash = id[0] >> 2 == 62;
+        let reserved = id == [0; 16] || id == METADATA_TOPIC_ID;
+        if !starts_with_dash && !reserved && image.topic_by_id(id).is_none() {
+            return Ok(id);
+        }
+    }
+    Err(MetadataError::InvalidRequest(format!(
+        "no fresh topic id after {TOPIC_ID_ATTEMPTS_MAX} attempts (TOPIC_ID_ATTEMPTS_MAX)"
+    )))
+}
+
+/// Kafka's reserved id of the metadata topic (0...01).
+const METADATA_TOPIC_ID: Uuid16 = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// Places `count` new partitions, numbered from `first_index`, over shards
+/// `0..shards`: each goes to the least-loaded shard, ties broken round-robin
+/// from the shard that was least loaded when placement started.
+fn place(image: &MetadataImage, first_index: u32, count: u32, shards: u32) -> Vec<PartitionImage> {
+    debug_assert!(shards > 0 && shards <= SHARDS_MAX);
+    let mut loads = image.shard_loads(shards);
+    let start = (0..shards)
+        .min_by_key(|&s| (loads[s as usize], s))
+        .unwrap_or(0);
+    let mut partitions = Vec::with_capacity(count as usize);
+    for (stream_id, index) in (image.next_stream_id..).zip(first_index..first_index + count) {
+        let shard = (0..shards)
+            .min_by_key(|&s| (loads[s as usize], (s + shards - start) % shards))
+            .unwrap_or(0);
+        loads[shard as usize] += 1;
+        partitions.push(PartitionImage {
+            index,
+            shard,
+            stream_id,
+            log_start_offset: 0,
+        });
+    }
+    partitions
+}

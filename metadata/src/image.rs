@@ -1,0 +1,417 @@
+//! The immutable metadata image every shard reads, and the pure, deterministic
+//! application of a resolved `MetadataRecord` to it.
+
+use std::collections::BTreeMap;
+
+use crate::command::{CommandOutcome, MetadataRecord};
+use crate::configs::{self, BrokerConfig, TopicConfig};
+use crate::error::MetadataError;
+use crate::limits::{PARTITIONS_PER_TOPIC_MAX, PARTITIONS_TOTAL_MAX, SHARDS_MAX};
+
+/// A topic id: 16 bytes of a random (version 4) UUID, never all zero.
+pub type Uuid16 = [u8; 16];
+
+/// The first stream id handed out; 0 is never a stream.
+pub const FIRST_STREAM_ID: u64 = 1;
+
+/// One snapshot of the cluster's metadata. Never mutated once published: a
+/// change produces a new image (`apply`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataImage {
+    pub cluster_id: String,
+    pub node_id: i32,
+    /// The number of records applied since the cluster was created.
+    pub epoch: u64,
+    pub topics: BTreeMap<String, TopicImage>,
+    /// Only explicitly set broker configs; see `configs` for defaults.
+    pub broker_configs: BTreeMap<String, String>,
+    /// The first producer id of the next block handed out.
+    pub next_producer_id: i64,
+    /// The next stream id; every id below it that `stream` does not know
+    /// belonged to a deleted partition.
+    pub next_stream_id: u64,
+    topic_names_by_id: BTreeMap<Uuid16, String>,
+    /// stream id → (topic name, partition index).
+    streams: BTreeMap<u64, (String, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: Uuid16,
+    /// Indexed by partition number: `partitions[i].index == i`.
+    pub partitions: Vec<PartitionImage>,
+    /// Only explicitly set configs; see `configs` for defaults.
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PartitionImage {
+    pub index: u32,
+    /// The shard that owns the partition, below the `shards` given when it
+    /// was placed. A broker started with fewer shards must map it itself.
+    pub shard: u32,
+    /// Unique for the cluster's life, never reused after a delete.
+    pub stream_id: u64,
+    pub log_start_offset: i64,
+}
+
+impl MetadataImage {
+    /// The image of a new, empty cluster (epoch 0).
+    pub fn empty(cluster_id: String, node_id: i32) -> MetadataImage {
+        MetadataImage {
+            cluster_id,
+            node_id,
+            epoch: 0,
+            topics: BTreeMap::new(),
+            broker_configs: BTreeMap::new(),
+            next_producer_id: 0,
+            next_stream_id: FIRST_STREAM_ID,
+            topic_names_by_id: BTreeMap::new(),
+            streams: BTreeMap::new(),
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: Uuid16) -> Option<&TopicImage> {
+        self.topic_names_by_id
+            .get(&id)
+            .and_then(|name| self.topics.get(name))
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionImage> {
+        self.topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(partition as usize))
+    }
+
+    pub fn stream(&self, stream_id: u64) -> Option<(&TopicImage, &PartitionImage)> {
+        let (name, index) = self.streams.get(&stream_id)?;
+        let topic = self.topics.get(name)?;
+        Some((topic, topic.partitions.get(*index as usize)?))
+    }
+
+    /// True for a stream id that was handed out and whose partition is gone:
+    /// WAL records of it can be dropped.
+    pub fn is_deleted_stream(&self, stream_id: u64) -> bool {
+        stream_id < self.next_stream_id && !self.streams.contains_key(&stream_id)
+    }
+
+    /// The number of partitions of all topics.
+    pub fn partition_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Partitions per shard, for shards `0..shards`; partitions placed on a
+    /// shard at or above `shards` are not counted.
+    pub fn shard_loads(&self, shards: u32) -> Vec<u32> {
+        let mut loads = vec![0u32; shards as usize];
+        for topic in self.topics.values() {
+            for partition in &topic.partitions {
+                if let Some(load) = loads.get_mut(partition.shard as usize) {
+                    *load += 1;
+                }
+            }
+        }
+        loads
+    }
+
+    /// The typed effective configs of a topic (its own, else broker, else default).
+    pub fn topic_config(&self, name: &str) -> Option<TopicConfig> {
+        let topic = self.topics.get(name)?;
+        Some(configs::effective_topic_config(
+            &topic.configs,
+            &self.broker_configs,
+        ))
+    }
+
+    /// The typed effective broker configs.
+    pub fn broker_config(&self) -> BrokerConfig {
+        configs::effective_broker_config(&self.broker_configs)
+    }
+
+    /// Applies one resolved record as number `epoch`, returning the next image.
+    /// Pure and deterministic: replaying the same records from the same image
+    /// gives the same result, which is what makes the log (and later a
+    /// replicated log) the source of truth. Errors mean the record does not
+    /// fit this image: at runtime a bug, on replay a corrupt log.
+    pub fn apply(
+        &self,
+        epoch: u64,
+        record: &MetadataRecord,
+    ) -> Result<(MetadataImage, CommandOutcome), MetadataError> {
+        if epoch != self.epoch + 1 {
+            return Err(MetadataError::Corrupt(format!(
+                "record epoch {epoch} does not follow image epoch {}",
+                self.epoch
+            )));
+        }
+        let mut next = self.clone();
+        next.epoch = epoch;
+        let outcome = next.apply_in_place(record)?;
+        debug_assert!(
+            next.check_invariants().is_ok(),
+            "{:?}",
+            next.check_invariants()
+        );
+        Ok((next, outcome))
+    }
+
+    /// Checks every structural invariant of the image (used after loading a
+    /// snapshot, and in debug builds after every apply).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut ids = BTreeMap::new();
+        let mut streams = BTreeMap::new();
+        for (name, topic) in &self.topics {
+            if name != &topic.name {
+                return Err(format!("topic keyed {name} is named {}", topic.name));
+            }
+            if topic.id == [0; 16] {
+                return Err(format!("topic {name} has the zero id"));
+            }
+            if ids.insert(topic.id, name.clone()).is_some() {
+                return Err(format!("topic {name} shares its id"));
+            }
+            if topic.partitions.is_empty()
+                || topic.partitions.len() > PARTITIONS_PER_TOPIC_MAX as usize
+            {
+                return Err(format!(
+                    "topic {name} has {} partitions",
+                    topic.partitions.len()
+                ));
+            }
+            for (i, partition) in topic.partitions.iter().enumerate() {
+                if partition.index as usize != i {
+                    return Err(format!(
+                        "topic {name} partition {i} has index {}",
+                        partition.index
+                    ));
+                }
+                if partition.shard >= SHARDS_MAX {
+                    return Err(format!(
+                        "topic {name} partition {i} on shard {}",
+                        partition.shard
+                    ));
+                }
+                if partition.log_start_offset < 0 {
+                    return Err(format!("topic {name} partition {i} log start offset < 0"));
+                }
+                if partition.stream_id < FIRST_STREAM_ID
+                    || partition.stream_id >= self.next_stream_id
+                {
+                    return Err(format!(
+                        "topic {name} partition {i} stream id {} out of range",
+                        partition.stream_id
+                    ));
+                }
+                if streams
+                    .insert(partition.stream_id, (name.clone(), partition.index))
+                    .is_some()
+                {
+                    return Err(format!("stream id {} used twice", partition.stream_id));
+                }
+            }
+        }
+        if streams.len() > PARTITIONS_TOTAL_MAX as usize {
+            return Err(format!("{} partitions in total", streams.len()));
+        }
+        if self.next_producer_id < 0 {
+            return Err("negative next producer id".to_string());
+        }
+        if ids != self.topic_names_by_id || streams != self.streams {
+            return Err("lookup indexes disagree with topics".to_string());
+        }
+        Ok(())
+    }
+
+    /// Builds an image from persisted parts (a snapshot), rebuilding the
+    /// lookup indexes and checking every invariant.
+    pub(crate) fn from_parts(
+        cluster_id: String,
+        node_id: i32,
+        epoch: u64,
+        topics: Vec<TopicImage>,
+        broker_configs: BTreeMap<String, String>,
+        next_producer_id: i64,
+        next_stream_id: u64,
+    ) -> Result<MetadataImage, String> {
+        let mut image = MetadataImage::empty(cluster_id, node_id);
+        image.epoch = epoch;
+        image.broker_configs = broker_configs;
+        image.next_producer_id = next_producer_id;
+        image.next_stream_id = next_stream_id;
+        for topic in topics {
+            image.topic_names_by_id.insert(topic.id, topic.name.clone());
+            for partition in &topic.partitions {
+                image
+                    .streams
+                    .insert(partition.stream_id, (topic.name.clone(), partition.index));
+            }
+            if image.topics.insert(topic.name.clone(), topic).is_some() {
+                return Err("topic listed twice".to_string());
+            }
+        }
+        image.check_invariants()?;
+        Ok(image)
+    }
+
+    fn apply_in_place(&mut self, record: &MetadataRecord) -> Result<CommandOutcome, MetadataError> {
+        let corrupt =
+            |what: String| MetadataError::Corrupt(format!("record does not apply: {what}"));
+        match record {
+            MetadataRecord::CreateTopic {
+                name,
+                id,
+                configs,
+                partitions,
+            } => {
+                if self.topics.contains_key(name)
+                    || self.topic_names_by_id.contains_key(id)
+                    || *id == [0; 16]
+                {
+                    return Err(corrupt(format!("topic {name} exists or bad id")));
+                }
+                if partitions.is_empty() {
+                    return Err(corrupt(format!("topic {name} without partitions")));
+                }
+                self.add_partitions(name, 0, partitions).map_err(corrupt)?;
+                self.topic_names_by_id.insert(*id, name.clone());
+                self.topics.insert(
+                    name.clone(),
+                    TopicImage {
+                        name: name.clone(),
+                        id: *id,
+                        partitions: partitions.clone(),
+                        configs: configs.clone(),
+                    },
+                );
+                Ok(CommandOutcome::TopicCreated { topic_id: *id })
+            }
+            MetadataRecord::DeleteTopic { name, id } => {
+                let topic = self
+                    .topics
+                    .remove(name)
+                    .ok_or_else(|| corrupt(format!("no topic {name}")))?;
+                if topic.id != *id {
+                    return Err(corrupt(format!("topic {name} id differs")));
+                }
+                self.topic_names_by_id.remove(id);
+                let stream_ids: Vec<u64> = topic.partitions.iter().map(|p| p.stream_id).collect();
+                for stream_id in &stream_ids {
+                    self.streams.remove(stream_id);
+                }
+                Ok(CommandOutcome::TopicDeleted {
+                    topic_id: *id,
+                    stream_ids,
+                })
+            }
+            MetadataRecord::CreatePartitions { name, partitions } => {
+                let current = self
+                    .topics
+                    .get(name)
+                    .map(|t| t.partitions.len() as u32)
+                    .ok_or_else(|| corrupt(format!("no topic {name}")))?;
+                self.add_partitions(name, current, partitions)
+                    .map_err(corrupt)?;
+                let topic = self.topics.get_mut(name).expect("checked above");
+                topic.partitions.extend(partitions.iter().cloned());
+                Ok(CommandOutcome::PartitionsCreated {
+                    topic_id: topic.id,
+                    first_new_partition: current,
+                })
+            }
+            MetadataRecord::AlterTopicConfigs { name, set, delete } => {
+                let topic = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| corrupt(format!("no topic {name}")))?;
+                for key in delete {
+                    topic.configs.remove(key);
+                }
+                for (key, value) in set {
+                    topic.configs.insert(key.clone(), value.clone());
+                }
+                Ok(CommandOutcome::TopicConfigsAltered)
+            }
+            MetadataRecord::AlterBrokerConfigs { set, delete } => {
+                for key in delete {
+                    self.broker_configs.remove(key);
+                }
+                for (key, value) in set {
+                    self.broker_configs.insert(key.clone(), value.clone());
+                }
+                Ok(CommandOutcome::BrokerConfigsAltered)
+            }
+            MetadataRecord::SetLogStartOffset {
+                topic,
+                partition,
+                offset,
+            } => {
+                let p = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                    .ok_or_else(|| corrupt(format!("no partition {topic}-{partition}")))?;
+                if *offset < p.log_start_offset {
+                    return Err(corrupt(format!(
+                        "log start offset of {topic}-{partition} moves back"
+                    )));
+                }
+                p.log_start_offset = *offset;
+                Ok(CommandOutcome::LogStartOffsetSet {
+                    log_start_offset: *offset,
+                })
+            }
+            MetadataRecord::AllocateProducerIds { first, count } => {
+                let end = first
+                    .checked_add(i64::from(*count))
+                    .filter(|_| *first == self.next_producer_id && *count > 0)
+                    .ok_or_else(|| corrupt(format!("producer id block {first}+{count}")))?;
+                self.next_producer_id = end;
+                Ok(CommandOutcome::ProducerIdsAllocated {
+                    first_producer_id: *first,
+                    count: *count,
+                })
+            }
+        }
+    }
+
+    /// Registers new partitions `first_index..` of `name` in the stream index
+    /// after checking they continue the topic and the stream id sequence.
+    fn add_partitions(
+        &mut self,
+        name: &str,
+        first_index: u32,
+        partitions: &[PartitionImage],
+    ) -> Result<(), String> {
+        if first_index as usize + partitions.len() > PARTITIONS_PER_TOPIC_MAX as usize
+            || self.streams.len() + partitions.len() > PARTITIONS_TOTAL_MAX as usize
+        {
+            return Err(format!("topic {name} over the partition limits"));
+        }
+        for (i, partition) in partitions.iter().enumerate() {
+            let expected_index = first_index + i as u32;
+            if partition.index != expected_index
+                || partition.stream_id != self.next_stream_id
+                || partition.shard >= SHARDS_MAX
+                || partition.log_start_offset != 0
+            {
+                return Err(format!("bad new partition {name}-{expected_index}"));
+            }
+            self.streams
+                .insert(partition.stream_id, (name.to_string(), partition.index));
+            self.next_stream_id += 1;
+        }
+        Ok(())
+    }
+}
+
+impl TopicImage {
+    /// The typed effective configs of this topic under these broker configs.
+    pub fn effective_config(&self, broker_configs: &BTreeMap<String, String>) -> TopicConfig {
+        configs::effective_topic_config(&self.configs, broker_configs)
+    }
+}

@@ -1,0 +1,24 @@
+//! Every bound of the metadata store, in one place.
+
+/// Most partitions one topic may have (INVALID_PARTITIONS above it).
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
+/// Most partitions of all topics together (POLICY_VIOLATION above it).
+pub const PARTITIONS_TOTAL_MAX: u32 = 200_000;
+/// Most shards partitions can be balanced over.
+pub const SHARDS_MAX: u32 = 1024;
+/// Longest topic name, as in Kafka.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Most producer ids one AllocateProducerIds may hand out.
+pub const PRODUCER_ID_BLOCK_MAX: u32 = 1_000_000;
+/// Most config names one Alter command may set or delete.
+pub const CONFIG_CHANGES_MAX: usize = 1024;
+/// Largest metadata log record payload; a larger length prefix is corruption.
+pub const LOG_RECORD_BYTES_MAX: u32 = 16 * 1024 * 1024;
+/// Largest snapshot file accepted on load.
+pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// A snapshot is written after this many records; it bounds replay at open.
+pub const SNAPSHOT_INTERVAL_RECORDS: u64 = 1000;
+/// Snapshots kept on disk (the newest is used; older ones are fallbacks).
+pub const SNAPSHOTS_KEPT: usize = 2;
+/// Attempts at drawing a fresh random topic id before giving up.
+pub const TOPIC_ID_ATTEMPTS_MAX: u32 = 16;

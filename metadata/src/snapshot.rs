@@ -1,0 +1,162 @@
+//! Snapshots: the whole image, rkyv-encoded, in `snapshot-<epoch>.rkyv`,
+//! written through a temporary file, fsync and an atomic rename.
+//!
+//! File layout: `[magic 8][format_version u32][crc32c u32][payload_len u64][payload]`,
+//! little endian; the payload is the rkyv encoding of `SnapshotV1`, checked
+//! with bytecheck on load, after the CRC.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use crate::error::MetadataError;
+use crate::image::{MetadataImage, TopicImage};
+use crate::limits::SNAPSHOT_BYTES_MAX;
+
+const MAGIC: &[u8; 8] = b"SLUICEMD";
+const FORMAT_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 24;
+const PREFIX: &str = "snapshot-";
+const SUFFIX: &str = ".rkyv";
+
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotV1 {
+    cluster_id: String,
+    epoch: u64,
+    next_producer_id: i64,
+    next_stream_id: u64,
+    broker_configs: BTreeMap<String, String>,
+    topics: Vec<TopicImage>,
+}
+
+pub(crate) fn snapshot_name(epoch: u64) -> String {
+    format!("{PREFIX}{epoch:020}{SUFFIX}")
+}
+
+/// The epoch in a snapshot's file name.
+pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
+    name.strip_prefix(PREFIX)?
+        .strip_suffix(SUFFIX)?
+        .parse()
+        .ok()
+}
+
+/// Writes the image's snapshot durably and returns its path.
+pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, MetadataError> {
+    let snapshot = SnapshotV1 {
+        cluster_id: image.cluster_id.clone(),
+        epoch: image.epoch,
+        next_producer_id: image.next_producer_id,
+        next_stream_id: image.next_stream_id,
+        broker_configs: image.broker_configs.clone(),
+        topics: image.topics.values().cloned().collect(),
+    };
+    let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
+        .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
+    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    // Check the snapshot just before it is written, as it will be read back.
+    debug_assert_eq!(
+        decode(&bytes, image.node_id, image.epoch).as_ref(),
+        Ok(image)
+    );
+    let name = snapshot_name(image.epoch);
+    write_atomically(dir, &name, &bytes)?;
+    Ok(dir.join(name))
+}
+
+/// Loads and checks a snapshot; `epoch` is the one in its file name.
+pub(crate) fn load(path: &Path, node_id: i32, epoch: u64) -> Result<MetadataImage, String> {
+    let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if len > SNAPSHOT_BYTES_MAX {
+        return Err(format!(
+            "{}: {len} bytes is over {SNAPSHOT_BYTES_MAX} (SNAPSHOT_BYTES_MAX)",
+            path.display()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    decode(&bytes, node_id, epoch).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes `bytes` to `dir/name` so that the file is either absent or whole:
+/// temporary file, fsync, rename, directory fsync.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MetadataError> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let target = dir.join(name);
+    let result = File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(|e| MetadataError::io(&tmp, e));
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, &target).map_err(|e| MetadataError::io(&target, e))?;
+    sync_dir(dir)
+}
+
+/// Makes a directory's entries (creates, renames, removes) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), MetadataError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| MetadataError::io(dir, e))
+}
+
+/// Temporary files end with this; leftovers are removed at open.
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
+fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, String> {
+    if bytes.len() < HEADER_BYTES || &bytes[0..8] != MAGIC {
+        return Err("not a Sluice metadata snapshot".to_string());
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "snapshot format version {version}, expected {FORMAT_VERSION}"
+        ));
+    }
+    let crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    let payload_len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    let payload = &bytes[HEADER_BYTES..];
+    if payload.len() as u64 != payload_len {
+        return Err(format!(
+            "payload is {} bytes, header says {payload_len}",
+            payload.len()
+        ));
+    }
+    if crc32c::crc32c(payload) != crc {
+        return Err("checksum mismatch".to_string());
+    }
+    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    let snapshot = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned)
+        .map_err(|e| format!("invalid snapshot payload: {e}"))?;
+    if snapshot.epoch != epoch {
+        return Err(format!(
+            "snapshot holds epoch {}, its name says {epoch}",
+            snapshot.epoch
+        ));
+    }
+    MetadataImage::from_parts(
+        snapshot.cluster_id,
+        node_id,
+        snapshot.epoch,
+        snapshot.topics,
+        snapshot.broker_configs,
+        snapshot.next_producer_id,
+        snapshot.next_stream_id,
+    )
+}
