@@ -1,1 +1,1024 @@
 //! The Delta WAL: O_DIRECT appends to a bounded ring with group commit and crash recovery.
+//!
+//! One [`Wal`] per shard, used only from that shard's glommio executor. Many
+//! tasks share it through `Rc<Wal>`:
+//!
+//! ```ignore
+//! let end = wal.append(stream_id, first_offset, last_offset, &batch).await?;
+//! wal.wait_durable(end).await?;
+//! ```
+//!
+//! Appends are copied into the open write buffer (group commit); a flusher task
+//! seals that buffer into one block-aligned write whenever the in-flight window
+//! has room, keeps up to `inflight_writes_max` writes in flight, and reports
+//! completions in order, so the durable position only moves forward.
+//! See README.md for the on-disk format and the durability choice.
+
+mod device;
+pub mod format;
+mod notify;
+mod recovery;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use glommio::io::{DmaBuffer, DmaFile};
+
+use crate::format::{
+    BLOCK_SIZE, HEADER_SLOTS, Header, RECORD_HEADER_SIZE, RECORD_KIND_DATA, RECORD_KIND_PADDING,
+    RING_OFFSET, RecordHeader, align_down, padded_len,
+};
+use crate::notify::Notify;
+
+/// Default ring capacity: 1 GiB.
+pub const CAPACITY_BYTES_DEFAULT: u64 = 1 << 30;
+/// Default bound on one group-commit write (a larger record gets a write of its own).
+pub const GROUP_COMMIT_BYTES_MAX_DEFAULT: u64 = 1 << 20;
+/// Default in-flight window.
+pub const INFLIGHT_WRITES_MAX_DEFAULT: usize = 8;
+/// Size of the writes that zero a freshly created file.
+const PREFORMAT_WRITE_BYTES: u64 = 4 << 20;
+
+/// How a write is made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// The file is opened with O_DSYNC: each write completes once durable
+    /// (FUA or a cache flush per write), so writes in flight stay independent.
+    Dsync,
+    /// Plain O_DIRECT writes followed by `fdatasync`; one fdatasync covers
+    /// every write completed before it started.
+    Fdatasync,
+}
+
+/// When the writer re-reads the header to learn whether a newer owner fenced it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FenceCheck {
+    /// Only at open (a single-attach device).
+    Off,
+    /// After each write, before reporting it durable: no write completed after
+    /// a newer owner's open is ever acknowledged.
+    AfterWrite,
+    /// Also before each write and each header update, so a fenced writer does
+    /// not overwrite the new owner's blocks (multi-attach volumes).
+    BeforeAndAfterWrite,
+}
+
+/// Everything `Wal::open` needs. Build with [`WalConfig::new`] and adjust fields.
+#[derive(Clone, Debug)]
+pub struct WalConfig {
+    /// A regular file (created and preallocated if absent) or a block device.
+    pub path: PathBuf,
+    /// Size of the ring (excluding the two header blocks); a multiple of 4 KiB.
+    pub capacity_bytes: u64,
+    /// Writes in flight at once (the in-flight window), at least 1.
+    pub inflight_writes_max: usize,
+    /// Fencing epoch: an open with a higher epoch fences every older writer.
+    pub epoch: u64,
+    pub node_id: u32,
+    /// Bytes coalesced into one write; a multiple of 4 KiB.
+    pub group_commit_bytes_max: u64,
+    pub durability: Durability,
+    pub fence_check: FenceCheck,
+    /// Zero the ring of a newly created file, so that later writes never hit
+    /// unwritten extents (whose conversion makes every sync a journal commit).
+    pub preformat: bool,
+}
+
+impl WalConfig {
+    pub fn new(path: impl Into<PathBuf>, capacity_bytes: u64) -> WalConfig {
+        WalConfig {
+            path: path.into(),
+            capacity_bytes,
+            ..WalConfig::default()
+        }
+    }
+
+    /// The largest record (header + payload) this configuration accepts.
+    pub fn record_bytes_max(&self) -> u64 {
+        self.capacity_bytes / 2
+    }
+}
+
+impl Default for WalConfig {
+    fn default() -> WalConfig {
+        WalConfig {
+            path: PathBuf::new(),
+            capacity_bytes: CAPACITY_BYTES_DEFAULT,
+            inflight_writes_max: INFLIGHT_WRITES_MAX_DEFAULT,
+            epoch: 0,
+            node_id: 0,
+            group_commit_bytes_max: GROUP_COMMIT_BYTES_MAX_DEFAULT,
+            durability: Durability::Dsync,
+            fence_check: FenceCheck::AfterWrite,
+            preformat: true,
+        }
+    }
+}
+
+/// A logical byte position in the WAL: monotonically increasing, never wrapped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WalPosition(pub u64);
+
+/// A complete, CRC-valid record found by recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredRecord {
+    pub stream_id: u64,
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub payload: Bytes,
+    /// The position `append` returned for this record.
+    pub end_position: WalPosition,
+}
+
+/// Figures for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    pub capacity_bytes: u64,
+    /// Bytes between the trim position and the append position.
+    pub used_bytes: u64,
+    pub trim_position: WalPosition,
+    pub append_position: WalPosition,
+    pub durable_position: WalPosition,
+    pub appends_total: u64,
+    pub append_payload_bytes_total: u64,
+    pub writes_total: u64,
+    pub write_bytes_total: u64,
+    pub writes_inflight: usize,
+    /// Appends that had to wait for ring space (back-pressure until a trim).
+    pub space_waits_total: u64,
+    pub space_wait_us_total: u64,
+    /// Appends waiting for ring space right now.
+    pub space_waiting: u64,
+    /// Appends that had to wait for a free slot in the in-flight window.
+    pub window_waits_total: u64,
+    pub syncs_total: u64,
+    pub fence_checks_total: u64,
+}
+
+#[derive(thiserror::Error, Clone, Debug)]
+pub enum WalError {
+    #[error("WAL fenced: our epoch is {ours}, the header now holds epoch {found}")]
+    Fenced { ours: u64, found: u64 },
+    #[error("O_DIRECT is not supported for {path} (its file system refuses it)")]
+    ODirectUnsupported { path: PathBuf },
+    #[error("{path}: needs an alignment of {alignment} bytes, more than the 4096-byte WAL block")]
+    BadAlignment { path: PathBuf, alignment: u64 },
+    #[error("{path} is neither a regular file nor a block device")]
+    UnsupportedTarget { path: PathBuf },
+    #[error("{path}: device has {size_bytes} bytes, the WAL needs {size_needed_bytes}")]
+    DeviceTooSmall {
+        path: PathBuf,
+        size_bytes: u64,
+        size_needed_bytes: u64,
+    },
+    #[error(
+        "record of {record_bytes} bytes (header included) exceeds record_bytes_max = {record_bytes_max} (capacity / 2)"
+    )]
+    RecordTooLarge {
+        record_bytes: u64,
+        record_bytes_max: u64,
+    },
+    #[error("{path}: both header copies are invalid and not blank; refusing to reformat")]
+    HeaderCorrupt { path: PathBuf },
+    #[error("{path}: configured capacity_bytes {configured} differs from {on_disk} on disk")]
+    CapacityMismatch {
+        path: PathBuf,
+        configured: u64,
+        on_disk: u64,
+    },
+    #[error("invalid WAL configuration: {0}")]
+    InvalidConfig(String),
+    #[error("trim to {trim} is beyond the durable position {durable}")]
+    TrimBeyondDurable { trim: u64, durable: u64 },
+    #[error("position {position} was never appended (append position {appended})")]
+    PositionNotAppended { position: u64, appended: u64 },
+    #[error("WAL is closed")]
+    Closed,
+    #[error("{op} on {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: Arc<std::io::Error>,
+    },
+}
+
+impl WalError {
+    fn io(op: &'static str, path: &Path, error: std::io::Error) -> WalError {
+        WalError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: Arc::new(error),
+        }
+    }
+}
+
+/// The writer. `!Send`: it lives on one executor; share it with `Rc<Wal>`.
+pub struct Wal {
+    inner: Rc<Inner>,
+}
+
+impl Wal {
+    /// Opens (creating and preallocating if absent), claims the WAL with this
+    /// config's epoch, recovers; returns the writer and every complete record
+    /// after the trim position, in order.
+    pub async fn open(config: WalConfig) -> Result<(Wal, Vec<RecoveredRecord>), WalError> {
+        validate(&config)?;
+        let path = config.path.clone();
+        let target = device::open_target(&path, config.capacity_bytes, config.durability).await?;
+        let file = Rc::new(target.file);
+        let io = DiskIo {
+            file: file.clone(),
+            path: path.clone(),
+            durability: config.durability,
+        };
+
+        let previous = match io.read_header().await? {
+            Some(header) => header,
+            None if target.created || io.headers_blank().await? => {
+                if config.preformat {
+                    io.zero_ring(config.capacity_bytes).await?;
+                }
+                io.format(&config).await?
+            }
+            None => return Err(WalError::HeaderCorrupt { path }),
+        };
+        if previous.capacity_bytes != config.capacity_bytes {
+            return Err(WalError::CapacityMismatch {
+                path,
+                configured: config.capacity_bytes,
+                on_disk: previous.capacity_bytes,
+            });
+        }
+        if previous.epoch > config.epoch {
+            return Err(WalError::Fenced {
+                ours: config.epoch,
+                found: previous.epoch,
+            });
+        }
+        // Claim first, then scan: a writer with an older epoch either finished
+        // its write before our scan (we recover it) or sees our epoch after its
+        // write and never acknowledges it.
+        let mut header = Header {
+            capacity_bytes: config.capacity_bytes,
+            epoch: config.epoch,
+            node_id: config.node_id,
+            generation: previous.generation + 1,
+            trim_position: previous.trim_position,
+            sequence: previous.sequence + 1,
+        };
+        io.write_header(&header).await?;
+
+        let scan =
+            recovery::scan(&file, &path, config.capacity_bytes, header.trim_position).await?;
+        if scan.generation_max >= header.generation {
+            // The newest header copy was lost (corrupted): records of a newer
+            // generation than the surviving copy exist. Ours must be newer still.
+            header.generation = scan.generation_max + 1;
+            header.sequence += 1;
+            io.write_header(&header).await?;
+        }
+        // What recovery returns is durable from here on, whichever mode wrote it.
+        io.fdatasync().await?;
+
+        let open_batch = if scan.tail_block_prefix.is_empty() {
+            None
+        } else {
+            let mut buf = file.alloc_dma_buffer(config.group_commit_bytes_max as usize);
+            buf.as_bytes_mut()[..scan.tail_block_prefix.len()]
+                .copy_from_slice(&scan.tail_block_prefix);
+            Some(Batch {
+                start: align_down(scan.tail),
+                buf,
+                len: scan.tail_block_prefix.len() as u64,
+                records: 0,
+            })
+        };
+        let inner = Rc::new(Inner {
+            io,
+            capacity_bytes: config.capacity_bytes,
+            inflight_writes_max: config.inflight_writes_max,
+            group_commit_bytes_max: config.group_commit_bytes_max,
+            record_bytes_max: config.record_bytes_max(),
+            fence_check: config.fence_check,
+            epoch: config.epoch,
+            state: RefCell::new(State {
+                append_position: scan.tail,
+                durable_position: scan.tail,
+                trim_position: header.trim_position,
+                header,
+                header_busy: false,
+                open_batch,
+                inflight: VecDeque::with_capacity(config.inflight_writes_max),
+                error: None,
+                closing: false,
+                flusher_running: true,
+                sync_running: false,
+                syncs_started: 0,
+                syncs_completed: 0,
+                stats: WalStats::default(),
+            }),
+            durable_changed: Notify::default(),
+            room_changed: Notify::default(),
+            flusher_wake: Notify::default(),
+            sync_done: Notify::default(),
+            header_idle: Notify::default(),
+        });
+        glommio::spawn_local(flusher(inner.clone())).detach();
+        Ok((Wal { inner }, scan.records))
+    }
+
+    /// Enqueues one record; resolves once it is queued, waiting while the ring
+    /// (back-pressure until `trim`) or the in-flight window is full. Records
+    /// are written in call order. Returns the record's end position.
+    pub async fn append(
+        &self,
+        stream_id: u64,
+        first_offset: u64,
+        last_offset: u64,
+        payload: &[u8],
+    ) -> Result<WalPosition, WalError> {
+        let inner = &self.inner;
+        let record_bytes = RECORD_HEADER_SIZE + payload.len() as u64;
+        if record_bytes > inner.record_bytes_max || payload.len() > u32::MAX as usize {
+            return Err(WalError::RecordTooLarge {
+                record_bytes,
+                record_bytes_max: inner.record_bytes_max,
+            });
+        }
+        let mut space_wait: Option<SpaceWait<'_>> = None;
+        loop {
+            let notified = {
+                let mut state = inner.state.borrow_mut();
+                if let Some(error) = &state.error {
+                    return Err(error.clone());
+                }
+                if state.closing {
+                    return Err(WalError::Closed);
+                }
+                match inner.place(&mut state, record_bytes) {
+                    Placement::Ready => {
+                        let end = inner.write_record(
+                            &mut state,
+                            stream_id,
+                            first_offset,
+                            last_offset,
+                            payload,
+                        );
+                        drop(state);
+                        drop(space_wait);
+                        inner.flusher_wake.notify();
+                        return Ok(WalPosition(end));
+                    }
+                    Placement::NoSpace => {
+                        if space_wait.is_none() {
+                            state.stats.space_waits_total += 1;
+                            state.stats.space_waiting += 1;
+                            space_wait = Some(SpaceWait {
+                                inner,
+                                since: Instant::now(),
+                            });
+                        }
+                    }
+                    Placement::WindowFull => state.stats.window_waits_total += 1,
+                }
+                inner.room_changed.notified()
+            };
+            inner.flusher_wake.notify();
+            notified.await;
+        }
+    }
+
+    /// Resolves when everything up to `position` is durable, or with the error
+    /// that prevents it (e.g. `Fenced`).
+    pub async fn wait_durable(&self, position: WalPosition) -> Result<(), WalError> {
+        loop {
+            let notified = {
+                let state = self.inner.state.borrow();
+                if state.durable_position >= position.0 {
+                    return Ok(());
+                }
+                if let Some(error) = &state.error {
+                    return Err(error.clone());
+                }
+                if position.0 > state.append_position {
+                    return Err(WalError::PositionNotAppended {
+                        position: position.0,
+                        appended: state.append_position,
+                    });
+                }
+                self.inner.durable_changed.notified()
+            };
+            notified.await;
+        }
+    }
+
+    pub fn durable_position(&self) -> WalPosition {
+        WalPosition(self.inner.state.borrow().durable_position)
+    }
+
+    /// Releases the ring space before `position` (a record end position, at
+    /// most the durable position); persisted in the header before it is reused.
+    pub async fn trim(&self, position: WalPosition) -> Result<(), WalError> {
+        let inner = &self.inner;
+        let header = loop {
+            let notified = {
+                let mut state = inner.state.borrow_mut();
+                if let Some(error) = &state.error {
+                    return Err(error.clone());
+                }
+                if position.0 > state.durable_position {
+                    return Err(WalError::TrimBeyondDurable {
+                        trim: position.0,
+                        durable: state.durable_position,
+                    });
+                }
+                if position.0 <= state.trim_position {
+                    return Ok(());
+                }
+                if !state.header_busy {
+                    state.header_busy = true;
+                    let mut header = state.header;
+                    header.trim_position = position.0;
+                    header.sequence += 1;
+                    break header;
+                }
+                inner.header_idle.notified()
+            };
+            notified.await;
+        };
+        let result = inner.persist_header(&header).await;
+        {
+            let mut state = inner.state.borrow_mut();
+            state.header_busy = false;
+            match &result {
+                Ok(()) => {
+                    state.header = header;
+                    state.trim_position = header.trim_position;
+                }
+                Err(error) => inner.fail(&mut state, error.clone()),
+            }
+        }
+        inner.header_idle.notify();
+        inner.room_changed.notify();
+        result
+    }
+
+    /// Writes everything appended, waits for it to be durable, syncs and closes.
+    pub async fn close(self) -> Result<(), WalError> {
+        let inner = self.inner.clone();
+        drop(self); // marks the WAL closing and wakes the flusher
+        loop {
+            let notified = {
+                let state = inner.state.borrow();
+                if let Some(error) = &state.error {
+                    return Err(error.clone());
+                }
+                if !state.flusher_running && state.inflight.is_empty() {
+                    break;
+                }
+                inner.durable_changed.notified()
+            };
+            notified.await;
+        }
+        inner.io.fdatasync().await?;
+        let file = inner.io.file.clone();
+        drop(inner);
+        if let Ok(file) = Rc::try_unwrap(file) {
+            file.close()
+                .await
+                .map_err(|e| WalError::io("close", &PathBuf::new(), e.into()))?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> WalStats {
+        let state = self.inner.state.borrow();
+        let mut stats = state.stats.clone();
+        stats.capacity_bytes = self.inner.capacity_bytes;
+        stats.used_bytes = state.append_position - state.trim_position;
+        stats.trim_position = WalPosition(state.trim_position);
+        stats.append_position = WalPosition(state.append_position);
+        stats.durable_position = WalPosition(state.durable_position);
+        stats.writes_inflight = state.inflight.len();
+        stats
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.inner.state.borrow_mut().closing = true;
+        self.inner.flusher_wake.notify();
+        self.inner.room_changed.notify();
+    }
+}
+
+fn validate(config: &WalConfig) -> Result<(), WalError> {
+    let invalid = |what: String| Err(WalError::InvalidConfig(what));
+    if config.capacity_bytes < 4 * BLOCK_SIZE || !config.capacity_bytes.is_multiple_of(BLOCK_SIZE) {
+        return invalid(format!(
+            "capacity_bytes {} must be a multiple of {BLOCK_SIZE} and at least {}",
+            config.capacity_bytes,
+            4 * BLOCK_SIZE
+        ));
+    }
+    if config.group_commit_bytes_max < 2 * BLOCK_SIZE
+        || !config.group_commit_bytes_max.is_multiple_of(BLOCK_SIZE)
+    {
+        return invalid(format!(
+            "group_commit_bytes_max {} must be a multiple of {BLOCK_SIZE} and at least {}",
+            config.group_commit_bytes_max,
+            2 * BLOCK_SIZE
+        ));
+    }
+    if config.inflight_writes_max == 0 {
+        return invalid("inflight_writes_max must be at least 1".into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Internals.
+
+struct Inner {
+    io: DiskIo,
+    capacity_bytes: u64,
+    inflight_writes_max: usize,
+    group_commit_bytes_max: u64,
+    record_bytes_max: u64,
+    fence_check: FenceCheck,
+    epoch: u64,
+    state: RefCell<State>,
+    /// Durable position advanced, or an error was set.
+    durable_changed: Notify,
+    /// Ring space released, the open batch taken by the flusher, or an error.
+    room_changed: Notify,
+    flusher_wake: Notify,
+    sync_done: Notify,
+    header_idle: Notify,
+}
+
+struct State {
+    /// Where the next record goes.
+    append_position: u64,
+    durable_position: u64,
+    trim_position: u64,
+    /// The header as we last wrote it.
+    header: Header,
+    header_busy: bool,
+    /// The group-commit buffer records are copied into.
+    open_batch: Option<Batch>,
+    /// Writes in flight, in position order.
+    inflight: VecDeque<InflightWrite>,
+    /// Sticky: once set, every call fails with it.
+    error: Option<WalError>,
+    closing: bool,
+    flusher_running: bool,
+    sync_running: bool,
+    syncs_started: u64,
+    syncs_completed: u64,
+    stats: WalStats,
+}
+
+/// One future write: block-aligned `start`, `len` bytes used in `buf`.
+struct Batch {
+    start: u64,
+    buf: DmaBuffer,
+    len: u64,
+    /// Records appended to this batch (the tail-block prefix is not one).
+    records: u64,
+}
+
+struct InflightWrite {
+    end: u64,
+    done: bool,
+}
+
+enum Placement {
+    Ready,
+    NoSpace,
+    WindowFull,
+}
+
+/// Keeps `space_waiting` and the wait time right however `append` returns.
+struct SpaceWait<'a> {
+    inner: &'a Inner,
+    since: Instant,
+}
+
+impl Drop for SpaceWait<'_> {
+    fn drop(&mut self) {
+        let mut state = self.inner.state.borrow_mut();
+        state.stats.space_waiting -= 1;
+        state.stats.space_wait_us_total += self.since.elapsed().as_micros() as u64;
+    }
+}
+
+impl Inner {
+    /// Decides whether a record of `record_bytes` can be copied in now,
+    /// opening a batch if needed.
+    fn place(&self, state: &mut State, record_bytes: u64) -> Placement {
+        let ring_end = align_down(state.trim_position) + self.capacity_bytes;
+        match &mut state.open_batch {
+            Some(batch) => {
+                let padded_end = batch.start + padded_len(batch.len + record_bytes);
+                if padded_end > ring_end {
+                    return Placement::NoSpace;
+                }
+                if padded_len(batch.len + record_bytes) <= batch.buf.len() as u64 {
+                    return Placement::Ready;
+                }
+                if batch.records > 0 {
+                    return Placement::WindowFull;
+                }
+                // Only the recovered tail-block prefix: grow the buffer.
+                let size = padded_len(batch.len + record_bytes).max(self.group_commit_bytes_max);
+                let mut buf = self.io.file.alloc_dma_buffer(size as usize);
+                let prefix = batch.len as usize;
+                buf.as_bytes_mut()[..prefix].copy_from_slice(&batch.buf.as_bytes()[..prefix]);
+                batch.buf = buf;
+                Placement::Ready
+            }
+            None => {
+                debug_assert_eq!(state.append_position % BLOCK_SIZE, 0);
+                let padded = padded_len(record_bytes);
+                if state.append_position + padded > ring_end {
+                    return Placement::NoSpace;
+                }
+                let size = padded.max(self.group_commit_bytes_max);
+                state.open_batch = Some(Batch {
+                    start: state.append_position,
+                    buf: self.io.file.alloc_dma_buffer(size as usize),
+                    len: 0,
+                    records: 0,
+                });
+                Placement::Ready
+            }
+        }
+    }
+
+    /// Copies one record into the open batch (placed by `place`); returns its end.
+    fn write_record(
+        &self,
+        state: &mut State,
+        stream_id: u64,
+        first_offset: u64,
+        last_offset: u64,
+        payload: &[u8],
+    ) -> u64 {
+        let generation = state.header.generation;
+        let batch = state.open_batch.as_mut().expect("place() opened a batch");
+        let position = batch.start + batch.len;
+        assert_eq!(position, state.append_position, "records are contiguous");
+        let header = RecordHeader {
+            kind: RECORD_KIND_DATA,
+            position,
+            stream_id,
+            first_offset,
+            last_offset,
+            payload_len: payload.len() as u32,
+            generation,
+            payload_crc: crc32c::crc32c(payload),
+        };
+        let at = batch.len as usize;
+        let bytes = batch.buf.as_bytes_mut();
+        header.encode(&mut bytes[at..]);
+        let payload_at = at + RECORD_HEADER_SIZE as usize;
+        bytes[payload_at..payload_at + payload.len()].copy_from_slice(payload);
+        debug_assert_eq!(RecordHeader::decode(&bytes[at..]), Some(header));
+        let end = position + header.record_len();
+        batch.len += header.record_len();
+        batch.records += 1;
+        state.append_position = end;
+        state.stats.appends_total += 1;
+        state.stats.append_payload_bytes_total += payload.len() as u64;
+        end
+    }
+
+    /// Seals the open batch if it holds records and the window has room.
+    fn take_batch(&self, state: &mut State) -> Option<Batch> {
+        let ready = state
+            .open_batch
+            .as_ref()
+            .is_some_and(|batch| batch.records > 0);
+        if !ready || state.inflight.len() >= self.inflight_writes_max {
+            return None;
+        }
+        let mut batch = state.open_batch.take()?;
+        let padded = padded_len(batch.len);
+        if padded > batch.len {
+            let pad = RecordHeader {
+                kind: RECORD_KIND_PADDING,
+                position: batch.start + batch.len,
+                stream_id: 0,
+                first_offset: 0,
+                last_offset: 0,
+                payload_len: (padded - batch.len - RECORD_HEADER_SIZE) as u32,
+                generation: state.header.generation,
+                payload_crc: 0,
+            };
+            pad.encode(&mut batch.buf.as_bytes_mut()[batch.len as usize..]);
+        }
+        batch.buf.trim_to_size(padded as usize);
+        batch.len = padded;
+        let end = batch.start + padded;
+        assert!(
+            end <= align_down(state.trim_position) + self.capacity_bytes,
+            "never overwrite untrimmed data"
+        );
+        state.append_position = end;
+        state.inflight.push_back(InflightWrite { end, done: false });
+        state.stats.writes_total += 1;
+        state.stats.write_bytes_total += padded;
+        Some(batch)
+    }
+
+    /// Writes one batch, makes it durable and checks we still own the WAL.
+    async fn persist_batch(&self, batch: Batch) -> Result<(), WalError> {
+        if self.fence_check == FenceCheck::BeforeAndAfterWrite {
+            self.check_fence().await?;
+        }
+        let ring_offset = batch.start % self.capacity_bytes;
+        let first_len = batch.len.min(self.capacity_bytes - ring_offset);
+        let mut buf = batch.buf;
+        if first_len < batch.len {
+            // The write crosses the end of the ring: the rest goes to its start.
+            let rest_len = (batch.len - first_len) as usize;
+            let mut rest = self.io.file.alloc_dma_buffer(rest_len);
+            rest.as_bytes_mut()
+                .copy_from_slice(&buf.as_bytes()[first_len as usize..]);
+            buf.trim_to_size(first_len as usize);
+            self.io.write(rest, RING_OFFSET).await?;
+        }
+        self.io.write(buf, RING_OFFSET + ring_offset).await?;
+        if self.io.durability == Durability::Fdatasync {
+            self.sync_after_write().await?;
+        }
+        if self.fence_check != FenceCheck::Off {
+            self.check_fence().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for an fdatasync that started after our write completed; starts
+    /// one if none is running, so concurrent writes share syncs.
+    async fn sync_after_write(&self) -> Result<(), WalError> {
+        let needed = self.state.borrow().syncs_started + 1;
+        loop {
+            let sync_number = {
+                let mut state = self.state.borrow_mut();
+                if state.syncs_completed >= needed {
+                    return Ok(());
+                }
+                if state.sync_running {
+                    None
+                } else {
+                    state.sync_running = true;
+                    state.syncs_started += 1;
+                    state.stats.syncs_total += 1;
+                    Some(state.syncs_started)
+                }
+            };
+            match sync_number {
+                Some(number) => {
+                    let result = self.io.fdatasync().await;
+                    {
+                        let mut state = self.state.borrow_mut();
+                        state.sync_running = false;
+                        if result.is_ok() {
+                            state.syncs_completed = number;
+                        }
+                    }
+                    self.sync_done.notify();
+                    result?;
+                }
+                None => {
+                    let notified = self.sync_done.notified();
+                    // Re-check: the running sync may have finished meanwhile.
+                    if self.state.borrow().sync_running {
+                        notified.await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn check_fence(&self) -> Result<(), WalError> {
+        let found = self.io.read_epoch_max().await?;
+        self.state.borrow_mut().stats.fence_checks_total += 1;
+        if found > self.epoch {
+            return Err(WalError::Fenced {
+                ours: self.epoch,
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    async fn persist_header(&self, header: &Header) -> Result<(), WalError> {
+        if self.fence_check == FenceCheck::BeforeAndAfterWrite {
+            self.check_fence().await?;
+        }
+        self.io.write_header(header).await?;
+        if self.fence_check != FenceCheck::Off {
+            self.check_fence().await?;
+        }
+        Ok(())
+    }
+
+    /// Marks a finished write and advances the durable position over the
+    /// completed prefix of the window.
+    fn complete(&self, state: &mut State, end: u64) {
+        let slot = state
+            .inflight
+            .iter_mut()
+            .find(|write| write.end == end)
+            .expect("a completed write is in the window");
+        slot.done = true;
+        while state.inflight.front().is_some_and(|write| write.done) {
+            let write = state.inflight.pop_front().expect("front exists");
+            assert!(
+                write.end > state.durable_position,
+                "durable position only moves forward"
+            );
+            state.durable_position = write.end;
+        }
+    }
+
+    fn fail(&self, state: &mut State, error: WalError) {
+        if state.error.is_none() {
+            state.error = Some(error);
+        }
+        state.open_batch = None;
+    }
+
+    fn wake_all(&self) {
+        self.durable_changed.notify();
+        self.room_changed.notify();
+        self.flusher_wake.notify();
+    }
+}
+
+/// Seals the open batch into a write whenever the window has room; exits
+/// once the WAL is closing and nothing is left to write, or on error.
+async fn flusher(inner: Rc<Inner>) {
+    loop {
+        let notified = {
+            let mut state = inner.state.borrow_mut();
+            if state.error.is_some() {
+                break;
+            }
+            if let Some(batch) = inner.take_batch(&mut state) {
+                drop(state);
+                inner.room_changed.notify();
+                glommio::spawn_local(write_batch(inner.clone(), batch)).detach();
+                continue;
+            }
+            let pending = state
+                .open_batch
+                .as_ref()
+                .is_some_and(|batch| batch.records > 0);
+            if state.closing && !pending {
+                break;
+            }
+            inner.flusher_wake.notified()
+        };
+        notified.await;
+    }
+    inner.state.borrow_mut().flusher_running = false;
+    inner.wake_all();
+}
+
+async fn write_batch(inner: Rc<Inner>, batch: Batch) {
+    let end = batch.start + batch.len;
+    let result = inner.persist_batch(batch).await;
+    {
+        let mut state = inner.state.borrow_mut();
+        match result {
+            Ok(()) => inner.complete(&mut state, end),
+            Err(error) => inner.fail(&mut state, error),
+        }
+    }
+    inner.wake_all();
+}
+
+/// The raw I/O: header copies, data writes, syncs.
+struct DiskIo {
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    durability: Durability,
+}
+
+impl DiskIo {
+    async fn write(&self, buf: DmaBuffer, position: u64) -> Result<(), WalError> {
+        let len = buf.len();
+        let written = self
+            .file
+            .write_at(buf, position)
+            .await
+            .map_err(|e| WalError::io("write", &self.path, e.into()))?;
+        if written != len {
+            let error = std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write at {position}: {written} of {len} bytes"),
+            );
+            return Err(WalError::io("write", &self.path, error));
+        }
+        Ok(())
+    }
+
+    async fn fdatasync(&self) -> Result<(), WalError> {
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| WalError::io("fdatasync", &self.path, e.into()))
+    }
+
+    async fn read_header_blocks(&self) -> Result<glommio::io::ReadResult, WalError> {
+        let blocks = self
+            .file
+            .read_at_aligned(0, RING_OFFSET as usize)
+            .await
+            .map_err(|e| WalError::io("read header", &self.path, e.into()))?;
+        if (blocks.len() as u64) < RING_OFFSET {
+            return Err(WalError::DeviceTooSmall {
+                path: self.path.clone(),
+                size_bytes: blocks.len() as u64,
+                size_needed_bytes: RING_OFFSET,
+            });
+        }
+        Ok(blocks)
+    }
+
+    async fn read_header(&self) -> Result<Option<Header>, WalError> {
+        Ok(format::newest_header(&self.read_header_blocks().await?))
+    }
+
+    async fn headers_blank(&self) -> Result<bool, WalError> {
+        Ok(self
+            .read_header_blocks()
+            .await?
+            .iter()
+            .all(|byte| *byte == 0))
+    }
+
+    /// The highest epoch in any valid header copy.
+    async fn read_epoch_max(&self) -> Result<u64, WalError> {
+        let blocks = self.read_header_blocks().await?;
+        let epoch = (0..HEADER_SLOTS)
+            .filter_map(|slot| {
+                let from = (slot * BLOCK_SIZE) as usize;
+                Header::decode(&blocks[from..from + BLOCK_SIZE as usize])
+            })
+            .map(|header| header.epoch)
+            .max()
+            .unwrap_or(0);
+        Ok(epoch)
+    }
+
+    /// Writes one header copy (to the slot its sequence selects) durably.
+    async fn write_header(&self, header: &Header) -> Result<(), WalError> {
+        let mut buf = self.file.alloc_dma_buffer(BLOCK_SIZE as usize);
+        header.encode(buf.as_bytes_mut());
+        debug_assert_eq!(Header::decode(buf.as_bytes()), Some(*header));
+        self.write(buf, header.slot() * BLOCK_SIZE).await?;
+        if self.durability == Durability::Fdatasync {
+            self.fdatasync().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes both header copies of a new WAL.
+    async fn format(&self, config: &WalConfig) -> Result<Header, WalError> {
+        let mut header = Header {
+            capacity_bytes: config.capacity_bytes,
+            epoch: config.epoch,
+            node_id: config.node_id,
+            generation: 0,
+            trim_position: 0,
+            sequence: 0,
+        };
+        for sequence in 0..HEADER_SLOTS {
+            header.sequence = sequence;
+            self.write_header(&header).await?;
+        }
+        Ok(header)
+    }
+
+    /// Zeroes the ring so every later write lands on written extents.
+    async fn zero_ring(&self, capacity_bytes: u64) -> Result<(), WalError> {
+        let mut position = 0;
+        while position < capacity_bytes {
+            let len = PREFORMAT_WRITE_BYTES.min(capacity_bytes - position);
+            let mut buf = self.file.alloc_dma_buffer(len as usize);
+            buf.as_bytes_mut().fill(0);
+            self.write(buf, RING_OFFSET + position).await?;
+            position += len;
+        }
+        self.fdatasync().await
+    }
+}

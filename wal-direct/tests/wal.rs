@@ -1,0 +1,427 @@
+//! Behaviour of the WAL against a real O_DIRECT file.
+
+mod common;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::{TestRecord, file_offset, overwrite, run, scratch_dir, test_record};
+use sluice_wal::format::{BLOCK_SIZE, RECORD_HEADER_SIZE};
+use sluice_wal::{Durability, FenceCheck, RecoveredRecord, Wal, WalConfig, WalError, WalPosition};
+
+const CAPACITY_BYTES: u64 = 4 << 20;
+
+fn config(dir: &std::path::Path, capacity_bytes: u64) -> WalConfig {
+    let mut config = WalConfig::new(dir.join("wal"), capacity_bytes);
+    config.group_commit_bytes_max = 256 << 10;
+    config.inflight_writes_max = 4;
+    config
+}
+
+fn same(recovered: &RecoveredRecord, expected: &TestRecord) -> bool {
+    recovered.stream_id == expected.stream_id
+        && recovered.first_offset == expected.first_offset
+        && recovered.last_offset == expected.last_offset
+        && recovered.payload[..] == expected.payload[..]
+}
+
+async fn append_durable(wal: &Wal, record: &TestRecord) -> WalPosition {
+    let end = wal
+        .append(
+            record.stream_id,
+            record.first_offset,
+            record.last_offset,
+            &record.payload,
+        )
+        .await
+        .expect("append");
+    wal.wait_durable(end).await.expect("durable");
+    end
+}
+
+fn assert_recovered(recovered: &[RecoveredRecord], expected: &[(TestRecord, WalPosition)]) {
+    assert_eq!(
+        recovered.len(),
+        expected.len(),
+        "number of recovered records"
+    );
+    for (index, (got, (want, end))) in recovered.iter().zip(expected).enumerate() {
+        assert!(same(got, want), "record {index} differs");
+        assert_eq!(got.end_position, *end, "record {index} end position");
+    }
+}
+
+#[test]
+fn concurrent_appends_group_commit_and_recover_in_order() {
+    for durability in [Durability::Dsync, Durability::Fdatasync] {
+        let dir = scratch_dir(&format!("roundtrip-{durability:?}"));
+        let mut config = config(&dir, CAPACITY_BYTES);
+        config.durability = durability;
+        let expected = run(async {
+            let (wal, recovered) = Wal::open(config.clone()).await.expect("open");
+            assert!(recovered.is_empty());
+            let wal = Rc::new(wal);
+            let mut tasks = Vec::new();
+            for task in 0..8u64 {
+                let wal = wal.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    let mut done = Vec::new();
+                    for i in 0..40u64 {
+                        let record = test_record(7, task * 1000 + i, 32 << 10);
+                        let end = append_durable(&wal, &record).await;
+                        assert!(wal.durable_position() >= end);
+                        done.push((record, end));
+                    }
+                    done
+                }));
+            }
+            let mut all = Vec::new();
+            for task in tasks {
+                all.extend(task.await);
+            }
+            let stats = wal.stats();
+            assert_eq!(stats.appends_total, 320);
+            assert!(
+                stats.writes_total < stats.appends_total,
+                "group commit coalesced: {stats:?}"
+            );
+            Rc::try_unwrap(wal)
+                .ok()
+                .expect("last reference")
+                .close()
+                .await
+                .expect("close");
+            all.sort_by_key(|(_, end)| *end);
+            all
+        });
+        let recovered = run(async {
+            let (wal, recovered) = Wal::open(config.clone()).await.expect("reopen");
+            wal.close().await.expect("close");
+            recovered
+        });
+        assert_recovered(&recovered, &expected);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+#[test]
+fn eight_mib_record_round_trips_and_oversized_is_refused() {
+    let dir = scratch_dir("large");
+    let config = config(&dir, 20 << 20);
+    let mut record = test_record(3, 1, 0);
+    record.payload = vec![0u8; 8 << 20];
+    common::Rng(99).fill(&mut record.payload);
+    let end = run(async {
+        let (wal, _) = Wal::open(config.clone()).await.expect("open");
+        let end = append_durable(&wal, &record).await;
+        let too_large = vec![0u8; (10 << 20) - RECORD_HEADER_SIZE as usize + 1];
+        match wal.append(1, 0, 0, &too_large).await {
+            Err(WalError::RecordTooLarge {
+                record_bytes_max, ..
+            }) => assert_eq!(record_bytes_max, 10 << 20),
+            other => panic!("expected RecordTooLarge, got {other:?}"),
+        }
+        wal.close().await.expect("close");
+        end
+    });
+    let recovered = run(async { Wal::open(config.clone()).await.expect("reopen").1 });
+    assert_recovered(&recovered, &[(record, end)]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Writes `count` records, one write each; returns them with their end positions.
+fn write_separately(config: &WalConfig, seed: u64, count: u64) -> Vec<(TestRecord, WalPosition)> {
+    run(async {
+        let (wal, _) = Wal::open(config.clone()).await.expect("open");
+        let mut done = Vec::new();
+        for i in 0..count {
+            let record = test_record(seed, i, 16 << 10);
+            let end = append_durable(&wal, &record).await;
+            done.push((record, end));
+        }
+        wal.close().await.expect("close");
+        done
+    })
+}
+
+fn record_start(record: &TestRecord, end: WalPosition) -> u64 {
+    end.0 - RECORD_HEADER_SIZE - record.payload.len() as u64
+}
+
+#[test]
+fn torn_tail_is_truncated_never_returned() {
+    enum Damage {
+        ZeroBlock,
+        GarblePayload,
+        GarbleHeader,
+    }
+    for damage in [
+        Damage::ZeroBlock,
+        Damage::GarblePayload,
+        Damage::GarbleHeader,
+    ] {
+        let dir = scratch_dir("torn");
+        let config = config(&dir, CAPACITY_BYTES);
+        let mut written = write_separately(&config, 11, 20);
+        let (last, end) = written.last().cloned().expect("records");
+        let start = record_start(&last, end);
+        let offset = match damage {
+            Damage::ZeroBlock => {
+                let block = file_offset(CAPACITY_BYTES, start) / BLOCK_SIZE * BLOCK_SIZE;
+                overwrite(&config.path, block, &[0u8; BLOCK_SIZE as usize]);
+                block
+            }
+            Damage::GarblePayload => {
+                let at = file_offset(CAPACITY_BYTES, end.0 - 1);
+                overwrite(&config.path, at, &[0x5a]);
+                at
+            }
+            Damage::GarbleHeader => {
+                let at = file_offset(CAPACITY_BYTES, start + 30);
+                overwrite(&config.path, at, &[0xa5, 0x17]);
+                at
+            }
+        };
+        assert!(offset > 0);
+        written.pop();
+        // Recovery stops before the damaged record; appending afterwards
+        // rewrites the tail, and a second recovery sees old + new records.
+        let more = run(async {
+            let (wal, recovered) = Wal::open(config.clone()).await.expect("reopen");
+            assert_recovered(&recovered, &written);
+            let mut more = Vec::new();
+            for i in 100..105 {
+                let record = test_record(12, i, 16 << 10);
+                let end = append_durable(&wal, &record).await;
+                more.push((record, end));
+            }
+            wal.close().await.expect("close");
+            more
+        });
+        written.extend(more);
+        let recovered = run(async { Wal::open(config.clone()).await.expect("reopen").1 });
+        assert_recovered(&recovered, &written);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+#[test]
+fn stale_records_after_a_torn_write_are_not_resurrected() {
+    // Records A, B, C in three writes; B's block is zeroed (torn). After a
+    // reopen, D (same size as B) lands exactly where B was, ending where C
+    // (valid, but from the previous generation and never acknowledged after
+    // the tear) starts: C must not come back.
+    let dir = scratch_dir("stale");
+    let config = config(&dir, CAPACITY_BYTES);
+    let written = write_separately(&config, 21, 3);
+    let (b, b_end) = written[1].clone();
+    let b_start = record_start(&b, b_end);
+    overwrite(
+        &config.path,
+        file_offset(CAPACITY_BYTES, b_start),
+        &[0u8; BLOCK_SIZE as usize],
+    );
+    let d_end = run(async {
+        let (wal, recovered) = Wal::open(config.clone()).await.expect("reopen");
+        assert_recovered(&recovered, &written[..1]);
+        let mut d = b.clone();
+        d.first_offset = 777;
+        let end = append_durable(&wal, &d).await;
+        assert_eq!(end, b_end, "D took B's place");
+        wal.close().await.expect("close");
+        end
+    });
+    let recovered = run(async { Wal::open(config.clone()).await.expect("reopen").1 });
+    assert_eq!(recovered.len(), 2, "A and D only, C is stale");
+    assert_eq!(recovered[1].first_offset, 777);
+    assert_eq!(recovered[1].end_position, d_end);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn ring_wraps_around_after_trim() {
+    let dir = scratch_dir("wrap");
+    let capacity_bytes = 256 << 10;
+    let mut config = config(&dir, capacity_bytes);
+    config.group_commit_bytes_max = 32 << 10;
+    let (kept, trim) = run(async {
+        let (wal, _) = Wal::open(config.clone()).await.expect("open");
+        let mut live: Vec<(TestRecord, WalPosition)> = Vec::new();
+        let mut i = 0;
+        while wal.stats().append_position.0 < 10 * capacity_bytes {
+            let record = test_record(31, i, 12 << 10);
+            i += 1;
+            let end = append_durable(&wal, &record).await;
+            live.push((record, end));
+            if wal.stats().used_bytes > capacity_bytes / 2 {
+                let cut = live.len() / 2;
+                let trim = live[cut - 1].1;
+                wal.trim(trim).await.expect("trim");
+                live.drain(..cut);
+            }
+        }
+        let trim = wal.stats().trim_position;
+        wal.close().await.expect("close");
+        (live, trim)
+    });
+    assert!(trim.0 > 8 * capacity_bytes, "wrapped many times");
+    let recovered = run(async {
+        let (wal, recovered) = Wal::open(config.clone()).await.expect("reopen");
+        assert_eq!(wal.stats().trim_position, trim, "trim persisted");
+        recovered
+    });
+    assert_recovered(&recovered, &kept);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn append_waits_for_trim_when_the_ring_is_full() {
+    let dir = scratch_dir("backpressure");
+    let capacity_bytes = 64 << 10;
+    let config = config(&dir, capacity_bytes);
+    run(async {
+        let (wal, _) = Wal::open(config.clone()).await.expect("open");
+        let wal = Rc::new(wal);
+        let payload = vec![7u8; 8 << 10];
+        let mut ends = Vec::new();
+        // Fill the ring: 8 KiB + header records pad to 12 KiB writes.
+        loop {
+            let append = wal.append(1, 0, 0, &payload);
+            let timeout = async {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                Err(WalError::Closed)
+            };
+            match futures_lite::future::or(append, timeout).await {
+                Ok(end) => {
+                    wal.wait_durable(end).await.expect("durable");
+                    ends.push(end);
+                }
+                Err(WalError::Closed) => break,
+                Err(other) => panic!("{other}"),
+            }
+            assert!(ends.len() < 100, "the ring never filled up");
+        }
+        assert!(wal.stats().space_waits_total >= 1);
+        // A blocked append completes once a trim releases space.
+        let waiter = {
+            let wal = wal.clone();
+            let payload = payload.clone();
+            glommio::spawn_local(async move { wal.append(2, 0, 0, &payload).await })
+        };
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        assert_eq!(wal.stats().space_waiting, 1, "append is waiting for space");
+        wal.trim(ends[1]).await.expect("trim");
+        let end = waiter.await.expect("append after trim");
+        wal.wait_durable(end).await.expect("durable");
+        let stats = wal.stats();
+        assert_eq!(stats.space_waiting, 0);
+        assert!(stats.space_wait_us_total >= 20_000, "{stats:?}");
+        assert!(stats.used_bytes <= capacity_bytes);
+    });
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_newer_epoch_fences_the_old_writer() {
+    for fence_check in [FenceCheck::AfterWrite, FenceCheck::BeforeAndAfterWrite] {
+        let dir = scratch_dir("fence");
+        let mut old_config = config(&dir, CAPACITY_BYTES);
+        old_config.epoch = 1;
+        old_config.fence_check = fence_check;
+        let mut new_config = old_config.clone();
+        new_config.epoch = 2;
+        run(async {
+            let (old, _) = Wal::open(old_config.clone()).await.expect("open epoch 1");
+            let end = old.append(1, 0, 0, b"before").await.expect("append");
+            old.wait_durable(end)
+                .await
+                .expect("durable before the fence");
+
+            let (new, recovered) = Wal::open(new_config.clone()).await.expect("open epoch 2");
+            assert_eq!(recovered.len(), 1);
+
+            let fenced = match old.append(1, 1, 1, b"after").await {
+                Ok(end) => old.wait_durable(end).await,
+                Err(error) => Err(error),
+            };
+            assert!(
+                matches!(fenced, Err(WalError::Fenced { ours: 1, found: 2 })),
+                "{fenced:?}"
+            );
+            assert!(matches!(
+                old.append(1, 2, 2, b"again").await,
+                Err(WalError::Fenced { .. })
+            ));
+            assert!(matches!(old.trim(end).await, Err(WalError::Fenced { .. })));
+
+            let end = new.append(1, 1, 1, b"new owner").await.expect("new append");
+            new.wait_durable(end).await.expect("new durable");
+            new.close().await.expect("close");
+            drop(old);
+
+            match Wal::open(old_config.clone()).await {
+                Err(WalError::Fenced { ours: 1, found: 2 }) => {}
+                other => panic!(
+                    "reopen with an old epoch must fail: {:?}",
+                    other.map(|_| ())
+                ),
+            }
+        });
+        let recovered = run(async { Wal::open(new_config.clone()).await.expect("reopen").1 });
+        let payloads: Vec<&[u8]> = recovered.iter().map(|r| &r.payload[..]).collect();
+        assert_eq!(payloads, vec![&b"before"[..], &b"new owner"[..]]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+#[test]
+fn one_corrupted_header_copy_still_opens() {
+    for slot in 0..2u64 {
+        let dir = scratch_dir("header");
+        let config = config(&dir, CAPACITY_BYTES);
+        let written = write_separately(&config, 41, 5);
+        overwrite(&config.path, slot * BLOCK_SIZE + 20, &[0xff; 8]);
+        let recovered = run(async {
+            let (wal, recovered) = Wal::open(config.clone())
+                .await
+                .expect("open with one header copy");
+            wal.close().await.expect("close");
+            recovered
+        });
+        assert_recovered(&recovered, &written);
+        // Both copies damaged: refuse rather than reformat.
+        overwrite(&config.path, 20, &[0xff; 8]);
+        overwrite(&config.path, BLOCK_SIZE + 20, &[0xff; 8]);
+        let result = run(async { Wal::open(config.clone()).await.map(|_| ()) });
+        assert!(
+            matches!(result, Err(WalError::HeaderCorrupt { .. })),
+            "{result:?}"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+#[test]
+fn configuration_errors_are_named() {
+    let dir = scratch_dir("config");
+    run(async {
+        let bad = WalConfig::new(dir.join("wal"), 10_000);
+        assert!(matches!(
+            Wal::open(bad).await.map(|_| ()),
+            Err(WalError::InvalidConfig(_))
+        ));
+        let (wal, _) = Wal::open(config(&dir, CAPACITY_BYTES)).await.expect("open");
+        wal.close().await.expect("close");
+        let other_capacity = config(&dir, 2 * CAPACITY_BYTES);
+        assert!(matches!(
+            Wal::open(other_capacity).await.map(|_| ()),
+            Err(WalError::CapacityMismatch { .. })
+        ));
+        let not_a_file = WalConfig::new(&dir, CAPACITY_BYTES);
+        assert!(matches!(
+            Wal::open(not_a_file).await.map(|_| ()),
+            Err(WalError::UnsupportedTarget { .. })
+        ));
+    });
+    std::fs::remove_dir_all(dir).ok();
+}
