@@ -664,8 +664,9 @@ fn gen_apis(msgs: &[Msg]) -> String {
 
 fn gen_random(m: &Msg, out: &mut String) {
     let module = snake(&m.name);
-    writeln!(out, "#[allow(unused_variables, unused_mut, clippy::all)] pub mod {module} {{").unwrap();
+    writeln!(out, "#[allow(unused_variables, unused_mut, unused_parens, unused_braces, clippy::all)] pub mod {module} {{").unwrap();
     writeln!(out, "use super::Rng; use sluice_net::messages::{module}::*;").unwrap();
+    writeln!(out, "pub fn random(rng: &mut Rng, version: i16) -> {} {{ random_{}(rng, version, 0) }}", m.name, snake(&m.name)).unwrap();
     let mut all = vec![(m.name.clone(), m.fields.clone())];
     all.extend(m.structs.iter().cloned());
     for (name, fields) in &all {
