@@ -31,8 +31,9 @@ pub struct MetadataImage {
     /// belonged to a deleted partition.
     pub next_stream_id: u64,
     topic_names_by_id: BTreeMap<Uuid16, String>,
-    /// stream id → (topic name, partition index).
-    streams: BTreeMap<u64, (String, u32)>,
+    /// stream id → (topic id, partition index); ids, not names, so that
+    /// cloning the image per command copies no strings per partition.
+    streams: BTreeMap<u64, (Uuid16, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -89,8 +90,8 @@ impl MetadataImage {
     }
 
     pub fn stream(&self, stream_id: u64) -> Option<(&TopicImage, &PartitionImage)> {
-        let (name, index) = self.streams.get(&stream_id)?;
-        let topic = self.topics.get(name)?;
+        let (id, index) = self.streams.get(&stream_id)?;
+        let topic = self.topic_by_id(*id)?;
         Some((topic, topic.partitions.get(*index as usize)?))
     }
 
@@ -208,7 +209,7 @@ impl MetadataImage {
                     ));
                 }
                 if streams
-                    .insert(partition.stream_id, (name.clone(), partition.index))
+                    .insert(partition.stream_id, (topic.id, partition.index))
                     .is_some()
                 {
                     return Err(format!("stream id {} used twice", partition.stream_id));
@@ -248,7 +249,7 @@ impl MetadataImage {
             for partition in &topic.partitions {
                 image
                     .streams
-                    .insert(partition.stream_id, (topic.name.clone(), partition.index));
+                    .insert(partition.stream_id, (topic.id, partition.index));
             }
             if image.topics.insert(topic.name.clone(), topic).is_some() {
                 return Err("topic listed twice".to_string());
@@ -277,7 +278,8 @@ impl MetadataImage {
                 if partitions.is_empty() {
                     return Err(corrupt(format!("topic {name} without partitions")));
                 }
-                self.add_partitions(name, 0, partitions).map_err(corrupt)?;
+                self.add_partitions(name, *id, 0, partitions)
+                    .map_err(corrupt)?;
                 self.topic_names_by_id.insert(*id, name.clone());
                 self.topics.insert(
                     name.clone(),
@@ -309,12 +311,12 @@ impl MetadataImage {
                 })
             }
             MetadataRecord::CreatePartitions { name, partitions } => {
-                let current = self
+                let (id, current) = self
                     .topics
                     .get(name)
-                    .map(|t| t.partitions.len() as u32)
+                    .map(|t| (t.id, t.partitions.len() as u32))
                     .ok_or_else(|| corrupt(format!("no topic {name}")))?;
-                self.add_partitions(name, current, partitions)
+                self.add_partitions(name, id, current, partitions)
                     .map_err(corrupt)?;
                 let topic = self.topics.get_mut(name).expect("checked above");
                 topic.partitions.extend(partitions.iter().cloned());
@@ -384,6 +386,7 @@ impl MetadataImage {
     fn add_partitions(
         &mut self,
         name: &str,
+        id: Uuid16,
         first_index: u32,
         partitions: &[PartitionImage],
     ) -> Result<(), String> {
@@ -402,7 +405,7 @@ impl MetadataImage {
                 return Err(format!("bad new partition {name}-{expected_index}"));
             }
             self.streams
-                .insert(partition.stream_id, (name.to_string(), partition.index));
+                .insert(partition.stream_id, (id, partition.index));
             self.next_stream_id += 1;
         }
         Ok(())
