@@ -52,7 +52,10 @@ impl Range {
             return Ok(Range::NONE);
         }
         if let Some(lo) = s.strip_suffix('+') {
-            return Ok(Range { lo: lo.parse().map_err(|_| s.to_string())?, hi: i16::MAX });
+            return Ok(Range {
+                lo: lo.parse().map_err(|_| s.to_string())?,
+                hi: i16::MAX,
+            });
         }
         if let Some((lo, hi)) = s.split_once('-') {
             return Ok(Range {
@@ -67,7 +70,10 @@ impl Range {
         self.lo > self.hi
     }
     fn intersect(self, o: Range) -> Range {
-        Range { lo: self.lo.max(o.lo), hi: self.hi.min(o.hi) }
+        Range {
+            lo: self.lo.max(o.lo),
+            hi: self.hi.min(o.hi),
+        }
     }
     /// A Rust boolean expression: is `version` inside this range?
     fn test(self, var: &str) -> String {
@@ -137,11 +143,19 @@ fn parse(text: &str) -> Result<Msg, String> {
                     name: toks[1].to_string(),
                     ty: toks[2].to_string(),
                     versions: Range::parse(kv.get("v").ok_or("v")?)?,
-                    nullable: kv.get("null").map_or(Ok(Range::NONE), |s| Range::parse(s))?,
+                    nullable: kv
+                        .get("null")
+                        .map_or(Ok(Range::NONE), |s| Range::parse(s))?,
                     tag: kv.get("tag").map(|t| t.parse().expect("tag")),
-                    tagged: kv.get("tagged").map_or(Ok(Range::NONE), |s| Range::parse(s))?,
+                    tagged: kv
+                        .get("tagged")
+                        .map_or(Ok(Range::NONE), |s| Range::parse(s))?,
                     default: kv.get("default").map(|d| {
-                        if *d == "\"\"" { String::new() } else { d.to_string() }
+                        if *d == "\"\"" {
+                            String::new()
+                        } else {
+                            d.to_string()
+                        }
                     }),
                 };
                 match m.structs.last_mut() {
@@ -166,7 +180,8 @@ fn snake(name: &str) -> String {
     let mut out = String::new();
     for (i, &c) in chars.iter().enumerate() {
         if c.is_ascii_uppercase() {
-            let prev_lower = i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
             let next_lower = i + 1 < chars.len() && chars[i + 1].is_ascii_lowercase();
             let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
             if i > 0 && (prev_lower || (prev_upper && next_lower)) {
@@ -246,7 +261,11 @@ fn rust_ty(ty: &Ty, nullable: bool) -> String {
         Ty::Struct(s) => s.clone(),
         Ty::Array(e) => format!("::std::vec::Vec<{}>", rust_ty(e, false)),
     };
-    if nullable { format!("::std::option::Option<{base}>") } else { base }
+    if nullable {
+        format!("::std::option::Option<{base}>")
+    } else {
+        base
+    }
 }
 
 fn is_nullable(f: &Field) -> bool {
@@ -275,14 +294,20 @@ fn default_expr(f: &Field) -> String {
         _ if nullable && d == Some("null") => "::std::option::Option::None".into(),
         _ => {
             let inner = match (&ty, d) {
-                (Ty::Str, Some(v)) if !v.is_empty() => format!("::std::string::String::from({v:?})"),
+                (Ty::Str, Some(v)) if !v.is_empty() => {
+                    format!("::std::string::String::from({v:?})")
+                }
                 (Ty::Str, _) => "::std::string::String::new()".into(),
                 (Ty::Bytes, _) => "::bytes::Bytes::new()".into(),
                 (Ty::Struct(s), _) => format!("{s}::default()"),
                 (Ty::Array(_), _) => "::std::vec::Vec::new()".into(),
                 _ => unreachable!(),
             };
-            if nullable { format!("::std::option::Option::Some({inner})") } else { inner }
+            if nullable {
+                format!("::std::option::Option::Some({inner})")
+            } else {
+                inner
+            }
         }
     }
 }
@@ -313,11 +338,17 @@ fn enc(ty: &Ty, expr: &str, nullable_ty: bool, nullable_v: &str, name: &str, out
             "wire::put_nullable_bytes(buf, {expr}.as_ref(), flexible, {nullable_v}, {name:?})?;"
         )
         .unwrap(),
-        Ty::Bytes | Ty::Records => writeln!(out, "wire::put_bytes(buf, &{expr}, flexible)?;").unwrap(),
+        Ty::Bytes | Ty::Records => {
+            writeln!(out, "wire::put_bytes(buf, &{expr}, flexible)?;").unwrap()
+        }
         Ty::Struct(_) if nullable_ty => {
             writeln!(out, "match &{expr} {{").unwrap();
             writeln!(out, "None => {{ if !({nullable_v}) {{ return Err(EncodeError::NullNotAllowed({name:?})); }} buf.put_i8(-1); }}").unwrap();
-            writeln!(out, "Some(v) => {{ if {nullable_v} {{ buf.put_i8(1); }} v.encode(buf, version)?; }}").unwrap();
+            writeln!(
+                out,
+                "Some(v) => {{ if {nullable_v} {{ buf.put_i8(1); }} v.encode(buf, version)?; }}"
+            )
+            .unwrap();
             writeln!(out, "}}").unwrap();
         }
         Ty::Struct(_) => writeln!(out, "{expr}.encode(buf, version)?;").unwrap(),
@@ -331,8 +362,7 @@ fn enc(ty: &Ty, expr: &str, nullable_ty: bool, nullable_v: &str, name: &str, out
             }
             writeln!(out, "wire::put_array_len(buf, items.len(), flexible)?;").unwrap();
             writeln!(out, "for item in items.iter() {{").unwrap();
-            let item = if matches!(**e, Ty::Prim(_) | Ty::Uuid) { "(*item)" } else { "(*item)" };
-            enc(e, item, false, "false", name, out);
+            enc(e, "(*item)", false, "false", name, out);
             writeln!(out, "}}").unwrap();
             if nullable_ty {
                 writeln!(out, "}}\n}}").unwrap();
@@ -364,7 +394,9 @@ fn len(ty: &Ty, expr: &str, nullable_ty: bool) -> String {
                 "wire::array_len_len(items.len(), flexible) + items.iter().map(|item| {{ let _ = item; {elen} }}).sum::<usize>()"
             );
             if nullable_ty {
-                format!("(match &{expr} {{ None => wire::null_len_len(flexible), Some(items) => {body} }})")
+                format!(
+                    "(match &{expr} {{ None => wire::null_len_len(flexible), Some(items) => {body} }})"
+                )
             } else {
                 format!("{{ let items = &{expr}; {body} }}")
             }
@@ -427,10 +459,23 @@ fn dec(ty: &Ty, nullable_ty: bool, nullable_v: &str, name: &str) -> String {
 
 fn gen_message(m: &Msg, out: &mut String) {
     let module = snake(&m.name);
-    writeln!(out, "/// Kafka `{}` (API key {}, versions {}-{}).", m.name, m.key, m.valid.lo, m.valid.hi).unwrap();
+    writeln!(
+        out,
+        "/// Kafka `{}` (API key {}, versions {}-{}).",
+        m.name, m.key, m.valid.lo, m.valid.hi
+    )
+    .unwrap();
     writeln!(out, "pub mod {module} {{").unwrap();
-    writeln!(out, "#[allow(unused_imports)] use ::bytes::{{Buf, BufMut, Bytes, BytesMut}};").unwrap();
-    writeln!(out, "#[allow(unused_imports)] use crate::{{wire, Decode, DecodeError, Encode, EncodeError}};").unwrap();
+    writeln!(
+        out,
+        "#[allow(unused_imports)] use ::bytes::{{Buf, BufMut, Bytes, BytesMut}};"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "#[allow(unused_imports)] use crate::{{wire, Decode, DecodeError, Encode, EncodeError}};"
+    )
+    .unwrap();
     gen_struct(m, &m.name, &m.fields, true, out);
     for (s, fields) in &m.structs {
         gen_struct(m, s, fields, false, out);
@@ -441,17 +486,42 @@ fn gen_message(m: &Msg, out: &mut String) {
 fn gen_struct(m: &Msg, name: &str, fields: &[Field], top: bool, out: &mut String) {
     // Type definition.
     if top {
-        writeln!(out, "/// Kafka `{name}`, generated from net/schema/{name}.schema.").unwrap();
+        writeln!(
+            out,
+            "/// Kafka `{name}`, generated from net/schema/{name}.schema."
+        )
+        .unwrap();
     } else {
         writeln!(out, "/// `{name}`, part of Kafka `{}`.", m.name).unwrap();
     }
-    writeln!(out, "#[derive(Debug, Clone, PartialEq)]\npub struct {name} {{").unwrap();
+    writeln!(
+        out,
+        "#[derive(Debug, Clone, PartialEq)]\npub struct {name} {{"
+    )
+    .unwrap();
     for f in fields {
-        writeln!(out, "/// `{}`: versions {}, {}.", f.name, range_doc(f.versions), f.ty).unwrap();
-        writeln!(out, "pub {}: {},", field_ident(&f.name), rust_ty(&ty_of(&f.ty), is_nullable(f))).unwrap();
+        writeln!(
+            out,
+            "/// `{}`: versions {}, {}.",
+            f.name,
+            range_doc(f.versions),
+            f.ty
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "pub {}: {},",
+            field_ident(&f.name),
+            rust_ty(&ty_of(&f.ty), is_nullable(f))
+        )
+        .unwrap();
     }
     writeln!(out, "}}").unwrap();
-    writeln!(out, "impl Default for {name} {{ fn default() -> Self {{ Self {{").unwrap();
+    writeln!(
+        out,
+        "impl Default for {name} {{ fn default() -> Self {{ Self {{"
+    )
+    .unwrap();
     for f in fields {
         writeln!(out, "{}: {},", field_ident(&f.name), default_expr(f)).unwrap();
     }
@@ -465,15 +535,40 @@ fn gen_struct(m: &Msg, name: &str, fields: &[Field], top: bool, out: &mut String
     // Constants and min_len.
     writeln!(out, "impl {name} {{").unwrap();
     if top {
-        writeln!(out, "/// The Kafka API key of this message.\npub const API_KEY: i16 = {};", m.key).unwrap();
-        writeln!(out, "/// Lowest version supported.\npub const MIN_VERSION: i16 = {};", m.valid.lo).unwrap();
-        writeln!(out, "/// Highest version supported.\npub const MAX_VERSION: i16 = {};", m.valid.hi).unwrap();
+        writeln!(
+            out,
+            "/// The Kafka API key of this message.\npub const API_KEY: i16 = {};",
+            m.key
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "/// Lowest version supported.\npub const MIN_VERSION: i16 = {};",
+            m.valid.lo
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "/// Highest version supported.\npub const MAX_VERSION: i16 = {};",
+            m.valid.hi
+        )
+        .unwrap();
         writeln!(out, "/// Whether `version` uses the flexible (compact, tagged) encoding.\npub const fn is_flexible(version: i16) -> bool {{ {flex} }}").unwrap();
     }
-    writeln!(out, "/// Least number of bytes one encoded value takes in `version`.").unwrap();
+    writeln!(
+        out,
+        "/// Least number of bytes one encoded value takes in `version`."
+    )
+    .unwrap();
     writeln!(out, "#[allow(unused_mut, unused_variables)] pub fn min_len(version: i16) -> usize {{ let flexible = {flex}; let mut n = usize::from(flexible);").unwrap();
     for f in &untagged {
-        writeln!(out, "if {} {{ n += {}; }}", f.versions.test("version"), min_len(&ty_of(&f.ty), is_nullable(f))).unwrap();
+        writeln!(
+            out,
+            "if {} {{ n += {}; }}",
+            f.versions.test("version"),
+            min_len(&ty_of(&f.ty), is_nullable(f))
+        )
+        .unwrap();
     }
     writeln!(out, "n }}\n}}").unwrap();
 
@@ -487,7 +582,14 @@ fn gen_struct(m: &Msg, name: &str, fields: &[Field], top: bool, out: &mut String
     for f in &untagged {
         let ty = ty_of(&f.ty);
         writeln!(out, "if {} {{", f.versions.test("version")).unwrap();
-        enc(&ty, &format!("self.{}", field_ident(&f.name)), is_nullable(f), &f.nullable.test("version"), &f.name, out);
+        enc(
+            &ty,
+            &format!("self.{}", field_ident(&f.name)),
+            is_nullable(f),
+            &f.nullable.test("version"),
+            &f.name,
+            out,
+        );
         writeln!(out, "}}").unwrap();
     }
     writeln!(out, "if flexible {{").unwrap();
@@ -501,18 +603,50 @@ fn gen_struct(m: &Msg, name: &str, fields: &[Field], top: bool, out: &mut String
         let id = field_ident(&f.name);
         writeln!(out, "if {} {{", tagged_present(f)).unwrap();
         writeln!(out, "wire::put_uvarint(buf, {});", f.tag.unwrap_or(0)).unwrap();
-        writeln!(out, "let nullable_v_marker = {}; let _ = nullable_v_marker;", f.nullable.test("version")).unwrap();
-        writeln!(out, "wire::put_uvarint(buf, wire::len_u32({})?);", len(&ty, &format!("self.{id}"), is_nullable(f))).unwrap();
-        enc(&ty, &format!("self.{id}"), is_nullable(f), &f.nullable.test("version"), &f.name, out);
+        writeln!(
+            out,
+            "let nullable_v_marker = {}; let _ = nullable_v_marker;",
+            f.nullable.test("version")
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "wire::put_uvarint(buf, wire::len_u32({})?);",
+            len(&ty, &format!("self.{id}"), is_nullable(f))
+        )
+        .unwrap();
+        enc(
+            &ty,
+            &format!("self.{id}"),
+            is_nullable(f),
+            &f.nullable.test("version"),
+            &f.name,
+            out,
+        );
         writeln!(out, "}}").unwrap();
     }
     writeln!(out, "}}\nOk(())\n}}").unwrap();
 
-    writeln!(out, "#[allow(unused_variables, unused_mut)] fn encoded_len(&self, version: i16) -> usize {{").unwrap();
+    writeln!(
+        out,
+        "#[allow(unused_variables, unused_mut)] fn encoded_len(&self, version: i16) -> usize {{"
+    )
+    .unwrap();
     writeln!(out, "let flexible = {flex}; let mut n: usize = 0;").unwrap();
     for f in &untagged {
         let ty = ty_of(&f.ty);
-        writeln!(out, "if {} {{ let nullable_v_marker = {}; let _ = nullable_v_marker; n += {}; }}", f.versions.test("version"), f.nullable.test("version"), len(&ty, &format!("self.{}", field_ident(&f.name)), is_nullable(f))).unwrap();
+        writeln!(
+            out,
+            "if {} {{ let nullable_v_marker = {}; let _ = nullable_v_marker; n += {}; }}",
+            f.versions.test("version"),
+            f.nullable.test("version"),
+            len(
+                &ty,
+                &format!("self.{}", field_ident(&f.name)),
+                is_nullable(f)
+            )
+        )
+        .unwrap();
     }
     writeln!(out, "if flexible {{ let mut count: usize = 0;").unwrap();
     for f in &tagged {
@@ -528,13 +662,28 @@ fn gen_struct(m: &Msg, name: &str, fields: &[Field], top: bool, out: &mut String
     if top {
         writeln!(out, "if version < Self::MIN_VERSION || version > Self::MAX_VERSION {{ return Err(DecodeError::UnsupportedVersion {{ api_key: Self::API_KEY, version }}); }}").unwrap();
     }
-    writeln!(out, "let flexible = {flex}; let mut this = Self::default();").unwrap();
+    writeln!(
+        out,
+        "let flexible = {flex}; let mut this = Self::default();"
+    )
+    .unwrap();
     for f in &untagged {
         let ty = ty_of(&f.ty);
-        writeln!(out, "if {} {{ this.{} = {}; }}", f.versions.test("version"), field_ident(&f.name), dec(&ty, is_nullable(f), &f.nullable.test("version"), &f.name)).unwrap();
+        writeln!(
+            out,
+            "if {} {{ this.{} = {}; }}",
+            f.versions.test("version"),
+            field_ident(&f.name),
+            dec(&ty, is_nullable(f), &f.nullable.test("version"), &f.name)
+        )
+        .unwrap();
     }
     writeln!(out, "if flexible {{ let count = wire::get_tag_count(buf)?;").unwrap();
-    writeln!(out, "for _ in 0..count {{ let (tag, mut sub) = wire::get_tagged_field(buf)?;").unwrap();
+    writeln!(
+        out,
+        "for _ in 0..count {{ let (tag, mut sub) = wire::get_tagged_field(buf)?;"
+    )
+    .unwrap();
     writeln!(out, "match tag {{").unwrap();
     for f in &tagged {
         let ty = ty_of(&f.ty);
@@ -573,7 +722,13 @@ fn range_doc(r: Range) -> String {
 }
 
 fn api_name(m: &Msg) -> String {
-    m.name.trim_end_matches(&*if m.kind == "request" { "Request" } else { "Response" }).to_string()
+    m.name
+        .trim_end_matches(if m.kind == "request" {
+            "Request"
+        } else {
+            "Response"
+        })
+        .to_string()
 }
 
 fn gen_apis(msgs: &[Msg]) -> String {
@@ -585,54 +740,122 @@ fn gen_apis(msgs: &[Msg]) -> String {
     writeln!(o, "/// Every Kafka API Sluice speaks, with its wire key.").unwrap();
     writeln!(o, "#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]\n#[repr(i16)]\npub enum ApiKey {{").unwrap();
     for m in &reqs {
-        writeln!(o, "/// Kafka `{}` (key {}).\n{} = {},", api_name(m), m.key, api_name(m), m.key).unwrap();
+        writeln!(
+            o,
+            "/// Kafka `{}` (key {}).\n{} = {},",
+            api_name(m),
+            m.key,
+            api_name(m),
+            m.key
+        )
+        .unwrap();
     }
     writeln!(o, "}}").unwrap();
     writeln!(o, "impl ApiKey {{").unwrap();
-    writeln!(o, "/// Every supported API, by key.\npub const ALL: &'static [ApiKey] = &[{}];", reqs.iter().map(|m| format!("ApiKey::{}", api_name(m))).collect::<Vec<_>>().join(", ")).unwrap();
+    writeln!(
+        o,
+        "/// Every supported API, by key.\npub const ALL: &'static [ApiKey] = &[{}];",
+        reqs.iter()
+            .map(|m| format!("ApiKey::{}", api_name(m)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+    .unwrap();
     writeln!(o, "/// The API with wire key `key`, if Sluice supports it.\npub const fn from_i16(key: i16) -> Option<ApiKey> {{ match key {{").unwrap();
     for m in &reqs {
         writeln!(o, "{} => Some(ApiKey::{}),", m.key, api_name(m)).unwrap();
     }
     writeln!(o, "_ => None }} }}").unwrap();
-    writeln!(o, "/// Kafka's name for this API.\npub const fn name(self) -> &'static str {{ match self {{").unwrap();
+    writeln!(
+        o,
+        "/// Kafka's name for this API.\npub const fn name(self) -> &'static str {{ match self {{"
+    )
+    .unwrap();
     for m in &reqs {
         writeln!(o, "ApiKey::{0} => {0:?},", api_name(m)).unwrap();
     }
     writeln!(o, "}} }}").unwrap();
-    writeln!(o, "/// Lowest supported version.\npub const fn min_version(self) -> i16 {{ match self {{").unwrap();
+    writeln!(
+        o,
+        "/// Lowest supported version.\npub const fn min_version(self) -> i16 {{ match self {{"
+    )
+    .unwrap();
     for m in &reqs {
         writeln!(o, "ApiKey::{} => {},", api_name(m), m.valid.lo).unwrap();
     }
     writeln!(o, "}} }}").unwrap();
-    writeln!(o, "/// Highest supported version.\npub const fn max_version(self) -> i16 {{ match self {{").unwrap();
+    writeln!(
+        o,
+        "/// Highest supported version.\npub const fn max_version(self) -> i16 {{ match self {{"
+    )
+    .unwrap();
     for m in &reqs {
         writeln!(o, "ApiKey::{} => {},", api_name(m), m.valid.hi).unwrap();
     }
     writeln!(o, "}} }}").unwrap();
     writeln!(o, "/// Whether `version` of this API's request uses the flexible encoding.\npub const fn is_flexible(self, version: i16) -> bool {{ match self {{").unwrap();
     for m in &reqs {
-        writeln!(o, "ApiKey::{} => {},", api_name(m), m.flexible.test("version")).unwrap();
+        writeln!(
+            o,
+            "ApiKey::{} => {},",
+            api_name(m),
+            m.flexible.test("version")
+        )
+        .unwrap();
     }
     writeln!(o, "}} }}").unwrap();
     writeln!(o, "/// Whether `version` of this API's response uses the flexible encoding.\npub const fn is_response_flexible(self, version: i16) -> bool {{ match self {{").unwrap();
     for m in &resps {
-        writeln!(o, "ApiKey::{} => {},", api_name(m), m.flexible.test("version")).unwrap();
+        writeln!(
+            o,
+            "ApiKey::{} => {},",
+            api_name(m),
+            m.flexible.test("version")
+        )
+        .unwrap();
     }
     writeln!(o, "}} }}\n}}").unwrap();
 
-    writeln!(o, "/// `(api key, min version, max version)` of every API Sluice advertises in ApiVersions.").unwrap();
+    writeln!(
+        o,
+        "/// `(api key, min version, max version)` of every API Sluice advertises in ApiVersions."
+    )
+    .unwrap();
     writeln!(o, "pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[").unwrap();
     for m in &reqs {
-        writeln!(o, "(ApiKey::{}, {}, {}),", api_name(m), m.valid.lo, m.valid.hi).unwrap();
+        writeln!(
+            o,
+            "(ApiKey::{}, {}, {}),",
+            api_name(m),
+            m.valid.lo,
+            m.valid.hi
+        )
+        .unwrap();
     }
     writeln!(o, "];").unwrap();
 
     for (enum_name, list) in [("Request", &reqs), ("Response", &resps)] {
-        writeln!(o, "/// A decoded Kafka {}, one variant per supported API.", enum_name.to_lowercase()).unwrap();
-        writeln!(o, "#[derive(Debug, Clone, PartialEq)]\npub enum {enum_name} {{").unwrap();
+        writeln!(
+            o,
+            "/// A decoded Kafka {}, one variant per supported API.",
+            enum_name.to_lowercase()
+        )
+        .unwrap();
+        writeln!(
+            o,
+            "#[derive(Debug, Clone, PartialEq)]\npub enum {enum_name} {{"
+        )
+        .unwrap();
         for m in list.iter() {
-            writeln!(o, "/// Kafka `{}`.\n{}(crate::messages::{}::{}),", m.name, api_name(m), snake(&m.name), m.name).unwrap();
+            writeln!(
+                o,
+                "/// Kafka `{}`.\n{}(crate::messages::{}::{}),",
+                m.name,
+                api_name(m),
+                snake(&m.name),
+                m.name
+            )
+            .unwrap();
         }
         writeln!(o, "}}").unwrap();
         writeln!(o, "impl {enum_name} {{").unwrap();
@@ -648,12 +871,22 @@ fn gen_apis(msgs: &[Msg]) -> String {
         writeln!(o, "}}) }}").unwrap();
         writeln!(o, "/// Encodes the body at `version`.\npub fn encode_body(&self, buf: &mut ::bytes::BytesMut, version: i16) -> Result<(), crate::EncodeError> {{ use crate::Encode; match self {{").unwrap();
         for m in list.iter() {
-            writeln!(o, "{enum_name}::{}(m) => m.encode(buf, version),", api_name(m)).unwrap();
+            writeln!(
+                o,
+                "{enum_name}::{}(m) => m.encode(buf, version),",
+                api_name(m)
+            )
+            .unwrap();
         }
         writeln!(o, "}} }}").unwrap();
         writeln!(o, "/// Encoded length of the body at `version`.\npub fn body_len(&self, version: i16) -> usize {{ use crate::Encode; match self {{").unwrap();
         for m in list.iter() {
-            writeln!(o, "{enum_name}::{}(m) => m.encoded_len(version),", api_name(m)).unwrap();
+            writeln!(
+                o,
+                "{enum_name}::{}(m) => m.encoded_len(version),",
+                api_name(m)
+            )
+            .unwrap();
         }
         writeln!(o, "}} }}\n}}").unwrap();
     }
@@ -665,17 +898,43 @@ fn gen_apis(msgs: &[Msg]) -> String {
 fn gen_random(m: &Msg, out: &mut String) {
     let module = snake(&m.name);
     writeln!(out, "#[allow(unused_variables, unused_mut, unused_parens, unused_braces, clippy::all)] pub mod {module} {{").unwrap();
-    writeln!(out, "use super::Rng; use sluice_net::messages::{module}::*;").unwrap();
-    writeln!(out, "pub fn random(rng: &mut Rng, version: i16) -> {} {{ random_{}(rng, version, 0) }}", m.name, snake(&m.name)).unwrap();
+    writeln!(
+        out,
+        "use super::Rng; use sluice_net::messages::{module}::*;"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub fn random(rng: &mut Rng, version: i16) -> {} {{ random_{}(rng, version, 0) }}",
+        m.name,
+        snake(&m.name)
+    )
+    .unwrap();
     let mut all = vec![(m.name.clone(), m.fields.clone())];
     all.extend(m.structs.iter().cloned());
     for (name, fields) in &all {
-        writeln!(out, "pub fn random_{}(rng: &mut Rng, version: i16, depth: u32) -> {name} {{", snake(name)).unwrap();
+        writeln!(
+            out,
+            "pub fn random_{}(rng: &mut Rng, version: i16, depth: u32) -> {name} {{",
+            snake(name)
+        )
+        .unwrap();
         writeln!(out, "let mut v = {name}::default();").unwrap();
         for f in fields {
-            let present = if f.tag.is_some() { f.tagged.intersect(f.versions) } else { f.versions };
+            let present = if f.tag.is_some() {
+                f.tagged.intersect(f.versions)
+            } else {
+                f.versions
+            };
             let ty = ty_of(&f.ty);
-            writeln!(out, "if {} {{ v.{} = {}; }}", present.test("version"), field_ident(&f.name), rand_expr(&ty, is_nullable(f), &f.nullable.test("version"))).unwrap();
+            writeln!(
+                out,
+                "if {} {{ v.{} = {}; }}",
+                present.test("version"),
+                field_ident(&f.name),
+                rand_expr(&ty, is_nullable(f), &f.nullable.test("version"))
+            )
+            .unwrap();
         }
         writeln!(out, "v }}").unwrap();
     }
@@ -686,7 +945,11 @@ fn rand_expr(ty: &Ty, nullable_ty: bool, nullable_v: &str) -> String {
     let base = match ty {
         Ty::Prim(p) => return format!("rng.{p}()"),
         Ty::Uuid => return "sluice_net::Uuid(rng.uuid())".into(),
-        Ty::Records => return format!("(if {nullable_v} && rng.one_in(4) {{ None }} else {{ Some(rng.bytes()) }})"),
+        Ty::Records => {
+            return format!(
+                "(if {nullable_v} && rng.one_in(4) {{ None }} else {{ Some(rng.bytes()) }})"
+            );
+        }
         Ty::Str => "rng.string()".to_string(),
         Ty::Bytes => "rng.bytes()".to_string(),
         Ty::Struct(s) => format!("random_{}(rng, version, depth + 1)", snake(s)),

@@ -25,7 +25,11 @@ pub enum DecodeError {
     Truncated { needed: usize, remaining: usize },
     /// An array count larger than the remaining bytes could hold.
     #[error("array {field}: {count} elements cannot fit in the {remaining} bytes that remain")]
-    ArrayTooLong { field: &'static str, count: usize, remaining: usize },
+    ArrayTooLong {
+        field: &'static str,
+        count: usize,
+        remaining: usize,
+    },
     /// A length below -1.
     #[error("negative length {0}")]
     NegativeLength(i32),

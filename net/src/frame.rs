@@ -18,7 +18,10 @@ pub enum FrameError {
     NegativeSize(i32),
     /// The frame is larger than `socket.request.max.bytes`.
     #[error("frame of {size_bytes} bytes exceeds socket.request.max.bytes = {max_frame_bytes}")]
-    TooLarge { size_bytes: usize, max_frame_bytes: usize },
+    TooLarge {
+        size_bytes: usize,
+        max_frame_bytes: usize,
+    },
 }
 
 /// Reads the size prefix of a frame and checks it against `max_frame_bytes`
@@ -30,7 +33,10 @@ pub fn frame_length(prefix: [u8; 4], max_frame_bytes: usize) -> Result<usize, Fr
     }
     let size_bytes = size as usize;
     if size_bytes > max_frame_bytes {
-        return Err(FrameError::TooLarge { size_bytes, max_frame_bytes });
+        return Err(FrameError::TooLarge {
+            size_bytes,
+            max_frame_bytes,
+        });
     }
     Ok(size_bytes)
 }

@@ -27,7 +27,11 @@ pub struct RequestHeader {
 impl RequestHeader {
     /// Header version of a request: 2 for flexible API versions, else 1.
     pub fn header_version(api_key: ApiKey, api_version: i16) -> i16 {
-        if api_key.is_flexible(api_version) { 2 } else { 1 }
+        if api_key.is_flexible(api_version) {
+            2
+        } else {
+            1
+        }
     }
 
     /// Encoded size at `header_version`.
@@ -51,7 +55,10 @@ impl RequestHeader {
     /// Reads the fixed part (key, version, correlation id): 8 bytes.
     pub(crate) fn decode_fixed(buf: &mut Bytes) -> Result<RequestHeader, DecodeError> {
         if buf.remaining() < 8 {
-            return Err(DecodeError::Truncated { needed: 8, remaining: buf.remaining() });
+            return Err(DecodeError::Truncated {
+                needed: 8,
+                remaining: buf.remaining(),
+            });
         }
         Ok(RequestHeader {
             request_api_key: buf.get_i16(),

@@ -38,8 +38,10 @@ pub enum RequestErrorKind {
 /// header and body. `bytes` / `records` fields borrow from `frame`.
 pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, Request), RequestError> {
     let mut buf = frame;
-    let mut header = RequestHeader::decode_fixed(&mut buf)
-        .map_err(|e| RequestError { header: None, kind: RequestErrorKind::Malformed(e) })?;
+    let mut header = RequestHeader::decode_fixed(&mut buf).map_err(|e| RequestError {
+        header: None,
+        kind: RequestErrorKind::Malformed(e),
+    })?;
     let version = header.request_api_version;
     let Some(api_key) = ApiKey::from_i16(header.request_api_key) else {
         let kind = RequestErrorKind::UnknownApiKey(header.request_api_key);
@@ -51,14 +53,24 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, Request), RequestE
     }
     let header_version = RequestHeader::header_version(api_key, version);
     if let Err(e) = header.decode_rest(&mut buf, header_version) {
-        return Err(RequestError { header: Some(header), kind: RequestErrorKind::Malformed(e) });
+        return Err(RequestError {
+            header: Some(header),
+            kind: RequestErrorKind::Malformed(e),
+        });
     }
     let body = Request::decode_body(api_key, &mut buf, version).and_then(|body| {
-        if buf.has_remaining() { Err(DecodeError::TrailingBytes(buf.remaining())) } else { Ok(body) }
+        if buf.has_remaining() {
+            Err(DecodeError::TrailingBytes(buf.remaining()))
+        } else {
+            Ok(body)
+        }
     });
     match body {
         Ok(body) => Ok((header, body)),
-        Err(e) => Err(RequestError { header: Some(header), kind: RequestErrorKind::Malformed(e) }),
+        Err(e) => Err(RequestError {
+            header: Some(header),
+            kind: RequestErrorKind::Malformed(e),
+        }),
     }
 }
 
@@ -88,9 +100,16 @@ pub fn encode_request(
 }
 
 /// Best effort: the client id of a request we will refuse, for logging.
-fn with_client_id(mut header: RequestHeader, mut buf: Bytes, kind: RequestErrorKind) -> RequestError {
+fn with_client_id(
+    mut header: RequestHeader,
+    mut buf: Bytes,
+    kind: RequestErrorKind,
+) -> RequestError {
     header.client_id = crate::wire::get_nullable_string(&mut buf, false, true, "ClientId")
         .ok()
         .flatten();
-    RequestError { header: Some(header), kind }
+    RequestError {
+        header: Some(header),
+        kind,
+    }
 }

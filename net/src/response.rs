@@ -36,10 +36,14 @@ pub fn decode_response(
 ) -> Result<(i32, Response), DecodeError> {
     let key = ApiKey::from_i16(api_key).ok_or(DecodeError::UnknownApiKey(api_key))?;
     if api_version < key.min_version() || api_version > key.max_version() {
-        return Err(DecodeError::UnsupportedVersion { api_key, version: api_version });
+        return Err(DecodeError::UnsupportedVersion {
+            api_key,
+            version: api_version,
+        });
     }
     let mut buf = frame;
-    let header = ResponseHeader::decode(&mut buf, ResponseHeader::header_version(key, api_version))?;
+    let header =
+        ResponseHeader::decode(&mut buf, ResponseHeader::header_version(key, api_version))?;
     let body = Response::decode_body(key, &mut buf, api_version)?;
     if buf.has_remaining() {
         return Err(DecodeError::TrailingBytes(buf.remaining()));

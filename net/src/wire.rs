@@ -178,7 +178,10 @@ fn len_prefix_len(n: usize, flexible: bool, fixed: usize) -> usize {
 
 fn need(buf: &Bytes, n: usize) -> Result<(), DecodeError> {
     if buf.remaining() < n {
-        Err(DecodeError::Truncated { needed: n, remaining: buf.remaining() })
+        Err(DecodeError::Truncated {
+            needed: n,
+            remaining: buf.remaining(),
+        })
     } else {
         Ok(())
     }
@@ -238,7 +241,11 @@ fn get_len(buf: &mut Bytes, flexible: bool, short: bool) -> Result<Option<usize>
         let n = get_uvarint(buf)?;
         Ok(n.checked_sub(1).map(|n| n as usize))
     } else {
-        let n = if short { i32::from(get_i16(buf)?) } else { get_i32(buf)? };
+        let n = if short {
+            i32::from(get_i16(buf)?)
+        } else {
+            get_i32(buf)?
+        };
         match n {
             -1 => Ok(None),
             n if n < -1 => Err(DecodeError::NegativeLength(n)),
@@ -257,7 +264,11 @@ fn utf8(b: Bytes, field: &'static str) -> Result<String, DecodeError> {
 }
 
 /// Reads a non-null string.
-pub fn get_string(buf: &mut Bytes, flexible: bool, field: &'static str) -> Result<String, DecodeError> {
+pub fn get_string(
+    buf: &mut Bytes,
+    flexible: bool,
+    field: &'static str,
+) -> Result<String, DecodeError> {
     match get_len(buf, flexible, true)? {
         None => Err(DecodeError::UnexpectedNull(field)),
         Some(n) => utf8(take(buf, n)?, field),
@@ -279,7 +290,11 @@ pub fn get_nullable_string(
 }
 
 /// Reads non-null bytes as a zero-copy slice of the frame.
-pub fn get_bytes(buf: &mut Bytes, flexible: bool, field: &'static str) -> Result<Bytes, DecodeError> {
+pub fn get_bytes(
+    buf: &mut Bytes,
+    flexible: bool,
+    field: &'static str,
+) -> Result<Bytes, DecodeError> {
     match get_len(buf, flexible, false)? {
         None => Err(DecodeError::UnexpectedNull(field)),
         Some(n) => take(buf, n),
@@ -313,7 +328,11 @@ pub fn get_array_len(
     };
     let needed = n.saturating_mul(min_element_bytes.max(1));
     if needed > buf.remaining() {
-        return Err(DecodeError::ArrayTooLong { field, count: n, remaining: buf.remaining() });
+        return Err(DecodeError::ArrayTooLong {
+            field,
+            count: n,
+            remaining: buf.remaining(),
+        });
     }
     Ok(Some(n))
 }

@@ -27,7 +27,10 @@ struct Tally {
 }
 
 fn cases() -> u64 {
-    std::env::var("SLUICE_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(40)
+    std::env::var("SLUICE_DIFF_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40)
 }
 
 macro_rules! diff_all {
@@ -67,7 +70,9 @@ where
 {
     let ctx = format!("{name} v{version} seed {seed:#x}");
     let mut buf = BytesMut::new();
-    value.encode(&mut buf, version).unwrap_or_else(|e| panic!("{ctx}: encode: {e}"));
+    value
+        .encode(&mut buf, version)
+        .unwrap_or_else(|e| panic!("{ctx}: encode: {e}"));
     assert_eq!(buf.len(), value.encoded_len(version), "{ctx}: encoded_len");
     let ours = buf.freeze();
     BYTES_CHECKED.fetch_add(ours.len(), std::sync::atomic::Ordering::Relaxed);
@@ -79,16 +84,27 @@ where
         return;
     }
     let mut b = ours.clone();
-    let theirs = T::decode(&mut b, version).unwrap_or_else(|e| panic!("{ctx}: kafka-protocol decode: {e}"));
+    let theirs =
+        T::decode(&mut b, version).unwrap_or_else(|e| panic!("{ctx}: kafka-protocol decode: {e}"));
     assert!(b.is_empty(), "{ctx}: kafka-protocol left {} bytes", b.len());
     let mut kb = BytesMut::new();
-    theirs.encode(&mut kb, version).unwrap_or_else(|e| panic!("{ctx}: kafka-protocol encode: {e}"));
-    assert_eq!(theirs.compute_size(version).ok(), Some(kb.len()), "{ctx}: kp size");
+    theirs
+        .encode(&mut kb, version)
+        .unwrap_or_else(|e| panic!("{ctx}: kafka-protocol encode: {e}"));
+    assert_eq!(
+        theirs.compute_size(version).ok(),
+        Some(kb.len()),
+        "{ctx}: kp size"
+    );
     let kb: Bytes = kb.freeze();
     assert_eq!(kb, ours, "{ctx}: kafka-protocol re-encoding differs");
     let mut b = kb.clone();
-    let from_kp = O::decode(&mut b, version).unwrap_or_else(|e| panic!("{ctx}: decode kp bytes: {e}"));
-    assert_eq!(&from_kp, value, "{ctx}: kafka-protocol bytes decode differently");
+    let from_kp =
+        O::decode(&mut b, version).unwrap_or_else(|e| panic!("{ctx}: decode kp bytes: {e}"));
+    assert_eq!(
+        &from_kp, value,
+        "{ctx}: kafka-protocol bytes decode differently"
+    );
 }
 
 diff_all! {
@@ -170,7 +186,13 @@ diff_all! {
 
 #[test]
 fn every_api_every_version_matches_kafka_protocol() {
-    let mut t = Tally { ours: 0, kp: 0, versions_ours: 0, versions_kp: 0, skipped: Vec::new() };
+    let mut t = Tally {
+        ours: 0,
+        kp: 0,
+        versions_ours: 0,
+        versions_kp: 0,
+        skipped: Vec::new(),
+    };
     run_all(&mut t);
     println!(
         "differential: {} message versions ({} also in kafka-protocol); {} cases round-tripped, {} cross-checked with kafka-protocol; {} encoded bytes",
@@ -180,6 +202,15 @@ fn every_api_every_version_matches_kafka_protocol() {
         t.kp,
         BYTES_CHECKED.load(std::sync::atomic::Ordering::Relaxed)
     );
-    println!("not in kafka-protocol 0.18 (Kafka 4.x dropped them): {}", t.skipped.join(", "));
-    assert_eq!(t.versions_ours, sluice_net::supported_apis().iter().map(|(_, lo, hi)| 2 * (hi - lo + 1) as usize).sum::<usize>());
+    println!(
+        "not in kafka-protocol 0.18 (Kafka 4.x dropped them): {}",
+        t.skipped.join(", ")
+    );
+    assert_eq!(
+        t.versions_ours,
+        sluice_net::supported_apis()
+            .iter()
+            .map(|(_, lo, hi)| 2 * (hi - lo + 1) as usize)
+            .sum::<usize>()
+    );
 }

@@ -9,7 +9,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use common::Rng;
 use proptest::prelude::*;
 use sluice_net::record_batch::{
-    Compression, RecordBatchBuilder, RecordBatchHeader, batches, batches_allow_partial, decode_records,
+    Compression, RecordBatchBuilder, RecordBatchHeader, batches, batches_allow_partial,
+    decode_records,
 };
 use sluice_net::{
     ApiKey, DEFAULT_MAX_FRAME_BYTES, FrameError, RequestErrorKind, RequestHeader, decode_request,
@@ -29,7 +30,11 @@ fn valid_request(rng: &mut Rng) -> Bytes {
         request_api_key: key as i16,
         request_api_version: version,
         correlation_id: rng.i32(),
-        client_id: if rng.one_in(3) { None } else { Some(rng.string()) },
+        client_id: if rng.one_in(3) {
+            None
+        } else {
+            Some(rng.string())
+        },
     };
     let mut out = BytesMut::new();
     encode_request(&header, &request, &mut out).expect("encode");
@@ -104,14 +109,24 @@ fn mutate(rng: &mut Rng, frame: &[u8]) -> Bytes {
 /// A valid batch, possibly compressed, possibly mutated (with the CRC fixed
 /// up so the record decoder, not only the CRC check, sees the damage).
 fn batch_case(rng: &mut Rng, mutate_it: bool) -> Bytes {
-    let codec = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
-        [rng.below(5) as usize];
+    let codec = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ][rng.below(5) as usize];
     let mut b = RecordBatchBuilder::new(codec);
     for _ in 0..=rng.below(5) {
         let key = rng.bytes();
         let value = rng.bytes();
         let hk = rng.bytes();
-        b.append(rng.i64(), Some(&key), if rng.one_in(5) { None } else { Some(&value) }, &[(&hk, None)]);
+        b.append(
+            rng.i64(),
+            Some(&key),
+            if rng.one_in(5) { None } else { Some(&value) },
+            &[(&hk, None)],
+        );
     }
     let batch = b.build().expect("build");
     if !mutate_it {
@@ -126,7 +141,10 @@ fn batch_case(rng: &mut Rng, mutate_it: bool) -> Bytes {
 }
 
 fn exercise_batches(records: &Bytes) {
-    for batch in batches(records).chain(batches_allow_partial(records)).flatten() {
+    for batch in batches(records)
+        .chain(batches_allow_partial(records))
+        .flatten()
+    {
         let _ = RecordBatchHeader::validate(&batch);
         let _ = decode_records(&batch, DECOMPRESSED_BYTES_MAX);
     }
@@ -191,8 +209,17 @@ fn unsupported_and_unknown_keep_the_header() {
     f.put_slice(b"cli");
     let e = decode_request(f.freeze()).unwrap_err();
     let h = e.header.expect("header");
-    assert_eq!((h.correlation_id, h.client_id.as_deref()), (42, Some("cli")));
-    assert_eq!(e.kind, RequestErrorKind::UnsupportedVersion { api_key: ApiKey::ApiVersions, version: 99 });
+    assert_eq!(
+        (h.correlation_id, h.client_id.as_deref()),
+        (42, Some("cli"))
+    );
+    assert_eq!(
+        e.kind,
+        RequestErrorKind::UnsupportedVersion {
+            api_key: ApiKey::ApiVersions,
+            version: 99
+        }
+    );
 
     let mut f = BytesMut::new();
     f.put_i16(1000);
@@ -208,12 +235,21 @@ fn unsupported_and_unknown_keep_the_header() {
 
 #[test]
 fn frame_length_is_checked_before_allocation() {
-    assert_eq!(frame_length(100i32.to_be_bytes(), DEFAULT_MAX_FRAME_BYTES), Ok(100));
+    assert_eq!(
+        frame_length(100i32.to_be_bytes(), DEFAULT_MAX_FRAME_BYTES),
+        Ok(100)
+    );
     assert_eq!(
         frame_length(((100 << 20) + 1i32).to_be_bytes(), DEFAULT_MAX_FRAME_BYTES),
-        Err(FrameError::TooLarge { size_bytes: (100 << 20) + 1, max_frame_bytes: DEFAULT_MAX_FRAME_BYTES })
+        Err(FrameError::TooLarge {
+            size_bytes: (100 << 20) + 1,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES
+        })
     );
-    assert_eq!(frame_length((-5i32).to_be_bytes(), 10), Err(FrameError::NegativeSize(-5)));
+    assert_eq!(
+        frame_length((-5i32).to_be_bytes(), 10),
+        Err(FrameError::NegativeSize(-5))
+    );
     assert_eq!(DEFAULT_MAX_FRAME_BYTES, 100 * 1024 * 1024);
 }
 
@@ -222,17 +258,28 @@ fn frame_length_is_checked_before_allocation() {
 #[test]
 #[ignore]
 fn long_random_decode_loop() {
-    let secs: u64 = std::env::var("SLUICE_FUZZ_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let start_seed: u64 = std::env::var("SLUICE_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let secs: u64 = std::env::var("SLUICE_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let start_seed: u64 = std::env::var("SLUICE_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let mut seed = start_seed;
     while std::time::Instant::now() < deadline {
         for _ in 0..1000 {
             let mut rng = Rng::new(seed);
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| one_random_case(&mut rng)));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                one_random_case(&mut rng)
+            }));
             assert!(r.is_ok(), "panic with seed {seed}");
             seed += 1;
         }
     }
-    println!("random decode loop: {} cases in {secs} s (seeds {start_seed}..{seed}), no panic", seed - start_seed);
+    println!(
+        "random decode loop: {} cases in {secs} s (seeds {start_seed}..{seed}), no panic",
+        seed - start_seed
+    );
 }

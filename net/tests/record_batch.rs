@@ -8,16 +8,26 @@ use common::Rng;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records as kp;
 use sluice_net::record_batch::{
-    BatchError, Compression, ControlRecordType, RecordBatchBuilder, RecordBatchHeader, TimestampType,
-    batches, batches_allow_partial, decode_records, set_base_offset, set_max_timestamp,
-    set_partition_leader_epoch,
+    BatchError, Compression, ControlRecordType, RecordBatchBuilder, RecordBatchHeader,
+    TimestampType, batches, batches_allow_partial, decode_records, set_base_offset,
+    set_max_timestamp, set_partition_leader_epoch,
 };
 
-const CODECS: [Compression; 5] =
-    [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+const CODECS: [Compression; 5] = [
+    Compression::None,
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
 const DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 
-type Rec = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>);
+type Rec = (
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(Vec<u8>, Option<Vec<u8>>)>,
+);
 
 fn random_records(rng: &mut Rng) -> Vec<Rec> {
     (0..1 + rng.below(20))
@@ -26,7 +36,12 @@ fn random_records(rng: &mut Rng) -> Vec<Rec> {
             let key = (!rng.one_in(4)).then(|| rng.bytes().to_vec());
             let value = (!rng.one_in(6)).then(|| rng.bytes().to_vec());
             let headers = (0..rng.below(3))
-                .map(|i| (format!("h{i}").into_bytes(), (!rng.one_in(3)).then(|| rng.bytes().to_vec())))
+                .map(|i| {
+                    (
+                        format!("h{i}").into_bytes(),
+                        (!rng.one_in(3)).then(|| rng.bytes().to_vec()),
+                    )
+                })
                 .collect();
             (ts, key, value, headers)
         })
@@ -34,9 +49,14 @@ fn random_records(rng: &mut Rng) -> Vec<Rec> {
 }
 
 fn build(codec: Compression, recs: &[Rec]) -> Bytes {
-    let mut b = RecordBatchBuilder::new(codec).base_offset(1000).producer(77, 3, 10);
+    let mut b = RecordBatchBuilder::new(codec)
+        .base_offset(1000)
+        .producer(77, 3, 10);
     for (ts, k, v, h) in recs {
-        let h: Vec<(&[u8], Option<&[u8]>)> = h.iter().map(|(k, v)| (k.as_slice(), v.as_deref())).collect();
+        let h: Vec<(&[u8], Option<&[u8]>)> = h
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+            .collect();
         b.append(*ts, k.as_deref(), v.as_deref(), &h);
     }
     b.build().expect("build")
@@ -54,7 +74,10 @@ fn builder_view_and_decoder_agree_for_every_codec() {
         assert_eq!(h.compression(), Ok(codec));
         assert_eq!(h.records_count() as usize, recs.len());
         assert_eq!(h.last_offset_delta() as usize, recs.len() - 1);
-        assert_eq!((h.producer_id(), h.producer_epoch(), h.base_sequence()), (77, 3, 10));
+        assert_eq!(
+            (h.producer_id(), h.producer_epoch(), h.base_sequence()),
+            (77, 3, 10)
+        );
         assert_eq!(h.base_timestamp(), recs[0].0);
         assert_eq!(h.max_timestamp(), recs.iter().map(|r| r.0).max().unwrap());
         assert_eq!(h.timestamp_type(), TimestampType::CreateTime);
@@ -65,8 +88,15 @@ fn builder_view_and_decoder_agree_for_every_codec() {
             assert_eq!(h.base_timestamp() + r.timestamp_delta, *ts);
             assert_eq!(r.key.as_deref(), k.as_deref());
             assert_eq!(r.value.as_deref(), v.as_deref());
-            let got: Vec<(&[u8], Option<&[u8]>)> = r.headers.iter().map(|h| (&h.key[..], h.value.as_deref())).collect();
-            let want: Vec<(&[u8], Option<&[u8]>)> = hs.iter().map(|(k, v)| (k.as_slice(), v.as_deref())).collect();
+            let got: Vec<(&[u8], Option<&[u8]>)> = r
+                .headers
+                .iter()
+                .map(|h| (&h.key[..], h.value.as_deref()))
+                .collect();
+            let want: Vec<(&[u8], Option<&[u8]>)> = hs
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                .collect();
             assert_eq!(got, want, "seed {seed}");
         }
     }
@@ -91,14 +121,23 @@ fn kafka_protocol_reads_our_batches_and_we_read_theirs() {
         // Ours → kafka-protocol.
         let batch = build(codec, &recs);
         let mut b = batch.clone();
-        let set = kp::RecordBatchDecoder::decode(&mut b).unwrap_or_else(|e| panic!("seed {seed} {codec:?}: {e}"));
+        let set = kp::RecordBatchDecoder::decode(&mut b)
+            .unwrap_or_else(|e| panic!("seed {seed} {codec:?}: {e}"));
         assert_eq!(set.records.len(), recs.len());
-        for (i, (r, (ts, k, v, hs))) in set.records.iter().enumerate().map(|(i, r)| (i, (r, &recs[i]))) {
+        for (i, (r, (ts, k, v, hs))) in set
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, (r, &recs[i])))
+        {
             assert_eq!(r.offset, 1000 + i as i64);
             assert_eq!(r.timestamp, *ts);
             assert_eq!(r.key.as_deref(), k.as_deref());
             assert_eq!(r.value.as_deref(), v.as_deref());
-            assert_eq!((r.producer_id, r.producer_epoch, r.sequence), (77, 3, 10 + i as i32));
+            assert_eq!(
+                (r.producer_id, r.producer_epoch, r.sequence),
+                (77, 3, 10 + i as i32)
+            );
             assert_eq!(r.headers.len(), hs.len());
         }
         // kafka-protocol → ours.
@@ -120,19 +159,38 @@ fn kafka_protocol_reads_our_batches_and_we_read_theirs() {
                 value: v.clone().map(Bytes::from),
                 headers: hs
                     .iter()
-                    .map(|(k, v)| (StrBytes::from_string(String::from_utf8(k.clone()).unwrap()), v.clone().map(Bytes::from)))
+                    .map(|(k, v)| {
+                        (
+                            StrBytes::from_string(String::from_utf8(k.clone()).unwrap()),
+                            v.clone().map(Bytes::from),
+                        )
+                    })
                     .collect(),
             })
             .collect();
         let mut out = BytesMut::new();
-        kp::RecordBatchEncoder::encode(&mut out, &kp_records, &kp::RecordEncodeOptions { version: 2, compression: kp_codec(codec) })
-            .expect("kp encode");
+        kp::RecordBatchEncoder::encode(
+            &mut out,
+            &kp_records,
+            &kp::RecordEncodeOptions {
+                version: 2,
+                compression: kp_codec(codec),
+            },
+        )
+        .expect("kp encode");
         let out = out.freeze();
-        let h = RecordBatchHeader::validate(&out).unwrap_or_else(|e| panic!("seed {seed} {codec:?}: {e}"));
-        assert_eq!((h.base_offset(), h.producer_id(), h.records_count() as usize), (50, 9, recs.len()));
+        let h = RecordBatchHeader::validate(&out)
+            .unwrap_or_else(|e| panic!("seed {seed} {codec:?}: {e}"));
+        assert_eq!(
+            (h.base_offset(), h.producer_id(), h.records_count() as usize),
+            (50, 9, recs.len())
+        );
         let decoded = decode_records(&out, DECOMPRESSED_BYTES_MAX).expect("decode kp batch");
         for (r, (_, k, v, _)) in decoded.iter().zip(&recs) {
-            assert_eq!((r.key.as_deref(), r.value.as_deref()), (k.as_deref(), v.as_deref()));
+            assert_eq!(
+                (r.key.as_deref(), r.value.as_deref()),
+                (k.as_deref(), v.as_deref())
+            );
         }
     }
 }
@@ -142,17 +200,26 @@ fn crc_and_patches() {
     let batch = build(Compression::None, &random_records(&mut Rng::new(3)));
     let mut m = batch.to_vec();
     m[70] ^= 1;
-    assert!(matches!(RecordBatchHeader::validate(&m), Err(BatchError::CrcMismatch { .. })));
+    assert!(matches!(
+        RecordBatchHeader::validate(&m),
+        Err(BatchError::CrcMismatch { .. })
+    ));
 
     let mut m = batch.to_vec();
     set_base_offset(&mut m, 123_456).unwrap();
     set_partition_leader_epoch(&mut m, 9).unwrap();
     let h = RecordBatchHeader::validate(&m).expect("base offset / epoch are outside the CRC");
-    assert_eq!((h.base_offset(), h.partition_leader_epoch(), h.last_offset()), (123_456, 9, 123_456 + h.last_offset_delta() as i64));
+    assert_eq!(
+        (h.base_offset(), h.partition_leader_epoch(), h.last_offset()),
+        (123_456, 9, 123_456 + h.last_offset_delta() as i64)
+    );
 
     set_max_timestamp(&mut m, TimestampType::LogAppendTime, 42).unwrap();
     let h = RecordBatchHeader::validate(&m).expect("CRC recomputed");
-    assert_eq!((h.timestamp_type(), h.max_timestamp()), (TimestampType::LogAppendTime, 42));
+    assert_eq!(
+        (h.timestamp_type(), h.max_timestamp()),
+        (TimestampType::LogAppendTime, 42)
+    );
     assert!(set_base_offset(&mut [0u8; 10], 1).is_err());
 }
 
@@ -201,7 +268,13 @@ fn decompression_is_capped() {
         if codec == Compression::None {
             assert!(r.is_ok(), "uncompressed needs no buffer");
         } else {
-            assert_eq!(r, Err(BatchError::DecompressedTooLarge { max_decompressed_bytes: 64 << 10 }), "{codec:?}");
+            assert_eq!(
+                r,
+                Err(BatchError::DecompressedTooLarge {
+                    max_decompressed_bytes: 64 << 10
+                }),
+                "{codec:?}"
+            );
         }
     }
 }

@@ -62,10 +62,25 @@ fn produce_claiming_2pow31_topics_is_refused_fast_without_allocating() {
     let elapsed = start.elapsed();
     let largest = LARGEST_ALLOCATION_BYTES.load(Ordering::Relaxed);
 
-    assert!(matches!(direct, Err(DecodeError::ArrayTooLong { count: 2_147_483_647, .. })), "{direct:?}");
+    assert!(
+        matches!(
+            direct,
+            Err(DecodeError::ArrayTooLong {
+                count: 2_147_483_647,
+                ..
+            })
+        ),
+        "{direct:?}"
+    );
     let err = whole.expect_err("must be refused");
     assert_eq!(err.header.as_ref().map(|h| h.correlation_id), Some(7));
-    assert!(matches!(err.kind, RequestErrorKind::Malformed(DecodeError::ArrayTooLong { .. })), "{err:?}");
+    assert!(
+        matches!(
+            err.kind,
+            RequestErrorKind::Malformed(DecodeError::ArrayTooLong { .. })
+        ),
+        "{err:?}"
+    );
     println!("refused in {elapsed:?}, largest allocation {largest} bytes");
     assert!(elapsed < REFUSE_TIME_MAX, "took {elapsed:?}");
     assert!(largest <= ALLOCATION_BYTES_MAX, "allocated {largest} bytes");

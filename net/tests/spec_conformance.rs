@@ -13,9 +13,11 @@ mod derive;
 use std::path::PathBuf;
 
 fn specs_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SLUICE_KAFKA_SPECS").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/kafka-message-specs")
-    });
+    let dir = std::env::var_os("SLUICE_KAFKA_SPECS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/kafka-message-specs")
+        });
     dir.is_dir().then_some(dir)
 }
 
@@ -26,7 +28,9 @@ fn schema_dir() -> PathBuf {
 #[test]
 fn committed_schema_matches_kafka_json_field_by_field() {
     let Some(specs) = specs_dir() else {
-        eprintln!("SKIPPED: ../shared/kafka-message-specs not found (set SLUICE_KAFKA_SPECS); spec conformance not checked");
+        eprintln!(
+            "SKIPPED: ../shared/kafka-message-specs not found (set SLUICE_KAFKA_SPECS); spec conformance not checked"
+        );
         return;
     };
     let mut problems = Vec::new();
@@ -40,16 +44,23 @@ fn committed_schema_matches_kafka_json_field_by_field() {
             let expected = derive::derive_schema(&json).unwrap_or_else(|e| panic!("{name}: {e}"));
             let committed = std::fs::read_to_string(schema_dir().join(format!("{name}.schema")))
                 .unwrap_or_else(|e| panic!("{name}.schema: {e}"));
-            let (exp, got): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), committed.lines().collect());
+            let (exp, got): (Vec<&str>, Vec<&str>) =
+                (expected.lines().collect(), committed.lines().collect());
             for i in 0..exp.len().max(got.len()) {
                 let (e, g) = (exp.get(i).copied(), got.get(i).copied());
                 if e != g {
-                    problems.push(format!("{name}.schema line {}: JSON says {e:?}, committed {g:?}", i + 1));
+                    problems.push(format!(
+                        "{name}.schema line {}: JSON says {e:?}, committed {g:?}",
+                        i + 1
+                    ));
                 }
             }
             fields_checked += exp.iter().filter(|l| l.starts_with("field ")).count();
             // Advertised range = validVersions.
-            let message_line = exp.iter().find(|l| l.starts_with("message ")).expect("message line");
+            let message_line = exp
+                .iter()
+                .find(|l| l.starts_with("message "))
+                .expect("message line");
             let valid = message_line
                 .split_whitespace()
                 .find_map(|t| t.strip_prefix("valid="))
@@ -59,15 +70,24 @@ fn committed_schema_matches_kafka_json_field_by_field() {
                 None => (valid.parse().unwrap(), valid.parse().unwrap()),
             };
             if (jlo, jhi) != (*lo, *hi) {
-                problems.push(format!("{name}: advertised {lo}-{hi}, JSON validVersions {valid}"));
+                problems.push(format!(
+                    "{name}: advertised {lo}-{hi}, JSON validVersions {valid}"
+                ));
             }
         }
     }
     let files = std::fs::read_dir(schema_dir()).unwrap().count();
     if files != 2 * sluice_net::supported_apis().len() {
-        problems.push(format!("{files} files in net/schema, expected {}", 2 * sluice_net::supported_apis().len()));
+        problems.push(format!(
+            "{files} files in net/schema, expected {}",
+            2 * sluice_net::supported_apis().len()
+        ));
     }
-    assert!(problems.is_empty(), "schema drifted from Kafka's JSON:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "schema drifted from Kafka's JSON:\n{}",
+        problems.join("\n")
+    );
     println!(
         "spec conformance: {} APIs, {} fields checked against {}",
         sluice_net::supported_apis().len(),
@@ -78,17 +98,49 @@ fn committed_schema_matches_kafka_json_field_by_field() {
 
 #[test]
 fn advertised_apis_are_exactly_the_issue_list() {
-    let mut names: Vec<&str> = sluice_net::supported_apis().iter().map(|(k, _, _)| k.name()).collect();
+    let mut names: Vec<&str> = sluice_net::supported_apis()
+        .iter()
+        .map(|(k, _, _)| k.name())
+        .collect();
     names.sort();
     let mut expected = vec![
-        "ApiVersions", "Metadata", "Produce", "Fetch", "ListOffsets", "CreateTopics", "DeleteTopics",
-        "CreatePartitions", "DeleteRecords", "DescribeConfigs", "AlterConfigs",
-        "IncrementalAlterConfigs", "DescribeCluster", "DescribeLogDirs", "FindCoordinator",
-        "JoinGroup", "SyncGroup", "Heartbeat", "LeaveGroup", "OffsetCommit", "OffsetFetch",
-        "ListGroups", "DescribeGroups", "DeleteGroups", "OffsetDelete", "InitProducerId",
-        "AddPartitionsToTxn", "AddOffsetsToTxn", "EndTxn", "TxnOffsetCommit", "WriteTxnMarkers",
-        "DescribeProducers", "OffsetForLeaderEpoch", "SaslHandshake", "SaslAuthenticate",
-        "DescribeTransactions", "ListTransactions",
+        "ApiVersions",
+        "Metadata",
+        "Produce",
+        "Fetch",
+        "ListOffsets",
+        "CreateTopics",
+        "DeleteTopics",
+        "CreatePartitions",
+        "DeleteRecords",
+        "DescribeConfigs",
+        "AlterConfigs",
+        "IncrementalAlterConfigs",
+        "DescribeCluster",
+        "DescribeLogDirs",
+        "FindCoordinator",
+        "JoinGroup",
+        "SyncGroup",
+        "Heartbeat",
+        "LeaveGroup",
+        "OffsetCommit",
+        "OffsetFetch",
+        "ListGroups",
+        "DescribeGroups",
+        "DeleteGroups",
+        "OffsetDelete",
+        "InitProducerId",
+        "AddPartitionsToTxn",
+        "AddOffsetsToTxn",
+        "EndTxn",
+        "TxnOffsetCommit",
+        "WriteTxnMarkers",
+        "DescribeProducers",
+        "OffsetForLeaderEpoch",
+        "SaslHandshake",
+        "SaslAuthenticate",
+        "DescribeTransactions",
+        "ListTransactions",
     ];
     expected.sort();
     assert_eq!(names, expected);

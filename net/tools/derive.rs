@@ -60,14 +60,24 @@ pub fn derive_schema(json_text: &str) -> Result<String, String> {
     out.push_str(&format!(
         "# Derived from Kafka's {name}.json by net/tools/derive_schema.rs; do not edit.\n"
     ));
-    out.push_str(&format!("message {name} {kind} key={key} valid={valid} flexible={flexible}\n"));
+    out.push_str(&format!(
+        "message {name} {kind} key={key} valid={valid} flexible={flexible}\n"
+    ));
     let mut structs: Vec<(String, Vec<Value>)> = Vec::new();
-    let fields = v.get("fields").and_then(Value::as_array).cloned().unwrap_or_default();
+    let fields = v
+        .get("fields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     emit_fields(&fields, &mut out, &mut structs)?;
     if let Some(common) = v.get("commonStructs").and_then(Value::as_array) {
         for s in common {
             let sname = str_of(s, "name")?;
-            let sfields = s.get("fields").and_then(Value::as_array).cloned().unwrap_or_default();
+            let sfields = s
+                .get("fields")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             structs.push((sname.to_string(), sfields));
         }
     }

@@ -9,7 +9,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::header::{ATTRIBUTES, CONTROL_BIT, CRC, TRANSACTIONAL_BIT};
 use super::varint::{put_varint, put_varlong, varint_len};
-use super::{BATCH_HEADER_BYTES, BatchError, Compression, LOG_OVERHEAD_BYTES, MAGIC_V2, compression};
+use super::{
+    BATCH_HEADER_BYTES, BatchError, Compression, LOG_OVERHEAD_BYTES, MAGIC_V2, compression,
+};
 
 /// Kind of a control record (the key of a transaction marker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +124,8 @@ impl RecordBatchBuilder {
             put_nullable(&mut body, Some(k));
             put_nullable(&mut body, *v);
         }
-        self.records.reserve(varint_len(body.len() as i32) + body.len());
+        self.records
+            .reserve(varint_len(body.len() as i32) + body.len());
         put_varint(&mut self.records, body.len() as i32);
         self.records.put_slice(&body);
         self.count += 1;
@@ -130,7 +133,12 @@ impl RecordBatchBuilder {
 
     /// Appends a transaction marker record (key: version 0 + type; value:
     /// version 0 + coordinator epoch), as Kafka's `EndTransactionMarker`.
-    pub fn append_control(&mut self, timestamp: i64, kind: ControlRecordType, coordinator_epoch: i32) {
+    pub fn append_control(
+        &mut self,
+        timestamp: i64,
+        kind: ControlRecordType,
+        coordinator_epoch: i32,
+    ) {
         let mut key = [0u8; 4];
         key[2..].copy_from_slice(&(kind as i16).to_be_bytes());
         let mut value = [0u8; 6];

@@ -44,14 +44,22 @@ impl Compression {
 }
 
 /// Decompresses `data`, refusing to produce more than `max_bytes`.
-pub(crate) fn decompress(codec: Compression, data: &[u8], max_bytes: usize) -> Result<Vec<u8>, BatchError> {
-    let err = |e: std::io::Error| BatchError::Decompress { codec, reason: e.to_string() };
+pub(crate) fn decompress(
+    codec: Compression,
+    data: &[u8],
+    max_bytes: usize,
+) -> Result<Vec<u8>, BatchError> {
+    let err = |e: std::io::Error| BatchError::Decompress {
+        codec,
+        reason: e.to_string(),
+    };
     match codec {
         Compression::None => bounded(data, max_bytes),
-        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(data), max_bytes).map_err(|e| e.or(codec)),
-        Compression::Lz4 => {
-            read_bounded(lz4_flex::frame::FrameDecoder::new(data), max_bytes).map_err(|e| e.or(codec))
+        Compression::Gzip => {
+            read_bounded(flate2::read::GzDecoder::new(data), max_bytes).map_err(|e| e.or(codec))
         }
+        Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), max_bytes)
+            .map_err(|e| e.or(codec)),
         Compression::Zstd => {
             let decoder = zstd::stream::read::Decoder::new(data).map_err(err)?;
             read_bounded(decoder, max_bytes).map_err(|e| e.or(codec))
@@ -62,7 +70,10 @@ pub(crate) fn decompress(codec: Compression, data: &[u8], max_bytes: usize) -> R
 
 /// Compresses `data` the way Kafka clients do.
 pub(crate) fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, BatchError> {
-    let err = |e: std::io::Error| BatchError::Compress { codec, reason: e.to_string() };
+    let err = |e: std::io::Error| BatchError::Compress {
+        codec,
+        reason: e.to_string(),
+    };
     match codec {
         Compression::None => Ok(data.to_vec()),
         Compression::Gzip => {
@@ -76,7 +87,10 @@ pub(crate) fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, Batch
                 .block_mode(lz4_flex::frame::BlockMode::Independent);
             let mut w = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
             w.write_all(data).map_err(err)?;
-            w.finish().map_err(|e| BatchError::Compress { codec, reason: e.to_string() })
+            w.finish().map_err(|e| BatchError::Compress {
+                codec,
+                reason: e.to_string(),
+            })
         }
         Compression::Zstd => zstd::stream::encode_all(data, 3).map_err(err),
         Compression::Snappy => {
@@ -86,9 +100,10 @@ pub(crate) fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, Batch
             out.extend_from_slice(&1i32.to_be_bytes()); // min compatible version
             let mut enc = snap::raw::Encoder::new();
             for chunk in data.chunks(XERIAL_BLOCK_BYTES) {
-                let block = enc
-                    .compress_vec(chunk)
-                    .map_err(|e| BatchError::Compress { codec, reason: e.to_string() })?;
+                let block = enc.compress_vec(chunk).map_err(|e| BatchError::Compress {
+                    codec,
+                    reason: e.to_string(),
+                })?;
                 out.extend_from_slice(&(block.len() as i32).to_be_bytes());
                 out.extend_from_slice(&block);
             }
@@ -106,15 +121,22 @@ enum ReadError {
 impl ReadError {
     fn or(self, codec: Compression) -> BatchError {
         match self {
-            ReadError::TooLarge(max) => BatchError::DecompressedTooLarge { max_decompressed_bytes: max },
-            ReadError::Io(e) => BatchError::Decompress { codec, reason: e.to_string() },
+            ReadError::TooLarge(max) => BatchError::DecompressedTooLarge {
+                max_decompressed_bytes: max,
+            },
+            ReadError::Io(e) => BatchError::Decompress {
+                codec,
+                reason: e.to_string(),
+            },
         }
     }
 }
 
 fn bounded(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, BatchError> {
     if data.len() > max_bytes {
-        return Err(BatchError::DecompressedTooLarge { max_decompressed_bytes: max_bytes });
+        return Err(BatchError::DecompressedTooLarge {
+            max_decompressed_bytes: max_bytes,
+        });
     }
     Ok(data.to_vec())
 }
@@ -122,7 +144,10 @@ fn bounded(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, BatchError> {
 fn read_bounded(reader: impl Read, max_bytes: usize) -> Result<Vec<u8>, ReadError> {
     let mut out = Vec::new();
     let limit = (max_bytes as u64).saturating_add(1);
-    reader.take(limit).read_to_end(&mut out).map_err(ReadError::Io)?;
+    reader
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(ReadError::Io)?;
     if out.len() > max_bytes {
         return Err(ReadError::TooLarge(max_bytes));
     }
@@ -131,15 +156,22 @@ fn read_bounded(reader: impl Read, max_bytes: usize) -> Result<Vec<u8>, ReadErro
 
 fn snappy_decompress(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, BatchError> {
     let codec = Compression::Snappy;
-    let corrupt = |reason: &str| BatchError::Decompress { codec, reason: reason.to_string() };
-    let too_large = BatchError::DecompressedTooLarge { max_decompressed_bytes: max_bytes };
+    let corrupt = |reason: &str| BatchError::Decompress {
+        codec,
+        reason: reason.to_string(),
+    };
+    let too_large = BatchError::DecompressedTooLarge {
+        max_decompressed_bytes: max_bytes,
+    };
     let mut dec = snap::raw::Decoder::new();
     if !data.starts_with(&XERIAL_MAGIC) {
         let n = snap::raw::decompress_len(data).map_err(|e| corrupt(&e.to_string()))?;
         if n > max_bytes {
             return Err(too_large);
         }
-        return dec.decompress_vec(data).map_err(|e| corrupt(&e.to_string()));
+        return dec
+            .decompress_vec(data)
+            .map_err(|e| corrupt(&e.to_string()));
     }
     if data.len() < XERIAL_HEADER_BYTES {
         return Err(corrupt("truncated xerial header"));
@@ -164,7 +196,8 @@ fn snappy_decompress(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, BatchErro
         }
         let start = out.len();
         out.resize(start + n, 0);
-        dec.decompress(block, &mut out[start..]).map_err(|e| corrupt(&e.to_string()))?;
+        dec.decompress(block, &mut out[start..])
+            .map_err(|e| corrupt(&e.to_string()))?;
     }
     Ok(out)
 }

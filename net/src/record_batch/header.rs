@@ -49,7 +49,10 @@ impl<'a> RecordBatchHeader<'a> {
     /// the view. Does not verify the CRC: see [`Self::validate`].
     pub fn parse(batch: &'a [u8]) -> Result<Self, BatchError> {
         if batch.len() < BATCH_HEADER_BYTES {
-            return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, remaining: batch.len() });
+            return Err(BatchError::Truncated {
+                needed: BATCH_HEADER_BYTES,
+                remaining: batch.len(),
+            });
         }
         let view = RecordBatchHeader { batch };
         let declared = view.batch_length();
@@ -58,7 +61,10 @@ impl<'a> RecordBatchHeader<'a> {
         }
         let total = LOG_OVERHEAD_BYTES + declared as usize;
         if total != batch.len() {
-            return Err(BatchError::LengthMismatch { declared: total, actual: batch.len() });
+            return Err(BatchError::LengthMismatch {
+                declared: total,
+                actual: batch.len(),
+            });
         }
         if view.magic() != MAGIC_V2 {
             return Err(BatchError::UnsupportedMagic(view.magic()));
@@ -86,7 +92,11 @@ impl<'a> RecordBatchHeader<'a> {
     pub fn verify_crc(&self) -> Result<(), BatchError> {
         let computed = crc32c::crc32c(&self.batch[ATTRIBUTES..]);
         let stored = self.crc();
-        if computed == stored { Ok(()) } else { Err(BatchError::CrcMismatch { stored, computed }) }
+        if computed == stored {
+            Ok(())
+        } else {
+            Err(BatchError::CrcMismatch { stored, computed })
+        }
     }
 
     /// The whole batch.
@@ -155,7 +165,8 @@ impl<'a> RecordBatchHeader<'a> {
     }
     /// Offset of the last record.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset().wrapping_add(i64::from(self.last_offset_delta()))
+        self.base_offset()
+            .wrapping_add(i64::from(self.last_offset_delta()))
     }
     /// Timestamp of the first record.
     pub fn base_timestamp(&self) -> i64 {
@@ -223,7 +234,10 @@ pub fn set_max_timestamp(
 
 fn check_header(batch: &[u8]) -> Result<(), BatchError> {
     if batch.len() < BATCH_HEADER_BYTES {
-        return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, remaining: batch.len() });
+        return Err(BatchError::Truncated {
+            needed: BATCH_HEADER_BYTES,
+            remaining: batch.len(),
+        });
     }
     Ok(())
 }

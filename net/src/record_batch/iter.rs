@@ -21,13 +21,23 @@ pub struct BatchIter {
 
 /// Iterates over the batches in `records`; a truncated last batch is an error.
 pub fn batches(records: &Bytes) -> BatchIter {
-    BatchIter { rest: records.clone(), allow_partial: false, partial_tail_bytes: 0, failed: false }
+    BatchIter {
+        rest: records.clone(),
+        allow_partial: false,
+        partial_tail_bytes: 0,
+        failed: false,
+    }
 }
 
 /// Iterates over the batches in `records`; a truncated last batch (as at the
 /// end of a fetch response cut by `max_bytes`) ends the iteration silently.
 pub fn batches_allow_partial(records: &Bytes) -> BatchIter {
-    BatchIter { rest: records.clone(), allow_partial: true, partial_tail_bytes: 0, failed: false }
+    BatchIter {
+        rest: records.clone(),
+        allow_partial: true,
+        partial_tail_bytes: 0,
+        failed: false,
+    }
 }
 
 impl BatchIter {
@@ -48,7 +58,8 @@ impl Iterator for BatchIter {
         let total = if remaining < LOG_OVERHEAD_BYTES {
             None
         } else {
-            let declared = i32::from_be_bytes([self.rest[8], self.rest[9], self.rest[10], self.rest[11]]);
+            let declared =
+                i32::from_be_bytes([self.rest[8], self.rest[9], self.rest[10], self.rest[11]]);
             if (declared as i64) < (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i64 {
                 self.failed = true;
                 return Some(Err(BatchError::BatchLengthTooSmall(declared)));

@@ -42,13 +42,20 @@ pub struct RecordHeader {
 /// Validates the batch (as [`RecordBatchHeader::validate`]), decompresses its
 /// records (at most `max_decompressed_bytes`) and decodes them. The record
 /// count is checked against the bytes available before anything is allocated.
-pub fn decode_records(batch: &Bytes, max_decompressed_bytes: usize) -> Result<Vec<Record>, BatchError> {
+pub fn decode_records(
+    batch: &Bytes,
+    max_decompressed_bytes: usize,
+) -> Result<Vec<Record>, BatchError> {
     let header = RecordBatchHeader::validate(batch)?;
     let count = header.records_count();
     let codec = header.compression()?;
     let mut data = match codec {
         Compression::None => batch.slice(BATCH_HEADER_BYTES..),
-        codec => Bytes::from(compression::decompress(codec, header.records_bytes(), max_decompressed_bytes)?),
+        codec => Bytes::from(compression::decompress(
+            codec,
+            header.records_bytes(),
+            max_decompressed_bytes,
+        )?),
     };
     let count = usize::try_from(count).map_err(|_| BatchError::InvalidRecordCount(count))?;
     if count.saturating_mul(RECORD_MIN_BYTES) > data.len() {
@@ -87,14 +94,23 @@ fn decode_record(data: &mut Bytes, index: usize) -> Result<Record, BatchError> {
     }
     let mut headers = Vec::with_capacity(n);
     for _ in 0..n {
-        let key = get_nullable(&mut r).flatten().ok_or(bad("bad header key"))?;
+        let key = get_nullable(&mut r)
+            .flatten()
+            .ok_or(bad("bad header key"))?;
         let value = get_nullable(&mut r).ok_or(bad("bad header value"))?;
         headers.push(RecordHeader { key, value });
     }
     if r.has_remaining() {
         return Err(bad("bytes after the headers"));
     }
-    Ok(Record { attributes, timestamp_delta, offset_delta, key, value, headers })
+    Ok(Record {
+        attributes,
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        headers,
+    })
 }
 
 /// A varint length (-1 = null) then that many bytes; `None` if malformed.

@@ -62,11 +62,16 @@ impl Rng {
     pub fn string(&mut self) -> String {
         const ALPHABET: &[char] = &['a', 'b', 'z', '-', '.', '_', '0', '9', 'é', '→', '🦀'];
         let n = self.below(12) as usize;
-        (0..n).map(|_| ALPHABET[self.below(ALPHABET.len() as u64) as usize]).collect()
+        (0..n)
+            .map(|_| ALPHABET[self.below(ALPHABET.len() as u64) as usize])
+            .collect()
     }
     pub fn bytes(&mut self) -> bytes::Bytes {
         let n = self.below(40) as usize;
-        (0..n).map(|_| self.next() as u8).collect::<Vec<u8>>().into()
+        (0..n)
+            .map(|_| self.next() as u8)
+            .collect::<Vec<u8>>()
+            .into()
     }
     /// Array length: shorter the deeper we are.
     pub fn len(&mut self, depth: u32) -> usize {
