@@ -33,7 +33,7 @@ use crate::format::{
     BLOCK_SIZE, HEADER_SLOTS, Header, RECORD_HEADER_SIZE, RECORD_KIND_DATA, RECORD_KIND_PADDING,
     RING_OFFSET, RecordHeader, align_down, padded_len,
 };
-use crate::notify::Notify;
+use crate::notify::{Coalesced, Notify};
 
 /// Default ring capacity: 1 GiB.
 pub const CAPACITY_BYTES_DEFAULT: u64 = 1 << 30;
@@ -317,16 +317,14 @@ impl Wal {
                 error: None,
                 closing: false,
                 flusher_running: true,
-                sync_running: false,
-                syncs_started: 0,
-                syncs_completed: 0,
                 stats: WalStats::default(),
             }),
             durable_changed: Notify::default(),
             room_changed: Notify::default(),
             flusher_wake: Notify::default(),
-            sync_done: Notify::default(),
             header_idle: Notify::default(),
+            syncs: Coalesced::default(),
+            fence_checks: Coalesced::default(),
         });
         glommio::spawn_local(flusher(inner.clone())).detach();
         Ok((Wal { inner }, scan.records))
@@ -558,8 +556,9 @@ struct Inner {
     /// Ring space released, the open batch taken by the flusher, or an error.
     room_changed: Notify,
     flusher_wake: Notify,
-    sync_done: Notify,
     header_idle: Notify,
+    syncs: Coalesced,
+    fence_checks: Coalesced,
 }
 
 struct State {
@@ -578,9 +577,6 @@ struct State {
     error: Option<WalError>,
     closing: bool,
     flusher_running: bool,
-    sync_running: bool,
-    syncs_started: u64,
-    syncs_completed: u64,
     stats: WalStats,
 }
 
@@ -755,56 +751,36 @@ impl Inner {
             self.io.write(rest, RING_OFFSET).await?;
         }
         self.io.write(buf, RING_OFFSET + ring_offset).await?;
-        if self.io.durability == Durability::Fdatasync {
-            self.sync_after_write().await?;
-        }
-        if self.fence_check != FenceCheck::Off {
-            self.check_fence().await?;
-        }
-        Ok(())
-    }
-
-    /// Waits for an fdatasync that started after our write completed; starts
-    /// one if none is running, so concurrent writes share syncs.
-    async fn sync_after_write(&self) -> Result<(), WalError> {
-        let needed = self.state.borrow().syncs_started + 1;
-        loop {
-            let sync_number = {
-                let mut state = self.state.borrow_mut();
-                if state.syncs_completed >= needed {
-                    return Ok(());
-                }
-                if state.sync_running {
-                    None
-                } else {
-                    state.sync_running = true;
-                    state.syncs_started += 1;
-                    state.stats.syncs_total += 1;
-                    Some(state.syncs_started)
-                }
-            };
-            match sync_number {
-                Some(number) => {
-                    let result = self.io.fdatasync().await;
-                    {
-                        let mut state = self.state.borrow_mut();
-                        state.sync_running = false;
-                        if result.is_ok() {
-                            state.syncs_completed = number;
-                        }
-                    }
-                    self.sync_done.notify();
-                    result?;
-                }
-                None => {
-                    let notified = self.sync_done.notified();
-                    // Re-check: the running sync may have finished meanwhile.
-                    if self.state.borrow().sync_running {
-                        notified.await;
-                    }
-                }
+        match (self.io.durability, self.fence_check) {
+            (Durability::Dsync, FenceCheck::Off) => Ok(()),
+            (Durability::Dsync, _) => self.fence_after_write().await,
+            (Durability::Fdatasync, FenceCheck::Off) => self.sync_after_write().await,
+            (Durability::Fdatasync, _) => {
+                // The fence check needs the write visible (complete), not
+                // flushed: read the header while the flush runs.
+                let (synced, checked) =
+                    futures_lite::future::zip(self.sync_after_write(), self.fence_after_write())
+                        .await;
+                synced.and(checked)
             }
         }
+    }
+
+    /// Waits for an fdatasync that started after our write completed; one
+    /// fdatasync covers every write completed before it started.
+    async fn sync_after_write(&self) -> Result<(), WalError> {
+        self.syncs
+            .after_now(|| async {
+                self.state.borrow_mut().stats.syncs_total += 1;
+                self.io.fdatasync().await
+            })
+            .await
+    }
+
+    /// Waits for a header read issued after our write completed; one read
+    /// vouches for every write completed before it was issued.
+    async fn fence_after_write(&self) -> Result<(), WalError> {
+        self.fence_checks.after_now(|| self.check_fence()).await
     }
 
     async fn check_fence(&self) -> Result<(), WalError> {

@@ -2,6 +2,7 @@
 //! condition after every notification, so spurious wake-ups are harmless.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future as StdFuture;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -51,5 +52,47 @@ impl Future for Notified<'_> {
         drop(wakers);
         self.registered = true;
         Poll::Pending
+    }
+}
+
+/// An operation shared by everyone who needs "one run that started after
+/// now" (an fdatasync after my write, a header read after my write): at
+/// most one run at a time, and one run serves every caller waiting when it
+/// started.
+#[derive(Default)]
+pub(crate) struct Coalesced {
+    started: Cell<u64>,
+    completed: Cell<u64>,
+    running: Cell<bool>,
+    done: Notify,
+}
+
+impl Coalesced {
+    pub(crate) async fn after_now<E, F, Fut>(&self, op: F) -> Result<(), E>
+    where
+        F: Fn() -> Fut,
+        Fut: StdFuture<Output = Result<(), E>>,
+    {
+        let needed = self.started.get() + 1;
+        loop {
+            if self.completed.get() >= needed {
+                return Ok(());
+            }
+            if self.running.get() {
+                let notified = self.done.notified();
+                notified.await;
+                continue;
+            }
+            self.running.set(true);
+            let number = self.started.get() + 1;
+            self.started.set(number);
+            let result = op().await;
+            self.running.set(false);
+            if result.is_ok() {
+                self.completed.set(number);
+            }
+            self.done.notify();
+            result?;
+        }
     }
 }
