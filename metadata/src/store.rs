@@ -284,11 +284,24 @@ impl MetadataStore {
 
     fn seal_and_trim(&mut self, epoch: u64) -> Result<(), MetadataError> {
         let active = self.dir.join(ACTIVE_LOG_NAME);
-        let sealed = self.dir.join(log::sealed_name(epoch));
-        fs::rename(&active, &sealed).map_err(|e| MetadataError::io(&active, e))?;
-        let (log, _) = LogWriter::open(&self.dir)?;
-        self.log = log;
-        snapshot::sync_dir(&self.dir)?;
+        let active_bytes = fs::metadata(&active)
+            .map_err(|e| MetadataError::io(&active, e))?
+            .len();
+        // An empty active segment has nothing to seal (and sealing it could
+        // replace a segment of the same epoch sealed before).
+        if active_bytes > 0 {
+            let sealed = self.dir.join(log::sealed_name(epoch));
+            if sealed.exists() {
+                return Err(MetadataError::Corrupt(format!(
+                    "{} exists already",
+                    sealed.display()
+                )));
+            }
+            fs::rename(&active, &sealed).map_err(|e| MetadataError::io(&active, e))?;
+            let (log, _) = LogWriter::open(&self.dir)?;
+            self.log = log;
+            snapshot::sync_dir(&self.dir)?;
+        }
 
         let files = list_dir(&self.dir)?;
         let keep_from = files.snapshots.len().saturating_sub(SNAPSHOTS_KEPT);

@@ -100,7 +100,10 @@ fn run(seed: u64) {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        assert!(seen > 0, "the child acknowledged nothing in round {round}");
+        assert_eq!(
+            seen, kill_after,
+            "the child stopped before the kill in round {round}"
+        );
 
         let store = MetadataStore::open_with_options(dir.path(), 1, options()).unwrap();
         let image = store.image();
