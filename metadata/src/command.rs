@@ -46,7 +46,9 @@ pub enum MetadataCommand {
         delete: Vec<String>,
     },
     /// DeleteRecords / retention: the caller checks `offset` against the high
-    /// watermark; the store only keeps it from moving backwards.
+    /// watermark; the store only keeps it from moving backwards (an offset at
+    /// or below the current one is a no-op, as in Kafka; negative is
+    /// OFFSET_OUT_OF_RANGE).
     SetLogStartOffset {
         topic: String,
         partition: u32,
@@ -75,7 +77,8 @@ pub enum CommandOutcome {
     },
     TopicConfigsAltered,
     BrokerConfigsAltered,
-    /// Also returned, with nothing written, when `offset` equals the current one.
+    /// The log start offset now in force: the current one, with nothing
+    /// written, when the requested offset was not above it.
     LogStartOffsetSet {
         log_start_offset: i64,
     },
@@ -244,12 +247,14 @@ pub fn plan(
                     ))
                 })?
                 .log_start_offset;
-            if *offset < current {
+            if *offset < 0 {
                 return Err(MetadataError::OffsetOutOfRange(format!(
-                    "log start offset {offset} of {topic}-{partition} is below the current {current}"
+                    "log start offset {offset} of {topic}-{partition} is negative"
                 )));
             }
-            if *offset == current {
+            // Like Kafka's DeleteRecords: an offset at or below the current
+            // log start offset changes nothing and is not an error.
+            if *offset <= current {
                 return Ok(Plan::Unchanged(CommandOutcome::LogStartOffsetSet {
                     log_start_offset: current,
                 }));

@@ -30,7 +30,7 @@ pub enum MetadataError {
     /// POLICY_VIOLATION (44): a cluster-wide limit (e.g. PARTITIONS_TOTAL_MAX).
     #[error("{0}")]
     PolicyViolation(String),
-    /// OFFSET_OUT_OF_RANGE (1): a log start offset that would move backwards.
+    /// OFFSET_OUT_OF_RANGE (1): a negative log start offset.
     #[error("{0}")]
     OffsetOutOfRange(String),
     /// INVALID_REQUEST (42): anything else the caller got wrong.

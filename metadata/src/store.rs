@@ -217,7 +217,7 @@ impl MetadataStore {
     /// Validates the command, appends its record to the log, fsyncs, applies
     /// it and returns the new image and what happened. A validation error
     /// leaves nothing written. A command that changes nothing (a log start
-    /// offset equal to the current one) writes nothing and keeps the epoch.
+    /// offset not above the current one) writes nothing and keeps the epoch.
     pub fn apply(
         &mut self,
         command: MetadataCommand,

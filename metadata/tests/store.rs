@@ -375,7 +375,7 @@ fn validation_errors_write_nothing() {
     assert_eq!(store.image().epoch, epoch);
     assert_eq!(fs::metadata(&log).unwrap().len(), log_bytes);
 
-    // A log start offset only moves forward.
+    // A log start offset only moves forward: lower is a no-op, as in Kafka.
     store
         .apply(MetadataCommand::SetLogStartOffset {
             topic: "exists".into(),
@@ -383,12 +383,22 @@ fn validation_errors_write_nothing() {
             offset: 10,
         })
         .unwrap();
-    let back = store.apply(MetadataCommand::SetLogStartOffset {
-        topic: "exists".into(),
-        partition: 0,
-        offset: 9,
-    });
-    assert_eq!(code(back), 1);
+    let epoch = store.image().epoch;
+    let (image, outcome) = store
+        .apply(MetadataCommand::SetLogStartOffset {
+            topic: "exists".into(),
+            partition: 0,
+            offset: 9,
+        })
+        .unwrap();
+    assert_eq!(
+        outcome,
+        CommandOutcome::LogStartOffsetSet {
+            log_start_offset: 10
+        }
+    );
+    assert_eq!(image.epoch, epoch);
+    assert_eq!(image.partition("exists", 0).unwrap().log_start_offset, 10);
 }
 
 #[test]
