@@ -1,5 +1,54 @@
 //! The `sluice` binary: command-line entry point of the broker.
 
-fn main() {
-    println!("sluice {}", env!("CARGO_PKG_VERSION"));
+mod cli;
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        cli::Command::Start(args) => start(args),
+    }
+}
+
+fn start(args: cli::StartArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    // Block the signals before any thread starts so that only the waiter below sees them.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing SIGTERM / SIGINT handlers")?;
+    let data_dir = config.data_dir.clone();
+    let shards = config.shard_count();
+    let mut broker = sluice_shards::Broker::start(config)
+        .with_context(|| format!("starting the broker on data dir {}", data_dir.display()))?;
+    let mut stdout = std::io::stdout();
+    writeln!(
+        stdout,
+        "sluice listening on {} ({shards} shards, data dir {})",
+        broker.local_addr(),
+        data_dir.display()
+    )?;
+    stdout.flush()?;
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(
+            signal,
+            "stopping: answering requests in flight, syncing the WAL"
+        );
+    }
+    broker.stop();
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! Helpers: `decode_request`, `encode_request`.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{ApiKey, DecodeError, EncodeError, Request, RequestHeader};
 
@@ -58,13 +58,9 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, Request), RequestE
             kind: RequestErrorKind::Malformed(e),
         });
     }
-    let body = Request::decode_body(api_key, &mut buf, version).and_then(|body| {
-        if buf.has_remaining() {
-            Err(DecodeError::TrailingBytes(buf.remaining()))
-        } else {
-            Ok(body)
-        }
-    });
+    // Bytes after the body are ignored, as Kafka's broker does: librdkafka 2.x sends a
+    // 4-byte placeholder for a null topic array in Metadata v9+ requests ("all topics").
+    let body = Request::decode_body(api_key, &mut buf, version);
     match body {
         Ok(body) => Ok((header, body)),
         Err(e) => Err(RequestError {

@@ -1,1 +1,24 @@
-//! The broker runtime: one pinned glommio executor per core, partitions, produce and fetch.
+//! The broker runtime: one pinned glommio executor per core, partitions owned by shards,
+//! the produce pipeline (parse → order → persist) and fetch long-poll.
+//!
+//! Start here: [`Broker::start`] in `runtime.rs`; a request's path is `connection.rs` (read,
+//! parse) → `api/` (one file per Kafka API) → `shard.rs` (routing to the owner shard) →
+//! `partition.rs` (order, persist through the WAL, read).
+
+pub mod api;
+pub mod config;
+pub mod connection;
+pub mod controller;
+pub mod errors;
+pub mod partition;
+pub mod partition_log;
+pub mod producer_state;
+pub mod runtime;
+pub mod shard;
+
+pub use config::BrokerConfig;
+pub use runtime::{Broker, StartError};
+
+/// The most bytes a batch may decompress to when the broker must read its records
+/// (ListOffsets by timestamp); larger batches are answered at batch granularity.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;

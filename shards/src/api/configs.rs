@@ -1,0 +1,367 @@
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics and the broker.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use sluice_metadata::{ConfigEntry, MetadataCommand};
+use sluice_net::ErrorCode;
+use sluice_net::messages::alter_configs_request::AlterConfigsRequest;
+use sluice_net::messages::alter_configs_response::{
+    AlterConfigsResourceResponse, AlterConfigsResponse,
+};
+use sluice_net::messages::describe_configs_request::DescribeConfigsRequest;
+use sluice_net::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
+    DescribeConfigsSynonym,
+};
+use sluice_net::messages::incremental_alter_configs_request::IncrementalAlterConfigsRequest;
+use sluice_net::messages::incremental_alter_configs_response as incremental;
+
+use crate::errors::{controller_error_code, controller_error_message};
+use crate::shard::Shard;
+
+/// Kafka's ConfigResource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+type Refusal = (ErrorCode, String);
+
+/// Describes topic or broker configs, with defaults and their sources.
+pub fn describe(
+    shard: &Shard,
+    version: i16,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let image = shard.image();
+    let results = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let entries: Result<Vec<ConfigEntry>, Refusal> = match resource.resource_type {
+                RESOURCE_TOPIC => match image.topic(&resource.resource_name) {
+                    Some(topic) => Ok(sluice_metadata::describe_topic_configs(
+                        &topic.configs,
+                        &image.broker_configs,
+                    )),
+                    None => Err((
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("topic '{}' does not exist", resource.resource_name),
+                    )),
+                },
+                RESOURCE_BROKER => check_broker_name(shard, &resource.resource_name)
+                    .map(|()| sluice_metadata::describe_broker_configs(&image.broker_configs)),
+                other => Err((
+                    ErrorCode::InvalidRequest,
+                    format!("unsupported resource type {other}"),
+                )),
+            };
+            match entries {
+                Ok(entries) => DescribeConfigsResult {
+                    error_code: 0,
+                    error_message: None,
+                    resource_type: resource.resource_type,
+                    resource_name: resource.resource_name,
+                    configs: entries
+                        .into_iter()
+                        .filter(|e| {
+                            resource
+                                .configuration_keys
+                                .as_ref()
+                                .is_none_or(|keys| keys.is_empty() || keys.contains(&e.name))
+                        })
+                        .map(|e| DescribeConfigsResourceResult {
+                            is_default: e.is_default(),
+                            synonyms: if request.include_synonyms {
+                                e.synonyms
+                                    .iter()
+                                    .map(|s| DescribeConfigsSynonym {
+                                        name: s.name.clone(),
+                                        value: s.value.clone(),
+                                        source: s.source.code(),
+                                    })
+                                    .collect()
+                            } else {
+                                Vec::new()
+                            },
+                            config_source: if version >= 1 { e.source.code() } else { -1 },
+                            config_type: e.config_type.code(),
+                            documentation: request
+                                .include_documentation
+                                .then(|| e.documentation.to_string()),
+                            name: e.name,
+                            value: e.value,
+                            read_only: e.read_only,
+                            is_sensitive: e.sensitive,
+                        })
+                        .collect(),
+                },
+                Err((code, message)) => DescribeConfigsResult {
+                    error_code: code.code(),
+                    error_message: Some(message),
+                    resource_type: resource.resource_type,
+                    resource_name: resource.resource_name,
+                    configs: Vec::new(),
+                },
+            }
+        })
+        .collect();
+    DescribeConfigsResponse {
+        results,
+        ..Default::default()
+    }
+}
+
+/// Replaces the whole set of a resource's dynamic configs (the legacy AlterConfigs).
+pub async fn alter(shard: &Rc<Shard>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let mut set = BTreeMap::new();
+        let mut refusal = None;
+        for config in resource.configs {
+            match config.value {
+                Some(value) => {
+                    set.insert(config.name, value);
+                }
+                None => {
+                    refusal = Some((
+                        ErrorCode::InvalidRequest,
+                        format!("null value for config {}", config.name),
+                    ))
+                }
+            }
+        }
+        let outcome = match refusal {
+            Some(refusal) => Err(refusal),
+            None => {
+                let current =
+                    current_configs(shard, resource.resource_type, &resource.resource_name);
+                match current {
+                    Err(refusal) => Err(refusal),
+                    Ok(current) => {
+                        let delete = current
+                            .keys()
+                            .filter(|k| !set.contains_key(*k))
+                            .cloned()
+                            .collect();
+                        apply(
+                            shard,
+                            resource.resource_type,
+                            &resource.resource_name,
+                            set,
+                            delete,
+                            request.validate_only,
+                        )
+                        .await
+                    }
+                }
+            }
+        };
+        let (code, message) = split(outcome);
+        responses.push(AlterConfigsResourceResponse {
+            error_code: code,
+            error_message: message,
+            resource_type: resource.resource_type,
+            resource_name: resource.resource_name,
+        });
+    }
+    AlterConfigsResponse {
+        responses,
+        ..Default::default()
+    }
+}
+
+/// Sets, deletes, appends to or subtracts from individual configs.
+pub async fn incremental_alter(
+    shard: &Rc<Shard>,
+    request: IncrementalAlterConfigsRequest,
+) -> incremental::IncrementalAlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let outcome = match current_configs(shard, resource.resource_type, &resource.resource_name)
+        {
+            Err(refusal) => Err(refusal),
+            Ok(current) => {
+                match plan_incremental(&current, resource.resource_type, &resource.configs) {
+                    Err(refusal) => Err(refusal),
+                    Ok((set, delete)) => {
+                        apply(
+                            shard,
+                            resource.resource_type,
+                            &resource.resource_name,
+                            set,
+                            delete,
+                            request.validate_only,
+                        )
+                        .await
+                    }
+                }
+            }
+        };
+        let (code, message) = split(outcome);
+        responses.push(incremental::AlterConfigsResourceResponse {
+            error_code: code,
+            error_message: message,
+            resource_type: resource.resource_type,
+            resource_name: resource.resource_name,
+        });
+    }
+    incremental::IncrementalAlterConfigsResponse {
+        responses,
+        ..Default::default()
+    }
+}
+
+fn plan_incremental(
+    current: &BTreeMap<String, String>,
+    resource_type: i8,
+    configs: &[sluice_net::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<(BTreeMap<String, String>, Vec<String>), Refusal> {
+    let mut set = BTreeMap::new();
+    let mut delete = Vec::new();
+    for config in configs {
+        let value = config.value.clone();
+        match config.config_operation {
+            OP_SET => {
+                let value = value.ok_or_else(|| {
+                    (
+                        ErrorCode::InvalidRequest,
+                        format!("null value to set for {}", config.name),
+                    )
+                })?;
+                set.insert(config.name.clone(), value);
+            }
+            OP_DELETE => delete.push(config.name.clone()),
+            OP_APPEND | OP_SUBTRACT => {
+                let defaults = effective_value(resource_type, current, &config.name);
+                let mut items: Vec<String> = defaults
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                for item in value
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                {
+                    if config.config_operation == OP_APPEND {
+                        if !items.iter().any(|i| i == item) {
+                            items.push(item.to_string());
+                        }
+                    } else {
+                        items.retain(|i| i != item);
+                    }
+                }
+                set.insert(config.name.clone(), items.join(","));
+            }
+            other => {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    format!("unknown config operation {other}"),
+                ));
+            }
+        }
+    }
+    Ok((set, delete))
+}
+
+/// The value a config has now, explicit or default, for list operations.
+fn effective_value(resource_type: i8, current: &BTreeMap<String, String>, name: &str) -> String {
+    if let Some(value) = current.get(name) {
+        return value.clone();
+    }
+    let defaults = if resource_type == RESOURCE_TOPIC {
+        sluice_metadata::describe_topic_configs(&BTreeMap::new(), &BTreeMap::new())
+    } else {
+        sluice_metadata::describe_broker_configs(&BTreeMap::new())
+    };
+    defaults
+        .into_iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value)
+        .unwrap_or_default()
+}
+
+fn current_configs(
+    shard: &Shard,
+    resource_type: i8,
+    name: &str,
+) -> Result<BTreeMap<String, String>, Refusal> {
+    let image = shard.image();
+    match resource_type {
+        RESOURCE_TOPIC => image.topic(name).map(|t| t.configs.clone()).ok_or_else(|| {
+            (
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            )
+        }),
+        RESOURCE_BROKER => check_broker_name(shard, name).map(|()| image.broker_configs.clone()),
+        other => Err((
+            ErrorCode::InvalidRequest,
+            format!("unsupported resource type {other}"),
+        )),
+    }
+}
+
+async fn apply(
+    shard: &Rc<Shard>,
+    resource_type: i8,
+    name: &str,
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    for (key, value) in &set {
+        let valid = if resource_type == RESOURCE_TOPIC {
+            sluice_metadata::validate_topic_config(key, value)
+        } else {
+            sluice_metadata::validate_broker_config(key, value)
+        };
+        valid.map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let command = if resource_type == RESOURCE_TOPIC {
+        MetadataCommand::AlterTopicConfigs {
+            name: name.to_string(),
+            set,
+            delete,
+        }
+    } else {
+        MetadataCommand::AlterBrokerConfigs { set, delete }
+    };
+    shard
+        .controller
+        .submit(command)
+        .await
+        .map(|_| ())
+        .map_err(|e| (controller_error_code(&e), controller_error_message(&e)))
+}
+
+/// Broker resources are named by node id; the empty name is the cluster-wide default.
+fn check_broker_name(shard: &Shard, name: &str) -> Result<(), Refusal> {
+    let node = shard.image().node_id;
+    if name.is_empty() || name == node.to_string() {
+        Ok(())
+    } else {
+        Err((
+            ErrorCode::InvalidRequest,
+            format!("broker '{name}' is not this broker ({node})"),
+        ))
+    }
+}
+
+fn split(outcome: Result<(), Refusal>) -> (i16, Option<String>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err((code, message)) => (code.code(), Some(message)),
+    }
+}

@@ -1,0 +1,184 @@
+//! Fetch: read from the owners' log caches, long-polling on max.wait.ms / min.bytes.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use sluice_net::ErrorCode;
+use sluice_net::messages::fetch_request::FetchRequest;
+use sluice_net::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+
+use crate::partition_log::ReadSlice;
+use crate::shard::{Shard, ShardRequest};
+
+/// The longest a fetch may wait, whatever max.wait.ms says.
+const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// A partition of the request, resolved against metadata.
+struct Target {
+    topic_index: usize,
+    partition: i32,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+    location: Result<(usize, u64), ErrorCode>,
+}
+
+/// Answers a Fetch request. Sessions (KIP-227) are not kept: every fetch is a full fetch and
+/// the response says session 0, which clients take as "sessions unsupported".
+pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchResponse {
+    if request.session_id != 0 || request.session_epoch > 0 {
+        return FetchResponse {
+            error_code: ErrorCode::FetchSessionIdNotFound.code(),
+            ..Default::default()
+        };
+    }
+    let image = shard.image();
+    let mut topics: Vec<FetchableTopicResponse> = Vec::with_capacity(request.topics.len());
+    let mut targets = Vec::new();
+    for (topic_index, topic) in request.topics.iter().enumerate() {
+        let found = if version >= 13 {
+            image.topic_by_id(topic.topic_id.0)
+        } else {
+            image.topic(&topic.topic)
+        };
+        let missing = if version >= 13 {
+            ErrorCode::UnknownTopicId
+        } else {
+            ErrorCode::UnknownTopicOrPartition
+        };
+        topics.push(FetchableTopicResponse {
+            topic: found
+                .map(|t| t.name.clone())
+                .unwrap_or_else(|| topic.topic.clone()),
+            topic_id: topic.topic_id,
+            partitions: Vec::with_capacity(topic.partitions.len()),
+        });
+        for p in &topic.partitions {
+            let location = found
+                .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?))
+                .map(|part| (shard.owner_of(part), part.stream_id))
+                .ok_or(missing);
+            targets.push(Target {
+                topic_index,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+                location,
+            });
+        }
+    }
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
+    let deadline = Instant::now() + wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if version >= 3 {
+        request.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
+    let mut reads = read_all(shard, &targets).await;
+    loop {
+        let total: usize = reads
+            .iter()
+            .map(|r| r.as_ref().map(|s| s.records.len()).unwrap_or(0))
+            .sum();
+        let any_error = reads.iter().any(|r| r.is_err());
+        let now = Instant::now();
+        if total >= min_bytes.max(1) || any_error || now >= deadline || targets.is_empty() {
+            break;
+        }
+        wait_for_any(shard, &targets, &reads, deadline - now).await;
+        reads = read_all(shard, &targets).await;
+    }
+    let mut budget = max_bytes;
+    let mut first_data = true;
+    for (target, read) in targets.iter().zip(reads) {
+        let data = match read {
+            Ok(mut slice) => {
+                let size = slice.records.len();
+                if size > 0 {
+                    // The first batch goes out whatever its size (so an oversized batch cannot
+                    // stall a consumer); the rest must fit the response's max_bytes.
+                    if !first_data && size > budget {
+                        slice.records = bytes::Bytes::new();
+                    } else {
+                        budget = budget.saturating_sub(size);
+                        first_data = false;
+                    }
+                }
+                PartitionData {
+                    partition_index: target.partition,
+                    error_code: 0,
+                    high_watermark: slice.high_watermark,
+                    last_stable_offset: slice.high_watermark,
+                    log_start_offset: slice.log_start_offset,
+                    aborted_transactions: if version >= 4 { Some(Vec::new()) } else { None },
+                    records: Some(slice.records),
+                    ..Default::default()
+                }
+            }
+            Err(code) => PartitionData {
+                partition_index: target.partition,
+                error_code: code.code(),
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: Some(bytes::Bytes::new()),
+                ..Default::default()
+            },
+        };
+        topics[target.topic_index].partitions.push(data);
+    }
+    FetchResponse {
+        error_code: 0,
+        session_id: 0,
+        responses: topics,
+        ..Default::default()
+    }
+}
+
+async fn read_all(shard: &Rc<Shard>, targets: &[Target]) -> Vec<Result<ReadSlice, ErrorCode>> {
+    let reads = targets.iter().map(|target| async move {
+        let (owner, stream_id) = target.location?;
+        let offset = target.fetch_offset;
+        let max_bytes = target.partition_max_bytes;
+        let answer = super::ask(shard, owner, |reply| ShardRequest::Read {
+            stream_id,
+            offset,
+            max_bytes,
+            reply,
+        })
+        .await;
+        answer.await.unwrap_or(Err(ErrorCode::UnknownServerError))
+    });
+    join_all(reads).await
+}
+
+/// Waits until any partition that returned nothing gets data, or for `wait`.
+async fn wait_for_any(
+    shard: &Rc<Shard>,
+    targets: &[Target],
+    reads: &[Result<ReadSlice, ErrorCode>],
+    wait: Duration,
+) {
+    let mut waits = Vec::new();
+    for (target, read) in targets.iter().zip(reads) {
+        let (Ok((owner, stream_id)), Ok(slice)) = (target.location, read) else {
+            continue;
+        };
+        // Anything past the current high watermark is new data.
+        let offset = slice.high_watermark;
+        let answer = super::ask(shard, owner, |reply| ShardRequest::WaitForData {
+            stream_id,
+            offset,
+            wait,
+            reply,
+        })
+        .await;
+        waits.push(answer);
+    }
+    if waits.is_empty() {
+        glommio::timer::sleep(wait).await;
+        return;
+    }
+    let _ = futures::future::select_all(waits).await;
+}

@@ -1,0 +1,73 @@
+//! ListOffsets: earliest, latest, max timestamp, and by timestamp.
+
+use std::rc::Rc;
+
+use sluice_net::ErrorCode;
+use sluice_net::messages::list_offsets_request::ListOffsetsRequest;
+use sluice_net::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+
+use crate::shard::{Shard, ShardRequest};
+
+/// Answers every partition of the request from its owner shard.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let image = shard.image();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in topic.partitions {
+            let location = u32::try_from(p.partition_index)
+                .ok()
+                .and_then(|i| image.partition(&topic.name, i))
+                .map(|part| (shard.owner_of(part), part.stream_id));
+            let result = match location {
+                None => Err(ErrorCode::UnknownTopicOrPartition),
+                Some((owner, stream_id)) => {
+                    let timestamp = p.timestamp;
+                    let answer = super::ask(shard, owner, |reply| ShardRequest::ListOffset {
+                        stream_id,
+                        timestamp,
+                        reply,
+                    })
+                    .await;
+                    answer.await.unwrap_or(Err(ErrorCode::UnknownServerError))
+                }
+            };
+            partitions.push(match result {
+                Ok((offset, timestamp)) => ListOffsetsPartitionResponse {
+                    partition_index: p.partition_index,
+                    error_code: 0,
+                    old_style_offsets: if version == 0 && offset >= 0 {
+                        vec![offset]
+                    } else {
+                        Vec::new()
+                    },
+                    timestamp,
+                    offset,
+                    leader_epoch: 0,
+                },
+                Err(code) => ListOffsetsPartitionResponse {
+                    partition_index: p.partition_index,
+                    error_code: code.code(),
+                    timestamp: -1,
+                    offset: -1,
+                    leader_epoch: -1,
+                    ..Default::default()
+                },
+            });
+        }
+        topics.push(ListOffsetsTopicResponse {
+            name: topic.name,
+            partitions,
+        });
+    }
+    ListOffsetsResponse {
+        topics,
+        ..Default::default()
+    }
+}

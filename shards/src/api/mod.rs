@@ -1,0 +1,152 @@
+//! Request handlers, one file per Kafka API, and the dispatch from a decoded request to them.
+
+pub mod admin_topics;
+pub mod api_versions;
+pub mod cluster;
+pub mod configs;
+pub mod fetch;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::rc::Rc;
+
+use futures::FutureExt;
+use futures::channel::oneshot;
+use sluice_net::{ApiKey, Request, RequestHeader, Response};
+
+use crate::connection::{PendingResponse, encode};
+use crate::shard::{Shard, ShardRequest};
+
+/// The APIs this broker answers; ApiVersions advertises exactly these.
+pub const IMPLEMENTED_APIS: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::CreatePartitions,
+    ApiKey::DeleteRecords,
+    ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
+    ApiKey::IncrementalAlterConfigs,
+    ApiKey::DescribeCluster,
+    ApiKey::DescribeLogDirs,
+    ApiKey::InitProducerId,
+];
+
+/// Routes one request to its handler. Produce runs its order stage before this returns, so
+/// batches of one connection are ordered in request order; the rest runs in the returned
+/// future, overlapped with the next requests.
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    header: RequestHeader,
+    request: Request,
+) -> PendingResponse {
+    let version = header.request_api_version;
+    let correlation_id = header.correlation_id;
+    let shard = shard.clone();
+    let response: futures::future::LocalBoxFuture<'static, Option<Response>> = match request {
+        Request::Produce(r) => produce::order(&shard, version, r).await,
+        Request::Fetch(r) => {
+            async move { Some(Response::Fetch(fetch::handle(&shard, version, r).await)) }
+                .boxed_local()
+        }
+        Request::ListOffsets(r) => async move {
+            Some(Response::ListOffsets(
+                list_offsets::handle(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::Metadata(r) => async move {
+            Some(Response::Metadata(
+                metadata::handle(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::ApiVersions(_) => {
+            futures::future::ready(Some(Response::ApiVersions(api_versions::handle())))
+                .boxed_local()
+        }
+        Request::CreateTopics(r) => async move {
+            Some(Response::CreateTopics(
+                admin_topics::create_topics(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::DeleteTopics(r) => async move {
+            Some(Response::DeleteTopics(
+                admin_topics::delete_topics(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::CreatePartitions(r) => async move {
+            Some(Response::CreatePartitions(
+                admin_topics::create_partitions(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::DeleteRecords(r) => async move {
+            Some(Response::DeleteRecords(
+                admin_topics::delete_records(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::DescribeConfigs(r) => async move {
+            Some(Response::DescribeConfigs(configs::describe(
+                &shard, version, r,
+            )))
+        }
+        .boxed_local(),
+        Request::AlterConfigs(r) => {
+            async move { Some(Response::AlterConfigs(configs::alter(&shard, r).await)) }
+                .boxed_local()
+        }
+        Request::IncrementalAlterConfigs(r) => async move {
+            Some(Response::IncrementalAlterConfigs(
+                configs::incremental_alter(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::DescribeCluster(r) => futures::future::ready(Some(Response::DescribeCluster(
+            cluster::describe_cluster(&shard, r),
+        )))
+        .boxed_local(),
+        Request::DescribeLogDirs(r) => async move {
+            Some(Response::DescribeLogDirs(
+                cluster::describe_log_dirs(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::InitProducerId(r) => async move {
+            Some(Response::InitProducerId(
+                init_producer_id::handle(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        other => {
+            tracing::warn!(api = ?header.request_api_key, "request for an API this broker does not serve");
+            drop(other);
+            futures::future::ready(None).boxed_local()
+        }
+    };
+    async move {
+        let response = response.await?;
+        encode(correlation_id, version, response).await
+    }
+    .boxed_local()
+}
+
+/// Sends a request to the owner shard and returns where its answer will arrive.
+pub async fn ask<T>(
+    shard: &Rc<Shard>,
+    owner: usize,
+    build: impl FnOnce(oneshot::Sender<T>) -> ShardRequest,
+) -> oneshot::Receiver<T> {
+    let (reply, answer) = oneshot::channel();
+    shard.deliver(owner, build(reply)).await;
+    answer
+}

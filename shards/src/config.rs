@@ -1,0 +1,90 @@
+//! The broker's start-up configuration, after the CLI and the TOML file are merged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything a broker needs to start; every field has a default usable on a laptop.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Address every shard listens on (SO_REUSEPORT); port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// `host:port` clients are told to connect to; defaults to the bound address.
+    pub advertised: Option<String>,
+    /// Root of the broker's local state (metadata, WAL files).
+    pub data_dir: PathBuf,
+    /// Number of shards (pinned executors); 0 means one per available core.
+    pub shards: usize,
+    /// Where the WAL lives: a directory (one file per shard) or a block device (one shard).
+    pub wal_path: Option<PathBuf>,
+    /// Capacity of each shard's WAL ring in bytes.
+    pub wal_bytes_per_shard: u64,
+    /// Memory budget of the whole broker in bytes, split evenly over the shards.
+    pub memory_bytes: u64,
+    /// This broker's node id, as seen by clients.
+    pub node_id: i32,
+    /// Requests a connection may have outstanding at once (1 = Kafka's model).
+    pub pipeline_depth: usize,
+    /// Largest request frame accepted (`socket.request.max.bytes`).
+    pub max_frame_bytes: usize,
+    /// Writes the WAL keeps in flight at once.
+    pub wal_inflight_writes_max: usize,
+}
+
+impl BrokerConfig {
+    /// Default WAL ring size per shard.
+    pub const WAL_BYTES_PER_SHARD_DEFAULT: u64 = 1 << 30;
+    /// Default memory budget for the whole broker.
+    pub const MEMORY_BYTES_DEFAULT: u64 = 2 << 30;
+    /// Default pipeline depth per connection (librdkafka's max.in.flight default is 1M, Java's 5).
+    pub const PIPELINE_DEPTH_DEFAULT: usize = 16;
+
+    /// The WAL location for one shard: `<dir>/shard-<n>.wal`, or the block device itself.
+    pub fn wal_path_for(&self, shard: usize) -> PathBuf {
+        let base = self
+            .wal_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("wal"));
+        if is_block_device(&base) {
+            base
+        } else {
+            base.join(format!("shard-{shard}.wal"))
+        }
+    }
+
+    /// The shard count after resolving 0 to the number of available cores.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised: None,
+            data_dir: PathBuf::from("sluice-data"),
+            shards: 0,
+            wal_path: None,
+            wal_bytes_per_shard: Self::WAL_BYTES_PER_SHARD_DEFAULT,
+            memory_bytes: Self::MEMORY_BYTES_DEFAULT,
+            node_id: 0,
+            pipeline_depth: Self::PIPELINE_DEPTH_DEFAULT,
+            max_frame_bytes: sluice_net::DEFAULT_MAX_FRAME_BYTES,
+            wal_inflight_writes_max: 4,
+        }
+    }
+}
+
+/// True when `path` names a block device (a raw NVMe / EBS volume).
+pub fn is_block_device(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path)
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false)
+}

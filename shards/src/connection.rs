@@ -1,0 +1,137 @@
+//! One client connection: read frames, parse, order, and answer in request order while
+//! later requests are already being parsed and persisted (the pipeline).
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+use sluice_net::{RequestErrorKind, Response};
+
+use crate::api;
+use crate::shard::Shard;
+
+/// Bytes of a refused frame written to the log, to diagnose client incompatibilities.
+const FRAME_BYTES_LOGGED: usize = 256;
+
+/// A future resolving to the encoded response of one request (None: nothing to send).
+pub type PendingResponse = LocalBoxFuture<'static, Option<Bytes>>;
+
+/// The broker-wide stop signal, cloned into every connection.
+pub type StopSignal = Shared<futures::channel::oneshot::Receiver<()>>;
+
+/// Serves one connection until the client closes it, it misbehaves, or the shard stops.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, stop: StopSignal) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "TCP_NODELAY not set");
+    }
+    let peer = stream.peer_addr().ok();
+    let (mut reader, mut writer) = stream.split();
+    let depth = shard.config.pipeline_depth.max(1);
+    // Bounds the requests read but not yet answered: depth 1 is Kafka's one-at-a-time model.
+    let outstanding = Rc::new(Semaphore::new(depth as u64));
+    let (queue, answers) = local_channel::new_bounded::<glommio::Task<Option<Bytes>>>(depth);
+
+    let writer_outstanding = outstanding.clone();
+    let writer_task = glommio::spawn_local(async move {
+        while let Some(task) = answers.recv().await {
+            let answer = task.await;
+            writer_outstanding.signal(1);
+            if let Some(bytes) = answer
+                && writer.write_all(&bytes).await.is_err()
+            {
+                return;
+            }
+        }
+        let _ = writer.close().await;
+    });
+
+    let max_frame_bytes = shard.config.max_frame_bytes;
+    let memory_total = memory.available().max(1);
+    loop {
+        if outstanding.acquire(1).await.is_err() {
+            break;
+        }
+        let mut prefix = [0u8; 4];
+        let read = futures::select_biased! {
+            _ = stop.clone().fuse() => break,
+            r = reader.read_exact(&mut prefix).fuse() => r,
+        };
+        if let Err(error) = read {
+            tracing::debug!(?peer, %error, "connection closed");
+            break;
+        }
+        let length = match sluice_net::frame_length(prefix, max_frame_bytes) {
+            Ok(length) => length,
+            Err(error) => {
+                tracing::warn!(?peer, %error, "closing connection");
+                break;
+            }
+        };
+        // Back-pressure: when the shard's request memory is spent, stop reading sockets.
+        let units = (length as u64).min(memory_total);
+        let Ok(budget) = memory.clone().acquire_static_permit(units).await else {
+            break;
+        };
+        let mut frame = BytesMut::zeroed(length);
+        if let Err(error) = reader.read_exact(&mut frame).await {
+            tracing::debug!(?peer, %error, "connection closed mid-frame");
+            break;
+        }
+        let pending = parse_and_order(&shard, frame.freeze()).await;
+        let task = match pending {
+            Some(pending) => glommio::spawn_local(async move {
+                let answer = pending.await;
+                drop(budget);
+                answer
+            }),
+            None => {
+                tracing::warn!(?peer, "closing connection after a malformed request");
+                break;
+            }
+        };
+        if queue.send(task).await.is_err() {
+            break;
+        }
+    }
+    drop(queue);
+    writer_task.await;
+}
+
+/// The parse and order stages of one request. Returns the rest of its handling as a future,
+/// or None when the connection must be closed (Kafka closes on requests it cannot parse).
+async fn parse_and_order(shard: &Rc<Shard>, frame: Bytes) -> Option<PendingResponse> {
+    match sluice_net::decode_request(frame.clone()) {
+        Ok((header, request)) => Some(api::dispatch(shard, header, request).await),
+        Err(error) => match (&error.kind, &error.header) {
+            (RequestErrorKind::UnsupportedVersion { api_key, .. }, Some(header))
+                if *api_key == sluice_net::ApiKey::ApiVersions =>
+            {
+                let response = api::api_versions::unsupported_version_response();
+                Some(encode(header.correlation_id, 0, response))
+            }
+            (_, header) => {
+                let head = &frame[..frame.len().min(FRAME_BYTES_LOGGED)];
+                tracing::warn!(%error, ?header, frame = ?head, "malformed or unsupported request");
+                None
+            }
+        },
+    }
+}
+
+/// A ready response future holding the encoded `response`.
+pub fn encode(correlation_id: i32, api_version: i16, response: Response) -> PendingResponse {
+    let mut out = BytesMut::new();
+    let encoded =
+        match sluice_net::encode_response(correlation_id, api_version, &response, &mut out) {
+            Ok(()) => Some(out.freeze()),
+            Err(error) => {
+                tracing::error!(%error, "response could not be encoded");
+                None
+            }
+        };
+    futures::future::ready(encoded).boxed_local()
+}

@@ -1,0 +1,124 @@
+//! The control plane: one thread owns the metadata store; shards send it commands.
+//!
+//! Metadata changes are rare and fsync'd, so they run on their own thread instead of
+//! blocking an executor; shards read the current image through a lock-free `ArcSwap`.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use futures::channel::{mpsc, oneshot};
+use sluice_metadata::{
+    CommandOutcome, MetadataCommand, MetadataError, MetadataImage, MetadataStore,
+};
+
+/// Commands waiting for the controller; a full queue makes callers wait.
+const COMMAND_QUEUE_MAX: usize = 1024;
+
+type Reply = oneshot::Sender<Result<(Arc<MetadataImage>, CommandOutcome), MetadataError>>;
+
+/// Why a command did not reach the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The store refused or failed the command.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The controller thread has stopped (shutdown).
+    #[error("the metadata controller has stopped")]
+    Stopped,
+}
+
+/// A cheap, cloneable way for any shard to submit metadata commands.
+#[derive(Clone)]
+pub struct ControllerHandle {
+    commands: crossbeam_channel::Sender<(MetadataCommand, Reply)>,
+    image: Arc<ArcSwap<MetadataImage>>,
+}
+
+impl ControllerHandle {
+    /// The current metadata image (lock-free).
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.load_full()
+    }
+
+    /// Applies `command` durably; the returned image is already visible to every shard.
+    pub async fn submit(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<(Arc<MetadataImage>, CommandOutcome), ControllerError> {
+        let (reply, answer) = oneshot::channel();
+        // The queue is bounded; a full queue means the controller is far behind, which only
+        // happens under an admin-request storm, so failing fast is the right answer.
+        self.commands
+            .try_send((command, reply))
+            .map_err(|_| ControllerError::Stopped)?;
+        Ok(answer.await.map_err(|_| ControllerError::Stopped)??)
+    }
+}
+
+/// The running controller thread.
+pub struct Controller {
+    thread: Option<JoinHandle<()>>,
+    stop: crossbeam_channel::Sender<()>,
+}
+
+impl Controller {
+    /// Starts the controller over an opened store; `on_change` receivers get a unit for every
+    /// applied command so shards can drop partitions of deleted topics.
+    pub fn start(
+        store: MetadataStore,
+        listeners: Vec<mpsc::UnboundedSender<()>>,
+    ) -> std::io::Result<(Controller, ControllerHandle)> {
+        let image = Arc::new(ArcSwap::new(store.image()));
+        let (commands, queue) = crossbeam_channel::bounded(COMMAND_QUEUE_MAX);
+        let (stop, stopped) = crossbeam_channel::bounded(1);
+        let handle = ControllerHandle {
+            commands,
+            image: image.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("sluice-controller".into())
+            .spawn(move || run(store, queue, stopped, image, listeners))?;
+        Ok((
+            Controller {
+                thread: Some(thread),
+                stop,
+            },
+            handle,
+        ))
+    }
+
+    /// Stops the thread (commands still queued are refused) and waits for it to end.
+    pub fn join(mut self) {
+        let _ = self.stop.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(
+    mut store: MetadataStore,
+    queue: crossbeam_channel::Receiver<(MetadataCommand, Reply)>,
+    stopped: crossbeam_channel::Receiver<()>,
+    image: Arc<ArcSwap<MetadataImage>>,
+    listeners: Vec<mpsc::UnboundedSender<()>>,
+) {
+    loop {
+        let (command, reply) = crossbeam_channel::select! {
+            recv(queue) -> next => match next {
+                Ok(next) => next,
+                Err(_) => return,
+            },
+            recv(stopped) -> _ => return,
+        };
+        let result = store.apply(command);
+        if let Ok((new_image, _)) = &result {
+            image.store(new_image.clone());
+            for listener in &listeners {
+                let _ = listener.unbounded_send(());
+            }
+        }
+        let _ = reply.send(result);
+    }
+}

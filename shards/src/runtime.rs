@@ -1,0 +1,497 @@
+//! Start-up and shutdown: the controller thread, one pinned glommio executor per shard, the
+//! channel mesh between shards, and the listening sockets (SO_REUSEPORT, one per shard).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::channel::{mpsc, oneshot};
+use futures::{FutureExt, StreamExt};
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::net::TcpListener;
+use glommio::sync::{Gate, Semaphore};
+use glommio::{LocalExecutorBuilder, Placement};
+use sluice_metadata::MetadataStore;
+use sluice_wal::{Wal, WalConfig};
+
+use crate::config::{BrokerConfig, is_block_device};
+use crate::connection::{self, StopSignal};
+use crate::controller::{Controller, ControllerHandle};
+use crate::shard::{Shard, ShardRequest};
+
+/// Messages queued between two shards before the sender waits.
+const MESH_QUEUE_DEPTH: usize = 1024;
+
+/// Memory glommio registers per executor for I/O buffers, when the memlock limit allows.
+const IO_MEMORY_BYTES_DEFAULT: usize = 10 << 20;
+
+/// The smallest io_memory glommio can work with.
+const IO_MEMORY_BYTES_MIN: usize = 256 << 10;
+
+/// Why the broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be prepared.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The metadata store could not be opened.
+    #[error("metadata: {0}")]
+    Metadata(#[from] sluice_metadata::MetadataError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A shard failed to start (its WAL, its executor).
+    #[error("shard {shard}: {reason}")]
+    Shard {
+        /// The shard index.
+        shard: usize,
+        /// What failed.
+        reason: String,
+    },
+    /// The configuration cannot work.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// A running broker.
+pub struct Broker {
+    local_addr: SocketAddr,
+    stops: Vec<oneshot::Sender<()>>,
+    executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    controller: Option<Controller>,
+}
+
+impl Broker {
+    /// Starts every shard and returns once all of them accept connections.
+    pub fn start(config: BrokerConfig) -> Result<Broker, StartError> {
+        let config = Arc::new(config);
+        let shard_count = config.shard_count();
+        check_wal_layout(&config, shard_count)?;
+        std::fs::create_dir_all(config.data_dir.join("metadata")).map_err(|source| {
+            StartError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            }
+        })?;
+        let store = MetadataStore::open(&config.data_dir.join("metadata"), config.node_id)?;
+
+        let (change_senders, change_receivers): (Vec<_>, Vec<_>) =
+            (0..shard_count).map(|_| mpsc::unbounded::<()>()).unzip();
+        let (controller, handle) =
+            Controller::start(store, change_senders).map_err(|e| StartError::Shard {
+                shard: 0,
+                reason: format!("controller thread: {e}"),
+            })?;
+
+        // Reserve the port (port 0 picks one) so every shard binds the same address.
+        let reservation = reserve_port(config.listen)?;
+        let local_addr = reservation
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = local_addr.as_socket().unwrap_or(config.listen);
+        let advertised = advertised_address(&config, local_addr);
+
+        let (mut senders, mut receivers) = mesh(shard_count);
+        let io_memory = io_memory_bytes(shard_count);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let ready = Arc::new(AtomicUsize::new(0));
+        let drained = Arc::new(AtomicUsize::new(0));
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let mut stops = Vec::with_capacity(shard_count);
+        let mut executors = Vec::with_capacity(shard_count);
+        for (id, changes) in change_receivers.into_iter().enumerate() {
+            let (stop_tx, stop_rx) = oneshot::channel();
+            stops.push(stop_tx);
+            let plan = ShardPlan {
+                id,
+                config: config.clone(),
+                controller: handle.clone(),
+                advertised: advertised.clone(),
+                listen: local_addr,
+                senders: std::mem::take(&mut senders[id]),
+                receivers: std::mem::take(&mut receivers[id]),
+                changes,
+                stop: stop_rx.shared(),
+                started: started_tx.clone(),
+                drained: drained.clone(),
+                ready: ready.clone(),
+            };
+            let executor = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+                .name(&format!("sluice-shard-{id}"))
+                .io_memory(io_memory)
+                .spawn(move || run_shard(plan))
+                .map_err(|e| StartError::Shard {
+                    shard: id,
+                    reason: format!("executor: {e}"),
+                })?;
+            executors.push(executor);
+        }
+        drop(started_tx);
+        drop(handle);
+        let mut broker = Broker {
+            local_addr,
+            stops,
+            executors,
+            controller: Some(controller),
+        };
+        for _ in 0..shard_count {
+            match started_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => {
+                    broker.stop();
+                    return Err(StartError::Shard { shard: 0, reason });
+                }
+                Err(_) => {
+                    broker.stop();
+                    return Err(StartError::Shard {
+                        shard: 0,
+                        reason: "a shard thread ended during start-up".into(),
+                    });
+                }
+            }
+        }
+        drop(reservation);
+        Ok(broker)
+    }
+
+    /// The address the broker listens on (with the port chosen when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, answers the requests in flight, syncs the WALs and waits for the end.
+    pub fn stop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        for executor in self.executors.drain(..) {
+            if let Err(error) = executor.join() {
+                tracing::error!(%error, "shard ended with an error");
+            }
+        }
+        if let Some(controller) = self.controller.take() {
+            controller.join();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What one shard's thread needs to run.
+struct ShardPlan {
+    id: usize,
+    config: Arc<BrokerConfig>,
+    controller: ControllerHandle,
+    advertised: (String, i32),
+    listen: SocketAddr,
+    senders: Vec<Option<SharedSender<ShardRequest>>>,
+    receivers: Vec<SharedReceiver<ShardRequest>>,
+    changes: mpsc::UnboundedReceiver<()>,
+    stop: StopSignal,
+    started: std::sync::mpsc::Sender<Result<(), String>>,
+    drained: Arc<AtomicUsize>,
+    ready: Arc<AtomicUsize>,
+}
+
+async fn run_shard(plan: ShardPlan) {
+    let ShardPlan {
+        id,
+        config,
+        controller,
+        advertised,
+        listen,
+        senders,
+        receivers,
+        mut changes,
+        stop,
+        started,
+        drained,
+        ready,
+    } = plan;
+    let shard_count = senders.len();
+    let wal_config = WalConfig {
+        path: config.wal_path_for(id),
+        capacity_bytes: config.wal_bytes_per_shard,
+        inflight_writes_max: config.wal_inflight_writes_max,
+        epoch: 0,
+        node_id: config.node_id.max(0) as u32,
+        ..WalConfig::default()
+    };
+    if let Some(parent) = wal_config.path.parent()
+        && !is_block_device(&wal_config.path)
+        && let Err(e) = std::fs::create_dir_all(parent)
+    {
+        let _ = started.send(Err(format!("WAL directory {}: {e}", parent.display())));
+        return;
+    }
+    let (wal, recovered) = match Wal::open(wal_config.clone()).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = started.send(Err(format!("WAL {}: {e}", wal_config.path.display())));
+            return;
+        }
+    };
+    let wal = Rc::new(wal);
+    // Both ends of a shared channel must connect before either completes, so every shard
+    // connects all its ends at once.
+    let (peers, receivers) = futures::join!(
+        futures::future::join_all(senders.into_iter().map(|sender| async move {
+            match sender {
+                Some(sender) => Some(sender.connect().await),
+                None => None,
+            }
+        })),
+        futures::future::join_all(receivers.into_iter().map(|r| r.connect()))
+    );
+    let shard = Rc::new(Shard::new(
+        id,
+        config.clone(),
+        controller,
+        advertised,
+        wal.clone(),
+        peers,
+    ));
+    let replayed = shard.recover(recovered);
+    tracing::info!(shard = id, replayed, "WAL recovered");
+
+    for receiver in receivers {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(request) = receiver.recv().await {
+                shard.handle(request).await;
+            }
+        })
+        .detach();
+    }
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while changes.next().await.is_some() {
+                shard.apply_image(&shard.image());
+            }
+        })
+        .detach();
+    }
+
+    let listener = match TcpListener::bind(listen) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = started.send(Err(format!("listen on {listen}: {e}")));
+            return;
+        }
+    };
+    ready.fetch_add(1, Ordering::SeqCst);
+    let _ = started.send(Ok(()));
+
+    let memory = Rc::new(Semaphore::new(request_memory_bytes(&config, shard_count)));
+    let connections = Gate::new();
+    loop {
+        let accepted = futures::select_biased! {
+            _ = stop.clone().fuse() => break,
+            accepted = listener.accept().fuse() => accepted,
+        };
+        match accepted {
+            Ok(stream) => {
+                shard
+                    .counters
+                    .connections_accepted
+                    .set(shard.counters.connections_accepted.get() + 1);
+                let task = connection::serve(shard.clone(), stream, memory.clone(), stop.clone());
+                match connections.spawn(task) {
+                    Ok(task) => {
+                        task.detach();
+                    }
+                    Err(_) => break,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    let _ = connections.close().await;
+    // Other shards may still be finishing requests that need this shard's partitions: keep
+    // serving the mesh until every shard has drained its connections.
+    drained.fetch_add(1, Ordering::SeqCst);
+    while drained.load(Ordering::SeqCst) < ready.load(Ordering::SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    tracing::info!(
+        shard = id,
+        batches_appended = shard.counters.batches_appended.get(),
+        reads_served = shard.counters.reads_served.get(),
+        connections = shard.counters.connections_accepted.get(),
+        partitions = shard.partition_count(),
+        "shard stopped"
+    );
+    drop(shard);
+    match Rc::try_unwrap(wal) {
+        Ok(wal) => {
+            if let Err(error) = wal.close().await {
+                tracing::error!(%error, "WAL close failed");
+            }
+        }
+        Err(_) => tracing::debug!("WAL still shared at shutdown; its writes are already durable"),
+    }
+}
+
+/// Senders `[from][to]` and receivers `[to][..]` of a full mesh of bounded channels.
+#[allow(clippy::type_complexity)]
+fn mesh(
+    shards: usize,
+) -> (
+    Vec<Vec<Option<SharedSender<ShardRequest>>>>,
+    Vec<Vec<SharedReceiver<ShardRequest>>>,
+) {
+    let mut senders: Vec<Vec<Option<SharedSender<ShardRequest>>>> = (0..shards)
+        .map(|_| (0..shards).map(|_| None).collect())
+        .collect();
+    let mut receivers: Vec<Vec<SharedReceiver<ShardRequest>>> =
+        (0..shards).map(|_| Vec::new()).collect();
+    for (from, row) in senders.iter_mut().enumerate() {
+        for (to, slot) in row.iter_mut().enumerate() {
+            if from != to {
+                let (sender, receiver) = shared_channel::new_bounded(MESH_QUEUE_DEPTH);
+                *slot = Some(sender);
+                receivers[to].push(receiver);
+            }
+        }
+    }
+    (senders, receivers)
+}
+
+/// Binds (without listening) a socket on the listen address with SO_REUSEPORT, so the port is
+/// known and held while the shards bind it too.
+fn reserve_port(addr: SocketAddr) -> Result<socket2::Socket, StartError> {
+    let listen_error = |source| StartError::Listen { addr, source };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(listen_error)?;
+    socket.set_reuse_port(true).map_err(listen_error)?;
+    socket.bind(&addr.into()).map_err(listen_error)?;
+    Ok(socket)
+}
+
+fn advertised_address(config: &BrokerConfig, local: SocketAddr) -> (String, i32) {
+    if let Some(advertised) = &config.advertised
+        && let Some((host, port)) = advertised.rsplit_once(':')
+        && let Ok(port) = port.parse::<i32>()
+    {
+        return (host.trim_matches(['[', ']']).to_string(), port);
+    }
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        local.ip().to_string()
+    };
+    (host, i32::from(local.port()))
+}
+
+/// Refuses to start with fewer shards than WAL files hold data for: their records would not
+/// be replayed.
+fn check_wal_layout(config: &BrokerConfig, shards: usize) -> Result<(), StartError> {
+    let base = config
+        .wal_path
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("wal"));
+    if is_block_device(&base) {
+        if shards != 1 {
+            return Err(StartError::Config(format!(
+                "WAL on block device {} supports one shard; start with --shards 1",
+                base.display()
+            )));
+        }
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(index) = name
+            .strip_prefix("shard-")
+            .and_then(|s| s.strip_suffix(".wal"))
+            .and_then(|s| s.parse::<usize>().ok())
+            && index >= shards
+        {
+            return Err(StartError::Config(format!(
+                "{} holds the WAL of shard {index}, but only {shards} shards were asked for; \
+                 start with --shards {} or more",
+                base.display(),
+                index + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of request frames a shard may hold at once before it stops reading sockets.
+fn request_memory_bytes(config: &BrokerConfig, shards: usize) -> u64 {
+    // A quarter of the shard's budget; the rest is for the log cache and WAL buffers.
+    (config.memory_bytes / shards.max(1) as u64 / 4)
+        .max(config.max_frame_bytes as u64 / 4)
+        .max(1 << 20)
+}
+
+/// glommio locks 3 × io_memory per executor; fit that inside RLIMIT_MEMLOCK when the process
+/// cannot lock more (not root), and say so.
+fn io_memory_bytes(shards: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct passed; exercised on every start.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0;
+    let wanted = (3 * shards * IO_MEMORY_BYTES_DEFAULT) as u64;
+    if !got || limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= wanted {
+        return IO_MEMORY_BYTES_DEFAULT;
+    }
+    if limit.rlim_max == libc::RLIM_INFINITY || limit.rlim_max >= wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
+            return IO_MEMORY_BYTES_DEFAULT;
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return IO_MEMORY_BYTES_DEFAULT; // root has CAP_IPC_LOCK
+    }
+    let fitted = ((limit.rlim_cur as usize) / (3 * shards)).max(IO_MEMORY_BYTES_MIN);
+    tracing::warn!(
+        memlock_limit_bytes = limit.rlim_cur,
+        io_memory_bytes = fitted,
+        "RLIMIT_MEMLOCK is below {wanted} bytes (3 x shards x {IO_MEMORY_BYTES_DEFAULT}); \
+         using less I/O memory per shard. Raise it with `ulimit -l` or grant CAP_IPC_LOCK"
+    );
+    fitted
+}

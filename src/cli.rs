@@ -1,0 +1,183 @@
+//! Command-line flags and the optional TOML config file, merged into a `BrokerConfig`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use sluice_shards::BrokerConfig;
+
+/// Sluice: a Kafka-compatible streaming broker, shard per core on io_uring.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a single-node broker (every default embedded: local data dir, local WAL).
+    Start(StartArgs),
+}
+
+/// Flags of `sluice start`; each overrides the same key of the config file.
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// TOML file with any of the keys below (snake_case, e.g. `data_dir = "/var/lib/sluice"`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:9092]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Address clients are told to connect to. [default: the listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_address: Option<String>,
+    /// Directory for metadata and WAL files. [default: ./sluice-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of shards (pinned executor threads). [default: one per core]
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// WAL location: a directory (one file per shard) or a block device (one shard).
+    /// [default: DATA_DIR/wal]
+    #[arg(long, value_name = "PATH")]
+    pub wal_path: Option<PathBuf>,
+    /// WAL capacity per shard, e.g. 1GiB, 256MiB. [default: 1GiB]
+    #[arg(long, value_name = "SIZE")]
+    pub wal_size: Option<String>,
+    /// Memory budget of the broker, split over the shards, e.g. 2GiB. [default: 2GiB]
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Node id reported to clients. [default: 0]
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// Requests a connection may have in flight; 1 is Kafka's one-at-a-time model. [default: 16]
+    #[arg(long)]
+    pub pipeline_depth: Option<usize>,
+    /// Largest request accepted (socket.request.max.bytes), e.g. 100MiB. [default: 100MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_request_size: Option<String>,
+}
+
+/// The config file's keys, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    advertised_address: Option<String>,
+    data_dir: Option<PathBuf>,
+    shards: Option<usize>,
+    wal_path: Option<PathBuf>,
+    wal_size: Option<String>,
+    memory: Option<String>,
+    node_id: Option<i32>,
+    pipeline_depth: Option<usize>,
+    max_request_size: Option<String>,
+}
+
+impl StartArgs {
+    /// Merges file and flags over the defaults and checks the result.
+    pub fn into_config(self) -> anyhow::Result<BrokerConfig> {
+        let file = match &self.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+        };
+        let mut config = BrokerConfig::default();
+        if let Some(v) = self.listen.or(file.listen) {
+            config.listen = v;
+        }
+        config.advertised = self.advertised_address.or(file.advertised_address);
+        if let Some(v) = self.data_dir.or(file.data_dir) {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.shards.or(file.shards) {
+            config.shards = v;
+        }
+        config.wal_path = self.wal_path.or(file.wal_path);
+        if let Some(v) = self.wal_size.or(file.wal_size) {
+            config.wal_bytes_per_shard = parse_size(&v).context("--wal-size")?;
+        }
+        if let Some(v) = self.memory.or(file.memory) {
+            config.memory_bytes = parse_size(&v).context("--memory")?;
+        }
+        if let Some(v) = self.node_id.or(file.node_id) {
+            config.node_id = v;
+        }
+        if let Some(v) = self.pipeline_depth.or(file.pipeline_depth) {
+            config.pipeline_depth = v;
+        }
+        if let Some(v) = self.max_request_size.or(file.max_request_size) {
+            config.max_frame_bytes =
+                usize::try_from(parse_size(&v).context("--max-request-size")?)?;
+        }
+        if config.pipeline_depth == 0 {
+            bail!("--pipeline-depth must be at least 1");
+        }
+        if config.node_id < 0 {
+            bail!("--node-id must not be negative");
+        }
+        if config.wal_bytes_per_shard < (1 << 20) {
+            bail!("--wal-size must be at least 1MiB");
+        }
+        if let Some(advertised) = &config.advertised
+            && !advertised
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+        {
+            bail!("--advertised-address must be HOST:PORT, not {advertised:?}");
+        }
+        Ok(config)
+    }
+}
+
+/// Parses `1024`, `64KiB`, `256MiB`, `1GiB` (also KB/MB/GB as powers of 1000, and K/M/G as KiB…).
+pub fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .with_context(|| format!("{text:?} is not a size such as 512MiB"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => bail!("unknown size unit {other:?} in {text:?} (use B, KiB, MiB, GiB, TiB)"),
+    };
+    number
+        .checked_mul(multiplier)
+        .with_context(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
+}
