@@ -289,6 +289,25 @@ pub fn plan(
     Ok(Plan::Record(record))
 }
 
+/// Runs every check `MetadataStore::apply` would run for `command` against
+/// `image`, writing nothing: for `validate_only` requests (CreateTopics,
+/// CreatePartitions, AlterConfigs), so they fail exactly as the real one would.
+pub fn validate_command(
+    image: &MetadataImage,
+    command: &MetadataCommand,
+) -> Result<(), MetadataError> {
+    // Any fresh id will do: it is never stored.
+    let mut next_id = 0u8;
+    let mut placeholder_id = || {
+        next_id = next_id.wrapping_add(1);
+        Ok([next_id; 16])
+    };
+    match plan(image, command, &mut placeholder_id)? {
+        Plan::Unchanged(_) => Ok(()),
+        Plan::Record(record) => image.apply(image.epoch + 1, &record).map(|_| ()),
+    }
+}
+
 /// Kafka's topic name rule: non-empty, at most 249 characters of
 /// `[a-zA-Z0-9._-]`, and neither "." nor "..".
 pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {

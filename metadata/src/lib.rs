@@ -19,8 +19,8 @@ mod snapshot;
 mod store;
 
 pub use command::{
-    CommandOutcome, MetadataCommand, MetadataRecord, Plan, validate_replication_factor,
-    validate_topic_name,
+    CommandOutcome, MetadataCommand, MetadataRecord, Plan, validate_command,
+    validate_replication_factor, validate_topic_name,
 };
 pub use configs::{
     BrokerConfig, CleanupPolicy, CompressionType, ConfigEntry, ConfigError, ConfigSource,

@@ -355,9 +355,13 @@ fn validation_errors_write_nothing() {
         ),
     ];
     for (command, expected) in cases {
+        let checked = sluice_metadata::validate_command(&store.image(), &command);
+        assert_eq!(code(checked), expected, "validate_command {command:?}");
         let result = store.apply(command.clone());
         assert_eq!(code(result), expected, "{command:?}");
     }
+    assert!(sluice_metadata::validate_command(&store.image(), &create("fresh", 3, 2)).is_ok());
+    assert!(store.image().topic("fresh").is_none());
     // An unchanged log start offset is not an error and writes nothing.
     let (_, outcome) = store
         .apply(MetadataCommand::SetLogStartOffset {
