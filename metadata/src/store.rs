@@ -203,8 +203,13 @@ impl MetadataStore {
             || store.records_since_snapshot >= options.snapshot_interval_records
         {
             // A fresh snapshot, so that the fallback we just used is not the
-            // only one left.
-            store.snapshot()?;
+            // only one left. Failing to write it does not stop the store from
+            // opening, unless the failure left the log in an unknown state.
+            if let Err(e) = store.snapshot()
+                && store.failed.is_some()
+            {
+                return Err(e);
+            }
         }
         Ok(store)
     }
