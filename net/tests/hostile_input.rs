@@ -283,3 +283,25 @@ fn long_random_decode_loop() {
         seed - start_seed
     );
 }
+
+/// Writes valid request frames as a seed corpus for `cargo fuzz`:
+/// `SLUICE_FUZZ_CORPUS=fuzz/corpus/decode_request cargo test -p sluice-net
+/// --test hostile_input -- --ignored write_fuzz_seed_corpus`.
+#[test]
+#[ignore]
+fn write_fuzz_seed_corpus() {
+    let Some(dir) = std::env::var_os("SLUICE_FUZZ_CORPUS") else {
+        eprintln!("SKIPPED: set SLUICE_FUZZ_CORPUS to a directory");
+        return;
+    };
+    std::fs::create_dir_all(&dir).expect("create corpus dir");
+    let mut rng = Rng::new(7);
+    for i in 0..2000 {
+        let frame = valid_request(&mut rng);
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("seed-{i:04}")),
+            &frame,
+        )
+        .expect("write");
+    }
+}
