@@ -61,11 +61,25 @@ pub(crate) fn decompress(
         Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), max_bytes)
             .map_err(|e| e.or(codec)),
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(data).map_err(err)?;
+            let mut decoder = zstd::stream::read::Decoder::new(data).map_err(err)?;
+            // A hostile frame header can ask for a 2^27-byte window; allow no
+            // more than the cap needs (but what common producer levels use).
+            decoder
+                .window_log_max(zstd_window_log_max(max_bytes))
+                .map_err(err)?;
             read_bounded(decoder, max_bytes).map_err(|e| e.or(codec))
         }
         Compression::Snappy => snappy_decompress(data, max_bytes),
     }
+}
+
+/// Least and largest zstd window (log2 bytes) accepted when decompressing.
+const ZSTD_WINDOW_LOG_MIN: u32 = 23;
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+fn zstd_window_log_max(max_bytes: usize) -> u32 {
+    let needed = usize::BITS - max_bytes.saturating_sub(1).leading_zeros();
+    needed.clamp(ZSTD_WINDOW_LOG_MIN, ZSTD_WINDOW_LOG_MAX)
 }
 
 /// Compresses `data` the way Kafka clients do.
