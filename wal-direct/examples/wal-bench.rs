@@ -133,6 +133,22 @@ async fn bench_mode(args: &Args, durability: Durability) {
     for &record_bytes in &args.record_sizes {
         throughput(&wal, args, durability, record_bytes).await;
     }
+    recovery(&wal, args, durability).await;
+    wal.close().await.expect("close");
+    let opened = Instant::now();
+    let (wal, recovered) = Wal::open(config(args, durability, args.fence_check))
+        .await
+        .expect("reopen");
+    let elapsed = opened.elapsed().as_secs_f64();
+    let bytes: u64 = recovered.iter().map(|r| r.payload.len() as u64 + 64).sum();
+    println!(
+        "[{durability:?}] recovery: {} records, {:.0} MiB in {:.0} ms = {:.0} MiB/s",
+        recovered.len(),
+        bytes as f64 / (1 << 20) as f64,
+        elapsed * 1e3,
+        bytes as f64 / elapsed / (1 << 20) as f64
+    );
+    drop(recovered);
     wal.close().await.expect("close");
     for fence_check in [FenceCheck::AfterWrite, FenceCheck::Off] {
         let (wal, _) = Wal::open(config(args, durability, fence_check))
@@ -180,6 +196,23 @@ async fn throughput(wal: &Wal, args: &Args, durability: Durability, record_bytes
         (after.write_bytes_total - before.write_bytes_total) as f64 / writes.max(1) as f64 / 1024.0,
         after.space_waits_total - before.space_waits_total,
     );
+}
+
+/// Fills the ring to 90% with 64 KiB records for the recovery measurement.
+async fn recovery(wal: &Wal, args: &Args, durability: Durability) {
+    wal.trim(wal.durable_position()).await.expect("trim");
+    let payload = vec![0x5au8; 64 << 10];
+    let mut last = WalPosition(0);
+    let mut records = 0u64;
+    while wal.stats().used_bytes < args.capacity_bytes / 10 * 9 {
+        last = wal
+            .append(3, records, records, &payload)
+            .await
+            .expect("append");
+        records += 1;
+    }
+    wal.wait_durable(last).await.expect("durable");
+    println!("[{durability:?}] filled the ring with {records} records of 64 KiB for recovery");
 }
 
 async fn latency(wal: &Wal, args: &Args, durability: Durability, fence_check: FenceCheck) {
@@ -232,6 +265,20 @@ fn run_fio(args: &Args) {
         println!(
             "[fio] --bs=1M --iodepth=16: {:.1} MiB/s",
             write["bw_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
+        );
+    }
+    let mut read = common("read");
+    read.iter_mut().for_each(|arg| {
+        if arg == "--rw=write" {
+            *arg = "--rw=read".into();
+        }
+    });
+    read.extend(["--bs=4M".into(), "--iodepth=2".into()]);
+    if let Some(json) = fio(&read) {
+        let read = &json["jobs"][0]["read"];
+        println!(
+            "[fio] --rw=read --bs=4M --iodepth=2 (recovery's read pattern): {:.1} MiB/s",
+            read["bw_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
         );
     }
     let mut sync = common("fdatasync");

@@ -1,6 +1,7 @@
 //! Recovery: scan the ring from the trim position, validate every record, stop
 //! at the first one that is torn, stale or corrupt.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -13,8 +14,10 @@ use crate::format::{
 };
 use crate::{RecoveredRecord, WalError, WalPosition};
 
-/// Size of one read while scanning; one more is in flight while a chunk is parsed.
+/// Size of one read while scanning.
 pub(crate) const RECOVERY_READ_BYTES: u64 = 4 << 20;
+/// Reads kept in flight ahead of the parser.
+pub(crate) const RECOVERY_READS_AHEAD: usize = 4;
 
 pub(crate) struct Scan {
     pub records: Vec<RecoveredRecord>,
@@ -106,7 +109,7 @@ struct Window {
     /// Next logical position to read.
     read_next: u64,
     limit: u64,
-    prefetch: Option<JoinHandle<std::io::Result<ReadResult>>>,
+    prefetch: VecDeque<JoinHandle<std::io::Result<ReadResult>>>,
 }
 
 impl Window {
@@ -118,9 +121,9 @@ impl Window {
             data: Vec::new(),
             read_next: start,
             limit,
-            prefetch: None,
+            prefetch: VecDeque::with_capacity(RECOVERY_READS_AHEAD),
         };
-        window.start_read();
+        window.start_reads();
         window
     }
 
@@ -141,7 +144,7 @@ impl Window {
     /// Reads until the window reaches `end`; false if `end` lies past the limit.
     async fn ensure(&mut self, end: u64, path: &Path) -> Result<bool, WalError> {
         while self.start + (self.data.len() as u64) < end {
-            let Some(read) = self.prefetch.take() else {
+            let Some(read) = self.prefetch.pop_front() else {
                 return Ok(false);
             };
             let chunk = read
@@ -149,15 +152,18 @@ impl Window {
                 .unwrap_or_else(|| Err(std::io::Error::other("recovery read task cancelled")))
                 .map_err(|error| WalError::io("recovery read", path, error))?;
             self.data.extend_from_slice(&chunk);
-            self.start_read();
+            self.start_reads();
         }
         Ok(true)
     }
 
-    fn start_read(&mut self) {
-        if self.read_next >= self.limit {
-            return;
+    fn start_reads(&mut self) {
+        while self.prefetch.len() < RECOVERY_READS_AHEAD && self.read_next < self.limit {
+            self.start_read();
         }
+    }
+
+    fn start_read(&mut self) {
         let ring_offset = self.read_next % self.capacity_bytes;
         let len = RECOVERY_READ_BYTES
             .min(self.limit - self.read_next)
@@ -165,7 +171,7 @@ impl Window {
         let file = self.file.clone();
         let position = RING_OFFSET + ring_offset;
         self.read_next += len;
-        self.prefetch = Some(
+        self.prefetch.push_back(
             glommio::spawn_local(async move {
                 let chunk = file.read_at_aligned(position, len as usize).await?;
                 if chunk.len() as u64 != len {
@@ -181,8 +187,8 @@ impl Window {
     }
 
     async fn cancel_prefetch(&mut self) {
-        if let Some(read) = self.prefetch.take() {
-            // Let the read finish: its buffer must outlive the I/O.
+        // Let the reads finish: their buffers must outlive the I/O.
+        while let Some(read) = self.prefetch.pop_front() {
             let _ = read.await;
         }
     }
