@@ -49,21 +49,15 @@ pub async fn create_topics(
         let result = match plan_topic(shard, &topic) {
             Err(refusal) => Err(refusal),
             Ok((partitions, configs)) => {
-                if request.validate_only {
-                    validate_new_topic(shard, &name).map(|()| partitions)
-                } else {
-                    shard
-                        .controller
-                        .submit(MetadataCommand::CreateTopic {
-                            name: name.clone(),
-                            partitions,
-                            configs,
-                            shards: shard.count as u32,
-                        })
-                        .await
-                        .map(|_| partitions)
-                        .map_err(|e| (controller_error_code(&e), controller_error_message(&e)))
-                }
+                let command = MetadataCommand::CreateTopic {
+                    name: name.clone(),
+                    partitions,
+                    configs,
+                    shards: shard.count as u32,
+                };
+                submit_or_validate(shard, command, request.validate_only)
+                    .await
+                    .map(|()| partitions)
             }
         };
         topics.push(match result {
@@ -166,15 +160,26 @@ fn plan_topic(
     Ok((partitions, configs))
 }
 
-fn validate_new_topic(shard: &Shard, name: &str) -> Result<(), Refusal> {
-    if shard.image().topic(name).is_some() {
-        return Err((
-            ErrorCode::TopicAlreadyExists,
-            format!("topic '{name}' already exists"),
-        ));
+/// Applies `command`, or with `validate_only` runs the same checks and writes nothing.
+async fn submit_or_validate(
+    shard: &Shard,
+    command: MetadataCommand,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    if validate_only {
+        return sluice_metadata::validate_command(&shard.image(), &command).map_err(|e| {
+            (
+                ErrorCode::from_i16(e.kafka_error_code()).unwrap_or(ErrorCode::UnknownServerError),
+                e.to_string(),
+            )
+        });
     }
-    sluice_metadata::validate_topic_name(name)
-        .map_err(|e| (ErrorCode::InvalidTopicException, e.to_string()))
+    shard
+        .controller
+        .submit(command)
+        .await
+        .map(|_| ())
+        .map_err(|e| (controller_error_code(&e), controller_error_message(&e)))
 }
 
 fn refused_topic(name: String, (code, message): Refusal) -> CreatableTopicResult {
@@ -280,17 +285,14 @@ pub async fn create_partitions(
                     topic.count
                 ),
             )),
-            Some(_) if request.validate_only => Ok(()),
-            Some(_) => shard
-                .controller
-                .submit(MetadataCommand::CreatePartitions {
+            Some(_) => {
+                let command = MetadataCommand::CreatePartitions {
                     name: topic.name.clone(),
                     total: topic.count as u32,
                     shards: shard.count as u32,
-                })
-                .await
-                .map(|_| ())
-                .map_err(|e| (controller_error_code(&e), controller_error_message(&e))),
+                };
+                submit_or_validate(shard, command, request.validate_only).await
+            }
         };
         results.push(match outcome {
             Ok(()) => CreatePartitionsTopicResult {

@@ -1,0 +1,250 @@
+//! Hostile and mistaken requests over a raw socket: each gets the Kafka error code a Java
+//! client would get (or a closed connection where Kafka closes it), and the broker keeps
+//! serving everyone else.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::BrokerProcess;
+use sluice_net::messages::create_topics_request::{
+    CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+};
+use sluice_net::messages::metadata_request::MetadataRequest;
+use sluice_net::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use sluice_net::record_batch::{Compression, RecordBatchBuilder};
+use sluice_net::{ApiKey, ErrorCode, Request, RequestHeader, Response};
+
+struct Client {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Client {
+    fn connect(broker: &BrokerProcess) -> Client {
+        let stream = TcpStream::connect(&broker.bootstrap).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Client {
+            stream,
+            correlation_id: 0,
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    fn send(&mut self, version: i16, request: &Request) -> i32 {
+        self.correlation_id += 1;
+        let header = RequestHeader {
+            request_api_key: request.api_key() as i16,
+            request_api_version: version,
+            correlation_id: self.correlation_id,
+            client_id: Some("bad-input-test".into()),
+        };
+        let mut out = BytesMut::new();
+        sluice_net::encode_request(&header, request, &mut out).expect("encodes");
+        self.send_raw(&out);
+        self.correlation_id
+    }
+
+    fn receive(&mut self, api_key: ApiKey, version: i16) -> Response {
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix).expect("a response");
+        let mut frame = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        self.stream
+            .read_exact(&mut frame)
+            .expect("a whole response");
+        let (correlation_id, response) =
+            sluice_net::decode_response(api_key as i16, version, Bytes::from(frame))
+                .expect("decodes");
+        assert_eq!(correlation_id, self.correlation_id);
+        response
+    }
+
+    fn call(&mut self, version: i16, request: Request) -> Response {
+        let api_key = request.api_key();
+        self.send(version, &request);
+        self.receive(api_key, version)
+    }
+
+    /// True once the broker has closed the connection.
+    fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+}
+
+fn metadata_works(broker: &BrokerProcess) {
+    let mut client = Client::connect(broker);
+    let Response::Metadata(metadata) =
+        client.call(12, Request::Metadata(MetadataRequest::default()))
+    else {
+        panic!("a Metadata response");
+    };
+    assert_eq!(metadata.brokers.len(), 1);
+}
+
+fn produce(topic: &str, records: Bytes) -> Request {
+    Request::Produce(ProduceRequest {
+        acks: -1,
+        timeout_ms: 10_000,
+        topic_data: vec![TopicProduceData {
+            name: topic.into(),
+            partition_data: vec![PartitionProduceData {
+                index: 0,
+                records: Some(records),
+            }],
+        }],
+        ..Default::default()
+    })
+}
+
+fn produce_error(response: Response) -> i16 {
+    let Response::Produce(response) = response else {
+        panic!("a Produce response");
+    };
+    response.responses[0].partition_responses[0].error_code
+}
+
+#[test]
+fn bad_requests_get_kafka_errors_and_the_broker_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+
+    // A too-new ApiVersions gets a v0 answer: UNSUPPORTED_VERSION plus our ranges.
+    let mut client = Client::connect(&broker);
+    client.correlation_id = 5;
+    client.send_raw(&[
+        0, 0, 0, 14, 0, 18, 0, 99, 0, 0, 0, 5, 0xff, 0xff, 0, 1, 1, 0,
+    ]);
+    let Response::ApiVersions(versions) = client.receive(ApiKey::ApiVersions, 0) else {
+        panic!("an ApiVersions response");
+    };
+    assert_eq!(versions.error_code, ErrorCode::UnsupportedVersion.code());
+    assert!(
+        versions
+            .api_keys
+            .iter()
+            .any(|k| k.api_key == ApiKey::Produce as i16)
+    );
+
+    // A frame larger than socket.request.max.bytes closes the connection before allocation.
+    let mut client = Client::connect(&broker);
+    client.send_raw(&(200u32 << 20).to_be_bytes());
+    assert!(client.is_closed());
+
+    // An unknown API key closes the connection, as Kafka does.
+    let mut client = Client::connect(&broker);
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&10u32.to_be_bytes());
+    frame.extend_from_slice(&999i16.to_be_bytes());
+    frame.extend_from_slice(&0i16.to_be_bytes());
+    frame.extend_from_slice(&7i32.to_be_bytes());
+    frame.extend_from_slice(&(-1i16).to_be_bytes());
+    client.send_raw(&frame);
+    assert!(client.is_closed());
+
+    // A request whose body is garbage closes the connection too.
+    let mut client = Client::connect(&broker);
+    client.send_raw(&[0, 0, 0, 12, 0, 0, 0, 9, 0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff]);
+    assert!(client.is_closed());
+
+    // Errors inside a well-formed request are answered, and the connection stays open.
+    let mut client = Client::connect(&broker);
+    let Response::CreateTopics(created) = client.call(
+        7,
+        Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![
+                CreatableTopic {
+                    name: "good".into(),
+                    num_partitions: 1,
+                    replication_factor: 1,
+                    ..Default::default()
+                },
+                CreatableTopic {
+                    name: "bad/name".into(),
+                    num_partitions: 1,
+                    replication_factor: 1,
+                    ..Default::default()
+                },
+                CreatableTopic {
+                    name: "three-replicas".into(),
+                    num_partitions: 1,
+                    replication_factor: 3,
+                    ..Default::default()
+                },
+                CreatableTopic {
+                    name: "bad-config".into(),
+                    num_partitions: 1,
+                    replication_factor: 1,
+                    configs: vec![CreatableTopicConfig {
+                        name: "retention.ms".into(),
+                        value: Some("soon".into()),
+                    }],
+                    ..Default::default()
+                },
+                CreatableTopic {
+                    name: "zero".into(),
+                    num_partitions: 0,
+                    replication_factor: 1,
+                    ..Default::default()
+                },
+            ],
+            timeout_ms: 10_000,
+            validate_only: false,
+        }),
+    ) else {
+        panic!("a CreateTopics response");
+    };
+    let codes: Vec<i16> = created.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            0,
+            ErrorCode::InvalidTopicException.code(),
+            ErrorCode::InvalidReplicationFactor.code(),
+            ErrorCode::InvalidConfig.code(),
+            ErrorCode::InvalidPartitions.code(),
+        ],
+        "{created:?}"
+    );
+    assert!(
+        created.topics[3]
+            .error_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("retention.ms")
+    );
+
+    let mut builder = RecordBatchBuilder::new(Compression::None);
+    builder.append(1_700_000_000_000, Some(b"k"), Some(b"v"), &[]);
+    let good = builder.build().expect("a batch");
+    let mut corrupt = BytesMut::from(&good[..]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    assert_eq!(
+        produce_error(client.call(9, produce("good", corrupt.freeze()))),
+        ErrorCode::CorruptMessage.code()
+    );
+    assert_eq!(
+        produce_error(client.call(9, produce("missing", good.clone()))),
+        ErrorCode::UnknownTopicOrPartition.code()
+    );
+    let mut two_batches = BytesMut::from(&good[..]);
+    two_batches.extend_from_slice(&good);
+    assert_eq!(
+        produce_error(client.call(9, produce("good", two_batches.freeze()))),
+        ErrorCode::InvalidRecord.code()
+    );
+    assert_eq!(produce_error(client.call(9, produce("good", good))), 0);
+
+    metadata_works(&broker);
+}
