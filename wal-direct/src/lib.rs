@@ -229,6 +229,20 @@ impl Wal {
     /// config's epoch, recovers; returns the writer and every complete record
     /// after the trim position, in order.
     pub async fn open(config: WalConfig) -> Result<(Wal, Vec<RecoveredRecord>), WalError> {
+        let mut records = Vec::new();
+        let wal = Wal::open_each(config, |record| records.push(record)).await?;
+        Ok((wal, records))
+    }
+
+    /// Like [`Wal::open`], but hands each recovered record to `on_record` as
+    /// it is validated instead of collecting them: the caller can index or
+    /// forward records and drop payloads, so a 1 GiB WAL is replayed at the
+    /// device's read speed without holding it all in memory. Payloads share
+    /// 4 MiB read chunks (a kept payload keeps its chunk alive).
+    pub async fn open_each(
+        config: WalConfig,
+        mut on_record: impl FnMut(RecoveredRecord),
+    ) -> Result<Wal, WalError> {
         validate(&config)?;
         let path = config.path.clone();
         let target = device::open_target(&path, config.capacity_bytes, config.durability).await?;
@@ -275,8 +289,14 @@ impl Wal {
         };
         io.write_header(&header).await?;
 
-        let scan =
-            recovery::scan(&file, &path, config.capacity_bytes, header.trim_position).await?;
+        let scan = recovery::scan(
+            &file,
+            &path,
+            config.capacity_bytes,
+            header.trim_position,
+            &mut on_record,
+        )
+        .await?;
         if scan.generation_max >= header.generation {
             // The newest header copy was lost (corrupted): records of a newer
             // generation than the surviving copy exist. Ours must be newer still.
@@ -329,7 +349,7 @@ impl Wal {
             fence_checks: Coalesced::default(),
         });
         glommio::spawn_local(flusher(inner.clone())).detach();
-        Ok((Wal { inner }, scan.records))
+        Ok(Wal { inner })
     }
 
     /// Enqueues one record; resolves once it is queued, waiting while the ring

@@ -14,13 +14,12 @@ use crate::format::{
 };
 use crate::{RecoveredRecord, WalError, WalPosition};
 
-/// Size of one read while scanning.
+/// Size of one read while scanning (and of the chunks payloads share).
 pub(crate) const RECOVERY_READ_BYTES: u64 = 4 << 20;
 /// Reads kept in flight ahead of the parser.
 pub(crate) const RECOVERY_READS_AHEAD: usize = 4;
 
 pub(crate) struct Scan {
-    pub records: Vec<RecoveredRecord>,
     /// Position after the last valid record (where the next record goes).
     pub tail: u64,
     /// The bytes of the tail's block before `tail`, rewritten by the first write.
@@ -37,10 +36,10 @@ pub(crate) async fn scan(
     path: &Path,
     capacity_bytes: u64,
     trim: u64,
+    on_record: &mut dyn FnMut(RecoveredRecord),
 ) -> Result<Scan, WalError> {
     let limit = align_down(trim) + capacity_bytes;
     let mut window = Window::new(file.clone(), capacity_bytes, align_down(trim), limit);
-    let mut records = Vec::new();
     let mut cursor = trim;
     let mut generation_min = 0u32;
     loop {
@@ -50,7 +49,7 @@ pub(crate) async fn scan(
         if !window.ensure(cursor + RECORD_HEADER_SIZE, path).await? {
             break;
         }
-        let Some(header) = RecordHeader::decode(window.slice(cursor, RECORD_HEADER_SIZE)) else {
+        let Some(header) = RecordHeader::decode(&window.header_bytes(cursor)) else {
             break;
         };
         let valid_place = header.position == cursor && header.generation >= generation_min;
@@ -66,15 +65,15 @@ pub(crate) async fn scan(
             if !window.ensure(end, path).await? {
                 break;
             }
-            let payload = window.slice(cursor + RECORD_HEADER_SIZE, u64::from(header.payload_len));
-            if crc32c::crc32c(payload) != header.payload_crc {
+            let payload = window.bytes(cursor + RECORD_HEADER_SIZE, end);
+            if crc32c::crc32c(&payload) != header.payload_crc {
                 break;
             }
-            records.push(RecoveredRecord {
+            on_record(RecoveredRecord {
                 stream_id: header.stream_id,
                 first_offset: header.first_offset,
                 last_offset: header.last_offset,
-                payload: Bytes::copy_from_slice(payload),
+                payload,
                 end_position: WalPosition(end),
             });
         }
@@ -85,27 +84,28 @@ pub(crate) async fn scan(
     let prefix_start = align_down(cursor);
     let tail_block_prefix = if cursor > prefix_start {
         window.ensure(cursor, path).await?;
-        window.slice(prefix_start, cursor - prefix_start).to_vec()
+        window.bytes(prefix_start, cursor).to_vec()
     } else {
         Vec::new()
     };
     window.cancel_prefetch().await;
     Ok(Scan {
-        records,
         tail: cursor,
         tail_block_prefix,
         generation_max: generation_min,
     })
 }
 
-/// A sliding window over the ring's logical positions, filled by aligned
-/// O_DIRECT reads with one read ahead.
+/// A sliding window over the ring's logical positions: a queue of chunks
+/// filled by aligned O_DIRECT reads, several ahead. Payloads are returned as
+/// zero-copy slices of the chunks when they lie within one.
 struct Window {
     file: Rc<DmaFile>,
     capacity_bytes: u64,
-    /// Logical position of `data[0]` (block aligned).
-    start: u64,
-    data: Vec<u8>,
+    /// Contiguous chunks: (logical start, bytes).
+    chunks: VecDeque<(u64, Bytes)>,
+    /// Logical end of the last chunk.
+    end: u64,
     /// Next logical position to read.
     read_next: u64,
     limit: u64,
@@ -117,8 +117,8 @@ impl Window {
         let mut window = Window {
             file,
             capacity_bytes,
-            start,
-            data: Vec::new(),
+            chunks: VecDeque::new(),
+            end: start,
             read_next: start,
             limit,
             prefetch: VecDeque::with_capacity(RECOVERY_READS_AHEAD),
@@ -127,23 +127,56 @@ impl Window {
         window
     }
 
-    fn slice(&self, position: u64, len: u64) -> &[u8] {
-        let from = (position - self.start) as usize;
-        &self.data[from..from + len as usize]
+    fn header_bytes(&self, position: u64) -> [u8; RECORD_HEADER_SIZE as usize] {
+        let mut out = [0u8; RECORD_HEADER_SIZE as usize];
+        self.copy_into(position, &mut out);
+        out
     }
 
-    /// Drops the bytes before `position` once they outweigh one read.
+    /// The bytes `[from, to)`, which must be in the window.
+    fn bytes(&self, from: u64, to: u64) -> Bytes {
+        for (start, chunk) in &self.chunks {
+            let chunk_end = start + chunk.len() as u64;
+            if from >= *start && to <= chunk_end {
+                return chunk.slice((from - start) as usize..(to - start) as usize);
+            }
+        }
+        let mut out = vec![0u8; (to - from) as usize];
+        self.copy_into(from, &mut out);
+        Bytes::from(out)
+    }
+
+    fn copy_into(&self, mut position: u64, mut out: &mut [u8]) {
+        for (start, chunk) in &self.chunks {
+            let chunk_end = start + chunk.len() as u64;
+            if out.is_empty() {
+                return;
+            }
+            if position >= chunk_end {
+                continue;
+            }
+            let from = (position - start) as usize;
+            let len = out.len().min(chunk.len() - from);
+            out[..len].copy_from_slice(&chunk[from..from + len]);
+            out = &mut out[len..];
+            position += len as u64;
+        }
+        assert!(out.is_empty(), "copy_into beyond the window");
+    }
+
+    /// Drops the chunks that end at or before `position`.
     fn release_before(&mut self, position: u64) {
-        let drop_len = position.saturating_sub(self.start);
-        if drop_len >= RECOVERY_READ_BYTES {
-            self.data.drain(..drop_len as usize);
-            self.start = position;
+        while let Some((start, chunk)) = self.chunks.front() {
+            if start + chunk.len() as u64 > position {
+                break;
+            }
+            self.chunks.pop_front();
         }
     }
 
     /// Reads until the window reaches `end`; false if `end` lies past the limit.
     async fn ensure(&mut self, end: u64, path: &Path) -> Result<bool, WalError> {
-        while self.start + (self.data.len() as u64) < end {
+        while self.end < end {
             let Some(read) = self.prefetch.pop_front() else {
                 return Ok(false);
             };
@@ -151,7 +184,9 @@ impl Window {
                 .await
                 .unwrap_or_else(|| Err(std::io::Error::other("recovery read task cancelled")))
                 .map_err(|error| WalError::io("recovery read", path, error))?;
-            self.data.extend_from_slice(&chunk);
+            let chunk = copy_out(&chunk);
+            self.chunks.push_back((self.end, chunk.clone()));
+            self.end += chunk.len() as u64;
             self.start_reads();
         }
         Ok(true)
@@ -192,4 +227,10 @@ impl Window {
             let _ = read.await;
         }
     }
+}
+
+/// Copies a DMA buffer (tied to the executor, not `Send`) into memory that
+/// the recovered records share.
+fn copy_out(chunk: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(chunk)
 }
