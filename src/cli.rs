@@ -129,9 +129,9 @@ impl StartArgs {
             bail!("--wal-size must be at least 1MiB");
         }
         if let Some(advertised) = &config.advertised
-            && !advertised
+            && advertised
                 .rsplit_once(':')
-                .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
         {
             bail!("--advertised-address must be HOST:PORT, not {advertised:?}");
         }

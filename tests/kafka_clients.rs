@@ -227,7 +227,7 @@ async fn idempotent_producer_writes_each_record_once() {
             ("linger.ms", "0"),
         ],
     );
-    let total = 10_000;
+    let total: usize = 10_000;
     let mut deliveries = Vec::new();
     for i in 0..total {
         let value = format!("idem-{i}");
@@ -354,7 +354,7 @@ async fn kill9_mid_stream_loses_no_acknowledged_record() {
     let mut in_flight = Vec::new();
     for i in 0..200_000 {
         let value = format!("durable-{i}");
-        let partition = (i % 2) as i32;
+        let partition = i % 2;
         let delivery = producer
             .send_result(
                 FutureRecord::<(), _>::to("durable")
@@ -422,7 +422,7 @@ async fn two_shards_share_the_partitions_and_serve_each_other() {
             producer
                 .send_result(
                     FutureRecord::<(), _>::to("spread")
-                        .partition((i % 8) as i32)
+                        .partition(i % 8)
                         .payload(&value),
                 )
                 .unwrap(),

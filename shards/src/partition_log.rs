@@ -27,7 +27,7 @@ pub enum ReadError {
 }
 
 /// What a read returned.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReadSlice {
     /// Whole batches concatenated, or empty.
     pub records: Bytes,
