@@ -1,0 +1,1 @@
+//! Load generator and benchmark driver: OpenMessaging Benchmark workloads over the Kafka protocol.
