@@ -70,16 +70,7 @@ pub(crate) async fn open_target(
         .custom_flags(flags)
         .dma_open(path)
         .await
-        .map_err(|error| {
-            let error = std::io::Error::from(error);
-            if error.raw_os_error() == Some(libc::EINVAL) {
-                WalError::ODirectUnsupported {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                WalError::io("open", path, error)
-            }
-        })?;
+        .map_err(|error| open_error(path, std::io::Error::from(error)))?;
     let alignment = file.alignment();
     if alignment > BLOCK_SIZE || !BLOCK_SIZE.is_multiple_of(alignment) {
         return Err(WalError::BadAlignment {
@@ -108,17 +99,13 @@ fn preallocate(path: &Path, size: u64, create: bool) -> Result<(), WalError> {
         )
     };
     if fd < 0 {
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::EINVAL) {
-            if create {
-                // Retry without O_DIRECT only to remove the file we may not have created.
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(WalError::ODirectUnsupported {
-                path: path.to_path_buf(),
-            });
+        let error = open_error(path, std::io::Error::last_os_error());
+        if create && matches!(error, WalError::ODirectUnsupported { .. }) {
+            // O_CREAT may have made the file before O_DIRECT was refused; O_EXCL
+            // guarantees it is ours to remove.
+            let _ = std::fs::remove_file(path);
         }
-        return Err(WalError::io("create", path, error));
+        return Err(error);
     }
     // SAFETY: fd is open; fallocate reserves the blocks and sets the size.
     let rc = unsafe { libc::fallocate(fd, 0, 0, size as libc::off_t) };
@@ -193,13 +180,7 @@ fn check_block_device(path: &Path, size_needed: u64) -> Result<(), WalError> {
         )
     };
     if fd < 0 {
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::EINVAL) {
-            return Err(WalError::ODirectUnsupported {
-                path: path.to_path_buf(),
-            });
-        }
-        return Err(WalError::io("open", path, error));
+        return Err(open_error(path, std::io::Error::last_os_error()));
     }
     let mut size_bytes: u64 = 0;
     let mut sector_bytes: libc::c_int = 0;
@@ -230,8 +211,34 @@ fn check_block_device(path: &Path, size_needed: u64) -> Result<(), WalError> {
     Ok(())
 }
 
+/// open(2) with O_DIRECT fails with EINVAL on file systems without direct I/O.
+fn open_error(path: &Path, error: std::io::Error) -> WalError {
+    if error.raw_os_error() == Some(libc::EINVAL) {
+        WalError::ODirectUnsupported {
+            path: path.to_path_buf(),
+        }
+    } else {
+        WalError::io("open", path, error)
+    }
+}
+
 fn c_path(path: &Path) -> Result<CString, WalError> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| WalError::UnsupportedTarget {
         path: path.to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn einval_on_open_names_the_path_as_odirect_unsupported() {
+        let path = Path::new("/mnt/no-direct-io/wal");
+        let error = open_error(path, std::io::Error::from_raw_os_error(libc::EINVAL));
+        assert!(matches!(&error, WalError::ODirectUnsupported { path: p } if p == path));
+        assert!(error.to_string().contains("/mnt/no-direct-io/wal"));
+        let other = open_error(path, std::io::Error::from_raw_os_error(libc::EACCES));
+        assert!(matches!(other, WalError::Io { .. }));
+    }
 }

@@ -507,11 +507,12 @@ impl Wal {
         }
         inner.io.fdatasync().await?;
         let file = inner.io.file.clone();
+        let path = inner.io.path.clone();
         drop(inner);
         if let Ok(file) = Rc::try_unwrap(file) {
             file.close()
                 .await
-                .map_err(|e| WalError::io("close", &PathBuf::new(), e.into()))?;
+                .map_err(|e| WalError::io("close", &path, e.into()))?;
         }
         Ok(())
     }

@@ -271,6 +271,16 @@ fn ring_wraps_around_after_trim() {
         recovered
     });
     assert_recovered(&recovered, &kept);
+    // open_each hands over the same records, one at a time.
+    let streamed = run(async {
+        let mut streamed = Vec::new();
+        let wal = Wal::open_each(config.clone(), |record| streamed.push(record))
+            .await
+            .expect("reopen");
+        wal.close().await.expect("close");
+        streamed
+    });
+    assert_recovered(&streamed, &kept);
     std::fs::remove_dir_all(dir).ok();
 }
 
