@@ -30,6 +30,8 @@ struct Args {
     modes: Vec<Durability>,
     fence_check: FenceCheck,
     record_sizes: Vec<usize>,
+    latency_only: bool,
+    spin_before_park_us: u64,
 }
 
 fn parse_args() -> Args {
@@ -44,6 +46,8 @@ fn parse_args() -> Args {
         modes: vec![Durability::Dsync, Durability::Fdatasync],
         fence_check: FenceCheck::AfterWrite,
         record_sizes: vec![1 << 10, 16 << 10, 1 << 20],
+        latency_only: false,
+        spin_before_park_us: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +62,8 @@ fn parse_args() -> Args {
             }
             "--latency-samples" => args.latency_samples = value().parse().expect("count"),
             "--no-fio" => args.fio = false,
+            "--latency-only" => args.latency_only = true,
+            "--spin-us" => args.spin_before_park_us = value().parse().expect("microseconds"),
             "--fence" => {
                 args.fence_check = match value().as_str() {
                     "off" => FenceCheck::Off,
@@ -97,17 +103,61 @@ fn main() {
         args.group_commit_bytes_max >> 10,
         args.inflight_writes_max
     );
-    let executor = LocalExecutorBuilder::new(Placement::Fixed(0))
-        .io_memory(64 << 20)
+    let mut builder = LocalExecutorBuilder::new(Placement::Fixed(0)).io_memory(64 << 20);
+    if args.spin_before_park_us > 0 {
+        builder = builder.spin_before_park(Duration::from_micros(args.spin_before_park_us));
+    }
+    let executor = builder
         .make()
         .expect("glommio executor (needs RLIMIT_MEMLOCK >= 3 x 64 MiB or CAP_IPC_LOCK)");
     for mode in &args.modes {
         let mode = *mode;
         executor.run(bench_mode(&args, mode));
     }
+    raw_write_fdatasync(&args);
     if args.fio {
         run_fio(&args);
     }
+}
+
+/// Baseline without glommio or the WAL: blocking O_DIRECT 4 KiB pwrite +
+/// fdatasync at QD1 on the same file, timed per operation (fio reports the
+/// write and the sync separately).
+fn raw_write_fdatasync(args: &Args) {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&args.path)
+        .expect("open for the raw baseline");
+    let layout = std::alloc::Layout::from_size_align(4096, 4096).expect("layout");
+    // SAFETY: non-zero size; freed below; zeroed so the slice is initialised.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!ptr.is_null());
+    // SAFETY: ptr holds 4096 initialised bytes.
+    let block = unsafe { std::slice::from_raw_parts(ptr, 4096) };
+    let mut samples_us = Vec::with_capacity(args.latency_samples);
+    for i in 0..args.latency_samples as u64 {
+        let started = Instant::now();
+        file.write_all_at(
+            block,
+            sluice_wal::format::RING_OFFSET + (i * 4096) % args.capacity_bytes,
+        )
+        .expect("pwrite");
+        file.sync_data().expect("fdatasync");
+        samples_us.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    samples_us.sort_by(f64::total_cmp);
+    println!(
+        "[raw] pwrite(O_DIRECT, 4 KiB) + fdatasync, QD1: p50 {:.0} us  p99 {:.0} us  p99.9 {:.0} us  mean {:.0} us ({} samples)",
+        percentile(&samples_us, 50.0),
+        percentile(&samples_us, 99.0),
+        percentile(&samples_us, 99.9),
+        samples_us.iter().sum::<f64>() / samples_us.len() as f64,
+        samples_us.len()
+    );
 }
 
 fn config(args: &Args, durability: Durability, fence_check: FenceCheck) -> WalConfig {
@@ -120,6 +170,16 @@ fn config(args: &Args, durability: Durability, fence_check: FenceCheck) -> WalCo
 }
 
 async fn bench_mode(args: &Args, durability: Durability) {
+    if args.latency_only {
+        for fence_check in [FenceCheck::AfterWrite, FenceCheck::Off] {
+            let (wal, _) = Wal::open(config(args, durability, fence_check))
+                .await
+                .expect("open");
+            latency(&wal, args, durability, fence_check).await;
+            wal.close().await.expect("close");
+        }
+        return;
+    }
     let opened = Instant::now();
     let (wal, recovered) = Wal::open(config(args, durability, args.fence_check))
         .await
@@ -277,7 +337,9 @@ fn run_fio(args: &Args) {
     };
     let mut seq = common("seq");
     seq.extend(["--bs=1M".into(), "--iodepth=16".into()]);
-    if let Some(json) = fio(&seq) {
+    if args.latency_only {
+        // only the QD1 fio runs below
+    } else if let Some(json) = fio(&seq) {
         let write = &json["jobs"][0]["write"];
         println!(
             "[fio] --bs=1M --iodepth=16: {:.1} MiB/s",
@@ -291,7 +353,9 @@ fn run_fio(args: &Args) {
         }
     });
     read.extend(["--bs=4M".into(), "--iodepth=4".into()]);
-    if let Some(json) = fio(&read) {
+    if args.latency_only {
+        // only the QD1 fio runs below
+    } else if let Some(json) = fio(&read) {
         let read = &json["jobs"][0]["read"];
         println!(
             "[fio] --rw=read --bs=4M --iodepth=4 (recovery's read pattern): {:.1} MiB/s",
