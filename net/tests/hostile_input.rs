@@ -284,8 +284,10 @@ fn long_random_decode_loop() {
     );
 }
 
-/// Writes valid request frames as a seed corpus for `cargo fuzz`:
-/// `SLUICE_FUZZ_CORPUS=fuzz/corpus/decode_request cargo test -p sluice-net
+/// Writes valid request frames (and, with `SLUICE_FUZZ_BATCH_CORPUS`, valid
+/// record batches) as seed corpora for `cargo fuzz`:
+/// `SLUICE_FUZZ_CORPUS=fuzz/corpus/decode_request
+/// SLUICE_FUZZ_BATCH_CORPUS=fuzz/corpus/record_batch cargo test -p sluice-net
 /// --test hostile_input -- --ignored write_fuzz_seed_corpus`.
 #[test]
 #[ignore]
@@ -303,5 +305,14 @@ fn write_fuzz_seed_corpus() {
             &frame,
         )
         .expect("write");
+    }
+    // Seeds for the record_batch target: valid batches of every codec.
+    if let Some(batch_dir) = std::env::var_os("SLUICE_FUZZ_BATCH_CORPUS") {
+        std::fs::create_dir_all(&batch_dir).expect("create corpus dir");
+        for i in 0..500 {
+            let batch = batch_case(&mut rng, false);
+            let path = std::path::Path::new(&batch_dir).join(format!("seed-{i:04}"));
+            std::fs::write(path, &batch).expect("write");
+        }
     }
 }
