@@ -114,10 +114,41 @@ fn main() {
         let mode = *mode;
         executor.run(bench_mode(&args, mode));
     }
+    executor.run(glommio_write_fdatasync(&args));
     raw_write_fdatasync(&args);
     if args.fio {
         run_fio(&args);
     }
+}
+
+/// Baseline on the same runtime without the WAL: glommio DmaFile 4 KiB
+/// write_at + fdatasync at QD1.
+async fn glommio_write_fdatasync(args: &Args) {
+    let file = glommio::io::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .dma_open(&args.path)
+        .await
+        .expect("open for the glommio baseline");
+    let mut samples_us = Vec::with_capacity(args.latency_samples);
+    for i in 0..args.latency_samples as u64 {
+        let started = Instant::now();
+        let buf = file.alloc_dma_buffer(4096);
+        let position = sluice_wal::format::RING_OFFSET + (i * 4096) % args.capacity_bytes;
+        file.write_at(buf, position).await.expect("write_at");
+        file.fdatasync().await.expect("fdatasync");
+        samples_us.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    file.close().await.expect("close");
+    samples_us.sort_by(f64::total_cmp);
+    println!(
+        "[glommio] DmaFile write_at(4 KiB) + fdatasync, QD1: p50 {:.0} us  p99 {:.0} us  p99.9 {:.0} us  mean {:.0} us ({} samples)",
+        percentile(&samples_us, 50.0),
+        percentile(&samples_us, 99.0),
+        percentile(&samples_us, 99.9),
+        samples_us.iter().sum::<f64>() / samples_us.len() as f64,
+        samples_us.len()
+    );
 }
 
 /// Baseline without glommio or the WAL: blocking O_DIRECT 4 KiB pwrite +
