@@ -12,9 +12,11 @@ use crate::configs::{self, ConfigError};
 use crate::error::MetadataError;
 use crate::image::{MetadataImage, PartitionImage, Uuid16};
 use crate::limits::{
-    CONFIG_CHANGES_MAX, PARTITIONS_PER_TOPIC_MAX, PARTITIONS_TOTAL_MAX, PRODUCER_ID_BLOCK_MAX,
-    SHARDS_MAX, TOPIC_ID_ATTEMPTS_MAX, TOPIC_NAME_BYTES_MAX,
+    CONFIG_CHANGES_MAX, OBJECT_ID_BLOCK_MAX, OBJECTS_PER_COMMAND_MAX, PARTITIONS_PER_TOPIC_MAX,
+    PARTITIONS_TOTAL_MAX, PRODUCER_ID_BLOCK_MAX, SHARDS_MAX, TOPIC_ID_ATTEMPTS_MAX,
+    TOPIC_NAME_BYTES_MAX,
 };
+use crate::objects::{ObjectId, ObjectImage};
 
 /// A change to the metadata, as asked by an admin request or the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,38 @@ pub enum MetadataCommand {
     AllocateProducerIds {
         count: u32,
     },
+    /// Hands out object ids `[first, first + count)` for objects about to be
+    /// uploaded (their keys are derived from the id, so a retried upload
+    /// writes the same key).
+    AllocateObjectIds {
+        count: u32,
+    },
+    /// Registers uploaded objects (the uploader's SSO and SOs) and their
+    /// ranges, all or none. Each range must continue its stream. Committing
+    /// again objects that are already committed, identical, is a no-op (a
+    /// retried commit). Ranges of deleted streams are kept but not indexed.
+    CommitObjects {
+        objects: Vec<ObjectImage>,
+    },
+    /// Compaction: replaces the live objects `removed` by `added`, all or
+    /// none. For every stream the offsets covered must stay exactly the
+    /// same. The removed objects are marked for deletion at `now_ms`.
+    CompactObjects {
+        removed: Vec<ObjectId>,
+        added: Vec<ObjectImage>,
+        now_ms: u64,
+    },
+    /// Retention: marks live objects for deletion at `now_ms`; refused
+    /// unless every one is dead (`MetadataImage::is_object_dead`).
+    MarkObjectsForDeletion {
+        ids: Vec<ObjectId>,
+        now_ms: u64,
+    },
+    /// Forgets objects marked for deletion, once the store has deleted them.
+    /// Ids already forgotten are skipped.
+    DeleteObjects {
+        ids: Vec<ObjectId>,
+    },
 }
 
 /// What applying a command did.
@@ -86,6 +120,14 @@ pub enum CommandOutcome {
         first_producer_id: i64,
         count: u32,
     },
+    ObjectIdsAllocated {
+        first_object_id: ObjectId,
+        count: u32,
+    },
+    ObjectsCommitted,
+    ObjectsCompacted,
+    ObjectsMarkedForDeletion,
+    ObjectsDeleted,
 }
 
 /// A command resolved against an image: every choice (topic id, placement,
@@ -123,6 +165,27 @@ pub enum MetadataRecord {
     AllocateProducerIds {
         first: i64,
         count: u32,
+    },
+    // Object registry records: appended after the older ones and no larger
+    // than them, so that records already in logs decode unchanged.
+    AllocateObjectIds {
+        first: ObjectId,
+        count: u32,
+    },
+    CommitObjects {
+        objects: Vec<ObjectImage>,
+    },
+    CompactObjects {
+        removed: Vec<ObjectId>,
+        added: Vec<ObjectImage>,
+        now_ms: u64,
+    },
+    MarkObjectsForDeletion {
+        ids: Vec<ObjectId>,
+        now_ms: u64,
+    },
+    DeleteObjects {
+        ids: Vec<ObjectId>,
     },
 }
 
@@ -285,6 +348,88 @@ pub fn plan(
                 count: *count,
             }
         }
+        MetadataCommand::AllocateObjectIds { count } => {
+            if *count == 0 || *count > OBJECT_ID_BLOCK_MAX {
+                return Err(MetadataError::InvalidRequest(format!(
+                    "object id block of {count} is not in 1..={OBJECT_ID_BLOCK_MAX} (OBJECT_ID_BLOCK_MAX)"
+                )));
+            }
+            MetadataRecord::AllocateObjectIds {
+                first: image.next_object_id(),
+                count: *count,
+            }
+        }
+        MetadataCommand::CommitObjects { objects } => {
+            check_object_count(objects.len(), 0)?;
+            let committed = |o: &ObjectImage| image.object(o.id) == Some(o);
+            if objects.iter().all(committed) {
+                return Ok(Plan::Unchanged(CommandOutcome::ObjectsCommitted));
+            }
+            check_new_objects(image, objects)?;
+            let record = MetadataRecord::CommitObjects {
+                objects: objects.clone(),
+            };
+            // Continuity is the image's rule: try it here so a gap or an
+            // overlap is the caller's error, not a corrupt record.
+            image
+                .apply(image.epoch + 1, &record)
+                .map_err(|e| MetadataError::InvalidRequest(format!("commit refused: {e}")))?;
+            record
+        }
+        MetadataCommand::CompactObjects {
+            removed,
+            added,
+            now_ms,
+        } => {
+            check_object_count(added.len(), removed.len())?;
+            check_live_ids(image, removed)?;
+            check_new_objects(image, added)?;
+            let record = MetadataRecord::CompactObjects {
+                removed: removed.clone(),
+                added: added.clone(),
+                now_ms: *now_ms,
+            };
+            // The coverage rules are the image's: try them here so a bad
+            // plan is the caller's error, not a corrupt record.
+            image
+                .apply(image.epoch + 1, &record)
+                .map_err(|e| MetadataError::InvalidRequest(format!("compaction refused: {e}")))?;
+            record
+        }
+        MetadataCommand::MarkObjectsForDeletion { ids, now_ms } => {
+            check_object_count(ids.len(), 0)?;
+            check_live_ids(image, ids)?;
+            for id in ids {
+                let object = image.object(*id).expect("checked live");
+                if !image.is_object_dead(object) {
+                    return Err(MetadataError::InvalidRequest(format!(
+                        "object {id} still holds data above the log start offset"
+                    )));
+                }
+            }
+            MetadataRecord::MarkObjectsForDeletion {
+                ids: ids.clone(),
+                now_ms: *now_ms,
+            }
+        }
+        MetadataCommand::DeleteObjects { ids } => {
+            check_object_count(ids.len(), 0)?;
+            let mut pending = Vec::with_capacity(ids.len());
+            for id in ids {
+                if image.object(*id).is_some() {
+                    return Err(MetadataError::InvalidRequest(format!(
+                        "object {id} is live; mark it for deletion first"
+                    )));
+                }
+                if image.tombstone(*id).is_some() && !pending.contains(id) {
+                    pending.push(*id);
+                }
+            }
+            if pending.is_empty() {
+                return Ok(Plan::Unchanged(CommandOutcome::ObjectsDeleted));
+            }
+            MetadataRecord::DeleteObjects { ids: pending }
+        }
     };
     Ok(Plan::Record(record))
 }
@@ -351,6 +496,55 @@ pub fn validate_replication_factor(replication_factor: i16) -> Result<(), Metada
 }
 
 // ---------------------------------------------------------------------------
+
+fn check_object_count(a: usize, b: usize) -> Result<(), MetadataError> {
+    if a + b > OBJECTS_PER_COMMAND_MAX {
+        return Err(MetadataError::InvalidRequest(format!(
+            "more than {OBJECTS_PER_COMMAND_MAX} objects in one command (OBJECTS_PER_COMMAND_MAX)"
+        )));
+    }
+    Ok(())
+}
+
+/// Every id is a live object, listed once.
+fn check_live_ids(image: &MetadataImage, ids: &[ObjectId]) -> Result<(), MetadataError> {
+    for (i, id) in ids.iter().enumerate() {
+        if image.object(*id).is_none() || ids[..i].contains(id) {
+            return Err(MetadataError::InvalidRequest(format!(
+                "object {id} is not live, or listed twice"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// New objects: well formed, allocated, fresh, of streams that were created.
+fn check_new_objects(image: &MetadataImage, objects: &[ObjectImage]) -> Result<(), MetadataError> {
+    for (i, object) in objects.iter().enumerate() {
+        object.check().map_err(MetadataError::InvalidRequest)?;
+        if object.id >= image.next_object_id()
+            || image.object(object.id).is_some()
+            || image.tombstone(object.id).is_some()
+            || objects[..i].iter().any(|o| o.id == object.id)
+        {
+            return Err(MetadataError::InvalidRequest(format!(
+                "object id {} is not a fresh allocated id",
+                object.id
+            )));
+        }
+        if let Some(r) = object
+            .ranges
+            .iter()
+            .find(|r| r.stream_id >= image.next_stream_id || r.stream_id == 0)
+        {
+            return Err(MetadataError::InvalidRequest(format!(
+                "object {}: stream {} was never created",
+                object.id, r.stream_id
+            )));
+        }
+    }
+    Ok(())
+}
 
 fn existing_topic<'a>(
     image: &'a MetadataImage,

@@ -7,6 +7,9 @@ use crate::command::{CommandOutcome, MetadataRecord};
 use crate::configs::{self, BrokerConfig, TopicConfig};
 use crate::error::MetadataError;
 use crate::limits::{PARTITIONS_PER_TOPIC_MAX, PARTITIONS_TOTAL_MAX, SHARDS_MAX};
+use crate::objects::{
+    ObjectId, ObjectImage, ObjectTombstone, Registry, RegistryParts, StreamRange,
+};
 
 /// A topic id: 16 bytes of a random (version 4) UUID, never all zero.
 pub type Uuid16 = [u8; 16];
@@ -34,6 +37,8 @@ pub struct MetadataImage {
     /// stream id → (topic id, partition index); ids, not names, so that
     /// cloning the image per command copies no strings per partition.
     streams: BTreeMap<u64, (Uuid16, u32)>,
+    /// Objects in the object store and the per-stream index over them.
+    registry: Registry,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -70,6 +75,7 @@ impl MetadataImage {
             next_stream_id: FIRST_STREAM_ID,
             topic_names_by_id: BTreeMap::new(),
             streams: BTreeMap::new(),
+            registry: Registry::default(),
         }
     }
 
@@ -132,6 +138,86 @@ impl MetadataImage {
     /// The typed effective broker configs.
     pub fn broker_config(&self) -> BrokerConfig {
         configs::effective_broker_config(&self.broker_configs)
+    }
+
+    /// The next object id `AllocateObjectIds` hands out.
+    pub fn next_object_id(&self) -> ObjectId {
+        self.registry.next_object_id
+    }
+
+    /// A live (committed, not marked for deletion) object.
+    pub fn object(&self, id: ObjectId) -> Option<&ObjectImage> {
+        self.registry.objects.get(&id).map(|o| &**o)
+    }
+
+    /// Every live object, by id (oldest first).
+    pub fn objects(&self) -> impl Iterator<Item = &ObjectImage> {
+        self.registry.objects.values().map(|o| &**o)
+    }
+
+    /// Objects marked for deletion, by id.
+    pub fn tombstones(&self) -> impl Iterator<Item = &ObjectTombstone> {
+        self.registry.tombstones.values()
+    }
+
+    /// An object marked for deletion.
+    pub fn tombstone(&self, id: ObjectId) -> Option<&ObjectTombstone> {
+        self.registry.tombstones.get(&id)
+    }
+
+    /// The object holding `offset` of `stream_id`, and the stream's range in
+    /// it; O(log n). None below the first or at/after the last offset in
+    /// objects.
+    pub fn objects_for(&self, stream_id: u64, offset: i64) -> Option<(&ObjectImage, &StreamRange)> {
+        let stream = self.registry.streams.get(&stream_id)?;
+        let (_, slot) = stream.ranges.range(..=offset).next_back()?;
+        if offset >= slot.end_offset {
+            return None;
+        }
+        let object = self.registry.objects.get(&slot.object_id)?;
+        Some((object, object.range_of(stream_id)?))
+    }
+
+    /// The stream's ranges in objects, in offset order.
+    pub fn stream_objects(
+        &self,
+        stream_id: u64,
+    ) -> impl Iterator<Item = (&ObjectImage, &StreamRange)> {
+        self.registry
+            .streams
+            .get(&stream_id)
+            .into_iter()
+            .flat_map(|s| s.ranges.values())
+            .filter_map(move |slot| {
+                let object = self.registry.objects.get(&slot.object_id)?;
+                Some((&**object, object.range_of(stream_id)?))
+            })
+    }
+
+    /// The offset after the last one of `stream_id` in objects: where the
+    /// next commit must start, and where WAL replay begins for the stream.
+    /// None when nothing of the stream was ever committed.
+    pub fn stream_end_offset_in_objects(&self, stream_id: u64) -> Option<i64> {
+        let stream = self.registry.streams.get(&stream_id)?;
+        (!stream.ranges.is_empty() || stream.end_offset > 0).then_some(stream.end_offset)
+    }
+
+    /// The first offset of `stream_id` readable from objects.
+    pub fn stream_start_offset_in_objects(&self, stream_id: u64) -> Option<i64> {
+        self.registry.stream_start(stream_id)
+    }
+
+    /// True when nothing of the object can be read any more: each of its
+    /// ranges belongs to a deleted stream or ends at or below its stream's
+    /// log start offset. Such an object may be marked for deletion.
+    pub fn is_object_dead(&self, object: &ObjectImage) -> bool {
+        object
+            .ranges
+            .iter()
+            .all(|r| match self.stream(r.stream_id) {
+                Some((_, partition)) => r.end_offset <= partition.log_start_offset,
+                None => true,
+            })
     }
 
     /// Applies one resolved record as number `epoch`, returning the next image.
@@ -225,11 +311,20 @@ impl MetadataImage {
         if ids != self.topic_names_by_id || streams != self.streams {
             return Err("lookup indexes disagree with topics".to_string());
         }
-        Ok(())
+        if let Some(stream_id) = self
+            .registry
+            .streams
+            .keys()
+            .find(|id| !self.streams.contains_key(id))
+        {
+            return Err(format!("objects indexed for unknown stream {stream_id}"));
+        }
+        self.registry.check_invariants()
     }
 
     /// Builds an image from persisted parts (a snapshot), rebuilding the
     /// lookup indexes and checking every invariant.
+    #[allow(clippy::too_many_arguments)] // one per persisted part
     pub(crate) fn from_parts(
         cluster_id: String,
         node_id: i32,
@@ -238,6 +333,7 @@ impl MetadataImage {
         broker_configs: BTreeMap<String, String>,
         next_producer_id: i64,
         next_stream_id: u64,
+        objects: RegistryParts,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
@@ -255,6 +351,7 @@ impl MetadataImage {
                 return Err("topic listed twice".to_string());
             }
         }
+        image.registry = objects.into_registry(&image.streams)?;
         image.check_invariants()?;
         Ok(image)
     }
@@ -304,6 +401,8 @@ impl MetadataImage {
                 let stream_ids: Vec<u64> = topic.partitions.iter().map(|p| p.stream_id).collect();
                 for stream_id in &stream_ids {
                     self.streams.remove(stream_id);
+                    // The objects keep the ranges until retention marks them.
+                    self.registry.streams.remove(stream_id);
                 }
                 Ok(CommandOutcome::TopicDeleted {
                     topic_id: *id,
@@ -378,7 +477,103 @@ impl MetadataImage {
                     count: *count,
                 })
             }
+            MetadataRecord::AllocateObjectIds { first, count } => {
+                let end = first
+                    .checked_add(u64::from(*count))
+                    .filter(|_| *first == self.registry.next_object_id && *count > 0)
+                    .ok_or_else(|| corrupt(format!("object id block {first}+{count}")))?;
+                self.registry.next_object_id = end;
+                Ok(CommandOutcome::ObjectIdsAllocated {
+                    first_object_id: *first,
+                    count: *count,
+                })
+            }
+            MetadataRecord::CommitObjects { objects } => {
+                let streams = &self.streams;
+                let next_stream_id = self.next_stream_id;
+                let is_deleted = |id: u64| id < next_stream_id && !streams.contains_key(&id);
+                for object in objects {
+                    self.registry
+                        .insert(object.clone(), &is_deleted, true)
+                        .map_err(corrupt)?;
+                }
+                Ok(CommandOutcome::ObjectsCommitted)
+            }
+            MetadataRecord::CompactObjects {
+                removed,
+                added,
+                now_ms,
+            } => {
+                // What each live stream covers before: (first start, end).
+                let mut before = BTreeMap::new();
+                for id in removed.iter() {
+                    let object = self
+                        .registry
+                        .objects
+                        .get(id)
+                        .ok_or_else(|| corrupt(format!("object {id} is not live")))?;
+                    for r in &object.ranges {
+                        if self.registry.streams.contains_key(&r.stream_id) {
+                            let start = self.registry.stream_start(r.stream_id);
+                            let end = self.stream_end_offset_in_objects(r.stream_id);
+                            before.insert(r.stream_id, (start, end));
+                        }
+                    }
+                }
+                for id in removed {
+                    self.registry.mark(*id, *now_ms, false).map_err(corrupt)?;
+                }
+                let streams = &self.streams;
+                let next_stream_id = self.next_stream_id;
+                let is_deleted = |id: u64| id < next_stream_id && !streams.contains_key(&id);
+                for object in added {
+                    for r in &object.ranges {
+                        if !is_deleted(r.stream_id) && !before.contains_key(&r.stream_id) {
+                            return Err(corrupt(format!(
+                                "compaction adds stream {} that no removed object holds",
+                                r.stream_id
+                            )));
+                        }
+                    }
+                    self.registry
+                        .insert(object.clone(), &is_deleted, false)
+                        .map_err(corrupt)?;
+                }
+                for (stream_id, (start, end)) in before {
+                    self.registry.check_stream(stream_id).map_err(corrupt)?;
+                    let now = (
+                        self.registry.stream_start(stream_id),
+                        self.stream_end_offset_in_objects(stream_id),
+                    );
+                    if now != (start, end) {
+                        return Err(corrupt(format!(
+                            "compaction changes what stream {stream_id} covers: {:?} to {:?}",
+                            (start, end),
+                            now
+                        )));
+                    }
+                }
+                Ok(CommandOutcome::ObjectsCompacted)
+            }
+            MetadataRecord::MarkObjectsForDeletion { ids, now_ms } => {
+                for id in ids {
+                    self.registry.mark(*id, *now_ms, true).map_err(corrupt)?;
+                }
+                Ok(CommandOutcome::ObjectsMarkedForDeletion)
+            }
+            MetadataRecord::DeleteObjects { ids } => {
+                for id in ids {
+                    self.registry.tombstones.remove(id).ok_or_else(|| {
+                        corrupt(format!("object {id} is not marked for deletion"))
+                    })?;
+                }
+                Ok(CommandOutcome::ObjectsDeleted)
+            }
         }
+    }
+
+    pub(crate) fn registry_parts(&self) -> RegistryParts {
+        RegistryParts::from_registry(&self.registry)
     }
 
     /// Registers new partitions `first_index..` of `name` in the stream index

@@ -15,6 +15,7 @@ mod error;
 mod image;
 pub mod limits;
 mod log;
+mod objects;
 mod snapshot;
 mod store;
 
@@ -30,4 +31,7 @@ pub use configs::{
 };
 pub use error::MetadataError;
 pub use image::{FIRST_STREAM_ID, MetadataImage, PartitionImage, TopicImage, Uuid16};
+pub use objects::{
+    FIRST_OBJECT_ID, ObjectId, ObjectImage, ObjectKind, ObjectTombstone, StreamRange,
+};
 pub use store::{MetadataStore, RecoveryReport, StoreOptions};

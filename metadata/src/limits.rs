@@ -22,3 +22,7 @@ pub const SNAPSHOT_INTERVAL_RECORDS: u64 = 1000;
 pub const SNAPSHOTS_KEPT: usize = 2;
 /// Attempts at drawing a fresh random topic id before giving up.
 pub const TOPIC_ID_ATTEMPTS_MAX: u32 = 16;
+/// Most object ids one AllocateObjectIds may hand out.
+pub const OBJECT_ID_BLOCK_MAX: u32 = 1_000_000;
+/// Most objects one object registry command may name (added + removed).
+pub const OBJECTS_PER_COMMAND_MAX: usize = 10_000;

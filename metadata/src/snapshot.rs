@@ -2,8 +2,9 @@
 //! written through a temporary file, fsync and an atomic rename.
 //!
 //! File layout: `[magic 8][format_version u32][crc32c u32][payload_len u64][payload]`,
-//! little endian; the payload is the rkyv encoding of `SnapshotV1`, checked
-//! with bytecheck on load, after the CRC.
+//! little endian; the payload is the rkyv encoding of `SnapshotV2` (format
+//! version 2: V1 plus the object registry), checked with bytecheck on load,
+//! after the CRC. Version 1 files still load (with an empty registry).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -16,9 +17,12 @@ use rkyv::util::AlignedVec;
 use crate::error::MetadataError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::limits::SNAPSHOT_BYTES_MAX;
+use crate::objects::RegistryParts;
 
 const MAGIC: &[u8; 8] = b"SLUICEMD";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// The format before the object registry; still read.
+const FORMAT_VERSION_V1: u32 = 1;
 const HEADER_BYTES: usize = 24;
 const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".rkyv";
@@ -31,6 +35,17 @@ struct SnapshotV1 {
     next_stream_id: u64,
     broker_configs: BTreeMap<String, String>,
     topics: Vec<TopicImage>,
+}
+
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotV2 {
+    cluster_id: String,
+    epoch: u64,
+    next_producer_id: i64,
+    next_stream_id: u64,
+    broker_configs: BTreeMap<String, String>,
+    topics: Vec<TopicImage>,
+    objects: RegistryParts,
 }
 
 pub(crate) fn snapshot_name(epoch: u64) -> String {
@@ -47,22 +62,18 @@ pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
 
 /// Writes the image's snapshot durably and returns its path.
 pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, MetadataError> {
-    let snapshot = SnapshotV1 {
+    let snapshot = SnapshotV2 {
         cluster_id: image.cluster_id.clone(),
         epoch: image.epoch,
         next_producer_id: image.next_producer_id,
         next_stream_id: image.next_stream_id,
         broker_configs: image.broker_configs.clone(),
         topics: image.topics.values().cloned().collect(),
+        objects: image.registry_parts(),
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
         .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
-    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&payload);
+    let bytes = frame(FORMAT_VERSION, &payload);
     // Check the snapshot just before it is written, as it will be read back.
     debug_assert_eq!(
         decode(&bytes, image.node_id, image.epoch).as_ref(),
@@ -71,6 +82,17 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
     let name = snapshot_name(image.epoch);
     write_atomically(dir, &name, &bytes)?;
     Ok(dir.join(name))
+}
+
+/// `[magic][version][crc][len][payload]`.
+fn frame(version: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
 }
 
 /// Loads and checks a snapshot; `epoch` is the one in its file name.
@@ -123,9 +145,9 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
         return Err("not a Sluice metadata snapshot".to_string());
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_V1 {
         return Err(format!(
-            "snapshot format version {version}, expected {FORMAT_VERSION}"
+            "snapshot format version {version}, expected {FORMAT_VERSION_V1} or {FORMAT_VERSION}"
         ));
     }
     let crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
@@ -142,8 +164,22 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
     }
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
-    let snapshot = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned)
-        .map_err(|e| format!("invalid snapshot payload: {e}"))?;
+    let snapshot = if version == FORMAT_VERSION_V1 {
+        let v1 = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned)
+            .map_err(|e| format!("invalid snapshot payload: {e}"))?;
+        SnapshotV2 {
+            cluster_id: v1.cluster_id,
+            epoch: v1.epoch,
+            next_producer_id: v1.next_producer_id,
+            next_stream_id: v1.next_stream_id,
+            broker_configs: v1.broker_configs,
+            topics: v1.topics,
+            objects: RegistryParts::empty(),
+        }
+    } else {
+        rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned)
+            .map_err(|e| format!("invalid snapshot payload: {e}"))?
+    };
     if snapshot.epoch != epoch {
         return Err(format!(
             "snapshot holds epoch {}, its name says {epoch}",
@@ -158,5 +194,30 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
         snapshot.broker_configs,
         snapshot.next_producer_id,
         snapshot.next_stream_id,
+        snapshot.objects,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 1 snapshot (before the object registry) still loads.
+    #[test]
+    fn version_1_loads_with_an_empty_registry() {
+        let v1 = SnapshotV1 {
+            cluster_id: "c".to_string(),
+            epoch: 7,
+            next_producer_id: 5,
+            next_stream_id: 1,
+            broker_configs: BTreeMap::new(),
+            topics: Vec::new(),
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v1).unwrap();
+        let image = decode(&frame(FORMAT_VERSION_V1, &payload), 1, 7).unwrap();
+        assert_eq!(image.epoch, 7);
+        assert_eq!(image.next_producer_id, 5);
+        assert_eq!(image.next_object_id(), crate::FIRST_OBJECT_ID);
+        assert_eq!(image.objects().count(), 0);
+    }
 }
