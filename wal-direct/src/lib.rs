@@ -371,6 +371,7 @@ impl Wal {
             });
         }
         let mut space_wait: Option<SpaceWait<'_>> = None;
+        let mut window_waited = false;
         loop {
             let notified = {
                 let mut state = inner.state.borrow_mut();
@@ -404,7 +405,12 @@ impl Wal {
                             });
                         }
                     }
-                    Placement::WindowFull => state.stats.window_waits_total += 1,
+                    Placement::WindowFull => {
+                        if !window_waited {
+                            window_waited = true;
+                            state.stats.window_waits_total += 1;
+                        }
+                    }
                 }
                 inner.room_changed.notified()
             };
