@@ -439,8 +439,9 @@ fn dec(ty: &Ty, nullable_ty: bool, nullable_v: &str, name: &str) -> String {
         Ty::Array(e) => {
             let emin = min_len(e, false);
             let edec = dec(e, false, "false", name);
+            let ety = rust_ty(e, false);
             let read = format!(
-                "{{ let mut items = ::std::vec::Vec::with_capacity(n); for _ in 0..n {{ items.push({edec}); }} items }}"
+                "{{ let mut items = ::std::vec::Vec::<{ety}>::with_capacity(wire::prealloc_len::<{ety}>(n)); for _ in 0..n {{ items.push({edec}); }} items }}"
             );
             if nullable_ty {
                 format!(

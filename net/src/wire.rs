@@ -8,7 +8,7 @@
 //! `nullable_bytes_len`, `array_len_len`, `null_len_len`.
 //! Readers: `get_i8` … `get_f64`, `get_bool`, `get_uuid`, `get_uvarint`,
 //! `get_string`, `get_nullable_string`, `get_bytes`, `get_nullable_bytes`,
-//! `get_array_len`, `get_tag_count`, `get_tagged_field`.
+//! `get_array_len`, `prealloc_len`, `get_tag_count`, `get_tagged_field`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -16,6 +16,12 @@ use crate::{DecodeError, EncodeError, Uuid};
 
 /// Least bytes one tagged field takes on the wire (tag and size varints).
 const TAGGED_FIELD_MIN_BYTES: usize = 2;
+
+/// Most bytes reserved up front for a decoded array. A count that passed the
+/// remaining-bytes check can still be large; beyond this the vector grows only
+/// as elements actually decode, so a frame that lies about its count fails
+/// before any large allocation.
+pub const ARRAY_PREALLOC_BYTES_MAX: usize = 64 * 1024;
 
 // ------------------------------------------------------------------ writers
 
@@ -335,6 +341,12 @@ pub fn get_array_len(
         });
     }
     Ok(Some(n))
+}
+
+/// Initial capacity for a decoded array of `count` elements of `T`
+/// (at most [`ARRAY_PREALLOC_BYTES_MAX`] bytes).
+pub fn prealloc_len<T>(count: usize) -> usize {
+    count.min(ARRAY_PREALLOC_BYTES_MAX / std::mem::size_of::<T>().max(1))
 }
 
 /// Reads the number of tagged fields, bounded by the bytes that remain.

@@ -27,6 +27,13 @@ unsafe impl GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
+/// The allocation counter is process-wide: tests in this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The largest allocation a refused 12-byte body may cause.
 const ALLOCATION_BYTES_MAX: usize = 1024;
 /// How long refusing it may take (generous for a loaded CI machine).
@@ -45,6 +52,7 @@ fn hostile_body() -> Bytes {
 
 #[test]
 fn produce_claiming_2pow31_topics_is_refused_fast_without_allocating() {
+    let _serial = serial();
     let body = hostile_body();
     let mut frame = BytesMut::new();
     frame.put_i16(0); // Produce
@@ -88,6 +96,7 @@ fn produce_claiming_2pow31_topics_is_refused_fast_without_allocating() {
 
 #[test]
 fn flexible_produce_claiming_huge_compact_array_is_refused() {
+    let _serial = serial();
     // Produce v9 (flexible): compact array length 0xffff_fffe + 1 as uvarint.
     let mut b = BytesMut::new();
     b.put_u8(0); // transactional id null (compact)
@@ -97,4 +106,25 @@ fn flexible_produce_claiming_huge_compact_array_is_refused() {
     let mut buf = b.freeze();
     let r = ProduceRequest::decode(&mut buf, 9);
     assert!(matches!(r, Err(DecodeError::ArrayTooLong { .. })), "{r:?}");
+}
+
+#[test]
+fn a_count_that_fits_the_frame_but_lies_allocates_little() {
+    let _serial = serial();
+    // Metadata v0: topics []string (2 bytes least each). Claim 1,000,000 topics,
+    // supply 2,000,000 bytes that are not strings (length -1 = null).
+    use sluice_net::messages::metadata_request::MetadataRequest;
+    let count = 1_000_000usize;
+    let mut b = BytesMut::with_capacity(4 + 2 * count);
+    b.put_i32(count as i32);
+    b.put_bytes(0xff, 2 * count);
+    let body = b.freeze();
+    LARGEST_ALLOCATION_BYTES.store(0, Ordering::Relaxed);
+    let r = MetadataRequest::decode(&mut body.clone(), 0);
+    let largest = LARGEST_ALLOCATION_BYTES.load(Ordering::Relaxed);
+    assert!(matches!(r, Err(DecodeError::UnexpectedNull(_))), "{r:?}");
+    assert!(
+        largest <= sluice_net::wire::ARRAY_PREALLOC_BYTES_MAX,
+        "allocated {largest} bytes"
+    );
 }

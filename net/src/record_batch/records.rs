@@ -61,7 +61,7 @@ pub fn decode_records(
     if count.saturating_mul(RECORD_MIN_BYTES) > data.len() {
         return Err(BatchError::InvalidRecordCount(header.records_count()));
     }
-    let mut records = Vec::with_capacity(count);
+    let mut records = Vec::with_capacity(crate::wire::prealloc_len::<Record>(count));
     for index in 0..count {
         records.push(decode_record(&mut data, index)?);
     }
