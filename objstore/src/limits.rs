@@ -1,0 +1,46 @@
+//! Every bound of the object store, in one place. Sizes in bytes.
+
+use std::time::Duration;
+
+/// Longest object key (S3's limit).
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Objects larger than this are uploaded in parts (S3 multipart upload).
+pub const MULTIPART_THRESHOLD_BYTES: usize = 16 * 1024 * 1024;
+/// The size of each part of a multipart upload (the last may be smaller).
+pub const MULTIPART_PART_BYTES: usize = 16 * 1024 * 1024;
+/// Parts of one multipart upload in flight at once.
+pub const MULTIPART_PARTS_IN_FLIGHT_MAX: usize = 4;
+/// The local backend writes files in chunks of this size.
+pub const LOCAL_WRITE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Keys one delete request may name (S3 DeleteObjects' limit).
+pub const DELETE_BATCH_MAX: usize = 1000;
+/// Keys one list call returns at most; a longer listing is an error.
+pub const LIST_KEYS_MAX: usize = 1_000_000;
+
+/// One attempt of one request may take this long before it is abandoned.
+pub const REQUEST_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection attempt to S3 may take this long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Attempts of one operation (the first and the retries) at most.
+pub const REQUEST_ATTEMPTS_MAX: u32 = 5;
+/// All attempts of one operation together may take this long.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+/// The first back-off after a retriable failure; doubled each time.
+pub const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
+/// The longest back-off between two attempts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Worker threads of the store's own tokio runtime.
+pub const RUNTIME_WORKER_THREADS: usize = 2;
+/// Threads for blocking file I/O of the local backend.
+pub const RUNTIME_BLOCKING_THREADS_MAX: usize = 16;
+
+/// Bytes read from the end of an object to find its footer and, usually,
+/// its whole index in one ranged GET.
+pub const TAIL_READ_BYTES: u64 = 64 * 1024;
+/// Largest object index accepted (bounds a corrupt footer's claim).
+pub const INDEX_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Data blocks of an object are cut at about this size (whole appends;
+/// one larger append is a block of its own): the unit of a cold read and
+/// of the block cache.
+pub const DATA_BLOCK_BYTES_TARGET: usize = 1024 * 1024;

@@ -1,0 +1,258 @@
+//! The local-directory backend (the embedded default, under the data dir).
+//!
+//! A key is a relative path under the root (`validate_key` keeps it there).
+//! A put writes a temporary file in `<root>/.tmp/`, fsyncs it, renames it
+//! into place (a conditional create hard-links instead, which fails
+//! atomically if the key exists) and fsyncs the directory: an object is
+//! either absent or whole, also after a crash. Blocking file I/O runs on the
+//! store runtime's blocking threads, never on an executor.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use crate::error::ObjectStoreError;
+use crate::limits::{LIST_KEYS_MAX, LOCAL_WRITE_CHUNK_BYTES};
+use crate::store::{BoxFuture, ObjectBackend, ObjectMeta, Result};
+
+const TMP_DIR: &str = ".tmp";
+
+#[derive(Clone)]
+pub(crate) struct LocalBackend {
+    inner: Arc<LocalInner>,
+}
+
+struct LocalInner {
+    root: PathBuf,
+    next_tmp: AtomicU64,
+}
+
+impl LocalBackend {
+    /// Opens (creating) the root; removes temporary files a crash left.
+    pub(crate) fn open(root: PathBuf) -> Result<LocalBackend> {
+        let tmp = root.join(TMP_DIR);
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(|e| ObjectStoreError::io("open", "", e))?;
+        sync_dir(&root).map_err(|e| ObjectStoreError::io("open", "", e))?;
+        Ok(LocalBackend {
+            inner: Arc::new(LocalInner {
+                root,
+                next_tmp: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn blocking<T, F>(&self, f: F) -> BoxFuture<Result<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&LocalInner) -> Result<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&inner))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(ObjectStoreError::Other {
+                        operation: "local",
+                        key: String::new(),
+                        message: format!("blocking task failed: {e}"),
+                    })
+                })
+        })
+    }
+}
+
+impl ObjectBackend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn put(&self, key: String, data: Bytes) -> BoxFuture<Result<()>> {
+        self.blocking(move |inner| inner.put(&key, &data, false))
+    }
+
+    fn put_if_absent(&self, key: String, data: Bytes) -> BoxFuture<Result<()>> {
+        self.blocking(move |inner| inner.put(&key, &data, true))
+    }
+
+    fn get(&self, key: String, range: Option<Range<u64>>) -> BoxFuture<Result<Bytes>> {
+        self.blocking(move |inner| inner.get(&key, range))
+    }
+
+    fn head(&self, key: String) -> BoxFuture<Result<u64>> {
+        self.blocking(move |inner| {
+            let meta = fs::metadata(inner.root.join(&key))
+                .map_err(|e| ObjectStoreError::io("head", &key, e))?;
+            if !meta.is_file() {
+                return Err(ObjectStoreError::NotFound { key });
+            }
+            Ok(meta.len())
+        })
+    }
+
+    fn list(&self, prefix: String) -> BoxFuture<Result<Vec<ObjectMeta>>> {
+        self.blocking(move |inner| inner.list(&prefix))
+    }
+
+    fn delete(&self, keys: Vec<String>) -> BoxFuture<Result<()>> {
+        self.blocking(move |inner| {
+            let mut dirs = BTreeSet::new();
+            for key in &keys {
+                let path = inner.root.join(key);
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        dirs.insert(path.parent().map(Path::to_path_buf));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(ObjectStoreError::io("delete", key, e)),
+                }
+            }
+            for dir in dirs.into_iter().flatten() {
+                sync_dir(&dir).map_err(|e| ObjectStoreError::io("delete", "", e))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl LocalInner {
+    fn put(&self, key: &str, data: &[u8], if_absent: bool) -> Result<()> {
+        let operation = if if_absent { "put_if_absent" } else { "put" };
+        let err = |e| ObjectStoreError::io(operation, key, e);
+        let target = self.root.join(key);
+        let parent = target.parent().unwrap_or(&self.root).to_path_buf();
+        self.create_dirs(&parent).map_err(err)?;
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("{}-{n}", std::process::id()));
+        let written = File::create(&tmp).and_then(|mut file| {
+            for chunk in data.chunks(LOCAL_WRITE_CHUNK_BYTES) {
+                file.write_all(chunk)?;
+            }
+            file.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(err(e));
+        }
+        let placed = if if_absent {
+            // link(2) fails with EEXIST if the key exists: atomic.
+            fs::hard_link(&tmp, &target).and_then(|()| fs::remove_file(&tmp))
+        } else {
+            fs::rename(&tmp, &target)
+        };
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&tmp);
+            return Err(err(e));
+        }
+        sync_dir(&parent).map_err(err)
+    }
+
+    /// Creates the missing directories down to `dir`, fsyncing each parent
+    /// so the new entries survive a crash.
+    fn create_dirs(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let parent = dir.parent().unwrap_or(&self.root);
+        self.create_dirs(parent)?;
+        match fs::create_dir(dir) {
+            Ok(()) => sync_dir(parent),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
+        let err = |e| ObjectStoreError::io("get", key, e);
+        let mut file = File::open(self.root.join(key)).map_err(err)?;
+        let size = file.metadata().map_err(err)?.len();
+        let Range { start, end } = range.unwrap_or(0..size);
+        if start >= size && start < end {
+            return Err(ObjectStoreError::InvalidRange {
+                key: key.to_string(),
+                start,
+                end,
+                size,
+            });
+        }
+        let end = end.min(size);
+        let len = usize::try_from(end.saturating_sub(start)).map_err(|_| {
+            ObjectStoreError::InvalidRange {
+                key: key.to_string(),
+                start,
+                end,
+                size,
+            }
+        })?;
+        let mut buf = vec![0u8; len];
+        file.seek(SeekFrom::Start(start)).map_err(err)?;
+        file.read_exact(&mut buf).map_err(err)?;
+        Ok(Bytes::from(buf))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        // Walk from the deepest directory the prefix names in full.
+        let base = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let mut found = Vec::new();
+        let mut pending = vec![(self.root.join(base), base.to_string())];
+        while let Some((dir, rel)) = pending.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ObjectStoreError::io("list", prefix, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| ObjectStoreError::io("list", prefix, e))?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                let key = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| ObjectStoreError::io("list", &key, e))?;
+                if meta.is_dir() {
+                    if prefix.starts_with(&key) || key.starts_with(prefix) {
+                        pending.push((entry.path(), key));
+                    }
+                } else if key.starts_with(prefix) {
+                    if found.len() >= LIST_KEYS_MAX {
+                        return Err(ObjectStoreError::Other {
+                            operation: "list",
+                            key: prefix.to_string(),
+                            message: format!("more than {LIST_KEYS_MAX} keys (LIST_KEYS_MAX)"),
+                        });
+                    }
+                    found.push(ObjectMeta {
+                        key,
+                        size: meta.len(),
+                    });
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
+}
