@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a single-node broker (every default embedded: local data dir, local WAL).
     Start(StartArgs),
+    /// Run an OpenMessaging Benchmark workload file against a Kafka-compatible broker.
+    Perf(sluice_perf::PerfArgs),
 }
 
 /// Flags of `sluice start`; each overrides the same key of the config file.

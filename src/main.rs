@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         cli::Command::Start(args) => start(args),
+        cli::Command::Perf(args) => sluice_perf::run(args).map(|_| ()),
     }
 }
 
