@@ -2,17 +2,25 @@
 //! Objects, upload, compaction, retention, block cache for cold reads.
 //! See `README.md` for the object format and how the broker uses it.
 
+mod cache;
 mod error;
 pub mod format;
 pub mod limits;
 mod local;
+mod registry;
 mod s3;
 mod stats;
 mod store;
+mod uploader;
 
+pub use cache::{BlockCache, ColdRead, ColdReader};
 pub use error::ObjectStoreError;
+pub use registry::{Registry, StoreRegistry};
 pub use s3::{S3Config, S3Credentials};
 pub use stats::{LATENCY_BUCKETS, Stats, StatsSnapshot};
 pub use store::{
     BoxFuture, ObjectBackend, ObjectMeta, ObjectStore, ObjectStoreConfig, RetryPolicy, validate_key,
+};
+pub use uploader::{
+    AppendedRecord, SealedUpload, UploadError, UploadReport, Uploader, UploaderConfig, object_key,
 };

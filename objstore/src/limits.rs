@@ -44,3 +44,29 @@ pub const INDEX_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// one larger append is a block of its own): the unit of a cold read and
 /// of the block cache.
 pub const DATA_BLOCK_BYTES_TARGET: usize = 1024 * 1024;
+
+/// Default upload trigger: this many bytes buffered (AutoMQ's 500 MiB is
+/// for EBS-sized WALs; ours is a bounded ring of tens of MiB).
+pub const UPLOAD_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
+/// Default upload trigger: the oldest buffered append is this old.
+pub const UPLOAD_INTERVAL_DEFAULT: Duration = Duration::from_secs(5);
+/// Default: a stream with this many bytes in one upload gets its own
+/// Stream Object.
+pub const STREAM_OBJECT_MIN_BYTES_DEFAULT: usize = 8 * 1024 * 1024;
+/// Default: appends are refused (back-pressure) above this many buffered
+/// bytes; the WAL's size bounds it in practice.
+pub const UPLOAD_BUFFER_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
+/// Objects of one upload put at once.
+pub const UPLOAD_PUTS_IN_FLIGHT_MAX: usize = 4;
+/// The longest back-off between two attempts of an upload that retries
+/// forever.
+pub const UPLOAD_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Default capacity of a shard's block cache (part of its memory budget).
+pub const BLOCK_CACHE_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
+/// Blocks after the one being read that a sequential reader prefetches.
+pub const READ_AHEAD_BLOCKS_DEFAULT: usize = 2;
+/// Prefetches of one cache in flight at most (more are skipped).
+pub const PREFETCHES_IN_FLIGHT_MAX: usize = 16;
+/// Kafka's record batch header prefix: base offset i64, batch length i32.
+pub const BATCH_HEADER_PREFIX_BYTES: usize = 12;

@@ -274,6 +274,12 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Waits `duration` on the store's runtime (a timer any executor can
+    /// await: back-off between upload attempts).
+    pub async fn sleep(&self, duration: Duration) {
+        let _ = self.spawn(tokio::time::sleep(duration)).await;
+    }
+
     /// Runs `future` on the store's runtime; the receiver completes with its
     /// output (Canceled if the runtime shut down first).
     pub(crate) fn spawn<F>(&self, future: F) -> oneshot::Receiver<F::Output>

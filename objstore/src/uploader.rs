@@ -1,0 +1,388 @@
+//! The uploader: WAL contents → objects → metadata → a WAL trim position.
+//!
+//! Pure logic over `ObjectStore` and `Registry`; it knows nothing of the WAL.
+//! The broker (one uploader per shard WAL):
+//! 1. `append` every record it makes durable in the WAL (the same `Bytes`
+//!    the log cache holds: no copy), with the WAL position after it;
+//! 2. when `should_seal(now)` (N bytes or T elapsed; check on append and on
+//!    a timer tick at `next_deadline()`), `seal()` and spawn
+//!    `sealed.run(&store, &registry)` on its executor;
+//! 3. when `run` returns `Ok(report)`: `uploader.completed()` and
+//!    `wal.trim(report.wal_end_position)`; on `Err` (the metadata refused
+//!    or is unreachable) run the same `SealedUpload` again later.
+//!
+//! Store failures are retried inside `run` with back-off, forever (each
+//! attempt bounded by the store's retry policy): a trim position is only
+//! reported once every object is durable and committed. One sealed upload
+//! at a time (`seal` returns None while one is in flight), so commits
+//! continue each stream in order.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sluice_metadata::{MetadataCommand, ObjectImage, ObjectKind};
+
+use crate::format::{BuildError, ObjectBuilder};
+use crate::limits::{
+    DATA_BLOCK_BYTES_TARGET, STREAM_OBJECT_MIN_BYTES_DEFAULT, UPLOAD_BACKOFF_MAX,
+    UPLOAD_BUFFER_BYTES_MAX_DEFAULT, UPLOAD_BYTES_DEFAULT, UPLOAD_INTERVAL_DEFAULT,
+    UPLOAD_PUTS_IN_FLIGHT_MAX,
+};
+use crate::registry::{Registry, allocate_object_ids};
+use crate::stats::Stats;
+use crate::store::ObjectStore;
+
+/// When to upload and how to cut objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploaderConfig {
+    /// Seal when this many bytes are buffered.
+    pub upload_bytes: usize,
+    /// Seal when the oldest buffered append is this old.
+    pub upload_interval: Duration,
+    /// A stream with at least this many bytes in one upload goes to a
+    /// Stream Object of its own.
+    pub stream_object_min_bytes: usize,
+    /// `append` refuses above this many buffered bytes (back-pressure).
+    pub buffer_bytes_max: usize,
+    /// Data block size of the objects written.
+    pub block_bytes: usize,
+    /// Longest back-off between upload attempts.
+    pub backoff_max: Duration,
+}
+
+impl Default for UploaderConfig {
+    fn default() -> UploaderConfig {
+        UploaderConfig {
+            upload_bytes: UPLOAD_BYTES_DEFAULT,
+            upload_interval: UPLOAD_INTERVAL_DEFAULT,
+            stream_object_min_bytes: STREAM_OBJECT_MIN_BYTES_DEFAULT,
+            buffer_bytes_max: UPLOAD_BUFFER_BYTES_MAX_DEFAULT,
+            block_bytes: DATA_BLOCK_BYTES_TARGET,
+            backoff_max: UPLOAD_BACKOFF_MAX,
+        }
+    }
+}
+
+/// One durable WAL record of one stream: whole record batches holding
+/// `first_offset..=last_offset`, and the WAL position just after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendedRecord {
+    pub stream_id: u64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub payload: Bytes,
+    pub wal_end_position: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadError {
+    /// Back-pressure: the buffer is at `buffer_bytes_max` (the store is
+    /// slow or down); retry the append after an upload completes.
+    #[error("upload buffer full: {buffered} + {len} bytes over {max} (buffer_bytes_max)")]
+    Full {
+        buffered: usize,
+        len: usize,
+        max: usize,
+    },
+    /// The append does not continue its stream (a broker bug).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The WAL position went backwards (a broker bug).
+    #[error("WAL position {got} is before {last}")]
+    WalPositionBackwards { last: u64, got: u64 },
+    /// The metadata refused or could not be reached; run again later.
+    #[error("metadata: {0}")]
+    Metadata(String),
+}
+
+/// Buffers appends until they are sealed into an upload.
+#[derive(Debug)]
+pub struct Uploader {
+    config: UploaderConfig,
+    /// stream → (first, end exclusive, payload), in offset order.
+    streams: BTreeMap<u64, Vec<(i64, i64, Bytes)>>,
+    /// stream → the next offset expected (continuity across uploads).
+    stream_ends: BTreeMap<u64, i64>,
+    buffered_bytes: usize,
+    oldest: Option<Instant>,
+    wal_end_position: u64,
+    in_flight: bool,
+}
+
+impl Uploader {
+    pub fn new(config: UploaderConfig) -> Uploader {
+        Uploader {
+            config,
+            streams: BTreeMap::new(),
+            stream_ends: BTreeMap::new(),
+            buffered_bytes: 0,
+            oldest: None,
+            wal_end_position: 0,
+            in_flight: false,
+        }
+    }
+
+    pub fn config(&self) -> &UploaderConfig {
+        &self.config
+    }
+
+    /// Buffers a record (no copy). After a restart, append only records at
+    /// or above `MetadataImage::stream_end_offset_in_objects` of their stream.
+    pub fn append(&mut self, record: AppendedRecord, now: Instant) -> Result<(), UploadError> {
+        let len = record.payload.len();
+        if self.buffered_bytes + len > self.config.buffer_bytes_max && self.buffered_bytes > 0 {
+            return Err(UploadError::Full {
+                buffered: self.buffered_bytes,
+                len,
+                max: self.config.buffer_bytes_max,
+            });
+        }
+        if record.wal_end_position < self.wal_end_position {
+            return Err(UploadError::WalPositionBackwards {
+                last: self.wal_end_position,
+                got: record.wal_end_position,
+            });
+        }
+        if record.first_offset < 0 || record.last_offset < record.first_offset || len == 0 {
+            return Err(BuildError::BadOffsets {
+                stream_id: record.stream_id,
+                first_offset: record.first_offset,
+                last_offset: record.last_offset,
+            }
+            .into());
+        }
+        if let Some(&expected) = self.stream_ends.get(&record.stream_id)
+            && expected != record.first_offset
+        {
+            return Err(BuildError::Discontinuous {
+                stream_id: record.stream_id,
+                expected,
+                first_offset: record.first_offset,
+            }
+            .into());
+        }
+        self.stream_ends
+            .insert(record.stream_id, record.last_offset + 1);
+        self.streams.entry(record.stream_id).or_default().push((
+            record.first_offset,
+            record.last_offset + 1,
+            record.payload,
+        ));
+        self.buffered_bytes += len;
+        self.wal_end_position = record.wal_end_position;
+        self.oldest.get_or_insert(now);
+        Ok(())
+    }
+
+    /// Bytes appended and not yet sealed.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
+    /// True when an upload is due (and none is in flight).
+    pub fn should_seal(&self, now: Instant) -> bool {
+        !self.in_flight
+            && (self.buffered_bytes >= self.config.upload_bytes
+                || self.next_deadline().is_some_and(|deadline| now >= deadline))
+    }
+
+    /// When the time trigger fires for what is buffered now.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.oldest.map(|t| t + self.config.upload_interval)
+    }
+
+    /// Takes everything buffered into an upload. None when nothing is
+    /// buffered or the previous upload has not `completed`.
+    pub fn seal(&mut self) -> Option<SealedUpload> {
+        if self.in_flight || self.streams.is_empty() {
+            return None;
+        }
+        self.in_flight = true;
+        let streams = std::mem::take(&mut self.streams);
+        let bytes = std::mem::take(&mut self.buffered_bytes);
+        self.oldest = None;
+        Some(SealedUpload {
+            config: self.config,
+            streams,
+            bytes,
+            wal_end_position: self.wal_end_position,
+            objects: Vec::new(),
+            uploaded: Vec::new(),
+            committed: false,
+        })
+    }
+
+    /// The sealed upload finished (`run` returned Ok): the next may be sealed.
+    pub fn completed(&mut self) {
+        self.in_flight = false;
+    }
+}
+
+/// One upload: built into objects on first `run`, then put, then committed.
+/// `run` may be called again after an error; it resumes where it stopped.
+#[derive(Debug)]
+pub struct SealedUpload {
+    config: UploaderConfig,
+    streams: BTreeMap<u64, Vec<(i64, i64, Bytes)>>,
+    bytes: usize,
+    wal_end_position: u64,
+    /// Built objects (empty until ids are allocated).
+    objects: Vec<(ObjectImage, Bytes)>,
+    uploaded: Vec<bool>,
+    committed: bool,
+}
+
+/// What a finished upload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadReport {
+    /// Everything up to here in the WAL is in object storage: trim to it.
+    pub wal_end_position: u64,
+    /// The objects committed (an SSO and / or SOs).
+    pub objects: Vec<ObjectImage>,
+    /// Data bytes uploaded.
+    pub bytes: usize,
+    /// Failed put attempts that were retried.
+    pub put_retries: u64,
+}
+
+impl SealedUpload {
+    /// The WAL position this upload covers.
+    pub fn wal_end_position(&self) -> u64 {
+        self.wal_end_position
+    }
+
+    /// Data bytes in this upload.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Allocates ids, builds and puts the objects (retrying store failures
+    /// forever with back-off), commits them, and reports the WAL position
+    /// now safe to trim. Errors are the metadata's; the store's are retried.
+    pub async fn run<R: Registry>(
+        &mut self,
+        store: &ObjectStore,
+        registry: &R,
+    ) -> Result<UploadReport, UploadError> {
+        if self.objects.is_empty() {
+            self.build(registry).await?;
+        }
+        let mut put_retries = 0u64;
+        let pending: Vec<usize> = (0..self.objects.len())
+            .filter(|&i| !self.uploaded[i])
+            .collect();
+        let backoff_max = self.config.backoff_max;
+        let objects = &self.objects;
+        let mut puts = futures::stream::iter(pending)
+            .map(|i| {
+                let (object, bytes) = &objects[i];
+                async move {
+                    let retries = put_forever(store, &object.key, bytes, backoff_max).await;
+                    (i, retries)
+                }
+            })
+            .buffer_unordered(UPLOAD_PUTS_IN_FLIGHT_MAX);
+        let mut done = Vec::new();
+        while let Some((i, retries)) = puts.next().await {
+            put_retries += retries;
+            done.push(i);
+        }
+        drop(puts);
+        for i in done {
+            self.uploaded[i] = true;
+        }
+        if !self.committed {
+            let objects: Vec<ObjectImage> = self.objects.iter().map(|(o, _)| o.clone()).collect();
+            registry
+                .submit(MetadataCommand::CommitObjects { objects })
+                .await
+                .map_err(UploadError::Metadata)?;
+            self.committed = true;
+        }
+        Ok(UploadReport {
+            wal_end_position: self.wal_end_position,
+            objects: self.objects.iter().map(|(o, _)| o.clone()).collect(),
+            bytes: self.bytes,
+            put_retries,
+        })
+    }
+
+    /// Splits streams into one SSO and SOs for the large ones, allocates
+    /// their ids and builds them.
+    async fn build<R: Registry>(&mut self, registry: &R) -> Result<(), UploadError> {
+        let (large, small): (Vec<u64>, Vec<u64>) =
+            self.streams.iter().map(|(id, _)| *id).partition(|id| {
+                let bytes: usize = self.streams[id].iter().map(|a| a.2.len()).sum();
+                bytes >= self.config.stream_object_min_bytes
+            });
+        let count = large.len() + usize::from(!small.is_empty());
+        let first = allocate_object_ids(registry, count as u32)
+            .await
+            .map_err(UploadError::Metadata)?;
+        let mut next_id = first;
+        let mut objects = Vec::with_capacity(count);
+        let mut build = |kind: ObjectKind, ids: &[u64]| -> Result<(), UploadError> {
+            let mut builder = ObjectBuilder::new(kind).with_block_bytes(self.config.block_bytes);
+            for stream_id in ids {
+                for (first, end, payload) in &self.streams[stream_id] {
+                    builder.add(*stream_id, *first, end - 1, payload.clone())?;
+                }
+            }
+            let (bytes, ranges) = builder.finish();
+            let id = next_id;
+            next_id += 1;
+            objects.push((
+                ObjectImage {
+                    id,
+                    key: object_key(kind, id),
+                    size: bytes.len() as u64,
+                    kind,
+                    ranges,
+                },
+                bytes,
+            ));
+            Ok(())
+        };
+        if !small.is_empty() {
+            build(ObjectKind::StreamSet, &small)?;
+        }
+        for stream_id in &large {
+            build(ObjectKind::Stream, std::slice::from_ref(stream_id))?;
+        }
+        self.uploaded = vec![false; objects.len()];
+        self.objects = objects;
+        // The payloads now live in the objects.
+        self.streams.clear();
+        Ok(())
+    }
+}
+
+/// The key of an object: derived from its id, so a retried put rewrites
+/// the same key. SSOs under `sso/`, SOs under `so/`.
+pub fn object_key(kind: ObjectKind, id: u64) -> String {
+    match kind {
+        ObjectKind::StreamSet => format!("sso/{id:016x}"),
+        ObjectKind::Stream => format!("so/{id:016x}"),
+    }
+}
+
+/// Puts until it succeeds; returns the number of failed attempts.
+async fn put_forever(store: &ObjectStore, key: &str, bytes: &Bytes, backoff_max: Duration) -> u64 {
+    let mut failures = 0u64;
+    loop {
+        match store.put(key, bytes.clone()).await {
+            Ok(()) => return failures,
+            Err(_) => {
+                failures += 1;
+                Stats::add(&store.stats().upload_retries, 1);
+                let backoff = store
+                    .retry_policy()
+                    .backoff(failures.min(32) as u32)
+                    .min(backoff_max);
+                store.sleep(backoff).await;
+            }
+        }
+    }
+}
