@@ -263,10 +263,10 @@ enum Backlog {
 async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Result<TestResult> {
     let workload = Workload::from_file(&args.workload)?;
     let (payload, payload_origin) = workload.load_payload(&args.workload)?;
-    if !(args.duration_scale > 0.0) || !args.duration_scale.is_finite() {
+    if !(args.duration_scale.is_finite() && args.duration_scale > 0.0) {
         bail!("--duration-scale must be a positive number");
     }
-    if !(args.backlog_scale >= 0.0) || !args.backlog_scale.is_finite() {
+    if !(args.backlog_scale.is_finite() && args.backlog_scale >= 0.0) {
         bail!("--backlog-scale must be a non-negative number");
     }
     let acks = parse_acks(&args.acks)?;

@@ -16,9 +16,12 @@ const MARGIN_TOP: f64 = 40.0;
 const PANEL_GAP: f64 = 60.0;
 const COLORS: [&str; 5] = ["#1f77b4", "#2ca02c", "#ff7f0e", "#d62728", "#7f7f7f"];
 
+/// One line of a panel: its legend and one value per interval.
+type Series<'a> = (&'static str, &'a Vec<f64>);
+
 /// The SVG document for `result`, whose intervals are `interval_s` seconds long.
 pub fn svg(result: &TestResult, interval_s: f64) -> String {
-    let panels: [(&str, Vec<(&str, &Vec<f64>)>); 2] = [
+    let panels: [(&str, Vec<Series<'_>>); 2] = [
         (
             "publish latency (ms)",
             vec![
@@ -61,7 +64,7 @@ pub fn svg(result: &TestResult, interval_s: f64) -> String {
     out
 }
 
-fn panel(out: &mut String, top: f64, title: &str, series: &[(&str, &Vec<f64>)], interval_s: f64) {
+fn panel(out: &mut String, top: f64, title: &str, series: &[Series<'_>], interval_s: f64) {
     let plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
     let bottom = top + PANEL_HEIGHT;
     let points = series.iter().map(|(_, v)| v.len()).max().unwrap_or(0);

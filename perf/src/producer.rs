@@ -461,10 +461,7 @@ impl Producer {
     fn send_ready(&mut self, now: Instant, flush: bool) {
         let leaders: Vec<i32> = self.links.keys().copied().collect();
         for leader in leaders {
-            loop {
-                let Some(link) = self.links.get(&leader) else {
-                    break;
-                };
+            while let Some(link) = self.links.get(&leader) {
                 if link.in_flight.load(Ordering::Acquire) >= self.config.max_in_flight {
                     break;
                 }

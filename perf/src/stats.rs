@@ -399,6 +399,107 @@ pub struct RunInfo {
     pub messages_failed: u64,
 }
 
+/// The keys every result carries: OMB's `TestResult` fields.
+pub const RESULT_KEYS: &[&str] = &[
+    "workload",
+    "driver",
+    "messageSize",
+    "topics",
+    "partitions",
+    "producersPerTopic",
+    "consumersPerTopic",
+    "publishRate",
+    "publishErrorRate",
+    "consumeRate",
+    "backlog",
+    "publishLatencyAvg",
+    "publishLatency50pct",
+    "publishLatency75pct",
+    "publishLatency95pct",
+    "publishLatency99pct",
+    "publishLatency999pct",
+    "publishLatency9999pct",
+    "publishLatency99999pct",
+    "publishLatencyMax",
+    "publishDelayLatencyAvg",
+    "publishDelayLatency50pct",
+    "publishDelayLatency75pct",
+    "publishDelayLatency95pct",
+    "publishDelayLatency99pct",
+    "publishDelayLatency999pct",
+    "publishDelayLatency9999pct",
+    "publishDelayLatency99999pct",
+    "publishDelayLatencyMax",
+    "aggregatedPublishLatencyAvg",
+    "aggregatedPublishLatency50pct",
+    "aggregatedPublishLatency75pct",
+    "aggregatedPublishLatency95pct",
+    "aggregatedPublishLatency99pct",
+    "aggregatedPublishLatency999pct",
+    "aggregatedPublishLatency9999pct",
+    "aggregatedPublishLatency99999pct",
+    "aggregatedPublishLatencyMax",
+    "aggregatedPublishDelayLatencyAvg",
+    "aggregatedPublishDelayLatency50pct",
+    "aggregatedPublishDelayLatency75pct",
+    "aggregatedPublishDelayLatency95pct",
+    "aggregatedPublishDelayLatency99pct",
+    "aggregatedPublishDelayLatency999pct",
+    "aggregatedPublishDelayLatency9999pct",
+    "aggregatedPublishDelayLatency99999pct",
+    "aggregatedPublishDelayLatencyMax",
+    "aggregatedPublishLatencyQuantiles",
+    "aggregatedPublishDelayLatencyQuantiles",
+    "endToEndLatencyAvg",
+    "endToEndLatency50pct",
+    "endToEndLatency75pct",
+    "endToEndLatency95pct",
+    "endToEndLatency99pct",
+    "endToEndLatency999pct",
+    "endToEndLatency9999pct",
+    "endToEndLatency99999pct",
+    "endToEndLatencyMax",
+    "aggregatedEndToEndLatencyQuantiles",
+    "aggregatedEndToEndLatencyAvg",
+    "aggregatedEndToEndLatency50pct",
+    "aggregatedEndToEndLatency75pct",
+    "aggregatedEndToEndLatency95pct",
+    "aggregatedEndToEndLatency99pct",
+    "aggregatedEndToEndLatency999pct",
+    "aggregatedEndToEndLatency9999pct",
+    "aggregatedEndToEndLatency99999pct",
+    "aggregatedEndToEndLatencyMax",
+];
+
+/// Parses a result file's text and checks that it is an object with every
+/// key of [`RESULT_KEYS`], per-interval arrays of one length, and quantile maps.
+pub fn validate_result(json: &str) -> anyhow::Result<serde_json::Value> {
+    let value: serde_json::Value = serde_json::from_str(json)?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| anyhow::anyhow!("the result is not a JSON object"))?;
+    let missing: Vec<&str> = RESULT_KEYS
+        .iter()
+        .copied()
+        .filter(|k| !object.contains_key(*k))
+        .collect();
+    anyhow::ensure!(missing.is_empty(), "missing keys: {missing:?}");
+    let intervals = object["publishRate"].as_array().map_or(0, |a| a.len());
+    for key in RESULT_KEYS {
+        let v = &object[*key];
+        if key.ends_with("Quantiles") {
+            anyhow::ensure!(v.is_object(), "{key} is not an object");
+        } else if v.is_array() {
+            let len = v.as_array().map_or(0, |a| a.len());
+            anyhow::ensure!(
+                len == intervals,
+                "{key} has {len} intervals, publishRate {intervals}"
+            );
+        }
+    }
+    Ok(value)
+}
+
 impl TestResult {
     /// Appends one interval's figures (`seconds` long; `backlog` in messages).
     pub fn push_period(&mut self, p: &Period, seconds: f64, backlog: u64) {
@@ -491,8 +592,8 @@ mod tests {
     #[test]
     fn result_has_omb_field_names_and_units() {
         let r = Recorder::new();
-        r.record_publish([1000u64, 2000, 3000].into_iter(), 3072);
-        r.record_receive(&[5000], 1, 1024);
+        r.record_publish([1000u64, 2000, 1800].into_iter(), 3072);
+        r.record_receive(&[1500], 1, 1024);
         r.record_delays(&[40]);
         let mut result = TestResult::default();
         let p = r.take_period();
@@ -501,15 +602,17 @@ mod tests {
         let v = serde_json::to_value(&result).unwrap();
         assert_eq!(v["publishRate"][0], 1.5);
         assert_eq!(v["backlog"][0], 7);
-        assert_eq!(v["publishLatency50pct"][0], 2.0);
+        assert_eq!(v["publishLatency50pct"][0], 1.8);
         assert_eq!(v["publishDelayLatency99pct"][0], 40);
-        assert_eq!(v["endToEndLatencyMax"][0], 5.0);
-        assert_eq!(v["aggregatedPublishLatencyMax"], 3.0);
+        assert_eq!(v["endToEndLatencyMax"][0], 1.5);
+        assert_eq!(v["aggregatedPublishLatencyMax"], 2.0);
         assert_eq!(v["aggregatedPublishDelayLatency50pct"], 40);
         let q = v["aggregatedPublishLatencyQuantiles"].as_object().unwrap();
-        assert_eq!(q["100.0"], 3.0);
+        assert_eq!(q["100.0"], 2.0);
         assert!(v["aggregatedEndToEndLatencyQuantiles"].is_object());
         assert!(v["consumersPerTopic"].is_u64());
+        validate_result(&serde_json::to_string(&result).unwrap()).unwrap();
+        assert!(validate_result("{}").is_err());
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl Workload {
                 self.message_size
             );
         }
-        if !(self.producer_rate > 0.0) || !self.producer_rate.is_finite() {
+        if !(self.producer_rate.is_finite() && self.producer_rate > 0.0) {
             bail!(
                 "producerRate {} must be positive (rate discovery, producerRate 0, is not supported)",
                 self.producer_rate
@@ -130,7 +130,7 @@ impl Workload {
             ("testDurationMinutes", self.test_duration_minutes),
             ("consumerBacklogSizeGB", self.consumer_backlog_size_gb),
         ] {
-            if !(v >= 0.0) || !v.is_finite() {
+            if !(v.is_finite() && v >= 0.0) {
                 bail!("{name} {v} must be a non-negative number");
             }
         }
