@@ -3,6 +3,7 @@
 //! See `README.md` for the object format and how the broker uses it.
 
 mod cache;
+mod compaction;
 mod error;
 pub mod format;
 pub mod limits;
@@ -14,6 +15,10 @@ mod store;
 mod uploader;
 
 pub use cache::{BlockCache, ColdRead, ColdReader};
+pub use compaction::{
+    CompactionConfig, CompactionError, CompactionPlan, CompactionReport, Compactor, dead_objects,
+    deletable_objects, plan_step,
+};
 pub use error::ObjectStoreError;
 pub use registry::{Registry, StoreRegistry};
 pub use s3::{S3Config, S3Credentials};

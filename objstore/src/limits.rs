@@ -70,3 +70,13 @@ pub const READ_AHEAD_BLOCKS_DEFAULT: usize = 2;
 pub const PREFETCHES_IN_FLIGHT_MAX: usize = 16;
 /// Kafka's record batch header prefix: base offset i64, batch length i32.
 pub const BATCH_HEADER_PREFIX_BYTES: usize = 12;
+
+/// Default memory cap of one compaction step: bytes of objects read.
+pub const COMPACTION_STEP_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
+/// Default: Stream Objects smaller than this are merged.
+pub const SMALL_STREAM_OBJECT_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
+/// Default: merged Stream Objects grow up to this size.
+pub const STREAM_OBJECT_TARGET_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
+/// Default grace period between marking an object for deletion and
+/// deleting it (readers holding an older image may still read it).
+pub const DELETION_GRACE_DEFAULT: Duration = Duration::from_secs(10 * 60);

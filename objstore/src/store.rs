@@ -277,7 +277,10 @@ impl ObjectStore {
     /// Waits `duration` on the store's runtime (a timer any executor can
     /// await: back-off between upload attempts).
     pub async fn sleep(&self, duration: Duration) {
-        let _ = self.spawn(tokio::time::sleep(duration)).await;
+        // The timer is created inside the runtime (tokio needs its context).
+        let _ = self
+            .spawn(async move { tokio::time::sleep(duration).await })
+            .await;
     }
 
     /// Runs `future` on the store's runtime; the receiver completes with its

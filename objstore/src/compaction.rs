@@ -1,0 +1,350 @@
+//! Compaction, retention and garbage collection of objects.
+//!
+//! - **Split**: Stream Set Objects (oldest first, up to the step's memory
+//!   cap) are rewritten into one Stream Object per contiguous run of each
+//!   stream; data of deleted streams, and what retention already cut from
+//!   the index, is dropped.
+//! - **Merge**: adjacent small Stream Objects of a stream are merged into
+//!   one, up to a target size.
+//!
+//! Each step reads at most `step_bytes_max` of objects (plus one object when
+//! a single one is larger) and holds about twice that at its peak (read +
+//! rewritten). New objects are put first, then one `CompactObjects` command
+//! replaces the old ones atomically; the old ones are marked for deletion
+//! and `collect_garbage` deletes them after the grace period. A failed step
+//! leaves the registry unchanged; objects it put are deleted (best effort,
+//! otherwise they are orphans nothing references).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_metadata::{MetadataCommand, MetadataImage, ObjectId, ObjectImage, ObjectKind};
+
+use crate::error::ObjectStoreError;
+use crate::format::{DataBlock, ObjectBuilder, ObjectIndex, split_blocks};
+use crate::limits::{
+    COMPACTION_STEP_BYTES_MAX_DEFAULT, DATA_BLOCK_BYTES_TARGET, DELETION_GRACE_DEFAULT,
+    SMALL_STREAM_OBJECT_BYTES_DEFAULT, STREAM_OBJECT_TARGET_BYTES_DEFAULT,
+};
+use crate::registry::{Registry, allocate_object_ids};
+use crate::stats::Stats;
+use crate::store::ObjectStore;
+use crate::uploader::object_key;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionConfig {
+    /// Bytes of objects one step reads at most (its memory cap).
+    pub step_bytes_max: usize,
+    /// Stream Objects smaller than this are merged.
+    pub small_stream_object_bytes: usize,
+    /// Merged Stream Objects grow up to this size.
+    pub stream_object_target_bytes: usize,
+    /// Data block size of the objects written.
+    pub block_bytes: usize,
+    /// Time between marking an object for deletion and deleting it.
+    pub deletion_grace: Duration,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> CompactionConfig {
+        CompactionConfig {
+            step_bytes_max: COMPACTION_STEP_BYTES_MAX_DEFAULT,
+            small_stream_object_bytes: SMALL_STREAM_OBJECT_BYTES_DEFAULT,
+            stream_object_target_bytes: STREAM_OBJECT_TARGET_BYTES_DEFAULT,
+            block_bytes: DATA_BLOCK_BYTES_TARGET,
+            deletion_grace: DELETION_GRACE_DEFAULT,
+        }
+    }
+}
+
+/// What one step will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompactionPlan {
+    /// Rewrite these SSOs into Stream Objects.
+    Split(Vec<ObjectId>),
+    /// Merge these adjacent Stream Objects of one stream.
+    Merge(Vec<ObjectId>),
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub plan: CompactionPlan,
+    pub added: Vec<ObjectImage>,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompactionError {
+    #[error(transparent)]
+    Store(#[from] ObjectStoreError),
+    #[error("metadata: {0}")]
+    Metadata(String),
+}
+
+/// Chooses the next step: SSOs first (oldest first), then merges.
+pub fn plan_step(image: &MetadataImage, config: &CompactionConfig) -> Option<CompactionPlan> {
+    let mut split = Vec::new();
+    let mut bytes = 0u64;
+    for object in image.objects().filter(|o| o.kind == ObjectKind::StreamSet) {
+        if !split.is_empty() && bytes + object.size > config.step_bytes_max as u64 {
+            break;
+        }
+        bytes += object.size;
+        split.push(object.id);
+    }
+    if !split.is_empty() {
+        return Some(CompactionPlan::Split(split));
+    }
+    let streams: BTreeSet<u64> = image
+        .objects()
+        .filter(|o| o.kind == ObjectKind::Stream)
+        .flat_map(|o| o.ranges.iter().map(|r| r.stream_id))
+        .collect();
+    let cap = config.step_bytes_max.min(config.stream_object_target_bytes) as u64;
+    for stream_id in streams {
+        let mut group: Vec<ObjectId> = Vec::new();
+        let mut bytes = 0u64;
+        for (object, _) in image.stream_objects(stream_id) {
+            let small = object.kind == ObjectKind::Stream
+                && object.size < config.small_stream_object_bytes as u64;
+            if small && bytes + object.size <= cap {
+                group.push(object.id);
+                bytes += object.size;
+                continue;
+            }
+            if group.len() >= 2 {
+                return Some(CompactionPlan::Merge(group));
+            }
+            group.clear();
+            bytes = 0;
+            if small {
+                group.push(object.id);
+                bytes = object.size;
+            }
+        }
+        if group.len() >= 2 {
+            return Some(CompactionPlan::Merge(group));
+        }
+    }
+    None
+}
+
+/// Runs compaction steps and the deletion of objects.
+#[derive(Debug, Clone)]
+pub struct Compactor {
+    store: ObjectStore,
+    config: CompactionConfig,
+}
+
+impl Compactor {
+    pub fn new(store: ObjectStore, config: CompactionConfig) -> Compactor {
+        Compactor { store, config }
+    }
+
+    pub fn config(&self) -> &CompactionConfig {
+        &self.config
+    }
+
+    /// Plans and runs one step against `image`; None when there is nothing
+    /// to compact.
+    pub async fn run_step<R: Registry>(
+        &self,
+        image: &MetadataImage,
+        registry: &R,
+        now_ms: u64,
+    ) -> Result<Option<CompactionReport>, CompactionError> {
+        let Some(plan) = plan_step(image, &self.config) else {
+            return Ok(None);
+        };
+        let removed = match &plan {
+            CompactionPlan::Split(ids) | CompactionPlan::Merge(ids) => ids.clone(),
+        };
+        // Read the objects; keep each live stream's indexed blocks.
+        let mut runs: BTreeMap<u64, Vec<(DataBlock, Bytes)>> = BTreeMap::new();
+        let mut bytes_read = 0u64;
+        for id in &removed {
+            let object = image
+                .object(*id)
+                .ok_or_else(|| CompactionError::Metadata(format!("object {id} is gone")))?;
+            let bytes = self.store.get(&object.key).await?;
+            bytes_read += bytes.len() as u64;
+            let index = ObjectIndex::parse(&object.key, &bytes)?;
+            for range in &object.ranges {
+                let indexed = image
+                    .objects_for(range.stream_id, range.start_offset)
+                    .is_some_and(|(o, _)| o.id == *id);
+                if !indexed {
+                    continue;
+                }
+                let blocks = index.blocks_of(range.stream_id);
+                runs.entry(range.stream_id)
+                    .or_default()
+                    .extend(split_blocks(&object.key, blocks, 0, &bytes)?);
+            }
+        }
+        // One Stream Object per contiguous run of each stream.
+        let mut builders: Vec<ObjectBuilder> = Vec::new();
+        for (stream_id, mut blocks) in runs {
+            blocks.sort_by_key(|(b, _)| b.start_offset);
+            let mut builder: Option<ObjectBuilder> = None;
+            for (block, data) in blocks {
+                let b = builder.get_or_insert_with(|| {
+                    ObjectBuilder::new(ObjectKind::Stream).with_block_bytes(self.config.block_bytes)
+                });
+                if b.add(
+                    stream_id,
+                    block.start_offset,
+                    block.end_offset - 1,
+                    data.clone(),
+                )
+                .is_err()
+                {
+                    // A gap: the run ends; a new object starts here.
+                    builders.extend(builder.take());
+                    let mut fresh = ObjectBuilder::new(ObjectKind::Stream)
+                        .with_block_bytes(self.config.block_bytes);
+                    fresh
+                        .add(stream_id, block.start_offset, block.end_offset - 1, data)
+                        .map_err(|e| CompactionError::Metadata(e.to_string()))?;
+                    builder = Some(fresh);
+                }
+            }
+            builders.extend(builder);
+        }
+        let mut added = Vec::with_capacity(builders.len());
+        let mut bytes_written = 0u64;
+        if !builders.is_empty() {
+            let first = allocate_object_ids(registry, builders.len() as u32)
+                .await
+                .map_err(CompactionError::Metadata)?;
+            for (id, builder) in (first..).zip(builders) {
+                let (bytes, ranges) = builder.finish();
+                let key = object_key(ObjectKind::Stream, id);
+                bytes_written += bytes.len() as u64;
+                let object = ObjectImage {
+                    id,
+                    key: key.clone(),
+                    size: bytes.len() as u64,
+                    kind: ObjectKind::Stream,
+                    ranges,
+                };
+                if let Err(e) = self.store.put(&key, bytes).await {
+                    self.forget(&added).await;
+                    return Err(e.into());
+                }
+                added.push(object);
+            }
+        }
+        let command = MetadataCommand::CompactObjects {
+            removed: removed.clone(),
+            added: added.clone(),
+            now_ms,
+        };
+        if let Err(e) = registry.submit(command).await {
+            self.forget(&added).await;
+            return Err(CompactionError::Metadata(e));
+        }
+        let stats = self.store.stats();
+        Stats::add(&stats.compaction_bytes_read, bytes_read);
+        Stats::add(&stats.compaction_bytes_written, bytes_written);
+        Stats::add(&stats.compaction_steps, 1);
+        Ok(Some(CompactionReport {
+            plan,
+            added,
+            bytes_read,
+            bytes_written,
+        }))
+    }
+
+    /// Marks every dead object (`dead_objects`) for deletion; returns them.
+    pub async fn apply_retention<R: Registry>(
+        &self,
+        image: &MetadataImage,
+        registry: &R,
+        now_ms: u64,
+    ) -> Result<Vec<ObjectId>, CompactionError> {
+        let ids = dead_objects(image);
+        if !ids.is_empty() {
+            registry
+                .submit(MetadataCommand::MarkObjectsForDeletion {
+                    ids: ids.clone(),
+                    now_ms,
+                })
+                .await
+                .map_err(CompactionError::Metadata)?;
+        }
+        Ok(ids)
+    }
+
+    /// Deletes from the store the objects marked for deletion at least the
+    /// grace period ago, then forgets them; returns their ids.
+    pub async fn collect_garbage<R: Registry>(
+        &self,
+        image: &MetadataImage,
+        registry: &R,
+        now_ms: u64,
+    ) -> Result<Vec<ObjectId>, CompactionError> {
+        let grace_ms = u64::try_from(self.config.deletion_grace.as_millis()).unwrap_or(u64::MAX);
+        let due: Vec<(ObjectId, String)> = image
+            .tombstones()
+            .filter(|t| t.marked_at_ms.saturating_add(grace_ms) <= now_ms)
+            .map(|t| (t.id, t.key.clone()))
+            .collect();
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = due.iter().map(|(_, k)| k.clone()).collect();
+        self.store.delete(&keys).await?;
+        let ids: Vec<ObjectId> = due.into_iter().map(|(id, _)| id).collect();
+        registry
+            .submit(MetadataCommand::DeleteObjects { ids: ids.clone() })
+            .await
+            .map_err(CompactionError::Metadata)?;
+        Ok(ids)
+    }
+
+    async fn forget(&self, objects: &[ObjectImage]) {
+        let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+        let _ = self.store.delete(&keys).await;
+    }
+}
+
+/// Every live object nothing can read any more (all its ranges below their
+/// stream's log start offset, or of deleted streams).
+pub fn dead_objects(image: &MetadataImage) -> Vec<ObjectId> {
+    image
+        .objects()
+        .filter(|o| image.is_object_dead(o))
+        .map(|o| o.id)
+        .collect()
+}
+
+/// The retention helper: the objects that can be deleted entirely once the
+/// log start offset of `stream_id` is `log_start_offset` (every range of
+/// them ends at or below its stream's log start offset, this stream's taken
+/// as `log_start_offset`, or belongs to a deleted stream).
+pub fn deletable_objects(
+    image: &MetadataImage,
+    stream_id: u64,
+    log_start_offset: i64,
+) -> Vec<ObjectId> {
+    image
+        .stream_objects(stream_id)
+        .take_while(|(_, r)| r.end_offset <= log_start_offset)
+        .filter(|(object, _)| {
+            object.ranges.iter().all(|r| {
+                if r.stream_id == stream_id {
+                    return r.end_offset <= log_start_offset;
+                }
+                match image.stream(r.stream_id) {
+                    Some((_, p)) => r.end_offset <= p.log_start_offset,
+                    None => true,
+                }
+            })
+        })
+        .map(|(object, _)| object.id)
+        .collect()
+}
