@@ -37,6 +37,8 @@ use tokio::sync::{mpsc, oneshot};
 pub const RESPONSE_FRAME_BYTES_MAX: usize = 256 << 20;
 /// How long to wait for a TCP connection and the ApiVersions exchange.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes the reader asks the socket for at a time.
+const READ_BUFFER_BYTES: usize = 1 << 20;
 /// Bytes the writer buffers before it writes to the socket.
 const WRITE_BUFFER_BYTES: usize = 256 << 10;
 /// How often the reader checks the oldest request against the timeout while idle.
@@ -589,74 +591,88 @@ async fn write_loop(
 }
 
 async fn read_loop(mut socket: OwnedReadHalf, shared: Arc<Shared>, addr: String) {
-    let reason = loop {
-        let mut prefix = [0u8; 4];
-        match read_with_timeout(&mut socket, &mut prefix, &shared).await {
-            Ok(()) => {}
-            Err(reason) => break reason,
+    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let reason = 'conn: loop {
+        // Every whole frame in the buffer, then read more.
+        while buf.len() >= 4 {
+            let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            let Ok(len) = usize::try_from(len) else {
+                break 'conn format!("negative frame length {len}");
+            };
+            if len > RESPONSE_FRAME_BYTES_MAX {
+                break 'conn format!(
+                    "response frame of {len} bytes exceeds {RESPONSE_FRAME_BYTES_MAX}"
+                );
+            }
+            if buf.len() < 4 + len {
+                buf.reserve(4 + len - buf.len());
+                break;
+            }
+            let mut frame = buf.split_to(4 + len);
+            let frame = frame.split_off(4).freeze();
+            if let Err(reason) = deliver(frame, &shared, &addr) {
+                break 'conn reason;
+            }
         }
-        let len = i32::from_be_bytes(prefix);
-        let Ok(len) = usize::try_from(len) else {
-            break format!("negative frame length {len}");
-        };
-        if len > RESPONSE_FRAME_BYTES_MAX {
-            break format!("response frame of {len} bytes exceeds {RESPONSE_FRAME_BYTES_MAX}");
+        if buf.capacity() - buf.len() < READ_BUFFER_BYTES / 4 {
+            buf.reserve(READ_BUFFER_BYTES);
         }
-        let mut frame = BytesMut::zeroed(len);
-        if let Err(reason) = read_with_timeout(&mut socket, &mut frame, &shared).await {
+        if let Err(reason) = read_some(&mut socket, &mut buf, &shared).await {
             break reason;
         }
-        let pending = match shared.inflight.lock() {
-            Ok(mut inflight) => inflight.queue.pop_front(),
-            Err(_) => return,
-        };
-        let Some(pending) = pending else {
-            break "a response arrived with no request in flight".to_string();
-        };
-        let reply = match sluice_net::decode_response(
-            pending.api_key as i16,
-            pending.version,
-            frame.freeze(),
-        ) {
-            Ok((correlation_id, _)) if correlation_id != pending.correlation_id => {
-                let reason = format!(
-                    "correlation id {correlation_id} answers request {}",
-                    pending.correlation_id
-                );
-                (pending.done)(Err(ClientError::Closed {
-                    addr: addr.clone(),
-                    reason: reason.clone(),
-                }));
-                break reason;
-            }
-            Ok((_, response)) => Ok(Some(response)),
-            Err(e) => {
-                let error = ClientError::Decode {
-                    api: pending.api_key,
-                    version: pending.version,
-                    reason: e.to_string(),
-                };
-                let reason = error.to_string();
-                (pending.done)(Err(error));
-                break reason;
-            }
-        };
-        (pending.done)(reply);
     };
     fail_all(&shared, &addr, &reason);
 }
 
-/// Fills `buf`, failing when the oldest request in flight is older than the timeout.
-async fn read_with_timeout(
+/// Hands one response frame to the oldest request in flight.
+fn deliver(frame: Bytes, shared: &Shared, addr: &str) -> Result<(), String> {
+    let pending = match shared.inflight.lock() {
+        Ok(mut inflight) => inflight.queue.pop_front(),
+        Err(_) => return Err("poisoned".to_string()),
+    };
+    let Some(pending) = pending else {
+        return Err("a response arrived with no request in flight".to_string());
+    };
+    match sluice_net::decode_response(pending.api_key as i16, pending.version, frame) {
+        Ok((correlation_id, _)) if correlation_id != pending.correlation_id => {
+            let reason = format!(
+                "correlation id {correlation_id} answers request {}",
+                pending.correlation_id
+            );
+            (pending.done)(Err(ClientError::Closed {
+                addr: addr.to_string(),
+                reason: reason.clone(),
+            }));
+            Err(reason)
+        }
+        Ok((_, response)) => {
+            (pending.done)(Ok(Some(response)));
+            Ok(())
+        }
+        Err(e) => {
+            let error = ClientError::Decode {
+                api: pending.api_key,
+                version: pending.version,
+                reason: e.to_string(),
+            };
+            let reason = error.to_string();
+            (pending.done)(Err(error));
+            Err(reason)
+        }
+    }
+}
+
+/// Reads what the socket has into `buf`, failing when the oldest request in
+/// flight is older than the timeout.
+async fn read_some(
     socket: &mut OwnedReadHalf,
-    buf: &mut [u8],
+    buf: &mut BytesMut,
     shared: &Shared,
 ) -> Result<(), String> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match tokio::time::timeout(TIMEOUT_CHECK_INTERVAL, socket.read(&mut buf[filled..])).await {
+    loop {
+        match tokio::time::timeout(TIMEOUT_CHECK_INTERVAL, socket.read_buf(buf)).await {
             Ok(Ok(0)) => return Err("closed by the broker".to_string()),
-            Ok(Ok(n)) => filled += n,
+            Ok(Ok(_)) => return Ok(()),
             Ok(Err(e)) => return Err(format!("read: {e}")),
             Err(_) => {
                 let oldest = shared
@@ -677,5 +693,4 @@ async fn read_with_timeout(
             }
         }
     }
-    Ok(())
 }

@@ -5,7 +5,8 @@
 //!   against a broker and writes OMB's JSON result.
 //! - [`workload`]: OMB workload files, read unchanged.
 //! - [`client`]: a small pipelined Kafka client on tokio over `sluice-net`.
-//! - [`producer`]: schedule-paced producers (no coordinated omission).
+//! - [`producer`]: schedule-paced producers (no coordinated omission);
+//!   [`batch`]: their one-pass record batch writer.
 //! - [`consumer`]: direct-assignment Fetch consumers with end-to-end latency.
 //! - [`stats`]: HDR histograms and OMB's `TestResult`.
 //! - [`plot`]: an SVG of latency percentiles over time.
@@ -16,6 +17,7 @@
 //! `consumerBacklogSizeGB` the consumers are paused until the backlog is built,
 //! resumed until it is drained, and the test goes on for its duration after that.
 
+pub mod batch;
 pub mod client;
 pub mod consumer;
 pub mod plot;

@@ -31,9 +31,9 @@ use rand::Rng;
 use sluice_net::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
-use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 use sluice_net::{ApiKey, Request, Response};
 
+use crate::batch::BatchWriter;
 use crate::client::{Connection, Reply, is_retriable};
 use crate::stats::Recorder;
 use crate::workload::KeyDistributor;
@@ -49,6 +49,8 @@ const NAP_MAX: Duration = Duration::from_millis(1);
 const NAP_BLOCKED: Duration = Duration::from_micros(50);
 /// Bytes a record adds besides key and value (length, attributes, deltas, header count).
 const RECORD_OVERHEAD_BYTES: usize = 16;
+/// Smallest buffer a new batch starts with.
+const BATCH_CAPACITY_MIN_BYTES: usize = 16 << 10;
 /// How long a stopping producer waits for what it has queued to be acknowledged.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Wait between reconnection attempts.
@@ -161,7 +163,7 @@ pub fn now_ns() -> u64 {
 }
 
 struct OpenBatch {
-    builder: RecordBatchBuilder,
+    writer: BatchWriter,
     bytes: usize,
     sent_ns: Vec<u64>,
     opened: Instant,
@@ -180,6 +182,8 @@ struct ReadyBatch {
 struct PartitionState {
     index: i32,
     leader: i32,
+    /// Size of the last batch sealed, to size the next one's buffer.
+    last_batch_bytes: usize,
     open: Option<OpenBatch>,
     ready: VecDeque<ReadyBatch>,
 }
@@ -230,6 +234,7 @@ impl Producer {
             .map(|&(index, leader)| PartitionState {
                 index,
                 leader,
+                last_batch_bytes: 0,
                 open: None,
                 ready: VecDeque::new(),
             })
@@ -355,18 +360,20 @@ impl Producer {
             self.seal(slot);
             self.send_ready(at, false);
         }
-        let batch = self.partitions[slot].open.get_or_insert_with(|| OpenBatch {
-            builder: RecordBatchBuilder::new(Compression::None),
+        let partition = &mut self.partitions[slot];
+        let capacity = (partition.last_batch_bytes + partition.last_batch_bytes / 4).clamp(
+            BATCH_CAPACITY_MIN_BYTES,
+            self.config.batch_bytes + record_bytes,
+        );
+        let batch = partition.open.get_or_insert_with(|| OpenBatch {
+            writer: BatchWriter::new(capacity),
             bytes: 0,
             sent_ns: Vec::new(),
             opened: at,
         });
-        batch.builder.append(
-            wall_ms,
-            key.as_ref().map(|k| &k[..]),
-            Some(&self.value),
-            &[],
-        );
+        batch
+            .writer
+            .append(wall_ms, key.as_ref().map(|k| &k[..]), &self.value);
         batch.bytes += record_bytes;
         batch.sent_ns.push(sent_ns);
         self.shared
@@ -383,25 +390,17 @@ impl Producer {
             self.sticky = (self.sticky + 1) % self.partitions.len();
         }
         let payload_bytes = (open.sent_ns.len() * self.value.len()) as u64;
-        match open.builder.build() {
-            Ok(records) => self.partitions[slot].ready.push_back(ReadyBatch {
-                records,
-                sent_ns: open.sent_ns,
-                accounted_bytes: open.bytes,
-                payload_bytes,
-                attempts: 0,
-                not_before: None,
-            }),
-            Err(e) => {
-                eprintln!("sluice perf: could not build a record batch: {e}");
-                self.shared
-                    .recorder
-                    .record_errors(open.sent_ns.len() as u64, false);
-                self.shared
-                    .queued_bytes
-                    .fetch_sub(open.bytes, Ordering::Relaxed);
-            }
-        }
+        let records = open.writer.finish();
+        let partition = &mut self.partitions[slot];
+        partition.last_batch_bytes = records.len();
+        partition.ready.push_back(ReadyBatch {
+            records,
+            sent_ns: open.sent_ns,
+            accounted_bytes: open.bytes,
+            payload_bytes,
+            attempts: 0,
+            not_before: None,
+        });
     }
 
     fn take_retries(&mut self) {
