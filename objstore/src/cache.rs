@@ -394,11 +394,9 @@ fn take_batches(
             pos += size;
             continue;
         }
-        if !read.chunks.is_empty() || run.is_some() {
-            if read.bytes + size > max_bytes {
-                full = true;
-                break;
-            }
+        if (!read.chunks.is_empty() || run.is_some()) && read.bytes + size > max_bytes {
+            full = true;
+            break;
         }
         run = Some((run.map_or(pos, |r| r.0), pos + size));
         read.bytes += size;

@@ -312,11 +312,10 @@ impl SealedUpload {
     /// Splits streams into one SSO and SOs for the large ones, allocates
     /// their ids and builds them.
     async fn build<R: Registry>(&mut self, registry: &R) -> Result<(), UploadError> {
-        let (large, small): (Vec<u64>, Vec<u64>) =
-            self.streams.iter().map(|(id, _)| *id).partition(|id| {
-                let bytes: usize = self.streams[id].iter().map(|a| a.2.len()).sum();
-                bytes >= self.config.stream_object_min_bytes
-            });
+        let (large, small): (Vec<u64>, Vec<u64>) = self.streams.keys().copied().partition(|id| {
+            let bytes: usize = self.streams[id].iter().map(|a| a.2.len()).sum();
+            bytes >= self.config.stream_object_min_bytes
+        });
         let count = large.len() + usize::from(!small.is_empty());
         let first = allocate_object_ids(registry, count as u32)
             .await

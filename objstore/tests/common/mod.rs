@@ -75,6 +75,24 @@ pub const S3_SECRET_KEY: &str = "sluice-test-secret-key";
 pub const S3_BUCKET: &str = "sluice";
 const INSTALL: &str = "cargo install s3s-fs --version =0.14.1 --features binary --locked";
 
+/// `s3s-fs` on the PATH, else where `cargo install` puts it.
+fn s3s_fs_binary() -> std::path::PathBuf {
+    let on_path = Command::new("s3s-fs")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if on_path {
+        return "s3s-fs".into();
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .unwrap_or_default();
+    cargo_home.join("bin/s3s-fs")
+}
+
 /// A real s3s-fs server on 127.0.0.1, stopped when dropped.
 pub struct S3Server {
     child: Option<Child>,
@@ -111,7 +129,7 @@ impl S3Server {
 
     pub fn resume(&mut self) {
         assert!(self.child.is_none());
-        let child = Command::new("s3s-fs")
+        let child = Command::new(s3s_fs_binary())
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
             .arg(self.root.path())
@@ -131,6 +149,10 @@ impl S3Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
     }
 
     pub fn config(&self) -> S3Config {
