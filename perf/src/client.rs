@@ -37,6 +37,8 @@ use tokio::sync::{mpsc, oneshot};
 pub const RESPONSE_FRAME_BYTES_MAX: usize = 256 << 20;
 /// How long to wait for a TCP connection and the ApiVersions exchange.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// ApiVersions version tried first (v0 is the fallback).
+const APIVERSIONS_VERSION: i16 = 3;
 /// Bytes the reader asks the socket for at a time.
 const READ_BUFFER_BYTES: usize = 1 << 20;
 /// Bytes the writer buffers before it writes to the socket.
@@ -120,6 +122,24 @@ impl Connection {
         client_id: &str,
         request_timeout: Duration,
     ) -> anyhow::Result<Arc<Connection>> {
+        match Self::connect_with(addr, client_id, request_timeout, APIVERSIONS_VERSION).await {
+            Ok(conn) => Ok(conn),
+            // Some brokers answer ApiVersions v3 in a way we cannot decode; v0 is plain.
+            Err(e) if e.chain().any(|c| c.downcast_ref::<ClientError>().is_some()) => {
+                Self::connect_with(addr, client_id, request_timeout, 0)
+                    .await
+                    .with_context(|| format!("after ApiVersions v{APIVERSIONS_VERSION}: {e:#}"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn connect_with(
+        addr: &str,
+        client_id: &str,
+        request_timeout: Duration,
+        apiversions_version: i16,
+    ) -> anyhow::Result<Arc<Connection>> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .with_context(|| format!("connecting to {addr}: timed out"))?
@@ -153,10 +173,13 @@ impl Connection {
             client_software_name: "sluice-perf".to_string(),
             client_software_version: env!("CARGO_PKG_VERSION").to_string(),
         });
-        let response = tokio::time::timeout(CONNECT_TIMEOUT, conn.request_at(request, 3))
-            .await
-            .with_context(|| format!("ApiVersions to {addr}: timed out"))?
-            .with_context(|| format!("ApiVersions to {addr}"))?;
+        let response = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            conn.request_at(request, apiversions_version),
+        )
+        .await
+        .with_context(|| format!("ApiVersions to {addr}: timed out"))?
+        .with_context(|| format!("ApiVersions to {addr}"))?;
         let Response::ApiVersions(versions) = response else {
             bail!("ApiVersions to {addr}: unexpected response type");
         };
@@ -302,9 +325,14 @@ pub struct ClusterLayout {
     pub topics: Vec<TopicLayout>,
 }
 
-/// Metadata for `topics` (no auto-creation). A topic is reported only when it
-/// exists and each of its partitions has a leader.
-pub async fn metadata(conn: &Connection, topics: &[String]) -> anyhow::Result<ClusterLayout> {
+/// Metadata for `topics`, asking the broker to create missing ones when
+/// `auto_create`. A topic is reported only when it exists and each of its
+/// partitions has a leader.
+pub async fn metadata(
+    conn: &Connection,
+    topics: &[String],
+    auto_create: bool,
+) -> anyhow::Result<ClusterLayout> {
     let request = Request::Metadata(MetadataRequest {
         topics: Some(
             topics
@@ -315,7 +343,7 @@ pub async fn metadata(conn: &Connection, topics: &[String]) -> anyhow::Result<Cl
                 })
                 .collect(),
         ),
-        allow_auto_topic_creation: false,
+        allow_auto_topic_creation: auto_create,
         ..Default::default()
     });
     let Response::Metadata(response) = conn.request(request).await? else {

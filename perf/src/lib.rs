@@ -32,6 +32,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use sluice_net::ApiKey;
 
 use crate::client::{ClusterLayout, Connection};
 use crate::consumer::{Assignment, ConsumerConfig};
@@ -330,14 +331,25 @@ async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Resu
     let names: Vec<String> = (0..workload.topics)
         .map(|i| format!("{}-{tag}-{i:04}", args.topic_prefix))
         .collect();
-    client::create_topics(
-        &admin,
-        &names,
-        workload.partitions_per_topic as i32,
-        args.replication_factor,
-    )
-    .await?;
-    let layout = wait_for_topics(&admin, &names, workload.partitions_per_topic).await?;
+    // A broker without CreateTopics (e.g. librdkafka's mock) creates topics on
+    // Metadata, with its own partition count.
+    let auto_create = admin.version(ApiKey::CreateTopics).is_err();
+    if auto_create {
+        eprintln!(
+            "sluice perf: WARNING: the broker has no CreateTopics; relying on auto-creation \
+             (its default partition count, not partitionsPerTopic)"
+        );
+    } else {
+        client::create_topics(
+            &admin,
+            &names,
+            workload.partitions_per_topic as i32,
+            args.replication_factor,
+        )
+        .await?;
+    }
+    let expected = (!auto_create).then_some(workload.partitions_per_topic);
+    let layout = wait_for_topics(&admin, &names, expected).await?;
 
     let recorder = Arc::new(Recorder::new());
     let paused = Arc::new(AtomicBool::new(false));
@@ -591,25 +603,26 @@ fn broker_addr(layout: &ClusterLayout, leader: i32) -> anyhow::Result<String> {
 }
 
 /// Polls Metadata until every topic shows `partitions` led partitions.
+/// `partitions`: the count to wait for, or None for any (auto-created topics).
 async fn wait_for_topics(
     admin: &Connection,
     names: &[String],
-    partitions: usize,
+    partitions: Option<usize>,
 ) -> anyhow::Result<ClusterLayout> {
     let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
     loop {
-        let layout = client::metadata(admin, names).await?;
+        let layout = client::metadata(admin, names, partitions.is_none()).await?;
         let ready = layout.topics.len() == names.len()
             && layout
                 .topics
                 .iter()
-                .all(|t| t.partitions.len() == partitions);
+                .all(|t| partitions.is_none_or(|n| t.partitions.len() == n));
         if ready {
             return Ok(layout);
         }
         if Instant::now() > deadline {
             bail!(
-                "topics {names:?} did not show {partitions} led partitions in Metadata within {TOPIC_READY_TIMEOUT:?}"
+                "topics {names:?} did not show {partitions:?} led partitions in Metadata within {TOPIC_READY_TIMEOUT:?}"
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
