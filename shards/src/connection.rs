@@ -29,6 +29,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
         tracing::debug!(%error, "TCP_NODELAY not set");
     }
     let peer = stream.peer_addr().ok();
+    let client_host = peer.map(|p| p.ip().to_string()).unwrap_or_default();
     let (mut reader, mut writer) = stream.split();
     let depth = shard.config.pipeline_depth.max(1);
     // Bounds the requests read but not yet answered: depth 1 is Kafka's one-at-a-time model.
@@ -81,7 +82,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
             tracing::debug!(?peer, %error, "connection closed mid-frame");
             break;
         }
-        let pending = parse_and_order(&shard, frame.freeze()).await;
+        let pending = parse_and_order(&shard, frame.freeze(), &client_host).await;
         let task = match pending {
             Some(pending) => glommio::spawn_local(async move {
                 let answer = pending.await;
@@ -103,9 +104,24 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
 
 /// The parse and order stages of one request. Returns the rest of its handling as a future,
 /// or None when the connection must be closed (Kafka closes on requests it cannot parse).
-async fn parse_and_order(shard: &Rc<Shard>, frame: Bytes) -> Option<PendingResponse> {
+async fn parse_and_order(
+    shard: &Rc<Shard>,
+    frame: Bytes,
+    client_host: &str,
+) -> Option<PendingResponse> {
     match sluice_net::decode_request(frame.clone()) {
-        Ok((header, request)) => Some(api::dispatch(shard, header, request).await),
+        Ok((header, _))
+            if !api::IMPLEMENTED_APIS
+                .iter()
+                .any(|k| *k as i16 == header.request_api_key) =>
+        {
+            tracing::warn!(
+                api_key = header.request_api_key,
+                "request for an API this broker does not serve"
+            );
+            None
+        }
+        Ok((header, request)) => Some(api::dispatch(shard, header, request, client_host).await),
         Err(error) => match (&error.kind, &error.header) {
             (RequestErrorKind::UnsupportedVersion { api_key, .. }, Some(header))
                 if *api_key == sluice_net::ApiKey::ApiVersions =>
@@ -127,7 +143,10 @@ pub fn encode(correlation_id: i32, api_version: i16, response: Response) -> Pend
     let mut out = BytesMut::new();
     let encoded =
         match sluice_net::encode_response(correlation_id, api_version, &response, &mut out) {
-            Ok(()) => Some(out.freeze()),
+            Ok(()) => {
+                tracing::trace!(correlation_id, bytes = out.len(), "response");
+                Some(out.freeze())
+            }
             Err(error) => {
                 tracing::error!(%error, "response could not be encoded");
                 None

@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod controller;
 pub mod errors;
+pub mod group;
 pub mod partition;
 pub mod partition_log;
 pub mod producer_state;

@@ -113,6 +113,7 @@ impl Broker {
             .unwrap_or(1);
         let ready = Arc::new(AtomicUsize::new(0));
         let drained = Arc::new(AtomicUsize::new(0));
+        let recovered = Arc::new(AtomicUsize::new(0));
         let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let mut stops = Vec::with_capacity(shard_count);
         let mut executors = Vec::with_capacity(shard_count);
@@ -132,6 +133,7 @@ impl Broker {
                 started: started_tx.clone(),
                 drained: drained.clone(),
                 ready: ready.clone(),
+                recovered: recovered.clone(),
             };
             let executor = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
                 .name(&format!("sluice-shard-{id}"))
@@ -212,6 +214,7 @@ struct ShardPlan {
     started: std::sync::mpsc::Sender<Result<(), String>>,
     drained: Arc<AtomicUsize>,
     ready: Arc<AtomicUsize>,
+    recovered: Arc<AtomicUsize>,
 }
 
 async fn run_shard(plan: ShardPlan) {
@@ -228,6 +231,7 @@ async fn run_shard(plan: ShardPlan) {
         started,
         drained,
         ready,
+        recovered,
     } = plan;
     let shard_count = senders.len();
     let wal_config = WalConfig {
@@ -245,7 +249,7 @@ async fn run_shard(plan: ShardPlan) {
         let _ = started.send(Err(format!("WAL directory {}: {e}", parent.display())));
         return;
     }
-    let (wal, recovered) = match Wal::open(wal_config.clone()).await {
+    let (wal, wal_records) = match Wal::open(wal_config.clone()).await {
         Ok(opened) => opened,
         Err(e) => {
             let _ = started.send(Err(format!("WAL {}: {e}", wal_config.path.display())));
@@ -272,8 +276,13 @@ async fn run_shard(plan: ShardPlan) {
         wal.clone(),
         peers,
     ));
-    let replayed = shard.recover(recovered);
-    tracing::info!(shard = id, replayed, "WAL recovered");
+    let (replayed, group_entries) = shard.recover(wal_records);
+    tracing::info!(
+        shard = id,
+        replayed,
+        group_entries = group_entries.len(),
+        "WAL recovered"
+    );
 
     for receiver in receivers {
         let shard = shard.clone();
@@ -289,6 +298,28 @@ async fn run_shard(plan: ShardPlan) {
         glommio::spawn_local(async move {
             while changes.next().await.is_some() {
                 shard.apply_image(&shard.image());
+            }
+        })
+        .detach();
+    }
+    restore_groups(&shard, group_entries).await;
+    // Every shard must hold its groups before any shard answers a client.
+    recovered.fetch_add(1, Ordering::SeqCst);
+    while recovered.load(Ordering::SeqCst) < shard_count {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(crate::group::SWEEP_INTERVAL).await;
+                let settings = crate::group::GroupSettings::from_image(&shard.image());
+                for group in shard.groups.sweep(settings) {
+                    let entry = crate::group::log::GroupLogEntry::GroupDelete { group };
+                    if let Err(code) = shard.groups.persist(&[entry]).await {
+                        tracing::warn!(?code, "expired group offsets not persisted");
+                    }
+                }
             }
         })
         .detach();
@@ -355,6 +386,33 @@ async fn run_shard(plan: ShardPlan) {
             }
         }
         Err(_) => tracing::debug!("WAL still shared at shutdown; its writes are already durable"),
+    }
+}
+
+/// Hands group-log entries to the shards coordinating their groups (the shard count may have
+/// changed since they were written) and waits until each has them.
+async fn restore_groups(shard: &Rc<Shard>, entries: Vec<crate::group::log::GroupLogEntry>) {
+    use crate::group::call::GroupCall;
+    use crate::group::log::GroupLogEntry;
+    let mut by_shard: Vec<Vec<GroupLogEntry>> = (0..shard.count).map(|_| Vec::new()).collect();
+    for entry in entries {
+        let group = match &entry {
+            GroupLogEntry::Commit { group, .. }
+            | GroupLogEntry::OffsetDelete { group, .. }
+            | GroupLogEntry::GroupDelete { group } => group,
+        };
+        by_shard[crate::group::coordinator_shard(group, shard.count)].push(entry);
+    }
+    for (owner, entries) in by_shard.into_iter().enumerate() {
+        if entries.is_empty() {
+            continue;
+        }
+        let answer = crate::api::ask(shard, owner, |reply| ShardRequest::Group {
+            call: GroupCall::Restore(entries),
+            reply,
+        })
+        .await;
+        let _ = answer.await;
     }
 }
 

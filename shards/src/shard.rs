@@ -15,6 +15,9 @@ use sluice_wal::Wal;
 
 use crate::config::BrokerConfig;
 use crate::controller::ControllerHandle;
+use crate::group::GroupCoordinator;
+use crate::group::call::{GroupCall, GroupReply};
+use crate::group::log::{GROUP_LOG_STREAM_ID, GroupLogEntry};
 use crate::partition::{AppendOutcome, Partition, PartitionSettings};
 use crate::partition_log::{ReadError, ReadSlice};
 
@@ -60,6 +63,11 @@ pub enum ShardRequest {
         stream_id: u64,
         reply: oneshot::Sender<Result<u64, ErrorCode>>,
     },
+    /// A request for the group coordinator of this shard.
+    Group {
+        call: GroupCall,
+        reply: oneshot::Sender<GroupReply>,
+    },
 }
 
 /// Counters of what a shard served; read by tests and, later, metrics.
@@ -87,6 +95,8 @@ pub struct Shard {
     pub advertised: (String, i32),
     /// What this shard served.
     pub counters: ShardCounters,
+    /// The consumer groups this shard coordinates.
+    pub groups: GroupCoordinator,
     wal: Rc<Wal>,
     partitions: RefCell<HashMap<u64, Rc<Partition>>>,
     peers: Vec<Option<ConnectedSender<ShardRequest>>>,
@@ -110,6 +120,7 @@ impl Shard {
             controller,
             advertised,
             counters: ShardCounters::default(),
+            groups: GroupCoordinator::new(wal.clone()),
             wal,
             partitions: RefCell::new(HashMap::new()),
             peers,
@@ -235,6 +246,14 @@ impl Shard {
                     .ok_or(ErrorCode::NotLeaderOrFollower);
                 let _ = reply.send(result);
             }
+            ShardRequest::Group { call, reply } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let image = shard.image();
+                    let _ = reply.send(shard.groups.call(call, &image).await);
+                })
+                .detach();
+            }
         }
     }
 
@@ -264,10 +283,25 @@ impl Shard {
         Ok(first)
     }
 
-    /// Replays WAL records into this shard's partitions at start-up.
-    pub fn recover(&self, records: Vec<sluice_wal::RecoveredRecord>) -> usize {
+    /// Replays WAL records into this shard's partitions at start-up; returns how many batches
+    /// were replayed and the group-log entries found, in WAL order.
+    pub fn recover(
+        &self,
+        records: Vec<sluice_wal::RecoveredRecord>,
+    ) -> (usize, Vec<GroupLogEntry>) {
         let mut recovered = 0;
+        let mut group_entries = Vec::new();
         for record in records {
+            if record.stream_id == GROUP_LOG_STREAM_ID {
+                self.groups.resume_sequence(record.last_offset + 1);
+                match crate::group::log::decode(record.payload) {
+                    Ok(entries) => group_entries.extend(entries),
+                    Err(error) => {
+                        tracing::error!(%error, "a group-log record in the WAL is malformed; skipped")
+                    }
+                }
+                continue;
+            }
             let Some(partition) = self.partition(record.stream_id) else {
                 continue; // a deleted topic, or a stream another shard owns now
             };
@@ -280,7 +314,7 @@ impl Shard {
                 ),
             }
         }
-        recovered
+        (recovered, group_entries)
     }
 
     /// Drops partitions that no longer exist and applies changed topic settings.

@@ -36,7 +36,10 @@ impl BrokerProcess {
             .arg("--wal-size")
             .arg("64MiB")
             .args(&extra_args)
-            .env("SLUICE_LOG", "info")
+            .env(
+                "SLUICE_LOG",
+                std::env::var("SLUICE_TEST_BROKER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

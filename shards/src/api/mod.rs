@@ -5,6 +5,7 @@ pub mod api_versions;
 pub mod cluster;
 pub mod configs;
 pub mod fetch;
+pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
@@ -36,6 +37,17 @@ pub const IMPLEMENTED_APIS: &[ApiKey] = &[
     ApiKey::DescribeCluster,
     ApiKey::DescribeLogDirs,
     ApiKey::InitProducerId,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::ListGroups,
+    ApiKey::DescribeGroups,
+    ApiKey::DeleteGroups,
+    ApiKey::OffsetDelete,
 ];
 
 /// Routes one request to its handler. Produce runs its order stage before this returns, so
@@ -45,9 +57,11 @@ pub async fn dispatch(
     shard: &Rc<Shard>,
     header: RequestHeader,
     request: Request,
+    client_host: &str,
 ) -> PendingResponse {
     let version = header.request_api_version;
     let correlation_id = header.correlation_id;
+    tracing::trace!(api = header.request_api_key, version, correlation_id, client = ?header.client_id, "request");
     let shard = shard.clone();
     let response: futures::future::LocalBoxFuture<'static, Option<Response>> = match request {
         Request::Produce(r) => produce::order(&shard, version, r).await,
@@ -124,6 +138,70 @@ pub async fn dispatch(
         Request::InitProducerId(r) => async move {
             Some(Response::InitProducerId(
                 init_producer_id::handle(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::FindCoordinator(r) => futures::future::ready(Some(Response::FindCoordinator(
+            groups::find_coordinator(&shard, version, r),
+        )))
+        .boxed_local(),
+        Request::JoinGroup(r) => {
+            let client_id = header.client_id.clone().unwrap_or_default();
+            let client_host = client_host.to_string();
+            async move {
+                Some(Response::JoinGroup(
+                    groups::join_group(&shard, version, r, client_id, client_host).await,
+                ))
+            }
+            .boxed_local()
+        }
+        Request::SyncGroup(r) => async move {
+            Some(Response::SyncGroup(
+                groups::sync_group(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::Heartbeat(r) => {
+            async move { Some(Response::Heartbeat(groups::heartbeat(&shard, r).await)) }
+                .boxed_local()
+        }
+        Request::LeaveGroup(r) => async move {
+            Some(Response::LeaveGroup(
+                groups::leave_group(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::OffsetCommit(r) => async move {
+            Some(Response::OffsetCommit(
+                groups::offset_commit(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::OffsetFetch(r) => async move {
+            Some(Response::OffsetFetch(
+                groups::offset_fetch(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::ListGroups(r) => {
+            async move { Some(Response::ListGroups(groups::list_groups(&shard, r).await)) }
+                .boxed_local()
+        }
+        Request::DescribeGroups(r) => async move {
+            Some(Response::DescribeGroups(
+                groups::describe_groups(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::DeleteGroups(r) => async move {
+            Some(Response::DeleteGroups(
+                groups::delete_groups(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::OffsetDelete(r) => async move {
+            Some(Response::OffsetDelete(
+                groups::offset_delete(&shard, r).await,
             ))
         }
         .boxed_local(),

@@ -1,0 +1,160 @@
+//! Group requests as messages to the coordinator shard, and their answers.
+
+use sluice_metadata::MetadataImage;
+use sluice_net::ErrorCode;
+use sluice_net::messages::describe_groups_response::DescribedGroup;
+use sluice_net::messages::heartbeat_request::HeartbeatRequest;
+use sluice_net::messages::join_group_request::JoinGroupRequest;
+use sluice_net::messages::join_group_response::JoinGroupResponse;
+use sluice_net::messages::leave_group_request::LeaveGroupRequest;
+use sluice_net::messages::leave_group_response::LeaveGroupResponse;
+use sluice_net::messages::list_groups_response::ListedGroup;
+use sluice_net::messages::offset_commit_request::OffsetCommitRequest;
+use sluice_net::messages::offset_commit_response::OffsetCommitResponse;
+use sluice_net::messages::offset_delete_request::OffsetDeleteRequest;
+use sluice_net::messages::offset_delete_response::OffsetDeleteResponse;
+use sluice_net::messages::sync_group_request::SyncGroupRequest;
+use sluice_net::messages::sync_group_response::SyncGroupResponse;
+
+use super::log::GroupLogEntry;
+use super::{GroupCoordinator, GroupSettings, OffsetsByTopic, Pending};
+
+/// A group request for the coordinator shard.
+pub enum GroupCall {
+    /// JoinGroup, with the connection's client id and host.
+    Join {
+        /// Request version.
+        version: i16,
+        /// The request.
+        request: JoinGroupRequest,
+        /// Client id from the request header.
+        client_id: String,
+        /// Peer host of the connection.
+        client_host: String,
+    },
+    /// SyncGroup.
+    Sync {
+        /// Request version.
+        version: i16,
+        /// The request.
+        request: SyncGroupRequest,
+    },
+    /// Heartbeat.
+    Heartbeat(HeartbeatRequest),
+    /// LeaveGroup.
+    Leave {
+        /// Request version.
+        version: i16,
+        /// The request.
+        request: LeaveGroupRequest,
+    },
+    /// OffsetCommit.
+    Commit(OffsetCommitRequest),
+    /// OffsetFetch of one group (`None`: every partition with a commit).
+    FetchOffsets {
+        /// Group id.
+        group_id: String,
+        /// Topics and partitions asked for.
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    },
+    /// ListGroups of this shard.
+    List {
+        /// State names to keep (empty: all).
+        states: Vec<String>,
+        /// Group types to keep (empty: all).
+        types: Vec<String>,
+    },
+    /// DescribeGroups of one group.
+    Describe(String),
+    /// DeleteGroups of one group.
+    Delete(String),
+    /// OffsetDelete.
+    DeleteOffsets(OffsetDeleteRequest),
+    /// Group-log entries replayed by another shard at start-up.
+    Restore(Vec<GroupLogEntry>),
+}
+
+/// The coordinator's answer to a [`GroupCall`].
+pub enum GroupReply {
+    /// For Join.
+    Join(JoinGroupResponse),
+    /// For Sync.
+    Sync(SyncGroupResponse),
+    /// For Heartbeat.
+    Heartbeat(ErrorCode),
+    /// For Leave.
+    Leave(LeaveGroupResponse),
+    /// For Commit.
+    Commit(OffsetCommitResponse),
+    /// For FetchOffsets.
+    Offsets(OffsetsByTopic),
+    /// For List.
+    List(Vec<ListedGroup>),
+    /// For Describe.
+    Describe(DescribedGroup),
+    /// For Delete.
+    Delete(ErrorCode),
+    /// For DeleteOffsets.
+    DeleteOffsets(OffsetDeleteResponse),
+    /// For Restore.
+    Restored,
+}
+
+impl GroupCoordinator {
+    /// Serves one call; JoinGroup and SyncGroup may wait for the rest of the group.
+    pub async fn call(&self, call: GroupCall, image: &MetadataImage) -> GroupReply {
+        let settings = GroupSettings::from_image(image);
+        match call {
+            GroupCall::Join {
+                version,
+                request,
+                client_id,
+                client_host,
+            } => {
+                let member_id = request.member_id.clone();
+                GroupReply::Join(
+                    match self.join(version, request, client_id, client_host, settings) {
+                        Pending::Ready(response) => response,
+                        Pending::Waiting(answer) => {
+                            answer.await.unwrap_or_else(|_| JoinGroupResponse {
+                                error_code: ErrorCode::UnknownMemberId.code(),
+                                generation_id: -1,
+                                member_id,
+                                ..Default::default()
+                            })
+                        }
+                    },
+                )
+            }
+            GroupCall::Sync { version, request } => {
+                GroupReply::Sync(match self.sync(version, request) {
+                    Pending::Ready(response) => response,
+                    Pending::Waiting(answer) => {
+                        answer.await.unwrap_or_else(|_| SyncGroupResponse {
+                            error_code: ErrorCode::RebalanceInProgress.code(),
+                            ..Default::default()
+                        })
+                    }
+                })
+            }
+            GroupCall::Heartbeat(request) => GroupReply::Heartbeat(self.heartbeat(request)),
+            GroupCall::Leave { version, request } => {
+                GroupReply::Leave(self.leave(version, request, settings))
+            }
+            GroupCall::Commit(request) => GroupReply::Commit(self.commit(request, image).await),
+            GroupCall::FetchOffsets { group_id, topics } => {
+                GroupReply::Offsets(self.fetch_offsets(&group_id, topics))
+            }
+            GroupCall::List { states, types } => GroupReply::List(self.list(&states, &types)),
+            GroupCall::Describe(group_id) => GroupReply::Describe(self.describe(&group_id)),
+            GroupCall::Delete(group_id) => GroupReply::Delete(self.delete(&group_id).await),
+            GroupCall::DeleteOffsets(request) => {
+                GroupReply::DeleteOffsets(self.delete_offsets(request).await)
+            }
+            GroupCall::Restore(entries) => {
+                self.restore(entries);
+                GroupReply::Restored
+            }
+        }
+    }
+}
