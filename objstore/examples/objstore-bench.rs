@@ -105,7 +105,11 @@ fn main() {
     futures::executor::block_on(async {
         for stream_id in 1..=STREAMS {
             let mut offset = 0;
-            while let Some(read) = reader.read(&image, stream_id, offset, 1 << 20).await.unwrap() {
+            while let Some(read) = reader
+                .read(&image, stream_id, offset, 1 << 20)
+                .await
+                .unwrap()
+            {
                 read_bytes += read.bytes;
                 offset = read.next_offset;
             }

@@ -1,0 +1,155 @@
+//! The uploader's rules on the local backend: triggers, back-pressure, one
+//! upload in flight, Stream Objects for large runs, resumption after a
+//! refused commit, shared block fetches.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::batch;
+use sluice_metadata::{MetadataCommand, ObjectKind};
+use sluice_objstore::{
+    AppendedRecord, BlockCache, ColdReader, ObjectStore, UploadError, Uploader, UploaderConfig,
+};
+
+fn record(stream_id: u64, first: i64, count: i64, body: usize, wal: u64) -> AppendedRecord {
+    AppendedRecord {
+        stream_id,
+        first_offset: first,
+        last_offset: first + count - 1,
+        payload: batch(stream_id, first, count, body),
+        wal_end_position: wal,
+    }
+}
+
+#[test]
+fn triggers_backpressure_and_one_upload_in_flight() {
+    let t0 = Instant::now();
+    let mut u = Uploader::new(UploaderConfig {
+        upload_bytes: 10_000,
+        upload_interval: Duration::from_secs(1),
+        buffer_bytes_max: 20_000,
+        ..UploaderConfig::default()
+    });
+    assert!(!u.should_seal(t0) && u.next_deadline().is_none());
+    u.append(record(1, 0, 1, 1000, 100), t0).unwrap();
+    assert!(!u.should_seal(t0));
+    assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(1)));
+    assert!(u.should_seal(t0 + Duration::from_secs(1)));
+    u.append(record(1, 1, 1, 9000, 200), t0).unwrap();
+    assert!(u.should_seal(t0));
+    // Discontinuous offsets and a WAL position going back are refused.
+    assert!(matches!(
+        u.append(record(1, 5, 1, 10, 300), t0),
+        Err(UploadError::Build(_))
+    ));
+    assert!(matches!(
+        u.append(record(2, 0, 1, 10, 150), t0),
+        Err(UploadError::WalPositionBackwards { .. })
+    ));
+    // Back-pressure above the buffer cap.
+    assert!(matches!(
+        u.append(record(2, 0, 1, 15_000, 300), t0),
+        Err(UploadError::Full { .. })
+    ));
+    let sealed = u.seal().unwrap();
+    assert_eq!(sealed.wal_end_position(), 200);
+    assert_eq!(u.buffered_bytes(), 0);
+    // One upload in flight: the next one waits for `completed`.
+    u.append(record(1, 2, 1, 20_000, 400), t0).unwrap();
+    assert!(!u.should_seal(t0));
+    assert!(u.seal().is_none());
+    u.completed();
+    assert!(u.should_seal(t0));
+    assert_eq!(u.seal().unwrap().wal_end_position(), 400);
+}
+
+#[test]
+fn large_runs_get_stream_objects_and_refused_commits_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStore::local(dir.path().join("objects")).unwrap();
+    let registry = common::registry(&dir.path().join("metadata"), 3);
+    let mut u = Uploader::new(UploaderConfig {
+        stream_object_min_bytes: 50_000,
+        block_bytes: 8 * 1024,
+        ..UploaderConfig::default()
+    });
+    let t0 = Instant::now();
+    let mut wal = 0;
+    let mut next = [0i64; 4];
+    for i in 0..40 {
+        for (stream_id, body) in [(1u64, 3000usize), (2, 100), (3, 50)] {
+            wal += body as u64 + 12;
+            let count = 1 + i % 3;
+            u.append(
+                record(stream_id, next[stream_id as usize], count, body, wal),
+                t0,
+            )
+            .unwrap();
+            next[stream_id as usize] += count;
+        }
+    }
+    let mut sealed = u.seal().unwrap();
+    futures::executor::block_on(async {
+        // The metadata is unreachable when the objects are put: run fails,
+        // nothing is reported; run again resumes with the same ids and
+        // objects (no new allocation, no new put).
+        let refusing = RefuseCommit(&registry);
+        let err = sealed.run(&store, &refusing).await.unwrap_err();
+        assert!(matches!(err, UploadError::Metadata(_)), "{err}");
+        let next_id = registry.image().next_object_id();
+        let puts = store.stats().snapshot().objects_uploaded;
+        assert_eq!(puts, 2);
+        assert!(registry.image().objects().next().is_none());
+        let report = sealed.run(&store, &registry).await.unwrap();
+        assert_eq!(registry.image().next_object_id(), next_id);
+        assert_eq!(store.stats().snapshot().objects_uploaded, puts);
+        u.completed();
+        assert_eq!(report.wal_end_position, wal);
+        let kinds: Vec<(ObjectKind, usize)> = report
+            .objects
+            .iter()
+            .map(|o| (o.kind, o.ranges.len()))
+            .collect();
+        assert_eq!(kinds, [(ObjectKind::StreamSet, 2), (ObjectKind::Stream, 1)]);
+        assert_eq!(report.objects[1].ranges[0].stream_id, 1);
+        // Running a finished upload again commits nothing new.
+        let epoch = registry.image().epoch;
+        sealed.run(&store, &registry).await.unwrap();
+        assert_eq!(registry.image().epoch, epoch);
+        // Concurrent readers of one block share one GET.
+        let image = registry.image();
+        let cache = BlockCache::new(store.clone(), 1 << 20);
+        let reader = ColdReader::new(cache).with_read_ahead_blocks(0);
+        let before = store.stats().snapshot();
+        let reads = (0..8).map(|_| reader.read(&image, 1, 0, 1));
+        let results = futures::future::join_all(reads).await;
+        assert!(results.iter().all(|r| r.as_ref().unwrap().is_some()));
+        let after = store.stats().snapshot();
+        // One GET for the index, one for the block.
+        assert_eq!(after.requests - before.requests, 2);
+        assert_eq!(after.cache_misses - before.cache_misses, 2);
+        assert_eq!(after.cache_hits - before.cache_hits, 14);
+    });
+}
+
+/// Allocates ids, refuses commits (the controller stopped meanwhile).
+struct RefuseCommit<'a>(&'a sluice_objstore::StoreRegistry);
+
+impl sluice_objstore::Registry for RefuseCommit<'_> {
+    async fn submit(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<
+        (
+            std::sync::Arc<sluice_metadata::MetadataImage>,
+            sluice_metadata::CommandOutcome,
+        ),
+        String,
+    > {
+        match command {
+            MetadataCommand::AllocateObjectIds { .. } => self.0.apply(command),
+            _ => Err("the controller stopped".to_string()),
+        }
+    }
+}
