@@ -29,7 +29,7 @@ use crate::limits::{
 };
 use crate::registry::{Registry, allocate_object_ids};
 use crate::stats::Stats;
-use crate::store::ObjectStore;
+use crate::store::{ObjectMeta, ObjectStore};
 use crate::uploader::object_key;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,6 +306,19 @@ impl Compactor {
         Ok(ids)
     }
 
+    /// Lists `sso/` and `so/` and deletes the `orphans` among them.
+    pub async fn delete_orphans(
+        &self,
+        image: &MetadataImage,
+        below_id: ObjectId,
+    ) -> Result<Vec<String>, CompactionError> {
+        let mut listed = self.store.list("sso/").await?;
+        listed.extend(self.store.list("so/").await?);
+        let keys = orphans(image, &listed, below_id);
+        self.store.delete(&keys).await?;
+        Ok(keys)
+    }
+
     async fn forget(&self, objects: &[ObjectImage]) {
         let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
         let _ = self.store.delete(&keys).await;
@@ -346,5 +359,40 @@ pub fn deletable_objects(
             })
         })
         .map(|(object, _)| object.id)
+        .collect()
+}
+
+/// The kind and id an object key names (`object_key`'s inverse).
+pub fn parse_object_key(key: &str) -> Option<(ObjectKind, ObjectId)> {
+    let (kind, hex) = if let Some(hex) = key.strip_prefix("sso/") {
+        (ObjectKind::StreamSet, hex)
+    } else {
+        (ObjectKind::Stream, key.strip_prefix("so/")?)
+    };
+    if hex.len() != 16 {
+        return None;
+    }
+    let id = u64::from_str_radix(hex, 16).ok()?;
+    (object_key(kind, id) == key).then_some((kind, id))
+}
+
+/// Keys of objects that nothing references: named like an object, with an
+/// id below `below_id`, neither live nor marked for deletion in `image`.
+/// What a crash between put and commit, or a failed step whose cleanup also
+/// failed, leaves behind. `below_id` must not exceed the `next_object_id`
+/// of an image taken before every upload and compaction step still running
+/// started (their ids are at or above it).
+pub fn orphans(image: &MetadataImage, listed: &[ObjectMeta], below_id: ObjectId) -> Vec<String> {
+    listed
+        .iter()
+        .filter(|meta| {
+            parse_object_key(&meta.key).is_some_and(|(_, id)| {
+                id < below_id
+                    && id < image.next_object_id()
+                    && image.object(id).is_none()
+                    && image.tombstone(id).is_none()
+            })
+        })
+        .map(|meta| meta.key.clone())
         .collect()
 }

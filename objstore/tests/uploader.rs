@@ -153,3 +153,57 @@ impl sluice_objstore::Registry for RefuseCommit<'_> {
         }
     }
 }
+
+/// Objects put but never committed (a crash before the commit) are found
+/// and deleted; committed ones and ids at or above the watermark are not.
+#[test]
+fn orphans_are_found_and_deleted() {
+    use sluice_objstore::{CompactionConfig, Compactor, object_key, parse_object_key};
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStore::local(dir.path().join("objects")).unwrap();
+    let registry = common::registry(&dir.path().join("metadata"), 1);
+    let mut u = Uploader::new(UploaderConfig::default());
+    u.append(record(1, 0, 1, 100, 112), Instant::now()).unwrap();
+    futures::executor::block_on(async {
+        let report = u.seal().unwrap().run(&store, &registry).await.unwrap();
+        let committed = report.objects[0].key.clone();
+        // A crashed upload: ids allocated, object put, never committed.
+        let first = match registry
+            .apply(MetadataCommand::AllocateObjectIds { count: 2 })
+            .unwrap()
+            .1
+        {
+            sluice_metadata::CommandOutcome::ObjectIdsAllocated {
+                first_object_id, ..
+            } => first_object_id,
+            other => panic!("{other:?}"),
+        };
+        let orphan = object_key(ObjectKind::StreamSet, first);
+        let in_flight = object_key(ObjectKind::Stream, first + 1);
+        assert_eq!(
+            parse_object_key(&orphan),
+            Some((ObjectKind::StreamSet, first))
+        );
+        assert_eq!(parse_object_key("so/12"), None);
+        for key in [&orphan, &in_flight] {
+            store
+                .put(key, bytes::Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        let compactor = Compactor::new(store.clone(), CompactionConfig::default());
+        let deleted = compactor
+            .delete_orphans(&registry.image(), first + 1)
+            .await
+            .unwrap();
+        assert_eq!(deleted, vec![orphan]);
+        let left: Vec<String> = store
+            .list("s")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(left, vec![in_flight, committed]);
+    });
+}
