@@ -423,6 +423,17 @@ async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Resu
     }
     tokio::time::sleep_until(start.into()).await;
 
+    // Ctrl-C ends the run early: the result keeps the intervals measured so far.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("sluice perf: interrupted, finishing the current interval");
+                interrupted.store(true, Ordering::Relaxed);
+            }
+        });
+    }
     let subscriptions = (workload.topics * workload.subscriptions_per_topic) as u64;
     let backlog_of = |r: &Recorder| {
         let t = r.totals();
@@ -436,7 +447,9 @@ async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Resu
         let mut last = phase_start;
         loop {
             let next = (last + Duration::from_secs_f64(interval_s)).min(end);
-            tokio::time::sleep_until(next.into()).await;
+            while Instant::now() < next && !interrupted.load(Ordering::Relaxed) {
+                tokio::time::sleep_until((Instant::now() + TICK).min(next).into()).await;
+            }
             let now = Instant::now();
             let period = recorder.take_period();
             progress(
@@ -447,7 +460,7 @@ async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Resu
                 backlog_of(&recorder),
             );
             last = now;
-            if now >= end {
+            if now >= end || interrupted.load(Ordering::Relaxed) {
                 break;
             }
         }
@@ -532,13 +545,14 @@ async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Resu
         }
         let due = last + Duration::from_secs_f64(interval_s);
         let waiting = matches!(backlog, Backlog::Building { .. } | Backlog::Draining { .. });
-        if now >= due || (now >= test_end && !waiting) {
+        let stopping = (now >= test_end && !waiting) || interrupted.load(Ordering::Relaxed);
+        if now >= due || stopping {
             let period = recorder.take_period();
             let seconds = (now - last).as_secs_f64();
             progress("test", now - test_start, &period, seconds, queued);
             result.push_period(&period, seconds, queued);
             last = now;
-            if now >= test_end && !waiting {
+            if stopping {
                 break;
             }
         }
