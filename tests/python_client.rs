@@ -20,21 +20,30 @@ fn python() -> PathBuf {
     venv
 }
 
-#[test]
-fn kafka_python_round_trip() {
+/// Runs `tests/python/<script>` against a fresh two-shard broker; returns its stdout.
+fn run_script(script: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "2"]);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/roundtrip.py");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
     let output = Command::new(python())
-        .arg(script)
+        .arg(path)
         .arg(&broker.bootstrap)
         .output()
         .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "kafka-python round trip failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("round trip"), "{stdout}");
+    assert!(output.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn kafka_python_round_trip() {
+    assert!(run_script("roundtrip.py").contains("round trip"));
+}
+
+#[test]
+fn kafka_python_consumer_groups() {
+    assert!(run_script("groups.py").contains("groups"));
 }
