@@ -27,7 +27,7 @@ use sluice_net::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
 use sluice_net::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
-use sluice_net::{ApiKey, ErrorCode, Request, RequestHeader, Response};
+use sluice_net::{ApiKey, ErrorCode, Request, RequestHeader, Response, ResponseHeader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -124,8 +124,9 @@ impl Connection {
     ) -> anyhow::Result<Arc<Connection>> {
         match Self::connect_with(addr, client_id, request_timeout, APIVERSIONS_VERSION).await {
             Ok(conn) => Ok(conn),
-            // Some brokers answer ApiVersions v3 in a way we cannot decode; v0 is plain.
-            Err(e) if e.chain().any(|c| c.downcast_ref::<ClientError>().is_some()) => {
+            // A broker that does not speak ApiVersions v3 (UNSUPPORTED_VERSION, or an
+            // answer we cannot decode) gets v0, which every broker speaks.
+            Err(e) if !is_transport_error(&e) => {
                 Self::connect_with(addr, client_id, request_timeout, 0)
                     .await
                     .with_context(|| format!("after ApiVersions v{APIVERSIONS_VERSION}: {e:#}"))
@@ -661,7 +662,7 @@ fn deliver(frame: Bytes, shared: &Shared, addr: &str) -> Result<(), String> {
     let Some(pending) = pending else {
         return Err("a response arrived with no request in flight".to_string());
     };
-    match sluice_net::decode_response(pending.api_key as i16, pending.version, frame) {
+    match decode_response_lenient(pending.api_key, pending.version, frame) {
         Ok((correlation_id, _)) if correlation_id != pending.correlation_id => {
             let reason = format!(
                 "correlation id {correlation_id} answers request {}",
@@ -688,6 +689,27 @@ fn deliver(frame: Bytes, shared: &Shared, addr: &str) -> Result<(), String> {
             Err(reason)
         }
     }
+}
+
+/// Whether connecting failed at the TCP level (no point retrying ApiVersions v0).
+fn is_transport_error(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some())
+        || e.to_string().starts_with("connecting to")
+}
+
+/// Decodes a response frame as Kafka's own clients do: bytes after the body
+/// are ignored (librdkafka's mock broker appends one to flexible responses),
+/// where `sluice_net::decode_response` refuses them.
+fn decode_response_lenient(
+    api: ApiKey,
+    version: i16,
+    frame: Bytes,
+) -> Result<(i32, Response), sluice_net::DecodeError> {
+    let mut buf = frame;
+    let header = ResponseHeader::decode(&mut buf, ResponseHeader::header_version(api, version))?;
+    let body = Response::decode_body(api, &mut buf, version)?;
+    Ok((header.correlation_id, body))
 }
 
 /// Reads what the socket has into `buf`, failing when the oldest request in
