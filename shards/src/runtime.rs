@@ -114,7 +114,7 @@ impl Broker {
         let ready = Arc::new(AtomicUsize::new(0));
         let drained = Arc::new(AtomicUsize::new(0));
         let recovered = Arc::new(AtomicUsize::new(0));
-        let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), (usize, String)>>();
         let mut stops = Vec::with_capacity(shard_count);
         let mut executors = Vec::with_capacity(shard_count);
         for (id, changes) in change_receivers.into_iter().enumerate() {
@@ -156,9 +156,9 @@ impl Broker {
         for _ in 0..shard_count {
             match started_rx.recv() {
                 Ok(Ok(())) => {}
-                Ok(Err(reason)) => {
+                Ok(Err((shard, reason))) => {
                     broker.stop();
-                    return Err(StartError::Shard { shard: 0, reason });
+                    return Err(StartError::Shard { shard, reason });
                 }
                 Err(_) => {
                     broker.stop();
@@ -211,7 +211,7 @@ struct ShardPlan {
     receivers: Vec<SharedReceiver<ShardRequest>>,
     changes: mpsc::UnboundedReceiver<()>,
     stop: StopSignal,
-    started: std::sync::mpsc::Sender<Result<(), String>>,
+    started: std::sync::mpsc::Sender<Result<(), (usize, String)>>,
     drained: Arc<AtomicUsize>,
     ready: Arc<AtomicUsize>,
     recovered: Arc<AtomicUsize>,
@@ -246,13 +246,16 @@ async fn run_shard(plan: ShardPlan) {
         && !is_block_device(&wal_config.path)
         && let Err(e) = std::fs::create_dir_all(parent)
     {
-        let _ = started.send(Err(format!("WAL directory {}: {e}", parent.display())));
+        let _ = started.send(Err((
+            id,
+            format!("WAL directory {}: {e}", parent.display()),
+        )));
         return;
     }
     let (wal, wal_records) = match Wal::open(wal_config.clone()).await {
         Ok(opened) => opened,
         Err(e) => {
-            let _ = started.send(Err(format!("WAL {}: {e}", wal_config.path.display())));
+            let _ = started.send(Err((id, format!("WAL {}: {e}", wal_config.path.display()))));
             return;
         }
     };
@@ -306,6 +309,9 @@ async fn run_shard(plan: ShardPlan) {
     // Every shard must hold its groups before any shard answers a client.
     recovered.fetch_add(1, Ordering::SeqCst);
     while recovered.load(Ordering::SeqCst) < shard_count {
+        if stop.clone().now_or_never().is_some() {
+            return; // another shard failed to start and the broker is being stopped
+        }
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     {
@@ -328,7 +334,7 @@ async fn run_shard(plan: ShardPlan) {
     let listener = match TcpListener::bind(listen) {
         Ok(listener) => listener,
         Err(e) => {
-            let _ = started.send(Err(format!("listen on {listen}: {e}")));
+            let _ = started.send(Err((id, format!("listen on {listen}: {e}"))));
             return;
         }
     };
