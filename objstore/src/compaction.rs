@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_metadata::{MetadataCommand, MetadataImage, ObjectId, ObjectImage, ObjectKind};
+use sluice_metadata::{
+    MetadataCommand, MetadataImage, ObjectId, ObjectImage, ObjectKind, StreamRange,
+};
 
 use crate::error::ObjectStoreError;
 use crate::format::{DataBlock, ObjectBuilder, ObjectIndex, split_blocks};
@@ -162,8 +164,8 @@ impl Compactor {
         let removed = match &plan {
             CompactionPlan::Split(ids) | CompactionPlan::Merge(ids) => ids.clone(),
         };
-        // Read the objects; keep each live stream's indexed blocks.
-        let mut runs: BTreeMap<u64, Vec<(DataBlock, Bytes)>> = BTreeMap::new();
+        // Read the objects; note each one's live, indexed streams.
+        let mut fetched: Vec<(String, Bytes, Vec<u64>)> = Vec::with_capacity(removed.len());
         let mut bytes_read = 0u64;
         for id in &removed {
             let object = image
@@ -171,57 +173,33 @@ impl Compactor {
                 .ok_or_else(|| CompactionError::Metadata(format!("object {id} is gone")))?;
             let bytes = self.store.get(&object.key).await?;
             bytes_read += bytes.len() as u64;
-            let index = ObjectIndex::parse(&object.key, &bytes)?;
-            for range in &object.ranges {
-                let indexed = image
-                    .objects_for(range.stream_id, range.start_offset)
-                    .is_some_and(|(o, _)| o.id == *id);
-                if !indexed {
-                    continue;
-                }
-                let blocks = index.blocks_of(range.stream_id);
-                runs.entry(range.stream_id)
-                    .or_default()
-                    .extend(split_blocks(&object.key, blocks, 0, &bytes)?);
-            }
+            let streams = object
+                .ranges
+                .iter()
+                .filter(|r| {
+                    image
+                        .objects_for(r.stream_id, r.start_offset)
+                        .is_some_and(|(o, _)| o.id == *id)
+                })
+                .map(|r| r.stream_id)
+                .collect();
+            fetched.push((object.key.clone(), bytes, streams));
         }
-        // One Stream Object per contiguous run of each stream.
-        let mut builders: Vec<ObjectBuilder> = Vec::new();
-        for (stream_id, mut blocks) in runs {
-            blocks.sort_by_key(|(b, _)| b.start_offset);
-            let mut builder: Option<ObjectBuilder> = None;
-            for (block, data) in blocks {
-                let b = builder.get_or_insert_with(|| {
-                    ObjectBuilder::new(ObjectKind::Stream).with_block_bytes(self.config.block_bytes)
-                });
-                if b.add(
-                    stream_id,
-                    block.start_offset,
-                    block.end_offset - 1,
-                    data.clone(),
-                )
-                .is_err()
-                {
-                    // A gap: the run ends; a new object starts here.
-                    builders.extend(builder.take());
-                    let mut fresh = ObjectBuilder::new(ObjectKind::Stream)
-                        .with_block_bytes(self.config.block_bytes);
-                    fresh
-                        .add(stream_id, block.start_offset, block.end_offset - 1, data)
-                        .map_err(|e| CompactionError::Metadata(e.to_string()))?;
-                    builder = Some(fresh);
-                }
-            }
-            builders.extend(builder);
-        }
+        // Parsing, checksumming and rewriting are CPU work of up to twice
+        // the step's cap: on the store's runtime, not the caller's executor.
+        let block_bytes = self.config.block_bytes;
+        let builders = self
+            .store
+            .spawn_blocking(move || rewrite(&fetched, block_bytes))
+            .await
+            .map_err(|_| CompactionError::Metadata("the object store shut down".to_string()))??;
         let mut added = Vec::with_capacity(builders.len());
         let mut bytes_written = 0u64;
         if !builders.is_empty() {
             let first = allocate_object_ids(registry, builders.len() as u32)
                 .await
                 .map_err(CompactionError::Metadata)?;
-            for (id, builder) in (first..).zip(builders) {
-                let (bytes, ranges) = builder.finish();
+            for (id, (bytes, ranges)) in (first..).zip(builders) {
                 let key = object_key(ObjectKind::Stream, id);
                 bytes_written += bytes.len() as u64;
                 let object = ObjectImage {
@@ -323,6 +301,48 @@ impl Compactor {
         let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
         let _ = self.store.delete(&keys).await;
     }
+}
+
+/// One Stream Object per contiguous run of each stream of the fetched
+/// objects (key, bytes, streams to keep); returns each new object's bytes
+/// and range.
+fn rewrite(
+    fetched: &[(String, Bytes, Vec<u64>)],
+    block_bytes: usize,
+) -> Result<Vec<(Bytes, Vec<StreamRange>)>, CompactionError> {
+    let mut runs: BTreeMap<u64, Vec<(DataBlock, Bytes)>> = BTreeMap::new();
+    for (key, bytes, streams) in fetched {
+        let index = ObjectIndex::parse(key, bytes)?;
+        for stream_id in streams {
+            let blocks = index.blocks_of(*stream_id);
+            runs.entry(*stream_id)
+                .or_default()
+                .extend(split_blocks(key, blocks, 0, bytes)?);
+        }
+    }
+    let new_builder = || ObjectBuilder::new(ObjectKind::Stream).with_block_bytes(block_bytes);
+    let mut builders: Vec<ObjectBuilder> = Vec::new();
+    for (stream_id, mut blocks) in runs {
+        blocks.sort_by_key(|(b, _)| b.start_offset);
+        let mut builder = new_builder();
+        for (block, data) in blocks {
+            let last = block.end_offset - 1;
+            if builder
+                .add(stream_id, block.start_offset, last, data.clone())
+                .is_err()
+            {
+                // A gap: the run ends; a new object starts here.
+                builders.push(std::mem::replace(&mut builder, new_builder()));
+                builder
+                    .add(stream_id, block.start_offset, last, data)
+                    .map_err(|e| CompactionError::Metadata(e.to_string()))?;
+            }
+        }
+        if !builder.is_empty() {
+            builders.push(builder);
+        }
+    }
+    Ok(builders.into_iter().map(ObjectBuilder::finish).collect())
 }
 
 /// Every live object nothing can read any more (all its ranges below their

@@ -297,6 +297,20 @@ impl ObjectStore {
         rx
     }
 
+    /// Runs CPU-heavy or blocking `work` (building, checksumming objects)
+    /// on the store runtime's blocking threads, off the caller's executor.
+    pub(crate) fn spawn_blocking<F, T>(&self, work: F) -> oneshot::Receiver<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.inner.runtime.handle.spawn_blocking(move || {
+            let _ = tx.send(work());
+        });
+        rx
+    }
+
     async fn get_inner(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         validate_key(key)?;
         let backend = Arc::clone(&self.inner.backend);

@@ -95,6 +95,9 @@ pub enum UploadError {
     /// The metadata refused or could not be reached; run again later.
     #[error("metadata: {0}")]
     Metadata(String),
+    /// The object store's runtime is shutting down.
+    #[error("the object store shut down")]
+    Shutdown,
 }
 
 /// Buffers appends until they are sealed into an upload.
@@ -267,7 +270,7 @@ impl SealedUpload {
         registry: &R,
     ) -> Result<UploadReport, UploadError> {
         if self.objects.is_empty() {
-            self.build(registry).await?;
+            self.build(store, registry).await?;
         }
         let mut put_retries = 0u64;
         let pending: Vec<usize> = (0..self.objects.len())
@@ -311,7 +314,11 @@ impl SealedUpload {
 
     /// Splits streams into one SSO and SOs for the large ones, allocates
     /// their ids and builds them.
-    async fn build<R: Registry>(&mut self, registry: &R) -> Result<(), UploadError> {
+    async fn build<R: Registry>(
+        &mut self,
+        store: &ObjectStore,
+        registry: &R,
+    ) -> Result<(), UploadError> {
         let (large, small): (Vec<u64>, Vec<u64>) = self.streams.keys().copied().partition(|id| {
             let bytes: usize = self.streams[id].iter().map(|a| a.2.len()).sum();
             bytes >= self.config.stream_object_min_bytes
@@ -320,42 +327,63 @@ impl SealedUpload {
         let first = allocate_object_ids(registry, count as u32)
             .await
             .map_err(UploadError::Metadata)?;
-        let mut next_id = first;
-        let mut objects = Vec::with_capacity(count);
-        let mut build = |kind: ObjectKind, ids: &[u64]| -> Result<(), UploadError> {
-            let mut builder = ObjectBuilder::new(kind).with_block_bytes(self.config.block_bytes);
-            for stream_id in ids {
-                for (first, end, payload) in &self.streams[stream_id] {
-                    builder.add(*stream_id, *first, end - 1, payload.clone())?;
-                }
-            }
-            let (bytes, ranges) = builder.finish();
-            let id = next_id;
-            next_id += 1;
-            objects.push((
-                ObjectImage {
-                    id,
-                    key: object_key(kind, id),
-                    size: bytes.len() as u64,
-                    kind,
-                    ranges,
-                },
-                bytes,
-            ));
-            Ok(())
-        };
-        if !small.is_empty() {
-            build(ObjectKind::StreamSet, &small)?;
-        }
-        for stream_id in &large {
-            build(ObjectKind::Stream, std::slice::from_ref(stream_id))?;
-        }
+        // Copying and checksumming megabytes is not for a shard's executor
+        // thread: build on the store's runtime.
+        let streams = self.streams.clone();
+        let block_bytes = self.config.block_bytes;
+        let objects = store
+            .spawn_blocking(move || build_objects(&streams, &small, &large, first, block_bytes))
+            .await
+            .map_err(|_| UploadError::Shutdown)??;
         self.uploaded = vec![false; objects.len()];
         self.objects = objects;
         // The payloads now live in the objects.
         self.streams.clear();
         Ok(())
     }
+}
+
+type Appends = BTreeMap<u64, Vec<(i64, i64, Bytes)>>;
+
+/// One SSO of the `small` streams (if any), then one SO per `large` stream,
+/// with ids from `first`.
+fn build_objects(
+    streams: &Appends,
+    small: &[u64],
+    large: &[u64],
+    first: u64,
+    block_bytes: usize,
+) -> Result<Vec<(ObjectImage, Bytes)>, UploadError> {
+    let mut groups: Vec<(ObjectKind, &[u64])> = Vec::new();
+    if !small.is_empty() {
+        groups.push((ObjectKind::StreamSet, small));
+    }
+    groups.extend(
+        large
+            .iter()
+            .map(|id| (ObjectKind::Stream, std::slice::from_ref(id))),
+    );
+    let mut objects = Vec::with_capacity(groups.len());
+    for ((kind, ids), id) in groups.into_iter().zip(first..) {
+        let mut builder = ObjectBuilder::new(kind).with_block_bytes(block_bytes);
+        for stream_id in ids {
+            for (first_offset, end, payload) in &streams[stream_id] {
+                builder.add(*stream_id, *first_offset, end - 1, payload.clone())?;
+            }
+        }
+        let (bytes, ranges) = builder.finish();
+        objects.push((
+            ObjectImage {
+                id,
+                key: object_key(kind, id),
+                size: bytes.len() as u64,
+                kind,
+                ranges,
+            },
+            bytes,
+        ));
+    }
+    Ok(objects)
 }
 
 /// The key of an object: derived from its id, so a retried put rewrites
