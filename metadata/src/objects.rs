@@ -358,8 +358,11 @@ pub(crate) struct RegistryParts {
     pub next_object_id: ObjectId,
     pub objects: Vec<ObjectImage>,
     pub tombstones: Vec<ObjectTombstone>,
-    /// (stream id, end offset in objects) of every live stream with objects.
-    pub stream_ends: Vec<(u64, i64)>,
+    /// (stream id, first indexed offset, end offset in objects) of every
+    /// live stream with objects; the first indexed offset is the end when
+    /// nothing is indexed. Ranges below it (cut by retention from objects
+    /// still live for other streams) are not indexed again.
+    pub stream_bounds: Vec<(u64, i64, i64)>,
 }
 
 impl RegistryParts {
@@ -376,10 +379,13 @@ impl RegistryParts {
             next_object_id: registry.next_object_id,
             objects: registry.objects.values().map(|o| (**o).clone()).collect(),
             tombstones: registry.tombstones.values().cloned().collect(),
-            stream_ends: registry
+            stream_bounds: registry
                 .streams
                 .iter()
-                .map(|(id, s)| (*id, s.end_offset))
+                .map(|(id, s)| {
+                    let start = s.ranges.keys().next().copied().unwrap_or(s.end_offset);
+                    (*id, start, s.end_offset)
+                })
                 .collect(),
         }
     }
@@ -394,7 +400,9 @@ impl RegistryParts {
             next_object_id: self.next_object_id.max(FIRST_OBJECT_ID),
             ..Registry::default()
         };
-        for (stream_id, end_offset) in self.stream_ends {
+        let mut starts = BTreeMap::new();
+        for (stream_id, start_offset, end_offset) in self.stream_bounds {
+            starts.insert(stream_id, start_offset);
             if !live_streams.contains_key(&stream_id) {
                 return Err(format!("objects indexed for unknown stream {stream_id}"));
             }
@@ -413,6 +421,12 @@ impl RegistryParts {
         for object in self.objects {
             object.check()?;
             for r in &object.ranges {
+                if starts
+                    .get(&r.stream_id)
+                    .is_some_and(|&s| r.start_offset < s)
+                {
+                    continue;
+                }
                 if let Some(stream) = registry.streams.get_mut(&r.stream_id) {
                     let slot = RangeSlot {
                         object_id: object.id,

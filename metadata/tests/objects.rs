@@ -320,3 +320,180 @@ fn archived_record_size_is_unchanged() {
         48
     );
 }
+
+/// Seeded random sequences of commits, merges, splits, retention and
+/// deletions: after each, every offset of every stream from its first
+/// indexed offset to its end is found in an object whose range holds it
+/// (the image also checks all its invariants after every apply in debug
+/// builds); then a restart restores the same image.
+#[test]
+fn random_sequences_keep_every_offset_findable() {
+    let seed = std::env::var("SLUICE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(42u64);
+    for run in 0..4u64 {
+        let seed = seed.wrapping_add(run);
+        let mut rng = common::Rng::new(seed);
+        let dir = TempDir::new("objects-random");
+        let mut store = open(dir.path(), 7);
+        store.apply(create("t", 3, 1)).unwrap();
+        let mut ends = [0i64; 4];
+        for step in 0..150 {
+            let image = store.image();
+            match rng.below(6) {
+                0 | 1 => {
+                    let id = allocate(&mut store, 1);
+                    let stream_set = rng.below(2) == 0;
+                    let mut ranges = Vec::new();
+                    for s in 1..=3u64 {
+                        if (stream_set && rng.below(3) > 0)
+                            || (!stream_set && ranges.is_empty() && (s == 3 || rng.below(2) == 0))
+                        {
+                            let n = 1 + rng.below(20) as i64;
+                            ranges.push((s, ends[s as usize], ends[s as usize] + n));
+                            ends[s as usize] += n;
+                        }
+                    }
+                    if ranges.is_empty() {
+                        continue;
+                    }
+                    let kind = if stream_set {
+                        ObjectKind::StreamSet
+                    } else {
+                        ObjectKind::Stream
+                    };
+                    commit(&mut store, vec![object(id, kind, &ranges)]).unwrap();
+                }
+                2 => {
+                    // Merge two adjacent Stream Objects of a stream.
+                    let s = 1 + rng.below(3);
+                    let list: Vec<(u64, ObjectKind, i64, i64)> = image
+                        .stream_objects(s)
+                        .map(|(o, r)| (o.id, o.kind, r.start_offset, r.end_offset))
+                        .collect();
+                    let Some(pair) = list
+                        .windows(2)
+                        .find(|w| w[0].1 == ObjectKind::Stream && w[1].1 == ObjectKind::Stream)
+                    else {
+                        continue;
+                    };
+                    let id = allocate(&mut store, 1);
+                    store
+                        .apply(MetadataCommand::CompactObjects {
+                            removed: vec![pair[0].0, pair[1].0],
+                            added: vec![object(
+                                id,
+                                ObjectKind::Stream,
+                                &[(s, pair[0].2, pair[1].3)],
+                            )],
+                            now_ms: step,
+                        })
+                        .unwrap();
+                }
+                3 => {
+                    // Split a Stream Set Object into one SO per indexed range.
+                    let Some(sso) = image
+                        .objects()
+                        .find(|o| o.kind == ObjectKind::StreamSet)
+                        .cloned()
+                    else {
+                        continue;
+                    };
+                    let kept: Vec<_> = sso
+                        .ranges
+                        .iter()
+                        .filter(|r| {
+                            image
+                                .objects_for(r.stream_id, r.start_offset)
+                                .is_some_and(|(o, _)| o.id == sso.id)
+                        })
+                        .copied()
+                        .collect();
+                    let first = if kept.is_empty() {
+                        0
+                    } else {
+                        allocate(&mut store, kept.len() as u32)
+                    };
+                    let added = kept
+                        .iter()
+                        .zip(first..)
+                        .map(|(r, id)| {
+                            object(
+                                id,
+                                ObjectKind::Stream,
+                                &[(r.stream_id, r.start_offset, r.end_offset)],
+                            )
+                        })
+                        .collect();
+                    store
+                        .apply(MetadataCommand::CompactObjects {
+                            removed: vec![sso.id],
+                            added,
+                            now_ms: step,
+                        })
+                        .unwrap();
+                }
+                4 => {
+                    // Retention: move a log start offset, mark what died.
+                    let s = 1 + rng.below(3);
+                    let offset = rng.below(ends[s as usize] as u64 + 1) as i64;
+                    store
+                        .apply(MetadataCommand::SetLogStartOffset {
+                            topic: "t".into(),
+                            partition: (s - 1) as u32,
+                            offset,
+                        })
+                        .unwrap();
+                    let image = store.image();
+                    let dead: Vec<u64> = image
+                        .objects()
+                        .filter(|o| image.is_object_dead(o))
+                        .map(|o| o.id)
+                        .collect();
+                    if !dead.is_empty() {
+                        store
+                            .apply(MetadataCommand::MarkObjectsForDeletion {
+                                ids: dead,
+                                now_ms: step,
+                            })
+                            .unwrap();
+                    }
+                }
+                _ => {
+                    let ids: Vec<u64> = image.tombstones().map(|t| t.id).collect();
+                    if !ids.is_empty() {
+                        store.apply(MetadataCommand::DeleteObjects { ids }).unwrap();
+                    }
+                }
+            }
+            let image = store.image();
+            for s in 1..=3u64 {
+                let end = ends[s as usize];
+                let Some(start) = image.stream_start_offset_in_objects(s) else {
+                    continue;
+                };
+                assert_eq!(
+                    image.stream_end_offset_in_objects(s),
+                    Some(end),
+                    "seed {seed} step {step}"
+                );
+                let lso = image.stream(s).unwrap().1.log_start_offset;
+                assert!(
+                    start <= lso.max(0) || start == 0 || lso >= start,
+                    "seed {seed}"
+                );
+                for offset in start..end {
+                    assert!(
+                        holder(&image, s, offset).is_some(),
+                        "seed {seed} step {step}: stream {s} offset {offset}"
+                    );
+                }
+                assert_eq!(holder(&image, s, end), None);
+            }
+        }
+        let before = store.image();
+        drop(store);
+        assert_eq!(*open(dir.path(), 7).image(), *before, "seed {seed}");
+    }
+}
