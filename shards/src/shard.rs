@@ -138,6 +138,17 @@ impl Shard {
         partition.shard as usize % self.count
     }
 
+    /// The owner shard and stream id of `topic`/`partition`, if that partition exists.
+    pub fn locate(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        partition: i32,
+    ) -> Option<(usize, u64)> {
+        let part = image.partition(topic, u32::try_from(partition).ok()?)?;
+        Some((self.owner_of(part), part.stream_id))
+    }
+
     /// Sends `request` to shard `owner`, or handles it here when that is this shard. Returns
     /// once the request is ordered there (produce) or accepted (the rest); answers come on the
     /// request's reply channel.

@@ -21,10 +21,7 @@ pub async fn handle(
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
-            let location = u32::try_from(p.partition_index)
-                .ok()
-                .and_then(|i| image.partition(&topic.name, i))
-                .map(|part| (shard.owner_of(part), part.stream_id));
+            let location = shard.locate(&image, &topic.name, p.partition_index);
             let result = match location {
                 None => Err(ErrorCode::UnknownTopicOrPartition),
                 Some((owner, stream_id)) => {
