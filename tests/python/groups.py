@@ -3,6 +3,7 @@
 Usage: groups.py HOST:PORT
 """
 import sys
+import threading
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -53,18 +54,31 @@ everything = seen + rest
 assert len(everything) == total, "consumed %d of %d (duplicates or loss)" % (len(everything), total)
 assert len(set(everything)) == total, "duplicates across the commit"
 
-# Two members of one group split the partitions.
+# Two members of one group split the partitions. Each polls on its own thread: a kafka-python
+# consumer joins inside poll(), so one thread polling both would starve one of them.
 a, b = consumer("py-split"), consumer("py-split")
+stop = threading.Event()
+
+
+def keep_polling(member):
+    while not stop.is_set():
+        member.poll(timeout_ms=100)
+
+
+threads = [threading.Thread(target=keep_polling, args=(m,)) for m in (a, b)]
+for t in threads:
+    t.start()
 deadline = time.time() + 60
 while time.time() < deadline:
-    a.poll(timeout_ms=100)
-    b.poll(timeout_ms=100)
     sa = {tp.partition for tp in a.assignment()}
     sb = {tp.partition for tp in b.assignment()}
     if sa and sb and not (sa & sb) and (sa | sb) == set(range(partitions)):
         break
+    time.sleep(0.05)
 else:
+    stop.set()
     raise AssertionError("no clean split: %s %s" % (sa, sb))
+
 
 def group_ids():
     return {g["group_id"] if isinstance(g, dict) else (g[0] if isinstance(g, tuple) else g.group_id)
@@ -80,6 +94,9 @@ else:
     described = described[0]
 members = described["members"] if isinstance(described, dict) else described.members
 assert len(members) == 2, described
+stop.set()
+for t in threads:
+    t.join()
 a.close()
 b.close()
 admin.delete_groups(["py-resume"])
