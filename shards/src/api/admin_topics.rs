@@ -323,20 +323,19 @@ pub async fn delete_records(
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
-            let location = shard.locate(&image, &topic.name, p.partition_index);
-            let result = match location {
-                None => Err(ErrorCode::UnknownTopicOrPartition),
-                Some((owner, stream_id)) => {
-                    let offset = p.offset;
-                    let answer = super::ask(shard, owner, |reply| ShardRequest::DeleteRecords {
-                        stream_id,
-                        offset,
-                        reply,
-                    })
-                    .await;
-                    answer.await.unwrap_or(Err(ErrorCode::UnknownServerError))
-                }
-            };
+            let offset = p.offset;
+            let result = super::ask_partition(
+                shard,
+                &image,
+                &topic.name,
+                p.partition_index,
+                |stream_id, reply| ShardRequest::DeleteRecords {
+                    stream_id,
+                    offset,
+                    reply,
+                },
+            )
+            .await;
             partitions.push(match result {
                 Ok(low_watermark) => DeleteRecordsPartitionResult {
                     partition_index: p.partition_index,

@@ -2,7 +2,6 @@
 
 use std::rc::Rc;
 
-use sluice_net::ErrorCode;
 use sluice_net::messages::list_offsets_request::ListOffsetsRequest;
 use sluice_net::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
@@ -21,20 +20,19 @@ pub async fn handle(
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
-            let location = shard.locate(&image, &topic.name, p.partition_index);
-            let result = match location {
-                None => Err(ErrorCode::UnknownTopicOrPartition),
-                Some((owner, stream_id)) => {
-                    let timestamp = p.timestamp;
-                    let answer = super::ask(shard, owner, |reply| ShardRequest::ListOffset {
-                        stream_id,
-                        timestamp,
-                        reply,
-                    })
-                    .await;
-                    answer.await.unwrap_or(Err(ErrorCode::UnknownServerError))
-                }
-            };
+            let timestamp = p.timestamp;
+            let result = super::ask_partition(
+                shard,
+                &image,
+                &topic.name,
+                p.partition_index,
+                |stream_id, reply| ShardRequest::ListOffset {
+                    stream_id,
+                    timestamp,
+                    reply,
+                },
+            )
+            .await;
             partitions.push(match result {
                 Ok((offset, timestamp)) => ListOffsetsPartitionResponse {
                     partition_index: p.partition_index,

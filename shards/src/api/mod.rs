@@ -218,6 +218,24 @@ pub async fn dispatch(
     .boxed_local()
 }
 
+/// Asks the owner shard of `topic`/`partition` with the request `build` makes from the
+/// partition's stream id: UNKNOWN_TOPIC_OR_PARTITION when it does not exist.
+pub async fn ask_partition<T>(
+    shard: &Rc<Shard>,
+    image: &sluice_metadata::MetadataImage,
+    topic: &str,
+    partition: i32,
+    build: impl FnOnce(u64, oneshot::Sender<Result<T, sluice_net::ErrorCode>>) -> ShardRequest,
+) -> Result<T, sluice_net::ErrorCode> {
+    let (owner, stream_id) = shard
+        .locate(image, topic, partition)
+        .ok_or(sluice_net::ErrorCode::UnknownTopicOrPartition)?;
+    let answer = ask(shard, owner, |reply| build(stream_id, reply)).await;
+    answer
+        .await
+        .unwrap_or(Err(sluice_net::ErrorCode::UnknownServerError))
+}
+
 /// Sends a request to the owner shard and returns where its answer will arrive.
 pub async fn ask<T>(
     shard: &Rc<Shard>,
