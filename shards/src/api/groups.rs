@@ -199,6 +199,34 @@ pub async fn offset_commit(
     }
 }
 
+/// Committed offsets as the response's topic and partition structs (which differ between
+/// OffsetFetch v0–7 and v8+ but have the same fields); -1 and "" where nothing is committed.
+macro_rules! offset_topics {
+    ($offsets:expr, $topic:ident, $partition:ident) => {
+        $offsets
+            .into_iter()
+            .map(|(name, partitions)| $topic {
+                name,
+                partitions: partitions
+                    .into_iter()
+                    .map(|(partition_index, committed)| {
+                        let committed: Option<crate::group::log::CommittedOffset> = committed;
+                        $partition {
+                            partition_index,
+                            committed_offset: committed.as_ref().map_or(-1, |c| c.offset),
+                            committed_leader_epoch: committed
+                                .as_ref()
+                                .map_or(-1, |c| c.leader_epoch),
+                            metadata: Some(committed.and_then(|c| c.metadata).unwrap_or_default()),
+                            error_code: 0,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+}
+
 /// OffsetFetch: v0–7 one group, v8+ several.
 pub async fn offset_fetch(
     shard: &Rc<Shard>,
@@ -214,28 +242,11 @@ pub async fn offset_fetch(
         });
         let (offsets, error) = fetch_group(shard, &request.group_id, topics).await;
         return OffsetFetchResponse {
-            topics: offsets
-                .into_iter()
-                .map(|(name, partitions)| OffsetFetchResponseTopic {
-                    name,
-                    partitions: partitions
-                        .into_iter()
-                        .map(
-                            |(partition_index, committed)| OffsetFetchResponsePartition {
-                                partition_index,
-                                committed_offset: committed.as_ref().map_or(-1, |c| c.offset),
-                                committed_leader_epoch: committed
-                                    .as_ref()
-                                    .map_or(-1, |c| c.leader_epoch),
-                                metadata: Some(
-                                    committed.and_then(|c| c.metadata).unwrap_or_default(),
-                                ),
-                                error_code: 0,
-                            },
-                        )
-                        .collect(),
-                })
-                .collect(),
+            topics: offset_topics!(
+                offsets,
+                OffsetFetchResponseTopic,
+                OffsetFetchResponsePartition
+            ),
             error_code: error.code(),
             ..Default::default()
         };
@@ -251,28 +262,11 @@ pub async fn offset_fetch(
         let (offsets, error) = fetch_group(shard, &group.group_id, topics).await;
         groups.push(OffsetFetchResponseGroup {
             group_id: group.group_id,
-            topics: offsets
-                .into_iter()
-                .map(|(name, partitions)| OffsetFetchResponseTopics {
-                    name,
-                    partitions: partitions
-                        .into_iter()
-                        .map(
-                            |(partition_index, committed)| OffsetFetchResponsePartitions {
-                                partition_index,
-                                committed_offset: committed.as_ref().map_or(-1, |c| c.offset),
-                                committed_leader_epoch: committed
-                                    .as_ref()
-                                    .map_or(-1, |c| c.leader_epoch),
-                                metadata: Some(
-                                    committed.and_then(|c| c.metadata).unwrap_or_default(),
-                                ),
-                                error_code: 0,
-                            },
-                        )
-                        .collect(),
-                })
-                .collect(),
+            topics: offset_topics!(
+                offsets,
+                OffsetFetchResponseTopics,
+                OffsetFetchResponsePartitions
+            ),
             error_code: error.code(),
         });
     }
