@@ -82,7 +82,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
             tracing::debug!(?peer, %error, "connection closed mid-frame");
             break;
         }
-        let pending = parse_and_order(&shard, frame.freeze(), &client_host).await;
+        // A produce may wait here for WAL space; shutdown must not wait for it.
+        let pending = futures::select_biased! {
+            _ = stop.clone().fuse() => break,
+            pending = parse_and_order(&shard, frame.freeze(), &client_host).fuse() => pending,
+        };
         let task = match pending {
             Some(pending) => glommio::spawn_local(async move {
                 let answer = pending.await;

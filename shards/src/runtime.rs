@@ -291,7 +291,11 @@ async fn run_shard(plan: ShardPlan) {
         let shard = shard.clone();
         glommio::spawn_local(async move {
             while let Some(request) = receiver.recv().await {
-                shard.handle(request).await;
+                // Each request gets its own task, so a produce waiting for WAL space does not
+                // hold up reads behind it; spawn order keeps one partition's batches in order
+                // (its order stage takes a FIFO permit before its first await).
+                let shard = shard.clone();
+                glommio::spawn_local(async move { shard.handle(request).await }).detach();
             }
         })
         .detach();

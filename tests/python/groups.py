@@ -29,7 +29,7 @@ total = partitions * per_partition
 
 def consumer(group):
     return KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                         auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=500)
+                         auto_offset_reset="earliest", session_timeout_ms=30000, heartbeat_interval_ms=500)
 
 
 # A first member consumes part, commits, leaves; a second resumes exactly after the commit.
