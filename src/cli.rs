@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
+use sluice_perf::parse_size;
 use sluice_shards::BrokerConfig;
 
 /// Sluice: a Kafka-compatible streaming broker, shard per core on io_uring.
@@ -138,48 +139,5 @@ impl StartArgs {
             bail!("--advertised-address must be HOST:PORT, not {advertised:?}");
         }
         Ok(config)
-    }
-}
-
-/// Parses `1024`, `64KiB`, `256MiB`, `1GiB` (also KB/MB/GB as powers of 1000, and K/M/G as KiB…).
-pub fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .with_context(|| format!("{text:?} is not a size such as 512MiB"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        other => bail!("unknown size unit {other:?} in {text:?} (use B, KiB, MiB, GiB, TiB)"),
-    };
-    number
-        .checked_mul(multiplier)
-        .with_context(|| format!("{text:?} is too large"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_parse_with_binary_and_decimal_units() {
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
-        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
-        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
-        assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5 parsecs").is_err());
     }
 }
