@@ -121,47 +121,27 @@ pub fn describe(
 pub async fn alter(shard: &Rc<Shard>, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
-        let mut set = BTreeMap::new();
-        let mut refusal = None;
-        for config in resource.configs {
-            match config.value {
-                Some(value) => {
-                    set.insert(config.name, value);
-                }
-                None => {
-                    refusal = Some((
+        let outcome = async {
+            let mut set = BTreeMap::new();
+            for config in &resource.configs {
+                let value = config.value.clone().ok_or_else(|| {
+                    (
                         ErrorCode::InvalidRequest,
                         format!("null value for config {}", config.name),
-                    ))
-                }
+                    )
+                })?;
+                set.insert(config.name.clone(), value);
             }
+            let current = current_configs(shard, resource.resource_type, &resource.resource_name)?;
+            let delete = current
+                .keys()
+                .filter(|k| !set.contains_key(*k))
+                .cloned()
+                .collect();
+            let (kind, name) = (resource.resource_type, &resource.resource_name);
+            apply(shard, kind, name, set, delete, request.validate_only).await
         }
-        let outcome = match refusal {
-            Some(refusal) => Err(refusal),
-            None => {
-                let current =
-                    current_configs(shard, resource.resource_type, &resource.resource_name);
-                match current {
-                    Err(refusal) => Err(refusal),
-                    Ok(current) => {
-                        let delete = current
-                            .keys()
-                            .filter(|k| !set.contains_key(*k))
-                            .cloned()
-                            .collect();
-                        apply(
-                            shard,
-                            resource.resource_type,
-                            &resource.resource_name,
-                            set,
-                            delete,
-                            request.validate_only,
-                        )
-                        .await
-                    }
-                }
-            }
-        };
+        .await;
         let (code, message) = split(outcome);
         responses.push(AlterConfigsResourceResponse {
             error_code: code,
@@ -183,26 +163,14 @@ pub async fn incremental_alter(
 ) -> incremental::IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
-        let outcome = match current_configs(shard, resource.resource_type, &resource.resource_name)
-        {
-            Err(refusal) => Err(refusal),
-            Ok(current) => {
-                match plan_incremental(&current, resource.resource_type, &resource.configs) {
-                    Err(refusal) => Err(refusal),
-                    Ok((set, delete)) => {
-                        apply(
-                            shard,
-                            resource.resource_type,
-                            &resource.resource_name,
-                            set,
-                            delete,
-                            request.validate_only,
-                        )
-                        .await
-                    }
-                }
-            }
-        };
+        let outcome = async {
+            let current = current_configs(shard, resource.resource_type, &resource.resource_name)?;
+            let (set, delete) =
+                plan_incremental(&current, resource.resource_type, &resource.configs)?;
+            let (kind, name) = (resource.resource_type, &resource.resource_name);
+            apply(shard, kind, name, set, delete, request.validate_only).await
+        }
+        .await;
         let (code, message) = split(outcome);
         responses.push(incremental::AlterConfigsResourceResponse {
             error_code: code,
