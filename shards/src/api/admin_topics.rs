@@ -20,7 +20,7 @@ use sluice_net::messages::delete_records_response::{
 use sluice_net::messages::delete_topics_request::DeleteTopicsRequest;
 use sluice_net::messages::delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse};
 
-use crate::errors::{controller_error_code, controller_error_message};
+use crate::errors::{controller_error_code, controller_error_message, metadata_error_code};
 use crate::shard::{Shard, ShardRequest};
 
 /// An error code with the message Kafka sends beside it.
@@ -167,12 +167,8 @@ async fn submit_or_validate(
     validate_only: bool,
 ) -> Result<(), Refusal> {
     if validate_only {
-        return sluice_metadata::validate_command(&shard.image(), &command).map_err(|e| {
-            (
-                ErrorCode::from_i16(e.kafka_error_code()).unwrap_or(ErrorCode::UnknownServerError),
-                e.to_string(),
-            )
-        });
+        return sluice_metadata::validate_command(&shard.image(), &command)
+            .map_err(|e| (metadata_error_code(&e), e.to_string()));
     }
     shard
         .controller
