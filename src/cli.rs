@@ -64,6 +64,25 @@ pub struct StartArgs {
     /// Largest request accepted (socket.request.max.bytes), e.g. 100MiB. [default: 100MiB]
     #[arg(long, value_name = "SIZE")]
     pub max_request_size: Option<String>,
+    /// The system of record: a directory, or s3://BUCKET[/PREFIX] (credentials from the
+    /// standard AWS chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile, instance role).
+    /// [default: DATA_DIR/objects]
+    #[arg(long, value_name = "DIR|s3://BUCKET[/PREFIX]")]
+    pub object_store: Option<String>,
+    /// S3 endpoint of an S3-compatible store, e.g. http://127.0.0.1:9000 (path-style URLs).
+    /// [default: AWS's endpoint for the region]
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region. [default: us-east-1]
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    /// Upload a shard's WAL contents to objects once this much is waiting, e.g. 16MiB
+    /// (at most a quarter of --wal-size is used). [default: 16MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub upload_size: Option<String>,
+    /// ... or once the oldest waiting record is this many milliseconds old. [default: 5000]
+    #[arg(long, value_name = "MS")]
+    pub upload_interval_ms: Option<u64>,
 }
 
 /// The config file's keys, all optional.
@@ -80,6 +99,11 @@ struct FileConfig {
     node_id: Option<i32>,
     pipeline_depth: Option<usize>,
     max_request_size: Option<String>,
+    object_store: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    upload_size: Option<String>,
+    upload_interval_ms: Option<u64>,
 }
 
 impl StartArgs {
@@ -122,6 +146,29 @@ impl StartArgs {
             config.max_frame_bytes =
                 usize::try_from(parse_size(&v).context("--max-request-size")?)?;
         }
+        let s3_endpoint = self.s3_endpoint.or(file.s3_endpoint);
+        let s3_region = self.s3_region.or(file.s3_region);
+        match self.object_store.or(file.object_store) {
+            Some(target) => {
+                config.object_store = Some(object_store_config(&target, s3_endpoint, s3_region)?)
+            }
+            None if s3_endpoint.is_some() || s3_region.is_some() => {
+                bail!("--s3-endpoint and --s3-region need --object-store s3://BUCKET")
+            }
+            None => {}
+        }
+        if let Some(v) = self.upload_size.or(file.upload_size) {
+            config.upload_bytes = usize::try_from(parse_size(&v).context("--upload-size")?)?;
+            if config.upload_bytes == 0 {
+                bail!("--upload-size must be above 0");
+            }
+        }
+        if let Some(ms) = self.upload_interval_ms.or(file.upload_interval_ms) {
+            if ms == 0 {
+                bail!("--upload-interval-ms must be above 0");
+            }
+            config.upload_interval = std::time::Duration::from_millis(ms);
+        }
         if config.pipeline_depth == 0 {
             bail!("--pipeline-depth must be at least 1");
         }
@@ -140,4 +187,41 @@ impl StartArgs {
         }
         Ok(config)
     }
+}
+
+/// `DIR` or `s3://BUCKET[/PREFIX]` as an object store configuration.
+fn object_store_config(
+    target: &str,
+    endpoint: Option<String>,
+    region: Option<String>,
+) -> anyhow::Result<sluice_objstore::ObjectStoreConfig> {
+    let Some(rest) = target.strip_prefix("s3://") else {
+        if endpoint.is_some() || region.is_some() {
+            bail!("--s3-endpoint and --s3-region apply to an s3:// object store, not {target:?}");
+        }
+        if target.is_empty() {
+            bail!("--object-store must name a directory or s3://BUCKET");
+        }
+        return Ok(sluice_objstore::ObjectStoreConfig::Local {
+            root: PathBuf::from(target),
+        });
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        bail!("--object-store {target:?} names no bucket (s3://BUCKET[/PREFIX])");
+    }
+    let key_prefix = match prefix.trim_matches('/') {
+        "" => String::new(),
+        p => format!("{p}/"),
+    };
+    Ok(sluice_objstore::ObjectStoreConfig::S3(
+        sluice_objstore::S3Config {
+            force_path_style: endpoint.is_some(),
+            endpoint_url: endpoint,
+            region: region.unwrap_or_else(|| "us-east-1".to_string()),
+            bucket: bucket.to_string(),
+            key_prefix,
+            credentials: None,
+        },
+    ))
 }

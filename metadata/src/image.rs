@@ -209,14 +209,16 @@ impl MetadataImage {
 
     /// True when nothing of the object can be read any more: each of its
     /// ranges belongs to a deleted stream or ends at or below its stream's
-    /// log start offset. Such an object may be marked for deletion.
+    /// log start offset (internal streams, with ids no partition has, never die). Such an object may be marked for deletion.
     pub fn is_object_dead(&self, object: &ObjectImage) -> bool {
         object
             .ranges
             .iter()
             .all(|r| match self.stream(r.stream_id) {
                 Some((_, partition)) => r.end_offset <= partition.log_start_offset,
-                None => true,
+                // Ids above every partition's are the broker's internal streams (group
+                // offsets), which are never released this way.
+                None => self.is_deleted_stream(r.stream_id),
             })
     }
 

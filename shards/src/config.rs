@@ -28,6 +28,13 @@ pub struct BrokerConfig {
     pub max_frame_bytes: usize,
     /// Writes the WAL keeps in flight at once.
     pub wal_inflight_writes_max: usize,
+    /// The system of record; None: a local directory, `<data_dir>/objects`.
+    pub object_store: Option<sluice_objstore::ObjectStoreConfig>,
+    /// A shard uploads its WAL contents once this many bytes are waiting (capped at a quarter
+    /// of the WAL, so the WAL never fills while the store is healthy).
+    pub upload_bytes: usize,
+    /// ... or once the oldest waiting record is this old.
+    pub upload_interval: std::time::Duration,
 }
 
 impl BrokerConfig {
@@ -49,6 +56,15 @@ impl BrokerConfig {
         } else {
             base.join(format!("shard-{shard}.wal"))
         }
+    }
+
+    /// Where objects go: the configured store, else `<data_dir>/objects`.
+    pub fn object_store_config(&self) -> sluice_objstore::ObjectStoreConfig {
+        self.object_store
+            .clone()
+            .unwrap_or_else(|| sluice_objstore::ObjectStoreConfig::Local {
+                root: self.data_dir.join("objects"),
+            })
     }
 
     /// The shard count after resolving 0 to the number of available cores.
@@ -77,6 +93,9 @@ impl Default for BrokerConfig {
             pipeline_depth: Self::PIPELINE_DEPTH_DEFAULT,
             max_frame_bytes: sluice_net::DEFAULT_MAX_FRAME_BYTES,
             wal_inflight_writes_max: 4,
+            object_store: None,
+            upload_bytes: sluice_objstore::limits::UPLOAD_BYTES_DEFAULT,
+            upload_interval: sluice_objstore::limits::UPLOAD_INTERVAL_DEFAULT,
         }
     }
 }

@@ -11,11 +11,14 @@ pub mod connection;
 pub mod controller;
 pub mod errors;
 pub mod group;
+pub mod internal_stream;
 pub mod partition;
 pub mod partition_log;
 pub mod producer_state;
 pub mod runtime;
 pub mod shard;
+pub mod shard_wal;
+pub mod tier;
 
 pub use config::BrokerConfig;
 pub use runtime::{Broker, StartError};

@@ -10,10 +10,11 @@ use futures::channel::oneshot;
 use glommio::sync::Semaphore;
 use sluice_net::ErrorCode;
 use sluice_net::record_batch::RecordBatchHeader;
-use sluice_wal::{Wal, WalPosition};
+use sluice_wal::WalPosition;
 
 use crate::partition_log::{PartitionLog, ReadError, ReadSlice, StoredBatch};
 use crate::producer_state::{ProducerStateTable, SequenceVerdict};
+use crate::shard_wal::ShardWal;
 
 /// Waiters a partition holds before it sweeps out the cancelled ones; live waiters are
 /// bounded by the connections' pipeline depth, so the list stays bounded.
@@ -42,7 +43,7 @@ pub struct AppendOutcome {
 /// A batch that has its offsets and a place in the WAL, waiting to become durable.
 pub struct PendingAppend {
     partition: Rc<Partition>,
-    wal: Rc<Wal>,
+    wal: Rc<ShardWal>,
     position: Option<WalPosition>,
     outcome: AppendOutcome,
     end_offset: i64,
@@ -88,19 +89,21 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// An empty partition starting at `log_start_offset`.
+    /// A partition whose log starts at `log_start_offset` and whose offsets below
+    /// `objects_end_offset` are in object storage.
     pub fn new(
         topic: Rc<str>,
         index: u32,
         stream_id: u64,
         log_start_offset: i64,
+        objects_end_offset: i64,
         settings: PartitionSettings,
     ) -> Partition {
         Partition {
             topic,
             index,
             stream_id,
-            log: RefCell::new(PartitionLog::new(log_start_offset)),
+            log: RefCell::new(PartitionLog::resumed(log_start_offset, objects_end_offset)),
             producers: RefCell::new(ProducerStateTable::default()),
             settings: Cell::new(settings),
             order: Semaphore::new(1),
@@ -148,7 +151,7 @@ impl Partition {
     /// queues it in the WAL. `batch` was validated (CRC, magic, size) by the parse stage.
     pub async fn order(
         self: &Rc<Self>,
-        wal: &Rc<Wal>,
+        wal: &Rc<ShardWal>,
         batch: Bytes,
     ) -> Result<PendingAppend, ErrorCode> {
         let settings = self.settings.get();
@@ -210,12 +213,7 @@ impl Partition {
         }
         let data = data.freeze();
         let position = wal
-            .append(
-                self.stream_id,
-                base_offset as u64,
-                last_offset as u64,
-                &data,
-            )
+            .append(self.stream_id, base_offset, last_offset, data.clone())
             .await
             .map_err(|error| {
                 tracing::error!(%error, topic = %self.topic, partition = self.index, "WAL append failed");
@@ -264,9 +262,24 @@ impl Partition {
         )
     }
 
-    /// Bytes held by this partition's log.
+    /// Bytes held by this partition's log cache.
     pub fn size_bytes(&self) -> u64 {
         self.log.borrow().size_bytes()
+    }
+
+    /// Records that offsets below `offset` are in committed objects.
+    pub fn mark_uploaded(&self, offset: i64) {
+        self.log.borrow_mut().mark_uploaded(offset);
+    }
+
+    /// Drops cached batches that are in object storage, oldest first; returns the bytes freed.
+    pub fn evict_uploaded(&self, bytes_to_free: u64) -> u64 {
+        self.log.borrow_mut().evict_uploaded(bytes_to_free)
+    }
+
+    /// Bytes of cached batches that could be evicted.
+    pub fn uploaded_cached_bytes(&self) -> u64 {
+        self.log.borrow().uploaded_cached_bytes()
     }
 
     /// The offset of the first record whose timestamp is at least `timestamp`, with that

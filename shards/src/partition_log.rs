@@ -1,4 +1,6 @@
-//! The in-memory log of one partition: its batches, offsets and high watermark.
+//! The in-memory log of one partition (the log cache): its recent batches, offsets and high
+//! watermark. Batches that are in object storage may be evicted; reads below the first cached
+//! batch are then served from objects.
 //!
 //! Owned by one shard and touched only from that shard's executor, so it needs no lock.
 
@@ -24,6 +26,8 @@ pub struct StoredBatch {
 pub enum ReadError {
     /// The offset lies below the log start or above the high watermark.
     OffsetOutOfRange,
+    /// The offset is in the log but not in the cache: read it from object storage.
+    NotCached,
 }
 
 /// What a read returned.
@@ -45,6 +49,8 @@ pub struct PartitionLog {
     next_offset: i64,
     high_watermark: i64,
     bytes: u64,
+    /// Offsets below this are in committed objects.
+    uploaded_end: i64,
 }
 
 impl PartitionLog {
@@ -54,6 +60,18 @@ impl PartitionLog {
             log_start_offset,
             next_offset: log_start_offset,
             high_watermark: log_start_offset,
+            ..PartitionLog::default()
+        }
+    }
+
+    /// A log whose offsets below `next_offset` are in object storage only (after a restart).
+    pub fn resumed(log_start_offset: i64, next_offset: i64) -> PartitionLog {
+        let next_offset = next_offset.max(log_start_offset);
+        PartitionLog {
+            log_start_offset,
+            next_offset,
+            high_watermark: next_offset,
+            uploaded_end: next_offset,
             ..PartitionLog::default()
         }
     }
@@ -105,6 +123,37 @@ impl PartitionLog {
         self.high_watermark = self.next_offset;
     }
 
+    /// Records that every offset below `offset` is in committed objects.
+    pub fn mark_uploaded(&mut self, offset: i64) {
+        self.uploaded_end = self.uploaded_end.max(offset);
+    }
+
+    /// Drops the oldest batches that are in object storage until `bytes_to_free` bytes are
+    /// freed or none is left to drop; returns the bytes freed.
+    pub fn evict_uploaded(&mut self, bytes_to_free: u64) -> u64 {
+        let mut freed = 0;
+        while freed < bytes_to_free {
+            match self.batches.front() {
+                Some(first) if first.last_offset < self.uploaded_end => {
+                    freed += first.data.len() as u64;
+                    self.bytes -= first.data.len() as u64;
+                    self.batches.pop_front();
+                }
+                _ => break,
+            }
+        }
+        freed
+    }
+
+    /// Bytes of cached batches that are also in object storage (the evictable ones).
+    pub fn uploaded_cached_bytes(&self) -> u64 {
+        self.batches
+            .iter()
+            .take_while(|b| b.last_offset < self.uploaded_end)
+            .map(|b| b.data.len() as u64)
+            .sum()
+    }
+
     /// Makes every offset below `offset` visible; never moves backwards.
     pub fn advance_high_watermark(&mut self, offset: i64) {
         debug_assert!(offset <= self.next_offset);
@@ -148,6 +197,13 @@ impl PartitionLog {
         };
         if offset < self.log_start_offset || offset > self.high_watermark {
             return Err(ReadError::OffsetOutOfRange);
+        }
+        let cache_start = self
+            .batches
+            .front()
+            .map_or(self.next_offset, |b| b.base_offset);
+        if offset < cache_start {
+            return Err(ReadError::NotCached);
         }
         let limit = limit.min(self.high_watermark);
         let first = self.batches.partition_point(|b| b.last_offset < offset);
@@ -246,6 +302,24 @@ mod tests {
         log.truncate_to(10);
         assert_eq!(log.next_offset(), 10);
         assert_eq!(log.size_bytes(), 100);
+    }
+
+    #[test]
+    fn only_uploaded_batches_are_evicted_and_reads_below_the_cache_go_cold() {
+        let mut log = PartitionLog::new(0);
+        log.append(batch(0, 10, 100));
+        log.append(batch(10, 10, 100));
+        log.advance_high_watermark(20);
+        assert_eq!(log.evict_uploaded(1000), 0);
+        log.mark_uploaded(10);
+        assert_eq!(log.uploaded_cached_bytes(), 100);
+        assert_eq!(log.evict_uploaded(1000), 100);
+        assert_eq!(log.read(5, 1000, i64::MAX), Err(ReadError::NotCached));
+        assert_eq!(log.read(10, 1000, i64::MAX).unwrap().records.len(), 100);
+        let resumed = PartitionLog::resumed(0, 20);
+        assert_eq!(resumed.high_watermark(), 20);
+        assert_eq!(resumed.read(3, 1000, i64::MAX), Err(ReadError::NotCached));
+        assert_eq!(resumed.read(20, 1000, i64::MAX).unwrap().records.len(), 0);
     }
 
     #[test]

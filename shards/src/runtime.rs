@@ -14,12 +14,15 @@ use glommio::net::TcpListener;
 use glommio::sync::{Gate, Semaphore};
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_metadata::MetadataStore;
+use sluice_objstore::ObjectStore;
 use sluice_wal::{Wal, WalConfig};
 
 use crate::config::{BrokerConfig, is_block_device};
 use crate::connection::{self, StopSignal};
 use crate::controller::{Controller, ControllerHandle};
 use crate::shard::{Shard, ShardRequest};
+use crate::shard_wal::ShardWal;
+use crate::tier::ObjectTier;
 
 /// Messages queued between two shards before the sender waits.
 const MESH_QUEUE_DEPTH: usize = 1024;
@@ -63,6 +66,9 @@ pub enum StartError {
     /// The configuration cannot work.
     #[error("configuration: {0}")]
     Config(String),
+    /// The object store could not be opened or listed.
+    #[error("object store: {0}")]
+    ObjectStore(String),
 }
 
 /// A running broker.
@@ -86,6 +92,14 @@ impl Broker {
             }
         })?;
         let store = MetadataStore::open(&config.data_dir.join("metadata"), config.node_id)?;
+        let objects = ObjectStore::open(&config.object_store_config())
+            .map_err(|e| StartError::ObjectStore(e.to_string()))?;
+        // Before any upload starts, so every object above the registry's ids is an orphan.
+        let orphans = crate::tier::delete_orphans(&objects, &store.image())
+            .map_err(StartError::ObjectStore)?;
+        if orphans > 0 {
+            tracing::info!(orphans, "deleted objects a crash left uncommitted");
+        }
 
         let (change_senders, change_receivers): (Vec<_>, Vec<_>) =
             (0..shard_count).map(|_| mpsc::unbounded::<()>()).unzip();
@@ -123,6 +137,7 @@ impl Broker {
             let plan = ShardPlan {
                 id,
                 config: config.clone(),
+                objects: objects.clone(),
                 controller: handle.clone(),
                 advertised: advertised.clone(),
                 listen: local_addr,
@@ -204,6 +219,7 @@ impl Drop for Broker {
 struct ShardPlan {
     id: usize,
     config: Arc<BrokerConfig>,
+    objects: ObjectStore,
     controller: ControllerHandle,
     advertised: (String, i32),
     listen: SocketAddr,
@@ -221,6 +237,7 @@ async fn run_shard(plan: ShardPlan) {
     let ShardPlan {
         id,
         config,
+        objects,
         controller,
         advertised,
         listen,
@@ -259,7 +276,7 @@ async fn run_shard(plan: ShardPlan) {
             return;
         }
     };
-    let wal = Rc::new(wal);
+    let wal = Rc::new(ShardWal::new(wal));
     // Both ends of a shared channel must connect before either completes, so every shard
     // connects all its ends at once.
     let (peers, receivers) = futures::join!(
@@ -271,15 +288,38 @@ async fn run_shard(plan: ShardPlan) {
         })),
         futures::future::join_all(receivers.into_iter().map(|r| r.connect()))
     );
+    let shard_budget = config.memory_bytes / shard_count.max(1) as u64;
+    let tier = ObjectTier::new(
+        objects,
+        (shard_budget / 8) as usize,
+        shard_budget / 2,
+        config
+            .upload_bytes
+            .min((config.wal_bytes_per_shard / 4) as usize)
+            .max(1),
+        config.upload_interval,
+    );
     let shard = Rc::new(Shard::new(
         id,
         config.clone(),
         controller,
         advertised,
         wal.clone(),
+        tier,
         peers,
     ));
-    let (replayed, group_entries) = shard.recover(wal_records);
+    let mut group_entries = match shard.group_entries_in_objects().await {
+        Ok(entries) => entries,
+        Err(reason) => {
+            let _ = started.send(Err((
+                id,
+                format!("reading the group log from objects: {reason}"),
+            )));
+            return;
+        }
+    };
+    let (replayed, wal_group_entries) = shard.recover(wal_records);
+    group_entries.extend(wal_group_entries);
     tracing::info!(
         shard = id,
         replayed,
@@ -309,6 +349,9 @@ async fn run_shard(plan: ShardPlan) {
         })
         .detach();
     }
+    let uploads = glommio::spawn_local(crate::tier::run_uploads(shard.clone(), stop.clone()));
+    let maintenance = (id == 0)
+        .then(|| glommio::spawn_local(crate::tier::run_maintenance(shard.clone(), stop.clone())));
     restore_groups(&shard, group_entries).await;
     // Every shard must hold its groups before any shard answers a client.
     recovered.fetch_add(1, Ordering::SeqCst);
@@ -388,6 +431,12 @@ async fn run_shard(plan: ShardPlan) {
         partitions = shard.partition_count(),
         "shard stopped"
     );
+    // An upload in flight (the store may be down) is left to the next start: its records are
+    // still in the WAL.
+    if let Some(maintenance) = maintenance {
+        maintenance.cancel().await;
+    }
+    uploads.cancel().await;
     drop(shard);
     match Rc::try_unwrap(wal) {
         Ok(wal) => {

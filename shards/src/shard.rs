@@ -11,15 +11,17 @@ use futures::channel::oneshot;
 use glommio::channels::shared_channel::ConnectedSender;
 use sluice_metadata::{MetadataCommand, MetadataImage, PartitionImage, TopicImage};
 use sluice_net::ErrorCode;
-use sluice_wal::Wal;
 
 use crate::config::BrokerConfig;
 use crate::controller::ControllerHandle;
 use crate::group::GroupCoordinator;
 use crate::group::call::{GroupCall, GroupReply};
-use crate::group::log::{GROUP_LOG_STREAM_ID, GroupLogEntry};
+use crate::group::log::GroupLogEntry;
+use crate::internal_stream;
 use crate::partition::{AppendOutcome, Partition, PartitionSettings};
 use crate::partition_log::{ReadError, ReadSlice};
+use crate::shard_wal::ShardWal;
+use crate::tier::{ColdReadError, ObjectTier};
 
 /// Producer ids a shard takes from the controller at once.
 const PRODUCER_ID_BLOCK: u32 = 1000;
@@ -97,7 +99,10 @@ pub struct Shard {
     pub counters: ShardCounters,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
-    wal: Rc<Wal>,
+    /// The shard's WAL and the records waiting for upload.
+    pub wal: Rc<ShardWal>,
+    /// Uploads, cold reads and the log-cache budget.
+    pub tier: ObjectTier,
     partitions: RefCell<HashMap<u64, Rc<Partition>>>,
     peers: Vec<Option<ConnectedSender<ShardRequest>>>,
     producer_ids: Cell<(i64, i64)>,
@@ -110,7 +115,8 @@ impl Shard {
         config: Arc<BrokerConfig>,
         controller: ControllerHandle,
         advertised: (String, i32),
-        wal: Rc<Wal>,
+        wal: Rc<ShardWal>,
+        tier: ObjectTier,
         peers: Vec<Option<ConnectedSender<ShardRequest>>>,
     ) -> Shard {
         Shard {
@@ -120,8 +126,9 @@ impl Shard {
             controller,
             advertised,
             counters: ShardCounters::default(),
-            groups: GroupCoordinator::new(wal.clone()),
+            groups: GroupCoordinator::new(wal.clone(), internal_stream::group_log_stream(id)),
             wal,
+            tier,
             partitions: RefCell::new(HashMap::new()),
             peers,
             producer_ids: Cell::new((0, 0)),
@@ -200,13 +207,26 @@ impl Shard {
                 self.counters
                     .reads_served
                     .set(self.counters.reads_served.get() + 1);
-                let result = match self.partition(stream_id) {
-                    None => Err(ErrorCode::NotLeaderOrFollower),
-                    Some(p) => p.read(offset, max_bytes).map_err(|e| match e {
-                        ReadError::OffsetOutOfRange => ErrorCode::OffsetOutOfRange,
-                    }),
+                let Some(partition) = self.partition(stream_id) else {
+                    let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
+                    return;
                 };
-                let _ = reply.send(result);
+                match partition.read(offset, max_bytes) {
+                    Ok(slice) => {
+                        let _ = reply.send(Ok(slice));
+                    }
+                    Err(ReadError::OffsetOutOfRange) => {
+                        let _ = reply.send(Err(ErrorCode::OffsetOutOfRange));
+                    }
+                    Err(ReadError::NotCached) => {
+                        let shard = self.clone();
+                        glommio::spawn_local(async move {
+                            let _ =
+                                reply.send(shard.read_cold(&partition, offset, max_bytes).await);
+                        })
+                        .detach();
+                    }
+                }
             }
             ShardRequest::WaitForData {
                 stream_id,
@@ -294,18 +314,53 @@ impl Shard {
         Ok(first)
     }
 
-    /// Replays WAL records into this shard's partitions at start-up; returns how many batches
-    /// were replayed and the group-log entries found, in WAL order.
+    /// Replays WAL records into this shard's partitions at start-up and queues those not in
+    /// object storage yet for upload; returns how many batches were replayed and the group-log
+    /// entries found, in WAL order, after those already in objects.
     pub fn recover(
         &self,
         records: Vec<sluice_wal::RecoveredRecord>,
     ) -> (usize, Vec<GroupLogEntry>) {
+        let image = self.image();
         let mut recovered = 0;
         let mut group_entries = Vec::new();
+        // Per stream, the next offset the uploader expects: records must continue it.
+        let mut upload_next: HashMap<u64, i64> = HashMap::new();
         for record in records {
-            if record.stream_id == GROUP_LOG_STREAM_ID {
+            let first_offset = record.first_offset as i64;
+            let last_offset = record.last_offset as i64;
+            let next = upload_next.entry(record.stream_id).or_insert_with(|| {
+                image
+                    .stream_end_offset_in_objects(record.stream_id)
+                    .unwrap_or(first_offset)
+            });
+            if last_offset < *next {
+                continue; // in objects already
+            }
+            let is_group_log = internal_stream::is_group_log_stream(record.stream_id);
+            if !is_group_log && image.stream(record.stream_id).is_none() {
+                continue; // a deleted topic
+            }
+            if first_offset != *next {
+                tracing::error!(
+                    stream_id = record.stream_id,
+                    first_offset,
+                    expected = *next,
+                    "a WAL record does not continue its stream; skipped"
+                );
+                continue;
+            }
+            *next = last_offset + 1;
+            self.wal.queue_recovered(sluice_objstore::AppendedRecord {
+                stream_id: record.stream_id,
+                first_offset,
+                last_offset,
+                payload: record.payload.clone(),
+                wal_end_position: record.end_position.0,
+            });
+            if is_group_log {
                 self.groups.resume_sequence(record.last_offset + 1);
-                match crate::group::log::decode(record.payload) {
+                match decode_group_record(&record.payload) {
                     Ok(entries) => group_entries.extend(entries),
                     Err(error) => {
                         tracing::error!(%error, "a group-log record in the WAL is malformed; skipped")
@@ -314,7 +369,7 @@ impl Shard {
                 continue;
             }
             let Some(partition) = self.partition(record.stream_id) else {
-                continue; // a deleted topic, or a stream another shard owns now
+                continue; // a stream another shard owns now
             };
             match partition.recover(record.payload) {
                 Ok(()) => recovered += 1,
@@ -326,6 +381,93 @@ impl Shard {
             }
         }
         (recovered, group_entries)
+    }
+
+    /// The group-log entries of this shard that are in object storage, oldest first; continues
+    /// the group log's sequence after them.
+    pub async fn group_entries_in_objects(&self) -> Result<Vec<GroupLogEntry>, String> {
+        let stream_id = internal_stream::group_log_stream(self.id);
+        let image = self.image();
+        let (Some(mut offset), Some(end)) = (
+            image.stream_start_offset_in_objects(stream_id),
+            image.stream_end_offset_in_objects(stream_id),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let mut entries = Vec::new();
+        while offset < end {
+            let data = self
+                .tier
+                .read(&self.controller, stream_id, offset, 16 << 20)
+                .await
+                .map_err(|e| format!("group log at {offset}: {e}"))?;
+            let frames = internal_stream::unframe(&data).map_err(|e| e.to_string())?;
+            let Some(&(last, _)) = frames.last() else {
+                return Err(format!("group log at {offset}: an empty read"));
+            };
+            for (_, payload) in frames {
+                entries.extend(crate::group::log::decode(payload).map_err(|e| e.to_string())?);
+            }
+            offset = last + 1;
+        }
+        self.groups.resume_sequence(end as u64);
+        Ok(entries)
+    }
+
+    /// Notes that a partition's offsets below `end_offset` are in committed objects.
+    pub fn mark_uploaded(&self, stream_id: u64, end_offset: i64) {
+        if let Some(partition) = self.partitions.borrow().get(&stream_id) {
+            partition.mark_uploaded(end_offset);
+        }
+    }
+
+    /// Evicts uploaded batches from the log caches until they hold at most `budget` bytes,
+    /// taking from each partition in proportion to what it could give.
+    pub fn evict_log_cache(&self, budget: u64) {
+        let partitions = self.partitions.borrow();
+        let held: u64 = partitions.values().map(|p| p.size_bytes()).sum();
+        if held <= budget {
+            return;
+        }
+        let excess = held - budget;
+        let evictable: Vec<(u64, &Rc<Partition>)> = partitions
+            .values()
+            .map(|p| (p.uploaded_cached_bytes(), p))
+            .filter(|(bytes, _)| *bytes > 0)
+            .collect();
+        let total: u64 = evictable.iter().map(|(bytes, _)| bytes).sum();
+        if total == 0 {
+            return;
+        }
+        for (bytes, partition) in evictable {
+            let share = (u128::from(excess) * u128::from(bytes)).div_ceil(u128::from(total));
+            partition.evict_uploaded(share.min(u128::from(bytes)) as u64);
+        }
+    }
+
+    async fn read_cold(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadSlice, ErrorCode> {
+        let records = self
+            .tier
+            .read(&self.controller, partition.stream_id, offset, max_bytes)
+            .await
+            .map_err(|error| match error {
+                ColdReadError::NotInObjects => ErrorCode::OffsetOutOfRange,
+                ColdReadError::Store(error) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "cold read failed");
+                    ErrorCode::KafkaStorageError
+                }
+            })?;
+        let (high_watermark, log_start_offset, _) = partition.offsets();
+        Ok(ReadSlice {
+            records,
+            high_watermark,
+            log_start_offset,
+        })
     }
 
     /// Drops partitions that no longer exist and applies changed topic settings.
@@ -362,6 +504,9 @@ impl Shard {
             part.index,
             stream_id,
             part.log_start_offset,
+            image
+                .stream_end_offset_in_objects(stream_id)
+                .unwrap_or(part.log_start_offset),
             settings_of(topic, &image),
         ));
         self.partitions
@@ -415,4 +560,13 @@ fn list_offset(partition: &Partition, timestamp: i64) -> (i64, i64) {
         t if t >= 0 => partition.offset_for_timestamp(t).unwrap_or((-1, -1)),
         _ => (-1, -1),
     }
+}
+
+/// The group-log entries of one WAL record of a group log (a framed record).
+fn decode_group_record(payload: &Bytes) -> Result<Vec<GroupLogEntry>, String> {
+    let mut entries = Vec::new();
+    for (_, payload) in internal_stream::unframe(payload).map_err(|e| e.to_string())? {
+        entries.extend(crate::group::log::decode(payload).map_err(|e| e.to_string())?);
+    }
+    Ok(entries)
 }

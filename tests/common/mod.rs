@@ -21,12 +21,26 @@ pub struct BrokerProcess {
     /// Lines the broker wrote to stderr, collected by a thread.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl BrokerProcess {
     /// Starts a broker on a fresh port with `data_dir` and extra flags.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> BrokerProcess {
+        BrokerProcess::start_with_env(data_dir, extra_args, &[])
+    }
+
+    /// Starts a broker with extra flags and environment variables (e.g. AWS credentials).
+    pub fn start_with_env(
+        data_dir: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> BrokerProcess {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("start")
             .arg("--listen")
@@ -36,6 +50,7 @@ impl BrokerProcess {
             .arg("--wal-size")
             .arg("64MiB")
             .args(&extra_args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .env(
                 "SLUICE_LOG",
                 std::env::var("SLUICE_TEST_BROKER_LOG").unwrap_or_else(|_| "info".into()),
@@ -80,6 +95,7 @@ impl BrokerProcess {
             data_dir: data_dir.to_path_buf(),
             log,
             extra_args,
+            envs,
         }
     }
 
@@ -112,7 +128,12 @@ impl BrokerProcess {
     pub fn restart(mut self) -> BrokerProcess {
         self.kill9();
         let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
-        BrokerProcess::start(&self.data_dir, &args)
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        BrokerProcess::start_with_env(&self.data_dir, &args, &envs)
     }
 
     /// The broker's stderr so far.

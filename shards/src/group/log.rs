@@ -1,5 +1,6 @@
 //! The durable form of group state: committed offsets and group deletions, written to the
-//! coordinator shard's WAL under [`GROUP_LOG_STREAM_ID`] and replayed at start-up.
+//! coordinator shard's group log (an internal stream, see `internal_stream.rs`: WAL, then
+//! object storage) and replayed at start-up.
 //!
 //! Format (big-endian), one WAL record holds a batch of entries:
 //! `u8 version (0)`, then entries until the end:
@@ -9,9 +10,6 @@
 //! `topic, partition`; for a group delete nothing more.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-
-/// The WAL stream id of group records; metadata never hands it to a partition.
-pub const GROUP_LOG_STREAM_ID: u64 = u64::MAX;
 
 const FORMAT_VERSION: u8 = 0;
 const KIND_COMMIT: u8 = 1;

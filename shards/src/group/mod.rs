@@ -31,10 +31,10 @@ use sluice_net::messages::offset_delete_response::{
 };
 use sluice_net::messages::sync_group_request::SyncGroupRequest;
 use sluice_net::messages::sync_group_response::SyncGroupResponse;
-use sluice_wal::Wal;
 
-use self::log::{CommittedOffset, GROUP_LOG_STREAM_ID, GroupLogEntry};
+use self::log::{CommittedOffset, GroupLogEntry};
 use self::state::{Group, GroupState, Member};
+use crate::shard_wal::ShardWal;
 
 /// Committed offsets by topic, then partition (`None`: nothing committed).
 pub type OffsetsByTopic = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
@@ -91,16 +91,18 @@ pub enum Pending<T> {
 /// The groups coordinated by one shard.
 pub struct GroupCoordinator {
     groups: RefCell<HashMap<String, Group>>,
-    wal: Rc<Wal>,
+    wal: Rc<ShardWal>,
+    stream_id: u64,
     sequence: Cell<u64>,
 }
 
 impl GroupCoordinator {
-    /// A coordinator persisting through `wal`.
-    pub fn new(wal: Rc<Wal>) -> GroupCoordinator {
+    /// A coordinator persisting through `wal` as internal stream `stream_id`.
+    pub fn new(wal: Rc<ShardWal>, stream_id: u64) -> GroupCoordinator {
         GroupCoordinator {
             groups: RefCell::new(HashMap::new()),
             wal,
+            stream_id,
             sequence: Cell::new(0),
         }
     }
@@ -865,12 +867,12 @@ impl GroupCoordinator {
         if entries.is_empty() {
             return Ok(());
         }
-        let payload = log::encode(entries);
         let sequence = self.sequence.get();
         self.sequence.set(sequence + 1);
+        let payload = crate::internal_stream::frame(sequence, &log::encode(entries));
         let position = self
             .wal
-            .append(GROUP_LOG_STREAM_ID, sequence, sequence, &payload)
+            .append(self.stream_id, sequence as i64, sequence as i64, payload)
             .await
             .map_err(|error| {
                 tracing::error!(%error, "group log append failed");

@@ -1,0 +1,90 @@
+//! Internal streams: shard state kept as a stream of its own (the group log), so it travels
+//! WAL → object storage like partition data and survives the WAL being trimmed.
+//!
+//! Stream ids count down from `u64::MAX`, far above any id metadata hands to a partition: the
+//! group log of shard `n` is `u64::MAX - n`. Each record is framed like a Kafka record batch's
+//! prefix, `[offset i64][length i32][payload]` (big-endian), because the object tier's cold
+//! reader walks data blocks by that prefix.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Bytes of the frame before the payload.
+const FRAME_PREFIX_BYTES: usize = 12;
+
+/// Shards an internal stream kind has room for.
+const SHARDS_MAX: u64 = 1 << 16;
+
+/// The stream id of shard `shard`'s group log.
+pub fn group_log_stream(shard: usize) -> u64 {
+    u64::MAX - (shard as u64 % SHARDS_MAX)
+}
+
+/// True for the id of any shard's group log.
+pub fn is_group_log_stream(stream_id: u64) -> bool {
+    u64::MAX - stream_id < SHARDS_MAX
+}
+
+/// A record of an internal stream at `offset`.
+pub fn frame(offset: u64, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(FRAME_PREFIX_BYTES + payload.len());
+    out.put_i64(offset as i64);
+    out.put_i32(payload.len() as i32);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// An internal-stream record that cannot be unframed.
+#[derive(Debug, thiserror::Error)]
+#[error("internal stream record is malformed at byte {0}")]
+pub struct FrameError(usize);
+
+/// The (offset, payload) records of `data`, one or more frames back to back.
+pub fn unframe(data: &Bytes) -> Result<Vec<(i64, Bytes)>, FrameError> {
+    let mut records = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let prefix = data
+            .get(pos..pos + FRAME_PREFIX_BYTES)
+            .ok_or(FrameError(pos))?;
+        let offset = i64::from_be_bytes(prefix[..8].try_into().map_err(|_| FrameError(pos))?);
+        let len = i32::from_be_bytes(prefix[8..].try_into().map_err(|_| FrameError(pos))?);
+        let start = pos + FRAME_PREFIX_BYTES;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| start.checked_add(len))
+            .filter(|&end| end <= data.len())
+            .ok_or(FrameError(pos))?;
+        records.push((offset, data.slice(start..end)));
+        pos = end;
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_back_to_back() {
+        let mut both = BytesMut::new();
+        both.extend_from_slice(&frame(7, b"seven"));
+        both.extend_from_slice(&frame(8, b""));
+        let records = unframe(&both.freeze()).unwrap();
+        assert_eq!(records, vec![(7, Bytes::from("seven")), (8, Bytes::new())]);
+    }
+
+    #[test]
+    fn truncated_frames_are_errors() {
+        let framed = frame(1, b"payload");
+        assert!(unframe(&framed.slice(..framed.len() - 1)).is_err());
+        assert!(unframe(&framed.slice(..5)).is_err());
+    }
+
+    #[test]
+    fn group_log_ids_are_per_shard() {
+        assert_eq!(group_log_stream(0), u64::MAX);
+        assert_eq!(group_log_stream(3), u64::MAX - 3);
+        assert!(is_group_log_stream(u64::MAX - 3));
+        assert!(!is_group_log_stream(42));
+    }
+}

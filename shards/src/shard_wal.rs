@@ -1,0 +1,109 @@
+//! A shard's WAL with the bookkeeping of the object tier: every record appended is also queued,
+//! in WAL order, until the upload task has put it into an object and the WAL is trimmed past it.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use sluice_objstore::AppendedRecord;
+use sluice_wal::{Wal, WalError, WalPosition, WalStats};
+
+/// The WAL of one shard and its records not yet handed to the uploader.
+pub struct ShardWal {
+    wal: Wal,
+    // Pushed right after `Wal::append` returns, before any other task runs, so the queue is in
+    // WAL position order and holds every record below the append position.
+    unuploaded: RefCell<VecDeque<AppendedRecord>>,
+    // One permit at most: "records became durable", for the upload task.
+    durable_signal: Semaphore,
+}
+
+impl ShardWal {
+    /// Wraps an opened WAL.
+    pub fn new(wal: Wal) -> ShardWal {
+        ShardWal {
+            wal,
+            unuploaded: RefCell::new(VecDeque::new()),
+            durable_signal: Semaphore::new(0),
+        }
+    }
+
+    /// Appends one record of `stream_id` holding `first_offset..=last_offset`; waits while the
+    /// WAL is full (back-pressure until an upload trims it). Returns its end position.
+    pub async fn append(
+        &self,
+        stream_id: u64,
+        first_offset: i64,
+        last_offset: i64,
+        payload: Bytes,
+    ) -> Result<WalPosition, WalError> {
+        let position = self
+            .wal
+            .append(stream_id, first_offset as u64, last_offset as u64, &payload)
+            .await?;
+        self.unuploaded.borrow_mut().push_back(AppendedRecord {
+            stream_id,
+            first_offset,
+            last_offset,
+            payload,
+            wal_end_position: position.0,
+        });
+        Ok(position)
+    }
+
+    /// Queues a record found in the WAL at start-up that is not in object storage yet.
+    pub fn queue_recovered(&self, record: AppendedRecord) {
+        self.unuploaded.borrow_mut().push_back(record);
+    }
+
+    /// Resolves once everything up to `position` is durable.
+    pub async fn wait_durable(&self, position: WalPosition) -> Result<(), WalError> {
+        self.wal.wait_durable(position).await?;
+        if self.durable_signal.available() == 0 {
+            self.durable_signal.signal(1);
+        }
+        Ok(())
+    }
+
+    /// Waits until a record became durable since the last call.
+    pub async fn durable_changed(&self) {
+        let _ = self.durable_signal.acquire(1).await;
+    }
+
+    /// Takes the oldest queued record if it is durable and `accept` takes it; a refused record
+    /// stays queued (the uploader is full).
+    pub fn take_durable<E>(
+        &self,
+        accept: impl FnOnce(AppendedRecord) -> Result<(), (AppendedRecord, E)>,
+    ) -> Option<Result<(), E>> {
+        let durable = self.wal.durable_position().0;
+        let mut queue = self.unuploaded.borrow_mut();
+        if queue.front()?.wal_end_position > durable {
+            return None;
+        }
+        let record = queue.pop_front()?;
+        match accept(record) {
+            Ok(()) => Some(Ok(())),
+            Err((record, error)) => {
+                queue.push_front(record);
+                Some(Err(error))
+            }
+        }
+    }
+
+    /// Releases WAL space up to `position`, whose records are all in committed objects.
+    pub async fn trim(&self, position: WalPosition) -> Result<(), WalError> {
+        self.wal.trim(position).await
+    }
+
+    /// The WAL's figures.
+    pub fn stats(&self) -> WalStats {
+        self.wal.stats()
+    }
+
+    /// Writes what is queued, syncs and closes the WAL.
+    pub async fn close(self) -> Result<(), WalError> {
+        self.wal.close().await
+    }
+}

@@ -1,0 +1,306 @@
+//! The object tier through the real broker and librdkafka: far more data than the WAL holds
+//! goes through a 64 MiB WAL into object storage (a local directory, or a real S3-compatible
+//! server, s3s-fs, on 127.0.0.1) and reads back from offset 0, also after `kill -9`; an S3
+//! outage during production loses no acknowledged record.
+//!
+//! `SLUICE_TIER_TEST_MIB` sets the volume of the big runs (default 2048, the acceptance figure
+//! of issue 5).
+
+mod common;
+#[path = "../objstore/tests/common/s3_server.rs"]
+mod s3_server;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::BrokerProcess;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use s3_server::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
+
+const PARTITIONS: i32 = 8;
+const VALUE_BYTES: usize = 16 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// Sends awaited at once; bounds the producer's memory.
+const SENDS_IN_FLIGHT: usize = 2048;
+
+/// Records per partition for the big runs.
+fn records_per_partition() -> u64 {
+    let mib: u64 = std::env::var("SLUICE_TIER_TEST_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2048);
+    (mib << 20) / VALUE_BYTES as u64 / PARTITIONS as u64
+}
+
+/// The value of record `seq` of `partition`: its identity, then a filler derived from it.
+fn value(partition: i32, seq: u64) -> Vec<u8> {
+    let fill = (seq.wrapping_mul(31) ^ partition as u64) as u8;
+    let mut v = vec![fill; VALUE_BYTES];
+    v[..4].copy_from_slice(&partition.to_be_bytes());
+    v[4..12].copy_from_slice(&seq.to_be_bytes());
+    v
+}
+
+async fn create_topic(broker: &BrokerProcess, name: &str) {
+    let admin: AdminClient<DefaultClientContext> = broker.client_config().create().unwrap();
+    for result in admin
+        .create_topics(
+            &[NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        )
+        .await
+        .expect("CreateTopics answered")
+    {
+        result.unwrap_or_else(|(topic, code)| panic!("creating {topic} failed: {code:?}"));
+    }
+}
+
+fn producer(broker: &BrokerProcess) -> FutureProducer {
+    broker
+        .client_config()
+        .set("linger.ms", "5")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .expect("producer")
+}
+
+/// Produces records `from..to` of every partition, round robin; panics on any failure.
+async fn produce(producer: &FutureProducer, topic: &str, from: u64, to: u64) {
+    let mut pending = Vec::with_capacity(SENDS_IN_FLIGHT);
+    for seq in from..to {
+        for partition in 0..PARTITIONS {
+            let payload = value(partition, seq);
+            let delivery = producer
+                .send_result(
+                    FutureRecord::<(), _>::to(topic)
+                        .partition(partition)
+                        .payload(&payload),
+                )
+                .unwrap_or_else(|(e, _)| panic!("enqueue failed: {e}"));
+            pending.push((partition, seq, delivery));
+            if pending.len() >= SENDS_IN_FLIGHT {
+                drain(&mut pending).await;
+            }
+        }
+    }
+    drain(&mut pending).await;
+}
+
+type Pending = Vec<(i32, u64, rdkafka::producer::DeliveryFuture)>;
+
+async fn drain(pending: &mut Pending) {
+    for (partition, seq, delivery) in pending.drain(..) {
+        let delivered = delivery
+            .await
+            .expect("delivery answered")
+            .unwrap_or_else(|(e, _)| panic!("record {seq} of partition {partition}: {e}"));
+        assert_eq!(delivered.partition, partition);
+        assert_eq!(
+            delivered.offset, seq as i64,
+            "offsets are dense per partition"
+        );
+    }
+}
+
+/// Consumes `count` records of every partition from offset 0 and checks each one.
+fn consume_and_check(broker: &BrokerProcess, topic: &str, count: u64) -> f64 {
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "tier-check")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(0))
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut next: HashMap<i32, u64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
+    let total = count * PARTITIONS as u64;
+    let mut seen = 0u64;
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    while seen < total {
+        assert!(
+            last_progress.elapsed() < TIMEOUT,
+            "no record for {TIMEOUT:?}; positions {next:?}"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("no consume error");
+        let partition = message.partition();
+        let expected = next.get_mut(&partition).expect("an assigned partition");
+        assert_eq!(message.offset(), *expected as i64, "partition {partition}");
+        assert!(
+            message.payload() == Some(&value(partition, *expected)[..]),
+            "record {expected} of partition {partition} differs"
+        );
+        *expected += 1;
+        seen += 1;
+        last_progress = Instant::now();
+    }
+    (total * VALUE_BYTES as u64) as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The WAL files stay at their configured capacity (plus the header blocks).
+fn assert_wal_bounded(data_dir: &Path) {
+    for wal in files_under(&data_dir.join("wal")) {
+        let len = std::fs::metadata(&wal).unwrap().len();
+        assert!(
+            len <= (64 << 20) + (1 << 20),
+            "{} is {len} bytes",
+            wal.display()
+        );
+    }
+}
+
+/// The whole acceptance run against one broker configuration.
+async fn big_run(data_dir: &Path, args: &[&str], envs: &[(&str, &str)], objects_dir: &Path) {
+    let broker = BrokerProcess::start_with_env(data_dir, args, envs);
+    create_topic(&broker, "tiered").await;
+    let count = records_per_partition();
+    let started = Instant::now();
+    produce(&producer(&broker), "tiered", 0, count).await;
+    let mib = (count * PARTITIONS as u64 * VALUE_BYTES as u64) >> 20;
+    eprintln!(
+        "produced {mib} MiB in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_wal_bounded(data_dir);
+    let objects = files_under(objects_dir);
+    assert!(
+        objects.len() >= 2,
+        "objects appear in the store: {objects:?}"
+    );
+    let rate = consume_and_check(&broker, "tiered", count);
+    eprintln!("read {mib} MiB back at {rate:.0} MiB/s");
+
+    let broker = broker.restart();
+    let rate = consume_and_check(&broker, "tiered", count);
+    eprintln!("after kill -9: read {mib} MiB back at {rate:.0} MiB/s");
+    // Production continues at the next offsets.
+    produce(&producer(&broker), "tiered", count, count + 10).await;
+    consume_and_check(&broker, "tiered", count + 10);
+    assert_wal_bounded(data_dir);
+}
+
+fn s3_args(server: &S3Server) -> (String, String) {
+    (
+        format!("s3://{S3_BUCKET}/broker-test"),
+        format!("http://127.0.0.1:{}", server.port),
+    )
+}
+
+const S3_ENV: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
+    ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_more_than_the_wal_goes_through_a_local_object_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--shards",
+        "2",
+        "--memory",
+        "512MiB",
+        "--upload-size",
+        "8MiB",
+    ];
+    big_run(dir.path(), &args, &[], &dir.path().join("objects")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_more_than_the_wal_goes_through_an_s3_server() {
+    let server = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, endpoint) = s3_args(&server);
+    let args = [
+        "--shards",
+        "2",
+        "--memory",
+        "512MiB",
+        "--upload-size",
+        "8MiB",
+        "--object-store",
+        &store,
+        "--s3-endpoint",
+        &endpoint,
+    ];
+    big_run(dir.path(), &args, &S3_ENV, server.root()).await;
+    assert!(
+        !dir.path().join("objects").exists(),
+        "nothing went to the local store"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_during_production_loses_no_acknowledged_record() {
+    let mut server = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, endpoint) = s3_args(&server);
+    let args = [
+        "--shards",
+        "1",
+        "--memory",
+        "256MiB",
+        "--upload-size",
+        "4MiB",
+        "--upload-interval-ms",
+        "500",
+        "--object-store",
+        &store,
+        "--s3-endpoint",
+        &endpoint,
+    ];
+    let broker = BrokerProcess::start_with_env(dir.path(), &args, &S3_ENV);
+    create_topic(&broker, "outage").await;
+    let producer = producer(&broker);
+    // 32 MiB before, 160 MiB during (more than the WAL holds: producers must wait), the rest
+    // after the store is back.
+    let per_mib = (1 << 20) / VALUE_BYTES as u64 / PARTITIONS as u64;
+    produce(&producer, "outage", 0, 32 * per_mib).await;
+    server.stop();
+    let outage = Instant::now();
+    let during = tokio::spawn({
+        let producer = producer.clone();
+        async move { produce(&producer, "outage", 32 * per_mib, 192 * per_mib).await }
+    });
+    // The outage lasts 20 s, whatever the producer does meanwhile.
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(outage.elapsed())).await;
+    server.resume();
+    during.await.expect("production resumes by itself");
+    produce(&producer, "outage", 192 * per_mib, 224 * per_mib).await;
+    consume_and_check(&broker, "outage", 224 * per_mib);
+    let broker = broker.restart();
+    consume_and_check(&broker, "outage", 224 * per_mib);
+}
