@@ -25,6 +25,45 @@ pub enum Command {
     Start(StartArgs),
     /// Run an OpenMessaging Benchmark workload file against a Kafka-compatible broker.
     Perf(sluice_perf::PerfArgs),
+    /// Check this host for the broker (io_uring, memlock, CPUs, WAL disk, kernel knobs) and advise.
+    Tune(TuneArgs),
+}
+
+/// Flags of `sluice tune`.
+#[derive(Debug, clap::Args)]
+pub struct TuneArgs {
+    /// Data directory whose disk holds the WAL (need not exist yet). [default: ./sluice-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Shards the broker will run. [default: one per core]
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Apply the safe fixes (disk scheduler, nomerges, swappiness, THP, aio-max-nr, CPU
+    /// governor) by writing to /sys and /proc; needs root. Not persistent across reboots.
+    #[arg(long)]
+    pub apply: bool,
+    /// Print the findings as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Run only these tuners, e.g. `--only disk_scheduler,swappiness`.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+impl TuneArgs {
+    /// The tuning options, with `sluice start`'s defaults for the data dir and shards.
+    pub fn into_options(self) -> sluice_tuning::Options {
+        sluice_tuning::Options {
+            root: PathBuf::from("/"),
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| BrokerConfig::default().data_dir),
+            shards: self.shards,
+            apply: self.apply,
+            json: self.json,
+            only: self.only,
+        }
+    }
 }
 
 /// Flags of `sluice start`; each overrides the same key of the config file.

@@ -233,7 +233,7 @@ pub(crate) fn show_limit_bytes(bytes: u64) -> String {
 pub(crate) fn show_bytes(bytes: u64) -> String {
     const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     match UNITS.iter().find(|(_, size)| bytes >= *size) {
-        Some((unit, size)) if bytes % size == 0 => format!("{}{unit}", bytes / size),
+        Some((unit, size)) if bytes.is_multiple_of(*size) => format!("{}{unit}", bytes / size),
         Some((unit, size)) => format!("{:.1}{unit}", bytes as f64 / *size as f64),
         None => format!("{bytes}B"),
     }
