@@ -3,8 +3,10 @@
 //! FUSE and network mounts) and some devices have larger logical blocks; this writes one
 //! block exactly as the WAL would, reads it back, and removes the probe file.
 
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -24,11 +26,37 @@ impl Tuner for DirectIo {
 
     fn check(&self, host: &Host) -> Result<Finding, Gap> {
         let dir = host.existing_data_dir()?;
+        if in_memory(&dir)? {
+            return Ok(Finding::advice(
+                self.name(),
+                format!("{} is on tmpfs", dir.display()),
+                "a disk-backed filesystem",
+                "nothing on tmpfs survives a reboot, so acknowledged records would not: \
+                 put --data-dir (or --wal-path) on ext4 or xfs on a local SSD",
+            ));
+        }
         // Block sizes are reported when the disk is found; the probe runs regardless.
         let sizes = host.wal_disk().ok().map(|disk| block_sizes(host, &disk));
         let probed = probe(&dir);
         Ok(evaluate(self.name(), &dir, sizes.as_deref(), probed))
     }
+}
+
+/// Whether `dir` is on tmpfs: it accepts O_DIRECT since Linux 6.6, but keeps nothing.
+fn in_memory(dir: &Path) -> Result<bool, Gap> {
+    let path = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Gap::Error(format!("{} contains a NUL byte", dir.display())))?;
+    // SAFETY: a zeroed statfs is a valid out-parameter.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `stat` is a valid out-parameter.
+    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(Gap::Error(format!(
+            "statfs {}: {}",
+            dir.display(),
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(stat.f_type == libc::TMPFS_MAGIC)
 }
 
 /// "vda: logical 512B, physical 4KiB, rotational" (fields that cannot be read are left out).
@@ -110,8 +138,8 @@ fn evaluate(
             format!("O_DIRECT refused; {sizes}"),
             recommended,
             format!(
-                "the filesystem of {} does not support O_DIRECT (tmpfs, FUSE, some network \
-                 mounts): put --data-dir (or --wal-path) on ext4 or xfs on a local SSD",
+                "the filesystem of {} does not support O_DIRECT (FUSE, some network mounts, \
+                 tmpfs before Linux 6.6): put --data-dir (or --wal-path) on ext4 or xfs on a local SSD",
                 dir.display()
             ),
         ),
@@ -193,15 +221,17 @@ mod tests {
             ],
         );
         let finding = DirectIo.check(&fake.host(1)).expect("no gap");
-        // The tempdir may be on tmpfs (refused: advice); it must not be an error either way.
+        // The tempdir may be on tmpfs (advice); it must not be an error either way.
         assert_ne!(finding.status, Status::Error, "{finding:?}");
-        assert!(
-            finding
-                .current
-                .ends_with("nvme0n1: logical 512B, physical 4KiB, solid-state"),
-            "{}",
-            finding.current
-        );
+        if !in_memory(&fake.data_dir()).expect("statfs") {
+            assert!(
+                finding
+                    .current
+                    .ends_with("nvme0n1: logical 512B, physical 4KiB, solid-state"),
+                "{}",
+                finding.current
+            );
+        }
         let left: Vec<_> = std::fs::read_dir(fake.data_dir()).expect("ls").collect();
         assert!(left.is_empty(), "probe file left behind: {left:?}");
     }
@@ -217,6 +247,22 @@ mod tests {
             finding.current.ends_with("block device unknown"),
             "{finding:?}"
         );
+    }
+
+    #[test]
+    fn tmpfs_is_not_durable() {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() || !in_memory(shm).expect("statfs") {
+            return; // no tmpfs mounted here
+        }
+        let host = Host {
+            root: "/".into(),
+            data_dir: shm.join("sluice-tune-test-absent"),
+            shards: 1,
+        };
+        let finding = DirectIo.check(&host).expect("no gap");
+        assert_eq!(finding.status, Status::Advice);
+        assert!(finding.advice.contains("reboot"), "{}", finding.advice);
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl Host {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(Gap::Unsupported(format!(
                     "{} is on device {major}:{minor}, which is not a block device \
-                     (overlay, tmpfs, a network filesystem or a container without /sys)",
+                     (overlay, tmpfs, btrfs, a network filesystem, or a container without /sys)",
                     dir.display()
                 )));
             }

@@ -105,6 +105,9 @@ fn evaluate(tuner: &'static str, disabled: u64, probed: io::Result<Vec<&'static 
                 Some(libc::ENOSYS) => {
                     "this kernel has no io_uring: run Linux 5.8 or later".to_owned()
                 }
+                Some(libc::ENOMEM) => "no memory for the ring: kernels before 5.12 count it \
+                     against RLIMIT_MEMLOCK (see the memlock tuner): `ulimit -l unlimited`"
+                    .to_owned(),
                 Some(libc::EPERM) => "io_uring is blocked, most likely by a seccomp profile \
                      (container runtimes block it by default): run the container with a \
                      profile that allows io_uring_setup/enter/register"
@@ -160,6 +163,13 @@ mod tests {
         let eperm = io::Error::from_raw_os_error(libc::EPERM);
         let finding = evaluate("io_uring", 0, Err(eperm));
         assert!(finding.advice.contains("seccomp"), "{}", finding.advice);
+    }
+
+    #[test]
+    fn ring_memory_refusal_points_at_memlock() {
+        let enomem = io::Error::from_raw_os_error(libc::ENOMEM);
+        let finding = evaluate("io_uring", 0, Err(enomem));
+        assert!(finding.advice.contains("ulimit -l"), "{}", finding.advice);
     }
 
     #[test]
