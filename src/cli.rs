@@ -180,3 +180,45 @@ impl StartArgs {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tune_flags_parse_into_options() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "tune",
+            "--data-dir",
+            "/var/lib/sluice",
+            "--shards",
+            "4",
+            "--only",
+            "disk_scheduler,swappiness",
+            "--json",
+        ])
+        .expect("valid flags");
+        let Command::Tune(args) = cli.command else {
+            panic!("not tune: {:?}", cli.command);
+        };
+        let options = args.into_options();
+        assert_eq!(options.root, PathBuf::from("/"));
+        assert_eq!(options.data_dir, PathBuf::from("/var/lib/sluice"));
+        assert_eq!(options.shards, Some(4));
+        assert_eq!(options.only, ["disk_scheduler", "swappiness"]);
+        assert!(options.json && !options.apply);
+    }
+
+    #[test]
+    fn tune_defaults_follow_sluice_start() {
+        let cli = Cli::try_parse_from(["sluice", "tune"]).expect("no flags needed");
+        let Command::Tune(args) = cli.command else {
+            panic!("not tune: {:?}", cli.command);
+        };
+        let options = args.into_options();
+        assert_eq!(options.data_dir, BrokerConfig::default().data_dir);
+        assert_eq!(options.shards, None);
+        assert!(options.only.is_empty());
+    }
+}
