@@ -25,6 +25,45 @@ pub enum Command {
     Start(StartArgs),
     /// Run an OpenMessaging Benchmark workload file against a Kafka-compatible broker.
     Perf(sluice_perf::PerfArgs),
+    /// Check this host for the broker (io_uring, memlock, CPUs, WAL disk, kernel knobs) and advise.
+    Tune(TuneArgs),
+}
+
+/// Flags of `sluice tune`.
+#[derive(Debug, clap::Args)]
+pub struct TuneArgs {
+    /// Data directory whose disk holds the WAL (need not exist yet). [default: ./sluice-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Shards the broker will run. [default: one per core]
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Apply the safe fixes (disk scheduler, nomerges, swappiness, THP, aio-max-nr, CPU
+    /// governor) by writing to /sys and /proc; needs root. Not persistent across reboots.
+    #[arg(long)]
+    pub apply: bool,
+    /// Print the findings as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Run only these tuners, e.g. `--only disk_scheduler,swappiness`.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+impl TuneArgs {
+    /// The tuning options, with `sluice start`'s defaults for the data dir and shards.
+    pub fn into_options(self) -> sluice_tuning::Options {
+        sluice_tuning::Options {
+            root: PathBuf::from("/"),
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| BrokerConfig::default().data_dir),
+            shards: self.shards,
+            apply: self.apply,
+            json: self.json,
+            only: self.only,
+        }
+    }
 }
 
 /// Flags of `sluice start`; each overrides the same key of the config file.
@@ -224,4 +263,46 @@ fn object_store_config(
             credentials: None,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tune_flags_parse_into_options() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "tune",
+            "--data-dir",
+            "/var/lib/sluice",
+            "--shards",
+            "4",
+            "--only",
+            "disk_scheduler,swappiness",
+            "--json",
+        ])
+        .expect("valid flags");
+        let Command::Tune(args) = cli.command else {
+            panic!("not tune: {:?}", cli.command);
+        };
+        let options = args.into_options();
+        assert_eq!(options.root, PathBuf::from("/"));
+        assert_eq!(options.data_dir, PathBuf::from("/var/lib/sluice"));
+        assert_eq!(options.shards, Some(4));
+        assert_eq!(options.only, ["disk_scheduler", "swappiness"]);
+        assert!(options.json && !options.apply);
+    }
+
+    #[test]
+    fn tune_defaults_follow_sluice_start() {
+        let cli = Cli::try_parse_from(["sluice", "tune"]).expect("no flags needed");
+        let Command::Tune(args) = cli.command else {
+            panic!("not tune: {:?}", cli.command);
+        };
+        let options = args.into_options();
+        assert_eq!(options.data_dir, BrokerConfig::default().data_dir);
+        assert_eq!(options.shards, None);
+        assert!(options.only.is_empty());
+    }
 }

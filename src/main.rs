@@ -20,7 +20,16 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Start(args) => start(args),
         cli::Command::Perf(args) => sluice_perf::run(args).map(|_| ()),
+        cli::Command::Tune(args) => tune(args),
     }
+}
+
+/// Advice is not a failure: this returns an error only when the run itself failed.
+fn tune(args: cli::TuneArgs) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    sluice_tuning::run(&args.into_options(), &mut stdout)?;
+    stdout.flush()?;
+    Ok(())
 }
 
 fn start(args: cli::StartArgs) -> anyhow::Result<()> {
