@@ -122,6 +122,10 @@ pub struct StartArgs {
     /// ... or once the oldest waiting record is this many milliseconds old. [default: 5000]
     #[arg(long, value_name = "MS")]
     pub upload_interval_ms: Option<u64>,
+    /// How often retention.ms and retention.bytes are applied
+    /// (log.retention.check.interval.ms). [default: 300000]
+    #[arg(long, value_name = "MS")]
+    pub retention_check_interval_ms: Option<u64>,
 }
 
 /// The config file's keys, all optional.
@@ -143,6 +147,7 @@ struct FileConfig {
     s3_region: Option<String>,
     upload_size: Option<String>,
     upload_interval_ms: Option<u64>,
+    retention_check_interval_ms: Option<u64>,
 }
 
 impl StartArgs {
@@ -207,6 +212,15 @@ impl StartArgs {
                 bail!("--upload-interval-ms must be above 0");
             }
             config.upload_interval = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = self
+            .retention_check_interval_ms
+            .or(file.retention_check_interval_ms)
+        {
+            if ms == 0 {
+                bail!("--retention-check-interval-ms must be above 0");
+            }
+            config.retention_check_interval = std::time::Duration::from_millis(ms);
         }
         if config.pipeline_depth == 0 {
             bail!("--pipeline-depth must be at least 1");

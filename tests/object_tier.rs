@@ -304,3 +304,180 @@ async fn an_s3_outage_during_production_loses_no_acknowledged_record() {
     let broker = broker.restart();
     consume_and_check(&broker, "outage", 224 * per_mib);
 }
+
+/// Latencies of a producer sending one 1 KiB record every millisecond to `topic` for `for_how_long`
+/// (acks=all, on a schedule: a slow answer does not delay the next send); returns p50 and p99.
+async fn paced_latencies(
+    producer: &FutureProducer,
+    topic: &str,
+    for_how_long: Duration,
+) -> (f64, f64) {
+    let payload = vec![7u8; 1024];
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    while started.elapsed() < for_how_long {
+        tick.tick().await;
+        let sent = Instant::now();
+        let delivery = producer
+            .send_result(
+                FutureRecord::<(), _>::to(topic)
+                    .partition(0)
+                    .payload(&payload),
+            )
+            .unwrap_or_else(|(e, _)| panic!("enqueue failed: {e}"));
+        pending.push(tokio::spawn(async move {
+            delivery.await.expect("answered").expect("delivered");
+            sent.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(pending.len());
+    for task in pending {
+        latencies.push(task.await.unwrap().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    (at(0.50), at(0.99))
+}
+
+/// Cold-read isolation, a measurement (run it on a release build, figures on stderr):
+/// `SLUICE_TEST_BINARY=target/release/sluice cargo test --test object_tier catch_up -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: see the doc comment"]
+async fn catch_up_reader_and_tailing_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "2", "--memory", "512MiB"]);
+    create_topic(&broker, "backlog").await;
+    create_topic(&broker, "live").await;
+    // 1 GiB backlog over the 8 partitions of "backlog"; most of it leaves the log cache.
+    let count = (1u64 << 30) / VALUE_BYTES as u64 / PARTITIONS as u64;
+    produce(&producer(&broker), "backlog", 0, count).await;
+    let live = broker
+        .client_config()
+        .set("linger.ms", "0")
+        .set("acks", "all")
+        .create::<FutureProducer>()
+        .unwrap();
+    let window = Duration::from_secs(10);
+    let (alone_p50, alone_p99) = paced_latencies(&live, "live", window).await;
+    let reader = {
+        let bootstrap = broker.bootstrap.clone();
+        std::thread::spawn(move || {
+            let mut config = rdkafka::ClientConfig::new();
+            config
+                .set("bootstrap.servers", &bootstrap)
+                .set("broker.address.family", "v4");
+            catch_up(config, count)
+        })
+    };
+    let (busy_p50, busy_p99) = paced_latencies(&live, "live", window).await;
+    let (mib, seconds) = reader.join().unwrap();
+    eprintln!(
+        "catch-up read: {mib} MiB in {seconds:.1} s = {:.0} MiB/s",
+        mib as f64 / seconds
+    );
+    eprintln!("producer alone: p50 {alone_p50:.2} ms, p99 {alone_p99:.2} ms");
+    eprintln!("producer during catch-up: p50 {busy_p50:.2} ms, p99 {busy_p99:.2} ms");
+}
+
+/// Reads the backlog from offset 0 to its end; returns (MiB, seconds).
+fn catch_up(mut config: rdkafka::ClientConfig, count: u64) -> (u64, f64) {
+    let consumer: BaseConsumer = config
+        .set("group.id", "catch-up")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset("backlog", partition, Offset::Offset(0))
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let total = count * PARTITIONS as u64;
+    let started = Instant::now();
+    let mut seen = 0;
+    while seen < total {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            message.expect("no consume error");
+            seen += 1;
+        }
+        assert!(started.elapsed() < TIMEOUT, "catch-up stalled at {seen}");
+    }
+    (
+        (total * VALUE_BYTES as u64) >> 20,
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_bytes_and_by_time_moves_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--shards",
+        "1",
+        "--upload-size",
+        "1MiB",
+        "--upload-interval-ms",
+        "100",
+        "--retention-check-interval-ms",
+        "100",
+    ];
+    let broker = BrokerProcess::start(dir.path(), &args);
+    let admin: AdminClient<DefaultClientContext> = broker.client_config().create().unwrap();
+    let topics = [
+        NewTopic::new("by-bytes", PARTITIONS, TopicReplication::Fixed(1))
+            .set("retention.bytes", "4194304"),
+        NewTopic::new("by-time", PARTITIONS, TopicReplication::Fixed(1))
+            .set("retention.ms", "1000"),
+    ];
+    for result in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    // 16 MiB per partition of each topic.
+    let count = (16 << 20) / VALUE_BYTES as u64;
+    let producer = producer(&broker);
+    produce(&producer, "by-bytes", 0, count).await;
+    produce(&producer, "by-time", 0, count).await;
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "retention")
+        .create()
+        .unwrap();
+    let low = |topic: &str| {
+        consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .unwrap()
+    };
+    // Kept: at most retention.bytes plus what the last upload brought (1 MiB here).
+    let kept_max = ((4 << 20) + (1 << 20)) / VALUE_BYTES as i64;
+    let (start, end) = common::wait_for(TIMEOUT, || {
+        let (start, end) = low("by-bytes");
+        (end - start <= kept_max).then_some((start, end))
+    })
+    .expect("retention.bytes cut the log");
+    assert_eq!(end, count as i64);
+    assert!(start > 0);
+    // Everything uploaded is older than a second soon; the part still only in the WAL stays.
+    common::wait_for(TIMEOUT, || {
+        let (start, end) = low("by-time");
+        (start > 0 && end - start < count as i64 / 2).then_some(())
+    })
+    .expect("retention.ms cut the log");
+    // The log start is where reading begins again.
+    let (start, _) = low("by-bytes");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset("by-bytes", 0, Offset::Offset(start))
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let message = common::wait_for(TIMEOUT, || consumer.poll(Duration::from_millis(100)))
+        .expect("a record at the log start")
+        .expect("no consume error");
+    assert_eq!(message.offset(), start);
+    assert_eq!(message.payload(), Some(&value(0, start as u64)[..]));
+}

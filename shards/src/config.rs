@@ -35,6 +35,8 @@ pub struct BrokerConfig {
     pub upload_bytes: usize,
     /// ... or once the oldest waiting record is this old.
     pub upload_interval: std::time::Duration,
+    /// How often retention.ms / retention.bytes are applied (log.retention.check.interval.ms).
+    pub retention_check_interval: std::time::Duration,
 }
 
 impl BrokerConfig {
@@ -96,6 +98,7 @@ impl Default for BrokerConfig {
             object_store: None,
             upload_bytes: sluice_objstore::limits::UPLOAD_BYTES_DEFAULT,
             upload_interval: sluice_objstore::limits::UPLOAD_INTERVAL_DEFAULT,
+            retention_check_interval: std::time::Duration::from_secs(300),
         }
     }
 }

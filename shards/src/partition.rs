@@ -27,6 +27,10 @@ pub struct PartitionSettings {
     pub log_append_time: bool,
     /// Largest batch accepted (max.message.bytes).
     pub max_message_bytes: usize,
+    /// Records older than this many ms are deleted (retention.ms; negative: never).
+    pub retention_ms: i64,
+    /// The log is cut to about this many bytes (retention.bytes; negative: no limit).
+    pub retention_bytes: i64,
 }
 
 /// The answer to one partition's part of a produce request.
@@ -103,7 +107,11 @@ impl Partition {
             topic,
             index,
             stream_id,
-            log: RefCell::new(PartitionLog::resumed(log_start_offset, objects_end_offset)),
+            log: RefCell::new(PartitionLog::resumed(
+                log_start_offset,
+                objects_end_offset,
+                now_ms(),
+            )),
             producers: RefCell::new(ProducerStateTable::default()),
             settings: Cell::new(settings),
             order: Semaphore::new(1),
@@ -277,6 +285,22 @@ impl Partition {
         self.log.borrow_mut().evict_uploaded(bytes_to_free)
     }
 
+    /// The topic settings in force.
+    pub fn settings(&self) -> PartitionSettings {
+        self.settings.get()
+    }
+
+    /// Where time-based retention would move the log start (see
+    /// [`PartitionLog::expired_before`]).
+    pub fn expired_before(&self, cutoff_ms: i64) -> Option<i64> {
+        self.log.borrow().expired_before(cutoff_ms)
+    }
+
+    /// Bytes of cached batches not in object storage yet.
+    pub fn unuploaded_bytes(&self) -> u64 {
+        self.log.borrow().unuploaded_bytes()
+    }
+
     /// Bytes of cached batches that could be evicted.
     pub fn uploaded_cached_bytes(&self) -> u64 {
         self.log.borrow().uploaded_cached_bytes()
@@ -383,7 +407,7 @@ impl Partition {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

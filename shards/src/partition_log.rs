@@ -51,6 +51,9 @@ pub struct PartitionLog {
     bytes: u64,
     /// Offsets below this are in committed objects.
     uploaded_end: i64,
+    /// Per upload: (end offset, largest timestamp of the uploaded records), oldest first; what
+    /// time-based retention goes by.
+    uploads: VecDeque<(i64, i64)>,
 }
 
 impl PartitionLog {
@@ -65,13 +68,20 @@ impl PartitionLog {
     }
 
     /// A log whose offsets below `next_offset` are in object storage only (after a restart).
-    pub fn resumed(log_start_offset: i64, next_offset: i64) -> PartitionLog {
+    /// Their timestamps are not known here: `now_ms` stands in for them, so time-based
+    /// retention removes them late, never early.
+    pub fn resumed(log_start_offset: i64, next_offset: i64, now_ms: i64) -> PartitionLog {
         let next_offset = next_offset.max(log_start_offset);
+        let mut uploads = VecDeque::new();
+        if next_offset > log_start_offset {
+            uploads.push_back((next_offset, now_ms));
+        }
         PartitionLog {
             log_start_offset,
             next_offset,
             high_watermark: next_offset,
             uploaded_end: next_offset,
+            uploads,
             ..PartitionLog::default()
         }
     }
@@ -125,7 +135,34 @@ impl PartitionLog {
 
     /// Records that every offset below `offset` is in committed objects.
     pub fn mark_uploaded(&mut self, offset: i64) {
-        self.uploaded_end = self.uploaded_end.max(offset);
+        if offset <= self.uploaded_end {
+            return;
+        }
+        let from = self.uploaded_end;
+        let max_timestamp = self
+            .batches
+            .iter()
+            .filter(|b| b.last_offset >= from && b.base_offset < offset)
+            .map(|b| b.max_timestamp)
+            .max()
+            .unwrap_or(i64::MAX);
+        self.uploads.push_back((offset, max_timestamp));
+        self.uploaded_end = offset;
+    }
+
+    /// The log start offset time-based retention asks for: the end of the last upload, in
+    /// order, whose records are all older than `cutoff_ms`.
+    pub fn expired_before(&self, cutoff_ms: i64) -> Option<i64> {
+        self.uploads
+            .iter()
+            .take_while(|(_, max_timestamp)| *max_timestamp < cutoff_ms)
+            .map(|(end, _)| *end)
+            .last()
+    }
+
+    /// Bytes of cached batches not in object storage yet.
+    pub fn unuploaded_bytes(&self) -> u64 {
+        self.bytes - self.uploaded_cached_bytes()
     }
 
     /// Drops the oldest batches that are in object storage until `bytes_to_free` bytes are
@@ -178,6 +215,13 @@ impl PartitionLog {
             return;
         }
         self.log_start_offset = offset.min(self.high_watermark);
+        while self
+            .uploads
+            .front()
+            .is_some_and(|(end, _)| *end <= self.log_start_offset)
+        {
+            self.uploads.pop_front();
+        }
         while let Some(first) = self.batches.front() {
             if first.last_offset >= self.log_start_offset {
                 break;
@@ -316,10 +360,30 @@ mod tests {
         assert_eq!(log.evict_uploaded(1000), 100);
         assert_eq!(log.read(5, 1000, i64::MAX), Err(ReadError::NotCached));
         assert_eq!(log.read(10, 1000, i64::MAX).unwrap().records.len(), 100);
-        let resumed = PartitionLog::resumed(0, 20);
+        let resumed = PartitionLog::resumed(0, 20, 0);
         assert_eq!(resumed.high_watermark(), 20);
         assert_eq!(resumed.read(3, 1000, i64::MAX), Err(ReadError::NotCached));
         assert_eq!(resumed.read(20, 1000, i64::MAX).unwrap().records.len(), 0);
+    }
+
+    #[test]
+    fn time_retention_goes_by_uploads_in_order() {
+        let mut log = PartitionLog::new(0);
+        log.append(batch(0, 10, 100)); // max_timestamp 0
+        log.append(batch(10, 10, 100)); // 10
+        log.append(batch(20, 10, 100)); // 20
+        log.advance_high_watermark(30);
+        log.mark_uploaded(10);
+        log.mark_uploaded(30);
+        assert_eq!(log.expired_before(0), None);
+        assert_eq!(log.expired_before(5), Some(10));
+        assert_eq!(log.expired_before(21), Some(30));
+        log.advance_log_start(10);
+        assert_eq!(log.expired_before(5), None);
+        assert_eq!(
+            PartitionLog::resumed(0, 50, 1000).expired_before(1001),
+            Some(50)
+        );
     }
 
     #[test]

@@ -350,6 +350,11 @@ async fn run_shard(plan: ShardPlan) {
         .detach();
     }
     let uploads = glommio::spawn_local(crate::tier::run_uploads(shard.clone(), stop.clone()));
+    let retention = glommio::spawn_local(crate::tier::run_retention(
+        shard.clone(),
+        config.retention_check_interval,
+        stop.clone(),
+    ));
     let maintenance = (id == 0)
         .then(|| glommio::spawn_local(crate::tier::run_maintenance(shard.clone(), stop.clone())));
     restore_groups(&shard, group_entries).await;
@@ -437,6 +442,7 @@ async fn run_shard(plan: ShardPlan) {
         maintenance.cancel().await;
     }
     uploads.cancel().await;
+    retention.cancel().await;
     drop(shard);
     match Rc::try_unwrap(wal) {
         Ok(wal) => {

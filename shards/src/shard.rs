@@ -445,6 +445,50 @@ impl Shard {
         }
     }
 
+    /// Applies retention.ms and retention.bytes to this shard's partitions: moves their log
+    /// start past whole uploads that are too old, and past the oldest objects while the log
+    /// is over its size limit. Shard 0's maintenance then deletes the objects below it.
+    pub async fn apply_retention(&self) {
+        let image = self.image();
+        let now = crate::partition::now_ms();
+        let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        for partition in partitions {
+            let settings = partition.settings();
+            let (_, log_start, _) = partition.offsets();
+            let mut target = None;
+            if settings.retention_ms >= 0 {
+                target = partition.expired_before(now.saturating_sub(settings.retention_ms));
+            }
+            if settings.retention_bytes >= 0 {
+                let ranges: Vec<(i64, u64)> = image
+                    .stream_objects(partition.stream_id)
+                    .filter(|(_, r)| r.end_offset > log_start)
+                    .map(|(_, r)| (r.end_offset, r.len))
+                    .collect();
+                let mut size =
+                    partition.unuploaded_bytes() + ranges.iter().map(|r| r.1).sum::<u64>();
+                for (end, len) in ranges {
+                    if size <= settings.retention_bytes as u64 {
+                        break;
+                    }
+                    size -= len;
+                    target = target.max(Some(end));
+                }
+            }
+            let Some(target) = target.filter(|t| *t > log_start) else {
+                continue;
+            };
+            match self.delete_records(&partition, target).await {
+                Ok(start) => {
+                    tracing::info!(topic = %partition.topic, partition = partition.index, log_start_offset = start, "retention moved the log start")
+                }
+                Err(code) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, ?code, "retention could not move the log start")
+                }
+            }
+        }
+    }
+
     async fn read_cold(
         &self,
         partition: &Partition,
@@ -539,6 +583,8 @@ pub fn settings_of(topic: &TopicImage, image: &MetadataImage) -> PartitionSettin
     PartitionSettings {
         log_append_time: effective.timestamp_type == sluice_metadata::TimestampType::LogAppendTime,
         max_message_bytes: effective.max_message_bytes.max(0) as usize,
+        retention_ms: effective.retention_ms,
+        retention_bytes: effective.retention_bytes,
     }
 }
 

@@ -250,6 +250,18 @@ pub async fn run_maintenance(shard: Rc<Shard>, stop: StopSignal) {
     }
 }
 
+/// Applies retention.ms / retention.bytes to the shard's partitions every `interval`
+/// (log.retention.check.interval.ms).
+pub async fn run_retention(shard: Rc<Shard>, interval: Duration, stop: StopSignal) {
+    loop {
+        futures::select_biased! {
+            _ = stop.clone().fuse() => return,
+            _ = glommio::timer::sleep(interval).fuse() => {}
+        }
+        shard.apply_retention().await;
+    }
+}
+
 /// Deletes objects a crash left between put and commit; run before any upload starts.
 pub fn delete_orphans(store: &ObjectStore, image: &MetadataImage) -> Result<usize, String> {
     let compactor = Compactor::new(store.clone(), CompactionConfig::default());

@@ -41,7 +41,11 @@ impl BrokerProcess {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        // SLUICE_TEST_BINARY runs another build (e.g. release, for the measurements of
+        // ignored tests).
+        let binary = std::env::var("SLUICE_TEST_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_string());
+        let mut child = Command::new(binary)
             .arg("start")
             .arg("--listen")
             .arg("127.0.0.1:0")
