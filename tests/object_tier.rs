@@ -154,6 +154,31 @@ fn consume_and_check(broker: &BrokerProcess, topic: &str, count: u64) -> f64 {
     (total * VALUE_BYTES as u64) as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64()
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// ListOffsets by timestamp (offsets_for_times) on partition 0.
+fn offset_for_time(broker: &BrokerProcess, topic: &str, timestamp_ms: i64) -> i64 {
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "by-time")
+        .create()
+        .unwrap();
+    let mut query = TopicPartitionList::new();
+    query
+        .add_partition_offset(topic, 0, Offset::Offset(timestamp_ms))
+        .unwrap();
+    let answer = consumer.offsets_for_times(query, TIMEOUT).unwrap();
+    match answer.find_partition(topic, 0).unwrap().offset() {
+        Offset::Offset(offset) => offset,
+        other => panic!("offsets_for_times answered {other:?}"),
+    }
+}
+
 /// Files under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -189,7 +214,15 @@ async fn big_run(data_dir: &Path, args: &[&str], envs: &[(&str, &str)], objects_
     create_topic(&broker, "tiered").await;
     let count = records_per_partition();
     let started = Instant::now();
-    produce(&producer(&broker), "tiered", 0, count).await;
+    let half = count / 2;
+    let first = producer(&broker);
+    produce(&first, "tiered", 0, half).await;
+    // Every record of the second half is created after `middle_ms`.
+    let middle_ms = now_ms() + 1;
+    while now_ms() <= middle_ms {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    produce(&first, "tiered", half, count).await;
     let mib = (count * PARTITIONS as u64 * VALUE_BYTES as u64) >> 20;
     eprintln!(
         "produced {mib} MiB in {:.1} s",
@@ -205,6 +238,8 @@ async fn big_run(data_dir: &Path, args: &[&str], envs: &[(&str, &str)], objects_
     eprintln!("read {mib} MiB back at {rate:.0} MiB/s");
 
     let broker = broker.restart();
+    // Only in objects now: the search by time reads them.
+    assert_eq!(offset_for_time(&broker, "tiered", middle_ms), half as i64);
     let rate = consume_and_check(&broker, "tiered", count);
     eprintln!("after kill -9: read {mib} MiB back at {rate:.0} MiB/s");
     // Production continues at the next offsets.

@@ -306,37 +306,22 @@ impl Partition {
         self.log.borrow().uploaded_cached_bytes()
     }
 
-    /// The offset of the first record whose timestamp is at least `timestamp`, with that
-    /// record's timestamp; `None` when no record is that late.
+    /// The offset of the first cached record whose timestamp is at least `timestamp`, with
+    /// that record's timestamp; `None` when no cached record is that late.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Option<(i64, i64)> {
         let log = self.log.borrow();
         let start = log.log_start_offset();
-        for batch in log.visible_batches_from(start) {
-            if batch.max_timestamp < timestamp {
-                continue;
-            }
-            let Ok(records) = sluice_net::record_batch::decode_records(
-                &batch.data,
-                crate::DECOMPRESSED_BATCH_BYTES_MAX,
-            ) else {
-                return Some((batch.base_offset, batch.max_timestamp));
-            };
-            let header = RecordBatchHeader::parse(&batch.data).ok()?;
-            let log_append_time =
-                header.timestamp_type() == sluice_net::record_batch::TimestampType::LogAppendTime;
-            for record in &records {
-                let record_timestamp = if log_append_time {
-                    header.max_timestamp()
-                } else {
-                    header.base_timestamp() + record.timestamp_delta
-                };
-                let offset = batch.base_offset + i64::from(record.offset_delta);
-                if record_timestamp >= timestamp && offset >= start {
-                    return Some((offset, record_timestamp));
-                }
-            }
-        }
-        None
+        log.visible_batches_from(start).find_map(|batch| {
+            (batch.max_timestamp >= timestamp)
+                .then(|| record_at_or_after(&batch.data, timestamp, start))
+                .flatten()
+        })
+    }
+
+    /// Where a search by timestamp must begin in object storage (the start of the first
+    /// upload holding a record that late), when that lies below the log cache.
+    pub fn cold_search_start(&self, timestamp: i64) -> Option<i64> {
+        self.log.borrow().cold_search_start(timestamp)
     }
 
     /// The offset and timestamp of the record with the largest timestamp.
@@ -405,6 +390,32 @@ impl Partition {
             }
         }
     }
+}
+
+/// The first record of `batch` (whole, base offset patched) at or after `timestamp` and at or
+/// above offset `start`, with its timestamp. A batch whose records cannot be decoded answers
+/// with its base offset.
+pub fn record_at_or_after(batch: &Bytes, timestamp: i64, start: i64) -> Option<(i64, i64)> {
+    let header = RecordBatchHeader::parse(batch).ok()?;
+    if header.max_timestamp() < timestamp {
+        return None;
+    }
+    let Ok(records) =
+        sluice_net::record_batch::decode_records(batch, crate::DECOMPRESSED_BATCH_BYTES_MAX)
+    else {
+        return Some((header.base_offset(), header.max_timestamp()));
+    };
+    let log_append_time =
+        header.timestamp_type() == sluice_net::record_batch::TimestampType::LogAppendTime;
+    records.iter().find_map(|record| {
+        let record_timestamp = if log_append_time {
+            header.max_timestamp()
+        } else {
+            header.base_timestamp() + record.timestamp_delta
+        };
+        let offset = header.base_offset() + i64::from(record.offset_delta);
+        (record_timestamp >= timestamp && offset >= start).then_some((offset, record_timestamp))
+    })
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -160,6 +160,29 @@ impl PartitionLog {
             .last()
     }
 
+    /// The start of the first upload, in order, holding a record at or after `timestamp`, if
+    /// it lies below the first cached batch (a search by time must read objects from there).
+    pub fn cold_search_start(&self, timestamp: i64) -> Option<i64> {
+        let cache_start = self
+            .batches
+            .front()
+            .map_or(self.next_offset, |b| b.base_offset);
+        let mut start = self.log_start_offset;
+        for &(end, max_timestamp) in &self.uploads {
+            if end <= start {
+                continue;
+            }
+            if start >= cache_start {
+                return None;
+            }
+            if max_timestamp >= timestamp {
+                return Some(start);
+            }
+            start = end;
+        }
+        None
+    }
+
     /// Bytes of cached batches not in object storage yet.
     pub fn unuploaded_bytes(&self) -> u64 {
         self.bytes - self.uploaded_cached_bytes()

@@ -94,11 +94,12 @@ impl Broker {
         let store = MetadataStore::open(&config.data_dir.join("metadata"), config.node_id)?;
         let objects = ObjectStore::open(&config.object_store_config())
             .map_err(|e| StartError::ObjectStore(e.to_string()))?;
-        // Before any upload starts, so every object above the registry's ids is an orphan.
-        let orphans = crate::tier::delete_orphans(&objects, &store.image())
-            .map_err(StartError::ObjectStore)?;
-        if orphans > 0 {
-            tracing::info!(orphans, "deleted objects a crash left uncommitted");
+        // Before any upload starts, so every object above the registry's ids is an orphan. New
+        // uploads take ids above these, so a store that is down now only leaves garbage.
+        match crate::tier::delete_orphans(&objects, &store.image()) {
+            Ok(0) => {}
+            Ok(orphans) => tracing::info!(orphans, "deleted objects a crash left uncommitted"),
+            Err(error) => tracing::warn!(%error, "orphaned objects not cleaned up"),
         }
 
         let (change_senders, change_receivers): (Vec<_>, Vec<_>) =

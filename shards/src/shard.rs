@@ -249,11 +249,25 @@ impl Shard {
                 timestamp,
                 reply,
             } => {
-                let result = match self.partition(stream_id) {
-                    None => Err(ErrorCode::NotLeaderOrFollower),
-                    Some(p) => Ok(list_offset(&p, timestamp)),
+                let Some(partition) = self.partition(stream_id) else {
+                    let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
+                    return;
                 };
-                let _ = reply.send(result);
+                let cold_from = (timestamp >= 0)
+                    .then(|| partition.cold_search_start(timestamp))
+                    .flatten();
+                let Some(from) = cold_from else {
+                    let _ = reply.send(Ok(list_offset(&partition, timestamp)));
+                    return;
+                };
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let found = shard.search_objects(&partition, from, timestamp).await;
+                    let _ = reply.send(
+                        found.map(|hit| hit.unwrap_or_else(|| list_offset(&partition, timestamp))),
+                    );
+                })
+                .detach();
             }
             ShardRequest::DeleteRecords {
                 stream_id,
@@ -273,7 +287,7 @@ impl Shard {
             ShardRequest::Size { stream_id, reply } => {
                 let result = self
                     .partition(stream_id)
-                    .map(|p| p.size_bytes())
+                    .map(|p| self.log_size_bytes(&p))
                     .ok_or(ErrorCode::NotLeaderOrFollower);
                 let _ = reply.send(result);
             }
@@ -445,6 +459,19 @@ impl Shard {
         }
     }
 
+    /// Bytes of a partition's log: its object ranges above the log start and what is only in
+    /// the log cache.
+    fn log_size_bytes(&self, partition: &Partition) -> u64 {
+        let (_, log_start, _) = partition.offsets();
+        let in_objects: u64 = self
+            .image()
+            .stream_objects(partition.stream_id)
+            .filter(|(_, r)| r.end_offset > log_start)
+            .map(|(_, r)| r.len)
+            .sum();
+        in_objects + partition.unuploaded_bytes()
+    }
+
     /// Applies retention.ms and retention.bytes to this shard's partitions: moves their log
     /// start past whole uploads that are too old, and past the oldest objects while the log
     /// is over its size limit. Shard 0's maintenance then deletes the objects below it.
@@ -486,6 +513,39 @@ impl Shard {
                     tracing::warn!(topic = %partition.topic, partition = partition.index, ?code, "retention could not move the log start")
                 }
             }
+        }
+    }
+
+    /// The first record at or after `timestamp`, reading objects from offset `from` up to the
+    /// log cache; None when every record there is earlier.
+    async fn search_objects(
+        &self,
+        partition: &Partition,
+        from: i64,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, ErrorCode> {
+        const READ_BYTES: usize = 1 << 20;
+        let mut offset = from;
+        loop {
+            let slice = match self.read_cold(partition, offset, READ_BYTES).await {
+                Ok(slice) => slice,
+                Err(ErrorCode::OffsetOutOfRange) => return Ok(None), // reached the log cache
+                Err(code) => return Err(code),
+            };
+            let mut next = offset;
+            for batch in sluice_net::record_batch::batches(&slice.records) {
+                let batch = batch.map_err(|_| ErrorCode::CorruptMessage)?;
+                if let Some(hit) = crate::partition::record_at_or_after(&batch, timestamp, from) {
+                    return Ok(Some(hit));
+                }
+                let header = sluice_net::record_batch::RecordBatchHeader::parse(&batch)
+                    .map_err(|_| ErrorCode::CorruptMessage)?;
+                next = header.base_offset() + i64::from(header.last_offset_delta()) + 1;
+            }
+            if next <= offset {
+                return Ok(None);
+            }
+            offset = next;
         }
     }
 
