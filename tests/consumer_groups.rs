@@ -1,10 +1,13 @@
 //! Consumer groups with librdkafka: assignment, rebalances on close and on a killed member,
 //! commits that a new member resumes from (also after kill -9 of the broker),
-//! cooperative-sticky and static membership.
+//! cooperative-sticky and static membership; and the coordinator's answers to the group
+//! protocol's corner cases over a raw socket.
 
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,13 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use sluice_net::messages::describe_groups_request::DescribeGroupsRequest;
+use sluice_net::messages::heartbeat_request::HeartbeatRequest;
+use sluice_net::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
+use sluice_net::messages::join_group_response::JoinGroupResponse;
+use sluice_net::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
+use sluice_net::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
+use sluice_net::{ErrorCode, Request, RequestHeader, Response};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -31,10 +41,18 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Starts a broker whose groups rebalance without Kafka's 3 s initial delay.
 fn broker(dir: &std::path::Path, shards: &str) -> BrokerProcess {
+    broker_with(dir, shards, &[])
+}
+
+/// [`broker`] with more broker configs set.
+fn broker_with(dir: &std::path::Path, shards: &str, configs: &[(&str, &str)]) -> BrokerProcess {
     let broker = BrokerProcess::start(dir, &["--shards", shards]);
     let admin: AdminClient<DefaultClientContext> = broker.client_config().create().unwrap();
-    let config =
+    let mut config =
         AlterConfig::new(ResourceSpecifier::Broker(0)).set("group.initial.rebalance.delay.ms", "0");
+    for (name, value) in configs {
+        config = config.set(name, value);
+    }
     let results = runtime()
         .block_on(admin.alter_configs(&[config], &AdminOptions::new()))
         .unwrap();
@@ -330,4 +348,233 @@ fn cooperative_sticky_and_static_members_keep_their_partitions() {
         "static members keep their partitions across a restart"
     );
     let _ = x.received.lock().unwrap().len();
+}
+
+/// One connection speaking the group protocol directly, to see the coordinator's exact answers.
+struct RawMember {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+const GROUP: &str = "raw";
+const JOIN_VERSION: i16 = 5;
+const SESSION_TIMEOUT_MS: i32 = 1000;
+
+impl RawMember {
+    fn connect(broker: &BrokerProcess) -> RawMember {
+        let stream = TcpStream::connect(&broker.bootstrap).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        RawMember {
+            stream,
+            correlation_id: 0,
+        }
+    }
+
+    fn send(&mut self, version: i16, request: Request) {
+        self.correlation_id += 1;
+        let header = RequestHeader {
+            request_api_key: request.api_key() as i16,
+            request_api_version: version,
+            correlation_id: self.correlation_id,
+            client_id: Some("raw-member".into()),
+        };
+        let mut out = bytes::BytesMut::new();
+        sluice_net::encode_request(&header, &request, &mut out).expect("encodes");
+        self.stream.write_all(&out).expect("write");
+    }
+
+    /// The answer to the oldest request not answered yet (`correlation`: its number).
+    fn receive(&mut self, api_key: sluice_net::ApiKey, version: i16, correlation: i32) -> Response {
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix).expect("a response");
+        let mut frame = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        self.stream
+            .read_exact(&mut frame)
+            .expect("a whole response");
+        let (correlation_id, response) =
+            sluice_net::decode_response(api_key as i16, version, bytes::Bytes::from(frame))
+                .expect("decodes");
+        assert_eq!(correlation_id, correlation);
+        response
+    }
+
+    fn send_join(&mut self, member_id: &str) -> i32 {
+        self.send(
+            JOIN_VERSION,
+            Request::JoinGroup(JoinGroupRequest {
+                group_id: GROUP.into(),
+                session_timeout_ms: SESSION_TIMEOUT_MS,
+                rebalance_timeout_ms: 30_000,
+                member_id: member_id.into(),
+                protocol_type: "consumer".into(),
+                protocols: vec![JoinGroupRequestProtocol {
+                    name: "range".into(),
+                    metadata: bytes::Bytes::from_static(b"subscription"),
+                }],
+                ..Default::default()
+            }),
+        );
+        self.correlation_id
+    }
+
+    fn receive_join(&mut self, correlation: i32) -> JoinGroupResponse {
+        match self.receive(sluice_net::ApiKey::JoinGroup, JOIN_VERSION, correlation) {
+            Response::JoinGroup(response) => response,
+            other => panic!("not a JoinGroup response: {other:?}"),
+        }
+    }
+
+    fn join(&mut self, member_id: &str) -> JoinGroupResponse {
+        let correlation = self.send_join(member_id);
+        self.receive_join(correlation)
+    }
+
+    fn sync(&mut self, generation_id: i32, member_id: &str, assignment: &'static [u8]) -> i16 {
+        self.send(
+            3,
+            Request::SyncGroup(SyncGroupRequest {
+                group_id: GROUP.into(),
+                generation_id,
+                member_id: member_id.into(),
+                assignments: vec![SyncGroupRequestAssignment {
+                    member_id: member_id.into(),
+                    assignment: bytes::Bytes::from_static(assignment),
+                }],
+                ..Default::default()
+            }),
+        );
+        match self.receive(sluice_net::ApiKey::SyncGroup, 3, self.correlation_id) {
+            Response::SyncGroup(response) => {
+                assert_eq!(response.assignment, assignment);
+                response.error_code
+            }
+            other => panic!("not a SyncGroup response: {other:?}"),
+        }
+    }
+
+    fn heartbeat(&mut self, generation_id: i32, member_id: &str) -> i16 {
+        self.send(
+            3,
+            Request::Heartbeat(HeartbeatRequest {
+                group_id: GROUP.into(),
+                generation_id,
+                member_id: member_id.into(),
+                group_instance_id: None,
+            }),
+        );
+        match self.receive(sluice_net::ApiKey::Heartbeat, 3, self.correlation_id) {
+            Response::Heartbeat(response) => response.error_code,
+            other => panic!("not a Heartbeat response: {other:?}"),
+        }
+    }
+
+    fn remove(&mut self, member_id: &str) -> i16 {
+        self.send(
+            3,
+            Request::LeaveGroup(LeaveGroupRequest {
+                group_id: GROUP.into(),
+                members: vec![MemberIdentity {
+                    member_id: member_id.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        );
+        match self.receive(sluice_net::ApiKey::LeaveGroup, 3, self.correlation_id) {
+            Response::LeaveGroup(response) => response.members[0].error_code,
+            other => panic!("not a LeaveGroup response: {other:?}"),
+        }
+    }
+
+    fn group_state(&mut self) -> String {
+        self.send(
+            0,
+            Request::DescribeGroups(DescribeGroupsRequest {
+                groups: vec![GROUP.into()],
+                ..Default::default()
+            }),
+        );
+        match self.receive(sluice_net::ApiKey::DescribeGroups, 0, self.correlation_id) {
+            Response::DescribeGroups(response) => response.groups[0].group_state.clone(),
+            other => panic!("not a DescribeGroups response: {other:?}"),
+        }
+    }
+
+    /// KIP-394: a new member is given its id first, then joins with it.
+    fn join_new(&mut self) -> String {
+        let response = self.join("");
+        assert_eq!(response.error_code, ErrorCode::MemberIdRequired.code());
+        assert!(!response.member_id.is_empty());
+        response.member_id
+    }
+}
+
+#[test]
+fn coordinator_answers_rejoins_removals_and_expiry_as_kafka_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with(
+        dir.path(),
+        "2",
+        &[(
+            "group.min.session.timeout.ms",
+            &SESSION_TIMEOUT_MS.to_string(),
+        )],
+    );
+    let mut a = RawMember::connect(&broker);
+    let id_a = a.join_new();
+    let joined = a.join(&id_a);
+    assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+    assert_eq!(joined.leader, id_a);
+    assert_eq!(a.sync(1, &id_a, b"a"), 0);
+    assert_eq!(a.heartbeat(1, &id_a), 0);
+
+    // A second member's join waits for the first to rejoin; heartbeats say so meanwhile.
+    let mut b = RawMember::connect(&broker);
+    let id_b = b.join_new();
+    let waiting = b.send_join(&id_b);
+    assert!(
+        wait_for(TIMEOUT, || (a.heartbeat(1, &id_a)
+            == ErrorCode::RebalanceInProgress.code())
+        .then_some(()))
+        .is_some(),
+        "heartbeats report the rebalance"
+    );
+
+    // The same member joins again elsewhere: its earlier join is answered without losing its id.
+    let mut b_again = RawMember::connect(&broker);
+    let waiting_again = b_again.send_join(&id_b);
+    let superseded = b.receive_join(waiting);
+    assert_eq!(
+        (superseded.error_code, superseded.member_id.as_str()),
+        (ErrorCode::RebalanceInProgress.code(), id_b.as_str())
+    );
+
+    // Removed while its join waits, it is told it is unknown (a fenced static member would
+    // be told FENCED_INSTANCE_ID, which clients treat as fatal).
+    assert_eq!(a.remove(&id_b), 0);
+    let removed = b_again.receive_join(waiting_again);
+    assert_eq!(removed.error_code, ErrorCode::UnknownMemberId.code());
+
+    // The rebalance completes with the remaining member only: no ghost of the removed one.
+    let rejoined = a.join(&id_a);
+    assert_eq!((rejoined.error_code, rejoined.generation_id), (0, 2));
+    let members: Vec<&str> = rejoined
+        .members
+        .iter()
+        .map(|m| m.member_id.as_str())
+        .collect();
+    assert_eq!(members, [id_a.as_str()]);
+    assert_eq!(a.sync(2, &id_a, b"all"), 0);
+
+    // Silent past its session timeout, the member is removed; its next heartbeat is told it is
+    // unknown so that it rejoins with an empty member id, and that rejoin works.
+    assert!(
+        wait_for(TIMEOUT, || (a.group_state() == "Empty").then_some(())).is_some(),
+        "the silent member expires"
+    );
+    assert_eq!(a.heartbeat(2, &id_a), ErrorCode::UnknownMemberId.code());
+    assert_eq!(a.join(&id_a).error_code, ErrorCode::UnknownMemberId.code());
+    let id_new = a.join_new();
+    let fresh = a.join(&id_new);
+    assert_eq!((fresh.error_code, fresh.generation_id), (0, 4));
 }

@@ -1,12 +1,15 @@
-//! The same round trip as `kafka_clients.rs`, with kafka-python (an independent client
-//! implementation) from the venv that `scripts/test` creates.
+//! The round trip of `kafka_clients.rs` and the consumer-group flow of `consumer_groups.rs`,
+//! with kafka-python (an independent client implementation) from the venv `scripts/test` creates.
 
 mod common;
 
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use common::BrokerProcess;
+use common::{BrokerProcess, wait_for};
 
 fn python() -> PathBuf {
     if let Ok(python) = std::env::var("SLUICE_TEST_PYTHON") {
@@ -20,6 +23,9 @@ fn python() -> PathBuf {
     venv
 }
 
+/// How long a script may run before the test fails: its own waits are bounded well below this.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Runs `tests/python/<script>` against a fresh two-shard broker; returns its stdout.
 fn run_script(script: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -27,18 +33,35 @@ fn run_script(script: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
         .join(script);
-    let output = Command::new(python())
+    let mut child = Command::new(python())
         .arg(path)
         .arg(&broker.bootstrap)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
+    let status = wait_for(SCRIPT_TIMEOUT, || child.try_wait().expect("wait works"));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
     assert!(
-        output.status.success(),
-        "{script} failed:\n{stdout}\n{stderr}"
+        status.is_some_and(|s| s.success()),
+        "{script} failed (status {status:?}, limit {SCRIPT_TIMEOUT:?}):\n{stdout}\n{stderr}"
     );
     stdout
+}
+
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
 }
 
 #[test]
@@ -46,11 +69,7 @@ fn kafka_python_round_trip() {
     assert!(run_script("roundtrip.py").contains("round trip"));
 }
 
-// Ignored until a coordinator bug is fixed: a kafka-python member is sometimes expired by its
-// session timeout and never rejoins (about 1 run in 6 here; issue 6 stays open for it).
-// Run it with `cargo test --test python_client -- --ignored`.
 #[test]
-#[ignore = "kafka-python group members stall intermittently (issue 6)"]
 fn kafka_python_consumer_groups() {
     assert!(run_script("groups.py").contains("groups"));
 }

@@ -217,7 +217,7 @@ impl GroupCoordinator {
             {
                 // A static member restarting: it takes over its old identity (KIP-345).
                 let mut member = group.members.remove(&old_id).expect("found by instance");
-                fence(&mut member);
+                answer_removed(&mut member, ErrorCode::FencedInstanceId);
                 let unchanged = member.protocols == protocols;
                 member.member_id = new_id.clone();
                 member.client_id = client_id.clone();
@@ -278,8 +278,16 @@ impl GroupCoordinator {
                     return Pending::Ready(current_generation_response(group, &request.member_id));
                 }
                 _ => {
+                    // The member gave up on its earlier JoinGroup. REBALANCE_IN_PROGRESS, not
+                    // UNKNOWN_MEMBER_ID: a client still listening retries with its member id
+                    // instead of rejoining as a second member beside this one.
                     if let Some(old) = member.awaiting_join.replace(sender) {
-                        drop(old);
+                        let _ = old.send(JoinGroupResponse {
+                            error_code: ErrorCode::RebalanceInProgress.code(),
+                            generation_id: -1,
+                            member_id: request.member_id.clone(),
+                            ..Default::default()
+                        });
                     }
                 }
             }
@@ -450,7 +458,7 @@ impl GroupCoordinator {
                     Err(code) => code,
                     Ok(()) => {
                         if let Some(mut member) = group.members.remove(&target) {
-                            fence(&mut member);
+                            answer_removed(&mut member, ErrorCode::UnknownMemberId);
                         }
                         removed_any = true;
                         ErrorCode::None
@@ -813,10 +821,9 @@ impl GroupCoordinator {
                 .map(|m| m.member_id.clone())
                 .collect();
             if !timed_out.is_empty() {
+                // Members waiting on a JoinGroup or SyncGroup are not among them: no answers owed.
                 for id in &timed_out {
-                    if let Some(mut member) = group.members.remove(id) {
-                        fence(&mut member);
-                    }
+                    group.members.remove(id);
                 }
                 tracing::info!(group = %group.id, members = ?timed_out, "session timeout: members removed");
                 members_changed(group, now, settings);
@@ -938,11 +945,13 @@ fn check_member(group: &Group, member_id: &str, instance: Option<&str>) -> Resul
     }
 }
 
-/// Answers a removed or replaced member's waiting requests with an error.
-fn fence(member: &mut Member) {
+/// Answers a removed member's waiting requests with `code`: UNKNOWN_MEMBER_ID tells a member
+/// that left or expired to rejoin afresh; FENCED_INSTANCE_ID tells a replaced static member
+/// that its instance id now belongs to another process (KIP-345).
+fn answer_removed(member: &mut Member, code: ErrorCode) {
     if let Some(join) = member.awaiting_join.take() {
         let _ = join.send(JoinGroupResponse {
-            error_code: ErrorCode::FencedInstanceId.code(),
+            error_code: code.code(),
             generation_id: -1,
             member_id: member.member_id.clone(),
             ..Default::default()
@@ -950,7 +959,7 @@ fn fence(member: &mut Member) {
     }
     if let Some(sync) = member.awaiting_sync.take() {
         let _ = sync.send(SyncGroupResponse {
-            error_code: ErrorCode::FencedInstanceId.code(),
+            error_code: code.code(),
             ..Default::default()
         });
     }
