@@ -520,3 +520,79 @@ async fn retention_by_bytes_and_by_time_moves_the_log_start() {
     assert_eq!(message.offset(), start);
     assert_eq!(message.payload(), Some(&value(0, start as u64)[..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_come_back_from_objects_once_the_wal_is_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--shards",
+        "1",
+        "--upload-size",
+        "1MiB",
+        "--upload-interval-ms",
+        "100",
+    ];
+    let envs = [("SLUICE_LOG", "info,sluice_shards::tier=debug")];
+    let broker = BrokerProcess::start_with_env(dir.path(), &args, &envs);
+    create_topic(&broker, "offsets").await;
+    let producer = producer(&broker);
+    produce(&producer, "offsets", 0, 64).await;
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "tiered-group")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut commit = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        commit
+            .add_partition_offset("offsets", partition, Offset::Offset(10 + partition as i64))
+            .unwrap();
+    }
+    consumer
+        .commit(&commit, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    let uploads = |broker: &BrokerProcess| {
+        broker
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("upload committed"))
+            .count()
+    };
+    let before = uploads(&broker);
+    // The group record is durable, so the next upload takes it and trims the WAL past it.
+    produce(&producer, "offsets", 64, 128).await;
+    common::wait_for(TIMEOUT, || (uploads(&broker) > before).then_some(()))
+        .expect("an upload after the commit");
+    drop(consumer);
+    let broker = broker.restart();
+    assert!(
+        broker
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("WAL recovered")
+                && l.contains("group_entries=0")
+                && l.contains("group_entries_from_objects=8")),
+        "the group log comes from objects, not the WAL"
+    );
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "tiered-group")
+        .create()
+        .unwrap();
+    let mut query = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        query.add_partition("offsets", partition);
+    }
+    let committed = consumer.committed_offsets(query, TIMEOUT).unwrap();
+    for partition in 0..PARTITIONS {
+        assert_eq!(
+            committed
+                .find_partition("offsets", partition)
+                .unwrap()
+                .offset(),
+            Offset::Offset(10 + partition as i64)
+        );
+    }
+    consume_and_check(&broker, "offsets", 128);
+}

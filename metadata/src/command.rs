@@ -532,11 +532,11 @@ fn check_new_objects(image: &MetadataImage, objects: &[ObjectImage]) -> Result<(
                 object.id
             )));
         }
-        if let Some(r) = object
-            .ranges
-            .iter()
-            .find(|r| r.stream_id >= image.next_stream_id || r.stream_id == 0)
-        {
+        if let Some(r) = object.ranges.iter().find(|r| {
+            r.stream_id == 0
+                || (r.stream_id >= image.next_stream_id
+                    && !crate::objects::is_internal_stream(r.stream_id))
+        }) {
             return Err(MetadataError::InvalidRequest(format!(
                 "object {}: stream {} was never created",
                 object.id, r.stream_id

@@ -313,11 +313,10 @@ impl MetadataImage {
         if ids != self.topic_names_by_id || streams != self.streams {
             return Err("lookup indexes disagree with topics".to_string());
         }
-        if let Some(stream_id) = self
-            .registry
-            .streams
-            .keys()
-            .find(|id| !self.streams.contains_key(id))
+        if let Some(stream_id) =
+            self.registry.streams.keys().find(|id| {
+                !self.streams.contains_key(id) && !crate::objects::is_internal_stream(**id)
+            })
         {
             return Err(format!("objects indexed for unknown stream {stream_id}"));
         }

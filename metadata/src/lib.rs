@@ -32,6 +32,7 @@ pub use configs::{
 pub use error::MetadataError;
 pub use image::{FIRST_STREAM_ID, MetadataImage, PartitionImage, TopicImage, Uuid16};
 pub use objects::{
-    FIRST_OBJECT_ID, ObjectId, ObjectImage, ObjectKind, ObjectTombstone, StreamRange,
+    FIRST_OBJECT_ID, INTERNAL_STREAM_ID_MIN, ObjectId, ObjectImage, ObjectKind, ObjectTombstone,
+    StreamRange, is_internal_stream,
 };
 pub use store::{MetadataStore, RecoveryReport, StoreOptions};

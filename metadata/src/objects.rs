@@ -24,6 +24,15 @@ pub type ObjectId = u64;
 /// The first object id handed out; 0 is never an object.
 pub const FIRST_OBJECT_ID: ObjectId = 1;
 
+/// Stream ids from here up belong to the broker's internal streams (e.g. each shard's group
+/// log), which have data in objects but no partition; topics never get ids this high.
+pub const INTERNAL_STREAM_ID_MIN: u64 = u64::MAX - (1 << 20) + 1;
+
+/// True for the id of an internal stream.
+pub fn is_internal_stream(stream_id: u64) -> bool {
+    stream_id >= INTERNAL_STREAM_ID_MIN
+}
+
 /// What an object holds.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
@@ -403,7 +412,7 @@ impl RegistryParts {
         let mut starts = BTreeMap::new();
         for (stream_id, start_offset, end_offset) in self.stream_bounds {
             starts.insert(stream_id, start_offset);
-            if !live_streams.contains_key(&stream_id) {
+            if !live_streams.contains_key(&stream_id) && !is_internal_stream(stream_id) {
                 return Err(format!("objects indexed for unknown stream {stream_id}"));
             }
             let stream = StreamObjects {

@@ -1,8 +1,9 @@
 //! Internal streams: shard state kept as a stream of its own (the group log), so it travels
 //! WAL → object storage like partition data and survives the WAL being trimmed.
 //!
-//! Stream ids count down from `u64::MAX`, far above any id metadata hands to a partition: the
-//! group log of shard `n` is `u64::MAX - n`. Each record is framed like a Kafka record batch's
+//! Stream ids count down from `u64::MAX`, in metadata's internal range
+//! (`sluice_metadata::INTERNAL_STREAM_ID_MIN` and up), which no partition gets: the group log
+//! of shard `n` is `u64::MAX - n`. Each record is framed like a Kafka record batch's
 //! prefix, `[offset i64][length i32][payload]` (big-endian), because the object tier's cold
 //! reader walks data blocks by that prefix.
 
@@ -86,5 +87,8 @@ mod tests {
         assert_eq!(group_log_stream(3), u64::MAX - 3);
         assert!(is_group_log_stream(u64::MAX - 3));
         assert!(!is_group_log_stream(42));
+        assert!(sluice_metadata::is_internal_stream(group_log_stream(
+            SHARDS_MAX as usize - 1
+        )));
     }
 }

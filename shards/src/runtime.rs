@@ -319,14 +319,16 @@ async fn run_shard(plan: ShardPlan) {
             return;
         }
     };
+    let group_entries_from_objects = group_entries.len();
     let (replayed, wal_group_entries) = shard.recover(wal_records);
-    group_entries.extend(wal_group_entries);
     tracing::info!(
         shard = id,
         replayed,
-        group_entries = group_entries.len(),
+        group_entries = wal_group_entries.len(),
+        group_entries_from_objects,
         "WAL recovered"
     );
+    group_entries.extend(wal_group_entries);
 
     for receiver in receivers {
         let shard = shard.clone();

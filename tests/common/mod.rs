@@ -54,11 +54,11 @@ impl BrokerProcess {
             .arg("--wal-size")
             .arg("64MiB")
             .args(&extra_args)
-            .envs(envs.iter().map(|(k, v)| (k, v)))
             .env(
                 "SLUICE_LOG",
                 std::env::var("SLUICE_TEST_BROKER_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
