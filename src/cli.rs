@@ -343,7 +343,10 @@ mod tests {
             Some("127.0.0.1:9644".parse().expect("an address"))
         );
         let chosen = start_config(&["--admin-listen", "0.0.0.0:0"]).expect("valid flag");
-        assert_eq!(chosen.admin_listen, Some("0.0.0.0:0".parse().expect("an address")));
+        assert_eq!(
+            chosen.admin_listen,
+            Some("0.0.0.0:0".parse().expect("an address"))
+        );
         let disabled = start_config(&["--admin-listen", "none"]).expect("valid flag");
         assert_eq!(disabled.admin_listen, None);
         assert!(start_config(&["--admin-listen", "localhost"]).is_err());

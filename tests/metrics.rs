@@ -156,11 +156,16 @@ fn total(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
 async fn metrics_health_and_ready_on_the_admin_port() {
     let dir = tempfile::tempdir().expect("temp dir");
     let broker = BrokerProcess::start(dir.path(), &["--shards", "2"]);
-    let admin = broker.admin.clone().expect("the broker reports its admin address");
+    let admin = broker
+        .admin
+        .clone()
+        .expect("the broker reports its admin address");
 
     assert_eq!(get(&admin, "/health").status, 200);
     assert!(
-        wait_for(TIMEOUT, || (get(&admin, "/ready").status == 200).then_some(())).is_some(),
+        wait_for(TIMEOUT, || (get(&admin, "/ready").status == 200)
+            .then_some(()))
+        .is_some(),
         "/ready never answered 200"
     );
     assert_eq!(get(&admin, "/nowhere").status, 404);
@@ -205,8 +210,8 @@ async fn metrics_health_and_ready_on_the_admin_port() {
         .add_partition_offset(TOPIC, 0, Offset::Beginning)
         .expect("assignment");
     consumer.assign(&assignment).expect("assign");
-    let consumed = wait_for(TIMEOUT, || consumer.poll(Duration::from_millis(100)))
-        .expect("a record consumed");
+    let consumed =
+        wait_for(TIMEOUT, || consumer.poll(Duration::from_millis(100))).expect("a record consumed");
     consumed.expect("consumed without error");
 
     // The counters move as requests are answered; WAL figures are sampled every second.
@@ -246,5 +251,8 @@ async fn metrics_health_and_ready_on_the_admin_port() {
     );
     assert!(total(&samples, "sluice_wal_capacity_bytes", &[("shard", "1")]) > 0.0);
     assert!(total(&samples, "sluice_connections", &[]) >= 1.0);
-    assert_eq!(total(&samples, "sluice_metrics_partitions_omitted", &[]), 0.0);
+    assert_eq!(
+        total(&samples, "sluice_metrics_partitions_omitted", &[]),
+        0.0
+    );
 }

@@ -138,7 +138,11 @@ fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()> {
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let response = match read_head(&mut stream)? {
         Some(head) => route(&head, state),
-        None => Response::text(431, "Request Header Fields Too Large", "request head too long\n"),
+        None => Response::text(
+            431,
+            "Request Header Fields Too Large",
+            "request head too long\n",
+        ),
     };
     stream.write_all(&response.encode())?;
     stream.flush()
@@ -183,7 +187,10 @@ fn route(head: &[u8], state: &AdminState) -> Response {
             if state.stopping.load(Ordering::SeqCst) {
                 Response::text(503, "Service Unavailable", "stopping\n")
             } else if ready < state.shard_count {
-                let body = format!("{ready} of {} shards accept connections\n", state.shard_count);
+                let body = format!(
+                    "{ready} of {} shards accept connections\n",
+                    state.shard_count
+                );
                 Response::text(503, "Service Unavailable", &body)
             } else {
                 Response::text(200, "OK", "ready\n")

@@ -100,6 +100,7 @@ pub struct Shard {
 
 impl Shard {
     /// A shard over an opened WAL, with a sender to every other shard (`None` at its own index).
+    #[allow(clippy::too_many_arguments)] // each is a separate piece the runtime built for it
     pub fn new(
         id: usize,
         config: Arc<BrokerConfig>,
@@ -534,7 +535,11 @@ impl Shard {
 
     /// Bytes the partitions' log caches hold.
     pub fn log_cache_bytes(&self) -> u64 {
-        self.partitions.borrow().values().map(|p| p.size_bytes()).sum()
+        self.partitions
+            .borrow()
+            .values()
+            .map(|p| p.size_bytes())
+            .sum()
     }
 
     fn count_read(&self, partition: &Partition, slice: &ReadSlice) {

@@ -13,14 +13,18 @@ pub struct Counter(AtomicU64);
 impl Counter {
     /// Adds `n`; call only from the owning shard's thread.
     pub fn add(&self, n: u64) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Subtracts `n` (a gauge going down); call only from the owning shard's thread.
     pub fn sub(&self, n: u64) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).saturating_sub(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).saturating_sub(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Replaces the value (a sampled gauge); call only from the owning shard's thread.

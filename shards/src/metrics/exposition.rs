@@ -35,6 +35,12 @@ pub fn render(shards: &[Arc<ShardMetrics>], objects: &StatsSnapshot) -> String {
     out.text
 }
 
+/// A family with one series per shard: name, kind, help, and how to read its value.
+type Family<T> = (&'static str, Kind, &'static str, fn(&T) -> u64);
+
+/// A per-partition counter family: name, help, and how to read its value.
+type PartitionFamily = (&'static str, &'static str, fn(&PartitionMetrics) -> u64);
+
 /// The kind of a metric family.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -97,7 +103,11 @@ impl Exposition {
         with_le.push(("le", "+Inf"));
         let count = histogram.count();
         self.value(&bucket, &with_le, count);
-        self.value(&format!("{name}_sum"), labels, seconds(histogram.sum_us as f64));
+        self.value(
+            &format!("{name}_sum"),
+            labels,
+            seconds(histogram.sum_us as f64),
+        );
         self.value(&format!("{name}_count"), labels, count);
     }
 
@@ -173,7 +183,7 @@ fn render_requests(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
 }
 
 fn render_shard_counters(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
-    let families: [(&str, Kind, &str, fn(&ShardMetrics) -> u64); 8] = [
+    let families: [Family<ShardMetrics>; 8] = [
         (
             "sluice_produce_batches_total",
             Kind::Counter,
@@ -229,7 +239,7 @@ fn render_shard_counters(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
 }
 
 fn render_samples(out: &mut Exposition, samples: &[(usize, ShardSample)]) {
-    let families: [(&str, Kind, &str, fn(&ShardSample) -> u64); 15] = [
+    let families: [Family<ShardSample>; 15] = [
         (
             "sluice_partitions",
             Kind::Gauge,
@@ -278,12 +288,9 @@ fn render_samples(out: &mut Exposition, samples: &[(usize, ShardSample)]) {
             "WAL writes in flight.",
             |s| s.wal.writes_inflight as u64,
         ),
-        (
-            "sluice_wal_syncs_total",
-            Kind::Counter,
-            "WAL syncs.",
-            |s| s.wal.syncs_total,
-        ),
+        ("sluice_wal_syncs_total", Kind::Counter, "WAL syncs.", |s| {
+            s.wal.syncs_total
+        }),
         (
             "sluice_wal_space_waits_total",
             Kind::Counter,
@@ -367,14 +374,16 @@ fn render_partitions(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
     let mut partitions: Vec<Arc<PartitionMetrics>> =
         shards.iter().flat_map(|s| s.partitions()).collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    let exported = partitions.len().min(PARTITION_SERIES_MAX / SERIES_PER_PARTITION);
+    let exported = partitions
+        .len()
+        .min(PARTITION_SERIES_MAX / SERIES_PER_PARTITION);
     let omitted = partitions.len() - exported;
     partitions.truncate(exported);
     let labelled: Vec<(&PartitionMetrics, String)> = partitions
         .iter()
         .map(|p| (p.as_ref(), p.partition.to_string()))
         .collect();
-    let families: [(&str, &str, fn(&PartitionMetrics) -> u64); SERIES_PER_PARTITION] = [
+    let families: [PartitionFamily; SERIES_PER_PARTITION] = [
         (
             "sluice_partition_produce_batches_total",
             "Record batches appended to the partition.",

@@ -207,5 +207,7 @@ impl PartitionMetrics {
 
 /// Locks `mutex`; a panic while it was held leaves plain figures behind, still worth reading.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
