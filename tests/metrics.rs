@@ -255,4 +255,9 @@ async fn metrics_health_and_ready_on_the_admin_port() {
         total(&samples, "sluice_metrics_partitions_omitted", &[]),
         0.0
     );
+    let group_states = samples
+        .iter()
+        .filter(|(name, _, _)| name == "sluice_groups")
+        .count();
+    assert_eq!(group_states, 5, "one sluice_groups series per state");
 }
