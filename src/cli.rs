@@ -78,6 +78,10 @@ pub struct StartArgs {
     /// Address clients are told to connect to. [default: the listen address]
     #[arg(long, value_name = "HOST:PORT")]
     pub advertised_address: Option<String>,
+    /// Admin HTTP server (/metrics, /health, /ready); port 0 picks a free port, `none`
+    /// disables it. [default: 127.0.0.1:9644]
+    #[arg(long, value_name = "HOST:PORT|none")]
+    pub admin_listen: Option<String>,
     /// Directory for metadata and WAL files. [default: ./sluice-data]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -134,6 +138,7 @@ pub struct StartArgs {
 struct FileConfig {
     listen: Option<SocketAddr>,
     advertised_address: Option<String>,
+    admin_listen: Option<String>,
     data_dir: Option<PathBuf>,
     shards: Option<usize>,
     wal_path: Option<PathBuf>,
@@ -167,6 +172,9 @@ impl StartArgs {
             config.listen = v;
         }
         config.advertised = self.advertised_address.or(file.advertised_address);
+        if let Some(v) = self.admin_listen.or(file.admin_listen) {
+            config.admin_listen = admin_listen(&v)?;
+        }
         if let Some(v) = self.data_dir.or(file.data_dir) {
             config.data_dir = v;
         }
@@ -242,6 +250,17 @@ impl StartArgs {
     }
 }
 
+/// `HOST:PORT` of the admin server, or None for `none` (or an empty value).
+fn admin_listen(value: &str) -> anyhow::Result<Option<SocketAddr>> {
+    match value.trim() {
+        "" | "none" => Ok(None),
+        addr => addr
+            .parse()
+            .map(Some)
+            .with_context(|| format!("--admin-listen must be HOST:PORT or none, not {addr:?}")),
+    }
+}
+
 /// `DIR` or `s3://BUCKET[/PREFIX]` as an object store configuration.
 fn object_store_config(
     target: &str,
@@ -306,6 +325,31 @@ mod tests {
         assert_eq!(options.shards, Some(4));
         assert_eq!(options.only, ["disk_scheduler", "swappiness"]);
         assert!(options.json && !options.apply);
+    }
+
+    fn start_config(flags: &[&str]) -> anyhow::Result<BrokerConfig> {
+        let cli = Cli::try_parse_from(["sluice", "start"].iter().chain(flags))?;
+        let Command::Start(args) = cli.command else {
+            panic!("not start: {:?}", cli.command);
+        };
+        args.into_config()
+    }
+
+    #[test]
+    fn admin_listen_defaults_to_loopback_9644_and_can_be_disabled() {
+        let default = start_config(&[]).expect("defaults are valid");
+        assert_eq!(
+            default.admin_listen,
+            Some("127.0.0.1:9644".parse().expect("an address"))
+        );
+        let chosen = start_config(&["--admin-listen", "0.0.0.0:0"]).expect("valid flag");
+        assert_eq!(
+            chosen.admin_listen,
+            Some("0.0.0.0:0".parse().expect("an address"))
+        );
+        let disabled = start_config(&["--admin-listen", "none"]).expect("valid flag");
+        assert_eq!(disabled.admin_listen, None);
+        assert!(start_config(&["--admin-listen", "localhost"]).is_err());
     }
 
     #[test]

@@ -51,6 +51,10 @@ fn start(args: cli::StartArgs) -> anyhow::Result<()> {
         broker.local_addr(),
         data_dir.display()
     )?;
+    // After the listening line, which scripts read first.
+    if let Some(admin) = broker.admin_addr() {
+        writeln!(stdout, "sluice admin on {admin}")?;
+    }
     stdout.flush()?;
     if let Some(signal) = signals.forever().next() {
         tracing::info!(

@@ -26,6 +26,8 @@ fn start_broker(data_dir: &std::path::Path) -> (Broker, String) {
             "127.0.0.1:0",
             "--wal-size",
             "64MiB",
+            "--admin-listen",
+            "none",
             "--data-dir",
         ])
         .arg(data_dir)

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 pub struct BrokerConfig {
     /// Address every shard listens on (SO_REUSEPORT); port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Address of the admin HTTP server (`/metrics`, `/health`, `/ready`); None: no server.
+    pub admin_listen: Option<SocketAddr>,
     /// `host:port` clients are told to connect to; defaults to the bound address.
     pub advertised: Option<String>,
     /// Root of the broker's local state (metadata, WAL files).
@@ -44,6 +46,9 @@ impl BrokerConfig {
     pub const WAL_BYTES_PER_SHARD_DEFAULT: u64 = 1 << 30;
     /// Default memory budget for the whole broker.
     pub const MEMORY_BYTES_DEFAULT: u64 = 2 << 30;
+    /// Default admin HTTP address: Redpanda's admin port, on loopback only.
+    pub const ADMIN_LISTEN_DEFAULT: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9644);
     /// Default pipeline depth per connection (librdkafka's max.in.flight default is 1M, Java's 5).
     pub const PIPELINE_DEPTH_DEFAULT: usize = 16;
 
@@ -86,6 +91,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
             advertised: None,
+            admin_listen: Some(Self::ADMIN_LISTEN_DEFAULT),
             data_dir: PathBuf::from("sluice-data"),
             shards: 0,
             wal_path: None,

@@ -2,6 +2,7 @@
 //! later requests are already being parsed and persisted (the pipeline).
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
@@ -28,6 +29,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "TCP_NODELAY not set");
     }
+    shard.metrics.connections_open.add(1);
+    let _open = OpenConnection(&shard);
     let peer = stream.peer_addr().ok();
     let client_host = peer.map(|p| p.ip().to_string()).unwrap_or_default();
     let (mut reader, mut writer) = stream.split();
@@ -82,17 +85,26 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
             tracing::debug!(?peer, %error, "connection closed mid-frame");
             break;
         }
+        let read_at = Instant::now();
+        // Frames shorter than the api key are refused by the parser below.
+        let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
         // A produce may wait here for WAL space; shutdown must not wait for it.
         let pending = futures::select_biased! {
             _ = stop.clone().fuse() => break,
             pending = parse_and_order(&shard, frame.freeze(), &client_host).fuse() => pending,
         };
         let task = match pending {
-            Some(pending) => glommio::spawn_local(async move {
-                let answer = pending.await;
-                drop(budget);
-                answer
-            }),
+            Some(pending) => {
+                let metrics = shard.metrics.clone();
+                glommio::spawn_local(async move {
+                    let answer = pending.await;
+                    drop(budget);
+                    if let Some(api_key) = api_key {
+                        metrics.record_request(api_key, read_at.elapsed());
+                    }
+                    answer
+                })
+            }
             None => {
                 tracing::warn!(?peer, "closing connection after a malformed request");
                 break;
@@ -104,6 +116,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
     }
     drop(queue);
     writer_task.await;
+}
+
+/// Counts a connection out of the open-connections gauge however `serve` returns.
+struct OpenConnection<'a>(&'a Shard);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.connections_open.sub(1);
+    }
 }
 
 /// The parse and order stages of one request. Returns the rest of its handling as a future,

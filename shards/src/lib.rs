@@ -5,6 +5,7 @@
 //! parse) → `api/` (one file per Kafka API) → `shard.rs` (routing to the owner shard) →
 //! `partition.rs` (order, persist through the WAL, read).
 
+pub mod admin_http;
 pub mod api;
 pub mod config;
 pub mod connection;
@@ -12,6 +13,7 @@ pub mod controller;
 pub mod errors;
 pub mod group;
 pub mod internal_stream;
+pub mod metrics;
 pub mod partition;
 pub mod partition_log;
 pub mod producer_state;

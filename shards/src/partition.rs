@@ -83,6 +83,8 @@ pub struct Partition {
     pub index: u32,
     /// Cluster-unique stream id; the WAL's records name it.
     pub stream_id: u64,
+    /// What the owner shard counts for this partition (read by the metrics exporter).
+    pub metrics: std::sync::Arc<crate::metrics::PartitionMetrics>,
     log: RefCell<PartitionLog>,
     producers: RefCell<ProducerStateTable>,
     settings: Cell<PartitionSettings>,
@@ -104,6 +106,7 @@ impl Partition {
         settings: PartitionSettings,
     ) -> Partition {
         Partition {
+            metrics: std::sync::Arc::new(crate::metrics::PartitionMetrics::new(&topic, index)),
             topic,
             index,
             stream_id,

@@ -17,9 +17,11 @@ use sluice_metadata::MetadataStore;
 use sluice_objstore::ObjectStore;
 use sluice_wal::{Wal, WalConfig};
 
+use crate::admin_http::AdminServer;
 use crate::config::{BrokerConfig, is_block_device};
 use crate::connection::{self, StopSignal};
 use crate::controller::{Controller, ControllerHandle};
+use crate::metrics::{BrokerMetrics, ShardMetrics};
 use crate::shard::{Shard, ShardRequest};
 use crate::shard_wal::ShardWal;
 use crate::tier::ObjectTier;
@@ -69,6 +71,14 @@ pub enum StartError {
     /// The object store could not be opened or listed.
     #[error("object store: {0}")]
     ObjectStore(String),
+    /// The admin HTTP server could not start.
+    #[error("admin server on {addr}: {source}")]
+    Admin {
+        /// The admin address.
+        addr: SocketAddr,
+        /// What failed.
+        source: std::io::Error,
+    },
 }
 
 /// A running broker.
@@ -77,6 +87,7 @@ pub struct Broker {
     stops: Vec<oneshot::Sender<()>>,
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
     controller: Option<Controller>,
+    admin: Option<AdminServer>,
 }
 
 impl Broker {
@@ -101,6 +112,16 @@ impl Broker {
             Ok(orphans) => tracing::info!(orphans, "deleted objects a crash left uncommitted"),
             Err(error) => tracing::warn!(%error, "orphaned objects not cleaned up"),
         }
+        let metrics = Arc::new(BrokerMetrics::new(shard_count, objects.clone()));
+        let ready = Arc::new(AtomicUsize::new(0));
+        // Before the shards, so /health answers (and /ready says not yet) during recovery.
+        let admin = config
+            .admin_listen
+            .map(|addr| {
+                AdminServer::start(addr, metrics.clone(), ready.clone(), shard_count)
+                    .map_err(|source| StartError::Admin { addr, source })
+            })
+            .transpose()?;
 
         let (change_senders, change_receivers): (Vec<_>, Vec<_>) =
             (0..shard_count).map(|_| mpsc::unbounded::<()>()).unzip();
@@ -126,7 +147,6 @@ impl Broker {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let ready = Arc::new(AtomicUsize::new(0));
         let drained = Arc::new(AtomicUsize::new(0));
         let recovered = Arc::new(AtomicUsize::new(0));
         let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), (usize, String)>>();
@@ -150,6 +170,7 @@ impl Broker {
                 drained: drained.clone(),
                 ready: ready.clone(),
                 recovered: recovered.clone(),
+                metrics: metrics.shard(id),
             };
             let executor = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
                 .name(&format!("sluice-shard-{id}"))
@@ -168,6 +189,7 @@ impl Broker {
             stops,
             executors,
             controller: Some(controller),
+            admin,
         };
         for _ in 0..shard_count {
             match started_rx.recv() {
@@ -194,8 +216,16 @@ impl Broker {
         self.local_addr
     }
 
+    /// The admin HTTP server's address (with the chosen port), if it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
     /// Stops accepting, answers the requests in flight, syncs the WALs and waits for the end.
     pub fn stop(&mut self) {
+        if let Some(admin) = &self.admin {
+            admin.set_stopping();
+        }
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
@@ -206,6 +236,9 @@ impl Broker {
         }
         if let Some(controller) = self.controller.take() {
             controller.join();
+        }
+        if let Some(mut admin) = self.admin.take() {
+            admin.stop();
         }
     }
 }
@@ -232,6 +265,7 @@ struct ShardPlan {
     drained: Arc<AtomicUsize>,
     ready: Arc<AtomicUsize>,
     recovered: Arc<AtomicUsize>,
+    metrics: Arc<ShardMetrics>,
 }
 
 async fn run_shard(plan: ShardPlan) {
@@ -250,6 +284,7 @@ async fn run_shard(plan: ShardPlan) {
         drained,
         ready,
         recovered,
+        metrics,
     } = plan;
     let shard_count = senders.len();
     let wal_config = WalConfig {
@@ -308,6 +343,7 @@ async fn run_shard(plan: ShardPlan) {
         wal.clone(),
         tier,
         peers,
+        metrics,
     ));
     let mut group_entries = match shard.group_entries_in_objects().await {
         Ok(entries) => entries,
@@ -396,7 +432,14 @@ async fn run_shard(plan: ShardPlan) {
     ready.fetch_add(1, Ordering::SeqCst);
     let _ = started.send(Ok(()));
 
-    let memory = Rc::new(Semaphore::new(request_memory_bytes(&config, shard_count)));
+    let memory_bytes = request_memory_bytes(&config, shard_count);
+    let memory = Rc::new(Semaphore::new(memory_bytes));
+    let sampler = glommio::spawn_local(crate::metrics::sampler::run_sampler(
+        shard.clone(),
+        memory.clone(),
+        memory_bytes,
+        stop.clone(),
+    ));
     let connections = Gate::new();
     loop {
         let accepted = futures::select_biased! {
@@ -405,10 +448,7 @@ async fn run_shard(plan: ShardPlan) {
         };
         match accepted {
             Ok(stream) => {
-                shard
-                    .counters
-                    .connections_accepted
-                    .set(shard.counters.connections_accepted.get() + 1);
+                shard.metrics.connections_accepted.add(1);
                 let task = connection::serve(shard.clone(), stream, memory.clone(), stop.clone());
                 match connections.spawn(task) {
                     Ok(task) => {
@@ -433,9 +473,9 @@ async fn run_shard(plan: ShardPlan) {
     }
     tracing::info!(
         shard = id,
-        batches_appended = shard.counters.batches_appended.get(),
-        reads_served = shard.counters.reads_served.get(),
-        connections = shard.counters.connections_accepted.get(),
+        batches_appended = shard.metrics.produce_batches.get(),
+        reads_served = shard.metrics.fetch_reads.get(),
+        connections = shard.metrics.connections_accepted.get(),
         partitions = shard.partition_count(),
         "shard stopped"
     );
@@ -446,6 +486,7 @@ async fn run_shard(plan: ShardPlan) {
     }
     uploads.cancel().await;
     retention.cancel().await;
+    sampler.cancel().await;
     drop(shard);
     match Rc::try_unwrap(wal) {
         Ok(wal) => {

@@ -18,6 +18,7 @@ use crate::group::GroupCoordinator;
 use crate::group::call::{GroupCall, GroupReply};
 use crate::group::log::GroupLogEntry;
 use crate::internal_stream;
+use crate::metrics::ShardMetrics;
 use crate::partition::{AppendOutcome, Partition, PartitionSettings};
 use crate::partition_log::{ReadError, ReadSlice};
 use crate::shard_wal::ShardWal;
@@ -72,17 +73,6 @@ pub enum ShardRequest {
     },
 }
 
-/// Counters of what a shard served; read by tests and, later, metrics.
-#[derive(Debug, Default)]
-pub struct ShardCounters {
-    /// Batches this shard ordered and persisted as the owner.
-    pub batches_appended: Cell<u64>,
-    /// Reads this shard served as the owner.
-    pub reads_served: Cell<u64>,
-    /// Connections accepted.
-    pub connections_accepted: Cell<u64>,
-}
-
 /// The state of one shard, shared by its tasks (never across threads).
 pub struct Shard {
     /// This shard's index.
@@ -95,8 +85,8 @@ pub struct Shard {
     pub controller: ControllerHandle,
     /// Host and port clients are told to use.
     pub advertised: (String, i32),
-    /// What this shard served.
-    pub counters: ShardCounters,
+    /// What this shard counts, for the metrics exporter.
+    pub metrics: Arc<ShardMetrics>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
     /// The shard's WAL and the records waiting for upload.
@@ -110,6 +100,7 @@ pub struct Shard {
 
 impl Shard {
     /// A shard over an opened WAL, with a sender to every other shard (`None` at its own index).
+    #[allow(clippy::too_many_arguments)] // each is a separate piece the runtime built for it
     pub fn new(
         id: usize,
         config: Arc<BrokerConfig>,
@@ -118,6 +109,7 @@ impl Shard {
         wal: Rc<ShardWal>,
         tier: ObjectTier,
         peers: Vec<Option<ConnectedSender<ShardRequest>>>,
+        metrics: Arc<ShardMetrics>,
     ) -> Shard {
         Shard {
             id,
@@ -125,7 +117,7 @@ impl Shard {
             config,
             controller,
             advertised,
-            counters: ShardCounters::default(),
+            metrics,
             groups: GroupCoordinator::new(wal.clone(), internal_stream::group_log_stream(id)),
             wal,
             tier,
@@ -183,11 +175,16 @@ impl Shard {
                     let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
                     return;
                 };
+                let bytes = batch.len() as u64;
+                let records = sluice_net::record_batch::RecordBatchHeader::parse(&batch)
+                    .map_or(0, |header| header.records_count().max(0) as u64);
                 match partition.order(&self.wal, batch).await {
                     Ok(pending) => {
-                        self.counters
-                            .batches_appended
-                            .set(self.counters.batches_appended.get() + 1);
+                        self.metrics.produce_batches.add(1);
+                        self.metrics.produce_records.add(records);
+                        self.metrics.produce_bytes.add(bytes);
+                        partition.metrics.produce_batches.add(1);
+                        partition.metrics.produce_bytes.add(bytes);
                         glommio::spawn_local(async move {
                             let _ = reply.send(pending.durable().await);
                         })
@@ -204,25 +201,28 @@ impl Shard {
                 max_bytes,
                 reply,
             } => {
-                self.counters
-                    .reads_served
-                    .set(self.counters.reads_served.get() + 1);
+                self.metrics.fetch_reads.add(1);
                 let Some(partition) = self.partition(stream_id) else {
                     let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
                     return;
                 };
                 match partition.read(offset, max_bytes) {
                     Ok(slice) => {
+                        self.count_read(&partition, &slice);
                         let _ = reply.send(Ok(slice));
                     }
                     Err(ReadError::OffsetOutOfRange) => {
                         let _ = reply.send(Err(ErrorCode::OffsetOutOfRange));
                     }
                     Err(ReadError::NotCached) => {
+                        self.metrics.fetch_cold_reads.add(1);
                         let shard = self.clone();
                         glommio::spawn_local(async move {
-                            let _ =
-                                reply.send(shard.read_cold(&partition, offset, max_bytes).await);
+                            let read = shard.read_cold(&partition, offset, max_bytes).await;
+                            if let Ok(slice) = &read {
+                                shard.count_read(&partition, slice);
+                            }
+                            let _ = reply.send(read);
                         })
                         .detach();
                     }
@@ -593,6 +593,21 @@ impl Shard {
         self.partitions.borrow().len()
     }
 
+    /// Bytes the partitions' log caches hold.
+    pub fn log_cache_bytes(&self) -> u64 {
+        self.partitions
+            .borrow()
+            .values()
+            .map(|p| p.size_bytes())
+            .sum()
+    }
+
+    fn count_read(&self, partition: &Partition, slice: &ReadSlice) {
+        let bytes = slice.records.len() as u64;
+        self.metrics.fetch_bytes.add(bytes);
+        partition.metrics.fetch_bytes.add(bytes);
+    }
+
     /// The partition with `stream_id` if this shard owns it, created on first use.
     fn partition(&self, stream_id: u64) -> Option<Rc<Partition>> {
         if let Some(p) = self.partitions.borrow().get(&stream_id) {
@@ -613,6 +628,7 @@ impl Shard {
                 .unwrap_or(part.log_start_offset),
             settings_of(topic, &image),
         ));
+        self.metrics.register_partition(&partition.metrics);
         self.partitions
             .borrow_mut()
             .insert(stream_id, partition.clone());

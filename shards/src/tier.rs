@@ -78,6 +78,16 @@ impl ObjectTier {
         &self.store
     }
 
+    /// The log cache's budget in bytes.
+    pub fn log_cache_budget_bytes(&self) -> u64 {
+        self.log_cache_bytes
+    }
+
+    /// Bytes the block cache holds now.
+    pub fn block_cache_bytes(&self) -> usize {
+        self.cold.cache().bytes()
+    }
+
     /// Whole batches of `stream_id` from the one holding `offset`, up to `max_bytes` (at least
     /// one batch), from objects. Retries once with a fresh image when the object was
     /// garbage-collected under an older one.

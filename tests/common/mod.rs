@@ -16,6 +16,8 @@ pub struct BrokerProcess {
     child: Child,
     /// `host:port` to bootstrap clients with.
     pub bootstrap: String,
+    /// `host:port` of the admin HTTP server (None when started with `--admin-listen none`).
+    pub admin: Option<String>,
     /// The broker's data directory (kept across restarts).
     pub data_dir: PathBuf,
     /// Lines the broker wrote to stderr, collected by a thread.
@@ -45,8 +47,20 @@ impl BrokerProcess {
         // ignored tests).
         let binary = std::env::var("SLUICE_TEST_BINARY")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_string());
+        // Tests run in parallel: a free admin port each, unless the test chose one.
+        let admin_flag = extra_args.iter().position(|a| a == "--admin-listen");
+        let admin_wanted = admin_flag.is_none_or(|i| {
+            extra_args
+                .get(i + 1)
+                .is_some_and(|v| !v.is_empty() && v != "none")
+        });
+        let admin_default: &[&str] = match admin_flag {
+            None => &["--admin-listen", "127.0.0.1:0"],
+            Some(_) => &[],
+        };
         let mut child = Command::new(binary)
             .arg("start")
+            .args(admin_default)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
@@ -76,26 +90,31 @@ impl BrokerProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("sluice listening on ") {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
+                for (kind, prefix) in [(0, "sluice listening on "), (1, "sluice admin on ")] {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        let addr = rest.split_whitespace().next().unwrap_or_default();
+                        let _ = tx.send((kind, addr.to_string()));
+                    }
                 }
             }
         });
-        let bootstrap = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the broker did not report its address within {START_TIMEOUT:?}");
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (mut bootstrap, mut admin) = (None, None);
+        while bootstrap.is_none() || (admin_wanted && admin.is_none()) {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((0, addr)) => bootstrap = Some(addr),
+                Ok((_, addr)) => admin = Some(addr),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("the broker did not report its addresses within {START_TIMEOUT:?}");
+                }
             }
-        };
+        }
+        let bootstrap = bootstrap.unwrap_or_default();
         BrokerProcess {
             child,
             bootstrap,
+            admin,
             data_dir: data_dir.to_path_buf(),
             log,
             extra_args,

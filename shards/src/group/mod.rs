@@ -2,6 +2,7 @@
 //! shard, their rebalances, and their committed offsets, made durable through the WAL.
 
 pub mod call;
+pub mod census;
 pub mod log;
 pub mod state;
 
