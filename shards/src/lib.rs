@@ -16,6 +16,7 @@ pub mod partition_log;
 pub mod producer_state;
 pub mod runtime;
 pub mod shard;
+pub mod txn;
 
 pub use config::BrokerConfig;
 pub use runtime::{Broker, StartError};

@@ -310,7 +310,8 @@ async fn run_shard(plan: ShardPlan) {
         .detach();
     }
     restore_groups(&shard, group_entries).await;
-    // Every shard must hold its groups before any shard answers a client.
+    crate::txn::restore(&shard).await;
+    // Every shard must hold its groups and transactions before any shard answers a client.
     recovered.fetch_add(1, Ordering::SeqCst);
     while recovered.load(Ordering::SeqCst) < shard_count {
         if stop.clone().now_or_never().is_some() {
@@ -318,6 +319,7 @@ async fn run_shard(plan: ShardPlan) {
         }
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
+    crate::txn::start(&shard);
     {
         let shard = shard.clone();
         glommio::spawn_local(async move {

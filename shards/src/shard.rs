@@ -20,6 +20,8 @@ use crate::group::call::{GroupCall, GroupReply};
 use crate::group::log::{GROUP_LOG_STREAM_ID, GroupLogEntry};
 use crate::partition::{AppendOutcome, Partition, PartitionSettings};
 use crate::partition_log::{ReadError, ReadSlice};
+use crate::txn::TxnCoordinator;
+use crate::txn::call::{TxnCall, TxnReply};
 
 /// Producer ids a shard takes from the controller at once.
 const PRODUCER_ID_BLOCK: u32 = 1000;
@@ -32,11 +34,12 @@ pub enum ShardRequest {
         batch: Bytes,
         reply: oneshot::Sender<Result<AppendOutcome, ErrorCode>>,
     },
-    /// Read batches from an offset.
+    /// Read batches from an offset (read_committed: up to the last stable offset).
     Read {
         stream_id: u64,
         offset: i64,
         max_bytes: usize,
+        read_committed: bool,
         reply: oneshot::Sender<Result<ReadSlice, ErrorCode>>,
     },
     /// Resolve once data past `offset` exists, or after `wait`.
@@ -50,6 +53,7 @@ pub enum ShardRequest {
     ListOffset {
         stream_id: u64,
         timestamp: i64,
+        read_committed: bool,
         reply: oneshot::Sender<Result<(i64, i64), ErrorCode>>,
     },
     /// Move the log start offset (DeleteRecords).
@@ -67,6 +71,11 @@ pub enum ShardRequest {
     Group {
         call: GroupCall,
         reply: oneshot::Sender<GroupReply>,
+    },
+    /// Transaction work for this shard (coordinator, group coordinator or partition owner).
+    Txn {
+        call: TxnCall,
+        reply: oneshot::Sender<TxnReply>,
     },
 }
 
@@ -97,6 +106,8 @@ pub struct Shard {
     pub counters: ShardCounters,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
+    /// The transactional ids this shard coordinates.
+    pub txns: TxnCoordinator,
     wal: Rc<Wal>,
     partitions: RefCell<HashMap<u64, Rc<Partition>>>,
     peers: Vec<Option<ConnectedSender<ShardRequest>>>,
@@ -121,6 +132,7 @@ impl Shard {
             advertised,
             counters: ShardCounters::default(),
             groups: GroupCoordinator::new(wal.clone()),
+            txns: TxnCoordinator::new(wal.clone()),
             wal,
             partitions: RefCell::new(HashMap::new()),
             peers,
@@ -195,6 +207,7 @@ impl Shard {
                 stream_id,
                 offset,
                 max_bytes,
+                read_committed,
                 reply,
             } => {
                 self.counters
@@ -202,9 +215,11 @@ impl Shard {
                     .set(self.counters.reads_served.get() + 1);
                 let result = match self.partition(stream_id) {
                     None => Err(ErrorCode::NotLeaderOrFollower),
-                    Some(p) => p.read(offset, max_bytes).map_err(|e| match e {
-                        ReadError::OffsetOutOfRange => ErrorCode::OffsetOutOfRange,
-                    }),
+                    Some(p) => p
+                        .read(offset, max_bytes, read_committed)
+                        .map_err(|e| match e {
+                            ReadError::OffsetOutOfRange => ErrorCode::OffsetOutOfRange,
+                        }),
                 };
                 let _ = reply.send(result);
             }
@@ -227,11 +242,12 @@ impl Shard {
             ShardRequest::ListOffset {
                 stream_id,
                 timestamp,
+                read_committed,
                 reply,
             } => {
                 let result = match self.partition(stream_id) {
                     None => Err(ErrorCode::NotLeaderOrFollower),
-                    Some(p) => Ok(list_offset(&p, timestamp)),
+                    Some(p) => Ok(list_offset(&p, timestamp, read_committed)),
                 };
                 let _ = reply.send(result);
             }
@@ -262,6 +278,13 @@ impl Shard {
                 glommio::spawn_local(async move {
                     let image = shard.image();
                     let _ = reply.send(shard.groups.call(call, &image).await);
+                })
+                .detach();
+            }
+            ShardRequest::Txn { call, reply } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(crate::txn::call::serve(&shard, call).await);
                 })
                 .detach();
             }
@@ -313,6 +336,10 @@ impl Shard {
                 }
                 continue;
             }
+            if record.stream_id == crate::txn::log::TXN_LOG_STREAM_ID {
+                self.txns.replay(record);
+                continue;
+            }
             let Some(partition) = self.partition(record.stream_id) else {
                 continue; // a deleted topic, or a stream another shard owns now
             };
@@ -347,8 +374,13 @@ impl Shard {
         self.partitions.borrow().len()
     }
 
+    /// This shard's WAL (transaction markers are appended to it like produced batches).
+    pub(crate) fn wal(&self) -> &Rc<Wal> {
+        &self.wal
+    }
+
     /// The partition with `stream_id` if this shard owns it, created on first use.
-    fn partition(&self, stream_id: u64) -> Option<Rc<Partition>> {
+    pub(crate) fn partition(&self, stream_id: u64) -> Option<Rc<Partition>> {
         if let Some(p) = self.partitions.borrow().get(&stream_id) {
             return Some(p.clone());
         }
@@ -405,9 +437,11 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 /// (offset, timestamp) for a ListOffsets query; (-1, -1) when no record qualifies.
-fn list_offset(partition: &Partition, timestamp: i64) -> (i64, i64) {
+/// read_committed's latest offset is the last stable offset.
+fn list_offset(partition: &Partition, timestamp: i64, read_committed: bool) -> (i64, i64) {
     let (high_watermark, log_start, _) = partition.offsets();
     match timestamp {
+        LATEST if read_committed => (partition.last_stable_offset(), -1),
         LATEST => (high_watermark, -1),
         EARLIEST | EARLIEST_LOCAL => (log_start, -1),
         LATEST_TIERED => (-1, -1),
