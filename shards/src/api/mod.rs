@@ -228,7 +228,7 @@ pub async fn dispatch(
         .boxed_local(),
         Request::OffsetFetch(r) => async move {
             Some(Response::OffsetFetch(
-                groups::offset_fetch(&shard, version, r).await,
+                transactions::offset_fetch(&shard, version, r).await,
             ))
         }
         .boxed_local(),

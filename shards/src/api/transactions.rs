@@ -1,8 +1,11 @@
 //! The transactional producer's APIs: AddPartitionsToTxn (v0–3 from clients, v4+ batched),
 //! AddOffsetsToTxn, TxnOffsetCommit and EndTxn. Each is served by the shard coordinating the
-//! transactional id (`crate::txn`); these handlers validate and route.
+//! transactional id (`crate::txn`); these handlers validate and route. And OffsetFetch's
+//! require_stable, which waits for the transactions that staged offsets.
 
+use std::collections::BTreeSet;
 use std::rc::Rc;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_metadata::MetadataImage;
@@ -18,6 +21,9 @@ use sluice_net::messages::add_partitions_to_txn_response::{
 };
 use sluice_net::messages::end_txn_request::EndTxnRequest;
 use sluice_net::messages::end_txn_response::EndTxnResponse;
+use sluice_net::messages::offset_fetch_request::OffsetFetchRequest;
+use sluice_net::messages::offset_fetch_response::OffsetFetchResponse;
+
 use sluice_net::messages::txn_offset_commit_request::TxnOffsetCommitRequest;
 use sluice_net::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponse, TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -291,6 +297,7 @@ async fn stage_offsets(
         Some(TxnReply::Code(code)) => return code,
         _ => return ErrorCode::CoordinatorNotAvailable,
     }
+    let partitions = offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
     let owner = coordinator_shard(&request.transactional_id, shard.count);
     let call = TxnCall::StageOffsets {
         transactional_id: request.transactional_id.clone(),
@@ -300,8 +307,75 @@ async fn stage_offsets(
         offsets,
     };
     match ask(shard, owner, call).await {
-        Some(TxnReply::Code(code)) => code,
+        Some(TxnReply::Code(ErrorCode::None)) => {}
+        Some(TxnReply::Code(code)) => return code,
+        _ => return ErrorCode::CoordinatorNotAvailable,
+    }
+    // The group answers UNSTABLE_OFFSET_COMMIT for these partitions until the outcome arrives.
+    let mark = TxnCall::MarkUnstable {
+        group: request.group_id.clone(),
+        producer_id: request.producer_id,
+        partitions,
+    };
+    match ask(shard, group_owner, mark).await {
+        Some(TxnReply::Done) => ErrorCode::None,
         _ => ErrorCode::CoordinatorNotAvailable,
+    }
+}
+
+/// OffsetFetch (served by `groups.rs`); with require_stable (v7+, KIP-447), partitions with
+/// offsets staged by an incomplete transaction answer UNSTABLE_OFFSET_COMMIT and no offset, so
+/// the consumer retries until the transaction's outcome is in place.
+pub async fn offset_fetch(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    if version < 7 || !request.require_stable {
+        return super::groups::offset_fetch(shard, version, request).await;
+    }
+    // Asked before the offsets are read: an outcome arriving in between is then reported
+    // unstable (and retried), never as the offset it replaced.
+    let group_ids: Vec<String> = if version < 8 {
+        vec![request.group_id.clone()]
+    } else {
+        request.groups.iter().map(|g| g.group_id.clone()).collect()
+    };
+    let mut unstable = Vec::with_capacity(group_ids.len());
+    for group_id in &group_ids {
+        unstable.push(unstable_partitions(shard, group_id).await);
+    }
+    let mut response = super::groups::offset_fetch(shard, version, request).await;
+    let unstable_code = ErrorCode::UnstableOffsetCommit.code();
+    if version < 8 {
+        for topic in &mut response.topics {
+            for p in &mut topic.partitions {
+                if unstable[0].contains(&(topic.name.clone(), p.partition_index)) {
+                    p.committed_offset = -1;
+                    p.error_code = unstable_code;
+                }
+            }
+        }
+    } else {
+        for (group, unstable) in response.groups.iter_mut().zip(&unstable) {
+            for topic in &mut group.topics {
+                for p in &mut topic.partitions {
+                    if unstable.contains(&(topic.name.clone(), p.partition_index)) {
+                        p.committed_offset = -1;
+                        p.error_code = unstable_code;
+                    }
+                }
+            }
+        }
+    }
+    response
+}
+
+async fn unstable_partitions(shard: &Rc<Shard>, group_id: &str) -> BTreeSet<(String, i32)> {
+    let owner = crate::group::coordinator_shard(group_id, shard.count);
+    match ask(shard, owner, TxnCall::Unstable(group_id.to_string())).await {
+        Some(TxnReply::Partitions(partitions)) => partitions,
+        _ => BTreeSet::new(),
     }
 }
 

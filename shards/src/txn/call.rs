@@ -1,6 +1,7 @@
 //! Transaction work as messages to the shard that owns it — a transactional id's coordinator,
 //! a group's coordinator, or a partition's owner — and their answers.
 
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use futures::future::join_all;
@@ -96,11 +97,25 @@ pub enum TxnCall {
         /// Generation (-1 for none).
         generation_id: i32,
     },
-    /// A committed transaction's offsets (group coordinator shard).
-    CommitOffsets {
+    /// A transaction staged offsets of these partitions (group coordinator shard).
+    MarkUnstable {
         /// The consumer group.
         group: String,
-        /// The offsets.
+        /// Producer id of the transaction.
+        producer_id: i64,
+        /// The partitions.
+        partitions: Vec<(String, i32)>,
+    },
+    /// The partitions of a group with staged offsets (group coordinator shard).
+    Unstable(String),
+    /// A transaction's outcome for a group: its offsets if it committed, none if it aborted
+    /// (group coordinator shard).
+    CompleteGroup {
+        /// The consumer group.
+        group: String,
+        /// Producer id of the transaction.
+        producer_id: i64,
+        /// The offsets to commit.
         offsets: Vec<StagedOffset>,
     },
     /// Transaction markers for partitions of this shard (owner shard).
@@ -121,7 +136,7 @@ pub enum TxnCall {
 pub enum TxnReply {
     /// For InitProducerId: (producer id, epoch).
     ProducerId(Result<(i64, i16), ErrorCode>),
-    /// For Add, StageOffsets, End, CheckGroupMember, CommitOffsets.
+    /// For Add, StageOffsets, End, CheckGroupMember, CompleteGroup.
     Code(ErrorCode),
     /// For Verify: one code per partition.
     Codes(Vec<ErrorCode>),
@@ -133,8 +148,10 @@ pub enum TxnReply {
     Markers(Vec<Result<(), ErrorCode>>),
     /// For DescribeProducers.
     Producers(Result<Vec<ProducerView>, ErrorCode>),
-    /// For Restore.
-    Restored,
+    /// For Unstable.
+    Partitions(BTreeSet<(String, i32)>),
+    /// For Restore and MarkUnstable.
+    Done,
 }
 
 /// Sends `call` to shard `owner` and waits for its answer (None: the shard is gone).
@@ -222,8 +239,24 @@ pub async fn serve(shard: &Rc<Shard>, call: TxnCall) -> TxnReply {
             min_duration_ms,
         } => TxnReply::Listed(txns.list(&states, &producer_ids, min_duration_ms)),
         TxnCall::Restore(entries) => {
-            txns.restore(entries);
-            TxnReply::Restored
+            // The groups learn of the restored staged offsets before start-up completes.
+            let marks =
+                txns.restore(entries)
+                    .into_iter()
+                    .map(|(group, producer_id, partitions)| {
+                        let owner = crate::group::coordinator_shard(&group, shard.count);
+                        ask(
+                            shard,
+                            owner,
+                            TxnCall::MarkUnstable {
+                                group,
+                                producer_id,
+                                partitions,
+                            },
+                        )
+                    });
+            join_all(marks).await;
+            TxnReply::Done
         }
         TxnCall::CheckGroupMember {
             group,
@@ -236,12 +269,29 @@ pub async fn serve(shard: &Rc<Shard>, call: TxnCall) -> TxnReply {
             group_instance_id.as_deref(),
             generation_id,
         )),
-        TxnCall::CommitOffsets { group, offsets } => TxnReply::Code(
-            match shard.groups.commit_txn_offsets(&group, offsets).await {
-                Ok(()) => ErrorCode::None,
-                Err(code) => code,
-            },
-        ),
+        TxnCall::MarkUnstable {
+            group,
+            producer_id,
+            partitions,
+        } => {
+            txns.unstable.mark(&group, producer_id, partitions);
+            TxnReply::Done
+        }
+        TxnCall::Unstable(group) => TxnReply::Partitions(txns.unstable.partitions(&group)),
+        TxnCall::CompleteGroup {
+            group,
+            producer_id,
+            offsets,
+        } => {
+            // Committed offsets first: until they are in place the partitions stay unstable.
+            if !offsets.is_empty()
+                && let Err(code) = shard.groups.commit_txn_offsets(&group, offsets).await
+            {
+                return TxnReply::Code(code);
+            }
+            txns.unstable.clear(&group, producer_id);
+            TxnReply::Code(ErrorCode::None)
+        }
         TxnCall::WriteMarkers { stream_ids, marker } => {
             TxnReply::Markers(write_markers(shard, stream_ids, marker).await)
         }

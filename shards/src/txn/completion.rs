@@ -47,26 +47,26 @@ async fn complete(shard: &Rc<Shard>, transactional_id: &str) {
         coordinator_epoch: COORDINATOR_EPOCH,
     };
     let mut partitions: Vec<(String, i32)> = metadata.partitions.iter().cloned().collect();
-    // An abort drops the staged offsets: nothing to tell the groups.
-    let mut groups: Vec<(String, Vec<StagedOffset>)> = if commit {
-        decided
-            .staged
-            .into_iter()
-            .map(|(group, offsets)| {
-                let offsets = offsets
+    // Every group with staged offsets learns the outcome: the offsets on commit, none on abort.
+    let mut groups: Vec<(String, Vec<StagedOffset>)> = decided
+        .staged
+        .into_iter()
+        .map(|(group, offsets)| {
+            let offsets = if commit {
+                offsets
                     .into_iter()
                     .map(|((topic, partition), committed)| (topic, partition, committed))
-                    .collect();
-                (group, offsets)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (group, offsets)
+        })
+        .collect();
     let mut backoff = RETRY_BACKOFF_MIN;
     loop {
         partitions = write_markers(shard, partitions, marker).await;
-        groups = commit_offsets(shard, groups).await;
+        groups = complete_groups(shard, metadata.producer_id, groups).await;
         if partitions.is_empty() && groups.is_empty() {
             match shard.txns.complete(transactional_id).await {
                 Ok(()) => {
@@ -101,7 +101,9 @@ async fn write_markers(
     marker: Marker,
 ) -> Vec<(String, i32)> {
     let image = shard.image();
-    let mut by_owner: BTreeMap<usize, Vec<((String, i32), u64)>> = BTreeMap::new();
+    // (topic, partition) and stream id of the partitions, by owner shard.
+    type Targets = Vec<((String, i32), u64)>;
+    let mut by_owner: BTreeMap<usize, Targets> = BTreeMap::new();
     for (topic, partition) in partitions {
         match shard.locate(&image, &topic, partition) {
             Some((owner, stream_id)) => by_owner
@@ -140,15 +142,18 @@ async fn write_markers(
     join_all(asks).await.into_iter().flatten().collect()
 }
 
-/// Commits each group's staged offsets on its coordinator; returns the groups to retry.
-async fn commit_offsets(
+/// Tells each group's coordinator the outcome (committing the offsets, or not); returns the
+/// groups to retry.
+async fn complete_groups(
     shard: &Rc<Shard>,
+    producer_id: i64,
     groups: Vec<(String, Vec<StagedOffset>)>,
 ) -> Vec<(String, Vec<StagedOffset>)> {
     let asks = groups.into_iter().map(|(group, offsets)| async move {
         let owner = crate::group::coordinator_shard(&group, shard.count);
-        let call = TxnCall::CommitOffsets {
+        let call = TxnCall::CompleteGroup {
             group: group.clone(),
+            producer_id,
             offsets: offsets.clone(),
         };
         let code = match super::call::ask(shard, owner, call).await {

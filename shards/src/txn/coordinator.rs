@@ -18,6 +18,8 @@ use sluice_wal::Wal;
 
 use super::log::{StagedOffset, TXN_LOG_STREAM_ID, TxnLogEntry};
 use super::state::{EndTransition, InitTransition, TxnMetadata};
+use super::unstable::UnstableOffsets;
+
 use crate::group::log::CommittedOffset;
 use crate::shard::Shard;
 
@@ -26,6 +28,9 @@ pub const TRANSACTIONAL_ID_EXPIRATION: Duration = Duration::from_secs(7 * 24 * 3
 
 /// Offsets staged per group, then per (topic, partition).
 pub type StagedOffsets = BTreeMap<String, BTreeMap<(String, i32), CommittedOffset>>;
+
+/// Partitions of a group with offsets staged by one producer's transaction.
+pub type StagedPartitions = (String, i64, Vec<(String, i32)>);
 
 /// What a decided transaction must still do: write its markers, commit its staged offsets.
 #[derive(Debug, Clone)]
@@ -47,6 +52,8 @@ struct TxnEntry {
 
 /// The transactional ids coordinated by one shard.
 pub struct TxnCoordinator {
+    /// The offsets transactions staged for the groups this shard coordinates.
+    pub unstable: UnstableOffsets,
     txns: RefCell<HashMap<String, TxnEntry>>,
     wal: Rc<Wal>,
     sequence: Cell<u64>,
@@ -57,6 +64,7 @@ impl TxnCoordinator {
     /// A coordinator persisting through `wal`.
     pub fn new(wal: Rc<Wal>) -> TxnCoordinator {
         TxnCoordinator {
+            unstable: UnstableOffsets::default(),
             txns: RefCell::new(HashMap::new()),
             wal,
             sequence: Cell::new(0),
@@ -82,9 +90,11 @@ impl TxnCoordinator {
         std::mem::take(&mut *self.replayed.borrow_mut())
     }
 
-    /// Applies the entries one shard's WAL held for ids this shard coordinates. When the shard
-    /// count changed, an id's records may sit in two WALs: the state updated last wins.
-    pub fn restore(&self, entries: Vec<TxnLogEntry>) {
+    /// Applies the entries one shard's WAL held for ids this shard coordinates, and returns
+    /// the partitions their transactions staged offsets for (their groups must learn they are
+    /// unstable). When the shard count changed, an id's records may sit in two WALs: the state
+    /// updated last wins.
+    pub fn restore(&self, entries: Vec<TxnLogEntry>) -> Vec<StagedPartitions> {
         let mut replayed: HashMap<String, Option<TxnEntry>> = HashMap::new();
         for entry in entries {
             match entry {
@@ -123,15 +133,18 @@ impl TxnCoordinator {
             }
         }
         let mut txns = self.txns.borrow_mut();
+        let mut staged = Vec::new();
         for (id, entry) in replayed {
             let Some(entry) = entry else { continue };
             let newer = txns.get(&id).is_none_or(|current| {
                 current.metadata.last_update_timestamp_ms <= entry.metadata.last_update_timestamp_ms
             });
             if newer {
+                staged.extend(staged_partitions(&entry));
                 txns.insert(id, entry);
             }
         }
+        staged
     }
 
     /// InitProducerId with a transactional id: a new epoch (or producer id) for the producer,
@@ -540,6 +553,18 @@ impl TxnCoordinator {
             ErrorCode::CoordinatorNotAvailable
         })
     }
+}
+
+/// The partitions `entry`'s transaction staged offsets for, by group.
+fn staged_partitions(entry: &TxnEntry) -> Vec<StagedPartitions> {
+    entry
+        .staged
+        .iter()
+        .map(|(group, offsets)| {
+            let partitions = offsets.keys().cloned().collect();
+            (group.clone(), entry.metadata.producer_id, partitions)
+        })
+        .collect()
 }
 
 /// Merges offsets into a transaction's staged offsets (a later commit of a partition wins).

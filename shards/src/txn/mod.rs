@@ -7,6 +7,9 @@
 //! - EndTxn (or a fence, or a timeout) decides the transaction; `completion.rs` then writes a
 //!   commit or abort marker (`marker.rs`) to each of its partitions through their owner
 //!   shards, commits its staged offsets on their groups' coordinators, and completes it.
+//! - TxnOffsetCommit stages offsets in the transaction; the group's coordinator marks their
+//!   partitions unstable (`unstable.rs`) until the outcome reaches it, for OffsetFetch's
+//!   require_stable.
 //! - Each partition tracks its producers' open transactions (`producer_state.rs`): the last
 //!   stable offset is the first offset of the oldest, and abort markers feed its
 //!   `aborted_index.rs`, which read_committed fetches return.
@@ -20,6 +23,7 @@ pub mod coordinator;
 pub mod log;
 pub mod marker;
 pub mod state;
+pub mod unstable;
 
 use std::rc::Rc;
 use std::time::Duration;
