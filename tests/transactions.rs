@@ -307,6 +307,74 @@ fn offsets_sent_to_a_transaction_are_committed_only_when_it_commits() {
 }
 
 #[test]
+fn an_open_transaction_holds_back_later_commits_and_times_out_into_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "2"]);
+    create_topic(&broker, "shared", 2);
+    // Two transactions interleave on the same partitions; the later one commits first.
+    let open = txn_producer(&broker, "held-open", &[]);
+    let quick = txn_producer(&broker, "quick", &[]);
+    open.begin_transaction().unwrap();
+    quick.begin_transaction().unwrap();
+    for i in 0..5 {
+        for p in 0..2 {
+            send(&open, "shared", p, &format!("open-{i}"));
+        }
+        open.flush(TIMEOUT).unwrap();
+        for p in 0..2 {
+            send(&quick, "shared", p, &format!("quick-{i}"));
+        }
+        quick.flush(TIMEOUT).unwrap();
+    }
+    quick.commit_transaction(TIMEOUT).unwrap();
+    // The open transaction began first: nothing after its first offset is stable yet.
+    assert_eq!(
+        read_all(&broker, "shared", 2, "read_committed", 0),
+        Vec::new()
+    );
+    open.abort_transaction(TIMEOUT).unwrap();
+    let committed = read_all(&broker, "shared", 2, "read_committed", 10);
+    for p in 0..2 {
+        assert_eq!(values_of(&committed, p), names("quick", 0..5));
+    }
+
+    // A transaction left open past transaction.timeout.ms is aborted at a bumped epoch: its
+    // producer is fenced, and read_committed consumers move past it.
+    let short = [
+        ("transaction.timeout.ms", "1000"),
+        ("message.timeout.ms", "1000"),
+        ("socket.timeout.ms", "1000"),
+    ];
+    let slow = txn_producer(&broker, "too-slow", &short);
+    slow.begin_transaction().unwrap();
+    send(&slow, "shared", 0, "late");
+    slow.flush(TIMEOUT).unwrap();
+    let mut client = RawClient::connect(&broker);
+    let deadline = Instant::now() + TIMEOUT;
+    while describe_transactions(&mut client, &["too-slow"])[0].1 != "CompleteAbort" {
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out transaction is aborted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let error = slow
+        .commit_transaction(TIMEOUT)
+        .expect_err("a timed-out transaction cannot commit");
+    assert!(
+        matches!(&error, KafkaError::Transaction(e) if e.is_fatal() || e.txn_requires_abort()),
+        "{error:?}"
+    );
+    quick.begin_transaction().unwrap();
+    send(&quick, "shared", 0, "after-timeout");
+    quick.commit_transaction(TIMEOUT).unwrap();
+    let records = read_all(&broker, "shared", 2, "read_committed", 11);
+    let mut expected = names("quick", 0..5);
+    expected.push("after-timeout".to_string());
+    assert_eq!(values_of(&records, 0), expected);
+}
+
+#[test]
 fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "2"]);

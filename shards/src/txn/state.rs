@@ -336,7 +336,8 @@ impl TxnMetadata {
     }
 
     fn check_producer(&self, producer_id: i64, producer_epoch: i16) -> Result<(), ErrorCode> {
-        if producer_id != self.producer_id {
+        // An id whose first InitProducerId did not persist has no producer yet.
+        if producer_id != self.producer_id || self.producer_epoch == NO_PRODUCER_EPOCH {
             Err(ErrorCode::InvalidProducerIdMapping)
         } else if producer_epoch != self.producer_epoch {
             Err(ErrorCode::ProducerFenced)
@@ -517,6 +518,15 @@ mod tests {
                 rotated.last_producer_id
             ),
             (8, 0, 7)
+        );
+    }
+
+    #[test]
+    fn an_id_never_initialized_has_no_producer() {
+        let created = TxnMetadata::new(7, 60_000, 0);
+        assert_eq!(
+            created.add(false, 7, -1, &partitions(), None, 1),
+            Err(ErrorCode::InvalidProducerIdMapping)
         );
     }
 
