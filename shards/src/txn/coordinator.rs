@@ -374,24 +374,24 @@ impl TxnCoordinator {
         })
     }
 
-    /// Every marker of the decided transaction is written: it becomes complete.
+    /// Every marker of the decided transaction is written: it becomes complete (its staged
+    /// offsets go with the transition). Nothing to do if it is complete already.
     pub async fn complete(&self, transactional_id: &str) -> Result<(), ErrorCode> {
         let next = {
             let mut txns = self.txns.borrow_mut();
             let Some(entry) = txns.get_mut(transactional_id) else {
                 return Ok(());
             };
-            if entry.pending || !entry.metadata.state.is_prepared() {
+            if !entry.metadata.state.is_prepared() {
+                return Ok(());
+            }
+            if entry.pending {
                 return Err(ErrorCode::ConcurrentTransactions);
             }
             entry.pending = true;
             entry.metadata.complete(now_ms())
         };
-        self.apply(transactional_id, next).await?;
-        if let Some(entry) = self.txns.borrow_mut().get_mut(transactional_id) {
-            entry.staged.clear();
-        }
-        Ok(())
+        self.apply(transactional_id, next).await
     }
 
     /// The transactional ids whose markers are still to be written (after a restart).
@@ -421,7 +421,11 @@ impl TxnCoordinator {
                     entry.pending = true;
                     timed_out.push((id.clone(), entry.metadata.fence(now)));
                 } else if entry.metadata.state.is_idle()
-                    && entry.metadata.last_update_timestamp_ms + expiration_ms <= now
+                    && entry
+                        .metadata
+                        .last_update_timestamp_ms
+                        .saturating_add(expiration_ms)
+                        <= now
                 {
                     expired.push(id.clone());
                 }
@@ -504,7 +508,7 @@ impl TxnCoordinator {
             .filter(|(_, e)| {
                 min_duration_ms < 0
                     || (e.metadata.start_timestamp_ms >= 0
-                        && now - e.metadata.start_timestamp_ms >= min_duration_ms)
+                        && now.saturating_sub(e.metadata.start_timestamp_ms) >= min_duration_ms)
             })
             .map(|(id, e)| ListedTransaction {
                 transactional_id: id.clone(),
@@ -576,7 +580,7 @@ fn stage(staged: &mut StagedOffsets, group: String, offsets: Vec<StagedOffset>) 
 }
 
 /// Wall-clock milliseconds: transaction timestamps are persisted and outlive the process.
-pub fn now_ms() -> i64 {
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -332,7 +332,10 @@ impl TxnMetadata {
     /// The open transaction outlived its timeout (Kafka's `timedOutTransactions`).
     pub fn timed_out(&self, now_ms: i64) -> bool {
         self.state == TxnState::Ongoing
-            && self.start_timestamp_ms + i64::from(self.timeout_ms) <= now_ms
+            && self
+                .start_timestamp_ms
+                .saturating_add(i64::from(self.timeout_ms))
+                <= now_ms
     }
 
     fn check_producer(&self, producer_id: i64, producer_epoch: i16) -> Result<(), ErrorCode> {
@@ -356,13 +359,19 @@ impl TxnMetadata {
 
     /// Kafka's `prepareIncrementProducerEpoch`: (new epoch, last epoch).
     fn bumped_epochs(&self, expected_epoch: Option<i16>) -> Result<(i16, i16), ErrorCode> {
-        let bumped = self.producer_epoch + 1;
+        // An exhausted epoch rotates the producer id instead of coming here, so the bump fits;
+        // refuse rather than wrap if it ever did not.
+        let bumped = || {
+            self.producer_epoch
+                .checked_add(1)
+                .ok_or(ErrorCode::ProducerFenced)
+        };
         match expected_epoch {
-            None => Ok((bumped, NO_PRODUCER_EPOCH)),
+            None => Ok((bumped()?, NO_PRODUCER_EPOCH)),
             Some(expected)
                 if self.producer_epoch == NO_PRODUCER_EPOCH || expected == self.producer_epoch =>
             {
-                Ok((bumped, self.producer_epoch))
+                Ok((bumped()?, self.producer_epoch))
             }
             // A retry of an InitProducerId that succeeded: the same answer again.
             Some(expected) if expected == self.last_producer_epoch => {
