@@ -128,11 +128,8 @@ impl Partition {
         let max_timestamp = header.max_timestamp();
         let producer_id = header.producer_id();
         let epoch = header.producer_epoch();
-        let marker = if header.is_control() {
-            crate::txn::marker::parse(&data)
-        } else {
-            None
-        };
+        let control = header.is_control();
+        let marker = control.then(|| crate::txn::marker::parse(&data)).flatten();
         let appended = AppendedBatch {
             producer_id,
             epoch,
@@ -142,7 +139,6 @@ impl Partition {
             max_timestamp,
             transactional: header.is_transactional(),
         };
-        let control = header.is_control();
         self.log.borrow_mut().append_recovered(StoredBatch {
             base_offset,
             last_offset,
@@ -516,4 +512,72 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> PartitionSettings {
+        PartitionSettings {
+            log_append_time: false,
+            max_message_bytes: 1 << 20,
+        }
+    }
+
+    /// A one-record transactional batch of `producer_id` at `offset`, as the WAL holds it.
+    fn transactional(producer_id: i64, sequence: i32, offset: i64) -> Bytes {
+        let mut builder = sluice_net::record_batch::RecordBatchBuilder::new(
+            sluice_net::record_batch::Compression::None,
+        )
+        .base_offset(offset)
+        .producer(producer_id, 0, sequence)
+        .transactional(true);
+        builder.append(0, None, Some(b"v"), &[]);
+        builder.build().unwrap()
+    }
+
+    fn marker(producer_id: i64, commit: bool, offset: i64) -> Bytes {
+        let batch = Marker {
+            producer_id,
+            producer_epoch: 0,
+            commit,
+            coordinator_epoch: 0,
+        }
+        .batch(0);
+        let mut data = BytesMut::from(&batch[..]);
+        sluice_net::record_batch::set_base_offset(&mut data, offset).unwrap();
+        data.freeze()
+    }
+
+    #[test]
+    fn replayed_transactions_rebuild_the_last_stable_offset_and_the_aborted_ranges() {
+        let partition = Partition::new(Rc::from("t"), 0, 1, 0, settings());
+        partition.recover(transactional(1, 0, 0)).unwrap();
+        partition.recover(transactional(2, 0, 1)).unwrap();
+        partition.recover(transactional(1, 1, 2)).unwrap();
+        partition.recover(marker(1, false, 3)).unwrap();
+        assert_eq!(
+            partition.last_stable_offset(),
+            1,
+            "producer 2 is still open"
+        );
+        let open = partition.read(0, 1 << 20, true).unwrap();
+        assert!(!open.records.is_empty(), "offset 0 is stable");
+        assert_eq!(
+            open.aborted_transactions,
+            vec![AbortedTxn {
+                producer_id: 1,
+                first_offset: 0,
+                last_offset: 3
+            }]
+        );
+        partition.recover(marker(2, true, 4)).unwrap();
+        assert_eq!(partition.last_stable_offset(), 5);
+        // Replayed twice (a WAL record written again): nothing reopens.
+        partition.recover(transactional(2, 0, 1)).unwrap();
+        assert_eq!(partition.last_stable_offset(), 5);
+        let uncommitted = partition.read(0, 1 << 20, false).unwrap();
+        assert!(uncommitted.aborted_transactions.is_empty());
+    }
 }
