@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use bytes::{Bytes, BytesMut};
 use common::BrokerProcess;
+use common::raw::RawClient as Client;
 use sluice_net::messages::create_topics_request::{
     CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
 };
@@ -18,69 +15,7 @@ use sluice_net::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
-use sluice_net::{ApiKey, ErrorCode, Request, RequestHeader, Response};
-
-struct Client {
-    stream: TcpStream,
-    correlation_id: i32,
-}
-
-impl Client {
-    fn connect(broker: &BrokerProcess) -> Client {
-        let stream = TcpStream::connect(&broker.bootstrap).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        Client {
-            stream,
-            correlation_id: 0,
-        }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write");
-    }
-
-    fn send(&mut self, version: i16, request: &Request) -> i32 {
-        self.correlation_id += 1;
-        let header = RequestHeader {
-            request_api_key: request.api_key() as i16,
-            request_api_version: version,
-            correlation_id: self.correlation_id,
-            client_id: Some("bad-input-test".into()),
-        };
-        let mut out = BytesMut::new();
-        sluice_net::encode_request(&header, request, &mut out).expect("encodes");
-        self.send_raw(&out);
-        self.correlation_id
-    }
-
-    fn receive(&mut self, api_key: ApiKey, version: i16) -> Response {
-        let mut prefix = [0u8; 4];
-        self.stream.read_exact(&mut prefix).expect("a response");
-        let mut frame = vec![0u8; u32::from_be_bytes(prefix) as usize];
-        self.stream
-            .read_exact(&mut frame)
-            .expect("a whole response");
-        let (correlation_id, response) =
-            sluice_net::decode_response(api_key as i16, version, Bytes::from(frame))
-                .expect("decodes");
-        assert_eq!(correlation_id, self.correlation_id);
-        response
-    }
-
-    fn call(&mut self, version: i16, request: Request) -> Response {
-        let api_key = request.api_key();
-        self.send(version, &request);
-        self.receive(api_key, version)
-    }
-
-    /// True once the broker has closed the connection.
-    fn is_closed(&mut self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
-    }
-}
+use sluice_net::{ApiKey, ErrorCode, Request, Response};
 
 fn metadata_works(broker: &BrokerProcess) {
     let mut client = Client::connect(broker);

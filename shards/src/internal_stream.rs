@@ -3,7 +3,7 @@
 //!
 //! Stream ids count down from `u64::MAX`, in metadata's internal range
 //! (`sluice_metadata::INTERNAL_STREAM_ID_MIN` and up), which no partition gets: the group log
-//! of shard `n` is `u64::MAX - n`. Each record is framed like a Kafka record batch's
+//! of shard `n` is `u64::MAX - n`, its transaction log `u64::MAX - 65536 - n`. Each record is framed like a Kafka record batch's
 //! prefix, `[offset i64][length i32][payload]` (big-endian), because the object tier's cold
 //! reader walks data blocks by that prefix.
 
@@ -18,6 +18,16 @@ const SHARDS_MAX: u64 = 1 << 16;
 /// The stream id of shard `shard`'s group log.
 pub fn group_log_stream(shard: usize) -> u64 {
     u64::MAX - (shard as u64 % SHARDS_MAX)
+}
+
+/// The stream id of shard `shard`'s transaction log.
+pub fn txn_log_stream(shard: usize) -> u64 {
+    u64::MAX - SHARDS_MAX - (shard as u64 % SHARDS_MAX)
+}
+
+/// True for the id of any shard's transaction log.
+pub fn is_txn_log_stream(stream_id: u64) -> bool {
+    (SHARDS_MAX..2 * SHARDS_MAX).contains(&(u64::MAX - stream_id))
 }
 
 /// True for the id of any shard's group log.

@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod shard;
 pub mod shard_wal;
 pub mod tier;
+pub mod txn;
 
 pub use config::BrokerConfig;
 pub use runtime::{Broker, StartError};

@@ -1,5 +1,5 @@
 //! One partition on its owner shard: the order and persist stages of the produce pipeline,
-//! and the reads and long-poll waits of fetch.
+//! transaction markers, and the reads and long-poll waits of fetch.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -13,8 +13,10 @@ use sluice_net::record_batch::RecordBatchHeader;
 use sluice_wal::WalPosition;
 
 use crate::partition_log::{PartitionLog, ReadError, ReadSlice, StoredBatch};
-use crate::producer_state::{ProducerStateTable, SequenceVerdict};
+use crate::producer_state::{AppendedBatch, ProducerStateTable, ProducerView, SequenceVerdict};
 use crate::shard_wal::ShardWal;
+use crate::txn::aborted_index::{AbortedIndex, AbortedTxn};
+use crate::txn::marker::Marker;
 
 /// Waiters a partition holds before it sweeps out the cancelled ones; live waiters are
 /// bounded by the connections' pipeline depth, so the list stays bounded.
@@ -87,6 +89,7 @@ pub struct Partition {
     pub metrics: std::sync::Arc<crate::metrics::PartitionMetrics>,
     log: RefCell<PartitionLog>,
     producers: RefCell<ProducerStateTable>,
+    aborted: RefCell<AbortedIndex>,
     settings: Cell<PartitionSettings>,
     // Offsets are assigned and WAL space reserved in one step per batch, so WAL order is
     // offset order even when a full WAL makes an append wait.
@@ -116,6 +119,7 @@ impl Partition {
                 now_ms(),
             )),
             producers: RefCell::new(ProducerStateTable::default()),
+            aborted: RefCell::new(AbortedIndex::default()),
             settings: Cell::new(settings),
             order: Semaphore::new(1),
             waiters: RefCell::new(Vec::new()),
@@ -127,33 +131,47 @@ impl Partition {
         self.settings.set(settings);
     }
 
-    /// Re-inserts a batch found in the WAL at start-up, with its producer state.
+    /// Re-inserts a batch found in the WAL at start-up, with its producer and transaction state.
     pub fn recover(&self, data: Bytes) -> Result<(), sluice_net::record_batch::BatchError> {
         let header = RecordBatchHeader::parse(&data)?;
         let base_offset = header.base_offset();
         let last_offset = base_offset + i64::from(header.last_offset_delta());
+        if last_offset < self.log.borrow().next_offset() {
+            return Ok(()); // written twice: its state is recorded already
+        }
         let max_timestamp = header.max_timestamp();
-        let producer = (
-            header.producer_id(),
-            header.producer_epoch(),
-            header.base_sequence(),
-            header.records_count(),
-        );
+        let producer_id = header.producer_id();
+        let epoch = header.producer_epoch();
+        let control = header.is_control();
+        let marker = control.then(|| crate::txn::marker::parse(&data)).flatten();
+        let appended = AppendedBatch {
+            producer_id,
+            epoch,
+            first_sequence: header.base_sequence(),
+            record_count: header.records_count(),
+            base_offset,
+            max_timestamp,
+            transactional: header.is_transactional(),
+        };
         self.log.borrow_mut().append_recovered(StoredBatch {
             base_offset,
             last_offset,
             max_timestamp,
             data,
         });
-        let (producer_id, epoch, first_sequence, count) = producer;
-        if producer_id >= 0 {
-            self.producers.borrow_mut().record(
-                producer_id,
-                epoch,
-                first_sequence,
-                count,
+        match marker {
+            Some((commit, coordinator_epoch)) => self.record_marker(
+                &Marker {
+                    producer_id,
+                    producer_epoch: epoch,
+                    commit,
+                    coordinator_epoch,
+                },
                 base_offset,
-            );
+                max_timestamp,
+            ),
+            None if producer_id >= 0 && !control => self.producers.borrow_mut().record(appended),
+            None => {}
         }
         Ok(())
     }
@@ -182,6 +200,7 @@ impl Partition {
                 header.producer_epoch(),
                 header.base_sequence(),
                 header.records_count(),
+                header.is_transactional(),
             );
             match verdict {
                 SequenceVerdict::Append => {}
@@ -201,6 +220,7 @@ impl Partition {
                 }
                 SequenceVerdict::OutOfOrder => return Err(ErrorCode::OutOfOrderSequenceNumber),
                 SequenceVerdict::StaleEpoch => return Err(ErrorCode::InvalidProducerEpoch),
+                SequenceVerdict::TransactionOpen => return Err(ErrorCode::InvalidTxnState),
             }
         }
         let base_offset = self.log.borrow().next_offset();
@@ -208,8 +228,6 @@ impl Partition {
         // One copy per batch: it detaches the batch from the request frame (which the log
         // cache must not keep alive) and gives the patch a buffer of its own.
         let mut data = BytesMut::from(&batch[..]);
-        sluice_net::record_batch::set_base_offset(&mut data, base_offset)
-            .map_err(|_| ErrorCode::CorruptMessage)?;
         let mut log_append_time_ms = -1;
         let mut max_timestamp = header.max_timestamp();
         if settings.log_append_time {
@@ -222,28 +240,19 @@ impl Partition {
             )
             .map_err(|_| ErrorCode::CorruptMessage)?;
         }
-        let data = data.freeze();
-        let position = wal
-            .append(self.stream_id, base_offset, last_offset, data.clone())
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, topic = %self.topic, partition = self.index, "WAL append failed");
-                ErrorCode::KafkaStorageError
-            })?;
-        self.log.borrow_mut().append(StoredBatch {
-            base_offset,
-            last_offset,
-            max_timestamp,
-            data,
-        });
+        let position = self
+            .append(wal, data, base_offset, last_offset, max_timestamp)
+            .await?;
         if idempotent {
-            self.producers.borrow_mut().record(
-                header.producer_id(),
-                header.producer_epoch(),
-                header.base_sequence(),
-                header.records_count(),
+            self.producers.borrow_mut().record(AppendedBatch {
+                producer_id: header.producer_id(),
+                epoch: header.producer_epoch(),
+                first_sequence: header.base_sequence(),
+                record_count: header.records_count(),
                 base_offset,
-            );
+                max_timestamp,
+                transactional: header.is_transactional(),
+            });
         }
         Ok(PendingAppend {
             partition: self.clone(),
@@ -258,9 +267,81 @@ impl Partition {
         })
     }
 
-    /// Reads whole batches from `offset` (see [`PartitionLog::read`]).
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, ReadError> {
-        self.log.borrow().read(offset, max_bytes, i64::MAX)
+    /// Ends the producer's transaction on this partition: checks the marker's epochs, then
+    /// orders and persists its control batch like a produced batch.
+    pub async fn write_marker(
+        self: &Rc<Self>,
+        wal: &Rc<ShardWal>,
+        marker: Marker,
+    ) -> Result<PendingAppend, ErrorCode> {
+        let _turn = self
+            .order
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ErrorCode::NotLeaderOrFollower)?;
+        self.producers.borrow().check_marker(
+            marker.producer_id,
+            marker.producer_epoch,
+            marker.coordinator_epoch,
+        )?;
+        let timestamp_ms = now_ms();
+        let offset = self.log.borrow().next_offset();
+        let data = BytesMut::from(&marker.batch(timestamp_ms)[..]);
+        let position = self.append(wal, data, offset, offset, timestamp_ms).await?;
+        self.record_marker(&marker, offset, timestamp_ms);
+        Ok(PendingAppend {
+            partition: self.clone(),
+            wal: wal.clone(),
+            position: Some(position),
+            outcome: AppendOutcome {
+                base_offset: offset,
+                log_append_time_ms: -1,
+                log_start_offset: self.log.borrow().log_start_offset(),
+            },
+            end_offset: offset + 1,
+        })
+    }
+
+    /// Reads whole batches from `offset` (see [`PartitionLog::read`]); read_committed reads stop
+    /// at the last stable offset and name the aborted transactions among the batches returned.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Result<ReadSlice, ReadError> {
+        let last_stable_offset = self.last_stable_offset();
+        let limit = if read_committed {
+            last_stable_offset
+        } else {
+            i64::MAX
+        };
+        let mut slice = self.log.borrow().read(offset, max_bytes, limit)?;
+        slice.last_stable_offset = last_stable_offset;
+        if read_committed && !slice.records.is_empty() {
+            let upper = end_offset_of(&slice.records).unwrap_or(last_stable_offset);
+            slice.aborted_transactions = self.aborted.borrow().overlapping(offset, upper);
+        }
+        Ok(slice)
+    }
+
+    /// The aborted transactions that overlap offsets `from..to`.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted.borrow().overlapping(from, to)
+    }
+
+    /// Everything below this offset is durable and no transaction is open in it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.log.borrow().high_watermark();
+        self.producers
+            .borrow()
+            .first_unstable_offset()
+            .map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
+    /// The producers this partition remembers (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerView> {
+        self.producers.borrow().producers().collect()
     }
 
     /// High watermark, log start offset and log end offset.
@@ -348,6 +429,7 @@ impl Partition {
             return Err(ErrorCode::OffsetOutOfRange);
         }
         log.advance_log_start(target);
+        self.aborted.borrow_mut().trim_below(log.log_start_offset());
         Ok(log.log_start_offset())
     }
 
@@ -378,6 +460,55 @@ impl Partition {
         }
         waiters.push(sender);
         receiver
+    }
+
+    /// Patches `data` to `base_offset`, queues it in the WAL and appends it to the log: offsets
+    /// are assigned and WAL space reserved in one step (the caller holds the order permit).
+    async fn append(
+        &self,
+        wal: &ShardWal,
+        mut data: BytesMut,
+        base_offset: i64,
+        last_offset: i64,
+        max_timestamp: i64,
+    ) -> Result<WalPosition, ErrorCode> {
+        sluice_net::record_batch::set_base_offset(&mut data, base_offset)
+            .map_err(|_| ErrorCode::CorruptMessage)?;
+        let data = data.freeze();
+        let position = wal
+            .append(self.stream_id, base_offset, last_offset, data.clone())
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, topic = %self.topic, partition = self.index, "WAL append failed");
+                ErrorCode::KafkaStorageError
+            })?;
+        self.log.borrow_mut().append(StoredBatch {
+            base_offset,
+            last_offset,
+            max_timestamp,
+            data,
+        });
+        Ok(position)
+    }
+
+    /// Applies an appended marker to the producer state and, for an abort of a transaction
+    /// that wrote here, to the aborted index.
+    fn record_marker(&self, marker: &Marker, offset: i64, timestamp_ms: i64) {
+        let first_offset = self.producers.borrow_mut().record_marker(
+            marker.producer_id,
+            marker.producer_epoch,
+            marker.coordinator_epoch,
+            timestamp_ms,
+        );
+        if let Some(first_offset) = first_offset
+            && !marker.commit
+        {
+            self.aborted.borrow_mut().push(AbortedTxn {
+                producer_id: marker.producer_id,
+                first_offset,
+                last_offset: offset,
+            });
+        }
     }
 
     fn advance_high_watermark(&self, offset: i64) {
@@ -421,9 +552,88 @@ pub fn record_at_or_after(batch: &Bytes, timestamp: i64, start: i64) -> Option<(
     })
 }
 
+/// The offset after the last batch of `records` (whole batches, as reads return them).
+pub(crate) fn end_offset_of(records: &Bytes) -> Option<i64> {
+    sluice_net::record_batch::batches(records)
+        .filter_map(Result::ok)
+        .last()
+        .and_then(|batch| {
+            let header = RecordBatchHeader::parse(&batch).ok()?;
+            Some(header.base_offset() + i64::from(header.last_offset_delta()) + 1)
+        })
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> PartitionSettings {
+        PartitionSettings {
+            log_append_time: false,
+            max_message_bytes: 1 << 20,
+        }
+    }
+
+    /// A one-record transactional batch of `producer_id` at `offset`, as the WAL holds it.
+    fn transactional(producer_id: i64, sequence: i32, offset: i64) -> Bytes {
+        let mut builder = sluice_net::record_batch::RecordBatchBuilder::new(
+            sluice_net::record_batch::Compression::None,
+        )
+        .base_offset(offset)
+        .producer(producer_id, 0, sequence)
+        .transactional(true);
+        builder.append(0, None, Some(b"v"), &[]);
+        builder.build().unwrap()
+    }
+
+    fn marker(producer_id: i64, commit: bool, offset: i64) -> Bytes {
+        let batch = Marker {
+            producer_id,
+            producer_epoch: 0,
+            commit,
+            coordinator_epoch: 0,
+        }
+        .batch(0);
+        let mut data = BytesMut::from(&batch[..]);
+        sluice_net::record_batch::set_base_offset(&mut data, offset).unwrap();
+        data.freeze()
+    }
+
+    #[test]
+    fn replayed_transactions_rebuild_the_last_stable_offset_and_the_aborted_ranges() {
+        let partition = Partition::new(Rc::from("t"), 0, 1, 0, settings());
+        partition.recover(transactional(1, 0, 0)).unwrap();
+        partition.recover(transactional(2, 0, 1)).unwrap();
+        partition.recover(transactional(1, 1, 2)).unwrap();
+        partition.recover(marker(1, false, 3)).unwrap();
+        assert_eq!(
+            partition.last_stable_offset(),
+            1,
+            "producer 2 is still open"
+        );
+        let open = partition.read(0, 1 << 20, true).unwrap();
+        assert!(!open.records.is_empty(), "offset 0 is stable");
+        assert_eq!(
+            open.aborted_transactions,
+            vec![AbortedTxn {
+                producer_id: 1,
+                first_offset: 0,
+                last_offset: 3
+            }]
+        );
+        partition.recover(marker(2, true, 4)).unwrap();
+        assert_eq!(partition.last_stable_offset(), 5);
+        // Replayed twice (a WAL record written again): nothing reopens.
+        partition.recover(transactional(2, 0, 1)).unwrap();
+        assert_eq!(partition.last_stable_offset(), 5);
+        let uncommitted = partition.read(0, 1 << 20, false).unwrap();
+        assert!(uncommitted.aborted_transactions.is_empty());
+    }
 }

@@ -39,6 +39,10 @@ pub struct ReadSlice {
     pub high_watermark: i64,
     /// Log start offset at the time of the read.
     pub log_start_offset: i64,
+    /// Last stable offset at the time of the read (the partition fills it in).
+    pub last_stable_offset: i64,
+    /// Aborted transactions among the batches returned, for read_committed reads.
+    pub aborted_transactions: Vec<crate::txn::aborted_index::AbortedTxn>,
 }
 
 /// The batches and offsets of one partition.
@@ -261,6 +265,8 @@ impl PartitionLog {
             records: Bytes::new(),
             high_watermark: self.high_watermark,
             log_start_offset: self.log_start_offset,
+            last_stable_offset: self.high_watermark,
+            aborted_transactions: Vec::new(),
         };
         if offset < self.log_start_offset || offset > self.high_watermark {
             return Err(ReadError::OffsetOutOfRange);

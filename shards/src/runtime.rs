@@ -345,12 +345,12 @@ async fn run_shard(plan: ShardPlan) {
         peers,
         metrics,
     ));
-    let mut group_entries = match shard.group_entries_in_objects().await {
+    let mut group_entries = match shard.internal_state_in_objects().await {
         Ok(entries) => entries,
         Err(reason) => {
             let _ = started.send(Err((
                 id,
-                format!("reading the group log from objects: {reason}"),
+                format!("reading the group and transaction logs from objects: {reason}"),
             )));
             return;
         }
@@ -397,7 +397,8 @@ async fn run_shard(plan: ShardPlan) {
     let maintenance = (id == 0)
         .then(|| glommio::spawn_local(crate::tier::run_maintenance(shard.clone(), stop.clone())));
     restore_groups(&shard, group_entries).await;
-    // Every shard must hold its groups before any shard answers a client.
+    crate::txn::restore(&shard).await;
+    // Every shard must hold its groups and transactions before any shard answers a client.
     recovered.fetch_add(1, Ordering::SeqCst);
     while recovered.load(Ordering::SeqCst) < shard_count {
         if stop.clone().now_or_never().is_some() {
@@ -405,6 +406,7 @@ async fn run_shard(plan: ShardPlan) {
         }
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
+    crate::txn::start(&shard);
     {
         let shard = shard.clone();
         glommio::spawn_local(async move {

@@ -23,6 +23,8 @@ use crate::partition::{AppendOutcome, Partition, PartitionSettings};
 use crate::partition_log::{ReadError, ReadSlice};
 use crate::shard_wal::ShardWal;
 use crate::tier::{ColdReadError, ObjectTier};
+use crate::txn::TxnCoordinator;
+use crate::txn::call::{TxnCall, TxnReply};
 
 /// Producer ids a shard takes from the controller at once.
 const PRODUCER_ID_BLOCK: u32 = 1000;
@@ -35,11 +37,12 @@ pub enum ShardRequest {
         batch: Bytes,
         reply: oneshot::Sender<Result<AppendOutcome, ErrorCode>>,
     },
-    /// Read batches from an offset.
+    /// Read batches from an offset (read_committed: up to the last stable offset).
     Read {
         stream_id: u64,
         offset: i64,
         max_bytes: usize,
+        read_committed: bool,
         reply: oneshot::Sender<Result<ReadSlice, ErrorCode>>,
     },
     /// Resolve once data past `offset` exists, or after `wait`.
@@ -53,6 +56,7 @@ pub enum ShardRequest {
     ListOffset {
         stream_id: u64,
         timestamp: i64,
+        read_committed: bool,
         reply: oneshot::Sender<Result<(i64, i64), ErrorCode>>,
     },
     /// Move the log start offset (DeleteRecords).
@@ -70,6 +74,11 @@ pub enum ShardRequest {
     Group {
         call: GroupCall,
         reply: oneshot::Sender<GroupReply>,
+    },
+    /// Transaction work for this shard (coordinator, group coordinator or partition owner).
+    Txn {
+        call: TxnCall,
+        reply: oneshot::Sender<TxnReply>,
     },
 }
 
@@ -93,6 +102,8 @@ pub struct Shard {
     pub wal: Rc<ShardWal>,
     /// Uploads, cold reads and the log-cache budget.
     pub tier: ObjectTier,
+    /// The transactional ids this shard coordinates.
+    pub txns: TxnCoordinator,
     partitions: RefCell<HashMap<u64, Rc<Partition>>>,
     peers: Vec<Option<ConnectedSender<ShardRequest>>>,
     producer_ids: Cell<(i64, i64)>,
@@ -119,6 +130,7 @@ impl Shard {
             advertised,
             metrics,
             groups: GroupCoordinator::new(wal.clone(), internal_stream::group_log_stream(id)),
+            txns: TxnCoordinator::new(wal.clone(), internal_stream::txn_log_stream(id)),
             wal,
             tier,
             partitions: RefCell::new(HashMap::new()),
@@ -199,6 +211,7 @@ impl Shard {
                 stream_id,
                 offset,
                 max_bytes,
+                read_committed,
                 reply,
             } => {
                 self.metrics.fetch_reads.add(1);
@@ -206,7 +219,7 @@ impl Shard {
                     let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
                     return;
                 };
-                match partition.read(offset, max_bytes) {
+                match partition.read(offset, max_bytes, read_committed) {
                     Ok(slice) => {
                         self.count_read(&partition, &slice);
                         let _ = reply.send(Ok(slice));
@@ -218,7 +231,9 @@ impl Shard {
                         self.metrics.fetch_cold_reads.add(1);
                         let shard = self.clone();
                         glommio::spawn_local(async move {
-                            let read = shard.read_cold(&partition, offset, max_bytes).await;
+                            let read = shard
+                                .read_cold(&partition, offset, max_bytes, read_committed)
+                                .await;
                             if let Ok(slice) = &read {
                                 shard.count_read(&partition, slice);
                             }
@@ -247,6 +262,7 @@ impl Shard {
             ShardRequest::ListOffset {
                 stream_id,
                 timestamp,
+                read_committed,
                 reply,
             } => {
                 let Some(partition) = self.partition(stream_id) else {
@@ -257,15 +273,15 @@ impl Shard {
                     .then(|| partition.cold_search_start(timestamp))
                     .flatten();
                 let Some(from) = cold_from else {
-                    let _ = reply.send(Ok(list_offset(&partition, timestamp)));
+                    let _ = reply.send(Ok(list_offset(&partition, timestamp, read_committed)));
                     return;
                 };
                 let shard = self.clone();
                 glommio::spawn_local(async move {
                     let found = shard.search_objects(&partition, from, timestamp).await;
-                    let _ = reply.send(
-                        found.map(|hit| hit.unwrap_or_else(|| list_offset(&partition, timestamp))),
-                    );
+                    let _ = reply.send(found.map(|hit| {
+                        hit.unwrap_or_else(|| list_offset(&partition, timestamp, read_committed))
+                    }));
                 })
                 .detach();
             }
@@ -296,6 +312,13 @@ impl Shard {
                 glommio::spawn_local(async move {
                     let image = shard.image();
                     let _ = reply.send(shard.groups.call(call, &image).await);
+                })
+                .detach();
+            }
+            ShardRequest::Txn { call, reply } => {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(crate::txn::call::serve(&shard, call).await);
                 })
                 .detach();
             }
@@ -352,7 +375,8 @@ impl Shard {
                 continue; // in objects already
             }
             let is_group_log = internal_stream::is_group_log_stream(record.stream_id);
-            if !is_group_log && image.stream(record.stream_id).is_none() {
+            let is_txn_log = internal_stream::is_txn_log_stream(record.stream_id);
+            if !is_group_log && !is_txn_log && image.stream(record.stream_id).is_none() {
                 continue; // a deleted topic
             }
             if first_offset != *next {
@@ -382,6 +406,19 @@ impl Shard {
                 }
                 continue;
             }
+            if is_txn_log {
+                match internal_stream::unframe(&record.payload) {
+                    Ok(frames) => {
+                        for (_, payload) in frames {
+                            self.txns.replay(record.last_offset + 1, payload);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "a transaction-log record in the WAL is malformed; skipped")
+                    }
+                }
+                continue;
+            }
             let Some(partition) = self.partition(record.stream_id) else {
                 continue; // a stream another shard owns now
             };
@@ -397,35 +434,69 @@ impl Shard {
         (recovered, group_entries)
     }
 
-    /// The group-log entries of this shard that are in object storage, oldest first; continues
-    /// the group log's sequence after them.
-    pub async fn group_entries_in_objects(&self) -> Result<Vec<GroupLogEntry>, String> {
-        let stream_id = internal_stream::group_log_stream(self.id);
+    /// The group-log entries of this shard that are in object storage, oldest first, and its
+    /// transaction-log records (kept by the transaction coordinator); continues both logs'
+    /// sequences after them.
+    pub async fn internal_state_in_objects(&self) -> Result<Vec<GroupLogEntry>, String> {
+        let mut entries = Vec::new();
+        let group_log = internal_stream::group_log_stream(self.id);
+        if let Some(end) = self
+            .for_each_in_objects(group_log, |payload| {
+                entries.extend(crate::group::log::decode(payload).map_err(|e| e.to_string())?);
+                Ok(())
+            })
+            .await?
+        {
+            self.groups.resume_sequence(end as u64);
+        }
+        let txn_log = internal_stream::txn_log_stream(self.id);
+        let mut txn_payloads = Vec::new();
+        if let Some(end) = self
+            .for_each_in_objects(txn_log, |payload| {
+                txn_payloads.push(payload);
+                Ok(())
+            })
+            .await?
+        {
+            for payload in txn_payloads {
+                self.txns.replay(end as u64, payload);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Calls `each` with every record of internal stream `stream_id` in objects, in order;
+    /// returns the offset after the last, or None when the stream has nothing in objects.
+    async fn for_each_in_objects(
+        &self,
+        stream_id: u64,
+        mut each: impl FnMut(Bytes) -> Result<(), String>,
+    ) -> Result<Option<i64>, String> {
         let image = self.image();
         let (Some(mut offset), Some(end)) = (
             image.stream_start_offset_in_objects(stream_id),
             image.stream_end_offset_in_objects(stream_id),
         ) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let mut entries = Vec::new();
         while offset < end {
             let data = self
                 .tier
                 .read(&self.controller, stream_id, offset, 16 << 20)
                 .await
-                .map_err(|e| format!("group log at {offset}: {e}"))?;
+                .map_err(|e| format!("internal stream {stream_id} at {offset}: {e}"))?;
             let frames = internal_stream::unframe(&data).map_err(|e| e.to_string())?;
             let Some(&(last, _)) = frames.last() else {
-                return Err(format!("group log at {offset}: an empty read"));
+                return Err(format!(
+                    "internal stream {stream_id} at {offset}: an empty read"
+                ));
             };
             for (_, payload) in frames {
-                entries.extend(crate::group::log::decode(payload).map_err(|e| e.to_string())?);
+                each(payload)?;
             }
             offset = last + 1;
         }
-        self.groups.resume_sequence(end as u64);
-        Ok(entries)
+        Ok(Some(end))
     }
 
     /// Notes that a partition's offsets below `end_offset` are in committed objects.
@@ -527,7 +598,7 @@ impl Shard {
         const READ_BYTES: usize = 1 << 20;
         let mut offset = from;
         loop {
-            let slice = match self.read_cold(partition, offset, READ_BYTES).await {
+            let slice = match self.read_cold(partition, offset, READ_BYTES, false).await {
                 Ok(slice) => slice,
                 Err(ErrorCode::OffsetOutOfRange) => return Ok(None), // reached the log cache
                 Err(code) => return Err(code),
@@ -554,7 +625,20 @@ impl Shard {
         partition: &Partition,
         offset: i64,
         max_bytes: usize,
+        read_committed: bool,
     ) -> Result<ReadSlice, ErrorCode> {
+        let last_stable_offset = partition.last_stable_offset();
+        let (high_watermark, log_start_offset, _) = partition.offsets();
+        let mut slice = ReadSlice {
+            records: Bytes::new(),
+            high_watermark,
+            log_start_offset,
+            last_stable_offset,
+            aborted_transactions: Vec::new(),
+        };
+        if read_committed && offset >= last_stable_offset {
+            return Ok(slice);
+        }
         let records = self
             .tier
             .read(&self.controller, partition.stream_id, offset, max_bytes)
@@ -566,12 +650,17 @@ impl Shard {
                     ErrorCode::KafkaStorageError
                 }
             })?;
-        let (high_watermark, log_start_offset, _) = partition.offsets();
-        Ok(ReadSlice {
-            records,
-            high_watermark,
-            log_start_offset,
-        })
+        slice.records = if read_committed {
+            batches_below(&records, last_stable_offset)
+        } else {
+            records
+        };
+        if read_committed && !slice.records.is_empty() {
+            let upper =
+                crate::partition::end_offset_of(&slice.records).unwrap_or(last_stable_offset);
+            slice.aborted_transactions = partition.aborted_transactions(offset, upper);
+        }
+        Ok(slice)
     }
 
     /// Drops partitions that no longer exist and applies changed topic settings.
@@ -609,7 +698,7 @@ impl Shard {
     }
 
     /// The partition with `stream_id` if this shard owns it, created on first use.
-    fn partition(&self, stream_id: u64) -> Option<Rc<Partition>> {
+    pub(crate) fn partition(&self, stream_id: u64) -> Option<Rc<Partition>> {
         if let Some(p) = self.partitions.borrow().get(&stream_id) {
             return Some(p.clone());
         }
@@ -672,9 +761,11 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 /// (offset, timestamp) for a ListOffsets query; (-1, -1) when no record qualifies.
-fn list_offset(partition: &Partition, timestamp: i64) -> (i64, i64) {
+/// read_committed's latest offset is the last stable offset.
+fn list_offset(partition: &Partition, timestamp: i64, read_committed: bool) -> (i64, i64) {
     let (high_watermark, log_start, _) = partition.offsets();
     match timestamp {
+        LATEST if read_committed => (partition.last_stable_offset(), -1),
         LATEST => (high_watermark, -1),
         EARLIEST | EARLIEST_LOCAL => (log_start, -1),
         LATEST_TIERED => (-1, -1),
@@ -691,4 +782,21 @@ fn decode_group_record(payload: &Bytes) -> Result<Vec<GroupLogEntry>, String> {
         entries.extend(crate::group::log::decode(payload).map_err(|e| e.to_string())?);
     }
     Ok(entries)
+}
+
+/// The leading whole batches of `records` that end below `end_offset` (read_committed stops
+/// at the last stable offset).
+fn batches_below(records: &Bytes, end_offset: i64) -> Bytes {
+    let mut len = 0;
+    for batch in sluice_net::record_batch::batches(records) {
+        let Ok(batch) = batch else { break };
+        let Ok(header) = sluice_net::record_batch::RecordBatchHeader::parse(&batch) else {
+            break;
+        };
+        if header.base_offset() + i64::from(header.last_offset_delta()) >= end_offset {
+            break;
+        }
+        len += batch.len();
+    }
+    records.slice(..len)
 }

@@ -1,4 +1,5 @@
-//! Fetch: read from the owners' log caches, long-polling on max.wait.ms / min.bytes.
+//! Fetch: read from the owners' log caches, long-polling on max.wait.ms / min.bytes;
+//! read_committed fetches stop at the last stable offset and list the aborted transactions.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -6,13 +7,18 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use sluice_net::ErrorCode;
 use sluice_net::messages::fetch_request::FetchRequest;
-use sluice_net::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+use sluice_net::messages::fetch_response::{
+    AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
+};
 
 use crate::partition_log::ReadSlice;
 use crate::shard::{Shard, ShardRequest};
 
 /// The longest a fetch may wait, whatever max.wait.ms says.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Fetch's isolation_level for read_committed (0 is read_uncommitted).
+const READ_COMMITTED: i8 = 1;
 
 /// A partition of the request, resolved against metadata.
 struct Target {
@@ -32,6 +38,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
             ..Default::default()
         };
     }
+    let read_committed = version >= 4 && request.isolation_level == READ_COMMITTED;
     let image = shard.image();
     let mut topics: Vec<FetchableTopicResponse> = Vec::with_capacity(request.topics.len());
     let mut targets = Vec::new();
@@ -75,7 +82,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
     } else {
         usize::MAX
     };
-    let mut reads = read_all(shard, &targets).await;
+    let mut reads = read_all(shard, &targets, read_committed).await;
     loop {
         let total: usize = reads
             .iter()
@@ -87,7 +94,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
             break;
         }
         wait_for_any(shard, &targets, &reads, deadline - now).await;
-        reads = read_all(shard, &targets).await;
+        reads = read_all(shard, &targets, read_committed).await;
     }
     let mut budget = max_bytes;
     let mut first_data = true;
@@ -109,9 +116,18 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
                     partition_index: target.partition,
                     error_code: 0,
                     high_watermark: slice.high_watermark,
-                    last_stable_offset: slice.high_watermark,
+                    last_stable_offset: slice.last_stable_offset,
                     log_start_offset: slice.log_start_offset,
-                    aborted_transactions: if version >= 4 { Some(Vec::new()) } else { None },
+                    aborted_transactions: (version >= 4).then(|| {
+                        slice
+                            .aborted_transactions
+                            .iter()
+                            .map(|t| AbortedTransaction {
+                                producer_id: t.producer_id,
+                                first_offset: t.first_offset,
+                            })
+                            .collect()
+                    }),
                     records: Some(slice.records),
                     ..Default::default()
                 }
@@ -136,7 +152,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
     }
 }
 
-async fn read_all(shard: &Rc<Shard>, targets: &[Target]) -> Vec<Result<ReadSlice, ErrorCode>> {
+async fn read_all(
+    shard: &Rc<Shard>,
+    targets: &[Target],
+    read_committed: bool,
+) -> Vec<Result<ReadSlice, ErrorCode>> {
     let reads = targets.iter().map(|target| async move {
         let (owner, stream_id) = target.location?;
         let offset = target.fetch_offset;
@@ -145,6 +165,7 @@ async fn read_all(shard: &Rc<Shard>, targets: &[Target]) -> Vec<Result<ReadSlice
             stream_id,
             offset,
             max_bytes,
+            read_committed,
             reply,
         })
         .await;

@@ -1,4 +1,5 @@
-//! ListOffsets: earliest, latest, max timestamp, and by timestamp.
+//! ListOffsets: earliest, latest (the last stable offset for read_committed), max timestamp,
+//! and by timestamp.
 
 use std::rc::Rc;
 
@@ -15,6 +16,8 @@ pub async fn handle(
     version: i16,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    // isolation_level 1 is read_committed.
+    let read_committed = version >= 2 && request.isolation_level == 1;
     let image = shard.image();
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
@@ -29,6 +32,7 @@ pub async fn handle(
                 |stream_id, reply| ShardRequest::ListOffset {
                     stream_id,
                     timestamp,
+                    read_committed,
                     reply,
                 },
             )

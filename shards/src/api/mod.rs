@@ -10,6 +10,8 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod transactions;
+pub mod txn_tooling;
 
 use std::rc::Rc;
 
@@ -48,6 +50,13 @@ pub const IMPLEMENTED_APIS: &[ApiKey] = &[
     ApiKey::DescribeGroups,
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
+    ApiKey::TxnOffsetCommit,
+    ApiKey::DescribeProducers,
+    ApiKey::DescribeTransactions,
+    ApiKey::ListTransactions,
 ];
 
 /// Routes one request to its handler. Produce runs its order stage before this returns, so
@@ -137,7 +146,47 @@ pub async fn dispatch(
         .boxed_local(),
         Request::InitProducerId(r) => async move {
             Some(Response::InitProducerId(
-                init_producer_id::handle(&shard, r).await,
+                init_producer_id::handle(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::AddPartitionsToTxn(r) => async move {
+            Some(Response::AddPartitionsToTxn(
+                transactions::add_partitions_to_txn(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::AddOffsetsToTxn(r) => async move {
+            Some(Response::AddOffsetsToTxn(
+                transactions::add_offsets_to_txn(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::TxnOffsetCommit(r) => async move {
+            Some(Response::TxnOffsetCommit(
+                transactions::txn_offset_commit(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::EndTxn(r) => {
+            async move { Some(Response::EndTxn(transactions::end_txn(&shard, r).await)) }
+                .boxed_local()
+        }
+        Request::DescribeProducers(r) => async move {
+            Some(Response::DescribeProducers(
+                txn_tooling::describe_producers(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::DescribeTransactions(r) => async move {
+            Some(Response::DescribeTransactions(
+                txn_tooling::describe_transactions(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::ListTransactions(r) => async move {
+            Some(Response::ListTransactions(
+                txn_tooling::list_transactions(&shard, r).await,
             ))
         }
         .boxed_local(),
@@ -179,7 +228,7 @@ pub async fn dispatch(
         .boxed_local(),
         Request::OffsetFetch(r) => async move {
             Some(Response::OffsetFetch(
-                groups::offset_fetch(&shard, version, r).await,
+                transactions::offset_fetch(&shard, version, r).await,
             ))
         }
         .boxed_local(),

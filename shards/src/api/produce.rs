@@ -38,17 +38,15 @@ pub async fn order(
     for topic in request.topic_data {
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
+            let transactional = request.transactional_id.is_some();
             let pending = if !matches!(acks, -1..=1) {
                 Pending::Refused(ErrorCode::InvalidRequiredAcks)
-            } else if request.transactional_id.is_some() {
-                // Transactions arrive with the transaction coordinator (issue 7).
-                Pending::Refused(ErrorCode::TransactionalIdAuthorizationFailed)
             } else {
                 match (u32::try_from(data.index).ok())
                     .and_then(|index| image.partition(&topic.name, index))
                 {
                     None => Pending::Refused(ErrorCode::UnknownTopicOrPartition),
-                    Some(part) => match validate(version, data.records) {
+                    Some(part) => match validate(version, transactional, data.records) {
                         Err(code) => Pending::Refused(code),
                         Ok(batch) => {
                             let owner = shard.owner_of(part);
@@ -122,8 +120,10 @@ pub async fn order(
 }
 
 /// The parse stage's checks of one partition's records: exactly one v2 batch (as Kafka
-/// requires from Produce v3 on), whole, with a valid CRC and a sane record count.
-fn validate(version: i16, records: Option<Bytes>) -> Result<Bytes, ErrorCode> {
+/// requires from Produce v3 on), whole, with a valid CRC and a sane record count; no control
+/// batch (only coordinators write markers); a transactional batch only from an idempotent
+/// producer naming its transactional id.
+fn validate(version: i16, transactional: bool, records: Option<Bytes>) -> Result<Bytes, ErrorCode> {
     let records = records.ok_or(ErrorCode::InvalidRecord)?;
     let header = RecordBatchHeader::validate(&records).map_err(|error| match error {
         BatchError::UnsupportedMagic(_) => ErrorCode::UnsupportedForMessageFormat,
@@ -137,6 +137,13 @@ fn validate(version: i16, records: Option<Bytes>) -> Result<Bytes, ErrorCode> {
     })?;
     if header.records_count() <= 0 || header.last_offset_delta() != header.records_count() - 1 {
         return Err(ErrorCode::InvalidRecord);
+    }
+    if header.is_control() || (header.is_transactional() && header.producer_id() < 0) {
+        return Err(ErrorCode::InvalidRecord);
+    }
+    if header.is_transactional() && !transactional {
+        // Kafka authorizes the (missing) transactional id and refuses.
+        return Err(ErrorCode::TransactionalIdAuthorizationFailed);
     }
     Ok(records)
 }

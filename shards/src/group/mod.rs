@@ -5,6 +5,7 @@ pub mod call;
 pub mod census;
 pub mod log;
 pub mod state;
+pub mod txn;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

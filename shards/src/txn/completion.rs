@@ -1,0 +1,170 @@
+//! Completing a decided transaction: its markers go to every partition it wrote to (through
+//! the partitions' owner shards), its staged offsets to their groups' coordinators, then the
+//! transaction becomes complete. Runs in the background after EndTxn was answered, after a
+//! fence or a timeout, and again after a restart for transactions found prepared.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use sluice_net::ErrorCode;
+
+use super::call::{TxnCall, TxnReply};
+use super::log::StagedOffset;
+use super::marker::Marker;
+use super::state::TxnState;
+use crate::shard::Shard;
+
+/// The coordinator's epoch in the markers it writes. A single broker runs one coordinator per
+/// transactional id (moving shards only across restarts), so no older coordinator can
+/// write markers concurrently; the epoch stays 0.
+pub const COORDINATOR_EPOCH: i32 = 0;
+
+/// First wait before retrying markers or offsets that failed; doubled up to the maximum.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Completes `transactional_id`'s decided transaction in a task of its own.
+pub fn spawn(shard: &Rc<Shard>, transactional_id: &str) {
+    let shard = shard.clone();
+    let transactional_id = transactional_id.to_string();
+    glommio::spawn_local(async move { complete(&shard, &transactional_id).await }).detach();
+}
+
+/// Writes the markers and commits the offsets, retrying what fails (a full or failing WAL, a
+/// partition moving) until everything is done, then completes the transaction.
+async fn complete(shard: &Rc<Shard>, transactional_id: &str) {
+    let Some(decided) = shard.txns.decided(transactional_id) else {
+        return;
+    };
+    let metadata = &decided.metadata;
+    let commit = metadata.state == TxnState::PrepareCommit;
+    let marker = Marker {
+        producer_id: metadata.producer_id,
+        producer_epoch: metadata.producer_epoch,
+        commit,
+        coordinator_epoch: COORDINATOR_EPOCH,
+    };
+    let mut partitions: Vec<(String, i32)> = metadata.partitions.iter().cloned().collect();
+    // Every group with staged offsets learns the outcome: the offsets on commit, none on abort.
+    let mut groups: Vec<(String, Vec<StagedOffset>)> = decided
+        .staged
+        .into_iter()
+        .map(|(group, offsets)| {
+            let offsets = if commit {
+                offsets
+                    .into_iter()
+                    .map(|((topic, partition), committed)| (topic, partition, committed))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (group, offsets)
+        })
+        .collect();
+    let mut backoff = RETRY_BACKOFF_MIN;
+    loop {
+        partitions = write_markers(shard, partitions, marker).await;
+        groups = complete_groups(shard, metadata.producer_id, groups).await;
+        if partitions.is_empty() && groups.is_empty() {
+            match shard.txns.complete(transactional_id).await {
+                Ok(()) => {
+                    tracing::debug!(transactional_id, commit, "transaction complete");
+                    return;
+                }
+                Err(code) => {
+                    tracing::warn!(
+                        transactional_id,
+                        ?code,
+                        "transaction completion not persisted; retrying"
+                    )
+                }
+            }
+        } else {
+            tracing::warn!(
+                transactional_id,
+                partitions = partitions.len(),
+                groups = groups.len(),
+                "transaction markers not all written; retrying"
+            );
+        }
+        glommio::timer::sleep(backoff).await;
+        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+    }
+}
+
+/// Writes `marker` to `partitions`, one request per owner shard; returns those to retry.
+async fn write_markers(
+    shard: &Rc<Shard>,
+    partitions: Vec<(String, i32)>,
+    marker: Marker,
+) -> Vec<(String, i32)> {
+    let image = shard.image();
+    // (topic, partition) and stream id of the partitions, by owner shard.
+    type Targets = Vec<((String, i32), u64)>;
+    let mut by_owner: BTreeMap<usize, Targets> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        match shard.locate(&image, &topic, partition) {
+            Some((owner, stream_id)) => by_owner
+                .entry(owner)
+                .or_default()
+                .push(((topic, partition), stream_id)),
+            // A deleted topic has no log to end the transaction in.
+            None => tracing::debug!(%topic, partition, "no marker for a deleted partition"),
+        }
+    }
+    let asks = by_owner.into_iter().map(|(owner, targets)| async move {
+        let stream_ids = targets.iter().map(|(_, stream_id)| *stream_id).collect();
+        let call = TxnCall::WriteMarkers { stream_ids, marker };
+        let results = match super::call::ask(shard, owner, call).await {
+            Some(TxnReply::Markers(results)) if results.len() == targets.len() => results,
+            _ => vec![Err(ErrorCode::UnknownServerError); targets.len()],
+        };
+        targets
+            .into_iter()
+            .zip(results)
+            .filter_map(|((partition, _), result)| match result {
+                Ok(()) => None,
+                // The partition has seen a newer epoch or coordinator: this marker is stale
+                // and a later one ended the producer's transaction there (Kafka drops it too).
+                Err(ErrorCode::InvalidProducerEpoch | ErrorCode::TransactionCoordinatorFenced) => {
+                    tracing::warn!(topic = %partition.0, partition = partition.1, "stale transaction marker dropped");
+                    None
+                }
+                Err(code) => {
+                    tracing::debug!(topic = %partition.0, partition = partition.1, ?code, "transaction marker failed");
+                    Some(partition)
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    join_all(asks).await.into_iter().flatten().collect()
+}
+
+/// Tells each group's coordinator the outcome (committing the offsets, or not); returns the
+/// groups to retry.
+async fn complete_groups(
+    shard: &Rc<Shard>,
+    producer_id: i64,
+    groups: Vec<(String, Vec<StagedOffset>)>,
+) -> Vec<(String, Vec<StagedOffset>)> {
+    let asks = groups.into_iter().map(|(group, offsets)| async move {
+        let owner = crate::group::coordinator_shard(&group, shard.count);
+        let call = TxnCall::CompleteGroup {
+            group: group.clone(),
+            producer_id,
+            offsets: offsets.clone(),
+        };
+        let code = match super::call::ask(shard, owner, call).await {
+            Some(TxnReply::Code(code)) => code,
+            _ => ErrorCode::CoordinatorNotAvailable,
+        };
+        if code == ErrorCode::None {
+            return None;
+        }
+        tracing::debug!(%group, ?code, "transactional offsets not committed");
+        Some((group, offsets))
+    });
+    join_all(asks).await.into_iter().flatten().collect()
+}

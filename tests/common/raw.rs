@@ -1,0 +1,81 @@
+//! A raw Kafka protocol client over a blocking socket, for requests no client library sends
+//! as we need them (malformed input, admin APIs librdkafka does not expose).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use sluice_net::{ApiKey, Request, RequestHeader, Response};
+
+use super::BrokerProcess;
+
+/// One connection speaking the protocol request by request.
+pub struct RawClient {
+    stream: TcpStream,
+    /// Correlation id of the last request; `receive` checks the response carries it (set it
+    /// by hand before `send_raw`).
+    pub correlation_id: i32,
+}
+
+impl RawClient {
+    /// Connects to the broker (30 s read timeout).
+    pub fn connect(broker: &BrokerProcess) -> RawClient {
+        let stream = TcpStream::connect(&broker.bootstrap).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        RawClient {
+            stream,
+            correlation_id: 0,
+        }
+    }
+
+    /// Writes bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends `request` at `version`; returns its correlation id.
+    pub fn send(&mut self, version: i16, request: &Request) -> i32 {
+        self.correlation_id += 1;
+        let header = RequestHeader {
+            request_api_key: request.api_key() as i16,
+            request_api_version: version,
+            correlation_id: self.correlation_id,
+            client_id: Some("sluice-raw-test".into()),
+        };
+        let mut out = BytesMut::new();
+        sluice_net::encode_request(&header, request, &mut out).expect("encodes");
+        self.send_raw(&out);
+        self.correlation_id
+    }
+
+    /// Reads the response to the last request sent.
+    pub fn receive(&mut self, api_key: ApiKey, version: i16) -> Response {
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix).expect("a response");
+        let mut frame = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        self.stream
+            .read_exact(&mut frame)
+            .expect("a whole response");
+        let (correlation_id, response) =
+            sluice_net::decode_response(api_key as i16, version, Bytes::from(frame))
+                .expect("decodes");
+        assert_eq!(correlation_id, self.correlation_id);
+        response
+    }
+
+    /// Sends `request` and waits for its response.
+    pub fn call(&mut self, version: i16, request: Request) -> Response {
+        let api_key = request.api_key();
+        self.send(version, &request);
+        self.receive(api_key, version)
+    }
+
+    /// True once the broker has closed the connection.
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+}
