@@ -578,6 +578,8 @@ mod tests {
         PartitionSettings {
             log_append_time: false,
             max_message_bytes: 1 << 20,
+            retention_ms: -1,
+            retention_bytes: -1,
         }
     }
 
@@ -608,7 +610,7 @@ mod tests {
 
     #[test]
     fn replayed_transactions_rebuild_the_last_stable_offset_and_the_aborted_ranges() {
-        let partition = Partition::new(Rc::from("t"), 0, 1, 0, settings());
+        let partition = Partition::new(Rc::from("t"), 0, 1, 0, 0, settings());
         partition.recover(transactional(1, 0, 0)).unwrap();
         partition.recover(transactional(2, 0, 1)).unwrap();
         partition.recover(transactional(1, 1, 2)).unwrap();
