@@ -596,3 +596,110 @@ async fn committed_offsets_come_back_from_objects_once_the_wal_is_trimmed() {
     }
     consume_and_check(&broker, "offsets", 128);
 }
+
+/// A transactional producer (rdkafka's `BaseProducer`, flushed per transaction).
+fn transactional(broker: &BrokerProcess) -> rdkafka::producer::BaseProducer {
+    use rdkafka::producer::Producer;
+    let producer: rdkafka::producer::BaseProducer = broker
+        .client_config()
+        .set("transactional.id", "tiered-txn")
+        .set("transaction.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    producer.init_transactions(TIMEOUT).unwrap();
+    producer
+}
+
+/// One transaction of `count` records tagged `tag` on partition 0, committed or not.
+fn transaction(
+    producer: &rdkafka::producer::BaseProducer,
+    tag: u8,
+    count: usize,
+    end: Option<bool>,
+) {
+    use rdkafka::producer::{BaseRecord, Producer};
+    producer.begin_transaction().unwrap();
+    for i in 0..count {
+        let mut payload = vec![tag; VALUE_BYTES];
+        payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        producer
+            .send(
+                BaseRecord::<(), _>::to("txn-tiered")
+                    .partition(0)
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(TIMEOUT).unwrap();
+    match end {
+        Some(true) => producer.commit_transaction(TIMEOUT).unwrap(),
+        Some(false) => producer.abort_transaction(TIMEOUT).unwrap(),
+        None => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_after_the_wal_is_trimmed_and_the_broker_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--shards",
+        "1",
+        "--upload-size",
+        "1MiB",
+        "--upload-interval-ms",
+        "100",
+    ];
+    let envs = [("SLUICE_LOG", "info,sluice_shards::tier=debug")];
+    let broker = BrokerProcess::start_with_env(dir.path(), &args, &envs);
+    create_topic(&broker, "txn-tiered").await;
+    let producer = transactional(&broker);
+    transaction(&producer, b'A', 64, Some(false));
+    transaction(&producer, b'B', 64, Some(true));
+    transaction(&producer, b'C', 64, None);
+    // Everything so far (C's open transaction included) goes to objects and out of the WAL.
+    let uploads = |broker: &BrokerProcess| {
+        broker
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("upload committed"))
+            .count()
+    };
+    let before = uploads(&broker);
+    create_topic(&broker, "tiered-filler").await;
+    produce(&self::producer(&broker), "tiered-filler", 0, 16).await;
+    common::wait_for(TIMEOUT, || (uploads(&broker) > before).then_some(()))
+        .expect("an upload after the transactions");
+    drop(producer);
+    let broker = broker.restart();
+    // A new producer with the same id fences C (aborting it), then commits D.
+    let producer = transactional(&broker);
+    transaction(&producer, b'D', 64, Some(true));
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "txn-tiered")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset("txn-tiered", 0, Offset::Offset(0))
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut tags = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while tags.len() < 128 {
+        assert!(
+            Instant::now() < deadline,
+            "read_committed got {} records",
+            tags.len()
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("no consume error");
+            tags.push(message.payload().unwrap()[VALUE_BYTES - 1]);
+        }
+    }
+    let expected: Vec<u8> = [vec![b'B'; 64], vec![b'D'; 64]].concat();
+    assert_eq!(tags, expected, "only the committed transactions, in order");
+}

@@ -3,7 +3,8 @@
 //!
 //! Stream ids count down from `u64::MAX`, in metadata's internal range
 //! (`sluice_metadata::INTERNAL_STREAM_ID_MIN` and up), which no partition gets: the group log
-//! of shard `n` is `u64::MAX - n`, its transaction log `u64::MAX - 65536 - n`. Each record is framed like a Kafka record batch's
+//! of shard `n` is `u64::MAX - n`, its transaction log `u64::MAX - 65536 - n`, the transaction
+//! index of its partitions `u64::MAX - 131072 - n`. Each record is framed like a Kafka record batch's
 //! prefix, `[offset i64][length i32][payload]` (big-endian), because the object tier's cold
 //! reader walks data blocks by that prefix.
 
@@ -23,6 +24,16 @@ pub fn group_log_stream(shard: usize) -> u64 {
 /// The stream id of shard `shard`'s transaction log.
 pub fn txn_log_stream(shard: usize) -> u64 {
     u64::MAX - SHARDS_MAX - (shard as u64 % SHARDS_MAX)
+}
+
+/// The stream id of shard `shard`'s partition transaction index.
+pub fn txn_index_stream(shard: usize) -> u64 {
+    u64::MAX - 2 * SHARDS_MAX - (shard as u64 % SHARDS_MAX)
+}
+
+/// True for the id of any shard's partition transaction index.
+pub fn is_txn_index_stream(stream_id: u64) -> bool {
+    (2 * SHARDS_MAX..3 * SHARDS_MAX).contains(&(u64::MAX - stream_id))
 }
 
 /// True for the id of any shard's transaction log.

@@ -17,6 +17,7 @@ use crate::producer_state::{AppendedBatch, ProducerStateTable, ProducerView, Seq
 use crate::shard_wal::ShardWal;
 use crate::txn::aborted_index::{AbortedIndex, AbortedTxn};
 use crate::txn::marker::Marker;
+use crate::txn::partition_index::{TxnIndexEntry, TxnIndexLog};
 
 /// Waiters a partition holds before it sweeps out the cancelled ones; live waiters are
 /// bounded by the connections' pipeline depth, so the list stays bounded.
@@ -170,7 +171,9 @@ impl Partition {
                 base_offset,
                 max_timestamp,
             ),
-            None if producer_id >= 0 && !control => self.producers.borrow_mut().record(appended),
+            None if producer_id >= 0 && !control => {
+                self.producers.borrow_mut().record(appended);
+            }
             None => {}
         }
         Ok(())
@@ -181,6 +184,7 @@ impl Partition {
     pub async fn order(
         self: &Rc<Self>,
         wal: &Rc<ShardWal>,
+        txn_index: &TxnIndexLog,
         batch: Bytes,
     ) -> Result<PendingAppend, ErrorCode> {
         let settings = self.settings.get();
@@ -240,11 +244,11 @@ impl Partition {
             )
             .map_err(|_| ErrorCode::CorruptMessage)?;
         }
-        let position = self
+        let mut position = self
             .append(wal, data, base_offset, last_offset, max_timestamp)
             .await?;
         if idempotent {
-            self.producers.borrow_mut().record(AppendedBatch {
+            let opened = self.producers.borrow_mut().record(AppendedBatch {
                 producer_id: header.producer_id(),
                 epoch: header.producer_epoch(),
                 first_sequence: header.base_sequence(),
@@ -253,6 +257,22 @@ impl Partition {
                 max_timestamp,
                 transactional: header.is_transactional(),
             });
+            if opened {
+                // Acked only once this is durable too: the batch may be uploaded and trimmed
+                // from the WAL before its transaction ends.
+                position = txn_index
+                    .append(TxnIndexEntry::Begin {
+                        stream_id: self.stream_id,
+                        producer_id: header.producer_id(),
+                        producer_epoch: header.producer_epoch(),
+                        first_offset: base_offset,
+                    })
+                    .await
+                    .map_err(|error| {
+                        tracing::error!(%error, "transaction index append failed");
+                        ErrorCode::KafkaStorageError
+                    })?;
+            }
         }
         Ok(PendingAppend {
             partition: self.clone(),
@@ -272,6 +292,7 @@ impl Partition {
     pub async fn write_marker(
         self: &Rc<Self>,
         wal: &Rc<ShardWal>,
+        txn_index: &TxnIndexLog,
         marker: Marker,
     ) -> Result<PendingAppend, ErrorCode> {
         let _turn = self
@@ -287,8 +308,22 @@ impl Partition {
         let timestamp_ms = now_ms();
         let offset = self.log.borrow().next_offset();
         let data = BytesMut::from(&marker.batch(timestamp_ms)[..]);
-        let position = self.append(wal, data, offset, offset, timestamp_ms).await?;
+        self.append(wal, data, offset, offset, timestamp_ms).await?;
         self.record_marker(&marker, offset, timestamp_ms);
+        let position = txn_index
+            .append(TxnIndexEntry::End {
+                stream_id: self.stream_id,
+                producer_id: marker.producer_id,
+                producer_epoch: marker.producer_epoch,
+                marker_offset: offset,
+                coordinator_epoch: marker.coordinator_epoch,
+                commit: marker.commit,
+            })
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "transaction index append failed");
+                ErrorCode::KafkaStorageError
+            })?;
         Ok(PendingAppend {
             partition: self.clone(),
             wal: wal.clone(),
@@ -508,6 +543,39 @@ impl Partition {
                 first_offset,
                 last_offset: offset,
             });
+        }
+    }
+
+    /// Applies a transaction-index entry found at start-up (its data may be in objects only).
+    pub fn apply_txn_index(&self, entry: TxnIndexEntry) {
+        match entry {
+            TxnIndexEntry::Begin {
+                producer_id,
+                producer_epoch,
+                first_offset,
+                ..
+            } => self.producers.borrow_mut().open_transaction(
+                producer_id,
+                producer_epoch,
+                first_offset,
+            ),
+            TxnIndexEntry::End {
+                producer_id,
+                producer_epoch,
+                marker_offset,
+                coordinator_epoch,
+                commit,
+                ..
+            } => self.record_marker(
+                &Marker {
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                    coordinator_epoch,
+                },
+                marker_offset,
+                now_ms(),
+            ),
         }
     }
 

@@ -162,8 +162,8 @@ impl ProducerStateTable {
     }
 
     /// Records an appended batch (also used when replaying the WAL at start-up); the first
-    /// transactional batch of a producer opens its transaction on this partition.
-    pub fn record(&mut self, batch: AppendedBatch) {
+    /// transactional batch of a producer opens its transaction on this partition (then true).
+    pub fn record(&mut self, batch: AppendedBatch) -> bool {
         let entry = self.touch(batch.producer_id);
         entry.set_epoch(batch.epoch);
         entry.last_timestamp = batch.max_timestamp;
@@ -179,6 +179,19 @@ impl ProducerStateTable {
             entry.open_txn_first_offset = Some(batch.base_offset);
             self.open_transactions
                 .insert((batch.base_offset, batch.producer_id));
+            return true;
+        }
+        false
+    }
+
+    /// Opens a producer's transaction at `first_offset` as the transaction index recorded it
+    /// (its data is in object storage, not replayed); no-op when one is open.
+    pub fn open_transaction(&mut self, producer_id: i64, epoch: i16, first_offset: i64) {
+        let entry = self.touch(producer_id);
+        entry.set_epoch(epoch);
+        if entry.open_txn_first_offset.is_none() {
+            entry.open_txn_first_offset = Some(first_offset);
+            self.open_transactions.insert((first_offset, producer_id));
         }
     }
 

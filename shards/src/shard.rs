@@ -25,6 +25,7 @@ use crate::shard_wal::ShardWal;
 use crate::tier::{ColdReadError, ObjectTier};
 use crate::txn::TxnCoordinator;
 use crate::txn::call::{TxnCall, TxnReply};
+use crate::txn::partition_index::{TxnIndexEntry, TxnIndexLog};
 
 /// Producer ids a shard takes from the controller at once.
 const PRODUCER_ID_BLOCK: u32 = 1000;
@@ -104,6 +105,8 @@ pub struct Shard {
     pub tier: ObjectTier,
     /// The transactional ids this shard coordinates.
     pub txns: TxnCoordinator,
+    /// Where this shard's partitions record their transactions' begin and end.
+    pub txn_index: TxnIndexLog,
     partitions: RefCell<HashMap<u64, Rc<Partition>>>,
     peers: Vec<Option<ConnectedSender<ShardRequest>>>,
     producer_ids: Cell<(i64, i64)>,
@@ -131,6 +134,7 @@ impl Shard {
             metrics,
             groups: GroupCoordinator::new(wal.clone(), internal_stream::group_log_stream(id)),
             txns: TxnCoordinator::new(wal.clone(), internal_stream::txn_log_stream(id)),
+            txn_index: TxnIndexLog::new(wal.clone(), internal_stream::txn_index_stream(id)),
             wal,
             tier,
             partitions: RefCell::new(HashMap::new()),
@@ -190,7 +194,7 @@ impl Shard {
                 let bytes = batch.len() as u64;
                 let records = sluice_net::record_batch::RecordBatchHeader::parse(&batch)
                     .map_or(0, |header| header.records_count().max(0) as u64);
-                match partition.order(&self.wal, batch).await {
+                match partition.order(&self.wal, &self.txn_index, batch).await {
                     Ok(pending) => {
                         self.metrics.produce_batches.add(1);
                         self.metrics.produce_records.add(records);
@@ -376,7 +380,12 @@ impl Shard {
             }
             let is_group_log = internal_stream::is_group_log_stream(record.stream_id);
             let is_txn_log = internal_stream::is_txn_log_stream(record.stream_id);
-            if !is_group_log && !is_txn_log && image.stream(record.stream_id).is_none() {
+            let is_txn_index = internal_stream::is_txn_index_stream(record.stream_id);
+            if !is_group_log
+                && !is_txn_log
+                && !is_txn_index
+                && image.stream(record.stream_id).is_none()
+            {
                 continue; // a deleted topic
             }
             if first_offset != *next {
@@ -404,6 +413,11 @@ impl Shard {
                         tracing::error!(%error, "a group-log record in the WAL is malformed; skipped")
                     }
                 }
+                continue;
+            }
+            if is_txn_index {
+                self.txn_index.resume_sequence(record.last_offset + 1);
+                self.apply_txn_index_record(&record.payload);
                 continue;
             }
             if is_txn_log {
@@ -434,9 +448,9 @@ impl Shard {
         (recovered, group_entries)
     }
 
-    /// The group-log entries of this shard that are in object storage, oldest first, and its
-    /// transaction-log records (kept by the transaction coordinator); continues both logs'
-    /// sequences after them.
+    /// The group-log entries of this shard that are in object storage, oldest first; on the
+    /// way, applies its partitions' transaction index and hands its transaction-log records
+    /// to the transaction coordinator, and continues every internal stream's sequence.
     pub async fn internal_state_in_objects(&self) -> Result<Vec<GroupLogEntry>, String> {
         let mut entries = Vec::new();
         let group_log = internal_stream::group_log_stream(self.id);
@@ -448,6 +462,20 @@ impl Shard {
             .await?
         {
             self.groups.resume_sequence(end as u64);
+        }
+        let txn_index = internal_stream::txn_index_stream(self.id);
+        let mut index_records = Vec::new();
+        if let Some(end) = self
+            .for_each_in_objects(txn_index, |payload| {
+                index_records.push(payload);
+                Ok(())
+            })
+            .await?
+        {
+            self.txn_index.resume_sequence(end as u64);
+            for payload in index_records {
+                self.apply_txn_index_entry(payload);
+            }
         }
         let txn_log = internal_stream::txn_log_stream(self.id);
         let mut txn_payloads = Vec::new();
@@ -463,6 +491,29 @@ impl Shard {
             }
         }
         Ok(entries)
+    }
+
+    /// Applies the entries of a framed transaction-index record to this shard's partitions.
+    fn apply_txn_index_record(&self, record: &Bytes) {
+        match internal_stream::unframe(record) {
+            Ok(frames) => {
+                for (_, payload) in frames {
+                    self.apply_txn_index_entry(payload);
+                }
+            }
+            Err(error) => tracing::error!(%error, "a transaction-index record is malformed"),
+        }
+    }
+
+    fn apply_txn_index_entry(&self, payload: Bytes) {
+        match TxnIndexEntry::decode(payload) {
+            Ok(entry) => {
+                if let Some(partition) = self.partition(entry.stream_id()) {
+                    partition.apply_txn_index(entry);
+                }
+            }
+            Err(error) => tracing::error!(%error, "a transaction-index entry is malformed"),
+        }
     }
 
     /// Calls `each` with every record of internal stream `stream_id` in objects, in order;

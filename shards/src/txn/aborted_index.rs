@@ -25,15 +25,17 @@ pub struct AbortedIndex {
 }
 
 impl AbortedIndex {
-    /// Records an abort marker; markers come in offset order.
+    /// Records an abort marker; markers come in offset order. At start-up a marker can be
+    /// seen twice (its index entry, then its batch in the WAL): the second is ignored.
     pub fn push(&mut self, txn: AbortedTxn) {
         debug_assert!(txn.first_offset <= txn.last_offset);
-        debug_assert!(
-            self.entries
-                .back()
-                .is_none_or(|last| last.last_offset < txn.last_offset),
-            "abort markers are indexed in offset order"
-        );
+        if self
+            .entries
+            .back()
+            .is_some_and(|last| last.last_offset >= txn.last_offset)
+        {
+            return;
+        }
         self.entries.push_back(txn);
     }
 

@@ -315,7 +315,11 @@ async fn write_markers(
     for stream_id in stream_ids {
         ordered.push(match shard.partition(stream_id) {
             None => Err(ErrorCode::NotLeaderOrFollower),
-            Some(partition) => partition.write_marker(&shard.wal, marker).await,
+            Some(partition) => {
+                partition
+                    .write_marker(&shard.wal, &shard.txn_index, marker)
+                    .await
+            }
         });
     }
     join_all(ordered.into_iter().map(|pending| async move {

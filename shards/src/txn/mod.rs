@@ -22,6 +22,7 @@ pub mod completion;
 pub mod coordinator;
 pub mod log;
 pub mod marker;
+pub mod partition_index;
 pub mod state;
 pub mod unstable;
 
