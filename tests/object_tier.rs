@@ -179,6 +179,29 @@ fn offset_for_time(broker: &BrokerProcess, topic: &str, timestamp_ms: i64) -> i6
     }
 }
 
+/// A one-shard broker that uploads every 1 MiB or 100 ms and logs each upload.
+fn eager_uploader(data_dir: &Path) -> BrokerProcess {
+    let args = [
+        "--shards",
+        "1",
+        "--upload-size",
+        "1MiB",
+        "--upload-interval-ms",
+        "100",
+    ];
+    let envs = [("SLUICE_LOG", "info,sluice_shards::tier=debug")];
+    BrokerProcess::start_with_env(data_dir, &args, &envs)
+}
+
+/// Uploads the broker has committed so far (from its debug log).
+fn uploads(broker: &BrokerProcess) -> usize {
+    broker
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("upload committed"))
+        .count()
+}
+
 /// Files under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -524,16 +547,7 @@ async fn retention_by_bytes_and_by_time_moves_the_log_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_offsets_come_back_from_objects_once_the_wal_is_trimmed() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--shards",
-        "1",
-        "--upload-size",
-        "1MiB",
-        "--upload-interval-ms",
-        "100",
-    ];
-    let envs = [("SLUICE_LOG", "info,sluice_shards::tier=debug")];
-    let broker = BrokerProcess::start_with_env(dir.path(), &args, &envs);
+    let broker = eager_uploader(dir.path());
     create_topic(&broker, "offsets").await;
     let producer = producer(&broker);
     produce(&producer, "offsets", 0, 64).await;
@@ -552,13 +566,6 @@ async fn committed_offsets_come_back_from_objects_once_the_wal_is_trimmed() {
     consumer
         .commit(&commit, rdkafka::consumer::CommitMode::Sync)
         .unwrap();
-    let uploads = |broker: &BrokerProcess| {
-        broker
-            .log_lines()
-            .iter()
-            .filter(|l| l.contains("upload committed"))
-            .count()
-    };
     let before = uploads(&broker);
     // The group record is durable, so the next upload takes it and trims the WAL past it.
     produce(&producer, "offsets", 64, 128).await;
@@ -643,29 +650,13 @@ fn transaction(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_committed_after_the_wal_is_trimmed_and_the_broker_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--shards",
-        "1",
-        "--upload-size",
-        "1MiB",
-        "--upload-interval-ms",
-        "100",
-    ];
-    let envs = [("SLUICE_LOG", "info,sluice_shards::tier=debug")];
-    let broker = BrokerProcess::start_with_env(dir.path(), &args, &envs);
+    let broker = eager_uploader(dir.path());
     create_topic(&broker, "txn-tiered").await;
     let producer = transactional(&broker);
     transaction(&producer, b'A', 64, Some(false));
     transaction(&producer, b'B', 64, Some(true));
     transaction(&producer, b'C', 64, None);
     // Everything so far (C's open transaction included) goes to objects and out of the WAL.
-    let uploads = |broker: &BrokerProcess| {
-        broker
-            .log_lines()
-            .iter()
-            .filter(|l| l.contains("upload committed"))
-            .count()
-    };
     let before = uploads(&broker);
     create_topic(&broker, "tiered-filler").await;
     produce(&self::producer(&broker), "tiered-filler", 0, 16).await;

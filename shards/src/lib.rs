@@ -13,6 +13,7 @@ pub mod controller;
 pub mod errors;
 pub mod group;
 pub mod internal_stream;
+pub mod log_codec;
 pub mod metrics;
 pub mod partition;
 pub mod partition_log;

@@ -267,11 +267,7 @@ impl Partition {
                         producer_epoch: header.producer_epoch(),
                         first_offset: base_offset,
                     })
-                    .await
-                    .map_err(|error| {
-                        tracing::error!(%error, "transaction index append failed");
-                        ErrorCode::KafkaStorageError
-                    })?;
+                    .await?;
             }
         }
         Ok(PendingAppend {
@@ -319,11 +315,7 @@ impl Partition {
                 coordinator_epoch: marker.coordinator_epoch,
                 commit: marker.commit,
             })
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, "transaction index append failed");
-                ErrorCode::KafkaStorageError
-            })?;
+            .await?;
         Ok(PendingAppend {
             partition: self.clone(),
             wal: wal.clone(),

@@ -507,12 +507,7 @@ async fn restore_groups(shard: &Rc<Shard>, entries: Vec<crate::group::log::Group
     use crate::group::log::GroupLogEntry;
     let mut by_shard: Vec<Vec<GroupLogEntry>> = (0..shard.count).map(|_| Vec::new()).collect();
     for entry in entries {
-        let group = match &entry {
-            GroupLogEntry::Commit { group, .. }
-            | GroupLogEntry::OffsetDelete { group, .. }
-            | GroupLogEntry::GroupDelete { group } => group,
-        };
-        by_shard[crate::group::coordinator_shard(group, shard.count)].push(entry);
+        by_shard[crate::group::coordinator_shard(entry.group(), shard.count)].push(entry);
     }
     for (owner, entries) in by_shard.into_iter().enumerate() {
         if entries.is_empty() {

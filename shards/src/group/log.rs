@@ -11,6 +11,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::log_codec::{get_str, need, put_str};
+
 const FORMAT_VERSION: u8 = 0;
 const KIND_COMMIT: u8 = 1;
 const KIND_OFFSET_DELETE: u8 = 2;
@@ -59,10 +61,38 @@ pub enum GroupLogEntry {
     },
 }
 
+impl GroupLogEntry {
+    /// The group the entry is about.
+    pub fn group(&self) -> &str {
+        match self {
+            GroupLogEntry::Commit { group, .. }
+            | GroupLogEntry::OffsetDelete { group, .. }
+            | GroupLogEntry::GroupDelete { group } => group,
+        }
+    }
+
+    /// True when every string of the entry fits the record format.
+    pub fn fits(&self) -> bool {
+        let topic_len = match self {
+            GroupLogEntry::Commit { topic, .. } | GroupLogEntry::OffsetDelete { topic, .. } => {
+                topic.len()
+            }
+            GroupLogEntry::GroupDelete { .. } => 0,
+        };
+        self.group().len().max(topic_len) <= crate::log_codec::STR_BYTES_MAX
+    }
+}
+
 /// A group-log record that cannot be decoded.
 #[derive(Debug, thiserror::Error)]
 #[error("group log record is malformed: {0}")]
 pub struct GroupLogError(&'static str);
+
+impl From<&'static str> for GroupLogError {
+    fn from(reason: &'static str) -> GroupLogError {
+        GroupLogError(reason)
+    }
+}
 
 /// Encodes `entries` as one WAL record payload.
 pub fn encode(entries: &[GroupLogEntry]) -> Bytes {
@@ -164,29 +194,6 @@ pub fn decode(mut payload: Bytes) -> Result<Vec<GroupLogEntry>, GroupLogError> {
         });
     }
     Ok(entries)
-}
-
-fn put_str(out: &mut BytesMut, s: &str) {
-    // Group ids and topic names are far below 64 KiB (Kafka bounds topics at 249 bytes and
-    // requests at socket.request.max.bytes; group ids are checked on commit).
-    out.put_u16(s.len() as u16);
-    out.put_slice(s.as_bytes());
-}
-
-fn get_str(payload: &mut Bytes) -> Result<String, GroupLogError> {
-    need(payload, 2)?;
-    let length = payload.get_u16() as usize;
-    need(payload, length)?;
-    String::from_utf8(payload.split_to(length).to_vec())
-        .map_err(|_| GroupLogError("string is not UTF-8"))
-}
-
-fn need(payload: &Bytes, bytes: usize) -> Result<(), GroupLogError> {
-    if payload.remaining() < bytes {
-        Err(GroupLogError("truncated"))
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -876,6 +876,9 @@ impl GroupCoordinator {
         if entries.is_empty() {
             return Ok(());
         }
+        if !entries.iter().all(GroupLogEntry::fits) {
+            return Err(ErrorCode::InvalidGroupId);
+        }
         let sequence = self.sequence.get();
         self.sequence.set(sequence + 1);
         let payload = crate::internal_stream::frame(sequence, &log::encode(entries));

@@ -19,6 +19,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::log_codec::{get_str, need, put_str};
+
 use super::state::{TxnMetadata, TxnState};
 use crate::group::log::CommittedOffset;
 
@@ -79,6 +81,12 @@ impl TxnLogEntry {
 #[derive(Debug, thiserror::Error)]
 #[error("transaction log record is malformed: {0}")]
 pub struct TxnLogError(&'static str);
+
+impl From<&'static str> for TxnLogError {
+    fn from(reason: &'static str) -> TxnLogError {
+        TxnLogError(reason)
+    }
+}
 
 /// Encodes `entries` as one WAL record payload.
 pub fn encode(entries: &[TxnLogEntry]) -> Bytes {
@@ -247,30 +255,6 @@ fn get_offset(payload: &mut Bytes) -> Result<StagedOffset, TxnLogError> {
             commit_timestamp_ms: payload.get_i64(),
         },
     ))
-}
-
-fn put_str(out: &mut BytesMut, s: &str) {
-    // Transactional ids, group ids and topic names are far below 64 KiB: requests are bounded
-    // by socket.request.max.bytes and the API handlers refuse longer ids.
-    debug_assert!(s.len() <= usize::from(u16::MAX));
-    out.put_u16(s.len() as u16);
-    out.put_slice(s.as_bytes());
-}
-
-fn get_str(payload: &mut Bytes) -> Result<String, TxnLogError> {
-    need(payload, 2)?;
-    let length = usize::from(payload.get_u16());
-    need(payload, length)?;
-    String::from_utf8(payload.split_to(length).to_vec())
-        .map_err(|_| TxnLogError("string is not UTF-8"))
-}
-
-fn need(payload: &Bytes, bytes: usize) -> Result<(), TxnLogError> {
-    if payload.remaining() < bytes {
-        Err(TxnLogError("truncated"))
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use sluice_wal::{WalError, WalPosition};
+use sluice_net::ErrorCode;
+use sluice_wal::WalPosition;
 
 use crate::shard_wal::ShardWal;
 
@@ -151,13 +152,17 @@ impl TxnIndexLog {
     }
 
     /// Appends an entry after the data it is about; durable once its position is.
-    pub async fn append(&self, entry: TxnIndexEntry) -> Result<WalPosition, WalError> {
+    pub async fn append(&self, entry: TxnIndexEntry) -> Result<WalPosition, ErrorCode> {
         let sequence = self.sequence.get();
         self.sequence.set(sequence + 1);
         let payload = crate::internal_stream::frame(sequence, &entry.encode());
         self.wal
             .append(self.stream_id, sequence as i64, sequence as i64, payload)
             .await
+            .map_err(|error| {
+                tracing::error!(%error, "transaction index append failed");
+                ErrorCode::KafkaStorageError
+            })
     }
 
     /// Continues the sequence after the records found at start-up.
