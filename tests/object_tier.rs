@@ -508,6 +508,7 @@ async fn retention_by_bytes_and_by_time_moves_the_log_start() {
     let consumer: BaseConsumer = broker
         .client_config()
         .set("group.id", "retention")
+        .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
     let low = |topic: &str| {
@@ -515,8 +516,9 @@ async fn retention_by_bytes_and_by_time_moves_the_log_start() {
             .fetch_watermarks(topic, 0, Duration::from_secs(10))
             .unwrap()
     };
-    // Kept: at most retention.bytes plus what the last upload brought (1 MiB here).
-    let kept_max = ((4 << 20) + (1 << 20)) / VALUE_BYTES as i64;
+    // Once everything is uploaded, retention cuts whole object ranges until at most
+    // retention.bytes are left.
+    let kept_max = (4 << 20) / VALUE_BYTES as i64;
     let (start, end) = common::wait_for(TIMEOUT, || {
         let (start, end) = low("by-bytes");
         (end - start <= kept_max).then_some((start, end))
@@ -530,8 +532,26 @@ async fn retention_by_bytes_and_by_time_moves_the_log_start() {
         (start > 0 && end - start < count as i64 / 2).then_some(())
     })
     .expect("retention.ms cut the log");
-    // The log start is where reading begins again.
-    let (start, _) = low("by-bytes");
+    // The log start is where reading begins again. Retention stops first, so it stays put.
+    let unlimited =
+        rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic("by-bytes"))
+            .set("retention.bytes", "-1");
+    for result in admin
+        .alter_configs(&[unlimited], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    let mut last = low("by-bytes").0;
+    let start = common::wait_for(TIMEOUT, || {
+        std::thread::sleep(Duration::from_millis(300)); // several retention checks
+        let now = low("by-bytes").0;
+        let stable = now == last;
+        last = now;
+        stable.then_some(now)
+    })
+    .expect("the log start settles");
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset("by-bytes", 0, Offset::Offset(start))

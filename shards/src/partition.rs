@@ -407,9 +407,9 @@ impl Partition {
         self.log.borrow().expired_before(cutoff_ms)
     }
 
-    /// Bytes of cached batches not in object storage yet.
-    pub fn unuploaded_bytes(&self) -> u64 {
-        self.log.borrow().unuploaded_bytes()
+    /// Bytes of cached batches from `offset` on.
+    pub fn cached_bytes_from(&self, offset: i64) -> u64 {
+        self.log.borrow().cached_bytes_from(offset)
     }
 
     /// Bytes of cached batches that could be evicted.

@@ -187,9 +187,13 @@ impl PartitionLog {
         None
     }
 
-    /// Bytes of cached batches not in object storage yet.
-    pub fn unuploaded_bytes(&self) -> u64 {
-        self.bytes - self.uploaded_cached_bytes()
+    /// Bytes of cached batches that end at or after `offset`.
+    pub fn cached_bytes_from(&self, offset: i64) -> u64 {
+        let first = self.batches.partition_point(|b| b.last_offset < offset);
+        self.batches
+            .range(first..)
+            .map(|b| b.data.len() as u64)
+            .sum()
     }
 
     /// Drops the oldest batches that are in object storage until `bytes_to_free` bytes are

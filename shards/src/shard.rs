@@ -585,13 +585,16 @@ impl Shard {
     /// the log cache.
     fn log_size_bytes(&self, partition: &Partition) -> u64 {
         let (_, log_start, _) = partition.offsets();
-        let in_objects: u64 = self
-            .image()
+        let image = self.image();
+        let in_objects: u64 = image
             .stream_objects(partition.stream_id)
             .filter(|(_, r)| r.end_offset > log_start)
             .map(|(_, r)| r.len)
             .sum();
-        in_objects + partition.unuploaded_bytes()
+        let objects_end = image
+            .stream_end_offset_in_objects(partition.stream_id)
+            .unwrap_or(log_start);
+        in_objects + partition.cached_bytes_from(objects_end)
     }
 
     /// Applies retention.ms and retention.bytes to this shard's partitions: moves their log
@@ -614,8 +617,12 @@ impl Shard {
                     .filter(|(_, r)| r.end_offset > log_start)
                     .map(|(_, r)| (r.end_offset, r.len))
                     .collect();
-                let mut size =
-                    partition.unuploaded_bytes() + ranges.iter().map(|r| r.1).sum::<u64>();
+                // Measured against this image's objects, so no byte counts twice.
+                let objects_end = image
+                    .stream_end_offset_in_objects(partition.stream_id)
+                    .unwrap_or(log_start);
+                let mut size = partition.cached_bytes_from(objects_end)
+                    + ranges.iter().map(|r| r.1).sum::<u64>();
                 for (end, len) in ranges {
                     if size <= settings.retention_bytes as u64 {
                         break;

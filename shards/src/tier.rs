@@ -175,13 +175,15 @@ pub async fn run_uploads(shard: Rc<Shard>, stop: StopSignal) {
             }
         };
         tier.uploader.borrow_mut().completed();
-        if let Err(error) = shard.wal.trim(WalPosition(report.wal_end_position)).await {
-            tracing::error!(shard = shard.id, %error, "WAL trim failed");
-        }
+        // Before any await: the image shows the objects now, and nothing may count their
+        // bytes as still only in the log cache.
         for object in &report.objects {
             for range in &object.ranges {
                 shard.mark_uploaded(range.stream_id, range.end_offset);
             }
+        }
+        if let Err(error) = shard.wal.trim(WalPosition(report.wal_end_position)).await {
+            tracing::error!(shard = shard.id, %error, "WAL trim failed");
         }
         tracing::debug!(
             shard = shard.id,
