@@ -587,9 +587,10 @@ async fn committed_offsets_come_back_from_objects_once_the_wal_is_trimmed() {
         .commit(&commit, rdkafka::consumer::CommitMode::Sync)
         .unwrap();
     let before = uploads(&broker);
-    // The group record is durable, so the next upload takes it and trims the WAL past it.
+    // The group record is durable, so the next upload sealed from now on takes it and trims
+    // the WAL past it; one in flight now may not hold it, hence two.
     produce(&producer, "offsets", 64, 128).await;
-    common::wait_for(TIMEOUT, || (uploads(&broker) > before).then_some(()))
+    common::wait_for(TIMEOUT, || (uploads(&broker) > before + 1).then_some(()))
         .expect("an upload after the commit");
     drop(consumer);
     let broker = broker.restart();
@@ -676,11 +677,12 @@ async fn read_committed_after_the_wal_is_trimmed_and_the_broker_restarts() {
     transaction(&producer, b'A', 64, Some(false));
     transaction(&producer, b'B', 64, Some(true));
     transaction(&producer, b'C', 64, None);
-    // Everything so far (C's open transaction included) goes to objects and out of the WAL.
+    // Everything so far (C's open transaction included) goes to objects and out of the WAL:
+    // the second upload from now on is sealed after it.
     let before = uploads(&broker);
     create_topic(&broker, "tiered-filler").await;
-    produce(&self::producer(&broker), "tiered-filler", 0, 16).await;
-    common::wait_for(TIMEOUT, || (uploads(&broker) > before).then_some(()))
+    produce(&self::producer(&broker), "tiered-filler", 0, 64).await;
+    common::wait_for(TIMEOUT, || (uploads(&broker) > before + 1).then_some(()))
         .expect("an upload after the transactions");
     drop(producer);
     let broker = broker.restart();
