@@ -11,7 +11,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::log_codec::{get_str, need, put_str};
+use crate::log_codec::{get_committed, get_str, need, put_committed, put_str};
 
 const FORMAT_VERSION: u8 = 0;
 const KIND_COMMIT: u8 = 1;
@@ -108,18 +108,7 @@ pub fn encode(entries: &[GroupLogEntry]) -> Bytes {
             } => {
                 out.put_u8(KIND_COMMIT);
                 put_str(&mut out, group);
-                put_str(&mut out, topic);
-                out.put_i32(*partition);
-                out.put_i64(committed.offset);
-                out.put_i32(committed.leader_epoch);
-                match &committed.metadata {
-                    None => out.put_i32(-1),
-                    Some(m) => {
-                        out.put_i32(m.len() as i32);
-                        out.put_slice(m.as_bytes());
-                    }
-                }
-                out.put_i64(committed.commit_timestamp_ms);
+                put_committed(&mut out, topic, *partition, committed);
             }
             GroupLogEntry::OffsetDelete {
                 group,
@@ -151,33 +140,12 @@ pub fn decode(mut payload: Bytes) -> Result<Vec<GroupLogEntry>, GroupLogError> {
         let group = get_str(&mut payload)?;
         entries.push(match kind {
             KIND_COMMIT => {
-                let topic = get_str(&mut payload)?;
-                need(&payload, 4 + 8 + 4 + 4)?;
-                let partition = payload.get_i32();
-                let offset = payload.get_i64();
-                let leader_epoch = payload.get_i32();
-                let length = payload.get_i32();
-                let metadata = if length < 0 {
-                    None
-                } else {
-                    need(&payload, length as usize)?;
-                    let raw = payload.split_to(length as usize);
-                    Some(
-                        String::from_utf8(raw.to_vec())
-                            .map_err(|_| GroupLogError("metadata is not UTF-8"))?,
-                    )
-                };
-                need(&payload, 8)?;
+                let (topic, partition, committed) = get_committed(&mut payload)?;
                 GroupLogEntry::Commit {
                     group,
                     topic,
                     partition,
-                    committed: CommittedOffset {
-                        offset,
-                        leader_epoch,
-                        metadata,
-                        commit_timestamp_ms: payload.get_i64(),
-                    },
+                    committed,
                 }
             }
             KIND_OFFSET_DELETE => {

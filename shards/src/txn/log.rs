@@ -19,7 +19,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::log_codec::{get_str, need, put_str};
+use crate::log_codec::{get_committed, get_str, need, put_committed, put_str};
 
 use super::state::{TxnMetadata, TxnState};
 use crate::group::log::CommittedOffset;
@@ -132,18 +132,7 @@ pub fn encode(entries: &[TxnLogEntry]) -> Bytes {
                 put_str(&mut out, group);
                 out.put_u32(offsets.len() as u32);
                 for (topic, partition, committed) in offsets {
-                    put_str(&mut out, topic);
-                    out.put_i32(*partition);
-                    out.put_i64(committed.offset);
-                    out.put_i32(committed.leader_epoch);
-                    match &committed.metadata {
-                        None => out.put_i32(-1),
-                        Some(m) => {
-                            out.put_i32(m.len() as i32);
-                            out.put_slice(m.as_bytes());
-                        }
-                    }
-                    out.put_i64(committed.commit_timestamp_ms);
+                    put_committed(&mut out, topic, *partition, committed);
                 }
             }
             TxnLogEntry::Expired { transactional_id } => {
@@ -178,7 +167,7 @@ pub fn decode(mut payload: Bytes) -> Result<Vec<TxnLogEntry>, TxnLogError> {
                 let count = payload.get_u32();
                 let mut offsets = Vec::new();
                 for _ in 0..count {
-                    offsets.push(get_offset(&mut payload)?);
+                    offsets.push(get_committed(&mut payload)?);
                 }
                 TxnLogEntry::Offsets {
                     transactional_id,
@@ -228,33 +217,6 @@ fn get_metadata(payload: &mut Bytes) -> Result<TxnMetadata, TxnLogError> {
         start_timestamp_ms,
         last_update_timestamp_ms,
     })
-}
-
-fn get_offset(payload: &mut Bytes) -> Result<StagedOffset, TxnLogError> {
-    let topic = get_str(payload)?;
-    need(payload, 4 + 8 + 4 + 4)?;
-    let partition = payload.get_i32();
-    let offset = payload.get_i64();
-    let leader_epoch = payload.get_i32();
-    let length = payload.get_i32();
-    let metadata = if length < 0 {
-        None
-    } else {
-        need(payload, length as usize)?;
-        let raw = payload.split_to(length as usize);
-        Some(String::from_utf8(raw.to_vec()).map_err(|_| TxnLogError("metadata is not UTF-8"))?)
-    };
-    need(payload, 8)?;
-    Ok((
-        topic,
-        partition,
-        CommittedOffset {
-            offset,
-            leader_epoch,
-            metadata,
-            commit_timestamp_ms: payload.get_i64(),
-        },
-    ))
 }
 
 #[cfg(test)]
