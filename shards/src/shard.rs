@@ -405,31 +405,26 @@ impl Shard {
                 payload: record.payload.clone(),
                 wal_end_position: record.end_position.0,
             });
-            if is_group_log {
-                self.groups.resume_sequence(record.last_offset + 1);
-                match decode_group_record(&record.payload) {
-                    Ok(entries) => group_entries.extend(entries),
-                    Err(error) => {
-                        tracing::error!(%error, "a group-log record in the WAL is malformed; skipped")
-                    }
-                }
-                continue;
-            }
-            if is_txn_index {
-                self.txn_index.resume_sequence(record.last_offset + 1);
-                self.apply_txn_index_record(&record.payload);
-                continue;
-            }
-            if is_txn_log {
-                match internal_stream::unframe(&record.payload) {
-                    Ok(frames) => {
-                        for (_, payload) in frames {
-                            self.txns.replay(record.last_offset + 1, payload);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "a transaction-log record in the WAL is malformed; skipped")
-                    }
+            if is_group_log || is_txn_log || is_txn_index {
+                self.resume_internal_sequence(record.stream_id, record.last_offset + 1);
+                let replayed = internal_stream::unframe(&record.payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|frames| {
+                        frames.into_iter().try_for_each(|(offset, payload)| {
+                            self.replay_internal(
+                                record.stream_id,
+                                offset,
+                                payload,
+                                &mut group_entries,
+                            )
+                        })
+                    });
+                if let Err(error) = replayed {
+                    tracing::error!(
+                        %error,
+                        stream_id = record.stream_id,
+                        "an internal-stream record in the WAL is malformed; skipped"
+                    );
                 }
                 continue;
             }
@@ -452,83 +447,73 @@ impl Shard {
     /// way, applies its partitions' transaction index and hands its transaction-log records
     /// to the transaction coordinator, and continues every internal stream's sequence.
     pub async fn internal_state_in_objects(&self) -> Result<Vec<GroupLogEntry>, String> {
-        let mut entries = Vec::new();
-        let group_log = internal_stream::group_log_stream(self.id);
-        if let Some(end) = self
-            .for_each_in_objects(group_log, |payload| {
-                entries.extend(crate::group::log::decode(payload).map_err(|e| e.to_string())?);
-                Ok(())
+        let mut group_entries = Vec::new();
+        for stream_id in [
+            internal_stream::group_log_stream(self.id),
+            internal_stream::txn_index_stream(self.id),
+            internal_stream::txn_log_stream(self.id),
+        ] {
+            self.for_each_in_objects(stream_id, |offset, payload| {
+                self.replay_internal(stream_id, offset, payload, &mut group_entries)
             })
-            .await?
-        {
-            self.groups.resume_sequence(end as u64);
+            .await?;
         }
-        let txn_index = internal_stream::txn_index_stream(self.id);
-        let mut index_records = Vec::new();
-        if let Some(end) = self
-            .for_each_in_objects(txn_index, |payload| {
-                index_records.push(payload);
-                Ok(())
-            })
-            .await?
-        {
-            self.txn_index.resume_sequence(end as u64);
-            for payload in index_records {
-                self.apply_txn_index_entry(payload);
-            }
-        }
-        let txn_log = internal_stream::txn_log_stream(self.id);
-        let mut txn_payloads = Vec::new();
-        if let Some(end) = self
-            .for_each_in_objects(txn_log, |payload| {
-                txn_payloads.push(payload);
-                Ok(())
-            })
-            .await?
-        {
-            for payload in txn_payloads {
-                self.txns.replay(end as u64, payload);
-            }
-        }
-        Ok(entries)
+        Ok(group_entries)
     }
 
-    /// Applies the entries of a framed transaction-index record to this shard's partitions.
-    fn apply_txn_index_record(&self, record: &Bytes) {
-        match internal_stream::unframe(record) {
-            Ok(frames) => {
-                for (_, payload) in frames {
-                    self.apply_txn_index_entry(payload);
+    /// Replays one record (unframed, at `offset`) of one of this shard's internal streams
+    /// found at start-up: the group log's entries are collected into `group_entries` (for
+    /// their coordinators), the transaction log's go to the transaction coordinator, the
+    /// transaction index's to the partitions; the stream's sequence continues after it.
+    fn replay_internal(
+        &self,
+        stream_id: u64,
+        offset: i64,
+        payload: Bytes,
+        group_entries: &mut Vec<GroupLogEntry>,
+    ) -> Result<(), String> {
+        let next = offset as u64 + 1;
+        self.resume_internal_sequence(stream_id, next);
+        if internal_stream::is_group_log_stream(stream_id) {
+            group_entries.extend(crate::group::log::decode(payload).map_err(|e| e.to_string())?);
+        } else if internal_stream::is_txn_log_stream(stream_id) {
+            self.txns.replay(next, payload);
+        } else if internal_stream::is_txn_index_stream(stream_id) {
+            match TxnIndexEntry::decode(payload) {
+                Ok(entry) => {
+                    if let Some(partition) = self.partition(entry.stream_id()) {
+                        partition.apply_txn_index(entry);
+                    }
                 }
+                Err(error) => tracing::error!(%error, "a transaction-index entry is malformed"),
             }
-            Err(error) => tracing::error!(%error, "a transaction-index record is malformed"),
+        }
+        Ok(())
+    }
+
+    /// Continues the group log's or the transaction index's sequence at `next`, so a new
+    /// record never reuses the offset of one found at start-up.
+    fn resume_internal_sequence(&self, stream_id: u64, next: u64) {
+        if internal_stream::is_group_log_stream(stream_id) {
+            self.groups.resume_sequence(next);
+        } else if internal_stream::is_txn_index_stream(stream_id) {
+            self.txn_index.resume_sequence(next);
         }
     }
 
-    fn apply_txn_index_entry(&self, payload: Bytes) {
-        match TxnIndexEntry::decode(payload) {
-            Ok(entry) => {
-                if let Some(partition) = self.partition(entry.stream_id()) {
-                    partition.apply_txn_index(entry);
-                }
-            }
-            Err(error) => tracing::error!(%error, "a transaction-index entry is malformed"),
-        }
-    }
-
-    /// Calls `each` with every record of internal stream `stream_id` in objects, in order;
-    /// returns the offset after the last, or None when the stream has nothing in objects.
+    /// Calls `each` with every record (offset, payload) of internal stream `stream_id` in
+    /// objects, in order.
     async fn for_each_in_objects(
         &self,
         stream_id: u64,
-        mut each: impl FnMut(Bytes) -> Result<(), String>,
-    ) -> Result<Option<i64>, String> {
+        mut each: impl FnMut(i64, Bytes) -> Result<(), String>,
+    ) -> Result<(), String> {
         let image = self.image();
         let (Some(mut offset), Some(end)) = (
             image.stream_start_offset_in_objects(stream_id),
             image.stream_end_offset_in_objects(stream_id),
         ) else {
-            return Ok(None);
+            return Ok(());
         };
         while offset < end {
             let data = self
@@ -542,12 +527,12 @@ impl Shard {
                     "internal stream {stream_id} at {offset}: an empty read"
                 ));
             };
-            for (_, payload) in frames {
-                each(payload)?;
+            for (record_offset, payload) in frames {
+                each(record_offset, payload)?;
             }
             offset = last + 1;
         }
-        Ok(Some(end))
+        Ok(())
     }
 
     /// Notes that a partition's offsets below `end_offset` are in committed objects.
@@ -831,15 +816,6 @@ fn list_offset(partition: &Partition, timestamp: i64, read_committed: bool) -> (
         t if t >= 0 => partition.offset_for_timestamp(t).unwrap_or((-1, -1)),
         _ => (-1, -1),
     }
-}
-
-/// The group-log entries of one WAL record of a group log (a framed record).
-fn decode_group_record(payload: &Bytes) -> Result<Vec<GroupLogEntry>, String> {
-    let mut entries = Vec::new();
-    for (_, payload) in internal_stream::unframe(payload).map_err(|e| e.to_string())? {
-        entries.extend(crate::group::log::decode(payload).map_err(|e| e.to_string())?);
-    }
-    Ok(entries)
 }
 
 /// The leading whole batches of `records` that end below `end_offset` (read_committed stops
