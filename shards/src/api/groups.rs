@@ -21,9 +21,7 @@ use sluice_net::messages::leave_group_response::LeaveGroupResponse;
 use sluice_net::messages::list_groups_request::ListGroupsRequest;
 use sluice_net::messages::list_groups_response::ListGroupsResponse;
 use sluice_net::messages::offset_commit_request::OffsetCommitRequest;
-use sluice_net::messages::offset_commit_response::{
-    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
+use sluice_net::messages::offset_commit_response::OffsetCommitResponse;
 use sluice_net::messages::offset_delete_request::OffsetDeleteRequest;
 use sluice_net::messages::offset_delete_response::OffsetDeleteResponse;
 use sluice_net::messages::offset_fetch_request::OffsetFetchRequest;
@@ -175,27 +173,11 @@ pub async fn offset_commit(
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group_id = request.group_id.clone();
-    let unanswered: Vec<OffsetCommitResponseTopic> = request
-        .topics
-        .iter()
-        .map(|t| OffsetCommitResponseTopic {
-            name: t.name.clone(),
-            partitions: t
-                .partitions
-                .iter()
-                .map(|p| OffsetCommitResponsePartition {
-                    partition_index: p.partition_index,
-                    error_code: ErrorCode::CoordinatorNotAvailable.code(),
-                })
-                .collect(),
-        })
-        .collect();
+    let unanswered =
+        crate::group::offset_commit_error(&request, ErrorCode::CoordinatorNotAvailable);
     match call(shard, &group_id, GroupCall::Commit(request)).await {
         Some(GroupReply::Commit(response)) => response,
-        _ => OffsetCommitResponse {
-            topics: unanswered,
-            ..Default::default()
-        },
+        _ => unanswered,
     }
 }
 

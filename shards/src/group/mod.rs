@@ -494,26 +494,8 @@ impl GroupCoordinator {
         request: OffsetCommitRequest,
         image: &MetadataImage,
     ) -> OffsetCommitResponse {
-        let all = |code: ErrorCode, request: &OffsetCommitRequest| OffsetCommitResponse {
-            topics: request
-                .topics
-                .iter()
-                .map(|t| OffsetCommitResponseTopic {
-                    name: t.name.clone(),
-                    partitions: t
-                        .partitions
-                        .iter()
-                        .map(|p| OffsetCommitResponsePartition {
-                            partition_index: p.partition_index,
-                            error_code: code.code(),
-                        })
-                        .collect(),
-                })
-                .collect(),
-            ..Default::default()
-        };
         if request.group_id.is_empty() {
-            return all(ErrorCode::InvalidGroupId, &request);
+            return offset_commit_error(&request, ErrorCode::InvalidGroupId);
         }
         let now = Instant::now();
         let timestamp_ms = now_ms();
@@ -545,7 +527,7 @@ impl GroupCoordinator {
                 .and(generation_matches)
             };
             if let Err(code) = verdict {
-                return all(code, &request);
+                return offset_commit_error(&request, code);
             }
             if let Some(member) = group.members.get_mut(&request.member_id) {
                 member.last_seen = now;
@@ -598,7 +580,7 @@ impl GroupCoordinator {
         if !entries.is_empty()
             && let Err(code) = self.persist(&entries).await
         {
-            return all(code, &request);
+            return offset_commit_error(&request, code);
         }
         OffsetCommitResponse {
             topics,
@@ -899,6 +881,28 @@ impl GroupCoordinator {
     /// Continues the group log's sequence after the records found at start-up.
     pub fn resume_sequence(&self, next: u64) {
         self.sequence.set(self.sequence.get().max(next));
+    }
+}
+
+/// An OffsetCommit answer with `code` for every partition of `request`.
+pub fn offset_commit_error(request: &OffsetCommitRequest, code: ErrorCode) -> OffsetCommitResponse {
+    OffsetCommitResponse {
+        topics: request
+            .topics
+            .iter()
+            .map(|t| OffsetCommitResponseTopic {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| OffsetCommitResponsePartition {
+                        partition_index: p.partition_index,
+                        error_code: code.code(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        ..Default::default()
     }
 }
 
