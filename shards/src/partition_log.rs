@@ -143,10 +143,11 @@ impl PartitionLog {
             return;
         }
         let from = self.uploaded_end;
+        let first = self.batches.partition_point(|b| b.last_offset < from);
         let max_timestamp = self
             .batches
-            .iter()
-            .filter(|b| b.last_offset >= from && b.base_offset < offset)
+            .range(first..)
+            .take_while(|b| b.base_offset < offset)
             .map(|b| b.max_timestamp)
             .max()
             .unwrap_or(i64::MAX);

@@ -545,8 +545,8 @@ impl Shard {
     /// Evicts uploaded batches from the log caches until they hold at most `budget` bytes,
     /// taking from each partition in proportion to what it could give.
     pub fn evict_log_cache(&self, budget: u64) {
+        let held = self.log_cache_bytes();
         let partitions = self.partitions.borrow();
-        let held: u64 = partitions.values().map(|p| p.size_bytes()).sum();
         if held <= budget {
             return;
         }

@@ -73,11 +73,6 @@ impl ObjectTier {
         }
     }
 
-    /// The object store.
-    pub fn store(&self) -> &ObjectStore {
-        &self.store
-    }
-
     /// The log cache's budget in bytes.
     pub fn log_cache_budget_bytes(&self) -> u64 {
         self.log_cache_bytes
