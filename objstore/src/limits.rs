@@ -10,8 +10,9 @@ pub const MULTIPART_THRESHOLD_BYTES: usize = 16 * 1024 * 1024;
 pub const MULTIPART_PART_BYTES: usize = 16 * 1024 * 1024;
 /// Parts of one multipart upload in flight at once.
 pub const MULTIPART_PARTS_IN_FLIGHT_MAX: usize = 4;
-/// The local backend writes files in chunks of this size.
-pub const LOCAL_WRITE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// The local backend writes files in chunks of this size, at most two of them in flight: the
+/// longest a WAL flush on the same disk waits behind an object write.
+pub const LOCAL_WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 /// Keys one delete request may name (S3 DeleteObjects' limit).
 pub const DELETE_BATCH_MAX: usize = 1000;
 /// Keys one list call returns at most; a longer listing is an error.

@@ -134,9 +134,7 @@ impl LocalInner {
             .join(TMP_DIR)
             .join(format!("{}-{n}", std::process::id()));
         let written = File::create(&tmp).and_then(|mut file| {
-            for chunk in data.chunks(LOCAL_WRITE_CHUNK_BYTES) {
-                file.write_all(chunk)?;
-            }
+            write_trickled(&mut file, data)?;
             file.sync_all()
         });
         if let Err(e) = written {
@@ -253,6 +251,73 @@ impl LocalInner {
     }
 }
 
+/// Writes `data` chunk by chunk, starting each chunk's writeback as soon as it is written and
+/// waiting for the one before: at most two chunks are dirty or in flight at once.
+///
+/// Why: the embedded store usually shares its disk with the WAL. A put that left a whole
+/// object dirty and then fsynced it would queue tens of MiB on the device at once, and every
+/// WAL flush issued meanwhile (and, on ext4 in data=ordered mode, every journal commit) would
+/// wait behind them: the produce p99 rose from 2 to 19 ms at 50k msg/s. Trickling the writes
+/// bounds that wait to a chunk or two; the final fsync then has almost nothing left to do.
+fn write_trickled(file: &mut File, data: &[u8]) -> io::Result<()> {
+    let mut previous: Option<(u64, usize)> = None;
+    let mut offset = 0u64;
+    for chunk in data.chunks(LOCAL_WRITE_CHUNK_BYTES) {
+        file.write_all(chunk)?;
+        sync_file_range(file, offset, chunk.len(), libc::SYNC_FILE_RANGE_WRITE)?;
+        if let Some((start, len)) = previous {
+            sync_file_range(
+                file,
+                start,
+                len,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )?;
+        }
+        previous = Some((offset, chunk.len()));
+        offset += chunk.len() as u64;
+    }
+    Ok(())
+}
+
+/// sync_file_range(2) on a range of `file`; file systems without it are left to the fsync.
+fn sync_file_range(file: &File, offset: u64, len: usize, flags: libc::c_uint) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len))
+    else {
+        return Ok(());
+    };
+    // SAFETY: the fd is open for the duration of the call, which touches no user memory.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP) => Ok(()),
+        _ => Err(error),
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir).and_then(|d| d.sync_all())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trickled_writes_keep_every_byte_of_a_partial_last_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("object");
+        let data: Vec<u8> = (0..LOCAL_WRITE_CHUNK_BYTES * 5 / 2)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut file = File::create(&path).unwrap();
+        write_trickled(&mut file, &data).unwrap();
+        file.sync_all().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), data);
+    }
 }
