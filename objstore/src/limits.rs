@@ -72,11 +72,15 @@ pub const PREFETCHES_IN_FLIGHT_MAX: usize = 16;
 /// Kafka's record batch header prefix: base offset i64, batch length i32.
 pub const BATCH_HEADER_PREFIX_BYTES: usize = 12;
 
-/// Default memory cap of one compaction step: bytes of objects read.
-pub const COMPACTION_STEP_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
-/// Default: Stream Objects smaller than this are merged.
-pub const SMALL_STREAM_OBJECT_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
-/// Default: merged Stream Objects grow up to this size.
+/// Default memory cap of one compaction step: bytes of objects read. A step holds about twice
+/// this at its peak, outside the shards' memory budget, so it is part of the broker's fixed
+/// memory overhead; it also caps the size of merged Stream Objects.
+pub const COMPACTION_STEP_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
+/// Default: Stream Objects smaller than this are merged. Equal to the size at which an upload
+/// gives a stream its own Stream Object, so those are written once and never rewritten: a busy
+/// partition costs no compaction at all.
+pub const SMALL_STREAM_OBJECT_BYTES_DEFAULT: usize = STREAM_OBJECT_MIN_BYTES_DEFAULT;
+/// Default: merged Stream Objects grow up to this size (capped by the step's memory).
 pub const STREAM_OBJECT_TARGET_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
 /// Default grace period between marking an object for deletion and
 /// deleting it (readers holding an older image may still read it).
