@@ -58,7 +58,7 @@ impl InProcessShard {
             node_id: config.node_id.max(0) as u32,
             ..WalConfig::default()
         };
-        let wal_error = |reason: String| StartError::Shard { shard: 0, reason };
+        let shard_error = |reason: String| StartError::Shard { shard: 0, reason };
         if let Some(parent) = wal_config.path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| StartError::DataDir {
                 path: parent.to_path_buf(),
@@ -67,7 +67,7 @@ impl InProcessShard {
         }
         let (wal, records) = Wal::open(wal_config.clone())
             .await
-            .map_err(|e| wal_error(format!("WAL {}: {e}", wal_config.path.display())))?;
+            .map_err(|e| shard_error(format!("WAL {}: {e}", wal_config.path.display())))?;
         if !records.is_empty() {
             return Err(StartError::Config(format!(
                 "{} holds {} records; an in-process shard starts from an empty WAL",
@@ -77,7 +77,7 @@ impl InProcessShard {
         }
         let (change_sender, mut changes) = mpsc::unbounded::<()>();
         let (controller, handle) = Controller::start(store, vec![change_sender])
-            .map_err(|e| wal_error(format!("controller thread: {e}")))?;
+            .map_err(|e| shard_error(format!("controller thread: {e}")))?;
         // The same split of the memory budget as a broker's shard.
         let tier = ObjectTier::new(
             objects.clone(),
