@@ -129,7 +129,7 @@ impl Drop for OpenConnection<'_> {
 
 /// The parse and order stages of one request. Returns the rest of its handling as a future,
 /// or None when the connection must be closed (Kafka closes on requests it cannot parse).
-async fn parse_and_order(
+pub async fn parse_and_order(
     shard: &Rc<Shard>,
     frame: Bytes,
     client_host: &str,

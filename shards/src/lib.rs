@@ -12,6 +12,7 @@ pub mod connection;
 pub mod controller;
 pub mod errors;
 pub mod group;
+pub mod in_process;
 pub mod internal_stream;
 pub mod log_codec;
 pub mod metrics;

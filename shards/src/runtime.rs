@@ -625,7 +625,7 @@ fn request_memory_bytes(config: &BrokerConfig, shards: usize) -> u64 {
 
 /// glommio locks 3 × io_memory per executor; fit that inside RLIMIT_MEMLOCK when the process
 /// cannot lock more (not root), and say so.
-fn io_memory_bytes(shards: usize) -> usize {
+pub fn io_memory_bytes(shards: usize) -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -1,0 +1,148 @@
+//! One shard run on the caller's glommio executor and fed request frames instead of a socket,
+//! so the produce pipeline (parse → order → persist → response) can be measured without the
+//! network (`benches/benches/pipeline.rs`).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::{FutureExt, StreamExt};
+use sluice_metadata::MetadataStore;
+use sluice_objstore::ObjectStore;
+use sluice_wal::{Wal, WalConfig};
+
+use crate::config::BrokerConfig;
+use crate::connection::{self, PendingResponse};
+use crate::controller::Controller;
+use crate::metrics::BrokerMetrics;
+use crate::runtime::StartError;
+use crate::shard::Shard;
+use crate::shard_wal::ShardWal;
+use crate::tier::ObjectTier;
+
+/// The client host the handlers see for frames submitted in process.
+const CLIENT_HOST: &str = "in-process";
+
+/// The address Metadata answers advertise: nothing listens, so port 0.
+const ADVERTISED_HOST: &str = "localhost";
+
+/// A single-shard broker without sockets: its metadata controller, WAL, object store and
+/// uploader are real; requests go through the connection's own parse and order stages.
+pub struct InProcessShard {
+    shard: Rc<Shard>,
+    controller: Controller,
+    stop: oneshot::Sender<()>,
+    uploads: glommio::Task<()>,
+    image_changes: glommio::Task<()>,
+}
+
+impl InProcessShard {
+    /// Opens the metadata, object store and WAL under `config.data_dir` (which must hold no
+    /// WAL records: nothing is recovered) and starts the uploader on the current executor.
+    pub async fn start(config: BrokerConfig) -> Result<InProcessShard, StartError> {
+        let config = Arc::new(config);
+        let metadata_dir = config.data_dir.join("metadata");
+        std::fs::create_dir_all(&metadata_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store = MetadataStore::open(&metadata_dir, config.node_id)?;
+        let objects = ObjectStore::open(&config.object_store_config())
+            .map_err(|e| StartError::ObjectStore(e.to_string()))?;
+        let wal_config = WalConfig {
+            path: config.wal_path_for(0),
+            capacity_bytes: config.wal_bytes_per_shard,
+            inflight_writes_max: config.wal_inflight_writes_max,
+            epoch: 0,
+            node_id: config.node_id.max(0) as u32,
+            ..WalConfig::default()
+        };
+        let shard_error = |reason: String| StartError::Shard { shard: 0, reason };
+        if let Some(parent) = wal_config.path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| StartError::DataDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let (wal, records) = Wal::open(wal_config.clone())
+            .await
+            .map_err(|e| shard_error(format!("WAL {}: {e}", wal_config.path.display())))?;
+        if !records.is_empty() {
+            return Err(StartError::Config(format!(
+                "{} holds {} records; an in-process shard starts from an empty WAL",
+                wal_config.path.display(),
+                records.len()
+            )));
+        }
+        let (change_sender, mut changes) = mpsc::unbounded::<()>();
+        let (controller, handle) = Controller::start(store, vec![change_sender])
+            .map_err(|e| shard_error(format!("controller thread: {e}")))?;
+        // The same split of the memory budget as a broker's shard.
+        let tier = ObjectTier::new(
+            objects.clone(),
+            (config.memory_bytes / 8) as usize,
+            config.memory_bytes / 2,
+            config
+                .upload_bytes
+                .min((config.wal_bytes_per_shard / 4) as usize)
+                .max(1),
+            config.upload_interval,
+        );
+        let metrics = BrokerMetrics::new(1, objects).shard(0);
+        let shard = Rc::new(Shard::new(
+            0,
+            config.clone(),
+            handle,
+            (ADVERTISED_HOST.to_string(), 0),
+            Rc::new(ShardWal::new(wal)),
+            tier,
+            vec![None],
+            metrics,
+        ));
+        let (stop, stopped) = oneshot::channel();
+        let uploads =
+            glommio::spawn_local(crate::tier::run_uploads(shard.clone(), stopped.shared()));
+        let image_changes = {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while changes.next().await.is_some() {
+                    shard.apply_image(&shard.image());
+                }
+            })
+        };
+        Ok(InProcessShard {
+            shard,
+            controller,
+            stop,
+            uploads,
+            image_changes,
+        })
+    }
+
+    /// Parses `frame` (a request without its 4-byte length prefix) and, for a produce, orders
+    /// its batches; the returned future persists and yields the encoded response frame. None:
+    /// a connection would be closed (a request that cannot be parsed).
+    pub async fn submit(&self, frame: Bytes) -> Option<PendingResponse> {
+        connection::parse_and_order(&self.shard, frame, CLIENT_HOST).await
+    }
+
+    /// Stops the uploader (records not uploaded stay in the WAL), the controller thread, and
+    /// closes the WAL.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.uploads.await;
+        self.image_changes.cancel().await;
+        self.controller.join();
+        let wal = self.shard.wal.clone();
+        drop(self.shard);
+        match Rc::try_unwrap(wal) {
+            Ok(wal) => {
+                if let Err(error) = wal.close().await {
+                    tracing::error!(%error, "WAL close failed");
+                }
+            }
+            Err(_) => tracing::debug!("WAL still shared at stop; its writes are already durable"),
+        }
+    }
+}
