@@ -91,8 +91,9 @@ pub struct PerfArgs {
     /// Producer max.request.size: largest produce request (one batch is always sent).
     #[arg(long, value_name = "SIZE", default_value = "1MiB")]
     pub max_request_size: String,
-    /// Produce requests in flight per connection (max.in.flight.requests.per.connection).
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    /// Produce requests in flight per connection (max.in.flight.requests.per.connection);
+    /// the default is librdkafka's, so --buffer-memory is the real bound (OMB's Java driver: 5).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub max_in_flight: usize,
     /// Producer buffer.memory: bytes waiting for send or ack before a producer stops taking messages.
     #[arg(long, value_name = "SIZE", default_value = "32MiB")]
@@ -115,8 +116,8 @@ pub struct PerfArgs {
     /// Consumer fetch.max.bytes.
     #[arg(long, value_name = "SIZE", default_value = "50MiB")]
     pub fetch_max_bytes: String,
-    /// Consumer max.partition.fetch.bytes.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB")]
+    /// Consumer max.partition.fetch.bytes (OMB's kafka-throughput.yaml value).
+    #[arg(long, value_name = "SIZE", default_value = "10MiB")]
     pub fetch_partition_max_bytes: String,
     /// Replication factor of the topics created.
     #[arg(long, value_name = "N", default_value_t = 1)]
