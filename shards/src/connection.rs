@@ -1,6 +1,7 @@
 //! One client connection: read frames, parse, order, and answer in request order while
 //! later requests are already being parsed and persisted (the pipeline).
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -12,8 +13,9 @@ use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use sluice_net::{RequestErrorKind, Response};
 
+use crate::affinity::ConnectionAffinity;
 use crate::api;
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardRequest};
 
 /// Bytes of a refused frame written to the log, to diagnose client incompatibilities.
 const FRAME_BYTES_LOGGED: usize = 256;
@@ -24,8 +26,24 @@ pub type PendingResponse = LocalBoxFuture<'static, Option<Bytes>>;
 /// The broker-wide stop signal, cloned into every connection.
 pub type StopSignal = Shared<futures::channel::oneshot::Receiver<()>>;
 
-/// Serves one connection until the client closes it, it misbehaves, or the shard stops.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, stop: StopSignal) {
+/// Where a connection comes from: accepted on this shard, or moved here by another shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Accepted by this shard's listener; it may move once to the shard owning its partitions.
+    Accepted,
+    /// Handed over by another shard; it stays here.
+    Moved,
+}
+
+/// Serves one connection until the client closes it, it misbehaves, the shard stops, or it
+/// moves to the shard that owns its partitions (see `affinity`).
+pub async fn serve(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    memory: Rc<Semaphore>,
+    stop: StopSignal,
+    arrival: Arrival,
+) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "TCP_NODELAY not set");
     }
@@ -33,6 +51,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
     let _open = OpenConnection(&shard);
     let peer = stream.peer_addr().ok();
     let client_host = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+    let raw_fd = stream.as_raw_fd();
     let (mut reader, mut writer) = stream.split();
     let depth = shard.config.pipeline_depth.max(1);
     // Bounds the requests read but not yet answered: depth 1 is Kafka's one-at-a-time model.
@@ -47,15 +66,27 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
             if let Some(bytes) = answer
                 && writer.write_all(&bytes).await.is_err()
             {
-                return;
+                return None;
             }
         }
-        let _ = writer.close().await;
+        Some(writer)
     });
 
+    let affinity = ConnectionAffinity::default();
+    let mut destination = None;
     let max_frame_bytes = shard.config.max_frame_bytes;
     let memory_total = memory.available().max(1);
     loop {
+        if arrival == Arrival::Accepted
+            && let Some(to) = affinity.destination(shard.id)
+        {
+            // Every answer must be written before the socket changes hands, and nothing past
+            // the last frame read: the next request stays in the socket for the new shard.
+            if outstanding.acquire(depth as u64).await.is_ok() {
+                destination = Some(to);
+            }
+            break;
+        }
         if outstanding.acquire(1).await.is_err() {
             break;
         }
@@ -91,7 +122,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
         // A produce may wait here for WAL space; shutdown must not wait for it.
         let pending = futures::select_biased! {
             _ = stop.clone().fuse() => break,
-            pending = parse_and_order(&shard, frame.freeze(), &client_host).fuse() => pending,
+            pending = parse_and_order(&shard, frame.freeze(), &client_host, &affinity).fuse() => pending,
         };
         let task = match pending {
             Some(pending) => {
@@ -115,7 +146,33 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
         }
     }
     drop(queue);
-    writer_task.await;
+    let Some(mut writer) = writer_task.await else {
+        return;
+    };
+    if let Some(to) = destination {
+        // SAFETY: `raw_fd` belongs to the stream whose halves `reader` and `writer` still hold
+        // open here; the borrow ends before they are dropped.
+        let socket = unsafe { BorrowedFd::borrow_raw(raw_fd) }.try_clone_to_owned();
+        match socket {
+            Ok(socket) => {
+                tracing::debug!(
+                    ?peer,
+                    from = shard.id,
+                    to,
+                    "connection moves to its partitions' shard"
+                );
+                shard.metrics.connections_moved.add(1);
+                shard
+                    .deliver(to, ShardRequest::AdoptConnection { socket })
+                    .await;
+                // Dropping the halves closes only this shard's descriptor, not the connection.
+                return;
+            }
+            Err(error) => tracing::warn!(?peer, %error, "connection not moved: dup failed"),
+        }
+    }
+    let _ = writer.close().await;
+    drop(reader);
 }
 
 /// Counts a connection out of the open-connections gauge however `serve` returns.
@@ -133,6 +190,7 @@ pub async fn parse_and_order(
     shard: &Rc<Shard>,
     frame: Bytes,
     client_host: &str,
+    affinity: &ConnectionAffinity,
 ) -> Option<PendingResponse> {
     match sluice_net::decode_request(frame.clone()) {
         Ok((header, _))
@@ -146,7 +204,10 @@ pub async fn parse_and_order(
             );
             None
         }
-        Ok((header, request)) => Some(api::dispatch(shard, header, request, client_host).await),
+        Ok((header, request)) => {
+            affinity.observe(shard, &request);
+            Some(api::dispatch(shard, header, request, client_host).await)
+        }
         Err(error) => match (&error.kind, &error.header) {
             (RequestErrorKind::UnsupportedVersion { api_key, .. }, Some(header))
                 if *api_key == sluice_net::ApiKey::ApiVersions =>

@@ -12,6 +12,7 @@ use sluice_metadata::MetadataStore;
 use sluice_objstore::ObjectStore;
 use sluice_wal::{Wal, WalConfig};
 
+use crate::affinity::ConnectionAffinity;
 use crate::config::BrokerConfig;
 use crate::connection::{self, PendingResponse};
 use crate::controller::Controller;
@@ -35,6 +36,7 @@ pub struct InProcessShard {
     stop: oneshot::Sender<()>,
     uploads: glommio::Task<()>,
     image_changes: glommio::Task<()>,
+    affinity: ConnectionAffinity,
 }
 
 impl InProcessShard {
@@ -117,6 +119,7 @@ impl InProcessShard {
             stop,
             uploads,
             image_changes,
+            affinity: ConnectionAffinity::default(),
         })
     }
 
@@ -124,7 +127,7 @@ impl InProcessShard {
     /// its batches; the returned future persists and yields the encoded response frame. None:
     /// a connection would be closed (a request that cannot be parsed).
     pub async fn submit(&self, frame: Bytes) -> Option<PendingResponse> {
-        connection::parse_and_order(&self.shard, frame, CLIENT_HOST).await
+        connection::parse_and_order(&self.shard, frame, CLIENT_HOST, &self.affinity).await
     }
 
     /// Stops the uploader (records not uploaded stay in the WAL), the controller thread, and

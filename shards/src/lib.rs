@@ -6,6 +6,7 @@
 //! `partition.rs` (order, persist through the WAL, read).
 
 pub mod admin_http;
+pub mod affinity;
 pub mod api;
 pub mod config;
 pub mod connection;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Gate, Semaphore};
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_metadata::MetadataStore;
@@ -19,7 +19,7 @@ use sluice_wal::{Wal, WalConfig};
 
 use crate::admin_http::AdminServer;
 use crate::config::{BrokerConfig, is_block_device};
-use crate::connection::{self, StopSignal};
+use crate::connection::{self, Arrival, StopSignal};
 use crate::controller::{Controller, ControllerHandle};
 use crate::metrics::{BrokerMetrics, ShardMetrics};
 use crate::shard::{Shard, ShardRequest};
@@ -366,10 +366,18 @@ async fn run_shard(plan: ShardPlan) {
     );
     group_entries.extend(wal_group_entries);
 
+    let memory_bytes = request_memory_bytes(&config, shard_count);
+    let memory = Rc::new(Semaphore::new(memory_bytes));
+    let connections = Gate::new();
     for receiver in receivers {
         let shard = shard.clone();
+        let (memory, stop, connections) = (memory.clone(), stop.clone(), connections.clone());
         glommio::spawn_local(async move {
             while let Some(request) = receiver.recv().await {
+                if let ShardRequest::AdoptConnection { socket } = request {
+                    adopt(&shard, socket, &memory, &stop, &connections);
+                    continue;
+                }
                 // Each request gets its own task, so a produce waiting for WAL space does not
                 // hold up reads behind it; spawn order keeps one partition's batches in order
                 // (its order stage takes a FIFO permit before its first await).
@@ -434,15 +442,12 @@ async fn run_shard(plan: ShardPlan) {
     ready.fetch_add(1, Ordering::SeqCst);
     let _ = started.send(Ok(()));
 
-    let memory_bytes = request_memory_bytes(&config, shard_count);
-    let memory = Rc::new(Semaphore::new(memory_bytes));
     let sampler = glommio::spawn_local(crate::metrics::sampler::run_sampler(
         shard.clone(),
         memory.clone(),
         memory_bytes,
         stop.clone(),
     ));
-    let connections = Gate::new();
     loop {
         let accepted = futures::select_biased! {
             _ = stop.clone().fuse() => break,
@@ -451,7 +456,13 @@ async fn run_shard(plan: ShardPlan) {
         match accepted {
             Ok(stream) => {
                 shard.metrics.connections_accepted.add(1);
-                let task = connection::serve(shard.clone(), stream, memory.clone(), stop.clone());
+                let task = connection::serve(
+                    shard.clone(),
+                    stream,
+                    memory.clone(),
+                    stop.clone(),
+                    Arrival::Accepted,
+                );
                 match connections.spawn(task) {
                     Ok(task) => {
                         task.detach();
@@ -519,6 +530,34 @@ async fn restore_groups(shard: &Rc<Shard>, entries: Vec<crate::group::log::Group
         })
         .await;
         let _ = answer.await;
+    }
+}
+
+/// Serves a connection another shard handed over because this shard owns its partitions.
+fn adopt(
+    shard: &Rc<Shard>,
+    socket: std::os::fd::OwnedFd,
+    memory: &Rc<Semaphore>,
+    stop: &StopSignal,
+    connections: &Gate,
+) {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: `socket` is an open, connected TCP socket (a dup the sending shard made of its
+    // stream), and ownership of the descriptor passes to the TcpStream here.
+    let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    let task = connection::serve(
+        shard.clone(),
+        stream,
+        memory.clone(),
+        stop.clone(),
+        Arrival::Moved,
+    );
+    match connections.spawn(task) {
+        Ok(task) => {
+            task.detach();
+        }
+        // The shard is stopping: dropping the stream closes the connection.
+        Err(_) => tracing::debug!("connection handed over while stopping; closed"),
     }
 }
 

@@ -32,6 +32,8 @@ const PRODUCER_ID_BLOCK: u32 = 1000;
 
 /// Work for the shard that owns a partition, sent by the shard that parsed the request.
 pub enum ShardRequest {
+    /// Serve this client connection here: its partitions live on this shard (see `affinity`).
+    AdoptConnection { socket: std::os::fd::OwnedFd },
     /// Order and persist one batch; the reply comes once it is durable.
     Produce {
         stream_id: u64,
@@ -182,6 +184,11 @@ impl Shard {
     /// Handles one request as the owner of its partition.
     pub async fn handle(self: &Rc<Self>, request: ShardRequest) {
         match request {
+            ShardRequest::AdoptConnection { .. } => {
+                // Connections are adopted by the runtime's mesh loop, which holds the shard's
+                // request memory and stop signal; one that reaches here is closed on drop.
+                tracing::warn!("connection handed to a shard outside its mesh loop; closed");
+            }
             ShardRequest::Produce {
                 stream_id,
                 batch,

@@ -183,7 +183,7 @@ fn render_requests(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
 }
 
 fn render_shard_counters(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
-    let families: [Family<ShardMetrics>; 8] = [
+    let families: [Family<ShardMetrics>; 9] = [
         (
             "sluice_produce_batches_total",
             Kind::Counter,
@@ -225,6 +225,12 @@ fn render_shard_counters(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
             Kind::Counter,
             "Client connections accepted.",
             |s| s.connections_accepted.get(),
+        ),
+        (
+            "sluice_connections_moved_total",
+            Kind::Counter,
+            "Client connections handed over to the shard owning their partitions.",
+            |s| s.connections_moved.get(),
         ),
         (
             "sluice_connections",

@@ -64,6 +64,8 @@ pub struct ShardMetrics {
     pub fetch_cold_reads: Counter,
     /// Connections accepted.
     pub connections_accepted: Counter,
+    /// Connections handed over to the shard owning their partitions.
+    pub connections_moved: Counter,
     /// Connections open now.
     pub connections_open: Counter,
     /// Request latency, from the whole frame read to the response ready, per entry of
@@ -134,6 +136,7 @@ impl ShardMetrics {
             fetch_bytes: Counter::default(),
             fetch_cold_reads: Counter::default(),
             connections_accepted: Counter::default(),
+            connections_moved: Counter::default(),
             connections_open: Counter::default(),
             requests: IMPLEMENTED_APIS
                 .iter()
