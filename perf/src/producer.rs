@@ -382,9 +382,11 @@ impl Producer {
             sent_ns: Vec::new(),
             opened: at,
         });
-        batch
-            .writer
-            .append(wall_ms, key.as_ref().map(|k| &k[..]), &self.value[..value_bytes]);
+        batch.writer.append(
+            wall_ms,
+            key.as_ref().map(|k| &k[..]),
+            &self.value[..value_bytes],
+        );
         batch.bytes += record_bytes;
         batch.payload_bytes += value_bytes as u64;
         batch.sent_ns.push(sent_ns);
