@@ -13,6 +13,7 @@ use glommio::sync::Semaphore;
 use sluice_net::{RequestErrorKind, Response};
 
 use crate::api;
+use crate::chunk_pool::{CHUNK_BYTES_MAX, PoolBuffer};
 use crate::shard::Shard;
 
 /// Bytes of a refused frame written to the log, to diagnose client incompatibilities.
@@ -80,18 +81,25 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
         let Ok(budget) = memory.clone().acquire_static_permit(units).await else {
             break;
         };
-        let mut frame = BytesMut::zeroed(length);
-        if let Err(error) = reader.read_exact(&mut frame).await {
+        // Frames come from the shard's pool (waiting when it is short); a frame above its
+        // largest chunk is read into the heap, bounded by the permits taken above.
+        let mut frame = if length <= CHUNK_BYTES_MAX {
+            PoolBuffer::Chunk(shard.memory_pool.take(length).await)
+        } else {
+            PoolBuffer::Heap(vec![0; length])
+        };
+        if let Err(error) = reader.read_exact(frame.as_mut()).await {
             tracing::debug!(?peer, %error, "connection closed mid-frame");
             break;
         }
         let read_at = Instant::now();
         // Frames shorter than the api key are refused by the parser below.
+        let frame = frame.freeze();
         let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
         // A produce may wait here for WAL space; shutdown must not wait for it.
         let pending = futures::select_biased! {
             _ = stop.clone().fuse() => break,
-            pending = parse_and_order(&shard, frame.freeze(), &client_host).fuse() => pending,
+            pending = parse_and_order(&shard, frame, &client_host).fuse() => pending,
         };
         let task = match pending {
             Some(pending) => {
