@@ -20,7 +20,8 @@ use bytes::Bytes;
 /// Chunk sizes are multiples of this (the buddy allocator's smallest block).
 pub const CHUNK_UNIT_BYTES: usize = 512;
 
-/// The largest chunk the pool hands out; larger requests take the caller's fallback path.
+/// The largest chunk any pool hands out (a small pool's largest is smaller, see
+/// [`ChunkPool::chunk_bytes_max`]); larger requests take the caller's fallback path.
 pub const CHUNK_BYTES_MAX: usize = 16 << 20;
 
 /// How often a caller waiting for a chunk looks again. Chunks are freed on other threads too,
@@ -69,9 +70,10 @@ impl ChunkPool {
     }
 
     /// A chunk of `len` bytes (its contents are stale: the caller overwrites them), or None
-    /// when no free block is large enough. `len` above [`CHUNK_BYTES_MAX`] always gets None.
+    /// when no free block is large enough. `len` above [`ChunkPool::chunk_bytes_max`] always
+    /// gets None.
     pub fn try_take(&self, len: usize) -> Option<PoolChunk> {
-        if len > CHUNK_BYTES_MAX {
+        if len > self.chunk_bytes_max() {
             return None;
         }
         let units = len.div_ceil(CHUNK_UNIT_BYTES).max(1);
@@ -86,10 +88,13 @@ impl ChunkPool {
         })
     }
 
-    /// A chunk of `len` bytes (at most [`CHUNK_BYTES_MAX`]), waiting while the pool is short:
-    /// the caller's task stops (back-pressure) until other chunks are freed.
+    /// A chunk of `len` bytes (at most [`ChunkPool::chunk_bytes_max`]), waiting while the
+    /// pool is short: the caller's task stops (back-pressure) until other chunks are freed.
     pub async fn take(&self, len: usize) -> PoolChunk {
-        debug_assert!(len <= CHUNK_BYTES_MAX);
+        assert!(
+            len <= self.chunk_bytes_max(),
+            "a chunk of {len} bytes can never be served"
+        );
         if let Some(chunk) = self.try_take(len) {
             return chunk;
         }
@@ -104,9 +109,10 @@ impl ChunkPool {
     }
 
     /// A copy of `data` in a chunk, waiting while the pool is short; data larger than
-    /// [`CHUNK_BYTES_MAX`] is copied to the heap instead (bounded by the largest request frame).
+    /// [`ChunkPool::chunk_bytes_max`] is copied to the heap instead (bounded by the largest
+    /// request frame).
     pub async fn copy(&self, data: &[u8]) -> PoolBuffer {
-        if data.len() > CHUNK_BYTES_MAX {
+        if data.len() > self.chunk_bytes_max() {
             return PoolBuffer::Heap(data.to_vec());
         }
         let mut chunk = self.take(data.len()).await;
@@ -128,6 +134,14 @@ impl ChunkPool {
     /// Times a caller of [`ChunkPool::take`] had to wait.
     pub fn waits_total(&self) -> u64 {
         self.shared.waits_total.load(Ordering::Relaxed)
+    }
+
+    /// The largest chunk this pool can serve: [`CHUNK_BYTES_MAX`], or the largest power of
+    /// two of units its region holds.
+    pub fn chunk_bytes_max(&self) -> usize {
+        let units = self.shared.units;
+        let block_units = 1 << (usize::BITS - 1 - units.leading_zeros());
+        (block_units * CHUNK_UNIT_BYTES).min(CHUNK_BYTES_MAX)
     }
 
     /// Bytes of the pool's region.
@@ -349,6 +363,8 @@ mod tests {
             pool.try_take(CHUNK_BYTES_MAX + 1).is_none(),
             "above the largest chunk"
         );
+        assert_eq!(ChunkPool::new(96 << 10).chunk_bytes_max(), 64 << 10);
+        assert_eq!(ChunkPool::new(1 << 30).chunk_bytes_max(), CHUNK_BYTES_MAX);
         drop(first);
         assert!(pool.try_take(40 << 10).is_some());
     }
@@ -441,7 +457,7 @@ mod tests {
             let small = pool.copy(b"batch").await.freeze();
             assert_eq!(&small[..], b"batch");
             assert_eq!(pool.used_bytes(), CHUNK_UNIT_BYTES);
-            let big = vec![7u8; CHUNK_BYTES_MAX + 1];
+            let big = vec![7u8; pool.chunk_bytes_max() + 1];
             let copied = pool.copy(&big).await.freeze();
             assert_eq!(copied.len(), big.len());
             assert_eq!(pool.used_bytes(), CHUNK_UNIT_BYTES);

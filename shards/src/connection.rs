@@ -13,7 +13,7 @@ use glommio::sync::Semaphore;
 use sluice_net::{RequestErrorKind, Response};
 
 use crate::api;
-use crate::chunk_pool::{CHUNK_BYTES_MAX, PoolBuffer};
+use crate::chunk_pool::PoolBuffer;
 use crate::shard::Shard;
 
 /// Bytes of a refused frame written to the log, to diagnose client incompatibilities.
@@ -83,8 +83,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, memory: Rc<Semaphore>, s
         };
         // Frames come from the shard's pool (waiting when it is short); a frame above its
         // largest chunk is read into the heap, bounded by the permits taken above.
-        let mut frame = if length <= CHUNK_BYTES_MAX {
-            PoolBuffer::Chunk(shard.memory_pool.take(length).await)
+        let mut frame = if length <= shard.memory_pool.chunk_bytes_max() {
+            let chunk = futures::select_biased! {
+                _ = stop.clone().fuse() => break,
+                chunk = shard.memory_pool.take(length).fuse() => chunk,
+            };
+            PoolBuffer::Chunk(chunk)
         } else {
             PoolBuffer::Heap(vec![0; length])
         };
