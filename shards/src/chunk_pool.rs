@@ -7,6 +7,10 @@
 //! A request of `n` bytes takes the buddy block of the next power of two and gives the tail
 //! past `n` (rounded up to [`CHUNK_UNIT_BYTES`]) straight back, so a chunk wastes less than one
 //! unit; the tail's blocks merge again when the chunk is freed.
+//!
+//! Outside the pool, on the heap: batches replayed from the WAL at start (bounded by the WAL),
+//! transaction markers (tiny), and frames or batches larger than the pool's largest chunk
+//! (bounded by the request memory permits).
 
 use std::alloc::Layout;
 use std::collections::BTreeSet;

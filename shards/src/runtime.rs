@@ -679,7 +679,7 @@ fn fix_malloc_mmap_threshold() {
 
 /// Bytes of request frames a shard may hold at once before it stops reading sockets.
 fn request_memory_bytes(config: &BrokerConfig, shards: usize) -> u64 {
-    // A quarter of the shard's budget; the rest is for the log cache and WAL buffers.
+    // A quarter of the shard's budget, so that frames alone cannot take the whole pool.
     (config.memory_bytes / shards.max(1) as u64 / 4)
         .max(config.max_frame_bytes as u64 / 4)
         .max(1 << 20)
