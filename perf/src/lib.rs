@@ -707,4 +707,17 @@ mod tests {
         assert_eq!(parse_acks("1").unwrap(), 1);
         assert!(parse_acks("2").is_err());
     }
+
+    #[test]
+    fn message_size_ranges_parse() {
+        assert_eq!(parse_size_range("100..1MiB").unwrap(), (100, 1 << 20));
+        assert_eq!(parse_size_range("5..5").unwrap(), (5, 5));
+        assert!(parse_size_range("10..5").is_err(), "min above max");
+        assert!(parse_size_range("0..5").is_err(), "empty messages");
+        assert!(parse_size_range("100").is_err(), "not a range");
+        assert!(
+            parse_size_range("1..1GiB").is_err(),
+            "above MESSAGE_BYTES_MAX"
+        );
+    }
 }
