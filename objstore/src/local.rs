@@ -284,8 +284,10 @@ fn write_trickled(file: &mut File, data: &[u8]) -> io::Result<()> {
 /// sync_file_range(2) on a range of `file`; file systems without it are left to the fsync.
 fn sync_file_range(file: &File, offset: u64, len: usize, flags: libc::c_uint) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len))
-    else {
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
         return Ok(());
     };
     // SAFETY: the fd is open for the duration of the call, which touches no user memory.

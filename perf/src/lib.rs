@@ -134,6 +134,10 @@ pub struct PerfArgs {
     /// Client id in request headers.
     #[arg(long, value_name = "ID", default_value = "sluice-perf")]
     pub client_id: String,
+    /// Uniform random payload size per message, `MIN..MAX` bytes (e.g. 100..1048576),
+    /// instead of the workload's messageSize (a memory soak's mixed sizes).
+    #[arg(long, value_name = "MIN..MAX", value_parser = parse_size_range)]
+    pub message_size_range: Option<(usize, usize)>,
     /// tokio worker threads for connections and consumers (producers have a thread each).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub threads: usize,
@@ -234,6 +238,22 @@ pub fn summary_line(r: &TestResult) -> String {
     )
 }
 
+/// Parses `--message-size-range MIN..MAX` (sizes as in [`parse_size`], `MIN <= MAX`).
+fn parse_size_range(text: &str) -> anyhow::Result<(usize, usize)> {
+    let (min, max) = text
+        .split_once("..")
+        .with_context(|| format!("{text:?} is not a range such as 100..1MiB"))?;
+    let min = size_usize(min, "--message-size-range minimum")?;
+    let max = size_usize(max, "--message-size-range maximum")?;
+    if min > max || max > workload::MESSAGE_BYTES_MAX {
+        bail!(
+            "--message-size-range {text}: need 1 <= MIN <= MAX <= {}",
+            workload::MESSAGE_BYTES_MAX
+        );
+    }
+    Ok((min, max))
+}
+
 fn parse_acks(text: &str) -> anyhow::Result<i16> {
     match text.trim().to_ascii_lowercase().as_str() {
         "all" | "-1" => Ok(-1),
@@ -266,7 +286,12 @@ enum Backlog {
 
 async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Result<TestResult> {
     let workload = Workload::from_file(&args.workload)?;
-    let (payload, payload_origin) = workload.load_payload(&args.workload)?;
+    let (mut payload, mut payload_origin) = workload.load_payload(&args.workload)?;
+    if let Some((min, max)) = args.message_size_range {
+        payload = vec![0u8; max];
+        rand::fill(&mut payload[..]);
+        payload_origin = format!("random sizes {min}..{max} B");
+    }
     if !(args.duration_scale.is_finite() && args.duration_scale > 0.0) {
         bail!("--duration-scale must be a positive number");
     }
@@ -410,6 +435,7 @@ async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Resu
                 rate,
                 keys: workload.key_distributor,
                 payload: payload.clone(),
+                payload_bytes_min: args.message_size_range.map_or(payload.len(), |r| r.0),
             };
             producer_threads.push(producer::spawn(
                 format!("perf-producer-{p}"),
@@ -681,5 +707,18 @@ mod tests {
         assert_eq!(parse_acks("all").unwrap(), -1);
         assert_eq!(parse_acks("1").unwrap(), 1);
         assert!(parse_acks("2").is_err());
+    }
+
+    #[test]
+    fn message_size_ranges_parse() {
+        assert_eq!(parse_size_range("100..1MiB").unwrap(), (100, 1 << 20));
+        assert_eq!(parse_size_range("5..5").unwrap(), (5, 5));
+        assert!(parse_size_range("10..5").is_err(), "min above max");
+        assert!(parse_size_range("0..5").is_err(), "empty messages");
+        assert!(parse_size_range("100").is_err(), "not a range");
+        assert!(
+            parse_size_range("1..1GiB").is_err(),
+            "above MESSAGE_BYTES_MAX"
+        );
     }
 }

@@ -96,6 +96,9 @@ pub struct ProducerPlan {
     pub keys: KeyDistributor,
     /// The payload of every message (its first 8 bytes carry the send time).
     pub payload: Arc<Vec<u8>>,
+    /// Below `payload.len()`, each message takes a uniform random prefix of the payload of
+    /// at least this many bytes (`--message-size-range`).
+    pub payload_bytes_min: usize,
 }
 
 /// Starts a producer thread. Its schedule starts at `start`; it stops taking
@@ -165,6 +168,7 @@ pub fn now_ns() -> u64 {
 struct OpenBatch {
     writer: BatchWriter,
     bytes: usize,
+    payload_bytes: u64,
     sent_ns: Vec<u64>,
     opened: Instant,
 }
@@ -337,8 +341,14 @@ impl Producer {
         self.delays_us
             .push(at.saturating_duration_since(scheduled).as_micros() as u64);
         let sent_ns = now_ns();
-        let prefix = self.value.len().min(8);
-        self.value[..prefix].copy_from_slice(&sent_ns.to_le_bytes()[..prefix]);
+        let value_bytes = if self.plan.payload_bytes_min < self.value.len() {
+            rand::rng().random_range(self.plan.payload_bytes_min..=self.value.len())
+        } else {
+            self.value.len()
+        };
+        let value = &mut self.value[..value_bytes];
+        let prefix = value.len().min(8);
+        value[..prefix].copy_from_slice(&sent_ns.to_le_bytes()[..prefix]);
         let (slot, key) = match self.plan.keys {
             KeyDistributor::NoKey => (self.sticky, None),
             KeyDistributor::KeyRoundRobin => {
@@ -351,7 +361,7 @@ impl Producer {
                 (key_partition(&key, self.partitions.len()), Some(key))
             }
         };
-        let record_bytes = self.value.len() + key.map_or(0, |k| k.len()) + RECORD_OVERHEAD_BYTES;
+        let record_bytes = value_bytes + key.map_or(0, |k| k.len()) + RECORD_OVERHEAD_BYTES;
         let must_seal = self.partitions[slot]
             .open
             .as_ref()
@@ -368,13 +378,17 @@ impl Producer {
         let batch = partition.open.get_or_insert_with(|| OpenBatch {
             writer: BatchWriter::new(capacity),
             bytes: 0,
+            payload_bytes: 0,
             sent_ns: Vec::new(),
             opened: at,
         });
-        batch
-            .writer
-            .append(wall_ms, key.as_ref().map(|k| &k[..]), &self.value);
+        batch.writer.append(
+            wall_ms,
+            key.as_ref().map(|k| &k[..]),
+            &self.value[..value_bytes],
+        );
         batch.bytes += record_bytes;
+        batch.payload_bytes += value_bytes as u64;
         batch.sent_ns.push(sent_ns);
         self.shared
             .queued_bytes
@@ -389,7 +403,6 @@ impl Producer {
         if slot == self.sticky {
             self.sticky = (self.sticky + 1) % self.partitions.len();
         }
-        let payload_bytes = (open.sent_ns.len() * self.value.len()) as u64;
         let records = open.writer.finish();
         let partition = &mut self.partitions[slot];
         partition.last_batch_bytes = records.len();
@@ -397,7 +410,7 @@ impl Producer {
             records,
             sent_ns: open.sent_ns,
             accounted_bytes: open.bytes,
-            payload_bytes,
+            payload_bytes: open.payload_bytes,
             attempts: 0,
             not_before: None,
         });

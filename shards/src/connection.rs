@@ -15,6 +15,7 @@ use sluice_net::{RequestErrorKind, Response};
 
 use crate::affinity::ConnectionAffinity;
 use crate::api;
+use crate::chunk_pool::PoolBuffer;
 use crate::shard::{Shard, ShardRequest};
 
 /// Bytes of a refused frame written to the log, to diagnose client incompatibilities.
@@ -111,18 +112,29 @@ pub async fn serve(
         let Ok(budget) = memory.clone().acquire_static_permit(units).await else {
             break;
         };
-        let mut frame = BytesMut::zeroed(length);
-        if let Err(error) = reader.read_exact(&mut frame).await {
+        // Frames come from the shard's pool (waiting when it is short); a frame above its
+        // largest chunk is read into the heap, bounded by the permits taken above.
+        let mut frame = if length <= shard.memory_pool.chunk_bytes_max() {
+            let chunk = futures::select_biased! {
+                _ = stop.clone().fuse() => break,
+                chunk = shard.memory_pool.take(length).fuse() => chunk,
+            };
+            PoolBuffer::Chunk(chunk)
+        } else {
+            PoolBuffer::Heap(vec![0; length])
+        };
+        if let Err(error) = reader.read_exact(frame.as_mut()).await {
             tracing::debug!(?peer, %error, "connection closed mid-frame");
             break;
         }
         let read_at = Instant::now();
         // Frames shorter than the api key are refused by the parser below.
+        let frame = frame.freeze();
         let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
         // A produce may wait here for WAL space; shutdown must not wait for it.
         let pending = futures::select_biased! {
             _ = stop.clone().fuse() => break,
-            pending = parse_and_order(&shard, frame.freeze(), &client_host, &affinity).fuse() => pending,
+            pending = parse_and_order(&shard, frame, &client_host, &affinity).fuse() => pending,
         };
         let task = match pending {
             Some(pending) => {

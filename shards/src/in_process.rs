@@ -10,7 +10,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
 use sluice_metadata::MetadataStore;
 use sluice_objstore::ObjectStore;
-use sluice_wal::{Wal, WalConfig};
+use sluice_wal::Wal;
 
 use crate::affinity::ConnectionAffinity;
 use crate::config::BrokerConfig;
@@ -20,7 +20,6 @@ use crate::metrics::BrokerMetrics;
 use crate::runtime::StartError;
 use crate::shard::Shard;
 use crate::shard_wal::ShardWal;
-use crate::tier::ObjectTier;
 
 /// The client host the handlers see for frames submitted in process.
 const CLIENT_HOST: &str = "in-process";
@@ -52,14 +51,7 @@ impl InProcessShard {
         let store = MetadataStore::open(&metadata_dir, config.node_id)?;
         let objects = ObjectStore::open(&config.object_store_config())
             .map_err(|e| StartError::ObjectStore(e.to_string()))?;
-        let wal_config = WalConfig {
-            path: config.wal_path_for(0),
-            capacity_bytes: config.wal_bytes_per_shard,
-            inflight_writes_max: config.wal_inflight_writes_max,
-            epoch: 0,
-            node_id: config.node_id.max(0) as u32,
-            ..WalConfig::default()
-        };
+        let wal_config = crate::runtime::shard_wal_config(&config, 0);
         let shard_error = |reason: String| StartError::Shard { shard: 0, reason };
         if let Some(parent) = wal_config.path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| StartError::DataDir {
@@ -80,17 +72,7 @@ impl InProcessShard {
         let (change_sender, mut changes) = mpsc::unbounded::<()>();
         let (controller, handle) = Controller::start(store, vec![change_sender])
             .map_err(|e| shard_error(format!("controller thread: {e}")))?;
-        // The same split of the memory budget as a broker's shard.
-        let tier = ObjectTier::new(
-            objects.clone(),
-            (config.memory_bytes / 8) as usize,
-            config.memory_bytes / 2,
-            config
-                .upload_bytes
-                .min((config.wal_bytes_per_shard / 4) as usize)
-                .max(1),
-            config.upload_interval,
-        );
+        let (tier, memory_pool) = crate::runtime::shard_memory(&config, 1, objects.clone());
         let metrics = BrokerMetrics::new(1, objects).shard(0);
         let shard = Rc::new(Shard::new(
             0,
@@ -101,6 +83,7 @@ impl InProcessShard {
             tier,
             vec![None],
             metrics,
+            memory_pool,
         ));
         let (stop, stopped) = oneshot::channel();
         let uploads =

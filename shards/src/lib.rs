@@ -8,6 +8,7 @@
 pub mod admin_http;
 pub mod affinity;
 pub mod api;
+pub mod chunk_pool;
 pub mod config;
 pub mod connection;
 pub mod controller;

@@ -5,13 +5,14 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::sync::Semaphore;
 use sluice_net::ErrorCode;
 use sluice_net::record_batch::RecordBatchHeader;
 use sluice_wal::WalPosition;
 
+use crate::chunk_pool::{ChunkPool, PoolBuffer};
 use crate::partition_log::{PartitionLog, ReadError, ReadSlice, StoredBatch};
 use crate::producer_state::{AppendedBatch, ProducerStateTable, ProducerView, SequenceVerdict};
 use crate::shard_wal::ShardWal;
@@ -185,6 +186,7 @@ impl Partition {
         self: &Rc<Self>,
         wal: &Rc<ShardWal>,
         txn_index: &TxnIndexLog,
+        memory_pool: &ChunkPool,
         batch: Bytes,
     ) -> Result<PendingAppend, ErrorCode> {
         let settings = self.settings.get();
@@ -230,15 +232,17 @@ impl Partition {
         let base_offset = self.log.borrow().next_offset();
         let last_offset = base_offset + i64::from(header.last_offset_delta());
         // One copy per batch: it detaches the batch from the request frame (which the log
-        // cache must not keep alive) and gives the patch a buffer of its own.
-        let mut data = BytesMut::from(&batch[..]);
+        // cache must not keep alive) and gives the patch a buffer of its own, a chunk of the
+        // shard's pool, so the log cache and the upload queue hold whole chunks (waiting here
+        // while the pool is short is the back-pressure on producers).
+        let mut data = memory_pool.copy(&batch).await;
         let mut log_append_time_ms = -1;
         let mut max_timestamp = header.max_timestamp();
         if settings.log_append_time {
             log_append_time_ms = now_ms();
             max_timestamp = log_append_time_ms;
             sluice_net::record_batch::set_max_timestamp(
-                &mut data,
+                data.as_mut(),
                 sluice_net::record_batch::TimestampType::LogAppendTime,
                 log_append_time_ms,
             )
@@ -303,7 +307,7 @@ impl Partition {
         )?;
         let timestamp_ms = now_ms();
         let offset = self.log.borrow().next_offset();
-        let data = BytesMut::from(&marker.batch(timestamp_ms)[..]);
+        let data = PoolBuffer::Heap(marker.batch(timestamp_ms).to_vec());
         self.append(wal, data, offset, offset, timestamp_ms).await?;
         self.record_marker(&marker, offset, timestamp_ms);
         let position = txn_index
@@ -494,12 +498,12 @@ impl Partition {
     async fn append(
         &self,
         wal: &ShardWal,
-        mut data: BytesMut,
+        mut data: PoolBuffer,
         base_offset: i64,
         last_offset: i64,
         max_timestamp: i64,
     ) -> Result<WalPosition, ErrorCode> {
-        sluice_net::record_batch::set_base_offset(&mut data, base_offset)
+        sluice_net::record_batch::set_base_offset(data.as_mut(), base_offset)
             .map_err(|_| ErrorCode::CorruptMessage)?;
         let data = data.freeze();
         let position = wal
@@ -632,6 +636,8 @@ pub(crate) fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use bytes::BytesMut;
+
     use super::*;
 
     fn settings() -> PartitionSettings {

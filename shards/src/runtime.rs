@@ -18,6 +18,7 @@ use sluice_objstore::ObjectStore;
 use sluice_wal::{Wal, WalConfig};
 
 use crate::admin_http::AdminServer;
+use crate::chunk_pool::ChunkPool;
 use crate::config::{BrokerConfig, is_block_device};
 use crate::connection::{self, Arrival, StopSignal};
 use crate::controller::{Controller, ControllerHandle};
@@ -31,6 +32,16 @@ const MESH_QUEUE_DEPTH: usize = 1024;
 
 /// Memory glommio registers per executor for I/O buffers, when the memlock limit allows.
 const IO_MEMORY_BYTES_DEFAULT: usize = 10 << 20;
+
+/// How often a shard looks whether a frame or batch waits for its memory pool, to evict
+/// uploaded batches from the log cache for it.
+const POOL_SHORTAGE_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Allocations from this size on are mmap'd by glibc and unmapped when freed. glibc raises
+/// its threshold (up to 32 MiB) each time it frees a mapped block, after which blocks of
+/// mixed sizes land in its arenas and fragment them: RSS grew without bound in the memory
+/// soak. Fixing it turns that adjustment off.
+const MALLOC_MMAP_THRESHOLD_BYTES: i32 = 128 << 10;
 
 /// The smallest io_memory glommio can work with.
 const IO_MEMORY_BYTES_MIN: usize = 256 << 10;
@@ -95,6 +106,7 @@ impl Broker {
     pub fn start(config: BrokerConfig) -> Result<Broker, StartError> {
         let config = Arc::new(config);
         let shard_count = config.shard_count();
+        fix_malloc_mmap_threshold();
         check_wal_layout(&config, shard_count)?;
         std::fs::create_dir_all(config.data_dir.join("metadata")).map_err(|source| {
             StartError::DataDir {
@@ -287,14 +299,7 @@ async fn run_shard(plan: ShardPlan) {
         metrics,
     } = plan;
     let shard_count = senders.len();
-    let wal_config = WalConfig {
-        path: config.wal_path_for(id),
-        capacity_bytes: config.wal_bytes_per_shard,
-        inflight_writes_max: config.wal_inflight_writes_max,
-        epoch: 0,
-        node_id: config.node_id.max(0) as u32,
-        ..WalConfig::default()
-    };
+    let wal_config = shard_wal_config(&config, id);
     if let Some(parent) = wal_config.path.parent()
         && !is_block_device(&wal_config.path)
         && let Err(e) = std::fs::create_dir_all(parent)
@@ -324,17 +329,7 @@ async fn run_shard(plan: ShardPlan) {
         })),
         futures::future::join_all(receivers.into_iter().map(|r| r.connect()))
     );
-    let shard_budget = config.memory_bytes / shard_count.max(1) as u64;
-    let tier = ObjectTier::new(
-        objects,
-        (shard_budget / 8) as usize,
-        shard_budget / 2,
-        config
-            .upload_bytes
-            .min((config.wal_bytes_per_shard / 4) as usize)
-            .max(1),
-        config.upload_interval,
-    );
+    let (tier, memory_pool) = shard_memory(&config, shard_count, objects);
     let shard = Rc::new(Shard::new(
         id,
         config.clone(),
@@ -344,6 +339,7 @@ async fn run_shard(plan: ShardPlan) {
         tier,
         peers,
         metrics,
+        memory_pool,
     ));
     let mut group_entries = match shard.internal_state_in_objects().await {
         Ok(entries) => entries,
@@ -397,6 +393,7 @@ async fn run_shard(plan: ShardPlan) {
         .detach();
     }
     let uploads = glommio::spawn_local(crate::tier::run_uploads(shard.clone(), stop.clone()));
+    let pool_shortages = glommio::spawn_local(evict_on_pool_shortage(shard.clone(), stop.clone()));
     let retention = glommio::spawn_local(crate::tier::run_retention(
         shard.clone(),
         config.retention_check_interval,
@@ -498,6 +495,7 @@ async fn run_shard(plan: ShardPlan) {
         maintenance.cancel().await;
     }
     uploads.cancel().await;
+    pool_shortages.cancel().await;
     retention.cancel().await;
     sampler.cancel().await;
     drop(shard);
@@ -654,9 +652,89 @@ fn check_wal_layout(config: &BrokerConfig, shards: usize) -> Result<(), StartErr
     Ok(())
 }
 
+/// The WAL settings of shard `id`.
+pub(crate) fn shard_wal_config(config: &BrokerConfig, id: usize) -> WalConfig {
+    WalConfig {
+        path: config.wal_path_for(id),
+        capacity_bytes: config.wal_bytes_per_shard,
+        inflight_writes_max: config.wal_inflight_writes_max,
+        epoch: 0,
+        node_id: config.node_id.max(0) as u32,
+        ..WalConfig::default()
+    }
+}
+
+/// A shard's share of the memory budget: its object tier (log cache and block cache) and its
+/// memory pool.
+pub(crate) fn shard_memory(
+    config: &BrokerConfig,
+    shard_count: usize,
+    objects: ObjectStore,
+) -> (ObjectTier, ChunkPool) {
+    let shard_budget = config.memory_bytes / shard_count.max(1) as u64;
+    let tier = ObjectTier::new(
+        objects,
+        (shard_budget / 8) as usize,
+        log_cache_bytes(shard_budget),
+        config
+            .upload_bytes
+            .min((config.wal_bytes_per_shard / 4) as usize)
+            .max(1),
+        config.upload_interval,
+    );
+    (tier, ChunkPool::new(memory_pool_bytes(shard_budget)))
+}
+
+/// Bytes of a shard's memory pool, three quarters of its budget: its chunks are the request
+/// frames (at most a quarter, [`request_memory_bytes`]), the log cache and the batches
+/// produced since the last upload. The rest of the budget: the block cache (an eighth) and
+/// compaction (an eighth, on shard 0).
+fn memory_pool_bytes(shard_budget_bytes: u64) -> usize {
+    (shard_budget_bytes / 4 * 3) as usize
+}
+
+/// The log cache's budget, three eighths of the shard's: with the request frames and the
+/// batches not uploaded yet it fits the pool with room to spare, since a buddy allocator
+/// cannot always find a large block when the pool is nearly full.
+fn log_cache_bytes(shard_budget_bytes: u64) -> u64 {
+    shard_budget_bytes / 8 * 3
+}
+
+/// Bytes of objects one compaction step may read (it holds about twice that at its peak):
+/// a sixteenth of a shard's budget.
+pub(crate) fn compaction_step_bytes_max(config: &BrokerConfig) -> usize {
+    (config.memory_bytes / config.shard_count().max(1) as u64 / 16).max(1 << 20) as usize
+}
+
+/// While a frame or batch waits for the memory pool, evicts uploaded batches from the log
+/// cache down to half its budget (the upload task evicts only down to the budget, and only
+/// after an upload).
+async fn evict_on_pool_shortage(shard: Rc<Shard>, stop: StopSignal) {
+    loop {
+        futures::select_biased! {
+            _ = stop.clone().fuse() => return,
+            _ = glommio::timer::sleep(POOL_SHORTAGE_CHECK_INTERVAL).fuse() => {}
+        }
+        if shard.memory_pool.take_shortage() {
+            shard.evict_log_cache(shard.tier.log_cache_budget_bytes() / 2);
+        }
+    }
+}
+
+/// Turns glibc's dynamic mmap threshold off ([`MALLOC_MMAP_THRESHOLD_BYTES`]).
+fn fix_malloc_mmap_threshold() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only sets a malloc parameter; it is thread-safe. Runs on every start.
+        if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD_BYTES) } != 1 {
+            tracing::warn!("glibc refused M_MMAP_THRESHOLD; the heap may fragment");
+        }
+    }
+}
+
 /// Bytes of request frames a shard may hold at once before it stops reading sockets.
 fn request_memory_bytes(config: &BrokerConfig, shards: usize) -> u64 {
-    // A quarter of the shard's budget; the rest is for the log cache and WAL buffers.
+    // A quarter of the shard's budget, so that frames alone cannot take the whole pool.
     (config.memory_bytes / shards.max(1) as u64 / 4)
         .max(config.max_frame_bytes as u64 / 4)
         .max(1 << 20)

@@ -12,6 +12,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 use sluice_metadata::{MetadataCommand, MetadataImage, PartitionImage, TopicImage};
 use sluice_net::ErrorCode;
 
+use crate::chunk_pool::ChunkPool;
 use crate::config::BrokerConfig;
 use crate::controller::ControllerHandle;
 use crate::group::GroupCoordinator;
@@ -109,6 +110,8 @@ pub struct Shard {
     pub txns: TxnCoordinator,
     /// Where this shard's partitions record their transactions' begin and end.
     pub txn_index: TxnIndexLog,
+    /// The memory pool of request frames and produced batches (the log cache's chunks).
+    pub memory_pool: ChunkPool,
     partitions: RefCell<HashMap<u64, Rc<Partition>>>,
     peers: Vec<Option<ConnectedSender<ShardRequest>>>,
     producer_ids: Cell<(i64, i64)>,
@@ -126,6 +129,7 @@ impl Shard {
         tier: ObjectTier,
         peers: Vec<Option<ConnectedSender<ShardRequest>>>,
         metrics: Arc<ShardMetrics>,
+        memory_pool: ChunkPool,
     ) -> Shard {
         Shard {
             id,
@@ -139,6 +143,7 @@ impl Shard {
             txn_index: TxnIndexLog::new(wal.clone(), internal_stream::txn_index_stream(id)),
             wal,
             tier,
+            memory_pool,
             partitions: RefCell::new(HashMap::new()),
             peers,
             producer_ids: Cell::new((0, 0)),
@@ -201,7 +206,10 @@ impl Shard {
                 let bytes = batch.len() as u64;
                 let records = sluice_net::record_batch::RecordBatchHeader::parse(&batch)
                     .map_or(0, |header| header.records_count().max(0) as u64);
-                match partition.order(&self.wal, &self.txn_index, batch).await {
+                match partition
+                    .order(&self.wal, &self.txn_index, &self.memory_pool, batch)
+                    .await
+                {
                     Ok(pending) => {
                         self.metrics.produce_batches.add(1);
                         self.metrics.produce_records.add(records);

@@ -220,7 +220,11 @@ fn feed(shard: &Shard) {
 
 /// Compaction, retention and garbage collection of the whole object registry; run by one shard.
 pub async fn run_maintenance(shard: Rc<Shard>, stop: StopSignal) {
-    let compactor = Compactor::new(shard.tier.store.clone(), CompactionConfig::default());
+    let config = CompactionConfig {
+        step_bytes_max: crate::runtime::compaction_step_bytes_max(&shard.config),
+        ..CompactionConfig::default()
+    };
+    let compactor = Compactor::new(shard.tier.store.clone(), config);
     loop {
         futures::select_biased! {
             _ = stop.clone().fuse() => return,

@@ -124,6 +124,11 @@ impl BrokerProcess {
         }
     }
 
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`: no chance to flush anything.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

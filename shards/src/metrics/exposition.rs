@@ -245,7 +245,7 @@ fn render_shard_counters(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
 }
 
 fn render_samples(out: &mut Exposition, samples: &[(usize, ShardSample)]) {
-    let families: [Family<ShardSample>; 15] = [
+    let families: [Family<ShardSample>; 18] = [
         (
             "sluice_partitions",
             Kind::Gauge,
@@ -320,6 +320,24 @@ fn render_samples(out: &mut Exposition, samples: &[(usize, ShardSample)]) {
             Kind::Gauge,
             "Size of the request memory pool.",
             |s| s.request_memory_capacity_bytes,
+        ),
+        (
+            "sluice_memory_pool_used_bytes",
+            Kind::Gauge,
+            "Bytes of the shard's memory pool in chunks (request frames, log-cache batches).",
+            |s| s.memory_pool_used_bytes,
+        ),
+        (
+            "sluice_memory_pool_capacity_bytes",
+            Kind::Gauge,
+            "Size of the shard's memory pool, allocated at start.",
+            |s| s.memory_pool_capacity_bytes,
+        ),
+        (
+            "sluice_memory_pool_waits_total",
+            Kind::Counter,
+            "Frames and batches that waited for the memory pool (back-pressure).",
+            |s| s.memory_pool_waits_total,
         ),
         (
             "sluice_log_cache_bytes",

@@ -87,6 +87,12 @@ pub struct ShardSample {
     pub request_memory_used_bytes: u64,
     /// The size of the request memory pool.
     pub request_memory_capacity_bytes: u64,
+    /// Bytes of the shard's memory pool in chunks (frames and log-cache batches).
+    pub memory_pool_used_bytes: u64,
+    /// The size of the shard's memory pool.
+    pub memory_pool_capacity_bytes: u64,
+    /// Times a frame or batch waited for the memory pool.
+    pub memory_pool_waits_total: u64,
     /// Bytes of batches in the partitions' log caches.
     pub log_cache_bytes: u64,
     /// The log cache's budget.
