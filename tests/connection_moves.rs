@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::BrokerProcess;
@@ -33,18 +31,9 @@ fn value(producer: usize, seq: usize) -> Vec<u8> {
 }
 
 fn moved_connections(admin: &str) -> u64 {
-    let mut stream = TcpStream::connect(admin).expect("admin server reachable");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout set");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request sent");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("response read");
-    raw.lines()
+    common::http::get(admin, "/metrics")
+        .body
+        .lines()
         .filter(|l| l.starts_with("sluice_connections_moved_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64

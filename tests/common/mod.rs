@@ -1,6 +1,7 @@
 //! Starting the real `sluice` binary for integration tests, and client set-up.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod http;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
