@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use futures::channel::mpsc;
@@ -42,9 +42,9 @@ use sluice_net::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
-use sluice_net::{ApiKey, Request, RequestHeader, Response, decode_response, encode_request};
+use sluice_net::{ApiKey, Request, Response, decode_response};
 use sluice_shards::BrokerConfig;
-use sluice_shards::in_process::InProcessShard;
+use sluice_shards::in_process::{InProcessShard, request_frame};
 
 const TOPIC: &str = "pipeline-bench";
 const RECORD_VALUE_BYTES: usize = 1024;
@@ -201,7 +201,10 @@ async fn create_topic(shard: &InProcessShard) {
         ..Default::default()
     });
     let pending = shard
-        .submit(encode(ApiKey::CreateTopics, CREATE_TOPICS_VERSION, request))
+        .submit(
+            request_frame(ApiKey::CreateTopics, CREATE_TOPICS_VERSION, &request)
+                .expect("encode request"),
+        )
         .await
         .expect("CreateTopics parsed");
     let frame = pending.await.expect("CreateTopics answered");
@@ -241,7 +244,7 @@ fn produce_frame(batch_bytes: usize) -> Bytes {
             }],
         }],
     });
-    encode(ApiKey::Produce, PRODUCE_VERSION, request)
+    request_frame(ApiKey::Produce, PRODUCE_VERSION, &request).expect("encode request")
 }
 
 /// Bytes of the record batch inside a frame built by `produce_frame`.
@@ -256,18 +259,6 @@ fn batch_len(frame: &Bytes) -> usize {
         .filter_map(|p| p.records.as_ref())
         .map(|r| r.len())
         .sum()
-}
-
-fn encode(api_key: ApiKey, version: i16, request: Request) -> Bytes {
-    let header = RequestHeader {
-        request_api_key: api_key as i16,
-        request_api_version: version,
-        correlation_id: 1,
-        client_id: Some("pipeline-bench".to_string()),
-    };
-    let mut out = BytesMut::new();
-    encode_request(&header, &request, &mut out).expect("encode request");
-    out.freeze().slice(4..)
 }
 
 fn bench_dir() -> PathBuf {

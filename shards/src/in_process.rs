@@ -132,3 +132,21 @@ impl InProcessShard {
         }
     }
 }
+
+/// Encodes `request` as a frame for [`InProcessShard::submit`]: a request header and body,
+/// without the 4-byte length prefix a socket would carry.
+pub fn request_frame(
+    api_key: sluice_net::ApiKey,
+    version: i16,
+    request: &sluice_net::Request,
+) -> Result<Bytes, sluice_net::EncodeError> {
+    let header = sluice_net::RequestHeader {
+        request_api_key: api_key as i16,
+        request_api_version: version,
+        correlation_id: 1,
+        client_id: Some(CLIENT_HOST.to_string()),
+    };
+    let mut out = bytes::BytesMut::new();
+    sluice_net::encode_request(&header, request, &mut out)?;
+    Ok(out.freeze().slice(4..))
+}

@@ -1,16 +1,16 @@
 //! An in-process shard answers CreateTopics and Produce frames with the broker's own handlers,
 //! persisting through a real WAL file, and refuses a frame it cannot parse.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_net::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use sluice_net::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
-use sluice_net::{ApiKey, Request, RequestHeader, Response, decode_response, encode_request};
+use sluice_net::{ApiKey, Request, Response, decode_response};
 use sluice_shards::BrokerConfig;
-use sluice_shards::in_process::InProcessShard;
+use sluice_shards::in_process::{InProcessShard, request_frame};
 
 const PRODUCE_VERSION: i16 = 9;
 const CREATE_TOPICS_VERSION: i16 = 5;
@@ -77,10 +77,10 @@ fn base_offset(frame: Bytes) -> i64 {
 }
 
 fn create_topics_frame(topic: &str) -> Bytes {
-    encode(
+    request_frame(
         ApiKey::CreateTopics,
         CREATE_TOPICS_VERSION,
-        Request::CreateTopics(CreateTopicsRequest {
+        &Request::CreateTopics(CreateTopicsRequest {
             topics: vec![CreatableTopic {
                 name: topic.to_string(),
                 num_partitions: 1,
@@ -91,6 +91,7 @@ fn create_topics_frame(topic: &str) -> Bytes {
             ..Default::default()
         }),
     )
+    .unwrap()
 }
 
 fn produce_frame(topic: &str, records: usize) -> Bytes {
@@ -98,10 +99,10 @@ fn produce_frame(topic: &str, records: usize) -> Bytes {
     for _ in 0..records {
         builder.append(1_700_000_000_000, None, Some(b"value"), &[]);
     }
-    encode(
+    request_frame(
         ApiKey::Produce,
         PRODUCE_VERSION,
-        Request::Produce(ProduceRequest {
+        &Request::Produce(ProduceRequest {
             transactional_id: None,
             acks: -1,
             timeout_ms: 10_000,
@@ -114,17 +115,5 @@ fn produce_frame(topic: &str, records: usize) -> Bytes {
             }],
         }),
     )
-}
-
-/// A request frame without its length prefix, as `InProcessShard::submit` takes it.
-fn encode(api_key: ApiKey, version: i16, request: Request) -> Bytes {
-    let header = RequestHeader {
-        request_api_key: api_key as i16,
-        request_api_version: version,
-        correlation_id: 7,
-        client_id: Some("in-process-test".to_string()),
-    };
-    let mut out = BytesMut::new();
-    encode_request(&header, &request, &mut out).unwrap();
-    out.freeze().slice(4..)
+    .unwrap()
 }
