@@ -130,6 +130,10 @@ pub struct StartArgs {
     /// (log.retention.check.interval.ms). [default: 300000]
     #[arg(long, value_name = "MS")]
     pub retention_check_interval_ms: Option<u64>,
+    /// How long an object compaction or retention dropped stays in the store before it is
+    /// deleted (file.delete.delay.ms). [default: 60000]
+    #[arg(long, value_name = "MS")]
+    pub object_delete_delay_ms: Option<u64>,
 }
 
 /// The config file's keys, all optional.
@@ -153,6 +157,7 @@ struct FileConfig {
     upload_size: Option<String>,
     upload_interval_ms: Option<u64>,
     retention_check_interval_ms: Option<u64>,
+    object_delete_delay_ms: Option<u64>,
 }
 
 impl StartArgs {
@@ -229,6 +234,9 @@ impl StartArgs {
                 bail!("--retention-check-interval-ms must be above 0");
             }
             config.retention_check_interval = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.object_delete_delay_ms.or(file.object_delete_delay_ms) {
+            config.object_delete_delay = std::time::Duration::from_millis(ms);
         }
         if config.pipeline_depth == 0 {
             bail!("--pipeline-depth must be at least 1");

@@ -83,5 +83,7 @@ pub const SMALL_STREAM_OBJECT_BYTES_DEFAULT: usize = STREAM_OBJECT_MIN_BYTES_DEF
 /// Default: merged Stream Objects grow up to this size (capped by the step's memory).
 pub const STREAM_OBJECT_TARGET_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
 /// Default grace period between marking an object for deletion and
-/// deleting it (readers holding an older image may still read it).
-pub const DELETION_GRACE_DEFAULT: Duration = Duration::from_secs(10 * 60);
+/// deleting it (readers holding an older image may still read it); Kafka's
+/// `file.delete.delay.ms` default. A fetch resolves and reads its objects in well
+/// under a second, while a longer grace keeps every compacted-away byte on disk.
+pub const DELETION_GRACE_DEFAULT: Duration = Duration::from_secs(60);

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use sluice_net::messages::api_versions_request::ApiVersionsRequest;
-use sluice_net::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
+use sluice_net::messages::create_topics_request::{
+    CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+};
 use sluice_net::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
 use sluice_net::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
@@ -385,12 +387,14 @@ pub async fn metadata(
     Ok(layout)
 }
 
-/// Creates `names`, each with `partitions` partitions; TOPIC_ALREADY_EXISTS is fine.
+/// Creates `names`, each with `partitions` partitions and the `configs` (name, value);
+/// TOPIC_ALREADY_EXISTS is fine.
 pub async fn create_topics(
     conn: &Connection,
     names: &[String],
     partitions: i32,
     replication_factor: i16,
+    configs: &[(String, String)],
 ) -> anyhow::Result<()> {
     let request = Request::CreateTopics(CreateTopicsRequest {
         topics: names
@@ -399,6 +403,13 @@ pub async fn create_topics(
                 name: name.clone(),
                 num_partitions: partitions,
                 replication_factor,
+                configs: configs
+                    .iter()
+                    .map(|(name, value)| CreatableTopicConfig {
+                        name: name.clone(),
+                        value: Some(value.clone()),
+                    })
+                    .collect(),
                 ..Default::default()
             })
             .collect(),

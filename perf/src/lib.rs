@@ -122,6 +122,10 @@ pub struct PerfArgs {
     /// Replication factor of the topics created.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub replication_factor: i16,
+    /// A config of the topics created, `NAME=VALUE` (OMB's driver `topicConfig`), e.g.
+    /// retention.bytes=1073741824; repeat for more.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_topic_config)]
+    pub topic_config: Vec<(String, String)>,
     /// Prefix of the topic names (a random part and the topic number follow).
     #[arg(long, value_name = "NAME", default_value = "sluice-perf")]
     pub topic_prefix: String,
@@ -254,6 +258,15 @@ fn parse_size_range(text: &str) -> anyhow::Result<(usize, usize)> {
     Ok((min, max))
 }
 
+fn parse_topic_config(text: &str) -> anyhow::Result<(String, String)> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        }
+        _ => bail!("--topic-config {text:?}: use NAME=VALUE, e.g. retention.bytes=1073741824"),
+    }
+}
+
 fn parse_acks(text: &str) -> anyhow::Result<i16> {
     match text.trim().to_ascii_lowercase().as_str() {
         "all" | "-1" => Ok(-1),
@@ -371,6 +384,7 @@ async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Resu
             &names,
             workload.partitions_per_topic as i32,
             args.replication_factor,
+            &args.topic_config,
         )
         .await?;
     }
@@ -720,5 +734,15 @@ mod tests {
             parse_size_range("1..1GiB").is_err(),
             "above MESSAGE_BYTES_MAX"
         );
+    }
+
+    #[test]
+    fn topic_configs_parse() {
+        assert_eq!(
+            parse_topic_config("retention.bytes=1024").unwrap(),
+            ("retention.bytes".to_string(), "1024".to_string())
+        );
+        assert!(parse_topic_config("retention.bytes").is_err(), "no value");
+        assert!(parse_topic_config("=5").is_err(), "no name");
     }
 }

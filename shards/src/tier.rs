@@ -222,6 +222,7 @@ fn feed(shard: &Shard) {
 pub async fn run_maintenance(shard: Rc<Shard>, stop: StopSignal) {
     let config = CompactionConfig {
         step_bytes_max: crate::runtime::compaction_step_bytes_max(&shard.config),
+        deletion_grace: shard.config.object_delete_delay,
         ..CompactionConfig::default()
     };
     let compactor = Compactor::new(shard.tier.store.clone(), config);
