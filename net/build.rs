@@ -575,7 +575,7 @@ fn gen_struct(m: &Msg, name: &str, fields: &[Field], top: bool, out: &mut String
 
     // Encode.
     writeln!(out, "impl Encode for {name} {{").unwrap();
-    writeln!(out, "#[allow(unused_variables)] fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {{").unwrap();
+    writeln!(out, "#[allow(unused_variables)] fn encode(&self, buf: &mut dyn BufMut, version: i16) -> Result<(), EncodeError> {{").unwrap();
     if top {
         writeln!(out, "if version < Self::MIN_VERSION || version > Self::MAX_VERSION {{ return Err(EncodeError::UnsupportedVersion {{ api_key: Self::API_KEY, version }}); }}").unwrap();
     }
@@ -870,7 +870,7 @@ fn gen_apis(msgs: &[Msg]) -> String {
             writeln!(o, "ApiKey::{0} => {enum_name}::{0}(crate::messages::{1}::{2}::decode(buf, version)?),", api_name(m), snake(&m.name), m.name).unwrap();
         }
         writeln!(o, "}}) }}").unwrap();
-        writeln!(o, "/// Encodes the body at `version`.\npub fn encode_body(&self, buf: &mut ::bytes::BytesMut, version: i16) -> Result<(), crate::EncodeError> {{ use crate::Encode; match self {{").unwrap();
+        writeln!(o, "/// Encodes the body at `version`.\npub fn encode_body(&self, buf: &mut dyn ::bytes::BufMut, version: i16) -> Result<(), crate::EncodeError> {{ use crate::Encode; match self {{").unwrap();
         for m in list.iter() {
             writeln!(
                 o,

@@ -7,7 +7,7 @@
 //!
 //! Helpers: `RequestHeader::header_version`, `ResponseHeader::header_version`.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 
 use crate::{ApiKey, DecodeError, EncodeError, wire};
 
@@ -41,7 +41,7 @@ impl RequestHeader {
     }
 
     /// Writes the header at `header_version` (1 or 2).
-    pub fn encode(&self, buf: &mut BytesMut, header_version: i16) -> Result<(), EncodeError> {
+    pub fn encode(&self, buf: &mut dyn BufMut, header_version: i16) -> Result<(), EncodeError> {
         buf.put_i16(self.request_api_key);
         buf.put_i16(self.request_api_version);
         buf.put_i32(self.correlation_id);
@@ -113,7 +113,7 @@ impl ResponseHeader {
     }
 
     /// Writes the header at `header_version` (0 or 1).
-    pub fn encode(&self, buf: &mut BytesMut, header_version: i16) {
+    pub fn encode(&self, buf: &mut dyn BufMut, header_version: i16) {
         buf.put_i32(self.correlation_id);
         if header_version >= 1 {
             wire::put_uvarint(buf, 0);

@@ -42,5 +42,5 @@ pub use error_code::ErrorCode;
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FrameError, frame_length};
 pub use header::{RequestHeader, ResponseHeader};
 pub use request::{RequestError, RequestErrorKind, decode_request, encode_request};
-pub use response::{decode_response, encode_response};
+pub use response::{decode_response, encode_response, encode_response_to, response_frame_len};
 pub use uuid::Uuid;

@@ -1,7 +1,7 @@
 //! Whole response frames: [`encode_response`] for the broker,
 //! [`decode_response`] for clients (load generator, tests).
 //!
-//! Helpers: `encode_response`, `decode_response`.
+//! Helpers: `encode_response`, `encode_response_to`, `response_frame_len`, `decode_response`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -15,16 +15,35 @@ pub fn encode_response(
     response: &Response,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let api_key = response.api_key();
-    let header_version = ResponseHeader::header_version(api_key, api_version);
-    let size = ResponseHeader::encoded_len(header_version) + response.body_len(api_version);
-    out.reserve(4 + size);
-    out.put_i32(crate::wire::len_u32(size)? as i32);
+    let size = response_frame_len(api_version, response)?;
+    out.reserve(size);
     let start = out.len();
-    ResponseHeader { correlation_id }.encode(out, header_version);
-    response.encode_body(out, api_version)?;
+    encode_response_to(correlation_id, api_version, response, out)?;
     debug_assert_eq!(out.len() - start, size, "encoded_len disagrees with encode");
     Ok(())
+}
+
+/// Bytes of the whole frame [`encode_response`] writes, size prefix included.
+pub fn response_frame_len(api_version: i16, response: &Response) -> Result<usize, EncodeError> {
+    let header_version = ResponseHeader::header_version(response.api_key(), api_version);
+    let size = ResponseHeader::encoded_len(header_version) + response.body_len(api_version);
+    crate::wire::len_u32(size)?;
+    Ok(4 + size)
+}
+
+/// [`encode_response`] into any buffer, e.g. a slice of exactly
+/// [`response_frame_len`] bytes taken from a memory pool.
+pub fn encode_response_to(
+    correlation_id: i32,
+    api_version: i16,
+    response: &Response,
+    out: &mut dyn BufMut,
+) -> Result<(), EncodeError> {
+    let header_version = ResponseHeader::header_version(response.api_key(), api_version);
+    let size = ResponseHeader::encoded_len(header_version) + response.body_len(api_version);
+    out.put_i32(crate::wire::len_u32(size)? as i32);
+    ResponseHeader { correlation_id }.encode(out, header_version);
+    response.encode_body(out, api_version)
 }
 
 /// Decodes a response frame (after the 4-byte size prefix) of `api_key` at

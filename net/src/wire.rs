@@ -10,7 +10,7 @@
 //! `get_string`, `get_nullable_string`, `get_bytes`, `get_nullable_bytes`,
 //! `get_array_len`, `prealloc_len`, `get_tag_count`, `get_tagged_field`.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 
 use crate::{DecodeError, EncodeError, Uuid};
 
@@ -26,7 +26,7 @@ pub const ARRAY_PREALLOC_BYTES_MAX: usize = 64 * 1024;
 // ------------------------------------------------------------------ writers
 
 /// Writes an unsigned LEB128 varint.
-pub fn put_uvarint(buf: &mut BytesMut, mut v: u32) {
+pub fn put_uvarint(buf: &mut dyn BufMut, mut v: u32) {
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);
         v >>= 7;
@@ -43,7 +43,7 @@ pub fn len_u32(len: usize) -> Result<u32, EncodeError> {
 }
 
 /// Writes a string (int16 length, or compact uvarint length + 1 when flexible).
-pub fn put_string(buf: &mut BytesMut, s: &str, flexible: bool) -> Result<(), EncodeError> {
+pub fn put_string(buf: &mut dyn BufMut, s: &str, flexible: bool) -> Result<(), EncodeError> {
     put_len(buf, s.len(), flexible, true)?;
     buf.put_slice(s.as_bytes());
     Ok(())
@@ -51,7 +51,7 @@ pub fn put_string(buf: &mut BytesMut, s: &str, flexible: bool) -> Result<(), Enc
 
 /// Writes a nullable string; `None` is an error where the version does not allow null.
 pub fn put_nullable_string(
-    buf: &mut BytesMut,
+    buf: &mut dyn BufMut,
     s: Option<&str>,
     flexible: bool,
     nullable: bool,
@@ -72,7 +72,7 @@ pub fn put_nullable_string(
 }
 
 /// Writes bytes (int32 length, or compact uvarint length + 1 when flexible).
-pub fn put_bytes(buf: &mut BytesMut, b: &[u8], flexible: bool) -> Result<(), EncodeError> {
+pub fn put_bytes(buf: &mut dyn BufMut, b: &[u8], flexible: bool) -> Result<(), EncodeError> {
     put_len(buf, b.len(), flexible, false)?;
     buf.put_slice(b);
     Ok(())
@@ -80,7 +80,7 @@ pub fn put_bytes(buf: &mut BytesMut, b: &[u8], flexible: bool) -> Result<(), Enc
 
 /// Writes nullable bytes (also `records`).
 pub fn put_nullable_bytes(
-    buf: &mut BytesMut,
+    buf: &mut dyn BufMut,
     b: Option<&Bytes>,
     flexible: bool,
     nullable: bool,
@@ -97,12 +97,12 @@ pub fn put_nullable_bytes(
 }
 
 /// Writes an array element count.
-pub fn put_array_len(buf: &mut BytesMut, n: usize, flexible: bool) -> Result<(), EncodeError> {
+pub fn put_array_len(buf: &mut dyn BufMut, n: usize, flexible: bool) -> Result<(), EncodeError> {
     put_len(buf, n, flexible, false)
 }
 
 /// Writes the null marker of a bytes / array length (int32 -1, or compact 0).
-pub fn put_null_len(buf: &mut BytesMut, flexible: bool) {
+pub fn put_null_len(buf: &mut dyn BufMut, flexible: bool) {
     if flexible {
         put_uvarint(buf, 0);
     } else {
@@ -110,7 +110,7 @@ pub fn put_null_len(buf: &mut BytesMut, flexible: bool) {
     }
 }
 
-fn put_len(buf: &mut BytesMut, n: usize, flexible: bool, short: bool) -> Result<(), EncodeError> {
+fn put_len(buf: &mut dyn BufMut, n: usize, flexible: bool, short: bool) -> Result<(), EncodeError> {
     if flexible {
         put_uvarint(buf, len_u32(n)? + 1);
     } else if short {

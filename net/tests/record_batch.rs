@@ -10,7 +10,7 @@ use kafka_protocol::records as kp;
 use sluice_net::record_batch::{
     BatchError, Compression, ControlRecordType, RecordBatchBuilder, RecordBatchHeader,
     TimestampType, batches, batches_allow_partial, decode_records, set_base_offset,
-    set_max_timestamp, set_partition_leader_epoch,
+    set_max_timestamp, set_partition_leader_epoch, whole_batch_crc32c,
 };
 
 const CODECS: [Compression; 5] = [
@@ -221,6 +221,17 @@ fn crc_and_patches() {
         (TimestampType::LogAppendTime, 42)
     );
     assert!(set_base_offset(&mut [0u8; 10], 1).is_err());
+    // The whole-batch CRC derived from the stored one equals a full pass, patched or not,
+    // and anything but one whole batch gets the full pass.
+    assert_eq!(whole_batch_crc32c(&m), crc32c::crc32c(&m));
+    assert_eq!(whole_batch_crc32c(&batch), crc32c::crc32c(&batch));
+    let two = [&batch[..], &batch[..]].concat();
+    assert_eq!(whole_batch_crc32c(&two), crc32c::crc32c(&two));
+    assert_eq!(
+        whole_batch_crc32c(&batch[..30]),
+        crc32c::crc32c(&batch[..30])
+    );
+    assert_eq!(whole_batch_crc32c(b"short"), crc32c::crc32c(b"short"));
 }
 
 #[test]

@@ -10,11 +10,12 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sluice_metadata::{ObjectKind, StreamRange};
 
 use crate::error::ObjectStoreError;
 use crate::limits::{DATA_BLOCK_BYTES_TARGET, INDEX_BYTES_MAX, TAIL_READ_BYTES};
+use crate::spare_buffer::SpareBuffer;
 use crate::store::ObjectStore;
 
 /// The last 8 bytes of every object.
@@ -164,7 +165,7 @@ impl ObjectBuilder {
     /// `finish`, with the block index too.
     pub fn finish_with_blocks(self) -> (Bytes, Vec<DataBlock>, Vec<StreamRange>) {
         let block_count_guess = self.data_bytes / self.block_bytes_target + self.streams.len();
-        let mut out = BytesMut::with_capacity(
+        let mut out = SpareBuffer::with_capacity(
             self.data_bytes + block_count_guess * INDEX_ENTRY_BYTES + FOOTER_BYTES,
         );
         let mut blocks: Vec<DataBlock> = Vec::with_capacity(block_count_guess);
@@ -237,7 +238,7 @@ impl ObjectBuilder {
     }
 }
 
-fn seal_block(out: &BytesMut, mut block: DataBlock) -> DataBlock {
+fn seal_block(out: &[u8], mut block: DataBlock) -> DataBlock {
     let start = block.position as usize;
     block.crc32c = crc32c::crc32c(&out[start..start + block.len as usize]);
     block

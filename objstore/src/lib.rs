@@ -10,6 +10,7 @@ pub mod limits;
 mod local;
 mod registry;
 mod s3;
+mod spare_buffer;
 mod stats;
 mod store;
 mod uploader;

@@ -87,3 +87,9 @@ pub const STREAM_OBJECT_TARGET_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
 /// `file.delete.delay.ms` default. A fetch resolves and reads its objects in well
 /// under a second, while a longer grace keeps every compacted-away byte on disk.
 pub const DELETION_GRACE_DEFAULT: Duration = Duration::from_secs(60);
+/// Default: an upload's objects hold at most about this many bytes each (a backlog sealed at
+/// once becomes several objects).
+pub const UPLOAD_OBJECT_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+/// Most bytes of object and block buffers kept for reuse after their last reader drops them
+/// (outside the shards' memory budget; see `spare_buffer`).
+pub const SPARE_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use crate::error::ObjectStoreError;
 use crate::limits::{LIST_KEYS_MAX, LOCAL_WRITE_CHUNK_BYTES};
+use crate::spare_buffer::{SPARE_BUFFER_ALIGN, SpareBuffer};
 use crate::store::{BoxFuture, ObjectBackend, ObjectMeta, Result};
 
 const TMP_DIR: &str = ".tmp";
@@ -194,10 +195,10 @@ impl LocalInner {
                 size,
             }
         })?;
-        let mut buf = vec![0u8; len];
+        let mut buf = SpareBuffer::filled(len);
         file.seek(SeekFrom::Start(start)).map_err(err)?;
-        file.read_exact(&mut buf).map_err(err)?;
-        Ok(Bytes::from(buf))
+        file.read_exact(buf.as_mut_slice()).map_err(err)?;
+        Ok(buf.freeze())
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -277,15 +278,31 @@ fn write_direct(path: &Path, data: &[u8]) -> io::Result<bool> {
         Err(e) => return Err(e),
     };
     // O_DIRECT needs the buffer, offsets and lengths aligned to the logical block size; 4 KiB
-    // covers 512 B and 4 KiB devices. The tail is padded, then cut off with set_len.
-    let mut raw = vec![0u8; LOCAL_WRITE_CHUNK_BYTES + DIRECT_IO_ALIGN];
-    let start = raw.as_ptr().align_offset(DIRECT_IO_ALIGN);
-    let buffer = &mut raw[start..start + LOCAL_WRITE_CHUNK_BYTES];
-    for chunk in data.chunks(LOCAL_WRITE_CHUNK_BYTES) {
-        let padded = chunk.len().next_multiple_of(DIRECT_IO_ALIGN);
-        buffer[..chunk.len()].copy_from_slice(chunk);
-        buffer[chunk.len()..padded].fill(0);
-        file.write_all(&buffer[..padded])?;
+    // covers 512 B and 4 KiB devices. Data in an aligned buffer (an object built in a
+    // `SpareBuffer`) is written from where it is, but for its tail; anything else goes through
+    // an aligned bounce buffer. The tail is padded, then cut off with set_len.
+    let direct = if data.as_ptr().align_offset(DIRECT_IO_ALIGN) == 0 {
+        data.len() / DIRECT_IO_ALIGN * DIRECT_IO_ALIGN
+    } else {
+        0
+    };
+    for chunk in data[..direct].chunks(LOCAL_WRITE_CHUNK_BYTES) {
+        file.write_all(chunk)?;
+    }
+    let rest = &data[direct..];
+    if !rest.is_empty() {
+        let mut bounce = SpareBuffer::filled(
+            rest.len()
+                .min(LOCAL_WRITE_CHUNK_BYTES)
+                .next_multiple_of(DIRECT_IO_ALIGN),
+        );
+        let buffer = bounce.as_mut_slice();
+        for chunk in rest.chunks(LOCAL_WRITE_CHUNK_BYTES) {
+            let padded = chunk.len().next_multiple_of(DIRECT_IO_ALIGN);
+            buffer[..chunk.len()].copy_from_slice(chunk);
+            buffer[chunk.len()..padded].fill(0);
+            file.write_all(&buffer[..padded])?;
+        }
     }
     if !data.len().is_multiple_of(DIRECT_IO_ALIGN) {
         file.set_len(data.len() as u64)?;
@@ -295,7 +312,7 @@ fn write_direct(path: &Path, data: &[u8]) -> io::Result<bool> {
 }
 
 /// Alignment of O_DIRECT buffers, offsets and lengths.
-const DIRECT_IO_ALIGN: usize = 4096;
+const DIRECT_IO_ALIGN: usize = SPARE_BUFFER_ALIGN;
 
 /// Writes `data` chunk by chunk, starting each chunk's writeback as soon as it is written and
 /// waiting for the one before: at most two chunks are dirty or in flight at once.
@@ -364,6 +381,13 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             // The temp dir is on a file system with O_DIRECT here (the WAL needs it too).
             assert!(write_direct(&path, &data).unwrap(), "O_DIRECT refused");
+            assert_eq!(fs::read(&path).unwrap(), data);
+            // From an aligned buffer: written in place, but for the tail.
+            let mut aligned = SpareBuffer::with_capacity(len);
+            aligned.extend_from_slice(&data);
+            assert_eq!(aligned.as_ptr().align_offset(DIRECT_IO_ALIGN), 0);
+            let path = dir.path().join(format!("aligned-{len}"));
+            assert!(write_direct(&path, &aligned).unwrap(), "O_DIRECT refused");
             assert_eq!(fs::read(&path).unwrap(), data);
         }
     }

@@ -18,6 +18,7 @@
 //! continue each stream in order.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,7 +29,7 @@ use crate::format::{BuildError, ObjectBuilder};
 use crate::limits::{
     DATA_BLOCK_BYTES_TARGET, STREAM_OBJECT_MIN_BYTES_DEFAULT, UPLOAD_BACKOFF_MAX,
     UPLOAD_BUFFER_BYTES_MAX_DEFAULT, UPLOAD_BYTES_DEFAULT, UPLOAD_INTERVAL_DEFAULT,
-    UPLOAD_PUTS_IN_FLIGHT_MAX,
+    UPLOAD_OBJECT_BYTES_MAX_DEFAULT, UPLOAD_PUTS_IN_FLIGHT_MAX,
 };
 use crate::registry::{Registry, allocate_object_ids};
 use crate::stats::Stats;
@@ -48,6 +49,9 @@ pub struct UploaderConfig {
     pub buffer_bytes_max: usize,
     /// Data block size of the objects written.
     pub block_bytes: usize,
+    /// An upload's objects hold at most about this many bytes each: a larger upload (a
+    /// backlog sealed at once) is split, so building one never needs hundreds of MiB.
+    pub object_bytes_max: usize,
     /// Longest back-off between upload attempts.
     pub backoff_max: Duration,
 }
@@ -60,6 +64,7 @@ impl Default for UploaderConfig {
             stream_object_min_bytes: STREAM_OBJECT_MIN_BYTES_DEFAULT,
             buffer_bytes_max: UPLOAD_BUFFER_BYTES_MAX_DEFAULT,
             block_bytes: DATA_BLOCK_BYTES_TARGET,
+            object_bytes_max: UPLOAD_OBJECT_BYTES_MAX_DEFAULT,
             backoff_max: UPLOAD_BACKOFF_MAX,
         }
     }
@@ -319,12 +324,12 @@ impl SealedUpload {
         store: &ObjectStore,
         registry: &R,
     ) -> Result<(), UploadError> {
-        let (large, small): (Vec<u64>, Vec<u64>) = self.streams.keys().copied().partition(|id| {
-            let bytes: usize = self.streams[id].iter().map(|a| a.2.len()).sum();
-            bytes >= self.config.stream_object_min_bytes
-        });
-        let count = large.len() + usize::from(!small.is_empty());
-        let first = allocate_object_ids(registry, count as u32)
+        let plans = plan_objects(
+            &self.streams,
+            self.config.stream_object_min_bytes,
+            self.config.object_bytes_max,
+        );
+        let first = allocate_object_ids(registry, plans.len() as u32)
             .await
             .map_err(UploadError::Metadata)?;
         // Copying and checksumming megabytes is not for a shard's executor
@@ -332,7 +337,7 @@ impl SealedUpload {
         let streams = self.streams.clone();
         let block_bytes = self.config.block_bytes;
         let objects = store
-            .spawn_blocking(move || build_objects(&streams, &small, &large, first, block_bytes))
+            .spawn_blocking(move || build_objects(&streams, &plans, first, block_bytes))
             .await
             .map_err(|_| UploadError::Shutdown)??;
         self.uploaded = vec![false; objects.len()];
@@ -345,29 +350,72 @@ impl SealedUpload {
 
 type Appends = BTreeMap<u64, Vec<(i64, i64, Bytes)>>;
 
-/// One SSO of the `small` streams (if any), then one SO per `large` stream,
-/// with ids from `first`.
+/// What one object of an upload holds: its kind, and (stream id, range of that stream's
+/// appends) for each stream in it.
+type ObjectPlan = (ObjectKind, Vec<(u64, Range<usize>)>);
+
+/// Splits an upload into objects: SSOs of the streams below `stream_object_min_bytes`
+/// (packed up to `object_bytes_max` each), then SOs of the others, a stream larger than
+/// `object_bytes_max` cut into consecutive SOs of about equal size (never a small tail,
+/// which compaction would rewrite).
+fn plan_objects(
+    streams: &Appends,
+    stream_object_min_bytes: usize,
+    object_bytes_max: usize,
+) -> Vec<ObjectPlan> {
+    let object_bytes_max = object_bytes_max.max(1);
+    let mut plans: Vec<ObjectPlan> = Vec::new();
+    let mut stream_objects: Vec<ObjectPlan> = Vec::new();
+    let mut set: Vec<(u64, Range<usize>)> = Vec::new();
+    let mut set_bytes = 0usize;
+    for (&id, appends) in streams {
+        let bytes: usize = appends.iter().map(|a| a.2.len()).sum();
+        if bytes < stream_object_min_bytes {
+            if !set.is_empty() && set_bytes + bytes > object_bytes_max {
+                plans.push((ObjectKind::StreamSet, std::mem::take(&mut set)));
+                set_bytes = 0;
+            }
+            set.push((id, 0..appends.len()));
+            set_bytes += bytes;
+            continue;
+        }
+        // Each piece aims at an equal share of what is left, so appends of uneven size
+        // still leave no small last piece.
+        let (mut pieces_left, mut bytes_left) = (bytes.div_ceil(object_bytes_max), bytes);
+        let (mut start, mut size) = (0usize, 0usize);
+        for (i, append) in appends.iter().enumerate() {
+            size += append.2.len();
+            if pieces_left > 1 && i + 1 < appends.len() && size >= bytes_left.div_ceil(pieces_left)
+            {
+                stream_objects.push((ObjectKind::Stream, vec![(id, start..i + 1)]));
+                (pieces_left, bytes_left) = (pieces_left - 1, bytes_left - size);
+                (start, size) = (i + 1, 0);
+            }
+        }
+        if start < appends.len() {
+            stream_objects.push((ObjectKind::Stream, vec![(id, start..appends.len())]));
+        }
+    }
+    if !set.is_empty() {
+        plans.push((ObjectKind::StreamSet, set));
+    }
+    plans.extend(stream_objects);
+    plans
+}
+
+/// Builds the objects of `plans`, with ids from `first`.
 fn build_objects(
     streams: &Appends,
-    small: &[u64],
-    large: &[u64],
+    plans: &[ObjectPlan],
     first: u64,
     block_bytes: usize,
 ) -> Result<Vec<(ObjectImage, Bytes)>, UploadError> {
-    let mut groups: Vec<(ObjectKind, &[u64])> = Vec::new();
-    if !small.is_empty() {
-        groups.push((ObjectKind::StreamSet, small));
-    }
-    groups.extend(
-        large
-            .iter()
-            .map(|id| (ObjectKind::Stream, std::slice::from_ref(id))),
-    );
-    let mut objects = Vec::with_capacity(groups.len());
-    for ((kind, ids), id) in groups.into_iter().zip(first..) {
+    let mut objects = Vec::with_capacity(plans.len());
+    for ((kind, parts), id) in plans.iter().zip(first..) {
+        let kind = *kind;
         let mut builder = ObjectBuilder::new(kind).with_block_bytes(block_bytes);
-        for stream_id in ids {
-            for (first_offset, end, payload) in &streams[stream_id] {
+        for (stream_id, range) in parts {
+            for (first_offset, end, payload) in &streams[stream_id][range.clone()] {
                 builder.add(*stream_id, *first_offset, end - 1, payload.clone())?;
             }
         }
@@ -411,5 +459,54 @@ async fn put_forever(store: &ObjectStore, key: &str, bytes: &Bytes, backoff_max:
                 store.sleep(backoff).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn appends(sizes: &[usize]) -> Vec<(i64, i64, Bytes)> {
+        let mut offset = 0;
+        sizes
+            .iter()
+            .map(|&size| {
+                offset += 1;
+                (offset - 1, offset, Bytes::from(vec![0u8; size]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn large_uploads_become_objects_of_bounded_size() {
+        let mut streams = Appends::new();
+        streams.insert(1, appends(&[10; 10]));
+        streams.insert(2, appends(&[5]));
+        streams.insert(3, appends(&[3, 2]));
+        streams.insert(4, appends(&[6]));
+        streams.insert(5, appends(&[20]));
+        let plans = plan_objects(&streams, 8, 32);
+        let expected: Vec<ObjectPlan> = vec![
+            // The streams below 8 bytes share one SSO (16 bytes, under 32).
+            (ObjectKind::StreamSet, vec![(2, 0..1), (3, 0..2), (4, 0..1)]),
+            // 100 bytes in 4 pieces of about equal size, none above 32, no small tail.
+            (ObjectKind::Stream, vec![(1, 0..3)]),
+            (ObjectKind::Stream, vec![(1, 3..6)]),
+            (ObjectKind::Stream, vec![(1, 6..8)]),
+            (ObjectKind::Stream, vec![(1, 8..10)]),
+            (ObjectKind::Stream, vec![(5, 0..1)]),
+        ];
+        assert_eq!(plans, expected);
+        let sets: Vec<ObjectPlan> = plan_objects(&streams, 8, 12)
+            .into_iter()
+            .filter(|(kind, _)| *kind == ObjectKind::StreamSet)
+            .collect();
+        assert_eq!(
+            sets,
+            vec![
+                (ObjectKind::StreamSet, vec![(2, 0..1), (3, 0..2)]),
+                (ObjectKind::StreamSet, vec![(4, 0..1)]),
+            ]
+        );
     }
 }

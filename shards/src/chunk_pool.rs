@@ -124,6 +124,32 @@ impl ChunkPool {
         PoolBuffer::Chunk(chunk)
     }
 
+    /// `parts` (of `total` bytes) as one `Bytes`: in a chunk when the pool has room, else on
+    /// the heap; never waits. One part is returned as it is.
+    pub fn concat(&self, parts: &[Bytes], total: usize) -> Bytes {
+        if let [one] = parts {
+            return one.clone();
+        }
+        match self.try_take(total) {
+            Some(mut chunk) => {
+                let mut at = 0;
+                for part in parts {
+                    chunk.as_mut()[at..at + part.len()].copy_from_slice(part);
+                    at += part.len();
+                }
+                debug_assert_eq!(at, total, "the parts add up to total");
+                chunk.freeze()
+            }
+            None => {
+                let mut out = bytes::BytesMut::with_capacity(total);
+                for part in parts {
+                    out.extend_from_slice(part);
+                }
+                out.freeze()
+            }
+        }
+    }
+
     /// Whether a caller waited for a chunk since the last call (clears the flag): the log
     /// cache should give back what it can.
     pub fn take_shortage(&self) -> bool {

@@ -506,8 +506,11 @@ impl Partition {
         sluice_net::record_batch::set_base_offset(data.as_mut(), base_offset)
             .map_err(|_| ErrorCode::CorruptMessage)?;
         let data = data.freeze();
+        // Every batch here passed validation (produced) or was built here (markers), so its
+        // stored CRC holds and the WAL's checksum needs no second pass over it.
+        let crc = sluice_net::record_batch::whole_batch_crc32c(&data);
         let position = wal
-            .append(self.stream_id, base_offset, last_offset, data.clone())
+            .append_with_crc(self.stream_id, base_offset, last_offset, data.clone(), crc)
             .await
             .map_err(|error| {
                 tracing::error!(%error, topic = %self.topic, partition = self.index, "WAL append failed");

@@ -533,7 +533,13 @@ impl Shard {
         while offset < end {
             let data = self
                 .tier
-                .read(&self.controller, stream_id, offset, 16 << 20)
+                .read(
+                    &self.controller,
+                    &self.memory_pool,
+                    stream_id,
+                    offset,
+                    16 << 20,
+                )
                 .await
                 .map_err(|e| format!("internal stream {stream_id} at {offset}: {e}"))?;
             let frames = internal_stream::unframe(&data).map_err(|e| e.to_string())?;
@@ -699,7 +705,13 @@ impl Shard {
         }
         let records = self
             .tier
-            .read(&self.controller, partition.stream_id, offset, max_bytes)
+            .read(
+                &self.controller,
+                &self.memory_pool,
+                partition.stream_id,
+                offset,
+                max_bytes,
+            )
             .await
             .map_err(|error| match error {
                 ColdReadError::NotInObjects => ErrorCode::OffsetOutOfRange,

@@ -38,9 +38,30 @@ impl ShardWal {
         last_offset: i64,
         payload: Bytes,
     ) -> Result<WalPosition, WalError> {
+        let payload_crc = crc32c::crc32c(&payload);
+        self.append_with_crc(stream_id, first_offset, last_offset, payload, payload_crc)
+            .await
+    }
+
+    /// [`ShardWal::append`] of a payload whose CRC-32C the caller knows (see
+    /// [`sluice_wal::Wal::append_with_crc`]).
+    pub async fn append_with_crc(
+        &self,
+        stream_id: u64,
+        first_offset: i64,
+        last_offset: i64,
+        payload: Bytes,
+        payload_crc: u32,
+    ) -> Result<WalPosition, WalError> {
         let position = self
             .wal
-            .append(stream_id, first_offset as u64, last_offset as u64, &payload)
+            .append_with_crc(
+                stream_id,
+                first_offset as u64,
+                last_offset as u64,
+                &payload,
+                payload_crc,
+            )
             .await?;
         self.unuploaded.borrow_mut().push_back(AppendedRecord {
             stream_id,

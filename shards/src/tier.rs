@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::FutureExt;
 use sluice_metadata::{CommandOutcome, MetadataCommand, MetadataImage};
 use sluice_objstore::{
@@ -20,6 +20,7 @@ use sluice_objstore::{
 };
 use sluice_wal::WalPosition;
 
+use crate::chunk_pool::ChunkPool;
 use crate::connection::StopSignal;
 use crate::controller::ControllerHandle;
 use crate::shard::Shard;
@@ -89,6 +90,7 @@ impl ObjectTier {
     pub async fn read(
         &self,
         controller: &ControllerHandle,
+        pool: &ChunkPool,
         stream_id: u64,
         offset: i64,
         max_bytes: usize,
@@ -97,24 +99,13 @@ impl ObjectTier {
         loop {
             let image = controller.image();
             match self.cold.read(&image, stream_id, offset, max_bytes).await {
-                Ok(Some(read)) => return Ok(concat(read.chunks, read.bytes)),
+                Ok(Some(read)) => return Ok(pool.concat(&read.chunks, read.bytes)),
                 Ok(None) => return Err(ColdReadError::NotInObjects),
                 Err(ObjectStoreError::NotFound { .. }) if !retried => retried = true,
                 Err(error) => return Err(error.into()),
             }
         }
     }
-}
-
-fn concat(chunks: Vec<Bytes>, bytes: usize) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks.into_iter().next().unwrap_or_default();
-    }
-    let mut out = BytesMut::with_capacity(bytes);
-    for chunk in chunks {
-        out.extend_from_slice(&chunk);
-    }
-    out.freeze()
 }
 
 impl Registry for ControllerHandle {

@@ -362,6 +362,28 @@ impl Wal {
         last_offset: u64,
         payload: &[u8],
     ) -> Result<WalPosition, WalError> {
+        self.append_with_crc(
+            stream_id,
+            first_offset,
+            last_offset,
+            payload,
+            crc32c::crc32c(payload),
+        )
+        .await
+    }
+
+    /// [`Wal::append`] of a payload whose CRC-32C the caller already knows (a Kafka batch
+    /// derives it from its own CRC), saving a pass over the bytes. A wrong `payload_crc`
+    /// makes recovery discard the record.
+    pub async fn append_with_crc(
+        &self,
+        stream_id: u64,
+        first_offset: u64,
+        last_offset: u64,
+        payload: &[u8],
+        payload_crc: u32,
+    ) -> Result<WalPosition, WalError> {
+        debug_assert_eq!(payload_crc, crc32c::crc32c(payload), "payload_crc is wrong");
         let inner = &self.inner;
         let record_bytes = RECORD_HEADER_SIZE + payload.len() as u64;
         if record_bytes > inner.record_bytes_max || payload.len() > u32::MAX as usize {
@@ -389,6 +411,7 @@ impl Wal {
                             first_offset,
                             last_offset,
                             payload,
+                            payload_crc,
                         );
                         drop(state);
                         drop(space_wait);
@@ -694,6 +717,7 @@ impl Inner {
         first_offset: u64,
         last_offset: u64,
         payload: &[u8],
+        payload_crc: u32,
     ) -> u64 {
         let generation = state.header.generation;
         let batch = state.open_batch.as_mut().expect("place() opened a batch");
@@ -707,7 +731,7 @@ impl Inner {
             last_offset,
             payload_len: payload.len() as u32,
             generation,
-            payload_crc: crc32c::crc32c(payload),
+            payload_crc,
         };
         let at = batch.len as usize;
         let bytes = batch.buf.as_bytes_mut();

@@ -28,7 +28,7 @@ pub use builder::{ControlRecordType, RecordBatchBuilder};
 pub use compression::Compression;
 pub use header::{
     RecordBatchHeader, TimestampType, set_base_offset, set_max_timestamp,
-    set_partition_leader_epoch,
+    set_partition_leader_epoch, whole_batch_crc32c,
 };
 pub use iter::{BatchIter, batches, batches_allow_partial};
 pub use records::{Record, RecordHeader, decode_records};

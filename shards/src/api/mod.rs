@@ -19,7 +19,7 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use sluice_net::{ApiKey, Request, RequestHeader, Response};
 
-use crate::connection::{PendingResponse, encode};
+use crate::connection::{PendingResponse, encode_pooled};
 use crate::shard::{Shard, ShardRequest};
 
 /// The APIs this broker answers; ApiVersions advertises exactly these.
@@ -72,6 +72,7 @@ pub async fn dispatch(
     let correlation_id = header.correlation_id;
     tracing::trace!(api = header.request_api_key, version, correlation_id, client = ?header.client_id, "request");
     let shard = shard.clone();
+    let pool = shard.memory_pool.clone();
     let response: futures::future::LocalBoxFuture<'static, Option<Response>> = match request {
         Request::Produce(r) => produce::order(&shard, version, r).await,
         Request::Fetch(r) => {
@@ -262,7 +263,7 @@ pub async fn dispatch(
     };
     async move {
         let response = response.await?;
-        encode(correlation_id, version, response).await
+        encode_pooled(&pool, correlation_id, version, &response)
     }
     .boxed_local()
 }
