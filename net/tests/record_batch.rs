@@ -225,6 +225,13 @@ fn crc_and_patches() {
     // and anything but one whole batch gets the full pass.
     assert_eq!(whole_batch_crc32c(&m), crc32c::crc32c(&m));
     assert_eq!(whole_batch_crc32c(&batch), crc32c::crc32c(&batch));
+    let mut large = RecordBatchBuilder::new(Compression::None);
+    for i in 0..64 {
+        large.append(i, None, Some(&[i as u8; 8192][..]), &[]);
+    }
+    let large = large.build().expect("build");
+    assert!(large.len() > 256 * 1024, "large enough to take the combined CRC");
+    assert_eq!(whole_batch_crc32c(&large), crc32c::crc32c(&large));
     let two = [&batch[..], &batch[..]].concat();
     assert_eq!(whole_batch_crc32c(&two), crc32c::crc32c(&two));
     assert_eq!(
