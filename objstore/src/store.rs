@@ -12,6 +12,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -107,11 +108,16 @@ impl RetryPolicy {
 #[derive(Clone)]
 pub struct ObjectStore {
     inner: Arc<Inner>,
+    // Set for a background handle: its work runs on the low-priority runtime while the flag
+    // (the caller is falling behind) is false.
+    background: Option<Arc<AtomicBool>>,
 }
 
 struct Inner {
     backend: Arc<dyn ObjectBackend>,
     runtime: OwnedRuntime,
+    // Same as `runtime`, but its threads run at the lowest CPU priority (nice 19).
+    background_runtime: OwnedRuntime,
     stats: Arc<Stats>,
     retry: RetryPolicy,
 }
@@ -137,16 +143,39 @@ impl ObjectStore {
 
     /// A store in a local directory (created if missing).
     pub fn local(root: impl Into<PathBuf>) -> Result<ObjectStore> {
-        let runtime = OwnedRuntime::new()?;
+        let runtime = OwnedRuntime::new(Priority::Normal)?;
         let backend = LocalBackend::open(root.into())?;
-        Ok(ObjectStore::with_backend(Arc::new(backend), runtime))
+        ObjectStore::with_backend(Arc::new(backend), runtime)
     }
 
     /// A store in an S3 bucket (any S3-compatible server).
     pub fn s3(config: &S3Config) -> Result<ObjectStore> {
-        let runtime = OwnedRuntime::new()?;
+        let runtime = OwnedRuntime::new(Priority::Normal)?;
         let backend = S3Backend::new(config, &runtime.handle)?;
-        Ok(ObjectStore::with_backend(Arc::new(backend), runtime))
+        ObjectStore::with_backend(Arc::new(backend), runtime)
+    }
+
+    /// The same store for background work (uploads): its CPU-heavy work (building and
+    /// checksumming objects) runs on threads of the lowest CPU priority while `behind` is
+    /// false, so it never takes a core from the shards; while `behind` is true (the caller's
+    /// WAL is filling up) each new piece of work runs at normal priority again. Requests to
+    /// the backend always run at normal priority: a starved request would hold its upload,
+    /// and the WAL behind it, however far behind the caller falls.
+    pub fn background(&self, behind: Arc<AtomicBool>) -> ObjectStore {
+        ObjectStore {
+            inner: self.inner.clone(),
+            background: Some(behind),
+        }
+    }
+
+    /// The runtime this handle's next CPU-heavy work runs on.
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        match &self.background {
+            Some(behind) if !behind.load(Ordering::Relaxed) => {
+                &self.inner.background_runtime.handle
+            }
+            _ => &self.inner.runtime.handle,
+        }
     }
 
     /// The same store with other retry rules (tests use short ones).
@@ -163,18 +192,21 @@ impl ObjectStore {
         };
         ObjectStore {
             inner: Arc::new(inner),
+            background: self.background,
         }
     }
 
-    fn with_backend(backend: Arc<dyn ObjectBackend>, runtime: OwnedRuntime) -> ObjectStore {
-        ObjectStore {
+    fn with_backend(backend: Arc<dyn ObjectBackend>, runtime: OwnedRuntime) -> Result<ObjectStore> {
+        Ok(ObjectStore {
             inner: Arc::new(Inner {
                 backend,
                 runtime,
+                background_runtime: OwnedRuntime::new(Priority::Background)?,
                 stats: Arc::new(Stats::default()),
                 retry: RetryPolicy::default(),
             }),
-        }
+            background: None,
+        })
     }
 
     /// The counters of this store (shared with the uploader, cache and
@@ -305,7 +337,7 @@ impl ObjectStore {
         T: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.inner.runtime.handle.spawn_blocking(move || {
+        self.runtime().spawn_blocking(move || {
             let _ = tx.send(work());
         });
         rx
@@ -433,19 +465,33 @@ struct OwnedRuntime {
     handle: tokio::runtime::Handle,
 }
 
+/// The CPU priority of a runtime's threads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Priority {
+    Normal,
+    /// nice 19: runs only when the cores are not needed by anything else (lowering one's own
+    /// priority needs no privilege; raising it back would, hence a runtime of its own).
+    Background,
+}
+
 impl OwnedRuntime {
-    fn new() -> Result<OwnedRuntime> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+    fn new(priority: Priority) -> Result<OwnedRuntime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
             .worker_threads(RUNTIME_WORKER_THREADS)
             .max_blocking_threads(RUNTIME_BLOCKING_THREADS_MAX)
-            .thread_name("sluice-objstore")
-            .enable_all()
-            .build()
-            .map_err(|e| ObjectStoreError::Other {
-                operation: "start",
-                key: String::new(),
-                message: format!("cannot start the object store runtime: {e}"),
-            })?;
+            .enable_all();
+        match priority {
+            Priority::Normal => builder.thread_name("sluice-objstore"),
+            Priority::Background => builder
+                .thread_name("sluice-objstore-bg")
+                .on_thread_start(lower_thread_priority),
+        };
+        let runtime = builder.build().map_err(|e| ObjectStoreError::Other {
+            operation: "start",
+            key: String::new(),
+            message: format!("cannot start the object store runtime: {e}"),
+        })?;
         let handle = runtime.handle().clone();
         Ok(OwnedRuntime {
             runtime: Some(runtime),
@@ -453,6 +499,19 @@ impl OwnedRuntime {
         })
     }
 }
+
+/// Gives the calling thread the lowest CPU priority (nice 19; Linux nice values are per thread).
+/// Should the kernel refuse, the thread simply keeps normal priority.
+fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority take and return plain integers and touch no memory of ours.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE);
+    }
+}
+
+/// The nice value of background threads: the lowest priority.
+const BACKGROUND_NICE: libc::c_int = 19;
 
 impl Drop for OwnedRuntime {
     fn drop(&mut self) {
@@ -465,6 +524,26 @@ impl Drop for OwnedRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nice_of_thread() -> libc::c_int {
+        // SAFETY: plain integer arguments; errno is not consulted (nice values are 0..19 here).
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[test]
+    fn background_work_runs_at_the_lowest_priority_until_it_falls_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::local(dir.path()).unwrap();
+        let behind = Arc::new(AtomicBool::new(false));
+        let background = store.background(behind.clone());
+        let nice = |store: &ObjectStore| {
+            futures::executor::block_on(store.spawn_blocking(nice_of_thread)).unwrap()
+        };
+        assert_eq!(nice(&store), 0);
+        assert_eq!(nice(&background), BACKGROUND_NICE);
+        behind.store(true, Ordering::Relaxed);
+        assert_eq!(nice(&background), 0);
+    }
 
     #[test]
     fn keys() {

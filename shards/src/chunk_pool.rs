@@ -126,15 +126,15 @@ impl ChunkPool {
 
     /// `parts` (of `total` bytes) as one `Bytes`: in a chunk when the pool has room, else on
     /// the heap; never waits. One part is returned as it is.
-    pub fn concat(&self, parts: &[Bytes], total: usize) -> Bytes {
+    pub fn concat(&self, parts: &[&Bytes], total: usize) -> Bytes {
         if let [one] = parts {
-            return one.clone();
+            return (*one).clone();
         }
         match self.try_take(total) {
             Some(mut chunk) => {
                 let mut at = 0;
                 for part in parts {
-                    chunk.as_mut()[at..at + part.len()].copy_from_slice(part);
+                    chunk.as_mut()[at..at + part.len()].copy_from_slice(part.as_ref());
                     at += part.len();
                 }
                 debug_assert_eq!(at, total, "the parts add up to total");
@@ -143,7 +143,7 @@ impl ChunkPool {
             None => {
                 let mut out = bytes::BytesMut::with_capacity(total);
                 for part in parts {
-                    out.extend_from_slice(part);
+                    out.extend_from_slice(part.as_ref());
                 }
                 out.freeze()
             }

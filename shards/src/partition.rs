@@ -340,6 +340,7 @@ impl Partition {
         offset: i64,
         max_bytes: usize,
         read_committed: bool,
+        pool: &ChunkPool,
     ) -> Result<ReadSlice, ReadError> {
         let last_stable_offset = self.last_stable_offset();
         let limit = if read_committed {
@@ -347,7 +348,7 @@ impl Partition {
         } else {
             i64::MAX
         };
-        let mut slice = self.log.borrow().read(offset, max_bytes, limit)?;
+        let mut slice = self.log.borrow().read(offset, max_bytes, limit, pool)?;
         slice.last_stable_offset = last_stable_offset;
         if read_committed && !slice.records.is_empty() {
             let upper = end_offset_of(&slice.records).unwrap_or(last_stable_offset);
@@ -689,7 +690,9 @@ mod tests {
             1,
             "producer 2 is still open"
         );
-        let open = partition.read(0, 1 << 20, true).unwrap();
+        let open = partition
+            .read(0, 1 << 20, true, &ChunkPool::new(1 << 20))
+            .unwrap();
         assert!(!open.records.is_empty(), "offset 0 is stable");
         assert_eq!(
             open.aborted_transactions,
@@ -704,7 +707,9 @@ mod tests {
         // Replayed twice (a WAL record written again): nothing reopens.
         partition.recover(transactional(2, 0, 1)).unwrap();
         assert_eq!(partition.last_stable_offset(), 5);
-        let uncommitted = partition.read(0, 1 << 20, false).unwrap();
+        let uncommitted = partition
+            .read(0, 1 << 20, false, &ChunkPool::new(1 << 20))
+            .unwrap();
         assert!(uncommitted.aborted_transactions.is_empty());
     }
 }

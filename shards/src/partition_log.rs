@@ -6,7 +6,9 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+
+use crate::chunk_pool::ChunkPool;
 
 /// One stored record batch with the figures the read paths need without parsing it again.
 #[derive(Debug, Clone)]
@@ -265,7 +267,14 @@ impl PartitionLog {
 
     /// Reads whole batches from the one holding `offset`, up to `max_bytes` — but at least one
     /// batch, however large, as Kafka does — and never past `limit` (the high watermark or LSO).
-    pub fn read(&self, offset: i64, max_bytes: usize, limit: i64) -> Result<ReadSlice, ReadError> {
+    /// Several batches are joined in a chunk of `pool` (on the heap when it is short).
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: i64,
+        pool: &ChunkPool,
+    ) -> Result<ReadSlice, ReadError> {
         let mut slice = ReadSlice {
             records: Bytes::new(),
             high_watermark: self.high_watermark,
@@ -302,14 +311,7 @@ impl PartitionLog {
         }
         slice.records = match chosen.len() {
             0 => Bytes::new(),
-            1 => chosen[0].clone(),
-            _ => {
-                let mut out = BytesMut::with_capacity(total);
-                for data in chosen {
-                    out.extend_from_slice(data);
-                }
-                out.freeze()
-            }
+            _ => pool.concat(&chosen, total),
         };
         Ok(slice)
     }
@@ -328,6 +330,10 @@ impl PartitionLog {
 mod tests {
     use super::*;
 
+    fn pool() -> ChunkPool {
+        ChunkPool::new(1 << 20)
+    }
+
     fn batch(base: i64, count: i64, len: usize) -> StoredBatch {
         StoredBatch {
             base_offset: base,
@@ -342,15 +348,30 @@ mod tests {
         let mut log = PartitionLog::new(0);
         log.append(batch(0, 10, 100));
         log.append(batch(10, 10, 100));
-        assert_eq!(log.read(0, 1000, i64::MAX).unwrap().records.len(), 0);
-        log.advance_high_watermark(10);
-        assert_eq!(log.read(0, 1000, i64::MAX).unwrap().records.len(), 100);
-        log.advance_high_watermark(20);
-        assert_eq!(log.read(5, 1000, i64::MAX).unwrap().records.len(), 200);
-        assert_eq!(log.read(5, 1, i64::MAX).unwrap().records.len(), 100);
-        assert_eq!(log.read(20, 1000, i64::MAX).unwrap().records.len(), 0);
         assert_eq!(
-            log.read(21, 1000, i64::MAX),
+            log.read(0, 1000, i64::MAX, &pool()).unwrap().records.len(),
+            0
+        );
+        log.advance_high_watermark(10);
+        assert_eq!(
+            log.read(0, 1000, i64::MAX, &pool()).unwrap().records.len(),
+            100
+        );
+        log.advance_high_watermark(20);
+        assert_eq!(
+            log.read(5, 1000, i64::MAX, &pool()).unwrap().records.len(),
+            200
+        );
+        assert_eq!(
+            log.read(5, 1, i64::MAX, &pool()).unwrap().records.len(),
+            100
+        );
+        assert_eq!(
+            log.read(20, 1000, i64::MAX, &pool()).unwrap().records.len(),
+            0
+        );
+        assert_eq!(
+            log.read(21, 1000, i64::MAX, &pool()),
             Err(ReadError::OffsetOutOfRange)
         );
     }
@@ -365,10 +386,13 @@ mod tests {
         assert_eq!(log.log_start_offset(), 15);
         assert_eq!(log.size_bytes(), 100);
         assert_eq!(
-            log.read(3, 1000, i64::MAX),
+            log.read(3, 1000, i64::MAX, &pool()),
             Err(ReadError::OffsetOutOfRange)
         );
-        assert_eq!(log.read(15, 1000, i64::MAX).unwrap().records.len(), 100);
+        assert_eq!(
+            log.read(15, 1000, i64::MAX, &pool()).unwrap().records.len(),
+            100
+        );
     }
 
     #[test]
@@ -392,12 +416,28 @@ mod tests {
         log.mark_uploaded(10);
         assert_eq!(log.uploaded_cached_bytes(), 100);
         assert_eq!(log.evict_uploaded(1000), 100);
-        assert_eq!(log.read(5, 1000, i64::MAX), Err(ReadError::NotCached));
-        assert_eq!(log.read(10, 1000, i64::MAX).unwrap().records.len(), 100);
+        assert_eq!(
+            log.read(5, 1000, i64::MAX, &pool()),
+            Err(ReadError::NotCached)
+        );
+        assert_eq!(
+            log.read(10, 1000, i64::MAX, &pool()).unwrap().records.len(),
+            100
+        );
         let resumed = PartitionLog::resumed(0, 20, 0);
         assert_eq!(resumed.high_watermark(), 20);
-        assert_eq!(resumed.read(3, 1000, i64::MAX), Err(ReadError::NotCached));
-        assert_eq!(resumed.read(20, 1000, i64::MAX).unwrap().records.len(), 0);
+        assert_eq!(
+            resumed.read(3, 1000, i64::MAX, &pool()),
+            Err(ReadError::NotCached)
+        );
+        assert_eq!(
+            resumed
+                .read(20, 1000, i64::MAX, &pool())
+                .unwrap()
+                .records
+                .len(),
+            0
+        );
     }
 
     #[test]

@@ -238,7 +238,7 @@ impl Shard {
                     let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
                     return;
                 };
-                match partition.read(offset, max_bytes, read_committed) {
+                match partition.read(offset, max_bytes, read_committed, &self.memory_pool) {
                     Ok(slice) => {
                         self.count_read(&partition, &slice);
                         let _ = reply.send(Ok(slice));
@@ -629,8 +629,10 @@ impl Shard {
                     .unwrap_or(log_start);
                 let mut size = partition.cached_bytes_from(objects_end)
                     + ranges.iter().map(|r| r.1).sum::<u64>();
+                // As Kafka deletes segments: a range goes only if what stays after it is
+                // still at least retention.bytes, so the log keeps its newest records.
                 for (end, len) in ranges {
-                    if size <= settings.retention_bytes as u64 {
+                    if size.saturating_sub(len) < settings.retention_bytes as u64 {
                         break;
                     }
                     size -= len;

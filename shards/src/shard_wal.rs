@@ -3,6 +3,8 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use glommio::sync::Semaphore;
@@ -17,6 +19,8 @@ pub struct ShardWal {
     unuploaded: RefCell<VecDeque<AppendedRecord>>,
     // One permit at most: "records became durable", for the upload task.
     durable_signal: Semaphore,
+    // Whether uploads are falling behind: more than half the WAL waits for them.
+    uploads_behind: Arc<AtomicBool>,
 }
 
 impl ShardWal {
@@ -26,7 +30,22 @@ impl ShardWal {
             wal,
             unuploaded: RefCell::new(VecDeque::new()),
             durable_signal: Semaphore::new(0),
+            uploads_behind: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// True while more than half the WAL waits for uploads (kept current by appends and
+    /// trims): the upload work then runs at normal priority, not in the background.
+    pub fn uploads_behind(&self) -> Arc<AtomicBool> {
+        self.uploads_behind.clone()
+    }
+
+    fn note_usage(&self) {
+        let stats = self.wal.stats();
+        self.uploads_behind.store(
+            stats.used_bytes > stats.capacity_bytes / 2,
+            Ordering::Relaxed,
+        );
     }
 
     /// Appends one record of `stream_id` holding `first_offset..=last_offset`; waits while the
@@ -63,6 +82,7 @@ impl ShardWal {
                 payload_crc,
             )
             .await?;
+        self.note_usage();
         self.unuploaded.borrow_mut().push_back(AppendedRecord {
             stream_id,
             first_offset,
@@ -115,7 +135,9 @@ impl ShardWal {
 
     /// Releases WAL space up to `position`, whose records are all in committed objects.
     pub async fn trim(&self, position: WalPosition) -> Result<(), WalError> {
-        self.wal.trim(position).await
+        let trimmed = self.wal.trim(position).await;
+        self.note_usage();
+        trimmed
     }
 
     /// The WAL's figures.

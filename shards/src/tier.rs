@@ -99,7 +99,10 @@ impl ObjectTier {
         loop {
             let image = controller.image();
             match self.cold.read(&image, stream_id, offset, max_bytes).await {
-                Ok(Some(read)) => return Ok(pool.concat(&read.chunks, read.bytes)),
+                Ok(Some(read)) => {
+                    let parts: Vec<&Bytes> = read.chunks.iter().collect();
+                    return Ok(pool.concat(&parts, read.bytes));
+                }
                 Ok(None) => return Err(ColdReadError::NotInObjects),
                 Err(ObjectStoreError::NotFound { .. }) if !retried => retried = true,
                 Err(error) => return Err(error.into()),
@@ -123,6 +126,9 @@ impl Registry for ControllerHandle {
 /// trims the WAL and evicts uploaded batches from the log cache. Runs until the shard stops.
 pub async fn run_uploads(shard: Rc<Shard>, stop: StopSignal) {
     let tier = &shard.tier;
+    // Building and writing objects competes with the shards for the cores; it waits in the
+    // background while the WAL has room for it to fall behind.
+    let store = tier.store.background(shard.wal.uploads_behind());
     loop {
         feed(&shard);
         let now = Instant::now();
@@ -152,7 +158,7 @@ pub async fn run_uploads(shard: Rc<Shard>, stop: StopSignal) {
             continue;
         };
         let report = loop {
-            match sealed.run(&tier.store, &shard.controller).await {
+            match sealed.run(&store, &shard.controller).await {
                 Ok(report) => break report,
                 Err(error) => {
                     tracing::warn!(shard = shard.id, %error, "upload not committed; retrying");

@@ -17,6 +17,9 @@ use crate::shard::{Shard, ShardRequest};
 /// The longest a fetch may wait, whatever max.wait.ms says.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 
+/// Room kept in a response's chunk for everything but the records (headers, offsets, names).
+const RESPONSE_OVERHEAD_BYTES_RESERVED: usize = 64 * 1024;
+
 /// Fetch's isolation_level for read_committed (0 is read_uncommitted).
 const READ_COMMITTED: i8 = 1;
 
@@ -82,6 +85,14 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
     } else {
         usize::MAX
     };
+    // A response is encoded into one chunk of the pool, so its records stay within the
+    // largest chunk (fetch.max.bytes is an upper bound: clients fetch again for the rest).
+    let max_bytes = max_bytes.min(
+        shard
+            .memory_pool
+            .chunk_bytes_max()
+            .saturating_sub(RESPONSE_OVERHEAD_BYTES_RESERVED),
+    );
     let mut reads = read_all(shard, &targets, read_committed).await;
     loop {
         let total: usize = reads
