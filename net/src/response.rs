@@ -18,7 +18,7 @@ pub fn encode_response(
     let size = response_frame_len(api_version, response)?;
     out.reserve(size);
     let start = out.len();
-    encode_response_to(correlation_id, api_version, response, out)?;
+    encode_response_to(correlation_id, api_version, response, size, out)?;
     debug_assert_eq!(out.len() - start, size, "encoded_len disagrees with encode");
     Ok(())
 }
@@ -31,17 +31,18 @@ pub fn response_frame_len(api_version: i16, response: &Response) -> Result<usize
     Ok(4 + size)
 }
 
-/// [`encode_response`] into any buffer, e.g. a slice of exactly
-/// [`response_frame_len`] bytes taken from a memory pool.
+/// [`encode_response`] into any buffer, e.g. a slice of exactly `frame_len` bytes taken
+/// from a memory pool; `frame_len` is what [`response_frame_len`] returned (passed in so
+/// that the body's length, a walk over the whole response, is computed once).
 pub fn encode_response_to(
     correlation_id: i32,
     api_version: i16,
     response: &Response,
+    frame_len: usize,
     out: &mut dyn BufMut,
 ) -> Result<(), EncodeError> {
     let header_version = ResponseHeader::header_version(response.api_key(), api_version);
-    let size = ResponseHeader::encoded_len(header_version) + response.body_len(api_version);
-    out.put_i32(crate::wire::len_u32(size)? as i32);
+    out.put_i32(crate::wire::len_u32(frame_len.saturating_sub(4))? as i32);
     ResponseHeader { correlation_id }.encode(out, header_version);
     response.encode_body(out, api_version)
 }

@@ -270,7 +270,7 @@ pub fn encode_pooled(
         return encode_to_heap(correlation_id, api_version, response);
     };
     let mut out: &mut [u8] = chunk.as_mut();
-    match sluice_net::encode_response_to(correlation_id, api_version, response, &mut out) {
+    match sluice_net::encode_response_to(correlation_id, api_version, response, len, &mut out) {
         Ok(()) if out.is_empty() => Some(chunk.freeze()),
         Ok(()) => {
             tracing::error!(
