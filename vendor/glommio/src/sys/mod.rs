@@ -320,7 +320,11 @@ impl SleepNotifier {
         // Sender only errors out if the destination disconnected. That
         // most likely happened because the remote executor already died, in which
         // case they were no longer interested in this notification. But log.
-        if self.waker_sender.send(waker).is_err() {
+        if let Err(unsent) = self.waker_sender.send(waker) {
+            // Sluice patch: dropping the waker here would hand it back to
+            // this same gone executor, again and again. Its task cannot be
+            // polled any more; leak the reference instead.
+            std::mem::forget(unsent.into_inner());
             debug!(
                 "Executor {} cannot send the waker to its destination!",
                 self.id()

@@ -104,6 +104,16 @@ where
         Self::drop_waker,
     );
 
+    /// The vtable of a reference that a foreign thread dropped and handed to
+    /// the owning executor: waking it there only drops the reference, so a
+    /// dropped waker never causes a spurious poll.
+    const HANDED_BACK_VTABLE: RawWakerVTable = RawWakerVTable::new(
+        Self::clone_waker,
+        Self::drop_waker,
+        Self::wake_by_ref_nothing,
+        Self::drop_waker,
+    );
+
     /// Allocates a task with the given `future` and `schedule` function.
     ///
     /// It is assumed that initially only the `Task` reference and the
@@ -251,9 +261,33 @@ where
     /// Wakes a waker.
     unsafe fn wake(ptr: *const ()) {
         dbg_context!(ptr, "wake", {
+            if Self::thread_id() != Some(Self::from_ptr(ptr).my_id()) {
+                // Sluice patch: hand this very reference to the owner, which
+                // wakes and then drops it. Waking by clone and then dropping
+                // here could take the count to zero on this thread (see
+                // `drop_waker`).
+                Self::hand_back(ptr, &Self::RAW_WAKER_VTABLE);
+                return;
+            }
             Self::do_wake(ptr);
             Self::drop_waker(ptr);
         });
+    }
+
+    /// Does nothing: a handed-back reference has nothing left to wake.
+    unsafe fn wake_by_ref_nothing(_ptr: *const ()) {}
+
+    /// Sends the reference `ptr` holds to the executor that owns the task,
+    /// leaving the reference count untouched on this foreign thread.
+    unsafe fn hand_back(ptr: *const (), vtable: &'static RawWakerVTable) {
+        // SAFETY: the caller owns one reference to the task at `ptr`, which
+        // keeps the task and its notifier alive; the new `Waker` takes over
+        // that reference, so the count is neither raised nor lowered here.
+        let raw = Self::from_ptr(ptr);
+        raw.notifier().queue_waker(
+            Waker::from_raw(RawWaker::new(ptr, vtable)),
+            (*raw.header).latency_matters,
+        );
     }
 
     /// Wakes a waker by reference.
@@ -300,16 +334,16 @@ where
 
             if Self::thread_id() != Some(raw.my_id()) {
                 dbg_context!(ptr, "foreign", {
-                    // In case the task complete before the last foreign waker
-                    // is dropped, schedule it once more to ensure the task
-                    // will be destroyed
-                    if Self::decrement_references(&*(raw.header as *mut Header)) == 0 {
-                        let notifier = raw.notifier();
-                        notifier.queue_waker(
-                            Waker::from_raw(Self::clone_waker(ptr)),
-                            (*raw.header).latency_matters,
-                        );
-                    }
+                    // Sluice patch: the owner drops the reference. Upstream
+                    // decremented here and, on reaching zero, cloned the waker
+                    // back to one and queued it. Between the two the count was
+                    // zero while the owner could read it: a `JoinHandle`
+                    // dropped then destroyed the task, and the queued waker
+                    // later freed it again (double free in
+                    // `process_foreign_wakes`). A foreign thread now only ever
+                    // raises the count, and only while it holds a reference,
+                    // so the owner's `refs == 0` decisions stay exact.
+                    Self::hand_back(ptr, &Self::HANDED_BACK_VTABLE);
                     return;
                 });
             }
