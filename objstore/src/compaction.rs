@@ -26,8 +26,8 @@ use sluice_metadata::{
 use crate::error::ObjectStoreError;
 use crate::format::{DataBlock, ObjectBuilder, ObjectIndex, split_blocks};
 use crate::limits::{
-    COMPACTION_STEP_BYTES_MAX_DEFAULT, DATA_BLOCK_BYTES_TARGET, DELETION_GRACE_DEFAULT,
-    SMALL_STREAM_OBJECT_BYTES_DEFAULT, STREAM_OBJECT_TARGET_BYTES_DEFAULT,
+    COMPACTION_BEHIND_STEPS, COMPACTION_STEP_BYTES_MAX_DEFAULT, DATA_BLOCK_BYTES_TARGET,
+    DELETION_GRACE_DEFAULT, SMALL_STREAM_OBJECT_BYTES_DEFAULT, STREAM_OBJECT_TARGET_BYTES_DEFAULT,
 };
 use crate::registry::{Registry, allocate_object_ids};
 use crate::stats::Stats;
@@ -132,6 +132,18 @@ pub fn plan_step(image: &MetadataImage, config: &CompactionConfig) -> Option<Com
         }
     }
     None
+}
+
+/// Whether compaction has fallen behind: the Stream Set Objects waiting to be split hold more
+/// than `COMPACTION_BEHIND_STEPS` steps of work. The caller runs compaction on
+/// `ObjectStore::background` with this as its flag.
+pub fn falling_behind(image: &MetadataImage, config: &CompactionConfig) -> bool {
+    let waiting: u64 = image
+        .objects()
+        .filter(|o| o.kind == ObjectKind::StreamSet)
+        .map(|o| o.size)
+        .sum();
+    waiting > COMPACTION_BEHIND_STEPS * config.step_bytes_max as u64
 }
 
 /// Runs compaction steps and the deletion of objects.

@@ -18,7 +18,7 @@ mod uploader;
 pub use cache::{BlockCache, ColdRead, ColdReader};
 pub use compaction::{
     CompactionConfig, CompactionError, CompactionPlan, CompactionReport, Compactor, dead_objects,
-    deletable_objects, orphans, parse_object_key, plan_step,
+    deletable_objects, falling_behind, orphans, parse_object_key, plan_step,
 };
 pub use error::ObjectStoreError;
 pub use registry::{Registry, StoreRegistry};

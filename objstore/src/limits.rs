@@ -76,6 +76,10 @@ pub const BATCH_HEADER_PREFIX_BYTES: usize = 12;
 /// this at its peak, outside the shards' memory budget, so it is part of the broker's fixed
 /// memory overhead; it also caps the size of merged Stream Objects.
 pub const COMPACTION_STEP_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
+/// Compaction runs at the lowest CPU priority until the Stream Set Objects waiting to be split
+/// hold more than this many steps' worth of bytes; then at normal priority until they are back
+/// under it. Waiting SSOs only cost cold reads some index work, so a burst may leave them.
+pub const COMPACTION_BEHIND_STEPS: u64 = 16;
 /// Default: Stream Objects smaller than this are merged. Equal to the size at which an upload
 /// gives a stream its own Stream Object, so those are written once and never rewritten: a busy
 /// partition costs no compaction at all.

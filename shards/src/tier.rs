@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use futures::FutureExt;
 use sluice_metadata::{CommandOutcome, MetadataCommand, MetadataImage};
 use sluice_objstore::{
     BlockCache, ColdReader, CompactionConfig, Compactor, ObjectStore, ObjectStoreError, Registry,
-    UploadError, Uploader, UploaderConfig,
+    UploadError, Uploader, UploaderConfig, falling_behind,
 };
 use sluice_wal::WalPosition;
 
@@ -222,7 +223,10 @@ pub async fn run_maintenance(shard: Rc<Shard>, stop: StopSignal) {
         deletion_grace: shard.config.object_delete_delay,
         ..CompactionConfig::default()
     };
-    let compactor = Compactor::new(shard.tier.store.clone(), config);
+    // Rewriting objects is CPU work that can wait: at the lowest priority, so it never takes
+    // a core from the shards or their clients, unless it falls far behind.
+    let behind = Arc::new(AtomicBool::new(false));
+    let compactor = Compactor::new(shard.tier.store.background(behind.clone()), config);
     loop {
         futures::select_biased! {
             _ = stop.clone().fuse() => return,
@@ -230,6 +234,10 @@ pub async fn run_maintenance(shard: Rc<Shard>, stop: StopSignal) {
         }
         loop {
             let image = shard.controller.image();
+            behind.store(
+                falling_behind(&image, compactor.config()),
+                Ordering::Relaxed,
+            );
             match compactor
                 .run_step(&image, &shard.controller, now_ms())
                 .await

@@ -178,11 +178,12 @@ pub async fn store_contract(store: &ObjectStore) {
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sluice_metadata::{MetadataImage, ObjectKind};
 use sluice_objstore::{
     AppendedRecord, BlockCache, ColdReader, CompactionConfig, Compactor, Registry, Uploader,
-    UploaderConfig,
+    UploaderConfig, falling_behind,
 };
 
 /// Every batch appended, per stream: (base offset, count, bytes).
@@ -368,23 +369,38 @@ pub async fn tier_scenario(
     assert!(stats.cache_misses > 0 && stats.cache_hits > 0 && stats.cache_evictions > 0);
     assert!(stats.cache_prefetches > 0);
 
-    // Compaction: every record stays readable at the same offsets.
-    let compactor = Compactor::new(
-        store.clone(),
-        CompactionConfig {
-            step_bytes_max: 512 * 1024,
-            small_stream_object_bytes: 200 * 1024,
-            stream_object_target_bytes: 1024 * 1024,
-            block_bytes: 32 * 1024,
-            deletion_grace: Duration::from_secs(60),
-        },
-    );
+    // Compaction, at the lowest priority as the broker runs it: every record stays readable
+    // at the same offsets.
+    let config = CompactionConfig {
+        step_bytes_max: 512 * 1024,
+        small_stream_object_bytes: 200 * 1024,
+        stream_object_target_bytes: 1024 * 1024,
+        block_bytes: 32 * 1024,
+        deletion_grace: Duration::from_secs(60),
+    };
+    let waiting: u64 = image
+        .objects()
+        .filter(|o| o.kind == ObjectKind::StreamSet)
+        .map(|o| o.size)
+        .sum();
+    let behind_at = |step: u64| CompactionConfig {
+        step_bytes_max: step as usize,
+        ..config
+    };
+    assert!(falling_behind(&image, &behind_at(1)));
+    assert!(!falling_behind(&image, &behind_at(waiting)));
+    let behind = Arc::new(AtomicBool::new(false));
+    let compactor = Compactor::new(store.background(behind.clone()), config);
     let mut steps = 0;
-    while let Some(report) = compactor
-        .run_step(&registry.image(), &registry, 1_000)
-        .await
-        .unwrap()
-    {
+    loop {
+        let image = registry.image();
+        behind.store(
+            falling_behind(&image, compactor.config()),
+            Ordering::Relaxed,
+        );
+        let Some(report) = compactor.run_step(&image, &registry, 1_000).await.unwrap() else {
+            break;
+        };
         steps += 1;
         assert!(steps < 100, "compaction does not converge: {report:?}");
         if !verify_each_compaction {
@@ -414,6 +430,7 @@ pub async fn tier_scenario(
     );
     assert!(steps >= 2, "{steps}");
     assert!(image.objects().all(|o| o.kind == ObjectKind::Stream));
+    assert!(!falling_behind(&image, &behind_at(1)));
     assert!(image.tombstones().count() > 0);
     let stats = store.stats().snapshot();
     assert!(stats.compaction_bytes_read > 0 && stats.compaction_steps == steps);
