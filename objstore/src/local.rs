@@ -175,7 +175,7 @@ impl LocalInner {
 
     fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         let err = |e| ObjectStoreError::io("get", key, e);
-        let mut file = File::open(self.root.join(key)).map_err(err)?;
+        let (mut file, direct) = open_for_reading(&self.root.join(key)).map_err(err)?;
         let size = file.metadata().map_err(err)?.len();
         let Range { start, end } = range.unwrap_or(0..size);
         if start >= size && start < end {
@@ -195,8 +195,8 @@ impl LocalInner {
                 size,
             }
         })?;
-        if let Some(bytes) = read_direct(&file, start, len).map_err(err)? {
-            return Ok(bytes);
+        if direct {
+            return read_direct(&file, start, len).map_err(err);
         }
         let mut buf = SpareBuffer::filled(len);
         file.seek(SeekFrom::Start(start)).map_err(err)?;
@@ -314,26 +314,30 @@ fn write_direct(path: &Path, data: &[u8]) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Reads `len` bytes at `start` of `file` with O_DIRECT (through /proc/self/fd, so the file
-/// read is the one opened), a chunk at a time; None when the file system refuses O_DIRECT
-/// (tmpfs), for the caller to read through the page cache.
+/// Opens `path` for reading with O_DIRECT, or through the page cache where the file system
+/// refuses O_DIRECT (tmpfs); true when it is O_DIRECT.
+fn open_for_reading(path: &Path) -> io::Result<(File, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path);
+    match opened {
+        Ok(file) => Ok((file, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((File::open(path)?, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads `len` bytes at `start` of `file`, opened with O_DIRECT (`open_for_reading`), a chunk
+/// at a time.
 ///
 /// Why: objects are written with O_DIRECT, so a buffered read finds nothing cached; it only
 /// copies every byte through the page cache and leaves it there for the kernel to reclaim.
 /// Reading the aligned range around the bytes asked for, 1 MiB per request, also keeps
 /// compaction's reads from queueing tens of MiB on the device ahead of the WAL's writes.
-fn read_direct(file: &File, start: u64, len: usize) -> io::Result<Option<Bytes>> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let opened = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let direct = match opened {
-        Ok(direct) => direct,
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
-        Err(e) => return Err(e),
-    };
+fn read_direct(file: &File, start: u64, len: usize) -> io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
     let align = DIRECT_IO_ALIGN as u64;
     let aligned_start = start / align * align;
     let skip = (start - aligned_start) as usize;
@@ -342,7 +346,7 @@ fn read_direct(file: &File, start: u64, len: usize) -> io::Result<Option<Bytes>>
     let mut filled = 0;
     while filled < wanted {
         let chunk_end = (filled + LOCAL_WRITE_CHUNK_BYTES).min(buf.as_mut_slice().len());
-        let read = direct.read_at(
+        let read = file.read_at(
             &mut buf.as_mut_slice()[filled..chunk_end],
             aligned_start + filled as u64,
         )?;
@@ -356,7 +360,7 @@ fn read_direct(file: &File, start: u64, len: usize) -> io::Result<Option<Bytes>>
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
         }
     }
-    Ok(Some(buf.freeze().slice(skip..wanted)))
+    Ok(buf.freeze().slice(skip..wanted))
 }
 
 /// Alignment of O_DIRECT buffers, offsets and lengths.
@@ -447,7 +451,8 @@ mod tests {
             let path = dir.path().join(format!("object-{size}"));
             let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
             fs::write(&path, &data).unwrap();
-            let file = File::open(&path).unwrap();
+            let (file, direct) = open_for_reading(&path).unwrap();
+            assert!(direct, "O_DIRECT refused");
             let ranges = [
                 (0, size),
                 (1, size - 1),
@@ -456,9 +461,7 @@ mod tests {
                 (4095.min(size - 1), 2.min(size - 4095.min(size - 1))),
             ];
             for (start, len) in ranges {
-                let read = read_direct(&file, start as u64, len)
-                    .unwrap()
-                    .expect("O_DIRECT refused");
+                let read = read_direct(&file, start as u64, len).unwrap();
                 assert_eq!(&read[..], &data[start..start + len], "{size} {start} {len}");
             }
             let past_the_end = read_direct(&file, size as u64 - 1, 2);
