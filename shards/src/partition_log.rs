@@ -47,6 +47,23 @@ pub struct ReadSlice {
     pub aborted_transactions: Vec<crate::txn::aborted_index::AbortedTxn>,
 }
 
+impl ReadSlice {
+    /// Keeps only the whole batches within the first `max_bytes` bytes of the records.
+    pub fn keep_within(&mut self, max_bytes: usize) {
+        if self.records.len() <= max_bytes {
+            return;
+        }
+        let mut kept = 0;
+        for batch in sluice_net::record_batch::batches(&self.records) {
+            match batch {
+                Ok(batch) if kept + batch.len() <= max_bytes => kept += batch.len(),
+                _ => break,
+            }
+        }
+        self.records.truncate(kept);
+    }
+}
+
 /// The batches and offsets of one partition.
 #[derive(Debug, Default)]
 pub struct PartitionLog {

@@ -31,6 +31,16 @@ use crate::txn::partition_index::{TxnIndexEntry, TxnIndexLog};
 /// Producer ids a shard takes from the controller at once.
 const PRODUCER_ID_BLOCK: u32 = 1000;
 
+/// One partition of a [`ShardRequest::Read`].
+pub struct PartitionRead {
+    /// The partition's stream.
+    pub stream_id: u64,
+    /// The first offset wanted.
+    pub offset: i64,
+    /// The partition's own byte limit (max.partition.fetch.bytes).
+    pub max_bytes: usize,
+}
+
 /// Work for the shard that owns a partition, sent by the shard that parsed the request.
 pub enum ShardRequest {
     /// Serve this client connection here: its partitions live on this shard (see `affinity`).
@@ -41,13 +51,14 @@ pub enum ShardRequest {
         batch: Bytes,
         reply: oneshot::Sender<Result<AppendOutcome, ErrorCode>>,
     },
-    /// Read batches from an offset (read_committed: up to the last stable offset).
+    /// Read partitions in this order (read_committed: up to the last stable offset), as Kafka
+    /// does for a fetch: each reads at most what `max_bytes` has left after those before it,
+    /// and only the first one with data may go past it (by its first batch).
     Read {
-        stream_id: u64,
-        offset: i64,
+        reads: Vec<PartitionRead>,
         max_bytes: usize,
         read_committed: bool,
-        reply: oneshot::Sender<Result<ReadSlice, ErrorCode>>,
+        reply: oneshot::Sender<Vec<Result<ReadSlice, ErrorCode>>>,
     },
     /// Resolve once data past `offset` exists, or after `wait`.
     WaitForData {
@@ -227,40 +238,17 @@ impl Shard {
                 }
             }
             ShardRequest::Read {
-                stream_id,
-                offset,
+                reads,
                 max_bytes,
                 read_committed,
                 reply,
             } => {
-                self.metrics.fetch_reads.add(1);
-                let Some(partition) = self.partition(stream_id) else {
-                    let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
-                    return;
-                };
-                match partition.read(offset, max_bytes, read_committed, &self.memory_pool) {
-                    Ok(slice) => {
-                        self.count_read(&partition, &slice);
-                        let _ = reply.send(Ok(slice));
-                    }
-                    Err(ReadError::OffsetOutOfRange) => {
-                        let _ = reply.send(Err(ErrorCode::OffsetOutOfRange));
-                    }
-                    Err(ReadError::NotCached) => {
-                        self.metrics.fetch_cold_reads.add(1);
-                        let shard = self.clone();
-                        glommio::spawn_local(async move {
-                            let read = shard
-                                .read_cold(&partition, offset, max_bytes, read_committed)
-                                .await;
-                            if let Ok(slice) = &read {
-                                shard.count_read(&partition, slice);
-                            }
-                            let _ = reply.send(read);
-                        })
-                        .detach();
-                    }
-                }
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let slices = shard.read_in_order(reads, max_bytes, read_committed).await;
+                    let _ = reply.send(slices);
+                })
+                .detach();
             }
             ShardRequest::WaitForData {
                 stream_id,
@@ -684,6 +672,63 @@ impl Shard {
             }
             offset = next;
         }
+    }
+
+    /// The reads of one [`ShardRequest::Read`], in order, sharing `max_bytes`.
+    async fn read_in_order(
+        &self,
+        reads: Vec<PartitionRead>,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Vec<Result<ReadSlice, ErrorCode>> {
+        let mut left = max_bytes;
+        let mut first_data = true;
+        let mut slices = Vec::with_capacity(reads.len());
+        for read in reads {
+            let max_bytes = read.max_bytes.min(left);
+            let slice = self
+                .read_partition(&read, max_bytes, first_data, read_committed)
+                .await;
+            if let Ok(slice) = &slice {
+                if !slice.records.is_empty() {
+                    first_data = false;
+                }
+                left = left.saturating_sub(slice.records.len());
+            }
+            slices.push(slice);
+        }
+        slices
+    }
+
+    /// Batches of `read`'s partition up to `max_bytes`, from the log cache, else from objects;
+    /// at least one batch when `at_least_one`.
+    async fn read_partition(
+        &self,
+        read: &PartitionRead,
+        max_bytes: usize,
+        at_least_one: bool,
+        read_committed: bool,
+    ) -> Result<ReadSlice, ErrorCode> {
+        self.metrics.fetch_reads.add(1);
+        let partition = self
+            .partition(read.stream_id)
+            .ok_or(ErrorCode::NotLeaderOrFollower)?;
+        let offset = read.offset;
+        let mut slice = match partition.read(offset, max_bytes, read_committed, &self.memory_pool) {
+            Ok(slice) => slice,
+            Err(ReadError::OffsetOutOfRange) => return Err(ErrorCode::OffsetOutOfRange),
+            Err(ReadError::NotCached) => {
+                self.metrics.fetch_cold_reads.add(1);
+                self.read_cold(&partition, offset, max_bytes, read_committed)
+                    .await?
+            }
+        };
+        // Reads return at least one batch; one that does not fit waits for the next fetch.
+        if !at_least_one {
+            slice.keep_within(max_bytes);
+        }
+        self.count_read(&partition, &slice);
+        Ok(slice)
     }
 
     async fn read_cold(

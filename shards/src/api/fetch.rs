@@ -12,7 +12,7 @@ use sluice_net::messages::fetch_response::{
 };
 
 use crate::partition_log::ReadSlice;
-use crate::shard::{Shard, ShardRequest};
+use crate::shard::{PartitionRead, Shard, ShardRequest};
 
 /// The longest a fetch may wait, whatever max.wait.ms says.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -93,7 +93,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
             .chunk_bytes_max()
             .saturating_sub(RESPONSE_OVERHEAD_BYTES_RESERVED),
     );
-    let mut reads = read_all(shard, &targets, read_committed).await;
+    let mut reads = read_all(shard, &targets, max_bytes, read_committed).await;
     loop {
         let total: usize = reads
             .iter()
@@ -105,7 +105,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
             break;
         }
         wait_for_any(shard, &targets, &reads, deadline - now).await;
-        reads = read_all(shard, &targets, read_committed).await;
+        reads = read_all(shard, &targets, max_bytes, read_committed).await;
     }
     let mut budget = max_bytes;
     let mut first_data = true;
@@ -114,14 +114,14 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
             Ok(mut slice) => {
                 let size = slice.records.len();
                 if size > 0 {
-                    // The first batch goes out whatever its size (so an oversized batch cannot
-                    // stall a consumer); the rest must fit the response's max_bytes.
-                    if !first_data && size > budget {
-                        slice.records = bytes::Bytes::new();
-                    } else {
-                        budget = budget.saturating_sub(size);
-                        first_data = false;
+                    // The first data goes out whatever its size (so an oversized batch cannot
+                    // stall a consumer); the rest must fit the response's max_bytes (each owner
+                    // shard kept to it, but not counting the others' reads).
+                    if !first_data {
+                        slice.keep_within(budget);
                     }
+                    budget = budget.saturating_sub(slice.records.len());
+                    first_data &= slice.records.is_empty();
                 }
                 PartitionData {
                     partition_index: target.partition,
@@ -163,26 +163,56 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
     }
 }
 
+/// Reads every target: one request per owner shard, which reads its partitions in request
+/// order within `max_bytes` (so a fetch of many partitions does not read each one's
+/// max.partition.fetch.bytes only to drop most of it).
 async fn read_all(
     shard: &Rc<Shard>,
     targets: &[Target],
+    max_bytes: usize,
     read_committed: bool,
 ) -> Vec<Result<ReadSlice, ErrorCode>> {
-    let reads = targets.iter().map(|target| async move {
-        let (owner, stream_id) = target.location?;
-        let offset = target.fetch_offset;
-        let max_bytes = target.partition_max_bytes;
-        let answer = super::ask(shard, owner, |reply| ShardRequest::Read {
-            stream_id,
-            offset,
+    let mut by_owner: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut slices: Vec<Result<ReadSlice, ErrorCode>> = Vec::with_capacity(targets.len());
+    for (index, target) in targets.iter().enumerate() {
+        match target.location {
+            Ok((owner, _)) => {
+                match by_owner.iter_mut().find(|(o, _)| *o == owner) {
+                    Some((_, indices)) => indices.push(index),
+                    None => by_owner.push((owner, vec![index])),
+                }
+                slices.push(Err(ErrorCode::UnknownServerError));
+            }
+            Err(code) => slices.push(Err(code)),
+        }
+    }
+    let asks = by_owner.iter().map(|(owner, indices)| async move {
+        let reads = indices
+            .iter()
+            .filter_map(|&i| {
+                let (_, stream_id) = targets[i].location.ok()?;
+                Some(PartitionRead {
+                    stream_id,
+                    offset: targets[i].fetch_offset,
+                    max_bytes: targets[i].partition_max_bytes,
+                })
+            })
+            .collect();
+        let answer = super::ask(shard, *owner, |reply| ShardRequest::Read {
+            reads,
             max_bytes,
             read_committed,
             reply,
         })
         .await;
-        answer.await.unwrap_or(Err(ErrorCode::UnknownServerError))
+        answer.await.unwrap_or_default()
     });
-    join_all(reads).await
+    for ((_, indices), answers) in by_owner.iter().zip(join_all(asks).await) {
+        for (&index, answer) in indices.iter().zip(answers) {
+            slices[index] = answer;
+        }
+    }
+    slices
 }
 
 /// Waits until any partition that returned nothing gets data, or for `wait`.
