@@ -48,7 +48,7 @@ unsafe impl Send for Allocation {}
 // SAFETY: shared references only read through the pointer.
 unsafe impl Sync for Allocation {}
 
-/// Allocations waiting for reuse, and their total bytes.
+/// Allocations waiting for reuse, oldest first, and their total bytes.
 struct FreeList {
     spares: Vec<Allocation>,
     bytes: usize,
@@ -75,7 +75,7 @@ impl Allocation {
                 .min_by_key(|(_, a)| a.capacity)
                 .map(|(i, _)| i);
             if let Some(i) = best {
-                let spare = free.spares.swap_remove(i);
+                let spare = free.spares.remove(i);
                 free.bytes -= spare.capacity;
                 return spare;
             }
@@ -90,19 +90,28 @@ impl Allocation {
         Allocation { ptr, capacity }
     }
 
-    /// Keeps this allocation for reuse while the free list has room, else frees it.
+    /// Keeps this allocation for reuse, freeing the oldest spares to make room for it (the
+    /// sizes in use now are those of the buffers given back last), or frees it when it alone
+    /// is larger than the free list may hold.
     fn give_back(self, free_list: &Mutex<FreeList>) {
         if self.capacity == 0 {
             return;
         }
-        let mut free = free_list.lock().unwrap_or_else(PoisonError::into_inner);
-        if free.bytes + self.capacity <= SPARE_BUFFER_BYTES_MAX {
-            free.bytes += self.capacity;
-            free.spares.push(self);
-        } else {
-            drop(free);
-            drop(self);
+        if self.capacity > SPARE_BUFFER_BYTES_MAX {
+            return;
         }
+        let mut evicted = Vec::new();
+        let mut free = free_list.lock().unwrap_or_else(PoisonError::into_inner);
+        while free.bytes + self.capacity > SPARE_BUFFER_BYTES_MAX {
+            let oldest = free.spares.remove(0);
+            free.bytes -= oldest.capacity;
+            evicted.push(oldest);
+        }
+        free.bytes += self.capacity;
+        free.spares.push(self);
+        drop(free);
+        // Unmapped outside the lock.
+        drop(evicted);
     }
 
     fn bytes(&self) -> &[u8] {
@@ -261,6 +270,48 @@ mod tests {
             "far too large a spare is not taken"
         );
         drop(small);
+        assert_eq!(OWN.lock().unwrap().spares.len(), 2);
+    }
+
+    #[test]
+    fn a_spare_given_back_to_a_full_free_list_replaces_the_oldest() {
+        static OWN: Mutex<FreeList> = Mutex::new(FreeList {
+            spares: Vec::new(),
+            bytes: 0,
+        });
+        let third = SPARE_BUFFER_BYTES_MAX / 3;
+        let old = [0, 1, 2].map(|_| SpareBuffer::in_free_list(&OWN, third, third));
+        let addresses = old.each_ref().map(|b| b.as_ptr() as usize);
+        drop(old);
+        assert_eq!(OWN.lock().unwrap().spares.len(), 3);
+        // A larger size now (an upload that fell behind): it pushes out the two oldest.
+        let half = SPARE_BUFFER_BYTES_MAX / 2;
+        let new = SpareBuffer::in_free_list(&OWN, half, half);
+        let new_address = new.as_ptr() as usize;
+        drop(new);
+        {
+            let free = OWN.lock().unwrap();
+            assert!(free.bytes <= SPARE_BUFFER_BYTES_MAX);
+            let kept: Vec<usize> = free
+                .spares
+                .iter()
+                .map(|a| a.ptr.as_ptr() as usize)
+                .collect();
+            assert_eq!(kept, [addresses[2], new_address]);
+        }
+        let again = SpareBuffer::in_free_list(&OWN, half, half);
+        assert_eq!(
+            again.as_ptr() as usize,
+            new_address,
+            "the newest spare was reused"
+        );
+        drop(again);
+        // Larger than the whole free list: freed, the spares stay.
+        drop(SpareBuffer::in_free_list(
+            &OWN,
+            SPARE_BUFFER_BYTES_MAX + 1,
+            0,
+        ));
         assert_eq!(OWN.lock().unwrap().spares.len(), 2);
     }
 }
