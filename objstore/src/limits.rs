@@ -57,8 +57,10 @@ pub const STREAM_OBJECT_MIN_BYTES_DEFAULT: usize = 8 * 1024 * 1024;
 /// Default: appends are refused (back-pressure) above this many buffered
 /// bytes; the WAL's size bounds it in practice.
 pub const UPLOAD_BUFFER_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
-/// Objects of one upload put at once.
-pub const UPLOAD_PUTS_IN_FLIGHT_MAX: usize = 4;
+/// Objects of one upload built and put at once (each a buffer of up to the object size; a
+/// multipart put has its own parts in flight). Two keeps the store busy while the next is
+/// built, and their buffers within [`SPARE_BUFFER_BYTES_MAX`].
+pub const UPLOAD_PUTS_IN_FLIGHT_MAX: usize = 2;
 /// The longest back-off between two attempts of an upload that retries
 /// forever.
 pub const UPLOAD_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -95,7 +97,9 @@ pub const DELETION_GRACE_DEFAULT: Duration = Duration::from_secs(60);
 /// once becomes several objects).
 pub const UPLOAD_OBJECT_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 /// Most bytes of object and block buffers kept for reuse after their last reader drops them
-/// (outside the shards' memory budget; see `spare_buffer`): two of the largest objects an
-/// upload builds, with their index. Uploads that fall behind at max rate build objects of that
-/// size, and a fresh one costs a page fault per 4 KiB (a fifth of the broker's CPU, profiled).
-pub const SPARE_BUFFER_BYTES_MAX: usize = 2 * (UPLOAD_OBJECT_BYTES_MAX_DEFAULT + 2 * 1024 * 1024);
+/// (outside the shards' memory budget; see `spare_buffer`): the largest objects an upload has
+/// in flight, with their index and the spare buffers' headroom. Uploads that fall behind at
+/// max rate build objects of that size, and a fresh one costs a page fault per 4 KiB (a fifth
+/// of the broker's CPU, profiled).
+pub const SPARE_BUFFER_BYTES_MAX: usize = UPLOAD_PUTS_IN_FLIGHT_MAX
+    * (UPLOAD_OBJECT_BYTES_MAX_DEFAULT + UPLOAD_OBJECT_BYTES_MAX_DEFAULT / 16);

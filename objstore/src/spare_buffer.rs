@@ -22,9 +22,15 @@ use crate::limits::SPARE_BUFFER_BYTES_MAX;
 /// Alignment of every buffer: a page, as O_DIRECT wants on any device.
 pub const SPARE_BUFFER_ALIGN: usize = 4096;
 
-/// Buffers from this size on come in multiples of [`SIZE_CLASS_LARGE_STEP`].
+/// Buffers from this size on are allocated with 1/[`LARGE_HEADROOM_DIVISOR`] to spare, in
+/// multiples of [`SIZE_CLASS_LARGE_STEP`].
 const SIZE_CLASS_LARGE_FROM: usize = 1 << 20;
 const SIZE_CLASS_LARGE_STEP: usize = 1 << 20;
+
+/// A large buffer is allocated 1/this larger than asked: the objects of one upload size
+/// differ by their index and straddle a MiB boundary (64 and 65 MiB classes alternated, and
+/// neither's spares served the other), so nearly equal sizes must share spares.
+const LARGE_HEADROOM_DIVISOR: usize = 32;
 
 /// A reused buffer is not taken for a request this many times smaller than it.
 const OVERSIZE_FACTOR_MAX: usize = 4;
@@ -62,7 +68,7 @@ static FREE_LIST: Mutex<FreeList> = Mutex::new(FreeList {
 impl Allocation {
     /// The smallest spare of at least `capacity` bytes (and not far larger), or a new one.
     fn take(free_list: &Mutex<FreeList>, capacity: usize) -> Allocation {
-        let capacity = size_class(capacity);
+        let capacity = capacity.max(1).next_multiple_of(SPARE_BUFFER_ALIGN);
         {
             let mut free = free_list.lock().unwrap_or_else(PoisonError::into_inner);
             let best = free
@@ -80,6 +86,7 @@ impl Allocation {
                 return spare;
             }
         }
+        let capacity = size_class(capacity);
         let layout = layout(capacity);
         // SAFETY: the layout's size is at least one alignment unit. Zeroed, so all bytes are
         // initialized; the kernel maps the pages lazily.
@@ -136,15 +143,15 @@ impl Drop for Allocation {
     }
 }
 
-/// `capacity` rounded up to its size class: objects of one upload size differ by a few KiB,
-/// and a spare a page too small for the next one would never be reused.
+/// The capacity to allocate for `capacity` bytes: whole pages, and for a large buffer some
+/// headroom in whole MiB, so that a spare a few KiB too small for the next object of about
+/// the same size is never the only one left.
 fn size_class(capacity: usize) -> usize {
-    let step = if capacity < SIZE_CLASS_LARGE_FROM {
-        SPARE_BUFFER_ALIGN
+    if capacity < SIZE_CLASS_LARGE_FROM {
+        capacity.max(1).next_multiple_of(SPARE_BUFFER_ALIGN)
     } else {
-        SIZE_CLASS_LARGE_STEP
-    };
-    capacity.max(1).next_multiple_of(step)
+        (capacity + capacity / LARGE_HEADROOM_DIVISOR).next_multiple_of(SIZE_CLASS_LARGE_STEP)
+    }
 }
 
 fn layout(capacity: usize) -> Layout {
@@ -279,8 +286,9 @@ mod tests {
             spares: Vec::new(),
             bytes: 0,
         });
-        let third = SPARE_BUFFER_BYTES_MAX / 3;
-        let old = [0, 1, 2].map(|_| SpareBuffer::in_free_list(&OWN, third, third));
+        // Three fit (with their headroom), a fourth would not.
+        let quarter = SPARE_BUFFER_BYTES_MAX / 4;
+        let old = [0, 1, 2].map(|_| SpareBuffer::in_free_list(&OWN, quarter, quarter));
         let addresses = old.each_ref().map(|b| b.as_ptr() as usize);
         drop(old);
         assert_eq!(OWN.lock().unwrap().spares.len(), 3);
@@ -313,5 +321,22 @@ mod tests {
             0,
         ));
         assert_eq!(OWN.lock().unwrap().spares.len(), 2);
+    }
+
+    #[test]
+    fn large_buffers_of_nearly_equal_size_share_spares() {
+        static OWN: Mutex<FreeList> = Mutex::new(FreeList {
+            spares: Vec::new(),
+            bytes: 0,
+        });
+        // An object of 64 MiB of data and one a little larger for its index.
+        let smaller = 64 << 20;
+        let larger = smaller + 5 * SPARE_BUFFER_ALIGN;
+        let first = SpareBuffer::in_free_list(&OWN, smaller, smaller);
+        let address = first.as_ptr() as usize;
+        drop(first);
+        let second = SpareBuffer::in_free_list(&OWN, larger, larger);
+        assert_eq!(second.as_ptr() as usize, address, "the spare was reused");
+        assert_eq!(second.len(), larger);
     }
 }

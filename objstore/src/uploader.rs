@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -208,7 +209,7 @@ impl Uploader {
             return None;
         }
         self.in_flight = true;
-        let streams = std::mem::take(&mut self.streams);
+        let streams = Arc::new(std::mem::take(&mut self.streams));
         let bytes = std::mem::take(&mut self.buffered_bytes);
         self.oldest = None;
         Some(SealedUpload {
@@ -216,7 +217,7 @@ impl Uploader {
             streams,
             bytes,
             wal_end_position: self.wal_end_position,
-            objects: Vec::new(),
+            planned: Vec::new(),
             uploaded: Vec::new(),
             committed: false,
         })
@@ -228,17 +229,24 @@ impl Uploader {
     }
 }
 
-/// One upload: built into objects on first `run`, then put, then committed.
-/// `run` may be called again after an error; it resumes where it stopped.
+/// One upload: planned into objects on first `run`, each built just before its put and
+/// dropped after it, then committed. `run` may be called again after an error; it resumes
+/// where it stopped.
+///
+/// Why one object at a time: an upload that fell behind holds several objects of up to
+/// `object_bytes_max`; building them all first held them all at once, more than the spare
+/// buffers keep, so each was fresh memory faulted in page by page.
 #[derive(Debug)]
 pub struct SealedUpload {
     config: UploaderConfig,
-    streams: BTreeMap<u64, Vec<(i64, i64, Bytes)>>,
+    /// The appends (the log cache's own `Bytes`: no copy) until every object is put.
+    streams: Arc<Appends>,
     bytes: usize,
     wal_end_position: u64,
-    /// Built objects (empty until ids are allocated).
-    objects: Vec<(ObjectImage, Bytes)>,
-    uploaded: Vec<bool>,
+    /// The objects to build, with their ids (empty until ids are allocated).
+    planned: Vec<(u64, ObjectPlan)>,
+    /// The image of each planned object once it is put.
+    uploaded: Vec<Option<ObjectImage>>,
     committed: bool,
 }
 
@@ -274,56 +282,76 @@ impl SealedUpload {
         store: &ObjectStore,
         registry: &R,
     ) -> Result<UploadReport, UploadError> {
-        if self.objects.is_empty() {
-            self.build(store, registry).await?;
+        if self.planned.is_empty() {
+            self.plan(registry).await?;
         }
         let mut put_retries = 0u64;
-        let pending: Vec<usize> = (0..self.objects.len())
-            .filter(|&i| !self.uploaded[i])
-            .collect();
         let backoff_max = self.config.backoff_max;
-        let objects = &self.objects;
+        let block_bytes = self.config.block_bytes;
+        let streams = &self.streams;
+        let pending = self
+            .planned
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.uploaded[*i].is_none());
         let mut puts = futures::stream::iter(pending)
-            .map(|i| {
-                let (object, bytes) = &objects[i];
+            .map(|(i, (id, plan))| {
+                let (id, plan, streams) = (*id, plan.clone(), Arc::clone(streams));
                 async move {
-                    let retries = put_forever(store, &object.key, bytes, backoff_max).await;
-                    (i, retries)
+                    // Copying and checksumming megabytes is not for a shard's executor
+                    // thread: build on the store's runtime.
+                    let (object, bytes) = store
+                        .spawn_blocking(move || build_object(&streams, &plan, id, block_bytes))
+                        .await
+                        .map_err(|_| UploadError::Shutdown)??;
+                    let retries = put_forever(store, &object.key, &bytes, backoff_max).await;
+                    Ok::<_, UploadError>((i, object, retries))
                 }
             })
             .buffer_unordered(UPLOAD_PUTS_IN_FLIGHT_MAX);
         let mut done = Vec::new();
-        while let Some((i, retries)) = puts.next().await {
-            put_retries += retries;
-            done.push(i);
+        let mut failed = None;
+        while let Some(put) = puts.next().await {
+            match put {
+                Ok((i, object, retries)) => {
+                    put_retries += retries;
+                    done.push((i, object));
+                }
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            }
         }
         drop(puts);
-        for i in done {
-            self.uploaded[i] = true;
+        for (i, object) in done {
+            self.uploaded[i] = Some(object);
         }
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        // The payloads now live in the objects.
+        self.streams = Arc::default();
+        let objects: Vec<ObjectImage> = self.uploaded.iter().flatten().cloned().collect();
         if !self.committed {
-            let objects: Vec<ObjectImage> = self.objects.iter().map(|(o, _)| o.clone()).collect();
             registry
-                .submit(MetadataCommand::CommitObjects { objects })
+                .submit(MetadataCommand::CommitObjects {
+                    objects: objects.clone(),
+                })
                 .await
                 .map_err(UploadError::Metadata)?;
             self.committed = true;
         }
         Ok(UploadReport {
             wal_end_position: self.wal_end_position,
-            objects: self.objects.iter().map(|(o, _)| o.clone()).collect(),
+            objects,
             bytes: self.bytes,
             put_retries,
         })
     }
 
-    /// Splits streams into one SSO and SOs for the large ones, allocates
-    /// their ids and builds them.
-    async fn build<R: Registry>(
-        &mut self,
-        store: &ObjectStore,
-        registry: &R,
-    ) -> Result<(), UploadError> {
+    /// Splits streams into SSOs and SOs for the large ones and allocates their ids.
+    async fn plan<R: Registry>(&mut self, registry: &R) -> Result<(), UploadError> {
         let plans = plan_objects(
             &self.streams,
             self.config.stream_object_min_bytes,
@@ -332,18 +360,8 @@ impl SealedUpload {
         let first = allocate_object_ids(registry, plans.len() as u32)
             .await
             .map_err(UploadError::Metadata)?;
-        // Copying and checksumming megabytes is not for a shard's executor
-        // thread: build on the store's runtime.
-        let streams = self.streams.clone();
-        let block_bytes = self.config.block_bytes;
-        let objects = store
-            .spawn_blocking(move || build_objects(&streams, &plans, first, block_bytes))
-            .await
-            .map_err(|_| UploadError::Shutdown)??;
-        self.uploaded = vec![false; objects.len()];
-        self.objects = objects;
-        // The payloads now live in the objects.
-        self.streams.clear();
+        self.uploaded = vec![None; plans.len()];
+        self.planned = (first..).zip(plans).collect();
         Ok(())
     }
 }
@@ -403,35 +421,30 @@ fn plan_objects(
     plans
 }
 
-/// Builds the objects of `plans`, with ids from `first`.
-fn build_objects(
+/// Builds the object of `plan`, with id `id`.
+fn build_object(
     streams: &Appends,
-    plans: &[ObjectPlan],
-    first: u64,
+    plan: &ObjectPlan,
+    id: u64,
     block_bytes: usize,
-) -> Result<Vec<(ObjectImage, Bytes)>, UploadError> {
-    let mut objects = Vec::with_capacity(plans.len());
-    for ((kind, parts), id) in plans.iter().zip(first..) {
-        let kind = *kind;
-        let mut builder = ObjectBuilder::new(kind).with_block_bytes(block_bytes);
-        for (stream_id, range) in parts {
-            for (first_offset, end, payload) in &streams[stream_id][range.clone()] {
-                builder.add(*stream_id, *first_offset, end - 1, payload.clone())?;
-            }
+) -> Result<(ObjectImage, Bytes), UploadError> {
+    let (kind, parts) = plan;
+    let kind = *kind;
+    let mut builder = ObjectBuilder::new(kind).with_block_bytes(block_bytes);
+    for (stream_id, range) in parts {
+        for (first_offset, end, payload) in &streams[stream_id][range.clone()] {
+            builder.add(*stream_id, *first_offset, end - 1, payload.clone())?;
         }
-        let (bytes, ranges) = builder.finish();
-        objects.push((
-            ObjectImage {
-                id,
-                key: object_key(kind, id),
-                size: bytes.len() as u64,
-                kind,
-                ranges,
-            },
-            bytes,
-        ));
     }
-    Ok(objects)
+    let (bytes, ranges) = builder.finish();
+    let object = ObjectImage {
+        id,
+        key: object_key(kind, id),
+        size: bytes.len() as u64,
+        kind,
+        ranges,
+    };
+    Ok((object, bytes))
 }
 
 /// The key of an object: derived from its id, so a retried put rewrites
