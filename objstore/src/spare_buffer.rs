@@ -14,10 +14,11 @@
 use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::limits::SPARE_BUFFER_BYTES_MAX;
+use crate::limits::{SPARE_BUFFER_BYTES_MAX, SPARE_BUFFER_IDLE_MAX};
 
 /// Alignment of every buffer: a page, as O_DIRECT wants on any device.
 pub const SPARE_BUFFER_ALIGN: usize = 4096;
@@ -54,9 +55,10 @@ unsafe impl Send for Allocation {}
 // SAFETY: shared references only read through the pointer.
 unsafe impl Sync for Allocation {}
 
-/// Allocations waiting for reuse, oldest first, and their total bytes.
+/// Allocations waiting for reuse with when each was given back, oldest first, and their
+/// total bytes.
 struct FreeList {
-    spares: Vec<Allocation>,
+    spares: Vec<(Allocation, Instant)>,
     bytes: usize,
 }
 
@@ -75,13 +77,13 @@ impl Allocation {
                 .spares
                 .iter()
                 .enumerate()
-                .filter(|(_, a)| {
+                .filter(|(_, (a, _))| {
                     a.capacity >= capacity && a.capacity / OVERSIZE_FACTOR_MAX <= capacity
                 })
-                .min_by_key(|(_, a)| a.capacity)
+                .min_by_key(|(_, (a, _))| a.capacity)
                 .map(|(i, _)| i);
             if let Some(i) = best {
-                let spare = free.spares.remove(i);
+                let (spare, _) = free.spares.remove(i);
                 free.bytes -= spare.capacity;
                 return spare;
             }
@@ -98,9 +100,10 @@ impl Allocation {
     }
 
     /// Keeps this allocation for reuse, freeing the oldest spares to make room for it (the
-    /// sizes in use now are those of the buffers given back last), or frees it when it alone
-    /// is larger than the free list may hold.
-    fn give_back(self, free_list: &Mutex<FreeList>) {
+    /// sizes in use now are those of the buffers given back last) and those idle longer than
+    /// [`SPARE_BUFFER_IDLE_MAX`], or frees it when it alone is larger than the free list may
+    /// hold.
+    fn give_back(self, free_list: &Mutex<FreeList>, now: Instant) {
         if self.capacity == 0 {
             return;
         }
@@ -109,13 +112,15 @@ impl Allocation {
         }
         let mut evicted = Vec::new();
         let mut free = free_list.lock().unwrap_or_else(PoisonError::into_inner);
-        while free.bytes + self.capacity > SPARE_BUFFER_BYTES_MAX {
-            let oldest = free.spares.remove(0);
+        while let Some((oldest, returned)) = free.spares.first()
+            && (free.bytes + self.capacity > SPARE_BUFFER_BYTES_MAX
+                || now.saturating_duration_since(*returned) > SPARE_BUFFER_IDLE_MAX)
+        {
             free.bytes -= oldest.capacity;
-            evicted.push(oldest);
+            evicted.push(free.spares.remove(0));
         }
         free.bytes += self.capacity;
-        free.spares.push(self);
+        free.spares.push((self, now));
         drop(free);
         // Unmapped outside the lock.
         drop(evicted);
@@ -184,7 +189,7 @@ impl SpareBuffer {
         if end > self.memory.capacity {
             let mut larger = Allocation::take(self.free_list, end.max(self.memory.capacity * 2));
             larger.bytes_mut()[..self.len].copy_from_slice(&self.memory.bytes()[..self.len]);
-            std::mem::replace(&mut self.memory, larger).give_back(self.free_list);
+            std::mem::replace(&mut self.memory, larger).give_back(self.free_list, Instant::now());
         }
         self.memory.bytes_mut()[self.len..end].copy_from_slice(data);
         self.len = end;
@@ -225,7 +230,7 @@ impl Drop for SpareBuffer {
                 capacity: 0,
             },
         );
-        memory.give_back(self.free_list);
+        memory.give_back(self.free_list, Instant::now());
     }
 }
 
@@ -303,7 +308,7 @@ mod tests {
             let kept: Vec<usize> = free
                 .spares
                 .iter()
-                .map(|a| a.ptr.as_ptr() as usize)
+                .map(|(a, _)| a.ptr.as_ptr() as usize)
                 .collect();
             assert_eq!(kept, [addresses[2], new_address]);
         }
@@ -321,6 +326,33 @@ mod tests {
             0,
         ));
         assert_eq!(OWN.lock().unwrap().spares.len(), 2);
+    }
+
+    #[test]
+    fn spares_idle_too_long_are_freed_when_another_is_given_back() {
+        static OWN: Mutex<FreeList> = Mutex::new(FreeList {
+            spares: Vec::new(),
+            bytes: 0,
+        });
+        let size = 3 * SPARE_BUFFER_ALIGN;
+        let layout = layout(size);
+        let allocate = || {
+            // SAFETY: as in `Allocation::take`: a non-zero size, zeroed.
+            let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+            Allocation {
+                ptr,
+                capacity: size,
+            }
+        };
+        let start = Instant::now();
+        allocate().give_back(&OWN, start);
+        allocate().give_back(&OWN, start + SPARE_BUFFER_IDLE_MAX / 2);
+        assert_eq!(OWN.lock().unwrap().spares.len(), 2);
+        allocate().give_back(&OWN, start + SPARE_BUFFER_IDLE_MAX * 5 / 4);
+        let free = OWN.lock().unwrap();
+        assert_eq!(free.spares.len(), 2, "the first, idle too long, was freed");
+        assert_eq!(free.bytes, 2 * size);
+        assert_eq!(free.spares[0].1, start + SPARE_BUFFER_IDLE_MAX / 2);
     }
 
     #[test]
