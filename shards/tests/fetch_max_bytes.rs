@@ -2,9 +2,9 @@
 //! request order, each up to what the response has left, and only the first one with data
 //! may go past it, by one batch.
 
+mod common;
+
 use bytes::Bytes;
-use glommio::{LocalExecutorBuilder, Placement};
-use sluice_net::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use sluice_net::messages::fetch_response::FetchResponse;
 use sluice_net::messages::produce_request::{
@@ -12,11 +12,9 @@ use sluice_net::messages::produce_request::{
 };
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 use sluice_net::{ApiKey, Request, Response, decode_response};
-use sluice_shards::BrokerConfig;
 use sluice_shards::in_process::{InProcessShard, request_frame};
 
 const PRODUCE_VERSION: i16 = 9;
-const CREATE_TOPICS_VERSION: i16 = 5;
 const FETCH_VERSION: i16 = 12;
 const PARTITIONS: i32 = 4;
 const BATCHES_PER_PARTITION: usize = 3;
@@ -26,21 +24,14 @@ const VALUE_BYTES: usize = 1000;
 #[test]
 fn a_fetch_fills_partitions_in_order_within_its_max_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig {
-        data_dir: dir.path().to_path_buf(),
-        shards: 1,
-        admin_listen: None,
-        wal_bytes_per_shard: 16 << 20,
-        memory_bytes: 64 << 20,
-        ..BrokerConfig::default()
-    };
-    let executor = LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(sluice_shards::runtime::io_memory_bytes(1))
-        .make()
-        .unwrap();
+    let config = common::one_shard_config(dir.path());
+    let executor = common::executor();
     executor.run(async move {
         let shard = InProcessShard::start(config).await.unwrap();
-        let created = shard.submit(create_topics_frame("t")).await.unwrap();
+        let created = shard
+            .submit(common::create_topics_frame("t", PARTITIONS))
+            .await
+            .unwrap();
         created.await.unwrap();
         let mut batch_bytes = 0;
         for partition in 0..PARTITIONS {
@@ -126,24 +117,6 @@ fn records_bytes(response: &FetchResponse) -> Vec<usize> {
         .collect();
     partitions.sort_unstable();
     partitions.into_iter().map(|(_, bytes)| bytes).collect()
-}
-
-fn create_topics_frame(topic: &str) -> Bytes {
-    request_frame(
-        ApiKey::CreateTopics,
-        CREATE_TOPICS_VERSION,
-        &Request::CreateTopics(CreateTopicsRequest {
-            topics: vec![CreatableTopic {
-                name: topic.to_string(),
-                num_partitions: PARTITIONS,
-                replication_factor: 1,
-                ..Default::default()
-            }],
-            timeout_ms: 10_000,
-            ..Default::default()
-        }),
-    )
-    .unwrap()
 }
 
 /// A produce of one batch to `partition`, and the batch's size.

@@ -1,46 +1,34 @@
 //! An in-process shard answers CreateTopics and Produce frames with the broker's own handlers,
 //! persisting through a real WAL file, and refuses a frame it cannot parse.
 
+mod common;
+
 use bytes::Bytes;
-use glommio::{LocalExecutorBuilder, Placement};
-use sluice_net::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use sluice_net::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 use sluice_net::{ApiKey, Request, Response, decode_response};
-use sluice_shards::BrokerConfig;
 use sluice_shards::in_process::{InProcessShard, request_frame};
 
 const PRODUCE_VERSION: i16 = 9;
-const CREATE_TOPICS_VERSION: i16 = 5;
 
 #[test]
 fn produce_through_an_in_process_shard_is_persisted_and_answered_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig {
-        data_dir: dir.path().to_path_buf(),
-        shards: 1,
-        admin_listen: None,
-        wal_bytes_per_shard: 16 << 20,
-        memory_bytes: 64 << 20,
-        ..BrokerConfig::default()
-    };
-    let executor = LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(sluice_shards::runtime::io_memory_bytes(1))
-        .make()
-        .unwrap();
+    let config = common::one_shard_config(dir.path());
+    let executor = common::executor();
     executor.run(async move {
         let shard = InProcessShard::start(config).await.unwrap();
         let created = shard
-            .submit(create_topics_frame("t"))
+            .submit(common::create_topics_frame("t", 1))
             .await
             .unwrap()
             .await
             .unwrap();
         let (_, response) = decode_response(
             ApiKey::CreateTopics as i16,
-            CREATE_TOPICS_VERSION,
+            common::CREATE_TOPICS_VERSION,
             created.slice(4..),
         )
         .unwrap();
@@ -74,24 +62,6 @@ fn base_offset(frame: Bytes) -> i64 {
     let partition = &response.responses[0].partition_responses[0];
     assert_eq!(partition.error_code, 0);
     partition.base_offset
-}
-
-fn create_topics_frame(topic: &str) -> Bytes {
-    request_frame(
-        ApiKey::CreateTopics,
-        CREATE_TOPICS_VERSION,
-        &Request::CreateTopics(CreateTopicsRequest {
-            topics: vec![CreatableTopic {
-                name: topic.to_string(),
-                num_partitions: 1,
-                replication_factor: 1,
-                ..Default::default()
-            }],
-            timeout_ms: 10_000,
-            ..Default::default()
-        }),
-    )
-    .unwrap()
 }
 
 fn produce_frame(topic: &str, records: usize) -> Bytes {
