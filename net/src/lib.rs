@@ -9,9 +9,11 @@
 //! - [`request`] / [`response`]: whole-frame entry points for the broker and clients.
 //! - [`ErrorCode`]: Kafka error codes.
 //! - [`record_batch`]: zero-copy RecordBatch v2 view, record decoding, builder.
+//! - [`crc32c_combine`]: the CRC-32C of a concatenation from its parts' CRCs.
 
 pub mod api;
 mod codec;
+mod crc32c_combine;
 pub mod error_code;
 pub mod frame;
 pub mod header;
@@ -38,6 +40,7 @@ pub mod messages {
 
 pub use api::{ApiKey, Request, Response, supported_apis};
 pub use codec::{Decode, DecodeError, Encode, EncodeError};
+pub use crc32c_combine::crc32c_combine;
 pub use error_code::ErrorCode;
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, FrameError, frame_length};
 pub use header::{RequestHeader, ResponseHeader};

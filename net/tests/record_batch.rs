@@ -230,10 +230,7 @@ fn crc_and_patches() {
         large.append(i, None, Some(&[i as u8; 8192][..]), &[]);
     }
     let large = large.build().expect("build");
-    assert!(
-        large.len() > 256 * 1024,
-        "large enough to take the combined CRC"
-    );
+    assert!(large.len() > 4096, "large enough to take the combined CRC");
     assert_eq!(whole_batch_crc32c(&large), crc32c::crc32c(&large));
     let two = [&batch[..], &batch[..]].concat();
     assert_eq!(whole_batch_crc32c(&two), crc32c::crc32c(&two));

@@ -78,6 +78,7 @@ fn main() {
                         stream_id,
                         first_offset: base,
                         last_offset: base + 9,
+                        payload_crc: crc32c::crc32c(&payload),
                         payload,
                         wal_end_position: wal,
                     },

@@ -74,8 +74,16 @@ pub type StreamSetObjectBuilder = ObjectBuilder;
 #[derive(Debug)]
 struct PendingStream {
     end_offset: i64,
-    /// (first offset, end offset exclusive, payload).
-    appends: Vec<(i64, i64, Bytes)>,
+    appends: Vec<PendingAppend>,
+}
+
+/// One added payload: (first offset, end offset exclusive, payload, its CRC-32C if known).
+#[derive(Debug)]
+struct PendingAppend {
+    first_offset: i64,
+    end_offset: i64,
+    payload: Bytes,
+    crc32c: Option<u32>,
 }
 
 impl ObjectBuilder {
@@ -103,6 +111,42 @@ impl ObjectBuilder {
         first_offset: i64,
         last_offset: i64,
         payload: Bytes,
+    ) -> Result<(), BuildError> {
+        self.push(stream_id, first_offset, last_offset, payload, None)
+    }
+
+    /// [`ObjectBuilder::add`] of a payload whose CRC-32C the caller knows (the WAL's): the
+    /// blocks' CRCs are then combined from their payloads' instead of read again. A wrong
+    /// `payload_crc` makes a block that every reader refuses.
+    pub fn add_with_crc(
+        &mut self,
+        stream_id: u64,
+        first_offset: i64,
+        last_offset: i64,
+        payload: Bytes,
+        payload_crc: u32,
+    ) -> Result<(), BuildError> {
+        debug_assert_eq!(
+            payload_crc,
+            crc32c::crc32c(&payload),
+            "payload_crc is wrong"
+        );
+        self.push(
+            stream_id,
+            first_offset,
+            last_offset,
+            payload,
+            Some(payload_crc),
+        )
+    }
+
+    fn push(
+        &mut self,
+        stream_id: u64,
+        first_offset: i64,
+        last_offset: i64,
+        payload: Bytes,
+        crc32c: Option<u32>,
     ) -> Result<(), BuildError> {
         if first_offset < 0 || last_offset < first_offset {
             return Err(BuildError::BadOffsets {
@@ -136,9 +180,12 @@ impl ObjectBuilder {
         }
         self.data_bytes += payload.len();
         stream.end_offset = last_offset + 1;
-        stream
-            .appends
-            .push((first_offset, last_offset + 1, payload));
+        stream.appends.push(PendingAppend {
+            first_offset,
+            end_offset: last_offset + 1,
+            payload,
+            crc32c,
+        });
         Ok(())
     }
 
@@ -172,31 +219,37 @@ impl ObjectBuilder {
         let mut ranges = Vec::with_capacity(self.streams.len());
         for (stream_id, stream) in self.streams {
             let range_position = out.len() as u64;
-            let range_start = stream.appends.first().map(|a| a.0).unwrap_or(0);
-            let mut block: Option<DataBlock> = None;
-            for (first, end, payload) in stream.appends {
-                if let Some(b) = block.as_mut()
-                    && b.len as usize + payload.len() <= self.block_bytes_target
+            let range_start = stream.appends.first().map(|a| a.first_offset).unwrap_or(0);
+            // The block being filled, and its CRC so far while every payload's is known.
+            let mut block: Option<(DataBlock, Option<u32>)> = None;
+            for append in stream.appends {
+                let len = append.payload.len();
+                if let Some((b, crc)) = block.as_mut()
+                    && b.len as usize + len <= self.block_bytes_target
                 {
-                    b.end_offset = end;
-                    b.len += payload.len() as u32;
+                    b.end_offset = append.end_offset;
+                    b.len += len as u32;
+                    *crc = crc
+                        .zip(append.crc32c)
+                        .map(|(crc, next)| sluice_net::crc32c_combine(crc, next, len as u64));
                 } else {
-                    if let Some(b) = block.take() {
-                        blocks.push(seal_block(&out, b));
+                    if let Some((b, crc)) = block.take() {
+                        blocks.push(seal_block(&out, b, crc));
                     }
-                    block = Some(DataBlock {
+                    let data_block = DataBlock {
                         stream_id,
-                        start_offset: first,
-                        end_offset: end,
+                        start_offset: append.first_offset,
+                        end_offset: append.end_offset,
                         position: out.len() as u64,
-                        len: payload.len() as u32,
+                        len: len as u32,
                         crc32c: 0,
-                    });
+                    };
+                    block = Some((data_block, append.crc32c));
                 }
-                out.extend_from_slice(&payload);
+                out.extend_from_slice(&append.payload);
             }
-            if let Some(b) = block.take() {
-                blocks.push(seal_block(&out, b));
+            if let Some((b, crc)) = block.take() {
+                blocks.push(seal_block(&out, b, crc));
             }
             ranges.push(StreamRange {
                 stream_id,
@@ -238,9 +291,12 @@ impl ObjectBuilder {
     }
 }
 
-fn seal_block(out: &[u8], mut block: DataBlock) -> DataBlock {
+/// Sets the block's CRC: `combined` from its payloads' CRCs, or else a pass over its bytes.
+fn seal_block(out: &[u8], mut block: DataBlock, combined: Option<u32>) -> DataBlock {
     let start = block.position as usize;
-    block.crc32c = crc32c::crc32c(&out[start..start + block.len as usize]);
+    let bytes = &out[start..start + block.len as usize];
+    block.crc32c = combined.unwrap_or_else(|| crc32c::crc32c(bytes));
+    debug_assert_eq!(block.crc32c, crc32c::crc32c(bytes), "combined block CRC");
     block
 }
 

@@ -79,6 +79,9 @@ pub struct AppendedRecord {
     pub first_offset: i64,
     pub last_offset: i64,
     pub payload: Bytes,
+    /// CRC-32C of `payload` (the WAL's checksum of it): the objects' block CRCs are built from
+    /// it without reading the payload again.
+    pub payload_crc: u32,
     pub wal_end_position: u64,
 }
 
@@ -110,8 +113,8 @@ pub enum UploadError {
 #[derive(Debug)]
 pub struct Uploader {
     config: UploaderConfig,
-    /// stream → (first, end exclusive, payload), in offset order.
-    streams: BTreeMap<u64, Vec<(i64, i64, Bytes)>>,
+    /// stream → (first, end exclusive, payload, payload CRC), in offset order.
+    streams: Appends,
     /// stream → the next offset expected (continuity across uploads).
     stream_ends: BTreeMap<u64, i64>,
     buffered_bytes: usize,
@@ -178,6 +181,7 @@ impl Uploader {
             record.first_offset,
             record.last_offset + 1,
             record.payload,
+            record.payload_crc,
         ));
         self.buffered_bytes += len;
         self.wal_end_position = record.wal_end_position;
@@ -366,7 +370,7 @@ impl SealedUpload {
     }
 }
 
-type Appends = BTreeMap<u64, Vec<(i64, i64, Bytes)>>;
+type Appends = BTreeMap<u64, Vec<(i64, i64, Bytes, u32)>>;
 
 /// What one object of an upload holds: its kind, and (stream id, range of that stream's
 /// appends) for each stream in it.
@@ -432,8 +436,8 @@ fn build_object(
     let kind = *kind;
     let mut builder = ObjectBuilder::new(kind).with_block_bytes(block_bytes);
     for (stream_id, range) in parts {
-        for (first_offset, end, payload) in &streams[stream_id][range.clone()] {
-            builder.add(*stream_id, *first_offset, end - 1, payload.clone())?;
+        for (first_offset, end, payload, crc) in &streams[stream_id][range.clone()] {
+            builder.add_with_crc(*stream_id, *first_offset, end - 1, payload.clone(), *crc)?;
         }
     }
     let (bytes, ranges) = builder.finish();
@@ -479,13 +483,15 @@ async fn put_forever(store: &ObjectStore, key: &str, bytes: &Bytes, backoff_max:
 mod tests {
     use super::*;
 
-    fn appends(sizes: &[usize]) -> Vec<(i64, i64, Bytes)> {
+    fn appends(sizes: &[usize]) -> Vec<(i64, i64, Bytes, u32)> {
         let mut offset = 0;
         sizes
             .iter()
             .map(|&size| {
                 offset += 1;
-                (offset - 1, offset, Bytes::from(vec![0u8; size]))
+                let payload = Bytes::from(vec![0u8; size]);
+                let crc = crc32c::crc32c(&payload);
+                (offset - 1, offset, payload, crc)
             })
             .collect()
     }

@@ -11,8 +11,9 @@ use sluice_objstore::format::{
     BuildError, FOOTER_BYTES, ObjectBuilder, ObjectIndex, StreamSetObjectBuilder, read_stream,
 };
 
-/// Streams 3, 1, 2 interleaved; returns the builder and the appends.
-fn sample(block_bytes: usize, appends: i64) -> (ObjectBuilder, Vec<(u64, i64, Bytes)>) {
+/// Streams 3, 1, 2 interleaved; returns the builder and the appends (stream, first offset,
+/// payload, last offset).
+fn sample(block_bytes: usize, appends: i64) -> (ObjectBuilder, Vec<(u64, i64, Bytes, i64)>) {
     let mut builder =
         StreamSetObjectBuilder::new(ObjectKind::StreamSet).with_block_bytes(block_bytes);
     let mut all = Vec::new();
@@ -34,7 +35,12 @@ fn sample(block_bytes: usize, appends: i64) -> (ObjectBuilder, Vec<(u64, i64, By
                     payload.clone(),
                 )
                 .unwrap();
-            all.push((stream, next[stream as usize], payload));
+            all.push((
+                stream,
+                next[stream as usize],
+                payload,
+                next[stream as usize] + count - 1,
+            ));
             next[stream as usize] += count;
         }
     }
@@ -76,6 +82,29 @@ fn round_trip() {
         }
         assert!(index.block_for(r.stream_id, r.end_offset).is_none());
         assert!(index.block_for(r.stream_id, r.start_offset - 1).is_none());
+    }
+}
+
+#[test]
+fn block_crcs_combined_from_the_payloads_crcs_equal_a_pass_over_the_blocks() {
+    let (builder, appends) = sample(1000, 50);
+    let (expected, _) = builder.finish();
+    // Every payload's CRC known, and every other one (blocks mixing both take the pass).
+    for known_every in [1, 2] {
+        let mut with_crcs = ObjectBuilder::new(ObjectKind::StreamSet).with_block_bytes(1000);
+        for (i, (stream, first, payload, last)) in appends.iter().enumerate() {
+            let (stream, first, last) = (*stream, *first, *last);
+            if i % known_every == 0 {
+                let crc = crc32c::crc32c(payload);
+                with_crcs
+                    .add_with_crc(stream, first, last, payload.clone(), crc)
+                    .unwrap();
+            } else {
+                with_crcs.add(stream, first, last, payload.clone()).unwrap();
+            }
+        }
+        let (object, _) = with_crcs.finish();
+        assert!(object == expected, "known every {known_every}");
     }
 }
 

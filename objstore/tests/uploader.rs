@@ -13,11 +13,13 @@ use sluice_objstore::{
 };
 
 fn record(stream_id: u64, first: i64, count: i64, body: usize, wal: u64) -> AppendedRecord {
+    let payload = batch(stream_id, first, count, body);
     AppendedRecord {
         stream_id,
         first_offset: first,
         last_offset: first + count - 1,
-        payload: batch(stream_id, first, count, body),
+        payload_crc: crc32c::crc32c(&payload),
+        payload,
         wal_end_position: wal,
     }
 }

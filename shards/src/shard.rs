@@ -406,6 +406,7 @@ impl Shard {
                 first_offset,
                 last_offset,
                 payload: record.payload.clone(),
+                payload_crc: record.payload_crc,
                 wal_end_position: record.end_position.0,
             });
             if is_group_log || is_txn_log || is_txn_index {

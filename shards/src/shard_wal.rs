@@ -88,6 +88,7 @@ impl ShardWal {
             first_offset,
             last_offset,
             payload,
+            payload_crc,
             wal_end_position: position.0,
         });
         Ok(position)

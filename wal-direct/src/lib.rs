@@ -133,6 +133,8 @@ pub struct RecoveredRecord {
     pub first_offset: u64,
     pub last_offset: u64,
     pub payload: Bytes,
+    /// CRC-32C of `payload`, as stored and checked.
+    pub payload_crc: u32,
     /// The position `append` returned for this record.
     pub end_position: WalPosition,
 }

@@ -74,6 +74,7 @@ pub(crate) async fn scan(
                 first_offset: header.first_offset,
                 last_offset: header.last_offset,
                 payload,
+                payload_crc: header.payload_crc,
                 end_position: WalPosition(end),
             });
         }

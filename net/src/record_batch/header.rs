@@ -200,21 +200,21 @@ impl<'a> RecordBatchHeader<'a> {
 /// passed [`RecordBatchHeader::validate`] or was built here; anything but exactly one whole
 /// batch is checksummed in full.
 pub fn whole_batch_crc32c(batch: &[u8]) -> u32 {
-    const WHOLE_BATCH_CRC_COMBINE_BYTES_MIN: usize = 256 * 1024;
+    const WHOLE_BATCH_CRC_COMBINE_BYTES_MIN: usize = 4096;
     let declared = (batch.len() >= BATCH_HEADER_BYTES)
         .then(|| i32_at(batch, BATCH_LENGTH))
         .and_then(|length| usize::try_from(length).ok());
-    // Combining costs about as much as a pass over tens of KiB: small batches take the pass.
+    // Combining costs about as much as a pass over a few hundred bytes.
     if batch.len() < WHOLE_BATCH_CRC_COMBINE_BYTES_MIN
         || declared.map(|length| LOG_OVERHEAD_BYTES + length) != Some(batch.len())
     {
         return crc32c::crc32c(batch);
     }
     let stored = u32::from_be_bytes([batch[CRC], batch[CRC + 1], batch[CRC + 2], batch[CRC + 3]]);
-    crc32c::crc32c_combine(
+    crate::crc32c_combine(
         crc32c::crc32c(&batch[..ATTRIBUTES]),
         stored,
-        batch.len() - ATTRIBUTES,
+        (batch.len() - ATTRIBUTES) as u64,
     )
 }
 

@@ -224,6 +224,7 @@ pub async fn upload_rounds(
                         first_offset: next,
                         last_offset: next + count - 1,
                         payload: payload.clone(),
+                        payload_crc: crc32c::crc32c(&payload),
                         wal_end_position: *wal_position,
                     },
                     start,
