@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 
 /// Chunk sizes are multiples of this (the buddy allocator's smallest block).
 pub const CHUNK_UNIT_BYTES: usize = 512;
@@ -69,6 +70,7 @@ impl ChunkPool {
                 used_bytes: AtomicUsize::new(0),
                 waits_total: AtomicU64::new(0),
                 short: AtomicBool::new(false),
+                shortage_waker: AtomicWaker::new(),
             }),
         }
     }
@@ -105,6 +107,7 @@ impl ChunkPool {
         self.shared.waits_total.fetch_add(1, Ordering::Relaxed);
         loop {
             self.shared.short.store(true, Ordering::Relaxed);
+            self.shared.shortage_waker.wake();
             glommio::timer::sleep(WAIT_POLL_INTERVAL).await;
             if let Some(chunk) = self.try_take(len) {
                 return chunk;
@@ -154,6 +157,20 @@ impl ChunkPool {
     /// cache should give back what it can.
     pub fn take_shortage(&self) -> bool {
         self.shared.short.swap(false, Ordering::Relaxed)
+    }
+
+    /// Resolves when a caller waits for a chunk (clearing the flag, as
+    /// [`ChunkPool::take_shortage`]). One task at a time may wait here.
+    pub async fn shortage(&self) {
+        std::future::poll_fn(|cx| {
+            self.shared.shortage_waker.register(cx.waker());
+            if self.take_shortage() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Bytes of the pool in chunks handed out (whole units).
@@ -267,6 +284,8 @@ struct PoolShared {
     used_bytes: AtomicUsize,
     waits_total: AtomicU64,
     short: AtomicBool,
+    /// The task waiting in [`ChunkPool::shortage`].
+    shortage_waker: AtomicWaker,
 }
 
 // SAFETY: the region is only reached through chunks, each of which owns a disjoint range of
@@ -469,6 +488,17 @@ mod tests {
             );
             assert!(pool.take_shortage(), "the wait is reported");
             assert_eq!(pool.waits_total(), 1);
+            let shortage = pool.shortage();
+            futures::pin_mut!(shortage);
+            assert!(
+                futures::poll!(shortage.as_mut()).is_pending(),
+                "reported once"
+            );
+            // The waiting take looks again every millisecond, and each look wakes the shortage.
+            match futures::future::select(shortage, waiting.as_mut()).await {
+                futures::future::Either::Left(_) => {}
+                futures::future::Either::Right(_) => panic!("the pool is still exhausted"),
+            }
             std::thread::spawn(move || drop(held))
                 .join()
                 .expect("no panic");

@@ -708,15 +708,20 @@ pub(crate) fn compaction_step_bytes_max(config: &BrokerConfig) -> usize {
 
 /// While a frame or batch waits for the memory pool, evicts uploaded batches from the log
 /// cache down to half its budget (the upload task evicts only down to the budget, and only
-/// after an upload).
+/// after an upload), at most once per [`POOL_SHORTAGE_CHECK_INTERVAL`].
+///
+/// Woken by the wait rather than a 10 ms timer: every timer wakes an idle shard, and a wake-up
+/// costs about 100 µs of CPU on a VM (2 × 130 wakes a second, idle, before).
 async fn evict_on_pool_shortage(shard: Rc<Shard>, stop: StopSignal) {
     loop {
         futures::select_biased! {
             _ = stop.clone().fuse() => return,
-            _ = glommio::timer::sleep(POOL_SHORTAGE_CHECK_INTERVAL).fuse() => {}
+            _ = shard.memory_pool.shortage().fuse() => {}
         }
-        if shard.memory_pool.take_shortage() {
-            shard.evict_log_cache(shard.tier.log_cache_budget_bytes() / 2);
+        shard.evict_log_cache(shard.tier.log_cache_budget_bytes() / 2);
+        futures::select_biased! {
+            _ = stop.clone().fuse() => return,
+            _ = glommio::timer::sleep(POOL_SHORTAGE_CHECK_INTERVAL).fuse() => {}
         }
     }
 }
