@@ -77,7 +77,7 @@ struct PendingStream {
     appends: Vec<PendingAppend>,
 }
 
-/// One added payload: (first offset, end offset exclusive, payload, its CRC-32C if known).
+/// One added payload, with its CRC-32C when the caller knew it.
 #[derive(Debug)]
 struct PendingAppend {
     first_offset: i64,

@@ -33,8 +33,8 @@ const MESH_QUEUE_DEPTH: usize = 1024;
 /// Memory glommio registers per executor for I/O buffers, when the memlock limit allows.
 const IO_MEMORY_BYTES_DEFAULT: usize = 10 << 20;
 
-/// How often a shard looks whether a frame or batch waits for its memory pool, to evict
-/// uploaded batches from the log cache for it.
+/// How often, at most, a shard evicts uploaded batches from the log cache while a frame or
+/// batch waits for its memory pool.
 const POOL_SHORTAGE_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Allocations from this size on are mmap'd by glibc and unmapped when freed. glibc raises
