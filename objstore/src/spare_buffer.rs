@@ -62,10 +62,14 @@ struct FreeList {
     bytes: usize,
 }
 
-static FREE_LIST: Mutex<FreeList> = Mutex::new(FreeList {
-    spares: Vec::new(),
-    bytes: 0,
-});
+impl FreeList {
+    const EMPTY: FreeList = FreeList {
+        spares: Vec::new(),
+        bytes: 0,
+    };
+}
+
+static FREE_LIST: Mutex<FreeList> = Mutex::new(FreeList::EMPTY);
 
 impl Allocation {
     /// The smallest spare of at least `capacity` bytes (and not far larger), or a new one.
@@ -256,10 +260,7 @@ mod tests {
     #[test]
     fn memory_is_reused_after_the_last_slice_drops_on_any_thread() {
         // Its own free list, so tests running in parallel cannot take this spare first.
-        static OWN: Mutex<FreeList> = Mutex::new(FreeList {
-            spares: Vec::new(),
-            bytes: 0,
-        });
+        static OWN: Mutex<FreeList> = Mutex::new(FreeList::EMPTY);
         let size = 37 * SPARE_BUFFER_ALIGN;
         let mut buffer = SpareBuffer::in_free_list(&OWN, size, size);
         buffer.as_mut_slice().fill(1);
@@ -287,10 +288,7 @@ mod tests {
 
     #[test]
     fn a_spare_given_back_to_a_full_free_list_replaces_the_oldest() {
-        static OWN: Mutex<FreeList> = Mutex::new(FreeList {
-            spares: Vec::new(),
-            bytes: 0,
-        });
+        static OWN: Mutex<FreeList> = Mutex::new(FreeList::EMPTY);
         // Three fit (with their headroom), a fourth would not.
         let quarter = SPARE_BUFFER_BYTES_MAX / 4;
         let old = [0, 1, 2].map(|_| SpareBuffer::in_free_list(&OWN, quarter, quarter));
@@ -330,20 +328,11 @@ mod tests {
 
     #[test]
     fn spares_idle_too_long_are_freed_when_another_is_given_back() {
-        static OWN: Mutex<FreeList> = Mutex::new(FreeList {
-            spares: Vec::new(),
-            bytes: 0,
-        });
+        static OWN: Mutex<FreeList> = Mutex::new(FreeList::EMPTY);
+        // Never given anything back, so every take allocates.
+        static FRESH: Mutex<FreeList> = Mutex::new(FreeList::EMPTY);
         let size = 3 * SPARE_BUFFER_ALIGN;
-        let layout = layout(size);
-        let allocate = || {
-            // SAFETY: as in `Allocation::take`: a non-zero size, zeroed.
-            let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-            Allocation {
-                ptr,
-                capacity: size,
-            }
-        };
+        let allocate = || Allocation::take(&FRESH, size);
         let start = Instant::now();
         allocate().give_back(&OWN, start);
         allocate().give_back(&OWN, start + SPARE_BUFFER_IDLE_MAX / 2);
@@ -357,10 +346,7 @@ mod tests {
 
     #[test]
     fn large_buffers_of_nearly_equal_size_share_spares() {
-        static OWN: Mutex<FreeList> = Mutex::new(FreeList {
-            spares: Vec::new(),
-            bytes: 0,
-        });
+        static OWN: Mutex<FreeList> = Mutex::new(FreeList::EMPTY);
         // An object of 64 MiB of data and one a little larger for its index.
         let smaller = 64 << 20;
         let larger = smaller + 5 * SPARE_BUFFER_ALIGN;
