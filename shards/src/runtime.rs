@@ -156,9 +156,8 @@ impl Broker {
 
         let (mut senders, mut receivers) = mesh(shard_count);
         let io_memory = io_memory_bytes(shard_count);
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        // One shard per physical core first, CPU 0's NUMA node first (sluice_tuning::cpu_layout).
+        let cpus = sluice_tuning::cpu_layout::shard_cpus_of_this_machine();
         let drained = Arc::new(AtomicUsize::new(0));
         let recovered = Arc::new(AtomicUsize::new(0));
         let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), (usize, String)>>();
@@ -184,7 +183,7 @@ impl Broker {
                 recovered: recovered.clone(),
                 metrics: metrics.shard(id),
             };
-            let executor = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+            let executor = LocalExecutorBuilder::new(Placement::Fixed(cpus[id % cpus.len()]))
                 .name(&format!("sluice-shard-{id}"))
                 .io_memory(io_memory)
                 .spawn(move || run_shard(plan))

@@ -1,41 +1,19 @@
-//! CPU topology and NUMA, from hwloc (hwlocality): where the shards will land. `sluice start`
-//! pins shard i to CPU `i % n` (n = available parallelism, shards/src/runtime.rs), so the
-//! shards use CPUs 0..shards-1. For the lowest latency each should have a core of its own
-//! (not a hyperthread sibling of another shard), on one NUMA node, and be a CPU the process
-//! may run on at all.
+//! CPU topology and NUMA: where the shards will land. `sluice start` pins shard i to
+//! `shard_cpus[i % n]` ([`crate::cpu_layout`]): one shard per physical core first, CPU 0's
+//! NUMA node first, only CPUs the process may run on. For the lowest latency each shard should
+//! have a core of its own (not a hyperthread sibling of another shard), all on one NUMA node.
+//!
+//! The layout comes from `/sys`; built with the `hwloc` feature, from hwloc (hwlocality) on
+//! the live machine, which also sees what `/sys` hides in some containers.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
-use hwlocality::Topology;
-use hwlocality::object::types::ObjectType;
-
+use crate::cpu_layout::{CpuLayout, allowed_cpus};
 use crate::host::{Gap, Host, format_cpu_list};
 use crate::{Finding, Tuner};
 
 /// The topology check.
 pub(crate) struct CpuTopology;
-
-/// The machine as hwloc describes it.
-#[derive(Debug)]
-struct Layout {
-    packages: usize,
-    /// The CPUs of each core (more than one with SMT).
-    cores: Vec<BTreeSet<usize>>,
-    /// The CPUs of each NUMA node.
-    nodes: Vec<BTreeSet<usize>>,
-    /// Every CPU hwloc knows (online).
-    cpus: BTreeSet<usize>,
-}
-
-/// What the process may use, as `sluice start` will see it.
-#[derive(Debug)]
-struct Allowed {
-    /// CPUs of the process's affinity mask (taskset, cgroup cpuset).
-    cpus: BTreeSet<usize>,
-    /// `available_parallelism`, which also counts a cgroup CPU quota: the modulus of pinning.
-    parallelism: usize,
-}
 
 impl Tuner for CpuTopology {
     fn name(&self) -> &'static str {
@@ -43,65 +21,67 @@ impl Tuner for CpuTopology {
     }
 
     fn check(&self, host: &Host) -> Result<Finding, Gap> {
-        // hwloc reads the live /sys; a fake root cannot be handed to it (its HWLOC_FSROOT
-        // is a process-wide environment variable, unsafe to set in a threaded process).
-        if host.root != Path::new("/") {
-            return Err(Gap::Unsupported(
-                "hwloc reads only the live machine's topology".to_owned(),
-            ));
-        }
-        let topology = Topology::new().map_err(|e| Gap::Error(format!("hwloc: {e}")))?;
-        let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let allowed = Allowed {
-            cpus: affinity()?,
-            parallelism,
+        let layout = layout(host)?;
+        let allowed = if host.root == std::path::Path::new("/") {
+            allowed_cpus().map_err(|e| Gap::Error(format!("sched_getaffinity: {e}")))?
+        } else {
+            layout.cpus.clone()
         };
-        Ok(evaluate(
-            self.name(),
-            &layout(&topology),
-            &allowed,
-            host.shards,
-        ))
+        Ok(evaluate(self.name(), &layout, &allowed, host.shards))
     }
 }
 
-fn layout(topology: &Topology) -> Layout {
-    let cpus_of = |ty: ObjectType| -> Vec<BTreeSet<usize>> {
-        topology
-            .objects_with_type(ty)
-            .filter_map(|object| object.cpuset())
-            .map(|set| set.iter_set().map(usize::from).collect())
-            .collect()
-    };
-    Layout {
-        packages: topology.objects_with_type(ObjectType::Package).count(),
-        cores: cpus_of(ObjectType::Core),
-        nodes: cpus_of(ObjectType::NUMANode),
-        cpus: topology.cpuset().iter_set().map(usize::from).collect(),
+#[cfg(feature = "hwloc")]
+fn layout(host: &Host) -> Result<CpuLayout, Gap> {
+    // hwloc reads the live /sys; a fake root cannot be handed to it (its HWLOC_FSROOT is a
+    // process-wide environment variable, unsafe to set in a threaded process).
+    if host.root != std::path::Path::new("/") {
+        return CpuLayout::from_sys(&host.root).map_err(|e| Gap::Unsupported(format!("/sys: {e}")));
+    }
+    let topology = hwlocality::Topology::new().map_err(|e| Gap::Error(format!("hwloc: {e}")))?;
+    Ok(hwloc::layout(&topology))
+}
+
+#[cfg(not(feature = "hwloc"))]
+fn layout(host: &Host) -> Result<CpuLayout, Gap> {
+    CpuLayout::from_sys(&host.root).map_err(|e| Gap::Unsupported(format!("/sys: {e}")))
+}
+
+#[cfg(feature = "hwloc")]
+mod hwloc {
+    use std::collections::BTreeSet;
+
+    use hwlocality::Topology;
+    use hwlocality::object::types::ObjectType;
+
+    use crate::cpu_layout::CpuLayout;
+
+    /// The layout as hwloc describes it.
+    pub(super) fn layout(topology: &Topology) -> CpuLayout {
+        let cpus_of = |ty: ObjectType| -> Vec<BTreeSet<usize>> {
+            topology
+                .objects_with_type(ty)
+                .filter_map(|object| object.cpuset())
+                .map(|set| set.iter_set().map(usize::from).collect())
+                .collect()
+        };
+        let mut cores = cpus_of(ObjectType::Core);
+        cores.sort_by_key(|core| core.first().copied());
+        CpuLayout {
+            packages: topology.objects_with_type(ObjectType::Package).count(),
+            cores,
+            nodes: cpus_of(ObjectType::NUMANode),
+            cpus: topology.cpuset().iter_set().map(usize::from).collect(),
+        }
     }
 }
 
-/// The CPUs this process may run on (sched_getaffinity).
-fn affinity() -> Result<BTreeSet<usize>, Gap> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the kernel writes at most size_of::<cpu_set_t>() bytes into `set`.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return Err(Gap::Error(format!(
-            "sched_getaffinity: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    let max = usize::try_from(libc::CPU_SETSIZE).unwrap_or(1024);
-    // SAFETY: CPU_ISSET only reads `set` at indexes below CPU_SETSIZE.
-    Ok((0..max)
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect())
-}
-
-fn evaluate(tuner: &'static str, layout: &Layout, allowed: &Allowed, shards: usize) -> Finding {
+fn evaluate(
+    tuner: &'static str,
+    layout: &CpuLayout,
+    allowed: &BTreeSet<usize>,
+    shards: usize,
+) -> Finding {
     let smt = layout.cores.iter().map(BTreeSet::len).max().unwrap_or(1);
     let current = format!(
         "{} package(s), {} NUMA node(s), {} cores, {} CPUs{}; allowed CPUs {}",
@@ -114,28 +94,19 @@ fn evaluate(tuner: &'static str, layout: &Layout, allowed: &Allowed, shards: usi
         } else {
             String::new()
         },
-        format_cpu_list(&allowed.cpus),
+        format_cpu_list(allowed),
     );
     let best = best_shards(layout, allowed);
     let recommended = format!("--shards <= {best}");
+    let order = layout.shard_cpus(allowed);
     let used: BTreeSet<usize> = (0..shards)
-        .map(|i| i % allowed.parallelism.max(1))
+        .filter_map(|i| order.get(i % order.len().max(1)).copied())
         .collect();
     let mut problems = Vec::new();
-    let forbidden: BTreeSet<usize> = used.difference(&allowed.cpus).copied().collect();
-    if !forbidden.is_empty() {
+    if shards > order.len() {
         problems.push(format!(
-            "shards are pinned to CPUs {} but this process may not run on {} \
-             (taskset or a cgroup cpuset): run it on CPUs 0-{}",
-            format_cpu_list(&used),
-            format_cpu_list(&forbidden),
-            allowed.parallelism.saturating_sub(1)
-        ));
-    }
-    if shards > allowed.parallelism {
-        problems.push(format!(
-            "{shards} shards on {} CPUs share CPUs",
-            allowed.parallelism
+            "{shards} shards on {} allowed CPUs share CPUs",
+            order.len()
         ));
     }
     if layout
@@ -177,25 +148,23 @@ fn evaluate(tuner: &'static str, layout: &Layout, allowed: &Allowed, shards: usi
     }
 }
 
-/// The most shards that land on allowed CPUs, each on its own core, all on CPU 0's NUMA
-/// node: the largest K for which CPUs 0..K-1 qualify.
-fn best_shards(layout: &Layout, allowed: &Allowed) -> usize {
-    let node = layout.nodes.iter().find(|node| node.contains(&0));
+/// The most shards that each get a physical core of their own on one NUMA node: the length of
+/// the pinning order's prefix that stays on its first CPU's node and takes no sibling.
+fn best_shards(layout: &CpuLayout, allowed: &BTreeSet<usize>) -> usize {
+    let order = layout.shard_cpus(allowed);
+    let Some(first) = order.first() else {
+        return 0;
+    };
+    let node = layout.nodes.iter().find(|node| node.contains(first));
     let mut cores_taken = BTreeSet::new();
-    let mut k = 0;
-    while k < allowed.parallelism
-        && allowed.cpus.contains(&k)
-        && node.is_none_or(|node| node.contains(&k))
-    {
-        let Some(core) = layout.cores.iter().position(|core| core.contains(&k)) else {
-            break;
-        };
-        if !cores_taken.insert(core) {
-            break;
-        }
-        k += 1;
-    }
-    k
+    order
+        .iter()
+        .take_while(|cpu| {
+            let same_node = node.is_none_or(|node| node.contains(cpu));
+            let core = layout.cores.iter().position(|core| core.contains(cpu));
+            same_node && core.is_some_and(|core| cores_taken.insert(core))
+        })
+        .count()
 }
 
 #[cfg(test)]
@@ -204,66 +173,60 @@ mod tests {
     use crate::Status;
     use crate::testing::FakeRoot;
 
-    /// A synthetic machine from hwloc's own description language.
-    fn synthetic(description: &str) -> Layout {
-        let topology = Topology::builder()
-            .from_synthetic(description)
-            .expect("valid description")
-            .build()
-            .expect("builds");
-        layout(&topology)
-    }
-
-    fn all_allowed(layout: &Layout) -> Allowed {
-        Allowed {
-            cpus: layout.cpus.clone(),
-            parallelism: layout.cpus.len(),
+    fn layout_of(cores: &[&[usize]], nodes: &[&[usize]]) -> CpuLayout {
+        let cores: Vec<BTreeSet<usize>> = cores.iter().map(|c| c.iter().copied().collect()).collect();
+        let cpus = cores.iter().flatten().copied().collect();
+        CpuLayout {
+            packages: nodes.len(),
+            cores,
+            nodes: nodes.iter().map(|n| n.iter().copied().collect()).collect(),
+            cpus,
         }
     }
 
     #[test]
     fn one_node_without_smt_is_ok() {
-        let machine = synthetic("package:1 numa:1 core:4 pu:1");
-        assert_eq!((machine.cores.len(), machine.cpus.len()), (4, 4));
-        let finding = evaluate("cpu_topology", &machine, &all_allowed(&machine), 4);
+        let machine = layout_of(&[&[0], &[1], &[2], &[3]], &[&[0, 1, 2, 3]]);
+        let finding = evaluate("cpu_topology", &machine, &machine.cpus, 4);
         assert_eq!(finding.status, Status::Ok, "{finding:?}");
         assert_eq!(finding.recommended, "--shards <= 4");
     }
 
     #[test]
     fn two_nodes_with_smt_get_fewer_shards() {
-        // hwloc numbers synthetic PUs depth-first: CPUs 0,1 are the two threads of core 0.
-        let machine = synthetic("package:2 numa:1 core:2 pu:2");
-        assert_eq!(machine.nodes.len(), 2);
-        let finding = evaluate("cpu_topology", &machine, &all_allowed(&machine), 8);
+        // Two packages of two cores with two threads, Linux numbering (siblings n and n+4).
+        let machine = layout_of(
+            &[&[0, 4], &[1, 5], &[2, 6], &[3, 7]],
+            &[&[0, 1, 4, 5], &[2, 3, 6, 7]],
+        );
+        let finding = evaluate("cpu_topology", &machine, &machine.cpus, 8);
         assert_eq!(finding.status, Status::Advice);
         assert!(finding.current.contains("SMT x2"), "{}", finding.current);
         assert!(finding.advice.contains("hyperthread"), "{}", finding.advice);
         assert!(finding.advice.contains("NUMA"), "{}", finding.advice);
-        assert_eq!(finding.recommended, "--shards <= 1");
+        assert_eq!(finding.recommended, "--shards <= 2");
+        // Two shards land on the two physical cores of node 0: fine.
+        let finding = evaluate("cpu_topology", &machine, &machine.cpus, 2);
+        assert_eq!(finding.status, Status::Ok, "{finding:?}");
     }
 
     #[test]
-    fn pinning_outside_the_affinity_mask_is_named() {
-        let machine = synthetic("package:1 numa:1 core:4 pu:1");
-        let allowed = Allowed {
-            cpus: [2, 3].into(),
-            parallelism: 2,
-        };
-        let finding = evaluate("cpu_topology", &machine, &allowed, 2);
+    fn more_shards_than_allowed_cpus_is_named() {
+        let machine = layout_of(&[&[0], &[1], &[2], &[3]], &[&[0, 1, 2, 3]]);
+        let finding = evaluate("cpu_topology", &machine, &BTreeSet::from([2, 3]), 3);
         assert_eq!(finding.status, Status::Advice);
-        assert!(
-            finding.advice.contains("may not run on 0-1"),
-            "{}",
-            finding.advice
-        );
-        assert_eq!(best_shards(&machine, &allowed), 0);
+        assert!(finding.advice.contains("share CPUs"), "{}", finding.advice);
+        assert_eq!(best_shards(&machine, &BTreeSet::from([2, 3])), 2);
     }
 
     #[test]
-    fn a_fake_root_is_unsupported() {
+    fn a_fake_root_is_read_from_its_sys() {
         let fake = FakeRoot::new();
-        let gap = CpuTopology.check(&fake.host(1)).expect_err("fake root");
+        fake.file("/sys/devices/system/cpu/online", "0-1");
+        let finding = CpuTopology.check(&fake.host(1)).expect("fake /sys");
+        assert!(finding.current.contains("2 cores"), "{finding:?}");
+        let empty = FakeRoot::new();
+        let gap = CpuTopology.check(&empty.host(1)).expect_err("no /sys");
         assert!(matches!(gap, Gap::Unsupported(_)));
     }
 
@@ -274,7 +237,18 @@ mod tests {
             data_dir: ".".into(),
             shards: 1,
         };
-        let finding = CpuTopology.check(&host).expect("hwloc works here");
+        let finding = CpuTopology.check(&host).expect("topology readable here");
         assert!(finding.current.contains("cores"), "{finding:?}");
+    }
+
+    /// hwloc and /sys agree on this machine.
+    #[cfg(feature = "hwloc")]
+    #[test]
+    fn hwloc_and_sys_agree() {
+        let topology = hwlocality::Topology::new().expect("hwloc");
+        let from_hwloc = hwloc::layout(&topology);
+        let from_sys = CpuLayout::from_sys(std::path::Path::new("/")).expect("/sys");
+        assert_eq!(from_hwloc.cpus, from_sys.cpus);
+        assert_eq!(from_hwloc.cores, from_sys.cores);
     }
 }

@@ -11,6 +11,7 @@ mod ballast_file;
 mod clocksource;
 mod coredump;
 mod cpu_governor;
+pub mod cpu_layout;
 mod cpu_topology;
 mod direct_io;
 mod disk_nomerges;
