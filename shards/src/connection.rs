@@ -5,30 +5,24 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use bytes::Bytes;
+use futures::future::FutureExt;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
-use sluice_net::{RequestErrorKind, Response};
+use sluice_net::RequestErrorKind;
 
 use crate::affinity::ConnectionAffinity;
 use crate::api;
-use crate::chunk_pool::{ChunkPool, PoolBuffer};
-use crate::shard::{Shard, ShardRequest};
+use crate::api::PendingResponse;
+use crate::chunk_pool::PoolBuffer;
+use crate::messaging::ShardRequest;
+use crate::shard::Shard;
+use crate::stop::StopSignal;
 
 /// Bytes of a refused frame written to the log, to diagnose client incompatibilities.
 const FRAME_BYTES_LOGGED: usize = 256;
-
-/// Responses of at least this many bytes (fetches) are encoded into a chunk of the pool.
-const POOLED_RESPONSE_BYTES_MIN: usize = 64 * 1024;
-
-/// A future resolving to the encoded response of one request (None: nothing to send).
-pub type PendingResponse = LocalBoxFuture<'static, Option<Bytes>>;
-
-/// The broker-wide stop signal, cloned into every connection.
-pub type StopSignal = Shared<futures::channel::oneshot::Receiver<()>>;
 
 /// Where a connection comes from: accepted on this shard, or moved here by another shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,7 +222,7 @@ pub async fn parse_and_order(
                 if *api_key == sluice_net::ApiKey::ApiVersions =>
             {
                 let response = api::api_versions::unsupported_version_response();
-                Some(encode(header.correlation_id, 0, response))
+                Some(api::response::encode(header.correlation_id, 0, response))
             }
             (_, header) => {
                 let head = &frame[..frame.len().min(FRAME_BYTES_LOGGED)];
@@ -236,66 +230,5 @@ pub async fn parse_and_order(
                 None
             }
         },
-    }
-}
-
-/// A ready response future holding the encoded `response` (on the heap).
-pub fn encode(correlation_id: i32, api_version: i16, response: Response) -> PendingResponse {
-    futures::future::ready(encode_to_heap(correlation_id, api_version, &response)).boxed_local()
-}
-
-/// The encoded `response`, in a chunk of `pool` when it is large and the pool has room.
-///
-/// Why: a large heap buffer is a fresh mmap (the broker caps glibc's mmap threshold), whose
-/// pages fault in one by one as the records are copied; a fetch at 1 GB/s spent a quarter of
-/// its shard's time in those faults. The pool's memory is mapped already and counted in the
-/// budget. A short pool never makes a response wait: it falls back to the heap.
-pub fn encode_pooled(
-    pool: &ChunkPool,
-    correlation_id: i32,
-    api_version: i16,
-    response: &Response,
-) -> Option<Bytes> {
-    let len = match sluice_net::response_frame_len(api_version, response) {
-        Ok(len) => len,
-        Err(error) => {
-            tracing::error!(%error, "response could not be encoded");
-            return None;
-        }
-    };
-    let chunk = (len >= POOLED_RESPONSE_BYTES_MIN)
-        .then(|| pool.try_take(len))
-        .flatten();
-    let Some(mut chunk) = chunk else {
-        return encode_to_heap(correlation_id, api_version, response);
-    };
-    let mut out: &mut [u8] = chunk.as_mut();
-    match sluice_net::encode_response_to(correlation_id, api_version, response, len, &mut out) {
-        Ok(()) if out.is_empty() => Some(chunk.freeze()),
-        Ok(()) => {
-            tracing::error!(
-                unwritten = out.len(),
-                "response shorter than its encoded length"
-            );
-            None
-        }
-        Err(error) => {
-            tracing::error!(%error, "response could not be encoded");
-            None
-        }
-    }
-}
-
-fn encode_to_heap(correlation_id: i32, api_version: i16, response: &Response) -> Option<Bytes> {
-    let mut out = BytesMut::new();
-    match sluice_net::encode_response(correlation_id, api_version, response, &mut out) {
-        Ok(()) => {
-            tracing::trace!(correlation_id, bytes = out.len(), "response");
-            Some(out.freeze())
-        }
-        Err(error) => {
-            tracing::error!(%error, "response could not be encoded");
-            None
-        }
     }
 }

@@ -10,16 +10,17 @@ use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
 use sluice_metadata::MetadataStore;
 use sluice_objstore::ObjectStore;
-use sluice_wal::Wal;
 
 use crate::affinity::ConnectionAffinity;
+use crate::api::PendingResponse;
+use crate::builder::{BuiltShard, ShardBuilder, restore_groups};
 use crate::config::BrokerConfig;
-use crate::connection::{self, PendingResponse};
+use crate::connection;
 use crate::controller::Controller;
 use crate::metrics::BrokerMetrics;
+use crate::router;
 use crate::runtime::StartError;
 use crate::shard::Shard;
-use crate::shard_wal::ShardWal;
 
 /// The client host the handlers see for frames submitted in process.
 const CLIENT_HOST: &str = "in-process";
@@ -28,19 +29,21 @@ const CLIENT_HOST: &str = "in-process";
 const ADVERTISED_HOST: &str = "localhost";
 
 /// A single-shard broker without sockets: its metadata controller, WAL, object store and
-/// uploader are real; requests go through the connection's own parse and order stages.
+/// uploader are real; requests go through the connection's own parse and order stages and
+/// the shard's router, as on a socket.
 pub struct InProcessShard {
     shard: Rc<Shard>,
     controller: Controller,
     stop: oneshot::Sender<()>,
     uploads: glommio::Task<()>,
     image_changes: glommio::Task<()>,
+    requests: glommio::Task<()>,
     affinity: ConnectionAffinity,
 }
 
 impl InProcessShard {
-    /// Opens the metadata, object store and WAL under `config.data_dir` (which must hold no
-    /// WAL records: nothing is recovered) and starts the uploader on the current executor.
+    /// Opens the metadata, object store and WAL under `config.data_dir` and builds the shard
+    /// as the runtime does (recovering what the WAL holds), on the current executor.
     pub async fn start(config: BrokerConfig) -> Result<InProcessShard, StartError> {
         let config = Arc::new(config);
         let metadata_dir = config.data_dir.join("metadata");
@@ -51,48 +54,58 @@ impl InProcessShard {
         let store = MetadataStore::open(&metadata_dir, config.node_id)?;
         let objects = ObjectStore::open(&config.object_store_config())
             .map_err(|e| StartError::ObjectStore(e.to_string()))?;
-        let wal_config = crate::runtime::shard_wal_config(&config, 0);
         let shard_error = |reason: String| StartError::Shard { shard: 0, reason };
-        if let Some(parent) = wal_config.path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| StartError::DataDir {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        let (wal, records) = Wal::open(wal_config.clone())
-            .await
-            .map_err(|e| shard_error(format!("WAL {}: {e}", wal_config.path.display())))?;
-        if !records.is_empty() {
-            return Err(StartError::Config(format!(
-                "{} holds {} records; an in-process shard starts from an empty WAL",
-                wal_config.path.display(),
-                records.len()
-            )));
-        }
         let (change_sender, mut changes) = mpsc::unbounded::<()>();
         let (controller, handle) = Controller::start(store, vec![change_sender])
             .map_err(|e| shard_error(format!("controller thread: {e}")))?;
-        let (tier, memory_pool) = crate::runtime::shard_memory(&config, 1, objects.clone());
-        let metrics = BrokerMetrics::new(1, objects).shard(0);
-        let shard = Rc::new(Shard::new(
-            0,
-            config.clone(),
-            handle,
-            (ADVERTISED_HOST.to_string(), 0),
-            Rc::new(ShardWal::new(wal)),
-            tier,
-            vec![None],
+        let metrics = BrokerMetrics::new(1, objects.clone()).shard(0);
+        let built = ShardBuilder {
+            id: 0,
+            config,
+            controller: handle,
+            advertised: (ADVERTISED_HOST.to_string(), 0),
+            objects,
             metrics,
-            memory_pool,
-        ));
+            peers: vec![None],
+        }
+        .build()
+        .await;
+        let BuiltShard {
+            shard,
+            loopback,
+            group_entries,
+        } = match built {
+            Ok(built) => built,
+            Err(reason) => {
+                controller.join();
+                return Err(shard_error(reason));
+            }
+        };
+        // No other shard can hand a connection over; one arriving anyway is closed on drop.
+        let requests = glommio::spawn_local(router::serve_loopback(shard.clone(), loopback, drop));
+        restore_groups(&shard, group_entries).await;
+        crate::txn::serve::restore(&shard).await;
+        crate::txn::serve::start(&shard);
         let (stop, stopped) = oneshot::channel();
-        let uploads =
-            glommio::spawn_local(crate::tier::run_uploads(shard.clone(), stopped.shared()));
+        let uploads = {
+            let (storage, stop) = (shard.storage.clone(), stopped.shared());
+            glommio::spawn_local(async move {
+                crate::tier::upload::run_uploads(
+                    storage.id,
+                    &storage.tier,
+                    &storage.wal,
+                    &storage.controller,
+                    &*storage,
+                    stop,
+                )
+                .await
+            })
+        };
         let image_changes = {
-            let shard = shard.clone();
+            let storage = shard.storage.clone();
             glommio::spawn_local(async move {
                 while changes.next().await.is_some() {
-                    shard.apply_image(&shard.image());
+                    storage.apply_image(&storage.image());
                 }
             })
         };
@@ -102,6 +115,7 @@ impl InProcessShard {
             stop,
             uploads,
             image_changes,
+            requests,
             affinity: ConnectionAffinity::default(),
         })
     }
@@ -119,8 +133,9 @@ impl InProcessShard {
         let _ = self.stop.send(());
         self.uploads.await;
         self.image_changes.cancel().await;
+        self.requests.cancel().await;
         self.controller.join();
-        let wal = self.shard.wal.clone();
+        let wal = self.shard.storage.wal.clone();
         drop(self.shard);
         match Rc::try_unwrap(wal) {
             Ok(wal) => {

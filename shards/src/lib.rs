@@ -1,14 +1,20 @@
 //! The broker runtime: one pinned glommio executor per core, partitions owned by shards,
 //! the produce pipeline (parse → order → persist) and fetch long-poll.
 //!
-//! Start here: [`Broker::start`] in `runtime.rs`; a request's path is `connection.rs` (read,
-//! parse) → `api/` (one file per Kafka API) → `shard.rs` (routing to the owner shard) →
-//! `partition.rs` (order, persist through the WAL, read).
+//! Start here: ARCHITECTURE.md at the project root, and [`Broker::start`] in `runtime.rs`. A
+//! request's path is `connection.rs` (read, parse) → `api/` (one file per Kafka API) →
+//! `messaging.rs` (to the owner shard, this one included) → `router.rs` (the owner takes it
+//! in arrival order) → a service: `storage/` (partitions: order, persist, read), `group/`,
+//! `txn/`; `tier/` uploads to and reads from objects.
 
 pub mod admin_http;
 pub mod affinity;
 pub mod api;
+pub mod barrier;
+pub mod budget;
+pub mod builder;
 pub mod chunk_pool;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod controller;
@@ -17,13 +23,15 @@ pub mod group;
 pub mod in_process;
 pub mod internal_stream;
 pub mod log_codec;
+pub mod messaging;
 pub mod metrics;
-pub mod partition;
-pub mod partition_log;
-pub mod producer_state;
+pub mod producer_ids;
+pub mod recovery;
+pub mod router;
 pub mod runtime;
 pub mod shard;
-pub mod shard_wal;
+pub mod stop;
+pub mod storage;
 pub mod tier;
 pub mod txn;
 

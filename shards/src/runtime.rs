@@ -15,20 +15,20 @@ use glommio::sync::{Gate, Semaphore};
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_metadata::MetadataStore;
 use sluice_objstore::ObjectStore;
-use sluice_wal::{Wal, WalConfig};
 
 use crate::admin_http::AdminServer;
-use crate::chunk_pool::ChunkPool;
+use crate::barrier::ShardBarrier;
+use crate::budget::ShardBudget;
+use crate::builder::{BuiltShard, MESH_QUEUE_DEPTH, ShardBuilder, restore_groups};
 use crate::config::{BrokerConfig, is_block_device};
-use crate::connection::{self, Arrival, StopSignal};
+use crate::connection::{self, Arrival};
 use crate::controller::{Controller, ControllerHandle};
+use crate::messaging::ShardRequest;
 use crate::metrics::{BrokerMetrics, ShardMetrics};
-use crate::shard::{Shard, ShardRequest};
-use crate::shard_wal::ShardWal;
-use crate::tier::ObjectTier;
-
-/// Messages queued between two shards before the sender waits.
-const MESH_QUEUE_DEPTH: usize = 1024;
+use crate::router;
+use crate::shard::Shard;
+use crate::stop::StopSignal;
+use crate::storage::PartitionStore;
 
 /// Memory glommio registers per executor for I/O buffers, when the memlock limit allows.
 const IO_MEMORY_BYTES_DEFAULT: usize = 10 << 20;
@@ -158,8 +158,8 @@ impl Broker {
         let io_memory = io_memory_bytes(shard_count);
         // One shard per physical core first, CPU 0's NUMA node first (sluice_tuning::cpu_layout).
         let cpus = sluice_tuning::cpu_layout::shard_cpus_of_this_machine();
-        let drained = Arc::new(AtomicUsize::new(0));
-        let recovered = Arc::new(AtomicUsize::new(0));
+        let drained = Arc::new(ShardBarrier::default());
+        let recovered = Arc::new(ShardBarrier::default());
         let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), (usize, String)>>();
         let mut stops = Vec::with_capacity(shard_count);
         let mut executors = Vec::with_capacity(shard_count);
@@ -273,9 +273,9 @@ struct ShardPlan {
     changes: mpsc::UnboundedReceiver<()>,
     stop: StopSignal,
     started: std::sync::mpsc::Sender<Result<(), (usize, String)>>,
-    drained: Arc<AtomicUsize>,
+    drained: Arc<ShardBarrier>,
     ready: Arc<AtomicUsize>,
-    recovered: Arc<AtomicUsize>,
+    recovered: Arc<ShardBarrier>,
     metrics: Arc<ShardMetrics>,
 }
 
@@ -298,25 +298,6 @@ async fn run_shard(plan: ShardPlan) {
         metrics,
     } = plan;
     let shard_count = senders.len();
-    let wal_config = shard_wal_config(&config, id);
-    if let Some(parent) = wal_config.path.parent()
-        && !is_block_device(&wal_config.path)
-        && let Err(e) = std::fs::create_dir_all(parent)
-    {
-        let _ = started.send(Err((
-            id,
-            format!("WAL directory {}: {e}", parent.display()),
-        )));
-        return;
-    }
-    let (wal, wal_records) = match Wal::open(wal_config.clone()).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            let _ = started.send(Err((id, format!("WAL {}: {e}", wal_config.path.display()))));
-            return;
-        }
-    };
-    let wal = Rc::new(ShardWal::new(wal));
     // Both ends of a shared channel must connect before either completes, so every shard
     // connects all its ends at once.
     let (peers, receivers) = futures::join!(
@@ -328,89 +309,111 @@ async fn run_shard(plan: ShardPlan) {
         })),
         futures::future::join_all(receivers.into_iter().map(|r| r.connect()))
     );
-    let (tier, memory_pool) = shard_memory(&config, shard_count, objects);
-    let shard = Rc::new(Shard::new(
+    let built = ShardBuilder {
         id,
-        config.clone(),
+        config: config.clone(),
         controller,
         advertised,
-        wal.clone(),
-        tier,
-        peers,
+        objects,
         metrics,
-        memory_pool,
-    ));
-    let mut group_entries = match shard.internal_state_in_objects().await {
-        Ok(entries) => entries,
+        peers,
+    }
+    .build()
+    .await;
+    let BuiltShard {
+        shard,
+        loopback,
+        group_entries,
+    } = match built {
+        Ok(built) => built,
         Err(reason) => {
-            let _ = started.send(Err((
-                id,
-                format!("reading the group and transaction logs from objects: {reason}"),
-            )));
+            let _ = started.send(Err((id, reason)));
             return;
         }
     };
-    let group_entries_from_objects = group_entries.len();
-    let (replayed, wal_group_entries) = shard.recover(wal_records);
-    tracing::info!(
-        shard = id,
-        replayed,
-        group_entries = wal_group_entries.len(),
-        group_entries_from_objects,
-        "WAL recovered"
-    );
-    group_entries.extend(wal_group_entries);
-
-    let memory_bytes = request_memory_bytes(&config, shard_count);
-    let memory = Rc::new(Semaphore::new(memory_bytes));
+    let wal = shard.storage.wal.clone();
+    let budget = ShardBudget::of(&config, shard_count);
+    let memory = Rc::new(Semaphore::new(budget.request_bytes));
     let connections = Gate::new();
+    let adopt = {
+        let (shard, memory, stop, connections) = (
+            shard.clone(),
+            memory.clone(),
+            stop.clone(),
+            connections.clone(),
+        );
+        Rc::new(move |socket| adopt(&shard, socket, &memory, &stop, &connections))
+    };
     for receiver in receivers {
-        let shard = shard.clone();
-        let (memory, stop, connections) = (memory.clone(), stop.clone(), connections.clone());
-        glommio::spawn_local(async move {
-            while let Some(request) = receiver.recv().await {
-                if let ShardRequest::AdoptConnection { socket } = request {
-                    adopt(&shard, socket, &memory, &stop, &connections);
-                    continue;
-                }
-                // Each request gets its own task, so a produce waiting for WAL space does not
-                // hold up reads behind it; spawn order keeps one partition's batches in order
-                // (its order stage takes a FIFO permit before its first await).
-                let shard = shard.clone();
-                glommio::spawn_local(async move { shard.handle(request).await }).detach();
-            }
-        })
+        let adopt = adopt.clone();
+        glommio::spawn_local(router::serve_peer(shard.clone(), receiver, move |socket| {
+            adopt(socket)
+        }))
         .detach();
     }
     {
-        let shard = shard.clone();
+        let adopt = adopt.clone();
+        glommio::spawn_local(router::serve_loopback(
+            shard.clone(),
+            loopback,
+            move |socket| adopt(socket),
+        ))
+        .detach();
+    }
+    {
+        let storage = shard.storage.clone();
         glommio::spawn_local(async move {
             while changes.next().await.is_some() {
-                shard.apply_image(&shard.image());
+                storage.apply_image(&storage.image());
             }
         })
         .detach();
     }
-    let uploads = glommio::spawn_local(crate::tier::run_uploads(shard.clone(), stop.clone()));
-    let pool_shortages = glommio::spawn_local(evict_on_pool_shortage(shard.clone(), stop.clone()));
-    let retention = glommio::spawn_local(crate::tier::run_retention(
-        shard.clone(),
+    let uploads = {
+        let (storage, stop) = (shard.storage.clone(), stop.clone());
+        glommio::spawn_local(async move {
+            crate::tier::upload::run_uploads(
+                storage.id,
+                &storage.tier,
+                &storage.wal,
+                &storage.controller,
+                &*storage,
+                stop,
+            )
+            .await
+        })
+    };
+    let pool_shortages =
+        glommio::spawn_local(evict_on_pool_shortage(shard.storage.clone(), stop.clone()));
+    let retention = glommio::spawn_local(crate::storage::retention::run_retention(
+        shard.storage.clone(),
         config.retention_check_interval,
         stop.clone(),
     ));
-    let maintenance = (id == 0)
-        .then(|| glommio::spawn_local(crate::tier::run_maintenance(shard.clone(), stop.clone())));
+    let maintenance = (id == 0).then(|| {
+        let (storage, stop) = (shard.storage.clone(), stop.clone());
+        let (step_bytes, grace) = (budget.compaction_step_bytes, config.object_delete_delay);
+        glommio::spawn_local(async move {
+            crate::tier::maintenance::run_maintenance(
+                storage.tier.store(),
+                &storage.controller,
+                step_bytes,
+                grace,
+                stop,
+            )
+            .await
+        })
+    });
     restore_groups(&shard, group_entries).await;
-    crate::txn::restore(&shard).await;
+    crate::txn::serve::restore(&shard).await;
     // Every shard must hold its groups and transactions before any shard answers a client.
-    recovered.fetch_add(1, Ordering::SeqCst);
-    while recovered.load(Ordering::SeqCst) < shard_count {
-        if stop.clone().now_or_never().is_some() {
-            return; // another shard failed to start and the broker is being stopped
-        }
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+    recovered.arrive();
+    futures::select_biased! {
+        // Another shard failed to start and the broker is being stopped.
+        _ = stop.clone().fuse() => return,
+        _ = recovered.reached(shard_count).fuse() => {}
     }
-    crate::txn::start(&shard);
+    crate::txn::serve::start(&shard);
     {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -441,7 +444,7 @@ async fn run_shard(plan: ShardPlan) {
     let sampler = glommio::spawn_local(crate::metrics::sampler::run_sampler(
         shard.clone(),
         memory.clone(),
-        memory_bytes,
+        budget.request_bytes,
         stop.clone(),
     ));
     loop {
@@ -475,17 +478,15 @@ async fn run_shard(plan: ShardPlan) {
     drop(listener);
     let _ = connections.close().await;
     // Other shards may still be finishing requests that need this shard's partitions: keep
-    // serving the mesh until every shard has drained its connections.
-    drained.fetch_add(1, Ordering::SeqCst);
-    while drained.load(Ordering::SeqCst) < ready.load(Ordering::SeqCst) {
-        glommio::timer::sleep(Duration::from_millis(2)).await;
-    }
+    // serving the mesh until every shard that started has drained its connections.
+    drained.arrive();
+    drained.reached(ready.load(Ordering::SeqCst)).await;
     tracing::info!(
         shard = id,
         batches_appended = shard.metrics.produce_batches.get(),
         reads_served = shard.metrics.fetch_reads.get(),
         connections = shard.metrics.connections_accepted.get(),
-        partitions = shard.partition_count(),
+        partitions = shard.storage.partition_count(),
         "shard stopped"
     );
     // An upload in flight (the store may be down) is left to the next start: its records are
@@ -497,6 +498,7 @@ async fn run_shard(plan: ShardPlan) {
     pool_shortages.cancel().await;
     retention.cancel().await;
     sampler.cancel().await;
+    drop(adopt);
     drop(shard);
     match Rc::try_unwrap(wal) {
         Ok(wal) => {
@@ -505,28 +507,6 @@ async fn run_shard(plan: ShardPlan) {
             }
         }
         Err(_) => tracing::debug!("WAL still shared at shutdown; its writes are already durable"),
-    }
-}
-
-/// Hands group-log entries to the shards coordinating their groups (the shard count may have
-/// changed since they were written) and waits until each has them.
-async fn restore_groups(shard: &Rc<Shard>, entries: Vec<crate::group::log::GroupLogEntry>) {
-    use crate::group::call::GroupCall;
-    use crate::group::log::GroupLogEntry;
-    let mut by_shard: Vec<Vec<GroupLogEntry>> = (0..shard.count).map(|_| Vec::new()).collect();
-    for entry in entries {
-        by_shard[crate::group::coordinator_shard(entry.group(), shard.count)].push(entry);
-    }
-    for (owner, entries) in by_shard.into_iter().enumerate() {
-        if entries.is_empty() {
-            continue;
-        }
-        let answer = crate::api::ask(shard, owner, |reply| ShardRequest::Group {
-            call: GroupCall::Restore(entries),
-            reply,
-        })
-        .await;
-        let _ = answer.await;
     }
 }
 
@@ -651,73 +631,19 @@ fn check_wal_layout(config: &BrokerConfig, shards: usize) -> Result<(), StartErr
     Ok(())
 }
 
-/// The WAL settings of shard `id`.
-pub(crate) fn shard_wal_config(config: &BrokerConfig, id: usize) -> WalConfig {
-    WalConfig {
-        path: config.wal_path_for(id),
-        capacity_bytes: config.wal_bytes_per_shard,
-        inflight_writes_max: config.wal_inflight_writes_max,
-        epoch: 0,
-        node_id: config.node_id.max(0) as u32,
-        ..WalConfig::default()
-    }
-}
-
-/// A shard's share of the memory budget: its object tier (log cache and block cache) and its
-/// memory pool.
-pub(crate) fn shard_memory(
-    config: &BrokerConfig,
-    shard_count: usize,
-    objects: ObjectStore,
-) -> (ObjectTier, ChunkPool) {
-    let shard_budget = config.memory_bytes / shard_count.max(1) as u64;
-    let tier = ObjectTier::new(
-        objects,
-        (shard_budget / 8) as usize,
-        log_cache_bytes(shard_budget),
-        config
-            .upload_bytes
-            .min((config.wal_bytes_per_shard / 4) as usize)
-            .max(1),
-        config.upload_interval,
-    );
-    (tier, ChunkPool::new(memory_pool_bytes(shard_budget)))
-}
-
-/// Bytes of a shard's memory pool, three quarters of its budget: its chunks are the request
-/// frames (at most a quarter, [`request_memory_bytes`]), the log cache and the batches
-/// produced since the last upload. The rest of the budget: the block cache (an eighth) and
-/// compaction (an eighth, on shard 0).
-fn memory_pool_bytes(shard_budget_bytes: u64) -> usize {
-    (shard_budget_bytes / 4 * 3) as usize
-}
-
-/// The log cache's budget, three eighths of the shard's: with the request frames and the
-/// batches not uploaded yet it fits the pool with room to spare, since a buddy allocator
-/// cannot always find a large block when the pool is nearly full.
-fn log_cache_bytes(shard_budget_bytes: u64) -> u64 {
-    shard_budget_bytes / 8 * 3
-}
-
-/// Bytes of objects one compaction step may read (it holds about twice that at its peak):
-/// a sixteenth of a shard's budget.
-pub(crate) fn compaction_step_bytes_max(config: &BrokerConfig) -> usize {
-    (config.memory_bytes / config.shard_count().max(1) as u64 / 16).max(1 << 20) as usize
-}
-
 /// While a frame or batch waits for the memory pool, evicts uploaded batches from the log
 /// cache down to half its budget (the upload task evicts only down to the budget, and only
 /// after an upload), at most once per [`POOL_SHORTAGE_CHECK_INTERVAL`].
 ///
 /// Woken by the wait rather than a 10 ms timer: every timer wakes an idle shard, and a wake-up
 /// costs about 100 µs of CPU on a VM (2 × 130 wakes a second, idle, before).
-async fn evict_on_pool_shortage(shard: Rc<Shard>, stop: StopSignal) {
+async fn evict_on_pool_shortage(storage: Rc<PartitionStore>, stop: StopSignal) {
     loop {
         futures::select_biased! {
             _ = stop.clone().fuse() => return,
-            _ = shard.memory_pool.shortage().fuse() => {}
+            _ = storage.memory_pool.shortage().fuse() => {}
         }
-        shard.evict_log_cache(shard.tier.log_cache_budget_bytes() / 2);
+        storage.evict_log_cache(storage.tier.log_cache_budget_bytes() / 2);
         futures::select_biased! {
             _ = stop.clone().fuse() => return,
             _ = glommio::timer::sleep(POOL_SHORTAGE_CHECK_INTERVAL).fuse() => {}
@@ -734,14 +660,6 @@ fn fix_malloc_mmap_threshold() {
             tracing::warn!("glibc refused M_MMAP_THRESHOLD; the heap may fragment");
         }
     }
-}
-
-/// Bytes of request frames a shard may hold at once before it stops reading sockets.
-fn request_memory_bytes(config: &BrokerConfig, shards: usize) -> u64 {
-    // A quarter of the shard's budget, so that frames alone cannot take the whole pool.
-    (config.memory_bytes / shards.max(1) as u64 / 4)
-        .max(config.max_frame_bytes as u64 / 4)
-        .max(1 << 20)
 }
 
 /// glommio locks 3 × io_memory per executor; fit that inside RLIMIT_MEMLOCK when the process

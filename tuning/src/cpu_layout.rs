@@ -35,7 +35,10 @@ impl CpuLayout {
         let cpus = parse_cpu_list(online.trim()).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: not a CPU list: {online:?}", sys_cpu.join("online").display()),
+                format!(
+                    "{}: not a CPU list: {online:?}",
+                    sys_cpu.join("online").display()
+                ),
             )
         })?;
         let mut cores: BTreeMap<(u64, u64), BTreeSet<usize>> = BTreeMap::new();
@@ -154,7 +157,8 @@ pub fn allowed_cpus() -> io::Result<BTreeSet<usize>> {
 /// [`CpuLayout::shard_cpus`]); CPUs 0..n when neither `/sys` nor the affinity mask can be read.
 pub fn shard_cpus_of_this_machine() -> Vec<usize> {
     let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let layout = CpuLayout::from_sys(Path::new("/")).unwrap_or_else(|_| CpuLayout::flat(parallelism));
+    let layout =
+        CpuLayout::from_sys(Path::new("/")).unwrap_or_else(|_| CpuLayout::flat(parallelism));
     let allowed = allowed_cpus().unwrap_or_else(|_| layout.cpus.clone());
     let cpus = layout.shard_cpus(&allowed);
     if cpus.is_empty() {
@@ -174,7 +178,10 @@ mod tests {
     fn machine(packages: usize, cores: usize, threads: usize, nodes: usize) -> FakeRoot {
         let root = FakeRoot::new();
         let total = packages * cores * threads;
-        root.file("/sys/devices/system/cpu/online", &format!("0-{}", total - 1));
+        root.file(
+            "/sys/devices/system/cpu/online",
+            &format!("0-{}", total - 1),
+        );
         let mut node_cpus: Vec<Vec<usize>> = vec![Vec::new(); nodes];
         for cpu in 0..total {
             let core_global = cpu % (packages * cores);
@@ -220,7 +227,10 @@ mod tests {
     fn shards_take_physical_cores_first_then_siblings() {
         let root = machine(2, 2, 2, 2);
         let layout = CpuLayout::from_sys(root.root()).expect("layout");
-        assert_eq!(layout.shard_cpus(&layout.cpus), vec![0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(
+            layout.shard_cpus(&layout.cpus),
+            vec![0, 1, 2, 3, 4, 5, 6, 7]
+        );
         // Siblings numbered next to each other (as hwloc and some ARM kernels do).
         let paired = CpuLayout {
             packages: 1,

@@ -174,7 +174,8 @@ mod tests {
     use crate::testing::FakeRoot;
 
     fn layout_of(cores: &[&[usize]], nodes: &[&[usize]]) -> CpuLayout {
-        let cores: Vec<BTreeSet<usize>> = cores.iter().map(|c| c.iter().copied().collect()).collect();
+        let cores: Vec<BTreeSet<usize>> =
+            cores.iter().map(|c| c.iter().copied().collect()).collect();
         let cpus = cores.iter().flatten().copied().collect();
         CpuLayout {
             packages: nodes.len(),

@@ -21,7 +21,9 @@ use sluice_net::messages::delete_topics_request::DeleteTopicsRequest;
 use sluice_net::messages::delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse};
 
 use crate::errors::{controller_error_code, controller_error_message, metadata_error_code};
-use crate::shard::{Shard, ShardRequest};
+use crate::messaging::ShardRequest;
+use crate::shard::Shard;
+use crate::storage::request::PartitionRequest;
 
 /// An error code with the message Kafka sends beside it.
 type Refusal = (ErrorCode, String);
@@ -325,10 +327,12 @@ pub async fn delete_records(
                 &image,
                 &topic.name,
                 p.partition_index,
-                |stream_id, reply| ShardRequest::DeleteRecords {
-                    stream_id,
-                    offset,
-                    reply,
+                |stream_id, reply| {
+                    ShardRequest::Partition(PartitionRequest::DeleteRecords {
+                        stream_id,
+                        offset,
+                        reply,
+                    })
                 },
             )
             .await;

@@ -11,7 +11,9 @@ use sluice_net::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResponse, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
 
-use crate::shard::{Shard, ShardRequest};
+use crate::messaging::ShardRequest;
+use crate::shard::Shard;
+use crate::storage::request::PartitionRequest;
 
 /// This one-node cluster: its id, its controller and its broker.
 pub fn describe_cluster(
@@ -66,9 +68,8 @@ pub async fn describe_log_dirs(
                 continue;
             };
             let stream_id = part.stream_id;
-            let answer = super::ask(shard, shard.owner_of(part), |reply| ShardRequest::Size {
-                stream_id,
-                reply,
+            let answer = super::ask(shard, shard.owner_of(part), |reply| {
+                ShardRequest::Partition(PartitionRequest::Size { stream_id, reply })
             })
             .await;
             if let Ok(Ok(size)) = answer.await {

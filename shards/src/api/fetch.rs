@@ -11,8 +11,10 @@ use sluice_net::messages::fetch_response::{
     AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
 };
 
-use crate::partition_log::ReadSlice;
-use crate::shard::{PartitionRead, Shard, ShardRequest};
+use crate::messaging::ShardRequest;
+use crate::shard::Shard;
+use crate::storage::partition_log::ReadSlice;
+use crate::storage::request::{PartitionRead, PartitionRequest};
 
 /// The longest a fetch may wait, whatever max.wait.ms says.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -205,11 +207,13 @@ async fn read_all(
                 })
             })
             .collect();
-        let answer = super::ask(shard, *owner, |reply| ShardRequest::Read {
-            reads,
-            max_bytes,
-            read_committed,
-            reply,
+        let answer = super::ask(shard, *owner, |reply| {
+            ShardRequest::Partition(PartitionRequest::Read {
+                reads,
+                max_bytes,
+                read_committed,
+                reply,
+            })
         })
         .await;
         answer.await.unwrap_or_default()
@@ -236,11 +240,13 @@ async fn wait_for_any(
         };
         // Anything past the current high watermark is new data.
         let offset = slice.high_watermark;
-        let answer = super::ask(shard, owner, |reply| ShardRequest::WaitForData {
-            stream_id,
-            offset,
-            wait,
-            reply,
+        let answer = super::ask(shard, owner, |reply| {
+            ShardRequest::Partition(PartitionRequest::WaitForData {
+                stream_id,
+                offset,
+                wait,
+                reply,
+            })
         })
         .await;
         waits.push(answer);

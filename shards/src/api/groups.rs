@@ -35,7 +35,8 @@ use sluice_net::messages::sync_group_response::SyncGroupResponse;
 use crate::group::OffsetsByTopic;
 use crate::group::call::{GroupCall, GroupReply};
 use crate::group::coordinator_shard;
-use crate::shard::{Shard, ShardRequest};
+use crate::messaging::ShardRequest;
+use crate::shard::Shard;
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;

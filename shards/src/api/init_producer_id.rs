@@ -19,7 +19,7 @@ pub async fn handle(
     let result = if request.transactional_id.is_some() {
         initialize_transactional(shard, version, request).await
     } else {
-        shard.next_producer_id().await.map(|id| (id, 0))
+        shard.producer_ids.next().await.map(|id| (id, 0))
     };
     match result {
         Ok((producer_id, producer_epoch)) => InitProducerIdResponse {
@@ -57,7 +57,7 @@ async fn initialize_transactional(
         timeout_ms: request.transaction_timeout_ms,
         expected,
     };
-    match crate::txn::call::ask(shard, owner, call).await {
+    match crate::txn::serve::ask(shard, owner, call).await {
         Some(TxnReply::ProducerId(result)) => result,
         _ => Err(ErrorCode::CoordinatorNotAvailable),
     }

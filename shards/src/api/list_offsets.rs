@@ -8,7 +8,9 @@ use sluice_net::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 
-use crate::shard::{Shard, ShardRequest};
+use crate::messaging::ShardRequest;
+use crate::shard::Shard;
+use crate::storage::request::PartitionRequest;
 
 /// Answers every partition of the request from its owner shard.
 pub async fn handle(
@@ -29,11 +31,13 @@ pub async fn handle(
                 &image,
                 &topic.name,
                 p.partition_index,
-                |stream_id, reply| ShardRequest::ListOffset {
-                    stream_id,
-                    timestamp,
-                    read_committed,
-                    reply,
+                |stream_id, reply| {
+                    ShardRequest::Partition(PartitionRequest::ListOffset {
+                        stream_id,
+                        timestamp,
+                        read_committed,
+                        reply,
+                    })
                 },
             )
             .await;

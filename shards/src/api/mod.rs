@@ -6,10 +6,12 @@ pub mod cluster;
 pub mod configs;
 pub mod fetch;
 pub mod groups;
+pub mod implemented;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod response;
 pub mod transactions;
 pub mod txn_tooling;
 
@@ -17,51 +19,17 @@ use std::rc::Rc;
 
 use futures::FutureExt;
 use futures::channel::oneshot;
-use sluice_net::{ApiKey, Request, RequestHeader, Response};
+use sluice_net::{Request, RequestHeader, Response};
 
-use crate::connection::{PendingResponse, encode_pooled};
-use crate::shard::{Shard, ShardRequest};
+use crate::messaging::ShardRequest;
+use crate::shard::Shard;
+pub use implemented::IMPLEMENTED_APIS;
+pub use response::PendingResponse;
+use response::encode_pooled;
 
-/// The APIs this broker answers; ApiVersions advertises exactly these.
-pub const IMPLEMENTED_APIS: &[ApiKey] = &[
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::Metadata,
-    ApiKey::ApiVersions,
-    ApiKey::CreateTopics,
-    ApiKey::DeleteTopics,
-    ApiKey::CreatePartitions,
-    ApiKey::DeleteRecords,
-    ApiKey::DescribeConfigs,
-    ApiKey::AlterConfigs,
-    ApiKey::IncrementalAlterConfigs,
-    ApiKey::DescribeCluster,
-    ApiKey::DescribeLogDirs,
-    ApiKey::InitProducerId,
-    ApiKey::FindCoordinator,
-    ApiKey::JoinGroup,
-    ApiKey::SyncGroup,
-    ApiKey::Heartbeat,
-    ApiKey::LeaveGroup,
-    ApiKey::OffsetCommit,
-    ApiKey::OffsetFetch,
-    ApiKey::ListGroups,
-    ApiKey::DescribeGroups,
-    ApiKey::DeleteGroups,
-    ApiKey::OffsetDelete,
-    ApiKey::AddPartitionsToTxn,
-    ApiKey::AddOffsetsToTxn,
-    ApiKey::EndTxn,
-    ApiKey::TxnOffsetCommit,
-    ApiKey::DescribeProducers,
-    ApiKey::DescribeTransactions,
-    ApiKey::ListTransactions,
-];
-
-/// Routes one request to its handler. Produce runs its order stage before this returns, so
-/// batches of one connection are ordered in request order; the rest runs in the returned
-/// future, overlapped with the next requests.
+/// Routes one request to its handler. A produce's batches are queued for their owner shards
+/// before this returns, so batches of one connection reach each owner in request order; the
+/// rest runs in the returned future, overlapped with the next requests.
 pub async fn dispatch(
     shard: &Rc<Shard>,
     header: RequestHeader,
@@ -292,7 +260,5 @@ pub async fn ask<T>(
     owner: usize,
     build: impl FnOnce(oneshot::Sender<T>) -> ShardRequest,
 ) -> oneshot::Receiver<T> {
-    let (reply, answer) = oneshot::channel();
-    shard.deliver(owner, build(reply)).await;
-    answer
+    shard.ask(owner, build).await
 }

@@ -1,10 +1,10 @@
-//! Produce: validate batches on the connection's shard, order them on the owner shards,
-//! answer once every partition's batch is durable.
+//! Produce: validate batches on the connection's shard (`storage/validated_batch.rs`), send
+//! them to their owner shards in request order (`router.rs` orders them there), answer once
+//! every partition's batch is durable.
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
@@ -12,11 +12,13 @@ use sluice_net::messages::produce_request::ProduceRequest;
 use sluice_net::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
-use sluice_net::record_batch::{BatchError, RecordBatchHeader};
 use sluice_net::{ErrorCode, Response};
 
-use crate::partition::AppendOutcome;
-use crate::shard::{Shard, ShardRequest};
+use crate::messaging::ShardRequest;
+use crate::shard::Shard;
+use crate::storage::partition::AppendOutcome;
+use crate::storage::request::PartitionRequest;
+use crate::storage::validated_batch::ValidatedBatch;
 
 /// Where one partition's answer comes from.
 enum Pending {
@@ -46,20 +48,24 @@ pub async fn order(
                     .and_then(|index| image.partition(&topic.name, index))
                 {
                     None => Pending::Refused(ErrorCode::UnknownTopicOrPartition),
-                    Some(part) => match validate(version, transactional, data.records) {
-                        Err(code) => Pending::Refused(code),
-                        Ok(batch) => {
-                            let owner = shard.owner_of(part);
-                            let stream_id = part.stream_id;
-                            let answer = super::ask(shard, owner, |reply| ShardRequest::Produce {
-                                stream_id,
-                                batch,
-                                reply,
-                            })
-                            .await;
-                            Pending::Ordered(answer)
+                    Some(part) => {
+                        match ValidatedBatch::validate(version, transactional, data.records) {
+                            Err(code) => Pending::Refused(code),
+                            Ok(batch) => {
+                                let owner = shard.owner_of(part);
+                                let stream_id = part.stream_id;
+                                let answer = super::ask(shard, owner, |reply| {
+                                    ShardRequest::Partition(PartitionRequest::Produce {
+                                        stream_id,
+                                        batch,
+                                        reply,
+                                    })
+                                })
+                                .await;
+                                Pending::Ordered(answer)
+                            }
                         }
-                    },
+                    }
                 }
             };
             partitions.push((data.index, pending));
@@ -117,33 +123,4 @@ pub async fn order(
         }))
     }
     .boxed_local()
-}
-
-/// The parse stage's checks of one partition's records: exactly one v2 batch (as Kafka
-/// requires from Produce v3 on), whole, with a valid CRC and a sane record count; no control
-/// batch (only coordinators write markers); a transactional batch only from an idempotent
-/// producer naming its transactional id.
-fn validate(version: i16, transactional: bool, records: Option<Bytes>) -> Result<Bytes, ErrorCode> {
-    let records = records.ok_or(ErrorCode::InvalidRecord)?;
-    let header = RecordBatchHeader::validate(&records).map_err(|error| match error {
-        BatchError::UnsupportedMagic(_) => ErrorCode::UnsupportedForMessageFormat,
-        // More bytes than the first batch: a second batch, which Kafka refuses from v3 on.
-        BatchError::LengthMismatch { declared, actual } if declared < actual && version >= 3 => {
-            ErrorCode::InvalidRecord
-        }
-        BatchError::UnknownCompression(_) => ErrorCode::UnsupportedCompressionType,
-        BatchError::InvalidRecordCount(_) => ErrorCode::InvalidRecord,
-        _ => ErrorCode::CorruptMessage,
-    })?;
-    if header.records_count() <= 0 || header.last_offset_delta() != header.records_count() - 1 {
-        return Err(ErrorCode::InvalidRecord);
-    }
-    if header.is_control() || (header.is_transactional() && header.producer_id() < 0) {
-        return Err(ErrorCode::InvalidRecord);
-    }
-    if header.is_transactional() && !transactional {
-        // Kafka authorizes the (missing) transactional id and refuses.
-        return Err(ErrorCode::TransactionalIdAuthorizationFailed);
-    }
-    Ok(records)
 }

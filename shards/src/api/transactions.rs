@@ -31,8 +31,9 @@ use sluice_net::messages::txn_offset_commit_response::{
 
 use crate::group::log::CommittedOffset;
 use crate::shard::Shard;
-use crate::txn::call::{TxnCall, TxnReply, ask};
+use crate::txn::call::{TxnCall, TxnReply};
 use crate::txn::coordinator_shard;
+use crate::txn::serve::ask;
 
 /// Longest transactional or group id accepted: the transaction log stores ids with a u16 length.
 pub const ID_BYTES_MAX: usize = u16::MAX as usize;

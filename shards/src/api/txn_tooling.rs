@@ -17,8 +17,9 @@ use sluice_net::messages::list_transactions_request::ListTransactionsRequest;
 use sluice_net::messages::list_transactions_response::ListTransactionsResponse;
 
 use crate::shard::Shard;
-use crate::txn::call::{TxnCall, TxnReply, ask};
+use crate::txn::call::{TxnCall, TxnReply};
 use crate::txn::coordinator_shard;
+use crate::txn::serve::ask;
 use crate::txn::state::STATE_NAMES;
 
 /// DescribeProducers: the producers each partition remembers, with their open transactions.

@@ -36,7 +36,7 @@ use sluice_net::messages::sync_group_response::SyncGroupResponse;
 
 use self::log::{CommittedOffset, GroupLogEntry};
 use self::state::{Group, GroupState, Member};
-use crate::shard_wal::ShardWal;
+use crate::storage::shard_wal::ShardWal;
 
 /// Committed offsets by topic, then partition (`None`: nothing committed).
 pub type OffsetsByTopic = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sluice_objstore::ObjectStore;
 
-use crate::api::IMPLEMENTED_APIS;
+use crate::api::implemented::IMPLEMENTED_APIS;
 use crate::group::census::GroupCensus;
 
 pub use counter::Counter;

@@ -1,18 +1,15 @@
 //! Transaction work as messages to the shard that owns it — a transactional id's coordinator,
-//! a group's coordinator, or a partition's owner — and their answers.
+//! a group's coordinator, or a partition's owner — and their answers (served by `serve.rs`).
 
 use std::collections::BTreeSet;
-use std::rc::Rc;
 
-use futures::future::join_all;
 use sluice_net::ErrorCode;
 use sluice_net::messages::describe_transactions_response::TransactionState;
 use sluice_net::messages::list_transactions_response::TransactionState as ListedTransaction;
 
 use super::log::{StagedOffset, TxnLogEntry};
 use super::marker::Marker;
-use crate::producer_state::ProducerView;
-use crate::shard::{Shard, ShardRequest};
+use crate::storage::producer_state::ProducerView;
 
 /// A transaction request for one shard.
 pub enum TxnCall {
@@ -152,181 +149,4 @@ pub enum TxnReply {
     Partitions(BTreeSet<(String, i32)>),
     /// For Restore and MarkUnstable.
     Done,
-}
-
-/// Sends `call` to shard `owner` and waits for its answer (None: the shard is gone).
-pub async fn ask(shard: &Rc<Shard>, owner: usize, call: TxnCall) -> Option<TxnReply> {
-    let answer = crate::api::ask(shard, owner, |reply| ShardRequest::Txn { call, reply }).await;
-    answer.await.ok()
-}
-
-/// Serves one call on the shard it was sent to.
-pub async fn serve(shard: &Rc<Shard>, call: TxnCall) -> TxnReply {
-    let txns = &shard.txns;
-    match call {
-        TxnCall::InitProducerId {
-            transactional_id,
-            timeout_ms,
-            expected,
-        } => TxnReply::ProducerId(
-            txns.init_producer_id(shard, &transactional_id, timeout_ms, expected)
-                .await,
-        ),
-        TxnCall::Add {
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            partitions,
-            group,
-        } => TxnReply::Code(
-            txns.add(
-                &transactional_id,
-                producer_id,
-                producer_epoch,
-                &partitions,
-                group.as_deref(),
-            )
-            .await,
-        ),
-        TxnCall::Verify {
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            partitions,
-        } => TxnReply::Codes(txns.verify(
-            &transactional_id,
-            producer_id,
-            producer_epoch,
-            &partitions,
-        )),
-        TxnCall::StageOffsets {
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            group,
-            offsets,
-        } => TxnReply::Code(
-            txns.stage_offsets(
-                &transactional_id,
-                producer_id,
-                producer_epoch,
-                &group,
-                offsets,
-            )
-            .await,
-        ),
-        TxnCall::End {
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            commit,
-        } => TxnReply::Code(
-            txns.end(
-                shard,
-                &transactional_id,
-                producer_id,
-                producer_epoch,
-                commit,
-            )
-            .await,
-        ),
-        TxnCall::Describe(transactional_id) => {
-            TxnReply::Described(txns.describe(&transactional_id))
-        }
-        TxnCall::List {
-            states,
-            producer_ids,
-            min_duration_ms,
-        } => TxnReply::Listed(txns.list(&states, &producer_ids, min_duration_ms)),
-        TxnCall::Restore(entries) => {
-            // The groups learn of the restored staged offsets before start-up completes.
-            let marks =
-                txns.restore(entries)
-                    .into_iter()
-                    .map(|(group, producer_id, partitions)| {
-                        let owner = crate::group::coordinator_shard(&group, shard.count);
-                        ask(
-                            shard,
-                            owner,
-                            TxnCall::MarkUnstable {
-                                group,
-                                producer_id,
-                                partitions,
-                            },
-                        )
-                    });
-            join_all(marks).await;
-            TxnReply::Done
-        }
-        TxnCall::CheckGroupMember {
-            group,
-            member_id,
-            group_instance_id,
-            generation_id,
-        } => TxnReply::Code(shard.groups.check_txn_member(
-            &group,
-            &member_id,
-            group_instance_id.as_deref(),
-            generation_id,
-        )),
-        TxnCall::MarkUnstable {
-            group,
-            producer_id,
-            partitions,
-        } => {
-            txns.unstable.mark(&group, producer_id, partitions);
-            TxnReply::Done
-        }
-        TxnCall::Unstable(group) => TxnReply::Partitions(txns.unstable.partitions(&group)),
-        TxnCall::CompleteGroup {
-            group,
-            producer_id,
-            offsets,
-        } => {
-            // Committed offsets first: until they are in place the partitions stay unstable.
-            if !offsets.is_empty()
-                && let Err(code) = shard.groups.commit_txn_offsets(&group, offsets).await
-            {
-                return TxnReply::Code(code);
-            }
-            txns.unstable.clear(&group, producer_id);
-            TxnReply::Code(ErrorCode::None)
-        }
-        TxnCall::WriteMarkers { stream_ids, marker } => {
-            TxnReply::Markers(write_markers(shard, stream_ids, marker).await)
-        }
-        TxnCall::DescribeProducers { stream_id } => TxnReply::Producers(
-            shard
-                .partition(stream_id)
-                .map(|p| p.producers())
-                .ok_or(ErrorCode::NotLeaderOrFollower),
-        ),
-    }
-}
-
-/// Orders the marker on each partition (one after the other, so they share WAL writes), then
-/// waits until all are durable.
-async fn write_markers(
-    shard: &Rc<Shard>,
-    stream_ids: Vec<u64>,
-    marker: Marker,
-) -> Vec<Result<(), ErrorCode>> {
-    let mut ordered = Vec::with_capacity(stream_ids.len());
-    for stream_id in stream_ids {
-        ordered.push(match shard.partition(stream_id) {
-            None => Err(ErrorCode::NotLeaderOrFollower),
-            Some(partition) => {
-                partition
-                    .write_marker(&shard.wal, &shard.txn_index, marker)
-                    .await
-            }
-        });
-    }
-    join_all(ordered.into_iter().map(|pending| async move {
-        match pending {
-            Ok(pending) => pending.durable().await.map(|_| ()),
-            Err(code) => Err(code),
-        }
-    }))
-    .await
 }

@@ -117,7 +117,7 @@ async fn write_markers(
     let asks = by_owner.into_iter().map(|(owner, targets)| async move {
         let stream_ids = targets.iter().map(|(_, stream_id)| *stream_id).collect();
         let call = TxnCall::WriteMarkers { stream_ids, marker };
-        let results = match super::call::ask(shard, owner, call).await {
+        let results = match super::serve::ask(shard, owner, call).await {
             Some(TxnReply::Markers(results)) if results.len() == targets.len() => results,
             _ => vec![Err(ErrorCode::UnknownServerError); targets.len()],
         };
@@ -156,7 +156,7 @@ async fn complete_groups(
             producer_id,
             offsets: offsets.clone(),
         };
-        let code = match super::call::ask(shard, owner, call).await {
+        let code = match super::serve::ask(shard, owner, call).await {
             Some(TxnReply::Code(code)) => code,
             _ => ErrorCode::CoordinatorNotAvailable,
         };

@@ -18,10 +18,11 @@ use sluice_net::messages::list_transactions_response::TransactionState as Listed
 use super::log::{StagedOffset, TxnLogEntry};
 use super::state::{EndTransition, InitTransition, TxnMetadata};
 use super::unstable::UnstableOffsets;
-use crate::shard_wal::ShardWal;
+use crate::storage::shard_wal::ShardWal;
 
+use crate::clock::now_ms;
 use crate::group::log::CommittedOffset;
-use crate::shard::Shard;
+use crate::producer_ids::ProducerIds;
 
 /// Kafka's transactional.id.expiration.ms default: an id idle this long is forgotten.
 pub const TRANSACTIONAL_ID_EXPIRATION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -59,7 +60,13 @@ pub struct TxnCoordinator {
     stream_id: u64,
     sequence: Cell<u64>,
     replayed: RefCell<Vec<TxnLogEntry>>,
+    /// Starts writing a decided transaction's markers (installed by `txn::serve::start`: the
+    /// markers go to other shards, which this coordinator does not know).
+    on_decided: RefCell<Option<DecidedHook>>,
 }
+
+/// What runs when a transaction is decided: given its transactional id.
+pub type DecidedHook = Box<dyn Fn(&str)>;
 
 impl TxnCoordinator {
     /// A coordinator persisting through `wal` as internal stream `stream_id`.
@@ -71,11 +78,25 @@ impl TxnCoordinator {
             stream_id,
             sequence: Cell::new(0),
             replayed: RefCell::new(Vec::new()),
+            on_decided: RefCell::new(None),
+        }
+    }
+
+    /// Installs what runs when a transaction is decided (its markers must be written).
+    pub fn set_on_decided(&self, hook: DecidedHook) {
+        *self.on_decided.borrow_mut() = Some(hook);
+    }
+
+    /// A transaction was decided: its markers must be written. Before the hook is installed
+    /// (recovery), decided transactions are found again by [`TxnCoordinator::prepared`].
+    fn notify_decided(&self, transactional_id: &str) {
+        if let Some(hook) = self.on_decided.borrow().as_ref() {
+            hook(transactional_id);
         }
     }
 
     /// Keeps the entries of a transaction-log record (unframed) found at start-up, in objects
-    /// or in this shard's WAL, until [`super::restore`] hands them to their coordinators;
+    /// or in this shard's WAL, until `txn::serve::restore` hands them to their coordinators;
     /// `next_sequence` is the record's offset + 1.
     pub fn replay(&self, next_sequence: u64, payload: bytes::Bytes) {
         self.sequence.set(self.sequence.get().max(next_sequence));
@@ -154,12 +175,12 @@ impl TxnCoordinator {
     /// until the abort is complete, so the client retries).
     pub async fn init_producer_id(
         &self,
-        shard: &Rc<Shard>,
+        producer_ids: &ProducerIds,
+        max_timeout_ms: i32,
         transactional_id: &str,
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
     ) -> Result<(i64, i16), ErrorCode> {
-        let max_timeout_ms = shard.image().broker_config().transaction_max_timeout_ms;
         if timeout_ms <= 0 || timeout_ms > max_timeout_ms {
             return Err(ErrorCode::InvalidTransactionTimeout);
         }
@@ -169,7 +190,7 @@ impl TxnCoordinator {
             .get(transactional_id)
             .is_none_or(|e| e.metadata.epoch_exhausted());
         let fresh = if needs_producer_id {
-            Some(shard.next_producer_id().await?)
+            Some(producer_ids.next().await?)
         } else {
             None
         };
@@ -215,7 +236,7 @@ impl TxnCoordinator {
                     "a new producer fences the open transaction: aborting it"
                 );
                 self.apply(transactional_id, fenced).await?;
-                super::completion::spawn(shard, transactional_id);
+                self.notify_decided(transactional_id);
                 Err(ErrorCode::ConcurrentTransactions)
             }
         }
@@ -336,7 +357,6 @@ impl TxnCoordinator {
     /// written in the background (Kafka answers at the same point).
     pub async fn end(
         &self,
-        shard: &Rc<Shard>,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
@@ -362,7 +382,7 @@ impl TxnCoordinator {
         if let Err(code) = self.apply(transactional_id, next).await {
             return code;
         }
-        super::completion::spawn(shard, transactional_id);
+        self.notify_decided(transactional_id);
         ErrorCode::None
     }
 
@@ -408,7 +428,7 @@ impl TxnCoordinator {
 
     /// Runs the timers: open transactions past their timeout are aborted at a bumped epoch
     /// (fencing their producer, as Kafka does); ids idle past their expiration are forgotten.
-    pub async fn sweep(&self, shard: &Rc<Shard>) {
+    pub async fn sweep(&self) {
         let now = now_ms();
         let expiration_ms = TRANSACTIONAL_ID_EXPIRATION.as_millis() as i64;
         let mut timed_out = Vec::new();
@@ -448,7 +468,7 @@ impl TxnCoordinator {
         for (id, fenced) in timed_out {
             tracing::info!(transactional_id = %id, "transaction timed out: aborting it");
             match self.apply(&id, fenced).await {
-                Ok(()) => super::completion::spawn(shard, &id),
+                Ok(()) => self.notify_decided(&id),
                 Err(code) => {
                     tracing::warn!(?code, transactional_id = %id, "timed-out transaction not aborted; retrying")
                 }
@@ -579,12 +599,4 @@ fn stage(staged: &mut StagedOffsets, group: String, offsets: Vec<StagedOffset>) 
     for (topic, partition, committed) in offsets {
         by_partition.insert((topic, partition), committed);
     }
-}
-
-/// Wall-clock milliseconds: transaction timestamps are persisted and outlive the process.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

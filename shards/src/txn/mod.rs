@@ -14,7 +14,7 @@
 //!   stable offset is the first offset of the oldest, and abort markers feed its
 //!   `aborted_index.rs`, which read_committed fetches return.
 //! - At start-up every shard replays its WAL; the records are routed to their coordinators
-//!   ([`restore`]) and transactions found decided resume writing their markers ([`start`]).
+//!   (`serve::restore`) and transactions found decided resume writing their markers (`serve::start`).
 
 pub mod aborted_index;
 pub mod call;
@@ -23,15 +23,13 @@ pub mod coordinator;
 pub mod log;
 pub mod marker;
 pub mod partition_index;
+pub mod serve;
 pub mod state;
 pub mod unstable;
 
-use std::rc::Rc;
 use std::time::Duration;
 
 pub use coordinator::TxnCoordinator;
-
-use crate::shard::Shard;
 
 /// How often coordinators look for timed-out transactions and expired ids.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
@@ -39,35 +37,4 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// The shard coordinating `transactional_id` (the groups' hash, so every shard agrees).
 pub fn coordinator_shard(transactional_id: &str, shards: usize) -> usize {
     crate::group::coordinator_shard(transactional_id, shards)
-}
-
-/// Hands the transaction-log entries this shard replayed to the shards coordinating their ids
-/// (the shard count may have changed since they were written) and waits until each has them.
-pub async fn restore(shard: &Rc<Shard>) {
-    let mut by_shard: Vec<Vec<log::TxnLogEntry>> = (0..shard.count).map(|_| Vec::new()).collect();
-    for entry in shard.txns.take_replayed() {
-        by_shard[coordinator_shard(entry.transactional_id(), shard.count)].push(entry);
-    }
-    for (owner, entries) in by_shard.into_iter().enumerate() {
-        if !entries.is_empty() {
-            let _ = call::ask(shard, owner, call::TxnCall::Restore(entries)).await;
-        }
-    }
-}
-
-/// Once every shard has restored its state: resumes the transactions found decided, and runs
-/// the coordinator's timers.
-pub fn start(shard: &Rc<Shard>) {
-    for transactional_id in shard.txns.prepared() {
-        tracing::info!(%transactional_id, "resuming the markers of a decided transaction");
-        completion::spawn(shard, &transactional_id);
-    }
-    let shard = shard.clone();
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(SWEEP_INTERVAL).await;
-            shard.txns.sweep(&shard).await;
-        }
-    })
-    .detach();
 }

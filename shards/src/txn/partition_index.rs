@@ -16,7 +16,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_net::ErrorCode;
 use sluice_wal::WalPosition;
 
-use crate::shard_wal::ShardWal;
+use crate::storage::shard_wal::ShardWal;
 
 const FORMAT_VERSION: u8 = 0;
 const KIND_BEGIN: u8 = 1;

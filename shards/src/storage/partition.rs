@@ -3,19 +3,23 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use glommio::sync::Semaphore;
 use sluice_net::ErrorCode;
 use sluice_net::record_batch::RecordBatchHeader;
 use sluice_wal::WalPosition;
 
+use super::turnstile::{Ticket, Turnstile};
+use super::validated_batch::ValidatedBatch;
 use crate::chunk_pool::{ChunkPool, PoolBuffer};
-use crate::partition_log::{PartitionLog, ReadError, ReadSlice, StoredBatch};
-use crate::producer_state::{AppendedBatch, ProducerStateTable, ProducerView, SequenceVerdict};
-use crate::shard_wal::ShardWal;
+use crate::clock::now_ms;
+use crate::storage::partition_log::{PartitionLog, ReadError, ReadSlice, StoredBatch};
+use crate::storage::producer_state::{
+    AppendedBatch, ProducerStateTable, ProducerView, SequenceVerdict,
+};
+use crate::storage::shard_wal::ShardWal;
 use crate::txn::aborted_index::{AbortedIndex, AbortedTxn};
 use crate::txn::marker::Marker;
 use crate::txn::partition_index::{TxnIndexEntry, TxnIndexLog};
@@ -94,8 +98,9 @@ pub struct Partition {
     aborted: RefCell<AbortedIndex>,
     settings: Cell<PartitionSettings>,
     // Offsets are assigned and WAL space reserved in one step per batch, so WAL order is
-    // offset order even when a full WAL makes an append wait.
-    order: Semaphore,
+    // offset order even when a full WAL makes an append wait; batches take their turns in
+    // the order their requests arrived (tickets taken by the router).
+    turnstile: Turnstile,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
 }
 
@@ -123,9 +128,14 @@ impl Partition {
             producers: RefCell::new(ProducerStateTable::default()),
             aborted: RefCell::new(AbortedIndex::default()),
             settings: Cell::new(settings),
-            order: Semaphore::new(1),
+            turnstile: Turnstile::default(),
             waiters: RefCell::new(Vec::new()),
         }
+    }
+
+    /// This partition's next place in the order stage: taken when a produce request arrives.
+    pub fn ticket(&self) -> Ticket {
+        self.turnstile.ticket()
     }
 
     /// Replaces the topic settings (after a config change).
@@ -182,36 +192,37 @@ impl Partition {
 
     /// The order stage: checks the producer's sequence, assigns offsets, patches the batch and
     /// queues it in the WAL. `batch` was validated (CRC, magic, size) by the parse stage.
+    ///
+    /// Batches are ordered in the order their calls reach the partition's FIFO permit, which
+    /// is taken before the first await: callers keep a connection's batches in request order
+    /// by calling this in that order from one task (see `router.rs`).
     pub async fn order(
         self: &Rc<Self>,
         wal: &Rc<ShardWal>,
         txn_index: &TxnIndexLog,
         memory_pool: &ChunkPool,
-        batch: Bytes,
+        ticket: Ticket,
+        batch: ValidatedBatch,
     ) -> Result<PendingAppend, ErrorCode> {
         let settings = self.settings.get();
         if batch.len() > settings.max_message_bytes {
             return Err(ErrorCode::MessageTooLarge);
         }
-        let header = RecordBatchHeader::parse(&batch).map_err(|_| ErrorCode::CorruptMessage)?;
-        let _turn = self
-            .order
-            .acquire_permit(1)
-            .await
-            .map_err(|_| ErrorCode::NotLeaderOrFollower)?;
-        let idempotent = header.producer_id() >= 0;
+        let header = batch.facts();
+        let _turn = ticket.turn().await;
+        let idempotent = header.producer_id >= 0;
         if idempotent {
             let verdict = self.producers.borrow().check(
-                header.producer_id(),
-                header.producer_epoch(),
-                header.base_sequence(),
-                header.records_count(),
-                header.is_transactional(),
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                header.records_count,
+                header.transactional,
             );
             match verdict {
                 SequenceVerdict::Append => {}
                 SequenceVerdict::Duplicate { base_offset } => {
-                    let end_offset = base_offset + i64::from(header.last_offset_delta()) + 1;
+                    let end_offset = base_offset + i64::from(header.last_offset_delta) + 1;
                     return Ok(PendingAppend {
                         partition: self.clone(),
                         wal: wal.clone(),
@@ -230,14 +241,14 @@ impl Partition {
             }
         }
         let base_offset = self.log.borrow().next_offset();
-        let last_offset = base_offset + i64::from(header.last_offset_delta());
+        let last_offset = base_offset + i64::from(header.last_offset_delta);
         // One copy per batch: it detaches the batch from the request frame (which the log
         // cache must not keep alive) and gives the patch a buffer of its own, a chunk of the
         // shard's pool, so the log cache and the upload queue hold whole chunks (waiting here
         // while the pool is short is the back-pressure on producers).
-        let mut data = memory_pool.copy(&batch).await;
+        let mut data = memory_pool.copy(batch.bytes()).await;
         let mut log_append_time_ms = -1;
-        let mut max_timestamp = header.max_timestamp();
+        let mut max_timestamp = header.max_timestamp;
         if settings.log_append_time {
             log_append_time_ms = now_ms();
             max_timestamp = log_append_time_ms;
@@ -253,13 +264,13 @@ impl Partition {
             .await?;
         if idempotent {
             let opened = self.producers.borrow_mut().record(AppendedBatch {
-                producer_id: header.producer_id(),
-                epoch: header.producer_epoch(),
-                first_sequence: header.base_sequence(),
-                record_count: header.records_count(),
+                producer_id: header.producer_id,
+                epoch: header.producer_epoch,
+                first_sequence: header.base_sequence,
+                record_count: header.records_count,
                 base_offset,
                 max_timestamp,
-                transactional: header.is_transactional(),
+                transactional: header.transactional,
             });
             if opened {
                 // Acked only once this is durable too: the batch may be uploaded and trimmed
@@ -267,8 +278,8 @@ impl Partition {
                 position = txn_index
                     .append(TxnIndexEntry::Begin {
                         stream_id: self.stream_id,
-                        producer_id: header.producer_id(),
-                        producer_epoch: header.producer_epoch(),
+                        producer_id: header.producer_id,
+                        producer_epoch: header.producer_epoch,
                         first_offset: base_offset,
                     })
                     .await?;
@@ -295,11 +306,7 @@ impl Partition {
         txn_index: &TxnIndexLog,
         marker: Marker,
     ) -> Result<PendingAppend, ErrorCode> {
-        let _turn = self
-            .order
-            .acquire_permit(1)
-            .await
-            .map_err(|_| ErrorCode::NotLeaderOrFollower)?;
+        let _turn = self.turnstile.ticket().turn().await;
         self.producers.borrow().check_marker(
             marker.producer_id,
             marker.producer_epoch,
@@ -629,13 +636,6 @@ pub(crate) fn end_offset_of(records: &Bytes) -> Option<i64> {
             let header = RecordBatchHeader::parse(&batch).ok()?;
             Some(header.base_offset() + i64::from(header.last_offset_delta()) + 1)
         })
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

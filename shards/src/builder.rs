@@ -1,0 +1,173 @@
+//! Assembling one shard on its executor, shared by the runtime (one per core) and the
+//! in-process shard of tests and benches: the WAL, the memory budget, the services, the mesh,
+//! and recovery.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::channels::shared_channel::ConnectedSender;
+use sluice_objstore::ObjectStore;
+use sluice_wal::{Wal, WalConfig};
+
+use crate::budget::ShardBudget;
+use crate::chunk_pool::ChunkPool;
+use crate::config::{BrokerConfig, is_block_device};
+use crate::controller::ControllerHandle;
+use crate::group::GroupCoordinator;
+use crate::group::call::GroupCall;
+use crate::group::log::GroupLogEntry;
+use crate::internal_stream;
+use crate::messaging::{Mesh, ShardRequest};
+use crate::metrics::ShardMetrics;
+use crate::producer_ids::ProducerIds;
+use crate::shard::Shard;
+use crate::storage::PartitionStore;
+use crate::storage::shard_wal::ShardWal;
+use crate::tier::ObjectTier;
+use crate::txn::coordinator::TxnCoordinator;
+
+/// Requests queued between two shards (and on a shard's loopback) before the sender waits.
+pub const MESH_QUEUE_DEPTH: usize = 1024;
+
+/// What a shard is built from.
+pub struct ShardBuilder {
+    /// This shard's index.
+    pub id: usize,
+    /// Start-up configuration.
+    pub config: Arc<BrokerConfig>,
+    /// Where metadata commands go.
+    pub controller: ControllerHandle,
+    /// Host and port clients are told to use.
+    pub advertised: (String, i32),
+    /// The object store.
+    pub objects: ObjectStore,
+    /// What this shard counts.
+    pub metrics: Arc<ShardMetrics>,
+    /// A sender to every other shard (`None` at this shard's index; one entry per shard).
+    pub peers: Vec<Option<ConnectedSender<ShardRequest>>>,
+}
+
+/// A shard built and recovered, before it serves anything.
+pub struct BuiltShard {
+    /// The shard.
+    pub shard: Rc<Shard>,
+    /// Its own requests, for `router::serve_loopback`.
+    pub loopback: LocalReceiver<ShardRequest>,
+    /// Group-log entries found at start-up, for [`restore_groups`] once the mesh is served.
+    pub group_entries: Vec<GroupLogEntry>,
+}
+
+impl ShardBuilder {
+    /// Opens the shard's WAL, builds its services over its share of the memory budget, and
+    /// recovers its state from objects and the WAL.
+    pub async fn build(self) -> Result<BuiltShard, String> {
+        let ShardBuilder {
+            id,
+            config,
+            controller,
+            advertised,
+            objects,
+            metrics,
+            peers,
+        } = self;
+        let count = peers.len();
+        let wal_config = wal_config(&config, id);
+        if let Some(parent) = wal_config.path.parent()
+            && !is_block_device(&wal_config.path)
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("WAL directory {}: {e}", parent.display()))?;
+        }
+        let (wal, wal_records) = Wal::open(wal_config.clone())
+            .await
+            .map_err(|e| format!("WAL {}: {e}", wal_config.path.display()))?;
+        let wal = Rc::new(ShardWal::new(wal));
+        let budget = ShardBudget::of(&config, count);
+        let tier = ObjectTier::new(
+            objects,
+            budget.block_cache_bytes,
+            budget.log_cache_bytes,
+            budget.upload_bytes,
+            config.upload_interval,
+        );
+        let memory_pool = ChunkPool::new(budget.memory_pool_bytes);
+        let storage = Rc::new(PartitionStore::new(
+            id,
+            count,
+            controller.clone(),
+            wal.clone(),
+            tier,
+            memory_pool.clone(),
+            metrics.clone(),
+        ));
+        let (loopback_sender, loopback) = local_channel::new_bounded(MESH_QUEUE_DEPTH);
+        let shard = Rc::new(Shard {
+            id,
+            count,
+            config,
+            producer_ids: ProducerIds::new(controller.clone()),
+            controller,
+            advertised,
+            metrics,
+            groups: GroupCoordinator::new(wal.clone(), internal_stream::group_log_stream(id)),
+            txns: TxnCoordinator::new(wal, internal_stream::txn_log_stream(id)),
+            storage,
+            memory_pool,
+            mesh: Mesh::new(id, peers, loopback_sender),
+        });
+        let mut group_entries = crate::recovery::internal_state_in_objects(&shard)
+            .await
+            .map_err(|reason| {
+                format!("reading the group and transaction logs from objects: {reason}")
+            })?;
+        let from_objects = group_entries.len();
+        let (replayed, from_wal) = crate::recovery::recover(&shard, wal_records);
+        tracing::info!(
+            shard = id,
+            replayed,
+            group_entries = from_wal.len(),
+            group_entries_from_objects = from_objects,
+            "WAL recovered"
+        );
+        group_entries.extend(from_wal);
+        Ok(BuiltShard {
+            shard,
+            loopback,
+            group_entries,
+        })
+    }
+}
+
+/// The WAL settings of shard `id`.
+pub fn wal_config(config: &BrokerConfig, id: usize) -> WalConfig {
+    WalConfig {
+        path: config.wal_path_for(id),
+        capacity_bytes: config.wal_bytes_per_shard,
+        inflight_writes_max: config.wal_inflight_writes_max,
+        epoch: 0,
+        node_id: config.node_id.max(0) as u32,
+        ..WalConfig::default()
+    }
+}
+
+/// Hands group-log entries to the shards coordinating their groups (the shard count may have
+/// changed since they were written) and waits until each has them. Needs the mesh served.
+pub async fn restore_groups(shard: &Shard, entries: Vec<GroupLogEntry>) {
+    let mut by_shard: Vec<Vec<GroupLogEntry>> = (0..shard.count).map(|_| Vec::new()).collect();
+    for entry in entries {
+        by_shard[crate::group::coordinator_shard(entry.group(), shard.count)].push(entry);
+    }
+    for (owner, entries) in by_shard.into_iter().enumerate() {
+        if entries.is_empty() {
+            continue;
+        }
+        let answer = shard
+            .ask(owner, |reply| ShardRequest::Group {
+                call: GroupCall::Restore(entries),
+                reply,
+            })
+            .await;
+        let _ = answer.await;
+    }
+}

@@ -1,0 +1,94 @@
+//! Messages between shards: one request type per subsystem, wrapped in [`ShardRequest`], and
+//! the [`Mesh`] that carries them. A request for this shard goes through its own loopback
+//! channel, so a partition's owner sees local and remote requests on one path (`router.rs`)
+//! in the order each sender sent them.
+
+use futures::channel::oneshot;
+use glommio::channels::local_channel::LocalSender;
+use glommio::channels::shared_channel::ConnectedSender;
+
+use crate::group::call::{GroupCall, GroupReply};
+use crate::storage::request::PartitionRequest;
+use crate::txn::call::{TxnCall, TxnReply};
+
+/// Work for the shard that owns it, sent by the shard that parsed the request (or by itself).
+pub enum ShardRequest {
+    /// Serve this client connection here: its partitions live on this shard (see `affinity`).
+    AdoptConnection {
+        /// The connected socket, a dup the sending shard made of its stream.
+        socket: std::os::fd::OwnedFd,
+    },
+    /// A partition this shard owns.
+    Partition(PartitionRequest),
+    /// A request for the group coordinator of this shard.
+    Group {
+        /// The call.
+        call: GroupCall,
+        /// Its answer.
+        reply: oneshot::Sender<GroupReply>,
+    },
+    /// Transaction work for this shard (coordinator, group coordinator or partition owner).
+    Txn {
+        /// The call.
+        call: TxnCall,
+        /// Its answer.
+        reply: oneshot::Sender<TxnReply>,
+    },
+}
+
+/// A shard's senders: one bounded channel to every other shard and one to itself.
+pub struct Mesh {
+    id: usize,
+    peers: Vec<Option<ConnectedSender<ShardRequest>>>,
+    loopback: LocalSender<ShardRequest>,
+}
+
+impl Mesh {
+    /// The mesh of shard `id`: `peers[i]` reaches shard i (`None` at `id`), `loopback` this
+    /// shard's own request loop.
+    pub fn new(
+        id: usize,
+        peers: Vec<Option<ConnectedSender<ShardRequest>>>,
+        loopback: LocalSender<ShardRequest>,
+    ) -> Mesh {
+        Mesh {
+            id,
+            peers,
+            loopback,
+        }
+    }
+
+    /// Number of shards in the broker.
+    pub fn count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Queues `request` for shard `owner` (this one included); waits only while that queue is
+    /// full. Answers come on the request's reply channel.
+    pub async fn deliver(&self, owner: usize, request: ShardRequest) {
+        let sent = if owner == self.id {
+            self.loopback.send(request).await.is_ok()
+        } else {
+            match self.peers.get(owner) {
+                Some(Some(peer)) => peer.send(request).await.is_ok(),
+                // An owner outside the mesh: a placement bug; the reply is dropped, which the
+                // asker sees as a closed channel.
+                _ => false,
+            }
+        };
+        if !sent {
+            tracing::debug!(owner, "shard channel closed (stopping)");
+        }
+    }
+
+    /// Sends the request `build` makes to shard `owner` and returns where its answer arrives.
+    pub async fn ask<T>(
+        &self,
+        owner: usize,
+        build: impl FnOnce(oneshot::Sender<T>) -> ShardRequest,
+    ) -> oneshot::Receiver<T> {
+        let (reply, answer) = oneshot::channel();
+        self.deliver(owner, build(reply)).await;
+        answer
+    }
+}

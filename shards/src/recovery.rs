@@ -1,0 +1,201 @@
+//! Start-up recovery of one shard: its internal streams (group log, transaction log and
+//! index) from objects, then its WAL replayed into its partitions and coordinators, with the
+//! records not yet in objects queued for upload.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::group::log::GroupLogEntry;
+use crate::internal_stream;
+use crate::shard::Shard;
+use crate::txn::partition_index::TxnIndexEntry;
+
+/// Replays WAL records into this shard's partitions at start-up and queues those not in
+/// object storage yet for upload; returns how many batches were replayed and the group-log
+/// entries found, in WAL order, after those already in objects.
+pub fn recover(
+    shard: &Shard,
+    records: Vec<sluice_wal::RecoveredRecord>,
+) -> (usize, Vec<GroupLogEntry>) {
+    let image = shard.image();
+    let mut recovered = 0;
+    let mut group_entries = Vec::new();
+    // Per stream, the next offset the uploader expects: records must continue it.
+    let mut upload_next: HashMap<u64, i64> = HashMap::new();
+    for record in records {
+        let first_offset = record.first_offset as i64;
+        let last_offset = record.last_offset as i64;
+        let next = upload_next.entry(record.stream_id).or_insert_with(|| {
+            image
+                .stream_end_offset_in_objects(record.stream_id)
+                .unwrap_or(first_offset)
+        });
+        if last_offset < *next {
+            continue; // in objects already
+        }
+        let is_group_log = internal_stream::is_group_log_stream(record.stream_id);
+        let is_txn_log = internal_stream::is_txn_log_stream(record.stream_id);
+        let is_txn_index = internal_stream::is_txn_index_stream(record.stream_id);
+        if !is_group_log && !is_txn_log && !is_txn_index && image.stream(record.stream_id).is_none()
+        {
+            continue; // a deleted topic
+        }
+        if first_offset != *next {
+            tracing::error!(
+                stream_id = record.stream_id,
+                first_offset,
+                expected = *next,
+                "a WAL record does not continue its stream; skipped"
+            );
+            continue;
+        }
+        *next = last_offset + 1;
+        shard
+            .storage
+            .wal
+            .queue_recovered(sluice_objstore::AppendedRecord {
+                stream_id: record.stream_id,
+                first_offset,
+                last_offset,
+                payload: record.payload.clone(),
+                payload_crc: record.payload_crc,
+                wal_end_position: record.end_position.0,
+            });
+        if is_group_log || is_txn_log || is_txn_index {
+            resume_internal_sequence(shard, record.stream_id, record.last_offset + 1);
+            let replayed = internal_stream::unframe(&record.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|frames| {
+                    frames.into_iter().try_for_each(|(offset, payload)| {
+                        replay_internal(
+                            shard,
+                            record.stream_id,
+                            offset,
+                            payload,
+                            &mut group_entries,
+                        )
+                    })
+                });
+            if let Err(error) = replayed {
+                tracing::error!(
+                    %error,
+                    stream_id = record.stream_id,
+                    "an internal-stream record in the WAL is malformed; skipped"
+                );
+            }
+            continue;
+        }
+        let Some(partition) = shard.storage.partition(record.stream_id) else {
+            continue; // a stream another shard owns now
+        };
+        match partition.recover(record.payload) {
+            Ok(()) => recovered += 1,
+            Err(error) => tracing::error!(
+                %error,
+                stream_id = record.stream_id,
+                "a WAL record does not hold a valid batch; skipped"
+            ),
+        }
+    }
+    (recovered, group_entries)
+}
+
+/// The group-log entries of this shard that are in object storage, oldest first; on the
+/// way, applies its partitions' transaction index and hands its transaction-log records
+/// to the transaction coordinator, and continues every internal stream's sequence.
+pub async fn internal_state_in_objects(shard: &Shard) -> Result<Vec<GroupLogEntry>, String> {
+    let mut group_entries = Vec::new();
+    for stream_id in [
+        internal_stream::group_log_stream(shard.id),
+        internal_stream::txn_index_stream(shard.id),
+        internal_stream::txn_log_stream(shard.id),
+    ] {
+        for_each_in_objects(shard, stream_id, |offset, payload| {
+            replay_internal(shard, stream_id, offset, payload, &mut group_entries)
+        })
+        .await?;
+    }
+    Ok(group_entries)
+}
+
+/// Replays one record (unframed, at `offset`) of one of this shard's internal streams
+/// found at start-up: the group log's entries are collected into `group_entries` (for
+/// their coordinators), the transaction log's go to the transaction coordinator, the
+/// transaction index's to the partitions; the stream's sequence continues after it.
+fn replay_internal(
+    shard: &Shard,
+    stream_id: u64,
+    offset: i64,
+    payload: Bytes,
+    group_entries: &mut Vec<GroupLogEntry>,
+) -> Result<(), String> {
+    let next = offset as u64 + 1;
+    resume_internal_sequence(shard, stream_id, next);
+    if internal_stream::is_group_log_stream(stream_id) {
+        group_entries.extend(crate::group::log::decode(payload).map_err(|e| e.to_string())?);
+    } else if internal_stream::is_txn_log_stream(stream_id) {
+        shard.txns.replay(next, payload);
+    } else if internal_stream::is_txn_index_stream(stream_id) {
+        match TxnIndexEntry::decode(payload) {
+            Ok(entry) => {
+                if let Some(partition) = shard.storage.partition(entry.stream_id()) {
+                    partition.apply_txn_index(entry);
+                }
+            }
+            Err(error) => tracing::error!(%error, "a transaction-index entry is malformed"),
+        }
+    }
+    Ok(())
+}
+
+/// Continues the group log's or the transaction index's sequence at `next`, so a new
+/// record never reuses the offset of one found at start-up.
+fn resume_internal_sequence(shard: &Shard, stream_id: u64, next: u64) {
+    if internal_stream::is_group_log_stream(stream_id) {
+        shard.groups.resume_sequence(next);
+    } else if internal_stream::is_txn_index_stream(stream_id) {
+        shard.storage.txn_index.resume_sequence(next);
+    }
+}
+
+/// Calls `each` with every record (offset, payload) of internal stream `stream_id` in
+/// objects, in order.
+async fn for_each_in_objects(
+    shard: &Shard,
+    stream_id: u64,
+    mut each: impl FnMut(i64, Bytes) -> Result<(), String>,
+) -> Result<(), String> {
+    let image = shard.image();
+    let (Some(mut offset), Some(end)) = (
+        image.stream_start_offset_in_objects(stream_id),
+        image.stream_end_offset_in_objects(stream_id),
+    ) else {
+        return Ok(());
+    };
+    while offset < end {
+        let data = shard
+            .storage
+            .tier
+            .read(
+                &shard.controller,
+                &shard.memory_pool,
+                stream_id,
+                offset,
+                16 << 20,
+            )
+            .await
+            .map_err(|e| format!("internal stream {stream_id} at {offset}: {e}"))?;
+        let frames = internal_stream::unframe(&data).map_err(|e| e.to_string())?;
+        let Some(&(last, _)) = frames.last() else {
+            return Err(format!(
+                "internal stream {stream_id} at {offset}: an empty read"
+            ));
+        };
+        for (record_offset, payload) in frames {
+            each(record_offset, payload)?;
+        }
+        offset = last + 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The owner side of the mesh: every request for this shard, from other shards and from its
+//! own connections (the loopback channel), is taken here in the order each sender sent it and
+//! handed to the service that serves it.
+//!
+//! A produce takes its place in its partition's order right here, synchronously, before the
+//! next request is received ([`PartitionStore::arrive`]): that place, not the order in which
+//! tasks happen to run, is what keeps one connection's batches in request order.
+
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+
+use glommio::channels::local_channel::LocalReceiver;
+use glommio::channels::shared_channel::ConnectedReceiver;
+
+use crate::messaging::ShardRequest;
+use crate::shard::Shard;
+use crate::storage::request::PartitionRequest;
+
+/// Serves the requests of one channel into this shard until it closes; connections handed
+/// over go to `adopt`.
+pub async fn serve_peer(
+    shard: Rc<Shard>,
+    receiver: ConnectedReceiver<ShardRequest>,
+    adopt: impl Fn(OwnedFd),
+) {
+    while let Some(request) = receiver.recv().await {
+        if let Some(socket) = handle(&shard, request) {
+            adopt(socket);
+        }
+    }
+}
+
+/// Serves this shard's own requests (its loopback channel) until it closes.
+pub async fn serve_loopback(
+    shard: Rc<Shard>,
+    receiver: LocalReceiver<ShardRequest>,
+    adopt: impl Fn(OwnedFd),
+) {
+    while let Some(request) = receiver.recv().await {
+        if let Some(socket) = handle(&shard, request) {
+            adopt(socket);
+        }
+    }
+}
+
+/// Starts serving one request: a task of its own for each, so a produce waiting for WAL
+/// space does not hold up reads behind it. Returns the socket of a connection handed over.
+fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<OwnedFd> {
+    match request {
+        ShardRequest::AdoptConnection { socket } => return Some(socket),
+        ShardRequest::Partition(PartitionRequest::Produce {
+            stream_id,
+            batch,
+            reply,
+        }) => {
+            if let Some(produce) = shard.storage.arrive(stream_id, batch, reply) {
+                let storage = shard.storage.clone();
+                glommio::spawn_local(async move { storage.order(produce).await }).detach();
+            }
+        }
+        ShardRequest::Partition(request) => {
+            let storage = shard.storage.clone();
+            glommio::spawn_local(async move { storage.serve(request).await }).detach();
+        }
+        ShardRequest::Group { call, reply } => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let image = shard.image();
+                let _ = reply.send(shard.groups.call(call, &image).await);
+            })
+            .detach();
+        }
+        ShardRequest::Txn { call, reply } => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let _ = reply.send(crate::txn::serve::serve(&shard, call).await);
+            })
+            .detach();
+        }
+    }
+    None
+}

@@ -1,0 +1,522 @@
+//! Partition storage of one shard: the partitions it owns (created on first use from the
+//! metadata image), their order stage, reads from the log cache and objects, ListOffsets,
+//! DeleteRecords, retention and log-cache eviction. It knows nothing of connections, other
+//! shards or Kafka requests: [`PartitionStore::serve`] answers one [`PartitionRequest`].
+
+pub mod partition;
+pub mod partition_log;
+pub mod producer_state;
+pub mod request;
+pub mod retention;
+pub mod shard_wal;
+pub mod turnstile;
+pub mod validated_batch;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_metadata::{MetadataImage, PartitionImage, TopicImage};
+use sluice_net::ErrorCode;
+
+use crate::chunk_pool::ChunkPool;
+use crate::controller::ControllerHandle;
+use crate::metrics::ShardMetrics;
+use crate::tier::upload::UploadListener;
+use crate::tier::{ColdReadError, ObjectTier};
+use crate::txn::partition_index::TxnIndexLog;
+use partition::{Partition, PartitionSettings};
+use partition_log::{ReadError, ReadSlice};
+use request::{PartitionRead, PartitionRequest};
+use turnstile::Ticket;
+
+/// The partitions of one shard and what they are stored in.
+pub struct PartitionStore {
+    /// This shard's index.
+    pub id: usize,
+    count: usize,
+    /// Where metadata commands go (and the current image).
+    pub controller: ControllerHandle,
+    /// The shard's WAL and the records waiting for upload.
+    pub wal: Rc<shard_wal::ShardWal>,
+    /// Uploads, cold reads and the log-cache budget.
+    pub tier: ObjectTier,
+    /// Where this shard's partitions record their transactions' begin and end.
+    pub txn_index: TxnIndexLog,
+    /// The memory pool of request frames and produced batches (the log cache's chunks).
+    pub memory_pool: ChunkPool,
+    metrics: Arc<ShardMetrics>,
+    partitions: RefCell<HashMap<u64, Rc<Partition>>>,
+}
+
+/// A produce batch with its place in the partition's order, taken on arrival.
+pub struct OrderedProduce {
+    partition: Rc<Partition>,
+    ticket: Ticket,
+    batch: validated_batch::ValidatedBatch,
+    reply: futures::channel::oneshot::Sender<Result<partition::AppendOutcome, ErrorCode>>,
+}
+
+impl PartitionStore {
+    /// The store of shard `id` of `count`, over its WAL and object tier.
+    pub fn new(
+        id: usize,
+        count: usize,
+        controller: ControllerHandle,
+        wal: Rc<shard_wal::ShardWal>,
+        tier: ObjectTier,
+        memory_pool: ChunkPool,
+        metrics: Arc<ShardMetrics>,
+    ) -> PartitionStore {
+        PartitionStore {
+            id,
+            count,
+            controller,
+            txn_index: TxnIndexLog::new(wal.clone(), crate::internal_stream::txn_index_stream(id)),
+            wal,
+            tier,
+            memory_pool,
+            metrics,
+            partitions: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The current metadata image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.controller.image()
+    }
+
+    /// The shard owning a partition (placement wraps if the broker runs fewer shards).
+    pub fn owner_of(&self, partition: &PartitionImage) -> usize {
+        partition.shard as usize % self.count.max(1)
+    }
+
+    /// Takes a produce's place in its partition's order; the rest runs in
+    /// [`PartitionStore::order`]. Called as the request arrives, in arrival order. None (after
+    /// answering NOT_LEADER_OR_FOLLOWER) when this shard does not own the partition.
+    pub fn arrive(
+        &self,
+        stream_id: u64,
+        batch: validated_batch::ValidatedBatch,
+        reply: futures::channel::oneshot::Sender<Result<partition::AppendOutcome, ErrorCode>>,
+    ) -> Option<OrderedProduce> {
+        let Some(partition) = self.partition(stream_id) else {
+            let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
+            return None;
+        };
+        Some(OrderedProduce {
+            ticket: partition.ticket(),
+            partition,
+            batch,
+            reply,
+        })
+    }
+
+    /// The order stage of a produce that has arrived, then its wait for durability; the
+    /// reply carries the outcome.
+    pub async fn order(&self, produce: OrderedProduce) {
+        let OrderedProduce {
+            partition,
+            ticket,
+            batch,
+            reply,
+        } = produce;
+        let bytes = batch.len() as u64;
+        let records = batch.facts().records_count.max(0) as u64;
+        let ordered = partition
+            .order(&self.wal, &self.txn_index, &self.memory_pool, ticket, batch)
+            .await;
+        match ordered {
+            Ok(pending) => {
+                self.metrics.produce_batches.add(1);
+                self.metrics.produce_records.add(records);
+                self.metrics.produce_bytes.add(bytes);
+                partition.metrics.produce_batches.add(1);
+                partition.metrics.produce_bytes.add(bytes);
+                let _ = reply.send(pending.durable().await);
+            }
+            Err(code) => {
+                let _ = reply.send(Err(code));
+            }
+        }
+    }
+
+    /// Serves one request other than a produce (see [`PartitionStore::arrive`]).
+    pub async fn serve(self: &Rc<Self>, request: PartitionRequest) {
+        match request {
+            PartitionRequest::Produce { reply, .. } => {
+                // Produces are ordered on arrival; one reaching here skipped that step.
+                tracing::error!("a produce reached the partition store without a ticket");
+                let _ = reply.send(Err(ErrorCode::UnknownServerError));
+            }
+            PartitionRequest::Read {
+                reads,
+                max_bytes,
+                read_committed,
+                reply,
+            } => {
+                let slices = self.read_in_order(reads, max_bytes, read_committed).await;
+                let _ = reply.send(slices);
+            }
+            PartitionRequest::WaitForData {
+                stream_id,
+                offset,
+                wait,
+                reply,
+            } => {
+                if let Some(partition) = self.partition(stream_id) {
+                    partition.wait_for_data(offset, wait).await;
+                }
+                let _ = reply.send(());
+            }
+            PartitionRequest::ListOffset {
+                stream_id,
+                timestamp,
+                read_committed,
+                reply,
+            } => {
+                let Some(partition) = self.partition(stream_id) else {
+                    let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
+                    return;
+                };
+                let cold_from = (timestamp >= 0)
+                    .then(|| partition.cold_search_start(timestamp))
+                    .flatten();
+                let Some(from) = cold_from else {
+                    let _ = reply.send(Ok(list_offset(&partition, timestamp, read_committed)));
+                    return;
+                };
+                let found = self.search_objects(&partition, from, timestamp).await;
+                let _ = reply.send(found.map(|hit| {
+                    hit.unwrap_or_else(|| list_offset(&partition, timestamp, read_committed))
+                }));
+            }
+            PartitionRequest::DeleteRecords {
+                stream_id,
+                offset,
+                reply,
+            } => {
+                let Some(partition) = self.partition(stream_id) else {
+                    let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
+                    return;
+                };
+                let _ = reply.send(self.delete_records(&partition, offset).await);
+            }
+            PartitionRequest::Size { stream_id, reply } => {
+                let result = self
+                    .partition(stream_id)
+                    .map(|p| self.log_size_bytes(&p))
+                    .ok_or(ErrorCode::NotLeaderOrFollower);
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Notes that a partition's offsets below `end_offset` are in committed objects.
+    pub fn mark_uploaded(&self, stream_id: u64, end_offset: i64) {
+        if let Some(partition) = self.partitions.borrow().get(&stream_id) {
+            partition.mark_uploaded(end_offset);
+        }
+    }
+
+    /// Evicts uploaded batches from the log caches until they hold at most `budget` bytes,
+    /// taking from each partition in proportion to what it could give.
+    pub fn evict_log_cache(&self, budget: u64) {
+        let held = self.log_cache_bytes();
+        let partitions = self.partitions.borrow();
+        if held <= budget {
+            return;
+        }
+        let excess = held - budget;
+        let evictable: Vec<(u64, &Rc<Partition>)> = partitions
+            .values()
+            .map(|p| (p.uploaded_cached_bytes(), p))
+            .filter(|(bytes, _)| *bytes > 0)
+            .collect();
+        let total: u64 = evictable.iter().map(|(bytes, _)| bytes).sum();
+        if total == 0 {
+            return;
+        }
+        for (bytes, partition) in evictable {
+            let share = (u128::from(excess) * u128::from(bytes)).div_ceil(u128::from(total));
+            partition.evict_uploaded(share.min(u128::from(bytes)) as u64);
+        }
+    }
+
+    /// Bytes of a partition's log: its object ranges above the log start and what is only in
+    /// the log cache.
+    fn log_size_bytes(&self, partition: &Partition) -> u64 {
+        let (_, log_start, _) = partition.offsets();
+        let image = self.image();
+        let in_objects: u64 = image
+            .stream_objects(partition.stream_id)
+            .filter(|(_, r)| r.end_offset > log_start)
+            .map(|(_, r)| r.len)
+            .sum();
+        let objects_end = image
+            .stream_end_offset_in_objects(partition.stream_id)
+            .unwrap_or(log_start);
+        in_objects + partition.cached_bytes_from(objects_end)
+    }
+
+    /// The first record at or after `timestamp`, reading objects from offset `from` up to the
+    /// log cache; None when every record there is earlier.
+    async fn search_objects(
+        &self,
+        partition: &Partition,
+        from: i64,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, ErrorCode> {
+        const READ_BYTES: usize = 1 << 20;
+        let mut offset = from;
+        loop {
+            let slice = match self.read_cold(partition, offset, READ_BYTES, false).await {
+                Ok(slice) => slice,
+                Err(ErrorCode::OffsetOutOfRange) => return Ok(None), // reached the log cache
+                Err(code) => return Err(code),
+            };
+            let mut next = offset;
+            for batch in sluice_net::record_batch::batches(&slice.records) {
+                let batch = batch.map_err(|_| ErrorCode::CorruptMessage)?;
+                if let Some(hit) = partition::record_at_or_after(&batch, timestamp, from) {
+                    return Ok(Some(hit));
+                }
+                let header = sluice_net::record_batch::RecordBatchHeader::parse(&batch)
+                    .map_err(|_| ErrorCode::CorruptMessage)?;
+                next = header.base_offset() + i64::from(header.last_offset_delta()) + 1;
+            }
+            if next <= offset {
+                return Ok(None);
+            }
+            offset = next;
+        }
+    }
+
+    /// The reads of one [`PartitionRequest::Read`], in order, sharing `max_bytes`.
+    async fn read_in_order(
+        &self,
+        reads: Vec<PartitionRead>,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Vec<Result<ReadSlice, ErrorCode>> {
+        let mut left = max_bytes;
+        let mut first_data = true;
+        let mut slices = Vec::with_capacity(reads.len());
+        for read in reads {
+            let max_bytes = read.max_bytes.min(left);
+            let slice = self
+                .read_partition(&read, max_bytes, first_data, read_committed)
+                .await;
+            if let Ok(slice) = &slice {
+                if !slice.records.is_empty() {
+                    first_data = false;
+                }
+                left = left.saturating_sub(slice.records.len());
+            }
+            slices.push(slice);
+        }
+        slices
+    }
+
+    /// Batches of `read`'s partition up to `max_bytes`, from the log cache, else from objects;
+    /// at least one batch when `at_least_one`.
+    async fn read_partition(
+        &self,
+        read: &PartitionRead,
+        max_bytes: usize,
+        at_least_one: bool,
+        read_committed: bool,
+    ) -> Result<ReadSlice, ErrorCode> {
+        self.metrics.fetch_reads.add(1);
+        let partition = self
+            .partition(read.stream_id)
+            .ok_or(ErrorCode::NotLeaderOrFollower)?;
+        let offset = read.offset;
+        let mut slice = match partition.read(offset, max_bytes, read_committed, &self.memory_pool) {
+            Ok(slice) => slice,
+            Err(ReadError::OffsetOutOfRange) => return Err(ErrorCode::OffsetOutOfRange),
+            Err(ReadError::NotCached) => {
+                self.metrics.fetch_cold_reads.add(1);
+                self.read_cold(&partition, offset, max_bytes, read_committed)
+                    .await?
+            }
+        };
+        // Reads return at least one batch; one that does not fit waits for the next fetch.
+        if !at_least_one {
+            slice.keep_within(max_bytes);
+        }
+        self.count_read(&partition, &slice);
+        Ok(slice)
+    }
+
+    async fn read_cold(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Result<ReadSlice, ErrorCode> {
+        let last_stable_offset = partition.last_stable_offset();
+        let (high_watermark, log_start_offset, _) = partition.offsets();
+        let mut slice = ReadSlice {
+            records: Bytes::new(),
+            high_watermark,
+            log_start_offset,
+            last_stable_offset,
+            aborted_transactions: Vec::new(),
+        };
+        if read_committed && offset >= last_stable_offset {
+            return Ok(slice);
+        }
+        let records = self
+            .tier
+            .read(
+                &self.controller,
+                &self.memory_pool,
+                partition.stream_id,
+                offset,
+                max_bytes,
+            )
+            .await
+            .map_err(|error| match error {
+                ColdReadError::NotInObjects => ErrorCode::OffsetOutOfRange,
+                ColdReadError::Store(error) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "cold read failed");
+                    ErrorCode::KafkaStorageError
+                }
+            })?;
+        slice.records = if read_committed {
+            batches_below(&records, last_stable_offset)
+        } else {
+            records
+        };
+        if read_committed && !slice.records.is_empty() {
+            let upper = partition::end_offset_of(&slice.records).unwrap_or(last_stable_offset);
+            slice.aborted_transactions = partition.aborted_transactions(offset, upper);
+        }
+        Ok(slice)
+    }
+
+    /// Drops partitions that no longer exist and applies changed topic settings.
+    pub fn apply_image(&self, image: &MetadataImage) {
+        self.partitions.borrow_mut().retain(|stream_id, partition| {
+            match image.stream(*stream_id) {
+                Some((topic, part)) => {
+                    partition.set_settings(settings_of(topic, image));
+                    let _ = partition.advance_log_start(part.log_start_offset);
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+
+    /// Every partition this shard holds, for shutdown reporting.
+    pub fn partition_count(&self) -> usize {
+        self.partitions.borrow().len()
+    }
+
+    /// Bytes the partitions' log caches hold.
+    pub fn log_cache_bytes(&self) -> u64 {
+        self.partitions
+            .borrow()
+            .values()
+            .map(|p| p.size_bytes())
+            .sum()
+    }
+
+    fn count_read(&self, partition: &Partition, slice: &ReadSlice) {
+        let bytes = slice.records.len() as u64;
+        self.metrics.fetch_bytes.add(bytes);
+        partition.metrics.fetch_bytes.add(bytes);
+    }
+
+    /// The partition with `stream_id` if this shard owns it, created on first use.
+    pub fn partition(&self, stream_id: u64) -> Option<Rc<Partition>> {
+        if let Some(p) = self.partitions.borrow().get(&stream_id) {
+            return Some(p.clone());
+        }
+        let image = self.image();
+        let (topic, part) = image.stream(stream_id)?;
+        if self.owner_of(part) != self.id {
+            return None;
+        }
+        let partition = Rc::new(Partition::new(
+            Rc::from(topic.name.as_str()),
+            part.index,
+            stream_id,
+            part.log_start_offset,
+            image
+                .stream_end_offset_in_objects(stream_id)
+                .unwrap_or(part.log_start_offset),
+            settings_of(topic, &image),
+        ));
+        self.metrics.register_partition(&partition.metrics);
+        self.partitions
+            .borrow_mut()
+            .insert(stream_id, partition.clone());
+        Some(partition)
+    }
+}
+
+impl UploadListener for PartitionStore {
+    fn uploaded(&self, stream_id: u64, end_offset: i64) {
+        self.mark_uploaded(stream_id, end_offset);
+    }
+
+    fn committed(&self) {
+        self.evict_log_cache(self.tier.log_cache_budget_bytes());
+    }
+}
+
+/// The settings of `topic` that the order stage applies.
+pub fn settings_of(topic: &TopicImage, image: &MetadataImage) -> PartitionSettings {
+    let effective = sluice_metadata::effective_topic_config(&topic.configs, &image.broker_configs);
+    PartitionSettings {
+        log_append_time: effective.timestamp_type == sluice_metadata::TimestampType::LogAppendTime,
+        max_message_bytes: effective.max_message_bytes.max(0) as usize,
+        retention_ms: effective.retention_ms,
+        retention_bytes: effective.retention_bytes,
+    }
+}
+
+/// Kafka's special ListOffsets timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+/// (offset, timestamp) for a ListOffsets query; (-1, -1) when no record qualifies.
+/// read_committed's latest offset is the last stable offset.
+fn list_offset(partition: &Partition, timestamp: i64, read_committed: bool) -> (i64, i64) {
+    let (high_watermark, log_start, _) = partition.offsets();
+    match timestamp {
+        LATEST if read_committed => (partition.last_stable_offset(), -1),
+        LATEST => (high_watermark, -1),
+        EARLIEST | EARLIEST_LOCAL => (log_start, -1),
+        LATEST_TIERED => (-1, -1),
+        MAX_TIMESTAMP => partition.max_timestamp_offset().unwrap_or((-1, -1)),
+        t if t >= 0 => partition.offset_for_timestamp(t).unwrap_or((-1, -1)),
+        _ => (-1, -1),
+    }
+}
+
+/// The leading whole batches of `records` that end below `end_offset` (read_committed stops
+/// at the last stable offset).
+fn batches_below(records: &Bytes, end_offset: i64) -> Bytes {
+    let mut len = 0;
+    for batch in sluice_net::record_batch::batches(records) {
+        let Ok(batch) = batch else { break };
+        let Ok(header) = sluice_net::record_batch::RecordBatchHeader::parse(&batch) else {
+            break;
+        };
+        if header.base_offset() + i64::from(header.last_offset_delta()) >= end_offset {
+            break;
+        }
+        len += batch.len();
+    }
+    records.slice(..len)
+}
