@@ -63,11 +63,14 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Starts the controller over an opened store; `on_change` receivers get a unit for every
-    /// applied command so shards can drop partitions of deleted topics.
+    /// Starts the controller over an opened store; each listener is told after applied
+    /// commands that the image changed (so shards drop partitions of deleted topics). The
+    /// notices coalesce: a listener's channel holds at most one, and the listener reads the
+    /// newest image, so a slow shard never makes the queue grow (make it with
+    /// `mpsc::channel(0)`).
     pub fn start(
         store: MetadataStore,
-        listeners: Vec<mpsc::UnboundedSender<()>>,
+        listeners: Vec<mpsc::Sender<()>>,
     ) -> std::io::Result<(Controller, ControllerHandle)> {
         let image = Arc::new(ArcSwap::new(store.image()));
         let (commands, queue) = crossbeam_channel::bounded(COMMAND_QUEUE_MAX);
@@ -102,7 +105,7 @@ fn run(
     queue: crossbeam_channel::Receiver<(MetadataCommand, Reply)>,
     stopped: crossbeam_channel::Receiver<()>,
     image: Arc<ArcSwap<MetadataImage>>,
-    listeners: Vec<mpsc::UnboundedSender<()>>,
+    mut listeners: Vec<mpsc::Sender<()>>,
 ) {
     loop {
         let (command, reply) = crossbeam_channel::select! {
@@ -115,8 +118,9 @@ fn run(
         let result = store.apply(command);
         if let Ok((new_image, _)) = &result {
             image.store(new_image.clone());
-            for listener in &listeners {
-                let _ = listener.unbounded_send(());
+            for listener in &mut listeners {
+                // Full: a notice is pending already, and it will read this image.
+                let _ = listener.try_send(());
             }
         }
         let _ = reply.send(result);

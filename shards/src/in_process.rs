@@ -55,7 +55,7 @@ impl InProcessShard {
         let objects = ObjectStore::open(&config.object_store_config())
             .map_err(|e| StartError::ObjectStore(e.to_string()))?;
         let shard_error = |reason: String| StartError::Shard { shard: 0, reason };
-        let (change_sender, mut changes) = mpsc::unbounded::<()>();
+        let (change_sender, mut changes) = mpsc::channel::<()>(0);
         let (controller, handle) = Controller::start(store, vec![change_sender])
             .map_err(|e| shard_error(format!("controller thread: {e}")))?;
         let metrics = BrokerMetrics::new(1, objects.clone()).shard(0);

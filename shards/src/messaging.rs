@@ -92,3 +92,60 @@ impl Mesh {
         answer
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::call::GroupCall;
+    use glommio::channels::local_channel;
+
+    fn executor() -> glommio::LocalExecutor {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 << 10)
+            .make()
+            .expect("executor")
+    }
+
+    #[test]
+    fn requests_for_this_shard_go_through_its_loopback_in_order() {
+        executor().run(async {
+            let (sender, receiver) = local_channel::new_bounded(4);
+            let mesh = Mesh::new(0, vec![None], sender);
+            assert_eq!(mesh.count(), 1);
+            let mut answers = Vec::new();
+            for _ in 0..3 {
+                answers.push(
+                    mesh.ask(0, |reply| ShardRequest::Group {
+                        call: GroupCall::Restore(Vec::new()),
+                        reply,
+                    })
+                    .await,
+                );
+            }
+            for _ in 0..3 {
+                let Some(ShardRequest::Group { reply, .. }) = receiver.recv().await else {
+                    panic!("not a group request");
+                };
+                drop(reply);
+            }
+            for answer in answers {
+                assert!(answer.await.is_err(), "the reply was dropped unanswered");
+            }
+        });
+    }
+
+    #[test]
+    fn a_request_for_a_shard_outside_the_mesh_is_dropped_not_panicked() {
+        executor().run(async {
+            let (sender, _receiver) = local_channel::new_bounded(1);
+            let mesh = Mesh::new(0, vec![None], sender);
+            let answer = mesh
+                .ask(7, |reply| ShardRequest::Group {
+                    call: GroupCall::Restore(Vec::new()),
+                    reply,
+                })
+                .await;
+            assert!(answer.await.is_err());
+        });
+    }
+}

@@ -136,7 +136,7 @@ impl Broker {
             .transpose()?;
 
         let (change_senders, change_receivers): (Vec<_>, Vec<_>) =
-            (0..shard_count).map(|_| mpsc::unbounded::<()>()).unzip();
+            (0..shard_count).map(|_| mpsc::channel::<()>(0)).unzip();
         let (controller, handle) =
             Controller::start(store, change_senders).map_err(|e| StartError::Shard {
                 shard: 0,
@@ -270,7 +270,7 @@ struct ShardPlan {
     listen: SocketAddr,
     senders: Vec<Option<SharedSender<ShardRequest>>>,
     receivers: Vec<SharedReceiver<ShardRequest>>,
-    changes: mpsc::UnboundedReceiver<()>,
+    changes: mpsc::Receiver<()>,
     stop: StopSignal,
     started: std::sync::mpsc::Sender<Result<(), (usize, String)>>,
     drained: Arc<ShardBarrier>,

@@ -43,6 +43,21 @@ fn produce_through_an_in_process_shard_is_persisted_and_answered_in_order() {
         assert_eq!(base_offset(first.await.unwrap()), 0);
         assert_eq!(base_offset(second.await.unwrap()), 3);
 
+        // Many in flight at once (the router takes each batch's turn on arrival): offsets
+        // follow submission order, whatever order the persist tasks run in.
+        let mut pending = Vec::new();
+        for records in 1..=64 {
+            pending.push((
+                records,
+                shard.submit(produce_frame("t", records)).await.unwrap(),
+            ));
+        }
+        let mut expected = 5;
+        for (records, answer) in pending {
+            assert_eq!(base_offset(answer.await.unwrap()), expected);
+            expected += records as i64;
+        }
+
         assert!(
             shard
                 .submit(Bytes::from_static(b"\x00\x00garbage"))

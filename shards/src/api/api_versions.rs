@@ -35,3 +35,21 @@ fn advertised() -> Vec<ApiVersion> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_the_implemented_apis_are_advertised() {
+        let advertised: Vec<i16> = handle().api_keys.iter().map(|k| k.api_key).collect();
+        let implemented: Vec<i16> = IMPLEMENTED_APIS.iter().map(|k| *k as i16).collect();
+        assert_eq!(advertised.len(), implemented.len());
+        assert!(implemented.iter().all(|k| advertised.contains(k)));
+        let Response::ApiVersions(old) = unsupported_version_response() else {
+            unreachable!("an ApiVersions response");
+        };
+        assert_eq!(old.error_code, ErrorCode::UnsupportedVersion.code());
+        assert_eq!(old.api_keys.len(), advertised.len());
+    }
+}

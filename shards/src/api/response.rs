@@ -72,3 +72,31 @@ fn encode_to_heap(correlation_id: i32, api_version: i16, response: &Response) ->
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(keys: usize) -> Response {
+        let mut response = crate::api::api_versions::handle();
+        let first = response.api_keys[0].clone();
+        response.api_keys.resize(keys, first);
+        Response::ApiVersions(response)
+    }
+
+    #[test]
+    fn large_responses_go_to_the_pool_and_encode_as_on_the_heap() {
+        let pool = ChunkPool::new(8 << 20);
+        for keys in [1, 20_000] {
+            let response = response(keys);
+            let heap = encode_to_heap(7, 3, &response).expect("encodes");
+            let pooled = encode_pooled(&pool, 7, 3, &response).expect("encodes");
+            assert_eq!(heap, pooled, "{keys} api keys");
+            assert_eq!(heap.len() >= POOLED_RESPONSE_BYTES_MIN, keys > 1);
+        }
+        // A pool without room falls back to the heap instead of waiting.
+        let tiny = ChunkPool::new(4096);
+        let response = response(20_000);
+        assert!(encode_pooled(&tiny, 7, 3, &response).is_some());
+    }
+}
