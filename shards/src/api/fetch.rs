@@ -13,6 +13,7 @@ use sluice_net::messages::fetch_response::{
 
 use crate::messaging::ShardRequest;
 use crate::shard::Shard;
+use crate::storage::fetch_budget::FetchBudget;
 use crate::storage::partition_log::ReadSlice;
 use crate::storage::request::{PartitionRead, PartitionRequest};
 
@@ -116,22 +117,12 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
         wait_for_any(shard, &targets, &reads, deadline - now).await;
         reads = read_all(shard, &targets, max_bytes, read_committed).await;
     }
-    let mut budget = max_bytes;
-    let mut first_data = true;
+    // Each owner kept its own partitions within max_bytes; across owners, again.
+    let mut budget = FetchBudget::new(max_bytes);
     for (target, read) in targets.iter().zip(reads) {
         let data = match read {
             Ok(mut slice) => {
-                let size = slice.records.len();
-                if size > 0 {
-                    // The first data goes out whatever its size (so an oversized batch cannot
-                    // stall a consumer); the rest must fit the response's max_bytes (each owner
-                    // shard kept to it, but not counting the others' reads).
-                    if !first_data {
-                        slice.keep_within(budget);
-                    }
-                    budget = budget.saturating_sub(slice.records.len());
-                    first_data &= slice.records.is_empty();
-                }
+                budget.take(&mut slice, usize::MAX);
                 PartitionData {
                     partition_index: target.partition,
                     error_code: 0,

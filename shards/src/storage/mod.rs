@@ -3,6 +3,7 @@
 //! DeleteRecords, retention and log-cache eviction. It knows nothing of connections, other
 //! shards or Kafka requests: [`PartitionStore::serve`] answers one [`PartitionRequest`].
 
+pub mod fetch_budget;
 pub mod partition;
 pub mod partition_log;
 pub mod producer_state;
@@ -27,6 +28,7 @@ use crate::metrics::ShardMetrics;
 use crate::tier::upload::UploadListener;
 use crate::tier::{ColdReadError, ObjectTier};
 use crate::txn::partition_index::TxnIndexLog;
+use fetch_budget::FetchBudget;
 use partition::{Partition, PartitionSettings};
 use partition_log::{ReadError, ReadSlice};
 use request::{PartitionRead, PartitionRequest};
@@ -294,39 +296,41 @@ impl PartitionStore {
         }
     }
 
-    /// The reads of one [`PartitionRequest::Read`], in order, sharing `max_bytes`.
+    /// The reads of one [`PartitionRequest::Read`], in order, sharing `max_bytes`
+    /// ([`FetchBudget`]).
     async fn read_in_order(
         &self,
         reads: Vec<PartitionRead>,
         max_bytes: usize,
         read_committed: bool,
     ) -> Vec<Result<ReadSlice, ErrorCode>> {
-        let mut left = max_bytes;
-        let mut first_data = true;
+        let mut budget = FetchBudget::new(max_bytes);
         let mut slices = Vec::with_capacity(reads.len());
         for read in reads {
-            let max_bytes = read.max_bytes.min(left);
-            let slice = self
-                .read_partition(&read, max_bytes, first_data, read_committed)
+            let mut slice = self
+                .read_partition(&read, budget.limit(read.max_bytes), read_committed)
                 .await;
-            if let Ok(slice) = &slice {
-                if !slice.records.is_empty() {
-                    first_data = false;
+            if let Ok(slice) = &mut slice {
+                budget.take(slice, read.max_bytes);
+                self.metrics.fetch_bytes.add(slice.records.len() as u64);
+                if let Some(partition) = self.partitions.borrow().get(&read.stream_id) {
+                    partition
+                        .metrics
+                        .fetch_bytes
+                        .add(slice.records.len() as u64);
                 }
-                left = left.saturating_sub(slice.records.len());
             }
             slices.push(slice);
         }
         slices
     }
 
-    /// Batches of `read`'s partition up to `max_bytes`, from the log cache, else from objects;
-    /// at least one batch when `at_least_one`.
+    /// Batches of `read`'s partition from `read.offset`, about `max_bytes` (at least one
+    /// batch), from the log cache, else from objects.
     async fn read_partition(
         &self,
         read: &PartitionRead,
         max_bytes: usize,
-        at_least_one: bool,
         read_committed: bool,
     ) -> Result<ReadSlice, ErrorCode> {
         self.metrics.fetch_reads.add(1);
@@ -334,21 +338,15 @@ impl PartitionStore {
             .partition(read.stream_id)
             .ok_or(ErrorCode::NotLeaderOrFollower)?;
         let offset = read.offset;
-        let mut slice = match partition.read(offset, max_bytes, read_committed, &self.memory_pool) {
-            Ok(slice) => slice,
-            Err(ReadError::OffsetOutOfRange) => return Err(ErrorCode::OffsetOutOfRange),
+        match partition.read(offset, max_bytes, read_committed, &self.memory_pool) {
+            Ok(slice) => Ok(slice),
+            Err(ReadError::OffsetOutOfRange) => Err(ErrorCode::OffsetOutOfRange),
             Err(ReadError::NotCached) => {
                 self.metrics.fetch_cold_reads.add(1);
                 self.read_cold(&partition, offset, max_bytes, read_committed)
-                    .await?
+                    .await
             }
-        };
-        // Reads return at least one batch; one that does not fit waits for the next fetch.
-        if !at_least_one {
-            slice.keep_within(max_bytes);
         }
-        self.count_read(&partition, &slice);
-        Ok(slice)
     }
 
     async fn read_cold(
@@ -425,12 +423,6 @@ impl PartitionStore {
             .values()
             .map(|p| p.size_bytes())
             .sum()
-    }
-
-    fn count_read(&self, partition: &Partition, slice: &ReadSlice) {
-        let bytes = slice.records.len() as u64;
-        self.metrics.fetch_bytes.add(bytes);
-        partition.metrics.fetch_bytes.add(bytes);
     }
 
     /// The partition with `stream_id` if this shard owns it, created on first use.
