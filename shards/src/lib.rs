@@ -11,6 +11,7 @@ pub mod api;
 pub mod chunk_pool;
 pub mod config;
 pub mod connection;
+pub mod connection_limits;
 pub mod controller;
 pub mod errors;
 pub mod group;
