@@ -134,6 +134,23 @@ pub struct StartArgs {
     /// deleted (file.delete.delay.ms). [default: 60000]
     #[arg(long, value_name = "MS")]
     pub object_delete_delay_ms: Option<u64>,
+    /// Most members in one consumer group (Kafka's group.max.size); a JoinGroup beyond it is
+    /// answered GROUP_MAX_SIZE_REACHED. [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub group_members_max: Option<usize>,
+    /// Most consumer groups the broker coordinates; a JoinGroup, OffsetCommit or
+    /// TxnOffsetCommit that would create another is answered GROUP_MAX_SIZE_REACHED and
+    /// logged. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub groups_max: Option<usize>,
+    /// Most connections open to the broker (Kafka's max.connections); more are closed right
+    /// after accept. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub connections_max: Option<usize>,
+    /// Most connections open from one client address (Kafka's max.connections.per.ip); more
+    /// are closed right after accept. [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub connections_max_per_ip: Option<usize>,
 }
 
 /// The config file's keys, all optional.
@@ -158,6 +175,10 @@ struct FileConfig {
     upload_interval_ms: Option<u64>,
     retention_check_interval_ms: Option<u64>,
     object_delete_delay_ms: Option<u64>,
+    group_members_max: Option<usize>,
+    groups_max: Option<usize>,
+    connections_max: Option<usize>,
+    connections_max_per_ip: Option<usize>,
 }
 
 impl StartArgs {
@@ -237,6 +258,35 @@ impl StartArgs {
         }
         if let Some(ms) = self.object_delete_delay_ms.or(file.object_delete_delay_ms) {
             config.object_delete_delay = std::time::Duration::from_millis(ms);
+        }
+        for (value, target, flag) in [
+            (
+                self.group_members_max.or(file.group_members_max),
+                &mut config.group_members_max,
+                "--group-members-max",
+            ),
+            (
+                self.groups_max.or(file.groups_max),
+                &mut config.groups_max,
+                "--groups-max",
+            ),
+            (
+                self.connections_max.or(file.connections_max),
+                &mut config.connections_max,
+                "--connections-max",
+            ),
+            (
+                self.connections_max_per_ip.or(file.connections_max_per_ip),
+                &mut config.connections_max_per_ip,
+                "--connections-max-per-ip",
+            ),
+        ] {
+            if let Some(v) = value {
+                if v == 0 {
+                    bail!("{flag} must be at least 1");
+                }
+                *target = v;
+            }
         }
         if config.pipeline_depth == 0 {
             bail!("--pipeline-depth must be at least 1");
@@ -358,6 +408,71 @@ mod tests {
         let disabled = start_config(&["--admin-listen", "none"]).expect("valid flag");
         assert_eq!(disabled.admin_listen, None);
         assert!(start_config(&["--admin-listen", "localhost"]).is_err());
+    }
+
+    #[test]
+    fn limits_default_to_bounded_values_and_come_from_flags_or_the_file() {
+        let default = start_config(&[]).expect("defaults are valid");
+        assert_eq!(
+            (
+                default.group_members_max,
+                default.groups_max,
+                default.connections_max,
+                default.connections_max_per_ip
+            ),
+            (1000, 10_000, 10_000, 1000)
+        );
+        let flags = start_config(&[
+            "--group-members-max",
+            "3",
+            "--groups-max",
+            "50",
+            "--connections-max",
+            "200",
+            "--connections-max-per-ip",
+            "2",
+        ])
+        .expect("valid flags");
+        assert_eq!(
+            (
+                flags.group_members_max,
+                flags.groups_max,
+                flags.connections_max,
+                flags.connections_max_per_ip
+            ),
+            (3, 50, 200, 2)
+        );
+        for flag in [
+            "--group-members-max",
+            "--groups-max",
+            "--connections-max",
+            "--connections-max-per-ip",
+        ] {
+            let error = start_config(&[flag, "0"]).expect_err("0 is refused");
+            assert!(error.to_string().contains(flag), "{error}");
+        }
+
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(
+            &file,
+            "group_members_max = 5\ngroups_max = 6\nconnections_max = 7\nconnections_max_per_ip = 4\n",
+        )
+        .expect("written");
+        let path = file.to_str().expect("a UTF-8 path");
+        let from_file = start_config(&["--config", path]).expect("a valid file");
+        assert_eq!(
+            (
+                from_file.group_members_max,
+                from_file.groups_max,
+                from_file.connections_max,
+                from_file.connections_max_per_ip
+            ),
+            (5, 6, 7, 4)
+        );
+        let flag_wins =
+            start_config(&["--config", path, "--connections-max-per-ip", "9"]).expect("valid");
+        assert_eq!(flag_wins.connections_max_per_ip, 9);
     }
 
     #[test]

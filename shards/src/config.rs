@@ -42,6 +42,18 @@ pub struct BrokerConfig {
     /// How long an object stays in the store after compaction or retention dropped it
     /// (file.delete.delay.ms), for readers holding an older image.
     pub object_delete_delay: std::time::Duration,
+    /// Most members in one consumer group (Kafka's `group.max.size`); a JoinGroup beyond it is
+    /// answered GROUP_MAX_SIZE_REACHED.
+    pub group_members_max: usize,
+    /// Most consumer groups the broker coordinates (no Kafka equivalent); a request that would
+    /// create one more is answered GROUP_MAX_SIZE_REACHED and logged (`group::limits`).
+    pub groups_max: usize,
+    /// Most connections open to the broker (Kafka's `max.connections`); more are closed right
+    /// after accept (`connection_limits`).
+    pub connections_max: usize,
+    /// Most connections open from one client address (Kafka's `max.connections.per.ip`); more
+    /// are closed right after accept.
+    pub connections_max_per_ip: usize,
 }
 
 impl BrokerConfig {
@@ -54,6 +66,27 @@ impl BrokerConfig {
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9644);
     /// Default pipeline depth per connection (librdkafka's max.in.flight default is 1M, Java's 5).
     pub const PIPELINE_DEPTH_DEFAULT: usize = 16;
+    /// Default members per group. Kafka's default is unbounded (Integer.MAX_VALUE); a classic
+    /// group's rebalance is O(members) on the coordinator and hands the leader every member's
+    /// subscription in one JoinGroup response, and members beyond the partition count idle, so
+    /// a group of more than a thousand members is a runaway client (a consumer created per
+    /// message or per request), not a deployment.
+    pub const GROUP_MEMBERS_MAX_DEFAULT: usize = 1000;
+    /// Default groups per broker. A group costs the coordinator about 0.5 KiB plus about
+    /// 150 B per committed partition, kept until offsets.retention.minutes (7 days) after it
+    /// empties: 10,000 groups of 10 partitions are ~20 MiB, well inside the ~128 MiB the
+    /// broker needs beyond --memory, and far more groups than one broker's applications use.
+    /// Tools that make a group per run (kafka-console-consumer) are what reaches it; raise it
+    /// for them.
+    pub const GROUPS_MAX_DEFAULT: usize = 10_000;
+    /// Default connections per broker (Kafka's default is unbounded). Far above a broker's
+    /// clients (librdkafka and the Java client hold one or two connections per broker), and
+    /// below the file-descriptor limits a broker host is given (`LimitNOFILE` of 64Ki and up).
+    pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+    /// Default connections from one address (Kafka's default is unbounded): one host's
+    /// connection leak takes at most a tenth of the broker's connections, while hosts and NAT
+    /// gateways running hundreds of clients are unaffected.
+    pub const CONNECTIONS_MAX_PER_IP_DEFAULT: usize = 1000;
 
     /// The WAL location for one shard: `<dir>/shard-<n>.wal`, or the block device itself.
     pub fn wal_path_for(&self, shard: usize) -> PathBuf {
@@ -109,6 +142,10 @@ impl Default for BrokerConfig {
             upload_interval: sluice_objstore::limits::UPLOAD_INTERVAL_DEFAULT,
             retention_check_interval: std::time::Duration::from_secs(300),
             object_delete_delay: sluice_objstore::limits::DELETION_GRACE_DEFAULT,
+            group_members_max: Self::GROUP_MEMBERS_MAX_DEFAULT,
+            groups_max: Self::GROUPS_MAX_DEFAULT,
+            connections_max: Self::CONNECTIONS_MAX_DEFAULT,
+            connections_max_per_ip: Self::CONNECTIONS_MAX_PER_IP_DEFAULT,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod chunk_pool;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod connection_limits;
 pub mod controller;
 pub mod errors;
 pub mod group;

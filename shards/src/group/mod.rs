@@ -3,6 +3,7 @@
 
 pub mod call;
 pub mod census;
+pub mod limits;
 pub mod log;
 pub mod state;
 pub mod txn;
@@ -34,6 +35,7 @@ use sluice_net::messages::offset_delete_response::{
 use sluice_net::messages::sync_group_request::SyncGroupRequest;
 use sluice_net::messages::sync_group_response::SyncGroupResponse;
 
+use self::limits::{GROUPS_MAX_ERROR, GroupLimits};
 use self::log::{CommittedOffset, GroupLogEntry};
 use self::state::{Group, GroupState, Member};
 use crate::storage::shard_wal::ShardWal;
@@ -46,6 +48,12 @@ pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 
 /// How often the coordinator checks session, rebalance and retention timers.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a group with no members, no committed offsets and no member ids handed out is
+/// kept before it is forgotten: Kafka removes such a group at its next
+/// offsets.retention.check.interval.ms pass (10 minutes by default). Without it every group
+/// id ever joined would count against `groups_max` for good.
+pub const EMPTY_GROUP_RETENTION: Duration = Duration::from_secs(600);
 
 /// The shard coordinating `group_id`: a stable hash, so every shard agrees.
 pub fn coordinator_shard(group_id: &str, shards: usize) -> usize {
@@ -96,17 +104,37 @@ pub struct GroupCoordinator {
     wal: Rc<ShardWal>,
     stream_id: u64,
     sequence: Cell<u64>,
+    limits: GroupLimits,
+    /// When this shard last logged that `groups_max` refused a group.
+    groups_max_warned_at: Cell<Option<Instant>>,
+    /// Groups refused since then, without a line of their own.
+    groups_max_unlogged: Cell<u64>,
 }
 
 impl GroupCoordinator {
-    /// A coordinator persisting through `wal` as internal stream `stream_id`.
+    /// A coordinator persisting through `wal` as internal stream `stream_id`, with the default
+    /// limits and a group count of its own (see [`GroupCoordinator::with_limits`]).
     pub fn new(wal: Rc<ShardWal>, stream_id: u64) -> GroupCoordinator {
+        GroupCoordinator::with_limits(wal, stream_id, GroupLimits::default())
+    }
+
+    /// A coordinator with `limits`: one [`GroupLimits`] per broker, cloned into every shard's
+    /// coordinator, so that `groups_max` counts the groups of all of them.
+    pub fn with_limits(wal: Rc<ShardWal>, stream_id: u64, limits: GroupLimits) -> GroupCoordinator {
         GroupCoordinator {
             groups: RefCell::new(HashMap::new()),
             wal,
             stream_id,
             sequence: Cell::new(0),
+            limits,
+            groups_max_warned_at: Cell::new(None),
+            groups_max_unlogged: Cell::new(0),
         }
+    }
+
+    /// The limits this coordinator applies.
+    pub fn limits(&self) -> &GroupLimits {
+        &self.limits
     }
 
     /// Re-applies durable entries (WAL replay at start-up).
@@ -121,9 +149,13 @@ impl GroupCoordinator {
                     partition,
                     committed,
                 } => {
+                    // Durable groups come back whatever the cap: it refuses only new ones.
                     groups
                         .entry(group.clone())
-                        .or_insert_with(|| Group::new(group, now))
+                        .or_insert_with(|| {
+                            self.limits.add_group_over_cap();
+                            Group::new(group, now)
+                        })
                         .offsets
                         .insert((topic, partition), committed);
                 }
@@ -137,9 +169,19 @@ impl GroupCoordinator {
                     }
                 }
                 GroupLogEntry::GroupDelete { group } => {
-                    groups.remove(&group);
+                    if groups.remove(&group).is_some() {
+                        self.limits.remove_groups(1);
+                    }
                 }
             }
+        }
+        if self.limits.groups() > self.limits.groups_max {
+            tracing::warn!(
+                groups = self.limits.groups(),
+                "the groups restored from the WAL are more than groups_max = {} (--groups-max N): \
+                 no new group is created until enough of them expire or are deleted",
+                self.limits.groups_max
+            );
         }
     }
 
@@ -180,12 +222,39 @@ impl GroupCoordinator {
             .map(|p| (p.name.clone(), p.metadata.clone()))
             .collect();
         let mut groups = self.groups.borrow_mut();
-        if !request.member_id.is_empty() && !groups.contains_key(&request.group_id) {
-            return refuse(ErrorCode::UnknownMemberId, request.member_id);
+        if !groups.contains_key(&request.group_id) {
+            if !request.member_id.is_empty() {
+                return refuse(ErrorCode::UnknownMemberId, request.member_id);
+            }
+            // Refused before the group exists, so that a refused JoinGroup leaves none behind
+            // (an empty group's check in `supports_protocols`).
+            if request.protocol_type.is_empty() || protocols.is_empty() {
+                return refuse(ErrorCode::InconsistentGroupProtocol, request.member_id);
+            }
+            if !self.limits.try_add_group() {
+                self.refuse_new_group(&request.group_id, "JoinGroup");
+                return refuse(GROUPS_MAX_ERROR, String::new());
+            }
+            groups.insert(
+                request.group_id.clone(),
+                Group::new(request.group_id.clone(), now),
+            );
         }
         let group = groups
-            .entry(request.group_id.clone())
-            .or_insert_with(|| Group::new(request.group_id.clone(), now));
+            .get_mut(&request.group_id)
+            .expect("found or inserted above");
+        let members_max = self.limits.group_members_max;
+        if !group.accepts_joining_member(&request.member_id, members_max) {
+            // Kafka's classicGroupJoinToClassicGroup: the member goes (an existing member that
+            // had not rejoined yet is the last to rejoin: it is the one left out) and is told
+            // GROUP_MAX_SIZE_REACHED with no member id; clients treat it as fatal.
+            if let Some(mut member) = group.members.remove(&request.member_id) {
+                answer_removed(&mut member, ErrorCode::UnknownMemberId);
+            }
+            group.pending_members.remove(&request.member_id);
+            tracing::debug!(group = %group.id, members_max, "JoinGroup refused: group_members_max");
+            return refuse(ErrorCode::GroupMaxSizeReached, String::new());
+        }
         if group.state == GroupState::Dead {
             return refuse(ErrorCode::CoordinatorNotAvailable, request.member_id);
         }
@@ -240,7 +309,14 @@ impl GroupCoordinator {
                 member.awaiting_join = Some(sender);
                 group.members.insert(new_id, member);
             } else if version >= 4 && request.group_instance_id.is_none() {
-                // KIP-394: the member must come back with the id we give it.
+                // KIP-394: the member must come back with the id we give it. Kafka hands out
+                // ids without bound while the group is Empty; Sluice stops at twice
+                // group_members_max, so Kafka's answers hold for up to twice as many members
+                // starting at once as the group can take, and a flood of JoinGroups without a
+                // member id cannot grow the set.
+                if group.pending_members.len() >= members_max.saturating_mul(2) {
+                    return refuse(ErrorCode::GroupMaxSizeReached, String::new());
+                }
                 let expiry = now + Duration::from_millis(request.session_timeout_ms as u64);
                 group.pending_members.insert(new_id.clone(), expiry);
                 return refuse(ErrorCode::MemberIdRequired, new_id);
@@ -503,10 +579,25 @@ impl GroupCoordinator {
         let mut topics = Vec::with_capacity(request.topics.len());
         {
             let mut groups = self.groups.borrow_mut();
-            let group = groups
-                .entry(request.group_id.clone())
-                .or_insert_with(|| Group::new(request.group_id.clone(), now));
             let generation = request.generation_id_or_member_epoch;
+            if !groups.contains_key(&request.group_id) {
+                if generation >= 0 {
+                    // A member of a group that does not exist (what the checks below answer
+                    // for a new, memberless group), without creating it.
+                    return offset_commit_error(&request, ErrorCode::UnknownMemberId);
+                }
+                if !self.limits.try_add_group() {
+                    self.refuse_new_group(&request.group_id, "OffsetCommit");
+                    return offset_commit_error(&request, GROUPS_MAX_ERROR);
+                }
+                groups.insert(
+                    request.group_id.clone(),
+                    Group::new(request.group_id.clone(), now),
+                );
+            }
+            let group = groups
+                .get_mut(&request.group_id)
+                .expect("found or inserted above");
             let verdict = if group.state == GroupState::Dead {
                 Err(ErrorCode::CoordinatorNotAvailable)
             } else if generation < 0 && group.state == GroupState::Empty {
@@ -707,6 +798,7 @@ impl GroupCoordinator {
                 Some(g) if g.state != GroupState::Empty => return ErrorCode::NonEmptyGroup,
                 Some(_) => {
                     groups.remove(group_id);
+                    self.limits.remove_groups(1);
                 }
             }
         }
@@ -793,6 +885,7 @@ impl GroupCoordinator {
     pub fn sweep(&self, settings: GroupSettings) -> Vec<String> {
         let now = Instant::now();
         let mut expired = Vec::new();
+        let mut forgotten = Vec::new();
         for group in self.groups.borrow_mut().values_mut() {
             group.pending_members.retain(|_, expiry| *expiry > now);
             let timed_out: Vec<String> = group
@@ -841,14 +934,25 @@ impl GroupCoordinator {
                 {
                     expired.push(group.id.clone());
                 }
+                GroupState::Empty
+                    if group.offsets.is_empty()
+                        && group.pending_members.is_empty()
+                        && now >= group.empty_since + EMPTY_GROUP_RETENTION =>
+                {
+                    // Nothing durable to delete: the group is forgotten, not logged.
+                    forgotten.push(group.id.clone());
+                }
                 _ => {}
             }
         }
-        if !expired.is_empty() {
+        if !expired.is_empty() || !forgotten.is_empty() {
             let mut groups = self.groups.borrow_mut();
-            for id in &expired {
-                groups.remove(id);
-            }
+            let removed = expired
+                .iter()
+                .chain(&forgotten)
+                .filter(|id| groups.remove(*id).is_some())
+                .count();
+            self.limits.remove_groups(removed);
         }
         expired
     }
@@ -881,6 +985,38 @@ impl GroupCoordinator {
     /// Continues the group log's sequence after the records found at start-up.
     pub fn resume_sequence(&self, next: u64) {
         self.sequence.set(self.sequence.get().max(next));
+    }
+
+    /// Logs that `groups_max` kept `group_id` from being created: one WARN line per shard at
+    /// most every [`limits::WARN_INTERVAL`], with the refusals it did not log.
+    fn refuse_new_group(&self, group_id: &str, api: &str) {
+        let now = Instant::now();
+        let due = self
+            .groups_max_warned_at
+            .get()
+            .is_none_or(|at| now >= at + limits::WARN_INTERVAL);
+        if !due {
+            self.groups_max_unlogged
+                .set(self.groups_max_unlogged.get() + 1);
+            return;
+        }
+        self.groups_max_warned_at.set(Some(now));
+        tracing::warn!(
+            group = group_id,
+            api,
+            error_code = GROUPS_MAX_ERROR.code(),
+            refused_since_last_warning = self.groups_max_unlogged.replace(0),
+            "group not created: the broker coordinates groups_max = {} groups \
+             (--groups-max N); answered GROUP_MAX_SIZE_REACHED",
+            self.limits.groups_max
+        );
+    }
+}
+
+impl Drop for GroupCoordinator {
+    /// Gives back this shard's groups to the broker's count.
+    fn drop(&mut self) {
+        self.limits.remove_groups(self.groups.get_mut().len());
     }
 }
 

@@ -132,6 +132,30 @@ impl Group {
             .find(|m| m.group_instance_id.as_deref() == Some(instance))
     }
 
+    /// Whether `member_id` (empty: a new member) may join a group capped at `members_max`
+    /// members: Kafka's `acceptJoiningMember` (GroupMetadataManager). While a rebalance is
+    /// prepared the members already rejoined are counted, not all members: the last of the
+    /// old members to rejoin are the ones left out when the cap is below the group's size.
+    pub fn accepts_joining_member(&self, member_id: &str, members_max: usize) -> bool {
+        match self.state {
+            GroupState::Empty | GroupState::Dead => true,
+            GroupState::PreparingRebalance => {
+                self.members
+                    .get(member_id)
+                    .is_some_and(|m| m.awaiting_join.is_some())
+                    || self
+                        .members
+                        .values()
+                        .filter(|m| m.awaiting_join.is_some())
+                        .count()
+                        < members_max
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                self.members.contains_key(member_id) || self.members.len() < members_max
+            }
+        }
+    }
+
     /// True when every member has sent its JoinGroup for the rebalance being prepared.
     pub fn all_members_joined(&self) -> bool {
         self.pending_members.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some())
@@ -189,5 +213,77 @@ impl Group {
                 .values()
                 .all(|m| m.protocols.iter().any(|(n, _)| n == name))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, awaiting_join: bool) -> Member {
+        Member {
+            member_id: id.to_string(),
+            group_instance_id: None,
+            client_id: "client".to_string(),
+            client_host: "host".to_string(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocols: vec![("range".to_string(), Bytes::new())],
+            assignment: Bytes::new(),
+            awaiting_join: awaiting_join.then(|| oneshot::channel().0),
+            awaiting_sync: None,
+            last_seen: Instant::now(),
+        }
+    }
+
+    /// A group in `state` with members `a`, `b`, `c`; `a` and `b` have rejoined.
+    fn group(state: GroupState) -> Group {
+        let mut group = Group::new("g".to_string(), Instant::now());
+        group.state = state;
+        for (id, awaiting) in [("a", true), ("b", true), ("c", false)] {
+            group.members.insert(id.to_string(), member(id, awaiting));
+        }
+        group
+    }
+
+    #[test]
+    fn an_empty_group_accepts_anyone_as_kafka_does() {
+        let empty = Group::new("g".to_string(), Instant::now());
+        assert!(empty.accepts_joining_member("", 1));
+        assert!(empty.accepts_joining_member("unknown", 1));
+    }
+
+    #[test]
+    fn a_stable_group_accepts_its_members_and_new_ones_below_the_cap() {
+        for state in [GroupState::Stable, GroupState::CompletingRebalance] {
+            let group = group(state);
+            assert!(
+                group.accepts_joining_member("c", 3),
+                "a member rejoins a full group"
+            );
+            assert!(
+                !group.accepts_joining_member("", 3),
+                "a new member of a full group"
+            );
+            assert!(!group.accepts_joining_member("pending", 3));
+            assert!(group.accepts_joining_member("", 4), "room for one more");
+            // A cap lowered below the group's size keeps its members, takes no new one.
+            assert!(group.accepts_joining_member("a", 2));
+            assert!(!group.accepts_joining_member("", 2));
+        }
+    }
+
+    #[test]
+    fn a_rebalancing_group_counts_the_members_that_rejoined() {
+        let group = group(GroupState::PreparingRebalance);
+        // Two have rejoined: a third place is left under a cap of 3, for anyone.
+        assert!(group.accepts_joining_member("c", 3));
+        assert!(group.accepts_joining_member("", 3));
+        // Under a cap of 2, the member that has not rejoined yet is the one left out, and the
+        // members already waiting are still accepted when they join again.
+        assert!(!group.accepts_joining_member("c", 2));
+        assert!(!group.accepts_joining_member("", 2));
+        assert!(group.accepts_joining_member("a", 2));
+        assert!(group.accepts_joining_member("b", 1));
     }
 }

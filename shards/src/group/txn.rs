@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use sluice_net::ErrorCode;
 
+use super::limits::GROUPS_MAX_ERROR;
 use super::log::{CommittedOffset, GroupLogEntry};
 use super::state::{Group, GroupState};
 use super::{GroupCoordinator, check_member};
@@ -23,10 +24,15 @@ impl GroupCoordinator {
     ) -> ErrorCode {
         let groups = self.groups.borrow();
         let Some(group) = groups.get(group_id) else {
-            return if member_id.is_empty() {
-                ErrorCode::None
-            } else {
+            return if !member_id.is_empty() {
                 ErrorCode::UnknownMemberId
+            } else if self.limits.groups() >= self.limits.groups_max {
+                // The offsets would create the group when the transaction commits, when they
+                // can no longer be refused: refused now, as an OffsetCommit would be.
+                self.refuse_new_group(group_id, "TxnOffsetCommit");
+                GROUPS_MAX_ERROR
+            } else {
+                ErrorCode::None
             };
         };
         if group.state == GroupState::Dead {
@@ -52,9 +58,12 @@ impl GroupCoordinator {
     ) -> Result<(), ErrorCode> {
         let entries: Vec<GroupLogEntry> = {
             let mut groups = self.groups.borrow_mut();
-            let group = groups
-                .entry(group_id.to_string())
-                .or_insert_with(|| Group::new(group_id.to_string(), Instant::now()));
+            // Counted whatever the cap: the transaction has committed. TxnOffsetCommit checked
+            // the cap (`check_txn_member`), so only groups created since go over it.
+            let group = groups.entry(group_id.to_string()).or_insert_with(|| {
+                self.limits.add_group_over_cap();
+                Group::new(group_id.to_string(), Instant::now())
+            });
             offsets
                 .into_iter()
                 .map(|(topic, partition, committed)| {
