@@ -2,10 +2,6 @@
 //! Kafka's `group.max.size`) and groups per broker (`--groups-max`) answer
 //! GROUP_MAX_SIZE_REACHED as Kafka's classic coordinator does; connections per broker and per
 //! address (`--connections-max`, `--connections-max-per-ip`) are closed right after accept.
-//!
-//! The tests of the defaults run against any build. The tests of the flags need the limits
-//! wired into the shards (`GroupLimits` into each shard's coordinator, `ConnectionLimits` into
-//! the accept loop) and are ignored until then.
 
 mod common;
 
@@ -285,7 +281,6 @@ fn the_default_groups_max_refuses_the_10001st_group_and_says_so_once() {
 }
 
 #[test]
-#[ignore = "needs GroupLimits::from_config wired into each shard's GroupCoordinator"]
 fn group_members_max_answers_as_kafka_does() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker_with_slow_first_rebalance(
@@ -323,7 +318,6 @@ fn group_members_max_answers_as_kafka_does() {
 }
 
 #[test]
-#[ignore = "needs one GroupLimits::from_config per broker, cloned into every shard's coordinator"]
 fn groups_max_counts_the_groups_of_every_shard() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "2", "--groups-max", "3"]);
@@ -409,7 +403,6 @@ fn connection_warnings(broker: &BrokerProcess, limit: &str) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs ConnectionLimits::admit in the accept loop"]
 fn connections_over_connections_max_per_ip_are_closed_after_accept() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(
@@ -443,7 +436,6 @@ fn connections_over_connections_max_per_ip_are_closed_after_accept() {
 }
 
 #[test]
-#[ignore = "needs ConnectionLimits::admit in the accept loop"]
 fn connections_over_connections_max_are_closed_after_accept() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "2", "--connections-max", "3"]);

@@ -16,6 +16,7 @@ use crate::config::{BrokerConfig, is_block_device};
 use crate::controller::ControllerHandle;
 use crate::group::GroupCoordinator;
 use crate::group::call::GroupCall;
+use crate::group::limits::GroupLimits;
 use crate::group::log::GroupLogEntry;
 use crate::internal_stream;
 use crate::messaging::{Mesh, ShardRequest};
@@ -46,6 +47,8 @@ pub struct ShardBuilder {
     pub metrics: Arc<ShardMetrics>,
     /// A sender to every other shard (`None` at this shard's index; one entry per shard).
     pub peers: Vec<Option<ConnectedSender<ShardRequest>>>,
+    /// The broker's caps on groups and members, shared by every shard.
+    pub group_limits: GroupLimits,
 }
 
 /// A shard built and recovered, before it serves anything.
@@ -70,6 +73,7 @@ impl ShardBuilder {
             objects,
             metrics,
             peers,
+            group_limits,
         } = self;
         let count = peers.len();
         let wal_config = wal_config(&config, id);
@@ -110,7 +114,11 @@ impl ShardBuilder {
             controller,
             advertised,
             metrics,
-            groups: GroupCoordinator::new(wal.clone(), internal_stream::group_log_stream(id)),
+            groups: GroupCoordinator::new(
+                wal.clone(),
+                internal_stream::group_log_stream(id),
+                group_limits,
+            ),
             txns: TxnCoordinator::new(wal, internal_stream::txn_log_stream(id)),
             storage,
             memory_pool,

@@ -17,6 +17,7 @@ use crate::affinity::ConnectionAffinity;
 use crate::api;
 use crate::api::PendingResponse;
 use crate::chunk_pool::PoolBuffer;
+use crate::connection_limits::ConnectionPermit;
 use crate::messaging::ShardRequest;
 use crate::shard::Shard;
 use crate::stop::StopSignal;
@@ -38,6 +39,7 @@ pub enum Arrival {
 pub async fn serve(
     shard: Rc<Shard>,
     stream: TcpStream,
+    permit: ConnectionPermit,
     memory: Rc<Semaphore>,
     stop: StopSignal,
     arrival: Arrival,
@@ -172,7 +174,7 @@ pub async fn serve(
                 );
                 shard.metrics.connections_moved.add(1);
                 shard
-                    .deliver(to, ShardRequest::AdoptConnection { socket })
+                    .deliver(to, ShardRequest::AdoptConnection { socket, permit })
                     .await;
                 // Dropping the halves closes only this shard's descriptor, not the connection.
                 return;

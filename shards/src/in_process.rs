@@ -17,6 +17,7 @@ use crate::builder::{BuiltShard, ShardBuilder, restore_groups};
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::controller::Controller;
+use crate::group::limits::GroupLimits;
 use crate::metrics::BrokerMetrics;
 use crate::router;
 use crate::runtime::StartError;
@@ -61,12 +62,13 @@ impl InProcessShard {
         let metrics = BrokerMetrics::new(1, objects.clone()).shard(0);
         let built = ShardBuilder {
             id: 0,
-            config,
+            config: config.clone(),
             controller: handle,
             advertised: (ADVERTISED_HOST.to_string(), 0),
             objects,
             metrics,
             peers: vec![None],
+            group_limits: GroupLimits::from_config(&config),
         }
         .build()
         .await;

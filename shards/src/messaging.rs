@@ -7,6 +7,7 @@ use futures::channel::oneshot;
 use glommio::channels::local_channel::LocalSender;
 use glommio::channels::shared_channel::ConnectedSender;
 
+use crate::connection_limits::ConnectionPermit;
 use crate::group::call::{GroupCall, GroupReply};
 use crate::storage::request::PartitionRequest;
 use crate::txn::call::{TxnCall, TxnReply};
@@ -17,6 +18,8 @@ pub enum ShardRequest {
     AdoptConnection {
         /// The connected socket, a dup the sending shard made of its stream.
         socket: std::os::fd::OwnedFd,
+        /// Its place under the connection limits, which moves with it.
+        permit: ConnectionPermit,
     },
     /// A partition this shard owns.
     Partition(PartitionRequest),

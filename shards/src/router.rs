@@ -6,26 +6,29 @@
 //! next request is received ([`PartitionStore::arrive`]): that place, not the order in which
 //! tasks happen to run, is what keeps one connection's batches in request order.
 
-use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 use glommio::channels::local_channel::LocalReceiver;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
+use crate::connection_limits::ConnectionPermit;
 use crate::messaging::ShardRequest;
 use crate::shard::Shard;
 use crate::storage::request::PartitionRequest;
+
+/// A connection handed over by another shard: its socket and its place under the limits.
+pub type Adopted = (std::os::fd::OwnedFd, ConnectionPermit);
 
 /// Serves the requests of one channel into this shard until it closes; connections handed
 /// over go to `adopt`.
 pub async fn serve_peer(
     shard: Rc<Shard>,
     receiver: ConnectedReceiver<ShardRequest>,
-    adopt: impl Fn(OwnedFd),
+    adopt: impl Fn(Adopted),
 ) {
     while let Some(request) = receiver.recv().await {
-        if let Some(socket) = handle(&shard, request) {
-            adopt(socket);
+        if let Some(adopted) = handle(&shard, request) {
+            adopt(adopted);
         }
     }
 }
@@ -34,20 +37,20 @@ pub async fn serve_peer(
 pub async fn serve_loopback(
     shard: Rc<Shard>,
     receiver: LocalReceiver<ShardRequest>,
-    adopt: impl Fn(OwnedFd),
+    adopt: impl Fn(Adopted),
 ) {
     while let Some(request) = receiver.recv().await {
-        if let Some(socket) = handle(&shard, request) {
-            adopt(socket);
+        if let Some(adopted) = handle(&shard, request) {
+            adopt(adopted);
         }
     }
 }
 
 /// Starts serving one request: a task of its own for each, so a produce waiting for WAL
-/// space does not hold up reads behind it. Returns the socket of a connection handed over.
-fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<OwnedFd> {
+/// space does not hold up reads behind it. Returns a connection handed over.
+fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<Adopted> {
     match request {
-        ShardRequest::AdoptConnection { socket } => return Some(socket),
+        ShardRequest::AdoptConnection { socket, permit } => return Some((socket, permit)),
         ShardRequest::Partition(PartitionRequest::Produce {
             stream_id,
             batch,

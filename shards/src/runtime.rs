@@ -22,7 +22,9 @@ use crate::budget::ShardBudget;
 use crate::builder::{BuiltShard, MESH_QUEUE_DEPTH, ShardBuilder, restore_groups};
 use crate::config::{BrokerConfig, is_block_device};
 use crate::connection::{self, Arrival};
+use crate::connection_limits::ConnectionLimits;
 use crate::controller::{Controller, ControllerHandle};
+use crate::group::limits::GroupLimits;
 use crate::messaging::ShardRequest;
 use crate::metrics::{BrokerMetrics, ShardMetrics};
 use crate::router;
@@ -125,6 +127,9 @@ impl Broker {
             Err(error) => tracing::warn!(%error, "orphaned objects not cleaned up"),
         }
         let metrics = Arc::new(BrokerMetrics::new(shard_count, objects.clone()));
+        // One of each per broker: the caps count across shards.
+        let group_limits = GroupLimits::from_config(&config);
+        let connection_limits = ConnectionLimits::from_config(&config);
         let ready = Arc::new(AtomicUsize::new(0));
         // Before the shards, so /health answers (and /ready says not yet) during recovery.
         let admin = config
@@ -182,6 +187,8 @@ impl Broker {
                 ready: ready.clone(),
                 recovered: recovered.clone(),
                 metrics: metrics.shard(id),
+                group_limits: group_limits.clone(),
+                connection_limits: connection_limits.clone(),
             };
             let executor = LocalExecutorBuilder::new(Placement::Fixed(cpus[id % cpus.len()]))
                 .name(&format!("sluice-shard-{id}"))
@@ -277,6 +284,8 @@ struct ShardPlan {
     ready: Arc<AtomicUsize>,
     recovered: Arc<ShardBarrier>,
     metrics: Arc<ShardMetrics>,
+    group_limits: GroupLimits,
+    connection_limits: Arc<ConnectionLimits>,
 }
 
 async fn run_shard(plan: ShardPlan) {
@@ -296,6 +305,8 @@ async fn run_shard(plan: ShardPlan) {
         ready,
         recovered,
         metrics,
+        group_limits,
+        connection_limits,
     } = plan;
     let shard_count = senders.len();
     // Both ends of a shared channel must connect before either completes, so every shard
@@ -317,6 +328,7 @@ async fn run_shard(plan: ShardPlan) {
         objects,
         metrics,
         peers,
+        group_limits,
     }
     .build()
     .await;
@@ -342,13 +354,15 @@ async fn run_shard(plan: ShardPlan) {
             stop.clone(),
             connections.clone(),
         );
-        Rc::new(move |socket| adopt(&shard, socket, &memory, &stop, &connections))
+        Rc::new(move |adopted| adopt(&shard, adopted, &memory, &stop, &connections))
     };
     for receiver in receivers {
         let adopt = adopt.clone();
-        glommio::spawn_local(router::serve_peer(shard.clone(), receiver, move |socket| {
-            adopt(socket)
-        }))
+        glommio::spawn_local(router::serve_peer(
+            shard.clone(),
+            receiver,
+            move |adopted| adopt(adopted),
+        ))
         .detach();
     }
     {
@@ -356,7 +370,7 @@ async fn run_shard(plan: ShardPlan) {
         glommio::spawn_local(router::serve_loopback(
             shard.clone(),
             loopback,
-            move |socket| adopt(socket),
+            move |adopted| adopt(adopted),
         ))
         .detach();
     }
@@ -455,9 +469,17 @@ async fn run_shard(plan: ShardPlan) {
         match accepted {
             Ok(stream) => {
                 shard.metrics.connections_accepted.add(1);
+                // Over a limit: dropping the stream closes it (admit counts and logs that).
+                let Ok(peer) = stream.peer_addr() else {
+                    continue;
+                };
+                let Ok(permit) = connection_limits.admit(peer.ip()) else {
+                    continue;
+                };
                 let task = connection::serve(
                     shard.clone(),
                     stream,
+                    permit,
                     memory.clone(),
                     stop.clone(),
                     Arrival::Accepted,
@@ -513,7 +535,7 @@ async fn run_shard(plan: ShardPlan) {
 /// Serves a connection another shard handed over because this shard owns its partitions.
 fn adopt(
     shard: &Rc<Shard>,
-    socket: std::os::fd::OwnedFd,
+    (socket, permit): router::Adopted,
     memory: &Rc<Semaphore>,
     stop: &StopSignal,
     connections: &Gate,
@@ -525,6 +547,7 @@ fn adopt(
     let task = connection::serve(
         shard.clone(),
         stream,
+        permit,
         memory.clone(),
         stop.clone(),
         Arrival::Moved,

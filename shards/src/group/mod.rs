@@ -38,6 +38,7 @@ use sluice_net::messages::sync_group_response::SyncGroupResponse;
 use self::limits::{GROUPS_MAX_ERROR, GroupLimits};
 use self::log::{CommittedOffset, GroupLogEntry};
 use self::state::{Group, GroupState, Member};
+use crate::clock::now_ms;
 use crate::storage::shard_wal::ShardWal;
 
 /// Committed offsets by topic, then partition (`None`: nothing committed).
@@ -112,15 +113,10 @@ pub struct GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    /// A coordinator persisting through `wal` as internal stream `stream_id`, with the default
-    /// limits and a group count of its own (see [`GroupCoordinator::with_limits`]).
-    pub fn new(wal: Rc<ShardWal>, stream_id: u64) -> GroupCoordinator {
-        GroupCoordinator::with_limits(wal, stream_id, GroupLimits::default())
-    }
-
-    /// A coordinator with `limits`: one [`GroupLimits`] per broker, cloned into every shard's
-    /// coordinator, so that `groups_max` counts the groups of all of them.
-    pub fn with_limits(wal: Rc<ShardWal>, stream_id: u64, limits: GroupLimits) -> GroupCoordinator {
+    /// A coordinator persisting through `wal` as internal stream `stream_id`, with `limits`:
+    /// one [`GroupLimits`] per broker, cloned into every shard's coordinator, so that
+    /// `groups_max` counts the groups of all of them.
+    pub fn new(wal: Rc<ShardWal>, stream_id: u64, limits: GroupLimits) -> GroupCoordinator {
         GroupCoordinator {
             groups: RefCell::new(HashMap::new()),
             wal,
@@ -1236,11 +1232,4 @@ fn unique_suffix() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{:x}-{:x}", nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
