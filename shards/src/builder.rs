@@ -5,6 +5,8 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use futures::StreamExt;
+use futures::channel::mpsc;
 use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::channels::shared_channel::ConnectedSender;
 use sluice_objstore::ObjectStore;
@@ -23,6 +25,7 @@ use crate::messaging::{Mesh, ShardRequest};
 use crate::metrics::ShardMetrics;
 use crate::producer_ids::ProducerIds;
 use crate::shard::Shard;
+use crate::stop::StopSignal;
 use crate::storage::PartitionStore;
 use crate::storage::shard_wal::ShardWal;
 use crate::tier::ObjectTier;
@@ -145,6 +148,36 @@ impl ShardBuilder {
             group_entries,
         })
     }
+}
+
+/// Starts the shard's upload task (`tier/upload.rs`), which runs until `stop`.
+pub fn spawn_uploads(storage: &Rc<PartitionStore>, stop: StopSignal) -> glommio::Task<()> {
+    let storage = storage.clone();
+    glommio::spawn_local(async move {
+        crate::tier::upload::run_uploads(
+            storage.id,
+            &storage.tier,
+            &storage.wal,
+            &storage.controller,
+            &*storage,
+            stop,
+        )
+        .await
+    })
+}
+
+/// Starts applying the controller's change notices to the shard's partitions (dropping
+/// those of deleted topics, taking new settings), until the controller stops.
+pub fn spawn_image_changes(
+    storage: &Rc<PartitionStore>,
+    mut changes: mpsc::Receiver<()>,
+) -> glommio::Task<()> {
+    let storage = storage.clone();
+    glommio::spawn_local(async move {
+        while changes.next().await.is_some() {
+            storage.apply_image(&storage.image());
+        }
+    })
 }
 
 /// The WAL settings of shard `id`.

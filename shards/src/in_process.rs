@@ -6,14 +6,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::channel::{mpsc, oneshot};
-use futures::{FutureExt, StreamExt};
 use sluice_metadata::MetadataStore;
 use sluice_objstore::ObjectStore;
 
 use crate::affinity::ConnectionAffinity;
 use crate::api::PendingResponse;
-use crate::builder::{BuiltShard, ShardBuilder, restore_groups};
+use crate::builder::{
+    BuiltShard, ShardBuilder, restore_groups, spawn_image_changes, spawn_uploads,
+};
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::controller::Controller;
@@ -56,7 +58,7 @@ impl InProcessShard {
         let objects = ObjectStore::open(&config.object_store_config())
             .map_err(|e| StartError::ObjectStore(e.to_string()))?;
         let shard_error = |reason: String| StartError::Shard { shard: 0, reason };
-        let (change_sender, mut changes) = mpsc::channel::<()>(0);
+        let (change_sender, changes) = mpsc::channel::<()>(0);
         let (controller, handle) = Controller::start(store, vec![change_sender])
             .map_err(|e| shard_error(format!("controller thread: {e}")))?;
         let metrics = BrokerMetrics::new(1, objects.clone()).shard(0);
@@ -89,28 +91,8 @@ impl InProcessShard {
         crate::txn::serve::restore(&shard).await;
         crate::txn::serve::start(&shard);
         let (stop, stopped) = oneshot::channel();
-        let uploads = {
-            let (storage, stop) = (shard.storage.clone(), stopped.shared());
-            glommio::spawn_local(async move {
-                crate::tier::upload::run_uploads(
-                    storage.id,
-                    &storage.tier,
-                    &storage.wal,
-                    &storage.controller,
-                    &*storage,
-                    stop,
-                )
-                .await
-            })
-        };
-        let image_changes = {
-            let storage = shard.storage.clone();
-            glommio::spawn_local(async move {
-                while changes.next().await.is_some() {
-                    storage.apply_image(&storage.image());
-                }
-            })
-        };
+        let uploads = spawn_uploads(&shard.storage, stopped.shared());
+        let image_changes = spawn_image_changes(&shard.storage, changes);
         Ok(InProcessShard {
             shard,
             controller,

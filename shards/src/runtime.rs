@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::channel::{mpsc, oneshot};
-use futures::{FutureExt, StreamExt};
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Gate, Semaphore};
@@ -19,7 +19,9 @@ use sluice_objstore::ObjectStore;
 use crate::admin_http::AdminServer;
 use crate::barrier::ShardBarrier;
 use crate::budget::ShardBudget;
-use crate::builder::{BuiltShard, MESH_QUEUE_DEPTH, ShardBuilder, restore_groups};
+use crate::builder::{
+    BuiltShard, MESH_QUEUE_DEPTH, ShardBuilder, restore_groups, spawn_image_changes, spawn_uploads,
+};
 use crate::config::{BrokerConfig, is_block_device};
 use crate::connection::{self, Arrival};
 use crate::connection_limits::ConnectionLimits;
@@ -298,7 +300,7 @@ async fn run_shard(plan: ShardPlan) {
         listen,
         senders,
         receivers,
-        mut changes,
+        changes,
         stop,
         started,
         drained,
@@ -374,29 +376,8 @@ async fn run_shard(plan: ShardPlan) {
         ))
         .detach();
     }
-    {
-        let storage = shard.storage.clone();
-        glommio::spawn_local(async move {
-            while changes.next().await.is_some() {
-                storage.apply_image(&storage.image());
-            }
-        })
-        .detach();
-    }
-    let uploads = {
-        let (storage, stop) = (shard.storage.clone(), stop.clone());
-        glommio::spawn_local(async move {
-            crate::tier::upload::run_uploads(
-                storage.id,
-                &storage.tier,
-                &storage.wal,
-                &storage.controller,
-                &*storage,
-                stop,
-            )
-            .await
-        })
-    };
+    spawn_image_changes(&shard.storage, changes).detach();
+    let uploads = spawn_uploads(&shard.storage, stop.clone());
     let pool_shortages =
         glommio::spawn_local(evict_on_pool_shortage(shard.storage.clone(), stop.clone()));
     let retention = glommio::spawn_local(crate::storage::retention::run_retention(
