@@ -153,7 +153,8 @@ impl BrokerProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then waits for a clean exit; returns the exit status.
+    /// SIGTERM, then waits for a clean exit; returns the exit status. `log_lines` then holds
+    /// every line the process wrote.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         unsafe {
@@ -162,6 +163,7 @@ impl BrokerProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait works") {
+                self.finish_log();
                 return status;
             }
             assert!(
