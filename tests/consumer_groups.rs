@@ -176,15 +176,15 @@ fn wait_for_split(members: &[&Member], partitions: i32, others: usize) -> Vec<BT
     })
 }
 
-/// The body of the child process used as a member that gets killed.
-#[test]
-fn child_member_main() {
-    let Ok(bootstrap) = std::env::var("SLUICE_CHILD_MEMBER_BOOTSTRAP") else {
-        return;
-    };
+/// Set in the child process that `spawn_child_member` starts: the bootstrap address of the
+/// broker whose group it joins.
+const CHILD_MEMBER_ENV: &str = "SLUICE_CHILD_MEMBER_BOOTSTRAP";
+
+/// The member that gets killed: a group member in a process of its own, polling until killed.
+fn child_member(bootstrap: &str) -> ! {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", &bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", "split")
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "300")
@@ -196,16 +196,18 @@ fn child_member_main() {
     }
 }
 
+/// Starts `child_member` in a child process: this test binary, re-run on the one test that
+/// uses it, which becomes the child when it finds `CHILD_MEMBER_ENV` set.
 fn spawn_child_member(broker: &BrokerProcess) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "child_member_main",
+            "members_split_partitions_and_rebalance_when_one_closes_or_is_killed",
             "--nocapture",
             "--test-threads",
             "1",
         ])
-        .env("SLUICE_CHILD_MEMBER_BOOTSTRAP", &broker.bootstrap)
+        .env(CHILD_MEMBER_ENV, &broker.bootstrap)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -214,6 +216,9 @@ fn spawn_child_member(broker: &BrokerProcess) -> Child {
 
 #[test]
 fn members_split_partitions_and_rebalance_when_one_closes_or_is_killed() {
+    if let Ok(bootstrap) = std::env::var(CHILD_MEMBER_ENV) {
+        child_member(&bootstrap); // this process is the child of spawn_child_member
+    }
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path(), "2");
     create_topic(&broker, "split", 6);

@@ -3,56 +3,21 @@
 //! key and show messages produced and consumed, and the SVG plot must exist.
 //! Bounded: the broker start, ~2 s of load, the drain; 90 s at most.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::BrokerProcess;
+
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
-
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_broker(data_dir: &std::path::Path) -> (Broker, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "start",
-            "--listen",
-            "127.0.0.1:0",
-            "--wal-size",
-            "64MiB",
-            "--admin-listen",
-            "none",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the broker");
-    let stdout = child.stdout.take().expect("broker stdout");
-    let broker = Broker(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reading the broker's first line");
-    let addr = line
-        .strip_prefix("sluice listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (broker, addr)
-}
 
 #[test]
 fn perf_runs_a_workload_file_and_writes_omb_json() {
     let dir = tempfile::tempdir().unwrap();
-    let (_broker, addr) = start_broker(&dir.path().join("data"));
+    // Like the broker's own start: shards on every core, no admin server; its log is
+    // checked on drop.
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--admin-listen", "none"]);
     let workload = dir.path().join("tiny.yaml");
     std::fs::write(
         &workload,
@@ -69,7 +34,7 @@ fn perf_runs_a_workload_file_and_writes_omb_json() {
         .arg(&workload)
         .args([
             "--bootstrap",
-            &addr,
+            &broker.bootstrap,
             "--duration-scale",
             "0.03",
             "--interval-secs",

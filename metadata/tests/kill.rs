@@ -25,14 +25,27 @@ fn options() -> StoreOptions {
     }
 }
 
-/// The child's body; a no-op unless started by `acknowledged_commands_survive_kill_9`.
+/// The test; its child processes are this test binary re-run on this test with
+/// `CHILD_DIR_ENV` and `CHILD_ROUND_ENV` set, which makes them `child_applies`.
 #[test]
-fn kill_child_process() {
-    let (Ok(dir), Ok(round)) = (std::env::var(CHILD_DIR_ENV), std::env::var(CHILD_ROUND_ENV))
-    else {
-        return;
-    };
-    let mut store = MetadataStore::open_with_options(Path::new(&dir), 1, options()).unwrap();
+fn acknowledged_commands_survive_kill_9() {
+    if let (Ok(dir), Ok(round)) = (std::env::var(CHILD_DIR_ENV), std::env::var(CHILD_ROUND_ENV)) {
+        return child_applies(Path::new(&dir), &round);
+    }
+    let seed: u64 = std::env::var("SLUICE_METADATA_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let result = std::panic::catch_unwind(|| run(seed));
+    if result.is_err() {
+        panic!("kill -9 test failed; replay with SLUICE_METADATA_KILL_SEED={seed}");
+    }
+}
+
+/// The child's body: applies commands and prints each one that was acknowledged, until
+/// killed (or after `CHILD_COMMANDS_MAX`).
+fn child_applies(dir: &Path, round: &str) {
+    let mut store = MetadataStore::open_with_options(dir, 1, options()).unwrap();
     for i in 0..CHILD_COMMANDS_MAX {
         let name = format!("r{round}-t{i}");
         let (image, _) = store.apply(create(&name, 1 + i % 3, 2)).unwrap();
@@ -41,18 +54,6 @@ fn kill_child_process() {
             .apply(MetadataCommand::AllocateProducerIds { count: 100 })
             .unwrap();
         println!("PID {} {}", image.epoch, image.next_producer_id);
-    }
-}
-
-#[test]
-fn acknowledged_commands_survive_kill_9() {
-    let seed: u64 = std::env::var("SLUICE_METADATA_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7);
-    let result = std::panic::catch_unwind(|| run(seed));
-    if result.is_err() {
-        panic!("kill -9 test failed; replay with SLUICE_METADATA_KILL_SEED={seed}");
     }
 }
 
@@ -68,7 +69,7 @@ fn run(seed: u64) {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
-                "kill_child_process",
+                "acknowledged_commands_survive_kill_9",
                 "--nocapture",
                 "--test-threads=1",
             ])

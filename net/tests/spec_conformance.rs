@@ -4,21 +4,32 @@
 //! net/tools/derive.rs derives from the JSON, and `supported_apis()` must
 //! match each request's and response's `validVersions`.
 //!
-//! Skips (with a message) when the specs folder is absent. Override its path
-//! with `SLUICE_KAFKA_SPECS`.
+//! Fails, saying where it looked, when the specs folder is absent: a missing
+//! folder must not pass as a checked schema. Override its path with
+//! `SLUICE_KAFKA_SPECS`.
 
 #[path = "../tools/derive.rs"]
 mod derive;
 
 use std::path::PathBuf;
 
-fn specs_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SLUICE_KAFKA_SPECS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/kafka-message-specs")
-        });
-    dir.is_dir().then_some(dir)
+/// The folder of Kafka's JSON message definitions; panics, naming where it looked, when it
+/// is not there.
+fn specs_dir() -> PathBuf {
+    let (dir, from) = match std::env::var_os("SLUICE_KAFKA_SPECS") {
+        Some(dir) => (PathBuf::from(dir), "SLUICE_KAFKA_SPECS"),
+        None => (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/kafka-message-specs"),
+            "the default, ../shared/kafka-message-specs beside the repository",
+        ),
+    };
+    assert!(
+        dir.is_dir(),
+        "Kafka's message specs are missing: looked in {} ({from}); put Kafka's \
+         clients/src/main/resources/common/message/*.json there or set SLUICE_KAFKA_SPECS",
+        dir.display()
+    );
+    dir
 }
 
 fn schema_dir() -> PathBuf {
@@ -27,12 +38,7 @@ fn schema_dir() -> PathBuf {
 
 #[test]
 fn committed_schema_matches_kafka_json_field_by_field() {
-    let Some(specs) = specs_dir() else {
-        eprintln!(
-            "SKIPPED: ../shared/kafka-message-specs not found (set SLUICE_KAFKA_SPECS); spec conformance not checked"
-        );
-        return;
-    };
+    let specs = specs_dir();
     let mut problems = Vec::new();
     let mut fields_checked = 0;
     for (api, lo, hi) in sluice_net::supported_apis() {

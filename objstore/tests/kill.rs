@@ -26,11 +26,7 @@ fn key(i: u64) -> String {
 }
 
 /// The child: put objects forever, one line per put that returned.
-#[test]
-fn kill_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+fn child_puts(dir: &str) {
     let store = ObjectStore::local(dir).unwrap();
     futures::executor::block_on(async {
         for i in 0.. {
@@ -45,8 +41,13 @@ fn kill_child() {
     });
 }
 
+/// The test; its child processes are this test binary re-run on this test with `CHILD_ENV`
+/// set, which makes them `child_puts`.
 #[test]
 fn kill_9_leaves_every_acknowledged_object_whole() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        return child_puts(&dir);
+    }
     let seed = std::env::var("SLUICE_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -66,7 +67,12 @@ fn kill_9_leaves_every_acknowledged_object_whole() {
                 >> 33)
                 % 40;
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "kill_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "kill_9_leaves_every_acknowledged_object_whole",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

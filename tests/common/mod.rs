@@ -7,6 +7,8 @@ pub mod raw;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -14,7 +16,16 @@ use rdkafka::ClientConfig;
 /// How long a broker may take to start before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Warnings about the host, not the broker, that any test may meet: the broker says so and
+/// carries on (README: a memlock limit it cannot raise; glibc refusing a malloc tunable).
+const HOST_WARNINGS: &[&str] = &["RLIMIT_MEMLOCK is below", "glibc refused M_MMAP_THRESHOLD"];
+
 /// A running broker process on a port of its own choosing.
+///
+/// Its log is checked like Redpanda's test suite checks its brokers': a WARN or ERROR line
+/// (or a panic) that the test did not declare with [`BrokerProcess::allow_log`] fails the
+/// test when the broker is dropped or restarted, or when the test calls
+/// [`BrokerProcess::check_log`].
 pub struct BrokerProcess {
     child: Child,
     /// `host:port` to bootstrap clients with.
@@ -24,7 +35,11 @@ pub struct BrokerProcess {
     /// The broker's data directory (kept across restarts).
     pub data_dir: PathBuf,
     /// Lines the broker wrote to stderr, collected by a thread.
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    log: Arc<Mutex<Vec<String>>>,
+    /// The thread collecting `log`; it ends when the process has exited.
+    log_reader: Option<JoinHandle<()>>,
+    /// Substrings of the WARN and ERROR lines this test expects (see `allow_log`).
+    allowed_log: Mutex<Vec<String>>,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
 }
@@ -80,10 +95,10 @@ impl BrokerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the sluice binary starts");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr is piped");
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let log_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[broker] {line}");
                 sink.lock().unwrap().push(line);
@@ -120,6 +135,8 @@ impl BrokerProcess {
             admin,
             data_dir: data_dir.to_path_buf(),
             log,
+            log_reader: Some(log_reader),
+            allowed_log: Mutex::new(Vec::new()),
             extra_args,
             envs,
         }
@@ -136,7 +153,8 @@ impl BrokerProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then waits for a clean exit; returns the exit status.
+    /// SIGTERM, then waits for a clean exit; returns the exit status. `log_lines` then holds
+    /// every line the process wrote.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         unsafe {
@@ -145,6 +163,7 @@ impl BrokerProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait works") {
+                self.finish_log();
                 return status;
             }
             assert!(
@@ -155,21 +174,73 @@ impl BrokerProcess {
         }
     }
 
-    /// Starts a new process on the same data dir and flags (a new port).
+    /// `kill -9`s this process, checks its log, and starts a new one on the same data dir,
+    /// flags and allowed log lines (a new port).
     pub fn restart(mut self) -> BrokerProcess {
         self.kill9();
+        self.finish_log();
+        self.check_log();
         let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
         let envs: Vec<(&str, &str)> = self
             .envs
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        BrokerProcess::start_with_env(&self.data_dir, &args, &envs)
+        let next = BrokerProcess::start_with_env(&self.data_dir, &args, &envs);
+        *next.allowed_log.lock().unwrap() = self.allowed_log.lock().unwrap().clone();
+        next
     }
 
     /// The broker's stderr so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Declares that WARN or ERROR lines containing `pattern` are expected in this broker's
+    /// log (and in the logs of its restarts), e.g. `broker.allow_log("cold read failed")`.
+    pub fn allow_log(&self, pattern: &str) -> &Self {
+        self.allowed_log.lock().unwrap().push(pattern.to_string());
+        self
+    }
+
+    /// The broker's WARN and ERROR lines (and panics) so far that no `allow_log` pattern
+    /// covers.
+    pub fn unexpected_log_lines(&self) -> Vec<String> {
+        let allowed = self.allowed_log.lock().unwrap();
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| is_warning_or_error(line))
+            .filter(|line| {
+                !HOST_WARNINGS
+                    .iter()
+                    .copied()
+                    .chain(allowed.iter().map(String::as_str))
+                    .any(|pattern| line.contains(pattern))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Panics, naming them, if the broker logged WARN or ERROR lines (or a panic) so far
+    /// that the test did not declare with `allow_log`. Runs by itself on drop and restart.
+    pub fn check_log(&self) {
+        let unexpected = self.unexpected_log_lines();
+        assert!(
+            unexpected.is_empty(),
+            "the broker logged {} unexpected WARN/ERROR line(s); fix the cause, or declare \
+             them with BrokerProcess::allow_log if the test provokes them:\n{}",
+            unexpected.len(),
+            unexpected.join("\n")
+        );
+    }
+
+    /// Waits for the log collector to read the rest of the exited process's stderr.
+    fn finish_log(&mut self) {
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
     }
 
     /// A client config pointing at this broker.
@@ -187,7 +258,26 @@ impl BrokerProcess {
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
         self.kill9();
+        self.finish_log();
+        if !std::thread::panicking() {
+            self.check_log();
+        } else {
+            // A panic in a panic aborts the test binary; the test fails anyway.
+            for line in self.unexpected_log_lines() {
+                eprintln!("[broker, not allowed] {line}");
+            }
+        }
     }
+}
+
+/// Whether a broker log line is at WARN or ERROR, or reports a panic. The broker logs with
+/// tracing's plain format when stderr is not a terminal: `<timestamp>  WARN <target>: ...`.
+fn is_warning_or_error(line: &str) -> bool {
+    let level = line
+        .split_whitespace()
+        .take(2)
+        .any(|t| t == "WARN" || t == "ERROR");
+    level || (line.starts_with("thread '") && line.contains("panicked at"))
 }
 
 /// Polls `check` until it returns Some or `timeout` passes.
