@@ -247,8 +247,8 @@ fn groups_max_warnings(broker: &BrokerProcess) -> Vec<String> {
 #[test]
 fn the_default_groups_max_refuses_the_10001st_group_and_says_so_once() {
     let dir = tempfile::tempdir().unwrap();
-    // One shard: until the limits are wired, each shard counts its own groups.
     let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    broker.allow_log("group not created: the broker coordinates groups_max");
     const GROUPS_MAX: usize = 10_000;
     let mut client = RawClient::connect(&broker);
     create_groups(&mut client, "g-", GROUPS_MAX);
@@ -321,6 +321,7 @@ fn group_members_max_answers_as_kafka_does() {
 fn groups_max_counts_the_groups_of_every_shard() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "2", "--groups-max", "3"]);
+    broker.allow_log("group not created: the broker coordinates groups_max");
     let mut client = RawClient::connect(&broker);
     create_groups(&mut client, "g-", 3);
     for i in 3..8 {
@@ -409,6 +410,7 @@ fn connections_over_connections_max_per_ip_are_closed_after_accept() {
         dir.path(),
         &["--shards", "2", "--connections-max-per-ip", "2"],
     );
+    broker.allow_log("refused: this address already has 2 connections open");
     let first = connect_and_use(&broker);
     let _second = connect_and_use(&broker);
     assert_closed_by_broker(&broker);
@@ -439,6 +441,7 @@ fn connections_over_connections_max_per_ip_are_closed_after_accept() {
 fn connections_over_connections_max_are_closed_after_accept() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "2", "--connections-max", "3"]);
+    broker.allow_log("refused: the broker already has 3 connections open");
     let clients: Vec<RawClient> = (0..3).map(|_| connect_and_use(&broker)).collect();
     assert_closed_by_broker(&broker);
     let warnings = wait_for(TIMEOUT, || {
