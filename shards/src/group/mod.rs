@@ -227,14 +227,9 @@ impl GroupCoordinator {
             if request.protocol_type.is_empty() || protocols.is_empty() {
                 return refuse(ErrorCode::InconsistentGroupProtocol, request.member_id);
             }
-            if !self.limits.try_add_group() {
-                self.refuse_new_group(&request.group_id, "JoinGroup");
+            if !self.try_create_group(&mut groups, &request.group_id, "JoinGroup", now) {
                 return refuse(GROUPS_MAX_ERROR, String::new());
             }
-            groups.insert(
-                request.group_id.clone(),
-                Group::new(request.group_id.clone(), now),
-            );
         }
         let group = groups
             .get_mut(&request.group_id)
@@ -582,14 +577,9 @@ impl GroupCoordinator {
                     // for a new, memberless group), without creating it.
                     return offset_commit_error(&request, ErrorCode::UnknownMemberId);
                 }
-                if !self.limits.try_add_group() {
-                    self.refuse_new_group(&request.group_id, "OffsetCommit");
+                if !self.try_create_group(&mut groups, &request.group_id, "OffsetCommit", now) {
                     return offset_commit_error(&request, GROUPS_MAX_ERROR);
                 }
-                groups.insert(
-                    request.group_id.clone(),
-                    Group::new(request.group_id.clone(), now),
-                );
             }
             let group = groups
                 .get_mut(&request.group_id)
@@ -985,6 +975,23 @@ impl GroupCoordinator {
 
     /// Logs that `groups_max` kept `group_id` from being created: one WARN line per shard at
     /// most every [`limits::WARN_INTERVAL`], with the refusals it did not log.
+    /// Creates the empty group `group_id` for `api` if the broker's groups cap allows one
+    /// more; false (after a rate-limited WARN) when it does not.
+    fn try_create_group(
+        &self,
+        groups: &mut HashMap<String, Group>,
+        group_id: &str,
+        api: &str,
+        now: Instant,
+    ) -> bool {
+        if !self.limits.try_add_group() {
+            self.refuse_new_group(group_id, api);
+            return false;
+        }
+        groups.insert(group_id.to_string(), Group::new(group_id.to_string(), now));
+        true
+    }
+
     fn refuse_new_group(&self, group_id: &str, api: &str) {
         let now = Instant::now();
         let due = self
