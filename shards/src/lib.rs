@@ -35,6 +35,7 @@ pub mod stop;
 pub mod storage;
 pub mod tier;
 pub mod txn;
+pub mod warn_throttle;
 
 pub use config::BrokerConfig;
 pub use runtime::{Broker, StartError};

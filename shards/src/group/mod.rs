@@ -40,6 +40,7 @@ use self::log::{CommittedOffset, GroupLogEntry};
 use self::state::{Group, GroupState, Member};
 use crate::clock::now_ms;
 use crate::storage::shard_wal::ShardWal;
+use crate::warn_throttle::WarnThrottle;
 
 /// Committed offsets by topic, then partition (`None`: nothing committed).
 pub type OffsetsByTopic = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
@@ -106,10 +107,8 @@ pub struct GroupCoordinator {
     stream_id: u64,
     sequence: Cell<u64>,
     limits: GroupLimits,
-    /// When this shard last logged that `groups_max` refused a group.
-    groups_max_warned_at: Cell<Option<Instant>>,
-    /// Groups refused since then, without a line of their own.
-    groups_max_unlogged: Cell<u64>,
+    /// This shard's WARN lines about `groups_max`, at most one per [`limits::WARN_INTERVAL`].
+    groups_max_warnings: WarnThrottle,
 }
 
 impl GroupCoordinator {
@@ -123,8 +122,7 @@ impl GroupCoordinator {
             stream_id,
             sequence: Cell::new(0),
             limits,
-            groups_max_warned_at: Cell::new(None),
-            groups_max_unlogged: Cell::new(0),
+            groups_max_warnings: WarnThrottle::new(limits::WARN_INTERVAL),
         }
     }
 
@@ -973,8 +971,6 @@ impl GroupCoordinator {
         self.sequence.set(self.sequence.get().max(next));
     }
 
-    /// Logs that `groups_max` kept `group_id` from being created: one WARN line per shard at
-    /// most every [`limits::WARN_INTERVAL`], with the refusals it did not log.
     /// Creates the empty group `group_id` for `api` if the broker's groups cap allows one
     /// more; false (after a rate-limited WARN) when it does not.
     fn try_create_group(
@@ -992,23 +988,17 @@ impl GroupCoordinator {
         true
     }
 
+    /// Logs that `groups_max` kept `group_id` from being created: one WARN line per shard at
+    /// most every [`limits::WARN_INTERVAL`], with the refusals it did not log.
     fn refuse_new_group(&self, group_id: &str, api: &str) {
-        let now = Instant::now();
-        let due = self
-            .groups_max_warned_at
-            .get()
-            .is_none_or(|at| now >= at + limits::WARN_INTERVAL);
-        if !due {
-            self.groups_max_unlogged
-                .set(self.groups_max_unlogged.get() + 1);
+        let Some(unlogged) = self.groups_max_warnings.ready(Instant::now()) else {
             return;
-        }
-        self.groups_max_warned_at.set(Some(now));
+        };
         tracing::warn!(
             group = group_id,
             api,
             error_code = GROUPS_MAX_ERROR.code(),
-            refused_since_last_warning = self.groups_max_unlogged.replace(0),
+            refused_since_last_warning = unlogged,
             "group not created: the broker coordinates groups_max = {} groups \
              (--groups-max N); answered GROUP_MAX_SIZE_REACHED",
             self.limits.groups_max
