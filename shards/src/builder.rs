@@ -127,6 +127,7 @@ impl ShardBuilder {
             memory_pool,
             mesh: Mesh::new(id, peers, loopback_sender),
         });
+        crate::txn::serve::attach(&shard);
         let mut group_entries = crate::recovery::internal_state_in_objects(&shard)
             .await
             .map_err(|reason| {

@@ -41,6 +41,7 @@ pub struct InProcessShard {
     uploads: glommio::Task<()>,
     image_changes: glommio::Task<()>,
     requests: glommio::Task<()>,
+    txn_timers: glommio::Task<()>,
     affinity: ConnectionAffinity,
 }
 
@@ -89,7 +90,7 @@ impl InProcessShard {
         let requests = glommio::spawn_local(router::serve_loopback(shard.clone(), loopback, drop));
         restore_groups(&shard, group_entries).await;
         crate::txn::serve::restore(&shard).await;
-        crate::txn::serve::start(&shard);
+        let txn_timers = crate::txn::serve::start(&shard);
         let (stop, stopped) = oneshot::channel();
         let uploads = spawn_uploads(&shard.storage, stopped.shared());
         let image_changes = spawn_image_changes(&shard.storage, changes);
@@ -100,6 +101,7 @@ impl InProcessShard {
             uploads,
             image_changes,
             requests,
+            txn_timers,
             affinity: ConnectionAffinity::default(),
         })
     }
@@ -118,6 +120,7 @@ impl InProcessShard {
         self.uploads.await;
         self.image_changes.cancel().await;
         self.requests.cancel().await;
+        self.txn_timers.cancel().await;
         self.controller.join();
         let wal = self.shard.storage.wal.clone();
         drop(self.shard);

@@ -408,7 +408,7 @@ async fn run_shard(plan: ShardPlan) {
         _ = stop.clone().fuse() => return,
         _ = recovered.reached(shard_count).fuse() => {}
     }
-    crate::txn::serve::start(&shard);
+    crate::txn::serve::start(&shard).detach();
     {
         let shard = shard.clone();
         glommio::spawn_local(async move {

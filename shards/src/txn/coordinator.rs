@@ -60,7 +60,7 @@ pub struct TxnCoordinator {
     stream_id: u64,
     sequence: Cell<u64>,
     replayed: RefCell<Vec<TxnLogEntry>>,
-    /// Starts writing a decided transaction's markers (installed by `txn::serve::start`: the
+    /// Starts writing a decided transaction's markers (installed by `txn::serve::attach`: the
     /// markers go to other shards, which this coordinator does not know).
     on_decided: RefCell<Option<DecidedHook>>,
 }

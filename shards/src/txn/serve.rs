@@ -209,9 +209,10 @@ pub async fn restore(shard: &Rc<Shard>) {
     }
 }
 
-/// Once every shard has restored its state: resumes the transactions found decided, and runs
-/// the coordinator's timers.
-pub fn start(shard: &Rc<Shard>) {
+/// Makes the coordinator write the markers of every transaction it decides. Called when the
+/// shard is built, before its router serves any request: another shard may pass the start-up
+/// barrier and send an EndTxn here before this shard reaches [`start`].
+pub fn attach(shard: &Rc<Shard>) {
     // Weak: the coordinator lives inside the shard, which must be dropped at shutdown.
     let weak = Rc::downgrade(shard);
     shard.txns.set_on_decided(Box::new(move |transactional_id| {
@@ -219,6 +220,11 @@ pub fn start(shard: &Rc<Shard>) {
             completion::spawn(&shard, transactional_id);
         }
     }));
+}
+
+/// Once every shard has restored its state: resumes the transactions found decided, and
+/// starts the coordinator's timers, whose task is returned.
+pub fn start(shard: &Rc<Shard>) -> glommio::Task<()> {
     for transactional_id in shard.txns.prepared() {
         tracing::info!(%transactional_id, "resuming the markers of a decided transaction");
         completion::spawn(shard, &transactional_id);
@@ -230,5 +236,4 @@ pub fn start(shard: &Rc<Shard>) {
             shard.txns.sweep().await;
         }
     })
-    .detach();
 }
