@@ -87,7 +87,12 @@ impl InProcessShard {
             }
         };
         // No other shard can hand a connection over; one arriving anyway is closed on drop.
-        let requests = glommio::spawn_local(router::serve_loopback(shard.clone(), loopback, drop));
+        let requests = {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                router::serve(shard, loopback.stream(), Rc::new(drop)).await
+            })
+        };
         restore_groups(&shard, group_entries).await;
         crate::txn::serve::restore(&shard).await;
         let txn_timers = crate::txn::serve::start(&shard);

@@ -8,8 +8,7 @@
 
 use std::rc::Rc;
 
-use glommio::channels::local_channel::LocalReceiver;
-use glommio::channels::shared_channel::ConnectedReceiver;
+use futures::{Stream, StreamExt};
 
 use crate::connection_limits::ConnectionPermit;
 use crate::messaging::ShardRequest;
@@ -19,27 +18,15 @@ use crate::storage::request::PartitionRequest;
 /// A connection handed over by another shard: its socket and its place under the limits.
 pub type Adopted = (std::os::fd::OwnedFd, ConnectionPermit);
 
-/// Serves the requests of one channel into this shard until it closes; connections handed
-/// over go to `adopt`.
-pub async fn serve_peer(
+/// Serves the requests of one channel into this shard (from another shard, or its loopback)
+/// until it closes; connections handed over go to `adopt`.
+pub async fn serve(
     shard: Rc<Shard>,
-    receiver: ConnectedReceiver<ShardRequest>,
-    adopt: impl Fn(Adopted),
+    requests: impl Stream<Item = ShardRequest>,
+    adopt: Rc<dyn Fn(Adopted)>,
 ) {
-    while let Some(request) = receiver.recv().await {
-        if let Some(adopted) = handle(&shard, request) {
-            adopt(adopted);
-        }
-    }
-}
-
-/// Serves this shard's own requests (its loopback channel) until it closes.
-pub async fn serve_loopback(
-    shard: Rc<Shard>,
-    receiver: LocalReceiver<ShardRequest>,
-    adopt: impl Fn(Adopted),
-) {
-    while let Some(request) = receiver.recv().await {
+    let mut requests = std::pin::pin!(requests);
+    while let Some(request) = requests.next().await {
         if let Some(adopted) = handle(&shard, request) {
             adopt(adopted);
         }

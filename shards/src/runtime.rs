@@ -349,7 +349,7 @@ async fn run_shard(plan: ShardPlan) {
     let budget = ShardBudget::of(&config, shard_count);
     let memory = Rc::new(Semaphore::new(budget.request_bytes));
     let connections = Gate::new();
-    let adopt = {
+    let adopt: Rc<dyn Fn(router::Adopted)> = {
         let (shard, memory, stop, connections) = (
             shard.clone(),
             memory.clone(),
@@ -359,22 +359,12 @@ async fn run_shard(plan: ShardPlan) {
         Rc::new(move |adopted| adopt(&shard, adopted, &memory, &stop, &connections))
     };
     for receiver in receivers {
-        let adopt = adopt.clone();
-        glommio::spawn_local(router::serve_peer(
-            shard.clone(),
-            receiver,
-            move |adopted| adopt(adopted),
-        ))
-        .detach();
+        glommio::spawn_local(router::serve(shard.clone(), receiver, adopt.clone())).detach();
     }
     {
-        let adopt = adopt.clone();
-        glommio::spawn_local(router::serve_loopback(
-            shard.clone(),
-            loopback,
-            move |adopted| adopt(adopted),
-        ))
-        .detach();
+        let (shard, adopt) = (shard.clone(), adopt.clone());
+        glommio::spawn_local(async move { router::serve(shard, loopback.stream(), adopt).await })
+            .detach();
     }
     spawn_image_changes(&shard.storage, changes).detach();
     let uploads = spawn_uploads(&shard.storage, stop.clone());
