@@ -205,6 +205,7 @@ pub async fn restore_groups(shard: &Shard, entries: Vec<GroupLogEntry>) {
             continue;
         }
         let answer = shard
+            .mesh
             .ask(owner, |reply| ShardRequest::Group {
                 call: GroupCall::Restore(entries),
                 reply,

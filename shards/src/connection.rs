@@ -174,6 +174,7 @@ pub async fn serve(
                 );
                 shard.metrics.connections_moved.add(1);
                 shard
+                    .mesh
                     .deliver(to, ShardRequest::AdoptConnection { socket, permit })
                     .await;
                 // Dropping the halves closes only this shard's descriptor, not the connection.

@@ -5,14 +5,13 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures::channel::oneshot;
 use sluice_metadata::{MetadataImage, PartitionImage};
 
 use crate::chunk_pool::ChunkPool;
 use crate::config::BrokerConfig;
 use crate::controller::ControllerHandle;
 use crate::group::GroupCoordinator;
-use crate::messaging::{Mesh, ShardRequest};
+use crate::messaging::Mesh;
 use crate::metrics::ShardMetrics;
 use crate::producer_ids::ProducerIds;
 use crate::storage::PartitionStore;
@@ -66,20 +65,5 @@ impl Shard {
     ) -> Option<(usize, u64)> {
         let part = image.partition(topic, u32::try_from(partition).ok()?)?;
         Some((self.owner_of(part), part.stream_id))
-    }
-
-    /// Queues `request` for shard `owner` (this one included, through its loopback channel);
-    /// answers come on the request's reply channel.
-    pub async fn deliver(&self, owner: usize, request: ShardRequest) {
-        self.mesh.deliver(owner, request).await;
-    }
-
-    /// Sends the request `build` makes to shard `owner` and returns where its answer arrives.
-    pub async fn ask<T>(
-        &self,
-        owner: usize,
-        build: impl FnOnce(oneshot::Sender<T>) -> ShardRequest,
-    ) -> oneshot::Receiver<T> {
-        self.mesh.ask(owner, build).await
     }
 }

@@ -68,10 +68,12 @@ pub async fn describe_log_dirs(
                 continue;
             };
             let stream_id = part.stream_id;
-            let answer = super::ask(shard, shard.owner_of(part), |reply| {
-                ShardRequest::Partition(PartitionRequest::Size { stream_id, reply })
-            })
-            .await;
+            let answer = shard
+                .mesh
+                .ask(shard.owner_of(part), |reply| {
+                    ShardRequest::Partition(PartitionRequest::Size { stream_id, reply })
+                })
+                .await;
             if let Ok(Ok(size)) = answer.await {
                 partitions.push(DescribeLogDirsPartition {
                     partition_index: index,

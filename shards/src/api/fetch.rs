@@ -198,15 +198,17 @@ async fn read_all(
                 })
             })
             .collect();
-        let answer = super::ask(shard, *owner, |reply| {
-            ShardRequest::Partition(PartitionRequest::Read {
-                reads,
-                max_bytes,
-                read_committed,
-                reply,
+        let answer = shard
+            .mesh
+            .ask(*owner, |reply| {
+                ShardRequest::Partition(PartitionRequest::Read {
+                    reads,
+                    max_bytes,
+                    read_committed,
+                    reply,
+                })
             })
-        })
-        .await;
+            .await;
         answer.await.unwrap_or_default()
     });
     for ((_, indices), answers) in by_owner.iter().zip(join_all(asks).await) {
@@ -231,15 +233,17 @@ async fn wait_for_any(
         };
         // Anything past the current high watermark is new data.
         let offset = slice.high_watermark;
-        let answer = super::ask(shard, owner, |reply| {
-            ShardRequest::Partition(PartitionRequest::WaitForData {
-                stream_id,
-                offset,
-                wait,
-                reply,
+        let answer = shard
+            .mesh
+            .ask(owner, |reply| {
+                ShardRequest::Partition(PartitionRequest::WaitForData {
+                    stream_id,
+                    offset,
+                    wait,
+                    reply,
+                })
             })
-        })
-        .await;
+            .await;
         waits.push(answer);
     }
     if waits.is_empty() {

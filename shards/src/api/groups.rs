@@ -87,7 +87,10 @@ pub fn find_coordinator(
 
 async fn call(shard: &Rc<Shard>, group_id: &str, call: GroupCall) -> Option<GroupReply> {
     let owner = coordinator_shard(group_id, shard.count);
-    let answer = super::ask(shard, owner, |reply| ShardRequest::Group { call, reply }).await;
+    let answer = shard
+        .mesh
+        .ask(owner, |reply| ShardRequest::Group { call, reply })
+        .await;
     answer.await.ok()
 }
 
@@ -280,11 +283,13 @@ pub async fn list_groups(shard: &Rc<Shard>, request: ListGroupsRequest) -> ListG
         let states = request.states_filter.clone();
         let types = request.types_filter.clone();
         async move {
-            let answer = super::ask(shard, owner, |reply| ShardRequest::Group {
-                call: GroupCall::List { states, types },
-                reply,
-            })
-            .await;
+            let answer = shard
+                .mesh
+                .ask(owner, |reply| ShardRequest::Group {
+                    call: GroupCall::List { states, types },
+                    reply,
+                })
+                .await;
             match answer.await {
                 Ok(GroupReply::List(groups)) => groups,
                 _ => Vec::new(),

@@ -248,17 +248,8 @@ pub async fn ask_partition<T>(
     let (owner, stream_id) = shard
         .locate(image, topic, partition)
         .ok_or(sluice_net::ErrorCode::UnknownTopicOrPartition)?;
-    let answer = ask(shard, owner, |reply| build(stream_id, reply)).await;
+    let answer = shard.mesh.ask(owner, |reply| build(stream_id, reply)).await;
     answer
         .await
         .unwrap_or(Err(sluice_net::ErrorCode::UnknownServerError))
-}
-
-/// Sends a request to the owner shard and returns where its answer will arrive.
-pub async fn ask<T>(
-    shard: &Rc<Shard>,
-    owner: usize,
-    build: impl FnOnce(oneshot::Sender<T>) -> ShardRequest,
-) -> oneshot::Receiver<T> {
-    shard.ask(owner, build).await
 }

@@ -54,14 +54,16 @@ pub async fn order(
                             Ok(batch) => {
                                 let owner = shard.owner_of(part);
                                 let stream_id = part.stream_id;
-                                let answer = super::ask(shard, owner, |reply| {
-                                    ShardRequest::Partition(PartitionRequest::Produce {
-                                        stream_id,
-                                        batch,
-                                        reply,
+                                let answer = shard
+                                    .mesh
+                                    .ask(owner, |reply| {
+                                        ShardRequest::Partition(PartitionRequest::Produce {
+                                            stream_id,
+                                            batch,
+                                            reply,
+                                        })
                                     })
-                                })
-                                .await;
+                                    .await;
                                 Pending::Ordered(answer)
                             }
                         }
