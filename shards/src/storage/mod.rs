@@ -307,43 +307,43 @@ impl PartitionStore {
         let mut budget = FetchBudget::new(max_bytes);
         let mut slices = Vec::with_capacity(reads.len());
         for read in reads {
-            let mut slice = self
-                .read_partition(&read, budget.limit(read.max_bytes), read_committed)
-                .await;
-            if let Ok(slice) = &mut slice {
-                budget.take(slice, read.max_bytes);
-                self.metrics.fetch_bytes.add(slice.records.len() as u64);
-                if let Some(partition) = self.partitions.borrow().get(&read.stream_id) {
-                    partition
-                        .metrics
-                        .fetch_bytes
-                        .add(slice.records.len() as u64);
+            self.metrics.fetch_reads.add(1);
+            let slice = match self.partition(read.stream_id) {
+                None => Err(ErrorCode::NotLeaderOrFollower),
+                Some(partition) => {
+                    let limit = budget.limit(read.max_bytes);
+                    let mut slice = self
+                        .read_partition(&partition, read.offset, limit, read_committed)
+                        .await;
+                    if let Ok(slice) = &mut slice {
+                        budget.take(slice, read.max_bytes);
+                        let bytes = slice.records.len() as u64;
+                        self.metrics.fetch_bytes.add(bytes);
+                        partition.metrics.fetch_bytes.add(bytes);
+                    }
+                    slice
                 }
-            }
+            };
             slices.push(slice);
         }
         slices
     }
 
-    /// Batches of `read`'s partition from `read.offset`, about `max_bytes` (at least one
-    /// batch), from the log cache, else from objects.
+    /// Batches of `partition` from `offset`, about `max_bytes` (at least one batch), from the
+    /// log cache, else from objects.
     async fn read_partition(
         &self,
-        read: &PartitionRead,
+        partition: &Partition,
+        offset: i64,
         max_bytes: usize,
         read_committed: bool,
     ) -> Result<ReadSlice, ErrorCode> {
-        self.metrics.fetch_reads.add(1);
-        let partition = self
-            .partition(read.stream_id)
-            .ok_or(ErrorCode::NotLeaderOrFollower)?;
-        let offset = read.offset;
         match partition.read(offset, max_bytes, read_committed, &self.memory_pool) {
             Ok(slice) => Ok(slice),
             Err(ReadError::OffsetOutOfRange) => Err(ErrorCode::OffsetOutOfRange),
             Err(ReadError::NotCached) => {
                 self.metrics.fetch_cold_reads.add(1);
-                self.read_cold(&partition, offset, max_bytes, read_committed)
+                self.read_cold(partition, offset, max_bytes, read_committed)
                     .await
             }
         }
