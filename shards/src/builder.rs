@@ -62,6 +62,8 @@ pub struct BuiltShard {
     pub loopback: LocalReceiver<ShardRequest>,
     /// Group-log entries found at start-up, for [`restore_groups`] once the mesh is served.
     pub group_entries: Vec<GroupLogEntry>,
+    /// The shard's share of the memory budget, as its services were sized.
+    pub budget: ShardBudget,
 }
 
 impl ShardBuilder {
@@ -147,6 +149,7 @@ impl ShardBuilder {
             shard,
             loopback,
             group_entries,
+            budget,
         })
     }
 }

@@ -79,6 +79,7 @@ impl InProcessShard {
             shard,
             loopback,
             group_entries,
+            ..
         } = match built {
             Ok(built) => built,
             Err(reason) => {

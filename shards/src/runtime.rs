@@ -18,7 +18,6 @@ use sluice_objstore::ObjectStore;
 
 use crate::admin_http::AdminServer;
 use crate::barrier::ShardBarrier;
-use crate::budget::ShardBudget;
 use crate::builder::{
     BuiltShard, MESH_QUEUE_DEPTH, ShardBuilder, restore_groups, spawn_image_changes, spawn_uploads,
 };
@@ -338,6 +337,7 @@ async fn run_shard(plan: ShardPlan) {
         shard,
         loopback,
         group_entries,
+        budget,
     } = match built {
         Ok(built) => built,
         Err(reason) => {
@@ -346,7 +346,6 @@ async fn run_shard(plan: ShardPlan) {
         }
     };
     let wal = shard.storage.wal.clone();
-    let budget = ShardBudget::of(&config, shard_count);
     let memory = Rc::new(Semaphore::new(budget.request_bytes));
     let connections = Gate::new();
     let adopt: Rc<dyn Fn(router::Adopted)> = {
