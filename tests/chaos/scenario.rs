@@ -178,18 +178,9 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Polls the broker's metrics until its WAL holds at most `CAUGHT_UP_BYTES` (everything else
 /// is in objects): the object tier recovered.
 pub fn wait_uploaded(broker: &BrokerProcess) -> Result<(), String> {
-    let admin = broker
-        .admin
-        .as_deref()
-        .ok_or("the broker has no admin server")?;
     let mut used = 0;
     let caught_up = wait_for(CATCH_UP_TIMEOUT, || {
-        let metrics = http::get(admin, "/metrics").body;
-        used = metrics
-            .lines()
-            .filter(|l| l.starts_with("sluice_wal_used_bytes"))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .sum::<f64>() as u64;
+        used = metric(broker, "sluice_wal_used_bytes");
         (used <= CAUGHT_UP_BYTES).then_some(())
     });
     caught_up.ok_or_else(|| {
@@ -197,4 +188,28 @@ pub fn wait_uploaded(broker: &BrokerProcess) -> Result<(), String> {
             "uploads did not catch up within {CATCH_UP_TIMEOUT:?}: the WAL still holds {used} bytes"
         )
     })
+}
+
+/// A metric of the broker, summed over its labels (shards); 0 without an admin server.
+/// Scenarios note the store's error and retry counts with it: the broker retries uploads
+/// without logging each failure, and a scenario should show that its fault bit.
+pub fn metric(broker: &BrokerProcess, name: &str) -> u64 {
+    let Some(admin) = broker.admin.as_deref() else {
+        return 0;
+    };
+    http::get(admin, "/metrics")
+        .body
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The store's failures as the broker counted them, for a scenario's notes.
+pub fn store_failures(broker: &BrokerProcess) -> String {
+    format!(
+        "store request errors {}, upload retries {}",
+        metric(broker, "sluice_objstore_request_errors_total"),
+        metric(broker, "sluice_objstore_upload_retries_total")
+    )
 }

@@ -50,6 +50,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     store.resize(LARGE_MIB)?;
     let produced = running.finish();
     scenario::wait_uploaded(&broker)?;
+    notes.push(scenario::store_failures(&broker));
     let mut reads = scenario::scan(&broker.bootstrap, &workload, &history, 0)?;
     let broker = broker.restart();
     reads += scenario::scan(&broker.bootstrap, &workload, &history, 1)?;
