@@ -24,6 +24,8 @@ use crate::rng::Rng;
 const EVENTS_MAX: usize = 1 << 20;
 /// Records one workload sends at most.
 pub const RECORDS_MAX: u64 = 100_000;
+/// Mixed into the seed for the keys, so that they do not repeat the fault schedule's draws.
+const KEYS_SALT: u64 = 0x6b65_7973;
 /// Sends are paced in ticks of this length.
 const TICK: Duration = Duration::from_millis(10);
 /// How long a send waits for room in the producer's queue before it counts as failed.
@@ -220,7 +222,7 @@ fn produce(bootstrap: &str, workload: &Workload, seed: u64, history: &Arc<Histor
             history: history.clone(),
         })
         .expect("the producer is configured right");
-    let mut rng = Rng::new(seed ^ 0x5eed_0f_5e4d);
+    let mut rng = Rng::new(seed ^ KEYS_SALT);
     let per_tick = (workload.rate_per_s * TICK.as_millis() as u64 / 1000).max(1);
     let started = Instant::now();
     let mut next_tick = started;

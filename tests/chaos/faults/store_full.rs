@@ -36,8 +36,10 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     let running = Running::start(&broker.bootstrap, &workload, seed, &history);
     let started = Instant::now();
     let mut notes = vec![format!("{workload:?}")];
+    // Full: nearly no space left, or an upload already failed for want of it.
     let filled = wait_for(duration + Duration::from_secs(10), || {
-        (store.free_bytes() < FULL_BYTES).then_some(())
+        let retries = scenario::metric(&broker, "sluice_objstore_upload_retries_total");
+        (store.free_bytes() < FULL_BYTES || retries > 0).then_some(())
     });
     match filled {
         Some(()) => notes.push(format!("store full at {:?}", started.elapsed())),
