@@ -57,6 +57,9 @@ pub struct Outcome {
     pub acked: u64,
     pub failed: u64,
     pub reads: u64,
+    /// Group offset commits acknowledged, and committed offsets read back.
+    pub commits: u64,
+    pub commit_fetches: u64,
     /// The fault schedule as it ran, and anything worth noting.
     pub notes: Vec<String>,
 }
@@ -65,11 +68,13 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sent {} acked {} failed {} read {}; {}",
+            "sent {} acked {} failed {} read {}, commits {} read back {}; {}",
             self.sent,
             self.acked,
             self.failed,
             self.reads,
+            self.commits,
+            self.commit_fetches,
             self.notes.join("; ")
         )
     }
@@ -147,6 +152,14 @@ pub fn judge(
         .iter()
         .filter(|e| matches!(e, checker::Event::Fail { .. }))
         .count() as u64;
+    let commits = events
+        .iter()
+        .filter(|e| matches!(e, checker::Event::GroupCommit { acked: true, .. }))
+        .count() as u64;
+    let commit_fetches = events
+        .iter()
+        .filter(|e| matches!(e, checker::Event::GroupFetch { .. }))
+        .count() as u64;
     let violations = checker::check(&events, seed);
     if !violations.is_empty() {
         let shown: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
@@ -166,6 +179,8 @@ pub fn judge(
         acked,
         failed,
         reads,
+        commits,
+        commit_fetches,
         notes,
     })
 }
