@@ -16,6 +16,13 @@ use rdkafka::ClientConfig;
 /// How long a broker may take to start before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Log lines quoted when a start fails.
+const START_FAILURE_LINES: usize = 20;
+
+/// Starts tried by `restart_on_same_port` before it gives up, and the wait between two.
+const RESTART_ATTEMPTS: usize = 50;
+const RESTART_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Warnings about the host, not the broker, that any test may meet: the broker says so and
 /// carries on (README: a memlock limit it cannot raise; glibc refusing a malloc tunable).
 const HOST_WARNINGS: &[&str] = &["RLIMIT_MEMLOCK is below", "glibc refused M_MMAP_THRESHOLD"];
@@ -56,6 +63,18 @@ impl BrokerProcess {
         extra_args: &[&str],
         envs: &[(&str, &str)],
     ) -> BrokerProcess {
+        BrokerProcess::try_start_with_env(data_dir, extra_args, envs)
+            .unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// Like `start_with_env`, but a broker that exits before it reports its addresses (e.g.
+    /// because its port is still held) is an error naming its exit status and last log lines,
+    /// not a panic, so that a caller may try again.
+    pub fn try_start_with_env(
+        data_dir: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<BrokerProcess, String> {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let envs: Vec<(String, String)> = envs
             .iter()
@@ -76,11 +95,16 @@ impl BrokerProcess {
             None => &["--admin-listen", "127.0.0.1:0"],
             Some(_) => &[],
         };
+        // A fresh port, unless the test chose one (a restart on the port clients know).
+        let listen_default: &[&str] = if extra_args.iter().any(|a| a == "--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(binary)
             .arg("start")
             .args(admin_default)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+            .args(listen_default)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--wal-size")
@@ -122,14 +146,26 @@ impl BrokerProcess {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok((0, addr)) => bootstrap = Some(addr),
                 Ok((_, addr)) => admin = Some(addr),
-                Err(_) => {
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    // Its stdout closed: the process exited.
+                    let status = child.wait().expect("wait works");
+                    let _ = log_reader.join();
+                    let lines = log.lock().unwrap();
+                    let tail = &lines[lines.len().saturating_sub(START_FAILURE_LINES)..];
+                    return Err(format!(
+                        "the broker exited with {status} before reporting its addresses; its \
+                         last log lines:\n{}",
+                        tail.join("\n")
+                    ));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     panic!("the broker did not report its addresses within {START_TIMEOUT:?}");
                 }
             }
         }
         let bootstrap = bootstrap.unwrap_or_default();
-        BrokerProcess {
+        Ok(BrokerProcess {
             child,
             bootstrap,
             admin,
@@ -139,7 +175,7 @@ impl BrokerProcess {
             allowed_log: Mutex::new(Vec::new()),
             extra_args,
             envs,
-        }
+        })
     }
 
     /// The broker's process id.
@@ -189,6 +225,49 @@ impl BrokerProcess {
         let next = BrokerProcess::start_with_env(&self.data_dir, &args, &envs);
         *next.allowed_log.lock().unwrap() = self.allowed_log.lock().unwrap().clone();
         next
+    }
+
+    /// `kill -9`s this process, checks its log, waits `pause` (the broker is down meanwhile),
+    /// and starts a new one on the same data dir, flags, allowed log lines and Kafka port, so
+    /// that clients connected to the old one reconnect to it. The dead process may hold the
+    /// port (or the data dir) for a moment: a start that exits early is tried again, up to
+    /// `RESTART_ATTEMPTS` times.
+    pub fn restart_on_same_port(mut self, pause: Duration) -> BrokerProcess {
+        self.kill9();
+        self.finish_log();
+        self.check_log();
+        std::thread::sleep(pause);
+        let mut args: Vec<&str> = Vec::with_capacity(self.extra_args.len() + 2);
+        let mut flags = self.extra_args.iter().map(String::as_str);
+        while let Some(flag) = flags.next() {
+            if flag == "--listen" {
+                flags.next();
+            } else {
+                args.push(flag);
+            }
+        }
+        args.extend(["--listen", self.bootstrap.as_str()]);
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut failures = Vec::new();
+        for _ in 0..RESTART_ATTEMPTS {
+            match BrokerProcess::try_start_with_env(&self.data_dir, &args, &envs) {
+                Ok(next) => {
+                    *next.allowed_log.lock().unwrap() = self.allowed_log.lock().unwrap().clone();
+                    return next;
+                }
+                Err(failure) => failures.push(failure),
+            }
+            std::thread::sleep(RESTART_RETRY_INTERVAL);
+        }
+        panic!(
+            "the broker did not start again on {} in {RESTART_ATTEMPTS} attempts; the last:\n{}",
+            self.bootstrap,
+            failures.last().map(String::as_str).unwrap_or_default()
+        );
     }
 
     /// The broker's stderr so far.
