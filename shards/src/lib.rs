@@ -31,6 +31,7 @@ pub mod recovery;
 pub mod router;
 pub mod runtime;
 pub mod shard;
+pub mod socket_write;
 pub mod stop;
 pub mod storage;
 pub mod tier;
