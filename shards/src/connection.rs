@@ -61,6 +61,7 @@ pub async fn serve(
         local_channel::new_bounded::<glommio::Task<Option<ResponseFrame>>>(depth);
 
     let writer_outstanding = outstanding.clone();
+    // One writer per connection: bounded by --connections-max, not by `task_permits`.
     let writer_task = glommio::spawn_local(async move {
         while let Some(task) = answers.recv().await {
             let answer = task.await;
@@ -142,6 +143,9 @@ pub async fn serve(
         let task = match pending {
             Some(pending) => {
                 let metrics = shard.metrics.clone();
+                // Bounded by `outstanding` (--pipeline-depth per connection, × --connections-max),
+                // not by `task_permits`: this task waits for the router's tasks, so holding a
+                // permit here could leave none for them.
                 glommio::spawn_local(async move {
                     let answer = pending.await;
                     drop(budget);

@@ -34,6 +34,7 @@ pub mod shard;
 pub mod socket_write;
 pub mod stop;
 pub mod storage;
+pub mod task_permits;
 pub mod tier;
 pub mod txn;
 pub mod warn_throttle;
