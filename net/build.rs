@@ -333,14 +333,17 @@ fn enc(ty: &Ty, expr: &str, nullable_ty: bool, nullable_v: &str, name: &str, out
         )
         .unwrap(),
         Ty::Str => writeln!(out, "wire::put_string(buf, &{expr}, flexible)?;").unwrap(),
-        Ty::Bytes | Ty::Records if nullable_ty || matches!(ty, Ty::Records) => writeln!(
+        Ty::Records => writeln!(
+            out,
+            "wire::put_records(buf, {expr}.as_ref(), flexible, {nullable_v}, {name:?})?;"
+        )
+        .unwrap(),
+        Ty::Bytes if nullable_ty => writeln!(
             out,
             "wire::put_nullable_bytes(buf, {expr}.as_ref(), flexible, {nullable_v}, {name:?})?;"
         )
         .unwrap(),
-        Ty::Bytes | Ty::Records => {
-            writeln!(out, "wire::put_bytes(buf, &{expr}, flexible)?;").unwrap()
-        }
+        Ty::Bytes => writeln!(out, "wire::put_bytes(buf, &{expr}, flexible)?;").unwrap(),
         Ty::Struct(_) if nullable_ty => {
             writeln!(out, "match &{expr} {{").unwrap();
             writeln!(out, "None => {{ if !({nullable_v}) {{ return Err(EncodeError::NullNotAllowed({name:?})); }} buf.put_i8(-1); }}").unwrap();
@@ -575,7 +578,7 @@ fn gen_struct(m: &Msg, name: &str, fields: &[Field], top: bool, out: &mut String
 
     // Encode.
     writeln!(out, "impl Encode for {name} {{").unwrap();
-    writeln!(out, "#[allow(unused_variables)] fn encode(&self, buf: &mut dyn BufMut, version: i16) -> Result<(), EncodeError> {{").unwrap();
+    writeln!(out, "#[allow(unused_variables)] fn encode(&self, buf: &mut dyn wire::WireBuf, version: i16) -> Result<(), EncodeError> {{").unwrap();
     if top {
         writeln!(out, "if version < Self::MIN_VERSION || version > Self::MAX_VERSION {{ return Err(EncodeError::UnsupportedVersion {{ api_key: Self::API_KEY, version }}); }}").unwrap();
     }
@@ -870,7 +873,7 @@ fn gen_apis(msgs: &[Msg]) -> String {
             writeln!(o, "ApiKey::{0} => {enum_name}::{0}(crate::messages::{1}::{2}::decode(buf, version)?),", api_name(m), snake(&m.name), m.name).unwrap();
         }
         writeln!(o, "}}) }}").unwrap();
-        writeln!(o, "/// Encodes the body at `version`.\npub fn encode_body(&self, buf: &mut dyn ::bytes::BufMut, version: i16) -> Result<(), crate::EncodeError> {{ use crate::Encode; match self {{").unwrap();
+        writeln!(o, "/// Encodes the body at `version`.\npub fn encode_body(&self, buf: &mut dyn crate::wire::WireBuf, version: i16) -> Result<(), crate::EncodeError> {{ use crate::Encode; match self {{").unwrap();
         for m in list.iter() {
             writeln!(
                 o,

@@ -151,6 +151,11 @@ pub struct StartArgs {
     /// are closed right after accept. [default: 1000]
     #[arg(long, value_name = "N")]
     pub connections_max_per_ip: Option<usize>,
+    /// Most tasks one shard runs at once for requests from other shards and its own
+    /// connections (produce, read, group call); at the cap the shard stops taking requests
+    /// until a task ends, counted in sluice_shard_tasks_waits_total. [default: 16384]
+    #[arg(long, value_name = "N")]
+    pub shard_tasks_max: Option<usize>,
 }
 
 /// The config file's keys, all optional.
@@ -179,6 +184,7 @@ struct FileConfig {
     groups_max: Option<usize>,
     connections_max: Option<usize>,
     connections_max_per_ip: Option<usize>,
+    shard_tasks_max: Option<usize>,
 }
 
 impl StartArgs {
@@ -279,6 +285,11 @@ impl StartArgs {
                 self.connections_max_per_ip.or(file.connections_max_per_ip),
                 &mut config.connections_max_per_ip,
                 "--connections-max-per-ip",
+            ),
+            (
+                self.shard_tasks_max.or(file.shard_tasks_max),
+                &mut config.shard_tasks_max,
+                "--shard-tasks-max",
             ),
         ] {
             if let Some(v) = value {

@@ -44,6 +44,7 @@ use sluice_net::messages::produce_request::{
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 use sluice_net::{ApiKey, Request, Response, decode_response};
 use sluice_shards::BrokerConfig;
+use sluice_shards::api::ResponseFrame;
 use sluice_shards::in_process::{InProcessShard, request_frame};
 
 const TOPIC: &str = "pipeline-bench";
@@ -175,8 +176,8 @@ async fn push(shard: &InProcessShard, frame: &Bytes, requests: u64, depth: usize
 
 /// Panics unless `answer` is a Produce response without errors: a bench of error paths would
 /// measure nothing useful.
-fn check_produced(answer: Option<Bytes>) {
-    let frame = answer.expect("a response for acks=-1");
+fn check_produced(answer: Option<ResponseFrame>) {
+    let frame = answer.expect("a response for acks=-1").into_contiguous();
     let (_, response) =
         decode_response(ApiKey::Produce as i16, PRODUCE_VERSION, frame.slice(4..)).expect("decode");
     let Response::Produce(response) = response else {
@@ -207,7 +208,10 @@ async fn create_topic(shard: &InProcessShard) {
         )
         .await
         .expect("CreateTopics parsed");
-    let frame = pending.await.expect("CreateTopics answered");
+    let frame = pending
+        .await
+        .expect("CreateTopics answered")
+        .into_contiguous();
     let (_, response) = decode_response(
         ApiKey::CreateTopics as i16,
         CREATE_TOPICS_VERSION,

@@ -1,11 +1,13 @@
 //! The encode / decode traits every generated message implements, and their errors.
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
+
+use crate::wire::WireBuf;
 
 /// Encodes a message (or a nested struct) at a protocol version.
 pub trait Encode {
     /// Appends the encoding of `self` at `version` to `buf`.
-    fn encode(&self, buf: &mut dyn BufMut, version: i16) -> Result<(), EncodeError>;
+    fn encode(&self, buf: &mut dyn WireBuf, version: i16) -> Result<(), EncodeError>;
     /// Exact number of bytes `encode` will append at `version`.
     fn encoded_len(&self, version: i16) -> usize;
 }

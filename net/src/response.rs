@@ -1,10 +1,14 @@
-//! Whole response frames: [`encode_response`] for the broker,
+//! Whole response frames: [`encode_response`] (one buffer) and
+//! [`encode_response_scattered`] (segments for a vectored write) for the broker,
 //! [`decode_response`] for clients (load generator, tests).
 //!
-//! Helpers: `encode_response`, `encode_response_to`, `response_frame_len`, `decode_response`.
+//! Helpers: `encode_response`, `encode_response_to`, `encode_response_scattered`,
+//! `response_frame_len`, `decode_response`.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
+use crate::scatter::ScatterBuf;
+use crate::wire::WireBuf;
 use crate::{ApiKey, DecodeError, EncodeError, Response, ResponseHeader};
 
 /// Appends a whole response frame to `out`: 4-byte size, response header (v0
@@ -39,12 +43,33 @@ pub fn encode_response_to(
     api_version: i16,
     response: &Response,
     frame_len: usize,
-    out: &mut dyn BufMut,
+    out: &mut dyn WireBuf,
 ) -> Result<(), EncodeError> {
     let header_version = ResponseHeader::header_version(response.api_key(), api_version);
     out.put_i32(crate::wire::len_u32(frame_len.saturating_sub(4))? as i32);
     ResponseHeader { correlation_id }.encode(out, header_version);
     response.encode_body(out, api_version)
+}
+
+/// The whole frame of [`encode_response`] as segments to write in order (a vectored write):
+/// each `records` field of at least [`SHARED_SEGMENT_BYTES_MIN`](crate::SHARED_SEGMENT_BYTES_MIN)
+/// bytes is its own segment, the very `Bytes` of the response (shared, not copied); the
+/// rest is copied into small segments between them. Their concatenation is the frame.
+pub fn encode_response_scattered(
+    correlation_id: i32,
+    api_version: i16,
+    response: &Response,
+) -> Result<Vec<Bytes>, EncodeError> {
+    let frame_len = response_frame_len(api_version, response)?;
+    let mut out = ScatterBuf::new(frame_len);
+    encode_response_to(correlation_id, api_version, response, frame_len, &mut out)?;
+    let segments = out.into_segments();
+    debug_assert_eq!(
+        segments.iter().map(Bytes::len).sum::<usize>(),
+        frame_len,
+        "encoded_len disagrees with encode"
+    );
+    Ok(segments)
 }
 
 /// Decodes a response frame (after the 4-byte size prefix) of `api_key` at

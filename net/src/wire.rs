@@ -2,8 +2,9 @@
 //! unsigned varints, (compact) strings, bytes and array lengths, tagged fields.
 //! Every reader checks the bytes that remain before it reads or allocates.
 //!
-//! Writers: `put_uvarint`, `put_string`, `put_nullable_string`, `put_bytes`,
-//! `put_nullable_bytes`, `put_array_len`, `put_null_len`, `len_u32`.
+//! Writers: [`WireBuf`] (what messages encode into), `put_uvarint`, `put_string`,
+//! `put_nullable_string`, `put_bytes`, `put_nullable_bytes`, `put_records`,
+//! `put_array_len`, `put_null_len`, `len_u32`.
 //! Sizes: `uvarint_len`, `string_len`, `nullable_string_len`, `bytes_len`,
 //! `nullable_bytes_len`, `array_len_len`, `null_len_len`.
 //! Readers: `get_i8` … `get_f64`, `get_bool`, `get_uuid`, `get_uvarint`,
@@ -24,6 +25,19 @@ const TAGGED_FIELD_MIN_BYTES: usize = 2;
 pub const ARRAY_PREALLOC_BYTES_MAX: usize = 64 * 1024;
 
 // ------------------------------------------------------------------ writers
+
+/// A buffer messages encode into: a [`BufMut`] that may also keep a `records` field as a
+/// reference to its `Bytes` instead of a copy (see `encode_response_scattered`).
+pub trait WireBuf: BufMut {
+    /// Appends `bytes`. The default copies; a scatter buffer may keep `bytes` itself.
+    fn put_shared(&mut self, bytes: &Bytes) {
+        self.put_slice(bytes);
+    }
+}
+
+impl WireBuf for bytes::BytesMut {}
+impl WireBuf for Vec<u8> {}
+impl WireBuf for &mut [u8] {}
 
 /// Writes an unsigned LEB128 varint.
 pub fn put_uvarint(buf: &mut dyn BufMut, mut v: u32) {
@@ -93,6 +107,25 @@ pub fn put_nullable_bytes(
             Ok(())
         }
         None => Err(EncodeError::NullNotAllowed(field)),
+    }
+}
+
+/// Writes a `records` field: as [`put_nullable_bytes`], but the records go through
+/// [`WireBuf::put_shared`], so a scatter buffer can send them without a copy.
+pub fn put_records(
+    buf: &mut dyn WireBuf,
+    records: Option<&Bytes>,
+    flexible: bool,
+    nullable: bool,
+    field: &'static str,
+) -> Result<(), EncodeError> {
+    match records {
+        Some(records) => {
+            put_len(buf, records.len(), flexible, false)?;
+            buf.put_shared(records);
+            Ok(())
+        }
+        None => put_nullable_bytes(buf, None, flexible, nullable, field),
     }
 }
 

@@ -13,7 +13,7 @@ use kafka_protocol::protocol::Decodable;
 use sluice_net::messages::api_versions_response::ApiVersionsResponse;
 use sluice_net::{
     ApiKey, RequestHeader, Response, ResponseHeader, decode_request, decode_response,
-    encode_request, encode_response,
+    encode_request, encode_response, encode_response_scattered,
 };
 
 macro_rules! random_message {
@@ -121,6 +121,13 @@ fn request_and_response_frames_for_every_api_version() {
             let response = random_response(&mut rng, key, version);
             let mut out = BytesMut::new();
             encode_response(correlation_id, version, &response, &mut out).expect("encode response");
+            let scattered = encode_response_scattered(correlation_id, version, &response)
+                .expect("encode response scattered");
+            assert_eq!(
+                scattered.concat(),
+                out[..],
+                "{key:?} v{version}: scattered frame"
+            );
             let mut frame = out.freeze();
             assert_eq!(frame.get_i32() as usize, frame.len());
             let hv = ResponseHeader::header_version(key, version);

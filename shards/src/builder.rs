@@ -28,6 +28,7 @@ use crate::shard::Shard;
 use crate::stop::StopSignal;
 use crate::storage::PartitionStore;
 use crate::storage::shard_wal::ShardWal;
+use crate::task_permits::TaskPermits;
 use crate::tier::ObjectTier;
 use crate::txn::coordinator::TxnCoordinator;
 
@@ -111,6 +112,7 @@ impl ShardBuilder {
             metrics.clone(),
         ));
         let (loopback_sender, loopback) = local_channel::new_bounded(MESH_QUEUE_DEPTH);
+        let task_permits = TaskPermits::new(config.shard_tasks_max, metrics.clone());
         let shard = Rc::new(Shard {
             id,
             count,
@@ -128,6 +130,7 @@ impl ShardBuilder {
             storage,
             memory_pool,
             mesh: Mesh::new(id, peers, loopback_sender),
+            task_permits,
         });
         crate::txn::serve::attach(&shard);
         let mut group_entries = crate::recovery::internal_state_in_objects(&shard)

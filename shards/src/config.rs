@@ -54,6 +54,9 @@ pub struct BrokerConfig {
     /// Most connections open from one client address (Kafka's `max.connections.per.ip`); more
     /// are closed right after accept.
     pub connections_max_per_ip: usize,
+    /// Most tasks one shard runs at once for requests from the mesh (`task_permits`); at the
+    /// cap the shard stops taking requests from its mesh queues until a task ends.
+    pub shard_tasks_max: usize,
 }
 
 impl BrokerConfig {
@@ -87,6 +90,13 @@ impl BrokerConfig {
     /// connection leak takes at most a tenth of the broker's connections, while hosts and NAT
     /// gateways running hundreds of clients are unaffected.
     pub const CONNECTIONS_MAX_PER_IP_DEFAULT: usize = 1000;
+    /// Default tasks per shard. Each is one request in flight on this shard: a produce, a
+    /// read (a fetch long-poll holds one up to 30 s), a group call (a JoinGroup holds one for
+    /// a rebalance). A broker's clients put at most a few thousand on one shard (hundreds of
+    /// connections with a few requests in flight each, up to --pipeline-depth 16), so normal
+    /// load never waits at 16 Ki. A task is a future of a few hundred bytes to a few KiB, so
+    /// the cap also bounds this state to tens of MiB per shard.
+    pub const SHARD_TASKS_MAX_DEFAULT: usize = 16 * 1024;
 
     /// The WAL location for one shard: `<dir>/shard-<n>.wal`, or the block device itself.
     pub fn wal_path_for(&self, shard: usize) -> PathBuf {
@@ -146,6 +156,7 @@ impl Default for BrokerConfig {
             groups_max: Self::GROUPS_MAX_DEFAULT,
             connections_max: Self::CONNECTIONS_MAX_DEFAULT,
             connections_max_per_ip: Self::CONNECTIONS_MAX_PER_IP_DEFAULT,
+            shard_tasks_max: Self::SHARD_TASKS_MAX_DEFAULT,
         }
     }
 }

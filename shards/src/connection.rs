@@ -15,11 +15,12 @@ use sluice_net::RequestErrorKind;
 
 use crate::affinity::ConnectionAffinity;
 use crate::api;
-use crate::api::PendingResponse;
+use crate::api::{PendingResponse, ResponseFrame};
 use crate::chunk_pool::PoolBuffer;
 use crate::connection_limits::ConnectionPermit;
 use crate::messaging::ShardRequest;
 use crate::shard::Shard;
+use crate::socket_write;
 use crate::stop::StopSignal;
 
 /// Bytes of a refused frame written to the log, to diagnose client incompatibilities.
@@ -56,15 +57,19 @@ pub async fn serve(
     let depth = shard.config.pipeline_depth.max(1);
     // Bounds the requests read but not yet answered: depth 1 is Kafka's one-at-a-time model.
     let outstanding = Rc::new(Semaphore::new(depth as u64));
-    let (queue, answers) = local_channel::new_bounded::<glommio::Task<Option<Bytes>>>(depth);
+    let (queue, answers) =
+        local_channel::new_bounded::<glommio::Task<Option<ResponseFrame>>>(depth);
 
     let writer_outstanding = outstanding.clone();
+    // One writer per connection: bounded by --connections-max, not by `task_permits`.
     let writer_task = glommio::spawn_local(async move {
         while let Some(task) = answers.recv().await {
             let answer = task.await;
             writer_outstanding.signal(1);
-            if let Some(bytes) = answer
-                && writer.write_all(&bytes).await.is_err()
+            if let Some(frame) = answer
+                && socket_write::write_segments(&mut writer, raw_fd, frame.segments())
+                    .await
+                    .is_err()
             {
                 return None;
             }
@@ -138,6 +143,9 @@ pub async fn serve(
         let task = match pending {
             Some(pending) => {
                 let metrics = shard.metrics.clone();
+                // Bounded by `outstanding` (--pipeline-depth per connection, × --connections-max),
+                // not by `task_permits`: this task waits for the router's tasks, so holding a
+                // permit here could leave none for them.
                 glommio::spawn_local(async move {
                     let answer = pending.await;
                     drop(budget);

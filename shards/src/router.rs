@@ -27,7 +27,7 @@ pub async fn serve(
 ) {
     let mut requests = std::pin::pin!(requests);
     while let Some(request) = requests.next().await {
-        if let Some(adopted) = handle(&shard, request) {
+        if let Some(adopted) = handle(&shard, request).await {
             adopt(adopted);
         }
     }
@@ -35,7 +35,11 @@ pub async fn serve(
 
 /// Starts serving one request: a task of its own for each, so a produce waiting for WAL
 /// space does not hold up reads behind it. Returns a connection handed over.
-fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<Adopted> {
+///
+/// Each task but a transaction call's holds a permit of `--shard-tasks-max`, taken before the
+/// request is looked at, so that at the cap this channel is not read (its sender waits) and a
+/// produce's place in its partition's order is taken only once its task can start.
+async fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<Adopted> {
     match request {
         ShardRequest::AdoptConnection { socket, permit } => return Some((socket, permit)),
         ShardRequest::Partition(PartitionRequest::Produce {
@@ -43,24 +47,40 @@ fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<Adopted> {
             batch,
             reply,
         }) => {
+            let task = shard.task_permits.acquire().await;
             if let Some(produce) = shard.storage.arrive(stream_id, batch, reply) {
                 let storage = shard.storage.clone();
-                glommio::spawn_local(async move { storage.order(produce).await }).detach();
+                glommio::spawn_local(async move {
+                    storage.order(produce).await;
+                    drop(task);
+                })
+                .detach();
             }
         }
         ShardRequest::Partition(request) => {
+            let task = shard.task_permits.acquire().await;
             let storage = shard.storage.clone();
-            glommio::spawn_local(async move { storage.serve(request).await }).detach();
+            glommio::spawn_local(async move {
+                storage.serve(request).await;
+                drop(task);
+            })
+            .detach();
         }
         ShardRequest::Group { call, reply } => {
+            let task = shard.task_permits.acquire().await;
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 let image = shard.image();
                 let _ = reply.send(shard.groups.call(call, &image).await);
+                drop(task);
             })
             .detach();
         }
         ShardRequest::Txn { call, reply } => {
+            // No permit: a transaction call asks other shards, whose routers may wait for
+            // permits held by tasks waiting for this one (see `task_permits`). These tasks
+            // are bounded by the requests that send them: a client's transactional requests
+            // (--connections-max × --pipeline-depth) and a shard's completions.
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 let _ = reply.send(crate::txn::serve::serve(&shard, call).await);

@@ -357,6 +357,8 @@ async fn run_shard(plan: ShardPlan) {
         );
         Rc::new(move |adopted| adopt(&shard, adopted, &memory, &stop, &connections))
     };
+    // One router per peer shard and one for the loopback; the tasks they start per request
+    // hold `task_permits`.
     for receiver in receivers {
         glommio::spawn_local(router::serve(shard.clone(), receiver, adopt.clone())).detach();
     }
@@ -454,6 +456,8 @@ async fn run_shard(plan: ShardPlan) {
                     stop.clone(),
                     Arrival::Accepted,
                 );
+                // One task per connection: bounded by --connections-max (`permit`), not by
+                // `task_permits`.
                 match connections.spawn(task) {
                     Ok(task) => {
                         task.detach();

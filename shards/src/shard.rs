@@ -15,6 +15,7 @@ use crate::messaging::Mesh;
 use crate::metrics::ShardMetrics;
 use crate::producer_ids::ProducerIds;
 use crate::storage::PartitionStore;
+use crate::task_permits::TaskPermits;
 use crate::txn::coordinator::TxnCoordinator;
 
 /// The state of one shard, shared by its tasks (never across threads).
@@ -43,6 +44,8 @@ pub struct Shard {
     pub memory_pool: ChunkPool,
     /// Channels to every shard, this one included.
     pub mesh: Mesh,
+    /// The cap on tasks the router runs at once (`--shard-tasks-max`).
+    pub task_permits: TaskPermits,
 }
 
 impl Shard {

@@ -98,7 +98,13 @@ async fn fetch(
         }),
     )
     .unwrap();
-    let answer = shard.submit(frame).await.unwrap().await.unwrap();
+    let answer = shard
+        .submit(frame)
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .into_contiguous();
     let (_, response) =
         decode_response(ApiKey::Fetch as i16, FETCH_VERSION, answer.slice(4..)).unwrap();
     let Response::Fetch(response) = response else {

@@ -9,6 +9,7 @@ use sluice_net::messages::produce_request::{
 };
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 use sluice_net::{ApiKey, Request, Response, decode_response};
+use sluice_shards::api::ResponseFrame;
 use sluice_shards::in_process::{InProcessShard, request_frame};
 
 const PRODUCE_VERSION: i16 = 9;
@@ -25,7 +26,8 @@ fn produce_through_an_in_process_shard_is_persisted_and_answered_in_order() {
             .await
             .unwrap()
             .await
-            .unwrap();
+            .unwrap()
+            .into_contiguous();
         let (_, response) = decode_response(
             ApiKey::CreateTopics as i16,
             common::CREATE_TOPICS_VERSION,
@@ -68,7 +70,8 @@ fn produce_through_an_in_process_shard_is_persisted_and_answered_in_order() {
     });
 }
 
-fn base_offset(frame: Bytes) -> i64 {
+fn base_offset(frame: ResponseFrame) -> i64 {
+    let frame = frame.into_contiguous();
     let (_, response) =
         decode_response(ApiKey::Produce as i16, PRODUCE_VERSION, frame.slice(4..)).unwrap();
     let Response::Produce(response) = response else {

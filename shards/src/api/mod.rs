@@ -24,8 +24,7 @@ use sluice_net::{Request, RequestHeader, Response};
 use crate::messaging::ShardRequest;
 use crate::shard::Shard;
 pub use implemented::IMPLEMENTED_APIS;
-pub use response::PendingResponse;
-use response::encode_pooled;
+pub use response::{PendingResponse, ResponseFrame};
 
 /// Routes one request to its handler. A produce's batches are queued for their owner shards
 /// before this returns, so batches of one connection reach each owner in request order; the
@@ -231,7 +230,7 @@ pub async fn dispatch(
     };
     async move {
         let response = response.await?;
-        encode_pooled(&pool, correlation_id, version, &response)
+        response::encode_frame(&pool, correlation_id, version, &response)
     }
     .boxed_local()
 }

@@ -1,4 +1,6 @@
-//! Encoding a response frame: into a chunk of the shard's pool when it is large, else the heap.
+//! Encoding a response frame: a fetch as segments sharing its records' `Bytes` (written with
+//! one vectored write, no copy of the records); any other response into a chunk of the shard's
+//! pool when it is large, else the heap.
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{FutureExt, LocalBoxFuture};
@@ -6,24 +8,80 @@ use sluice_net::Response;
 
 use crate::chunk_pool::ChunkPool;
 
-/// Responses of at least this many bytes (fetches) are encoded into a chunk of the pool.
+/// Responses of at least this many bytes (a metadata response of thousands of partitions)
+/// are encoded into a chunk of the pool.
 const POOLED_RESPONSE_BYTES_MIN: usize = 64 * 1024;
 
 /// A future resolving to the encoded response of one request (None: nothing to send).
-pub type PendingResponse = LocalBoxFuture<'static, Option<Bytes>>;
+pub type PendingResponse = LocalBoxFuture<'static, Option<ResponseFrame>>;
+
+/// One encoded response frame, size prefix included: the connection writes its segments in
+/// order, in one vectored write where the socket takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseFrame {
+    /// The whole frame in one buffer.
+    Contiguous(Bytes),
+    /// A fetch: large records are the partitions' own `Bytes` (log or block cache), the
+    /// rest small inline segments between them (`sluice_net::encode_response_scattered`).
+    Scattered(Vec<Bytes>),
+}
+
+impl ResponseFrame {
+    /// The segments to write, in order.
+    pub fn segments(&self) -> &[Bytes] {
+        match self {
+            ResponseFrame::Contiguous(bytes) => std::slice::from_ref(bytes),
+            ResponseFrame::Scattered(segments) => segments,
+        }
+    }
+
+    /// The frame in one buffer (a copy when scattered): for clients in tests and benches
+    /// that decode it.
+    pub fn into_contiguous(self) -> Bytes {
+        match self {
+            ResponseFrame::Contiguous(bytes) => bytes,
+            ResponseFrame::Scattered(segments) => segments.concat().into(),
+        }
+    }
+}
 
 /// A ready response future holding the encoded `response` (on the heap).
 pub fn encode(correlation_id: i32, api_version: i16, response: Response) -> PendingResponse {
-    futures::future::ready(encode_to_heap(correlation_id, api_version, &response)).boxed_local()
+    futures::future::ready(
+        encode_to_heap(correlation_id, api_version, &response).map(ResponseFrame::Contiguous),
+    )
+    .boxed_local()
+}
+
+/// The encoded `response`: a fetch scattered (its records are not copied), any other response
+/// as [`encode_pooled`] does.
+pub fn encode_frame(
+    pool: &ChunkPool,
+    correlation_id: i32,
+    api_version: i16,
+    response: &Response,
+) -> Option<ResponseFrame> {
+    if !matches!(response, Response::Fetch(_)) {
+        return encode_pooled(pool, correlation_id, api_version, response)
+            .map(ResponseFrame::Contiguous);
+    }
+    match sluice_net::encode_response_scattered(correlation_id, api_version, response) {
+        Ok(segments) => Some(ResponseFrame::Scattered(segments)),
+        Err(error) => {
+            tracing::error!(%error, "response could not be encoded");
+            None
+        }
+    }
 }
 
 /// The encoded `response`, in a chunk of `pool` when it is large and the pool has room.
+/// Not for a fetch: [`encode_frame`] sends its records without this copy.
 ///
 /// Why: a large heap buffer is a fresh mmap (the broker caps glibc's mmap threshold), whose
 /// pages fault in one by one as the records are copied; a fetch at 1 GB/s spent a quarter of
 /// its shard's time in those faults. The pool's memory is mapped already and counted in the
 /// budget. A short pool never makes a response wait: it falls back to the heap.
-pub fn encode_pooled(
+fn encode_pooled(
     pool: &ChunkPool,
     correlation_id: i32,
     api_version: i16,
@@ -82,6 +140,40 @@ mod tests {
         let first = response.api_keys[0].clone();
         response.api_keys.resize(keys, first);
         Response::ApiVersions(response)
+    }
+
+    #[test]
+    fn a_fetch_is_scattered_sharing_its_records_and_other_responses_are_contiguous() {
+        use sluice_net::messages::fetch_response::{
+            FetchResponse, FetchableTopicResponse, PartitionData,
+        };
+        let pool = ChunkPool::new(8 << 20);
+        let records = Bytes::from(vec![5u8; 1 << 20]);
+        let fetch = Response::Fetch(FetchResponse {
+            responses: vec![FetchableTopicResponse {
+                topic: "t".into(),
+                partitions: vec![PartitionData {
+                    records: Some(records.clone()),
+                    ..PartitionData::default()
+                }],
+                ..FetchableTopicResponse::default()
+            }],
+            ..FetchResponse::default()
+        });
+        for version in [4, 11, 12, 16] {
+            let frame = encode_frame(&pool, 7, version, &fetch).expect("encodes");
+            assert!(
+                frame
+                    .segments()
+                    .iter()
+                    .any(|s| s.as_ptr() == records.as_ptr() && s.len() == records.len()),
+                "v{version}: the records are shared, not copied"
+            );
+            let heap = encode_to_heap(7, version, &fetch).expect("encodes");
+            assert_eq!(frame.into_contiguous(), heap, "v{version}");
+        }
+        let other = encode_frame(&pool, 7, 3, &response(1)).expect("encodes");
+        assert!(matches!(other, ResponseFrame::Contiguous(_)));
     }
 
     #[test]

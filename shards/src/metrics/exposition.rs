@@ -183,7 +183,7 @@ fn render_requests(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
 }
 
 fn render_shard_counters(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
-    let families: [Family<ShardMetrics>; 9] = [
+    let families: [Family<ShardMetrics>; 10] = [
         (
             "sluice_produce_batches_total",
             Kind::Counter,
@@ -231,6 +231,13 @@ fn render_shard_counters(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
             Kind::Counter,
             "Client connections handed over to the shard owning their partitions.",
             |s| s.connections_moved.get(),
+        ),
+        (
+            "sluice_shard_tasks_waits_total",
+            Kind::Counter,
+            "Requests from other shards or the shard's connections that waited for a task \
+             permit (--shard-tasks-max).",
+            |s| s.tasks_waits.get(),
         ),
         (
             "sluice_connections",

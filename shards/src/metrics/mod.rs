@@ -68,6 +68,8 @@ pub struct ShardMetrics {
     pub connections_moved: Counter,
     /// Connections open now.
     pub connections_open: Counter,
+    /// Times a request from the mesh waited because the shard ran `--shard-tasks-max` tasks.
+    pub tasks_waits: Counter,
     /// Request latency, from the whole frame read to the response ready, per entry of
     /// `api::IMPLEMENTED_APIS`.
     requests: Vec<LatencyHistogram>,
@@ -144,6 +146,7 @@ impl ShardMetrics {
             connections_accepted: Counter::default(),
             connections_moved: Counter::default(),
             connections_open: Counter::default(),
+            tasks_waits: Counter::default(),
             requests: IMPLEMENTED_APIS
                 .iter()
                 .map(|_| LatencyHistogram::default())

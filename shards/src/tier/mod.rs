@@ -126,3 +126,188 @@ pub fn delete_orphans(store: &ObjectStore, image: &MetadataImage) -> Result<usiz
         .map(|keys| keys.len())
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::cell::Cell;
+    use std::future::Future;
+    use std::rc::Rc;
+    use std::time::Instant;
+
+    use bytes::{BufMut, BytesMut};
+    use sluice_metadata::MetadataStore;
+    use sluice_objstore::AppendedRecord;
+
+    use super::*;
+    use crate::controller::Controller;
+
+    /// A shard's tier over a local-directory store and a metadata controller, both in a
+    /// temporary directory: no WAL, no socket.
+    pub(crate) struct TierFixture {
+        pub(crate) controller: ControllerHandle,
+        pub(crate) store: ObjectStore,
+        pub(crate) tier: ObjectTier,
+        pool: ChunkPool,
+        wal_position: Cell<u64>,
+    }
+
+    impl TierFixture {
+        /// Runs `test` on a glommio executor with a fresh fixture.
+        pub(crate) fn run<F, T>(test: T)
+        where
+            T: FnOnce(Rc<TierFixture>) -> F + Send + 'static,
+            F: Future<Output = ()> + 'static,
+        {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let metadata = MetadataStore::open(&dir.path().join("metadata"), 0).expect("metadata");
+            let (controller_thread, controller) =
+                Controller::start(metadata, Vec::new()).expect("controller");
+            let objects = dir.path().join("objects");
+            glommio::LocalExecutorBuilder::default()
+                .spawn(move || async move {
+                    let store = ObjectStore::local(objects).expect("local store");
+                    let tier = ObjectTier::new(
+                        store.clone(),
+                        1 << 20,
+                        1 << 20,
+                        1 << 20,
+                        Duration::from_secs(1),
+                    );
+                    let fixture = Rc::new(TierFixture {
+                        controller,
+                        store,
+                        tier,
+                        pool: ChunkPool::new(4 << 20),
+                        wal_position: Cell::new(0),
+                    });
+                    test(fixture).await;
+                })
+                .expect("executor starts")
+                .join()
+                .expect("test ran");
+            controller_thread.join();
+        }
+
+        /// Creates a topic of one partition; returns its stream id.
+        pub(crate) async fn create_topic(&self, name: &str) -> u64 {
+            let (image, _) = self
+                .controller
+                .submit(MetadataCommand::CreateTopic {
+                    name: name.into(),
+                    partitions: 1,
+                    configs: Default::default(),
+                    shards: 1,
+                })
+                .await
+                .expect("topic created");
+            image.topic(name).expect("topic").partitions[0].stream_id
+        }
+
+        pub(crate) async fn delete_topic(&self, name: &str) {
+            self.controller
+                .submit(MetadataCommand::DeleteTopic { name: name.into() })
+                .await
+                .expect("topic deleted");
+        }
+
+        /// Uploads `records` as the shard's upload task does: appended, sealed, committed.
+        pub(crate) async fn upload(&self, records: Vec<AppendedRecord>) {
+            let now = Instant::now();
+            let sealed = {
+                let mut uploader = self.tier.uploader.borrow_mut();
+                for mut record in records {
+                    let end = self.wal_position.get() + record.payload.len() as u64;
+                    self.wal_position.set(end);
+                    record.wal_end_position = end;
+                    uploader.append(record, now).expect("appended");
+                }
+                uploader.seal()
+            };
+            let mut sealed = sealed.expect("something to upload");
+            sealed
+                .run(&self.store, &self.controller)
+                .await
+                .expect("upload committed");
+            self.tier.uploader.borrow_mut().completed();
+        }
+
+        /// [`ObjectTier::read`] of one partition from `offset`, up to 1 MiB.
+        pub(crate) async fn read(
+            &self,
+            stream_id: u64,
+            offset: i64,
+        ) -> Result<Bytes, ColdReadError> {
+            self.tier
+                .read(&self.controller, &self.pool, stream_id, offset, 1 << 20)
+                .await
+        }
+    }
+
+    /// A WAL record of `stream_id` holding one batch of `count` records from `first_offset`:
+    /// Kafka's 12-byte batch prefix (base offset, length) then `body_bytes` bytes.
+    pub(crate) fn record(
+        stream_id: u64,
+        first_offset: i64,
+        count: i64,
+        body_bytes: usize,
+    ) -> AppendedRecord {
+        let mut payload = BytesMut::with_capacity(12 + body_bytes);
+        payload.put_i64(first_offset);
+        payload.put_i32(body_bytes as i32);
+        payload.put_bytes(first_offset as u8, body_bytes);
+        let payload = payload.freeze();
+        AppendedRecord {
+            stream_id,
+            first_offset,
+            last_offset: first_offset + count - 1,
+            payload_crc: crc32c::crc32c(&payload),
+            payload,
+            wal_end_position: 0,
+        }
+    }
+
+    #[test]
+    fn cold_reads_start_at_the_batch_holding_the_offset_and_end_at_the_objects() {
+        TierFixture::run(|fixture| async move {
+            let stream_id = fixture.create_topic("t").await;
+            let (first, second) = (record(stream_id, 0, 2, 100), record(stream_id, 2, 1, 50));
+            fixture.upload(vec![first.clone(), second.clone()]).await;
+            let all = fixture.read(stream_id, 0).await.expect("in objects");
+            assert_eq!(
+                all,
+                [first.payload.clone(), second.payload.clone()].concat()
+            );
+            let inside_first = fixture.read(stream_id, 1).await.expect("in objects");
+            assert_eq!(inside_first, all, "offset 1 is in the first batch");
+            let from_second = fixture.read(stream_id, 2).await.expect("in objects");
+            assert_eq!(from_second, second.payload);
+            assert!(matches!(
+                fixture.read(stream_id, 3).await,
+                Err(ColdReadError::NotInObjects)
+            ));
+        });
+    }
+
+    #[test]
+    fn a_read_of_a_vanished_object_retries_once_then_reports_the_store() {
+        TierFixture::run(|fixture| async move {
+            let stream_id = fixture.create_topic("t").await;
+            fixture.upload(vec![record(stream_id, 0, 1, 100)]).await;
+            let keys: Vec<String> = fixture
+                .controller
+                .image()
+                .objects()
+                .map(|o| o.key.clone())
+                .collect();
+            fixture.store.delete(&keys).await.expect("deleted");
+            let read = fixture.read(stream_id, 0).await;
+            assert!(
+                matches!(
+                    read,
+                    Err(ColdReadError::Store(ObjectStoreError::NotFound { .. }))
+                ),
+                "{read:?}"
+            );
+        });
+    }
+}

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use sluice_objstore::UploadError;
+use sluice_objstore::{AppendedRecord, UploadError, Uploader};
 use sluice_wal::WalPosition;
 
 use super::ObjectTier;
@@ -99,25 +99,87 @@ pub async fn run_uploads(
 fn feed(tier: &ObjectTier, wal: &ShardWal) {
     let now = Instant::now();
     let mut uploader = tier.uploader.borrow_mut();
-    while let Some(result) = wal.take_durable(|record| {
-        match uploader.append(record.clone(), now) {
-            Ok(()) => Ok(()),
-            Err(error @ UploadError::Full { .. }) => Err((record, error)),
-            Err(error) => {
-                // A record that does not continue its stream cannot be committed; keeping it
-                // would stop every upload of this shard behind it.
-                tracing::error!(
-                    stream_id = record.stream_id,
-                    first_offset = record.first_offset,
-                    %error,
-                    "record not uploadable; skipped"
-                );
-                Ok(())
-            }
-        }
-    }) {
+    while let Some(result) = wal.take_durable(|record| offer(&mut uploader, record, now)) {
         if result.is_err() {
             break;
         }
+    }
+}
+
+/// Offers one durable record to `uploader`: taken, given back when the upload buffer is full
+/// (it stays first in the WAL's queue for the next upload), or dropped when it cannot be
+/// uploaded at all.
+fn offer(
+    uploader: &mut Uploader,
+    record: AppendedRecord,
+    now: Instant,
+) -> Result<(), (AppendedRecord, UploadError)> {
+    match uploader.append(record.clone(), now) {
+        Ok(()) => Ok(()),
+        Err(error @ UploadError::Full { .. }) => Err((record, error)),
+        Err(error) => {
+            // A record that does not continue its stream cannot be committed; keeping it
+            // would stop every upload of this shard behind it.
+            tracing::error!(
+                stream_id = record.stream_id,
+                first_offset = record.first_offset,
+                %error,
+                "record not uploadable; skipped"
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use sluice_objstore::UploaderConfig;
+
+    use super::*;
+
+    fn record(stream_id: u64, first_offset: i64, len: usize, wal_end: u64) -> AppendedRecord {
+        let payload = Bytes::from(vec![first_offset as u8; len]);
+        AppendedRecord {
+            stream_id,
+            first_offset,
+            last_offset: first_offset,
+            payload_crc: crc32c::crc32c(&payload),
+            payload,
+            wal_end_position: wal_end,
+        }
+    }
+
+    #[test]
+    fn records_are_taken_until_the_buffer_is_full_then_given_back() {
+        let mut uploader = Uploader::new(UploaderConfig {
+            buffer_bytes_max: 1000,
+            ..UploaderConfig::default()
+        });
+        let now = Instant::now();
+        assert!(offer(&mut uploader, record(1, 0, 600, 600), now).is_ok());
+        let refused = record(1, 1, 600, 1200);
+        let Err((given_back, error)) = offer(&mut uploader, refused.clone(), now) else {
+            panic!("a record over buffer_bytes_max was taken");
+        };
+        assert_eq!(
+            given_back, refused,
+            "the record goes back to the WAL's queue"
+        );
+        assert!(matches!(error, UploadError::Full { .. }));
+        assert_eq!(uploader.buffered_bytes(), 600);
+    }
+
+    #[test]
+    fn a_record_that_does_not_continue_its_stream_is_dropped_not_retried() {
+        let mut uploader = Uploader::new(UploaderConfig::default());
+        let now = Instant::now();
+        assert!(offer(&mut uploader, record(1, 0, 100, 100), now).is_ok());
+        // Offset 5 after offset 0: a gap that could never be committed.
+        assert!(offer(&mut uploader, record(1, 5, 100, 200), now).is_ok());
+        assert_eq!(uploader.buffered_bytes(), 100, "the gap was not buffered");
+        // The stream goes on from where it was.
+        assert!(offer(&mut uploader, record(1, 1, 100, 300), now).is_ok());
+        assert_eq!(uploader.buffered_bytes(), 200);
     }
 }

@@ -26,6 +26,11 @@ const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Completes `transactional_id`'s decided transaction in a task of its own.
+///
+/// Not under `--shard-tasks-max` (`task_permits`): it asks partition owners on other shards,
+/// and a permit held across that could deadlock with their routers. One task per decided
+/// transaction, and an id is refused a new transaction (CONCURRENT_TRANSACTIONS) until its
+/// task ends, so there are at most as many as transactional ids.
 pub fn spawn(shard: &Rc<Shard>, transactional_id: &str) {
     let shard = shard.clone();
     let transactional_id = transactional_id.to_string();
