@@ -351,6 +351,8 @@ async fn an_s3_outage_during_production_loses_no_acknowledged_record() {
     ] {
         broker.allow_log(&format!("{failed} error=object store unavailable"));
     }
+    // An object put failing is logged once, then every 30 s, with the store's error.
+    broker.allow_log("object upload failing; retrying");
     create_topic(&broker, "outage").await;
     let producer = producer(&broker);
     // 32 MiB before, 160 MiB during (more than the WAL holds: producers must wait), the rest

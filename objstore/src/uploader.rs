@@ -460,14 +460,43 @@ pub fn object_key(kind: ObjectKind, id: u64) -> String {
     }
 }
 
-/// Puts until it succeeds; returns the number of failed attempts.
+/// While a put keeps failing, its failure is logged at most this often: an operator must see
+/// a failing store in the log (the WAL fills behind it), without a line per retry.
+const PUT_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Puts until it succeeds; returns the number of failed attempts. The first failure is
+/// logged, then one line every [`PUT_FAILURE_LOG_INTERVAL`], and a recovery after failures.
 async fn put_forever(store: &ObjectStore, key: &str, bytes: &Bytes, backoff_max: Duration) -> u64 {
     let mut failures = 0u64;
+    let mut failing_since = None;
+    let mut logged_at: Option<Instant> = None;
     loop {
         match store.put(key, bytes.clone()).await {
-            Ok(()) => return failures,
-            Err(_) => {
+            Ok(()) => {
+                if let Some(since) = failing_since {
+                    tracing::info!(
+                        key,
+                        failures,
+                        failing_ms = Instant::now().duration_since(since).as_millis() as u64,
+                        "object upload succeeded after failures"
+                    );
+                }
+                return failures;
+            }
+            Err(error) => {
                 failures += 1;
+                let now = Instant::now();
+                let since = *failing_since.get_or_insert(now);
+                if logged_at.is_none_or(|at| now.duration_since(at) >= PUT_FAILURE_LOG_INTERVAL) {
+                    logged_at = Some(now);
+                    tracing::warn!(
+                        key,
+                        failures,
+                        failing_ms = now.duration_since(since).as_millis() as u64,
+                        %error,
+                        "object upload failing; retrying (the WAL holds the data meanwhile)"
+                    );
+                }
                 Stats::add(&store.stats().upload_retries, 1);
                 let backoff = store
                     .retry_policy()

@@ -76,6 +76,7 @@ fn draw_mode(rng: &mut Rng) -> Mode {
 fn allow_store_errors(broker: &BrokerProcess) {
     // An upload that fails is retried until the store answers.
     broker.allow_log("upload not committed; retrying");
+    broker.allow_log("object upload failing; retrying");
     // The maintenance pass (every 10 s) reads, writes and deletes objects too.
     broker.allow_log("compaction step failed");
     broker.allow_log("object retention failed");

@@ -64,6 +64,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
 fn allow_store_errors(broker: &BrokerProcess) {
     // An upload that cannot be written is retried until the store has room.
     broker.allow_log("upload not committed; retrying");
+    broker.allow_log("object upload failing; retrying");
     // The maintenance pass (every 10 s) writes objects too.
     broker.allow_log("compaction step failed");
 }
