@@ -54,6 +54,13 @@ pub struct BrokerConfig {
     /// Most connections open from one client address (Kafka's `max.connections.per.ip`); more
     /// are closed right after accept.
     pub connections_max_per_ip: usize,
+    /// How long a start waits for the data dir's lock (and the WAL's) while another process
+    /// holds it: a broker killed a moment ago may still be closing its descriptors. Then the
+    /// start fails naming the holder (`data_dir_lock`).
+    pub lock_wait: std::time::Duration,
+    /// How long a start retries binding the Kafka or admin address while it is in use (a
+    /// broker killed a moment ago may still hold its sockets); then the start fails.
+    pub bind_retry: std::time::Duration,
 }
 
 impl BrokerConfig {
@@ -87,6 +94,12 @@ impl BrokerConfig {
     /// connection leak takes at most a tenth of the broker's connections, while hosts and NAT
     /// gateways running hundreds of clients are unaffected.
     pub const CONNECTIONS_MAX_PER_IP_DEFAULT: usize = 1000;
+    /// Default wait for a held data dir lock: far longer than a killed process takes to close
+    /// its descriptors, short enough that a second broker started by mistake soon says so.
+    pub const LOCK_WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
+    /// Default time a port in use is retried: as long as the lock is waited for, for the same
+    /// reason (a killed broker's sockets close with its other descriptors).
+    pub const BIND_RETRY_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
 
     /// The WAL location for one shard: `<dir>/shard-<n>.wal`, or the block device itself.
     pub fn wal_path_for(&self, shard: usize) -> PathBuf {
@@ -146,6 +159,8 @@ impl Default for BrokerConfig {
             groups_max: Self::GROUPS_MAX_DEFAULT,
             connections_max: Self::CONNECTIONS_MAX_DEFAULT,
             connections_max_per_ip: Self::CONNECTIONS_MAX_PER_IP_DEFAULT,
+            lock_wait: Self::LOCK_WAIT_DEFAULT,
+            bind_retry: Self::BIND_RETRY_DEFAULT,
         }
     }
 }
