@@ -153,7 +153,7 @@ pub struct StartArgs {
     pub connections_max_per_ip: Option<usize>,
     /// How long to wait for the data dir's lock (DATA_DIR/.lock, and the WAL's) while another
     /// process holds it, e.g. a broker killed a moment ago that is still exiting; then exit
-    /// naming the holder. 0 fails at once. [default: 10000]
+    /// naming the holder. 0 fails at once. [default: 30000]
     #[arg(long, value_name = "MS")]
     pub lock_wait_ms: Option<u64>,
     /// How long to retry binding the Kafka or admin address while it is in use, e.g. by a

@@ -24,7 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long a start that must fail may take: far below the default lock wait (10 s), so a
+/// How long a start that must fail may take: far below the default lock wait (30 s), so a
 /// broker that ignored `--lock-wait-ms` shows up.
 const FAILED_START_TIMEOUT: Duration = Duration::from_secs(8);
 

@@ -94,11 +94,14 @@ impl BrokerConfig {
     /// connection leak takes at most a tenth of the broker's connections, while hosts and NAT
     /// gateways running hundreds of clients are unaffected.
     pub const CONNECTIONS_MAX_PER_IP_DEFAULT: usize = 1000;
-    /// Default wait for a held data dir lock: far longer than a killed process takes to close
-    /// its descriptors, short enough that a second broker started by mistake soon says so.
-    pub const LOCK_WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
-    /// Default time a port in use is retried: as long as the lock is waited for, for the same
-    /// reason (a killed broker's sockets close with its other descriptors).
+    /// Default wait for a held data dir lock. A killed process closes its descriptors only
+    /// after its memory is unmapped: on a 2-core VM loaded by compiles, a broker with the
+    /// default 2 GiB budget held its lock 1 to over 10 s after `kill -9`. A second broker
+    /// started by mistake says who holds the lock once a second while it waits.
+    pub const LOCK_WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(30);
+    /// Default time a port in use is retried. A killed broker's sockets close with its lock
+    /// (the same exit_files), so this covers only the moment between the two and a holder
+    /// that is not a broker of this data dir.
     pub const BIND_RETRY_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
 
     /// The WAL location for one shard: `<dir>/shard-<n>.wal`, or the block device itself.
