@@ -155,8 +155,12 @@ impl BrokerProcess {
                     ));
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let threads = thread_states(child.id());
                     let _ = child.kill();
-                    panic!("the broker did not report its addresses within {START_TIMEOUT:?}");
+                    panic!(
+                        "the broker did not report its addresses within {START_TIMEOUT:?}; its \
+                         threads (name, state, kernel wait channel):\n{threads}"
+                    );
                 }
             }
         }
@@ -379,6 +383,36 @@ impl Drop for BrokerProcess {
 /// the measurements of ignored tests).
 pub fn sluice_binary() -> String {
     std::env::var("SLUICE_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_string())
+}
+
+/// Each thread of process `pid` as `name state wchan`, from /proc: where a hung start waits.
+fn thread_states(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "(no /proc entry)".into();
+    };
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    tasks
+        .flatten()
+        .map(|task| {
+            let stat = read(task.path().join("stat"));
+            // The state follows the parenthesised name, which may hold spaces.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("?")
+                .to_string();
+            format!(
+                "{} {state} {}",
+                read(task.path().join("comm")),
+                read(task.path().join("wchan"))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `args` without `flag` and the value after it.
