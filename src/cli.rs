@@ -156,6 +156,15 @@ pub struct StartArgs {
     /// until a task ends, counted in sluice_shard_tasks_waits_total. [default: 16384]
     #[arg(long, value_name = "N")]
     pub shard_tasks_max: Option<usize>,
+    /// How long to wait for the data dir's lock (DATA_DIR/.lock, and the WAL's) while another
+    /// process holds it, e.g. a broker killed a moment ago that is still exiting; then exit
+    /// naming the holder. 0 fails at once. [default: 30000]
+    #[arg(long, value_name = "MS")]
+    pub lock_wait_ms: Option<u64>,
+    /// How long to retry binding the Kafka or admin address while it is in use, e.g. by a
+    /// broker killed a moment ago; then exit. 0 fails at once. [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub bind_retry_ms: Option<u64>,
 }
 
 /// The config file's keys, all optional.
@@ -185,6 +194,8 @@ struct FileConfig {
     connections_max: Option<usize>,
     connections_max_per_ip: Option<usize>,
     shard_tasks_max: Option<usize>,
+    lock_wait_ms: Option<u64>,
+    bind_retry_ms: Option<u64>,
 }
 
 impl StartArgs {
@@ -298,6 +309,12 @@ impl StartArgs {
                 }
                 *target = v;
             }
+        }
+        if let Some(ms) = self.lock_wait_ms.or(file.lock_wait_ms) {
+            config.lock_wait = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.bind_retry_ms.or(file.bind_retry_ms) {
+            config.bind_retry = std::time::Duration::from_millis(ms);
         }
         if config.pipeline_depth == 0 {
             bail!("--pipeline-depth must be at least 1");
@@ -484,6 +501,39 @@ mod tests {
         let flag_wins =
             start_config(&["--config", path, "--connections-max-per-ip", "9"]).expect("valid");
         assert_eq!(flag_wins.connections_max_per_ip, 9);
+    }
+
+    #[test]
+    fn lock_wait_and_bind_retry_come_from_flags_or_the_file() {
+        let default = start_config(&[]).expect("defaults are valid");
+        assert_eq!(
+            (default.lock_wait, default.bind_retry),
+            (
+                BrokerConfig::LOCK_WAIT_DEFAULT,
+                BrokerConfig::BIND_RETRY_DEFAULT
+            )
+        );
+        let flags =
+            start_config(&["--lock-wait-ms", "0", "--bind-retry-ms", "250"]).expect("valid");
+        assert_eq!(
+            (flags.lock_wait, flags.bind_retry),
+            (
+                std::time::Duration::ZERO,
+                std::time::Duration::from_millis(250)
+            )
+        );
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, "lock_wait_ms = 1500\nbind_retry_ms = 2500\n").expect("written");
+        let path = file.to_str().expect("a UTF-8 path");
+        let from_file = start_config(&["--config", path]).expect("a valid file");
+        assert_eq!(
+            (from_file.lock_wait, from_file.bind_retry),
+            (
+                std::time::Duration::from_millis(1500),
+                std::time::Duration::from_millis(2500)
+            )
+        );
     }
 
     #[test]

@@ -57,6 +57,13 @@ pub struct BrokerConfig {
     /// Most tasks one shard runs at once for requests from the mesh (`task_permits`); at the
     /// cap the shard stops taking requests from its mesh queues until a task ends.
     pub shard_tasks_max: usize,
+    /// How long a start waits for the data dir's lock (and the WAL's) while another process
+    /// holds it: a broker killed a moment ago may still be closing its descriptors. Then the
+    /// start fails naming the holder (`data_dir_lock`).
+    pub lock_wait: std::time::Duration,
+    /// How long a start retries binding the Kafka or admin address while it is in use (a
+    /// broker killed a moment ago may still hold its sockets); then the start fails.
+    pub bind_retry: std::time::Duration,
 }
 
 impl BrokerConfig {
@@ -97,6 +104,15 @@ impl BrokerConfig {
     /// load never waits at 16 Ki. A task is a future of a few hundred bytes to a few KiB, so
     /// the cap also bounds this state to tens of MiB per shard.
     pub const SHARD_TASKS_MAX_DEFAULT: usize = 16 * 1024;
+    /// Default wait for a held data dir lock. A killed process closes its descriptors only
+    /// after its memory is unmapped: on a 2-core VM loaded by compiles, a broker with the
+    /// default 2 GiB budget held its lock 1 to over 10 s after `kill -9`. A second broker
+    /// started by mistake says who holds the lock once a second while it waits.
+    pub const LOCK_WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(30);
+    /// Default time a port in use is retried. A killed broker's sockets close with its lock
+    /// (the same exit_files), so this covers only the moment between the two and a holder
+    /// that is not a broker of this data dir.
+    pub const BIND_RETRY_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
 
     /// The WAL location for one shard: `<dir>/shard-<n>.wal`, or the block device itself.
     pub fn wal_path_for(&self, shard: usize) -> PathBuf {
@@ -157,6 +173,8 @@ impl Default for BrokerConfig {
             connections_max: Self::CONNECTIONS_MAX_DEFAULT,
             connections_max_per_ip: Self::CONNECTIONS_MAX_PER_IP_DEFAULT,
             shard_tasks_max: Self::SHARD_TASKS_MAX_DEFAULT,
+            lock_wait: Self::LOCK_WAIT_DEFAULT,
+            bind_retry: Self::BIND_RETRY_DEFAULT,
         }
     }
 }

@@ -25,11 +25,13 @@ use crate::config::{BrokerConfig, is_block_device};
 use crate::connection::{self, Arrival};
 use crate::connection_limits::ConnectionLimits;
 use crate::controller::{Controller, ControllerHandle};
+use crate::data_dir_lock::{DataDirLock, LockError};
 use crate::group::limits::GroupLimits;
 use crate::messaging::ShardRequest;
 use crate::metrics::{BrokerMetrics, ShardMetrics};
 use crate::router;
 use crate::shard::Shard;
+use crate::startup_wait::retry_while_busy;
 use crate::stop::StopSignal;
 use crate::storage::PartitionStore;
 
@@ -93,6 +95,9 @@ pub enum StartError {
         /// What failed.
         source: std::io::Error,
     },
+    /// The data dir (or the WAL) is another process's, or its lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 /// A running broker.
@@ -102,6 +107,8 @@ pub struct Broker {
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
     controller: Option<Controller>,
     admin: Option<AdminServer>,
+    // Held until every shard has closed its WAL (`stop`).
+    lock: Option<DataDirLock>,
 }
 
 impl Broker {
@@ -110,6 +117,13 @@ impl Broker {
         let config = Arc::new(config);
         let shard_count = config.shard_count();
         fix_malloc_mmap_threshold();
+        // First of all: nothing below may bind a port or write a file while another process
+        // owns the data dir.
+        let lock = DataDirLock::acquire(
+            &config.data_dir,
+            config.wal_path.as_deref(),
+            config.lock_wait,
+        )?;
         check_wal_layout(&config, shard_count)?;
         std::fs::create_dir_all(config.data_dir.join("metadata")).map_err(|source| {
             StartError::DataDir {
@@ -132,12 +146,17 @@ impl Broker {
         let group_limits = GroupLimits::from_config(&config);
         let connection_limits = ConnectionLimits::from_config(&config);
         let ready = Arc::new(AtomicUsize::new(0));
-        // Before the shards, so /health answers (and /ready says not yet) during recovery.
+        // After the lock, before recovery: /health answers (and /ready says not yet) while a
+        // long WAL is replayed, so that a liveness probe does not kill a recovering broker. A
+        // port that cannot be bound still ends the start before the Kafka listener exists, so
+        // no client is ever accepted by a process that then exits.
         let admin = config
             .admin_listen
             .map(|addr| {
-                AdminServer::start(addr, metrics.clone(), ready.clone(), shard_count)
-                    .map_err(|source| StartError::Admin { addr, source })
+                bind_with_retry(addr, "admin", config.bind_retry, || {
+                    AdminServer::start(addr, metrics.clone(), ready.clone(), shard_count)
+                })
+                .map_err(|source| StartError::Admin { addr, source })
             })
             .transpose()?;
 
@@ -149,8 +168,16 @@ impl Broker {
                 reason: format!("controller thread: {e}"),
             })?;
 
-        // Reserve the port (port 0 picks one) so every shard binds the same address.
-        let reservation = reserve_port(config.listen)?;
+        // Reserve the port (port 0 picks one) so every shard binds the same address. With
+        // SO_REUSEPORT a dying broker's listener of the same user does not make it busy: the
+        // lock is what keeps two brokers off one port.
+        let reservation = bind_with_retry(config.listen, "Kafka", config.bind_retry, || {
+            reserve_port(config.listen)
+        })
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
         let local_addr = reservation
             .local_addr()
             .map_err(|source| StartError::Listen {
@@ -166,6 +193,7 @@ impl Broker {
         let cpus = sluice_tuning::cpu_layout::shard_cpus_of_this_machine();
         let drained = Arc::new(ShardBarrier::default());
         let recovered = Arc::new(ShardBarrier::default());
+        let listening = Arc::new(ShardBarrier::default());
         let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), (usize, String)>>();
         let mut stops = Vec::with_capacity(shard_count);
         let mut executors = Vec::with_capacity(shard_count);
@@ -187,6 +215,7 @@ impl Broker {
                 drained: drained.clone(),
                 ready: ready.clone(),
                 recovered: recovered.clone(),
+                listening: listening.clone(),
                 metrics: metrics.shard(id),
                 group_limits: group_limits.clone(),
                 connection_limits: connection_limits.clone(),
@@ -209,6 +238,7 @@ impl Broker {
             executors,
             controller: Some(controller),
             admin,
+            lock: Some(lock),
         };
         for _ in 0..shard_count {
             match started_rx.recv() {
@@ -259,6 +289,8 @@ impl Broker {
         if let Some(mut admin) = self.admin.take() {
             admin.stop();
         }
+        // Last: the WALs are closed and the metadata log is synced.
+        self.lock = None;
     }
 }
 
@@ -284,6 +316,7 @@ struct ShardPlan {
     drained: Arc<ShardBarrier>,
     ready: Arc<AtomicUsize>,
     recovered: Arc<ShardBarrier>,
+    listening: Arc<ShardBarrier>,
     metrics: Arc<ShardMetrics>,
     group_limits: GroupLimits,
     connection_limits: Arc<ConnectionLimits>,
@@ -305,6 +338,7 @@ async fn run_shard(plan: ShardPlan) {
         drained,
         ready,
         recovered,
+        listening,
         metrics,
         group_limits,
         connection_limits,
@@ -426,6 +460,15 @@ async fn run_shard(plan: ShardPlan) {
     };
     ready.fetch_add(1, Ordering::SeqCst);
     let _ = started.send(Ok(()));
+    // Accept only once every shard listens: a shard that fails to bind stops the start, and
+    // no other shard may have answered a client (acknowledged a record) by then. The kernel
+    // queues connections meanwhile. On a failed start, stop is signalled and the loop below
+    // ends at once.
+    listening.arrive();
+    futures::select_biased! {
+        _ = stop.clone().fuse() => {}
+        _ = listening.reached(shard_count).fuse() => {}
+    }
 
     let sampler = glommio::spawn_local(crate::metrics::sampler::run_sampler(
         shard.clone(),
@@ -560,18 +603,47 @@ fn mesh(
     (senders, receivers)
 }
 
+/// Calls `bind` until it succeeds or fails with anything but "address in use", for at most
+/// `retry` (a broker killed a moment ago may still hold the port); then the last error.
+fn bind_with_retry<T>(
+    addr: SocketAddr,
+    name: &str,
+    retry: Duration,
+    mut bind: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let bound = retry_while_busy(
+        retry,
+        || format!("{name} address {addr} is in use (by a broker still exiting?)"),
+        || match bind() {
+            Ok(bound) => Ok(Some(bound)),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+            Err(error) => Err(error),
+        },
+    )?;
+    match bound {
+        Some(bound) => Ok(bound),
+        None => bind().map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!(
+                    "{error}, still after {} ms of retries (--bind-retry-ms)",
+                    retry.as_millis()
+                ),
+            )
+        }),
+    }
+}
+
 /// Binds (without listening) a socket on the listen address with SO_REUSEPORT, so the port is
 /// known and held while the shards bind it too.
-fn reserve_port(addr: SocketAddr) -> Result<socket2::Socket, StartError> {
-    let listen_error = |source| StartError::Listen { addr, source };
+fn reserve_port(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
-    )
-    .map_err(listen_error)?;
-    socket.set_reuse_port(true).map_err(listen_error)?;
-    socket.bind(&addr.into()).map_err(listen_error)?;
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
     Ok(socket)
 }
 

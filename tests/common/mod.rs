@@ -80,10 +80,6 @@ impl BrokerProcess {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        // SLUICE_TEST_BINARY runs another build (e.g. release, for the measurements of
-        // ignored tests).
-        let binary = std::env::var("SLUICE_TEST_BINARY")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_string());
         // Tests run in parallel: a free admin port each, unless the test chose one.
         let admin_flag = extra_args.iter().position(|a| a == "--admin-listen");
         let admin_wanted = admin_flag.is_none_or(|i| {
@@ -101,7 +97,7 @@ impl BrokerProcess {
         } else {
             &["--listen", "127.0.0.1:0"]
         };
-        let mut child = Command::new(binary)
+        let mut child = Command::new(sluice_binary())
             .arg("start")
             .args(admin_default)
             .args(listen_default)
@@ -159,8 +155,12 @@ impl BrokerProcess {
                     ));
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let threads = thread_states(child.id());
                     let _ = child.kill();
-                    panic!("the broker did not report its addresses within {START_TIMEOUT:?}");
+                    panic!(
+                        "the broker did not report its addresses within {START_TIMEOUT:?}; its \
+                         threads (name, state, kernel wait channel):\n{threads}"
+                    );
                 }
             }
         }
@@ -270,6 +270,36 @@ impl BrokerProcess {
         );
     }
 
+    /// Sends `kill -9` and at once starts a new broker on the same data dir and flags, asking
+    /// for the Kafka and admin ports this one had, as a supervisor restarts a crashed broker.
+    /// With `reap_first` false the new one starts before the old one is reaped: it may find the
+    /// old process still exiting, holding the data dir's lock and its ports. Unlike
+    /// `restart_on_same_port` the start is not retried: the broker itself must wait for them.
+    pub fn restart_at_once_on_same_ports(mut self, reap_first: bool) -> BrokerProcess {
+        let _ = self.child.kill();
+        if reap_first {
+            self.kill9();
+        }
+        let mut args = without_flag(&self.extra_args, "--listen");
+        args.extend(["--listen".to_string(), self.bootstrap.clone()]);
+        if let Some(admin) = &self.admin {
+            args = without_flag(&args, "--admin-listen");
+            args.extend(["--admin-listen".to_string(), admin.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let next = BrokerProcess::start_with_env(&self.data_dir, &args, &envs);
+        *next.allowed_log.lock().unwrap() = self.allowed_log.lock().unwrap().clone();
+        self.kill9();
+        self.finish_log();
+        self.check_log();
+        next
+    }
+
     /// The broker's stderr so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
@@ -347,6 +377,56 @@ impl Drop for BrokerProcess {
             }
         }
     }
+}
+
+/// The `sluice` binary under test: SLUICE_TEST_BINARY runs another build (e.g. release, for
+/// the measurements of ignored tests).
+pub fn sluice_binary() -> String {
+    std::env::var("SLUICE_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_string())
+}
+
+/// Each thread of process `pid` as `name state wchan`, from /proc: where a hung start waits.
+fn thread_states(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "(no /proc entry)".into();
+    };
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    tasks
+        .flatten()
+        .map(|task| {
+            let stat = read(task.path().join("stat"));
+            // The state follows the parenthesised name, which may hold spaces.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("?")
+                .to_string();
+            format!(
+                "{} {state} {}",
+                read(task.path().join("comm")),
+                read(task.path().join("wchan"))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `args` without `flag` and the value after it.
+fn without_flag(args: &[String], flag: &str) -> Vec<String> {
+    let mut kept = Vec::with_capacity(args.len());
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == flag {
+            args.next();
+        } else {
+            kept.push(arg.clone());
+        }
+    }
+    kept
 }
 
 /// Whether a broker log line is at WARN or ERROR, or reports a panic. The broker logs with

@@ -1,0 +1,406 @@
+//! One process per data dir, and restarts that come back: a second broker on a busy data dir
+//! (or WAL directory) exits naming the holder while the first keeps serving; a start waits
+//! for a lock or a port that is released during the wait; a port held for good ends the start
+//! before the Kafka listener exists; and `kill -9` followed at once by a start on the same
+//! Kafka and admin ports loses no acknowledged record (`SLUICE_CRASH_RESTARTS` rounds).
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::BrokerProcess;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a start that must fail may take: far below the default lock wait (30 s), so a
+/// broker that ignored `--lock-wait-ms` shows up.
+const FAILED_START_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Records produced before each `kill -9` of the crash test, spread over its partitions.
+const CRASH_RECORDS: usize = 20_000;
+const CRASH_PARTITIONS: i32 = 4;
+
+/// Rounds of produce, `kill -9`, restart, read back in one run of the crash test.
+const CRASH_RESTARTS_DEFAULT: usize = 3;
+
+/// What a `sluice start` that exited printed, and how long it ran.
+struct Exited {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    ran: Duration,
+}
+
+/// Runs `sluice start` on `data_dir` (free ports unless `args` name some) until it exits;
+/// panics if it is still running after [`FAILED_START_TIMEOUT`].
+fn start_expecting_exit(data_dir: &Path, args: &[&str]) -> Exited {
+    let start = Instant::now();
+    let defaults: Vec<&str> = [
+        ("--listen", "127.0.0.1:0"),
+        ("--admin-listen", "127.0.0.1:0"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| !args.contains(flag))
+    .flat_map(|(flag, value)| [flag, value])
+    .collect();
+    let mut child = Command::new(common::sluice_binary())
+        .arg("start")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--wal-size", "64MiB", "--shards", "1"])
+        .args(defaults)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sluice binary starts");
+    let Some(status) = common::wait_for(FAILED_START_TIMEOUT, || {
+        child.try_wait().expect("wait works")
+    }) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("sluice start still ran after {FAILED_START_TIMEOUT:?}");
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout).expect("stdout readable");
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr).expect("stderr readable");
+    }
+    eprintln!("[refused broker] {stderr}");
+    Exited {
+        status,
+        stdout,
+        stderr,
+        ran: start.elapsed(),
+    }
+}
+
+fn admin(broker: &BrokerProcess) -> AdminClient<DefaultClientContext> {
+    broker.client_config().create().expect("admin client")
+}
+
+async fn create_topic(broker: &BrokerProcess, name: &str, partitions: i32) {
+    let results = admin(broker)
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        )
+        .await
+        .expect("CreateTopics answered");
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("creating {topic} failed: {code:?}"));
+    }
+}
+
+fn idempotent_producer(broker: &BrokerProcess) -> FutureProducer {
+    broker
+        .client_config()
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `count` records round-robin over the topic's partitions and waits for every
+/// acknowledgement; returns each partition's values in offset order.
+async fn produce_acked(
+    broker: &BrokerProcess,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+) -> HashMap<i32, Vec<String>> {
+    let producer = idempotent_producer(broker);
+    let deliveries: Vec<_> = (0..count)
+        .map(|i| {
+            let value = format!("{topic}-{i}");
+            let partition = i as i32 % partitions;
+            let delivery = producer
+                .send_result(
+                    FutureRecord::<(), _>::to(topic)
+                        .partition(partition)
+                        .payload(&value),
+                )
+                .unwrap_or_else(|(error, _)| panic!("record {i} not queued: {error}"));
+            async move { (partition, value, delivery.await) }
+        })
+        .collect();
+    let mut acked: HashMap<i32, Vec<(i64, String)>> = HashMap::new();
+    for (partition, value, delivery) in futures::future::join_all(deliveries).await {
+        let delivered = delivery
+            .expect("the producer was not dropped")
+            .unwrap_or_else(|(error, _)| panic!("{value} not acknowledged: {error}"));
+        assert_eq!(delivered.partition, partition);
+        acked
+            .entry(partition)
+            .or_default()
+            .push((delivered.offset, value));
+    }
+    acked
+        .into_iter()
+        .map(|(partition, mut records)| {
+            records.sort();
+            let offsets: Vec<i64> = records.iter().map(|(offset, _)| *offset).collect();
+            let dense: Vec<i64> = (0..offsets.len() as i64).collect();
+            assert_eq!(
+                offsets, dense,
+                "{topic}/{partition}: acked offsets not dense"
+            );
+            (partition, records.into_iter().map(|(_, v)| v).collect())
+        })
+        .collect()
+}
+
+/// Reads every partition of `topic` from offset 0 and checks it holds exactly `expected`, in
+/// order: nothing lost, nothing twice, nothing else.
+fn assert_topic_holds(broker: &BrokerProcess, topic: &str, expected: &HashMap<i32, Vec<String>>) {
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "sluice-lock-tests")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in expected.keys() {
+        assignment
+            .add_partition_offset(topic, *partition, Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let wanted: usize = expected.values().map(Vec::len).sum();
+    let mut read: HashMap<i32, Vec<String>> = HashMap::new();
+    let mut total = 0;
+    let deadline = Instant::now() + TIMEOUT;
+    while total < wanted {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: read {total} of {wanted} acknowledged records"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("no consume error");
+        let values = read.entry(message.partition()).or_default();
+        assert_eq!(
+            message.offset(),
+            values.len() as i64,
+            "{topic}/{}: offsets not dense",
+            message.partition()
+        );
+        values.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+        total += 1;
+    }
+    for (partition, values) in expected {
+        assert_eq!(
+            read.get(partition),
+            Some(values),
+            "{topic}/{partition}: not the acknowledged records in order"
+        );
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *partition, TIMEOUT)
+            .expect("watermarks");
+        assert_eq!(
+            (low, high),
+            (0, values.len() as i64),
+            "{topic}/{partition}: records beyond the acknowledged ones"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_broker_on_a_busy_data_dir_exits_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    let lock_path = dir.path().join(".lock");
+    let record = std::fs::read_to_string(&lock_path).expect("the lock file is written");
+    assert!(
+        record.contains(&format!("pid={}\n", first.pid())),
+        "{record}"
+    );
+    create_topic(&first, "busy", 1).await;
+
+    let second = start_expecting_exit(dir.path(), &["--lock-wait-ms", "300"]);
+    assert!(!second.status.success(), "{:?}", second.status);
+    assert!(second.ran < FAILED_START_TIMEOUT, "ran {:?}", second.ran);
+    let holder = format!("{} is locked by pid {} ", lock_path.display(), first.pid());
+    assert!(second.stderr.contains(&holder), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("--lock-wait-ms"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        !second.stdout.contains("sluice listening"),
+        "{}",
+        second.stdout
+    );
+
+    // The first broker still serves, and still owns its lock file.
+    let acked = produce_acked(&first, "busy", 1, 10).await;
+    assert_topic_holds(&first, "busy", &acked);
+    let record = std::fs::read_to_string(&lock_path).expect("the lock file is still there");
+    assert!(
+        record.contains(&format!("pid={}\n", first.pid())),
+        "{record}"
+    );
+}
+
+#[test]
+fn a_second_broker_on_a_busy_wal_directory_exits_naming_it() {
+    let (data, other_data, wal) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let wal_path = wal.path().to_str().expect("a UTF-8 path");
+    let first = BrokerProcess::start(data.path(), &["--shards", "1", "--wal-path", wal_path]);
+    let second = start_expecting_exit(
+        other_data.path(),
+        &["--wal-path", wal_path, "--lock-wait-ms", "0"],
+    );
+    assert!(!second.status.success(), "{:?}", second.status);
+    let holder = format!(
+        "{} is locked by pid {} ",
+        wal.path().join(".lock").display(),
+        first.pid()
+    );
+    assert!(second.stderr.contains(&holder), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("uses this WAL directory"),
+        "{}",
+        second.stderr
+    );
+}
+
+#[test]
+fn a_start_waits_for_a_lock_and_ports_released_during_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    // This test process holds the data dir's lock as an exiting broker would, and both ports
+    // without SO_REUSEPORT, so that the broker's binds meet EADDRINUSE.
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.path().join(".lock"))
+        .expect("lock file");
+    lock.try_lock().expect("the lock is free");
+    std::fs::write(
+        dir.path().join(".lock"),
+        format!("pid={}\n", std::process::id()),
+    )
+    .expect("lock record");
+    let kafka = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let admin = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let kafka_addr = kafka.local_addr().expect("bound").to_string();
+    let admin_addr = admin.local_addr().expect("bound").to_string();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(lock);
+        std::thread::sleep(Duration::from_millis(300));
+        drop(kafka);
+        drop(admin);
+    });
+    let broker = BrokerProcess::start(
+        dir.path(),
+        &[
+            "--shards",
+            "1",
+            "--listen",
+            &kafka_addr,
+            "--admin-listen",
+            &admin_addr,
+            "--lock-wait-ms",
+            "30000",
+            "--bind-retry-ms",
+            "30000",
+        ],
+    );
+    release.join().expect("no panic");
+    assert_eq!(broker.bootstrap, kafka_addr);
+    assert_eq!(broker.admin.as_deref(), Some(admin_addr.as_str()));
+    let log = broker.log_lines().join("\n");
+    let waited_for_lock = format!("is locked by pid {}: waiting", std::process::id());
+    assert!(log.contains(&waited_for_lock), "{log}");
+    assert!(
+        log.contains(&format!("admin address {admin_addr} is in use")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_port_held_for_good_ends_the_start_before_the_kafka_listener_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let admin_addr = admin.local_addr().expect("bound").to_string();
+    let refused = start_expecting_exit(
+        dir.path(),
+        &["--admin-listen", &admin_addr, "--bind-retry-ms", "200"],
+    );
+    assert!(!refused.status.success(), "{:?}", refused.status);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("admin server on {admin_addr}"))
+            && refused.stderr.contains("--bind-retry-ms"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stdout.contains("sluice listening"),
+        "{}",
+        refused.stdout
+    );
+    // It released the data dir on its way out.
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1", "--lock-wait-ms", "0"]);
+    drop(broker);
+}
+
+/// Produce 20,000 acknowledged records (acks=all, idempotent) on 4 partitions, `kill -9`, start
+/// again at once on the dead broker's Kafka and admin ports, read all of them back in order.
+/// Every other round starts the new broker before the old one is reaped, as a supervisor that
+/// does not wait would. `SLUICE_CRASH_RESTARTS=100` runs 100 rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_and_restart_on_the_same_ports_keeps_every_acked_record() {
+    let rounds = std::env::var("SLUICE_CRASH_RESTARTS")
+        .ok()
+        .map(|v| {
+            v.parse::<usize>()
+                .expect("SLUICE_CRASH_RESTARTS is a count")
+        })
+        .unwrap_or(CRASH_RESTARTS_DEFAULT);
+    let dir = tempfile::tempdir().unwrap();
+    // The admin server is on (a free port at first, then the same one on every restart).
+    let mut broker = BrokerProcess::start(dir.path(), &["--shards", "2"]);
+    let started = Instant::now();
+    for round in 0..rounds {
+        let topic = format!("crash-{round}");
+        create_topic(&broker, &topic, CRASH_PARTITIONS).await;
+        let acked = produce_acked(&broker, &topic, CRASH_PARTITIONS, CRASH_RECORDS).await;
+        let (kafka, admin) = (broker.bootstrap.clone(), broker.admin.clone());
+        let reap_first = round % 2 == 1;
+        broker = broker.restart_at_once_on_same_ports(reap_first);
+        assert_eq!((&broker.bootstrap, &broker.admin), (&kafka, &admin));
+        assert_topic_holds(&broker, &topic, &acked);
+        eprintln!(
+            "crash round {} of {rounds} passed (reaped before the restart: {reap_first}), {:?} in",
+            round + 1,
+            started.elapsed()
+        );
+    }
+}
