@@ -1325,7 +1325,14 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // Sluice patch: upstream returned `ran` here, false when the
+                // preemption timer fired before the first queue ran (a thread
+                // descheduled for longer than the timer, or a timer shorter than
+                // one loop). The caller then parked with tasks still runnable and
+                // nothing left to wake it: the executor slept forever. Runnable
+                // work must keep the loop going; the next `poll_io` consumes the
+                // timer's completion and re-arms it.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1340,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {
