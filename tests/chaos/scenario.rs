@@ -118,21 +118,37 @@ pub fn workload(
     }
 }
 
-/// A full read_uncommitted scan numbered `scan`; returns the records read.
+/// Scan numbers of read_committed scans are offset by this from their read_uncommitted twin.
+const READ_COMMITTED_SCAN: u32 = 100;
+
+/// A full read_uncommitted scan numbered `scan`, and a read_committed one numbered
+/// `scan + READ_COMMITTED_SCAN` when records were sent in transactions; returns the records
+/// read.
 pub fn scan(
     bootstrap: &str,
     workload: &Workload,
     history: &History,
     scan: u32,
 ) -> Result<u64, String> {
-    workload::scan(
+    let mut reads = workload::scan(
         bootstrap,
         &workload.topic,
         workload.partitions,
         scan,
         Isolation::ReadUncommitted,
         history,
-    )
+    )?;
+    if history.transactional() {
+        reads += workload::scan(
+            bootstrap,
+            &workload.topic,
+            workload.partitions,
+            scan + READ_COMMITTED_SCAN,
+            Isolation::ReadCommitted,
+            history,
+        )?;
+    }
+    Ok(reads)
 }
 
 /// Runs the checker over the history; every violation is an error.
@@ -174,6 +190,23 @@ pub fn judge(
     if let Some(fatal) = &produced.fatal {
         notes.push(format!("producer fatal error: {fatal}"));
     }
+    if produced.transactions > 0 {
+        let ended = |committed: bool| {
+            events
+                .iter()
+                .filter(
+                    |e| matches!(e, checker::Event::TxnEnd { committed: c, .. } if *c == committed),
+                )
+                .count()
+        };
+        notes.push(format!(
+            "{} transactions: {} committed, {} aborted, the rest undecided",
+            produced.transactions,
+            ended(true),
+            ended(false)
+        ));
+    }
+    notes.extend(produced.transaction_notes.iter().cloned());
     Ok(Outcome {
         sent: produced.sent,
         acked,

@@ -1,6 +1,8 @@
 //! The clients of a scenario, recording into a [`History`]: an idempotent acks=all producer of
-//! keyed records (each value starts with a unique id), a committer of group offsets, and the
-//! final full scan of every partition.
+//! keyed records (each value starts with a unique id), in half of the scenarios a transactional
+//! producer beside it (committing most transactions, aborting some), a committer of group
+//! offsets, and the final full scans of every partition (read_committed too when transactions
+//! ran).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use crate::checker::{Event, Isolation, RecordId};
+use crate::checker::{Event, Isolation, RecordId, TxnId};
 use crate::rng::Rng;
 
 /// Events one history holds at most (a limit on what grows; far above what a workload of
@@ -39,11 +41,31 @@ const GROUP: &str = "chaos-committer";
 const SCAN_STALL: Duration = Duration::from_secs(60);
 /// Time for admin and metadata calls once faults are healed.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Mixed into the seed to decide whether a scenario runs the transactional producer (and its
+/// choices), apart from the fault schedule's draws, so that a seed keeps its schedule.
+const TXN_SALT: u64 = 0x7478_6e73;
+/// The transactional producer's record ids start here, apart from the plain producer's.
+const TXN_IDS_START: RecordId = 1 << 40;
+/// Records per transaction at most, the share of transactions aborted on purpose, and the pace.
+const TXN_RECORDS_MAX: u64 = 5;
+const TXN_ABORT_PERCENT: u64 = 25;
+const TXN_INTERVAL: Duration = Duration::from_millis(50);
+/// The broker aborts a transaction its producer left open after this long (a producer lost in
+/// a fault), so that the last stable offset moves on before the scans.
+const TXN_TIMEOUT_MS: u64 = 10_000;
+/// How long a transactional call may take, and how long the producer tries to come back after
+/// a fatal error (a fresh producer's init fences the old one and ends its open transaction).
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const TXN_REINIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// A read_committed scan waits this long at most for the last stable offset to reach the
+/// high watermark (every transaction ended).
+const LSO_WAIT: Duration = Duration::from_secs(60);
 
 /// The events of one scenario, in the order the clients saw them.
 pub struct History {
     events: Mutex<Vec<Event>>,
     overflowed: AtomicBool,
+    transactional: AtomicBool,
 }
 
 impl History {
@@ -51,17 +73,26 @@ impl History {
         Arc::new(History {
             events: Mutex::new(Vec::new()),
             overflowed: AtomicBool::new(false),
+            transactional: AtomicBool::new(false),
         })
     }
 
     /// Records `event`, or notes that the history is full (it is then useless: `take` fails).
     pub fn record(&self, event: Event) {
+        if let Event::Send { txn: Some(_), .. } = event {
+            self.transactional.store(true, Ordering::Relaxed);
+        }
         let mut events = self.events.lock().expect("history lock");
         if events.len() < EVENTS_MAX {
             events.push(event);
         } else {
             self.overflowed.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Whether any record was sent in a transaction (then scans read read_committed too).
+    pub fn transactional(&self) -> bool {
+        self.transactional.load(Ordering::Relaxed)
     }
 
     pub fn take(&self) -> Result<Vec<Event>, String> {
@@ -94,6 +125,9 @@ pub struct Produced {
     pub sent: u64,
     /// A fatal error of the idempotent producer, if it raised one.
     pub fatal: Option<String>,
+    /// Transactions begun, and what the transactional producer noted (fatal errors, restarts).
+    pub transactions: u64,
+    pub transaction_notes: Vec<String>,
 }
 
 /// A client config for `bootstrap` (the broker process may change under it, the port not).
@@ -126,6 +160,7 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(),
 /// The producer and the committer, running in threads of their own until `finish`.
 pub struct Running {
     producer: JoinHandle<Produced>,
+    transactional: Option<JoinHandle<Transacted>>,
     committer: JoinHandle<()>,
     stop_committer: Arc<AtomicBool>,
 }
@@ -142,6 +177,11 @@ impl Running {
                 (bootstrap.to_string(), workload.clone(), history.clone());
             move || produce(&bootstrap, &workload, seed, &history)
         });
+        let transactional = Rng::new(seed ^ TXN_SALT).chance(50).then(|| {
+            let (bootstrap, workload, history) =
+                (bootstrap.to_string(), workload.clone(), history.clone());
+            std::thread::spawn(move || transact(&bootstrap, &workload, seed, &history))
+        });
         let stop_committer = Arc::new(AtomicBool::new(false));
         let committer = std::thread::spawn({
             let (bootstrap, workload, history, stop) = (
@@ -154,6 +194,7 @@ impl Running {
         });
         Running {
             producer,
+            transactional,
             committer,
             stop_committer,
         }
@@ -162,7 +203,15 @@ impl Running {
     /// Waits for the producer to send everything and hear every outcome, then stops the
     /// committer, which reads back every committed offset (faults must be healed by then).
     pub fn finish(self) -> Produced {
-        let produced = self.producer.join().expect("the producer thread ends");
+        let mut produced = self.producer.join().expect("the producer thread ends");
+        if let Some(transactional) = self.transactional {
+            let transacted = transactional
+                .join()
+                .expect("the transactional producer thread ends");
+            produced.sent += transacted.sent;
+            produced.transactions = transacted.begun;
+            produced.transaction_notes = transacted.notes;
+        }
         self.stop_committer.store(true, Ordering::Relaxed);
         self.committer.join().expect("the committer thread ends");
         produced
@@ -254,6 +303,161 @@ fn produce(bootstrap: &str, workload: &Workload, seed: u64, history: &Arc<Histor
             .client()
             .fatal_error()
             .map(|(code, reason)| format!("{code:?}: {reason}")),
+        ..Produced::default()
+    }
+}
+
+/// What the transactional producer did.
+struct Transacted {
+    begun: u64,
+    sent: u64,
+    notes: Vec<String>,
+}
+
+/// A transactional producer, ready (its transactions initialised), or the reason it is not
+/// after `TXN_REINIT_TIMEOUT`.
+fn transactional_producer(
+    bootstrap: &str,
+    workload: &Workload,
+    history: &Arc<History>,
+) -> Result<ThreadedProducer<Recording>, String> {
+    let deadline = Instant::now() + TXN_REINIT_TIMEOUT;
+    loop {
+        let mut config = client_config(bootstrap);
+        config
+            .set("transactional.id", "chaos-txn")
+            .set("transaction.timeout.ms", TXN_TIMEOUT_MS.to_string())
+            .set("linger.ms", "2");
+        for (key, value) in &workload.producer_config {
+            config.set(*key, value);
+        }
+        // librdkafka refuses a message timeout longer than the transaction timeout.
+        let message_timeout_ms: u64 = config
+            .get("message.timeout.ms")
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(u64::MAX);
+        if message_timeout_ms > TXN_TIMEOUT_MS {
+            config.set("message.timeout.ms", TXN_TIMEOUT_MS.to_string());
+        }
+        let producer: ThreadedProducer<Recording> = config
+            .create_with_context(Recording {
+                history: history.clone(),
+            })
+            .expect("the transactional producer is configured right");
+        match producer.init_transactions(TXN_CALL_TIMEOUT) {
+            Ok(()) => return Ok(producer),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(format!("init_transactions: {error}"));
+            }
+            // The broker may still be down or stopped by a fault; a new producer retries.
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Transactions of 1 to `TXN_RECORDS_MAX` keyed records, most committed and some aborted on
+/// purpose, for the workload's duration. An outcome is recorded only when the producer
+/// reports it; a transaction whose commit or abort failed stays undecided (its records may or
+/// may not be visible to read_committed). After a fatal error, and at the end if the last
+/// outcome is unknown, a fresh producer's init ends whatever the old one left open, so that
+/// no transaction holds the last stable offset back when the scans start.
+fn transact(bootstrap: &str, workload: &Workload, seed: u64, history: &Arc<History>) -> Transacted {
+    let mut rng = Rng::new(seed ^ TXN_SALT ^ KEYS_SALT);
+    let mut notes = Vec::new();
+    let mut producer = match transactional_producer(bootstrap, workload, history) {
+        Ok(producer) => producer,
+        Err(error) => {
+            notes.push(format!("transactional producer never started: {error}"));
+            return Transacted {
+                begun: 0,
+                sent: 0,
+                notes,
+            };
+        }
+    };
+    let started = Instant::now();
+    let mut txn: TxnId = 0;
+    let mut id = TXN_IDS_START;
+    while started.elapsed() < workload.duration {
+        let left_open = if let Err(error) = producer.begin_transaction() {
+            notes.push(format!("begin_transaction: {error}"));
+            true
+        } else {
+            txn += 1;
+            for _ in 0..1 + rng.below(TXN_RECORDS_MAX) {
+                let key_number = rng.below(workload.keys);
+                // Keys of their own: per-key order holds within one producer only.
+                let key = format!("t{key_number}");
+                let partition = (key_number % workload.partitions as u64) as i32;
+                let payload = value(id, &key, workload.value_bytes);
+                history.record(Event::Send {
+                    id,
+                    key: key.clone(),
+                    partition,
+                    txn: Some(txn),
+                });
+                send(&producer, workload, history, id, &key, partition, &payload);
+                id += 1;
+            }
+            let abort = rng.chance(TXN_ABORT_PERCENT);
+            let ended = if abort {
+                producer.abort_transaction(TXN_CALL_TIMEOUT)
+            } else {
+                producer.commit_transaction(TXN_CALL_TIMEOUT)
+            };
+            match ended {
+                Ok(()) => {
+                    history.record(Event::TxnEnd {
+                        txn,
+                        committed: !abort,
+                    });
+                    false
+                }
+                Err(KafkaError::Transaction(error)) if error.txn_requires_abort() => {
+                    // The commit did not happen; an abort that succeeds decides it.
+                    match producer.abort_transaction(TXN_CALL_TIMEOUT) {
+                        Ok(()) => {
+                            history.record(Event::TxnEnd {
+                                txn,
+                                committed: false,
+                            });
+                            false
+                        }
+                        Err(error) => {
+                            notes.push(format!("txn {txn}: abort after a failed end: {error}"));
+                            true
+                        }
+                    }
+                }
+                Err(error) => {
+                    notes.push(format!("txn {txn}: {error}"));
+                    true
+                }
+            }
+        };
+        if left_open {
+            // Undecided: a fresh producer fences this one and ends the transaction.
+            drop(producer);
+            producer = match transactional_producer(bootstrap, workload, history) {
+                Ok(producer) => producer,
+                Err(error) => {
+                    notes.push(format!("transactional producer did not come back: {error}"));
+                    return Transacted {
+                        begun: txn,
+                        sent: id - TXN_IDS_START,
+                        notes,
+                    };
+                }
+            };
+        }
+        // Pacing: the transactional producer's rate.
+        std::thread::sleep(TXN_INTERVAL);
+    }
+    let _ = producer.flush(Timeout::After(Duration::from_secs(30)));
+    Transacted {
+        begun: txn,
+        sent: id - TXN_IDS_START,
+        notes,
     }
 }
 
@@ -387,9 +591,12 @@ pub fn scan(
     let mut ends = Vec::with_capacity(partitions as usize);
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, ADMIN_TIMEOUT)
-            .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?;
+        let (low, high) = match isolation {
+            Isolation::ReadUncommitted => consumer
+                .fetch_watermarks(topic, partition, ADMIN_TIMEOUT)
+                .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?,
+            Isolation::ReadCommitted => stable_watermarks(bootstrap, &consumer, topic, partition)?,
+        };
         ends.push((low, high, high <= low));
         assignment
             .add_partition_offset(topic, partition, Offset::Offset(low))
@@ -446,6 +653,38 @@ pub fn scan(
         });
     }
     Ok(reads)
+}
+
+/// A read_committed consumer's watermarks are the log start and the last stable offset; this
+/// waits until the latter reaches the high watermark (every transaction ended, including those
+/// the broker aborts on timeout), so that a full read_committed scan covers the whole log.
+fn stable_watermarks(
+    bootstrap: &str,
+    committed: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), String> {
+    let uncommitted: BaseConsumer = client_config(bootstrap)
+        .create()
+        .expect("the watermark reader is configured right");
+    let deadline = Instant::now() + LSO_WAIT;
+    loop {
+        let (_, high) = uncommitted
+            .fetch_watermarks(topic, partition, ADMIN_TIMEOUT)
+            .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?;
+        let (low, stable) = committed
+            .fetch_watermarks(topic, partition, ADMIN_TIMEOUT)
+            .map_err(|e| format!("stable watermarks of {topic}/{partition}: {e}"))?;
+        if stable >= high {
+            return Ok((low, stable));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{topic}/{partition}: the last stable offset {stable} stayed below the high watermark {high} for {LSO_WAIT:?} (a transaction never ended)"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[cfg(test)]
