@@ -29,7 +29,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 fn summary(seed: u64, report: &SimReport) -> String {
     format!(
-        "seed {seed}: {} steps, {} batches sent, {} acked, {} errors, {} crashes, {} uploads ({} failed), {} disk write errors, {} sync errors, {} blocks damaged by crashes, digest {:016x}",
+        "seed {seed}: {} steps, {} batches sent, {} acked, {} errors, {} crashes, {} uploads ({} failed), {} cold reads, {} disk write errors, {} sync errors, {} blocks damaged by crashes, digest {:016x}",
         report.steps,
         report.batches_sent,
         report.acks,
@@ -37,6 +37,7 @@ fn summary(seed: u64, report: &SimReport) -> String {
         report.crashes,
         report.uploads,
         report.upload_failures,
+        report.cold_reads,
         report.disk_write_errors,
         report.disk_sync_errors,
         report.blocks_damaged_by_crashes,

@@ -128,6 +128,8 @@ pub struct SimReport {
     pub crashes: u64,
     pub uploads: u64,
     pub upload_failures: u64,
+    /// Partition reads (fetches and checks) served from objects, not the log cache.
+    pub cold_reads: u64,
     pub disk_write_errors: u64,
     pub disk_sync_errors: u64,
     pub blocks_damaged_by_crashes: u64,
@@ -356,6 +358,7 @@ impl Simulator {
             }
             self.check().await?;
         }
+        self.count_cold_reads();
         self.shard = None;
         self.pending_upload = None;
         if let Some(controller) = self.controller.take() {
@@ -391,6 +394,13 @@ impl Simulator {
 
     fn note(&mut self, line: String) {
         self.trace.push(format!("step {}: {line}", self.step));
+    }
+
+    /// Adds the running shard's cold reads to the report (its metrics end with it).
+    fn count_cold_reads(&mut self) {
+        if let Some(shard) = &self.shard {
+            self.report.cold_reads += shard.metrics.fetch_cold_reads.get();
+        }
     }
 
     fn shard(&self) -> Rc<Shard> {
@@ -805,6 +815,7 @@ impl Simulator {
             image.damage.len(),
             stats
         ));
+        self.count_cold_reads();
         self.shard = None;
         self.pending_upload = None;
         self.restart_due = false;
