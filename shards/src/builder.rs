@@ -149,7 +149,15 @@ impl ShardBuilder {
                 format!("reading the group and transaction logs from objects: {reason}")
             })?;
         let from_objects = group_entries.len();
-        let (replayed, from_wal) = crate::recovery::recover(&shard, wal_records);
+        let (replayed, from_wal, released_end) = crate::recovery::recover(&shard, wal_records);
+        if let Some(position) = released_end {
+            shard
+                .storage
+                .wal
+                .trim(position)
+                .await
+                .map_err(|e| format!("trimming the WAL past records already in objects: {e}"))?;
+        }
         tracing::info!(
             shard = id,
             replayed,
