@@ -5,8 +5,9 @@
 //!
 //! Knobs (environment): `SLUICE_SIM_SEED` replays one seed; `SLUICE_SIM_SEEDS` (default 16)
 //! seeds from a random first one, printed at start; `SLUICE_SIM_STEPS` (default 500) steps
-//! per seed; `SLUICE_SIM_TRACE=1` prints every step. A violation panics with the seed, the
-//! step and the last steps of the trace.
+//! per seed; `SLUICE_SIM_DISK_FAULT_PPM` (default 2000) the WAL disk's write and sync
+//! failures per million; `SLUICE_SIM_TRACE=1` prints every step. A violation panics with the
+//! seed, the step and the last steps of the trace.
 
 mod model;
 mod simulator;
@@ -48,6 +49,10 @@ fn summary(seed: u64, report: &SimReport) -> String {
 #[test]
 fn seeded_runs_keep_every_invariant() {
     let steps = env_u64("SLUICE_SIM_STEPS").unwrap_or(STEPS_DEFAULT);
+    let disk_fault_ppm = env_u64("SLUICE_SIM_DISK_FAULT_PPM")
+        .map_or(simulator::DISK_FAULT_PPM_DEFAULT, |ppm| {
+            ppm.min(1_000_000) as u32
+        });
     let (first, count) = match env_u64("SLUICE_SIM_SEED") {
         Some(seed) => (seed, 1),
         None => {
@@ -59,12 +64,16 @@ fn seeded_runs_keep_every_invariant() {
         }
     };
     println!(
-        "simulation: seeds {first}..{} × {steps} steps (replay one with SLUICE_SIM_SEED=<seed>)",
+        "simulation: seeds {first}..{} × {steps} steps, {disk_fault_ppm} disk faults per million (replay one with SLUICE_SIM_SEED=<seed>)",
         first.wrapping_add(count)
     );
     for seed in (0..count).map(|i| first.wrapping_add(i)) {
         let started = std::time::Instant::now();
-        match run(SimOptions::new(seed, steps)) {
+        let options = SimOptions {
+            disk_fault_ppm,
+            ..SimOptions::new(seed, steps)
+        };
+        match run(options) {
             Ok(report) => println!("{} in {:?}", summary(seed, &report), started.elapsed()),
             Err(violation) => panic!("{violation}"),
         }

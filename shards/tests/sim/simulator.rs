@@ -57,7 +57,7 @@ const SETTLE_TURNS_MAX: u32 = 100_000;
 /// Uploads run for one step's produces before they count as never answered.
 const UPLOADS_PER_STEP_MAX: u32 = 64;
 /// Restarts in a row that may fail (a fault while recovering) before recovery counts as broken.
-const BOOT_ATTEMPTS_MAX: u32 = 8;
+const BOOT_ATTEMPTS_MAX: u32 = 32;
 /// The upload interval, in virtual ms.
 const UPLOAD_INTERVAL_MS: u64 = 1_000;
 /// Disk writes and syncs that fail, per million, by default.
