@@ -8,6 +8,8 @@ mod error;
 pub mod format;
 pub mod limits;
 mod local;
+#[cfg(feature = "sim")]
+mod memory;
 mod registry;
 mod s3;
 mod spare_buffer;
@@ -21,6 +23,8 @@ pub use compaction::{
     deletable_objects, falling_behind, orphans, parse_object_key, plan_step,
 };
 pub use error::ObjectStoreError;
+#[cfg(feature = "sim")]
+pub use memory::{MemoryBackend, MemoryBackendBug, MemoryBackendConfig};
 pub use registry::{Registry, StoreRegistry};
 pub use s3::{S3Config, S3Credentials};
 pub use stats::{LATENCY_BUCKETS, Stats, StatsSnapshot};

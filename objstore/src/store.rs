@@ -155,6 +155,13 @@ impl ObjectStore {
         ObjectStore::with_backend(Arc::new(backend), runtime)
     }
 
+    /// A store over the simulator's in-memory backend (see [`crate::MemoryBackend`]).
+    #[cfg(feature = "sim")]
+    pub fn simulated(backend: crate::MemoryBackend) -> Result<ObjectStore> {
+        let runtime = OwnedRuntime::new(Priority::Normal)?;
+        ObjectStore::with_backend(Arc::new(backend), runtime)
+    }
+
     /// The same store for background work (uploads): its CPU-heavy work (building and
     /// checksumming objects) runs on threads of the lowest CPU priority while `behind` is
     /// false, so it never takes a core from the shards; while `behind` is true (the caller's

@@ -10,7 +10,7 @@ use futures::channel::mpsc;
 use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::channels::shared_channel::ConnectedSender;
 use sluice_objstore::ObjectStore;
-use sluice_wal::{Wal, WalConfig};
+use sluice_wal::{RecoveredRecord, Wal, WalConfig};
 
 use crate::budget::ShardBudget;
 use crate::chunk_pool::ChunkPool;
@@ -71,6 +71,26 @@ impl ShardBuilder {
     /// Opens the shard's WAL, builds its services over its share of the memory budget, and
     /// recovers its state from objects and the WAL.
     pub async fn build(self) -> Result<BuiltShard, String> {
+        let wal_config = wal_config(&self.config, self.id);
+        if let Some(parent) = wal_config.path.parent()
+            && !is_block_device(&wal_config.path)
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("WAL directory {}: {e}", parent.display()))?;
+        }
+        let (wal, wal_records) = Wal::open(wal_config.clone())
+            .await
+            .map_err(|e| format!("WAL {}: {e}", wal_config.path.display()))?;
+        self.build_on(wal, wal_records).await
+    }
+
+    /// [`ShardBuilder::build`] over a WAL the caller opened (the simulator's, on an
+    /// in-memory disk) and the records its open recovered.
+    pub async fn build_on(
+        self,
+        wal: Wal,
+        wal_records: Vec<RecoveredRecord>,
+    ) -> Result<BuiltShard, String> {
         let ShardBuilder {
             id,
             config,
@@ -82,16 +102,6 @@ impl ShardBuilder {
             group_limits,
         } = self;
         let count = peers.len();
-        let wal_config = wal_config(&config, id);
-        if let Some(parent) = wal_config.path.parent()
-            && !is_block_device(&wal_config.path)
-        {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("WAL directory {}: {e}", parent.display()))?;
-        }
-        let (wal, wal_records) = Wal::open(wal_config.clone())
-            .await
-            .map_err(|e| format!("WAL {}: {e}", wal_config.path.display()))?;
         let wal = Rc::new(ShardWal::new(wal));
         let budget = ShardBudget::of(&config, count);
         let tier = ObjectTier::new(
@@ -139,7 +149,15 @@ impl ShardBuilder {
                 format!("reading the group and transaction logs from objects: {reason}")
             })?;
         let from_objects = group_entries.len();
-        let (replayed, from_wal) = crate::recovery::recover(&shard, wal_records);
+        let (replayed, from_wal, released_end) = crate::recovery::recover(&shard, wal_records);
+        if let Some(position) = released_end {
+            shard
+                .storage
+                .wal
+                .trim(position)
+                .await
+                .map_err(|e| format!("trimming the WAL past records already in objects: {e}"))?;
+        }
         tracing::info!(
             shard = id,
             replayed,

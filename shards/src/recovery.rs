@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use sluice_wal::WalPosition;
 
 use crate::group::log::GroupLogEntry;
 use crate::internal_stream;
@@ -12,18 +13,31 @@ use crate::shard::Shard;
 use crate::txn::partition_index::TxnIndexEntry;
 
 /// Replays WAL records into this shard's partitions at start-up and queues those not in
-/// object storage yet for upload; returns how many batches were replayed and the group-log
-/// entries found, in WAL order, after those already in objects.
+/// object storage yet for upload; returns how many batches were replayed, the group-log
+/// entries found, in WAL order, after those already in objects, and the end of the WAL's
+/// leading records that nothing needs any more (in objects already, of deleted topics, or
+/// skipped), where the caller trims it.
+///
+/// Why that trim: uploads trim the WAL only past what they upload. A crash after an upload's
+/// commit and before its trim was durable leaves records in the WAL that are in objects and
+/// queued for nothing; if they fill it, no append finds room, no upload comes, and every
+/// producer waits forever (found by the shard simulation, seed 1796445518787797458 with
+/// SLUICE_SIM_DISK_FAULT_PPM=100000).
 pub fn recover(
     shard: &Shard,
     records: Vec<sluice_wal::RecoveredRecord>,
-) -> (usize, Vec<GroupLogEntry>) {
+) -> (usize, Vec<GroupLogEntry>, Option<WalPosition>) {
     let image = shard.image();
     let mut recovered = 0;
     let mut group_entries = Vec::new();
     // Per stream, the next offset the uploader expects: records must continue it.
     let mut upload_next: HashMap<u64, i64> = HashMap::new();
+    let mut released_end = None;
+    let mut queued_any = false;
     for record in records {
+        // Until a record is queued for upload, every record before it may be released.
+        let releasable = !queued_any;
+        let end = record.end_position;
         let first_offset = record.first_offset as i64;
         let last_offset = record.last_offset as i64;
         let next = upload_next.entry(record.stream_id).or_insert_with(|| {
@@ -32,6 +46,9 @@ pub fn recover(
                 .unwrap_or(first_offset)
         });
         if last_offset < *next {
+            if releasable {
+                released_end = Some(end);
+            }
             continue; // in objects already
         }
         let is_group_log = internal_stream::is_group_log_stream(record.stream_id);
@@ -39,6 +56,9 @@ pub fn recover(
         let is_txn_index = internal_stream::is_txn_index_stream(record.stream_id);
         if !is_group_log && !is_txn_log && !is_txn_index && image.stream(record.stream_id).is_none()
         {
+            if releasable {
+                released_end = Some(end);
+            }
             continue; // a deleted topic
         }
         if first_offset != *next {
@@ -48,9 +68,13 @@ pub fn recover(
                 expected = *next,
                 "a WAL record does not continue its stream; skipped"
             );
+            if releasable {
+                released_end = Some(end);
+            }
             continue;
         }
         *next = last_offset + 1;
+        queued_any = true;
         shard
             .storage
             .wal
@@ -98,7 +122,7 @@ pub fn recover(
             ),
         }
     }
-    (recovered, group_entries)
+    (recovered, group_entries, released_end)
 }
 
 /// The group-log entries of this shard that are in object storage, oldest first; on the

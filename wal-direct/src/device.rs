@@ -1,15 +1,18 @@
-//! Opening the WAL target: a regular file (created and preallocated) or a raw
-//! block device, always with O_DIRECT, refusing clearly what cannot work.
+//! The WAL target: opening a regular file (created and preallocated) or a raw
+//! block device, always with O_DIRECT, refusing clearly what cannot work; and
+//! [`Device`], the one seam every WAL read, write and sync goes through.
 //!
-//! These are one-off syscalls made while opening (stat, open, fallocate,
-//! ioctl); the hot path never comes here.
+//! The opening syscalls are one-off (stat, open, fallocate, ioctl); the hot
+//! path never comes here.
 
 use std::ffi::CString;
+use std::ops::Deref;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+use std::rc::Rc;
 
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use crate::format::{BLOCK_SIZE, RING_OFFSET};
 use crate::{Durability, WalError};
@@ -18,6 +21,90 @@ use crate::{Durability, WalError};
 const BLKSSZGET: libc::c_ulong = 0x1268;
 /// `_IOR(0x12, 114, size_t)`: size of a block device in bytes.
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+
+/// Where the WAL's bytes live. An enum, not a trait object: the broker's build
+/// has the one `File` variant (the `sim` feature, on only in the simulator's
+/// test build, adds the in-memory disk), so every call is a direct call on the
+/// `DmaFile` with no vtable and no copy.
+#[derive(Clone)]
+pub(crate) enum Device {
+    File(Rc<DmaFile>),
+    #[cfg(feature = "sim")]
+    Sim(crate::sim::SimDisk),
+}
+
+/// Bytes read from a [`Device`].
+pub(crate) enum DeviceRead {
+    File(ReadResult),
+    #[cfg(feature = "sim")]
+    Sim(bytes::Bytes),
+}
+
+impl Deref for DeviceRead {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            DeviceRead::File(read) => read,
+            #[cfg(feature = "sim")]
+            DeviceRead::Sim(bytes) => bytes,
+        }
+    }
+}
+
+impl Device {
+    /// A buffer for [`Device::write_at`] (registered with io_uring when it has room).
+    pub(crate) fn alloc_dma_buffer(&self, size: usize) -> DmaBuffer {
+        match self {
+            Device::File(file) => file.alloc_dma_buffer(size),
+            #[cfg(feature = "sim")]
+            Device::Sim(_) => glommio::allocate_dma_buffer(size),
+        }
+    }
+
+    /// Writes `buf` at byte `position`; returns the bytes written.
+    pub(crate) async fn write_at(&self, buf: DmaBuffer, position: u64) -> std::io::Result<usize> {
+        match self {
+            Device::File(file) => Ok(file.write_at(buf, position).await?),
+            #[cfg(feature = "sim")]
+            Device::Sim(disk) => disk.write_at(buf.as_bytes(), position).await,
+        }
+    }
+
+    /// Reads `len` bytes at `position` (both block-aligned); fewer at the end of the device.
+    pub(crate) async fn read_at_aligned(
+        &self,
+        position: u64,
+        len: usize,
+    ) -> std::io::Result<DeviceRead> {
+        match self {
+            Device::File(file) => Ok(DeviceRead::File(file.read_at_aligned(position, len).await?)),
+            #[cfg(feature = "sim")]
+            Device::Sim(disk) => Ok(DeviceRead::Sim(disk.read_at(position, len).await?)),
+        }
+    }
+
+    pub(crate) async fn fdatasync(&self) -> std::io::Result<()> {
+        match self {
+            Device::File(file) => Ok(file.fdatasync().await?),
+            #[cfg(feature = "sim")]
+            Device::Sim(disk) => disk.fdatasync().await,
+        }
+    }
+
+    /// Closes the file once this is its last handle (a handle still held elsewhere, e.g.
+    /// by a recovery read, closes it when dropped).
+    pub(crate) async fn close(self) -> std::io::Result<()> {
+        match self {
+            Device::File(file) => match Rc::try_unwrap(file) {
+                Ok(file) => Ok(file.close().await?),
+                Err(_) => Ok(()),
+            },
+            #[cfg(feature = "sim")]
+            Device::Sim(_) => Ok(()),
+        }
+    }
+}
 
 /// What `open_target` found.
 pub(crate) struct Target {

@@ -18,6 +18,8 @@ mod device;
 pub mod format;
 mod notify;
 mod recovery;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -27,7 +29,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use glommio::io::{DmaBuffer, DmaFile};
+use glommio::io::DmaBuffer;
+
+use crate::device::Device;
 
 use crate::format::{
     BLOCK_SIZE, HEADER_SLOTS, Header, RECORD_HEADER_SIZE, RECORD_KIND_DATA, RECORD_KIND_PADDING,
@@ -246,18 +250,48 @@ impl Wal {
         mut on_record: impl FnMut(RecoveredRecord),
     ) -> Result<Wal, WalError> {
         validate(&config)?;
+        let target =
+            device::open_target(&config.path, config.capacity_bytes, config.durability).await?;
+        let device = Device::File(Rc::new(target.file));
+        Wal::open_device(device, target.created, config, &mut on_record).await
+    }
+
+    /// [`Wal::open`] over a simulated in-memory disk (see [`sim`]); `config.path` only
+    /// names it in errors. The disk models fdatasync durability (the default) only.
+    #[cfg(feature = "sim")]
+    pub async fn open_simulated(
+        disk: sim::SimDisk,
+        config: WalConfig,
+    ) -> Result<(Wal, Vec<RecoveredRecord>), WalError> {
+        validate(&config)?;
+        if config.durability != Durability::Fdatasync {
+            return Err(WalError::InvalidConfig(
+                "the simulated disk models fdatasync durability only".into(),
+            ));
+        }
+        let mut records = Vec::new();
+        let mut collect = |record: RecoveredRecord| records.push(record);
+        let wal = Wal::open_device(Device::Sim(disk), false, config, &mut collect).await?;
+        Ok((wal, records))
+    }
+
+    /// Claims and recovers an opened device (`created`: by this open, so blank).
+    async fn open_device(
+        device: Device,
+        created: bool,
+        config: WalConfig,
+        on_record: &mut dyn FnMut(RecoveredRecord),
+    ) -> Result<Wal, WalError> {
         let path = config.path.clone();
-        let target = device::open_target(&path, config.capacity_bytes, config.durability).await?;
-        let file = Rc::new(target.file);
         let io = DiskIo {
-            file: file.clone(),
+            device: device.clone(),
             path: path.clone(),
             durability: config.durability,
         };
 
         let previous = match io.read_header().await? {
             Some(header) => header,
-            None if target.created || io.headers_blank().await? => {
+            None if created || io.headers_blank().await? => {
                 if config.preformat {
                     io.zero_ring(config.capacity_bytes).await?;
                 }
@@ -292,11 +326,11 @@ impl Wal {
         io.write_header(&header).await?;
 
         let scan = recovery::scan(
-            &file,
+            &device,
             &path,
             config.capacity_bytes,
             header.trim_position,
-            &mut on_record,
+            on_record,
         )
         .await?;
         if scan.generation_max >= header.generation {
@@ -312,7 +346,7 @@ impl Wal {
         let open_batch = if scan.tail_block_prefix.is_empty() {
             None
         } else {
-            let mut buf = file.alloc_dma_buffer(config.group_commit_bytes_max as usize);
+            let mut buf = device.alloc_dma_buffer(config.group_commit_bytes_max as usize);
             buf.as_bytes_mut()[..scan.tail_block_prefix.len()]
                 .copy_from_slice(&scan.tail_block_prefix);
             Some(Batch {
@@ -537,15 +571,13 @@ impl Wal {
             notified.await;
         }
         inner.io.fdatasync().await?;
-        let file = inner.io.file.clone();
+        let device = inner.io.device.clone();
         let path = inner.io.path.clone();
         drop(inner);
-        if let Ok(file) = Rc::try_unwrap(file) {
-            file.close()
-                .await
-                .map_err(|e| WalError::io("close", &path, e.into()))?;
-        }
-        Ok(())
+        device
+            .close()
+            .await
+            .map_err(|e| WalError::io("close", &path, e))
     }
 
     pub fn stats(&self) -> WalStats {
@@ -687,7 +719,7 @@ impl Inner {
                 }
                 // Only the recovered tail-block prefix: grow the buffer.
                 let size = padded_len(batch.len + record_bytes).max(self.group_commit_bytes_max);
-                let mut buf = self.io.file.alloc_dma_buffer(size as usize);
+                let mut buf = self.io.device.alloc_dma_buffer(size as usize);
                 let prefix = batch.len as usize;
                 buf.as_bytes_mut()[..prefix].copy_from_slice(&batch.buf.as_bytes()[..prefix]);
                 batch.buf = buf;
@@ -702,7 +734,7 @@ impl Inner {
                 let size = padded.max(self.group_commit_bytes_max);
                 state.open_batch = Some(Batch {
                     start: state.append_position,
-                    buf: self.io.file.alloc_dma_buffer(size as usize),
+                    buf: self.io.device.alloc_dma_buffer(size as usize),
                     len: 0,
                     records: 0,
                 });
@@ -799,7 +831,7 @@ impl Inner {
         if first_len < batch.len {
             // The write crosses the end of the ring: the rest goes to its start.
             let rest_len = (batch.len - first_len) as usize;
-            let mut rest = self.io.file.alloc_dma_buffer(rest_len);
+            let mut rest = self.io.device.alloc_dma_buffer(rest_len);
             rest.as_bytes_mut()
                 .copy_from_slice(&buf.as_bytes()[first_len as usize..]);
             buf.trim_to_size(first_len as usize);
@@ -939,7 +971,7 @@ async fn write_batch(inner: Rc<Inner>, batch: Batch) {
 
 /// The raw I/O: header copies, data writes, syncs.
 struct DiskIo {
-    file: Rc<DmaFile>,
+    device: Device,
     path: PathBuf,
     durability: Durability,
 }
@@ -948,10 +980,10 @@ impl DiskIo {
     async fn write(&self, buf: DmaBuffer, position: u64) -> Result<(), WalError> {
         let len = buf.len();
         let written = self
-            .file
+            .device
             .write_at(buf, position)
             .await
-            .map_err(|e| WalError::io("write", &self.path, e.into()))?;
+            .map_err(|e| WalError::io("write", &self.path, e))?;
         if written != len {
             let error = std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
@@ -963,18 +995,18 @@ impl DiskIo {
     }
 
     async fn fdatasync(&self) -> Result<(), WalError> {
-        self.file
+        self.device
             .fdatasync()
             .await
-            .map_err(|e| WalError::io("fdatasync", &self.path, e.into()))
+            .map_err(|e| WalError::io("fdatasync", &self.path, e))
     }
 
-    async fn read_header_blocks(&self) -> Result<glommio::io::ReadResult, WalError> {
+    async fn read_header_blocks(&self) -> Result<device::DeviceRead, WalError> {
         let blocks = self
-            .file
+            .device
             .read_at_aligned(0, RING_OFFSET as usize)
             .await
-            .map_err(|e| WalError::io("read header", &self.path, e.into()))?;
+            .map_err(|e| WalError::io("read header", &self.path, e))?;
         if (blocks.len() as u64) < RING_OFFSET {
             return Err(WalError::DeviceTooSmall {
                 path: self.path.clone(),
@@ -1013,7 +1045,7 @@ impl DiskIo {
 
     /// Writes one header copy (to the slot its sequence selects) durably.
     async fn write_header(&self, header: &Header) -> Result<(), WalError> {
-        let mut buf = self.file.alloc_dma_buffer(BLOCK_SIZE as usize);
+        let mut buf = self.device.alloc_dma_buffer(BLOCK_SIZE as usize);
         header.encode(buf.as_bytes_mut());
         debug_assert_eq!(Header::decode(buf.as_bytes()), Some(*header));
         self.write(buf, header.slot() * BLOCK_SIZE).await?;
@@ -1045,7 +1077,7 @@ impl DiskIo {
         let mut position = 0;
         while position < capacity_bytes {
             let len = PREFORMAT_WRITE_BYTES.min(capacity_bytes - position);
-            let mut buf = self.file.alloc_dma_buffer(len as usize);
+            let mut buf = self.device.alloc_dma_buffer(len as usize);
             buf.as_bytes_mut().fill(0);
             self.write(buf, RING_OFFSET + position).await?;
             position += len;

@@ -3,12 +3,11 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::{DmaFile, ReadResult};
 use glommio::task::JoinHandle;
 
+use crate::device::{Device, DeviceRead};
 use crate::format::{
     BLOCK_SIZE, RECORD_HEADER_SIZE, RECORD_KIND_PADDING, RING_OFFSET, RecordHeader, align_down,
 };
@@ -32,14 +31,14 @@ pub(crate) struct Scan {
 /// position and a generation never older than the record before them (an
 /// older one was left behind by an earlier session, past a torn write).
 pub(crate) async fn scan(
-    file: &Rc<DmaFile>,
+    device: &Device,
     path: &Path,
     capacity_bytes: u64,
     trim: u64,
     on_record: &mut dyn FnMut(RecoveredRecord),
 ) -> Result<Scan, WalError> {
     let limit = align_down(trim) + capacity_bytes;
-    let mut window = Window::new(file.clone(), capacity_bytes, align_down(trim), limit);
+    let mut window = Window::new(device.clone(), capacity_bytes, align_down(trim), limit);
     let mut cursor = trim;
     let mut generation_min = 0u32;
     loop {
@@ -101,7 +100,7 @@ pub(crate) async fn scan(
 /// filled by aligned O_DIRECT reads, several ahead. Payloads are returned as
 /// zero-copy slices of the chunks when they lie within one.
 struct Window {
-    file: Rc<DmaFile>,
+    device: Device,
     capacity_bytes: u64,
     /// Contiguous chunks: (logical start, bytes).
     chunks: VecDeque<(u64, Bytes)>,
@@ -110,13 +109,13 @@ struct Window {
     /// Next logical position to read.
     read_next: u64,
     limit: u64,
-    prefetch: VecDeque<JoinHandle<std::io::Result<ReadResult>>>,
+    prefetch: VecDeque<JoinHandle<std::io::Result<DeviceRead>>>,
 }
 
 impl Window {
-    fn new(file: Rc<DmaFile>, capacity_bytes: u64, start: u64, limit: u64) -> Window {
+    fn new(device: Device, capacity_bytes: u64, start: u64, limit: u64) -> Window {
         let mut window = Window {
-            file,
+            device,
             capacity_bytes,
             chunks: VecDeque::new(),
             end: start,
@@ -204,12 +203,12 @@ impl Window {
         let len = RECOVERY_READ_BYTES
             .min(self.limit - self.read_next)
             .min(self.capacity_bytes - ring_offset);
-        let file = self.file.clone();
+        let device = self.device.clone();
         let position = RING_OFFSET + ring_offset;
         self.read_next += len;
         self.prefetch.push_back(
             glommio::spawn_local(async move {
-                let chunk = file.read_at_aligned(position, len as usize).await?;
+                let chunk = device.read_at_aligned(position, len as usize).await?;
                 if chunk.len() as u64 != len {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,

@@ -45,9 +45,9 @@ pub async fn run_maintenance(
 
 /// One pass over the registry: compaction steps until none is left (or one fails), then
 /// retention marks the objects nothing can read any more, then garbage collection deletes
-/// those marked at least the deletion grace before `now`. Failures are logged and left to
-/// the next pass.
-async fn maintain(
+/// those marked at least the deletion grace before `now` (ms since the epoch; a parameter so
+/// that the simulator's clock can drive it). Failures are logged and left to the next pass.
+pub async fn maintain(
     compactor: &Compactor,
     behind: &AtomicBool,
     controller: &ControllerHandle,

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use sluice_objstore::{AppendedRecord, UploadError, Uploader};
+use sluice_objstore::{AppendedRecord, SealedUpload, UploadError, UploadReport, Uploader};
 use sluice_wal::WalPosition;
 
 use super::ObjectTier;
@@ -37,17 +37,8 @@ pub async fn run_uploads(
     // background while the WAL has room for it to fall behind.
     let store = tier.store.background(wal.uploads_behind());
     loop {
-        feed(tier, wal);
         let now = Instant::now();
-        let sealed = {
-            let mut uploader = tier.uploader.borrow_mut();
-            if uploader.should_seal(now) {
-                uploader.seal()
-            } else {
-                None
-            }
-        };
-        let Some(mut sealed) = sealed else {
+        let Some(mut sealed) = due_upload(tier, wal, now) else {
             let deadline = tier.uploader.borrow().next_deadline();
             let timer = async {
                 match deadline {
@@ -73,31 +64,56 @@ pub async fn run_uploads(
                 }
             }
         };
-        tier.uploader.borrow_mut().completed();
-        // Before any await: the image shows the objects now, and nothing may count their
-        // bytes as still only in the log cache.
-        for object in &report.objects {
-            for range in &object.ranges {
-                listener.uploaded(range.stream_id, range.end_offset);
-            }
-        }
-        if let Err(error) = wal.trim(WalPosition(report.wal_end_position)).await {
-            tracing::error!(shard = shard_id, %error, "WAL trim failed");
-        }
-        tracing::debug!(
-            shard = shard_id,
-            bytes = report.bytes,
-            objects = report.objects.len(),
-            put_retries = report.put_retries,
-            "upload committed"
-        );
-        listener.committed();
+        upload_committed(shard_id, tier, wal, listener, &report).await;
     }
 }
 
+/// Hands the durable records queued in `wal` to the uploader and seals an upload if one is
+/// due at `now` (by size or by the age of its oldest record). The caller runs it until it is
+/// committed (a failed run keeps its objects' ids, so it is retried, never dropped), then
+/// calls [`upload_committed`]. `now` is a parameter so that the simulator's clock can drive it.
+pub fn due_upload(tier: &ObjectTier, wal: &ShardWal, now: Instant) -> Option<SealedUpload> {
+    feed(tier, wal, now);
+    let mut uploader = tier.uploader.borrow_mut();
+    if uploader.should_seal(now) {
+        uploader.seal()
+    } else {
+        None
+    }
+}
+
+/// After an upload's commit: tells `listener` which offsets are in objects, trims the WAL up
+/// to the upload, and lets the log cache evict what was uploaded.
+pub async fn upload_committed(
+    shard_id: usize,
+    tier: &ObjectTier,
+    wal: &ShardWal,
+    listener: &impl UploadListener,
+    report: &UploadReport,
+) {
+    tier.uploader.borrow_mut().completed();
+    // Before any await: the image shows the objects now, and nothing may count their
+    // bytes as still only in the log cache.
+    for object in &report.objects {
+        for range in &object.ranges {
+            listener.uploaded(range.stream_id, range.end_offset);
+        }
+    }
+    if let Err(error) = wal.trim(WalPosition(report.wal_end_position)).await {
+        tracing::error!(shard = shard_id, %error, "WAL trim failed");
+    }
+    tracing::debug!(
+        shard = shard_id,
+        bytes = report.bytes,
+        objects = report.objects.len(),
+        put_retries = report.put_retries,
+        "upload committed"
+    );
+    listener.committed();
+}
+
 /// Hands the durable queued records to the uploader until it is full.
-fn feed(tier: &ObjectTier, wal: &ShardWal) {
-    let now = Instant::now();
+fn feed(tier: &ObjectTier, wal: &ShardWal, now: Instant) {
     let mut uploader = tier.uploader.borrow_mut();
     while let Some(result) = wal.take_durable(|record| offer(&mut uploader, record, now)) {
         if result.is_err() {
