@@ -76,3 +76,23 @@ impl ObjectStoreError {
         }
     }
 }
+
+/// The bytes of an object of `size` that a get of `range` (None: all) reads: the end clamped to
+/// the size; a start at or beyond the size of a non-empty range is `InvalidRange`, as S3 answers.
+pub(crate) fn object_range(
+    key: &str,
+    range: Option<std::ops::Range<u64>>,
+    size: u64,
+) -> Result<std::ops::Range<u64>, ObjectStoreError> {
+    let std::ops::Range { start, end } = range.unwrap_or(0..size);
+    if start >= size && start < end {
+        return Err(ObjectStoreError::InvalidRange {
+            key: key.to_string(),
+            start,
+            end,
+            size,
+        });
+    }
+    let end = end.min(size);
+    Ok(start.min(end)..end)
+}

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::error::ObjectStoreError;
+use crate::error::{ObjectStoreError, object_range};
 use crate::limits::{LIST_KEYS_MAX, LOCAL_WRITE_CHUNK_BYTES};
 use crate::spare_buffer::{SPARE_BUFFER_ALIGN, SpareBuffer};
 use crate::store::{BoxFuture, ObjectBackend, ObjectMeta, Result};
@@ -177,16 +177,7 @@ impl LocalInner {
         let err = |e| ObjectStoreError::io("get", key, e);
         let (mut file, direct) = open_for_reading(&self.root.join(key)).map_err(err)?;
         let size = file.metadata().map_err(err)?.len();
-        let Range { start, end } = range.unwrap_or(0..size);
-        if start >= size && start < end {
-            return Err(ObjectStoreError::InvalidRange {
-                key: key.to_string(),
-                start,
-                end,
-                size,
-            });
-        }
-        let end = end.min(size);
+        let Range { start, end } = object_range(key, range, size)?;
         let len = usize::try_from(end.saturating_sub(start)).map_err(|_| {
             ObjectStoreError::InvalidRange {
                 key: key.to_string(),

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::ObjectStoreError;
+use crate::error::{ObjectStoreError, object_range};
 use crate::store::{BoxFuture, ObjectBackend, ObjectMeta, Result};
 
 /// How a [`MemoryBackend`] misbehaves. Probabilities are in parts per million of requests.
@@ -230,18 +230,8 @@ impl ObjectBackend for MemoryBackend {
                 .ok_or_else(|| ObjectStoreError::NotFound {
                     key: key.to_string(),
                 })?;
-            let size = object.len() as u64;
-            let Range { start, end } = range.unwrap_or(0..size);
-            if start >= size && start < end {
-                return Err(ObjectStoreError::InvalidRange {
-                    key: key.to_string(),
-                    start,
-                    end,
-                    size,
-                });
-            }
-            let end = end.min(size);
-            Ok(object.slice(start.min(end) as usize..end as usize))
+            let Range { start, end } = object_range(key, range, object.len() as u64)?;
+            Ok(object.slice(start as usize..end as usize))
         })
     }
 

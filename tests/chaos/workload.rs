@@ -278,17 +278,7 @@ fn produce(bootstrap: &str, workload: &Workload, seed: u64, history: &Arc<Histor
     let mut id: RecordId = 0;
     while started.elapsed() < workload.duration && id < RECORDS_MAX {
         for _ in 0..per_tick {
-            let key_number = rng.below(workload.keys);
-            let key = format!("k{key_number}");
-            let partition = (key_number % workload.partitions as u64) as i32;
-            let payload = value(id, &key, workload.value_bytes);
-            history.record(Event::Send {
-                id,
-                key: key.clone(),
-                partition,
-                txn: None,
-            });
-            send(&producer, workload, history, id, &key, partition, &payload);
+            send_drawn(&producer, workload, history, &mut rng, id, "k", None);
             id += 1;
         }
         // Pacing, not waiting for a condition: the workload's rate.
@@ -385,18 +375,8 @@ fn transact(bootstrap: &str, workload: &Workload, seed: u64, history: &Arc<Histo
         } else {
             txn += 1;
             for _ in 0..1 + rng.below(TXN_RECORDS_MAX) {
-                let key_number = rng.below(workload.keys);
                 // Keys of their own: per-key order holds within one producer only.
-                let key = format!("t{key_number}");
-                let partition = (key_number % workload.partitions as u64) as i32;
-                let payload = value(id, &key, workload.value_bytes);
-                history.record(Event::Send {
-                    id,
-                    key: key.clone(),
-                    partition,
-                    txn: Some(txn),
-                });
-                send(&producer, workload, history, id, &key, partition, &payload);
+                send_drawn(&producer, workload, history, &mut rng, id, "t", Some(txn));
                 id += 1;
             }
             let abort = rng.chance(TXN_ABORT_PERCENT);
@@ -459,6 +439,30 @@ fn transact(bootstrap: &str, workload: &Workload, seed: u64, history: &Arc<Histo
         sent: id - TXN_IDS_START,
         notes,
     }
+}
+
+/// Sends record `id` under a key drawn from the workload's (`key_prefix` and a number), to its
+/// key's partition, recording the send first.
+fn send_drawn(
+    producer: &ThreadedProducer<Recording>,
+    workload: &Workload,
+    history: &History,
+    rng: &mut Rng,
+    id: RecordId,
+    key_prefix: &str,
+    txn: Option<TxnId>,
+) {
+    let key_number = rng.below(workload.keys);
+    let key = format!("{key_prefix}{key_number}");
+    let partition = (key_number % workload.partitions as u64) as i32;
+    let payload = value(id, &key, workload.value_bytes);
+    history.record(Event::Send {
+        id,
+        key: key.clone(),
+        partition,
+        txn,
+    });
+    send(producer, workload, history, id, &key, partition, &payload);
 }
 
 fn send(
