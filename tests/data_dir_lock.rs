@@ -15,8 +15,6 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::BrokerProcess;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -86,23 +84,6 @@ fn start_expecting_exit(data_dir: &Path, args: &[&str]) -> Exited {
         stdout,
         stderr,
         ran: start.elapsed(),
-    }
-}
-
-fn admin(broker: &BrokerProcess) -> AdminClient<DefaultClientContext> {
-    broker.client_config().create().expect("admin client")
-}
-
-async fn create_topic(broker: &BrokerProcess, name: &str, partitions: i32) {
-    let results = admin(broker)
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-        )
-        .await
-        .expect("CreateTopics answered");
-    for result in results {
-        result.unwrap_or_else(|(topic, code)| panic!("creating {topic} failed: {code:?}"));
     }
 }
 
@@ -232,7 +213,7 @@ async fn a_second_broker_on_a_busy_data_dir_exits_naming_the_holder() {
         record.contains(&format!("pid={}\n", first.pid())),
         "{record}"
     );
-    create_topic(&first, "busy", 1).await;
+    first.create_topic("busy", 1).await;
 
     let second = start_expecting_exit(dir.path(), &["--lock-wait-ms", "300"]);
     assert!(!second.status.success(), "{:?}", second.status);
@@ -390,7 +371,7 @@ async fn kill9_and_restart_on_the_same_ports_keeps_every_acked_record() {
     let started = Instant::now();
     for round in 0..rounds {
         let topic = format!("crash-{round}");
-        create_topic(&broker, &topic, CRASH_PARTITIONS).await;
+        broker.create_topic(&topic, CRASH_PARTITIONS).await;
         let acked = produce_acked(&broker, &topic, CRASH_PARTITIONS, CRASH_RECORDS).await;
         let (kafka, admin) = (broker.bootstrap.clone(), broker.admin.clone());
         let reap_first = round % 2 == 1;

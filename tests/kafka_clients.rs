@@ -7,31 +7,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::BrokerProcess;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::AdminOptions;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn admin(broker: &BrokerProcess) -> AdminClient<DefaultClientContext> {
-    broker.client_config().create().expect("admin client")
-}
-
-async fn create_topic(broker: &BrokerProcess, name: &str, partitions: i32) {
-    let results = admin(broker)
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-        )
-        .await
-        .expect("CreateTopics answered");
-    for result in results {
-        result.unwrap_or_else(|(topic, code)| panic!("creating {topic} failed: {code:?}"));
-    }
-}
 
 fn producer(broker: &BrokerProcess, extra: &[(&str, &str)]) -> FutureProducer {
     let mut config = broker.client_config();
@@ -109,11 +91,12 @@ fn value_of(i: usize) -> Option<Vec<u8>> {
 async fn topics_round_trip_with_every_codec_keys_headers_and_null_values() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
-    create_topic(&broker, "one", 1).await;
-    create_topic(&broker, "three", 3).await;
-    create_topic(&broker, "wide", 512).await;
+    broker.create_topic("one", 1).await;
+    broker.create_topic("three", 3).await;
+    broker.create_topic("wide", 512).await;
 
-    let metadata = admin(&broker)
+    let metadata = broker
+        .admin()
         .inner()
         .fetch_metadata(None, TIMEOUT)
         .expect("metadata");
@@ -218,7 +201,7 @@ async fn topics_round_trip_with_every_codec_keys_headers_and_null_values() {
 async fn idempotent_producer_writes_each_record_once() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
-    create_topic(&broker, "idem", 2).await;
+    broker.create_topic("idem", 2).await;
     let producer = producer(
         &broker,
         &[
@@ -266,7 +249,7 @@ async fn idempotent_producer_writes_each_record_once() {
 async fn list_offsets_by_time_finds_the_first_later_record() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
-    create_topic(&broker, "times", 1).await;
+    broker.create_topic("times", 1).await;
     let producer = producer(&broker, &[("linger.ms", "0")]);
     let base = 1_700_000_000_000i64;
     for i in 0..100i64 {
@@ -314,7 +297,7 @@ async fn list_offsets_by_time_finds_the_first_later_record() {
 async fn deleted_topics_disappear_and_can_be_created_again() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
-    create_topic(&broker, "doomed", 2).await;
+    broker.create_topic("doomed", 2).await;
     let producer = producer(&broker, &[]);
     producer
         .send(
@@ -325,15 +308,16 @@ async fn deleted_topics_disappear_and_can_be_created_again() {
         )
         .await
         .expect("acked");
-    let results = admin(&broker)
+    let results = broker
+        .admin()
         .delete_topics(&["doomed"], &AdminOptions::new())
         .await
         .expect("DeleteTopics answered");
     assert!(results[0].is_ok(), "{results:?}");
-    let client = admin(&broker);
+    let client = broker.admin();
     let metadata = client.inner().fetch_metadata(None, TIMEOUT).unwrap();
     assert!(metadata.topics().iter().all(|t| t.name() != "doomed"));
-    create_topic(&broker, "doomed", 1).await;
+    broker.create_topic("doomed", 1).await;
     let (_, high) = producer
         .client()
         .fetch_watermarks("doomed", 0, TIMEOUT)
@@ -345,7 +329,7 @@ async fn deleted_topics_disappear_and_can_be_created_again() {
 async fn kill9_mid_stream_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
-    create_topic(&broker, "durable", 2).await;
+    broker.create_topic("durable", 2).await;
     let producer = producer(
         &broker,
         &[("linger.ms", "1"), ("message.timeout.ms", "5000")],
@@ -413,7 +397,7 @@ async fn kill9_mid_stream_loses_no_acknowledged_record() {
 async fn two_shards_share_the_partitions_and_serve_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = BrokerProcess::start(dir.path(), &["--shards", "2"]);
-    create_topic(&broker, "spread", 8).await;
+    broker.create_topic("spread", 8).await;
     let producer = producer(&broker, &[]);
     let mut deliveries = Vec::new();
     for i in 0..4_000 {
@@ -467,8 +451,8 @@ async fn configs_partitions_and_delete_records_through_the_admin_client() {
     use rdkafka::admin::{AlterConfig, NewPartitions, ResourceSpecifier};
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "2"]);
-    create_topic(&broker, "admin", 2).await;
-    let client = admin(&broker);
+    broker.create_topic("admin", 2).await;
+    let client = broker.admin();
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
 
     let described = client

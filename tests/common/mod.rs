@@ -216,7 +216,13 @@ impl BrokerProcess {
         self.kill9();
         self.finish_log();
         self.check_log();
-        let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        self.start_again(&self.extra_args)
+    }
+
+    /// A new broker on this one's data dir and environment with `args`, allowed the same log
+    /// lines.
+    fn start_again(&self, args: &[String]) -> BrokerProcess {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let envs: Vec<(&str, &str)> = self
             .envs
             .iter()
@@ -286,14 +292,7 @@ impl BrokerProcess {
             args = without_flag(&args, "--admin-listen");
             args.extend(["--admin-listen".to_string(), admin.clone()]);
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let envs: Vec<(&str, &str)> = self
-            .envs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let next = BrokerProcess::start_with_env(&self.data_dir, &args, &envs);
-        *next.allowed_log.lock().unwrap() = self.allowed_log.lock().unwrap().clone();
+        let next = self.start_again(&args);
         self.kill9();
         self.finish_log();
         self.check_log();
@@ -353,6 +352,27 @@ impl BrokerProcess {
     }
 
     /// A client config pointing at this broker.
+    /// An admin client of this broker.
+    pub fn admin(&self) -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
+        self.client_config().create().expect("admin client")
+    }
+
+    /// Creates topic `name` with `partitions` partitions; panics on any error (test set-up).
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+        let results = self
+            .admin()
+            .create_topics(
+                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(60))),
+            )
+            .await
+            .expect("CreateTopics answered");
+        for result in results {
+            result.unwrap_or_else(|(topic, code)| panic!("creating {topic} failed: {code:?}"));
+        }
+    }
+
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
