@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::BrokerProcess;
-use common::raw::RawClient;
+use common::raw::{RawClient, producer_batch as batch};
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
 };
@@ -32,10 +32,7 @@ use sluice_net::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
 use sluice_net::messages::list_transactions_request::ListTransactionsRequest;
-use sluice_net::messages::produce_request::{
-    PartitionProduceData, ProduceRequest, TopicProduceData,
-};
-use sluice_net::record_batch::{Compression, RecordBatchBuilder};
+use sluice_net::record_batch::RecordBatchBuilder;
 use sluice_net::{ApiKey, ErrorCode, Request, Response};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -570,33 +567,7 @@ fn end_txn(
 }
 
 fn produce(client: &mut RawClient, transactional_id: Option<&str>, batch: Bytes) -> (i16, i64) {
-    let Response::Produce(answer) = client.call(
-        9,
-        Request::Produce(ProduceRequest {
-            transactional_id: transactional_id.map(str::to_string),
-            acks: -1,
-            timeout_ms: 10_000,
-            topic_data: vec![TopicProduceData {
-                name: "raw".into(),
-                partition_data: vec![PartitionProduceData {
-                    index: 0,
-                    records: Some(batch),
-                }],
-            }],
-        }),
-    ) else {
-        panic!("a Produce response");
-    };
-    let partition = &answer.responses[0].partition_responses[0];
-    (partition.error_code, partition.base_offset)
-}
-
-fn batch(producer: (i64, i16), sequence: i32, transactional: bool, value: &str) -> Bytes {
-    let mut builder = RecordBatchBuilder::new(Compression::None)
-        .producer(producer.0, producer.1, sequence)
-        .transactional(transactional);
-    builder.append(0, None, Some(value.as_bytes()), &[]);
-    builder.build().unwrap()
+    client.produce("raw", 0, transactional_id, batch)
 }
 
 /// Fetch v11 of raw/0 from offset 0.

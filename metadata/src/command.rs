@@ -13,10 +13,11 @@ use crate::error::MetadataError;
 use crate::image::{MetadataImage, PartitionImage, Uuid16};
 use crate::limits::{
     CONFIG_CHANGES_MAX, OBJECT_ID_BLOCK_MAX, OBJECTS_PER_COMMAND_MAX, PARTITIONS_PER_TOPIC_MAX,
-    PARTITIONS_TOTAL_MAX, PRODUCER_ID_BLOCK_MAX, SHARDS_MAX, TOPIC_ID_ATTEMPTS_MAX,
-    TOPIC_NAME_BYTES_MAX,
+    PARTITIONS_TOTAL_MAX, PRODUCER_ID_BLOCK_MAX, SHARDS_MAX, STREAMS_PER_PRODUCER_STATES_MAX,
+    TOPIC_ID_ATTEMPTS_MAX, TOPIC_NAME_BYTES_MAX,
 };
 use crate::objects::{ObjectId, ObjectImage};
+use crate::producers::StreamProducers;
 
 /// A change to the metadata, as asked by an admin request or the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +93,12 @@ pub enum MetadataCommand {
     DeleteObjects {
         ids: Vec<ObjectId>,
     },
+    /// Records the producer state of streams as of the end of their data about to be committed
+    /// in objects (see `producers.rs`): each named producer's entry is replaced. Streams that
+    /// are gone are skipped.
+    RecordProducerStates {
+        streams: Vec<StreamProducers>,
+    },
 }
 
 /// What applying a command did.
@@ -128,6 +135,7 @@ pub enum CommandOutcome {
     ObjectsCompacted,
     ObjectsMarkedForDeletion,
     ObjectsDeleted,
+    ProducerStatesRecorded,
 }
 
 /// A command resolved against an image: every choice (topic id, placement,
@@ -186,6 +194,11 @@ pub enum MetadataRecord {
     },
     DeleteObjects {
         ids: Vec<ObjectId>,
+    },
+    // Appended after the object registry records, and no larger than them, for the same
+    // reason.
+    RecordProducerStates {
+        streams: Vec<StreamProducers>,
     },
 }
 
@@ -429,6 +442,21 @@ pub fn plan(
                 return Ok(Plan::Unchanged(CommandOutcome::ObjectsDeleted));
             }
             MetadataRecord::DeleteObjects { ids: pending }
+        }
+        MetadataCommand::RecordProducerStates { streams } => {
+            if streams.len() > STREAMS_PER_PRODUCER_STATES_MAX {
+                return Err(MetadataError::InvalidRequest(format!(
+                    "producer states of {} streams is over {STREAMS_PER_PRODUCER_STATES_MAX} (STREAMS_PER_PRODUCER_STATES_MAX)",
+                    streams.len()
+                )));
+            }
+            crate::producers::validate(streams).map_err(MetadataError::InvalidRequest)?;
+            if streams.iter().all(|s| s.producers.is_empty()) {
+                return Ok(Plan::Unchanged(CommandOutcome::ProducerStatesRecorded));
+            }
+            MetadataRecord::RecordProducerStates {
+                streams: streams.clone(),
+            }
         }
     };
     Ok(Plan::Record(record))

@@ -2,6 +2,7 @@
 //! application of a resolved `MetadataRecord` to it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::command::{CommandOutcome, MetadataRecord};
 use crate::configs::{self, BrokerConfig, TopicConfig};
@@ -10,6 +11,7 @@ use crate::limits::{PARTITIONS_PER_TOPIC_MAX, PARTITIONS_TOTAL_MAX, SHARDS_MAX};
 use crate::objects::{
     ObjectId, ObjectImage, ObjectTombstone, Registry, RegistryParts, StreamRange,
 };
+use crate::producers::{ProducerStates, StreamProducers};
 
 /// A topic id: 16 bytes of a random (version 4) UUID, never all zero.
 pub type Uuid16 = [u8; 16];
@@ -39,6 +41,9 @@ pub struct MetadataImage {
     streams: BTreeMap<u64, (Uuid16, u32)>,
     /// Objects in the object store and the per-stream index over them.
     registry: Registry,
+    /// Per stream, its producers as of the end of its data in objects (`producers.rs`);
+    /// each behind an `Arc` so that cloning the image per command copies none.
+    producer_states: BTreeMap<u64, Arc<ProducerStates>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -76,6 +81,7 @@ impl MetadataImage {
             topic_names_by_id: BTreeMap::new(),
             streams: BTreeMap::new(),
             registry: Registry::default(),
+            producer_states: BTreeMap::new(),
         }
     }
 
@@ -335,6 +341,7 @@ impl MetadataImage {
         next_producer_id: i64,
         next_stream_id: u64,
         objects: RegistryParts,
+        producer_states: Vec<StreamProducers>,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
@@ -353,6 +360,16 @@ impl MetadataImage {
             }
         }
         image.registry = objects.into_registry(&image.streams)?;
+        for stream in producer_states {
+            if !image.streams.contains_key(&stream.stream_id) {
+                return Err(format!(
+                    "producer states of stream {}, which no partition has",
+                    stream.stream_id
+                ));
+            }
+            let states = image.producer_states.entry(stream.stream_id).or_default();
+            crate::producers::merge(states, &stream.producers);
+        }
         image.check_invariants()?;
         Ok(image)
     }
@@ -404,6 +421,7 @@ impl MetadataImage {
                     self.streams.remove(stream_id);
                     // The objects keep the ranges until retention marks them.
                     self.registry.streams.remove(stream_id);
+                    self.producer_states.remove(stream_id);
                 }
                 Ok(CommandOutcome::TopicDeleted {
                     topic_id: *id,
@@ -570,7 +588,33 @@ impl MetadataImage {
                 }
                 Ok(CommandOutcome::ObjectsDeleted)
             }
+            MetadataRecord::RecordProducerStates { streams } => {
+                for stream in streams {
+                    if !self.streams.contains_key(&stream.stream_id) {
+                        continue; // deleted since the upload read its state
+                    }
+                    let states = self.producer_states.entry(stream.stream_id).or_default();
+                    crate::producers::merge(states, &stream.producers);
+                }
+                Ok(CommandOutcome::ProducerStatesRecorded)
+            }
         }
+    }
+
+    /// The producers of `stream_id` as of the end of its data in objects, by producer id.
+    pub fn producer_states(&self, stream_id: u64) -> Option<&ProducerStates> {
+        self.producer_states.get(&stream_id).map(|s| s.as_ref())
+    }
+
+    /// Every stream's producer states, for a snapshot.
+    pub(crate) fn producer_state_parts(&self) -> Vec<StreamProducers> {
+        self.producer_states
+            .iter()
+            .map(|(&stream_id, states)| StreamProducers {
+                stream_id,
+                producers: states.values().cloned().collect(),
+            })
+            .collect()
     }
 
     pub(crate) fn registry_parts(&self) -> RegistryParts {

@@ -16,6 +16,7 @@ mod image;
 pub mod limits;
 mod log;
 mod objects;
+mod producers;
 mod snapshot;
 mod store;
 
@@ -35,4 +36,5 @@ pub use objects::{
     FIRST_OBJECT_ID, INTERNAL_STREAM_ID_MIN, ObjectId, ObjectImage, ObjectKind, ObjectTombstone,
     StreamRange, is_internal_stream,
 };
+pub use producers::{ProducerBatch, ProducerSnapshot, ProducerStates, StreamProducers};
 pub use store::{MetadataStore, RecoveryReport, StoreOptions};

@@ -26,3 +26,10 @@ pub const TOPIC_ID_ATTEMPTS_MAX: u32 = 16;
 pub const OBJECT_ID_BLOCK_MAX: u32 = 1_000_000;
 /// Most objects one object registry command may name (added + removed).
 pub const OBJECTS_PER_COMMAND_MAX: usize = 10_000;
+/// Producers whose state one stream keeps (as a broker's partition does); the one with the
+/// oldest last offset is forgotten past this.
+pub const PRODUCERS_PER_STREAM_MAX: usize = 10_000;
+/// Batches remembered per producer for duplicate detection (Kafka's max.in.flight limit).
+pub const BATCHES_PER_PRODUCER_MAX: usize = 5;
+/// Most streams one RecordProducerStates may name.
+pub const STREAMS_PER_PRODUCER_STATES_MAX: usize = 100_000;

@@ -220,6 +220,31 @@ mod tests {
         assert!(scan(&flipped, true).is_err());
     }
 
+    /// Records written before `RecordProducerStates` existed (a CreateTopic, an
+    /// AllocateObjectIds and a CommitObjects, encoded by 1f875f4) still decode: new record
+    /// kinds are appended to the enum and are no larger than the old ones.
+    #[test]
+    fn records_of_an_older_version_still_decode() {
+        let bytes: Vec<u8> = (0..OLDER_RECORDS_HEX.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&OLDER_RECORDS_HEX[i..i + 2], 16).unwrap())
+            .collect();
+        let scan = scan(&bytes, false).unwrap();
+        let epochs: Vec<u64> = scan.entries.iter().map(|e| e.epoch).collect();
+        assert_eq!(epochs, vec![1, 2, 3]);
+        let MetadataRecord::CommitObjects { objects } = &scan.entries[2].record else {
+            panic!("not a CommitObjects: {:?}", scan.entries[2].record);
+        };
+        assert_eq!(objects[0].key, "sso/1");
+        assert_eq!(objects[0].ranges[0].end_offset, 10);
+        assert!(matches!(
+            &scan.entries[0].record,
+            MetadataRecord::CreateTopic { name, .. } if name == "t"
+        ));
+    }
+
+    const OLDER_RECORDS_HEX: &str = "b80000008fb6d97e726574656e74696f6e2e6d73000000008c000000f0ffffff000000000000000000000000000000000000000000000000000000000000000031303030ffffffff0000000000000000000000000000000000000000000000000000000000000000010000000000000000000000000000000100000000000000000000000000000001000000000000000000000074ffffffffffffff0707070707070707070707070707070768ffffff01000000bcffffff010000000000000038000000aee863b20200000000000000070000000000000001000000000000000100000000000000000000000000000000000000000000000000000000000000880000006618bb36010000000000000000000000000000000a0000000000000000000000000000006400000000000000010000000000000073736f2f31ffffff640000000000000000000000bcffffff0100000000000000030000000000000008000000ccffffff01000000000000000000000000000000000000000000000000000000000000000000000000000000";
+
     #[test]
     fn sealed_names() {
         assert_eq!(parse_sealed_name(&sealed_name(42)), Some(42));

@@ -2,9 +2,10 @@
 //! written through a temporary file, fsync and an atomic rename.
 //!
 //! File layout: `[magic 8][format_version u32][crc32c u32][payload_len u64][payload]`,
-//! little endian; the payload is the rkyv encoding of `SnapshotV2` (format
-//! version 2: V1 plus the object registry), checked with bytecheck on load,
-//! after the CRC. Version 1 files still load (with an empty registry).
+//! little endian; the payload is the rkyv encoding of `SnapshotV3` (format
+//! version 3: V2 plus the producer states; V2 was V1 plus the object
+//! registry), checked with bytecheck on load, after the CRC. Versions 1 and 2
+//! still load (with an empty registry, no producer states).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -18,9 +19,12 @@ use crate::error::MetadataError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::objects::RegistryParts;
+use crate::producers::StreamProducers;
 
 const MAGIC: &[u8; 8] = b"SLUICEMD";
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
+/// The format before the producer states; still read.
+const FORMAT_VERSION_V2: u32 = 2;
 /// The format before the object registry; still read.
 const FORMAT_VERSION_V1: u32 = 1;
 const HEADER_BYTES: usize = 24;
@@ -48,6 +52,18 @@ struct SnapshotV2 {
     objects: RegistryParts,
 }
 
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotV3 {
+    cluster_id: String,
+    epoch: u64,
+    next_producer_id: i64,
+    next_stream_id: u64,
+    broker_configs: BTreeMap<String, String>,
+    topics: Vec<TopicImage>,
+    objects: RegistryParts,
+    producer_states: Vec<StreamProducers>,
+}
+
 pub(crate) fn snapshot_name(epoch: u64) -> String {
     format!("{PREFIX}{epoch:020}{SUFFIX}")
 }
@@ -62,7 +78,7 @@ pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
 
 /// Writes the image's snapshot durably and returns its path.
 pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, MetadataError> {
-    let snapshot = SnapshotV2 {
+    let snapshot = SnapshotV3 {
         cluster_id: image.cluster_id.clone(),
         epoch: image.epoch,
         next_producer_id: image.next_producer_id,
@@ -70,6 +86,7 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
         broker_configs: image.broker_configs.clone(),
         topics: image.topics.values().cloned().collect(),
         objects: image.registry_parts(),
+        producer_states: image.producer_state_parts(),
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
         .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
@@ -145,9 +162,9 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
         return Err("not a Sluice metadata snapshot".to_string());
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION && version != FORMAT_VERSION_V1 {
+    if ![FORMAT_VERSION_V1, FORMAT_VERSION_V2, FORMAT_VERSION].contains(&version) {
         return Err(format!(
-            "snapshot format version {version}, expected {FORMAT_VERSION_V1} or {FORMAT_VERSION}"
+            "snapshot format version {version}, expected {FORMAT_VERSION_V1} to {FORMAT_VERSION}"
         ));
     }
     let crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
@@ -164,21 +181,35 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
     }
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
-    let snapshot = if version == FORMAT_VERSION_V1 {
-        let v1 = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned)
-            .map_err(|e| format!("invalid snapshot payload: {e}"))?;
-        SnapshotV2 {
-            cluster_id: v1.cluster_id,
-            epoch: v1.epoch,
-            next_producer_id: v1.next_producer_id,
-            next_stream_id: v1.next_stream_id,
-            broker_configs: v1.broker_configs,
-            topics: v1.topics,
-            objects: RegistryParts::empty(),
+    let invalid = |e: rancor::Error| format!("invalid snapshot payload: {e}");
+    let snapshot = match version {
+        FORMAT_VERSION_V1 => {
+            let v1 = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(invalid)?;
+            SnapshotV3 {
+                cluster_id: v1.cluster_id,
+                epoch: v1.epoch,
+                next_producer_id: v1.next_producer_id,
+                next_stream_id: v1.next_stream_id,
+                broker_configs: v1.broker_configs,
+                topics: v1.topics,
+                objects: RegistryParts::empty(),
+                producer_states: Vec::new(),
+            }
         }
-    } else {
-        rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned)
-            .map_err(|e| format!("invalid snapshot payload: {e}"))?
+        FORMAT_VERSION_V2 => {
+            let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned).map_err(invalid)?;
+            SnapshotV3 {
+                cluster_id: v2.cluster_id,
+                epoch: v2.epoch,
+                next_producer_id: v2.next_producer_id,
+                next_stream_id: v2.next_stream_id,
+                broker_configs: v2.broker_configs,
+                topics: v2.topics,
+                objects: v2.objects,
+                producer_states: Vec::new(),
+            }
+        }
+        _ => rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(invalid)?,
     };
     if snapshot.epoch != epoch {
         return Err(format!(
@@ -195,6 +226,7 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
         snapshot.next_producer_id,
         snapshot.next_stream_id,
         snapshot.objects,
+        snapshot.producer_states,
     )
 }
 
@@ -219,5 +251,23 @@ mod tests {
         assert_eq!(image.next_producer_id, 5);
         assert_eq!(image.next_object_id(), crate::FIRST_OBJECT_ID);
         assert_eq!(image.objects().count(), 0);
+    }
+
+    /// A version 2 snapshot (before the producer states) still loads, with none.
+    #[test]
+    fn version_2_loads_without_producer_states() {
+        let v2 = SnapshotV2 {
+            cluster_id: "c".to_string(),
+            epoch: 9,
+            next_producer_id: 5,
+            next_stream_id: 1,
+            broker_configs: BTreeMap::new(),
+            topics: Vec::new(),
+            objects: RegistryParts::empty(),
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v2).unwrap();
+        let image = decode(&frame(FORMAT_VERSION_V2, &payload), 1, 9).unwrap();
+        assert_eq!(image.epoch, 9);
+        assert!(image.producer_states(1).is_none());
     }
 }

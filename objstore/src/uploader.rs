@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use sluice_metadata::{MetadataCommand, ObjectImage, ObjectKind};
+use sluice_metadata::{MetadataCommand, ObjectImage, ObjectKind, StreamProducers};
 
 use crate::format::{BuildError, ObjectBuilder};
 use crate::limits::{
@@ -223,6 +223,7 @@ impl Uploader {
             wal_end_position: self.wal_end_position,
             planned: Vec::new(),
             uploaded: Vec::new(),
+            producer_states: Vec::new(),
             committed: false,
         })
     }
@@ -251,6 +252,9 @@ pub struct SealedUpload {
     planned: Vec<(u64, ObjectPlan)>,
     /// The image of each planned object once it is put.
     uploaded: Vec<Option<ObjectImage>>,
+    /// The producer state of the uploaded streams as of the upload's end, recorded before
+    /// the objects are committed (emptied once recorded).
+    producer_states: Vec<StreamProducers>,
     committed: bool,
 }
 
@@ -337,6 +341,17 @@ impl SealedUpload {
         // The payloads now live in the objects.
         self.streams = Arc::default();
         let objects: Vec<ObjectImage> = self.uploaded.iter().flatten().cloned().collect();
+        if !self.producer_states.is_empty() {
+            // Before the objects: replay at start-up starts at the objects' end, so the state
+            // must never be behind it (ahead is harmless, see sluice_metadata's producers.rs).
+            registry
+                .submit(MetadataCommand::RecordProducerStates {
+                    streams: self.producer_states.clone(),
+                })
+                .await
+                .map_err(UploadError::Metadata)?;
+            self.producer_states = Vec::new();
+        }
         if !self.committed {
             registry
                 .submit(MetadataCommand::CommitObjects {
@@ -352,6 +367,19 @@ impl SealedUpload {
             bytes: self.bytes,
             put_retries,
         })
+    }
+
+    /// Each stream of the upload with the offset its data ends at (exclusive).
+    pub fn stream_end_offsets(&self) -> Vec<(u64, i64)> {
+        self.streams
+            .iter()
+            .filter_map(|(&stream_id, appends)| Some((stream_id, appends.last()?.1 + 1)))
+            .collect()
+    }
+
+    /// Sets what the upload records of its streams' producers before committing its objects.
+    pub fn set_producer_states(&mut self, states: Vec<StreamProducers>) {
+        self.producer_states = states;
     }
 
     /// Splits streams into SSOs and SOs for the large ones and allocates their ids.

@@ -6,6 +6,10 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use sluice_net::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 use sluice_net::{ApiKey, Request, RequestHeader, Response};
 
 use super::BrokerProcess;
@@ -73,9 +77,52 @@ impl RawClient {
         self.receive(api_key, version)
     }
 
+    /// Produce v9, acks=all, of one batch to `topic`/`partition`: (error code, base offset).
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        transactional_id: Option<&str>,
+        batch: Bytes,
+    ) -> (i16, i64) {
+        let Response::Produce(answer) = self.call(
+            9,
+            Request::Produce(ProduceRequest {
+                transactional_id: transactional_id.map(str::to_string),
+                acks: -1,
+                timeout_ms: 10_000,
+                topic_data: vec![TopicProduceData {
+                    name: topic.into(),
+                    partition_data: vec![PartitionProduceData {
+                        index: partition,
+                        records: Some(batch),
+                    }],
+                }],
+            }),
+        ) else {
+            panic!("a Produce response");
+        };
+        let partition = &answer.responses[0].partition_responses[0];
+        (partition.error_code, partition.base_offset)
+    }
+
     /// True once the broker has closed the connection.
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
     }
+}
+
+/// A batch of one record with `value` from (producer id, epoch) at `sequence`.
+pub fn producer_batch(
+    producer: (i64, i16),
+    sequence: i32,
+    transactional: bool,
+    value: &str,
+) -> Bytes {
+    let mut builder = RecordBatchBuilder::new(Compression::None)
+        .producer(producer.0, producer.1, sequence)
+        .transactional(transactional);
+    builder.append(0, None, Some(value.as_bytes()), &[]);
+    builder.build().expect("a valid batch")
 }

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_metadata::{MetadataImage, PartitionImage, TopicImage};
+use sluice_metadata::{MetadataImage, PartitionImage, StreamProducers, TopicImage};
 use sluice_net::ErrorCode;
 
 use crate::chunk_pool::ChunkPool;
@@ -443,6 +443,7 @@ impl PartitionStore {
             image
                 .stream_end_offset_in_objects(stream_id)
                 .unwrap_or(part.log_start_offset),
+            image.producer_states(stream_id),
             settings_of(topic, &image),
         ));
         self.metrics.register_partition(&partition.metrics);
@@ -460,6 +461,23 @@ impl UploadListener for PartitionStore {
 
     fn committed(&self) {
         self.evict_log_cache(self.tier.log_cache_budget_bytes());
+    }
+
+    fn producer_states(&self, stream_end_offsets: &[(u64, i64)]) -> Vec<StreamProducers> {
+        let image = self.image();
+        let partitions = self.partitions.borrow();
+        stream_end_offsets
+            .iter()
+            .filter_map(|&(stream_id, end_offset)| {
+                let partition = partitions.get(&stream_id)?;
+                let producers =
+                    partition.producer_states_until(end_offset, image.producer_states(stream_id));
+                (!producers.is_empty()).then_some(StreamProducers {
+                    stream_id,
+                    producers,
+                })
+            })
+            .collect()
     }
 }
 

@@ -2,11 +2,13 @@
 //! transaction markers, and the reads and long-poll waits of fetch.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
+use sluice_metadata::{ProducerSnapshot, ProducerStates};
 use sluice_net::ErrorCode;
 use sluice_net::record_batch::RecordBatchHeader;
 use sluice_wal::WalPosition;
@@ -17,7 +19,7 @@ use crate::chunk_pool::{ChunkPool, PoolBuffer};
 use crate::clock::now_ms;
 use crate::storage::partition_log::{PartitionLog, ReadError, ReadSlice, StoredBatch};
 use crate::storage::producer_state::{
-    AppendedBatch, ProducerStateTable, ProducerView, SequenceVerdict,
+    AppendedBatch, ProducerEvent, ProducerStateTable, ProducerView, SequenceVerdict,
 };
 use crate::storage::shard_wal::ShardWal;
 use crate::txn::aborted_index::{AbortedIndex, AbortedTxn};
@@ -95,6 +97,10 @@ pub struct Partition {
     pub metrics: std::sync::Arc<crate::metrics::PartitionMetrics>,
     log: RefCell<PartitionLog>,
     producers: RefCell<ProducerStateTable>,
+    /// The producer-state changes of batches not in objects yet, in offset order: an upload
+    /// records the state they lead to (see `producer_state.rs`). Bounded by the WAL, which
+    /// holds their batches until they are uploaded.
+    unuploaded_producer_events: RefCell<VecDeque<ProducerEvent>>,
     aborted: RefCell<AbortedIndex>,
     settings: Cell<PartitionSettings>,
     // Offsets are assigned and WAL space reserved in one step per batch, so WAL order is
@@ -105,14 +111,16 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// A partition whose log starts at `log_start_offset` and whose offsets below
-    /// `objects_end_offset` are in object storage.
+    /// A partition whose log starts at `log_start_offset`, whose offsets below
+    /// `objects_end_offset` are in object storage, and whose producers were `producers` at the
+    /// end of its objects (the metadata's record of them).
     pub fn new(
         topic: Rc<str>,
         index: u32,
         stream_id: u64,
         log_start_offset: i64,
         objects_end_offset: i64,
+        producers: Option<&ProducerStates>,
         settings: PartitionSettings,
     ) -> Partition {
         Partition {
@@ -125,7 +133,10 @@ impl Partition {
                 objects_end_offset,
                 now_ms(),
             )),
-            producers: RefCell::new(ProducerStateTable::default()),
+            producers: RefCell::new(
+                producers.map_or_else(ProducerStateTable::default, ProducerStateTable::restored),
+            ),
+            unuploaded_producer_events: RefCell::new(VecDeque::new()),
             aborted: RefCell::new(AbortedIndex::default()),
             settings: Cell::new(settings),
             turnstile: Turnstile::default(),
@@ -181,9 +192,13 @@ impl Partition {
                 },
                 base_offset,
                 max_timestamp,
+                true,
             ),
             None if producer_id >= 0 && !control => {
                 self.producers.borrow_mut().record(appended);
+                self.unuploaded_producer_events
+                    .borrow_mut()
+                    .push_back(ProducerEvent::Batch(appended));
             }
             None => {}
         }
@@ -263,7 +278,7 @@ impl Partition {
             .append(wal, data, base_offset, last_offset, max_timestamp)
             .await?;
         if idempotent {
-            let opened = self.producers.borrow_mut().record(AppendedBatch {
+            let appended = AppendedBatch {
                 producer_id: header.producer_id,
                 epoch: header.producer_epoch,
                 first_sequence: header.base_sequence,
@@ -271,7 +286,11 @@ impl Partition {
                 base_offset,
                 max_timestamp,
                 transactional: header.transactional,
-            });
+            };
+            let opened = self.producers.borrow_mut().record(appended);
+            self.unuploaded_producer_events
+                .borrow_mut()
+                .push_back(ProducerEvent::Batch(appended));
             if opened {
                 // Acked only once this is durable too: the batch may be uploaded and trimmed
                 // from the WAL before its transaction ends.
@@ -316,7 +335,7 @@ impl Partition {
         let offset = self.log.borrow().next_offset();
         let data = PoolBuffer::Heap(marker.batch(timestamp_ms).to_vec());
         self.append(wal, data, offset, offset, timestamp_ms).await?;
-        self.record_marker(&marker, offset, timestamp_ms);
+        self.record_marker(&marker, offset, timestamp_ms, true);
         let position = txn_index
             .append(TxnIndexEntry::End {
                 stream_id: self.stream_id,
@@ -398,9 +417,14 @@ impl Partition {
         self.log.borrow().size_bytes()
     }
 
-    /// Records that offsets below `offset` are in committed objects.
+    /// Records that offsets below `offset` are in committed objects (and the state of their
+    /// producers in the metadata).
     pub fn mark_uploaded(&self, offset: i64) {
         self.log.borrow_mut().mark_uploaded(offset);
+        let mut events = self.unuploaded_producer_events.borrow_mut();
+        while events.front().is_some_and(|e| e.offset() < offset) {
+            events.pop_front();
+        }
     }
 
     /// Drops cached batches that are in object storage, oldest first; returns the bytes freed.
@@ -534,14 +558,27 @@ impl Partition {
     }
 
     /// Applies an appended marker to the producer state and, for an abort of a transaction
-    /// that wrote here, to the aborted index.
-    fn record_marker(&self, marker: &Marker, offset: i64, timestamp_ms: i64) {
+    /// that wrote here, to the aborted index; `in_log` for a marker of this partition's
+    /// log (not one the transaction index names), whose change an upload records.
+    fn record_marker(&self, marker: &Marker, offset: i64, timestamp_ms: i64, in_log: bool) {
         let first_offset = self.producers.borrow_mut().record_marker(
             marker.producer_id,
             marker.producer_epoch,
             marker.coordinator_epoch,
             timestamp_ms,
+            offset,
         );
+        if in_log {
+            self.unuploaded_producer_events
+                .borrow_mut()
+                .push_back(ProducerEvent::Marker {
+                    producer_id: marker.producer_id,
+                    epoch: marker.producer_epoch,
+                    coordinator_epoch: marker.coordinator_epoch,
+                    timestamp: timestamp_ms,
+                    offset,
+                });
+        }
         if let Some(first_offset) = first_offset
             && !marker.commit
         {
@@ -582,8 +619,24 @@ impl Partition {
                 },
                 marker_offset,
                 now_ms(),
+                false,
             ),
         }
+    }
+
+    /// The state of the producers that wrote below `end_offset` since the last upload, on top
+    /// of `before` (the metadata's record as of the objects' end): what an upload of this
+    /// partition up to `end_offset` records.
+    pub fn producer_states_until(
+        &self,
+        end_offset: i64,
+        before: Option<&ProducerStates>,
+    ) -> Vec<ProducerSnapshot> {
+        let events = self.unuploaded_producer_events.borrow();
+        crate::storage::producer_state::states_at(
+            before,
+            events.iter().take_while(|e| e.offset() < end_offset),
+        )
     }
 
     fn advance_high_watermark(&self, offset: i64) {
@@ -680,7 +733,7 @@ mod tests {
 
     #[test]
     fn replayed_transactions_rebuild_the_last_stable_offset_and_the_aborted_ranges() {
-        let partition = Partition::new(Rc::from("t"), 0, 1, 0, 0, settings());
+        let partition = Partition::new(Rc::from("t"), 0, 1, 0, 0, None, settings());
         partition.recover(transactional(1, 0, 0)).unwrap();
         partition.recover(transactional(2, 0, 1)).unwrap();
         partition.recover(transactional(1, 1, 2)).unwrap();

@@ -1,17 +1,25 @@
 //! Producer state of one partition: the last batches of every producer id (idempotence), its
 //! epoch, and the first offset of its open transaction (the last stable offset is the lowest).
+//!
+//! It survives the WAL through the metadata: each upload records, for the partitions it
+//! uploads, the state of the producers it wrote as of the upload's end (`states_at`), and a
+//! partition starts from that state (`restored`) before the WAL's records are replayed into
+//! it. Replay may meet batches the restored state holds already (the state is recorded just
+//! before its objects are committed); [`ProducerStateTable::record`] skips those.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
+use sluice_metadata::{ProducerBatch, ProducerSnapshot, ProducerStates};
 use sluice_net::ErrorCode;
 
 /// Batches remembered per producer for duplicate detection (Kafka's max.in.flight limit).
-pub const BATCHES_REMEMBERED_PER_PRODUCER: usize = 5;
+pub const BATCHES_REMEMBERED_PER_PRODUCER: usize =
+    sluice_metadata::limits::BATCHES_PER_PRODUCER_MAX;
 
 /// Producers remembered per partition; the least recently used is forgotten past this. A
 /// producer with an open transaction is never forgotten (its first offset holds the last stable
 /// offset back); open transactions are bounded by the transactional ids, which expire.
-pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+pub const PRODUCERS_PER_PARTITION_MAX: usize = sluice_metadata::limits::PRODUCERS_PER_STREAM_MAX;
 
 /// What the sequence check decided for one incoming batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +80,43 @@ struct RememberedBatch {
     base_offset: i64,
 }
 
+/// A change to a partition's producer state, kept until it is in objects (see `states_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerEvent {
+    /// A data batch of an idempotent or transactional producer.
+    Batch(AppendedBatch),
+    /// A transaction marker.
+    Marker {
+        /// Producer id of the marker.
+        producer_id: i64,
+        /// Producer epoch of the marker.
+        epoch: i16,
+        /// Coordinator epoch of the marker.
+        coordinator_epoch: i32,
+        /// Timestamp of the marker.
+        timestamp: i64,
+        /// Offset of the marker.
+        offset: i64,
+    },
+}
+
+impl ProducerEvent {
+    /// The offset the event is at.
+    pub fn offset(&self) -> i64 {
+        match self {
+            ProducerEvent::Batch(batch) => batch.base_offset,
+            ProducerEvent::Marker { offset, .. } => *offset,
+        }
+    }
+
+    fn producer_id(&self) -> i64 {
+        match self {
+            ProducerEvent::Batch(batch) => batch.producer_id,
+            ProducerEvent::Marker { producer_id, .. } => *producer_id,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ProducerEntry {
     epoch: i16,
@@ -80,6 +125,8 @@ struct ProducerEntry {
     last_timestamp: i64,
     coordinator_epoch: i32,
     open_txn_first_offset: Option<i64>,
+    /// Offset of the last batch or marker recorded, or -1.
+    last_offset: i64,
 }
 
 impl Default for ProducerEntry {
@@ -91,16 +138,71 @@ impl Default for ProducerEntry {
             last_timestamp: -1,
             coordinator_epoch: -1,
             open_txn_first_offset: None,
+            last_offset: -1,
         }
     }
 }
 
 impl ProducerEntry {
-    /// A new epoch starts its sequences over.
+    /// A new epoch starts its sequences over. Epochs only move forward: replay at start-up
+    /// may apply an older marker (from the transaction index) after a newer restored state.
     fn set_epoch(&mut self, epoch: i16) {
-        if epoch != self.epoch {
+        if epoch > self.epoch {
             self.batches.clear();
             self.epoch = epoch;
+        }
+    }
+
+    /// True for a batch this entry does not hold yet: a newer epoch, or a later offset in
+    /// its epoch. Replay over a restored state meets older ones.
+    fn is_new(&self, batch: &AppendedBatch) -> bool {
+        batch.epoch > self.epoch
+            || (batch.epoch == self.epoch
+                && self
+                    .batches
+                    .back()
+                    .is_none_or(|last| batch.base_offset > last.base_offset))
+    }
+
+    /// The entry a snapshot describes (no open transaction: the transaction index has those).
+    fn from_snapshot(snapshot: &ProducerSnapshot) -> ProducerEntry {
+        ProducerEntry {
+            epoch: snapshot.epoch,
+            last_timestamp: snapshot.last_timestamp,
+            coordinator_epoch: snapshot.coordinator_epoch,
+            last_offset: snapshot.last_offset,
+            batches: snapshot
+                .batches
+                .iter()
+                .rev()
+                .take(BATCHES_REMEMBERED_PER_PRODUCER)
+                .rev()
+                .map(|b| RememberedBatch {
+                    first_sequence: b.first_sequence,
+                    last_sequence: b.last_sequence,
+                    base_offset: b.base_offset,
+                })
+                .collect(),
+            ..ProducerEntry::default()
+        }
+    }
+
+    fn snapshot(&self, producer_id: i64) -> ProducerSnapshot {
+        ProducerSnapshot {
+            producer_id,
+            epoch: self.epoch,
+            last_timestamp: self.last_timestamp,
+            coordinator_epoch: self.coordinator_epoch,
+            last_offset: self.last_offset,
+            batches: self
+                .batches
+                .iter()
+                .map(|b| ProducerBatch {
+                    first_sequence: b.first_sequence,
+                    last_sequence: b.last_sequence,
+                    base_offset: b.base_offset,
+                })
+                .collect(),
         }
     }
 }
@@ -161,20 +263,64 @@ impl ProducerStateTable {
         }
     }
 
+    /// The table of a partition starting from `states` (what the metadata holds of its
+    /// producers as of its objects' end).
+    pub fn restored(states: &ProducerStates) -> ProducerStateTable {
+        let mut table = ProducerStateTable::default();
+        let mut by_age: Vec<&ProducerSnapshot> = states.values().collect();
+        by_age.sort_unstable_by_key(|p| (p.last_offset, p.producer_id));
+        for snapshot in by_age {
+            table.restore(snapshot);
+        }
+        table
+    }
+
+    /// Replaces the entry of the snapshot's producer by the snapshot.
+    fn restore(&mut self, snapshot: &ProducerSnapshot) {
+        let entry = self.touch(snapshot.producer_id);
+        *entry = ProducerEntry {
+            last_used: entry.last_used,
+            ..ProducerEntry::from_snapshot(snapshot)
+        };
+    }
+
+    /// Applies one event, as it was first applied (`record` or `record_marker`).
+    pub fn apply(&mut self, event: &ProducerEvent) {
+        match *event {
+            ProducerEvent::Batch(batch) => {
+                self.record(batch);
+            }
+            ProducerEvent::Marker {
+                producer_id,
+                epoch,
+                coordinator_epoch,
+                timestamp,
+                offset,
+            } => {
+                self.record_marker(producer_id, epoch, coordinator_epoch, timestamp, offset);
+            }
+        }
+    }
+
     /// Records an appended batch (also used when replaying the WAL at start-up); the first
     /// transactional batch of a producer opens its transaction on this partition (then true).
+    /// A batch the producer's entry holds already (replayed over a restored state) changes
+    /// only the transaction state.
     pub fn record(&mut self, batch: AppendedBatch) -> bool {
         let entry = self.touch(batch.producer_id);
-        entry.set_epoch(batch.epoch);
-        entry.last_timestamp = batch.max_timestamp;
-        if entry.batches.len() == BATCHES_REMEMBERED_PER_PRODUCER {
-            entry.batches.pop_front();
+        if entry.is_new(&batch) {
+            entry.set_epoch(batch.epoch);
+            entry.last_timestamp = batch.max_timestamp;
+            entry.last_offset = entry.last_offset.max(batch.base_offset);
+            if entry.batches.len() == BATCHES_REMEMBERED_PER_PRODUCER {
+                entry.batches.pop_front();
+            }
+            entry.batches.push_back(RememberedBatch {
+                first_sequence: batch.first_sequence,
+                last_sequence: last_sequence_of(batch.first_sequence, batch.record_count),
+                base_offset: batch.base_offset,
+            });
         }
-        entry.batches.push_back(RememberedBatch {
-            first_sequence: batch.first_sequence,
-            last_sequence: last_sequence_of(batch.first_sequence, batch.record_count),
-            base_offset: batch.base_offset,
-        });
         if batch.transactional && entry.open_txn_first_offset.is_none() {
             entry.open_txn_first_offset = Some(batch.base_offset);
             self.open_transactions
@@ -213,20 +359,24 @@ impl ProducerStateTable {
         }
     }
 
-    /// Records an appended marker: the producer's transaction on this partition ends and its
-    /// epoch moves to the marker's (a fencing abort bumps it). Returns the first offset of the
-    /// transaction it ended, if the producer had written to this partition in it.
+    /// Records an appended marker at `offset`: the producer's transaction on this partition
+    /// ends and its epoch moves to the marker's (a fencing abort bumps it). Returns the first
+    /// offset of the transaction it ended, if the producer had written to this partition in it.
     pub fn record_marker(
         &mut self,
         producer_id: i64,
         epoch: i16,
         coordinator_epoch: i32,
         timestamp: i64,
+        offset: i64,
     ) -> Option<i64> {
         let entry = self.touch(producer_id);
         entry.set_epoch(epoch);
-        entry.coordinator_epoch = coordinator_epoch;
-        entry.last_timestamp = timestamp;
+        entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
+        if offset > entry.last_offset {
+            entry.last_offset = offset;
+            entry.last_timestamp = timestamp;
+        }
         let first_offset = entry.open_txn_first_offset.take()?;
         self.open_transactions.remove(&(first_offset, producer_id));
         Some(first_offset)
@@ -249,6 +399,13 @@ impl ProducerStateTable {
                 coordinator_epoch: entry.coordinator_epoch,
                 current_txn_start_offset: entry.open_txn_first_offset.unwrap_or(-1),
             })
+    }
+
+    /// What the metadata records of `producer_id`, if it is remembered.
+    pub fn snapshot(&self, producer_id: i64) -> Option<ProducerSnapshot> {
+        self.producers
+            .get(&producer_id)
+            .map(|entry| entry.snapshot(producer_id))
     }
 
     /// Number of producers remembered.
@@ -284,6 +441,32 @@ impl ProducerStateTable {
             self.producers.remove(&oldest);
         }
     }
+}
+
+/// The state of every producer that `events` touch, after `events` (in offset order) were
+/// applied to `base` (the state before the first of them): what an upload records of the
+/// partition it uploads up to the end of `events`.
+pub fn states_at<'a>(
+    base: Option<&ProducerStates>,
+    events: impl IntoIterator<Item = &'a ProducerEvent>,
+) -> Vec<ProducerSnapshot> {
+    let mut touched = HashSet::new();
+    let mut order = Vec::new();
+    let mut scratch = ProducerStateTable::default();
+    for event in events {
+        let producer_id = event.producer_id();
+        if touched.insert(producer_id) {
+            order.push(producer_id);
+            if let Some(before) = base.and_then(|b| b.get(&producer_id)) {
+                scratch.restore(before);
+            }
+        }
+        scratch.apply(event);
+    }
+    order
+        .into_iter()
+        .filter_map(|producer_id| scratch.snapshot(producer_id))
+        .collect()
 }
 
 /// Sequences wrap from i32::MAX to 0, as in Kafka.
@@ -392,11 +575,11 @@ mod tests {
             table.check(1, 0, 2, 1, false),
             SequenceVerdict::TransactionOpen
         );
-        assert_eq!(table.record_marker(1, 0, 0, 13), Some(10));
+        assert_eq!(table.record_marker(1, 0, 0, 13, 13), Some(10));
         assert_eq!(table.first_unstable_offset(), Some(11));
         // A marker for a producer with nothing open on this partition ends nothing.
-        assert_eq!(table.record_marker(1, 0, 0, 14), None);
-        assert_eq!(table.record_marker(2, 0, 0, 15), Some(11));
+        assert_eq!(table.record_marker(1, 0, 0, 14, 14), None);
+        assert_eq!(table.record_marker(2, 0, 0, 15, 15), Some(11));
         assert_eq!(table.first_unstable_offset(), None);
         // Sequences continue across transactions of one epoch.
         assert_eq!(table.check(1, 0, 2, 1, true), SequenceVerdict::Append);
@@ -407,7 +590,7 @@ mod tests {
         let mut table = ProducerStateTable::default();
         table.record(transactional(1, 4, 0, 0));
         assert_eq!(table.check_marker(1, 5, 0), Ok(()));
-        assert_eq!(table.record_marker(1, 5, 0, 1), Some(0));
+        assert_eq!(table.record_marker(1, 5, 0, 1, 1), Some(0));
         assert_eq!(table.check(1, 4, 1, 1, true), SequenceVerdict::StaleEpoch);
         assert_eq!(
             table.check_marker(1, 4, 0),
@@ -418,5 +601,91 @@ mod tests {
             Err(ErrorCode::TransactionCoordinatorFenced)
         );
         assert_eq!(table.check(1, 6, 0, 1, true), SequenceVerdict::Append);
+    }
+
+    fn as_states(snapshots: Vec<ProducerSnapshot>) -> ProducerStates {
+        snapshots.into_iter().map(|p| (p.producer_id, p)).collect()
+    }
+
+    /// What uploads record, chained (each on top of the one before), is what the live table
+    /// holds: a restart from it answers every producer as before.
+    #[test]
+    fn recorded_states_chained_over_uploads_restore_the_live_table() {
+        let mut live = ProducerStateTable::default();
+        let mut events = Vec::new();
+        for i in 0..9 {
+            let appended = batch(1 + i64::from(i % 2), 0, i / 2, 1, i64::from(i));
+            live.record(appended);
+            events.push(ProducerEvent::Batch(appended));
+        }
+        live.record_marker(3, 2, 5, 100, 9);
+        events.push(ProducerEvent::Marker {
+            producer_id: 3,
+            epoch: 2,
+            coordinator_epoch: 5,
+            timestamp: 100,
+            offset: 9,
+        });
+        let mut recorded = ProducerStates::new();
+        for upload in events.chunk_by(|a, b| a.offset() / 4 == b.offset() / 4) {
+            let changed = states_at(Some(&recorded), upload);
+            recorded.extend(as_states(changed));
+        }
+        let restored = ProducerStateTable::restored(&recorded);
+        for producer_id in [1, 2, 3] {
+            assert_eq!(
+                restored.snapshot(producer_id),
+                live.snapshot(producer_id),
+                "producer {producer_id}"
+            );
+        }
+        assert_eq!(
+            restored.check(1, 0, 4, 1, false),
+            SequenceVerdict::Duplicate { base_offset: 8 }
+        );
+        assert_eq!(restored.check(1, 0, 5, 1, false), SequenceVerdict::Append);
+        assert_eq!(
+            restored.check(2, 0, 5, 1, false),
+            SequenceVerdict::OutOfOrder
+        );
+        assert_eq!(
+            restored.check(3, 1, 0, 1, false),
+            SequenceVerdict::StaleEpoch
+        );
+    }
+
+    /// The state is recorded just before its objects are committed: after a crash between
+    /// the two, the WAL replays batches the restored state already holds.
+    #[test]
+    fn replay_over_a_newer_restored_state_changes_nothing() {
+        let mut live = ProducerStateTable::default();
+        for i in 0..8 {
+            live.record(batch(1, 0, i, 1, i64::from(i)));
+        }
+        let restored_from = as_states(vec![live.snapshot(1).unwrap()]);
+        let mut restarted = ProducerStateTable::restored(&restored_from);
+        for i in 4..8 {
+            restarted.record(batch(1, 0, i, 1, i64::from(i)));
+        }
+        assert_eq!(restarted.snapshot(1), live.snapshot(1));
+        assert_eq!(
+            restarted.check(1, 0, 3, 1, false),
+            SequenceVerdict::Duplicate { base_offset: 3 }
+        );
+        assert_eq!(restarted.check(1, 0, 8, 1, false), SequenceVerdict::Append);
+    }
+
+    /// The transaction index's markers are applied at start-up after the restored state,
+    /// older ones included: epochs never move back, so the remembered batches stay.
+    #[test]
+    fn an_older_marker_neither_moves_the_epoch_back_nor_drops_batches() {
+        let mut table = ProducerStateTable::default();
+        table.record(batch(1, 3, 0, 1, 10));
+        assert_eq!(table.record_marker(1, 2, 0, 5, 4), None);
+        assert_eq!(
+            table.check(1, 3, 0, 1, false),
+            SequenceVerdict::Duplicate { base_offset: 10 }
+        );
+        assert_eq!(table.check(1, 2, 1, 1, false), SequenceVerdict::StaleEpoch);
     }
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use sluice_metadata::StreamProducers;
 use sluice_objstore::{AppendedRecord, SealedUpload, UploadError, UploadReport, Uploader};
 use sluice_wal::WalPosition;
 
@@ -21,6 +22,8 @@ pub trait UploadListener {
     fn uploaded(&self, stream_id: u64, end_offset: i64);
     /// An upload was committed and the WAL trimmed: uploaded batches may leave the log cache.
     fn committed(&self);
+    /// What an upload of these streams, each up to its end offset, records of their producers.
+    fn producer_states(&self, stream_end_offsets: &[(u64, i64)]) -> Vec<StreamProducers>;
 }
 
 /// Runs until `stop`: uploads shard `shard_id`'s durable WAL records through `tier`, commits
@@ -38,7 +41,7 @@ pub async fn run_uploads(
     let store = tier.store.background(wal.uploads_behind());
     loop {
         let now = Instant::now();
-        let Some(mut sealed) = due_upload(tier, wal, now) else {
+        let Some(mut sealed) = due_upload(tier, wal, listener, now) else {
             let deadline = tier.uploader.borrow().next_deadline();
             let timer = async {
                 match deadline {
@@ -69,17 +72,26 @@ pub async fn run_uploads(
 }
 
 /// Hands the durable records queued in `wal` to the uploader and seals an upload if one is
-/// due at `now` (by size or by the age of its oldest record). The caller runs it until it is
-/// committed (a failed run keeps its objects' ids, so it is retried, never dropped), then
-/// calls [`upload_committed`]. `now` is a parameter so that the simulator's clock can drive it.
-pub fn due_upload(tier: &ObjectTier, wal: &ShardWal, now: Instant) -> Option<SealedUpload> {
+/// due at `now` (by size or by the age of its oldest record), with what `listener` says of
+/// its streams' producers. The caller runs it until it is committed (a failed run keeps its
+/// objects' ids, so it is retried, never dropped), then calls [`upload_committed`]. `now` is
+/// a parameter so that the simulator's clock can drive it.
+pub fn due_upload(
+    tier: &ObjectTier,
+    wal: &ShardWal,
+    listener: &impl UploadListener,
+    now: Instant,
+) -> Option<SealedUpload> {
     feed(tier, wal, now);
-    let mut uploader = tier.uploader.borrow_mut();
-    if uploader.should_seal(now) {
-        uploader.seal()
-    } else {
-        None
-    }
+    let mut sealed = {
+        let mut uploader = tier.uploader.borrow_mut();
+        if !uploader.should_seal(now) {
+            return None;
+        }
+        uploader.seal()?
+    };
+    sealed.set_producer_states(listener.producer_states(&sealed.stream_end_offsets()));
+    Some(sealed)
 }
 
 /// After an upload's commit: tells `listener` which offsets are in objects, trims the WAL up

@@ -171,17 +171,13 @@ fn a_client_whose_retries_duplicate_is_caught() {
     );
 }
 
-/// The known bug `SimOptions::retry_forever` describes, replayed: a retried idempotent batch
-/// is stored twice after an upload and a restart. Run it with `--ignored` once producer state
-/// outlives the WAL.
+/// A bug the simulator found, replayed: a failed idempotent batch that had landed, was
+/// uploaded and trimmed from the WAL, was stored again when its producer retried it after a
+/// restart, because producer state was rebuilt from the WAL alone. It now comes back from
+/// the metadata (`RecordProducerStates`), and the retry is answered as a duplicate.
 #[test]
-#[ignore = "known bug: producer state is rebuilt from the WAL alone (seed 1796444236925307142)"]
 fn idempotent_retries_never_duplicate_across_uploads_and_restarts() {
-    let options = SimOptions {
-        retry_forever: true,
-        ..SimOptions::new(1796444236925307142, 300)
-    };
-    if let Err(violation) = run(options) {
+    if let Err(violation) = run(SimOptions::new(1796444236925307142, 300)) {
         panic!("{violation}");
     }
 }

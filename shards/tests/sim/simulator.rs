@@ -80,15 +80,6 @@ pub struct SimOptions {
     pub disk_bug: Option<SimDiskBug>,
     pub store_bug: Option<MemoryBackendBug>,
     pub client_bug: Option<ClientBug>,
-    /// Idempotent clients retry a failed batch until it is acknowledged, across any number
-    /// of restarts. Off by default because of a known bug the simulator found (seed
-    /// 1796444236925307142): a partition's producer state is rebuilt at start-up from the
-    /// WAL alone, so once a batch that failed but landed has been uploaded and trimmed from
-    /// the WAL, and the shard restarts, its retry is appended again. By default a client
-    /// gives a failed batch up from the second restart after its first failure on (before
-    /// that the producer state still holds it), as a producer whose delivery.timeout.ms
-    /// passed does.
-    pub retry_forever: bool,
 }
 
 impl SimOptions {
@@ -103,7 +94,6 @@ impl SimOptions {
             disk_bug: None,
             store_bug: None,
             client_bug: None,
-            retry_forever: false,
         }
     }
 }
@@ -177,9 +167,9 @@ struct Client {
     /// (producer id, epoch) of an idempotent producer.
     idempotent: Option<(i64, i16)>,
     next_sequence: i32,
-    /// A failed idempotent batch, sent again (same sequence) before anything new, and the
-    /// incarnation of the shard in which it first failed.
-    retry: Option<(u64, u64)>,
+    /// A failed idempotent batch, sent again (same sequence) before anything new, across any
+    /// number of restarts, until it is acknowledged.
+    retry: Option<u64>,
 }
 
 struct Simulator {
@@ -527,10 +517,7 @@ impl Simulator {
                         self.restart_due = true;
                     }
                     if self.clients[client].idempotent.is_some() {
-                        let first_failed = self.clients[client]
-                            .retry
-                            .map_or(self.incarnation, |(_, since)| since);
-                        self.clients[client].retry = Some((id, first_failed));
+                        self.clients[client].retry = Some(id);
                     }
                 }
             }
@@ -541,21 +528,7 @@ impl Simulator {
 
     /// The batch `client` sends next: its failed idempotent batch again, else a new one.
     fn next_batch(&mut self, client: usize) -> u64 {
-        if let Some((id, first_failed)) = self.clients[client].retry
-            && self.incarnation >= first_failed + 2
-            && !self.options.retry_forever
-        {
-            // Known bug (see `SimOptions::retry_forever`): give the batch up as a producer
-            // whose delivery.timeout.ms passed does, and go on under a new epoch.
-            let state = &mut self.clients[client];
-            state.retry = None;
-            if let Some((_, epoch)) = &mut state.idempotent {
-                *epoch += 1;
-            }
-            state.next_sequence = 0;
-            self.note(format!("client {client} gives batch {id} up"));
-        }
-        let Some((id, _)) = self.clients[client].retry else {
+        let Some(id) = self.clients[client].retry else {
             let id = self.model.batches.len() as u64;
             let records = 1 + self.rng.below(4) as i32;
             let bytes = self.build_batch(client, id, records);
@@ -712,7 +685,7 @@ impl Simulator {
         let storage = &shard.storage;
         let now = self.clock_base + Duration::from_millis(self.clock_ms);
         if self.pending_upload.is_none() {
-            self.pending_upload = due_upload(&storage.tier, &storage.wal, now);
+            self.pending_upload = due_upload(&storage.tier, &storage.wal, storage.as_ref(), now);
         }
         let Some(sealed) = self.pending_upload.as_mut() else {
             self.note("upload: nothing due".to_string());

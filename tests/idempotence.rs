@@ -1,0 +1,149 @@
+//! Idempotent producers across restarts, over the raw protocol (librdkafka decides itself
+//! when to retry; these tests need to retry one given batch). Producer state outlives the WAL:
+//! each upload records it in the metadata, so a retry of an acknowledged batch whose data was
+//! uploaded, trimmed from the WAL and the broker killed is answered as the duplicate it is.
+
+mod common;
+
+use std::time::Duration;
+
+use common::http::get;
+use common::raw::{RawClient, producer_batch};
+use common::{BrokerProcess, wait_for};
+use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use sluice_net::messages::init_producer_id_request::InitProducerIdRequest;
+use sluice_net::record_batch::RecordBatchHeader;
+use sluice_net::{ErrorCode, Request, Response};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const TOPIC: &str = "idempotent";
+/// The WAL's block (`sluice_wal`'s BLOCK_SIZE).
+const WAL_BLOCK_BYTES: u64 = 4096;
+
+/// An idempotent (not transactional) producer id and epoch.
+fn init_producer_id(client: &mut RawClient) -> (i64, i16) {
+    let Response::InitProducerId(answer) = client.call(
+        4,
+        Request::InitProducerId(InitProducerIdRequest {
+            transactional_id: None,
+            transaction_timeout_ms: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+        }),
+    ) else {
+        panic!("an InitProducerId response");
+    };
+    assert_eq!(answer.error_code, 0);
+    (answer.producer_id, answer.producer_epoch)
+}
+
+/// (bytes appended, bytes not yet trimmed) of the WAL, summed over shards, from one scrape
+/// of `/metrics` (the two figures are sampled together).
+fn wal_appended_and_used_bytes(admin: &str) -> (u64, u64) {
+    let body = get(admin, "/metrics").body;
+    let sum = |name: &str| {
+        body.lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    (
+        sum("sluice_wal_append_bytes_total"),
+        sum("sluice_wal_used_bytes"),
+    )
+}
+
+/// The base offset of every batch of partition 0, fetched from offset 0 to the high watermark
+/// (a fetch that reads objects ends at an object's end).
+fn batch_offsets(client: &mut RawClient) -> Vec<i64> {
+    let mut offsets = Vec::new();
+    let mut next = 0;
+    loop {
+        let Response::Fetch(answer) = client.call(
+            11,
+            Request::Fetch(FetchRequest {
+                max_wait_ms: 0,
+                min_bytes: 0,
+                topics: vec![FetchTopic {
+                    topic: TOPIC.into(),
+                    partitions: vec![FetchPartition {
+                        partition: 0,
+                        fetch_offset: next,
+                        partition_max_bytes: 1 << 20,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        ) else {
+            panic!("a Fetch response");
+        };
+        let partition = &answer.responses[0].partitions[0];
+        assert_eq!(partition.error_code, 0);
+        let mut records = partition.records.clone().unwrap_or_default();
+        while records.len() >= 12 {
+            // [base offset i64][batch length i32][rest of the batch]
+            let len = 12 + u32::from_be_bytes(records[8..12].try_into().unwrap()) as usize;
+            let batch = records.split_to(len.min(records.len()));
+            let header = RecordBatchHeader::parse(&batch).expect("a whole batch");
+            offsets.push(header.base_offset());
+            next = header.base_offset() + i64::from(header.last_offset_delta()) + 1;
+        }
+        if next >= partition.high_watermark {
+            return offsets;
+        }
+    }
+}
+
+#[test]
+fn a_retry_after_upload_trim_and_kill9_is_answered_as_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1", "--upload-interval-ms", "50"]);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(broker.create_topic(TOPIC, 1));
+    let admin = broker.admin.clone().expect("an admin address");
+    let mut client = RawClient::connect(&broker);
+    let producer = init_producer_id(&mut client);
+    let mut produced_bytes = 0;
+    for sequence in 0..3 {
+        let batch = producer_batch(producer, sequence, false, &format!("v{sequence}"));
+        produced_bytes += batch.len() as u64;
+        assert_eq!(
+            client.produce(TOPIC, 0, None, batch),
+            (0, i64::from(sequence))
+        );
+    }
+    // Every batch uploaded and the WAL trimmed past it: a restart replays nothing. Each
+    // write fills its 4 KiB block with padding, which stays until the next write; before the
+    // trim the three sequential writes held three blocks.
+    wait_for(TIMEOUT, || {
+        let (appended, used) = wal_appended_and_used_bytes(&admin);
+        (appended >= produced_bytes && used < WAL_BLOCK_BYTES).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the WAL was never trimmed past the batches: (appended, used) = {:?}, {produced_bytes} bytes produced", wal_appended_and_used_bytes(&admin)));
+
+    let broker = broker.restart();
+    let mut client = RawClient::connect(&broker);
+    // The last batch again, as a producer whose ack was lost in the crash sends it.
+    let retry = producer_batch(producer, 2, false, "v2");
+    assert_eq!(
+        client.produce(TOPIC, 0, None, retry),
+        (0, 2),
+        "the retry is the batch at offset 2, not a new one"
+    );
+    let next = producer_batch(producer, 3, false, "v3");
+    assert_eq!(client.produce(TOPIC, 0, None, next), (0, 3));
+    // The broker knows where the producer's sequence is: a gap is refused, not taken for a
+    // producer it has never seen.
+    let gap = producer_batch(producer, 9, false, "v9");
+    assert_eq!(
+        client.produce(TOPIC, 0, None, gap).0,
+        ErrorCode::OutOfOrderSequenceNumber.code()
+    );
+    assert_eq!(batch_offsets(&mut client), vec![0, 1, 2, 3]);
+    broker.check_log();
+}
