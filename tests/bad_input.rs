@@ -57,6 +57,7 @@ fn bad_requests_get_kafka_errors_and_the_broker_keeps_serving() {
     broker
         .allow_log("exceeds socket.request.max.bytes")
         .allow_log("malformed or unsupported request")
+        .allow_log("request for an API or version this broker does not serve")
         .allow_log("closing connection after a malformed request");
 
     // A too-new ApiVersions gets a v0 answer: UNSUPPORTED_VERSION plus our ranges.
@@ -75,6 +76,26 @@ fn bad_requests_get_kafka_errors_and_the_broker_keeps_serving() {
             .iter()
             .any(|k| k.api_key == ApiKey::Produce as i16)
     );
+
+    // Versions the codec knows but the broker does not serve are not advertised: Produce
+    // v0–2 and Fetch v0–3 (message formats v0/v1), EndTxn v5 (transaction version 2).
+    let range = |api: ApiKey| {
+        versions
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == api as i16)
+            .map(|k| (k.min_version, k.max_version))
+            .expect("advertised")
+    };
+    assert_eq!(range(ApiKey::Produce).0, 3);
+    assert_eq!(range(ApiKey::Fetch).0, 4);
+    assert_eq!(range(ApiKey::EndTxn).1, 4);
+    // A request at one of them closes the connection, as Kafka does.
+    let mut builder = RecordBatchBuilder::new(Compression::None);
+    builder.append(1_700_000_000_000, None, Some(b"v"), &[]);
+    let mut client = Client::connect(&broker);
+    client.send(2, &produce("good", builder.build().expect("a batch")));
+    assert!(client.is_closed());
 
     // A frame larger than socket.request.max.bytes closes the connection before allocation.
     let mut client = Client::connect(&broker);

@@ -96,8 +96,47 @@ fn batch_offsets(client: &mut RawClient) -> Vec<i64> {
     }
 }
 
+/// Produces batches `sequences` of `producer`, each acknowledged at the next offset from
+/// `first_offset`; returns the bytes sent.
+fn produce_in_order(
+    client: &mut RawClient,
+    producer: (i64, i16),
+    sequences: std::ops::Range<i32>,
+    first_offset: i64,
+) -> u64 {
+    let mut bytes = 0;
+    for (i, sequence) in sequences.enumerate() {
+        let batch = producer_batch(producer, sequence, false, &format!("v{sequence}"));
+        bytes += batch.len() as u64;
+        assert_eq!(
+            client.produce(TOPIC, 0, None, batch),
+            (0, first_offset + i as i64),
+            "sequence {sequence}"
+        );
+    }
+    bytes
+}
+
+/// Waits until every batch appended so far (`appended_bytes` in all) is uploaded and the WAL
+/// trimmed past it, so that a restart replays nothing. Each write fills its 4 KiB block with
+/// padding, which stays until the next write: the sequential writes held a block each.
+fn wait_for_trim(admin: &str, appended_bytes: u64) {
+    wait_for(TIMEOUT, || {
+        let (appended, used) = wal_appended_and_used_bytes(admin);
+        (appended >= appended_bytes && used < WAL_BLOCK_BYTES).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the WAL was never trimmed past the batches: (appended, used) = {:?}, {appended_bytes} bytes produced",
+            wal_appended_and_used_bytes(admin)
+        )
+    });
+}
+
+/// Issue 23's acceptance: a producer that keeps its producer id across WAL trims and two
+/// restarts sees no error and no duplicate.
 #[test]
-fn a_retry_after_upload_trim_and_kill9_is_answered_as_a_duplicate() {
+fn retries_after_upload_trim_and_kill9_are_answered_as_duplicates_twice_over() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "1", "--upload-interval-ms", "50"]);
     tokio::runtime::Builder::new_current_thread()
@@ -105,26 +144,10 @@ fn a_retry_after_upload_trim_and_kill9_is_answered_as_a_duplicate() {
         .build()
         .unwrap()
         .block_on(broker.create_topic(TOPIC, 1));
-    let admin = broker.admin.clone().expect("an admin address");
     let mut client = RawClient::connect(&broker);
     let producer = init_producer_id(&mut client);
-    let mut produced_bytes = 0;
-    for sequence in 0..3 {
-        let batch = producer_batch(producer, sequence, false, &format!("v{sequence}"));
-        produced_bytes += batch.len() as u64;
-        assert_eq!(
-            client.produce(TOPIC, 0, None, batch),
-            (0, i64::from(sequence))
-        );
-    }
-    // Every batch uploaded and the WAL trimmed past it: a restart replays nothing. Each
-    // write fills its 4 KiB block with padding, which stays until the next write; before the
-    // trim the three sequential writes held three blocks.
-    wait_for(TIMEOUT, || {
-        let (appended, used) = wal_appended_and_used_bytes(&admin);
-        (appended >= produced_bytes && used < WAL_BLOCK_BYTES).then_some(())
-    })
-    .unwrap_or_else(|| panic!("the WAL was never trimmed past the batches: (appended, used) = {:?}, {produced_bytes} bytes produced", wal_appended_and_used_bytes(&admin)));
+    let produced = produce_in_order(&mut client, producer, 0..3, 0);
+    wait_for_trim(broker.admin.as_deref().expect("an admin address"), produced);
 
     let broker = broker.restart();
     let mut client = RawClient::connect(&broker);
@@ -135,8 +158,20 @@ fn a_retry_after_upload_trim_and_kill9_is_answered_as_a_duplicate() {
         (0, 2),
         "the retry is the batch at offset 2, not a new one"
     );
-    let next = producer_batch(producer, 3, false, "v3");
-    assert_eq!(client.produce(TOPIC, 0, None, next), (0, 3));
+    let produced = produce_in_order(&mut client, producer, 3..5, 3);
+    wait_for_trim(broker.admin.as_deref().expect("an admin address"), produced);
+
+    let broker = broker.restart();
+    let mut client = RawClient::connect(&broker);
+    for (sequence, offset) in [(3, 3), (4, 4)] {
+        let retry = producer_batch(producer, sequence, false, &format!("v{sequence}"));
+        assert_eq!(
+            client.produce(TOPIC, 0, None, retry),
+            (0, offset),
+            "the retry of sequence {sequence} after the second restart"
+        );
+    }
+    produce_in_order(&mut client, producer, 5..6, 5);
     // The broker knows where the producer's sequence is: a gap is refused, not taken for a
     // producer it has never seen.
     let gap = producer_batch(producer, 9, false, "v9");
@@ -144,6 +179,6 @@ fn a_retry_after_upload_trim_and_kill9_is_answered_as_a_duplicate() {
         client.produce(TOPIC, 0, None, gap).0,
         ErrorCode::OutOfOrderSequenceNumber.code()
     );
-    assert_eq!(batch_offsets(&mut client), vec![0, 1, 2, 3]);
+    assert_eq!(batch_offsets(&mut client), (0..6).collect::<Vec<i64>>());
     broker.check_log();
 }

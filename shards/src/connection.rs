@@ -213,14 +213,16 @@ pub async fn parse_and_order(
     affinity: &ConnectionAffinity,
 ) -> Option<PendingResponse> {
     match sluice_net::decode_request(frame.clone()) {
-        Ok((header, _))
-            if !api::IMPLEMENTED_APIS
-                .iter()
-                .any(|k| *k as i16 == header.request_api_key) =>
+        Ok((header, request))
+            if !api::implemented::served_versions(request.api_key()).is_some_and(
+                |(lowest, highest)| (lowest..=highest).contains(&header.request_api_version),
+            ) =>
         {
+            // Kafka closes the connection on a version it does not serve, as here.
             tracing::warn!(
                 api_key = header.request_api_key,
-                "request for an API this broker does not serve"
+                api_version = header.request_api_version,
+                "request for an API or version this broker does not serve"
             );
             None
         }

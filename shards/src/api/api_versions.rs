@@ -3,9 +3,9 @@
 use sluice_net::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
 use sluice_net::{ErrorCode, Response};
 
-use super::IMPLEMENTED_APIS;
+use super::implemented::served_versions;
 
-/// The ranges we serve: the codec's ranges for every API the broker implements.
+/// The ranges we serve (`implemented.rs`).
 pub fn handle() -> ApiVersionsResponse {
     ApiVersionsResponse {
         error_code: 0,
@@ -27,11 +27,13 @@ pub fn unsupported_version_response() -> Response {
 fn advertised() -> Vec<ApiVersion> {
     sluice_net::supported_apis()
         .iter()
-        .filter(|(key, _, _)| IMPLEMENTED_APIS.contains(key))
-        .map(|&(key, min_version, max_version)| ApiVersion {
-            api_key: key as i16,
-            min_version,
-            max_version,
+        .filter_map(|&(key, _, _)| {
+            let (min_version, max_version) = served_versions(key)?;
+            Some(ApiVersion {
+                api_key: key as i16,
+                min_version,
+                max_version,
+            })
         })
         .collect()
 }
@@ -39,6 +41,7 @@ fn advertised() -> Vec<ApiVersion> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::IMPLEMENTED_APIS;
 
     #[test]
     fn exactly_the_implemented_apis_are_advertised() {

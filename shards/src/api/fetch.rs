@@ -50,7 +50,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
             ..Default::default()
         };
     }
-    let read_committed = version >= 4 && request.isolation_level == READ_COMMITTED;
+    // Fetch v4 and up only (`implemented.rs`): every version has the isolation level,
+    // max_bytes and aborted transactions.
+    let read_committed = request.isolation_level == READ_COMMITTED;
     let image = shard.image();
     let mut topics: Vec<FetchableTopicResponse> = Vec::with_capacity(request.topics.len());
     let mut targets = Vec::new();
@@ -89,11 +91,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    let max_bytes = if version >= 3 {
-        request.max_bytes.max(0) as usize
-    } else {
-        usize::MAX
-    };
+    let max_bytes = request.max_bytes.max(0) as usize;
     // A response is encoded into one chunk of the pool, so its records stay within a chunk
     // the pool can find (fetch.max.bytes is an upper bound: clients fetch again for the rest).
     let max_bytes = max_bytes.min(
@@ -129,7 +127,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
                     high_watermark: slice.high_watermark,
                     last_stable_offset: slice.last_stable_offset,
                     log_start_offset: slice.log_start_offset,
-                    aborted_transactions: (version >= 4).then(|| {
+                    aborted_transactions: Some(
                         slice
                             .aborted_transactions
                             .iter()
@@ -137,8 +135,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
                                 producer_id: t.producer_id,
                                 first_offset: t.first_offset,
                             })
-                            .collect()
-                    }),
+                            .collect(),
+                    ),
                     records: Some(slice.records),
                     ..Default::default()
                 }

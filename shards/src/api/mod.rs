@@ -41,7 +41,7 @@ pub async fn dispatch(
     let shard = shard.clone();
     let pool = shard.memory_pool.clone();
     let response: futures::future::LocalBoxFuture<'static, Option<Response>> = match request {
-        Request::Produce(r) => produce::order(&shard, version, r).await,
+        Request::Produce(r) => produce::order(&shard, r).await,
         Request::Fetch(r) => {
             async move { Some(Response::Fetch(fetch::handle(&shard, version, r).await)) }
                 .boxed_local()

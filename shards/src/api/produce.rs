@@ -30,7 +30,6 @@ enum Pending {
 /// response (None for acks=0, which gets no response).
 pub async fn order(
     shard: &Rc<Shard>,
-    version: i16,
     request: ProduceRequest,
 ) -> LocalBoxFuture<'static, Option<Response>> {
     let acks = request.acks;
@@ -48,26 +47,24 @@ pub async fn order(
                     .and_then(|index| image.partition(&topic.name, index))
                 {
                     None => Pending::Refused(ErrorCode::UnknownTopicOrPartition),
-                    Some(part) => {
-                        match ValidatedBatch::validate(version, transactional, data.records) {
-                            Err(code) => Pending::Refused(code),
-                            Ok(batch) => {
-                                let owner = shard.owner_of(part);
-                                let stream_id = part.stream_id;
-                                let answer = shard
-                                    .mesh
-                                    .ask(owner, |reply| {
-                                        ShardRequest::Partition(PartitionRequest::Produce {
-                                            stream_id,
-                                            batch,
-                                            reply,
-                                        })
+                    Some(part) => match ValidatedBatch::validate(transactional, data.records) {
+                        Err(code) => Pending::Refused(code),
+                        Ok(batch) => {
+                            let owner = shard.owner_of(part);
+                            let stream_id = part.stream_id;
+                            let answer = shard
+                                .mesh
+                                .ask(owner, |reply| {
+                                    ShardRequest::Partition(PartitionRequest::Produce {
+                                        stream_id,
+                                        batch,
+                                        reply,
                                     })
-                                    .await;
-                                Pending::Ordered(answer)
-                            }
+                                })
+                                .await;
+                            Pending::Ordered(answer)
                         }
-                    }
+                    },
                 }
             };
             partitions.push((data.index, pending));

@@ -35,10 +35,10 @@ pub struct BatchFacts {
 }
 
 impl ValidatedBatch {
-    /// Checks `records` of a Produce request of `version`; `transactional` says whether the
-    /// request names a transactional id. The error is what Kafka answers for that partition.
+    /// Checks `records` of a Produce request (v3 or later: `api/implemented.rs`);
+    /// `transactional` says whether the request names a transactional id. The error is what
+    /// Kafka answers for that partition.
     pub fn validate(
-        version: i16,
         transactional: bool,
         records: Option<Bytes>,
     ) -> Result<ValidatedBatch, ErrorCode> {
@@ -46,9 +46,7 @@ impl ValidatedBatch {
         let header = RecordBatchHeader::validate(&records).map_err(|error| match error {
             BatchError::UnsupportedMagic(_) => ErrorCode::UnsupportedForMessageFormat,
             // More bytes than the first batch: a second batch, which Kafka refuses from v3 on.
-            BatchError::LengthMismatch { declared, actual }
-                if declared < actual && version >= 3 =>
-            {
+            BatchError::LengthMismatch { declared, actual } if declared < actual => {
                 ErrorCode::InvalidRecord
             }
             BatchError::UnknownCompression(_) => ErrorCode::UnsupportedCompressionType,
@@ -119,7 +117,7 @@ mod tests {
 
     #[test]
     fn a_valid_batch_keeps_its_facts() {
-        let checked = ValidatedBatch::validate(9, false, Some(batch(7, false))).expect("valid");
+        let checked = ValidatedBatch::validate(false, Some(batch(7, false))).expect("valid");
         let facts = checked.facts();
         assert_eq!((facts.producer_id, facts.base_sequence), (7, 5));
         assert_eq!((facts.records_count, facts.last_offset_delta), (2, 1));
@@ -129,25 +127,25 @@ mod tests {
     #[test]
     fn refusals_carry_kafkas_codes() {
         assert_eq!(
-            ValidatedBatch::validate(9, false, None).unwrap_err(),
+            ValidatedBatch::validate(false, None).unwrap_err(),
             ErrorCode::InvalidRecord
         );
         let mut corrupt = batch(-1, false).to_vec();
         let last = corrupt.len() - 1;
         corrupt[last] ^= 0xff;
         assert_eq!(
-            ValidatedBatch::validate(9, false, Some(Bytes::from(corrupt))).unwrap_err(),
+            ValidatedBatch::validate(false, Some(Bytes::from(corrupt))).unwrap_err(),
             ErrorCode::CorruptMessage
         );
         assert_eq!(
-            ValidatedBatch::validate(9, false, Some(batch(7, true))).unwrap_err(),
+            ValidatedBatch::validate(false, Some(batch(7, true))).unwrap_err(),
             ErrorCode::TransactionalIdAuthorizationFailed
         );
-        assert!(ValidatedBatch::validate(9, true, Some(batch(7, true))).is_ok());
+        assert!(ValidatedBatch::validate(true, Some(batch(7, true))).is_ok());
         let mut two = batch(-1, false).to_vec();
         two.extend_from_slice(&batch(-1, false));
         assert_eq!(
-            ValidatedBatch::validate(9, false, Some(Bytes::from(two))).unwrap_err(),
+            ValidatedBatch::validate(false, Some(Bytes::from(two))).unwrap_err(),
             ErrorCode::InvalidRecord
         );
     }

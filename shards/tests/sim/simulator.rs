@@ -463,7 +463,7 @@ impl Simulator {
             let sent = &self.model.batches[id as usize];
             let stream_id = self.streams[sent.partition];
             let bytes = sent.variants.last().expect("a batch has bytes").clone();
-            let batch = ValidatedBatch::validate(9, false, Some(bytes))
+            let batch = ValidatedBatch::validate(false, Some(bytes))
                 .expect("the simulator's batches are valid");
             let (reply, answer) = oneshot::channel();
             // Arrival order is ticket order, as in the router.
