@@ -13,11 +13,11 @@ use crate::error::MetadataError;
 use crate::image::{MetadataImage, PartitionImage, Uuid16};
 use crate::limits::{
     CONFIG_CHANGES_MAX, OBJECT_ID_BLOCK_MAX, OBJECTS_PER_COMMAND_MAX, PARTITIONS_PER_TOPIC_MAX,
-    PARTITIONS_TOTAL_MAX, PRODUCER_ID_BLOCK_MAX, SHARDS_MAX, STREAMS_PER_PRODUCER_STATES_MAX,
+    PARTITIONS_TOTAL_MAX, PRODUCER_ID_BLOCK_MAX, SHARDS_MAX, STREAMS_PER_UPLOAD_RECORD_MAX,
     TOPIC_ID_ATTEMPTS_MAX, TOPIC_NAME_BYTES_MAX,
 };
 use crate::objects::{ObjectId, ObjectImage};
-use crate::producers::StreamProducers;
+use crate::uploads::StreamUpload;
 
 /// A change to the metadata, as asked by an admin request or the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,11 +93,11 @@ pub enum MetadataCommand {
     DeleteObjects {
         ids: Vec<ObjectId>,
     },
-    /// Records the producer state of streams as of the end of their data about to be committed
-    /// in objects (see `producers.rs`): each named producer's entry is replaced. Streams that
-    /// are gone are skipped.
-    RecordProducerStates {
-        streams: Vec<StreamProducers>,
+    /// Records what an upload holds of each stream, before its objects are committed (see
+    /// `uploads.rs`): its end offset and largest timestamp, and its producers' state there
+    /// (each named producer's entry is replaced). Streams that are gone are skipped.
+    RecordUploads {
+        streams: Vec<StreamUpload>,
     },
 }
 
@@ -135,7 +135,7 @@ pub enum CommandOutcome {
     ObjectsCompacted,
     ObjectsMarkedForDeletion,
     ObjectsDeleted,
-    ProducerStatesRecorded,
+    UploadsRecorded,
 }
 
 /// A command resolved against an image: every choice (topic id, placement,
@@ -197,8 +197,8 @@ pub enum MetadataRecord {
     },
     // Appended after the object registry records, and no larger than them, for the same
     // reason.
-    RecordProducerStates {
-        streams: Vec<StreamProducers>,
+    RecordUploads {
+        streams: Vec<StreamUpload>,
     },
 }
 
@@ -443,18 +443,18 @@ pub fn plan(
             }
             MetadataRecord::DeleteObjects { ids: pending }
         }
-        MetadataCommand::RecordProducerStates { streams } => {
-            if streams.len() > STREAMS_PER_PRODUCER_STATES_MAX {
+        MetadataCommand::RecordUploads { streams } => {
+            if streams.len() > STREAMS_PER_UPLOAD_RECORD_MAX {
                 return Err(MetadataError::InvalidRequest(format!(
-                    "producer states of {} streams is over {STREAMS_PER_PRODUCER_STATES_MAX} (STREAMS_PER_PRODUCER_STATES_MAX)",
+                    "uploads of {} streams is over {STREAMS_PER_UPLOAD_RECORD_MAX} (STREAMS_PER_UPLOAD_RECORD_MAX)",
                     streams.len()
                 )));
             }
             crate::producers::validate(streams).map_err(MetadataError::InvalidRequest)?;
-            if streams.iter().all(|s| s.producers.is_empty()) {
-                return Ok(Plan::Unchanged(CommandOutcome::ProducerStatesRecorded));
+            if streams.is_empty() {
+                return Ok(Plan::Unchanged(CommandOutcome::UploadsRecorded));
             }
-            MetadataRecord::RecordProducerStates {
+            MetadataRecord::RecordUploads {
                 streams: streams.clone(),
             }
         }

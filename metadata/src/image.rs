@@ -11,7 +11,8 @@ use crate::limits::{PARTITIONS_PER_TOPIC_MAX, PARTITIONS_TOTAL_MAX, SHARDS_MAX};
 use crate::objects::{
     ObjectId, ObjectImage, ObjectTombstone, Registry, RegistryParts, StreamRange,
 };
-use crate::producers::{ProducerStates, StreamProducers};
+use crate::producers::ProducerStates;
+use crate::uploads::{StreamUploads, StreamUploadsPart, UploadTime};
 
 /// A topic id: 16 bytes of a random (version 4) UUID, never all zero.
 pub type Uuid16 = [u8; 16];
@@ -41,9 +42,9 @@ pub struct MetadataImage {
     streams: BTreeMap<u64, (Uuid16, u32)>,
     /// Objects in the object store and the per-stream index over them.
     registry: Registry,
-    /// Per stream, its producers as of the end of its data in objects (`producers.rs`);
-    /// each behind an `Arc` so that cloning the image per command copies none.
-    producer_states: BTreeMap<u64, Arc<ProducerStates>>,
+    /// Per stream, its producers and upload times (`uploads.rs`); each behind an `Arc` so
+    /// that cloning the image per command copies none.
+    uploads: BTreeMap<u64, Arc<StreamUploads>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -81,7 +82,7 @@ impl MetadataImage {
             topic_names_by_id: BTreeMap::new(),
             streams: BTreeMap::new(),
             registry: Registry::default(),
-            producer_states: BTreeMap::new(),
+            uploads: BTreeMap::new(),
         }
     }
 
@@ -341,7 +342,7 @@ impl MetadataImage {
         next_producer_id: i64,
         next_stream_id: u64,
         objects: RegistryParts,
-        producer_states: Vec<StreamProducers>,
+        uploads: Vec<StreamUploadsPart>,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
@@ -360,15 +361,17 @@ impl MetadataImage {
             }
         }
         image.registry = objects.into_registry(&image.streams)?;
-        for stream in producer_states {
-            if !image.streams.contains_key(&stream.stream_id) {
+        for part in uploads {
+            let stream_id = part.stream_id;
+            if !image.streams.contains_key(&stream_id) {
                 return Err(format!(
-                    "producer states of stream {}, which no partition has",
-                    stream.stream_id
+                    "uploads of stream {stream_id}, which no partition has"
                 ));
             }
-            let states = image.producer_states.entry(stream.stream_id).or_default();
-            crate::producers::merge(states, &stream.producers);
+            let stream = StreamUploads::from_part(part)?;
+            if image.uploads.insert(stream_id, Arc::new(stream)).is_some() {
+                return Err(format!("uploads of stream {stream_id} listed twice"));
+            }
         }
         image.check_invariants()?;
         Ok(image)
@@ -421,7 +424,7 @@ impl MetadataImage {
                     self.streams.remove(stream_id);
                     // The objects keep the ranges until retention marks them.
                     self.registry.streams.remove(stream_id);
-                    self.producer_states.remove(stream_id);
+                    self.uploads.remove(stream_id);
                 }
                 Ok(CommandOutcome::TopicDeleted {
                     topic_id: *id,
@@ -481,6 +484,9 @@ impl MetadataImage {
                     )));
                 }
                 p.log_start_offset = *offset;
+                if let Some(stream) = self.uploads.get_mut(&p.stream_id) {
+                    StreamUploads::trim(stream, *offset);
+                }
                 Ok(CommandOutcome::LogStartOffsetSet {
                     log_start_offset: *offset,
                 })
@@ -588,32 +594,34 @@ impl MetadataImage {
                 }
                 Ok(CommandOutcome::ObjectsDeleted)
             }
-            MetadataRecord::RecordProducerStates { streams } => {
-                for stream in streams {
-                    if !self.streams.contains_key(&stream.stream_id) {
+            MetadataRecord::RecordUploads { streams } => {
+                for upload in streams {
+                    if !self.streams.contains_key(&upload.stream_id) {
                         continue; // deleted since the upload read its state
                     }
-                    let states = self.producer_states.entry(stream.stream_id).or_default();
-                    crate::producers::merge(states, &stream.producers);
+                    let stream = self.uploads.entry(upload.stream_id).or_default();
+                    StreamUploads::record(stream, upload);
                 }
-                Ok(CommandOutcome::ProducerStatesRecorded)
+                Ok(CommandOutcome::UploadsRecorded)
             }
         }
     }
 
     /// The producers of `stream_id` as of the end of its data in objects, by producer id.
     pub fn producer_states(&self, stream_id: u64) -> Option<&ProducerStates> {
-        self.producer_states.get(&stream_id).map(|s| s.as_ref())
+        self.uploads.get(&stream_id).map(|s| &s.producers)
     }
 
-    /// Every stream's producer states, for a snapshot.
-    pub(crate) fn producer_state_parts(&self) -> Vec<StreamProducers> {
-        self.producer_states
+    /// When `stream_id`'s uploads above its log start were written, oldest first.
+    pub fn upload_times(&self, stream_id: u64) -> &[UploadTime] {
+        self.uploads.get(&stream_id).map_or(&[], |s| &s.times)
+    }
+
+    /// Every stream's uploads, for a snapshot.
+    pub(crate) fn upload_parts(&self) -> Vec<StreamUploadsPart> {
+        self.uploads
             .iter()
-            .map(|(&stream_id, states)| StreamProducers {
-                stream_id,
-                producers: states.values().cloned().collect(),
-            })
+            .map(|(&stream_id, stream)| stream.to_part(stream_id))
             .collect()
     }
 

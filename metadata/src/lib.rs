@@ -19,6 +19,7 @@ mod objects;
 mod producers;
 mod snapshot;
 mod store;
+mod uploads;
 
 pub use command::{
     CommandOutcome, MetadataCommand, MetadataRecord, Plan, validate_command,
@@ -36,5 +37,6 @@ pub use objects::{
     FIRST_OBJECT_ID, INTERNAL_STREAM_ID_MIN, ObjectId, ObjectImage, ObjectKind, ObjectTombstone,
     StreamRange, is_internal_stream,
 };
-pub use producers::{ProducerBatch, ProducerSnapshot, ProducerStates, StreamProducers};
+pub use producers::{ProducerBatch, ProducerSnapshot, ProducerStates};
 pub use store::{MetadataStore, RecoveryReport, StoreOptions};
+pub use uploads::{StreamUpload, UploadTime};

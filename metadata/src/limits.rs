@@ -31,5 +31,8 @@ pub const OBJECTS_PER_COMMAND_MAX: usize = 10_000;
 pub const PRODUCERS_PER_STREAM_MAX: usize = 10_000;
 /// Batches remembered per producer for duplicate detection (Kafka's max.in.flight limit).
 pub const BATCHES_PER_PRODUCER_MAX: usize = 5;
-/// Most streams one RecordProducerStates may name.
-pub const STREAMS_PER_PRODUCER_STATES_MAX: usize = 100_000;
+/// Most streams one RecordUploads may name.
+pub const STREAMS_PER_UPLOAD_RECORD_MAX: usize = 100_000;
+/// Upload times kept per stream for time-based retention; past it every two neighbours
+/// merge (retention then removes data later, never earlier).
+pub const UPLOAD_TIMES_PER_STREAM_MAX: usize = 1024;

@@ -220,7 +220,7 @@ mod tests {
         assert!(scan(&flipped, true).is_err());
     }
 
-    /// Records written before `RecordProducerStates` existed (a CreateTopic, an
+    /// Records written before `RecordUploads` existed (a CreateTopic, an
     /// AllocateObjectIds and a CommitObjects, encoded by 1f875f4) still decode: new record
     /// kinds are appended to the enum and are no larger than the old ones.
     #[test]

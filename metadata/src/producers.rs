@@ -5,15 +5,12 @@
 //! A broker rebuilds a partition's producer state from this and the WAL records after the
 //! objects' end. Without it, state lived only in the WAL: once a producer's batches were
 //! uploaded and trimmed, a restart forgot it, and its retry of an acked batch was stored twice.
-//!
-//! The uploader records the state of the streams it uploads before it commits their objects
-//! (`RecordProducerStates`, then `CommitObjects`): state may be ahead of the objects after a
-//! crash between the two, never behind, and the broker's replay skips batches it already holds.
+//! Uploads record it (`uploads.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use crate::limits::{BATCHES_PER_PRODUCER_MAX, PRODUCERS_PER_STREAM_MAX};
+use crate::uploads::StreamUpload;
 
 /// One batch a producer appended, as duplicate detection remembers it.
 #[derive(
@@ -40,18 +37,11 @@ pub struct ProducerSnapshot {
     pub batches: Vec<ProducerBatch>,
 }
 
-/// The producers of one stream whose state changed, as one upload records them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct StreamProducers {
-    pub stream_id: u64,
-    pub producers: Vec<ProducerSnapshot>,
-}
-
 /// The producers of one stream, by producer id.
 pub type ProducerStates = BTreeMap<i64, ProducerSnapshot>;
 
 /// Checks what a command may carry: a bounded number of producers and batches.
-pub(crate) fn validate(streams: &[StreamProducers]) -> Result<(), String> {
+pub(crate) fn validate(streams: &[StreamUpload]) -> Result<(), String> {
     for stream in streams {
         if stream.producers.len() > PRODUCERS_PER_STREAM_MAX {
             return Err(format!(
@@ -77,8 +67,7 @@ pub(crate) fn validate(streams: &[StreamProducers]) -> Result<(), String> {
 /// Merges `changed` into the states of a stream: each producer's entry is replaced; past
 /// `PRODUCERS_PER_STREAM_MAX` the producers with the oldest last offset are forgotten (a
 /// deterministic choice, as every replica applies it).
-pub(crate) fn merge(states: &mut Arc<ProducerStates>, changed: &[ProducerSnapshot]) {
-    let states = Arc::make_mut(states);
+pub(crate) fn merge(states: &mut ProducerStates, changed: &[ProducerSnapshot]) {
     for producer in changed {
         states.insert(producer.producer_id, producer.clone());
     }
@@ -116,7 +105,7 @@ mod tests {
 
     #[test]
     fn merge_replaces_entries_and_forgets_the_oldest_past_the_limit() {
-        let mut states = Arc::new(ProducerStates::new());
+        let mut states = ProducerStates::new();
         let all: Vec<ProducerSnapshot> = (0..PRODUCERS_PER_STREAM_MAX as i64)
             .map(|id| producer(id, 1000 + id))
             .collect();
@@ -136,8 +125,10 @@ mod tests {
     fn commands_over_the_limits_are_refused() {
         let mut many_batches = producer(1, 0);
         many_batches.batches = vec![many_batches.batches[0]; BATCHES_PER_PRODUCER_MAX + 1];
-        let stream = |producers| StreamProducers {
+        let stream = |producers| StreamUpload {
             stream_id: 1,
+            end_offset: 1,
+            max_timestamp: -1,
             producers,
         };
         assert!(validate(&[stream(vec![producer(1, 0)])]).is_ok());

@@ -3,9 +3,9 @@
 //!
 //! File layout: `[magic 8][format_version u32][crc32c u32][payload_len u64][payload]`,
 //! little endian; the payload is the rkyv encoding of `SnapshotV3` (format
-//! version 3: V2 plus the producer states; V2 was V1 plus the object
-//! registry), checked with bytecheck on load, after the CRC. Versions 1 and 2
-//! still load (with an empty registry, no producer states).
+//! version 3: V2 plus each stream's uploads, `uploads.rs`; V2 was V1 plus the
+//! object registry), checked with bytecheck on load, after the CRC. Versions 1
+//! and 2 still load (with an empty registry, no uploads).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -19,11 +19,11 @@ use crate::error::MetadataError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::objects::RegistryParts;
-use crate::producers::StreamProducers;
+use crate::uploads::StreamUploadsPart;
 
 const MAGIC: &[u8; 8] = b"SLUICEMD";
 const FORMAT_VERSION: u32 = 3;
-/// The format before the producer states; still read.
+/// The format before the streams' uploads; still read.
 const FORMAT_VERSION_V2: u32 = 2;
 /// The format before the object registry; still read.
 const FORMAT_VERSION_V1: u32 = 1;
@@ -61,7 +61,7 @@ struct SnapshotV3 {
     broker_configs: BTreeMap<String, String>,
     topics: Vec<TopicImage>,
     objects: RegistryParts,
-    producer_states: Vec<StreamProducers>,
+    uploads: Vec<StreamUploadsPart>,
 }
 
 pub(crate) fn snapshot_name(epoch: u64) -> String {
@@ -86,7 +86,7 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
         broker_configs: image.broker_configs.clone(),
         topics: image.topics.values().cloned().collect(),
         objects: image.registry_parts(),
-        producer_states: image.producer_state_parts(),
+        uploads: image.upload_parts(),
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
         .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
@@ -193,7 +193,7 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
                 broker_configs: v1.broker_configs,
                 topics: v1.topics,
                 objects: RegistryParts::empty(),
-                producer_states: Vec::new(),
+                uploads: Vec::new(),
             }
         }
         FORMAT_VERSION_V2 => {
@@ -206,7 +206,7 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
                 broker_configs: v2.broker_configs,
                 topics: v2.topics,
                 objects: v2.objects,
-                producer_states: Vec::new(),
+                uploads: Vec::new(),
             }
         }
         _ => rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(invalid)?,
@@ -226,7 +226,7 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
         snapshot.next_producer_id,
         snapshot.next_stream_id,
         snapshot.objects,
-        snapshot.producer_states,
+        snapshot.uploads,
     )
 }
 
@@ -253,9 +253,9 @@ mod tests {
         assert_eq!(image.objects().count(), 0);
     }
 
-    /// A version 2 snapshot (before the producer states) still loads, with none.
+    /// A version 2 snapshot (before the streams' uploads) still loads, with none.
     #[test]
-    fn version_2_loads_without_producer_states() {
+    fn version_2_loads_without_uploads() {
         let v2 = SnapshotV2 {
             cluster_id: "c".to_string(),
             epoch: 9,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use sluice_metadata::{MetadataCommand, ObjectImage, ObjectKind, StreamProducers};
+use sluice_metadata::{MetadataCommand, ObjectImage, ObjectKind, StreamUpload};
 
 use crate::format::{BuildError, ObjectBuilder};
 use crate::limits::{
@@ -223,7 +223,7 @@ impl Uploader {
             wal_end_position: self.wal_end_position,
             planned: Vec::new(),
             uploaded: Vec::new(),
-            producer_states: Vec::new(),
+            stream_uploads: Vec::new(),
             committed: false,
         })
     }
@@ -252,9 +252,9 @@ pub struct SealedUpload {
     planned: Vec<(u64, ObjectPlan)>,
     /// The image of each planned object once it is put.
     uploaded: Vec<Option<ObjectImage>>,
-    /// The producer state of the uploaded streams as of the upload's end, recorded before
-    /// the objects are committed (emptied once recorded).
-    producer_states: Vec<StreamProducers>,
+    /// What the upload records of its streams (their producers' state and largest timestamp
+    /// at its end) before its objects are committed; emptied once recorded.
+    stream_uploads: Vec<StreamUpload>,
     committed: bool,
 }
 
@@ -341,16 +341,16 @@ impl SealedUpload {
         // The payloads now live in the objects.
         self.streams = Arc::default();
         let objects: Vec<ObjectImage> = self.uploaded.iter().flatten().cloned().collect();
-        if !self.producer_states.is_empty() {
-            // Before the objects: replay at start-up starts at the objects' end, so the state
-            // must never be behind it (ahead is harmless, see sluice_metadata's producers.rs).
+        if !self.stream_uploads.is_empty() {
+            // Before the objects: replay at start-up starts at the objects' end, so what is
+            // recorded must never be behind it (ahead is harmless: sluice_metadata's uploads.rs).
             registry
-                .submit(MetadataCommand::RecordProducerStates {
-                    streams: self.producer_states.clone(),
+                .submit(MetadataCommand::RecordUploads {
+                    streams: self.stream_uploads.clone(),
                 })
                 .await
                 .map_err(UploadError::Metadata)?;
-            self.producer_states = Vec::new();
+            self.stream_uploads = Vec::new();
         }
         if !self.committed {
             registry
@@ -373,13 +373,13 @@ impl SealedUpload {
     pub fn stream_end_offsets(&self) -> Vec<(u64, i64)> {
         self.streams
             .iter()
-            .filter_map(|(&stream_id, appends)| Some((stream_id, appends.last()?.1 + 1)))
+            .filter_map(|(&stream_id, appends)| Some((stream_id, appends.last()?.1)))
             .collect()
     }
 
-    /// Sets what the upload records of its streams' producers before committing its objects.
-    pub fn set_producer_states(&mut self, states: Vec<StreamProducers>) {
-        self.producer_states = states;
+    /// Sets what the upload records of its streams before committing its objects.
+    pub fn set_stream_uploads(&mut self, streams: Vec<StreamUpload>) {
+        self.stream_uploads = streams;
     }
 
     /// Splits streams into SSOs and SOs for the large ones and allocates their ids.
@@ -398,6 +398,7 @@ impl SealedUpload {
     }
 }
 
+/// Per stream, its appends: (first offset, end offset (exclusive), payload, payload CRC).
 type Appends = BTreeMap<u64, Vec<(i64, i64, Bytes, u32)>>;
 
 /// What one object of an upload holds: its kind, and (stream id, range of that stream's

@@ -56,6 +56,11 @@ fn triggers_backpressure_and_one_upload_in_flight() {
     ));
     let sealed = u.seal().unwrap();
     assert_eq!(sealed.wal_end_position(), 200);
+    assert_eq!(
+        sealed.stream_end_offsets(),
+        vec![(1, 2)],
+        "stream 1's offsets 0 and 1: its end is 2, exclusive"
+    );
     assert_eq!(u.buffered_bytes(), 0);
     // One upload in flight: the next one waits for `completed`.
     u.append(record(1, 2, 1, 20_000, 400), t0).unwrap();

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_metadata::{MetadataImage, PartitionImage, StreamProducers, TopicImage};
+use sluice_metadata::{MetadataImage, PartitionImage, StreamUpload, TopicImage};
 use sluice_net::ErrorCode;
 
 use crate::chunk_pool::ChunkPool;
@@ -439,11 +439,14 @@ impl PartitionStore {
             Rc::from(topic.name.as_str()),
             part.index,
             stream_id,
-            part.log_start_offset,
-            image
-                .stream_end_offset_in_objects(stream_id)
-                .unwrap_or(part.log_start_offset),
-            image.producer_states(stream_id),
+            partition::ResumedFrom {
+                log_start_offset: part.log_start_offset,
+                objects_end_offset: image
+                    .stream_end_offset_in_objects(stream_id)
+                    .unwrap_or(part.log_start_offset),
+                producers: image.producer_states(stream_id),
+                upload_times: image.upload_times(stream_id),
+            },
             settings_of(topic, &image),
         ));
         self.metrics.register_partition(&partition.metrics);
@@ -463,18 +466,19 @@ impl UploadListener for PartitionStore {
         self.evict_log_cache(self.tier.log_cache_budget_bytes());
     }
 
-    fn producer_states(&self, stream_end_offsets: &[(u64, i64)]) -> Vec<StreamProducers> {
+    fn stream_uploads(&self, stream_end_offsets: &[(u64, i64)]) -> Vec<StreamUpload> {
         let image = self.image();
         let partitions = self.partitions.borrow();
         stream_end_offsets
             .iter()
             .filter_map(|&(stream_id, end_offset)| {
                 let partition = partitions.get(&stream_id)?;
-                let producers =
-                    partition.producer_states_until(end_offset, image.producer_states(stream_id));
-                (!producers.is_empty()).then_some(StreamProducers {
+                Some(StreamUpload {
                     stream_id,
-                    producers,
+                    end_offset,
+                    max_timestamp: partition.max_timestamp_to_upload(end_offset),
+                    producers: partition
+                        .producer_states_until(end_offset, image.producer_states(stream_id)),
                 })
             })
             .collect()

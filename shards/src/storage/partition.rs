@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use sluice_metadata::{ProducerSnapshot, ProducerStates};
+use sluice_metadata::{ProducerSnapshot, ProducerStates, UploadTime};
 use sluice_net::ErrorCode;
 use sluice_net::record_batch::RecordBatchHeader;
 use sluice_wal::WalPosition;
@@ -110,17 +110,26 @@ pub struct Partition {
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
 }
 
+/// Where a partition resumes from: what the metadata holds of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResumedFrom<'a> {
+    /// Its log start offset.
+    pub log_start_offset: i64,
+    /// Its offsets below this are in object storage.
+    pub objects_end_offset: i64,
+    /// Its producers at the end of its objects.
+    pub producers: Option<&'a ProducerStates>,
+    /// When its uploads were written, oldest first.
+    pub upload_times: &'a [UploadTime],
+}
+
 impl Partition {
-    /// A partition whose log starts at `log_start_offset`, whose offsets below
-    /// `objects_end_offset` are in object storage, and whose producers were `producers` at the
-    /// end of its objects (the metadata's record of them).
+    /// A partition resuming from `from`, with nothing of it in memory yet.
     pub fn new(
         topic: Rc<str>,
         index: u32,
         stream_id: u64,
-        log_start_offset: i64,
-        objects_end_offset: i64,
-        producers: Option<&ProducerStates>,
+        from: ResumedFrom,
         settings: PartitionSettings,
     ) -> Partition {
         Partition {
@@ -129,12 +138,14 @@ impl Partition {
             index,
             stream_id,
             log: RefCell::new(PartitionLog::resumed(
-                log_start_offset,
-                objects_end_offset,
+                from.log_start_offset,
+                from.objects_end_offset,
+                from.upload_times,
                 now_ms(),
             )),
             producers: RefCell::new(
-                producers.map_or_else(ProducerStateTable::default, ProducerStateTable::restored),
+                from.producers
+                    .map_or_else(ProducerStateTable::default, ProducerStateTable::restored),
             ),
             unuploaded_producer_events: RefCell::new(VecDeque::new()),
             aborted: RefCell::new(AbortedIndex::default()),
@@ -415,6 +426,15 @@ impl Partition {
     /// Bytes held by this partition's log cache.
     pub fn size_bytes(&self) -> u64 {
         self.log.borrow().size_bytes()
+    }
+
+    /// The largest timestamp of the batches from the end of the objects up to `end_offset`,
+    /// or now when none is cached: what an upload of them records.
+    pub fn max_timestamp_to_upload(&self, end_offset: i64) -> i64 {
+        self.log
+            .borrow()
+            .max_timestamp_to_upload(end_offset)
+            .unwrap_or_else(now_ms)
     }
 
     /// Records that offsets below `offset` are in committed objects (and the state of their
@@ -733,7 +753,7 @@ mod tests {
 
     #[test]
     fn replayed_transactions_rebuild_the_last_stable_offset_and_the_aborted_ranges() {
-        let partition = Partition::new(Rc::from("t"), 0, 1, 0, 0, None, settings());
+        let partition = Partition::new(Rc::from("t"), 0, 1, ResumedFrom::default(), settings());
         partition.recover(transactional(1, 0, 0)).unwrap();
         partition.recover(transactional(2, 0, 1)).unwrap();
         partition.recover(transactional(1, 1, 2)).unwrap();

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use sluice_metadata::UploadTime;
 
 use crate::chunk_pool::ChunkPool;
 
@@ -90,13 +91,24 @@ impl PartitionLog {
         }
     }
 
-    /// A log whose offsets below `next_offset` are in object storage only (after a restart).
-    /// Their timestamps are not known here: `now_ms` stands in for them, so time-based
-    /// retention removes them late, never early.
-    pub fn resumed(log_start_offset: i64, next_offset: i64, now_ms: i64) -> PartitionLog {
+    /// A log whose offsets below `next_offset` are in object storage only (after a restart),
+    /// written at `upload_times` (the metadata's record). Times recorded ahead of the objects
+    /// (a crash between the record and the commit) come again with the next upload; objects
+    /// without a time (written before times were recorded) are stamped `now_ms`, so
+    /// time-based retention removes them late, never early.
+    pub fn resumed(
+        log_start_offset: i64,
+        next_offset: i64,
+        upload_times: &[UploadTime],
+        now_ms: i64,
+    ) -> PartitionLog {
         let next_offset = next_offset.max(log_start_offset);
-        let mut uploads = VecDeque::new();
-        if next_offset > log_start_offset {
+        let mut uploads: VecDeque<(i64, i64)> = upload_times
+            .iter()
+            .filter(|t| t.end_offset > log_start_offset && t.end_offset <= next_offset)
+            .map(|t| (t.end_offset, t.max_timestamp))
+            .collect();
+        if next_offset > uploads.back().map_or(log_start_offset, |u| u.0) {
             uploads.push_back((next_offset, now_ms));
         }
         PartitionLog {
@@ -161,17 +173,22 @@ impl PartitionLog {
         if offset <= self.uploaded_end {
             return;
         }
-        let from = self.uploaded_end;
-        let first = self.batches.partition_point(|b| b.last_offset < from);
-        let max_timestamp = self
-            .batches
-            .range(first..)
-            .take_while(|b| b.base_offset < offset)
-            .map(|b| b.max_timestamp)
-            .max()
-            .unwrap_or(i64::MAX);
+        // None cached (none expected): never expire by time rather than at once.
+        let max_timestamp = self.max_timestamp_to_upload(offset).unwrap_or(i64::MAX);
         self.uploads.push_back((offset, max_timestamp));
         self.uploaded_end = offset;
+    }
+
+    /// The largest timestamp of the cached batches from the end of the objects up to
+    /// `end_offset`, if any is cached.
+    pub fn max_timestamp_to_upload(&self, end_offset: i64) -> Option<i64> {
+        let from = self.uploaded_end;
+        let first = self.batches.partition_point(|b| b.last_offset < from);
+        self.batches
+            .range(first..)
+            .take_while(|b| b.base_offset < end_offset)
+            .map(|b| b.max_timestamp)
+            .max()
     }
 
     /// The log start offset time-based retention asks for: the end of the last upload, in
@@ -441,7 +458,7 @@ mod tests {
             log.read(10, 1000, i64::MAX, &pool()).unwrap().records.len(),
             100
         );
-        let resumed = PartitionLog::resumed(0, 20, 0);
+        let resumed = PartitionLog::resumed(0, 20, &[], 0);
         assert_eq!(resumed.high_watermark(), 20);
         assert_eq!(
             resumed.read(3, 1000, i64::MAX, &pool()),
@@ -472,9 +489,29 @@ mod tests {
         log.advance_log_start(10);
         assert_eq!(log.expired_before(5), None);
         assert_eq!(
-            PartitionLog::resumed(0, 50, 1000).expired_before(1001),
+            PartitionLog::resumed(0, 50, &[], 1000).expired_before(1001),
             Some(50)
         );
+    }
+
+    /// After a restart, retention goes by the times the metadata recorded, not the restart's.
+    #[test]
+    fn a_resumed_log_keeps_its_recorded_upload_times() {
+        let time = |end_offset, max_timestamp| UploadTime {
+            end_offset,
+            max_timestamp,
+        };
+        // Below the log start, up to the objects' end, ahead of the objects (not committed).
+        let times = [time(10, 100), time(30, 300), time(50, 500), time(70, 700)];
+        let resumed = PartitionLog::resumed(10, 50, &times, 10_000);
+        assert_eq!(resumed.expired_before(100), None);
+        assert_eq!(resumed.expired_before(301), Some(30));
+        assert_eq!(resumed.expired_before(501), Some(50));
+        // Objects past the last recorded time (written before times were recorded) count from
+        // the restart.
+        let resumed = PartitionLog::resumed(0, 60, &times[..2], 10_000);
+        assert_eq!(resumed.expired_before(9_999), Some(30));
+        assert_eq!(resumed.expired_before(10_001), Some(60));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use sluice_metadata::StreamProducers;
+use sluice_metadata::StreamUpload;
 use sluice_objstore::{AppendedRecord, SealedUpload, UploadError, UploadReport, Uploader};
 use sluice_wal::WalPosition;
 
@@ -22,8 +22,9 @@ pub trait UploadListener {
     fn uploaded(&self, stream_id: u64, end_offset: i64);
     /// An upload was committed and the WAL trimmed: uploaded batches may leave the log cache.
     fn committed(&self);
-    /// What an upload of these streams, each up to its end offset, records of their producers.
-    fn producer_states(&self, stream_end_offsets: &[(u64, i64)]) -> Vec<StreamProducers>;
+    /// What an upload of these streams, each up to its end offset, records of them (their
+    /// largest timestamp, their producers' state).
+    fn stream_uploads(&self, stream_end_offsets: &[(u64, i64)]) -> Vec<StreamUpload>;
 }
 
 /// Runs until `stop`: uploads shard `shard_id`'s durable WAL records through `tier`, commits
@@ -73,7 +74,7 @@ pub async fn run_uploads(
 
 /// Hands the durable records queued in `wal` to the uploader and seals an upload if one is
 /// due at `now` (by size or by the age of its oldest record), with what `listener` says of
-/// its streams' producers. The caller runs it until it is committed (a failed run keeps its
+/// its streams. The caller runs it until it is committed (a failed run keeps its
 /// objects' ids, so it is retried, never dropped), then calls [`upload_committed`]. `now` is
 /// a parameter so that the simulator's clock can drive it.
 pub fn due_upload(
@@ -90,7 +91,7 @@ pub fn due_upload(
         }
         uploader.seal()?
     };
-    sealed.set_producer_states(listener.producer_states(&sealed.stream_end_offsets()));
+    sealed.set_stream_uploads(listener.stream_uploads(&sealed.stream_end_offsets()));
     Some(sealed)
 }
 

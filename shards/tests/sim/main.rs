@@ -174,7 +174,7 @@ fn a_client_whose_retries_duplicate_is_caught() {
 /// A bug the simulator found, replayed: a failed idempotent batch that had landed, was
 /// uploaded and trimmed from the WAL, was stored again when its producer retried it after a
 /// restart, because producer state was rebuilt from the WAL alone. It now comes back from
-/// the metadata (`RecordProducerStates`), and the retry is answered as a duplicate.
+/// the metadata (`RecordUploads`), and the retry is answered as a duplicate.
 #[test]
 fn idempotent_retries_never_duplicate_across_uploads_and_restarts() {
     if let Err(violation) = run(SimOptions::new(1796444236925307142, 300)) {

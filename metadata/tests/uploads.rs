@@ -1,5 +1,5 @@
-//! Producer states in the metadata: recorded per stream, merged by producer, kept across
-//! log replay and snapshots, dropped with their topic.
+//! What uploads record of their streams (producer states, upload times): merged by producer,
+//! kept across log replay and snapshots, trimmed with the log start, dropped with their topic.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::path::Path;
 use common::{TempDir, create};
 use sluice_metadata::{
     CommandOutcome, MetadataCommand, MetadataStore, ProducerBatch, ProducerSnapshot, StoreOptions,
-    StreamProducers,
+    StreamUpload, UploadTime,
 };
 
 fn open(dir: &Path, interval: u64) -> MetadataStore {
@@ -37,35 +37,63 @@ fn producer(producer_id: i64, epoch: i16, base_offset: i64) -> ProducerSnapshot 
     }
 }
 
-fn record(store: &mut MetadataStore, stream_id: u64, producers: Vec<ProducerSnapshot>) {
+fn record(
+    store: &mut MetadataStore,
+    stream_id: u64,
+    end_offset: i64,
+    producers: Vec<ProducerSnapshot>,
+) {
     let outcome = store
-        .apply(MetadataCommand::RecordProducerStates {
-            streams: vec![StreamProducers {
+        .apply(MetadataCommand::RecordUploads {
+            streams: vec![StreamUpload {
                 stream_id,
+                end_offset,
+                max_timestamp: 5_000 + end_offset,
                 producers,
             }],
         })
         .unwrap()
         .1;
-    assert_eq!(outcome, CommandOutcome::ProducerStatesRecorded);
+    assert_eq!(outcome, CommandOutcome::UploadsRecorded);
+}
+
+fn time(end_offset: i64) -> UploadTime {
+    UploadTime {
+        end_offset,
+        max_timestamp: 5_000 + end_offset,
+    }
 }
 
 #[test]
-fn producer_states_survive_replay_and_snapshots_and_go_with_their_topic() {
+fn uploads_survive_replay_and_snapshots_and_go_with_their_topic() {
     for interval in [1_000, 2] {
-        let dir = TempDir::new("producers");
+        let dir = TempDir::new("uploads");
         let mut store = open(dir.path(), interval);
         store.apply(create("t", 2, 1)).unwrap();
         let stream = store.image().partition("t", 1).unwrap().stream_id;
         record(
             &mut store,
             stream,
+            20,
             vec![producer(7, 0, 0), producer(8, 0, 10)],
         );
         // A later upload replaces producer 7's entry and leaves producer 8's.
-        record(&mut store, stream, vec![producer(7, 1, 20)]);
+        record(&mut store, stream, 30, vec![producer(7, 1, 20)]);
+        record(&mut store, stream, 40, Vec::new());
         // A stream that is gone (or never was) is skipped, not an error.
-        record(&mut store, 9_999, vec![producer(1, 0, 0)]);
+        record(&mut store, 9_999, 10, vec![producer(1, 0, 0)]);
+        store
+            .apply(MetadataCommand::SetLogStartOffset {
+                topic: "t".to_string(),
+                partition: 1,
+                offset: 25,
+            })
+            .unwrap();
+        assert_eq!(
+            store.image().upload_times(stream),
+            &[time(30), time(40)],
+            "the upload below the log start is gone"
+        );
         let expected = store.image().producer_states(stream).unwrap().clone();
         assert_eq!(expected.len(), 2);
         assert_eq!(expected[&7], producer(7, 1, 20));
@@ -79,12 +107,14 @@ fn producer_states_survive_replay_and_snapshots_and_go_with_their_topic() {
             Some(&expected),
             "interval {interval}"
         );
+        assert_eq!(store.image().upload_times(stream), &[time(30), time(40)]);
         store
             .apply(MetadataCommand::DeleteTopic {
                 name: "t".to_string(),
             })
             .unwrap();
         assert!(store.image().producer_states(stream).is_none());
+        assert!(store.image().upload_times(stream).is_empty());
         drop(store);
         let store = open(dir.path(), interval);
         assert!(store.image().producer_states(stream).is_none());
@@ -93,15 +123,17 @@ fn producer_states_survive_replay_and_snapshots_and_go_with_their_topic() {
 
 #[test]
 fn oversized_producer_states_are_refused() {
-    let dir = TempDir::new("producers-limits");
+    let dir = TempDir::new("uploads-limits");
     let mut store = open(dir.path(), 1_000);
     store.apply(create("t", 1, 1)).unwrap();
     let stream = store.image().partition("t", 0).unwrap().stream_id;
     let mut long = producer(1, 0, 0);
     long.batches = vec![long.batches[0]; 6];
-    let refused = store.apply(MetadataCommand::RecordProducerStates {
-        streams: vec![StreamProducers {
+    let refused = store.apply(MetadataCommand::RecordUploads {
+        streams: vec![StreamUpload {
             stream_id: stream,
+            end_offset: 1,
+            max_timestamp: -1,
             producers: vec![long],
         }],
     });

@@ -1,7 +1,9 @@
-//! Idempotent producers across restarts, over the raw protocol (librdkafka decides itself
-//! when to retry; these tests need to retry one given batch). Producer state outlives the WAL:
-//! each upload records it in the metadata, so a retry of an acknowledged batch whose data was
-//! uploaded, trimmed from the WAL and the broker killed is answered as the duplicate it is.
+//! What a partition knows of its past comes back after `kill -9` even once its data has left
+//! the WAL, because each upload records it in the metadata: its idempotent producers' state
+//! (a retry of an acknowledged batch is answered as the duplicate it is) and when its data
+//! was written (time-based retention goes by the records' timestamps, not the restart's).
+//! Over the raw protocol: librdkafka decides itself when to retry, and these tests need to
+//! retry one given batch.
 
 mod common;
 
@@ -10,8 +12,12 @@ use std::time::Duration;
 use common::http::get;
 use common::raw::{RawClient, producer_batch};
 use common::{BrokerProcess, wait_for};
+use rdkafka::admin::{AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use sluice_net::messages::init_producer_id_request::InitProducerIdRequest;
+use sluice_net::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
 use sluice_net::record_batch::RecordBatchHeader;
 use sluice_net::{ErrorCode, Request, Response};
 
@@ -180,5 +186,86 @@ fn retries_after_upload_trim_and_kill9_are_answered_as_duplicates_twice_over() {
         ErrorCode::OutOfOrderSequenceNumber.code()
     );
     assert_eq!(batch_offsets(&mut client), (0..6).collect::<Vec<i64>>());
+    broker.check_log();
+}
+
+/// The log start offset of partition 0 (ListOffsets, earliest).
+fn log_start_offset(client: &mut RawClient, topic: &str) -> i64 {
+    let Response::ListOffsets(answer) = client.call(
+        7,
+        Request::ListOffsets(ListOffsetsRequest {
+            replica_id: -1,
+            topics: vec![ListOffsetsTopic {
+                name: topic.into(),
+                partitions: vec![ListOffsetsPartition {
+                    partition_index: 0,
+                    timestamp: -2,
+                    ..Default::default()
+                }],
+            }],
+            ..Default::default()
+        }),
+    ) else {
+        panic!("a ListOffsets response");
+    };
+    let partition = &answer.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    partition.offset
+}
+
+/// Issue 23: "retention by the batches' own timestamps, across restarts". Records stamped in
+/// 1970 sit in objects under unlimited retention; after `kill -9` and a restart, retention.ms
+/// of an hour removes them (before, the restart stamped them with its own time).
+#[test]
+fn time_retention_goes_by_record_timestamps_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        dir.path(),
+        &[
+            "--shards",
+            "1",
+            "--upload-interval-ms",
+            "50",
+            "--retention-check-interval-ms",
+            "100",
+        ],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1)).set("retention.ms", "-1");
+    let created = runtime
+        .block_on(broker.admin().create_topics(&[topic], &AdminOptions::new()))
+        .expect("CreateTopics answered");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let mut client = RawClient::connect(&broker);
+    let producer = init_producer_id(&mut client);
+    // `producer_batch` stamps its record with timestamp 0.
+    let produced = produce_in_order(&mut client, producer, 0..3, 0);
+    wait_for_trim(broker.admin.as_deref().expect("an admin address"), produced);
+
+    let broker = broker.restart();
+    let mut client = RawClient::connect(&broker);
+    assert_eq!(log_start_offset(&mut client, TOPIC), 0);
+    let an_hour = AlterConfig::new(ResourceSpecifier::Topic(TOPIC)).set("retention.ms", "3600000");
+    let altered = runtime
+        .block_on(
+            broker
+                .admin()
+                .alter_configs(&[an_hour], &AdminOptions::new()),
+        )
+        .expect("AlterConfigs answered");
+    assert!(altered.iter().all(Result::is_ok), "{altered:?}");
+    wait_for(TIMEOUT, || {
+        (log_start_offset(&mut client, TOPIC) == 3).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "retention.ms never removed the 1970 records: log start {}; log: {:#?}",
+            log_start_offset(&mut client, TOPIC),
+            broker.log_lines()
+        )
+    });
     broker.check_log();
 }
