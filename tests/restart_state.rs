@@ -19,6 +19,7 @@ use sluice_net::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
 use sluice_net::record_batch::RecordBatchHeader;
+use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 use sluice_net::{ErrorCode, Request, Response};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -189,8 +190,9 @@ fn retries_after_upload_trim_and_kill9_are_answered_as_duplicates_twice_over() {
     broker.check_log();
 }
 
-/// The log start offset of partition 0 (ListOffsets, earliest).
-fn log_start_offset(client: &mut RawClient, topic: &str) -> i64 {
+/// ListOffsets v7 of partition 0 for `timestamp` (-2 earliest, -3 the largest timestamp):
+/// (offset, timestamp).
+fn list_offset(client: &mut RawClient, topic: &str, timestamp: i64) -> (i64, i64) {
     let Response::ListOffsets(answer) = client.call(
         7,
         Request::ListOffsets(ListOffsetsRequest {
@@ -199,7 +201,7 @@ fn log_start_offset(client: &mut RawClient, topic: &str) -> i64 {
                 name: topic.into(),
                 partitions: vec![ListOffsetsPartition {
                     partition_index: 0,
-                    timestamp: -2,
+                    timestamp,
                     ..Default::default()
                 }],
             }],
@@ -210,7 +212,61 @@ fn log_start_offset(client: &mut RawClient, topic: &str) -> i64 {
     };
     let partition = &answer.topics[0].partitions[0];
     assert_eq!(partition.error_code, 0);
-    partition.offset
+    (partition.offset, partition.timestamp)
+}
+
+/// The log start offset of partition 0.
+fn log_start_offset(client: &mut RawClient, topic: &str) -> i64 {
+    list_offset(client, topic, -2).0
+}
+
+/// A batch of records stamped `timestamps`, from no producer.
+fn stamped_batch(timestamps: &[i64]) -> bytes::Bytes {
+    let mut builder = RecordBatchBuilder::new(Compression::None);
+    for &timestamp in timestamps {
+        builder.append(timestamp, None, Some(b"v"), &[]);
+    }
+    builder.build().expect("a valid batch")
+}
+
+/// ListOffsets MAX_TIMESTAMP (-3) answers the first record with the largest timestamp, not
+/// its batch's last offset, in the log cache and, after a restart, in objects.
+#[test]
+fn the_largest_timestamp_is_found_per_record_in_objects_and_in_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1", "--upload-interval-ms", "50"]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1)).set("retention.ms", "-1");
+    let created = runtime
+        .block_on(broker.admin().create_topics(&[topic], &AdminOptions::new()))
+        .expect("CreateTopics answered");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let mut client = RawClient::connect(&broker);
+    let mut produced = 0;
+    for (timestamps, base_offset) in [(&[5, 9, 9, 3][..], 0), (&[7][..], 4)] {
+        let batch = stamped_batch(timestamps);
+        produced += batch.len() as u64;
+        assert_eq!(client.produce(TOPIC, 0, None, batch), (0, base_offset));
+    }
+    assert_eq!(list_offset(&mut client, TOPIC, -3), (1, 9));
+    wait_for_trim(broker.admin.as_deref().expect("an admin address"), produced);
+
+    let broker = broker.restart();
+    let mut client = RawClient::connect(&broker);
+    assert_eq!(
+        list_offset(&mut client, TOPIC, -3),
+        (1, 9),
+        "found in objects after the restart"
+    );
+    assert_eq!(
+        client.produce(TOPIC, 0, None, stamped_batch(&[12, 12])),
+        (0, 5)
+    );
+    assert_eq!(list_offset(&mut client, TOPIC, -3), (5, 12));
+    broker.check_log();
 }
 
 /// Issue 23: "retention by the batches' own timestamps, across restarts". Records stamped in

@@ -183,6 +183,11 @@ impl PartitionStore {
                     let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
                     return;
                 };
+                if timestamp == MAX_TIMESTAMP {
+                    let found = self.max_timestamp_offset(&partition).await;
+                    let _ = reply.send(found.map(|hit| hit.unwrap_or((-1, -1))));
+                    return;
+                }
                 let cold_from = (timestamp >= 0)
                     .then(|| partition.cold_search_start(timestamp))
                     .flatten();
@@ -294,6 +299,22 @@ impl PartitionStore {
             }
             offset = next;
         }
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the first record with the largest timestamp, in objects
+    /// (searched from the upload that holds it) or in the log cache.
+    async fn max_timestamp_offset(
+        &self,
+        partition: &Partition,
+    ) -> Result<Option<(i64, i64)>, ErrorCode> {
+        let cached = partition.max_timestamp_offset();
+        if let Some((from, timestamp)) = partition.max_timestamp_upload()
+            && cached.is_none_or(|(_, cached)| timestamp >= cached)
+            && let Some(hit) = self.search_objects(partition, from, timestamp).await?
+        {
+            return Ok(Some(hit));
+        }
+        Ok(cached)
     }
 
     /// The reads of one [`PartitionRequest::Read`], in order, sharing `max_bytes`
@@ -512,7 +533,6 @@ fn list_offset(partition: &Partition, timestamp: i64, read_committed: bool) -> (
         LATEST => (high_watermark, -1),
         EARLIEST | EARLIEST_LOCAL => (log_start, -1),
         LATEST_TIERED => (-1, -1),
-        MAX_TIMESTAMP => partition.max_timestamp_offset().unwrap_or((-1, -1)),
         t if t >= 0 => partition.offset_for_timestamp(t).unwrap_or((-1, -1)),
         _ => (-1, -1),
     }

@@ -491,13 +491,24 @@ impl Partition {
         self.log.borrow().cold_search_start(timestamp)
     }
 
-    /// The offset and timestamp of the record with the largest timestamp.
+    /// The offset and timestamp of the first cached record with the largest timestamp of the
+    /// cached records.
     pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
         let log = self.log.borrow();
-        let batch = log
-            .visible_batches_from(log.log_start_offset())
-            .max_by_key(|b| b.max_timestamp)?;
-        Some((batch.last_offset, batch.max_timestamp))
+        let start = log.log_start_offset();
+        let batch =
+            log.visible_batches_from(start)
+                .fold(None::<&StoredBatch>, |best, b| match best {
+                    Some(best) if best.max_timestamp >= b.max_timestamp => Some(best),
+                    _ => Some(b),
+                })?;
+        record_at_or_after(&batch.data, batch.max_timestamp, start)
+    }
+
+    /// Where the largest timestamp below the log cache is, if any: (the start of the upload
+    /// holding it, the timestamp) (see [`PartitionLog::max_timestamp_upload`]).
+    pub fn max_timestamp_upload(&self) -> Option<(i64, i64)> {
+        self.log.borrow().max_timestamp_upload()
     }
 
     /// Moves the log start forward; refuses offsets above the high watermark.

@@ -224,6 +224,31 @@ impl PartitionLog {
         None
     }
 
+    /// The upload below the first cached batch holding the largest timestamp (the earliest
+    /// of equals), as (its start offset, that timestamp): where ListOffsets MAX_TIMESTAMP must
+    /// search objects. Uploads without a known time (i64::MAX) are passed over.
+    pub fn max_timestamp_upload(&self) -> Option<(i64, i64)> {
+        let cache_start = self
+            .batches
+            .front()
+            .map_or(self.next_offset, |b| b.base_offset);
+        let mut start = self.log_start_offset;
+        let mut found: Option<(i64, i64)> = None;
+        for &(end, max_timestamp) in &self.uploads {
+            if end <= start {
+                continue;
+            }
+            if start >= cache_start {
+                break;
+            }
+            if max_timestamp != i64::MAX && found.is_none_or(|(_, best)| max_timestamp > best) {
+                found = Some((start, max_timestamp));
+            }
+            start = end;
+        }
+        found
+    }
+
     /// Bytes of cached batches that end at or after `offset`.
     pub fn cached_bytes_from(&self, offset: i64) -> u64 {
         let first = self.batches.partition_point(|b| b.last_offset < offset);
@@ -512,6 +537,26 @@ mod tests {
         let resumed = PartitionLog::resumed(0, 60, &times[..2], 10_000);
         assert_eq!(resumed.expired_before(9_999), Some(30));
         assert_eq!(resumed.expired_before(10_001), Some(60));
+    }
+
+    #[test]
+    fn the_upload_with_the_largest_timestamp_is_the_earliest_of_equals_below_the_cache() {
+        let time = |end_offset, max_timestamp| UploadTime {
+            end_offset,
+            max_timestamp,
+        };
+        let times = [
+            time(10, 500),
+            time(20, 900),
+            time(30, 900),
+            time(40, i64::MAX),
+        ];
+        let resumed = PartitionLog::resumed(5, 40, &times, 100);
+        assert_eq!(resumed.max_timestamp_upload(), Some((10, 900)));
+        assert_eq!(
+            PartitionLog::resumed(0, 0, &[], 100).max_timestamp_upload(),
+            None
+        );
     }
 
     #[test]
