@@ -514,6 +514,8 @@ pub fn settings_of(topic: &TopicImage, image: &MetadataImage) -> PartitionSettin
         max_message_bytes: effective.max_message_bytes.max(0) as usize,
         retention_ms: effective.retention_ms,
         retention_bytes: effective.retention_bytes,
+        timestamp_before_max_ms: effective.timestamp_before_max_ms,
+        timestamp_after_max_ms: effective.timestamp_after_max_ms,
     }
 }
 

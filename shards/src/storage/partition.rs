@@ -41,6 +41,12 @@ pub struct PartitionSettings {
     pub retention_ms: i64,
     /// The log is cut to about this many bytes (retention.bytes; negative: no limit).
     pub retention_bytes: i64,
+    /// CreateTime records older than this many ms are refused
+    /// (message.timestamp.before.max.ms; i64::MAX: no bound).
+    pub timestamp_before_max_ms: i64,
+    /// CreateTime records this many ms ahead of the broker's clock are refused
+    /// (message.timestamp.after.max.ms; i64::MAX: no bound).
+    pub timestamp_after_max_ms: i64,
 }
 
 /// The answer to one partition's part of a produce request.
@@ -233,6 +239,9 @@ impl Partition {
         let settings = self.settings.get();
         if batch.len() > settings.max_message_bytes {
             return Err(ErrorCode::MessageTooLarge);
+        }
+        if !settings.log_append_time {
+            check_timestamps(&batch, &settings, now_ms())?;
         }
         let header = batch.facts();
         let _turn = ticket.turn().await;
@@ -711,6 +720,39 @@ pub fn record_at_or_after(batch: &Bytes, timestamp: i64, start: i64) -> Option<(
     })
 }
 
+/// Kafka's timestamp bounds for CreateTime records (KIP-937): INVALID_TIMESTAMP when a record
+/// is more than `timestamp_before_max_ms` older or `timestamp_after_max_ms` newer than `now`.
+/// The batch header bounds the newest record; the oldest needs the records decoded, which
+/// only a finite `timestamp_before_max_ms` asks for.
+fn check_timestamps(
+    batch: &ValidatedBatch,
+    settings: &PartitionSettings,
+    now: i64,
+) -> Result<(), ErrorCode> {
+    if settings.timestamp_after_max_ms != i64::MAX
+        && batch.facts().max_timestamp > now.saturating_add(settings.timestamp_after_max_ms)
+    {
+        return Err(ErrorCode::InvalidTimestamp);
+    }
+    if settings.timestamp_before_max_ms != i64::MAX {
+        let oldest_allowed = now.saturating_sub(settings.timestamp_before_max_ms);
+        let header =
+            RecordBatchHeader::parse(batch.bytes()).map_err(|_| ErrorCode::CorruptMessage)?;
+        let records = sluice_net::record_batch::decode_records(
+            batch.bytes(),
+            crate::DECOMPRESSED_BATCH_BYTES_MAX,
+        )
+        .map_err(|_| ErrorCode::CorruptMessage)?;
+        if records
+            .iter()
+            .any(|r| header.base_timestamp().saturating_add(r.timestamp_delta) < oldest_allowed)
+        {
+            return Err(ErrorCode::InvalidTimestamp);
+        }
+    }
+    Ok(())
+}
+
 /// The offset after the last batch of `records` (whole batches, as reads return them).
 pub(crate) fn end_offset_of(records: &Bytes) -> Option<i64> {
     sluice_net::record_batch::batches(records)
@@ -734,7 +776,35 @@ mod tests {
             max_message_bytes: 1 << 20,
             retention_ms: -1,
             retention_bytes: -1,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
         }
+    }
+
+    #[test]
+    fn create_time_bounds_refuse_records_too_old_or_too_new() {
+        let mut builder = sluice_net::record_batch::RecordBatchBuilder::new(
+            sluice_net::record_batch::Compression::None,
+        );
+        // The oldest record is not the first: the bound needs every record.
+        builder.append(1_000, None, Some(b"a"), &[]);
+        builder.append(500, None, Some(b"b"), &[]);
+        let batch = ValidatedBatch::validate(false, Some(builder.build().unwrap())).unwrap();
+        let bounded = |before, after| PartitionSettings {
+            timestamp_before_max_ms: before,
+            timestamp_after_max_ms: after,
+            ..settings()
+        };
+        assert_eq!(check_timestamps(&batch, &settings(), 1_000_000), Ok(()));
+        assert_eq!(check_timestamps(&batch, &bounded(500, 0), 1_000), Ok(()));
+        assert_eq!(
+            check_timestamps(&batch, &bounded(499, i64::MAX), 1_000),
+            Err(ErrorCode::InvalidTimestamp)
+        );
+        assert_eq!(
+            check_timestamps(&batch, &bounded(i64::MAX, 99), 900),
+            Err(ErrorCode::InvalidTimestamp)
+        );
     }
 
     /// A one-record transactional batch of `producer_id` at `offset`, as the WAL holds it.
