@@ -19,8 +19,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_metadata::{MetadataImage, PartitionImage, StreamUpload, TopicImage};
+use sluice_metadata::{CompressionType, MetadataImage, PartitionImage, StreamUpload, TopicImage};
 use sluice_net::ErrorCode;
+use sluice_net::record_batch::Compression;
 
 use crate::chunk_pool::ChunkPool;
 use crate::controller::ControllerHandle;
@@ -514,6 +515,14 @@ pub fn settings_of(topic: &TopicImage, image: &MetadataImage) -> PartitionSettin
         max_message_bytes: effective.max_message_bytes.max(0) as usize,
         retention_ms: effective.retention_ms,
         retention_bytes: effective.retention_bytes,
+        compression: match effective.compression_type {
+            CompressionType::Producer => None,
+            CompressionType::Uncompressed => Some(Compression::None),
+            CompressionType::Gzip => Some(Compression::Gzip),
+            CompressionType::Snappy => Some(Compression::Snappy),
+            CompressionType::Lz4 => Some(Compression::Lz4),
+            CompressionType::Zstd => Some(Compression::Zstd),
+        },
         timestamp_before_max_ms: effective.timestamp_before_max_ms,
         timestamp_after_max_ms: effective.timestamp_after_max_ms,
     }

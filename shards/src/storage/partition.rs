@@ -41,6 +41,9 @@ pub struct PartitionSettings {
     pub retention_ms: i64,
     /// The log is cut to about this many bytes (retention.bytes; negative: no limit).
     pub retention_bytes: i64,
+    /// Batches are stored compressed with this codec (compression.type; None: as the
+    /// producer sent them).
+    pub compression: Option<sluice_net::record_batch::Compression>,
     /// CreateTime records older than this many ms are refused
     /// (message.timestamp.before.max.ms; i64::MAX: no bound).
     pub timestamp_before_max_ms: i64,
@@ -243,6 +246,11 @@ impl Partition {
         if !settings.log_append_time {
             check_timestamps(&batch, &settings, now_ms())?;
         }
+        // Before the turn: recompressing is CPU work the partition's order need not wait for.
+        let batch = match settings.compression {
+            Some(compression) => batch.recompressed(compression)?,
+            None => batch,
+        };
         let header = batch.facts();
         let _turn = ticket.turn().await;
         let idempotent = header.producer_id >= 0;
@@ -776,6 +784,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             retention_ms: -1,
             retention_bytes: -1,
+            compression: None,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
         }

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 use sluice_net::ErrorCode;
-use sluice_net::record_batch::{BatchError, RecordBatchHeader};
+use sluice_net::record_batch::{
+    BatchError, Compression, RecordBatchBuilder, RecordBatchHeader, decode_records,
+};
 
 /// One partition's records of a Produce request that passed the parse stage's checks: exactly
 /// one v2 batch (as Kafka requires from Produce v3 on), whole, with a valid CRC and a sane
@@ -97,12 +99,49 @@ impl ValidatedBatch {
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
+
+    /// The batch compressed with `compression` (the topic's compression.type), as Kafka
+    /// recompresses a batch whose codec differs from the topic's: same records, timestamps,
+    /// producer, sequence and transactional flag, a new CRC.
+    pub fn recompressed(self, compression: Compression) -> Result<ValidatedBatch, ErrorCode> {
+        let header =
+            RecordBatchHeader::parse(&self.bytes).map_err(|_| ErrorCode::CorruptMessage)?;
+        if header.compression() == Ok(compression) {
+            return Ok(self);
+        }
+        let records = decode_records(&self.bytes, crate::DECOMPRESSED_BATCH_BYTES_MAX)
+            .map_err(|_| ErrorCode::CorruptMessage)?;
+        let mut builder = RecordBatchBuilder::new(compression)
+            .base_offset(header.base_offset())
+            .producer(
+                header.producer_id(),
+                header.producer_epoch(),
+                header.base_sequence(),
+            )
+            .transactional(header.is_transactional());
+        for record in &records {
+            let headers: Vec<(&[u8], Option<&[u8]>)> = record
+                .headers
+                .iter()
+                .map(|h| (&h.key[..], h.value.as_deref()))
+                .collect();
+            builder.append(
+                header
+                    .base_timestamp()
+                    .saturating_add(record.timestamp_delta),
+                record.key.as_deref(),
+                record.value.as_deref(),
+                &headers,
+            );
+        }
+        let bytes = builder.build().map_err(|_| ErrorCode::CorruptMessage)?;
+        ValidatedBatch::validate(header.is_transactional(), Some(bytes))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 
     fn batch(producer_id: i64, transactional: bool) -> Bytes {
         let mut builder = RecordBatchBuilder::new(Compression::None);
@@ -147,6 +186,25 @@ mod tests {
         assert_eq!(
             ValidatedBatch::validate(false, Some(Bytes::from(two))).unwrap_err(),
             ErrorCode::InvalidRecord
+        );
+    }
+
+    #[test]
+    fn recompression_keeps_records_and_facts() {
+        let plain = ValidatedBatch::validate(false, Some(batch(7, false))).expect("valid");
+        let facts = plain.facts();
+        let records = decode_records(plain.bytes(), 1 << 20).unwrap();
+        let zstd = plain.recompressed(Compression::Zstd).expect("recompressed");
+        let header = RecordBatchHeader::parse(zstd.bytes()).unwrap();
+        assert_eq!(header.compression(), Ok(Compression::Zstd));
+        assert_eq!(zstd.facts(), facts);
+        assert_eq!(decode_records(zstd.bytes(), 1 << 20).unwrap(), records);
+        let before = zstd.bytes().clone();
+        let same = zstd.recompressed(Compression::Zstd).expect("unchanged");
+        assert_eq!(
+            same.bytes(),
+            &before,
+            "a batch already in the codec is kept as sent"
         );
     }
 }

@@ -1,0 +1,96 @@
+//! Topic configs that change how batches are stored, applied as Kafka applies them:
+//! compression.type recompresses batches whose codec differs (a consumer reads the same
+//! records), and "producer" keeps each batch as sent.
+
+mod common;
+
+use bytes::Bytes;
+use common::BrokerProcess;
+use common::raw::RawClient;
+use sluice_net::messages::create_topics_request::{
+    CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+};
+use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use sluice_net::record_batch::{
+    Compression, RecordBatchBuilder, RecordBatchHeader, decode_records,
+};
+use sluice_net::{Request, Response};
+
+fn create_topic(client: &mut RawClient, name: &str, compression_type: &str) {
+    let Response::CreateTopics(created) = client.call(
+        7,
+        Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: name.into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                configs: vec![CreatableTopicConfig {
+                    name: "compression.type".into(),
+                    value: Some(compression_type.into()),
+                }],
+                ..Default::default()
+            }],
+            timeout_ms: 10_000,
+            validate_only: false,
+        }),
+    ) else {
+        panic!("a CreateTopics response");
+    };
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+}
+
+/// The first batch of partition 0 of `topic`, as a consumer fetches it.
+fn first_batch(client: &mut RawClient, topic: &str) -> Bytes {
+    let Response::Fetch(answer) = client.call(
+        11,
+        Request::Fetch(FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 0,
+            topics: vec![FetchTopic {
+                topic: topic.into(),
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    fetch_offset: 0,
+                    partition_max_bytes: 1 << 20,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    ) else {
+        panic!("a Fetch response");
+    };
+    let partition = &answer.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    partition.records.clone().expect("records")
+}
+
+#[test]
+fn compression_type_recompresses_and_producer_keeps_the_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    let mut client = RawClient::connect(&broker);
+    let mut builder = RecordBatchBuilder::new(Compression::Lz4);
+    builder.append(1_000, Some(b"k"), Some(b"one"), &[(b"h", Some(b"v"))]);
+    builder.append(1_001, None, Some(b"two"), &[]);
+    let sent = builder.build().expect("a batch");
+    let sent_records = decode_records(&sent, 1 << 20).unwrap();
+    for (topic, compression_type, stored) in [
+        ("gzip", "gzip", Compression::Gzip),
+        ("plain", "uncompressed", Compression::None),
+        ("as-sent", "producer", Compression::Lz4),
+    ] {
+        create_topic(&mut client, topic, compression_type);
+        assert_eq!(client.produce(topic, 0, None, sent.clone()), (0, 0));
+        let batch = first_batch(&mut client, topic);
+        let header = RecordBatchHeader::parse(&batch).expect("one whole batch");
+        assert_eq!(header.compression(), Ok(stored), "{topic}");
+        assert_eq!(
+            decode_records(&batch, 1 << 20).unwrap(),
+            sent_records,
+            "{topic}"
+        );
+    }
+    broker.check_log();
+}
