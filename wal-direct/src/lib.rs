@@ -291,7 +291,7 @@ impl Wal {
 
         let previous = match io.read_header().await? {
             Some(header) => header,
-            None if created || io.headers_blank().await? => {
+            None if created || io.never_formatted().await? => {
                 if config.preformat {
                     io.zero_ring(config.capacity_bytes).await?;
                 }
@@ -1021,12 +1021,18 @@ impl DiskIo {
         Ok(format::newest_header(&self.read_header_blocks().await?))
     }
 
-    async fn headers_blank(&self) -> Result<bool, WalError> {
-        Ok(self
-            .read_header_blocks()
-            .await?
-            .iter()
-            .all(|byte| *byte == 0))
+    /// True when a header slot is still blank (called when no copy is valid): a new device,
+    /// or a first format cut short by a crash. Formatting writes both copies before anything
+    /// else and later header writes replace one copy at a time, so a WAL that ever opened
+    /// has two written slots; one that never opened acknowledged nothing, and formatting it
+    /// again loses nothing. Two written, invalid slots are refused (`HeaderCorrupt`): that is
+    /// damage, or a device holding something else.
+    async fn never_formatted(&self) -> Result<bool, WalError> {
+        let blocks = self.read_header_blocks().await?;
+        Ok(blocks
+            .chunks(BLOCK_SIZE as usize)
+            .take(HEADER_SLOTS as usize)
+            .any(|slot| slot.iter().all(|byte| *byte == 0)))
     }
 
     /// The highest epoch in any valid header copy.

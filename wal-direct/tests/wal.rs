@@ -411,6 +411,28 @@ fn one_corrupted_header_copy_still_opens() {
     }
 }
 
+/// A crash during the very first format can tear the first header copy while the second is
+/// still blank: that WAL never opened, so it is formatted again rather than refused forever.
+#[test]
+fn a_first_format_cut_short_is_formatted_again() {
+    let dir = scratch_dir("first-format");
+    let config = config(&dir, CAPACITY_BYTES);
+    run(async {
+        let (wal, _) = Wal::open(config.clone()).await.expect("format");
+        wal.close().await.expect("close");
+    });
+    overwrite(&config.path, 20, &[0xff; 8]);
+    overwrite(&config.path, BLOCK_SIZE, &vec![0; BLOCK_SIZE as usize]);
+    let written = write_separately(&config, 7, 3);
+    let recovered = run(async {
+        let (wal, recovered) = Wal::open(config.clone()).await.expect("reopen");
+        wal.close().await.expect("close");
+        recovered
+    });
+    assert_recovered(&recovered, &written);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn configuration_errors_are_named() {
     let dir = scratch_dir("config");
