@@ -160,6 +160,7 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: i32,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    pub max_incremental_fetch_session_cache_slots: i32,
 }
 
 /// Checks one topic config name and value. An unknown name is an error that
@@ -425,6 +426,7 @@ pub fn effective_broker_config(broker_configs: &BTreeMap<String, String>) -> Bro
         group_initial_rebalance_delay_ms: int("group.initial.rebalance.delay.ms"),
         group_min_session_timeout_ms: int("group.min.session.timeout.ms"),
         group_max_session_timeout_ms: int("group.max.session.timeout.ms"),
+        max_incremental_fetch_session_cache_slots: int("max.incremental.fetch.session.cache.slots"),
     }
 }
 
@@ -1013,6 +1015,14 @@ const BROKER_CONFIGS: &[ConfigDef] = &[
         validator: Validator::IntAtLeast(14),
         synonyms: &[],
         documentation: "The maximum size of a single log file.",
+    },
+    ConfigDef {
+        name: "max.incremental.fetch.session.cache.slots",
+        config_type: ConfigType::Int,
+        default: Some("1000"),
+        validator: Validator::IntAtLeast(0),
+        synonyms: &[],
+        documentation: "The maximum number of incremental fetch sessions that we will maintain.",
     },
     ConfigDef {
         name: "message.max.bytes",

@@ -2,6 +2,7 @@
 //! in-process shard of tests and benches: the WAL, the memory budget, the services, the mesh,
 //! and recovery.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 use sluice_objstore::ObjectStore;
 use sluice_wal::{RecoveredRecord, Wal, WalConfig};
 
+use crate::api::fetch_session::FetchSessions;
 use crate::budget::ShardBudget;
 use crate::chunk_pool::ChunkPool;
 use crate::config::{BrokerConfig, is_block_device};
@@ -141,6 +143,7 @@ impl ShardBuilder {
             memory_pool,
             mesh: Mesh::new(id, peers, loopback_sender),
             task_permits,
+            fetch_sessions: RefCell::new(FetchSessions::new(id)),
         });
         crate::txn::serve::attach(&shard);
         let mut group_entries = crate::recovery::internal_state_in_objects(&shard)

@@ -2,11 +2,13 @@
 //! (the controller, the memory pool, the metrics), and the mesh to other shards. Requests
 //! reach the services through `router.rs`; nothing here handles one.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use sluice_metadata::{MetadataImage, PartitionImage};
 
+use crate::api::fetch_session::FetchSessions;
 use crate::chunk_pool::ChunkPool;
 use crate::config::BrokerConfig;
 use crate::controller::ControllerHandle;
@@ -46,6 +48,8 @@ pub struct Shard {
     pub mesh: Mesh,
     /// The cap on tasks the router runs at once (`--shard-tasks-max`).
     pub task_permits: TaskPermits,
+    /// The incremental fetch sessions of the fetches this shard serves.
+    pub fetch_sessions: RefCell<FetchSessions>,
 }
 
 impl Shard {

@@ -1,16 +1,18 @@
 //! Fetch: read from the owners' log caches, long-polling on max.wait.ms / min.bytes;
 //! read_committed fetches stop at the last stable offset and list the aborted transactions.
+//! Incremental fetch sessions (KIP-227) are `fetch_session.rs`.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use sluice_net::ErrorCode;
 use sluice_net::messages::fetch_request::FetchRequest;
 use sluice_net::messages::fetch_response::{
     AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
 };
+use sluice_net::{ErrorCode, Uuid};
 
+use super::fetch_session::{FetchKey, Sent};
 use crate::messaging::ShardRequest;
 use crate::shard::Shard;
 use crate::storage::fetch_budget::FetchBudget;
@@ -34,60 +36,68 @@ const READ_COMMITTED: i8 = 1;
 
 /// A partition of the request, resolved against metadata.
 struct Target {
-    topic_index: usize,
-    partition: i32,
+    key: FetchKey,
+    /// The topic's name (for responses before v13).
+    topic: String,
     fetch_offset: i64,
     partition_max_bytes: usize,
     location: Result<(usize, u64), ErrorCode>,
 }
 
-/// Answers a Fetch request. Sessions (KIP-227) are not kept: every fetch is a full fetch and
-/// the response says session 0, which clients take as "sessions unsupported".
+/// Answers a Fetch request, in its session if it names one.
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchResponse {
-    if request.session_id != 0 || request.session_epoch > 0 {
-        return FetchResponse {
-            error_code: ErrorCode::FetchSessionIdNotFound.code(),
-            ..Default::default()
-        };
-    }
+    let image = shard.image();
+    let slots = (image
+        .broker_config()
+        .max_incremental_fetch_session_cache_slots
+        .max(0) as usize)
+        .div_ceil(shard.count.max(1));
+    let begun = shard
+        .fetch_sessions
+        .borrow_mut()
+        .begin(version, &request, slots, Instant::now());
+    let plan = match begun {
+        Ok(plan) => plan,
+        Err(code) => {
+            return FetchResponse {
+                error_code: code.code(),
+                ..Default::default()
+            };
+        }
+    };
     // Fetch v4 and up only (`implemented.rs`): every version has the isolation level,
     // max_bytes and aborted transactions.
     let read_committed = request.isolation_level == READ_COMMITTED;
-    let image = shard.image();
-    let mut topics: Vec<FetchableTopicResponse> = Vec::with_capacity(request.topics.len());
-    let mut targets = Vec::new();
-    for (topic_index, topic) in request.topics.iter().enumerate() {
-        let found = if version >= 13 {
-            image.topic_by_id(topic.topic_id.0)
-        } else {
-            image.topic(&topic.topic)
-        };
-        let missing = if version >= 13 {
-            ErrorCode::UnknownTopicId
-        } else {
-            ErrorCode::UnknownTopicOrPartition
-        };
-        topics.push(FetchableTopicResponse {
-            topic: found
-                .map(|t| t.name.clone())
-                .unwrap_or_else(|| topic.topic.clone()),
-            topic_id: topic.topic_id,
-            partitions: Vec::with_capacity(topic.partitions.len()),
-        });
-        for p in &topic.partitions {
+    let missing = if version >= 13 {
+        ErrorCode::UnknownTopicId
+    } else {
+        ErrorCode::UnknownTopicOrPartition
+    };
+    let targets: Vec<Target> = plan
+        .wanted
+        .into_iter()
+        .map(|wanted| {
+            let found = if version >= 13 {
+                image.topic_by_id(wanted.key.topic_id.0)
+            } else {
+                image.topic(&wanted.key.topic)
+            };
             let location = found
-                .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?))
+                .and_then(|t| {
+                    t.partitions
+                        .get(usize::try_from(wanted.key.partition).ok()?)
+                })
                 .map(|part| (shard.owner_of(part), part.stream_id))
                 .ok_or(missing);
-            targets.push(Target {
-                topic_index,
-                partition: p.partition,
-                fetch_offset: p.fetch_offset,
-                partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+            Target {
+                topic: found.map_or_else(|| wanted.key.topic.clone(), |t| t.name.clone()),
+                key: wanted.key,
+                fetch_offset: wanted.fetch_offset,
+                partition_max_bytes: wanted.partition_max_bytes.max(0) as usize,
                 location,
-            });
-        }
-    }
+            }
+        })
+        .collect();
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -117,12 +127,13 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
     }
     // Each owner kept its own partitions within max_bytes; across owners, again.
     let mut budget = FetchBudget::new(max_bytes);
+    let mut answers = Vec::with_capacity(targets.len());
     for (target, read) in targets.iter().zip(reads) {
         let data = match read {
             Ok(mut slice) => {
                 budget.take(&mut slice, usize::MAX);
                 PartitionData {
-                    partition_index: target.partition,
+                    partition_index: target.key.partition,
                     error_code: 0,
                     high_watermark: slice.high_watermark,
                     last_stable_offset: slice.last_stable_offset,
@@ -142,7 +153,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
                 }
             }
             Err(code) => PartitionData {
-                partition_index: target.partition,
+                partition_index: target.key.partition,
                 error_code: code.code(),
                 high_watermark: -1,
                 last_stable_offset: -1,
@@ -151,11 +162,53 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
                 ..Default::default()
             },
         };
-        topics[target.topic_index].partitions.push(data);
+        answers.push(data);
+    }
+    let sent: Vec<bool> = if plan.session_id == 0 {
+        vec![true; answers.len()]
+    } else {
+        let news: Vec<(FetchKey, Sent, bool)> = targets
+            .iter()
+            .zip(&answers)
+            .map(|(target, data)| {
+                let has_news =
+                    data.error_code != 0 || data.records.as_ref().is_some_and(|r| !r.is_empty());
+                let sent = Sent {
+                    high_watermark: data.high_watermark,
+                    last_stable_offset: data.last_stable_offset,
+                    log_start_offset: data.log_start_offset,
+                };
+                (target.key.clone(), sent, has_news)
+            })
+            .collect();
+        shard
+            .fetch_sessions
+            .borrow_mut()
+            .finish(plan.session_id, plan.incremental, &news)
+    };
+    // One entry per run of partitions of the same topic, in the session's order.
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut last_key: Option<(&str, Uuid)> = None;
+    for ((target, data), send) in targets.iter().zip(answers).zip(sent) {
+        if !send {
+            continue;
+        }
+        let topic_key = (target.key.topic.as_str(), target.key.topic_id);
+        if last_key != Some(topic_key) {
+            topics.push(FetchableTopicResponse {
+                topic: target.topic.clone(),
+                topic_id: target.key.topic_id,
+                partitions: Vec::new(),
+            });
+            last_key = Some(topic_key);
+        }
+        if let Some(topic) = topics.last_mut() {
+            topic.partitions.push(data);
+        }
     }
     FetchResponse {
         error_code: 0,
-        session_id: 0,
+        session_id: plan.session_id,
         responses: topics,
         ..Default::default()
     }

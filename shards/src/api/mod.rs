@@ -5,6 +5,7 @@ pub mod api_versions;
 pub mod cluster;
 pub mod configs;
 pub mod fetch;
+pub mod fetch_session;
 pub mod groups;
 pub mod implemented;
 pub mod init_producer_id;
