@@ -25,7 +25,11 @@ pub struct ShardBudget {
     pub block_cache_bytes: usize,
     /// Bytes of objects one compaction step may read (it holds about twice that at its peak).
     pub compaction_step_bytes: usize,
-    /// Bytes a shard uploads at once: `--upload-size`, at most a quarter of its WAL.
+    /// Bytes a shard uploads at once: `--upload-size`, at most a quarter of its WAL and half
+    /// its log cache. The batches waiting for an upload and those of the upload in flight are
+    /// in the pool and cannot be evicted: past half the log cache each, a large
+    /// `--upload-size` with a long `--upload-interval-ms` filled the pool before any upload
+    /// was due, and produce stalled for good.
     pub upload_bytes: usize,
 }
 
@@ -46,6 +50,7 @@ impl ShardBudget {
             upload_bytes: config
                 .upload_bytes
                 .min((config.wal_bytes_per_shard / 4) as usize)
+                .min((shard_bytes / 8 * 3 / 2) as usize)
                 .max(1),
         }
     }
@@ -70,6 +75,17 @@ mod tests {
         assert_eq!(budget.compaction_step_bytes, 64 << 20);
         // Frames and the log cache fit the pool with room to spare.
         assert!(budget.request_bytes + budget.log_cache_bytes < budget.memory_pool_bytes as u64);
+        // An upload waiting and one in flight fit the log cache, whatever --upload-size says.
+        let large_upload = ShardBudget::of(
+            &BrokerConfig {
+                upload_bytes: 3 << 30,
+                wal_bytes_per_shard: 64 << 30,
+                ..config
+            },
+            2,
+        );
+        assert_eq!(large_upload.upload_bytes, 192 << 20);
+        assert!(2 * large_upload.upload_bytes as u64 <= large_upload.log_cache_bytes);
         assert!(budget.memory_pool_bytes + budget.block_cache_bytes <= budget.shard_bytes as usize);
     }
 
