@@ -211,6 +211,16 @@ async fn metrics_health_and_ready_on_the_admin_port() {
         count
     );
     assert!(total(&samples, "sluice_wal_capacity_bytes", &[("shard", "1")]) > 0.0);
+    // Every WAL write and sync is in the latency histograms, as sampled with the counters.
+    assert_eq!(
+        total(&samples, "sluice_wal_write_latency_seconds_count", &[]),
+        total(&samples, "sluice_wal_writes_total", &[])
+    );
+    assert_eq!(
+        total(&samples, "sluice_wal_sync_latency_seconds_count", &[]),
+        total(&samples, "sluice_wal_syncs_total", &[])
+    );
+    assert!(total(&samples, "sluice_wal_sync_latency_seconds_count", &[]) > 0.0);
     assert!(total(&samples, "sluice_connections", &[]) >= 1.0);
     assert_eq!(
         total(&samples, "sluice_metrics_partitions_omitted", &[]),

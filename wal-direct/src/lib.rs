@@ -16,6 +16,7 @@
 
 mod device;
 pub mod format;
+mod latency;
 mod notify;
 mod recovery;
 #[cfg(feature = "sim")]
@@ -32,6 +33,7 @@ use bytes::Bytes;
 use glommio::io::DmaBuffer;
 
 use crate::device::Device;
+pub use crate::latency::{LATENCY_BUCKETS, LatencyBuckets};
 
 use crate::format::{
     BLOCK_SIZE, HEADER_SLOTS, Header, RECORD_HEADER_SIZE, RECORD_KIND_DATA, RECORD_KIND_PADDING,
@@ -166,6 +168,10 @@ pub struct WalStats {
     pub window_waits_total: u64,
     pub syncs_total: u64,
     pub fence_checks_total: u64,
+    /// Batch writes (one per `writes_total`), from submission to completion.
+    pub write_latency: LatencyBuckets,
+    /// fdatasyncs, from submission to completion.
+    pub sync_latency: LatencyBuckets,
 }
 
 #[derive(thiserror::Error, Clone, Debug)]
@@ -825,19 +831,14 @@ impl Inner {
         if self.fence_check == FenceCheck::BeforeAndAfterWrite {
             self.check_fence().await?;
         }
-        let ring_offset = batch.start % self.capacity_bytes;
-        let first_len = batch.len.min(self.capacity_bytes - ring_offset);
-        let mut buf = batch.buf;
-        if first_len < batch.len {
-            // The write crosses the end of the ring: the rest goes to its start.
-            let rest_len = (batch.len - first_len) as usize;
-            let mut rest = self.io.device.alloc_dma_buffer(rest_len);
-            rest.as_bytes_mut()
-                .copy_from_slice(&buf.as_bytes()[first_len as usize..]);
-            buf.trim_to_size(first_len as usize);
-            self.io.write(rest, RING_OFFSET).await?;
-        }
-        self.io.write(buf, RING_OFFSET + ring_offset).await?;
+        let started = Instant::now();
+        let written = self.write_batch(batch).await;
+        self.state
+            .borrow_mut()
+            .stats
+            .write_latency
+            .record(started.elapsed());
+        written?;
         match (self.io.durability, self.fence_check) {
             (Durability::Dsync, FenceCheck::Off) => Ok(()),
             (Durability::Dsync, _) => self.fence_after_write().await,
@@ -853,13 +854,37 @@ impl Inner {
         }
     }
 
+    /// Writes one batch to the ring (in two writes when it crosses the ring's end).
+    async fn write_batch(&self, batch: Batch) -> Result<(), WalError> {
+        let ring_offset = batch.start % self.capacity_bytes;
+        let first_len = batch.len.min(self.capacity_bytes - ring_offset);
+        let mut buf = batch.buf;
+        if first_len < batch.len {
+            // The write crosses the end of the ring: the rest goes to its start.
+            let rest_len = (batch.len - first_len) as usize;
+            let mut rest = self.io.device.alloc_dma_buffer(rest_len);
+            rest.as_bytes_mut()
+                .copy_from_slice(&buf.as_bytes()[first_len as usize..]);
+            buf.trim_to_size(first_len as usize);
+            self.io.write(rest, RING_OFFSET).await?;
+        }
+        self.io.write(buf, RING_OFFSET + ring_offset).await
+    }
+
     /// Waits for an fdatasync that started after our write completed; one
     /// fdatasync covers every write completed before it started.
     async fn sync_after_write(&self) -> Result<(), WalError> {
         self.syncs
             .after_now(|| async {
                 self.state.borrow_mut().stats.syncs_total += 1;
-                self.io.fdatasync().await
+                let started = Instant::now();
+                let synced = self.io.fdatasync().await;
+                self.state
+                    .borrow_mut()
+                    .stats
+                    .sync_latency
+                    .record(started.elapsed());
+                synced
             })
             .await
     }

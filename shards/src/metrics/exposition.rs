@@ -251,6 +251,9 @@ fn render_shard_counters(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
     }
 }
 
+/// Picks one of the WAL's latency histograms out of a sample.
+type WalLatency = fn(&ShardSample) -> &sluice_wal::LatencyBuckets;
+
 fn render_samples(out: &mut Exposition, samples: &[(usize, ShardSample)]) {
     let families: [Family<ShardSample>; 18] = [
         (
@@ -376,6 +379,32 @@ fn render_samples(out: &mut Exposition, samples: &[(usize, ShardSample)]) {
         samples,
         |s| s.block_cache_bytes,
     );
+    let wal_latencies: [(&str, &str, WalLatency); 2] = [
+        (
+            "sluice_wal_write_latency_seconds",
+            "WAL block writes (one per sluice_wal_writes_total), from submission to completion.",
+            |s| &s.wal.write_latency,
+        ),
+        (
+            "sluice_wal_sync_latency_seconds",
+            "WAL fdatasyncs, from submission to completion.",
+            |s| &s.wal.sync_latency,
+        ),
+    ];
+    for (name, help, latency) in wal_latencies {
+        out.family(name, Kind::Histogram, help);
+        for (shard, sample) in samples {
+            let latency = latency(sample);
+            out.histogram(
+                name,
+                &[("shard", &shard.to_string())],
+                &HistogramSnapshot {
+                    buckets: latency.buckets.to_vec(),
+                    sum_us: latency.sum_us,
+                },
+            );
+        }
+    }
 }
 
 fn render_groups(out: &mut Exposition, samples: &[(usize, ShardSample)]) {

@@ -9,6 +9,9 @@ use super::counter::Counter;
 /// slower (2^26 µs is about 67 s).
 pub const LATENCY_BUCKETS: usize = sluice_objstore::LATENCY_BUCKETS;
 
+// The WAL's histograms render through the same buckets.
+const _: () = assert!(sluice_wal::LATENCY_BUCKETS == LATENCY_BUCKETS);
+
 /// A latency histogram written by one shard thread (see [`Counter`]).
 #[derive(Debug, Default)]
 pub struct LatencyHistogram {
