@@ -1,6 +1,7 @@
 //! Topic configs that change how batches are stored, applied as Kafka applies them:
 //! compression.type recompresses batches whose codec differs (a consumer reads the same
-//! records), and "producer" keeps each batch as sent.
+//! records), and "producer" keeps each batch as sent; a compacted topic refuses records
+//! without a key.
 
 mod common;
 
@@ -14,9 +15,9 @@ use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTop
 use sluice_net::record_batch::{
     Compression, RecordBatchBuilder, RecordBatchHeader, decode_records,
 };
-use sluice_net::{Request, Response};
+use sluice_net::{ErrorCode, Request, Response};
 
-fn create_topic(client: &mut RawClient, name: &str, compression_type: &str) {
+fn create_topic(client: &mut RawClient, name: &str, config: (&str, &str)) {
     let Response::CreateTopics(created) = client.call(
         7,
         Request::CreateTopics(CreateTopicsRequest {
@@ -25,8 +26,8 @@ fn create_topic(client: &mut RawClient, name: &str, compression_type: &str) {
                 num_partitions: 1,
                 replication_factor: 1,
                 configs: vec![CreatableTopicConfig {
-                    name: "compression.type".into(),
-                    value: Some(compression_type.into()),
+                    name: config.0.into(),
+                    value: Some(config.1.into()),
                 }],
                 ..Default::default()
             }],
@@ -81,7 +82,7 @@ fn compression_type_recompresses_and_producer_keeps_the_codec() {
         ("plain", "uncompressed", Compression::None),
         ("as-sent", "producer", Compression::Lz4),
     ] {
-        create_topic(&mut client, topic, compression_type);
+        create_topic(&mut client, topic, ("compression.type", compression_type));
         assert_eq!(client.produce(topic, 0, None, sent.clone()), (0, 0));
         let batch = first_batch(&mut client, topic);
         let header = RecordBatchHeader::parse(&batch).expect("one whole batch");
@@ -92,5 +93,25 @@ fn compression_type_recompresses_and_producer_keeps_the_codec() {
             "{topic}"
         );
     }
+    broker.check_log();
+}
+
+/// librdkafka's 0011_produce_batch: keyless records on a compacted topic are refused.
+#[test]
+fn a_compacted_topic_refuses_records_without_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    let mut client = RawClient::connect(&broker);
+    create_topic(&mut client, "table", ("cleanup.policy", "compact"));
+    let batch = |key: Option<&[u8]>| {
+        let mut builder = RecordBatchBuilder::new(Compression::None);
+        builder.append(1_000, key, Some(b"v"), &[]);
+        builder.build().expect("a batch")
+    };
+    assert_eq!(
+        client.produce("table", 0, None, batch(None)).0,
+        ErrorCode::InvalidRecord.code()
+    );
+    assert_eq!(client.produce("table", 0, None, batch(Some(b"k"))), (0, 0));
     broker.check_log();
 }

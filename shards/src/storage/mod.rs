@@ -510,11 +510,20 @@ impl UploadListener for PartitionStore {
 /// The settings of `topic` that the order stage applies.
 pub fn settings_of(topic: &TopicImage, image: &MetadataImage) -> PartitionSettings {
     let effective = sluice_metadata::effective_topic_config(&topic.configs, &image.broker_configs);
+    let delete = effective.cleanup_policy.delete;
     PartitionSettings {
         log_append_time: effective.timestamp_type == sluice_metadata::TimestampType::LogAppendTime,
         max_message_bytes: effective.max_message_bytes.max(0) as usize,
-        retention_ms: effective.retention_ms,
-        retention_bytes: effective.retention_bytes,
+        // Without delete in cleanup.policy nothing is deleted by age or size. Compaction is not
+        // implemented yet: a compacted topic keeps every record, which readers of the latest
+        // value per key read as Kafka's compacted log.
+        retention_ms: if delete { effective.retention_ms } else { -1 },
+        retention_bytes: if delete {
+            effective.retention_bytes
+        } else {
+            -1
+        },
+        keys_required: effective.cleanup_policy.compact,
         compression: match effective.compression_type {
             CompressionType::Producer => None,
             CompressionType::Uncompressed => Some(Compression::None),
@@ -564,4 +573,44 @@ fn batches_below(records: &Bytes, end_offset: i64) -> Bytes {
         len += batch.len();
     }
     records.slice(..len)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn topic(configs: &[(&str, &str)]) -> TopicImage {
+        TopicImage {
+            name: "t".to_string(),
+            id: [1; 16],
+            partitions: Vec::new(),
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn only_delete_policies_retain_by_age_and_size_and_compact_ones_need_keys() {
+        let image = MetadataImage::empty("c".to_string(), 0);
+        let retention = [("retention.ms", "1000"), ("retention.bytes", "1000")];
+        let delete = settings_of(&topic(&retention), &image);
+        assert_eq!((delete.retention_ms, delete.retention_bytes), (1000, 1000));
+        assert!(!delete.keys_required);
+        let compact = settings_of(
+            &topic(&[retention[0], retention[1], ("cleanup.policy", "compact")]),
+            &image,
+        );
+        assert_eq!((compact.retention_ms, compact.retention_bytes), (-1, -1));
+        assert!(compact.keys_required);
+        let both = settings_of(
+            &topic(&[retention[0], ("cleanup.policy", "compact,delete")]),
+            &image,
+        );
+        assert_eq!(both.retention_ms, 1000);
+        assert!(both.keys_required);
+    }
 }

@@ -41,6 +41,8 @@ pub struct PartitionSettings {
     pub retention_ms: i64,
     /// The log is cut to about this many bytes (retention.bytes; negative: no limit).
     pub retention_bytes: i64,
+    /// Every record needs a key (cleanup.policy has compact).
+    pub keys_required: bool,
     /// Batches are stored compressed with this codec (compression.type; None: as the
     /// producer sent them).
     pub compression: Option<sluice_net::record_batch::Compression>,
@@ -245,6 +247,9 @@ impl Partition {
         }
         if !settings.log_append_time {
             check_timestamps(&batch, &settings, now_ms())?;
+        }
+        if settings.keys_required {
+            check_keys(&batch)?;
         }
         // Before the turn: recompressing is CPU work the partition's order need not wait for.
         let batch = match settings.compression {
@@ -728,6 +733,20 @@ pub fn record_at_or_after(batch: &Bytes, timestamp: i64, start: i64) -> Option<(
     })
 }
 
+/// A compacted topic keeps the latest record per key: Kafka refuses a record without one
+/// (INVALID_RECORD, "Compacted topic cannot accept message without key").
+fn check_keys(batch: &ValidatedBatch) -> Result<(), ErrorCode> {
+    let records = sluice_net::record_batch::decode_records(
+        batch.bytes(),
+        crate::DECOMPRESSED_BATCH_BYTES_MAX,
+    )
+    .map_err(|_| ErrorCode::CorruptMessage)?;
+    if records.iter().any(|r| r.key.is_none()) {
+        return Err(ErrorCode::InvalidRecord);
+    }
+    Ok(())
+}
+
 /// Kafka's timestamp bounds for CreateTime records (KIP-937): INVALID_TIMESTAMP when a record
 /// is more than `timestamp_before_max_ms` older or `timestamp_after_max_ms` newer than `now`.
 /// The batch header bounds the newest record; the oldest needs the records decoded, which
@@ -784,6 +803,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             retention_ms: -1,
             retention_bytes: -1,
+            keys_required: false,
             compression: None,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
@@ -814,6 +834,20 @@ mod tests {
             check_timestamps(&batch, &bounded(i64::MAX, 99), 900),
             Err(ErrorCode::InvalidTimestamp)
         );
+    }
+
+    #[test]
+    fn compacted_topics_refuse_records_without_a_key() {
+        let batch = |key: Option<&[u8]>| {
+            let mut builder = sluice_net::record_batch::RecordBatchBuilder::new(
+                sluice_net::record_batch::Compression::Lz4,
+            );
+            builder.append(1, Some(b"k"), Some(b"a"), &[]);
+            builder.append(2, key, Some(b"b"), &[]);
+            ValidatedBatch::validate(false, Some(builder.build().unwrap())).unwrap()
+        };
+        assert_eq!(check_keys(&batch(Some(b"k2"))), Ok(()));
+        assert_eq!(check_keys(&batch(None)), Err(ErrorCode::InvalidRecord));
     }
 
     /// A one-record transactional batch of `producer_id` at `offset`, as the WAL holds it.
