@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("scratch dir");
     let snapshot_name = format!("snapshot-{:020}.rkyv", 0);
-    let (name, bytes) = match mode % 5 {
+    let (name, bytes) = match mode % 6 {
         0 => ("metadata.log".to_string(), rest.to_vec()),
         // Records split where the input has a 0xFF byte: several entries in one log.
         1 => (
@@ -50,7 +50,9 @@ fuzz_target!(|data: &[u8]| {
         ),
         2 => (snapshot_name, rest.to_vec()),
         3 => (snapshot_name, snapshot(1, rest)),
-        _ => (snapshot_name, snapshot(2, rest)),
+        4 => (snapshot_name, snapshot(2, rest)),
+        // Version 3: version 2 and each stream's uploads (producer states, upload times).
+        _ => (snapshot_name, snapshot(3, rest)),
     };
     std::fs::write(dir.join(name), bytes).expect("write");
     let _ = sluice_metadata::MetadataStore::open(dir, 0);
