@@ -208,26 +208,11 @@ fn bad_requests_get_kafka_errors_and_the_broker_keeps_serving() {
     assert_eq!(produce_error(client.call(9, produce("good", good))), 0);
 
     // message.timestamp.after.max.ms applies: a record stamped a day ahead is refused.
-    let Response::CreateTopics(created) = client.call(
-        7,
-        Request::CreateTopics(CreateTopicsRequest {
-            topics: vec![CreatableTopic {
-                name: "bounded".into(),
-                num_partitions: 1,
-                replication_factor: 1,
-                configs: vec![CreatableTopicConfig {
-                    name: "message.timestamp.after.max.ms".into(),
-                    value: Some("3600000".into()),
-                }],
-                ..Default::default()
-            }],
-            timeout_ms: 10_000,
-            validate_only: false,
-        }),
-    ) else {
-        panic!("a CreateTopics response");
-    };
-    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    client.create_topic(
+        "bounded",
+        1,
+        &[("message.timestamp.after.max.ms", "3600000")],
+    );
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -7,34 +7,12 @@ mod common;
 use bytes::Bytes;
 use common::BrokerProcess;
 use common::raw::RawClient;
-use sluice_net::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use sluice_net::messages::fetch_response::FetchResponse;
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 use sluice_net::{ErrorCode, Request, Response, Uuid};
 
 const TOPIC: &str = "sessions";
-
-/// Creates the topic with three partitions; its topic id.
-fn create_topic(client: &mut RawClient) -> Uuid {
-    let Response::CreateTopics(created) = client.call(
-        7,
-        Request::CreateTopics(CreateTopicsRequest {
-            topics: vec![CreatableTopic {
-                name: TOPIC.into(),
-                num_partitions: 3,
-                replication_factor: 1,
-                ..Default::default()
-            }],
-            timeout_ms: 10_000,
-            validate_only: false,
-        }),
-    ) else {
-        panic!("a CreateTopics response");
-    };
-    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
-    created.topics[0].topic_id
-}
 
 fn record() -> Bytes {
     let mut builder = RecordBatchBuilder::new(Compression::None);
@@ -102,7 +80,7 @@ fn incremental_fetches_send_and_answer_only_changes() {
     // shard and starts another, as after a broker restart).
     let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
     let mut client = RawClient::connect(&broker);
-    let topic_id = create_topic(&mut client);
+    let topic_id = client.create_topic(TOPIC, 3, &[]);
     for partition in [0, 1] {
         assert_eq!(client.produce(TOPIC, partition, None, record()), (0, 0));
     }

@@ -13,7 +13,6 @@ use common::http::get;
 use common::raw::{RawClient, producer_batch};
 use common::{BrokerProcess, wait_for};
 use rdkafka::admin::{AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
-use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use sluice_net::messages::init_producer_id_request::InitProducerIdRequest;
 use sluice_net::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
@@ -66,27 +65,7 @@ fn batch_offsets(client: &mut RawClient) -> Vec<i64> {
     let mut offsets = Vec::new();
     let mut next = 0;
     loop {
-        let Response::Fetch(answer) = client.call(
-            11,
-            Request::Fetch(FetchRequest {
-                max_wait_ms: 0,
-                min_bytes: 0,
-                topics: vec![FetchTopic {
-                    topic: TOPIC.into(),
-                    partitions: vec![FetchPartition {
-                        partition: 0,
-                        fetch_offset: next,
-                        partition_max_bytes: 1 << 20,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-        ) else {
-            panic!("a Fetch response");
-        };
-        let partition = &answer.responses[0].partitions[0];
+        let partition = client.fetch_partition(TOPIC, 0, next, false);
         assert_eq!(partition.error_code, 0);
         let mut records = partition.records.clone().unwrap_or_default();
         while records.len() >= 12 {
@@ -190,6 +169,21 @@ fn retries_after_upload_trim_and_kill9_are_answered_as_duplicates_twice_over() {
     broker.check_log();
 }
 
+/// Creates the test topic with one partition and unlimited retention (librdkafka's admin
+/// client); the runtime it ran on, for more admin calls.
+fn create_unretained_topic(broker: &BrokerProcess) -> tokio::runtime::Runtime {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1)).set("retention.ms", "-1");
+    let created = runtime
+        .block_on(broker.admin().create_topics(&[topic], &AdminOptions::new()))
+        .expect("CreateTopics answered");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    runtime
+}
+
 /// ListOffsets v7 of partition 0 for `timestamp` (-2 earliest, -3 the largest timestamp):
 /// (offset, timestamp).
 fn list_offset(client: &mut RawClient, topic: &str, timestamp: i64) -> (i64, i64) {
@@ -235,15 +229,7 @@ fn stamped_batch(timestamps: &[i64]) -> bytes::Bytes {
 fn the_largest_timestamp_is_found_per_record_in_objects_and_in_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "1", "--upload-interval-ms", "50"]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1)).set("retention.ms", "-1");
-    let created = runtime
-        .block_on(broker.admin().create_topics(&[topic], &AdminOptions::new()))
-        .expect("CreateTopics answered");
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    create_unretained_topic(&broker);
     let mut client = RawClient::connect(&broker);
     let mut produced = 0;
     for (timestamps, base_offset) in [(&[5, 9, 9, 3][..], 0), (&[7][..], 4)] {
@@ -286,15 +272,7 @@ fn time_retention_goes_by_record_timestamps_across_a_restart() {
             "100",
         ],
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1)).set("retention.ms", "-1");
-    let created = runtime
-        .block_on(broker.admin().create_topics(&[topic], &AdminOptions::new()))
-        .expect("CreateTopics answered");
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let runtime = create_unretained_topic(&broker);
     let mut client = RawClient::connect(&broker);
     let producer = init_producer_id(&mut client);
     // `producer_batch` stamps its record with timestamp 0.

@@ -8,63 +8,16 @@ mod common;
 use bytes::Bytes;
 use common::BrokerProcess;
 use common::raw::RawClient;
-use sluice_net::messages::create_topics_request::{
-    CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
-};
-use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use sluice_net::ErrorCode;
 use sluice_net::record_batch::{
     Compression, RecordBatchBuilder, RecordBatchHeader, decode_records,
 };
-use sluice_net::{ErrorCode, Request, Response};
-
-fn create_topic(client: &mut RawClient, name: &str, config: (&str, &str)) {
-    let Response::CreateTopics(created) = client.call(
-        7,
-        Request::CreateTopics(CreateTopicsRequest {
-            topics: vec![CreatableTopic {
-                name: name.into(),
-                num_partitions: 1,
-                replication_factor: 1,
-                configs: vec![CreatableTopicConfig {
-                    name: config.0.into(),
-                    value: Some(config.1.into()),
-                }],
-                ..Default::default()
-            }],
-            timeout_ms: 10_000,
-            validate_only: false,
-        }),
-    ) else {
-        panic!("a CreateTopics response");
-    };
-    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
-}
 
 /// The first batch of partition 0 of `topic`, as a consumer fetches it.
 fn first_batch(client: &mut RawClient, topic: &str) -> Bytes {
-    let Response::Fetch(answer) = client.call(
-        11,
-        Request::Fetch(FetchRequest {
-            max_wait_ms: 0,
-            min_bytes: 0,
-            topics: vec![FetchTopic {
-                topic: topic.into(),
-                partitions: vec![FetchPartition {
-                    partition: 0,
-                    fetch_offset: 0,
-                    partition_max_bytes: 1 << 20,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-    ) else {
-        panic!("a Fetch response");
-    };
-    let partition = &answer.responses[0].partitions[0];
+    let partition = client.fetch_partition(topic, 0, 0, false);
     assert_eq!(partition.error_code, 0);
-    partition.records.clone().expect("records")
+    partition.records.expect("records")
 }
 
 #[test]
@@ -82,7 +35,7 @@ fn compression_type_recompresses_and_producer_keeps_the_codec() {
         ("plain", "uncompressed", Compression::None),
         ("as-sent", "producer", Compression::Lz4),
     ] {
-        create_topic(&mut client, topic, ("compression.type", compression_type));
+        client.create_topic(topic, 1, &[("compression.type", compression_type)]);
         assert_eq!(client.produce(topic, 0, None, sent.clone()), (0, 0));
         let batch = first_batch(&mut client, topic);
         let header = RecordBatchHeader::parse(&batch).expect("one whole batch");
@@ -102,7 +55,7 @@ fn a_compacted_topic_refuses_records_without_a_key() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
     let mut client = RawClient::connect(&broker);
-    create_topic(&mut client, "table", ("cleanup.policy", "compact"));
+    client.create_topic("table", 1, &[("cleanup.policy", "compact")]);
     let batch = |key: Option<&[u8]>| {
         let mut builder = RecordBatchBuilder::new(Compression::None);
         builder.append(1_000, key, Some(b"v"), &[]);

@@ -25,7 +25,6 @@ use sluice_net::messages::add_partitions_to_txn_request::{
 use sluice_net::messages::describe_producers_request::{DescribeProducersRequest, TopicRequest};
 use sluice_net::messages::describe_transactions_request::DescribeTransactionsRequest;
 use sluice_net::messages::end_txn_request::EndTxnRequest;
-use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use sluice_net::messages::fetch_response::PartitionData;
 use sluice_net::messages::init_producer_id_request::InitProducerIdRequest;
 use sluice_net::messages::list_offsets_request::{
@@ -572,28 +571,7 @@ fn produce(client: &mut RawClient, transactional_id: Option<&str>, batch: Bytes)
 
 /// Fetch v11 of raw/0 from offset 0.
 fn fetch(client: &mut RawClient, read_committed: bool) -> PartitionData {
-    let Response::Fetch(answer) = client.call(
-        11,
-        Request::Fetch(FetchRequest {
-            max_wait_ms: 0,
-            min_bytes: 0,
-            isolation_level: i8::from(read_committed),
-            topics: vec![FetchTopic {
-                topic: "raw".into(),
-                partitions: vec![FetchPartition {
-                    partition: 0,
-                    fetch_offset: 0,
-                    partition_max_bytes: 1 << 20,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-    ) else {
-        panic!("a Fetch response");
-    };
-    answer.responses[0].partitions[0].clone()
+    client.fetch_partition("raw", 0, 0, read_committed)
 }
 
 fn latest_offset(client: &mut RawClient, read_committed: bool) -> i64 {

@@ -5,22 +5,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{TempDir, create};
+use common::{TempDir, create, open_every as open};
 use sluice_metadata::{
     CommandOutcome, MetadataCommand, MetadataError, MetadataImage, MetadataRecord, MetadataStore,
     ObjectImage, ObjectKind, StoreOptions, StreamRange,
 };
-
-fn open(dir: &Path, interval: u64) -> MetadataStore {
-    MetadataStore::open_with_options(
-        dir,
-        1,
-        StoreOptions {
-            snapshot_interval_records: interval,
-        },
-    )
-    .unwrap()
-}
 
 fn allocate(store: &mut MetadataStore, count: u32) -> u64 {
     match store

@@ -7,24 +7,13 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{Rng, TempDir, create, map, random_command};
+use common::{Rng, TempDir, create, map, open_every, random_command};
 use sluice_metadata::{
     CommandOutcome, MetadataCommand, MetadataError, MetadataImage, MetadataStore, StoreOptions,
 };
 
 fn open(dir: &Path) -> MetadataStore {
     MetadataStore::open(dir, 1).unwrap()
-}
-
-fn open_every(dir: &Path, interval: u64) -> MetadataStore {
-    MetadataStore::open_with_options(
-        dir,
-        1,
-        StoreOptions {
-            snapshot_interval_records: interval,
-        },
-    )
-    .unwrap()
 }
 
 fn files(dir: &Path, prefix: &str) -> Vec<PathBuf> {

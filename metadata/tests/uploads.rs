@@ -5,22 +5,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{TempDir, create};
+use common::{TempDir, create, open_every as open};
 use sluice_metadata::{
     CommandOutcome, MetadataCommand, MetadataStore, ProducerBatch, ProducerSnapshot, StoreOptions,
     StreamUpload, UploadTime,
 };
-
-fn open(dir: &Path, interval: u64) -> MetadataStore {
-    MetadataStore::open_with_options(
-        dir,
-        1,
-        StoreOptions {
-            snapshot_interval_records: interval,
-        },
-    )
-    .unwrap()
-}
 
 fn producer(producer_id: i64, epoch: i16, base_offset: i64) -> ProducerSnapshot {
     ProducerSnapshot {

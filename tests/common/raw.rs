@@ -6,11 +6,16 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use sluice_net::messages::create_topics_request::{
+    CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+};
+use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use sluice_net::messages::fetch_response::PartitionData;
 use sluice_net::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
-use sluice_net::{ApiKey, Request, RequestHeader, Response};
+use sluice_net::{ApiKey, Request, RequestHeader, Response, Uuid};
 
 use super::BrokerProcess;
 
@@ -104,6 +109,67 @@ impl RawClient {
         };
         let partition = &answer.responses[0].partition_responses[0];
         (partition.error_code, partition.base_offset)
+    }
+
+    /// CreateTopics v7 of `name` with `partitions` and `configs`; panics unless it is created
+    /// (test set-up). Its topic id.
+    pub fn create_topic(&mut self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> Uuid {
+        let Response::CreateTopics(created) = self.call(
+            7,
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreatableTopic {
+                    name: name.into(),
+                    num_partitions: partitions,
+                    replication_factor: 1,
+                    configs: configs
+                        .iter()
+                        .map(|(name, value)| CreatableTopicConfig {
+                            name: name.to_string(),
+                            value: Some(value.to_string()),
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                timeout_ms: 10_000,
+                validate_only: false,
+            }),
+        ) else {
+            panic!("a CreateTopics response");
+        };
+        assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+        created.topics[0].topic_id
+    }
+
+    /// Fetch v11 of `topic`/`partition` from `fetch_offset`, without waiting: its answer.
+    pub fn fetch_partition(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        fetch_offset: i64,
+        read_committed: bool,
+    ) -> PartitionData {
+        let Response::Fetch(answer) = self.call(
+            11,
+            Request::Fetch(FetchRequest {
+                max_wait_ms: 0,
+                min_bytes: 0,
+                isolation_level: i8::from(read_committed),
+                topics: vec![FetchTopic {
+                    topic: topic.into(),
+                    partitions: vec![FetchPartition {
+                        partition,
+                        fetch_offset,
+                        partition_max_bytes: 1 << 20,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        ) else {
+            panic!("a Fetch response");
+        };
+        answer.responses[0].partitions[0].clone()
     }
 
     /// True once the broker has closed the connection.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sluice_metadata::MetadataCommand;
+use sluice_metadata::{MetadataCommand, MetadataStore, StoreOptions};
 
 /// A directory removed when dropped.
 pub struct TempDir(PathBuf);
@@ -131,4 +131,16 @@ fn random_configs(rng: &mut Rng) -> BTreeMap<String, String> {
         ]),
         _ => BTreeMap::new(),
     }
+}
+
+/// Opens the store in `dir` (node 1), snapshotting every `interval` records.
+pub fn open_every(dir: &Path, interval: u64) -> MetadataStore {
+    MetadataStore::open_with_options(
+        dir,
+        1,
+        StoreOptions {
+            snapshot_interval_records: interval,
+        },
+    )
+    .unwrap()
 }
