@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{TempDir, create, open_every as open};
 use sluice_metadata::{
     CommandOutcome, MetadataCommand, MetadataError, MetadataImage, MetadataRecord, MetadataStore,
-    ObjectImage, ObjectKind, StoreOptions, StreamRange,
+    ObjectImage, ObjectKind, StreamRange,
 };
 
 fn allocate(store: &mut MetadataStore, count: u32) -> u64 {

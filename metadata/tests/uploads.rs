@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{TempDir, create, open_every as open};
 use sluice_metadata::{
-    CommandOutcome, MetadataCommand, MetadataStore, ProducerBatch, ProducerSnapshot, StoreOptions,
-    StreamUpload, UploadTime,
+    CommandOutcome, MetadataCommand, MetadataStore, ProducerBatch, ProducerSnapshot, StreamUpload,
+    UploadTime,
 };
 
 fn producer(producer_id: i64, epoch: i16, base_offset: i64) -> ProducerSnapshot {
