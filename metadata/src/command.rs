@@ -17,7 +17,7 @@ use crate::limits::{
     TOPIC_ID_ATTEMPTS_MAX, TOPIC_NAME_BYTES_MAX,
 };
 use crate::objects::{ObjectId, ObjectImage};
-use crate::uploads::StreamUpload;
+use crate::uploads::{StreamCleaned, StreamUpload};
 
 /// A change to the metadata, as asked by an admin request or the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +99,12 @@ pub enum MetadataCommand {
     RecordUploads {
         streams: Vec<StreamUpload>,
     },
+    /// Records how far the log cleaner cleaned each stream, after the cleaned objects are
+    /// committed (`CompactObjects`). A stream's mark only moves forward; streams that are
+    /// gone are skipped.
+    RecordCleaning {
+        streams: Vec<StreamCleaned>,
+    },
 }
 
 /// What applying a command did.
@@ -136,6 +142,7 @@ pub enum CommandOutcome {
     ObjectsMarkedForDeletion,
     ObjectsDeleted,
     UploadsRecorded,
+    CleaningRecorded,
 }
 
 /// A command resolved against an image: every choice (topic id, placement,
@@ -199,6 +206,10 @@ pub enum MetadataRecord {
     // reason.
     RecordUploads {
         streams: Vec<StreamUpload>,
+    },
+    // Appended last, and no larger than the records before it, for the same reason.
+    RecordCleaning {
+        streams: Vec<StreamCleaned>,
     },
 }
 
@@ -457,6 +468,30 @@ pub fn plan(
             MetadataRecord::RecordUploads {
                 streams: streams.clone(),
             }
+        }
+        MetadataCommand::RecordCleaning { streams } => {
+            if streams.len() > STREAMS_PER_UPLOAD_RECORD_MAX {
+                return Err(MetadataError::InvalidRequest(format!(
+                    "cleaning of {} streams is over {STREAMS_PER_UPLOAD_RECORD_MAX} (STREAMS_PER_UPLOAD_RECORD_MAX)",
+                    streams.len()
+                )));
+            }
+            if let Some(bad) = streams.iter().find(|s| s.cleaned_end_offset < 0) {
+                return Err(MetadataError::InvalidRequest(format!(
+                    "stream {} cleaned to a negative offset",
+                    bad.stream_id
+                )));
+            }
+            let moved: Vec<StreamCleaned> = streams
+                .iter()
+                .filter(|s| image.cleaned_end_offset(s.stream_id) < s.cleaned_end_offset)
+                .filter(|s| image.stream(s.stream_id).is_some())
+                .copied()
+                .collect();
+            if moved.is_empty() {
+                return Ok(Plan::Unchanged(CommandOutcome::CleaningRecorded));
+            }
+            MetadataRecord::RecordCleaning { streams: moved }
         }
     };
     Ok(Plan::Record(record))

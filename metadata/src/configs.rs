@@ -139,6 +139,7 @@ pub struct TopicConfig {
     pub min_compaction_lag_ms: i64,
     pub max_compaction_lag_ms: i64,
     pub delete_retention_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
     pub file_delete_delay_ms: i64,
     pub remote_storage_enable: bool,
 }
@@ -378,6 +379,12 @@ pub fn effective_topic_config(
         min_compaction_lag_ms: long("min.compaction.lag.ms"),
         max_compaction_lag_ms: long("max.compaction.lag.ms"),
         delete_retention_ms: long("delete.retention.ms"),
+        min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+            .trim()
+            .parse()
+            .ok()
+            .filter(|r: &f64| (0.0..=1.0).contains(r))
+            .unwrap_or(0.5),
         file_delete_delay_ms: long("file.delete.delay.ms"),
         remote_storage_enable: boolean("remote.storage.enable"),
     }

@@ -12,7 +12,7 @@ use crate::objects::{
     ObjectId, ObjectImage, ObjectTombstone, Registry, RegistryParts, StreamRange,
 };
 use crate::producers::ProducerStates;
-use crate::uploads::{StreamUploads, StreamUploadsPart, UploadTime};
+use crate::uploads::{StreamCleaned, StreamUploads, StreamUploadsPart, UploadTime};
 
 /// A topic id: 16 bytes of a random (version 4) UUID, never all zero.
 pub type Uuid16 = [u8; 16];
@@ -343,6 +343,7 @@ impl MetadataImage {
         next_stream_id: u64,
         objects: RegistryParts,
         uploads: Vec<StreamUploadsPart>,
+        cleaned: Vec<StreamCleaned>,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
@@ -372,6 +373,16 @@ impl MetadataImage {
             if image.uploads.insert(stream_id, Arc::new(stream)).is_some() {
                 return Err(format!("uploads of stream {stream_id} listed twice"));
             }
+        }
+        for part in cleaned {
+            if !image.streams.contains_key(&part.stream_id) || part.cleaned_end_offset < 0 {
+                return Err(format!(
+                    "cleaner mark {} of stream {}, which no partition has or is negative",
+                    part.cleaned_end_offset, part.stream_id
+                ));
+            }
+            Arc::make_mut(image.uploads.entry(part.stream_id).or_default()).cleaned_end_offset =
+                part.cleaned_end_offset;
         }
         image.check_invariants()?;
         Ok(image)
@@ -604,7 +615,38 @@ impl MetadataImage {
                 }
                 Ok(CommandOutcome::UploadsRecorded)
             }
+            MetadataRecord::RecordCleaning { streams } => {
+                for cleaned in streams {
+                    if !self.streams.contains_key(&cleaned.stream_id) {
+                        continue; // deleted since the cleaner read it
+                    }
+                    let stream = self.uploads.entry(cleaned.stream_id).or_default();
+                    if stream.cleaned_end_offset < cleaned.cleaned_end_offset {
+                        Arc::make_mut(stream).cleaned_end_offset = cleaned.cleaned_end_offset;
+                    }
+                }
+                Ok(CommandOutcome::CleaningRecorded)
+            }
         }
+    }
+
+    /// How far the log cleaner has cleaned `stream_id` (0: never).
+    pub fn cleaned_end_offset(&self, stream_id: u64) -> i64 {
+        self.uploads
+            .get(&stream_id)
+            .map_or(0, |s| s.cleaned_end_offset)
+    }
+
+    /// Every stream's cleaner mark above 0, for a snapshot.
+    pub(crate) fn cleaned_parts(&self) -> Vec<StreamCleaned> {
+        self.uploads
+            .iter()
+            .filter(|(_, s)| s.cleaned_end_offset > 0)
+            .map(|(&stream_id, s)| StreamCleaned {
+                stream_id,
+                cleaned_end_offset: s.cleaned_end_offset,
+            })
+            .collect()
     }
 
     /// The producers of `stream_id` as of the end of its data in objects, by producer id.

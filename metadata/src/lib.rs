@@ -39,4 +39,4 @@ pub use objects::{
 };
 pub use producers::{ProducerBatch, ProducerSnapshot, ProducerStates};
 pub use store::{MetadataStore, RecoveryReport, StoreOptions};
-pub use uploads::{StreamUpload, UploadTime};
+pub use uploads::{StreamCleaned, StreamUpload, UploadTime};

@@ -2,10 +2,11 @@
 //! written through a temporary file, fsync and an atomic rename.
 //!
 //! File layout: `[magic 8][format_version u32][crc32c u32][payload_len u64][payload]`,
-//! little endian; the payload is the rkyv encoding of `SnapshotV3` (format
-//! version 3: V2 plus each stream's uploads, `uploads.rs`; V2 was V1 plus the
-//! object registry), checked with bytecheck on load, after the CRC. Versions 1
-//! and 2 still load (with an empty registry, no uploads).
+//! little endian; the payload is the rkyv encoding of `SnapshotV4` (format
+//! version 4: V3 plus the log cleaner's marks; V3 was V2 plus each stream's uploads,
+//! `uploads.rs`; V2 was V1 plus the object registry), checked with bytecheck on load,
+//! after the CRC. Versions 1 to 3 still load (with an empty registry, no uploads, no
+//! cleaner marks).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -19,10 +20,12 @@ use crate::error::MetadataError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::objects::RegistryParts;
-use crate::uploads::StreamUploadsPart;
+use crate::uploads::{StreamCleaned, StreamUploadsPart};
 
 const MAGIC: &[u8; 8] = b"SLUICEMD";
-const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION: u32 = 4;
+/// The format before the log cleaner's marks; still read.
+const FORMAT_VERSION_V3: u32 = 3;
 /// The format before the streams' uploads; still read.
 const FORMAT_VERSION_V2: u32 = 2;
 /// The format before the object registry; still read.
@@ -64,6 +67,19 @@ struct SnapshotV3 {
     uploads: Vec<StreamUploadsPart>,
 }
 
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotV4 {
+    cluster_id: String,
+    epoch: u64,
+    next_producer_id: i64,
+    next_stream_id: u64,
+    broker_configs: BTreeMap<String, String>,
+    topics: Vec<TopicImage>,
+    objects: RegistryParts,
+    uploads: Vec<StreamUploadsPart>,
+    cleaned: Vec<StreamCleaned>,
+}
+
 pub(crate) fn snapshot_name(epoch: u64) -> String {
     format!("{PREFIX}{epoch:020}{SUFFIX}")
 }
@@ -78,7 +94,7 @@ pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
 
 /// Writes the image's snapshot durably and returns its path.
 pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, MetadataError> {
-    let snapshot = SnapshotV3 {
+    let snapshot = SnapshotV4 {
         cluster_id: image.cluster_id.clone(),
         epoch: image.epoch,
         next_producer_id: image.next_producer_id,
@@ -87,6 +103,7 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
         topics: image.topics.values().cloned().collect(),
         objects: image.registry_parts(),
         uploads: image.upload_parts(),
+        cleaned: image.cleaned_parts(),
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
         .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
@@ -162,7 +179,14 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
         return Err("not a Sluice metadata snapshot".to_string());
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if ![FORMAT_VERSION_V1, FORMAT_VERSION_V2, FORMAT_VERSION].contains(&version) {
+    if ![
+        FORMAT_VERSION_V1,
+        FORMAT_VERSION_V2,
+        FORMAT_VERSION_V3,
+        FORMAT_VERSION,
+    ]
+    .contains(&version)
+    {
         return Err(format!(
             "snapshot format version {version}, expected {FORMAT_VERSION_V1} to {FORMAT_VERSION}"
         ));
@@ -185,7 +209,7 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
     let snapshot = match version {
         FORMAT_VERSION_V1 => {
             let v1 = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(invalid)?;
-            SnapshotV3 {
+            SnapshotV4 {
                 cluster_id: v1.cluster_id,
                 epoch: v1.epoch,
                 next_producer_id: v1.next_producer_id,
@@ -194,11 +218,12 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
                 topics: v1.topics,
                 objects: RegistryParts::empty(),
                 uploads: Vec::new(),
+                cleaned: Vec::new(),
             }
         }
         FORMAT_VERSION_V2 => {
             let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned).map_err(invalid)?;
-            SnapshotV3 {
+            SnapshotV4 {
                 cluster_id: v2.cluster_id,
                 epoch: v2.epoch,
                 next_producer_id: v2.next_producer_id,
@@ -207,9 +232,24 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
                 topics: v2.topics,
                 objects: v2.objects,
                 uploads: Vec::new(),
+                cleaned: Vec::new(),
             }
         }
-        _ => rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(invalid)?,
+        FORMAT_VERSION_V3 => {
+            let v3 = rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(invalid)?;
+            SnapshotV4 {
+                cluster_id: v3.cluster_id,
+                epoch: v3.epoch,
+                next_producer_id: v3.next_producer_id,
+                next_stream_id: v3.next_stream_id,
+                broker_configs: v3.broker_configs,
+                topics: v3.topics,
+                objects: v3.objects,
+                uploads: v3.uploads,
+                cleaned: Vec::new(),
+            }
+        }
+        _ => rkyv::from_bytes::<SnapshotV4, rancor::Error>(&aligned).map_err(invalid)?,
     };
     if snapshot.epoch != epoch {
         return Err(format!(
@@ -227,6 +267,7 @@ fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, Strin
         snapshot.next_stream_id,
         snapshot.objects,
         snapshot.uploads,
+        snapshot.cleaned,
     )
 }
 
@@ -269,5 +310,24 @@ mod tests {
         let image = decode(&frame(FORMAT_VERSION_V2, &payload), 1, 9).unwrap();
         assert_eq!(image.epoch, 9);
         assert!(image.producer_states(1).is_none());
+    }
+
+    /// A version 3 snapshot (before the log cleaner's marks) still loads, with none.
+    #[test]
+    fn version_3_loads_without_cleaner_marks() {
+        let v3 = SnapshotV3 {
+            cluster_id: "c".to_string(),
+            epoch: 11,
+            next_producer_id: 5,
+            next_stream_id: 1,
+            broker_configs: BTreeMap::new(),
+            topics: Vec::new(),
+            objects: RegistryParts::empty(),
+            uploads: Vec::new(),
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v3).unwrap();
+        let image = decode(&frame(FORMAT_VERSION_V3, &payload), 1, 11).unwrap();
+        assert_eq!(image.epoch, 11);
+        assert_eq!(image.cleaned_end_offset(1), 0);
     }
 }

@@ -5,6 +5,9 @@
 //! stamped data already in objects with the restart time, so every restart held back
 //! retention.ms by the broker's uptime.
 //!
+//! The log cleaner's progress is kept here too: how far each compacted stream was cleaned
+//! (`RecordCleaning`), Kafka's cleaner-offset checkpoint.
+//!
 //! The uploader records them for the streams it uploads before it commits their objects
 //! (`RecordUploads`, then `CommitObjects`): they may be ahead of the objects after a crash
 //! between the two, never behind, and a broker's replay skips what they hold already.
@@ -36,6 +39,16 @@ pub struct UploadTime {
     pub max_timestamp: i64,
 }
 
+/// How far the log cleaner has cleaned a stream: offsets below `cleaned_end_offset` hold at
+/// most one record per key (besides tombstones still within `delete.retention.ms`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct StreamCleaned {
+    pub stream_id: u64,
+    pub cleaned_end_offset: i64,
+}
+
 /// A stream's uploads as the image keeps them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamUploads {
@@ -44,6 +57,8 @@ pub struct StreamUploads {
     /// Its uploads above the log start offset, oldest first, with strictly increasing end
     /// offsets; at most `UPLOAD_TIMES_PER_STREAM_MAX` (neighbours merge past it).
     pub times: Vec<UploadTime>,
+    /// The log cleaner cleaned the stream's offsets below this (0: never cleaned).
+    pub cleaned_end_offset: i64,
 }
 
 /// A stream's uploads as a snapshot stores them.
@@ -114,6 +129,7 @@ impl StreamUploads {
         Ok(StreamUploads {
             producers,
             times: part.times,
+            cleaned_end_offset: 0,
         })
     }
 }

@@ -5,8 +5,8 @@ mod common;
 
 use common::{TempDir, create, open_every as open};
 use sluice_metadata::{
-    CommandOutcome, MetadataCommand, MetadataStore, ProducerBatch, ProducerSnapshot, StreamUpload,
-    UploadTime,
+    CommandOutcome, MetadataCommand, MetadataStore, ProducerBatch, ProducerSnapshot, StreamCleaned,
+    StreamUpload, UploadTime,
 };
 
 fn producer(producer_id: i64, epoch: i16, base_offset: i64) -> ProducerSnapshot {
@@ -105,6 +105,66 @@ fn uploads_survive_replay_and_snapshots_and_go_with_their_topic() {
         drop(store);
         let store = open(dir.path(), interval);
         assert!(store.image().producer_states(stream).is_none());
+    }
+}
+
+fn clean(store: &mut MetadataStore, stream_id: u64, cleaned_end_offset: i64) {
+    let outcome = store
+        .apply(MetadataCommand::RecordCleaning {
+            streams: vec![StreamCleaned {
+                stream_id,
+                cleaned_end_offset,
+            }],
+        })
+        .unwrap()
+        .1;
+    assert_eq!(outcome, CommandOutcome::CleaningRecorded);
+}
+
+/// The log cleaner's mark of a stream only moves forward, survives replay and snapshots, and
+/// goes with its topic.
+#[test]
+fn cleaner_marks_move_forward_survive_restarts_and_go_with_their_topic() {
+    for interval in [1_000, 2] {
+        let dir = TempDir::new("cleaning");
+        let mut store = open(dir.path(), interval);
+        store.apply(create("t", 2, 1)).unwrap();
+        let stream = store.image().partition("t", 0).unwrap().stream_id;
+        assert_eq!(store.image().cleaned_end_offset(stream), 0);
+        clean(&mut store, stream, 50);
+        let epoch = store.image().epoch;
+        clean(&mut store, stream, 40);
+        assert_eq!(store.image().epoch, epoch, "a mark behind is not written");
+        assert_eq!(store.image().cleaned_end_offset(stream), 50);
+        clean(&mut store, 9_999, 10);
+        clean(&mut store, stream, 70);
+        drop(store);
+
+        let mut store = open(dir.path(), interval);
+        assert_eq!(
+            store.image().cleaned_end_offset(stream),
+            70,
+            "interval {interval}"
+        );
+        assert!(
+            store
+                .apply(MetadataCommand::RecordCleaning {
+                    streams: vec![StreamCleaned {
+                        stream_id: stream,
+                        cleaned_end_offset: -1,
+                    }],
+                })
+                .is_err()
+        );
+        store
+            .apply(MetadataCommand::DeleteTopic {
+                name: "t".to_string(),
+            })
+            .unwrap();
+        assert_eq!(store.image().cleaned_end_offset(stream), 0);
+        drop(store);
+        let store = open(dir.path(), interval);
+        assert_eq!(store.image().cleaned_end_offset(stream), 0);
     }
 }
 
