@@ -112,22 +112,15 @@ impl RecordBatchBuilder {
         let base_timestamp = *self.base_timestamp.get_or_insert(timestamp);
         self.max_timestamp = self.max_timestamp.max(timestamp);
         let timestamp_delta = timestamp.wrapping_sub(base_timestamp);
-        let offset_delta = self.count;
-        let mut body = BytesMut::new();
-        body.put_i8(0); // attributes
-        put_varlong(&mut body, timestamp_delta);
-        put_varint(&mut body, offset_delta);
-        put_nullable(&mut body, key);
-        put_nullable(&mut body, value);
-        put_varint(&mut body, headers.len() as i32);
-        for (k, v) in headers {
-            put_nullable(&mut body, Some(k));
-            put_nullable(&mut body, *v);
-        }
-        self.records
-            .reserve(varint_len(body.len() as i32) + body.len());
-        put_varint(&mut self.records, body.len() as i32);
-        self.records.put_slice(&body);
+        encode_record(
+            &mut self.records,
+            0,
+            timestamp_delta,
+            self.count,
+            key,
+            value,
+            headers,
+        );
         self.count += 1;
     }
 
@@ -197,6 +190,32 @@ impl RecordBatchBuilder {
         out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
         Ok(out.freeze())
     }
+}
+
+/// Appends one record (length-prefixed, as inside a v2 batch) to `out`.
+pub(super) fn encode_record(
+    out: &mut BytesMut,
+    attributes: i8,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&[u8], Option<&[u8]>)],
+) {
+    let mut body = BytesMut::new();
+    body.put_i8(attributes);
+    put_varlong(&mut body, timestamp_delta);
+    put_varint(&mut body, offset_delta);
+    put_nullable(&mut body, key);
+    put_nullable(&mut body, value);
+    put_varint(&mut body, headers.len() as i32);
+    for (k, v) in headers {
+        put_nullable(&mut body, Some(k));
+        put_nullable(&mut body, *v);
+    }
+    out.reserve(varint_len(body.len() as i32) + body.len());
+    put_varint(out, body.len() as i32);
+    out.put_slice(&body);
 }
 
 fn put_nullable(buf: &mut BytesMut, v: Option<&[u8]>) {

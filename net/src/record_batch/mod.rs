@@ -15,13 +15,15 @@
 //!
 //! Entry points: `RecordBatchHeader::parse`, `RecordBatchHeader::validate`,
 //! `set_base_offset`, `set_partition_leader_epoch`, `set_max_timestamp`,
-//! `batches`, `batches_allow_partial`, `decode_records`, `RecordBatchBuilder`.
+//! `batches`, `batches_allow_partial`, `decode_records`, `RecordBatchBuilder`,
+//! `retain_records` (the log cleaner's rewrite).
 
 mod builder;
 mod compression;
 mod header;
 mod iter;
 mod records;
+mod retain;
 mod varint;
 
 pub use builder::{ControlRecordType, RecordBatchBuilder};
@@ -32,6 +34,7 @@ pub use header::{
 };
 pub use iter::{BatchIter, batches, batches_allow_partial};
 pub use records::{Record, RecordHeader, decode_records};
+pub use retain::retain_records;
 
 /// Bytes before `batchLength` counts: baseOffset + batchLength (Kafka's LOG_OVERHEAD).
 pub const LOG_OVERHEAD_BYTES: usize = 12;
