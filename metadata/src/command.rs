@@ -100,8 +100,8 @@ pub enum MetadataCommand {
         streams: Vec<StreamUpload>,
     },
     /// Records how far the log cleaner cleaned each stream, after the cleaned objects are
-    /// committed (`CompactObjects`). A stream's mark only moves forward; streams that are
-    /// gone are skipped.
+    /// committed (`CompactObjects`), and its delete horizon. A stream's mark only moves
+    /// forward; streams that are gone are skipped.
     RecordCleaning {
         streams: Vec<StreamCleaned>,
     },
@@ -482,10 +482,19 @@ pub fn plan(
                     bad.stream_id
                 )));
             }
+            // A mark behind the recorded one is not written; one at it is when it changes
+            // the delete horizon (a cleaning that only removed expired tombstones).
             let moved: Vec<StreamCleaned> = streams
                 .iter()
-                .filter(|s| image.cleaned_end_offset(s.stream_id) < s.cleaned_end_offset)
                 .filter(|s| image.stream(s.stream_id).is_some())
+                .filter(|s| match image.cleaned(s.stream_id) {
+                    None => true,
+                    Some(c) => {
+                        c.cleaned_end_offset < s.cleaned_end_offset
+                            || (c.cleaned_end_offset == s.cleaned_end_offset
+                                && c.delete_horizon_ms != s.delete_horizon_ms)
+                    }
+                })
                 .copied()
                 .collect();
             if moved.is_empty() {

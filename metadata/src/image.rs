@@ -381,8 +381,7 @@ impl MetadataImage {
                     part.cleaned_end_offset, part.stream_id
                 ));
             }
-            Arc::make_mut(image.uploads.entry(part.stream_id).or_default()).cleaned_end_offset =
-                part.cleaned_end_offset;
+            Arc::make_mut(image.uploads.entry(part.stream_id).or_default()).cleaned = Some(part);
         }
         image.check_invariants()?;
         Ok(image)
@@ -620,33 +619,34 @@ impl MetadataImage {
                     if !self.streams.contains_key(&cleaned.stream_id) {
                         continue; // deleted since the cleaner read it
                     }
-                    let stream = self.uploads.entry(cleaned.stream_id).or_default();
-                    if stream.cleaned_end_offset < cleaned.cleaned_end_offset {
-                        Arc::make_mut(stream).cleaned_end_offset = cleaned.cleaned_end_offset;
-                    }
+                    let stream = Arc::make_mut(self.uploads.entry(cleaned.stream_id).or_default());
+                    let end = stream
+                        .cleaned
+                        .map_or(0, |c| c.cleaned_end_offset)
+                        .max(cleaned.cleaned_end_offset);
+                    stream.cleaned = Some(StreamCleaned {
+                        cleaned_end_offset: end,
+                        ..*cleaned
+                    });
                 }
                 Ok(CommandOutcome::CleaningRecorded)
             }
         }
     }
 
-    /// How far the log cleaner has cleaned `stream_id` (0: never).
-    pub fn cleaned_end_offset(&self, stream_id: u64) -> i64 {
-        self.uploads
-            .get(&stream_id)
-            .map_or(0, |s| s.cleaned_end_offset)
+    /// The log cleaner's last mark of `stream_id` (None: never cleaned).
+    pub fn cleaned(&self, stream_id: u64) -> Option<StreamCleaned> {
+        self.uploads.get(&stream_id).and_then(|s| s.cleaned)
     }
 
-    /// Every stream's cleaner mark above 0, for a snapshot.
+    /// How far the log cleaner has cleaned `stream_id` (0: never).
+    pub fn cleaned_end_offset(&self, stream_id: u64) -> i64 {
+        self.cleaned(stream_id).map_or(0, |c| c.cleaned_end_offset)
+    }
+
+    /// Every stream's cleaner mark, for a snapshot.
     pub(crate) fn cleaned_parts(&self) -> Vec<StreamCleaned> {
-        self.uploads
-            .iter()
-            .filter(|(_, s)| s.cleaned_end_offset > 0)
-            .map(|(&stream_id, s)| StreamCleaned {
-                stream_id,
-                cleaned_end_offset: s.cleaned_end_offset,
-            })
-            .collect()
+        self.uploads.values().filter_map(|s| s.cleaned).collect()
     }
 
     /// The producers of `stream_id` as of the end of its data in objects, by producer id.

@@ -47,6 +47,9 @@ pub struct UploadTime {
 pub struct StreamCleaned {
     pub stream_id: u64,
     pub cleaned_end_offset: i64,
+    /// When (ms since the epoch) the first tombstone or transaction marker the cleaner kept
+    /// below `cleaned_end_offset` may go; `i64::MAX`: it kept none.
+    pub delete_horizon_ms: i64,
 }
 
 /// A stream's uploads as the image keeps them.
@@ -57,8 +60,8 @@ pub struct StreamUploads {
     /// Its uploads above the log start offset, oldest first, with strictly increasing end
     /// offsets; at most `UPLOAD_TIMES_PER_STREAM_MAX` (neighbours merge past it).
     pub times: Vec<UploadTime>,
-    /// The log cleaner cleaned the stream's offsets below this (0: never cleaned).
-    pub cleaned_end_offset: i64,
+    /// The log cleaner's last mark (None: never cleaned).
+    pub cleaned: Option<StreamCleaned>,
 }
 
 /// A stream's uploads as a snapshot stores them.
@@ -129,7 +132,7 @@ impl StreamUploads {
         Ok(StreamUploads {
             producers,
             times: part.times,
-            cleaned_end_offset: 0,
+            cleaned: None,
         })
     }
 }

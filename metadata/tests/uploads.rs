@@ -114,6 +114,7 @@ fn clean(store: &mut MetadataStore, stream_id: u64, cleaned_end_offset: i64) {
             streams: vec![StreamCleaned {
                 stream_id,
                 cleaned_end_offset,
+                delete_horizon_ms: 9_000 + cleaned_end_offset,
             }],
         })
         .unwrap()
@@ -136,14 +137,22 @@ fn cleaner_marks_move_forward_survive_restarts_and_go_with_their_topic() {
         clean(&mut store, stream, 40);
         assert_eq!(store.image().epoch, epoch, "a mark behind is not written");
         assert_eq!(store.image().cleaned_end_offset(stream), 50);
+        assert_eq!(
+            store.image().cleaned(stream).map(|c| c.delete_horizon_ms),
+            Some(9_050)
+        );
         clean(&mut store, 9_999, 10);
         clean(&mut store, stream, 70);
         drop(store);
 
         let mut store = open(dir.path(), interval);
         assert_eq!(
-            store.image().cleaned_end_offset(stream),
-            70,
+            store.image().cleaned(stream),
+            Some(StreamCleaned {
+                stream_id: stream,
+                cleaned_end_offset: 70,
+                delete_horizon_ms: 9_070,
+            }),
             "interval {interval}"
         );
         assert!(
@@ -152,6 +161,7 @@ fn cleaner_marks_move_forward_survive_restarts_and_go_with_their_topic() {
                     streams: vec![StreamCleaned {
                         stream_id: stream,
                         cleaned_end_offset: -1,
+                        delete_horizon_ms: i64::MAX,
                     }],
                 })
                 .is_err()

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::Shared;
-use sluice_metadata::{MetadataImage, ObjectImage};
+use sluice_metadata::{INTERNAL_STREAM_ID_MIN, MetadataImage, ObjectImage};
 
 use crate::error::ObjectStoreError;
 use crate::format::{DataBlock, ObjectIndex, check_block};
@@ -363,6 +363,9 @@ impl ColdReader {
                 if full {
                     return Ok(Some(read));
                 }
+                // The block is behind the read now, even when the log cleaner left nothing of
+                // it at or after the offset asked for.
+                read.next_offset = read.next_offset.max(block.end_offset);
                 i += 1;
             }
         }
@@ -390,7 +393,7 @@ fn take_batches(
         } else {
             block.end_offset
         };
-        if next_base <= read.next_offset {
+        if batch_end(block, &data[pos..pos + size], next_base) <= read.next_offset {
             pos += size;
             continue;
         }
@@ -408,6 +411,33 @@ fn take_batches(
     }
     Ok(full || read.bytes >= max_bytes)
 }
+
+/// The offset after the last one of `batch`, whose successor starts at `next_base`. A
+/// partition's batch says it itself (base offset + last offset delta): the log cleaner leaves
+/// gaps between batches, and a batch all below the offset asked for must be skipped, not
+/// returned. An internal stream's frames hold one offset each and no such field: their
+/// successor's base tells.
+fn batch_end(block: &DataBlock, batch: &[u8], next_base: i64) -> i64 {
+    if block.stream_id >= INTERNAL_STREAM_ID_MIN || batch.len() < KAFKA_BATCH_HEADER_BYTES {
+        return next_base;
+    }
+    let base = batch_base_offset(batch, 0);
+    let last_offset_delta = i32::from_be_bytes(
+        batch[LAST_OFFSET_DELTA_POSITION..LAST_OFFSET_DELTA_POSITION + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    // A delta that does not fit before the successor is not trusted (the reader must not
+    // skip data because of one bad header).
+    match base.checked_add(i64::from(last_offset_delta) + 1) {
+        Some(end) if last_offset_delta >= 0 && end <= next_base => end,
+        _ => next_base,
+    }
+}
+
+/// A v2 batch's header size, and where its last offset delta is.
+const KAFKA_BATCH_HEADER_BYTES: usize = 61;
+const LAST_OFFSET_DELTA_POSITION: usize = 23;
 
 fn batch_base_offset(data: &[u8], pos: usize) -> i64 {
     i64::from_be_bytes(data[pos..pos + 8].try_into().expect("8 bytes"))

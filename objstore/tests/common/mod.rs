@@ -15,7 +15,8 @@ pub use s3_server::*;
 
 /// A record batch as the WAL holds it: Kafka's 12-byte prefix (base offset,
 /// batch length, big endian) then `body_len` bytes derived from
-/// (stream, base offset, count), so any misplaced byte shows.
+/// (stream, base offset, count), so any misplaced byte shows, but for the last offset delta
+/// (`count - 1`, where a v2 batch has it) when the body is as long as a v2 header.
 pub fn batch(stream_id: u64, base_offset: i64, count: i64, body_len: usize) -> Bytes {
     let mut b = BytesMut::with_capacity(12 + body_len);
     b.put_i64(base_offset);
@@ -30,6 +31,10 @@ pub fn batch(stream_id: u64, base_offset: i64, count: i64, body_len: usize) -> B
                 .wrapping_mul(0x2545_F491_4F6C_DD1D)
                 >> 56) as u8,
         );
+    }
+    // A v2 batch says where it ends (last offset delta at byte 23); readers go by it.
+    if b.len() >= 61 {
+        b[23..27].copy_from_slice(&(count as i32 - 1).to_be_bytes());
     }
     b.freeze()
 }

@@ -244,7 +244,8 @@ pub(crate) mod tests {
     }
 
     /// A WAL record of `stream_id` holding one batch of `count` records from `first_offset`:
-    /// Kafka's 12-byte batch prefix (base offset, length) then `body_bytes` bytes.
+    /// Kafka's 12-byte batch prefix (base offset, length) then `body_bytes` bytes (with the
+    /// last offset delta where a v2 batch has it, when they are that many).
     pub(crate) fn record(
         stream_id: u64,
         first_offset: i64,
@@ -255,6 +256,10 @@ pub(crate) mod tests {
         payload.put_i64(first_offset);
         payload.put_i32(body_bytes as i32);
         payload.put_bytes(first_offset as u8, body_bytes);
+        // A v2 batch says where it ends (last offset delta at byte 23); the cold reader goes by it.
+        if payload.len() >= 61 {
+            payload[23..27].copy_from_slice(&(count as i32 - 1).to_be_bytes());
+        }
         let payload = payload.freeze();
         AppendedRecord {
             stream_id,
