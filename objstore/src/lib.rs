@@ -3,6 +3,7 @@
 //! See `README.md` for the object format and how the broker uses it.
 
 mod cache;
+mod cleaner;
 mod compaction;
 mod error;
 pub mod format;
@@ -18,6 +19,7 @@ mod store;
 mod uploader;
 
 pub use cache::{BlockCache, ColdRead, ColdReader};
+pub use cleaner::{CleanerConfig, CleaningReport, LogCleaner, streams_to_clean};
 pub use compaction::{
     CompactionConfig, CompactionError, CompactionPlan, CompactionReport, Compactor, dead_objects,
     deletable_objects, falling_behind, orphans, parse_object_key, plan_step,

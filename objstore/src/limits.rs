@@ -78,6 +78,10 @@ pub const BATCH_HEADER_PREFIX_BYTES: usize = 12;
 /// this at its peak, outside the shards' memory budget, so it is part of the broker's fixed
 /// memory overhead; it also caps the size of merged Stream Objects.
 pub const COMPACTION_STEP_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
+/// Default: keys one log-cleaner pass maps (Kafka's log.cleaner.dedupe.buffer.size, counted
+/// in keys: 128-bit hashes and offsets, about 40 bytes each with the map's overhead, 40 MiB);
+/// the cleanable part of a partition ends where the map is full, and the next pass goes on.
+pub const CLEANER_KEYS_MAX_DEFAULT: usize = 1_000_000;
 /// Compaction runs at the lowest CPU priority until the Stream Set Objects waiting to be split
 /// hold more than this many steps' worth of bytes; then at normal priority until they are back
 /// under it. Waiting SSOs only cost cold reads some index work, so a burst may leave them.

@@ -426,6 +426,7 @@ impl PartitionStore {
                 Some((topic, part)) => {
                     partition.set_settings(settings_of(topic, image));
                     let _ = partition.advance_log_start(part.log_start_offset);
+                    partition.evict_cleaned(image.cleaned_end_offset(*stream_id));
                     true
                 }
                 None => false,
@@ -514,9 +515,8 @@ pub fn settings_of(topic: &TopicImage, image: &MetadataImage) -> PartitionSettin
     PartitionSettings {
         log_append_time: effective.timestamp_type == sluice_metadata::TimestampType::LogAppendTime,
         max_message_bytes: effective.max_message_bytes.max(0) as usize,
-        // Without delete in cleanup.policy nothing is deleted by age or size. Compaction is not
-        // implemented yet: a compacted topic keeps every record, which readers of the latest
-        // value per key read as Kafka's compacted log.
+        // Without delete in cleanup.policy nothing is deleted by age or size; compaction is
+        // the log cleaner's, in the object tier (`sluice_objstore::LogCleaner`).
         retention_ms: if delete { effective.retention_ms } else { -1 },
         retention_bytes: if delete {
             effective.retention_bytes

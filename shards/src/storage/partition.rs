@@ -474,6 +474,12 @@ impl Partition {
         self.log.borrow_mut().evict_uploaded(bytes_to_free)
     }
 
+    /// Drops cached batches below the log cleaner's mark `offset` (see
+    /// [`PartitionLog::evict_cleaned`]).
+    pub fn evict_cleaned(&self, offset: i64) {
+        self.log.borrow_mut().evict_cleaned(offset);
+    }
+
     /// The topic settings in force.
     pub fn settings(&self) -> PartitionSettings {
         self.settings.get()

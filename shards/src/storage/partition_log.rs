@@ -275,6 +275,19 @@ impl PartitionLog {
         freed
     }
 
+    /// Drops the cached batches below `offset` that are in object storage: the log cleaner
+    /// rewrote the objects below it, and readers must see the cleaned records, not these.
+    pub fn evict_cleaned(&mut self, offset: i64) {
+        let end = offset.min(self.uploaded_end);
+        while let Some(first) = self.batches.front() {
+            if first.last_offset >= end {
+                break;
+            }
+            self.bytes -= first.data.len() as u64;
+            self.batches.pop_front();
+        }
+    }
+
     /// Bytes of cached batches that are also in object storage (the evictable ones).
     pub fn uploaded_cached_bytes(&self) -> u64 {
         self.batches

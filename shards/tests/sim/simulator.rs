@@ -22,8 +22,8 @@ use sluice_metadata::{MetadataCommand, MetadataStore};
 use sluice_net::ErrorCode;
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 use sluice_objstore::{
-    CompactionConfig, Compactor, MemoryBackend, MemoryBackendBug, MemoryBackendConfig, ObjectStore,
-    RetryPolicy, SealedUpload,
+    CleanerConfig, CompactionConfig, Compactor, LogCleaner, MemoryBackend, MemoryBackendBug,
+    MemoryBackendConfig, ObjectStore, RetryPolicy, SealedUpload,
 };
 use sluice_shards::BrokerConfig;
 use sluice_shards::builder::ShardBuilder;
@@ -722,8 +722,10 @@ impl Simulator {
             },
         );
         let now_ms = TIMESTAMP_BASE_MS as u64 + self.clock_ms;
+        let cleaner = LogCleaner::new(self.store.clone(), CleanerConfig::default());
         sluice_shards::tier::maintenance::maintain(
             &compactor,
+            &cleaner,
             &AtomicBool::new(false),
             &self.handle,
             &|| now_ms,
