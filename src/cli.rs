@@ -130,6 +130,10 @@ pub struct StartArgs {
     /// (log.retention.check.interval.ms). [default: 300000]
     #[arg(long, value_name = "MS")]
     pub retention_check_interval_ms: Option<u64>,
+    /// How often object compaction, the log cleaner of compacted topics and object garbage
+    /// collection look for work (log.cleaner.backoff.ms). [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub maintenance_interval_ms: Option<u64>,
     /// How long an object compaction or retention dropped stays in the store before it is
     /// deleted (file.delete.delay.ms). [default: 60000]
     #[arg(long, value_name = "MS")]
@@ -188,6 +192,7 @@ struct FileConfig {
     upload_size: Option<String>,
     upload_interval_ms: Option<u64>,
     retention_check_interval_ms: Option<u64>,
+    maintenance_interval_ms: Option<u64>,
     object_delete_delay_ms: Option<u64>,
     group_members_max: Option<usize>,
     groups_max: Option<usize>,
@@ -272,6 +277,15 @@ impl StartArgs {
                 bail!("--retention-check-interval-ms must be above 0");
             }
             config.retention_check_interval = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = self
+            .maintenance_interval_ms
+            .or(file.maintenance_interval_ms)
+        {
+            if ms == 0 {
+                bail!("--maintenance-interval-ms must be above 0");
+            }
+            config.maintenance_interval = std::time::Duration::from_millis(ms);
         }
         if let Some(ms) = self.object_delete_delay_ms.or(file.object_delete_delay_ms) {
             config.object_delete_delay = std::time::Duration::from_millis(ms);

@@ -1,16 +1,20 @@
 //! Topic configs that change how batches are stored, applied as Kafka applies them:
 //! compression.type recompresses batches whose codec differs (a consumer reads the same
 //! records), and "producer" keeps each batch as sent; a compacted topic refuses records
-//! without a key.
+//! without a key, and its log cleaner keeps the latest record per key.
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
-use common::BrokerProcess;
 use common::raw::RawClient;
+use common::{BrokerProcess, wait_for};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sluice_net::ErrorCode;
 use sluice_net::record_batch::{
-    Compression, RecordBatchBuilder, RecordBatchHeader, decode_records,
+    Compression, RecordBatchBuilder, RecordBatchHeader, batches, decode_records,
 };
 
 /// The first batch of partition 0 of `topic`, as a consumer fetches it.
@@ -66,5 +70,149 @@ fn a_compacted_topic_refuses_records_without_a_key() {
         ErrorCode::InvalidRecord.code()
     );
     assert_eq!(client.produce("table", 0, None, batch(Some(b"k"))), (0, 0));
+    broker.check_log();
+}
+
+/// Every record of partition 0 of `topic` from offset 0 to the high watermark, as a consumer
+/// reads it: offset → (key, value; None for a tombstone).
+fn read_partition(client: &mut RawClient, topic: &str) -> BTreeMap<i64, (String, Option<String>)> {
+    let mut records = BTreeMap::new();
+    let mut offset = 0;
+    loop {
+        let partition = client.fetch_partition(topic, 0, offset, false);
+        assert_eq!(partition.error_code, 0, "fetch at {offset}");
+        let data = partition.records.unwrap_or_default();
+        let mut next = offset;
+        for batch in batches(&data) {
+            let batch = batch.expect("whole batches");
+            let header = RecordBatchHeader::parse(&batch).expect("a v2 batch");
+            for record in decode_records(&batch, 1 << 24).expect("records") {
+                let at = header.base_offset() + i64::from(record.offset_delta);
+                let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+                if at >= offset {
+                    let key = record.key.as_ref().map(text).expect("keyed");
+                    records.insert(at, (key, record.value.as_ref().map(text)));
+                }
+            }
+            next = next.max(header.last_offset() + 1);
+        }
+        if next >= partition.high_watermark {
+            return records;
+        }
+        assert!(next > offset, "a fetch at {offset} moved nowhere");
+        offset = next;
+    }
+}
+
+/// The compaction test: records over 1,000 keys, the last write of every tenth key a
+/// tombstone. Once cleaned, a consumer from offset 0 reads one record per key, the latest, at
+/// the offset it was written at; tombstones stay for delete.retention.ms, then go.
+/// SLUICE_COMPACTION_RECORDS sets the count (default 200,000; the acceptance run: 1,000,000).
+#[test]
+fn the_log_cleaner_keeps_the_latest_record_per_key_and_tombstones_for_their_retention() {
+    let total: usize = std::env::var("SLUICE_COMPACTION_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    const KEYS: usize = 1_000;
+    const DELETE_RETENTION_MS: u64 = 5_000;
+    assert!(total >= KEYS);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        dir.path(),
+        &[
+            "--shards",
+            "1",
+            "--upload-interval-ms",
+            "100",
+            "--maintenance-interval-ms",
+            "200",
+        ],
+    );
+    let mut client = RawClient::connect(&broker);
+    let retention = DELETE_RETENTION_MS.to_string();
+    client.create_topic(
+        "table",
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("delete.retention.ms", &retention),
+        ],
+    );
+    let producer: BaseProducer = broker
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut expected = BTreeMap::new();
+    let started = Instant::now();
+    for i in 0..total {
+        let key = format!("key-{}", i % KEYS);
+        let tombstone = i + KEYS >= total && (i % KEYS) % 10 == 0;
+        let value = format!("value-{i}");
+        let mut record = BaseRecord::<String, String>::to("table")
+            .partition(0)
+            .key(&key);
+        if !tombstone {
+            record = record.payload(&value);
+        }
+        let mut record = Some(record);
+        while let Some(r) = record.take() {
+            if let Err((error, r)) = producer.send(r) {
+                assert!(
+                    matches!(
+                        error.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ),
+                    "{error}"
+                );
+                producer.poll(Duration::from_millis(10));
+                record = Some(r);
+            }
+        }
+        if i + KEYS >= total {
+            expected.insert(i as i64, (key, (!tombstone).then_some(value)));
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    let produced_at = Instant::now();
+    eprintln!("produced {total} records in {:?}", produced_at - started);
+
+    // Compacted: every key once, at its latest offset; a tombstone may only be gone once its
+    // retention has passed.
+    let compacted = wait_for(Duration::from_secs(180), || {
+        let read = read_partition(&mut client, "table");
+        let live = |r: &BTreeMap<i64, (String, Option<String>)>| {
+            r.iter()
+                .filter(|(_, (_, v))| v.is_some())
+                .map(|(o, kv)| (*o, kv.clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        (read.len() <= KEYS && live(&read) == live(&expected)).then_some(read)
+    })
+    .expect("the partition is compacted within 180 s");
+    let first_seen = produced_at.elapsed();
+    eprintln!(
+        "compacted after {first_seen:?}: {} records, {} tombstones",
+        compacted.len(),
+        compacted.values().filter(|(_, v)| v.is_none()).count()
+    );
+    for (offset, record) in &compacted {
+        assert_eq!(expected.get(offset), Some(record), "offset {offset}");
+    }
+    if first_seen < Duration::from_millis(DELETE_RETENTION_MS) {
+        assert_eq!(
+            compacted.len(),
+            KEYS,
+            "tombstones kept within delete.retention.ms"
+        );
+    }
+    let live = KEYS - KEYS / 10;
+    wait_for(Duration::from_secs(120), || {
+        (read_partition(&mut client, "table").len() == live).then_some(())
+    })
+    .expect("tombstones go after delete.retention.ms");
+    assert!(produced_at.elapsed() >= Duration::from_millis(DELETE_RETENTION_MS));
     broker.check_log();
 }

@@ -39,6 +39,9 @@ pub struct BrokerConfig {
     pub upload_interval: std::time::Duration,
     /// How often retention.ms / retention.bytes are applied (log.retention.check.interval.ms).
     pub retention_check_interval: std::time::Duration,
+    /// How often object compaction, the log cleaner and object garbage collection look for
+    /// work (log.cleaner.backoff.ms).
+    pub maintenance_interval: std::time::Duration,
     /// How long an object stays in the store after compaction or retention dropped it
     /// (file.delete.delay.ms), for readers holding an older image.
     pub object_delete_delay: std::time::Duration,
@@ -167,6 +170,7 @@ impl Default for BrokerConfig {
             upload_bytes: sluice_objstore::limits::UPLOAD_BYTES_DEFAULT,
             upload_interval: sluice_objstore::limits::UPLOAD_INTERVAL_DEFAULT,
             retention_check_interval: std::time::Duration::from_secs(300),
+            maintenance_interval: std::time::Duration::from_secs(10),
             object_delete_delay: sluice_objstore::limits::DELETION_GRACE_DEFAULT,
             group_members_max: Self::GROUP_MEMBERS_MAX_DEFAULT,
             groups_max: Self::GROUPS_MAX_DEFAULT,

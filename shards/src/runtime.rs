@@ -413,12 +413,14 @@ async fn run_shard(plan: ShardPlan) {
     let maintenance = (id == 0).then(|| {
         let (storage, stop) = (shard.storage.clone(), stop.clone());
         let (step_bytes, grace) = (budget.compaction_step_bytes, config.object_delete_delay);
+        let interval = config.maintenance_interval;
         glommio::spawn_local(async move {
             crate::tier::maintenance::run_maintenance(
                 storage.tier.store(),
                 &storage.controller,
                 step_bytes,
                 grace,
+                interval,
                 stop,
             )
             .await

@@ -15,20 +15,18 @@ use crate::clock::now_ms;
 use crate::controller::ControllerHandle;
 use crate::stop::StopSignal;
 
-/// How often the maintenance shard looks for compaction, retention and garbage-collection work.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
-
 /// Cleanings of one partition in one pass at most (each maps up to a step of dirty bytes), so
 /// that one partition far behind cannot hold back the others.
 const CLEANINGS_PER_STREAM_PER_PASS_MAX: usize = 16;
 
-/// Runs until `stop`: compaction steps of at most `step_bytes_max` read bytes, then object
+/// Runs every `interval` until `stop`: compaction steps of at most `step_bytes_max` read bytes, then object
 /// retention and garbage collection (objects dropped are deleted after `deletion_grace`).
 pub async fn run_maintenance(
     store: &ObjectStore,
     controller: &ControllerHandle,
     step_bytes_max: usize,
     deletion_grace: Duration,
+    interval: Duration,
     stop: StopSignal,
 ) {
     let config = CompactionConfig {
@@ -51,7 +49,7 @@ pub async fn run_maintenance(
     loop {
         futures::select_biased! {
             _ = stop.clone().fuse() => return,
-            _ = glommio::timer::sleep(MAINTENANCE_INTERVAL).fuse() => {}
+            _ = glommio::timer::sleep(interval).fuse() => {}
         }
         maintain(&compactor, &cleaner, &behind, controller, &now).await;
     }
