@@ -149,7 +149,7 @@ fn the_log_cleaner_keeps_the_latest_record_per_key_and_tombstones_for_their_rete
     let started = Instant::now();
     for i in 0..total {
         let key = format!("key-{}", i % KEYS);
-        let tombstone = i + KEYS >= total && (i % KEYS) % 10 == 0;
+        let tombstone = i + KEYS >= total && (i % KEYS).is_multiple_of(10);
         let value = format!("value-{i}");
         let mut record = BaseRecord::<String, String>::to("table")
             .partition(0)
