@@ -27,6 +27,12 @@ pub enum Command {
     Perf(sluice_perf::PerfArgs),
     /// Check this host for the broker (io_uring, memlock, CPUs, WAL disk, kernel knobs) and advise.
     Tune(TuneArgs),
+    /// Create, list, describe, alter, delete topics; produce lines, consume records.
+    Topic(crate::ctl::topic::TopicArgs),
+    /// List, describe, seek and delete consumer groups.
+    Group(crate::ctl::group::GroupArgs),
+    /// The cluster's brokers, and whether it is healthy.
+    Cluster(crate::ctl::cluster::ClusterArgs),
 }
 
 /// Flags of `sluice tune`.

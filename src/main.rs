@@ -1,6 +1,7 @@
 //! The `sluice` binary: command-line entry point of the broker.
 
 mod cli;
+mod ctl;
 
 use std::io::Write;
 
@@ -21,7 +22,19 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Start(args) => start(args),
         cli::Command::Perf(args) => sluice_perf::run(args).map(|_| ()),
         cli::Command::Tune(args) => tune(args),
+        cli::Command::Topic(args) => administer(ctl::topic::main(args)),
+        cli::Command::Group(args) => administer(ctl::group::main(args)),
+        cli::Command::Cluster(args) => administer(ctl::cluster::main(args)),
     }
+}
+
+/// An administration command's failure is one line naming the problem, and exit status 1.
+fn administer(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Advice is not a failure: this returns an error only when the run itself failed.

@@ -1,0 +1,349 @@
+//! The `sluice` subcommands other than `start`, end to end against a broker (this build's
+//! binary, port 0).
+//!
+//! `sluice perf`: a tiny OMB workload file, a short run; the JSON result must parse with every
+//! OMB key and show messages produced and consumed, and the SVG plot must exist. Bounded: the
+//! broker start, ~2 s of load, the drain; 90 s at most.
+//!
+//! `sluice topic | group | cluster`: every subcommand, in tables and JSON, and its errors.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::BrokerProcess;
+use serde_json::Value;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[test]
+fn perf_runs_a_workload_file_and_writes_omb_json() {
+    let dir = tempfile::tempdir().unwrap();
+    // Like the broker's own start: shards on every core, no admin server; its log is
+    // checked on drop.
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--admin-listen", "none"]);
+    let workload = dir.path().join("tiny.yaml");
+    std::fs::write(
+        &workload,
+        "name: tiny\ntopics: 1\npartitionsPerTopic: 2\nkeyDistributor: \"KEY_ROUND_ROBIN\"\n\
+         messageSize: 100\npayloadFile: \"payload/none.data\"\nsubscriptionsPerTopic: 1\n\
+         consumerPerSubscription: 2\nproducersPerTopic: 1\nproducerRate: 2000\n\
+         consumerBacklogSizeGB: 0\nwarmupDurationMinutes: 0\ntestDurationMinutes: 1\n",
+    )
+    .unwrap();
+    let output = dir.path().join("result.json");
+    let plot = dir.path().join("result.svg");
+    let mut perf = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("perf")
+        .arg(&workload)
+        .args([
+            "--bootstrap",
+            &broker.bootstrap,
+            "--duration-scale",
+            "0.03",
+            "--interval-secs",
+            "0.5",
+        ])
+        .arg("--output")
+        .arg(&output)
+        .arg("--plot")
+        .arg(&plot)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting sluice perf");
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = perf.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = perf.kill();
+            panic!("sluice perf did not finish within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "sluice perf failed: {status}");
+
+    let text = std::fs::read_to_string(&output).unwrap();
+    let result = sluice_perf::stats::validate_result(&text).unwrap();
+    assert_eq!(result["workload"], "tiny");
+    assert_eq!(result["partitions"], 2);
+    assert_eq!(result["consumersPerTopic"], 2);
+    let intervals = result["publishRate"].as_array().unwrap();
+    assert!(intervals.len() >= 2, "{intervals:?}");
+    let info = &result["sluicePerf"];
+    let sent = info["totalMessagesSent"].as_u64().unwrap();
+    let received = info["totalMessagesReceived"].as_u64().unwrap();
+    assert!(sent >= 1000, "only {sent} messages acknowledged");
+    assert!(received > 0, "nothing consumed");
+    assert_eq!(info["messagesFailed"], 0);
+    assert!(result["aggregatedPublishLatency99pct"].as_f64().unwrap() > 0.0);
+    assert!(result["aggregatedEndToEndLatency50pct"].as_f64().unwrap() > 0.0);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+}
+
+/// Runs `sluice ARGS` against `broker` with `stdin`; returns its output.
+fn sluice(broker: &BrokerProcess, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("SLUICE_BROKERS", &broker.bootstrap)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin written");
+    child.wait_with_output().expect("sluice ends")
+}
+
+/// stdout of a `sluice ARGS` that must succeed.
+fn ok(broker: &BrokerProcess, args: &[&str], stdin: &str) -> String {
+    let output = sluice(broker, args, stdin);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "sluice {args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// stdout of a `sluice ARGS --format json` that must succeed, parsed.
+fn json(broker: &BrokerProcess, args: &[&str], stdin: &str) -> Value {
+    let mut args = args.to_vec();
+    args.extend(["--format", "json"]);
+    let stdout = ok(broker, &args, stdin);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+}
+
+/// stderr of a `sluice ARGS` that must fail with status 1.
+fn fails(broker: &BrokerProcess, args: &[&str]) -> String {
+    let output = sluice(broker, args, "");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "sluice {args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn every_administration_subcommand_shows_an_example_in_its_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    for command in [
+        "topic create",
+        "topic list",
+        "topic describe",
+        "topic alter-config",
+        "topic delete",
+        "topic produce",
+        "topic consume",
+        "group list",
+        "group describe",
+        "group seek",
+        "group delete",
+        "cluster info",
+        "cluster health",
+    ] {
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.push("--help");
+        let help = ok(&broker, &args, "");
+        assert!(help.contains(":\n  sluice "), "{command}: {help}");
+    }
+}
+
+#[test]
+fn topics_are_created_described_altered_produced_to_consumed_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "2"]);
+    let created = ok(
+        &broker,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "-p",
+            "3",
+            "-c",
+            "retention.ms=3600000",
+        ],
+        "",
+    );
+    assert_eq!(created, "TOPIC   STATUS\norders  created\n");
+    assert!(fails(&broker, &["topic", "create", "orders"]).contains("already exists"));
+    assert!(fails(&broker, &["topic", "create", "x", "-c", "novalue"]).contains("KEY=VALUE"));
+    assert_eq!(
+        json(&broker, &["topic", "list"], ""),
+        serde_json::json!([{"name": "orders", "partitions": 3}])
+    );
+
+    let produced = json(
+        &broker,
+        &[
+            "topic",
+            "produce",
+            "orders",
+            "-p",
+            "1",
+            "--key-separator",
+            ":",
+        ],
+        "k1:hello\nk2:world\nno key here\n",
+    );
+    assert_eq!(produced[0]["first_offset"], 0);
+    assert_eq!(produced[0]["records"], 3);
+    let described = json(&broker, &["topic", "describe", "orders"], "");
+    assert_eq!(described["partitions"][1]["end_offset"], 3);
+    assert_eq!(described["partitions"][0]["end_offset"], 0);
+    assert_eq!(
+        described["configs"],
+        serde_json::json!([{"config": "retention.ms", "value": "3600000"}])
+    );
+
+    assert_eq!(
+        ok(&broker, &["topic", "consume", "orders"], ""),
+        "hello\nworld\nno key here\n"
+    );
+    let consumed = ok(
+        &broker,
+        &[
+            "topic", "consume", "orders", "--num", "2", "--offset", "1", "--format", "json",
+        ],
+        "",
+    );
+    let records: Vec<Value> = consumed
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["offset"], 1);
+    assert_eq!(records[0]["key"], "k2");
+    assert_eq!(records[1]["key"], Value::Null);
+    assert!(
+        fails(
+            &broker,
+            &[
+                "topic",
+                "consume",
+                "orders",
+                "--num",
+                "9",
+                "--timeout-ms",
+                "300"
+            ]
+        )
+        .contains("3 of 9 records")
+    );
+
+    ok(
+        &broker,
+        &[
+            "topic",
+            "alter-config",
+            "orders",
+            "--set",
+            "cleanup.policy=compact",
+            "--delete",
+            "retention.ms",
+        ],
+        "",
+    );
+    let described = json(&broker, &["topic", "describe", "orders"], "");
+    assert_eq!(
+        described["configs"],
+        serde_json::json!([{"config": "cleanup.policy", "value": "compact"}])
+    );
+    assert!(
+        fails(
+            &broker,
+            &[
+                "topic",
+                "alter-config",
+                "orders",
+                "--set",
+                "retention.ms=soon"
+            ]
+        )
+        .contains("InvalidConfig")
+    );
+
+    ok(&broker, &["topic", "delete", "orders"], "");
+    assert_eq!(json(&broker, &["topic", "list"], ""), serde_json::json!([]));
+    assert!(fails(&broker, &["topic", "describe", "orders"]).contains("UnknownTopicOrPartition"));
+    assert!(fails(&broker, &["topic", "delete", "orders"]).contains("UnknownTopicOrPartition"));
+}
+
+#[test]
+fn groups_are_listed_described_moved_and_deleted_and_the_cluster_described() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "2"]);
+    ok(&broker, &["topic", "create", "events", "-p", "2"], "");
+    ok(&broker, &["topic", "produce", "events"], "a\nb\nc\n");
+
+    assert_eq!(json(&broker, &["group", "list"], ""), serde_json::json!([]));
+    let moved = json(
+        &broker,
+        &[
+            "group", "seek", "billing", "--topic", "events", "--to", "end",
+        ],
+        "",
+    );
+    assert_eq!(moved[0]["offset"], 3);
+    assert_eq!(moved[1]["offset"], 0);
+    let listed = json(&broker, &["group", "list"], "");
+    assert_eq!(listed[0]["group"], "billing");
+    assert_eq!(listed[0]["state"], "Empty");
+    ok(
+        &broker,
+        &["group", "seek", "billing", "--topic", "events", "--to", "1"],
+        "",
+    );
+    let described = json(&broker, &["group", "describe", "billing"], "");
+    assert_eq!(described["state"], "Empty");
+    assert_eq!(described["offsets"][0]["committed_offset"], 1);
+    assert_eq!(described["offsets"][0]["lag"], 2);
+    assert!(ok(&broker, &["group", "describe", "billing"], "").contains("STATE    Empty"));
+    assert!(
+        fails(
+            &broker,
+            &[
+                "group", "seek", "billing", "--topic", "events", "--to", "soon"
+            ]
+        )
+        .contains("expected start, end or an offset")
+    );
+    ok(&broker, &["group", "delete", "billing"], "");
+    assert_eq!(json(&broker, &["group", "list"], ""), serde_json::json!([]));
+    assert!(fails(&broker, &["group", "delete", "billing"]).contains("GroupIdNotFound"));
+
+    let info = json(&broker, &["cluster", "info"], "");
+    assert_eq!(info["brokers"][0]["controller"], true);
+    assert_eq!(info["brokers"].as_array().map(Vec::len), Some(1));
+    assert!(info["cluster_id"].is_string());
+    let health = json(&broker, &["cluster", "health"], "");
+    assert_eq!(health[0]["healthy"], true);
+    assert_eq!(health[0]["partitions"], 2);
+    assert!(ok(&broker, &["cluster", "health"], "").starts_with("HEALTHY"));
+}
+
+#[test]
+fn an_unreachable_broker_is_one_line_naming_it() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "info", "--brokers", "127.0.0.1:1"])
+        .output()
+        .expect("sluice runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error: no broker answered (127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
