@@ -35,6 +35,15 @@ pub enum Command {
     Cluster(crate::ctl::cluster::ClusterArgs),
 }
 
+/// How the broker writes its log lines (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields.
+    Json,
+}
+
 /// Flags of `sluice tune`.
 #[derive(Debug, clap::Args)]
 pub struct TuneArgs {
@@ -72,109 +81,119 @@ impl TuneArgs {
     }
 }
 
-/// Flags of `sluice start`; each overrides the same key of the config file.
+/// Flags of `sluice start`. Each may also come from the environment (`SLUICE_` and the
+/// flag's name in capitals, e.g. `SLUICE_DATA_DIR`) or the config file (`data_dir`); a flag
+/// overrides the environment, which overrides the file.
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {
     /// TOML file with any of the keys below (snake_case, e.g. `data_dir = "/var/lib/sluice"`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:9092]
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, env = "SLUICE_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<SocketAddr>,
     /// Address clients are told to connect to. [default: the listen address]
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, env = "SLUICE_ADVERTISED_ADDRESS", value_name = "HOST:PORT")]
     pub advertised_address: Option<String>,
     /// Admin HTTP server (/metrics, /health, /ready); port 0 picks a free port, `none`
     /// disables it. [default: 127.0.0.1:9644]
-    #[arg(long, value_name = "HOST:PORT|none")]
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN", value_name = "HOST:PORT|none")]
     pub admin_listen: Option<String>,
     /// Directory for metadata and WAL files. [default: ./sluice-data]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Number of shards (pinned executor threads). [default: one per core]
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_SHARDS")]
     pub shards: Option<usize>,
     /// WAL location: a directory (one file per shard) or a block device (one shard).
     /// [default: DATA_DIR/wal]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, env = "SLUICE_WAL_PATH", value_name = "PATH")]
     pub wal_path: Option<PathBuf>,
     /// WAL capacity per shard, e.g. 1GiB, 256MiB. [default: 1GiB]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, env = "SLUICE_WAL_SIZE", value_name = "SIZE")]
     pub wal_size: Option<String>,
     /// Memory budget of the broker, split over the shards, e.g. 2GiB. [default: 2GiB]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, env = "SLUICE_MEMORY", value_name = "SIZE")]
     pub memory: Option<String>,
     /// Node id reported to clients. [default: 0]
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_NODE_ID")]
     pub node_id: Option<i32>,
     /// Requests a connection may have in flight; 1 is Kafka's one-at-a-time model. [default: 16]
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_PIPELINE_DEPTH")]
     pub pipeline_depth: Option<usize>,
     /// Largest request accepted (socket.request.max.bytes), e.g. 100MiB. [default: 100MiB]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, env = "SLUICE_MAX_REQUEST_SIZE", value_name = "SIZE")]
     pub max_request_size: Option<String>,
     /// The system of record: a directory, or s3://BUCKET[/PREFIX] (credentials from the
     /// standard AWS chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile, instance role).
     /// [default: DATA_DIR/objects]
-    #[arg(long, value_name = "DIR|s3://BUCKET[/PREFIX]")]
+    #[arg(
+        long,
+        env = "SLUICE_OBJECT_STORE",
+        value_name = "DIR|s3://BUCKET[/PREFIX]"
+    )]
     pub object_store: Option<String>,
     /// S3 endpoint of an S3-compatible store, e.g. http://127.0.0.1:9000 (path-style URLs).
     /// [default: AWS's endpoint for the region]
-    #[arg(long, value_name = "URL")]
+    #[arg(long, env = "SLUICE_S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
     /// S3 region. [default: us-east-1]
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_S3_REGION")]
     pub s3_region: Option<String>,
     /// Upload a shard's WAL contents to objects once this much is waiting, e.g. 16MiB
     /// (at most a quarter of --wal-size is used). [default: 16MiB]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, env = "SLUICE_UPLOAD_SIZE", value_name = "SIZE")]
     pub upload_size: Option<String>,
     /// ... or once the oldest waiting record is this many milliseconds old. [default: 5000]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, env = "SLUICE_UPLOAD_INTERVAL_MS", value_name = "MS")]
     pub upload_interval_ms: Option<u64>,
     /// How often retention.ms and retention.bytes are applied
     /// (log.retention.check.interval.ms). [default: 300000]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, env = "SLUICE_RETENTION_CHECK_INTERVAL_MS", value_name = "MS")]
     pub retention_check_interval_ms: Option<u64>,
     /// How often object compaction, the log cleaner of compacted topics and object garbage
     /// collection look for work (log.cleaner.backoff.ms). [default: 10000]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, env = "SLUICE_MAINTENANCE_INTERVAL_MS", value_name = "MS")]
     pub maintenance_interval_ms: Option<u64>,
     /// How long an object compaction or retention dropped stays in the store before it is
     /// deleted (file.delete.delay.ms). [default: 60000]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, env = "SLUICE_OBJECT_DELETE_DELAY_MS", value_name = "MS")]
     pub object_delete_delay_ms: Option<u64>,
     /// Most members in one consumer group (Kafka's group.max.size); a JoinGroup beyond it is
     /// answered GROUP_MAX_SIZE_REACHED. [default: 1000]
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "SLUICE_GROUP_MEMBERS_MAX", value_name = "N")]
     pub group_members_max: Option<usize>,
     /// Most consumer groups the broker coordinates; a JoinGroup, OffsetCommit or
     /// TxnOffsetCommit that would create another is answered GROUP_MAX_SIZE_REACHED and
     /// logged. [default: 10000]
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "SLUICE_GROUPS_MAX", value_name = "N")]
     pub groups_max: Option<usize>,
     /// Most connections open to the broker (Kafka's max.connections); more are closed right
     /// after accept. [default: 10000]
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "SLUICE_CONNECTIONS_MAX", value_name = "N")]
     pub connections_max: Option<usize>,
     /// Most connections open from one client address (Kafka's max.connections.per.ip); more
     /// are closed right after accept. [default: 1000]
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "SLUICE_CONNECTIONS_MAX_PER_IP", value_name = "N")]
     pub connections_max_per_ip: Option<usize>,
     /// Most tasks one shard runs at once for requests from other shards and its own
     /// connections (produce, read, group call); at the cap the shard stops taking requests
     /// until a task ends, counted in sluice_shard_tasks_waits_total. [default: 16384]
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "SLUICE_SHARD_TASKS_MAX", value_name = "N")]
     pub shard_tasks_max: Option<usize>,
     /// How long to wait for the data dir's lock (DATA_DIR/.lock, and the WAL's) while another
     /// process holds it, e.g. a broker killed a moment ago that is still exiting; then exit
     /// naming the holder. 0 fails at once. [default: 30000]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, env = "SLUICE_LOCK_WAIT_MS", value_name = "MS")]
     pub lock_wait_ms: Option<u64>,
     /// How long to retry binding the Kafka or admin address while it is in use, e.g. by a
     /// broker killed a moment ago; then exit. 0 fails at once. [default: 10000]
-    #[arg(long, value_name = "MS")]
+    #[arg(long, env = "SLUICE_BIND_RETRY_MS", value_name = "MS")]
     pub bind_retry_ms: Option<u64>,
+    /// Log lines as text, or as one JSON object each (for log shippers). Flag or environment
+    /// only: logging starts before the config file is read.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// The config file's keys, all optional.

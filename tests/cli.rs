@@ -347,3 +347,36 @@ fn an_unreachable_broker_is_one_line_naming_it() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// `sluice start` takes each flag from `SLUICE_<FLAG>` too, the flag winning, and logs JSON
+/// lines with `--log-format json` (here from the environment as well).
+#[test]
+fn start_flags_come_from_the_environment_and_logs_can_be_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start_with_env(
+        dir.path(),
+        &["--shards", "1"],
+        &[("SLUICE_NODE_ID", "7"), ("SLUICE_LOG_FORMAT", "json")],
+    );
+    let info = json(&broker, &["cluster", "info"], "");
+    assert_eq!(info["brokers"][0]["node_id"], 7, "from SLUICE_NODE_ID");
+    let lines = broker.log_lines();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let parsed: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        assert!(parsed["level"].is_string(), "{line}");
+        assert_ne!(parsed["level"], "WARN", "{line}");
+        assert_ne!(parsed["level"], "ERROR", "{line}");
+    }
+    drop(broker);
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start_with_env(
+        dir.path(),
+        &["--shards", "1", "--node-id", "8"],
+        &[("SLUICE_NODE_ID", "7")],
+    );
+    let info = json(&broker, &["cluster", "info"], "");
+    assert_eq!(info["brokers"][0]["node_id"], 8, "the flag wins");
+}
