@@ -2,6 +2,9 @@
 //! under messages of random sizes (100 B - 1 MiB, the pattern that fragments a heap) keeps
 //! its resident memory within the budget plus a fixed overhead. A short version of
 //! `scripts/memory-soak`; bounded by the perf run (~25 s) and the broker start.
+//!
+//! And issue 22's "no stall under any configuration": produce goes on under every combination
+//! of the flags that size memory, the WAL and uploads.
 
 mod common;
 
@@ -95,4 +98,66 @@ fn rss_bytes(pid: u32) -> u64 {
         })
         .map(|kib| kib << 10)
         .expect("VmRSS in /proc/PID/status")
+}
+
+/// Each combination of small and large `--memory`, `--wal-size` and `--upload-size` /
+/// `--upload-interval-ms` (a size threshold the data never reaches with an interval that never
+/// comes, the configuration that once stalled produce for good): 160 MiB of acks=all produce,
+/// more than the small memory budget and many small WALs, is all acknowledged.
+#[test]
+fn produce_never_stalls_whatever_the_memory_wal_and_upload_flags() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    const MESSAGES: usize = 160 * 1024;
+    let payload = vec![7u8; 1024];
+    for memory in ["96MiB", "1GiB"] {
+        for wal in ["8MiB", "256MiB"] {
+            for (upload_size, interval_ms) in [("1MiB", "100"), ("3GiB", "600000")] {
+                let flags = [
+                    "--shards",
+                    "1",
+                    "--memory",
+                    memory,
+                    "--wal-size",
+                    wal,
+                    "--upload-size",
+                    upload_size,
+                    "--upload-interval-ms",
+                    interval_ms,
+                ];
+                let dir = tempfile::tempdir().unwrap();
+                let broker = BrokerProcess::start(dir.path(), &flags);
+                let producer: BaseProducer = broker
+                    .client_config()
+                    .set("acks", "all")
+                    .set("linger.ms", "5")
+                    .set("message.timeout.ms", "120000")
+                    .create()
+                    .unwrap();
+                let started = Instant::now();
+                for _ in 0..MESSAGES {
+                    let mut record = Some(BaseRecord::<(), [u8]>::to("grid").payload(&payload[..]));
+                    while let Some(r) = record.take() {
+                        if let Err((_, r)) = producer.send(r) {
+                            producer.poll(Duration::from_millis(5));
+                            record = Some(r);
+                        }
+                    }
+                }
+                producer
+                    .flush(Duration::from_secs(180))
+                    .unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+                let consumer: BaseConsumer = broker.client_config().create().unwrap();
+                let (_, high) = consumer
+                    .fetch_watermarks("grid", 0, Duration::from_secs(30))
+                    .unwrap();
+                assert_eq!(
+                    high, MESSAGES as i64,
+                    "{flags:?}: every message acknowledged"
+                );
+                eprintln!("{flags:?}: {MESSAGES} messages in {:?}", started.elapsed());
+            }
+        }
+    }
 }

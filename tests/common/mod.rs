@@ -97,14 +97,19 @@ impl BrokerProcess {
         } else {
             &["--listen", "127.0.0.1:0"]
         };
+        // A small WAL, unless the test chose one.
+        let wal_default: &[&str] = if extra_args.iter().any(|a| a == "--wal-size") {
+            &[]
+        } else {
+            &["--wal-size", "64MiB"]
+        };
         let mut child = Command::new(sluice_binary())
             .arg("start")
             .args(admin_default)
             .args(listen_default)
             .arg("--data-dir")
             .arg(data_dir)
-            .arg("--wal-size")
-            .arg("64MiB")
+            .args(wal_default)
             .args(&extra_args)
             .env(
                 "SLUICE_LOG",
