@@ -380,3 +380,52 @@ fn start_flags_come_from_the_environment_and_logs_can_be_json() {
     let info = json(&broker, &["cluster", "info"], "");
     assert_eq!(info["brokers"][0]["node_id"], 8, "the flag wins");
 }
+
+/// A profile file names the broker and the format; a flag or the environment wins over it.
+#[test]
+fn a_profile_names_the_broker_and_the_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--shards", "1"]);
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!("brokers = \"{}\"\nformat = \"json\"\n", broker.bootstrap),
+    )
+    .unwrap();
+    let run = |args: &[&str], brokers_env: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(args)
+            .env_remove("SLUICE_BROKERS")
+            .env("HOME", dir.path());
+        if let Some(brokers) = brokers_env {
+            command.env("SLUICE_BROKERS", brokers);
+        }
+        command.output().expect("sluice runs")
+    };
+    let profile_arg = profile.to_str().unwrap();
+    let output = run(&["cluster", "info", "--profile", profile_arg], None);
+    assert!(output.status.success(), "{output:?}");
+    let info: Value = serde_json::from_slice(&output.stdout).expect("JSON, as the profile says");
+    assert_eq!(info["brokers"][0]["node_id"], 0);
+    // The default profile is ~/.config/sluice/profile.toml.
+    std::fs::create_dir_all(dir.path().join(".config/sluice")).unwrap();
+    std::fs::copy(&profile, dir.path().join(".config/sluice/profile.toml")).unwrap();
+    assert!(run(&["cluster", "health"], None).status.success());
+    let text = run(&["cluster", "health", "--format", "text"], None);
+    assert!(String::from_utf8_lossy(&text.stdout).starts_with("HEALTHY"));
+    assert_eq!(
+        run(&["cluster", "info"], Some("127.0.0.1:1")).status.code(),
+        Some(1)
+    );
+    let flag = run(&["cluster", "info", "--brokers", "127.0.0.1:1"], None);
+    assert_eq!(
+        flag.status.code(),
+        Some(1),
+        "the flag wins over the profile"
+    );
+    std::fs::write(&profile, "bootstrap = \"x\"\n").unwrap();
+    let bad = run(&["cluster", "info", "--profile", profile_arg], None);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown field `bootstrap`"));
+}

@@ -27,10 +27,8 @@ pub enum ClusterCommand {
 
 /// Runs `sluice cluster ...`.
 pub fn main(args: ClusterArgs) -> anyhow::Result<()> {
-    let response = run(
-        &args.target,
-        |conn| async move { metadata(&conn, None).await },
-    )?;
+    let target = args.target.resolve()?;
+    let response = run(&target, |conn| async move { metadata(&conn, None).await })?;
     match args.command {
         ClusterCommand::Info => {
             let mut table = Table::new(&["node id", "host", "port", "controller"]);
@@ -42,7 +40,7 @@ pub fn main(args: ClusterArgs) -> anyhow::Result<()> {
                     json!(broker.node_id == response.controller_id),
                 ]);
             }
-            match args.target.format {
+            match target.format {
                 super::Format::Json => println!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
@@ -85,7 +83,7 @@ pub fn main(args: ClusterArgs) -> anyhow::Result<()> {
                 json!(partitions),
                 json!(leaderless),
             ]);
-            table.print(args.target.format)?;
+            table.print(target.format)?;
             if !healthy {
                 std::process::exit(1);
             }

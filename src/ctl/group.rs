@@ -15,7 +15,7 @@ use sluice_net::{Request, Response};
 use sluice_perf::client::{Connection, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, list_offsets};
 
 use super::topic::metadata;
-use super::{Format, Table, Target, check, run};
+use super::{Format, Resolved, Table, Target, check, run};
 
 /// `sluice group ...`
 #[derive(Debug, clap::Args)]
@@ -61,10 +61,11 @@ pub enum GroupCommand {
 
 /// Runs `sluice group ...`.
 pub fn main(args: GroupArgs) -> anyhow::Result<()> {
-    let format = args.target.format;
+    let target = args.target.resolve()?;
+    let format = target.format;
     match args.command {
         GroupCommand::List => {
-            let groups = run(&args.target, |conn| async move {
+            let groups = run(&target, |conn| async move {
                 let request = Request::ListGroups(ListGroupsRequest::default());
                 let Response::ListGroups(response) = conn.request(request).await? else {
                     bail!("ListGroups: unexpected response type");
@@ -84,10 +85,10 @@ pub fn main(args: GroupArgs) -> anyhow::Result<()> {
             }
             table.print(format)
         }
-        GroupCommand::Describe { group } => describe(&args.target, &group),
+        GroupCommand::Describe { group } => describe(&target, &group),
         GroupCommand::Seek { group, topic, to } => {
             let (name, topic_name) = (group.clone(), topic.clone());
-            let moved = run(&args.target, |conn| async move {
+            let moved = run(&target, |conn| async move {
                 seek(&conn, &name, &topic_name, &to).await
             })?;
             let mut table = Table::new(&["group", "topic", "partition", "offset"]);
@@ -103,7 +104,7 @@ pub fn main(args: GroupArgs) -> anyhow::Result<()> {
         }
         GroupCommand::Delete { groups } => {
             let names = groups.clone();
-            run(&args.target, |conn| async move {
+            run(&target, |conn| async move {
                 let request = Request::DeleteGroups(DeleteGroupsRequest {
                     groups_names: names,
                 });
@@ -165,7 +166,7 @@ async fn committed(conn: &Connection, group: &str) -> anyhow::Result<BTreeMap<(S
     Ok(offsets)
 }
 
-fn describe(target: &Target, group: &str) -> anyhow::Result<()> {
+fn describe(target: &Resolved, group: &str) -> anyhow::Result<()> {
     let name = group.to_string();
     let (described, lags) = run(target, |conn| async move {
         let request = Request::DescribeGroups(DescribeGroupsRequest {

@@ -3,7 +3,9 @@
 //! client of `sluice perf` (no second Kafka client library in the binary).
 //!
 //! The broker is `--brokers HOST:PORT[,HOST:PORT...]` (the first that answers), else
-//! `SLUICE_BROKERS`, else 127.0.0.1:9092. Output is a table, or JSON with `--format json`.
+//! `SLUICE_BROKERS`, else the profile's (`--profile FILE`, `SLUICE_PROFILE`, or
+//! `~/.config/sluice/profile.toml`), else 127.0.0.1:9092. Output is a table, or JSON with
+//! `--format json`.
 
 pub mod cluster;
 pub mod group;
@@ -11,6 +13,7 @@ mod output;
 pub mod topic;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,21 +29,80 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     /// Broker addresses, HOST:PORT, comma-separated: the first that answers is used.
+    /// [default: the profile's `brokers`, else 127.0.0.1:9092]
     #[arg(
         long,
         global = true,
         env = "SLUICE_BROKERS",
-        default_value = "127.0.0.1:9092",
         value_name = "HOST:PORT,..."
     )]
+    brokers: Option<String>,
+    /// Output format. [default: the profile's `format`, else text]
+    #[arg(long, global = true, value_enum)]
+    format: Option<Format>,
+    /// A TOML profile with `brokers = "HOST:PORT,..."` and `format = "json"` (either may be
+    /// left out). [default: ~/.config/sluice/profile.toml, when it exists]
+    #[arg(long, global = true, env = "SLUICE_PROFILE", value_name = "FILE")]
+    profile: Option<PathBuf>,
+}
+
+/// What a profile file may set.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Profile {
+    brokers: Option<String>,
+    format: Option<Format>,
+}
+
+/// Where the broker is and how to print, resolved: a flag, else the environment, else the
+/// profile, else the default.
+#[derive(Debug, Clone)]
+pub struct Resolved {
     pub brokers: String,
-    /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
 
+impl Target {
+    /// The flags resolved against the profile.
+    pub fn resolve(&self) -> anyhow::Result<Resolved> {
+        let profile = self.profile()?;
+        Ok(Resolved {
+            brokers: self
+                .brokers
+                .clone()
+                .or(profile.brokers)
+                .unwrap_or_else(|| DEFAULT_BROKERS.to_string()),
+            format: self.format.or(profile.format).unwrap_or(Format::Text),
+        })
+    }
+
+    fn profile(&self) -> anyhow::Result<Profile> {
+        let (path, required) = match &self.profile {
+            Some(path) => (path.clone(), true),
+            None => match std::env::var_os("HOME") {
+                Some(home) => (
+                    PathBuf::from(home).join(".config/sluice/profile.toml"),
+                    false,
+                ),
+                None => return Ok(Profile::default()),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Profile::default());
+            }
+            Err(e) => bail!("profile {}: {e}", path.display()),
+        };
+        toml::from_str(&text).with_context(|| format!("profile {}", path.display()))
+    }
+}
+
+/// The broker when neither a flag, the environment nor a profile names one.
+const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+
 /// Runs `work` with a connection to the target broker on a small runtime of its own.
-pub fn run<T, F>(target: &Target, work: impl FnOnce(Arc<Connection>) -> F) -> anyhow::Result<T>
+pub fn run<T, F>(target: &Resolved, work: impl FnOnce(Arc<Connection>) -> F) -> anyhow::Result<T>
 where
     F: Future<Output = anyhow::Result<T>>,
 {

@@ -27,7 +27,7 @@ use sluice_perf::client::{
     Connection, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, create_topics, delete_topics, list_offsets,
 };
 
-use super::{Format, Table, Target, check, key_value, run};
+use super::{Format, Resolved, Table, Target, check, key_value, run};
 
 /// Kafka's ConfigResource type of a topic.
 const TOPIC_RESOURCE: i8 = 2;
@@ -137,7 +137,8 @@ pub enum TopicCommand {
 
 /// Runs `sluice topic ...`.
 pub fn main(args: TopicArgs) -> anyhow::Result<()> {
-    let format = args.target.format;
+    let target = args.target.resolve()?;
+    let format = target.format;
     match args.command {
         TopicCommand::Create {
             names,
@@ -150,7 +151,7 @@ pub fn main(args: TopicArgs) -> anyhow::Result<()> {
                 .map(|c| key_value(c))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let created = names.clone();
-            run(&args.target, |conn| async move {
+            run(&target, |conn| async move {
                 let existing = topic_partitions(&conn, None).await?;
                 if let Some(name) = created.iter().find(|n| existing.contains_key(*n)) {
                     bail!("topic {name} already exists");
@@ -164,7 +165,7 @@ pub fn main(args: TopicArgs) -> anyhow::Result<()> {
             table.print(format)
         }
         TopicCommand::List => {
-            let topics = run(&args.target, |conn| async move {
+            let topics = run(&target, |conn| async move {
                 topic_partitions(&conn, None).await
             })?;
             let mut table = Table::new(&["name", "partitions"]);
@@ -173,7 +174,7 @@ pub fn main(args: TopicArgs) -> anyhow::Result<()> {
             }
             table.print(format)
         }
-        TopicCommand::Describe { name } => describe(&args.target, &name),
+        TopicCommand::Describe { name } => describe(&target, &name),
         TopicCommand::AlterConfig { name, set, delete } => {
             if set.is_empty() && delete.is_empty() {
                 bail!("nothing to change: give --set KEY=VALUE or --delete KEY");
@@ -195,7 +196,7 @@ pub fn main(args: TopicArgs) -> anyhow::Result<()> {
                 });
             }
             let topic = name.clone();
-            run(&args.target, |conn| async move {
+            run(&target, |conn| async move {
                 let request = Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest {
                     resources: vec![AlterConfigsResource {
                         resource_type: TOPIC_RESOURCE,
@@ -227,7 +228,7 @@ pub fn main(args: TopicArgs) -> anyhow::Result<()> {
         }
         TopicCommand::Delete { names } => {
             let deleted = names.clone();
-            let failures = run(&args.target, |conn| async move {
+            let failures = run(&target, |conn| async move {
                 delete_topics(&conn, &deleted).await
             })?;
             if !failures.is_empty() {
@@ -243,7 +244,7 @@ pub fn main(args: TopicArgs) -> anyhow::Result<()> {
             name,
             partition,
             key_separator,
-        } => produce(&args.target, &name, partition, key_separator.as_deref()),
+        } => produce(&target, &name, partition, key_separator.as_deref()),
         TopicCommand::Consume {
             name,
             num,
@@ -253,7 +254,7 @@ pub fn main(args: TopicArgs) -> anyhow::Result<()> {
         } => {
             let start = StartAt::parse(&offset)?;
             consume(
-                &args.target,
+                &target,
                 &name,
                 &partition,
                 start,
@@ -305,7 +306,7 @@ pub async fn metadata(conn: &Connection, only: Option<&str>) -> anyhow::Result<M
     Ok(response)
 }
 
-fn describe(target: &Target, name: &str) -> anyhow::Result<()> {
+fn describe(target: &Resolved, name: &str) -> anyhow::Result<()> {
     let topic = name.to_string();
     let (partitions, starts, ends, configs) = run(target, |conn| async move {
         let topics = topic_partitions(&conn, Some(&topic)).await?;
@@ -388,7 +389,7 @@ fn read_records(key_separator: Option<&str>) -> anyhow::Result<Vec<(Option<Strin
 }
 
 fn produce(
-    target: &Target,
+    target: &Resolved,
     topic: &str,
     partition: i32,
     key_separator: Option<&str>,
@@ -513,7 +514,7 @@ struct Consumed {
 }
 
 fn consume(
-    target: &Target,
+    target: &Resolved,
     topic: &str,
     only: &[i32],
     start: StartAt,
