@@ -217,10 +217,10 @@ impl GroupCoordinator {
             .get_mut(&member_id)
             .expect("joined or found above");
         subscription_changed |= update_member(member, &mut heartbeat, now);
-        if subscription_changed {
+        let topics_changed = consumer.refresh_subscriptions(image, subscription_changed);
+        if subscription_changed || topics_changed {
             consumer.group_epoch += 1;
         }
-        consumer.refresh_subscriptions(image, subscription_changed);
         if consumer.group_epoch > consumer.assignment_epoch {
             consumer.compute_target();
             tracing::info!(

@@ -263,6 +263,8 @@ impl ConsumerGroup {
         self.release(&member.member_id, &member.current);
         self.target.remove(member_id);
         self.group_epoch += 1;
+        // Its subscription no longer counts: resolve the others' again at the next heartbeat.
+        self.refreshed_at_image_epoch = None;
         Some(member)
     }
 
@@ -302,11 +304,11 @@ impl ConsumerGroup {
     }
 
     /// Re-resolves every member's subscription against `image` (when the image changed since
-    /// the last time, or `force`), and bumps the group epoch when the subscribed topics or
-    /// their partition counts changed: topics created, deleted or grown change the target.
-    fn refresh_subscriptions(&mut self, image: &MetadataImage, force: bool) {
+    /// the last time, or `force`); true when the subscribed topics or their partition counts
+    /// changed (topics created, deleted or grown), which must change the target.
+    fn refresh_subscriptions(&mut self, image: &MetadataImage, force: bool) -> bool {
         if !force && self.refreshed_at_image_epoch == Some(image.epoch) {
-            return;
+            return false;
         }
         self.refreshed_at_image_epoch = Some(image.epoch);
         let mut subscribed = BTreeMap::new();
@@ -329,10 +331,9 @@ impl ConsumerGroup {
             }
             member.resolved_topics = resolved;
         }
-        if subscribed != self.subscribed_topics {
-            self.subscribed_topics = subscribed;
-            self.group_epoch += 1;
-        }
+        let changed = subscribed != self.subscribed_topics;
+        self.subscribed_topics = subscribed;
+        changed
     }
 
     /// Computes the target assignment at the group epoch, with the assignor most members
