@@ -993,3 +993,95 @@ fn consumer_protocol_coordinator_refuses_fences_and_hands_partitions_over_as_kaf
     // Empty, the group may go (its committed offsets with it).
     assert_eq!(delete(&mut client), 0);
 }
+
+#[test]
+fn consumer_protocol_members_expire_follow_new_partitions_and_static_members_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with(
+        dir.path(),
+        "2",
+        &[
+            ("group.consumer.session.timeout.ms", "2000"),
+            ("group.consumer.heartbeat.interval.ms", "500"),
+        ],
+    );
+    let mut client = RawClient::connect(&broker);
+    let topic_id = client.create_topic("handover", 2, &[]);
+
+    // A member that stops heartbeating is removed after the session timeout, and its
+    // partitions go to the member that is left.
+    let silent = consumer_heartbeat(&mut client, joining("silent", "handover"));
+    assert_eq!(
+        (silent.member_epoch, assigned(&silent)),
+        (1, Some(vec![0, 1]))
+    );
+    assert_eq!(silent.heartbeat_interval_ms, 500);
+    let alive = consumer_heartbeat(&mut client, joining("alive", "handover"));
+    assert_eq!((alive.member_epoch, assigned(&alive)), (2, Some(vec![])));
+    let mut epoch = alive.member_epoch;
+    let mut owned: Vec<i32> = Vec::new();
+    let took_over = wait_for(TIMEOUT, || {
+        let beat = consumer_heartbeat(&mut client, beating("alive", epoch, topic_id, Some(&owned)));
+        assert_eq!(beat.error_code, 0);
+        epoch = beat.member_epoch;
+        if let Some(partitions) = assigned(&beat) {
+            owned = partitions;
+        }
+        (owned == [0, 1]).then_some(epoch)
+    });
+    assert_eq!(
+        took_over,
+        Some(3),
+        "the silent member expired (group epoch 3)"
+    );
+    let expired = consumer_heartbeat(&mut client, beating("silent", 1, topic_id, None));
+    assert_eq!(expired.error_code, ErrorCode::UnknownMemberId.code());
+
+    // Partitions added to a subscribed topic are assigned at the next heartbeat.
+    let admin = broker.admin();
+    let added = runtime()
+        .block_on(admin.create_partitions(
+            &[rdkafka::admin::NewPartitions::new("handover", 3)],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(added[0].is_ok(), "{added:?}");
+    let grown = wait_for(TIMEOUT, || {
+        let beat = consumer_heartbeat(&mut client, beating("alive", epoch, topic_id, Some(&owned)));
+        epoch = beat.member_epoch;
+        if let Some(partitions) = assigned(&beat) {
+            owned = partitions;
+        }
+        (owned == [0, 1, 2]).then_some(epoch)
+    });
+    assert_eq!(grown, Some(4));
+    assert_eq!(
+        consumer_heartbeat(&mut client, beating("alive", -1, topic_id, None)).error_code,
+        0
+    );
+
+    // A static member that leaves with epoch -2 keeps its partitions for its next
+    // incarnation; its instance id cannot be taken while it is in use.
+    let static_join = |member_id: &str| ConsumerGroupHeartbeatRequest {
+        instance_id: Some("instance".into()),
+        ..joining(member_id, "handover")
+    };
+    let first = consumer_heartbeat(&mut client, static_join("first"));
+    assert_eq!(first.error_code, 0);
+    let held = assigned(&first).expect("an assignment");
+    assert_eq!(held, [0, 1, 2]);
+    let usurper = consumer_heartbeat(&mut client, static_join("usurper"));
+    assert_eq!(usurper.error_code, ErrorCode::UnreleasedInstanceId.code());
+    let away = consumer_heartbeat(
+        &mut client,
+        ConsumerGroupHeartbeatRequest {
+            instance_id: Some("instance".into()),
+            ..beating("first", -2, topic_id, None)
+        },
+    );
+    assert_eq!((away.error_code, away.member_epoch), (0, -2));
+    let back = consumer_heartbeat(&mut client, static_join("second"));
+    assert_eq!(back.error_code, 0);
+    assert_eq!(assigned(&back), Some(held), "the same partitions, at once");
+    assert!(back.member_epoch > 0);
+}
