@@ -76,7 +76,8 @@ impl GroupCoordinator {
     ) -> ConsumerGroupHeartbeatResponse {
         let group_id = request.group_id.clone();
         let answer = check(version, request, client).and_then(|heartbeat| {
-            if heartbeat.member_epoch < 0 {
+            let leaving = [LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH];
+            if leaving.contains(&heartbeat.member_epoch) {
                 self.leave_consumer_group(&group_id, heartbeat, settings)
             } else {
                 self.heartbeat_consumer_group(&group_id, heartbeat, image, settings)
@@ -357,9 +358,6 @@ fn check(
             )),
         })?),
     };
-    if epoch == LEAVE_GROUP_MEMBER_EPOCH && request.member_id.is_empty() {
-        return Err(Refusal::invalid("MemberId can't be empty."));
-    }
     Ok(Heartbeat {
         member_id: request.member_id,
         member_epoch: epoch,

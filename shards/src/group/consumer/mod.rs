@@ -50,14 +50,19 @@ pub struct TopicRegex {
 impl TopicRegex {
     /// Compiles `source`; INVALID_REGULAR_EXPRESSION when it is not valid or too large.
     pub fn compile(source: &str) -> Result<TopicRegex, ErrorCode> {
-        regex::RegexBuilder::new(&format!("^(?:{source})$"))
-            .size_limit(TOPIC_REGEX_COMPILED_BYTES_MAX)
-            .build()
-            .map(|compiled| TopicRegex {
-                source: source.to_string(),
-                compiled,
-            })
-            .map_err(|_| ErrorCode::InvalidRegularExpression)
+        let build = |pattern: &str| {
+            regex::RegexBuilder::new(pattern)
+                .size_limit(TOPIC_REGEX_COMPILED_BYTES_MAX)
+                .build()
+                .map_err(|_| ErrorCode::InvalidRegularExpression)
+        };
+        // Checked alone first: only a whole expression may be wrapped into the anchors
+        // (`a)|(b` would otherwise compile into another expression).
+        build(source)?;
+        Ok(TopicRegex {
+            source: source.to_string(),
+            compiled: build(&format!("^(?:{source})$"))?,
+        })
     }
 
     /// Whether topic `name` matches.
@@ -373,5 +378,60 @@ fn check_member_epoch(member: &ConsumerMember, member_epoch: i32) -> Result<(), 
         Ok(())
     } else {
         Err(ErrorCode::StaleMemberEpoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_regexes_match_whole_names_and_refuse_bad_expressions() {
+        let regex = TopicRegex::compile("hand.*|orders").expect("valid");
+        assert!(regex.matches("handover"));
+        assert!(regex.matches("orders"));
+        assert!(!regex.matches("xhandover"));
+        assert!(!regex.matches("orders-2"));
+        for bad in ["(", "a)|(b", "[z-a]"] {
+            assert_eq!(
+                TopicRegex::compile(bad).err(),
+                Some(ErrorCode::InvalidRegularExpression),
+                "{bad}"
+            );
+        }
+        let huge = "(a|b|c){1000}".repeat(20);
+        assert_eq!(
+            TopicRegex::compile(&huge).err(),
+            Some(ErrorCode::InvalidRegularExpression),
+            "over TOPIC_REGEX_COMPILED_BYTES_MAX"
+        );
+    }
+
+    #[test]
+    fn offset_requests_need_the_member_at_its_epoch() {
+        let mut group = ConsumerGroup::default();
+        assert_eq!(group.validate_offset_commit("", -1, 9, false), Ok(()));
+        let mut member = ConsumerMember::new("m".into(), Instant::now());
+        member.current.member_epoch = 3;
+        group.members.insert("m".into(), member);
+        assert_eq!(
+            group.validate_offset_commit("", -1, 9, false),
+            Err(ErrorCode::UnknownMemberId)
+        );
+        assert_eq!(group.validate_offset_commit("m", 3, 9, false), Ok(()));
+        assert_eq!(
+            group.validate_offset_commit("m", 3, 8, false),
+            Err(ErrorCode::UnsupportedVersion)
+        );
+        assert_eq!(
+            group.validate_offset_commit("m", 2, 9, false),
+            Err(ErrorCode::StaleMemberEpoch)
+        );
+        assert_eq!(group.validate_offset_fetch(None, -1), Ok(()));
+        assert_eq!(group.validate_offset_fetch(Some("m"), 3), Ok(()));
+        assert_eq!(
+            group.validate_offset_fetch(Some("x"), 3),
+            Err(ErrorCode::UnknownMemberId)
+        );
     }
 }
