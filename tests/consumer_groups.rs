@@ -39,6 +39,9 @@ use sluice_net::messages::list_groups_request::ListGroupsRequest;
 use sluice_net::messages::offset_commit_request::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use sluice_net::messages::offset_delete_request::{
+    OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use sluice_net::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestGroup};
 use sluice_net::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
 use sluice_net::{ErrorCode, Request, RequestHeader, Response, Uuid};
@@ -1084,4 +1087,78 @@ fn consumer_protocol_members_expire_follow_new_partitions_and_static_members_ret
     assert_eq!(back.error_code, 0);
     assert_eq!(assigned(&back), Some(held), "the same partitions, at once");
     assert!(back.member_epoch > 0);
+}
+
+#[test]
+fn consumer_protocol_regex_subscriptions_the_member_cap_and_offset_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "2", "--group-members-max", "1"]);
+    let mut client = RawClient::connect(&broker);
+    let topic_id = client.create_topic("handover", 2, &[]);
+    let by_regex = |member_id: &str, regex: &str| ConsumerGroupHeartbeatRequest {
+        subscribed_topic_names: None,
+        subscribed_topic_regex: Some(regex.into()),
+        ..joining(member_id, "")
+    };
+
+    let invalid = consumer_heartbeat(&mut client, by_regex("r0", "hand("));
+    assert_eq!(
+        invalid.error_code,
+        ErrorCode::InvalidRegularExpression.code()
+    );
+    let first = consumer_heartbeat(&mut client, by_regex("r1", "hand.*"));
+    assert_eq!((first.error_code, assigned(&first)), (0, Some(vec![0, 1])));
+    let full = consumer_heartbeat(&mut client, by_regex("r2", "hand.*"));
+    assert_eq!(full.error_code, ErrorCode::GroupMaxSizeReached.code());
+
+    // A new topic the regex matches joins the subscription.
+    let other_id = client.create_topic("handbook", 1, &[]);
+    let mut epoch = first.member_epoch;
+    let mut owned: Vec<TopicPartitions> = vec![TopicPartitions {
+        topic_id,
+        partitions: vec![0, 1],
+    }];
+    let both = wait_for(TIMEOUT, || {
+        let beat = consumer_heartbeat(
+            &mut client,
+            ConsumerGroupHeartbeatRequest {
+                topic_partitions: Some(owned.clone()),
+                ..beating("r1", epoch, topic_id, None)
+            },
+        );
+        assert_eq!(beat.error_code, 0);
+        epoch = beat.member_epoch;
+        if let Some(assignment) = beat.assignment {
+            owned = assignment
+                .topic_partitions
+                .into_iter()
+                .map(|t| TopicPartitions {
+                    topic_id: t.topic_id,
+                    partitions: t.partitions,
+                })
+                .collect();
+        }
+        owned.iter().any(|t| t.topic_id == other_id).then_some(())
+    });
+    assert!(both.is_some(), "handbook is assigned: {owned:?}");
+
+    // A subscribed topic's offsets cannot be deleted while the group consumes it.
+    assert_eq!(commit_v9(&mut client, "r1", epoch, 0), 0);
+    let Response::OffsetDelete(deleted) = client.call(
+        0,
+        Request::OffsetDelete(OffsetDeleteRequest {
+            group_id: CONSUMER_GROUP.into(),
+            topics: vec![OffsetDeleteRequestTopic {
+                name: "handover".into(),
+                partitions: vec![OffsetDeleteRequestPartition { partition_index: 0 }],
+            }],
+        }),
+    ) else {
+        panic!("an OffsetDelete response");
+    };
+    assert_eq!(deleted.error_code, 0);
+    assert_eq!(
+        deleted.topics[0].partitions[0].error_code,
+        ErrorCode::GroupSubscribedToTopic.code()
+    );
 }
