@@ -1087,6 +1087,15 @@ fn consumer_protocol_members_expire_follow_new_partitions_and_static_members_ret
     assert_eq!(back.error_code, 0);
     assert_eq!(assigned(&back), Some(held), "the same partitions, at once");
     assert!(back.member_epoch > 0);
+
+    // Version 0 lets the coordinator name a member that joins without an id.
+    let Response::ConsumerGroupHeartbeat(named) =
+        client.call(0, Request::ConsumerGroupHeartbeat(joining("", "handover")))
+    else {
+        panic!("a ConsumerGroupHeartbeat response");
+    };
+    assert_eq!(named.error_code, 0);
+    assert!(named.member_id.is_some_and(|id| !id.is_empty()));
 }
 
 #[test]
@@ -1161,4 +1170,14 @@ fn consumer_protocol_regex_subscriptions_the_member_cap_and_offset_delete() {
         deleted.topics[0].partitions[0].error_code,
         ErrorCode::GroupSubscribedToTopic.code()
     );
+
+    // Membership is not durable, committed offsets are: after a restart the member is
+    // unknown, rejoins at epoch 0, and its group's offsets are still there.
+    let broker = broker.restart();
+    let mut client = RawClient::connect(&broker);
+    let unknown = consumer_heartbeat(&mut client, beating("r1", epoch, topic_id, None));
+    assert_eq!(unknown.error_code, ErrorCode::UnknownMemberId.code());
+    let rejoined = consumer_heartbeat(&mut client, by_regex("r1", "hand.*"));
+    assert_eq!((rejoined.error_code, rejoined.member_epoch), (0, 1));
+    assert_eq!(fetch_v9(&mut client, "r1", 1, 0), (0, 10));
 }
