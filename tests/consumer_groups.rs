@@ -1,7 +1,8 @@
 //! Consumer groups with librdkafka: assignment, rebalances on close and on a killed member,
 //! commits that a new member resumes from (also after kill -9 of the broker),
-//! cooperative-sticky and static membership; and the coordinator's answers to the group
-//! protocol's corner cases over a raw socket.
+//! cooperative-sticky and static membership, the consumer group protocol of KIP-848
+//! (`group.protocol=consumer`); and the coordinator's answers to both protocols' corner cases
+//! over a raw socket.
 
 mod common;
 
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::raw::RawClient;
 use common::{BrokerProcess, wait_for};
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
@@ -22,13 +24,27 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use sluice_net::messages::consumer_group_describe_request::ConsumerGroupDescribeRequest;
+use sluice_net::messages::consumer_group_heartbeat_request::{
+    ConsumerGroupHeartbeatRequest, TopicPartitions,
+};
+use sluice_net::messages::consumer_group_heartbeat_response::ConsumerGroupHeartbeatResponse;
+use sluice_net::messages::delete_groups_request::DeleteGroupsRequest;
 use sluice_net::messages::describe_groups_request::DescribeGroupsRequest;
 use sluice_net::messages::heartbeat_request::HeartbeatRequest;
 use sluice_net::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
 use sluice_net::messages::join_group_response::JoinGroupResponse;
 use sluice_net::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
+use sluice_net::messages::list_groups_request::ListGroupsRequest;
+use sluice_net::messages::offset_commit_request::{
+    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use sluice_net::messages::offset_delete_request::{
+    OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use sluice_net::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestGroup};
 use sluice_net::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
-use sluice_net::{ErrorCode, Request, RequestHeader, Response};
+use sluice_net::{ErrorCode, Request, RequestHeader, Response, Uuid};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -582,4 +598,586 @@ fn coordinator_answers_rejoins_removals_and_expiry_as_kafka_does() {
     let id_new = a.join_new();
     let fresh = a.join(&id_new);
     assert_eq!((fresh.error_code, fresh.generation_id), (0, 4));
+}
+
+/// A member of the consumer group protocol (KIP-848): the broker decides the session timeout,
+/// the heartbeat interval and the assignment; offsets are committed automatically, also when
+/// partitions are revoked, so the next owner resumes right after the last record read.
+fn consumer_protocol_config(broker: &BrokerProcess, group: &str) -> ClientConfig {
+    let mut config = broker.client_config();
+    config
+        .set("group.id", group)
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "100");
+    config
+}
+
+/// What one member read: (partition, offset) of each record.
+type Reads = Arc<Mutex<Vec<(i32, i64)>>>;
+
+/// Waits until the members together have read `total` records.
+fn wait_for_records(reads: &[&Reads], total: usize) {
+    let read = || -> usize { reads.iter().map(|r| r.lock().unwrap().len()).sum() };
+    wait_for(TIMEOUT, || (read() >= total).then_some(()))
+        .unwrap_or_else(|| panic!("{} of {total} records read", read()));
+}
+
+/// Checks that the members read offsets `0..per_partition` of every one of `partitions`
+/// partitions exactly once, between them.
+fn assert_read_once(reads: &[&Reads], partitions: i32, per_partition: i64) {
+    let mut counts: HashMap<(i32, i64), usize> = HashMap::new();
+    for member in reads {
+        for read in member.lock().unwrap().iter() {
+            *counts.entry(*read).or_default() += 1;
+        }
+    }
+    let mut twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    twice.sort();
+    assert!(twice.is_empty(), "records read more than once: {twice:?}");
+    for p in 0..partitions {
+        for offset in 0..per_partition {
+            assert!(counts.contains_key(&(p, offset)), "{p}/{offset} never read");
+        }
+    }
+    assert_eq!(counts.len(), (partitions as i64 * per_partition) as usize);
+}
+
+#[test]
+fn consumer_protocol_members_share_partitions_and_read_every_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with(
+        dir.path(),
+        "2",
+        &[("group.consumer.heartbeat.interval.ms", "200")],
+    );
+    create_topic(&broker, "shared", 4);
+    let a = Member::start(consumer_protocol_config(&broker, "kip848"), "shared");
+    let b = Member::start(consumer_protocol_config(&broker, "kip848"), "shared");
+    let sets = wait_for_split(&[&a, &b], 4, 0);
+    assert!(sets.iter().all(|s| s.len() == 2), "uniform: {sets:?}");
+    let (a_reads, b_reads) = (a.received.clone(), b.received.clone());
+    produce(&broker, "shared", 4, 500);
+    wait_for_records(&[&a_reads, &b_reads], 2000);
+    assert_read_once(&[&a_reads, &b_reads], 4, 500);
+    assert!(
+        !a_reads.lock().unwrap().is_empty() && !b_reads.lock().unwrap().is_empty(),
+        "both members read"
+    );
+
+    // A third member joins while records arrive: partitions move to it only after their
+    // owner revoked them (and committed what it read), so nothing is read twice.
+    let c = Member::start(consumer_protocol_config(&broker, "kip848"), "shared");
+    let c_reads = c.received.clone();
+    produce(&broker, "shared", 4, 250);
+    wait_for_split(&[&a, &b, &c], 4, 0);
+    wait_for_records(&[&a_reads, &b_reads, &c_reads], 3000);
+
+    // One leaves while records arrive: the others resume its partitions from its commits.
+    b.close();
+    produce(&broker, "shared", 4, 250);
+    wait_for_split(&[&a, &c], 4, 0);
+    wait_for_records(&[&a_reads, &b_reads, &c_reads], 4000);
+    assert_read_once(&[&a_reads, &b_reads, &c_reads], 4, 1000);
+    assert!(!c_reads.lock().unwrap().is_empty(), "the newcomer read");
+}
+
+const CONSUMER_GROUP: &str = "raw848";
+
+/// ConsumerGroupHeartbeat v1 (what librdkafka 2.12 sends) and its answer.
+fn consumer_heartbeat(
+    client: &mut RawClient,
+    request: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    match client.call(1, Request::ConsumerGroupHeartbeat(request)) {
+        Response::ConsumerGroupHeartbeat(response) => response,
+        other => panic!("not a ConsumerGroupHeartbeat response: {other:?}"),
+    }
+}
+
+/// A first heartbeat: member `member_id` joins at epoch 0 subscribing to `topic`.
+fn joining(member_id: &str, topic: &str) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest {
+        group_id: CONSUMER_GROUP.into(),
+        member_id: member_id.into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 30_000,
+        subscribed_topic_names: Some(vec![topic.into()]),
+        topic_partitions: Some(Vec::new()),
+        ..Default::default()
+    }
+}
+
+/// A later heartbeat at `member_epoch`, reporting the partitions of `topic_id` it owns.
+fn beating(
+    member_id: &str,
+    member_epoch: i32,
+    topic_id: Uuid,
+    owned: Option<&[i32]>,
+) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest {
+        group_id: CONSUMER_GROUP.into(),
+        member_id: member_id.into(),
+        member_epoch,
+        topic_partitions: owned.map(|partitions| {
+            vec![TopicPartitions {
+                topic_id,
+                partitions: partitions.to_vec(),
+            }]
+        }),
+        ..Default::default()
+    }
+}
+
+/// The partitions an answer assigns (`None`: the assignment is unchanged).
+fn assigned(response: &ConsumerGroupHeartbeatResponse) -> Option<Vec<i32>> {
+    response.assignment.as_ref().map(|assignment| {
+        let mut partitions: Vec<i32> = assignment
+            .topic_partitions
+            .iter()
+            .flat_map(|t| t.partitions.iter().copied())
+            .collect();
+        partitions.sort();
+        partitions
+    })
+}
+
+/// OffsetCommit v9 of offset 10 of partition `partition` by `member_id` at `member_epoch`.
+fn commit_v9(client: &mut RawClient, member_id: &str, member_epoch: i32, partition: i32) -> i16 {
+    let request = OffsetCommitRequest {
+        group_id: CONSUMER_GROUP.into(),
+        generation_id_or_member_epoch: member_epoch,
+        member_id: member_id.into(),
+        topics: vec![OffsetCommitRequestTopic {
+            name: "handover".into(),
+            partitions: vec![OffsetCommitRequestPartition {
+                partition_index: partition,
+                committed_offset: 10,
+                committed_metadata: Some(String::new()),
+                ..Default::default()
+            }],
+        }],
+        ..Default::default()
+    };
+    match client.call(9, Request::OffsetCommit(request)) {
+        Response::OffsetCommit(response) => response.topics[0].partitions[0].error_code,
+        other => panic!("not an OffsetCommit response: {other:?}"),
+    }
+}
+
+/// OffsetFetch v9 of `partition` by `member_id` at `member_epoch`: (group error, offset).
+fn fetch_v9(
+    client: &mut RawClient,
+    member_id: &str,
+    member_epoch: i32,
+    partition: i32,
+) -> (i16, i64) {
+    let request = OffsetFetchRequest {
+        groups: vec![OffsetFetchRequestGroup {
+            group_id: CONSUMER_GROUP.into(),
+            member_id: Some(member_id.into()),
+            member_epoch,
+            topics: Some(vec![
+                sluice_net::messages::offset_fetch_request::OffsetFetchRequestTopics {
+                    name: "handover".into(),
+                    partition_indexes: vec![partition],
+                },
+            ]),
+        }],
+        ..Default::default()
+    };
+    match client.call(9, Request::OffsetFetch(request)) {
+        Response::OffsetFetch(response) => {
+            let group = &response.groups[0];
+            let offset = group
+                .topics
+                .first()
+                .map_or(-1, |t| t.partitions[0].committed_offset);
+            (group.error_code, offset)
+        }
+        other => panic!("not an OffsetFetch response: {other:?}"),
+    }
+}
+
+#[test]
+fn consumer_protocol_coordinator_refuses_fences_and_hands_partitions_over_as_kafka_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path(), "2");
+    let mut client = RawClient::connect(&broker);
+    let topic_id = client.create_topic("handover", 2, &[]);
+    let code = |response: &ConsumerGroupHeartbeatResponse| response.error_code;
+
+    // Refused first heartbeats create nothing.
+    let no_timeout = ConsumerGroupHeartbeatRequest {
+        rebalance_timeout_ms: -1,
+        ..joining("m1", "handover")
+    };
+    let refused = consumer_heartbeat(&mut client, no_timeout);
+    assert_eq!(code(&refused), ErrorCode::InvalidRequest.code());
+    assert!(refused.error_message.is_some());
+    let no_member_id = consumer_heartbeat(&mut client, joining("", "handover"));
+    assert_eq!(code(&no_member_id), ErrorCode::InvalidRequest.code());
+    let sticky = ConsumerGroupHeartbeatRequest {
+        server_assignor: Some("sticky".into()),
+        ..joining("m1", "handover")
+    };
+    assert_eq!(
+        code(&consumer_heartbeat(&mut client, sticky)),
+        ErrorCode::UnsupportedAssignor.code()
+    );
+    let ghost = consumer_heartbeat(&mut client, beating("ghost", 1, topic_id, None));
+    assert_eq!(code(&ghost), ErrorCode::UnknownMemberId.code());
+
+    // The first member gets both partitions at epoch 1; a wrong epoch is fenced.
+    let first = consumer_heartbeat(&mut client, joining("m1", "handover"));
+    assert_eq!(
+        (
+            code(&first),
+            first.member_epoch,
+            first.heartbeat_interval_ms
+        ),
+        (0, 1, 5000)
+    );
+    assert_eq!(first.member_id.as_deref(), Some("m1"));
+    assert_eq!(assigned(&first), Some(vec![0, 1]));
+    let fenced = consumer_heartbeat(&mut client, beating("m1", 7, topic_id, None));
+    assert_eq!(code(&fenced), ErrorCode::FencedMemberEpoch.code());
+
+    // A second member joins at epoch 2 but gets nothing while the first holds both.
+    let second = consumer_heartbeat(&mut client, joining("m2", "handover"));
+    assert_eq!((code(&second), second.member_epoch), (0, 2));
+    assert_eq!(assigned(&second), Some(vec![]));
+
+    // The first is asked to revoke one partition and stays at epoch 1 until it has.
+    let revoke = consumer_heartbeat(&mut client, beating("m1", 1, topic_id, Some(&[0, 1])));
+    assert_eq!((code(&revoke), revoke.member_epoch), (0, 1));
+    let kept = assigned(&revoke).expect("a new assignment");
+    assert_eq!(kept.len(), 1);
+    let moving = 1 - kept[0];
+    let waiting = consumer_heartbeat(&mut client, beating("m2", 2, topic_id, Some(&[])));
+    assert_eq!((code(&waiting), assigned(&waiting)), (0, None));
+
+    // Commits and fetches carry the member epoch (OffsetCommit / OffsetFetch v9).
+    assert_eq!(
+        commit_v9(&mut client, "m1", 0, moving),
+        ErrorCode::StaleMemberEpoch.code()
+    );
+    assert_eq!(commit_v9(&mut client, "m1", 1, moving), 0);
+    assert_eq!(
+        commit_v9(&mut client, "ghost", 1, moving),
+        ErrorCode::UnknownMemberId.code()
+    );
+    assert_eq!(
+        fetch_v9(&mut client, "ghost", 1, moving).0,
+        ErrorCode::UnknownMemberId.code()
+    );
+    assert_eq!(
+        fetch_v9(&mut client, "m2", 1, moving).0,
+        ErrorCode::StaleMemberEpoch.code()
+    );
+    assert_eq!(fetch_v9(&mut client, "m2", 2, moving), (0, 10));
+
+    // Once the first reports it no longer owns it, it reaches epoch 2 and the second gets it.
+    let acknowledged = consumer_heartbeat(&mut client, beating("m1", 1, topic_id, Some(&kept)));
+    assert_eq!((code(&acknowledged), acknowledged.member_epoch), (0, 2));
+    let handed = consumer_heartbeat(&mut client, beating("m2", 2, topic_id, Some(&[])));
+    assert_eq!(
+        (code(&handed), handed.member_epoch, assigned(&handed)),
+        (0, 2, Some(vec![moving]))
+    );
+
+    // How the group looks through the describe and list APIs of both protocols.
+    let Response::ConsumerGroupDescribe(described) = client.call(
+        0,
+        Request::ConsumerGroupDescribe(ConsumerGroupDescribeRequest {
+            group_ids: vec![CONSUMER_GROUP.into(), "nobody".into()],
+            include_authorized_operations: false,
+        }),
+    ) else {
+        panic!("a ConsumerGroupDescribe response");
+    };
+    let group = &described.groups[0];
+    assert_eq!(
+        (
+            group.error_code,
+            group.group_state.as_str(),
+            group.group_epoch,
+            group.assignor_name.as_str()
+        ),
+        (0, "Stable", 2, "uniform")
+    );
+    assert_eq!(group.members.len(), 2);
+    for member in &group.members {
+        assert_eq!(member.assignment, member.target_assignment);
+        assert_eq!(member.assignment.topic_partitions[0].topic_name, "handover");
+    }
+    assert_eq!(
+        described.groups[1].error_code,
+        ErrorCode::GroupIdNotFound.code()
+    );
+    let Response::ListGroups(listed) =
+        client.call(5, Request::ListGroups(ListGroupsRequest::default()))
+    else {
+        panic!("a ListGroups response");
+    };
+    let entry = listed
+        .groups
+        .iter()
+        .find(|g| g.group_id == CONSUMER_GROUP)
+        .expect("listed");
+    assert_eq!(
+        (
+            entry.group_type.as_str(),
+            entry.group_state.as_str(),
+            entry.protocol_type.as_str()
+        ),
+        ("consumer", "Stable", "consumer")
+    );
+    let Response::DescribeGroups(classic) = client.call(
+        5,
+        Request::DescribeGroups(DescribeGroupsRequest {
+            groups: vec![CONSUMER_GROUP.into()],
+            ..Default::default()
+        }),
+    ) else {
+        panic!("a DescribeGroups response");
+    };
+    assert_eq!(
+        (
+            classic.groups[0].error_code,
+            classic.groups[0].group_state.as_str()
+        ),
+        (0, "Dead"),
+        "not a classic group"
+    );
+    let Response::JoinGroup(join) = client.call(
+        5,
+        Request::JoinGroup(JoinGroupRequest {
+            group_id: CONSUMER_GROUP.into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![JoinGroupRequestProtocol {
+                name: "range".into(),
+                metadata: bytes::Bytes::new(),
+            }],
+            ..Default::default()
+        }),
+    ) else {
+        panic!("a JoinGroup response");
+    };
+    assert_eq!(join.error_code, ErrorCode::InconsistentGroupProtocol.code());
+    let delete = |client: &mut RawClient| -> i16 {
+        let Response::DeleteGroups(deleted) = client.call(
+            2,
+            Request::DeleteGroups(DeleteGroupsRequest {
+                groups_names: vec![CONSUMER_GROUP.into()],
+            }),
+        ) else {
+            panic!("a DeleteGroups response");
+        };
+        deleted.results[0].error_code
+    };
+    assert_eq!(delete(&mut client), ErrorCode::NonEmptyGroup.code());
+
+    // Leaving (epoch -1): the member is gone, and the other gets its partition.
+    let left = consumer_heartbeat(&mut client, beating("m1", -1, topic_id, None));
+    assert_eq!((code(&left), left.member_epoch), (0, -1));
+    let gone = consumer_heartbeat(&mut client, beating("m1", 2, topic_id, None));
+    assert_eq!(code(&gone), ErrorCode::UnknownMemberId.code());
+    let all = consumer_heartbeat(&mut client, beating("m2", 2, topic_id, Some(&[moving])));
+    assert_eq!(
+        (code(&all), all.member_epoch, assigned(&all)),
+        (0, 3, Some(vec![0, 1]))
+    );
+    let last = consumer_heartbeat(&mut client, beating("m2", -1, topic_id, None));
+    assert_eq!(code(&last), 0);
+    // Empty, the group may go (its committed offsets with it).
+    assert_eq!(delete(&mut client), 0);
+}
+
+#[test]
+fn consumer_protocol_members_expire_follow_new_partitions_and_static_members_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with(
+        dir.path(),
+        "2",
+        &[
+            ("group.consumer.session.timeout.ms", "2000"),
+            ("group.consumer.heartbeat.interval.ms", "500"),
+        ],
+    );
+    let mut client = RawClient::connect(&broker);
+    let topic_id = client.create_topic("handover", 2, &[]);
+
+    // A member that stops heartbeating is removed after the session timeout, and its
+    // partitions go to the member that is left.
+    let silent = consumer_heartbeat(&mut client, joining("silent", "handover"));
+    assert_eq!(
+        (silent.member_epoch, assigned(&silent)),
+        (1, Some(vec![0, 1]))
+    );
+    assert_eq!(silent.heartbeat_interval_ms, 500);
+    let alive = consumer_heartbeat(&mut client, joining("alive", "handover"));
+    assert_eq!((alive.member_epoch, assigned(&alive)), (2, Some(vec![])));
+    let mut epoch = alive.member_epoch;
+    let mut owned: Vec<i32> = Vec::new();
+    let took_over = wait_for(TIMEOUT, || {
+        let beat = consumer_heartbeat(&mut client, beating("alive", epoch, topic_id, Some(&owned)));
+        assert_eq!(beat.error_code, 0);
+        epoch = beat.member_epoch;
+        if let Some(partitions) = assigned(&beat) {
+            owned = partitions;
+        }
+        (owned == [0, 1]).then_some(epoch)
+    });
+    assert_eq!(
+        took_over,
+        Some(3),
+        "the silent member expired (group epoch 3)"
+    );
+    let expired = consumer_heartbeat(&mut client, beating("silent", 1, topic_id, None));
+    assert_eq!(expired.error_code, ErrorCode::UnknownMemberId.code());
+
+    // Partitions added to a subscribed topic are assigned at the next heartbeat.
+    let admin = broker.admin();
+    let added = runtime()
+        .block_on(admin.create_partitions(
+            &[rdkafka::admin::NewPartitions::new("handover", 3)],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    assert!(added[0].is_ok(), "{added:?}");
+    let grown = wait_for(TIMEOUT, || {
+        let beat = consumer_heartbeat(&mut client, beating("alive", epoch, topic_id, Some(&owned)));
+        epoch = beat.member_epoch;
+        if let Some(partitions) = assigned(&beat) {
+            owned = partitions;
+        }
+        (owned == [0, 1, 2]).then_some(epoch)
+    });
+    assert_eq!(grown, Some(4));
+    assert_eq!(
+        consumer_heartbeat(&mut client, beating("alive", -1, topic_id, None)).error_code,
+        0
+    );
+
+    // A static member that leaves with epoch -2 keeps its partitions for its next
+    // incarnation; its instance id cannot be taken while it is in use.
+    let static_join = |member_id: &str| ConsumerGroupHeartbeatRequest {
+        instance_id: Some("instance".into()),
+        ..joining(member_id, "handover")
+    };
+    let first = consumer_heartbeat(&mut client, static_join("first"));
+    assert_eq!(first.error_code, 0);
+    let held = assigned(&first).expect("an assignment");
+    assert_eq!(held, [0, 1, 2]);
+    let usurper = consumer_heartbeat(&mut client, static_join("usurper"));
+    assert_eq!(usurper.error_code, ErrorCode::UnreleasedInstanceId.code());
+    let away = consumer_heartbeat(
+        &mut client,
+        ConsumerGroupHeartbeatRequest {
+            instance_id: Some("instance".into()),
+            ..beating("first", -2, topic_id, None)
+        },
+    );
+    assert_eq!((away.error_code, away.member_epoch), (0, -2));
+    let back = consumer_heartbeat(&mut client, static_join("second"));
+    assert_eq!(back.error_code, 0);
+    assert_eq!(assigned(&back), Some(held), "the same partitions, at once");
+    assert!(back.member_epoch > 0);
+
+    // Version 0 lets the coordinator name a member that joins without an id.
+    let Response::ConsumerGroupHeartbeat(named) =
+        client.call(0, Request::ConsumerGroupHeartbeat(joining("", "handover")))
+    else {
+        panic!("a ConsumerGroupHeartbeat response");
+    };
+    assert_eq!(named.error_code, 0);
+    assert!(named.member_id.is_some_and(|id| !id.is_empty()));
+}
+
+#[test]
+fn consumer_protocol_regex_subscriptions_the_member_cap_and_offset_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "2", "--group-members-max", "1"]);
+    let mut client = RawClient::connect(&broker);
+    let topic_id = client.create_topic("handover", 2, &[]);
+    let by_regex = |member_id: &str, regex: &str| ConsumerGroupHeartbeatRequest {
+        subscribed_topic_names: None,
+        subscribed_topic_regex: Some(regex.into()),
+        ..joining(member_id, "")
+    };
+
+    let invalid = consumer_heartbeat(&mut client, by_regex("r0", "hand("));
+    assert_eq!(
+        invalid.error_code,
+        ErrorCode::InvalidRegularExpression.code()
+    );
+    let first = consumer_heartbeat(&mut client, by_regex("r1", "hand.*"));
+    assert_eq!((first.error_code, assigned(&first)), (0, Some(vec![0, 1])));
+    let full = consumer_heartbeat(&mut client, by_regex("r2", "hand.*"));
+    assert_eq!(full.error_code, ErrorCode::GroupMaxSizeReached.code());
+
+    // A new topic the regex matches joins the subscription.
+    let other_id = client.create_topic("handbook", 1, &[]);
+    let mut epoch = first.member_epoch;
+    let mut owned: Vec<TopicPartitions> = vec![TopicPartitions {
+        topic_id,
+        partitions: vec![0, 1],
+    }];
+    let both = wait_for(TIMEOUT, || {
+        let beat = consumer_heartbeat(
+            &mut client,
+            ConsumerGroupHeartbeatRequest {
+                topic_partitions: Some(owned.clone()),
+                ..beating("r1", epoch, topic_id, None)
+            },
+        );
+        assert_eq!(beat.error_code, 0);
+        epoch = beat.member_epoch;
+        if let Some(assignment) = beat.assignment {
+            owned = assignment
+                .topic_partitions
+                .into_iter()
+                .map(|t| TopicPartitions {
+                    topic_id: t.topic_id,
+                    partitions: t.partitions,
+                })
+                .collect();
+        }
+        owned.iter().any(|t| t.topic_id == other_id).then_some(())
+    });
+    assert!(both.is_some(), "handbook is assigned: {owned:?}");
+
+    // A subscribed topic's offsets cannot be deleted while the group consumes it.
+    assert_eq!(commit_v9(&mut client, "r1", epoch, 0), 0);
+    let Response::OffsetDelete(deleted) = client.call(
+        0,
+        Request::OffsetDelete(OffsetDeleteRequest {
+            group_id: CONSUMER_GROUP.into(),
+            topics: vec![OffsetDeleteRequestTopic {
+                name: "handover".into(),
+                partitions: vec![OffsetDeleteRequestPartition { partition_index: 0 }],
+            }],
+        }),
+    ) else {
+        panic!("an OffsetDelete response");
+    };
+    assert_eq!(deleted.error_code, 0);
+    assert_eq!(
+        deleted.topics[0].partitions[0].error_code,
+        ErrorCode::GroupSubscribedToTopic.code()
+    );
+
+    // Membership is not durable, committed offsets are: after a restart the member is
+    // unknown, rejoins at epoch 0, and its group's offsets are still there.
+    let broker = broker.restart();
+    let mut client = RawClient::connect(&broker);
+    let unknown = consumer_heartbeat(&mut client, beating("r1", epoch, topic_id, None));
+    assert_eq!(unknown.error_code, ErrorCode::UnknownMemberId.code());
+    let rejoined = consumer_heartbeat(&mut client, by_regex("r1", "hand.*"));
+    assert_eq!((rejoined.error_code, rejoined.member_epoch), (0, 1));
+    assert_eq!(fetch_v9(&mut client, "r1", 1, 0), (0, 10));
 }

@@ -161,6 +161,10 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: i32,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    /// How often members of consumer-protocol groups (KIP-848) heartbeat.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// How long a consumer-protocol member may go without a heartbeat before it is removed.
+    pub group_consumer_session_timeout_ms: i32,
     pub max_incremental_fetch_session_cache_slots: i32,
 }
 
@@ -220,6 +224,17 @@ pub fn validate_broker_configs(
             message: format!(
                 "group.min.session.timeout.ms ({}) must not be greater than group.max.session.timeout.ms ({})",
                 effective.group_min_session_timeout_ms, effective.group_max_session_timeout_ms
+            ),
+        });
+    }
+    if effective.group_consumer_heartbeat_interval_ms >= effective.group_consumer_session_timeout_ms
+    {
+        return Err(ConfigError {
+            name: "group.consumer.heartbeat.interval.ms".to_string(),
+            message: format!(
+                "group.consumer.heartbeat.interval.ms ({}) must be less than group.consumer.session.timeout.ms ({})",
+                effective.group_consumer_heartbeat_interval_ms,
+                effective.group_consumer_session_timeout_ms
             ),
         });
     }
@@ -433,6 +448,8 @@ pub fn effective_broker_config(broker_configs: &BTreeMap<String, String>) -> Bro
         group_initial_rebalance_delay_ms: int("group.initial.rebalance.delay.ms"),
         group_min_session_timeout_ms: int("group.min.session.timeout.ms"),
         group_max_session_timeout_ms: int("group.max.session.timeout.ms"),
+        group_consumer_heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms"),
+        group_consumer_session_timeout_ms: int("group.consumer.session.timeout.ms"),
         max_incremental_fetch_session_cache_slots: int("max.incremental.fetch.session.cache.slots"),
     }
 }
@@ -928,6 +945,22 @@ const BROKER_CONFIGS: &[ConfigDef] = &[
         documentation: "The default replication factor for automatically created topics.",
     },
     ConfigDef {
+        name: "group.consumer.heartbeat.interval.ms",
+        config_type: ConfigType::Int,
+        default: Some("5000"),
+        validator: Validator::IntAtLeast(1),
+        synonyms: &[],
+        documentation: "The heartbeat interval given to the members of a consumer group (the consumer group protocol, KIP-848).",
+    },
+    ConfigDef {
+        name: "group.consumer.session.timeout.ms",
+        config_type: ConfigType::Int,
+        default: Some("45000"),
+        validator: Validator::IntAtLeast(1),
+        synonyms: &[],
+        documentation: "The timeout to detect client failures when using the consumer group protocol (KIP-848).",
+    },
+    ConfigDef {
         name: "group.initial.rebalance.delay.ms",
         config_type: ConfigType::Int,
         default: Some("3000"),
@@ -1170,6 +1203,20 @@ mod tests {
             ("group.max.session.timeout.ms", "5"),
         ]);
         assert!(validate_broker_configs(&b).is_err());
+        let consumer = map(&[
+            ("group.consumer.heartbeat.interval.ms", "3000"),
+            ("group.consumer.session.timeout.ms", "3000"),
+        ]);
+        let error = validate_broker_configs(&consumer).unwrap_err();
+        assert_eq!(error.name, "group.consumer.heartbeat.interval.ms");
+        let defaults = effective_broker_config(&BTreeMap::new());
+        assert_eq!(
+            (
+                defaults.group_consumer_heartbeat_interval_ms,
+                defaults.group_consumer_session_timeout_ms
+            ),
+            (5000, 45000)
+        );
     }
 
     #[test]

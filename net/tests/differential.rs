@@ -116,6 +116,10 @@ diff_all! {
     alter_configs_response, AlterConfigsResponse;
     api_versions_request, ApiVersionsRequest;
     api_versions_response, ApiVersionsResponse;
+    consumer_group_describe_request, ConsumerGroupDescribeRequest;
+    consumer_group_describe_response, ConsumerGroupDescribeResponse;
+    consumer_group_heartbeat_request, ConsumerGroupHeartbeatRequest;
+    consumer_group_heartbeat_response, ConsumerGroupHeartbeatResponse;
     create_partitions_request, CreatePartitionsRequest;
     create_partitions_response, CreatePartitionsResponse;
     create_topics_request, CreateTopicsRequest;

@@ -48,6 +48,8 @@ random_message! { random_response, Response,
     DescribeProducers => describe_producers_response,
     DescribeTransactions => describe_transactions_response,
     ListTransactions => list_transactions_response,
+    ConsumerGroupHeartbeat => consumer_group_heartbeat_response,
+    ConsumerGroupDescribe => consumer_group_describe_response,
 }
 
 random_message! { random_request, Request,
@@ -72,6 +74,8 @@ random_message! { random_request, Request,
     DescribeProducers => describe_producers_request,
     DescribeTransactions => describe_transactions_request,
     ListTransactions => list_transactions_request,
+    ConsumerGroupHeartbeat => consumer_group_heartbeat_request,
+    ConsumerGroupDescribe => consumer_group_describe_request,
 }
 
 #[test]

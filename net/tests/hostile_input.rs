@@ -76,6 +76,8 @@ random_request! {
     DescribeProducers => describe_producers_request,
     DescribeTransactions => describe_transactions_request,
     ListTransactions => list_transactions_request,
+    ConsumerGroupHeartbeat => consumer_group_heartbeat_request,
+    ConsumerGroupDescribe => consumer_group_describe_request,
 }
 
 /// Flips, overwrites, truncates or extends a valid frame.

@@ -147,6 +147,8 @@ fn advertised_apis_are_exactly_the_issue_list() {
         "SaslAuthenticate",
         "DescribeTransactions",
         "ListTransactions",
+        "ConsumerGroupHeartbeat",
+        "ConsumerGroupDescribe",
     ];
     expected.sort();
     assert_eq!(names, expected);

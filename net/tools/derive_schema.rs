@@ -45,6 +45,8 @@ const APIS: &[&str] = &[
     "DescribeProducers",
     "DescribeTransactions",
     "ListTransactions",
+    "ConsumerGroupHeartbeat",
+    "ConsumerGroupDescribe",
 ];
 
 fn main() {

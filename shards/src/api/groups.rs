@@ -1,11 +1,18 @@
 //! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete, and the
+//! consumer protocol's ConsumerGroupHeartbeat and ConsumerGroupDescribe (KIP-848).
 //! Each group is served by the shard its id hashes to; these handlers route there.
 
 use std::rc::Rc;
 
 use futures::future::join_all;
 use sluice_net::ErrorCode;
+use sluice_net::messages::consumer_group_describe_request::ConsumerGroupDescribeRequest;
+use sluice_net::messages::consumer_group_describe_response::{
+    ConsumerGroupDescribeResponse, DescribedGroup as ConsumerDescribedGroup,
+};
+use sluice_net::messages::consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest;
+use sluice_net::messages::consumer_group_heartbeat_response::ConsumerGroupHeartbeatResponse;
 use sluice_net::messages::delete_groups_request::DeleteGroupsRequest;
 use sluice_net::messages::delete_groups_response::{DeletableGroupResult, DeleteGroupsResponse};
 use sluice_net::messages::describe_groups_request::DescribeGroupsRequest;
@@ -174,12 +181,13 @@ pub async fn leave_group(
 /// OffsetCommit.
 pub async fn offset_commit(
     shard: &Rc<Shard>,
+    version: i16,
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group_id = request.group_id.clone();
     let unanswered =
         crate::group::offset_commit_error(&request, ErrorCode::CoordinatorNotAvailable);
-    match call(shard, &group_id, GroupCall::Commit(request)).await {
+    match call(shard, &group_id, GroupCall::Commit { version, request }).await {
         Some(GroupReply::Commit(response)) => response,
         _ => unanswered,
     }
@@ -226,7 +234,7 @@ pub async fn offset_fetch(
                 .map(|t| (t.name, t.partition_indexes))
                 .collect::<Vec<_>>()
         });
-        let (offsets, error) = fetch_group(shard, &request.group_id, topics).await;
+        let (offsets, error) = fetch_group(shard, &request.group_id, topics, (None, -1)).await;
         return OffsetFetchResponse {
             topics: offset_topics!(
                 offsets,
@@ -245,7 +253,8 @@ pub async fn offset_fetch(
                 .map(|t| (t.name, t.partition_indexes))
                 .collect::<Vec<_>>()
         });
-        let (offsets, error) = fetch_group(shard, &group.group_id, topics).await;
+        let member = (group.member_id, group.member_epoch);
+        let (offsets, error) = fetch_group(shard, &group.group_id, topics, member).await;
         groups.push(OffsetFetchResponseGroup {
             group_id: group.group_id,
             topics: offset_topics!(
@@ -262,17 +271,23 @@ pub async fn offset_fetch(
     }
 }
 
+/// One group's committed offsets; `member` (id, epoch) is checked for consumer-protocol
+/// groups (OffsetFetch v9+).
 async fn fetch_group(
     shard: &Rc<Shard>,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    member: (Option<String>, i32),
 ) -> (OffsetsByTopic, ErrorCode) {
     let request = GroupCall::FetchOffsets {
         group_id: group_id.to_string(),
         topics,
+        member_id: member.0,
+        member_epoch: member.1,
     };
     match call(shard, group_id, request).await {
-        Some(GroupReply::Offsets(offsets)) => (offsets, ErrorCode::None),
+        Some(GroupReply::Offsets(Ok(offsets))) => (offsets, ErrorCode::None),
+        Some(GroupReply::Offsets(Err(code))) => (Vec::new(), code),
         _ => (Vec::new(), ErrorCode::CoordinatorNotAvailable),
     }
 }
@@ -362,5 +377,52 @@ pub async fn offset_delete(
             error_code: ErrorCode::CoordinatorNotAvailable.code(),
             ..Default::default()
         },
+    }
+}
+
+/// ConsumerGroupHeartbeat (KIP-848).
+pub async fn consumer_group_heartbeat(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: ConsumerGroupHeartbeatRequest,
+    client_id: String,
+    client_host: String,
+) -> ConsumerGroupHeartbeatResponse {
+    let group_id = request.group_id.clone();
+    let heartbeat = GroupCall::ConsumerHeartbeat {
+        version,
+        request,
+        client_id,
+        client_host,
+    };
+    match call(shard, &group_id, heartbeat).await {
+        Some(GroupReply::ConsumerHeartbeat(response)) => response,
+        _ => ConsumerGroupHeartbeatResponse {
+            error_code: ErrorCode::CoordinatorNotAvailable.code(),
+            ..Default::default()
+        },
+    }
+}
+
+/// ConsumerGroupDescribe (KIP-848).
+pub async fn consumer_group_describe(
+    shard: &Rc<Shard>,
+    request: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    let mut groups = Vec::with_capacity(request.group_ids.len());
+    for group_id in request.group_ids {
+        let describe = GroupCall::ConsumerDescribe(group_id.clone());
+        groups.push(match call(shard, &group_id, describe).await {
+            Some(GroupReply::ConsumerDescribe(described)) => described,
+            _ => ConsumerDescribedGroup {
+                error_code: ErrorCode::CoordinatorNotAvailable.code(),
+                group_id,
+                ..Default::default()
+            },
+        });
+    }
+    ConsumerGroupDescribeResponse {
+        groups,
+        ..Default::default()
     }
 }

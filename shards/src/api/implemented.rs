@@ -38,6 +38,8 @@ pub const IMPLEMENTED_APIS: &[ApiKey] = &[
     ApiKey::DescribeProducers,
     ApiKey::DescribeTransactions,
     ApiKey::ListTransactions,
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::ConsumerGroupDescribe,
 ];
 
 /// Versions the codec decodes but the broker does not serve, as (api, lowest, highest

@@ -191,7 +191,24 @@ pub async fn dispatch(
         .boxed_local(),
         Request::OffsetCommit(r) => async move {
             Some(Response::OffsetCommit(
-                groups::offset_commit(&shard, r).await,
+                groups::offset_commit(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::ConsumerGroupHeartbeat(r) => {
+            let client_id = header.client_id.clone().unwrap_or_default();
+            let client_host = client_host.to_string();
+            async move {
+                Some(Response::ConsumerGroupHeartbeat(
+                    groups::consumer_group_heartbeat(&shard, version, r, client_id, client_host)
+                        .await,
+                ))
+            }
+            .boxed_local()
+        }
+        Request::ConsumerGroupDescribe(r) => async move {
+            Some(Response::ConsumerGroupDescribe(
+                groups::consumer_group_describe(&shard, r).await,
             ))
         }
         .boxed_local(),

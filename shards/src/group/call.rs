@@ -2,6 +2,9 @@
 
 use sluice_metadata::MetadataImage;
 use sluice_net::ErrorCode;
+use sluice_net::messages::consumer_group_describe_response::DescribedGroup as ConsumerDescribedGroup;
+use sluice_net::messages::consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest;
+use sluice_net::messages::consumer_group_heartbeat_response::ConsumerGroupHeartbeatResponse;
 use sluice_net::messages::describe_groups_response::DescribedGroup;
 use sluice_net::messages::heartbeat_request::HeartbeatRequest;
 use sluice_net::messages::join_group_request::JoinGroupRequest;
@@ -49,14 +52,36 @@ pub enum GroupCall {
         request: LeaveGroupRequest,
     },
     /// OffsetCommit.
-    Commit(OffsetCommitRequest),
+    Commit {
+        /// Request version.
+        version: i16,
+        /// The request.
+        request: OffsetCommitRequest,
+    },
     /// OffsetFetch of one group (`None`: every partition with a commit).
     FetchOffsets {
         /// Group id.
         group_id: String,
         /// Topics and partitions asked for.
         topics: Option<Vec<(String, Vec<i32>)>>,
+        /// Member id (OffsetFetch v9+, consumer-protocol members).
+        member_id: Option<String>,
+        /// Member epoch (-1: none).
+        member_epoch: i32,
     },
+    /// ConsumerGroupHeartbeat, with the connection's client id and host.
+    ConsumerHeartbeat {
+        /// Request version.
+        version: i16,
+        /// The request.
+        request: ConsumerGroupHeartbeatRequest,
+        /// Client id from the request header.
+        client_id: String,
+        /// Peer host of the connection.
+        client_host: String,
+    },
+    /// ConsumerGroupDescribe of one group.
+    ConsumerDescribe(String),
     /// ListGroups of this shard.
     List {
         /// State names to keep (empty: all).
@@ -86,8 +111,12 @@ pub enum GroupReply {
     Leave(LeaveGroupResponse),
     /// For Commit.
     Commit(OffsetCommitResponse),
-    /// For FetchOffsets.
-    Offsets(OffsetsByTopic),
+    /// For FetchOffsets (the group's error code when the member check fails).
+    Offsets(Result<OffsetsByTopic, ErrorCode>),
+    /// For ConsumerHeartbeat.
+    ConsumerHeartbeat(ConsumerGroupHeartbeatResponse),
+    /// For ConsumerDescribe.
+    ConsumerDescribe(ConsumerDescribedGroup),
     /// For List.
     List(Vec<ListedGroup>),
     /// For Describe.
@@ -141,9 +170,33 @@ impl GroupCoordinator {
             GroupCall::Leave { version, request } => {
                 GroupReply::Leave(self.leave(version, request, settings))
             }
-            GroupCall::Commit(request) => GroupReply::Commit(self.commit(request, image).await),
-            GroupCall::FetchOffsets { group_id, topics } => {
-                GroupReply::Offsets(self.fetch_offsets(&group_id, topics))
+            GroupCall::Commit { version, request } => {
+                GroupReply::Commit(self.commit(version, request, image).await)
+            }
+            GroupCall::FetchOffsets {
+                group_id,
+                topics,
+                member_id,
+                member_epoch,
+            } => GroupReply::Offsets(self.fetch_offsets(
+                &group_id,
+                topics,
+                (member_id.as_deref(), member_epoch),
+            )),
+            GroupCall::ConsumerHeartbeat {
+                version,
+                request,
+                client_id,
+                client_host,
+            } => GroupReply::ConsumerHeartbeat(self.consumer_group_heartbeat(
+                version,
+                request,
+                (client_id, client_host),
+                image,
+                settings,
+            )),
+            GroupCall::ConsumerDescribe(group_id) => {
+                GroupReply::ConsumerDescribe(self.consumer_group_describe(&group_id, image))
             }
             GroupCall::List { states, types } => GroupReply::List(self.list(&states, &types)),
             GroupCall::Describe(group_id) => GroupReply::Describe(self.describe(&group_id)),

@@ -1,6 +1,7 @@
 //! A read-only count of a coordinator's groups and members by state, for metrics.
 
 use super::GroupCoordinator;
+use super::consumer::ConsumerGroupState;
 use super::state::GroupState;
 
 /// Every state, in the order of [`GroupCensus`]'s arrays.
@@ -26,12 +27,27 @@ impl GroupCoordinator {
     pub fn census(&self) -> GroupCensus {
         let mut census = GroupCensus::default();
         for group in self.groups.borrow().values() {
+            // A consumer-protocol group counts under the classic state closest to its own:
+            // assigning or reconciling is rebalancing.
+            let (state, members) = match &group.consumer {
+                None => (group.state, group.members.len()),
+                Some(consumer) => (
+                    match consumer.state() {
+                        ConsumerGroupState::Empty => GroupState::Empty,
+                        ConsumerGroupState::Stable => GroupState::Stable,
+                        ConsumerGroupState::Assigning | ConsumerGroupState::Reconciling => {
+                            GroupState::PreparingRebalance
+                        }
+                    },
+                    consumer.members.len(),
+                ),
+            };
             let index = STATES
                 .iter()
-                .position(|s| *s == group.state)
+                .position(|s| *s == state)
                 .unwrap_or(STATES.len() - 1);
             census.groups[index] += 1;
-            census.members[index] += group.members.len() as u64;
+            census.members[index] += members as u64;
         }
         census
     }

@@ -1,8 +1,10 @@
-//! The group coordinator (classic protocol) of one shard: the groups whose id hashes to this
-//! shard, their rebalances, and their committed offsets, made durable through the WAL.
+//! The group coordinator of one shard: the groups whose id hashes to this shard, their
+//! rebalances (classic protocol here, the consumer protocol of KIP-848 in `consumer/`), and
+//! their committed offsets, made durable through the WAL.
 
 pub mod call;
 pub mod census;
+pub mod consumer;
 pub mod limits;
 pub mod log;
 pub mod state;
@@ -73,6 +75,10 @@ pub struct GroupSettings {
     pub max_session_timeout_ms: i32,
     /// offsets.retention.minutes, as a duration
     pub offsets_retention: Duration,
+    /// group.consumer.heartbeat.interval.ms
+    pub consumer_heartbeat_interval_ms: i32,
+    /// group.consumer.session.timeout.ms, as a duration
+    pub consumer_session_timeout: Duration,
 }
 
 impl GroupSettings {
@@ -87,6 +93,10 @@ impl GroupSettings {
             max_session_timeout_ms: broker.group_max_session_timeout_ms,
             offsets_retention: Duration::from_secs(
                 broker.offsets_retention_minutes.max(1) as u64 * 60,
+            ),
+            consumer_heartbeat_interval_ms: broker.group_consumer_heartbeat_interval_ms,
+            consumer_session_timeout: Duration::from_millis(
+                broker.group_consumer_session_timeout_ms.max(1) as u64,
             ),
         }
     }
@@ -232,6 +242,15 @@ impl GroupCoordinator {
         let group = groups
             .get_mut(&request.group_id)
             .expect("found or inserted above");
+        if let Some(consumer) = &group.consumer {
+            if !consumer.members.is_empty() {
+                // Kafka 4 would take the member into the consumer group (online migration);
+                // Sluice does not mix protocols in one group.
+                return refuse(ErrorCode::InconsistentGroupProtocol, request.member_id);
+            }
+            // An empty consumer group becomes a classic group, its offsets kept.
+            group.consumer = None;
+        }
         let members_max = self.limits.group_members_max;
         if !group.accepts_joining_member(&request.member_id, members_max) {
             // Kafka's classicGroupJoinToClassicGroup: the member goes (an existing member that
@@ -556,6 +575,7 @@ impl GroupCoordinator {
     /// OffsetCommit: checks the member's generation, then persists the offsets.
     pub async fn commit(
         &self,
+        version: i16,
         request: OffsetCommitRequest,
         image: &MetadataImage,
     ) -> OffsetCommitResponse {
@@ -584,6 +604,8 @@ impl GroupCoordinator {
                 .expect("found or inserted above");
             let verdict = if group.state == GroupState::Dead {
                 Err(ErrorCode::CoordinatorNotAvailable)
+            } else if let Some(consumer) = &group.consumer {
+                consumer.validate_offset_commit(&request.member_id, generation, version, false)
             } else if generation < 0 && group.state == GroupState::Empty {
                 Ok(()) // a standalone (assign()) consumer or an admin tool
             } else if group.state == GroupState::CompletingRebalance {
@@ -664,15 +686,20 @@ impl GroupCoordinator {
     }
 
     /// Committed offsets of a group: the asked partitions, or all of them (`None`).
-    /// A partition without a commit gets offset -1, as in Kafka.
+    /// A partition without a commit gets offset -1, as in Kafka. `member` (OffsetFetch v9+:
+    /// member id and epoch) is checked against a consumer-protocol group.
     pub fn fetch_offsets(
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
-    ) -> OffsetsByTopic {
+        member: (Option<&str>, i32),
+    ) -> Result<OffsetsByTopic, ErrorCode> {
         let groups = self.groups.borrow();
         let group = groups.get(group_id);
-        match topics {
+        if let Some(consumer) = group.and_then(|g| g.consumer.as_ref()) {
+            consumer.validate_offset_fetch(member.0, member.1)?;
+        }
+        Ok(match topics {
             Some(topics) => topics
                 .into_iter()
                 .map(|(topic, partitions)| {
@@ -702,7 +729,7 @@ impl GroupCoordinator {
                 }
                 by_topic
             }
-        }
+        })
     }
 
     /// The groups of this shard, filtered by state names and types (empty filter: all).
@@ -711,18 +738,18 @@ impl GroupCoordinator {
             .borrow()
             .values()
             .filter(|g| g.state != GroupState::Dead)
-            .filter(|g| {
+            .map(consumer::describe::listed_group)
+            .filter(|listed| {
                 states.is_empty()
                     || states
                         .iter()
-                        .any(|s| s.eq_ignore_ascii_case(g.state.name()))
+                        .any(|s| s.eq_ignore_ascii_case(&listed.group_state))
             })
-            .filter(|_| types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case("classic")))
-            .map(|g| ListedGroup {
-                group_id: g.id.clone(),
-                protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                group_state: g.state.name().to_string(),
-                group_type: "classic".to_string(),
+            .filter(|listed| {
+                types.is_empty()
+                    || types
+                        .iter()
+                        .any(|t| t.eq_ignore_ascii_case(&listed.group_type))
             })
             .collect()
     }
@@ -730,7 +757,9 @@ impl GroupCoordinator {
     /// DescribeGroups of one group (state Dead when unknown, as Kafka answers).
     pub fn describe(&self, group_id: &str) -> DescribedGroup {
         let groups = self.groups.borrow();
-        let Some(group) = groups.get(group_id) else {
+        // A consumer-protocol group is not a classic group: DescribeGroups v0-5 answers it as
+        // Kafka does, like an unknown group (clients describe it with ConsumerGroupDescribe).
+        let Some(group) = groups.get(group_id).filter(|g| g.consumer.is_none()) else {
             return DescribedGroup {
                 group_id: group_id.to_string(),
                 group_state: GroupState::Dead.name().to_string(),
@@ -779,7 +808,7 @@ impl GroupCoordinator {
             let mut groups = self.groups.borrow_mut();
             match groups.get(group_id) {
                 None => return ErrorCode::GroupIdNotFound,
-                Some(g) if g.state != GroupState::Empty => return ErrorCode::NonEmptyGroup,
+                Some(g) if !g.is_empty() => return ErrorCode::NonEmptyGroup,
                 Some(_) => {
                     groups.remove(group_id);
                     self.limits.remove_groups(1);
@@ -810,6 +839,12 @@ impl GroupCoordinator {
                 };
             };
             let subscribed = match group.state {
+                _ if group.consumer.is_some() => group
+                    .consumer
+                    .iter()
+                    .flat_map(|c| c.subscribed_topic_names())
+                    .map(str::to_string)
+                    .collect(),
                 GroupState::Empty => Vec::new(),
                 _ if group.protocol_type.as_deref() == Some("consumer") => subscribed_topics(group),
                 _ => {
@@ -871,6 +906,7 @@ impl GroupCoordinator {
         let mut expired = Vec::new();
         let mut forgotten = Vec::new();
         for group in self.groups.borrow_mut().values_mut() {
+            consumer::heartbeat::expire_members(group, now, settings.consumer_session_timeout);
             group.pending_members.retain(|_, expiry| *expiry > now);
             let timed_out: Vec<String> = group
                 .members
@@ -913,13 +949,15 @@ impl GroupCoordinator {
                     members_changed(group, now, settings);
                 }
                 GroupState::Empty
-                    if !group.offsets.is_empty()
+                    if group.is_empty()
+                        && !group.offsets.is_empty()
                         && now >= group.empty_since + settings.offsets_retention =>
                 {
                     expired.push(group.id.clone());
                 }
                 GroupState::Empty
-                    if group.offsets.is_empty()
+                    if group.is_empty()
+                        && group.offsets.is_empty()
                         && group.pending_members.is_empty()
                         && now >= group.empty_since + EMPTY_GROUP_RETENTION =>
                 {

@@ -1,4 +1,5 @@
-//! One consumer group of the classic protocol: its members and rebalance state.
+//! One group: its classic-protocol members and rebalance state, its consumer-protocol side
+//! (`super::consumer`) when it has one, and its committed offsets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -8,6 +9,7 @@ use futures::channel::oneshot;
 use sluice_net::messages::join_group_response::JoinGroupResponse;
 use sluice_net::messages::sync_group_response::SyncGroupResponse;
 
+use super::consumer::ConsumerGroup;
 use super::log::CommittedOffset;
 
 /// The states of Kafka's classic group state machine.
@@ -103,6 +105,9 @@ pub struct Group {
     pub sync_deadline: Option<Instant>,
     /// Since when the group has had no members (for offsets retention).
     pub empty_since: Instant,
+    /// Set while the group is a consumer group of the consumer protocol (KIP-848); the
+    /// classic fields above then stay those of an empty group.
+    pub consumer: Option<ConsumerGroup>,
 }
 
 impl Group {
@@ -122,7 +127,14 @@ impl Group {
             initial_delay_until: None,
             sync_deadline: None,
             empty_since: now,
+            consumer: None,
         }
+    }
+
+    /// True when the group has no members of either protocol.
+    pub fn is_empty(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.consumer.as_ref().is_none_or(|c| c.members.is_empty())
     }
 
     /// The member with this static instance id.

@@ -38,6 +38,12 @@ impl GroupCoordinator {
         if group.state == GroupState::Dead {
             return ErrorCode::CoordinatorNotAvailable;
         }
+        if let Some(consumer) = &group.consumer {
+            return consumer
+                .validate_offset_commit(member_id, generation_id, i16::MAX, true)
+                .err()
+                .unwrap_or(ErrorCode::None);
+        }
         if !member_id.is_empty()
             && let Err(code) = check_member(group, member_id, group_instance_id)
         {
