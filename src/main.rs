@@ -2,27 +2,20 @@
 
 mod cli;
 mod ctl;
+mod log_levels;
 
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use sluice_shards::log_levels::LogLevels;
 
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match &cli.command {
-        cli::Command::Start(args) if args.log_format == cli::LogFormat::Json => logs.json().init(),
-        _ => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-    }
+    let levels = init_logs(&cli.command);
     match cli.command {
-        cli::Command::Start(args) => start(args),
+        cli::Command::Start(args) => start(args, levels),
         cli::Command::Perf(args) => sluice_perf::run(args).map(|_| ()),
         cli::Command::Tune(args) => tune(args),
         cli::Command::Topic(args) => administer(ctl::topic::main(args)),
@@ -40,6 +33,39 @@ fn administer(result: anyhow::Result<()>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs the log subscriber (text, or JSON for `start --log-format json`) with its filter
+/// from `SLUICE_LOG` (default `info`) behind a reload handle: the levels it returns change at
+/// run time through IncrementalAlterConfigs on BROKER_LOGGER.
+fn init_logs(command: &cli::Command) -> Arc<dyn LogLevels> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let initial = std::env::var("SLUICE_LOG").unwrap_or_else(|_| "info".to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&initial)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let json =
+        matches!(command, cli::Command::Start(args) if args.log_format == cli::LogFormat::Json);
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    } else {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init();
+    }
+    Arc::new(log_levels::ReloadableLevels::new(handle, &initial))
+}
+
 /// Advice is not a failure: this returns an error only when the run itself failed.
 fn tune(args: cli::TuneArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
@@ -48,8 +74,9 @@ fn tune(args: cli::TuneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start(args: cli::StartArgs) -> anyhow::Result<()> {
-    let config = args.into_config()?;
+fn start(args: cli::StartArgs, levels: Arc<dyn LogLevels>) -> anyhow::Result<()> {
+    let mut config = args.into_config()?;
+    config.log_levels = Some(levels);
     // Block the signals before any thread starts so that only the waiter below sees them.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,

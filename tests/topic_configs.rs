@@ -1,7 +1,8 @@
 //! Topic configs that change how batches are stored, applied as Kafka applies them:
 //! compression.type recompresses batches whose codec differs (a consumer reads the same
 //! records), and "producer" keeps each batch as sent; a compacted topic refuses records
-//! without a key, and its log cleaner keeps the latest record per key.
+//! without a key, and its log cleaner keeps the latest record per key. And the broker's
+//! loggers (BROKER_LOGGER), whose levels change at run time.
 
 mod common;
 
@@ -269,4 +270,101 @@ fn read_with_librdkafka(
         );
     }
     records
+}
+
+/// Kafka's BROKER_LOGGER resource: DescribeConfigs lists the loggers, IncrementalAlterConfigs
+/// sets one (its DEBUG lines appear) and DELETE puts it back; bad levels and APPEND are refused.
+#[test]
+fn log_levels_change_at_run_time_through_incremental_alter_configs() {
+    use sluice_net::messages::describe_configs_request::{
+        DescribeConfigsRequest, DescribeConfigsResource,
+    };
+    use sluice_net::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig, IncrementalAlterConfigsRequest,
+    };
+    use sluice_net::{Request, Response};
+    const BROKER_LOGGER: i8 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    let mut client = RawClient::connect(&broker);
+    let levels = |client: &mut RawClient| -> Vec<(String, String)> {
+        let Response::DescribeConfigs(response) = client.call(
+            4,
+            Request::DescribeConfigs(DescribeConfigsRequest {
+                resources: vec![DescribeConfigsResource {
+                    resource_type: BROKER_LOGGER,
+                    resource_name: "0".into(),
+                    configuration_keys: None,
+                }],
+                ..Default::default()
+            }),
+        ) else {
+            panic!("a DescribeConfigs response");
+        };
+        assert_eq!(response.results[0].error_code, 0, "{response:?}");
+        response.results[0]
+            .configs
+            .iter()
+            .map(|c| (c.name.clone(), c.value.clone().unwrap_or_default()))
+            .collect()
+    };
+    let alter = |client: &mut RawClient, name: &str, operation: i8, value: Option<&str>| {
+        let Response::IncrementalAlterConfigs(response) = client.call(
+            1,
+            Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest {
+                resources: vec![AlterConfigsResource {
+                    resource_type: BROKER_LOGGER,
+                    resource_name: "0".into(),
+                    configs: vec![AlterableConfig {
+                        name: name.into(),
+                        config_operation: operation,
+                        value: value.map(str::to_string),
+                    }],
+                }],
+                validate_only: false,
+            }),
+        ) else {
+            panic!("an IncrementalAlterConfigs response");
+        };
+        response.responses[0].error_code
+    };
+    assert_eq!(
+        levels(&mut client),
+        vec![("root".to_string(), "INFO".to_string())]
+    );
+    let target = "sluice_shards::connection";
+    assert_eq!(alter(&mut client, target, 0, Some("debug")), 0);
+    assert_eq!(
+        levels(&mut client),
+        vec![
+            ("root".to_string(), "INFO".to_string()),
+            (target.to_string(), "DEBUG".to_string())
+        ]
+    );
+    // A new connection is logged at DEBUG now.
+    drop(RawClient::connect(&broker));
+    wait_for(Duration::from_secs(30), || {
+        broker
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("DEBUG") && l.contains(target))
+            .then_some(())
+    })
+    .expect("a DEBUG line of the logger");
+    assert_eq!(alter(&mut client, target, 1, None), 0, "DELETE");
+    assert_eq!(levels(&mut client).len(), 1);
+    assert_eq!(
+        alter(&mut client, target, 0, Some("LOUD")),
+        ErrorCode::InvalidConfig.code()
+    );
+    assert_eq!(
+        alter(&mut client, target, 2, Some("DEBUG")),
+        ErrorCode::InvalidRequest.code(),
+        "APPEND"
+    );
+    assert_eq!(
+        alter(&mut client, "root", 1, None),
+        ErrorCode::InvalidRequest.code()
+    );
+    broker.check_log();
 }

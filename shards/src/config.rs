@@ -28,6 +28,10 @@ pub struct BrokerConfig {
     pub pipeline_depth: usize,
     /// Largest request frame accepted (`socket.request.max.bytes`).
     pub max_frame_bytes: usize,
+    /// The log levels, when whoever installed the log subscriber lets them change at run
+    /// time (Kafka's BROKER_LOGGER resource); None: DescribeConfigs and
+    /// IncrementalAlterConfigs refuse that resource.
+    pub log_levels: Option<std::sync::Arc<dyn crate::log_levels::LogLevels>>,
     /// Writes the WAL keeps in flight at once.
     pub wal_inflight_writes_max: usize,
     /// The system of record; None: a local directory, `<data_dir>/objects`.
@@ -165,6 +169,7 @@ impl Default for BrokerConfig {
             node_id: 0,
             pipeline_depth: Self::PIPELINE_DEPTH_DEFAULT,
             max_frame_bytes: sluice_net::DEFAULT_MAX_FRAME_BYTES,
+            log_levels: None,
             wal_inflight_writes_max: 4,
             object_store: None,
             upload_bytes: sluice_objstore::limits::UPLOAD_BYTES_DEFAULT,

@@ -25,6 +25,7 @@ pub mod group;
 pub mod in_process;
 pub mod internal_stream;
 pub mod log_codec;
+pub mod log_levels;
 pub mod messaging;
 pub mod metrics;
 pub mod producer_ids;

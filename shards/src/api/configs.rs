@@ -1,4 +1,5 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics and the broker.
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics, the broker, and the
+//! broker's loggers (BROKER_LOGGER, IncrementalAlterConfigs only, as Kafka has it).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -23,6 +24,7 @@ use crate::shard::Shard;
 /// Kafka's ConfigResource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
@@ -43,6 +45,9 @@ pub fn describe(
         .resources
         .into_iter()
         .map(|resource| {
+            if resource.resource_type == RESOURCE_BROKER_LOGGER {
+                return describe_loggers(shard, version, resource);
+            }
             let entries: Result<Vec<ConfigEntry>, Refusal> = match resource.resource_type {
                 RESOURCE_TOPIC => match image.topic(&resource.resource_name) {
                     Some(topic) => Ok(sluice_metadata::describe_topic_configs(
@@ -164,6 +169,9 @@ pub async fn incremental_alter(
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let outcome = async {
+            if resource.resource_type == RESOURCE_BROKER_LOGGER {
+                return alter_loggers(shard, &resource, request.validate_only);
+            }
             let current = current_configs(shard, resource.resource_type, &resource.resource_name)?;
             let (set, delete) =
                 plan_incremental(&current, resource.resource_type, &resource.configs)?;
@@ -315,6 +323,134 @@ async fn apply(
 }
 
 /// Broker resources are named by node id; the empty name is the cluster-wide default.
+/// The loggers and their levels (BROKER_LOGGER), as Kafka lists them: every one read-only in
+/// DescribeConfigs, changed only by IncrementalAlterConfigs.
+fn describe_loggers(
+    shard: &Shard,
+    version: i16,
+    resource: sluice_net::messages::describe_configs_request::DescribeConfigsResource,
+) -> DescribeConfigsResult {
+    let refused = |(code, message): Refusal| DescribeConfigsResult {
+        error_code: ErrorCode::code(code),
+        error_message: Some(message),
+        resource_type: resource.resource_type,
+        resource_name: resource.resource_name.clone(),
+        configs: Vec::new(),
+    };
+    if let Err(refusal) = check_broker_name(shard, &resource.resource_name) {
+        return refused(refusal);
+    }
+    let Some(levels) = shard.config.log_levels.as_ref() else {
+        return refused(loggers_not_changeable());
+    };
+    DescribeConfigsResult {
+        error_code: 0,
+        error_message: None,
+        resource_type: resource.resource_type,
+        resource_name: resource.resource_name.clone(),
+        configs: levels
+            .levels()
+            .into_iter()
+            .filter(|(name, _)| {
+                resource
+                    .configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.is_empty() || keys.contains(name))
+            })
+            .map(|(name, level)| DescribeConfigsResourceResult {
+                name,
+                value: Some(level),
+                read_only: false,
+                // DYNAMIC_BROKER_LOGGER_CONFIG.
+                config_source: if version >= 1 { 6 } else { -1 },
+                is_default: false,
+                is_sensitive: false,
+                // STRING.
+                config_type: 2,
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+fn loggers_not_changeable() -> Refusal {
+    (
+        ErrorCode::InvalidRequest,
+        "this broker's log levels cannot be changed at run time".to_string(),
+    )
+}
+
+/// Sets (or, DELETE, resets to the root logger's) the level of each logger named.
+fn alter_loggers(
+    shard: &Shard,
+    resource: &sluice_net::messages::incremental_alter_configs_request::AlterConfigsResource,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    check_broker_name(shard, &resource.resource_name)?;
+    let levels = shard
+        .config
+        .log_levels
+        .as_ref()
+        .ok_or_else(loggers_not_changeable)?;
+    let mut changes = Vec::with_capacity(resource.configs.len());
+    for config in &resource.configs {
+        let level = match config.config_operation {
+            OP_SET => {
+                let level = config.value.as_deref().unwrap_or_default().to_uppercase();
+                if !crate::log_levels::LOG_LEVELS.contains(&level.as_str()) {
+                    return Err((
+                        ErrorCode::InvalidConfig,
+                        format!(
+                            "{:?} is not a log level for logger {} (one of {})",
+                            config.value.as_deref().unwrap_or_default(),
+                            config.name,
+                            crate::log_levels::LOG_LEVELS.join(", ")
+                        ),
+                    ));
+                }
+                Some(level)
+            }
+            OP_DELETE if config.name == crate::log_levels::ROOT_LOGGER => {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    "the root logger cannot be deleted; set its level".to_string(),
+                ));
+            }
+            OP_DELETE => None,
+            _ => {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "a logger's level is SET or DELETEd, not APPENDed or SUBTRACTed ({})",
+                        config.name
+                    ),
+                ));
+            }
+        };
+        if config.name.is_empty() {
+            return Err((
+                ErrorCode::InvalidConfig,
+                "a logger needs a name".to_string(),
+            ));
+        }
+        changes.push((config.name.clone(), level));
+    }
+    if validate_only {
+        return Ok(());
+    }
+    for (logger, level) in changes {
+        levels
+            .set(&logger, level.as_deref())
+            .map_err(|message| (ErrorCode::InvalidConfig, message))?;
+        tracing::info!(
+            logger,
+            level = level.as_deref().unwrap_or("(root's)"),
+            "log level changed"
+        );
+    }
+    Ok(())
+}
+
 fn check_broker_name(shard: &Shard, name: &str) -> Result<(), Refusal> {
     let node = shard.image().node_id;
     if name.is_empty() || name == node.to_string() {
