@@ -71,6 +71,26 @@ fn a_compacted_topic_refuses_records_without_a_key() {
         ErrorCode::InvalidRecord.code()
     );
     assert_eq!(client.produce("table", 0, None, batch(Some(b"k"))), (0, 0));
+    // A batch with some keyless records names them (Produce v8+, KIP-467), as librdkafka's
+    // 0011 expects: the client fails those records and retries none of the batch's others.
+    let mut builder = RecordBatchBuilder::new(Compression::Lz4);
+    for key in [Some(&b"a"[..]), None, Some(b"b"), None] {
+        builder.append(1_000, key, Some(b"v"), &[]);
+    }
+    let answer = client.produce_answer("table", 0, None, builder.build().expect("a batch"));
+    assert_eq!(answer.error_code, ErrorCode::InvalidRecord.code());
+    let indexes: Vec<i32> = answer.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(indexes, vec![1, 3]);
+    assert_eq!(
+        answer.record_errors[0].batch_index_error_message.as_deref(),
+        Some("Compacted topic cannot accept message without key in topic partition table-0.")
+    );
+    assert!(
+        answer.error_message.as_deref().is_some_and(
+            |m| m.starts_with("One or more records have been rejected due to 2 record errors")
+        ),
+        "{answer:?}"
+    );
     broker.check_log();
 }
 

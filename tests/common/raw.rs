@@ -90,7 +90,19 @@ impl RawClient {
         transactional_id: Option<&str>,
         batch: Bytes,
     ) -> (i16, i64) {
-        let Response::Produce(answer) = self.call(
+        let partition = self.produce_answer(topic, partition, transactional_id, batch);
+        (partition.error_code, partition.base_offset)
+    }
+
+    /// Produce v9 (acks=all) of `batch`: the partition's whole answer.
+    pub fn produce_answer(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        transactional_id: Option<&str>,
+        batch: Bytes,
+    ) -> sluice_net::messages::produce_response::PartitionProduceResponse {
+        let Response::Produce(mut answer) = self.call(
             9,
             Request::Produce(ProduceRequest {
                 transactional_id: transactional_id.map(str::to_string),
@@ -107,8 +119,7 @@ impl RawClient {
         ) else {
             panic!("a Produce response");
         };
-        let partition = &answer.responses[0].partition_responses[0];
-        (partition.error_code, partition.base_offset)
+        answer.responses[0].partition_responses.remove(0)
     }
 
     /// CreateTopics v7 of `name` with `partitions` and `configs`; panics unless it is created

@@ -5,12 +5,13 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use sluice_net::messages::produce_request::ProduceRequest;
 use sluice_net::messages::produce_response::{
-    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use sluice_net::{ErrorCode, Response};
 
@@ -23,7 +24,54 @@ use crate::storage::validated_batch::ValidatedBatch;
 /// Where one partition's answer comes from.
 enum Pending {
     Refused(ErrorCode),
-    Ordered(oneshot::Receiver<Result<AppendOutcome, ErrorCode>>),
+    /// Sent to the owner; the batch's bytes are kept to name the records it refuses.
+    Ordered(oneshot::Receiver<Result<AppendOutcome, ErrorCode>>, Bytes),
+}
+
+/// The records a compacted topic refused (INVALID_RECORD) as Produce v8 names them
+/// (KIP-467): each keyless record's index, with Kafka's texts, so that a client fails just
+/// those records, not the whole batch.
+fn keyless_record_errors(
+    topic: &str,
+    partition: i32,
+    batch: &Bytes,
+) -> (Vec<BatchIndexAndErrorMessage>, Option<String>) {
+    let Ok(records) =
+        sluice_net::record_batch::decode_records(batch, crate::DECOMPRESSED_BATCH_BYTES_MAX)
+    else {
+        return (Vec::new(), None);
+    };
+    let message = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+    );
+    let errors: Vec<BatchIndexAndErrorMessage> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| BatchIndexAndErrorMessage {
+            batch_index: i as i32,
+            batch_index_error_message: Some(message.clone()),
+        })
+        .collect();
+    if errors.is_empty() {
+        return (errors, None);
+    }
+    let shown: Vec<String> = errors
+        .iter()
+        .take(3)
+        .map(|e| {
+            format!(
+                "RecordError(batchIndex={}, message='{message}')",
+                e.batch_index
+            )
+        })
+        .collect();
+    let summary = format!(
+        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+        errors.len(),
+        shown.join(", ")
+    );
+    (errors, Some(summary))
 }
 
 /// The parse and order stages; the returned future waits for durability and builds the
@@ -50,6 +98,7 @@ pub async fn order(
                     Some(part) => match ValidatedBatch::validate(transactional, data.records) {
                         Err(code) => Pending::Refused(code),
                         Ok(batch) => {
+                            let sent = batch.bytes().clone();
                             let owner = shard.owner_of(part);
                             let stream_id = part.stream_id;
                             let answer = shard
@@ -62,7 +111,7 @@ pub async fn order(
                                     })
                                 })
                                 .await;
-                            Pending::Ordered(answer)
+                            Pending::Ordered(answer, sent)
                         }
                     },
                 }
@@ -77,9 +126,11 @@ pub async fn order(
         for (name, partitions) in topics {
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for (index, pending) in partitions {
+                let mut sent = None;
                 let result = match pending {
                     Pending::Refused(code) => Err(code),
-                    Pending::Ordered(answer) => {
+                    Pending::Ordered(answer, batch) => {
+                        sent = Some(batch);
                         match glommio::timer::timeout(timeout, async move { Ok(answer.await) })
                             .await
                         {
@@ -88,6 +139,12 @@ pub async fn order(
                             Err(_) => Err(ErrorCode::RequestTimedOut),
                         }
                     }
+                };
+                let (record_errors, error_message) = match (&result, &sent) {
+                    (Err(ErrorCode::InvalidRecord), Some(batch)) => {
+                        keyless_record_errors(&name, index, batch)
+                    }
+                    _ => (Vec::new(), None),
                 };
                 partition_responses.push(match result {
                     Ok(outcome) => PartitionProduceResponse {
@@ -104,6 +161,8 @@ pub async fn order(
                         base_offset: -1,
                         log_append_time_ms: -1,
                         log_start_offset: -1,
+                        record_errors,
+                        error_message,
                         ..Default::default()
                     },
                 });

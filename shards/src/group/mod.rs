@@ -297,7 +297,13 @@ impl GroupCoordinator {
                 // A static member restarting: it takes over its old identity (KIP-345).
                 let mut member = group.members.remove(&old_id).expect("found by instance");
                 answer_removed(&mut member, ErrorCode::FencedInstanceId);
-                let unchanged = member.protocols == protocols;
+                // As Kafka: a Stable group is not rebalanced when the member still speaks the
+                // group's protocol, whatever its metadata (a restarted member's subscription
+                // bytes may differ, its assignment does not).
+                let keeps_protocol = group
+                    .protocol_name
+                    .as_ref()
+                    .is_some_and(|name| protocols.iter().any(|(p, _)| p == name));
                 member.member_id = new_id.clone();
                 member.client_id = client_id.clone();
                 member.client_host = client_host.clone();
@@ -305,12 +311,17 @@ impl GroupCoordinator {
                 member.rebalance_timeout_ms = rebalance_timeout_ms;
                 member.protocols = protocols.clone();
                 member.last_seen = now;
-                let was_leader = group.leader.as_deref() == Some(old_id.as_str());
-                if was_leader {
+                let previous_leader = group.leader.clone();
+                if previous_leader.as_deref() == Some(old_id.as_str()) {
                     group.leader = Some(new_id.clone());
                 }
-                if group.state == GroupState::Stable && unchanged && !was_leader {
-                    let response = current_generation_response(group, &new_id);
+                if group.state == GroupState::Stable && keeps_protocol {
+                    // The answer names the leader as it was, so that a restarted leader does
+                    // not take itself for the leader and assign again: a Stable group would
+                    // not hand out that assignment (Kafka does the same).
+                    let mut response = current_generation_response(group, &new_id);
+                    response.leader = previous_leader.unwrap_or_default();
+                    response.members = Vec::new();
                     group.members.insert(new_id, member);
                     return Pending::Ready(response);
                 }
