@@ -219,6 +219,7 @@ impl GroupCoordinator {
             .expect("joined or found above");
         subscription_changed |= update_member(member, &mut heartbeat, now);
         let topics_changed = consumer.refresh_subscriptions(image, subscription_changed);
+        consumer.resolve_new_regexes();
         if subscription_changed || topics_changed {
             consumer.group_epoch += 1;
         }
@@ -513,7 +514,11 @@ fn update_member(member: &mut ConsumerMember, heartbeat: &mut Heartbeat, now: In
     }
     if let Some(regex) = heartbeat.subscribed_topic_regex.take() {
         let before = member.subscribed_topic_regex.as_ref().map(|r| &r.source);
-        changed |= before != regex.as_ref().map(|r| &r.source);
+        let new_regex = before != regex.as_ref().map(|r| &r.source);
+        changed |= new_regex;
+        if new_regex {
+            member.regex_resolved = false;
+        }
         member.subscribed_topic_regex = regex;
     }
     member.client_id = heartbeat.client_id.clone();

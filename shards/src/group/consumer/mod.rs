@@ -99,6 +99,10 @@ pub struct ConsumerMember {
     pub revocation_deadline: Option<Instant>,
     /// The existing topics its subscription resolves to, as of the last metadata refresh.
     resolved_topics: BTreeSet<TopicId>,
+    /// Whether its regex is taken into the subscription yet. Kafka resolves a new regex in the
+    /// background: the heartbeat that brings it is answered for the named topics only, the
+    /// regex's topics come at a later one (librdkafka's tests expect exactly that).
+    regex_resolved: bool,
 }
 
 impl ConsumerMember {
@@ -118,6 +122,7 @@ impl ConsumerMember {
             last_seen: now,
             revocation_deadline: None,
             resolved_topics: BTreeSet::new(),
+            regex_resolved: false,
         }
     }
 
@@ -326,6 +331,7 @@ impl ConsumerGroup {
             let by_regex = member
                 .subscribed_topic_regex
                 .iter()
+                .filter(|_| member.regex_resolved)
                 .flat_map(|regex| image.topics.values().filter(|t| regex.matches(&t.name)));
             for topic in by_name.chain(by_regex) {
                 resolved.insert(topic.id);
@@ -339,6 +345,21 @@ impl ConsumerGroup {
         let changed = subscribed != self.subscribed_topics;
         self.subscribed_topics = subscribed;
         changed
+    }
+
+    /// Takes the regexes left out of this heartbeat's subscription into the next refresh
+    /// (the background resolution Kafka does between heartbeats).
+    fn resolve_new_regexes(&mut self) {
+        let mut any = false;
+        for member in self.members.values_mut() {
+            if member.subscribed_topic_regex.is_some() && !member.regex_resolved {
+                member.regex_resolved = true;
+                any = true;
+            }
+        }
+        if any {
+            self.refreshed_at_image_epoch = None;
+        }
     }
 
     /// Computes the target assignment at the group epoch, with the assignor most members
