@@ -356,7 +356,6 @@ impl BrokerProcess {
         }
     }
 
-    /// A client config pointing at this broker.
     /// An admin client of this broker.
     pub fn admin(&self) -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
         self.client_config().create().expect("admin client")
@@ -378,6 +377,7 @@ impl BrokerProcess {
         }
     }
 
+    /// A client config pointing at this broker.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
