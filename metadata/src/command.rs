@@ -19,8 +19,9 @@ use crate::limits::{
 use crate::objects::{ObjectId, ObjectImage};
 use crate::uploads::{StreamCleaned, StreamUpload};
 
-/// A change to the metadata, as asked by an admin request or the broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A change to the metadata, as asked by an admin request or the broker. rkyv: a
+/// controller that is not the quorum's leader forwards it to the leader.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum MetadataCommand {
     /// `shards`: the number of shards to balance the partitions over.
     CreateTopic {
@@ -107,8 +108,9 @@ pub enum MetadataCommand {
     },
 }
 
-/// What applying a command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What applying a command did (rkyv: the quorum's leader returns it to the controller
+/// that forwarded the command).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum CommandOutcome {
     TopicCreated {
         topic_id: Uuid16,

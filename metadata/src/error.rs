@@ -50,6 +50,14 @@ pub enum MetadataError {
     /// tail is unknown until the store is reopened (and the tail repaired).
     #[error("metadata store failed earlier ({0}); reopen it to recover")]
     Failed(String),
+    /// The quorum's leader refused or failed a forwarded command: its Kafka error code
+    /// and message, as the leader's own error would have them.
+    #[error("{message}")]
+    Forwarded { code: i16, message: String },
+    /// REQUEST_TIMED_OUT (7): the controller quorum has no leader (no majority of its
+    /// voters is up) or did not answer in time.
+    #[error("{0}")]
+    QuorumUnavailable(String),
     /// INVALID_REQUEST (42): the directory belongs to another node.
     #[error("metadata directory belongs to node {stored}, not node {requested}")]
     NodeIdMismatch { stored: i32, requested: i32 },
@@ -70,6 +78,8 @@ impl MetadataError {
             MetadataError::InvalidRequest(_) => 42,
             MetadataError::Io { .. } | MetadataError::Corrupt(_) | MetadataError::Failed(_) => 56,
             MetadataError::NodeIdMismatch { .. } => 42,
+            MetadataError::Forwarded { code, .. } => *code,
+            MetadataError::QuorumUnavailable(_) => 7,
         }
     }
 

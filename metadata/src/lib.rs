@@ -6,8 +6,8 @@
 //! The flow of a change: `MetadataCommand` → `command::plan` (validate and
 //! decide: ids, placement) → `MetadataRecord` → log append + fsync →
 //! `MetadataImage::apply` (pure, deterministic) → new `Arc<MetadataImage>`.
-//! A replicated log (openraft) can later carry the records in place of the
-//! local log without touching `plan` or `apply`.
+//! With a controller quorum (`quorum/`), openraft's replicated log carries the
+//! same records in place of the local log, with the same `plan` and `apply`.
 
 pub mod command;
 pub mod configs;
@@ -17,6 +17,7 @@ pub mod limits;
 mod log;
 mod objects;
 mod producers;
+pub mod quorum;
 mod snapshot;
 mod store;
 mod uploads;

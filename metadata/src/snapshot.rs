@@ -94,6 +94,15 @@ pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
 
 /// Writes the image's snapshot durably and returns its path.
 pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, MetadataError> {
+    let bytes = encode(image)?;
+    let name = snapshot_name(image.epoch);
+    write_atomically(dir, &name, &bytes)?;
+    Ok(dir.join(name))
+}
+
+/// The image as a snapshot file's bytes (also what the controller quorum ships to a
+/// follower that is too far behind).
+pub(crate) fn encode(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
     let snapshot = SnapshotV4 {
         cluster_id: image.cluster_id.clone(),
         epoch: image.epoch,
@@ -113,9 +122,7 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
         decode(&bytes, image.node_id, image.epoch).as_ref(),
         Ok(image)
     );
-    let name = snapshot_name(image.epoch);
-    write_atomically(dir, &name, &bytes)?;
-    Ok(dir.join(name))
+    Ok(bytes)
 }
 
 /// `[magic][version][crc][len][payload]`.
@@ -174,7 +181,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), MetadataError> {
 /// Temporary files end with this; leftovers are removed at open.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
-fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, String> {
+/// Checks and decodes a snapshot's bytes; `epoch` is the one it must hold.
+pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataImage, String> {
     if bytes.len() < HEADER_BYTES || &bytes[0..8] != MAGIC {
         return Err("not a Sluice metadata snapshot".to_string());
     }

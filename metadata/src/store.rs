@@ -459,7 +459,7 @@ fn random_bytes() -> Result<[u8; 16], MetadataError> {
     Ok(bytes)
 }
 
-fn random_topic_id() -> Result<Uuid16, MetadataError> {
+pub(crate) fn random_topic_id() -> Result<Uuid16, MetadataError> {
     random_bytes()
 }
 

@@ -1,0 +1,602 @@
+//! A running controller of the quorum: openraft over `storage.rs` and `network.rs`, and the
+//! one way in for changes (`QuorumNode::submit`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::storage::Adaptor;
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use super::network::{
+    self, FORWARD_TIMEOUT, PeerClient, PeerNetwork, Request, Response, SubmitRefusal, SubmitReply,
+};
+use super::storage::{QuorumStorage, encode_record};
+use super::{QuorumTypes, RecordBytes};
+use crate::command::{self, CommandOutcome, MetadataCommand, Plan};
+use crate::error::MetadataError;
+use crate::image::MetadataImage;
+use crate::limits::SNAPSHOT_INTERVAL_RECORDS;
+
+/// How often the leader tells followers it is alive.
+const HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// A follower that hears no leader for a random time in this range starts an election:
+/// a dead leader is replaced in about a second.
+const ELECTION_TIMEOUT_MIN_MS: u64 = 500;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 1000;
+/// How long `submit` keeps trying (no leader, a leader change) before it gives up.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause between attempts while no leader is known.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// What a controller needs to join the quorum.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    /// This controller's id (`--node-id`); one of `voters`.
+    pub node_id: u64,
+    /// Every voter's id and `host:port` (`--controller-quorum-voters`).
+    pub voters: BTreeMap<u64, String>,
+    /// Where this controller keeps the Raft log, vote and snapshot.
+    pub dir: PathBuf,
+    /// The cluster id every controller's image carries (the same on all of them).
+    pub cluster_id: String,
+}
+
+/// Parses `1@host:port,2@host:port,...` (Kafka's `controller.quorum.voters`).
+pub fn parse_voters(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut voters = BTreeMap::new();
+    for voter in text.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+        let (id, addr) = voter
+            .split_once('@')
+            .ok_or_else(|| format!("voter '{voter}' is not ID@HOST:PORT"))?;
+        let id: u64 = id
+            .parse()
+            .map_err(|_| format!("voter '{voter}': '{id}' is not a node id"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("voter '{voter}': '{addr}' has no port"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!("voter '{voter}': '{addr}' is not HOST:PORT"));
+        }
+        if voters.insert(id, addr.to_string()).is_some() {
+            return Err(format!("node id {id} is named twice"));
+        }
+    }
+    if voters.is_empty() {
+        return Err("no voter named".to_string());
+    }
+    Ok(voters)
+}
+
+/// What a controller knows of the quorum, for `/metrics` and `sluice cluster status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumStatus {
+    pub node_id: u64,
+    /// The leader this controller follows, if it knows one.
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// Index of the last Raft entry applied to the image.
+    pub applied_index: u64,
+    pub voters: Vec<u64>,
+}
+
+/// The state the RPC server and `QuorumNode` share.
+pub(crate) struct NodeInner {
+    pub(crate) raft: Raft<QuorumTypes>,
+    images: watch::Receiver<Arc<MetadataImage>>,
+    /// Serializes the leader's plan → propose → apply, so every command is planned on the
+    /// image its predecessor left.
+    leading: Mutex<()>,
+}
+
+/// One controller of the quorum.
+pub struct QuorumNode {
+    inner: Arc<NodeInner>,
+    server: JoinHandle<()>,
+    node_id: u64,
+}
+
+impl QuorumNode {
+    /// Starts the controller on an already bound listener (its address is this node's entry
+    /// in `voters`), and forms the quorum if it never was: every voter proposes the same
+    /// initial membership, which openraft accepts from any of them.
+    pub async fn start(
+        config: QuorumConfig,
+        listener: std::net::TcpListener,
+    ) -> Result<QuorumNode, MetadataError> {
+        if !config.voters.contains_key(&config.node_id) {
+            return Err(MetadataError::InvalidRequest(format!(
+                "node {} is not one of the controller quorum's voters {:?}",
+                config.node_id,
+                config.voters.keys().collect::<Vec<_>>()
+            )));
+        }
+        let node_id = i32::try_from(config.node_id).map_err(|_| {
+            MetadataError::InvalidRequest(format!("node id {} is too large", config.node_id))
+        })?;
+        let (storage, images) = QuorumStorage::open(&config.dir, node_id, &config.cluster_id)?;
+        let raft_config = Config {
+            cluster_name: config.cluster_id.clone(),
+            heartbeat_interval: HEARTBEAT_INTERVAL_MS,
+            election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_INTERVAL_RECORDS),
+            max_in_snapshot_log_to_keep: SNAPSHOT_INTERVAL_RECORDS,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| MetadataError::InvalidRequest(format!("quorum settings: {e}")))?;
+        let (log_store, state_machine) = Adaptor::new(storage);
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            PeerNetwork,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| MetadataError::Failed(format!("the quorum did not start: {e}")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| MetadataError::io(&config.dir, e))?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| MetadataError::io(&config.dir, e))?;
+        let inner = Arc::new(NodeInner {
+            raft,
+            images,
+            leading: Mutex::new(()),
+        });
+        let server = tokio::spawn(network::serve(listener, inner.clone()));
+        let initialized = inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| MetadataError::Failed(e.to_string()))?;
+        if !initialized {
+            let members: BTreeMap<u64, BasicNode> = config
+                .voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            // Refused when another voter's identical proposal got here first: that is fine.
+            if let Err(error) = inner.raft.initialize(members).await {
+                tracing::debug!(%error, "quorum already initialized");
+            }
+        }
+        Ok(QuorumNode {
+            inner,
+            server,
+            node_id: config.node_id,
+        })
+    }
+
+    /// The image this controller has applied.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.inner.images.borrow().clone()
+    }
+
+    /// Every image this controller applies, newest first.
+    pub fn images(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.inner.images.clone()
+    }
+
+    /// Applies `command` through the quorum's leader (this controller or, forwarded, another)
+    /// and returns once this controller's image has the change.
+    pub async fn submit(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<(Arc<MetadataImage>, CommandOutcome), MetadataError> {
+        let deadline = Instant::now() + SUBMIT_TIMEOUT;
+        let mut encoded = None;
+        loop {
+            let leader = match self.inner.submit_here(&command).await {
+                Ok(done) => return Ok(done),
+                Err(SubmitRefusal::Failed(code, message)) => {
+                    return Err(MetadataError::Forwarded { code, message });
+                }
+                Err(SubmitRefusal::NotLeader(leader)) => leader,
+            };
+            if let Some((leader_id, node)) = leader
+                && leader_id != self.node_id
+            {
+                let bytes = match &encoded {
+                    Some(bytes) => bytes,
+                    None => encoded.insert(encode_command(&command)?),
+                };
+                let mut client = PeerClient::new(leader_id, node.addr.clone());
+                match client
+                    .call(&Request::Submit(bytes.clone()), FORWARD_TIMEOUT)
+                    .await
+                {
+                    Ok(Response::Submit(Ok(reply))) => return self.finish_forwarded(reply).await,
+                    Ok(Response::Submit(Err(SubmitRefusal::Failed(code, message)))) => {
+                        return Err(MetadataError::Forwarded { code, message });
+                    }
+                    // Not the leader any more, unreachable: ask again who leads.
+                    _ => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(MetadataError::QuorumUnavailable(format!(
+                    "no controller quorum leader took the change within {} s",
+                    SUBMIT_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Waits until this controller's image has everything the quorum had committed when it
+    /// was called (a read barrier: a broker calls it before serving after a start).
+    pub async fn catch_up(&self) -> Result<Arc<MetadataImage>, MetadataError> {
+        let deadline = Instant::now() + SUBMIT_TIMEOUT;
+        loop {
+            let index = match self.inner.read_index_here().await {
+                Ok(index) => Some(index),
+                Err(SubmitRefusal::NotLeader(Some((leader_id, node))))
+                    if leader_id != self.node_id =>
+                {
+                    let mut client = PeerClient::new(leader_id, node.addr.clone());
+                    match client.call(&Request::ReadIndex, FORWARD_TIMEOUT).await {
+                        Ok(Response::ReadIndex(Ok(index))) => Some(index),
+                        _ => None,
+                    }
+                }
+                Err(_) => None,
+            };
+            if let Some(index) = index {
+                let waited = self
+                    .inner
+                    .raft
+                    .wait(Some(deadline.saturating_duration_since(Instant::now())))
+                    .applied_index_at_least(Some(index), "catch up")
+                    .await;
+                if waited.is_ok() {
+                    return Ok(self.image());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(MetadataError::QuorumUnavailable(format!(
+                    "the controller quorum had no leader for {} s",
+                    SUBMIT_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// What this controller knows of the quorum now.
+    pub fn status(&self) -> QuorumStatus {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        QuorumStatus {
+            node_id: self.node_id,
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            voters: metrics.membership_config.membership().voter_ids().collect(),
+        }
+    }
+
+    /// Stops the RPC server and Raft.
+    pub async fn shutdown(self) {
+        self.server.abort();
+        let _ = self.inner.raft.shutdown().await;
+    }
+
+    async fn finish_forwarded(
+        &self,
+        reply: SubmitReply,
+    ) -> Result<(Arc<MetadataImage>, CommandOutcome), MetadataError> {
+        let outcome = decode_outcome(&reply.outcome)?;
+        let mut images = self.inner.images.clone();
+        let image = tokio::time::timeout(
+            FORWARD_TIMEOUT,
+            images.wait_for(|image| image.epoch >= reply.epoch),
+        )
+        .await
+        .map_err(|_| {
+            MetadataError::QuorumUnavailable(format!(
+                "the change applied at the leader (epoch {}) did not reach this controller",
+                reply.epoch
+            ))
+        })?
+        .map_err(|_| MetadataError::Failed("the quorum stopped".to_string()))?
+        .clone();
+        Ok((image, outcome))
+    }
+}
+
+impl NodeInner {
+    /// Applies the command if this controller leads; otherwise names the leader it knows.
+    pub(crate) async fn submit_here(
+        &self,
+        command: &MetadataCommand,
+    ) -> Result<(Arc<MetadataImage>, CommandOutcome), SubmitRefusal> {
+        let _leading = self.leading.lock().await;
+        // Leads, and has applied everything committed before: the plan sees the newest image.
+        self.raft.ensure_linearizable().await.map_err(|e| match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
+                not_leader(forward)
+            }
+            other => SubmitRefusal::NotLeader(None).or_fatal(&other),
+        })?;
+        let image = self.images.borrow().clone();
+        let failed = |e: MetadataError| SubmitRefusal::Failed(e.kafka_error_code(), e.to_string());
+        let record = match command::plan(&image, command, &mut crate::store::random_topic_id)
+            .map_err(failed)?
+        {
+            Plan::Unchanged(outcome) => return Ok((image, outcome)),
+            Plan::Record(record) => record,
+        };
+        // The same deterministic apply the state machine will run: a record that would not
+        // apply never reaches the log, and its outcome is what the caller gets.
+        let (_, outcome) = image.apply(image.epoch + 1, &record).map_err(failed)?;
+        let bytes = encode_record(&record).map_err(failed)?;
+        let written = self
+            .raft
+            .client_write(RecordBytes(bytes))
+            .await
+            .map_err(|e| match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                    not_leader(forward)
+                }
+                other => SubmitRefusal::NotLeader(None).or_fatal(&other),
+            })?;
+        if let Some((code, message)) = written.data.refused {
+            return Err(SubmitRefusal::Failed(code, message));
+        }
+        Ok((self.images.borrow().clone(), outcome))
+    }
+
+    /// A command another controller forwarded.
+    pub(crate) async fn submit_forwarded(
+        &self,
+        command: &[u8],
+    ) -> Result<SubmitReply, SubmitRefusal> {
+        let command = decode_command(command)
+            .map_err(|e| SubmitRefusal::Failed(e.kafka_error_code(), e.to_string()))?;
+        let (image, outcome) = self.submit_here(&command).await?;
+        let outcome = rkyv::to_bytes::<rancor::Error>(&outcome)
+            .map_err(|e| SubmitRefusal::Failed(56, format!("cannot encode an outcome: {e}")))?;
+        Ok(SubmitReply {
+            epoch: image.epoch,
+            outcome: outcome.to_vec(),
+        })
+    }
+
+    /// The applied index a linearizable read must wait for, if this controller leads.
+    pub(crate) async fn read_index_here(&self) -> Result<u64, SubmitRefusal> {
+        match self.raft.ensure_linearizable().await {
+            Ok(read) => Ok(read.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(not_leader(forward))
+            }
+            Err(other) => Err(SubmitRefusal::NotLeader(None).or_fatal(&other)),
+        }
+    }
+}
+
+impl SubmitRefusal {
+    /// A fatal Raft error (the quorum stopped) fails the command; anything else is retried.
+    fn or_fatal<E: std::fmt::Display>(self, error: &RaftError<u64, E>) -> SubmitRefusal {
+        match error {
+            RaftError::Fatal(fatal) => {
+                SubmitRefusal::Failed(56, format!("the controller quorum stopped: {fatal}"))
+            }
+            RaftError::APIError(_) => self,
+        }
+    }
+}
+
+fn not_leader(forward: ForwardToLeader<u64, BasicNode>) -> SubmitRefusal {
+    SubmitRefusal::NotLeader(forward.leader_id.zip(forward.leader_node))
+}
+
+fn encode_command(command: &MetadataCommand) -> Result<Vec<u8>, MetadataError> {
+    rkyv::to_bytes::<rancor::Error>(command)
+        .map(|bytes| bytes.to_vec())
+        .map_err(|e| MetadataError::InvalidRequest(format!("cannot encode a command: {e}")))
+}
+
+fn decode_command(bytes: &[u8]) -> Result<MetadataCommand, MetadataError> {
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<MetadataCommand, rancor::Error>(&aligned)
+        .map_err(|e| MetadataError::InvalidRequest(format!("a forwarded command: {e}")))
+}
+
+fn decode_outcome(bytes: &[u8]) -> Result<CommandOutcome, MetadataError> {
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<CommandOutcome, rancor::Error>(&aligned)
+        .map_err(|e| MetadataError::Corrupt(format!("the leader's outcome: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Cluster {
+        dirs: Vec<tempfile::TempDir>,
+        voters: BTreeMap<u64, String>,
+        nodes: BTreeMap<u64, QuorumNode>,
+    }
+
+    impl Cluster {
+        async fn start(size: u64) -> Cluster {
+            let listeners: Vec<std::net::TcpListener> = (0..size)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+                .collect();
+            let voters: BTreeMap<u64, String> = listeners
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i as u64 + 1, l.local_addr().expect("addr").to_string()))
+                .collect();
+            let dirs = (0..size)
+                .map(|_| tempfile::tempdir().expect("tempdir"))
+                .collect();
+            let mut cluster = Cluster {
+                dirs,
+                voters,
+                nodes: BTreeMap::new(),
+            };
+            for (i, listener) in listeners.into_iter().enumerate() {
+                cluster.start_node(i as u64 + 1, listener).await;
+            }
+            cluster
+        }
+
+        async fn start_node(&mut self, id: u64, listener: std::net::TcpListener) {
+            let config = QuorumConfig {
+                node_id: id,
+                voters: self.voters.clone(),
+                dir: self.dirs[id as usize - 1].path().join("quorum"),
+                cluster_id: "quorum-test-cluster-id".to_string(),
+            };
+            let node = QuorumNode::start(config, listener).await.expect("start");
+            self.nodes.insert(id, node);
+        }
+
+        async fn restart_node(&mut self, id: u64) {
+            let addr = self.voters[&id].clone();
+            let listener = std::net::TcpListener::bind(&addr).expect("rebind");
+            self.start_node(id, listener).await;
+        }
+
+        async fn leader(&self) -> u64 {
+            for _ in 0..200 {
+                let leaders: Vec<Option<u64>> =
+                    self.nodes.values().map(|n| n.status().leader).collect();
+                if let Some(Some(leader)) = leaders.first()
+                    && leaders.iter().all(|l| *l == Some(*leader))
+                    && self.nodes.contains_key(leader)
+                {
+                    return *leader;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no leader agreed on");
+        }
+    }
+
+    fn create_topic(name: &str) -> MetadataCommand {
+        MetadataCommand::CreateTopic {
+            name: name.to_string(),
+            partitions: 3,
+            configs: BTreeMap::new(),
+            shards: 2,
+        }
+    }
+
+    async fn wait_epoch(node: &QuorumNode, epoch: u64) -> Arc<MetadataImage> {
+        let mut images = node.images();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            images.wait_for(|image| image.epoch >= epoch),
+        )
+        .await
+        .expect("the change reached every controller")
+        .expect("quorum running")
+        .clone()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_controllers_agree_survive_the_leader_and_catch_up_after_a_restart() {
+        let mut cluster = Cluster::start(3).await;
+        let leader = cluster.leader().await;
+        let follower = *cluster
+            .nodes
+            .keys()
+            .find(|id| **id != leader)
+            .expect("a follower");
+
+        // Through a follower: forwarded to the leader, answered once the follower has it.
+        let (image, outcome) = cluster.nodes[&follower]
+            .submit(create_topic("orders"))
+            .await
+            .expect("create through a follower");
+        assert!(matches!(outcome, CommandOutcome::TopicCreated { .. }));
+        assert!(image.topic("orders").is_some());
+        for node in cluster.nodes.values() {
+            assert!(
+                wait_epoch(node, image.epoch)
+                    .await
+                    .topic("orders")
+                    .is_some()
+            );
+        }
+        // A refusal made at the leader comes back with its Kafka code.
+        let refused = cluster.nodes[&follower]
+            .submit(create_topic("orders"))
+            .await
+            .expect_err("a second create is refused");
+        assert_eq!(refused.kafka_error_code(), 36, "{refused}");
+
+        // The leader dies: a new one is elected and takes changes within seconds.
+        let killed_at = Instant::now();
+        cluster
+            .nodes
+            .remove(&leader)
+            .expect("leader")
+            .shutdown()
+            .await;
+        let survivor = *cluster.nodes.keys().next().expect("a survivor");
+        let (image, _) = cluster.nodes[&survivor]
+            .submit(MetadataCommand::AllocateProducerIds { count: 10 })
+            .await
+            .expect("a change after the leader died");
+        let new_leader = cluster.leader().await;
+        assert_ne!(new_leader, leader);
+        println!(
+            "new leader {new_leader} took a change {:?} after the old leader {leader} stopped",
+            killed_at.elapsed()
+        );
+        assert!(killed_at.elapsed() < Duration::from_secs(5));
+
+        // A snapshot on the survivors, then the old leader comes back and catches up.
+        cluster.nodes[&new_leader]
+            .inner
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .expect("snapshot");
+        cluster.restart_node(leader).await;
+        let caught_up = cluster.nodes[&leader].catch_up().await.expect("catch up");
+        assert!(caught_up.epoch >= image.epoch);
+        assert!(caught_up.topic("orders").is_some());
+        assert_eq!(caught_up.next_producer_id, image.next_producer_id);
+
+        // Every controller restarted at once comes back with the same image.
+        let epoch = image.epoch;
+        for id in [1, 2, 3] {
+            cluster.nodes.remove(&id).expect("node").shutdown().await;
+        }
+        for id in [1, 2, 3] {
+            cluster.restart_node(id).await;
+        }
+        for node in cluster.nodes.values() {
+            let image = node
+                .catch_up()
+                .await
+                .expect("catch up after a full restart");
+            assert!(image.epoch >= epoch);
+            assert!(image.topic("orders").is_some());
+        }
+        cluster
+            .nodes
+            .values()
+            .next()
+            .expect("node")
+            .submit(create_topic("after-restart"))
+            .await
+            .expect("a change after a full restart");
+    }
+}
