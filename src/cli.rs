@@ -192,8 +192,36 @@ pub struct StartArgs {
     pub bind_retry_ms: Option<u64>,
     /// Log lines as text, or as one JSON object each (for log shippers). Flag or environment
     /// only: logging starts before the config file is read.
+    /// The controller quorum, Kafka's controller.quorum.voters: ID@HOST:PORT,... Every node
+    /// names the same voters; without them the node keeps its metadata alone.
+    #[arg(
+        long,
+        env = "SLUICE_CONTROLLER_QUORUM_VOTERS",
+        value_name = "ID@HOST:PORT,..."
+    )]
+    pub controller_quorum_voters: Option<String>,
+    /// Where this node serves the controller quorum (a voter: its address in the voters; a
+    /// broker that is no voter: where the leader sends it the metadata log). Needed with
+    /// --controller-quorum-voters.
+    #[arg(long, env = "SLUICE_CONTROLLER_LISTEN", value_name = "HOST:PORT")]
+    pub controller_listen: Option<SocketAddr>,
+    /// Kafka's process.roles, with a quorum: broker,controller | controller | broker.
+    /// [default: broker,controller for a voter, broker otherwise]
+    #[arg(long, env = "SLUICE_PROCESS_ROLES", value_name = "ROLES")]
+    pub process_roles: Option<String>,
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// What a node does (Kafka's `process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessRoles {
+    /// Serves Kafka clients; a voter of the quorum too when there is one.
+    BrokerController,
+    /// Serves Kafka clients; gets the metadata from the quorum as an observer.
+    Broker,
+    /// A voter of the quorum only: no Kafka listener.
+    Controller,
 }
 
 /// The config file's keys, all optional.
@@ -226,11 +254,14 @@ struct FileConfig {
     shard_tasks_max: Option<usize>,
     lock_wait_ms: Option<u64>,
     bind_retry_ms: Option<u64>,
+    controller_quorum_voters: Option<String>,
+    controller_listen: Option<SocketAddr>,
+    process_roles: Option<String>,
 }
 
 impl StartArgs {
     /// Merges file and flags over the defaults and checks the result.
-    pub fn into_config(self) -> anyhow::Result<BrokerConfig> {
+    pub fn into_config(self) -> anyhow::Result<(BrokerConfig, ProcessRoles)> {
         let file = match &self.config {
             None => FileConfig::default(),
             Some(path) => {
@@ -355,6 +386,13 @@ impl StartArgs {
         if let Some(ms) = self.bind_retry_ms.or(file.bind_retry_ms) {
             config.bind_retry = std::time::Duration::from_millis(ms);
         }
+        let roles = quorum_settings(
+            &mut config,
+            self.controller_quorum_voters
+                .or(file.controller_quorum_voters),
+            self.controller_listen.or(file.controller_listen),
+            self.process_roles.or(file.process_roles),
+        )?;
         if config.pipeline_depth == 0 {
             bail!("--pipeline-depth must be at least 1");
         }
@@ -371,8 +409,71 @@ impl StartArgs {
         {
             bail!("--advertised-address must be HOST:PORT, not {advertised:?}");
         }
-        Ok(config)
+        Ok((config, roles))
     }
+}
+
+/// Checks the quorum flags together and sets `config.quorum`.
+fn quorum_settings(
+    config: &mut BrokerConfig,
+    voters: Option<String>,
+    controller_listen: Option<SocketAddr>,
+    roles: Option<String>,
+) -> anyhow::Result<ProcessRoles> {
+    let roles = roles
+        .map(|text| {
+            let mut names: Vec<&str> = text.split(',').map(str::trim).collect();
+            names.sort_unstable();
+            names.dedup();
+            match names.as_slice() {
+                ["broker", "controller"] => Ok(ProcessRoles::BrokerController),
+                ["broker"] => Ok(ProcessRoles::Broker),
+                ["controller"] => Ok(ProcessRoles::Controller),
+                _ => bail!(
+                    "--process-roles must be broker,controller, broker or controller, not {text:?}"
+                ),
+            }
+        })
+        .transpose()?;
+    let Some(voters) = voters else {
+        if controller_listen.is_some() {
+            bail!("--controller-listen needs --controller-quorum-voters");
+        }
+        if roles.is_some_and(|r| r != ProcessRoles::BrokerController) {
+            bail!("--process-roles broker or controller needs --controller-quorum-voters");
+        }
+        return Ok(ProcessRoles::BrokerController);
+    };
+    let voters = sluice_metadata::quorum::parse_voters(&voters)
+        .map_err(|e| anyhow::anyhow!("--controller-quorum-voters: {e}"))?;
+    let Some(controller_listen) = controller_listen else {
+        bail!(
+            "--controller-quorum-voters needs --controller-listen (where this node serves the quorum)"
+        );
+    };
+    let node_id = u64::try_from(config.node_id).unwrap_or(u64::MAX);
+    let voter = voters.contains_key(&node_id);
+    let roles = roles.unwrap_or(if voter {
+        ProcessRoles::BrokerController
+    } else {
+        ProcessRoles::Broker
+    });
+    match (roles, voter) {
+        (ProcessRoles::Broker, true) => bail!(
+            "--node-id {} is one of the --controller-quorum-voters, so its --process-roles must include controller",
+            config.node_id
+        ),
+        (ProcessRoles::Controller | ProcessRoles::BrokerController, false) => bail!(
+            "--process-roles includes controller, but --node-id {} is not one of the --controller-quorum-voters",
+            config.node_id
+        ),
+        _ => {}
+    }
+    config.quorum = Some(sluice_shards::QuorumSettings {
+        voters,
+        controller_listen,
+    });
+    Ok(roles)
 }
 
 /// `HOST:PORT` of the admin server, or None for `none` (or an empty value).
@@ -453,11 +554,118 @@ mod tests {
     }
 
     fn start_config(flags: &[&str]) -> anyhow::Result<BrokerConfig> {
+        start_config_and_roles(flags).map(|(config, _)| config)
+    }
+
+    fn start_config_and_roles(flags: &[&str]) -> anyhow::Result<(BrokerConfig, ProcessRoles)> {
         let cli = Cli::try_parse_from(["sluice", "start"].iter().chain(flags))?;
         let Command::Start(args) = cli.command else {
             panic!("not start: {:?}", cli.command);
         };
         args.into_config()
+    }
+
+    #[test]
+    fn quorum_flags_are_checked_together() {
+        let voters = "1@127.0.0.1:9093,2@127.0.0.1:9094,3@127.0.0.1:9095";
+        let (config, roles) = start_config_and_roles(&[
+            "--node-id",
+            "2",
+            "--controller-quorum-voters",
+            voters,
+            "--controller-listen",
+            "127.0.0.1:9094",
+        ])
+        .expect("a voter");
+        assert_eq!(roles, ProcessRoles::BrokerController);
+        let quorum = config.quorum.expect("a quorum");
+        assert_eq!(quorum.voters.len(), 3);
+        assert_eq!(quorum.voters[&2], "127.0.0.1:9094");
+        let (_, roles) = start_config_and_roles(&[
+            "--node-id",
+            "7",
+            "--controller-quorum-voters",
+            voters,
+            "--controller-listen",
+            "127.0.0.1:9097",
+        ])
+        .expect("an observer");
+        assert_eq!(roles, ProcessRoles::Broker);
+        let (_, roles) = start_config_and_roles(&[
+            "--node-id",
+            "1",
+            "--process-roles",
+            "controller",
+            "--controller-quorum-voters",
+            voters,
+            "--controller-listen",
+            "127.0.0.1:9093",
+        ])
+        .expect("a controller");
+        assert_eq!(roles, ProcessRoles::Controller);
+        assert!(start_config(&[]).expect("defaults").quorum.is_none());
+
+        for (flags, message) in [
+            (
+                vec!["--node-id", "1", "--controller-quorum-voters", voters],
+                "needs --controller-listen",
+            ),
+            (
+                vec!["--controller-listen", "127.0.0.1:9093"],
+                "needs --controller-quorum-voters",
+            ),
+            (
+                vec!["--process-roles", "controller"],
+                "needs --controller-quorum-voters",
+            ),
+            (
+                vec![
+                    "--node-id",
+                    "7",
+                    "--process-roles",
+                    "controller",
+                    "--controller-quorum-voters",
+                    voters,
+                    "--controller-listen",
+                    "127.0.0.1:9097",
+                ],
+                "is not one of the --controller-quorum-voters",
+            ),
+            (
+                vec![
+                    "--node-id",
+                    "1",
+                    "--process-roles",
+                    "broker",
+                    "--controller-quorum-voters",
+                    voters,
+                    "--controller-listen",
+                    "127.0.0.1:9093",
+                ],
+                "must include controller",
+            ),
+            (
+                vec![
+                    "--node-id",
+                    "1",
+                    "--controller-quorum-voters",
+                    "1@nowhere",
+                    "--controller-listen",
+                    "127.0.0.1:9093",
+                ],
+                "has no port",
+            ),
+            (
+                vec!["--process-roles", "broker,zookeeper"],
+                "--process-roles must be",
+            ),
+        ] {
+            let error = start_config(&flags).expect_err("refused");
+            assert!(
+                format!("{error:#}").contains(message),
+                "{flags:?}: {error:#}"
+            );
+        }
     }
 
     #[test]

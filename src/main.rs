@@ -33,13 +33,17 @@ fn administer(result: anyhow::Result<()>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The log filter without `SLUICE_LOG`.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=off";
+
 /// Installs the log subscriber (text, or JSON for `start --log-format json`) with its filter
-/// from `SLUICE_LOG` (default `info`) behind a reload handle: the levels it returns change at
+/// from `SLUICE_LOG` (default `info,openraft=off`: openraft logs every vote at INFO and every
+/// failed RPC to a dead peer at ERROR; `quorum/node.rs` logs the leader changes) behind a reload handle: the levels it returns change at
 /// run time through IncrementalAlterConfigs on BROKER_LOGGER.
 fn init_logs(command: &cli::Command) -> Arc<dyn LogLevels> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let initial = std::env::var("SLUICE_LOG").unwrap_or_else(|_| "info".to_string());
+    let initial = std::env::var("SLUICE_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&initial)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
@@ -66,6 +70,75 @@ fn init_logs(command: &cli::Command) -> Arc<dyn LogLevels> {
     Arc::new(log_levels::ReloadableLevels::new(handle, &initial))
 }
 
+/// `--process-roles controller`: this node's part of the quorum until a signal.
+fn start_controller_only(
+    config: &sluice_shards::BrokerConfig,
+    stop: StopSignals,
+) -> anyhow::Result<()> {
+    let controller = sluice_shards::ControllerOnly::start(config).with_context(|| {
+        format!(
+            "starting the controller on data dir {}",
+            config.data_dir.display()
+        )
+    })?;
+    let Some(quorum) = &config.quorum else {
+        anyhow::bail!("a controller needs --controller-quorum-voters");
+    };
+    let voters: Vec<&u64> = quorum.voters.keys().collect();
+    let mut stdout = std::io::stdout();
+    // The line scripts wait for, as a broker's.
+    writeln!(
+        stdout,
+        "sluice listening on {} (controller {} of the quorum {voters:?}, data dir {})",
+        quorum.controller_listen,
+        config.node_id,
+        config.data_dir.display()
+    )?;
+    stdout.flush()?;
+    if let Some(signal) = stop.started_then_wait() {
+        tracing::info!(signal, "stopping the controller");
+    }
+    controller.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, watched from the start: one that comes while the node is still
+/// starting (waiting for the controller quorum, replaying the WAL) ends the process at once,
+/// as nothing is acknowledged yet; after the start, the node stops in order.
+struct StopSignals {
+    started: Arc<std::sync::atomic::AtomicBool>,
+    received: std::sync::mpsc::Receiver<i32>,
+}
+
+impl StopSignals {
+    fn watch(mut signals: signal_hook::iterator::Signals) -> anyhow::Result<StopSignals> {
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (sender, received) = std::sync::mpsc::channel();
+        let watching = started.clone();
+        std::thread::Builder::new()
+            .name("sluice-signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if !watching.load(std::sync::atomic::Ordering::SeqCst) {
+                        tracing::info!(signal, "stopped before the start finished");
+                        std::process::exit(0);
+                    }
+                    let _ = sender.send(signal);
+                }
+            })
+            .context("starting the signal thread")?;
+        Ok(StopSignals { started, received })
+    }
+
+    /// Marks the start done and waits for a signal.
+    fn started_then_wait(self) -> Option<i32> {
+        self.started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.received.recv().ok()
+    }
+}
+
 /// Advice is not a failure: this returns an error only when the run itself failed.
 fn tune(args: cli::TuneArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
@@ -75,14 +148,18 @@ fn tune(args: cli::TuneArgs) -> anyhow::Result<()> {
 }
 
 fn start(args: cli::StartArgs, levels: Arc<dyn LogLevels>) -> anyhow::Result<()> {
-    let mut config = args.into_config()?;
+    let (mut config, roles) = args.into_config()?;
     config.log_levels = Some(levels);
     // Block the signals before any thread starts so that only the waiter below sees them.
-    let mut signals = signal_hook::iterator::Signals::new([
+    let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])
     .context("installing SIGTERM / SIGINT handlers")?;
+    let stop = StopSignals::watch(signals)?;
+    if roles == cli::ProcessRoles::Controller {
+        return start_controller_only(&config, stop);
+    }
     let data_dir = config.data_dir.clone();
     let shards = config.shard_count();
     let mut broker = sluice_shards::Broker::start(config)
@@ -99,7 +176,7 @@ fn start(args: cli::StartArgs, levels: Arc<dyn LogLevels>) -> anyhow::Result<()>
         writeln!(stdout, "sluice admin on {admin}")?;
     }
     stdout.flush()?;
-    if let Some(signal) = signals.forever().next() {
+    if let Some(signal) = stop.started_then_wait() {
         tracing::info!(
             signal,
             "stopping: answering requests in flight, syncing the WAL"

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Read;
 use std::net::TcpListener;
@@ -14,13 +13,7 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::BrokerProcess;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
+use common::{BrokerProcess, assert_topic_holds, produce_acked};
 
 /// How long a start that must fail may take: far below the default lock wait (30 s), so a
 /// broker that ignored `--lock-wait-ms` shows up.
@@ -84,122 +77,6 @@ fn start_expecting_exit(data_dir: &Path, args: &[&str]) -> Exited {
         stdout,
         stderr,
         ran: start.elapsed(),
-    }
-}
-
-fn idempotent_producer(broker: &BrokerProcess) -> FutureProducer {
-    broker
-        .client_config()
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer")
-}
-
-/// Produces `count` records round-robin over the topic's partitions and waits for every
-/// acknowledgement; returns each partition's values in offset order.
-async fn produce_acked(
-    broker: &BrokerProcess,
-    topic: &str,
-    partitions: i32,
-    count: usize,
-) -> HashMap<i32, Vec<String>> {
-    let producer = idempotent_producer(broker);
-    let deliveries: Vec<_> = (0..count)
-        .map(|i| {
-            let value = format!("{topic}-{i}");
-            let partition = i as i32 % partitions;
-            let delivery = producer
-                .send_result(
-                    FutureRecord::<(), _>::to(topic)
-                        .partition(partition)
-                        .payload(&value),
-                )
-                .unwrap_or_else(|(error, _)| panic!("record {i} not queued: {error}"));
-            async move { (partition, value, delivery.await) }
-        })
-        .collect();
-    let mut acked: HashMap<i32, Vec<(i64, String)>> = HashMap::new();
-    for (partition, value, delivery) in futures::future::join_all(deliveries).await {
-        let delivered = delivery
-            .expect("the producer was not dropped")
-            .unwrap_or_else(|(error, _)| panic!("{value} not acknowledged: {error}"));
-        assert_eq!(delivered.partition, partition);
-        acked
-            .entry(partition)
-            .or_default()
-            .push((delivered.offset, value));
-    }
-    acked
-        .into_iter()
-        .map(|(partition, mut records)| {
-            records.sort();
-            let offsets: Vec<i64> = records.iter().map(|(offset, _)| *offset).collect();
-            let dense: Vec<i64> = (0..offsets.len() as i64).collect();
-            assert_eq!(
-                offsets, dense,
-                "{topic}/{partition}: acked offsets not dense"
-            );
-            (partition, records.into_iter().map(|(_, v)| v).collect())
-        })
-        .collect()
-}
-
-/// Reads every partition of `topic` from offset 0 and checks it holds exactly `expected`, in
-/// order: nothing lost, nothing twice, nothing else.
-fn assert_topic_holds(broker: &BrokerProcess, topic: &str, expected: &HashMap<i32, Vec<String>>) {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "sluice-lock-tests")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for partition in expected.keys() {
-        assignment
-            .add_partition_offset(topic, *partition, Offset::Beginning)
-            .expect("assignment");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let wanted: usize = expected.values().map(Vec::len).sum();
-    let mut read: HashMap<i32, Vec<String>> = HashMap::new();
-    let mut total = 0;
-    let deadline = Instant::now() + TIMEOUT;
-    while total < wanted {
-        assert!(
-            Instant::now() < deadline,
-            "{topic}: read {total} of {wanted} acknowledged records"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message.expect("no consume error");
-        let values = read.entry(message.partition()).or_default();
-        assert_eq!(
-            message.offset(),
-            values.len() as i64,
-            "{topic}/{}: offsets not dense",
-            message.partition()
-        );
-        values.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
-        total += 1;
-    }
-    for (partition, values) in expected {
-        assert_eq!(
-            read.get(partition),
-            Some(values),
-            "{topic}/{partition}: not the acknowledged records in order"
-        );
-        let (low, high) = consumer
-            .fetch_watermarks(topic, *partition, TIMEOUT)
-            .expect("watermarks");
-        assert_eq!(
-            (low, high),
-            (0, values.len() as i64),
-            "{topic}/{partition}: records beyond the acknowledged ones"
-        );
     }
 }
 

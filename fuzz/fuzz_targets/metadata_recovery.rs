@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("scratch dir");
     let snapshot_name = format!("snapshot-{:020}.rkyv", 0);
-    let (name, bytes) = match mode % 7 {
+    let (name, bytes) = match mode % 8 {
         0 => ("metadata.log".to_string(), rest.to_vec()),
         // Records split where the input has a 0xFF byte: several entries in one log.
         1 => (
@@ -54,7 +54,9 @@ fuzz_target!(|data: &[u8]| {
         // Version 3: version 2 and each stream's uploads (producer states, upload times).
         5 => (snapshot_name, snapshot(3, rest)),
         // Version 4: version 3 and the log cleaner's marks.
-        _ => (snapshot_name, snapshot(4, rest)),
+        6 => (snapshot_name, snapshot(4, rest)),
+        // Version 5: version 4 and the brokers registered in a controller quorum.
+        _ => (snapshot_name, snapshot(5, rest)),
     };
     std::fs::write(dir.join(name), bytes).expect("write");
     let _ = sluice_metadata::MetadataStore::open(dir, 0);

@@ -106,6 +106,14 @@ pub enum MetadataCommand {
     RecordCleaning {
         streams: Vec<StreamCleaned>,
     },
+    /// Registers the broker that serves Kafka clients in a controller quorum, with the
+    /// `host:port` it advertises. A quorum serves one broker for now: every broker would
+    /// otherwise take every partition, so another node id is refused until partitions have
+    /// leaders. The same broker registering again (a restart) is a no-op or a new endpoint.
+    RegisterBroker {
+        node_id: i32,
+        endpoint: String,
+    },
 }
 
 /// What applying a command did (rkyv: the quorum's leader returns it to the controller
@@ -145,6 +153,7 @@ pub enum CommandOutcome {
     ObjectsDeleted,
     UploadsRecorded,
     CleaningRecorded,
+    BrokerRegistered,
 }
 
 /// A command resolved against an image: every choice (topic id, placement,
@@ -209,9 +218,14 @@ pub enum MetadataRecord {
     RecordUploads {
         streams: Vec<StreamUpload>,
     },
-    // Appended last, and no larger than the records before it, for the same reason.
+    // Appended after the records above, and no larger than them, for the same reason.
     RecordCleaning {
         streams: Vec<StreamCleaned>,
+    },
+    // Appended last, and no larger than the records before it, for the same reason.
+    RegisterBroker {
+        node_id: i32,
+        endpoint: String,
     },
 }
 
@@ -503,6 +517,24 @@ pub fn plan(
                 return Ok(Plan::Unchanged(CommandOutcome::CleaningRecorded));
             }
             MetadataRecord::RecordCleaning { streams: moved }
+        }
+        MetadataCommand::RegisterBroker { node_id, endpoint } => {
+            if let Some((other, other_endpoint)) =
+                image.brokers().iter().find(|(id, _)| **id != *node_id)
+            {
+                return Err(MetadataError::PolicyViolation(format!(
+                    "broker {other} ({other_endpoint}) is this cluster's broker already, and a \
+                     controller quorum serves one broker until partitions have leaders: start \
+                     node {node_id} with --process-roles controller, or as broker {other}"
+                )));
+            }
+            if image.brokers().get(node_id) == Some(endpoint) {
+                return Ok(Plan::Unchanged(CommandOutcome::BrokerRegistered));
+            }
+            MetadataRecord::RegisterBroker {
+                node_id: *node_id,
+                endpoint: endpoint.clone(),
+            }
         }
     };
     Ok(Plan::Record(record))

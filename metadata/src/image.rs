@@ -45,6 +45,8 @@ pub struct MetadataImage {
     /// Per stream, its producers and upload times (`uploads.rs`); each behind an `Arc` so
     /// that cloning the image per command copies none.
     uploads: BTreeMap<u64, Arc<StreamUploads>>,
+    /// The brokers registered in a controller quorum (node id → advertised `host:port`).
+    brokers: BTreeMap<i32, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -83,7 +85,14 @@ impl MetadataImage {
             streams: BTreeMap::new(),
             registry: Registry::default(),
             uploads: BTreeMap::new(),
+            brokers: BTreeMap::new(),
         }
+    }
+
+    /// The brokers registered in a controller quorum (node id → advertised `host:port`);
+    /// empty for a single node, which never registers.
+    pub fn brokers(&self) -> &BTreeMap<i32, String> {
+        &self.brokers
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
@@ -344,9 +353,11 @@ impl MetadataImage {
         objects: RegistryParts,
         uploads: Vec<StreamUploadsPart>,
         cleaned: Vec<StreamCleaned>,
+        brokers: Vec<(i32, String)>,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
+        image.brokers = brokers.into_iter().collect();
         image.broker_configs = broker_configs;
         image.next_producer_id = next_producer_id;
         image.next_stream_id = next_stream_id;
@@ -613,6 +624,16 @@ impl MetadataImage {
                     StreamUploads::record(stream, upload);
                 }
                 Ok(CommandOutcome::UploadsRecorded)
+            }
+            MetadataRecord::RegisterBroker { node_id, endpoint } => {
+                if self.brokers.keys().any(|id| id != node_id) {
+                    return Err(corrupt(format!(
+                        "broker {node_id} registers beside {:?}",
+                        self.brokers.keys().collect::<Vec<_>>()
+                    )));
+                }
+                self.brokers.insert(*node_id, endpoint.clone());
+                Ok(CommandOutcome::BrokerRegistered)
             }
             MetadataRecord::RecordCleaning { streams } => {
                 for cleaned in streams {

@@ -2,11 +2,11 @@
 //! written through a temporary file, fsync and an atomic rename.
 //!
 //! File layout: `[magic 8][format_version u32][crc32c u32][payload_len u64][payload]`,
-//! little endian; the payload is the rkyv encoding of `SnapshotV4` (format
-//! version 4: V3 plus the log cleaner's marks; V3 was V2 plus each stream's uploads,
-//! `uploads.rs`; V2 was V1 plus the object registry), checked with bytecheck on load,
-//! after the CRC. Versions 1 to 3 still load (with an empty registry, no uploads, no
-//! cleaner marks).
+//! little endian; the payload is the rkyv encoding of `SnapshotV5` (format
+//! version 5: V4 plus the brokers registered in a controller quorum; V4 was V3 plus the
+//! log cleaner's marks; V3 was V2 plus each stream's uploads, `uploads.rs`; V2 was V1 plus
+//! the object registry), checked with bytecheck on load, after the CRC. Versions 1 to 4
+//! still load (with an empty registry, no uploads, no cleaner marks, no brokers).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -23,7 +23,9 @@ use crate::objects::RegistryParts;
 use crate::uploads::{StreamCleaned, StreamUploadsPart};
 
 const MAGIC: &[u8; 8] = b"SLUICEMD";
-const FORMAT_VERSION: u32 = 4;
+const FORMAT_VERSION: u32 = 5;
+/// The format before the registered brokers; still read.
+const FORMAT_VERSION_V4: u32 = 4;
 /// The format before the log cleaner's marks; still read.
 const FORMAT_VERSION_V3: u32 = 3;
 /// The format before the streams' uploads; still read.
@@ -80,6 +82,20 @@ struct SnapshotV4 {
     cleaned: Vec<StreamCleaned>,
 }
 
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotV5 {
+    cluster_id: String,
+    epoch: u64,
+    next_producer_id: i64,
+    next_stream_id: u64,
+    broker_configs: BTreeMap<String, String>,
+    topics: Vec<TopicImage>,
+    objects: RegistryParts,
+    uploads: Vec<StreamUploadsPart>,
+    cleaned: Vec<StreamCleaned>,
+    brokers: Vec<(i32, String)>,
+}
+
 pub(crate) fn snapshot_name(epoch: u64) -> String {
     format!("{PREFIX}{epoch:020}{SUFFIX}")
 }
@@ -103,7 +119,7 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
 /// The image as a snapshot file's bytes (also what the controller quorum ships to a
 /// follower that is too far behind).
 pub(crate) fn encode(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
-    let snapshot = SnapshotV4 {
+    let snapshot = SnapshotV5 {
         cluster_id: image.cluster_id.clone(),
         epoch: image.epoch,
         next_producer_id: image.next_producer_id,
@@ -113,6 +129,11 @@ pub(crate) fn encode(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
         objects: image.registry_parts(),
         uploads: image.upload_parts(),
         cleaned: image.cleaned_parts(),
+        brokers: image
+            .brokers()
+            .iter()
+            .map(|(id, endpoint)| (*id, endpoint.clone()))
+            .collect(),
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
         .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
@@ -191,6 +212,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         FORMAT_VERSION_V1,
         FORMAT_VERSION_V2,
         FORMAT_VERSION_V3,
+        FORMAT_VERSION_V4,
         FORMAT_VERSION,
     ]
     .contains(&version)
@@ -217,7 +239,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
     let snapshot = match version {
         FORMAT_VERSION_V1 => {
             let v1 = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(invalid)?;
-            SnapshotV4 {
+            SnapshotV5 {
                 cluster_id: v1.cluster_id,
                 epoch: v1.epoch,
                 next_producer_id: v1.next_producer_id,
@@ -227,11 +249,12 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
                 objects: RegistryParts::empty(),
                 uploads: Vec::new(),
                 cleaned: Vec::new(),
+                brokers: Vec::new(),
             }
         }
         FORMAT_VERSION_V2 => {
             let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned).map_err(invalid)?;
-            SnapshotV4 {
+            SnapshotV5 {
                 cluster_id: v2.cluster_id,
                 epoch: v2.epoch,
                 next_producer_id: v2.next_producer_id,
@@ -241,11 +264,12 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
                 objects: v2.objects,
                 uploads: Vec::new(),
                 cleaned: Vec::new(),
+                brokers: Vec::new(),
             }
         }
         FORMAT_VERSION_V3 => {
             let v3 = rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(invalid)?;
-            SnapshotV4 {
+            SnapshotV5 {
                 cluster_id: v3.cluster_id,
                 epoch: v3.epoch,
                 next_producer_id: v3.next_producer_id,
@@ -255,9 +279,25 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
                 objects: v3.objects,
                 uploads: v3.uploads,
                 cleaned: Vec::new(),
+                brokers: Vec::new(),
             }
         }
-        _ => rkyv::from_bytes::<SnapshotV4, rancor::Error>(&aligned).map_err(invalid)?,
+        FORMAT_VERSION_V4 => {
+            let v4 = rkyv::from_bytes::<SnapshotV4, rancor::Error>(&aligned).map_err(invalid)?;
+            SnapshotV5 {
+                cluster_id: v4.cluster_id,
+                epoch: v4.epoch,
+                next_producer_id: v4.next_producer_id,
+                next_stream_id: v4.next_stream_id,
+                broker_configs: v4.broker_configs,
+                topics: v4.topics,
+                objects: v4.objects,
+                uploads: v4.uploads,
+                cleaned: v4.cleaned,
+                brokers: Vec::new(),
+            }
+        }
+        _ => rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned).map_err(invalid)?,
     };
     if snapshot.epoch != epoch {
         return Err(format!(
@@ -276,6 +316,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         snapshot.objects,
         snapshot.uploads,
         snapshot.cleaned,
+        snapshot.brokers,
     )
 }
 
@@ -337,5 +378,25 @@ mod tests {
         let image = decode(&frame(FORMAT_VERSION_V3, &payload), 1, 11).unwrap();
         assert_eq!(image.epoch, 11);
         assert_eq!(image.cleaned_end_offset(1), 0);
+    }
+
+    /// A version 4 snapshot (before the registered brokers) still loads, with none.
+    #[test]
+    fn version_4_loads_without_brokers() {
+        let v4 = SnapshotV4 {
+            cluster_id: "c".to_string(),
+            epoch: 13,
+            next_producer_id: 5,
+            next_stream_id: 1,
+            broker_configs: BTreeMap::new(),
+            topics: Vec::new(),
+            objects: RegistryParts::empty(),
+            uploads: Vec::new(),
+            cleaned: Vec::new(),
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v4).unwrap();
+        let image = decode(&frame(FORMAT_VERSION_V4, &payload), 1, 13).unwrap();
+        assert_eq!(image.epoch, 13);
+        assert!(image.brokers().is_empty());
     }
 }

@@ -3,6 +3,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// How a node takes part in a controller quorum.
+#[derive(Debug, Clone)]
+pub struct QuorumSettings {
+    /// Every voter's node id and `host:port`.
+    pub voters: std::collections::BTreeMap<u64, String>,
+    /// Where this node serves the quorum's RPCs (`--controller-listen`); a voter's must be
+    /// its entry in `voters`, an observer's is where the leader sends it the log.
+    pub controller_listen: SocketAddr,
+}
+
 /// Everything a broker needs to start; every field has a default usable on a laptop.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -24,6 +34,9 @@ pub struct BrokerConfig {
     pub memory_bytes: u64,
     /// This broker's node id, as seen by clients.
     pub node_id: i32,
+    /// The controller quorum this node belongs to (`--controller-quorum-voters`); None: the
+    /// single node keeps its metadata in its own log, as always.
+    pub quorum: Option<QuorumSettings>,
     /// Requests a connection may have outstanding at once (1 = Kafka's model).
     pub pipeline_depth: usize,
     /// Largest request frame accepted (`socket.request.max.bytes`).
@@ -167,6 +180,7 @@ impl Default for BrokerConfig {
             wal_bytes_per_shard: Self::WAL_BYTES_PER_SHARD_DEFAULT,
             memory_bytes: Self::MEMORY_BYTES_DEFAULT,
             node_id: 0,
+            quorum: None,
             pipeline_depth: Self::PIPELINE_DEPTH_DEFAULT,
             max_frame_bytes: sluice_net::DEFAULT_MAX_FRAME_BYTES,
             log_levels: None,

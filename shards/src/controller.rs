@@ -2,12 +2,17 @@
 //!
 //! Metadata changes are rare and fsync'd, so they run on their own thread instead of
 //! blocking an executor; shards read the current image through a lock-free `ArcSwap`.
+//!
+//! With a controller quorum (`--controller-quorum-voters`) the thread hands each command
+//! to this node's `QuorumNode`, which runs on a small tokio runtime and applies it through
+//! the quorum's leader; every image the quorum applies here is published to the shards.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
 use futures::channel::{mpsc, oneshot};
+use sluice_metadata::quorum::QuorumNode;
 use sluice_metadata::{
     CommandOutcome, MetadataCommand, MetadataError, MetadataImage, MetadataStore,
 };
@@ -91,6 +96,38 @@ impl Controller {
         ))
     }
 
+    /// Starts the controller over a running quorum node (its runtime is the one `node` was
+    /// started on); listeners are told of every image the quorum applies, as in `start`.
+    pub fn start_quorum(
+        runtime: tokio::runtime::Runtime,
+        node: QuorumNode,
+        listeners: Vec<mpsc::Sender<()>>,
+    ) -> std::io::Result<(Controller, ControllerHandle)> {
+        let node = Arc::new(node);
+        let image = Arc::new(ArcSwap::new(node.image()));
+        let (commands, queue) = crossbeam_channel::bounded(COMMAND_QUEUE_MAX);
+        let (stop, stopped) = crossbeam_channel::bounded(1);
+        let handle = ControllerHandle {
+            commands,
+            image: image.clone(),
+        };
+        runtime.spawn(publish_quorum_images(
+            node.images(),
+            image.clone(),
+            listeners,
+        ));
+        let thread = std::thread::Builder::new()
+            .name("sluice-controller".into())
+            .spawn(move || run_quorum(runtime, node, queue, stopped, image))?;
+        Ok((
+            Controller {
+                thread: Some(thread),
+                stop,
+            },
+            handle,
+        ))
+    }
+
     /// Stops the thread (commands still queued are refused) and waits for it to end.
     pub fn join(mut self) {
         let _ = self.stop.send(());
@@ -125,4 +162,62 @@ fn run(
         }
         let _ = reply.send(result);
     }
+}
+
+/// Hands each command to the quorum node; they run concurrently (the node orders them).
+fn run_quorum(
+    runtime: tokio::runtime::Runtime,
+    node: Arc<QuorumNode>,
+    queue: crossbeam_channel::Receiver<(MetadataCommand, Reply)>,
+    stopped: crossbeam_channel::Receiver<()>,
+    image: Arc<ArcSwap<MetadataImage>>,
+) {
+    loop {
+        let (command, reply) = crossbeam_channel::select! {
+            recv(queue) -> next => match next {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            recv(stopped) -> _ => break,
+        };
+        let node = node.clone();
+        let image = image.clone();
+        runtime.spawn(async move {
+            let result = node.submit(command).await;
+            if let Ok((new_image, _)) = &result {
+                publish_newer(&image, new_image);
+            }
+            let _ = reply.send(result);
+        });
+    }
+    runtime.block_on(node.shutdown());
+    runtime.shutdown_background();
+}
+
+/// Publishes every image the quorum applies on this node, and tells the listeners.
+async fn publish_quorum_images(
+    mut images: tokio::sync::watch::Receiver<Arc<MetadataImage>>,
+    image: Arc<ArcSwap<MetadataImage>>,
+    mut listeners: Vec<mpsc::Sender<()>>,
+) {
+    while images.changed().await.is_ok() {
+        let applied = images.borrow_and_update().clone();
+        publish_newer(&image, &applied);
+        for listener in &mut listeners {
+            // Full: a notice is pending already, and it will read this image.
+            let _ = listener.try_send(());
+        }
+    }
+}
+
+/// Stores `new` unless the published image is already as new (a command's answer and the
+/// applied-image watch race to publish).
+fn publish_newer(image: &ArcSwap<MetadataImage>, new: &Arc<MetadataImage>) {
+    image.rcu(|current| {
+        if current.epoch >= new.epoch {
+            current.clone()
+        } else {
+            new.clone()
+        }
+    });
 }

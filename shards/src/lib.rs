@@ -42,8 +42,8 @@ pub mod tier;
 pub mod txn;
 pub mod warn_throttle;
 
-pub use config::BrokerConfig;
-pub use runtime::{Broker, StartError};
+pub use config::{BrokerConfig, QuorumSettings};
+pub use runtime::{Broker, ControllerOnly, StartError};
 
 /// The most bytes a batch may decompress to when the broker must read its records
 /// (ListOffsets by timestamp); larger batches are answered at batch granularity.

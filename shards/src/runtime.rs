@@ -13,7 +13,8 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Gate, Semaphore};
 use glommio::{LocalExecutorBuilder, Placement};
-use sluice_metadata::MetadataStore;
+use sluice_metadata::quorum::{QuorumConfig, QuorumNode, cluster_id_of_voters};
+use sluice_metadata::{MetadataCommand, MetadataStore};
 use sluice_objstore::ObjectStore;
 
 use crate::admin_http::AdminServer;
@@ -24,7 +25,7 @@ use crate::builder::{
 use crate::config::{BrokerConfig, is_block_device};
 use crate::connection::{self, Arrival};
 use crate::connection_limits::ConnectionLimits;
-use crate::controller::{Controller, ControllerHandle};
+use crate::controller::{Controller, ControllerError, ControllerHandle};
 use crate::data_dir_lock::{DataDirLock, LockError};
 use crate::group::limits::GroupLimits;
 use crate::messaging::ShardRequest;
@@ -131,12 +132,12 @@ impl Broker {
                 source,
             }
         })?;
-        let store = MetadataStore::open(&config.data_dir.join("metadata"), config.node_id)?;
+        let metadata = open_metadata(&config, true)?;
         let objects = ObjectStore::open(&config.object_store_config())
             .map_err(|e| StartError::ObjectStore(e.to_string()))?;
         // Before any upload starts, so every object above the registry's ids is an orphan. New
         // uploads take ids above these, so a store that is down now only leaves garbage.
-        match crate::tier::delete_orphans(&objects, &store.image()) {
+        match crate::tier::delete_orphans(&objects, &metadata.image()) {
             Ok(0) => {}
             Ok(orphans) => tracing::info!(orphans, "deleted objects a crash left uncommitted"),
             Err(error) => tracing::warn!(%error, "orphaned objects not cleaned up"),
@@ -162,11 +163,16 @@ impl Broker {
 
         let (change_senders, change_receivers): (Vec<_>, Vec<_>) =
             (0..shard_count).map(|_| mpsc::channel::<()>(0)).unzip();
-        let (controller, handle) =
-            Controller::start(store, change_senders).map_err(|e| StartError::Shard {
-                shard: 0,
-                reason: format!("controller thread: {e}"),
-            })?;
+        let (controller, handle) = match metadata {
+            Metadata::Local(store) => Controller::start(store, change_senders),
+            Metadata::Quorum(runtime, node) => {
+                Controller::start_quorum(runtime, node, change_senders)
+            }
+        }
+        .map_err(|e| StartError::Shard {
+            shard: 0,
+            reason: format!("controller thread: {e}"),
+        })?;
 
         // Reserve the port (port 0 picks one) so every shard binds the same address. With
         // SO_REUSEPORT a dying broker's listener of the same user does not make it busy: the
@@ -186,6 +192,19 @@ impl Broker {
             })?;
         let local_addr = local_addr.as_socket().unwrap_or(config.listen);
         let advertised = advertised_address(&config, local_addr);
+        if config.quorum.is_some() {
+            // Before any shard serves: a second broker of the cluster is refused here.
+            let register = MetadataCommand::RegisterBroker {
+                node_id: config.node_id,
+                endpoint: format!("{}:{}", advertised.0, advertised.1),
+            };
+            futures::executor::block_on(handle.submit(register)).map_err(|e| match e {
+                ControllerError::Metadata(e) => StartError::Metadata(e),
+                ControllerError::Stopped => {
+                    StartError::Config("the controller stopped while registering".to_string())
+                }
+            })?;
+        }
 
         let (mut senders, mut receivers) = mesh(shard_count);
         let io_memory = io_memory_bytes(shard_count);
@@ -607,6 +626,113 @@ fn mesh(
 
 /// Calls `bind` until it succeeds or fails with anything but "address in use", for at most
 /// `retry` (a broker killed a moment ago may still hold the port); then the last error.
+/// Where this node's metadata comes from.
+enum Metadata {
+    /// The single node's own log.
+    Local(MetadataStore),
+    /// This node's part of the controller quorum, with the runtime it runs on.
+    Quorum(tokio::runtime::Runtime, QuorumNode),
+}
+
+impl Metadata {
+    fn image(&self) -> Arc<sluice_metadata::MetadataImage> {
+        match self {
+            Metadata::Local(store) => store.image(),
+            Metadata::Quorum(_, node) => node.image(),
+        }
+    }
+}
+
+/// Opens the local metadata store or, with `--controller-quorum-voters`, joins the quorum;
+/// with `catch_up`, waits until this node has everything it committed (as a KRaft broker
+/// catches up with the metadata log before it serves), however long the quorum takes to
+/// form.
+fn open_metadata(config: &BrokerConfig, catch_up: bool) -> Result<Metadata, StartError> {
+    let Some(settings) = &config.quorum else {
+        return Ok(Metadata::Local(MetadataStore::open(
+            &config.data_dir.join("metadata"),
+            config.node_id,
+        )?));
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sluice-quorum")
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Config(format!("the controller quorum's runtime: {e}")))?;
+    let addr = settings.controller_listen;
+    let listener = bind_with_retry(addr, "controller", config.bind_retry, || {
+        std::net::TcpListener::bind(addr)
+    })
+    .map_err(|source| StartError::Listen { addr, source })?;
+    let node_id = u64::try_from(config.node_id)
+        .map_err(|_| StartError::Config("--node-id must not be negative".to_string()))?;
+    let quorum_config = QuorumConfig {
+        node_id,
+        addr: settings
+            .voters
+            .get(&node_id)
+            .cloned()
+            .unwrap_or_else(|| addr.to_string()),
+        voters: settings.voters.clone(),
+        dir: config.data_dir.join("metadata-quorum"),
+        cluster_id: cluster_id_of_voters(&settings.voters),
+    };
+    let node = runtime.block_on(QuorumNode::start(quorum_config, listener))?;
+    if catch_up {
+        loop {
+            match runtime.block_on(node.catch_up(QUORUM_WAIT_LOG_INTERVAL)) {
+                Ok(image) => {
+                    tracing::info!(
+                        epoch = image.epoch,
+                        leader = ?node.status().leader,
+                        "caught up with the controller quorum"
+                    );
+                    break;
+                }
+                Err(error) => tracing::info!(%error, "waiting for the controller quorum"),
+            }
+        }
+    }
+    Ok(Metadata::Quorum(runtime, node))
+}
+
+/// A node with only the controller role (`--process-roles controller`): its part of the
+/// quorum, no Kafka listener, no shards.
+pub struct ControllerOnly {
+    runtime: tokio::runtime::Runtime,
+    node: QuorumNode,
+    // Held until the quorum node has stopped.
+    _lock: DataDirLock,
+}
+
+impl ControllerOnly {
+    /// Joins the quorum that `config.quorum` names; returns at once (the quorum forms, and
+    /// this controller catches up, as the other voters start).
+    pub fn start(config: &BrokerConfig) -> Result<ControllerOnly, StartError> {
+        let lock = DataDirLock::acquire(&config.data_dir, None, config.lock_wait)?;
+        match open_metadata(config, false)? {
+            Metadata::Quorum(runtime, node) => Ok(ControllerOnly {
+                runtime,
+                node,
+                _lock: lock,
+            }),
+            Metadata::Local(_) => Err(StartError::Config(
+                "a controller needs --controller-quorum-voters".to_string(),
+            )),
+        }
+    }
+
+    /// Leaves the quorum's RPCs unanswered and stops Raft.
+    pub fn stop(self) {
+        self.runtime.block_on(self.node.shutdown());
+        self.runtime.shutdown_background();
+    }
+}
+
+/// How often a node waiting for the controller quorum says so.
+const QUORUM_WAIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 fn bind_with_retry<T>(
     addr: SocketAddr,
     name: &str,

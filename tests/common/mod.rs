@@ -11,7 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
+use std::collections::HashMap;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// How long a broker may take to start before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -113,7 +118,8 @@ impl BrokerProcess {
             .args(&extra_args)
             .env(
                 "SLUICE_LOG",
-                std::env::var("SLUICE_TEST_BROKER_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("SLUICE_TEST_BROKER_LOG")
+                    .unwrap_or_else(|_| "info,openraft=off".into()),
             )
             .envs(envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
@@ -462,6 +468,129 @@ fn is_warning_or_error(line: &str) -> bool {
         .take(2)
         .any(|t| t == "WARN" || t == "ERROR");
     level || (line.starts_with("thread '") && line.contains("panicked at"))
+}
+
+/// How long `assert_topic_holds` may take to read a topic back.
+const RECORDS_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn idempotent_producer(broker: &BrokerProcess) -> FutureProducer {
+    broker
+        .client_config()
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `count` records round-robin over the topic's partitions and waits for every
+/// acknowledgement; returns each partition's values in offset order.
+pub async fn produce_acked(
+    broker: &BrokerProcess,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+) -> HashMap<i32, Vec<String>> {
+    let producer = idempotent_producer(broker);
+    let deliveries: Vec<_> = (0..count)
+        .map(|i| {
+            let value = format!("{topic}-{i}");
+            let partition = i as i32 % partitions;
+            let delivery = producer
+                .send_result(
+                    FutureRecord::<(), _>::to(topic)
+                        .partition(partition)
+                        .payload(&value),
+                )
+                .unwrap_or_else(|(error, _)| panic!("record {i} not queued: {error}"));
+            async move { (partition, value, delivery.await) }
+        })
+        .collect();
+    let mut acked: HashMap<i32, Vec<(i64, String)>> = HashMap::new();
+    for (partition, value, delivery) in futures::future::join_all(deliveries).await {
+        let delivered = delivery
+            .expect("the producer was not dropped")
+            .unwrap_or_else(|(error, _)| panic!("{value} not acknowledged: {error}"));
+        assert_eq!(delivered.partition, partition);
+        acked
+            .entry(partition)
+            .or_default()
+            .push((delivered.offset, value));
+    }
+    acked
+        .into_iter()
+        .map(|(partition, mut records)| {
+            records.sort();
+            let offsets: Vec<i64> = records.iter().map(|(offset, _)| *offset).collect();
+            let dense: Vec<i64> = (0..offsets.len() as i64).collect();
+            assert_eq!(
+                offsets, dense,
+                "{topic}/{partition}: acked offsets not dense"
+            );
+            (partition, records.into_iter().map(|(_, v)| v).collect())
+        })
+        .collect()
+}
+
+/// Reads every partition of `topic` from offset 0 and checks it holds exactly `expected`, in
+/// order: nothing lost, nothing twice, nothing else.
+pub fn assert_topic_holds(
+    broker: &BrokerProcess,
+    topic: &str,
+    expected: &HashMap<i32, Vec<String>>,
+) {
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "sluice-assert-topic-holds")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in expected.keys() {
+        assignment
+            .add_partition_offset(topic, *partition, Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let wanted: usize = expected.values().map(Vec::len).sum();
+    let mut read: HashMap<i32, Vec<String>> = HashMap::new();
+    let mut total = 0;
+    let deadline = Instant::now() + RECORDS_TIMEOUT;
+    while total < wanted {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: read {total} of {wanted} acknowledged records"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("no consume error");
+        let values = read.entry(message.partition()).or_default();
+        assert_eq!(
+            message.offset(),
+            values.len() as i64,
+            "{topic}/{}: offsets not dense",
+            message.partition()
+        );
+        values.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+        total += 1;
+    }
+    for (partition, values) in expected {
+        assert_eq!(
+            read.get(partition),
+            Some(values),
+            "{topic}/{partition}: not the acknowledged records in order"
+        );
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *partition, RECORDS_TIMEOUT)
+            .expect("watermarks");
+        assert_eq!(
+            (low, high),
+            (0, values.len() as i64),
+            "{topic}/{partition}: records beyond the acknowledged ones"
+        );
+    }
 }
 
 /// Polls `check` until it returns Some or `timeout` passes.

@@ -44,6 +44,11 @@ pub(crate) enum Request {
     Submit(Vec<u8>),
     /// The leader's applied index once it has made sure it still leads.
     ReadIndex,
+    /// An observer (a broker that is not a controller) asks to be added as a learner.
+    Join {
+        node_id: u64,
+        addr: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,6 +58,7 @@ pub(crate) enum Response {
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     Submit(Result<SubmitReply, SubmitRefusal>),
     ReadIndex(Result<u64, SubmitRefusal>),
+    Join(Result<(), SubmitRefusal>),
 }
 
 /// A forwarded command's result at the leader.
@@ -273,5 +279,8 @@ async fn answer(node: &NodeInner, request: Request) -> Response {
         }
         Request::Submit(command) => Response::Submit(node.submit_forwarded(&command).await),
         Request::ReadIndex => Response::ReadIndex(node.read_index_here().await),
+        Request::Join { node_id, addr } => {
+            Response::Join(node.add_learner_here(node_id, addr).await)
+        }
     }
 }

@@ -38,8 +38,12 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// What a controller needs to join the quorum.
 #[derive(Debug, Clone)]
 pub struct QuorumConfig {
-    /// This controller's id (`--node-id`); one of `voters`.
+    /// This node's id (`--node-id`): a voter's, or an observer's (a broker that is not a
+    /// controller: it gets every record as a Raft learner and forwards its commands).
     pub node_id: u64,
+    /// Where the other nodes reach this one (`--controller-listen`); a voter's must be its
+    /// entry in `voters`.
+    pub addr: String,
     /// Every voter's id and `host:port` (`--controller-quorum-voters`).
     pub voters: BTreeMap<u64, String>,
     /// Where this controller keeps the Raft log, vote and snapshot.
@@ -74,6 +78,22 @@ pub fn parse_voters(text: &str) -> Result<BTreeMap<u64, String>, String> {
     Ok(voters)
 }
 
+/// The cluster id of a quorum: derived from its voters (ids and addresses), so that every
+/// node computes the same one with no formatting step (Kafka's `kafka-storage format
+/// --cluster-id`). A quorum with other voters is another cluster.
+pub fn cluster_id_of_voters(voters: &BTreeMap<u64, String>) -> String {
+    let text: String = voters
+        .iter()
+        .map(|(id, addr)| format!("{id}@{addr},"))
+        .collect();
+    let mut bytes = [0u8; 16];
+    for (seed, chunk) in bytes.chunks_mut(4).enumerate() {
+        let crc = crc32c::crc32c_append(seed as u32, text.as_bytes());
+        chunk.copy_from_slice(&crc.to_le_bytes());
+    }
+    crate::store::base64_url(&bytes)
+}
+
 /// What a controller knows of the quorum, for `/metrics` and `sluice cluster status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumStatus {
@@ -103,18 +123,19 @@ pub struct QuorumNode {
 }
 
 impl QuorumNode {
-    /// Starts the controller on an already bound listener (its address is this node's entry
-    /// in `voters`), and forms the quorum if it never was: every voter proposes the same
-    /// initial membership, which openraft accepts from any of them.
+    /// Starts the node on an already bound listener (at `config.addr`). The voter with the
+    /// lowest id forms the quorum if it never was (so the first start needs it, with a
+    /// majority). An observer asks the leader, in the background, to
+    /// add it as a learner.
     pub async fn start(
         config: QuorumConfig,
         listener: std::net::TcpListener,
     ) -> Result<QuorumNode, MetadataError> {
-        if !config.voters.contains_key(&config.node_id) {
+        let voter = config.voters.contains_key(&config.node_id);
+        if voter && config.voters[&config.node_id] != config.addr {
             return Err(MetadataError::InvalidRequest(format!(
-                "node {} is not one of the controller quorum's voters {:?}",
-                config.node_id,
-                config.voters.keys().collect::<Vec<_>>()
+                "node {} listens for the quorum on {}, but the voters name {} for it",
+                config.node_id, config.addr, config.voters[&config.node_id]
             )));
         }
         let node_id = i32::try_from(config.node_id).map_err(|_| {
@@ -153,20 +174,28 @@ impl QuorumNode {
             leading: Mutex::new(()),
         });
         let server = tokio::spawn(network::serve(listener, inner.clone()));
+        tokio::spawn(log_leader_changes(inner.raft.metrics()));
         let initialized = inner
             .raft
             .is_initialized()
             .await
             .map_err(|e| MetadataError::Failed(e.to_string()))?;
-        if !initialized {
+        if !voter {
+            tokio::spawn(join_as_learner(
+                config.voters.clone(),
+                config.node_id,
+                config.addr.clone(),
+            ));
+        } else if !initialized && config.voters.keys().next() == Some(&config.node_id) {
+            // The voter with the lowest id forms the quorum: two voters proposing the same
+            // first membership at once is safe in openraft, but the loser logs an ERROR.
             let members: BTreeMap<u64, BasicNode> = config
                 .voters
                 .iter()
                 .map(|(id, addr)| (*id, BasicNode::new(addr)))
                 .collect();
-            // Refused when another voter's identical proposal got here first: that is fine.
             if let Err(error) = inner.raft.initialize(members).await {
-                tracing::debug!(%error, "quorum already initialized");
+                tracing::warn!(%error, "could not form the controller quorum");
             }
         }
         Ok(QuorumNode {
@@ -232,10 +261,11 @@ impl QuorumNode {
         }
     }
 
-    /// Waits until this controller's image has everything the quorum had committed when it
-    /// was called (a read barrier: a broker calls it before serving after a start).
-    pub async fn catch_up(&self) -> Result<Arc<MetadataImage>, MetadataError> {
-        let deadline = Instant::now() + SUBMIT_TIMEOUT;
+    /// Waits until this node's image has everything the quorum had committed when it was
+    /// called (a read barrier: a broker calls it before serving after a start); gives up
+    /// after `timeout` without a leader.
+    pub async fn catch_up(&self, timeout: Duration) -> Result<Arc<MetadataImage>, MetadataError> {
+        let deadline = Instant::now() + timeout;
         loop {
             let index = match self.inner.read_index_here().await {
                 Ok(index) => Some(index),
@@ -264,7 +294,7 @@ impl QuorumNode {
             if Instant::now() >= deadline {
                 return Err(MetadataError::QuorumUnavailable(format!(
                     "the controller quorum had no leader for {} s",
-                    SUBMIT_TIMEOUT.as_secs()
+                    timeout.as_secs()
                 )));
             }
             tokio::time::sleep(RETRY_PAUSE).await;
@@ -285,7 +315,7 @@ impl QuorumNode {
     }
 
     /// Stops the RPC server and Raft.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.server.abort();
         let _ = self.inner.raft.shutdown().await;
     }
@@ -371,6 +401,39 @@ impl NodeInner {
         })
     }
 
+    /// Adds an observer as a learner, if this controller leads.
+    pub(crate) async fn add_learner_here(
+        &self,
+        node_id: u64,
+        addr: String,
+    ) -> Result<(), SubmitRefusal> {
+        let _leading = self.leading.lock().await;
+        let known = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .nodes()
+            .any(|(id, node)| *id == node_id && node.addr == addr);
+        if known {
+            return Ok(());
+        }
+        match self
+            .raft
+            .add_learner(node_id, BasicNode::new(addr), false)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(not_leader(forward))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(SubmitRefusal::Failed(42, e.to_string()))
+            }
+            Err(other) => Err(SubmitRefusal::NotLeader(None).or_fatal(&other)),
+        }
+    }
+
     /// The applied index a linearizable read must wait for, if this controller leads.
     pub(crate) async fn read_index_here(&self) -> Result<u64, SubmitRefusal> {
         match self.raft.ensure_linearizable().await {
@@ -392,6 +455,62 @@ impl SubmitRefusal {
             }
             RaftError::APIError(_) => self,
         }
+    }
+}
+
+/// Logs each change of leader this node sees (openraft's own logs are off by default: it
+/// logs every vote at INFO and every failed RPC to a dead peer at ERROR). Ends with Raft.
+async fn log_leader_changes(mut metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>) {
+    let mut known = None;
+    while metrics.changed().await.is_ok() {
+        let (leader, term) = {
+            let now = metrics.borrow_and_update();
+            (now.current_leader, now.current_term)
+        };
+        if leader != known {
+            known = leader;
+            match leader {
+                Some(leader) => tracing::info!(leader, term, "controller quorum leader"),
+                None => tracing::info!(term, "the controller quorum has no leader"),
+            }
+        }
+    }
+}
+
+/// An observer's way into the quorum: asks the voters (then the leader they name) until
+/// the leader has added it as a learner. Runs until it succeeds or the node stops.
+async fn join_as_learner(voters: BTreeMap<u64, String>, node_id: u64, addr: String) {
+    let request = Request::Join {
+        node_id,
+        addr: addr.clone(),
+    };
+    let voters: Vec<(u64, String)> = voters.into_iter().collect();
+    let mut next_voter = 0;
+    // The leader a voter named, asked next.
+    let mut leader: Option<(u64, String)> = None;
+    loop {
+        let (target, target_addr) = leader.take().unwrap_or_else(|| {
+            next_voter += 1;
+            voters[next_voter % voters.len()].clone()
+        });
+        let mut client = PeerClient::new(target, target_addr);
+        match client.call(&request, FORWARD_TIMEOUT).await {
+            Ok(Response::Join(Ok(()))) => {
+                tracing::info!(
+                    leader = target,
+                    "joined the controller quorum as an observer"
+                );
+                return;
+            }
+            Ok(Response::Join(Err(SubmitRefusal::NotLeader(Some((id, node)))))) => {
+                leader = Some((id, node.addr));
+                continue;
+            }
+            // The quorum is still forming (its first membership is not committed yet), or
+            // the voter is down: try again shortly.
+            _ => {}
+        }
+        tokio::time::sleep(RETRY_PAUSE * 4).await;
     }
 }
 
@@ -439,9 +558,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, l)| (i as u64 + 1, l.local_addr().expect("addr").to_string()))
                 .collect();
-            let dirs = (0..size)
-                .map(|_| tempfile::tempdir().expect("tempdir"))
-                .collect();
+            let dirs = vec![tempfile::tempdir().expect("tempdir")];
             let mut cluster = Cluster {
                 dirs,
                 voters,
@@ -456,8 +573,9 @@ mod tests {
         async fn start_node(&mut self, id: u64, listener: std::net::TcpListener) {
             let config = QuorumConfig {
                 node_id: id,
+                addr: listener.local_addr().expect("addr").to_string(),
                 voters: self.voters.clone(),
-                dir: self.dirs[id as usize - 1].path().join("quorum"),
+                dir: self.dirs[0].path().join(format!("quorum-{id}")),
                 cluster_id: "quorum-test-cluster-id".to_string(),
             };
             let node = QuorumNode::start(config, listener).await.expect("start");
@@ -539,6 +657,35 @@ mod tests {
             .expect_err("a second create is refused");
         assert_eq!(refused.kafka_error_code(), 36, "{refused}");
 
+        // An observer (a broker that is no controller) gets every record and forwards its
+        // own changes.
+        let observer_id = 10;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        cluster.start_node(observer_id, listener).await;
+        let observed = cluster.nodes[&observer_id]
+            .catch_up(Duration::from_secs(10))
+            .await
+            .expect("the observer catches up");
+        assert!(observed.topic("orders").is_some());
+        let (image, _) = cluster.nodes[&observer_id]
+            .submit(create_topic("from-observer"))
+            .await
+            .expect("an observer's change");
+        for node in cluster.nodes.values() {
+            assert!(
+                wait_epoch(node, image.epoch)
+                    .await
+                    .topic("from-observer")
+                    .is_some()
+            );
+        }
+        cluster
+            .nodes
+            .remove(&observer_id)
+            .expect("observer")
+            .shutdown()
+            .await;
+
         // The leader dies: a new one is elected and takes changes within seconds.
         let killed_at = Instant::now();
         cluster
@@ -569,7 +716,10 @@ mod tests {
             .await
             .expect("snapshot");
         cluster.restart_node(leader).await;
-        let caught_up = cluster.nodes[&leader].catch_up().await.expect("catch up");
+        let caught_up = cluster.nodes[&leader]
+            .catch_up(Duration::from_secs(10))
+            .await
+            .expect("catch up");
         assert!(caught_up.epoch >= image.epoch);
         assert!(caught_up.topic("orders").is_some());
         assert_eq!(caught_up.next_producer_id, image.next_producer_id);
@@ -584,7 +734,7 @@ mod tests {
         }
         for node in cluster.nodes.values() {
             let image = node
-                .catch_up()
+                .catch_up(Duration::from_secs(10))
                 .await
                 .expect("catch up after a full restart");
             assert!(image.epoch >= epoch);
