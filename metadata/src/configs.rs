@@ -110,6 +110,30 @@ pub enum CompressionType {
     Zstd,
 }
 
+/// `group.consumer.migration.policy`: whether a live group may change protocols (KIP-848's
+/// online migration): a classic group to the consumer protocol when a consumer-protocol
+/// member joins it (upgrade), a consumer group back to classic when its last
+/// consumer-protocol member leaves (downgrade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerGroupMigrationPolicy {
+    Disabled,
+    Upgrade,
+    Downgrade,
+    Bidirectional,
+}
+
+impl ConsumerGroupMigrationPolicy {
+    /// Whether a live classic group may become a consumer group.
+    pub fn upgrade_enabled(self) -> bool {
+        matches!(self, Self::Upgrade | Self::Bidirectional)
+    }
+
+    /// Whether a live consumer group may become a classic group.
+    pub fn downgrade_enabled(self) -> bool {
+        matches!(self, Self::Downgrade | Self::Bidirectional)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CleanupPolicy {
     pub delete: bool,
@@ -166,6 +190,8 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     /// How long a consumer-protocol member may go without a heartbeat before it is removed.
     pub group_consumer_session_timeout_ms: i32,
+    /// Whether live groups change protocols (KIP-848's online migration).
+    pub group_consumer_migration_policy: ConsumerGroupMigrationPolicy,
     pub max_incremental_fetch_session_cache_slots: i32,
 }
 
@@ -452,6 +478,17 @@ pub fn effective_broker_config(broker_configs: &BTreeMap<String, String>) -> Bro
         group_max_session_timeout_ms: int("group.max.session.timeout.ms"),
         group_consumer_heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms"),
         group_consumer_session_timeout_ms: int("group.consumer.session.timeout.ms"),
+        // Kafka parses it case-insensitively, and an unknown name as disabled.
+        group_consumer_migration_policy: match get("group.consumer.migration.policy")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "bidirectional" => ConsumerGroupMigrationPolicy::Bidirectional,
+            "upgrade" => ConsumerGroupMigrationPolicy::Upgrade,
+            "downgrade" => ConsumerGroupMigrationPolicy::Downgrade,
+            _ => ConsumerGroupMigrationPolicy::Disabled,
+        },
         max_incremental_fetch_session_cache_slots: int("max.incremental.fetch.session.cache.slots"),
     }
 }
@@ -478,6 +515,8 @@ enum Validator {
     LongAtLeast(i64),
     DoubleBetween(f64, f64),
     OneOf(&'static [&'static str]),
+    /// One of these, in any case (Kafka's `CaseInsensitiveValidString`).
+    OneOfIgnoringCase(&'static [&'static str]),
     /// Comma-separated list, non-empty, every item one of these.
     ListOf(&'static [&'static str]),
     /// Only the default value (compared as the config's type) is accepted: Sluice has
@@ -581,12 +620,17 @@ impl ConfigDef {
                 }
             }
             ConfigType::String => {
-                if let Validator::OneOf(allowed) = self.validator
-                    && !allowed.contains(&trimmed)
-                {
+                let (names, allowed): (&[&str], bool) = match self.validator {
+                    Validator::OneOf(names) => (names, names.contains(&trimmed)),
+                    Validator::OneOfIgnoringCase(names) => {
+                        (names, names.iter().any(|n| n.eq_ignore_ascii_case(trimmed)))
+                    }
+                    _ => (&[], true),
+                };
+                if !allowed {
                     return Err(invalid(format!(
                         "String must be one of: {}",
-                        allowed.join(", ")
+                        names.join(", ")
                     )));
                 }
             }
@@ -690,6 +734,7 @@ fn parse_compression_type(value: &str) -> CompressionType {
 const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
 const CLEANUP_POLICIES: &[&str] = &["compact", "delete"];
 const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
+const MIGRATION_POLICIES: &[&str] = &["disabled", "upgrade", "downgrade", "bidirectional"];
 const LONG_MAX: &str = "9223372036854775807";
 /// Why the offset-index configs take only their defaults.
 const OBJECT_INDEX_FIXED: &str = "Sluice has no offset index files; its objects index data blocks of about 1 MiB of one partition, a size the broker fixes (DATA_BLOCK_BYTES_TARGET)";
@@ -984,6 +1029,14 @@ const BROKER_CONFIGS: &[ConfigDef] = &[
         documentation: "The heartbeat interval given to the members of a consumer group (the consumer group protocol, KIP-848).",
     },
     ConfigDef {
+        name: "group.consumer.migration.policy",
+        config_type: ConfigType::String,
+        default: Some("bidirectional"),
+        validator: Validator::OneOfIgnoringCase(MIGRATION_POLICIES),
+        synonyms: &[],
+        documentation: "The config that enables converting the non-empty classic group using the consumer embedded protocol to the non-empty consumer group using the consumer group protocol and vice versa; conversions of empty groups in both directions are always enabled regardless of this policy. bidirectional: both upgrade from classic group to consumer group and downgrade from consumer group to classic group are enabled, upgrade: only upgrade is enabled, downgrade: only downgrade is enabled, disabled: neither upgrade nor downgrade is enabled.",
+    },
+    ConfigDef {
         name: "group.consumer.session.timeout.ms",
         config_type: ConfigType::Int,
         default: Some("45000"),
@@ -1265,6 +1318,15 @@ mod tests {
         ]);
         let error = validate_broker_configs(&consumer).unwrap_err();
         assert_eq!(error.name, "group.consumer.heartbeat.interval.ms");
+        assert!(validate_broker_config("group.consumer.migration.policy", "UPGRADE").is_ok());
+        assert!(validate_broker_config("group.consumer.migration.policy", "sideways").is_err());
+        let policy = |value: &str| {
+            effective_broker_config(&map(&[("group.consumer.migration.policy", value)]))
+                .group_consumer_migration_policy
+        };
+        assert_eq!(policy("Upgrade"), ConsumerGroupMigrationPolicy::Upgrade);
+        assert_eq!(policy("disabled"), ConsumerGroupMigrationPolicy::Disabled);
+        assert!(!policy("downgrade").upgrade_enabled() && policy("downgrade").downgrade_enabled());
         let defaults = effective_broker_config(&BTreeMap::new());
         assert_eq!(
             (
@@ -1272,6 +1334,10 @@ mod tests {
                 defaults.group_consumer_session_timeout_ms
             ),
             (5000, 45000)
+        );
+        assert_eq!(
+            defaults.group_consumer_migration_policy,
+            ConsumerGroupMigrationPolicy::Bidirectional
         );
     }
 
