@@ -462,6 +462,10 @@ impl ConsumerGroup {
             || state == MemberState::UnrevokedPartitions
             || (state == MemberState::UnreleasedPartitions && !waiting)
         {
+            // Kafka's join timeout: a member that kept heartbeating without rejoining would
+            // hold its partitions for good; it has its rebalance timeout to rejoin.
+            let timeout = Duration::from_millis(member.rebalance_timeout_ms.max(0) as u64);
+            member.revocation_deadline.get_or_insert(now + timeout);
             ErrorCode::RebalanceInProgress
         } else {
             ErrorCode::None
@@ -1022,6 +1026,34 @@ mod tests {
         assert_eq!(
             consumer.validate_offset_commit(&first.member_id, joined.generation_id + 1, 9, false),
             Err(ErrorCode::IllegalGeneration)
+        );
+        // Told to rejoin (the group epoch moved), it has its rebalance timeout to do so.
+        consumer.group_epoch += 1;
+        assert_eq!(
+            consumer.classic_heartbeat(&first.member_id, None, joined.generation_id, now),
+            ErrorCode::RebalanceInProgress
+        );
+        // Heartbeating on without rejoining keeps its session, not its partitions.
+        let beat = now + Duration::from_secs(50);
+        assert_eq!(
+            consumer.classic_heartbeat(&first.member_id, None, joined.generation_id, beat),
+            ErrorCode::RebalanceInProgress
+        );
+        let session = Duration::from_secs(45);
+        let in_time = now + Duration::from_millis(59_999);
+        assert!(
+            !consumer
+                .expired(in_time, session)
+                .contains(&first.member_id)
+        );
+        let late = now + Duration::from_millis(60_000);
+        assert!(consumer.expired(late, session).contains(&first.member_id));
+        let rejoined = consumer.classic_join(rejoin(&first.member_id, &[]), &image, now, 10);
+        assert_eq!(rejoined.error_code, 0);
+        assert!(
+            consumer.members[&first.member_id]
+                .revocation_deadline
+                .is_none()
         );
         assert_eq!(
             consumer.classic_leave(&first.member_id, None),

@@ -99,7 +99,8 @@ pub struct ConsumerMember {
     pub current: CurrentAssignment,
     /// Last heartbeat, for the session timeout.
     pub last_seen: Instant,
-    /// When a member asked to revoke partitions must have done so (its rebalance timeout).
+    /// When a member asked to revoke partitions (a classic member: to rejoin) must have done
+    /// so (its rebalance timeout); past it, the member is removed.
     pub revocation_deadline: Option<Instant>,
     /// The existing topics its subscription resolves to, as of the last metadata refresh.
     resolved_topics: BTreeSet<TopicId>,
