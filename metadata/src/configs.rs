@@ -800,6 +800,9 @@ const TOPIC_CONFIGS: &[ConfigDef] = &[
         synonyms: &[same("log.segment.delete.delay.ms")],
         documentation: "The time to wait before deleting a file from the filesystem.",
     },
+    // flush.*: accepted whatever the value, because every value is already kept; the
+    // simulator (shards/tests/sim, `a_disk_that_acks_syncs_it_did_not_do_is_caught`) checks
+    // that no batch is acknowledged before the WAL sync that holds it.
     ConfigDef {
         name: "flush.messages",
         config_type: ConfigType::Long,
