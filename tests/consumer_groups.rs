@@ -951,23 +951,38 @@ fn consumer_protocol_coordinator_refuses_fences_and_hands_partitions_over_as_kaf
         (0, "Dead"),
         "not a classic group"
     );
-    let Response::JoinGroup(join) = client.call(
-        5,
-        Request::JoinGroup(JoinGroupRequest {
-            group_id: CONSUMER_GROUP.into(),
-            session_timeout_ms: 10_000,
-            rebalance_timeout_ms: 10_000,
-            protocol_type: "consumer".into(),
-            protocols: vec![JoinGroupRequestProtocol {
-                name: "range".into(),
-                metadata: bytes::Bytes::new(),
-            }],
-            ..Default::default()
-        }),
-    ) else {
-        panic!("a JoinGroup response");
+    // A classic member may join a live consumer group (online migration) when it speaks the
+    // consumer embedded protocol, with a subscription that parses, as in Kafka.
+    let classic_join = |client: &mut RawClient, member_id: &str, protocol_type: &str| {
+        let Response::JoinGroup(join) = client.call(
+            5,
+            Request::JoinGroup(JoinGroupRequest {
+                group_id: CONSUMER_GROUP.into(),
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 10_000,
+                member_id: member_id.into(),
+                protocol_type: protocol_type.into(),
+                protocols: vec![JoinGroupRequestProtocol {
+                    name: "range".into(),
+                    metadata: bytes::Bytes::new(),
+                }],
+                ..Default::default()
+            }),
+        ) else {
+            panic!("a JoinGroup response");
+        };
+        join
     };
+    let join = classic_join(&mut client, "", "connect");
     assert_eq!(join.error_code, ErrorCode::InconsistentGroupProtocol.code());
+    let join = classic_join(&mut client, "", "consumer");
+    assert_eq!(join.error_code, ErrorCode::MemberIdRequired.code());
+    let join = classic_join(&mut client, &join.member_id, "consumer");
+    assert_eq!(
+        join.error_code,
+        ErrorCode::InconsistentGroupProtocol.code(),
+        "an empty subscription does not parse"
+    );
     let delete = |client: &mut RawClient| -> i16 {
         let Response::DeleteGroups(deleted) = client.call(
             2,
@@ -1187,4 +1202,105 @@ fn consumer_protocol_regex_subscriptions_the_member_cap_and_offset_delete() {
     let rejoined = consumer_heartbeat(&mut client, by_regex("r1", "hand.*"));
     assert_eq!((rejoined.error_code, rejoined.member_epoch), (0, 1));
     assert_eq!(fetch_v9(&mut client, "r1", 1, 0), (0, 10));
+}
+
+/// ConsumerGroupDescribe of `group`: (error code, number of members).
+fn consumer_group_members(broker: &BrokerProcess, group: &str) -> (i16, usize) {
+    let mut client = RawClient::connect(broker);
+    let Response::ConsumerGroupDescribe(described) = client.call(
+        0,
+        Request::ConsumerGroupDescribe(ConsumerGroupDescribeRequest {
+            group_ids: vec![group.into()],
+            include_authorized_operations: false,
+        }),
+    ) else {
+        panic!("a ConsumerGroupDescribe response");
+    };
+    let group = &described.groups[0];
+    (group.error_code, group.members.len())
+}
+
+/// Online migration (KIP-848, `group.consumer.migration.policy`): a consumer-protocol member
+/// joins a live classic group (cooperative-sticky, as in a rolling upgrade), which becomes a
+/// consumer group whose classic members stay and hand it partitions through their rebalances;
+/// when it leaves, the group is classic again and the classic members share every partition.
+/// With the policy `disabled`, such a member is refused GROUP_ID_NOT_FOUND.
+#[test]
+fn a_live_classic_group_upgrades_to_the_consumer_protocol_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with(
+        dir.path(),
+        "2",
+        &[("group.consumer.heartbeat.interval.ms", "200")],
+    );
+    create_topic(&broker, "migrating", 4);
+    let classic = |group: &str| {
+        member_config(
+            &broker,
+            group,
+            &[("partition.assignment.strategy", "cooperative-sticky")],
+        )
+    };
+    let a = Member::start(classic("rolling"), "migrating");
+    let b = Member::start(classic("rolling"), "migrating");
+    wait_for_split(&[&a, &b], 4, 0);
+    assert_eq!(
+        consumer_group_members(&broker, "rolling").0,
+        ErrorCode::GroupIdNotFound.code(),
+        "a classic group"
+    );
+
+    let modern = Member::start(consumer_protocol_config(&broker, "rolling"), "migrating");
+    wait_for_split(&[&a, &b, &modern], 4, 0);
+    assert_eq!(consumer_group_members(&broker, "rolling"), (0, 3));
+    let (a_reads, b_reads, modern_reads) = (
+        a.received.clone(),
+        b.received.clone(),
+        modern.received.clone(),
+    );
+    produce(&broker, "migrating", 4, 50);
+    wait_for_records(&[&a_reads, &b_reads, &modern_reads], 200);
+    assert!(
+        !modern_reads.lock().unwrap().is_empty(),
+        "the upgraded member read"
+    );
+
+    // The last consumer-protocol member leaves: a classic group again, rebalanced.
+    modern.close();
+    wait_for_split(&[&a, &b], 4, 0);
+    wait_for(TIMEOUT, || {
+        (consumer_group_members(&broker, "rolling").0 == ErrorCode::GroupIdNotFound.code())
+            .then_some(())
+    })
+    .expect("downgraded to a classic group");
+    a.close();
+    b.close();
+
+    let admin: AdminClient<DefaultClientContext> = broker.client_config().create().unwrap();
+    let disabled = AlterConfig::new(ResourceSpecifier::Broker(0))
+        .set("group.initial.rebalance.delay.ms", "0")
+        .set("group.consumer.heartbeat.interval.ms", "200")
+        .set("group.consumer.migration.policy", "disabled");
+    let altered = runtime()
+        .block_on(admin.alter_configs(&[disabled], &AdminOptions::new()))
+        .unwrap();
+    assert!(altered[0].is_ok(), "{altered:?}");
+    let frozen = Member::start(classic("frozen"), "migrating");
+    wait_for_split(&[&frozen], 4, 0);
+    let mut client = RawClient::connect(&broker);
+    let refused = consumer_heartbeat(
+        &mut client,
+        ConsumerGroupHeartbeatRequest {
+            group_id: "frozen".into(),
+            ..joining("cafe0000000000000000000000000001", "migrating")
+        },
+    );
+    assert_eq!(
+        refused.error_code,
+        ErrorCode::GroupIdNotFound.code(),
+        "{refused:?}"
+    );
+    assert_eq!(frozen.assignment().len(), 4, "the classic group goes on");
+    frozen.close();
+    broker.check_log();
 }

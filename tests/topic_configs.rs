@@ -1,8 +1,10 @@
 //! Topic configs that change how batches are stored, applied as Kafka applies them:
 //! compression.type recompresses batches whose codec differs (a consumer reads the same
 //! records), and "producer" keeps each batch as sent; a compacted topic refuses records
-//! without a key, and its log cleaner keeps the latest record per key. And the broker's
-//! loggers (BROKER_LOGGER), whose levels change at run time.
+//! without a key, and its log cleaner keeps the latest record per key; segment.ms and
+//! segment.bytes upload a partition early (Sluice's roll), and the configs Sluice has no
+//! meaning for take only their defaults. And the broker's loggers (BROKER_LOGGER), whose
+//! levels change at run time.
 
 mod common;
 
@@ -386,5 +388,184 @@ fn log_levels_change_at_run_time_through_incremental_alter_configs() {
         alter(&mut client, "root", 1, None),
         ErrorCode::InvalidRequest.code()
     );
+    broker.check_log();
+}
+
+/// Stream Set Objects in the broker's local object store (`DATA_DIR/objects`): one more for
+/// each upload of small data. Compaction makes none (it splits them into Stream Objects) and
+/// deletes one only after `--object-delete-delay-ms` (60 s), so the count grows by uploads.
+fn objects_in(data_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(data_dir.join("objects").join("sso"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+/// One uncompressed batch of one record with a `value_bytes` value.
+fn batch_of(value_bytes: usize) -> Bytes {
+    let mut builder = RecordBatchBuilder::new(Compression::None);
+    builder.append(1_000, Some(b"k"), Some(&vec![b'v'; value_bytes]), &[]);
+    builder.build().expect("a batch")
+}
+
+/// segment.ms and segment.bytes roll a partition as Kafka rolls a segment: its data leaves
+/// the WAL for objects (an upload) that long after it was written, or once that much of it
+/// waits, whatever the broker's own upload interval (here ten minutes) and size.
+#[test]
+fn segment_ms_and_segment_bytes_upload_a_partitions_data_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        dir.path(),
+        &["--shards", "1", "--upload-interval-ms", "600000"],
+    );
+    let mut client = RawClient::connect(&broker);
+    client.create_topic("by-bytes", 1, &[("segment.bytes", "4096")]);
+    client.create_topic("by-time", 1, &[("segment.ms", "200")]);
+    assert_eq!(objects_in(dir.path()), 0);
+
+    assert_eq!(client.produce("by-bytes", 0, None, batch_of(5_000)), (0, 0));
+    wait_for(Duration::from_secs(30), || {
+        (objects_in(dir.path()) > 0).then_some(())
+    })
+    .expect("segment.bytes uploads the partition once 4096 bytes wait");
+    let uploaded = objects_in(dir.path());
+
+    let written = Instant::now();
+    assert_eq!(client.produce("by-time", 0, None, batch_of(10)), (0, 0));
+    let rolled = wait_for(Duration::from_secs(30), || {
+        (objects_in(dir.path()) > uploaded).then(|| written.elapsed())
+    })
+    .expect("segment.ms uploads the partition");
+    eprintln!("segment.ms=200 uploaded after {rolled:?}");
+    assert!(rolled >= Duration::from_millis(150), "{rolled:?}");
+    broker.check_log();
+}
+
+/// The offset-index configs take only their defaults (Sluice's object index is not
+/// configurable), refused with INVALID_CONFIG naming them at CreateTopics, AlterConfigs and
+/// IncrementalAlterConfigs. The configs whose every value Sluice satisfies are accepted.
+#[test]
+fn configs_without_a_meaning_take_only_their_defaults() {
+    use sluice_net::messages::alter_configs_request::{self as alter, AlterConfigsRequest};
+    use sluice_net::messages::create_topics_request::{
+        CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+    };
+    use sluice_net::messages::incremental_alter_configs_request::{
+        self as incremental, IncrementalAlterConfigsRequest,
+    };
+    use sluice_net::{Request, Response};
+    const RESOURCE_TOPIC: i8 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    let mut client = RawClient::connect(&broker);
+    let create = |client: &mut RawClient, name: &str, config: (&str, &str)| {
+        let Response::CreateTopics(created) = client.call(
+            7,
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreatableTopic {
+                    name: name.into(),
+                    num_partitions: 1,
+                    replication_factor: 1,
+                    configs: vec![CreatableTopicConfig {
+                        name: config.0.into(),
+                        value: Some(config.1.into()),
+                    }],
+                    ..Default::default()
+                }],
+                timeout_ms: 10_000,
+                validate_only: false,
+            }),
+        ) else {
+            panic!("a CreateTopics response");
+        };
+        let topic = &created.topics[0];
+        (
+            topic.error_code,
+            topic.error_message.clone().unwrap_or_default(),
+        )
+    };
+    let alter = |client: &mut RawClient, config: (&str, &str)| {
+        let Response::AlterConfigs(altered) = client.call(
+            1,
+            Request::AlterConfigs(AlterConfigsRequest {
+                resources: vec![alter::AlterConfigsResource {
+                    resource_type: RESOURCE_TOPIC,
+                    resource_name: "plain".into(),
+                    configs: vec![alter::AlterableConfig {
+                        name: config.0.into(),
+                        value: Some(config.1.into()),
+                    }],
+                }],
+                validate_only: false,
+            }),
+        ) else {
+            panic!("an AlterConfigs response");
+        };
+        let answer = &altered.responses[0];
+        (
+            answer.error_code,
+            answer.error_message.clone().unwrap_or_default(),
+        )
+    };
+    let alter_incrementally = |client: &mut RawClient, config: (&str, &str)| {
+        let Response::IncrementalAlterConfigs(altered) = client.call(
+            1,
+            Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest {
+                resources: vec![incremental::AlterConfigsResource {
+                    resource_type: RESOURCE_TOPIC,
+                    resource_name: "plain".into(),
+                    configs: vec![incremental::AlterableConfig {
+                        name: config.0.into(),
+                        config_operation: 0,
+                        value: Some(config.1.into()),
+                    }],
+                }],
+                validate_only: false,
+            }),
+        ) else {
+            panic!("an IncrementalAlterConfigs response");
+        };
+        let answer = &altered.responses[0];
+        (
+            answer.error_code,
+            answer.error_message.clone().unwrap_or_default(),
+        )
+    };
+    client.create_topic("plain", 1, &[]);
+    let invalid = ErrorCode::InvalidConfig.code();
+    for (name, default, other) in [
+        ("index.interval.bytes", "4096", "1024"),
+        ("segment.index.bytes", "10485760", "1048576"),
+    ] {
+        for (how, (code, message)) in [
+            (
+                "CreateTopics",
+                create(&mut client, "refused", (name, other)),
+            ),
+            ("AlterConfigs", alter(&mut client, (name, other))),
+            (
+                "IncrementalAlterConfigs",
+                alter_incrementally(&mut client, (name, other)),
+            ),
+        ] {
+            assert_eq!(code, invalid, "{how} {name}={other}");
+            assert!(
+                message.contains(name) && message.contains("only the default"),
+                "{how}: {message}"
+            );
+        }
+        // The default, as Kafka Streams and admin tools echo it back, is taken.
+        assert_eq!(alter_incrementally(&mut client, (name, default)).0, 0);
+        assert_eq!(create(&mut client, name, (name, default)).0, 0);
+    }
+    for config in [
+        ("flush.messages", "1"),
+        ("flush.ms", "0"),
+        ("preallocate", "true"),
+        ("message.downconversion.enable", "false"),
+        ("unclean.leader.election.enable", "true"),
+    ] {
+        assert_eq!(create(&mut client, config.0, config).0, 0, "{config:?}");
+        assert_eq!(alter(&mut client, config).0, 0, "{config:?}");
+    }
     broker.check_log();
 }

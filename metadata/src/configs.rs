@@ -110,6 +110,30 @@ pub enum CompressionType {
     Zstd,
 }
 
+/// `group.consumer.migration.policy`: whether a live group may change protocols (KIP-848's
+/// online migration): a classic group to the consumer protocol when a consumer-protocol
+/// member joins it (upgrade), a consumer group back to classic when its last
+/// consumer-protocol member leaves (downgrade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerGroupMigrationPolicy {
+    Disabled,
+    Upgrade,
+    Downgrade,
+    Bidirectional,
+}
+
+impl ConsumerGroupMigrationPolicy {
+    /// Whether a live classic group may become a consumer group.
+    pub fn upgrade_enabled(self) -> bool {
+        matches!(self, Self::Upgrade | Self::Bidirectional)
+    }
+
+    /// Whether a live consumer group may become a classic group.
+    pub fn downgrade_enabled(self) -> bool {
+        matches!(self, Self::Downgrade | Self::Bidirectional)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CleanupPolicy {
     pub delete: bool,
@@ -129,6 +153,7 @@ pub struct TopicConfig {
     pub max_message_bytes: i32,
     pub segment_bytes: i32,
     pub segment_ms: i64,
+    pub segment_jitter_ms: i64,
     pub timestamp_type: TimestampType,
     /// Effective `message.timestamp.before.max.ms` (falls back to the
     /// deprecated `message.timestamp.difference.max.ms` when only that is set).
@@ -165,6 +190,8 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     /// How long a consumer-protocol member may go without a heartbeat before it is removed.
     pub group_consumer_session_timeout_ms: i32,
+    /// Whether live groups change protocols (KIP-848's online migration).
+    pub group_consumer_migration_policy: ConsumerGroupMigrationPolicy,
     pub max_incremental_fetch_session_cache_slots: i32,
 }
 
@@ -377,6 +404,7 @@ pub fn effective_topic_config(
         max_message_bytes: int("max.message.bytes"),
         segment_bytes: int("segment.bytes"),
         segment_ms: long("segment.ms"),
+        segment_jitter_ms: long("segment.jitter.ms"),
         timestamp_type: if get("message.timestamp.type").trim() == "LogAppendTime" {
             TimestampType::LogAppendTime
         } else {
@@ -450,6 +478,17 @@ pub fn effective_broker_config(broker_configs: &BTreeMap<String, String>) -> Bro
         group_max_session_timeout_ms: int("group.max.session.timeout.ms"),
         group_consumer_heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms"),
         group_consumer_session_timeout_ms: int("group.consumer.session.timeout.ms"),
+        // Kafka parses it case-insensitively, and an unknown name as disabled.
+        group_consumer_migration_policy: match get("group.consumer.migration.policy")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "bidirectional" => ConsumerGroupMigrationPolicy::Bidirectional,
+            "upgrade" => ConsumerGroupMigrationPolicy::Upgrade,
+            "downgrade" => ConsumerGroupMigrationPolicy::Downgrade,
+            _ => ConsumerGroupMigrationPolicy::Disabled,
+        },
         max_incremental_fetch_session_cache_slots: int("max.incremental.fetch.session.cache.slots"),
     }
 }
@@ -476,8 +515,14 @@ enum Validator {
     LongAtLeast(i64),
     DoubleBetween(f64, f64),
     OneOf(&'static [&'static str]),
+    /// One of these, in any case (Kafka's `CaseInsensitiveValidString`).
+    OneOfIgnoringCase(&'static [&'static str]),
     /// Comma-separated list, non-empty, every item one of these.
     ListOf(&'static [&'static str]),
+    /// Only the default value (compared as the config's type) is accepted: Sluice has
+    /// nothing the config could set, and accepting other values would claim it did. The
+    /// text says why, in the INVALID_CONFIG message.
+    DefaultOnly(&'static str),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -575,12 +620,17 @@ impl ConfigDef {
                 }
             }
             ConfigType::String => {
-                if let Validator::OneOf(allowed) = self.validator
-                    && !allowed.contains(&trimmed)
-                {
+                let (names, allowed): (&[&str], bool) = match self.validator {
+                    Validator::OneOf(names) => (names, names.contains(&trimmed)),
+                    Validator::OneOfIgnoringCase(names) => {
+                        (names, names.iter().any(|n| n.eq_ignore_ascii_case(trimmed)))
+                    }
+                    _ => (&[], true),
+                };
+                if !allowed {
                     return Err(invalid(format!(
                         "String must be one of: {}",
-                        allowed.join(", ")
+                        names.join(", ")
                     )));
                 }
             }
@@ -597,7 +647,30 @@ impl ConfigDef {
             }
             _ => {}
         }
+        if let Validator::DefaultOnly(reason) = self.validator
+            && !self.is_default_value(trimmed)
+        {
+            return Err(invalid(format!(
+                "Sluice accepts only the default value {}: {reason}",
+                self.default.unwrap_or("")
+            )));
+        }
         Ok(())
+    }
+
+    /// Whether `value` (already of the config's type) is the default, as that type compares:
+    /// `4096` and `+4096` are one INT, `TRUE` and `true` one BOOLEAN.
+    fn is_default_value(&self, value: &str) -> bool {
+        let Some(default) = self.default else {
+            return false;
+        };
+        match self.config_type {
+            ConfigType::Int | ConfigType::Long => {
+                value.parse::<i64>().ok() == default.parse::<i64>().ok()
+            }
+            ConfigType::Boolean => value.eq_ignore_ascii_case(default),
+            _ => value == default,
+        }
     }
 }
 
@@ -661,7 +734,10 @@ fn parse_compression_type(value: &str) -> CompressionType {
 const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
 const CLEANUP_POLICIES: &[&str] = &["compact", "delete"];
 const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
+const MIGRATION_POLICIES: &[&str] = &["disabled", "upgrade", "downgrade", "bidirectional"];
 const LONG_MAX: &str = "9223372036854775807";
+/// Why the offset-index configs take only their defaults.
+const OBJECT_INDEX_FIXED: &str = "Sluice has no offset index files; its objects index data blocks of about 1 MiB of one partition, a size the broker fixes (DATA_BLOCK_BYTES_TARGET)";
 
 const fn same(name: &'static str) -> Synonym {
     Synonym {
@@ -724,13 +800,16 @@ const TOPIC_CONFIGS: &[ConfigDef] = &[
         synonyms: &[same("log.segment.delete.delay.ms")],
         documentation: "The time to wait before deleting a file from the filesystem.",
     },
+    // flush.*: accepted whatever the value, because every value is already kept; the
+    // simulator (shards/tests/sim, `a_disk_that_acks_syncs_it_did_not_do_is_caught`) checks
+    // that no batch is acknowledged before the WAL sync that holds it.
     ConfigDef {
         name: "flush.messages",
         config_type: ConfigType::Long,
         default: Some(LONG_MAX),
         validator: Validator::LongAtLeast(1),
         synonyms: &[same("log.flush.interval.messages")],
-        documentation: "The number of messages written to a log partition before we force an fsync on the log. Sluice persists every acknowledged batch through its WAL regardless.",
+        documentation: "The number of messages written to a log partition before we force an fsync on the log. Every value is satisfied: Sluice acknowledges a batch only once the WAL write holding it is synced (O_DIRECT, then fdatasync or O_DSYNC), as if flush.messages were 1.",
     },
     ConfigDef {
         name: "flush.ms",
@@ -738,15 +817,15 @@ const TOPIC_CONFIGS: &[ConfigDef] = &[
         default: Some(LONG_MAX),
         validator: Validator::LongAtLeast(0),
         synonyms: &[same("log.flush.interval.ms")],
-        documentation: "The maximum time a message may sit in the log before an fsync. Sluice persists every acknowledged batch through its WAL regardless.",
+        documentation: "The maximum time a message may sit in the log before an fsync. Every value is satisfied: Sluice acknowledges a batch only once the WAL write holding it is synced (O_DIRECT, then fdatasync or O_DSYNC), as if flush.ms were 0.",
     },
     ConfigDef {
         name: "index.interval.bytes",
         config_type: ConfigType::Int,
         default: Some("4096"),
-        validator: Validator::IntAtLeast(0),
+        validator: Validator::DefaultOnly(OBJECT_INDEX_FIXED),
         synonyms: &[same("log.index.interval.bytes")],
-        documentation: "How frequently an entry is added to the offset index.",
+        documentation: "How frequently an entry is added to the offset index. Sluice accepts only the default: its objects index data blocks of about 1 MiB of one partition, a size the broker fixes.",
     },
     ConfigDef {
         name: "local.retention.bytes",
@@ -786,7 +865,7 @@ const TOPIC_CONFIGS: &[ConfigDef] = &[
         default: Some("true"),
         validator: Validator::None,
         synonyms: &[same("log.message.downconversion.enable")],
-        documentation: "Whether down-conversion of message formats is enabled to satisfy consume requests.",
+        documentation: "Whether down-conversion of message formats is enabled to satisfy consume requests. Every value is satisfied: Sluice offers only Fetch v4 and later, which read message format v2 as stored, so no consume request ever needs a down-conversion.",
     },
     ConfigDef {
         name: "message.timestamp.after.max.ms",
@@ -850,7 +929,7 @@ const TOPIC_CONFIGS: &[ConfigDef] = &[
         default: Some("false"),
         validator: Validator::None,
         synonyms: &[same("log.preallocate")],
-        documentation: "True if we should preallocate the file on disk when creating a new log segment.",
+        documentation: "True if we should preallocate the file on disk when creating a new log segment. Every value is satisfied as far as Sluice has files: a topic's newest data is in the shard's WAL, preallocated when it is created, and its older data in objects written whole.",
     },
     ConfigDef {
         name: "remote.storage.enable",
@@ -882,15 +961,15 @@ const TOPIC_CONFIGS: &[ConfigDef] = &[
         default: Some("1073741824"),
         validator: Validator::IntAtLeast(14),
         synonyms: &[same("log.segment.bytes")],
-        documentation: "The segment file size for the log. Retention and cleaning is always done a file at a time.",
+        documentation: "The segment file size for the log. In Sluice a partition is uploaded from the WAL (its roll) once this many of its bytes wait for an upload, and compaction merges its Stream Objects up to this size at most; retention and cleaning act on whole objects.",
     },
     ConfigDef {
         name: "segment.index.bytes",
         config_type: ConfigType::Int,
         default: Some("10485760"),
-        validator: Validator::IntAtLeast(4),
+        validator: Validator::DefaultOnly(OBJECT_INDEX_FIXED),
         synonyms: &[same("log.index.size.max.bytes")],
-        documentation: "The size of the index that maps offsets to file positions.",
+        documentation: "The size of the index that maps offsets to file positions. Sluice accepts only the default: an object's index has one entry per data block and grows with the object, which segment.bytes bounds.",
     },
     ConfigDef {
         name: "segment.jitter.ms",
@@ -898,7 +977,7 @@ const TOPIC_CONFIGS: &[ConfigDef] = &[
         default: Some("0"),
         validator: Validator::LongAtLeast(0),
         synonyms: &[same("log.roll.jitter.ms")],
-        documentation: "The maximum random jitter subtracted from the scheduled segment roll time.",
+        documentation: "The maximum random jitter subtracted from the scheduled segment roll time. In Sluice each partition takes a fixed part of it, below min(segment.jitter.ms, segment.ms), from its upload deadline.",
     },
     ConfigDef {
         name: "segment.ms",
@@ -906,7 +985,7 @@ const TOPIC_CONFIGS: &[ConfigDef] = &[
         default: Some("604800000"),
         validator: Validator::LongAtLeast(1),
         synonyms: SEGMENT_MS_SYNONYMS,
-        documentation: "The period of time after which the log is forced to roll even if the segment file isn't full.",
+        documentation: "The period of time after which the log is forced to roll even if the segment file isn't full. In Sluice a partition's data is uploaded from the WAL (its roll) at most this long after it was written, sooner than the broker's --upload-interval-ms when smaller.",
     },
     ConfigDef {
         name: "unclean.leader.election.enable",
@@ -914,7 +993,7 @@ const TOPIC_CONFIGS: &[ConfigDef] = &[
         default: Some("false"),
         validator: Validator::None,
         synonyms: &[same("unclean.leader.election.enable")],
-        documentation: "Indicates whether to enable replicas not in the ISR set to be elected as leader as a last resort.",
+        documentation: "Indicates whether to enable replicas not in the ISR set to be elected as leader as a last resort. Every value is satisfied: Sluice keeps one copy of a partition, so there is never a replica out of sync to elect, cleanly or not.",
     },
 ];
 
@@ -951,6 +1030,14 @@ const BROKER_CONFIGS: &[ConfigDef] = &[
         validator: Validator::IntAtLeast(1),
         synonyms: &[],
         documentation: "The heartbeat interval given to the members of a consumer group (the consumer group protocol, KIP-848).",
+    },
+    ConfigDef {
+        name: "group.consumer.migration.policy",
+        config_type: ConfigType::String,
+        default: Some("bidirectional"),
+        validator: Validator::OneOfIgnoringCase(MIGRATION_POLICIES),
+        synonyms: &[],
+        documentation: "The config that enables converting the non-empty classic group using the consumer embedded protocol to the non-empty consumer group using the consumer group protocol and vice versa; conversions of empty groups in both directions are always enabled regardless of this policy. bidirectional: both upgrade from classic group to consumer group and downgrade from consumer group to classic group are enabled, upgrade: only upgrade is enabled, downgrade: only downgrade is enabled, disabled: neither upgrade nor downgrade is enabled.",
     },
     ConfigDef {
         name: "group.consumer.session.timeout.ms",
@@ -1118,7 +1205,7 @@ const BROKER_CONFIGS: &[ConfigDef] = &[
         default: Some("false"),
         validator: Validator::None,
         synonyms: &[],
-        documentation: "Indicates whether to enable replicas not in the ISR set to be elected as leader as a last resort.",
+        documentation: "Indicates whether to enable replicas not in the ISR set to be elected as leader as a last resort. Every value is satisfied: Sluice keeps one copy of a partition, so there is never a replica out of sync to elect, cleanly or not.",
     },
 ];
 
@@ -1183,6 +1270,31 @@ mod tests {
         assert!(validate_topic_config("min.cleanable.dirty.ratio", "NaN").is_err());
         assert!(validate_topic_config("preallocate", "TRUE").is_ok());
         assert!(validate_topic_config("preallocate", "yes").is_err());
+        // No offset index to size: only the defaults, refused with the reason otherwise.
+        assert!(validate_topic_config("index.interval.bytes", "4096").is_ok());
+        assert!(validate_topic_config("index.interval.bytes", " +4096").is_ok());
+        let e = validate_topic_config("index.interval.bytes", "1024").unwrap_err();
+        assert_eq!(e.name, "index.interval.bytes");
+        assert!(
+            e.message.starts_with(
+                "Invalid value 1024 for configuration index.interval.bytes: Sluice accepts only the default value 4096: "
+            ),
+            "{e}"
+        );
+        assert!(validate_topic_config("segment.index.bytes", "10485760").is_ok());
+        assert!(validate_topic_config("segment.index.bytes", "4").is_err());
+        assert!(validate_topic_config("segment.index.bytes", "x").is_err());
+        // Every value satisfied: accepted.
+        for (name, value) in [
+            ("flush.messages", "1"),
+            ("flush.ms", "0"),
+            ("message.downconversion.enable", "false"),
+            ("unclean.leader.election.enable", "true"),
+            ("segment.jitter.ms", "100"),
+        ] {
+            assert!(validate_topic_config(name, value).is_ok(), "{name}={value}");
+        }
+        assert!(validate_broker_config("unclean.leader.election.enable", "true").is_ok());
         assert!(
             validate_topic_config("retention.ms", &"1".repeat(CONFIG_VALUE_BYTES_MAX + 1)).is_err()
         );
@@ -1209,6 +1321,15 @@ mod tests {
         ]);
         let error = validate_broker_configs(&consumer).unwrap_err();
         assert_eq!(error.name, "group.consumer.heartbeat.interval.ms");
+        assert!(validate_broker_config("group.consumer.migration.policy", "UPGRADE").is_ok());
+        assert!(validate_broker_config("group.consumer.migration.policy", "sideways").is_err());
+        let policy = |value: &str| {
+            effective_broker_config(&map(&[("group.consumer.migration.policy", value)]))
+                .group_consumer_migration_policy
+        };
+        assert_eq!(policy("Upgrade"), ConsumerGroupMigrationPolicy::Upgrade);
+        assert_eq!(policy("disabled"), ConsumerGroupMigrationPolicy::Disabled);
+        assert!(!policy("downgrade").upgrade_enabled() && policy("downgrade").downgrade_enabled());
         let defaults = effective_broker_config(&BTreeMap::new());
         assert_eq!(
             (
@@ -1216,6 +1337,10 @@ mod tests {
                 defaults.group_consumer_session_timeout_ms
             ),
             (5000, 45000)
+        );
+        assert_eq!(
+            defaults.group_consumer_migration_policy,
+            ConsumerGroupMigrationPolicy::Bidirectional
         );
     }
 

@@ -28,9 +28,9 @@ pub use command::{
 };
 pub use configs::{
     BrokerConfig, CleanupPolicy, CompressionType, ConfigEntry, ConfigError, ConfigSource,
-    ConfigSynonym, ConfigType, TimestampType, TopicConfig, describe_broker_configs,
-    describe_topic_configs, effective_broker_config, effective_topic_config,
-    validate_broker_config, validate_topic_config,
+    ConfigSynonym, ConfigType, ConsumerGroupMigrationPolicy, TimestampType, TopicConfig,
+    describe_broker_configs, describe_topic_configs, effective_broker_config,
+    effective_topic_config, validate_broker_config, validate_topic_config,
 };
 pub use error::MetadataError;
 pub use image::{FIRST_STREAM_ID, MetadataImage, PartitionImage, TopicImage, Uuid16};

@@ -83,6 +83,7 @@ fn main() {
                         wal_end_position: wal,
                     },
                     started,
+                    sluice_objstore::StreamRoll::NONE,
                 )
                 .unwrap();
             next[stream_id as usize] += 10;

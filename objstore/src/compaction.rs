@@ -5,7 +5,8 @@
 //!   stream; data of deleted streams, and what retention already cut from
 //!   the index, is dropped.
 //! - **Merge**: adjacent small Stream Objects of a stream are merged into
-//!   one, up to a target size.
+//!   one, up to a target size and never beyond its topic's `segment.bytes`
+//!   (Stream Objects are Kafka's rolled segments).
 //!
 //! Each step reads at most `step_bytes_max` of objects (plus one object when
 //! a single one is larger) and holds about twice that at its peak (read +
@@ -107,6 +108,7 @@ pub fn plan_step(image: &MetadataImage, config: &CompactionConfig) -> Option<Com
         .collect();
     let cap = config.step_bytes_max.min(config.stream_object_target_bytes) as u64;
     for stream_id in streams {
+        let cap = cap.min(segment_bytes(image, stream_id));
         let mut group: Vec<ObjectId> = Vec::new();
         let mut bytes = 0u64;
         for (object, _) in image.stream_objects(stream_id) {
@@ -132,6 +134,15 @@ pub fn plan_step(image: &MetadataImage, config: &CompactionConfig) -> Option<Com
         }
     }
     None
+}
+
+/// The `segment.bytes` of the topic `stream_id` belongs to; unbounded for a deleted stream
+/// (its objects are dropped, not merged).
+fn segment_bytes(image: &MetadataImage, stream_id: u64) -> u64 {
+    image.stream(stream_id).map_or(u64::MAX, |(topic, _)| {
+        let config = sluice_metadata::effective_topic_config(&topic.configs, &image.broker_configs);
+        u64::try_from(config.segment_bytes).unwrap_or(u64::MAX)
+    })
 }
 
 /// Whether compaction has fallen behind: the Stream Set Objects waiting to be split hold more
@@ -427,4 +438,85 @@ pub fn orphans(image: &MetadataImage, listed: &[ObjectMeta], below_id: ObjectId)
         })
         .map(|meta| meta.key.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use sluice_metadata::{CommandOutcome, MetadataStore, StreamRange};
+
+    use super::*;
+
+    /// The image of topic `t` (with `configs`) whose one partition has `count` adjacent Stream
+    /// Objects of `size` bytes.
+    fn stream_objects(configs: &[(&str, &str)], count: u64, size: u64) -> Arc<MetadataImage> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut metadata = MetadataStore::open(dir.path(), 1).expect("open");
+        let configs: BTreeMap<String, String> = configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        metadata
+            .apply(MetadataCommand::CreateTopic {
+                name: "t".into(),
+                partitions: 1,
+                configs,
+                shards: 1,
+            })
+            .expect("topic");
+        let stream_id = metadata.image().partition("t", 0).expect("p").stream_id;
+        let allocated = metadata
+            .apply(MetadataCommand::AllocateObjectIds {
+                count: u32::try_from(count).expect("small"),
+            })
+            .expect("ids")
+            .1;
+        let CommandOutcome::ObjectIdsAllocated {
+            first_object_id, ..
+        } = allocated
+        else {
+            panic!("{allocated:?}");
+        };
+        let objects = (0..count)
+            .map(|i| {
+                let id = first_object_id + i;
+                let start_offset = i64::try_from(i * 10).expect("small");
+                ObjectImage {
+                    id,
+                    key: object_key(ObjectKind::Stream, id),
+                    size,
+                    kind: ObjectKind::Stream,
+                    ranges: vec![StreamRange {
+                        stream_id,
+                        start_offset,
+                        end_offset: start_offset + 10,
+                        position: 0,
+                        len: size,
+                    }],
+                }
+            })
+            .collect();
+        metadata
+            .apply(MetadataCommand::CommitObjects { objects })
+            .expect("commit")
+            .0
+    }
+
+    #[test]
+    fn stream_objects_are_not_merged_beyond_the_topics_segment_bytes() {
+        let config = CompactionConfig::default();
+        let merged = |plan: Option<CompactionPlan>| match plan {
+            Some(CompactionPlan::Merge(ids)) => ids.len(),
+            other => panic!("{other:?}"),
+        };
+        let image = stream_objects(&[], 4, 1000);
+        assert_eq!(merged(plan_step(&image, &config)), 4);
+        let image = stream_objects(&[("segment.bytes", "2500")], 4, 1000);
+        assert_eq!(merged(plan_step(&image, &config)), 2);
+        // No two objects fit in one segment: nothing to merge.
+        let image = stream_objects(&[("segment.bytes", "1999")], 4, 1000);
+        assert_eq!(plan_step(&image, &config), None);
+    }
 }

@@ -34,5 +34,6 @@ pub use store::{
     BoxFuture, ObjectBackend, ObjectMeta, ObjectStore, ObjectStoreConfig, RetryPolicy, validate_key,
 };
 pub use uploader::{
-    AppendedRecord, SealedUpload, UploadError, UploadReport, Uploader, UploaderConfig, object_key,
+    AppendedRecord, SealedUpload, StreamRoll, UploadError, UploadReport, Uploader, UploaderConfig,
+    object_key,
 };

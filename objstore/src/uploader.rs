@@ -71,6 +71,26 @@ impl Default for UploaderConfig {
     }
 }
 
+/// When one stream's buffered appends must be uploaded whatever the shard's own triggers say:
+/// its topic's `segment.ms` and `segment.bytes`. An upload is what rolling a segment is in
+/// Kafka (the data leaves the WAL, Sluice's active segment, for objects that retention and
+/// compaction act on), so a topic bounds how long and how much of it may wait for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRoll {
+    /// Upload no later than this long after the stream's first append not yet sealed.
+    pub after: Duration,
+    /// Upload once the stream has this many bytes appended and not yet sealed.
+    pub bytes: usize,
+}
+
+impl StreamRoll {
+    /// No bound of the stream's own: the shard's `upload_interval` and `upload_bytes` apply.
+    pub const NONE: StreamRoll = StreamRoll {
+        after: Duration::MAX,
+        bytes: usize::MAX,
+    };
+}
+
 /// One durable WAL record of one stream: whole record batches holding
 /// `first_offset..=last_offset`, and the WAL position just after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +138,13 @@ pub struct Uploader {
     /// stream → the next offset expected (continuity across uploads).
     stream_ends: BTreeMap<u64, i64>,
     buffered_bytes: usize,
-    oldest: Option<Instant>,
+    /// stream → bytes appended and not yet sealed, for `StreamRoll::bytes`.
+    stream_bytes: BTreeMap<u64, usize>,
+    /// When the time trigger fires: the earliest of each buffered stream's first append plus
+    /// the shard's `upload_interval` or its own `StreamRoll::after`.
+    deadline: Option<Instant>,
+    /// A stream reached its `StreamRoll::bytes`.
+    stream_bytes_reached: bool,
     wal_end_position: u64,
     in_flight: bool,
 }
@@ -130,7 +156,9 @@ impl Uploader {
             streams: BTreeMap::new(),
             stream_ends: BTreeMap::new(),
             buffered_bytes: 0,
-            oldest: None,
+            stream_bytes: BTreeMap::new(),
+            deadline: None,
+            stream_bytes_reached: false,
             wal_end_position: 0,
             in_flight: false,
         }
@@ -140,9 +168,15 @@ impl Uploader {
         &self.config
     }
 
-    /// Buffers a record (no copy). After a restart, append only records at
-    /// or above `MetadataImage::stream_end_offset_in_objects` of their stream.
-    pub fn append(&mut self, record: AppendedRecord, now: Instant) -> Result<(), UploadError> {
+    /// Buffers a record (no copy), to be uploaded by the shard's triggers or by `roll`, its
+    /// stream's own. After a restart, append only records at or above
+    /// `MetadataImage::stream_end_offset_in_objects` of their stream.
+    pub fn append(
+        &mut self,
+        record: AppendedRecord,
+        now: Instant,
+        roll: StreamRoll,
+    ) -> Result<(), UploadError> {
         let len = record.payload.len();
         if self.buffered_bytes + len > self.config.buffer_bytes_max && self.buffered_bytes > 0 {
             return Err(UploadError::Full {
@@ -185,7 +219,16 @@ impl Uploader {
         ));
         self.buffered_bytes += len;
         self.wal_end_position = record.wal_end_position;
-        self.oldest.get_or_insert(now);
+        let stream_bytes = self.stream_bytes.entry(record.stream_id).or_default();
+        let first_append = *stream_bytes == 0;
+        *stream_bytes += len;
+        self.stream_bytes_reached |= *stream_bytes >= roll.bytes;
+        if first_append {
+            // A later append of the stream moves nothing: the bound runs from its first.
+            let after = roll.after.min(self.config.upload_interval);
+            let deadline = now.checked_add(after).unwrap_or(now);
+            self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        }
         Ok(())
     }
 
@@ -198,12 +241,13 @@ impl Uploader {
     pub fn should_seal(&self, now: Instant) -> bool {
         !self.in_flight
             && (self.buffered_bytes >= self.config.upload_bytes
+                || self.stream_bytes_reached
                 || self.next_deadline().is_some_and(|deadline| now >= deadline))
     }
 
     /// When the time trigger fires for what is buffered now.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.oldest.map(|t| t + self.config.upload_interval)
+        self.deadline
     }
 
     /// Takes everything buffered into an upload. None when nothing is
@@ -215,7 +259,9 @@ impl Uploader {
         self.in_flight = true;
         let streams = Arc::new(std::mem::take(&mut self.streams));
         let bytes = std::mem::take(&mut self.buffered_bytes);
-        self.oldest = None;
+        self.stream_bytes.clear();
+        self.deadline = None;
+        self.stream_bytes_reached = false;
         Some(SealedUpload {
             config: self.config,
             streams,

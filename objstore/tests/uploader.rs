@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use common::batch;
 use sluice_metadata::{MetadataCommand, ObjectKind};
 use sluice_objstore::{
-    AppendedRecord, BlockCache, ColdReader, ObjectStore, UploadError, Uploader, UploaderConfig,
+    AppendedRecord, BlockCache, ColdReader, ObjectStore, StreamRoll, UploadError, Uploader,
+    UploaderConfig,
 };
 
 fn record(stream_id: u64, first: i64, count: i64, body: usize, wal: u64) -> AppendedRecord {
@@ -34,24 +35,26 @@ fn triggers_backpressure_and_one_upload_in_flight() {
         ..UploaderConfig::default()
     });
     assert!(!u.should_seal(t0) && u.next_deadline().is_none());
-    u.append(record(1, 0, 1, 1000, 100), t0).unwrap();
+    u.append(record(1, 0, 1, 1000, 100), t0, StreamRoll::NONE)
+        .unwrap();
     assert!(!u.should_seal(t0));
     assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(1)));
     assert!(u.should_seal(t0 + Duration::from_secs(1)));
-    u.append(record(1, 1, 1, 9000, 200), t0).unwrap();
+    u.append(record(1, 1, 1, 9000, 200), t0, StreamRoll::NONE)
+        .unwrap();
     assert!(u.should_seal(t0));
     // Discontinuous offsets and a WAL position going back are refused.
     assert!(matches!(
-        u.append(record(1, 5, 1, 10, 300), t0),
+        u.append(record(1, 5, 1, 10, 300), t0, StreamRoll::NONE),
         Err(UploadError::Build(_))
     ));
     assert!(matches!(
-        u.append(record(2, 0, 1, 10, 150), t0),
+        u.append(record(2, 0, 1, 10, 150), t0, StreamRoll::NONE),
         Err(UploadError::WalPositionBackwards { .. })
     ));
     // Back-pressure above the buffer cap.
     assert!(matches!(
-        u.append(record(2, 0, 1, 15_000, 300), t0),
+        u.append(record(2, 0, 1, 15_000, 300), t0, StreamRoll::NONE),
         Err(UploadError::Full { .. })
     ));
     let sealed = u.seal().unwrap();
@@ -63,7 +66,8 @@ fn triggers_backpressure_and_one_upload_in_flight() {
     );
     assert_eq!(u.buffered_bytes(), 0);
     // One upload in flight: the next one waits for `completed`.
-    u.append(record(1, 2, 1, 20_000, 400), t0).unwrap();
+    u.append(record(1, 2, 1, 20_000, 400), t0, StreamRoll::NONE)
+        .unwrap();
     assert!(!u.should_seal(t0));
     assert!(u.seal().is_none());
     u.completed();
@@ -91,6 +95,7 @@ fn large_runs_get_stream_objects_and_refused_commits_resume() {
             u.append(
                 record(stream_id, next[stream_id as usize], count, body, wal),
                 t0,
+                StreamRoll::NONE,
             )
             .unwrap();
             next[stream_id as usize] += count;
@@ -170,7 +175,8 @@ fn orphans_are_found_and_deleted() {
     let store = ObjectStore::local(dir.path().join("objects")).unwrap();
     let registry = common::registry(&dir.path().join("metadata"), 1);
     let mut u = Uploader::new(UploaderConfig::default());
-    u.append(record(1, 0, 1, 100, 112), Instant::now()).unwrap();
+    u.append(record(1, 0, 1, 100, 112), Instant::now(), StreamRoll::NONE)
+        .unwrap();
     futures::executor::block_on(async {
         let report = u.seal().unwrap().run(&store, &registry).await.unwrap();
         let committed = report.objects[0].key.clone();
@@ -213,4 +219,48 @@ fn orphans_are_found_and_deleted() {
             .collect();
         assert_eq!(left, vec![in_flight, committed]);
     });
+}
+
+#[test]
+fn a_stream_roll_seals_before_the_shard_triggers() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut u = Uploader::new(UploaderConfig {
+        upload_bytes: 1 << 20,
+        upload_interval: Duration::from_secs(600),
+        ..UploaderConfig::default()
+    });
+    // segment.ms: stream 2's bound runs from its first append, earlier than the shard's.
+    let roll = StreamRoll {
+        after: ms(200),
+        bytes: usize::MAX,
+    };
+    u.append(record(1, 0, 1, 100, 200), t0, StreamRoll::NONE)
+        .unwrap();
+    assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(600)));
+    u.append(record(2, 0, 1, 100, 400), t0 + ms(50), roll)
+        .unwrap();
+    u.append(record(2, 1, 1, 100, 600), t0 + ms(100), roll)
+        .unwrap();
+    assert_eq!(u.next_deadline(), Some(t0 + ms(250)));
+    assert!(!u.should_seal(t0 + ms(249)));
+    assert!(u.should_seal(t0 + ms(250)));
+    assert!(u.seal().is_some());
+    u.completed();
+    assert_eq!(u.next_deadline(), None);
+
+    // segment.bytes: sealed once one stream holds that many bytes, whatever the others hold.
+    let first = record(3, 0, 1, 100, 800);
+    let bytes = StreamRoll {
+        after: Duration::MAX,
+        bytes: 2 * first.payload.len(),
+    };
+    u.append(first, t0, bytes).unwrap();
+    u.append(record(4, 0, 1, 100, 1000), t0, bytes).unwrap();
+    assert!(!u.should_seal(t0));
+    u.append(record(3, 1, 1, 100, 1200), t0, bytes).unwrap();
+    assert!(u.should_seal(t0));
+    assert!(u.seal().is_some());
+    u.completed();
+    assert!(!u.should_seal(t0));
 }

@@ -233,6 +233,7 @@ pub async fn upload_rounds(
                         wal_end_position: *wal_position,
                     },
                     start,
+                    sluice_objstore::StreamRoll::NONE,
                 )
                 .unwrap();
             expected

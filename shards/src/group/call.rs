@@ -142,7 +142,7 @@ impl GroupCoordinator {
             } => {
                 let member_id = request.member_id.clone();
                 GroupReply::Join(
-                    match self.join(version, request, client_id, client_host, settings) {
+                    match self.join(version, request, client_id, client_host, image, settings) {
                         Pending::Ready(response) => response,
                         Pending::Waiting(answer) => {
                             answer.await.unwrap_or_else(|_| JoinGroupResponse {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
 use futures::channel::oneshot;
-use sluice_metadata::MetadataImage;
+use sluice_metadata::{ConsumerGroupMigrationPolicy, MetadataImage};
 use sluice_net::ErrorCode;
 use sluice_net::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use sluice_net::messages::heartbeat_request::HeartbeatRequest;
@@ -37,6 +37,7 @@ use sluice_net::messages::offset_delete_response::{
 use sluice_net::messages::sync_group_request::SyncGroupRequest;
 use sluice_net::messages::sync_group_response::SyncGroupResponse;
 
+use self::consumer::classic::ClassicJoin;
 use self::limits::{GROUPS_MAX_ERROR, GroupLimits};
 use self::log::{CommittedOffset, GroupLogEntry};
 use self::state::{Group, GroupState, Member};
@@ -79,6 +80,8 @@ pub struct GroupSettings {
     pub consumer_heartbeat_interval_ms: i32,
     /// group.consumer.session.timeout.ms, as a duration
     pub consumer_session_timeout: Duration,
+    /// group.consumer.migration.policy
+    pub migration_policy: ConsumerGroupMigrationPolicy,
 }
 
 impl GroupSettings {
@@ -98,6 +101,7 @@ impl GroupSettings {
             consumer_session_timeout: Duration::from_millis(
                 broker.group_consumer_session_timeout_ms.max(1) as u64,
             ),
+            migration_policy: broker.group_consumer_migration_policy,
         }
     }
 }
@@ -196,6 +200,7 @@ impl GroupCoordinator {
         request: JoinGroupRequest,
         client_id: String,
         client_host: String,
+        image: &MetadataImage,
         settings: GroupSettings,
     ) -> Pending<JoinGroupResponse> {
         let now = Instant::now();
@@ -242,11 +247,22 @@ impl GroupCoordinator {
         let group = groups
             .get_mut(&request.group_id)
             .expect("found or inserted above");
-        if let Some(consumer) = &group.consumer {
+        if let Some(consumer) = &mut group.consumer {
             if !consumer.members.is_empty() {
-                // Kafka 4 would take the member into the consumer group (online migration);
-                // Sluice does not mix protocols in one group.
-                return refuse(ErrorCode::InconsistentGroupProtocol, request.member_id);
+                // A classic member of a live consumer group (online migration, KIP-848).
+                let join = ClassicJoin {
+                    version,
+                    member_id: request.member_id,
+                    instance_id: request.group_instance_id,
+                    protocol_type: request.protocol_type,
+                    protocols,
+                    session_timeout_ms: request.session_timeout_ms,
+                    rebalance_timeout_ms,
+                    client_id,
+                    client_host,
+                };
+                let members_max = self.limits.group_members_max;
+                return Pending::Ready(consumer.classic_join(join, image, now, members_max));
             }
             // An empty consumer group becomes a classic group, its offsets kept.
             group.consumer = None;
@@ -413,6 +429,19 @@ impl GroupCoordinator {
         let Some(group) = groups.get_mut(&request.group_id) else {
             return refuse(ErrorCode::UnknownMemberId);
         };
+        if let Some(consumer) = &mut group.consumer {
+            let answer = consumer.classic_sync(
+                &request.member_id,
+                request.group_instance_id.as_deref(),
+                request.generation_id,
+                (
+                    request.protocol_type.as_deref(),
+                    request.protocol_name.as_deref(),
+                ),
+                now,
+            );
+            return answer.map_or_else(refuse, Pending::Ready);
+        }
         if let Err(code) = check_member(
             group,
             &request.member_id,
@@ -484,6 +513,14 @@ impl GroupCoordinator {
         let Some(group) = groups.get_mut(&request.group_id) else {
             return ErrorCode::UnknownMemberId;
         };
+        if let Some(consumer) = &mut group.consumer {
+            return consumer.classic_heartbeat(
+                &request.member_id,
+                request.group_instance_id.as_deref(),
+                request.generation_id,
+                Instant::now(),
+            );
+        }
         if let Err(code) = check_member(
             group,
             &request.member_id,
@@ -543,6 +580,18 @@ impl GroupCoordinator {
         let mut results = Vec::with_capacity(leaving.len());
         let mut removed_any = false;
         for (member_id, instance) in leaving {
+            if let Some(consumer) = &mut group.consumer {
+                let code = consumer.classic_leave(&member_id, instance.as_deref());
+                if consumer.members.is_empty() {
+                    group.empty_since = now;
+                }
+                results.push(MemberResponse {
+                    member_id,
+                    group_instance_id: instance,
+                    error_code: code.code(),
+                });
+                continue;
+            }
             let target = match (&instance, member_id.is_empty()) {
                 (Some(instance), true) => group
                     .member_by_instance(instance)
@@ -917,7 +966,12 @@ impl GroupCoordinator {
         let mut expired = Vec::new();
         let mut forgotten = Vec::new();
         for group in self.groups.borrow_mut().values_mut() {
-            consumer::heartbeat::expire_members(group, now, settings.consumer_session_timeout);
+            consumer::heartbeat::expire_members(
+                group,
+                now,
+                settings,
+                self.limits.group_members_max,
+            );
             group.pending_members.retain(|_, expiry| *expiry > now);
             let timed_out: Vec<String> = group
                 .members

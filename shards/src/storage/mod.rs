@@ -17,11 +17,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_metadata::{CompressionType, MetadataImage, PartitionImage, StreamUpload, TopicImage};
 use sluice_net::ErrorCode;
 use sluice_net::record_batch::Compression;
+use sluice_objstore::StreamRoll;
 
 use crate::chunk_pool::ChunkPool;
 use crate::controller::ControllerHandle;
@@ -489,6 +491,22 @@ impl UploadListener for PartitionStore {
         self.evict_log_cache(self.tier.log_cache_budget_bytes());
     }
 
+    fn roll(&self, stream_id: u64) -> StreamRoll {
+        let Some(settings) = self
+            .partitions
+            .borrow()
+            .get(&stream_id)
+            .map(|partition| partition.settings())
+        else {
+            return StreamRoll::NONE;
+        };
+        let jitter = roll_jitter(stream_id, settings.roll_jitter_ms, settings.roll.after);
+        StreamRoll {
+            after: settings.roll.after.saturating_sub(jitter),
+            ..settings.roll
+        }
+    }
+
     fn stream_uploads(&self, stream_end_offsets: &[(u64, i64)]) -> Vec<StreamUpload> {
         let image = self.image();
         let partitions = self.partitions.borrow();
@@ -534,7 +552,30 @@ pub fn settings_of(topic: &TopicImage, image: &MetadataImage) -> PartitionSettin
         },
         timestamp_before_max_ms: effective.timestamp_before_max_ms,
         timestamp_after_max_ms: effective.timestamp_after_max_ms,
+        // Sluice's active segment is what waits in the WAL for an upload; an upload rolls it.
+        roll: StreamRoll {
+            after: Duration::from_millis(u64::try_from(effective.segment_ms).unwrap_or(1)),
+            bytes: usize::try_from(effective.segment_bytes).unwrap_or(usize::MAX),
+        },
+        roll_jitter_ms: u64::try_from(effective.segment_jitter_ms).unwrap_or(0),
     }
+}
+
+/// How much of its roll interval partition `stream_id` gives up (segment.jitter.ms). Kafka
+/// draws a random jitter below `min(segment.jitter.ms, segment.ms)` for each segment; a
+/// fixed one per stream, drawn from its id, spreads rolls as well and keeps the broker
+/// deterministic (the simulator replays it).
+fn roll_jitter(stream_id: u64, jitter_ms: u64, roll_after: Duration) -> Duration {
+    let bound_ms = jitter_ms.min(u64::try_from(roll_after.as_millis()).unwrap_or(u64::MAX));
+    if bound_ms == 0 {
+        return Duration::ZERO;
+    }
+    // SplitMix64's finalizer: consecutive stream ids land far apart.
+    let mut x = stream_id.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    Duration::from_millis(x % bound_ms)
 }
 
 /// Kafka's special ListOffsets timestamps.
@@ -612,5 +653,32 @@ mod tests {
         );
         assert_eq!(both.retention_ms, 1000);
         assert!(both.keys_required);
+    }
+
+    #[test]
+    fn segment_configs_bound_uploads_with_a_jitter_per_stream() {
+        let image = MetadataImage::empty("c".to_string(), 0);
+        let defaults = settings_of(&topic(&[]), &image);
+        assert_eq!(defaults.roll.after, Duration::from_millis(604_800_000));
+        assert_eq!(defaults.roll.bytes, 1_073_741_824);
+        assert_eq!(defaults.roll_jitter_ms, 0);
+        let rolled = settings_of(
+            &topic(&[
+                ("segment.ms", "1000"),
+                ("segment.bytes", "4096"),
+                ("segment.jitter.ms", "5000"),
+            ]),
+            &image,
+        );
+        assert_eq!(rolled.roll.after, Duration::from_millis(1000));
+        assert_eq!(rolled.roll.bytes, 4096);
+        assert_eq!(rolled.roll_jitter_ms, 5000);
+        let second = Duration::from_secs(1);
+        let jitters: Vec<Duration> = (0..8).map(|id| roll_jitter(id, 5000, second)).collect();
+        // Bounded by min(segment.jitter.ms, segment.ms), and not one value for all.
+        assert!(jitters.iter().all(|j| *j < second), "{jitters:?}");
+        assert!(jitters.iter().any(|j| *j != jitters[0]), "{jitters:?}");
+        assert_eq!(roll_jitter(3, 0, second), Duration::ZERO);
+        assert_eq!(roll_jitter(3, 10, second), roll_jitter(3, 10, second));
     }
 }

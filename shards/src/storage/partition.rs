@@ -52,6 +52,11 @@ pub struct PartitionSettings {
     /// CreateTime records this many ms ahead of the broker's clock are refused
     /// (message.timestamp.after.max.ms; i64::MAX: no bound).
     pub timestamp_after_max_ms: i64,
+    /// Uploaded no later than this (segment.ms, segment.bytes): an upload is Kafka's roll.
+    pub roll: sluice_objstore::StreamRoll,
+    /// Up to this much is taken from `roll.after`, differently for each partition
+    /// (segment.jitter.ms), so that partitions created together do not all roll at once.
+    pub roll_jitter_ms: u64,
 }
 
 /// The answer to one partition's part of a produce request.
@@ -813,6 +818,8 @@ mod tests {
             compression: None,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
+            roll: sluice_objstore::StreamRoll::NONE,
+            roll_jitter_ms: 0,
         }
     }
 

@@ -219,7 +219,9 @@ pub(crate) mod tests {
                     let end = self.wal_position.get() + record.payload.len() as u64;
                     self.wal_position.set(end);
                     record.wal_end_position = end;
-                    uploader.append(record, now).expect("appended");
+                    uploader
+                        .append(record, now, sluice_objstore::StreamRoll::NONE)
+                        .expect("appended");
                 }
                 uploader.seal()
             };

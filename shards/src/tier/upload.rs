@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use sluice_metadata::StreamUpload;
-use sluice_objstore::{AppendedRecord, SealedUpload, UploadError, UploadReport, Uploader};
+use sluice_objstore::{
+    AppendedRecord, SealedUpload, StreamRoll, UploadError, UploadReport, Uploader,
+};
 use sluice_wal::WalPosition;
 
 use super::ObjectTier;
@@ -25,6 +27,9 @@ pub trait UploadListener {
     /// What an upload of these streams, each up to its end offset, records of them (their
     /// largest timestamp, their producers' state).
     fn stream_uploads(&self, stream_end_offsets: &[(u64, i64)]) -> Vec<StreamUpload>;
+    /// When `stream_id`'s data must be uploaded at the latest (its topic's `segment.ms` and
+    /// `segment.bytes`).
+    fn roll(&self, stream_id: u64) -> StreamRoll;
 }
 
 /// Runs until `stop`: uploads shard `shard_id`'s durable WAL records through `tier`, commits
@@ -83,7 +88,7 @@ pub fn due_upload(
     listener: &impl UploadListener,
     now: Instant,
 ) -> Option<SealedUpload> {
-    feed(tier, wal, now);
+    feed(tier, wal, listener, now);
     let mut sealed = {
         let mut uploader = tier.uploader.borrow_mut();
         if !uploader.should_seal(now) {
@@ -126,9 +131,12 @@ pub async fn upload_committed(
 }
 
 /// Hands the durable queued records to the uploader until it is full.
-fn feed(tier: &ObjectTier, wal: &ShardWal, now: Instant) {
+fn feed(tier: &ObjectTier, wal: &ShardWal, listener: &impl UploadListener, now: Instant) {
     let mut uploader = tier.uploader.borrow_mut();
-    while let Some(result) = wal.take_durable(|record| offer(&mut uploader, record, now)) {
+    while let Some(result) = wal.take_durable(|record| {
+        let roll = listener.roll(record.stream_id);
+        offer(&mut uploader, record, now, roll)
+    }) {
         if result.is_err() {
             break;
         }
@@ -142,8 +150,9 @@ fn offer(
     uploader: &mut Uploader,
     record: AppendedRecord,
     now: Instant,
+    roll: StreamRoll,
 ) -> Result<(), (AppendedRecord, UploadError)> {
-    match uploader.append(record.clone(), now) {
+    match uploader.append(record.clone(), now, roll) {
         Ok(()) => Ok(()),
         Err(error @ UploadError::Full { .. }) => Err((record, error)),
         Err(error) => {
@@ -186,9 +195,10 @@ mod tests {
             ..UploaderConfig::default()
         });
         let now = Instant::now();
-        assert!(offer(&mut uploader, record(1, 0, 600, 600), now).is_ok());
+        assert!(offer(&mut uploader, record(1, 0, 600, 600), now, StreamRoll::NONE).is_ok());
         let refused = record(1, 1, 600, 1200);
-        let Err((given_back, error)) = offer(&mut uploader, refused.clone(), now) else {
+        let Err((given_back, error)) = offer(&mut uploader, refused.clone(), now, StreamRoll::NONE)
+        else {
             panic!("a record over buffer_bytes_max was taken");
         };
         assert_eq!(
@@ -203,12 +213,12 @@ mod tests {
     fn a_record_that_does_not_continue_its_stream_is_dropped_not_retried() {
         let mut uploader = Uploader::new(UploaderConfig::default());
         let now = Instant::now();
-        assert!(offer(&mut uploader, record(1, 0, 100, 100), now).is_ok());
+        assert!(offer(&mut uploader, record(1, 0, 100, 100), now, StreamRoll::NONE).is_ok());
         // Offset 5 after offset 0: a gap that could never be committed.
-        assert!(offer(&mut uploader, record(1, 5, 100, 200), now).is_ok());
+        assert!(offer(&mut uploader, record(1, 5, 100, 200), now, StreamRoll::NONE).is_ok());
         assert_eq!(uploader.buffered_bytes(), 100, "the gap was not buffered");
         // The stream goes on from where it was.
-        assert!(offer(&mut uploader, record(1, 1, 100, 300), now).is_ok());
+        assert!(offer(&mut uploader, record(1, 1, 100, 300), now, StreamRoll::NONE).is_ok());
         assert_eq!(uploader.buffered_bytes(), 200);
     }
 }

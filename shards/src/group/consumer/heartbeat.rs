@@ -17,7 +17,7 @@ use super::assignor::{Assignment, Assignor};
 use super::reconcile::{CurrentAssignment, MemberState, reconcile};
 use super::{
     ConsumerGroup, ConsumerMember, LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
-    SUBSCRIBED_TOPIC_NAMES_MAX, TopicRegex,
+    SUBSCRIBED_TOPIC_NAMES_MAX, TopicRegex, classic,
 };
 use crate::group::limits::GROUPS_MAX_ERROR;
 use crate::group::state::Group;
@@ -133,6 +133,15 @@ impl GroupCoordinator {
                 member.last_seen = Instant::now();
             }
             tracing::info!(group = group_id, member = %member_id, "static member left for now");
+        } else if classic::downgrades_without(
+            consumer,
+            &member_id,
+            settings,
+            self.limits.group_members_max,
+        ) {
+            // The last consumer-protocol member leaves classic members behind.
+            tracing::info!(group = group_id, member = %member_id, "member left the consumer group");
+            classic::downgrade(group, &member_id, Instant::now(), settings);
         } else {
             consumer
                 .remove_member(&member_id)
@@ -170,8 +179,8 @@ impl GroupCoordinator {
             }
         }
         let group = groups.get_mut(group_id).expect("found or inserted above");
-        let consumer = consumer_side(group, joining)?;
         let members_max = self.limits.group_members_max;
+        let consumer = consumer_side(group, joining, image, settings, members_max, now)?;
         if consumer.members.len() >= members_max
             && !consumer.members.contains_key(&heartbeat.member_id)
         {
@@ -376,19 +385,44 @@ fn check(
     })
 }
 
-/// The consumer side of `group`, converting an empty classic group into a consumer group
-/// when a member joins (Kafka's online conversion of an empty group).
-fn consumer_side(group: &mut Group, joining: bool) -> Result<&mut ConsumerGroup, Refusal> {
+/// The consumer side of `group`, converting a classic group into a consumer group when a
+/// member joins: an empty one always, a live one as `group.consumer.migration.policy` allows
+/// (Kafka's `getOrMaybeCreateConsumerGroup`).
+fn consumer_side<'g>(
+    group: &'g mut Group,
+    joining: bool,
+    image: &MetadataImage,
+    settings: GroupSettings,
+    members_max: usize,
+    now: Instant,
+) -> Result<&'g mut ConsumerGroup, Refusal> {
     if group.consumer.is_none() {
-        if !group.is_empty() {
-            return Err(not_a_consumer_group(&group.id));
-        }
         if !joining {
-            return Err(Refusal::code(ErrorCode::UnknownMemberId));
+            return Err(if group.is_empty() {
+                Refusal::code(ErrorCode::UnknownMemberId)
+            } else {
+                not_a_consumer_group(&group.id)
+            });
         }
-        group.consumer = Some(ConsumerGroup::default());
-        group.protocol_type = Some("consumer".to_string());
-        group.protocol_name = None;
+        if group.is_empty() {
+            group.consumer = Some(ConsumerGroup::default());
+            group.protocol_type = Some(classic::CONSUMER_PROTOCOL_TYPE.to_string());
+            group.protocol_name = None;
+        } else {
+            if let Some(reason) = classic::upgrade_refusal(group, settings, members_max) {
+                tracing::info!(group = %group.id, "classic group not upgraded to a consumer group: {reason}");
+                return Err(not_a_consumer_group(&group.id));
+            }
+            classic::upgrade(group, image, now).map_err(|code| Refusal {
+                code,
+                message: Some(format!(
+                    "Cannot upgrade the classic group {} to consumer group because the \
+                     embedded consumer protocol is malformed.",
+                    group.id
+                )),
+            })?;
+            tracing::info!(group = %group.id, "classic group upgraded to a consumer group");
+        }
     }
     Ok(group.consumer.as_mut().expect("set above"))
 }
@@ -551,17 +585,31 @@ fn response_assignment(current: &CurrentAssignment) -> ResponseAssignment {
     }
 }
 
-/// The coordinator's sweep of one group: removes the consumer-protocol members whose session
-/// or rebalance timeout passed.
-pub fn expire_members(group: &mut Group, now: Instant, session_timeout: Duration) {
+/// The coordinator's sweep of one group: removes the members of a consumer group whose
+/// session or rebalance timeout passed; when the last consumer-protocol member goes and
+/// classic members remain, the group is downgraded as the policy allows.
+pub fn expire_members(
+    group: &mut Group,
+    now: Instant,
+    settings: GroupSettings,
+    members_max: usize,
+) {
     let Some(consumer) = group.consumer.as_mut() else {
         return;
     };
-    let expired = consumer.expire(now, session_timeout);
+    let expired = consumer.expired(now, settings.consumer_session_timeout);
     if expired.is_empty() {
         return;
     }
     tracing::info!(group = %group.id, members = ?expired, "consumer group members expired: session or rebalance timeout");
+    for member_id in &expired {
+        if classic::downgrades_without(consumer, member_id, settings, members_max) {
+            // The classic members that expired too go with the classic group's own sweep.
+            classic::downgrade(group, member_id, now, settings);
+            return;
+        }
+        consumer.remove_member(member_id);
+    }
     if consumer.members.is_empty() {
         group.empty_since = now;
     }

@@ -10,9 +10,12 @@
 //! - `assignor.rs`: the server-side assignors (`uniform`, `range`);
 //! - `reconcile.rs`: one member's way from its current assignment to its target;
 //! - `heartbeat.rs`: ConsumerGroupHeartbeat on the coordinator;
-//! - `describe.rs`: ConsumerGroupDescribe, and how ListGroups sees these groups.
+//! - `describe.rs`: ConsumerGroupDescribe, and how ListGroups sees these groups;
+//! - `classic.rs`: online migration between the protocols, and the classic members of a
+//!   consumer group.
 
 pub mod assignor;
+pub mod classic;
 pub mod describe;
 pub mod heartbeat;
 pub mod reconcile;
@@ -24,6 +27,7 @@ use sluice_metadata::MetadataImage;
 use sluice_net::ErrorCode;
 
 use self::assignor::{Assignment, Assignor, MemberSpec, TopicId};
+use self::classic::ClassicMember;
 use self::reconcile::{CurrentAssignment, MemberState};
 
 /// Most topic names one member may subscribe to by name (Kafka has no cap): a longer list is
@@ -95,7 +99,8 @@ pub struct ConsumerMember {
     pub current: CurrentAssignment,
     /// Last heartbeat, for the session timeout.
     pub last_seen: Instant,
-    /// When a member asked to revoke partitions must have done so (its rebalance timeout).
+    /// When a member asked to revoke partitions (a classic member: to rejoin) must have done
+    /// so (its rebalance timeout); past it, the member is removed.
     pub revocation_deadline: Option<Instant>,
     /// The existing topics its subscription resolves to, as of the last metadata refresh.
     resolved_topics: BTreeSet<TopicId>,
@@ -103,6 +108,9 @@ pub struct ConsumerMember {
     /// background: the heartbeat that brings it is answered for the named topics only, the
     /// regex's topics come at a later one (librdkafka's tests expect exactly that).
     regex_resolved: bool,
+    /// Set for a member that speaks the classic protocol (JoinGroup, SyncGroup, Heartbeat):
+    /// a member of the classic group this group was upgraded from, or one that joined since.
+    pub classic: Option<ClassicMember>,
 }
 
 impl ConsumerMember {
@@ -123,6 +131,7 @@ impl ConsumerMember {
             revocation_deadline: None,
             resolved_topics: BTreeSet::new(),
             regex_resolved: false,
+            classic: None,
         }
     }
 
@@ -226,6 +235,14 @@ impl ConsumerGroup {
             .members
             .get(member_id)
             .ok_or(ErrorCode::UnknownMemberId)?;
+        // A classic member commits with its generation (its member epoch), in any version.
+        if member.classic.is_some() {
+            return if member_epoch == member.current.member_epoch {
+                Ok(())
+            } else {
+                Err(ErrorCode::IllegalGeneration)
+            };
+        }
         if !transactional && version < 9 {
             return Err(ErrorCode::UnsupportedVersion);
         }
@@ -248,23 +265,21 @@ impl ConsumerGroup {
         check_member_epoch(member, member_epoch)
     }
 
-    /// Removes members whose session expired or who did not revoke in time, and returns
-    /// their ids; the group epoch moves so the others share their partitions.
-    pub fn expire(&mut self, now: Instant, session_timeout: Duration) -> Vec<String> {
-        let expired: Vec<String> = self
-            .members
+    /// The members whose session expired (a classic member's own session timeout, the
+    /// others' `session_timeout`) or who did not revoke in time.
+    pub fn expired(&self, now: Instant, session_timeout: Duration) -> Vec<String> {
+        self.members
             .values()
             .filter(|m| {
-                now >= m.last_seen + session_timeout
+                let timeout = m.classic.as_ref().map_or(session_timeout, |c| {
+                    Duration::from_millis(c.session_timeout_ms.max(0) as u64)
+                });
+                now >= m.last_seen + timeout
                     || m.revocation_deadline
                         .is_some_and(|deadline| now >= deadline)
             })
             .map(|m| m.member_id.clone())
-            .collect();
-        for member_id in &expired {
-            self.remove_member(member_id);
-        }
-        expired
+            .collect()
     }
 
     /// Removes a member: its partitions are free again and the group epoch moves.
