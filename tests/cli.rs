@@ -331,6 +331,13 @@ fn groups_are_listed_described_moved_and_deleted_and_the_cluster_described() {
     assert_eq!(health[0]["healthy"], true);
     assert_eq!(health[0]["partitions"], 2);
     assert!(ok(&broker, &["cluster", "health"], "").starts_with("HEALTHY"));
+    // A single node is the sole voter and leader of its metadata log.
+    let status = json(&broker, &["cluster", "status"], "");
+    assert_eq!(status["leader_id"], 0);
+    assert_eq!(status["quorum"][0]["role"], "leader");
+    assert_eq!(status["quorum"].as_array().map(Vec::len), Some(1));
+    assert_eq!(status["brokers"][0]["partitions_led"], 2);
+    assert!(ok(&broker, &["cluster", "status"], "").starts_with("LEADER"));
 }
 
 #[test]

@@ -109,6 +109,28 @@ impl Quorum {
     }
 }
 
+/// `sluice cluster status --format json` against `broker`.
+fn cluster_status(broker: &BrokerProcess) -> serde_json::Value {
+    let output = std::process::Command::new(common::sluice_binary())
+        .args([
+            "cluster",
+            "status",
+            "--brokers",
+            &broker.bootstrap,
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("sluice runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 /// The leader in the last "controller quorum leader" line of a log.
 fn last_leader(lines: &[String]) -> Option<u64> {
     lines
@@ -141,8 +163,32 @@ async fn a_broker_on_a_three_controller_quorum_survives_the_leaders_kill9_and_it
         "{refused}"
     );
 
-    // The quorum's leader dies: the broker's next admin change waits for the new leader.
+    // `sluice cluster status` (DescribeQuorum) and the broker's gauges show the quorum.
+    let status = cluster_status(&broker);
     let leader = quorum.leader();
+    assert_eq!(status["leader_id"], leader);
+    let roles: Vec<(u64, String)> = status["quorum"]
+        .as_array()
+        .expect("quorum")
+        .iter()
+        .map(|n| {
+            let id = n["node_id"].as_u64().expect("node id");
+            (id, n["role"].as_str().expect("role").to_string())
+        })
+        .collect();
+    assert_eq!(roles.len(), 4, "{roles:?}");
+    assert!(roles.contains(&(leader, "leader".to_string())), "{roles:?}");
+    assert!(roles.contains(&(10, "observer".to_string())), "{roles:?}");
+    assert_eq!(status["brokers"][0]["partitions_led"], 4);
+    let admin = broker.admin.as_deref().expect("an admin server");
+    let metrics = common::http::get(admin, "/metrics").body;
+    assert!(
+        metrics.contains(&format!("sluice_quorum_leader_id {leader}\n")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sluice_quorum_voters 3\n"));
+
+    // The quorum's leader dies: the broker's next admin change waits for the new leader.
     let mut dead = quorum.controllers.remove(&leader).expect("leader");
     dead.kill9();
     let killed = Instant::now();

@@ -138,6 +138,8 @@ diff_all! {
     describe_groups_response, DescribeGroupsResponse;
     describe_log_dirs_request, DescribeLogDirsRequest;
     describe_log_dirs_response, DescribeLogDirsResponse;
+    describe_quorum_request, DescribeQuorumRequest;
+    describe_quorum_response, DescribeQuorumResponse;
     describe_producers_request, DescribeProducersRequest;
     describe_producers_response, DescribeProducersResponse;
     describe_transactions_request, DescribeTransactionsRequest;

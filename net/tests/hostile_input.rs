@@ -73,6 +73,7 @@ random_request! {
     CreatePartitions => create_partitions_request, DeleteGroups => delete_groups_request,
     IncrementalAlterConfigs => incremental_alter_configs_request,
     OffsetDelete => offset_delete_request, DescribeCluster => describe_cluster_request,
+    DescribeQuorum => describe_quorum_request,
     DescribeProducers => describe_producers_request,
     DescribeTransactions => describe_transactions_request,
     ListTransactions => list_transactions_request,

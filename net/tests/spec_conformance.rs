@@ -123,6 +123,7 @@ fn advertised_apis_are_exactly_the_issue_list() {
         "AlterConfigs",
         "IncrementalAlterConfigs",
         "DescribeCluster",
+        "DescribeQuorum",
         "DescribeLogDirs",
         "FindCoordinator",
         "JoinGroup",

@@ -41,6 +41,7 @@ const APIS: &[&str] = &[
     "DeleteGroups",
     "IncrementalAlterConfigs",
     "OffsetDelete",
+    "DescribeQuorum",
     "DescribeCluster",
     "DescribeProducers",
     "DescribeTransactions",

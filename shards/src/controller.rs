@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
 use futures::channel::{mpsc, oneshot};
-use sluice_metadata::quorum::QuorumNode;
+use sluice_metadata::quorum::{QuorumDescription, QuorumNode, QuorumStatus};
 use sluice_metadata::{
     CommandOutcome, MetadataCommand, MetadataError, MetadataImage, MetadataStore,
 };
@@ -38,6 +38,9 @@ pub enum ControllerError {
 pub struct ControllerHandle {
     commands: crossbeam_channel::Sender<(MetadataCommand, Reply)>,
     image: Arc<ArcSwap<MetadataImage>>,
+    /// This node's part of the controller quorum and the runtime it runs on; None for a
+    /// single node.
+    quorum: Option<(tokio::runtime::Handle, Arc<QuorumNode>)>,
 }
 
 impl ControllerHandle {
@@ -58,6 +61,36 @@ impl ControllerHandle {
             .try_send((command, reply))
             .map_err(|_| ControllerError::Stopped)?;
         Ok(answer.await.map_err(|_| ControllerError::Stopped)??)
+    }
+
+    /// The controller quorum as its leader sees it (DescribeQuorum); None for a single node.
+    pub async fn describe_quorum(&self) -> Option<Result<QuorumDescription, MetadataError>> {
+        let (runtime, node) = self.quorum.as_ref()?;
+        let node = node.clone();
+        // The quorum's RPCs need its tokio runtime; the answer comes back to the shard.
+        let task = runtime.spawn(async move { node.describe().await });
+        Some(
+            task.await
+                .unwrap_or_else(|e| Err(MetadataError::Failed(format!("quorum task: {e}")))),
+        )
+    }
+
+    /// Takes this observer out of the controller quorum (a broker the quorum refused); a
+    /// no-op for a single node.
+    pub async fn leave_quorum(&self) -> Result<(), MetadataError> {
+        let Some((runtime, node)) = self.quorum.as_ref() else {
+            return Ok(());
+        };
+        let node = node.clone();
+        runtime
+            .spawn(async move { node.leave().await })
+            .await
+            .unwrap_or_else(|e| Err(MetadataError::Failed(format!("quorum task: {e}"))))
+    }
+
+    /// What this node knows of the quorum now (for `/metrics`); None for a single node.
+    pub fn quorum_status(&self) -> Option<QuorumStatus> {
+        self.quorum.as_ref().map(|(_, node)| node.status())
     }
 }
 
@@ -83,6 +116,7 @@ impl Controller {
         let handle = ControllerHandle {
             commands,
             image: image.clone(),
+            quorum: None,
         };
         let thread = std::thread::Builder::new()
             .name("sluice-controller".into())
@@ -110,6 +144,7 @@ impl Controller {
         let handle = ControllerHandle {
             commands,
             image: image.clone(),
+            quorum: Some((runtime.handle().clone(), node.clone())),
         };
         runtime.spawn(publish_quorum_images(
             node.images(),

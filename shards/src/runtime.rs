@@ -173,6 +173,7 @@ impl Broker {
             shard: 0,
             reason: format!("controller thread: {e}"),
         })?;
+        metrics.set_controller(handle.clone());
 
         // Reserve the port (port 0 picks one) so every shard binds the same address. With
         // SO_REUSEPORT a dying broker's listener of the same user does not make it busy: the
@@ -198,12 +199,18 @@ impl Broker {
                 node_id: config.node_id,
                 endpoint: format!("{}:{}", advertised.0, advertised.1),
             };
-            futures::executor::block_on(handle.submit(register)).map_err(|e| match e {
-                ControllerError::Metadata(e) => StartError::Metadata(e),
-                ControllerError::Stopped => {
-                    StartError::Config("the controller stopped while registering".to_string())
+            if let Err(refused) = futures::executor::block_on(handle.submit(register)) {
+                // Out of the quorum again, so that its leader stops sending this node the log.
+                if let Err(error) = futures::executor::block_on(handle.leave_quorum()) {
+                    tracing::info!(%error, "this refused broker is still an observer of the quorum");
                 }
-            })?;
+                return Err(match refused {
+                    ControllerError::Metadata(e) => StartError::Metadata(e),
+                    ControllerError::Stopped => {
+                        StartError::Config("the controller stopped while registering".to_string())
+                    }
+                });
+            }
         }
 
         let (mut senders, mut receivers) = mesh(shard_count);

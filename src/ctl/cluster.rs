@@ -1,6 +1,15 @@
-//! `sluice cluster`: the brokers, and whether every partition has a leader.
+//! `sluice cluster`: the brokers, whether every partition has a leader, and the controller
+//! quorum.
 
+use std::collections::BTreeMap;
+
+use anyhow::bail;
 use serde_json::json;
+use sluice_net::messages::describe_quorum_request::{
+    DescribeQuorumRequest, PartitionData, TopicData,
+};
+use sluice_net::messages::describe_quorum_response::DescribeQuorumResponse;
+use sluice_net::{Request, Response};
 
 use super::topic::metadata;
 use super::{Table, Target, run};
@@ -23,6 +32,10 @@ pub enum ClusterCommand {
     /// Healthy when every broker answers and every partition has a leader; exits 1 otherwise.
     #[command(after_help = "Example:\n  sluice cluster health && echo healthy")]
     Health,
+    /// The controller quorum (leader, term, each voter's and observer's log position and
+    /// lag behind the leader) and each broker's partition count.
+    #[command(after_help = "Example:\n  sluice cluster status --format json")]
+    Status,
 }
 
 /// Runs `sluice cluster ...`.
@@ -60,6 +73,7 @@ pub fn main(args: ClusterArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ClusterCommand::Status => status(&target, &response),
         ClusterCommand::Health => {
             let partitions: usize = response.topics.iter().map(|t| t.partitions.len()).sum();
             let leaderless: Vec<String> = response
@@ -90,4 +104,103 @@ pub fn main(args: ClusterArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `sluice cluster status`: DescribeQuorum (as `kafka-metadata-quorum describe --status`
+/// sends it) and the partition leaders of Metadata.
+fn status(
+    target: &super::Resolved,
+    metadata: &sluice_net::messages::metadata_response::MetadataResponse,
+) -> anyhow::Result<()> {
+    let quorum = run(target, |conn| async move {
+        let request = Request::DescribeQuorum(DescribeQuorumRequest {
+            topics: vec![TopicData {
+                topic_name: "__cluster_metadata".to_string(),
+                partitions: vec![PartitionData { partition_index: 0 }],
+            }],
+        });
+        let Response::DescribeQuorum(response) = conn.request(request).await? else {
+            bail!("DescribeQuorum: unexpected response type");
+        };
+        Ok(response)
+    })?;
+    let partition = quorum_partition(&quorum)?;
+    let mut nodes = Table::new(&["node id", "role", "log end", "lag"]);
+    let replicas = partition
+        .current_voters
+        .iter()
+        .map(|r| (r, "voter"))
+        .chain(partition.observers.iter().map(|r| (r, "observer")));
+    for (replica, kind) in replicas {
+        let role = if replica.replica_id == partition.leader_id {
+            "leader"
+        } else {
+            kind
+        };
+        let lag = (replica.log_end_offset >= 0)
+            .then(|| (partition.high_watermark - replica.log_end_offset).max(0));
+        nodes.row(vec![
+            json!(replica.replica_id),
+            json!(role),
+            json!(replica.log_end_offset),
+            json!(lag),
+        ]);
+    }
+    let mut led: BTreeMap<i32, usize> = metadata.brokers.iter().map(|b| (b.node_id, 0)).collect();
+    for partition in metadata.topics.iter().flat_map(|t| &t.partitions) {
+        *led.entry(partition.leader_id).or_default() += 1;
+    }
+    let mut brokers = Table::new(&["broker", "host", "port", "partitions led"]);
+    for broker in &metadata.brokers {
+        brokers.row(vec![
+            json!(broker.node_id),
+            json!(broker.host),
+            json!(broker.port),
+            json!(led.get(&broker.node_id).copied().unwrap_or(0)),
+        ]);
+    }
+    match target.format {
+        super::Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "leader_id": partition.leader_id,
+                "leader_epoch": partition.leader_epoch,
+                "high_watermark": partition.high_watermark,
+                "quorum": nodes.to_json(),
+                "brokers": brokers.to_json(),
+            }))?
+        ),
+        super::Format::Text => {
+            println!(
+                "LEADER          {}\nLEADER EPOCH    {}\nHIGH WATERMARK  {}\n",
+                partition.leader_id, partition.leader_epoch, partition.high_watermark
+            );
+            nodes.print(super::Format::Text)?;
+            println!();
+            brokers.print(super::Format::Text)?;
+        }
+    }
+    Ok(())
+}
+
+/// The metadata log's partition in a DescribeQuorum answer, or its error.
+fn quorum_partition(
+    response: &DescribeQuorumResponse,
+) -> anyhow::Result<&sluice_net::messages::describe_quorum_response::PartitionData> {
+    if response.error_code != 0 {
+        bail!(
+            "DescribeQuorum: error {}: {}",
+            response.error_code,
+            response.error_message.as_deref().unwrap_or("")
+        );
+    }
+    let partition = response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| anyhow::anyhow!("DescribeQuorum: no partition in the answer"))?;
+    if partition.error_code != 0 {
+        bail!("DescribeQuorum: error {}", partition.error_code);
+    }
+    Ok(partition)
 }

@@ -19,7 +19,9 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-pub use node::{QuorumConfig, QuorumNode, QuorumStatus, cluster_id_of_voters, parse_voters};
+pub use node::{
+    QuorumConfig, QuorumDescription, QuorumNode, QuorumStatus, cluster_id_of_voters, parse_voters,
+};
 
 openraft::declare_raft_types!(
     /// openraft's types for the metadata quorum.

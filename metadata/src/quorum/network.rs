@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::QuorumTypes;
-use super::node::NodeInner;
+use super::node::{NodeInner, QuorumDescription};
 
 /// Largest RPC frame: a snapshot chunk or a batch of entries, well above both.
 const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -49,6 +49,12 @@ pub(crate) enum Request {
         node_id: u64,
         addr: String,
     },
+    /// The quorum as the leader sees it.
+    Describe,
+    /// An observer asks to be removed (a broker the quorum refused).
+    Leave {
+        node_id: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,6 +65,8 @@ pub(crate) enum Response {
     Submit(Result<SubmitReply, SubmitRefusal>),
     ReadIndex(Result<u64, SubmitRefusal>),
     Join(Result<(), SubmitRefusal>),
+    Describe(Result<QuorumDescription, SubmitRefusal>),
+    Leave(Result<(), SubmitRefusal>),
 }
 
 /// A forwarded command's result at the leader.
@@ -282,5 +290,7 @@ async fn answer(node: &NodeInner, request: Request) -> Response {
         Request::Join { node_id, addr } => {
             Response::Join(node.add_learner_here(node_id, addr).await)
         }
+        Request::Describe => Response::Describe(node.describe_here()),
+        Request::Leave { node_id } => Response::Leave(node.remove_observer_here(node_id).await),
     }
 }

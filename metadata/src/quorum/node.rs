@@ -106,6 +106,22 @@ pub struct QuorumStatus {
     pub voters: Vec<u64>,
 }
 
+/// The quorum as its leader sees it (Kafka's DescribeQuorum).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuorumDescription {
+    pub leader: u64,
+    pub term: u64,
+    /// The leader's last applied index (it applies each entry once a majority has it):
+    /// Kafka's high watermark of the metadata log.
+    pub applied_index: u64,
+    /// Each voter and the last index the leader knows it has (None: not known yet).
+    pub voters: Vec<(u64, Option<u64>)>,
+    /// Each observer (a broker that is no voter), likewise.
+    pub observers: Vec<(u64, Option<u64>)>,
+    /// Every member's quorum address.
+    pub addrs: BTreeMap<u64, String>,
+}
+
 /// The state the RPC server and `QuorumNode` share.
 pub(crate) struct NodeInner {
     pub(crate) raft: Raft<QuorumTypes>,
@@ -301,6 +317,61 @@ impl QuorumNode {
         }
     }
 
+    /// The quorum as its leader sees it, asked of the leader if this node does not lead.
+    pub async fn describe(&self) -> Result<QuorumDescription, MetadataError> {
+        match self.inner.describe_here() {
+            Ok(description) => Ok(description),
+            Err(SubmitRefusal::NotLeader(Some((leader_id, node)))) if leader_id != self.node_id => {
+                let mut client = PeerClient::new(leader_id, node.addr.clone());
+                match client.call(&Request::Describe, FORWARD_TIMEOUT).await {
+                    Ok(Response::Describe(Ok(description))) => Ok(description),
+                    _ => Err(MetadataError::QuorumUnavailable(format!(
+                        "the controller quorum's leader {leader_id} did not describe it"
+                    ))),
+                }
+            }
+            Err(_) => Err(MetadataError::QuorumUnavailable(
+                "the controller quorum has no leader".to_string(),
+            )),
+        }
+    }
+
+    /// Takes this observer out of the quorum (a broker the quorum refused leaves, so the
+    /// leader stops sending it the log).
+    pub async fn leave(&self) -> Result<(), MetadataError> {
+        let deadline = Instant::now() + SUBMIT_TIMEOUT;
+        let request = Request::Leave {
+            node_id: self.node_id,
+        };
+        loop {
+            let leader = {
+                let metrics = self.inner.raft.metrics();
+                let metrics = metrics.borrow();
+                metrics.current_leader.and_then(|id| {
+                    let membership = metrics.membership_config.membership();
+                    let (_, node) = membership.nodes().find(|(node, _)| **node == id)?;
+                    Some((id, node.addr.clone()))
+                })
+            };
+            if let Some((leader_id, addr)) = leader {
+                let mut client = PeerClient::new(leader_id, addr);
+                match client.call(&request, FORWARD_TIMEOUT).await {
+                    Ok(Response::Leave(Ok(()))) => return Ok(()),
+                    Ok(Response::Leave(Err(SubmitRefusal::Failed(code, message)))) => {
+                        return Err(MetadataError::Forwarded { code, message });
+                    }
+                    _ => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(MetadataError::QuorumUnavailable(
+                    "no controller quorum leader took this observer out".to_string(),
+                ));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
     /// What this controller knows of the quorum now.
     pub fn status(&self) -> QuorumStatus {
         let metrics = self.inner.raft.metrics();
@@ -398,6 +469,84 @@ impl NodeInner {
         Ok(SubmitReply {
             epoch: image.epoch,
             outcome: outcome.to_vec(),
+        })
+    }
+
+    /// Removes an observer, if this controller leads; voters stay.
+    pub(crate) async fn remove_observer_here(&self, node_id: u64) -> Result<(), SubmitRefusal> {
+        let _leading = self.leading.lock().await;
+        let (voter, member) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            (
+                membership.voter_ids().any(|id| id == node_id),
+                membership.nodes().any(|(id, _)| *id == node_id),
+            )
+        };
+        if voter {
+            return Err(SubmitRefusal::Failed(
+                42,
+                format!("node {node_id} is a voter of the controller quorum"),
+            ));
+        }
+        if !member {
+            return Ok(());
+        }
+        let remove = openraft::ChangeMembers::RemoveNodes([node_id].into_iter().collect());
+        match self.raft.change_membership(remove, false).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(not_leader(forward))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(SubmitRefusal::Failed(42, e.to_string()))
+            }
+            Err(other) => Err(SubmitRefusal::NotLeader(None).or_fatal(&other)),
+        }
+    }
+
+    /// The quorum as this node sees it, if it leads.
+    pub(crate) fn describe_here(&self) -> Result<QuorumDescription, SubmitRefusal> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        if metrics.current_leader != Some(metrics.id) {
+            let leader = metrics.current_leader.and_then(|id| {
+                membership
+                    .nodes()
+                    .find(|(node, _)| **node == id)
+                    .map(|(_, node)| (id, node.clone()))
+            });
+            return Err(SubmitRefusal::NotLeader(leader));
+        }
+        let progress = |id: u64| -> Option<u64> {
+            if id == metrics.id {
+                return metrics.last_log_index;
+            }
+            metrics
+                .replication
+                .as_ref()?
+                .get(&id)
+                .copied()
+                .flatten()
+                .map(|log_id| log_id.index)
+        };
+        Ok(QuorumDescription {
+            leader: metrics.id,
+            term: metrics.current_term,
+            applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            voters: membership
+                .voter_ids()
+                .map(|id| (id, progress(id)))
+                .collect(),
+            observers: membership
+                .learner_ids()
+                .map(|id| (id, progress(id)))
+                .collect(),
+            addrs: membership
+                .nodes()
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect(),
         })
     }
 
@@ -679,6 +828,20 @@ mod tests {
                     .is_some()
             );
         }
+        // Described by the leader, whoever is asked.
+        let described = cluster.nodes[&follower].describe().await.expect("describe");
+        assert_eq!(described.leader, leader);
+        let voters: Vec<u64> = described.voters.iter().map(|(id, _)| *id).collect();
+        assert_eq!(voters, vec![1, 2, 3]);
+        assert_eq!(described.observers.len(), 1);
+        assert_eq!(described.observers[0].0, observer_id);
+        assert_eq!(described.addrs.len(), 4);
+        // An observer the cluster refused leaves; voters cannot.
+        cluster.nodes[&observer_id].leave().await.expect("leave");
+        let described = cluster.nodes[&leader].describe().await.expect("describe");
+        assert!(described.observers.is_empty(), "{described:?}");
+        let refused = cluster.nodes[&follower].leave().await;
+        assert_eq!(refused.map_err(|e| e.kafka_error_code()), Err(42));
         cluster
             .nodes
             .remove(&observer_id)

@@ -1,7 +1,8 @@
-//! DescribeCluster and DescribeLogDirs.
+//! DescribeCluster, DescribeQuorum and DescribeLogDirs.
 
 use std::rc::Rc;
 
+use sluice_net::ErrorCode;
 use sluice_net::messages::describe_cluster_request::DescribeClusterRequest;
 use sluice_net::messages::describe_cluster_response::{
     DescribeClusterBroker, DescribeClusterResponse,
@@ -9,6 +10,10 @@ use sluice_net::messages::describe_cluster_response::{
 use sluice_net::messages::describe_log_dirs_request::DescribeLogDirsRequest;
 use sluice_net::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResponse, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use sluice_net::messages::describe_quorum_request::DescribeQuorumRequest;
+use sluice_net::messages::describe_quorum_response::{
+    DescribeQuorumResponse, Listener, Node, PartitionData, ReplicaState, TopicData,
 };
 
 use crate::messaging::ShardRequest;
@@ -30,6 +35,101 @@ pub fn describe_cluster(
             port: shard.advertised.1,
             rack: None,
         }],
+        ..Default::default()
+    }
+}
+
+/// The metadata log's topic, as Kafka names it in DescribeQuorum.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// The metadata quorum (Kafka's `kafka-metadata-quorum describe --status`): with a controller
+/// quorum, as its leader sees it (log positions are Raft indexes); a single node is the sole
+/// voter and leader of its own log (positions are metadata epochs).
+pub async fn describe_quorum(
+    shard: &Shard,
+    request: DescribeQuorumRequest,
+) -> DescribeQuorumResponse {
+    let asks_for_metadata_log = request.topics.len() == 1
+        && request.topics[0].topic_name == METADATA_TOPIC
+        && request.topics[0].partitions.len() == 1
+        && request.topics[0].partitions[0].partition_index == 0;
+    if !asks_for_metadata_log {
+        return DescribeQuorumResponse {
+            error_code: ErrorCode::UnknownTopicOrPartition.code(),
+            error_message: Some(format!("only {METADATA_TOPIC}-0 has a quorum")),
+            ..Default::default()
+        };
+    }
+    let replica = |id: u64, log_end: Option<u64>| ReplicaState {
+        replica_id: i32::try_from(id).unwrap_or(-1),
+        log_end_offset: log_end.map_or(-1, |end| end as i64),
+        ..Default::default()
+    };
+    let (partition, nodes) = match shard.controller.describe_quorum().await {
+        None => {
+            let image = shard.image();
+            let epoch = image.epoch as i64;
+            (
+                PartitionData {
+                    leader_id: image.node_id,
+                    leader_epoch: 1,
+                    high_watermark: epoch,
+                    current_voters: vec![replica(image.node_id.max(0) as u64, Some(image.epoch))],
+                    ..Default::default()
+                },
+                Vec::new(),
+            )
+        }
+        Some(Err(error)) => {
+            return DescribeQuorumResponse {
+                error_code: error.kafka_error_code(),
+                error_message: Some(error.to_string()),
+                ..Default::default()
+            };
+        }
+        Some(Ok(quorum)) => {
+            let nodes = quorum
+                .voters
+                .iter()
+                .filter_map(|(id, _)| {
+                    let (host, port) = quorum.addrs.get(id)?.rsplit_once(':')?;
+                    Some(Node {
+                        node_id: i32::try_from(*id).ok()?,
+                        listeners: vec![Listener {
+                            name: "CONTROLLER".to_string(),
+                            host: host.to_string(),
+                            port: port.parse().ok()?,
+                        }],
+                    })
+                })
+                .collect();
+            (
+                PartitionData {
+                    leader_id: i32::try_from(quorum.leader).unwrap_or(-1),
+                    leader_epoch: i32::try_from(quorum.term).unwrap_or(i32::MAX),
+                    high_watermark: quorum.applied_index as i64,
+                    current_voters: quorum
+                        .voters
+                        .iter()
+                        .map(|(id, end)| replica(*id, *end))
+                        .collect(),
+                    observers: quorum
+                        .observers
+                        .iter()
+                        .map(|(id, end)| replica(*id, *end))
+                        .collect(),
+                    ..Default::default()
+                },
+                nodes,
+            )
+        }
+    };
+    DescribeQuorumResponse {
+        topics: vec![TopicData {
+            topic_name: METADATA_TOPIC.to_string(),
+            partitions: vec![partition],
+        }],
+        nodes,
         ..Default::default()
     }
 }

@@ -18,6 +18,7 @@ pub const IMPLEMENTED_APIS: &[ApiKey] = &[
     ApiKey::AlterConfigs,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
+    ApiKey::DescribeQuorum,
     ApiKey::DescribeLogDirs,
     ApiKey::InitProducerId,
     ApiKey::FindCoordinator,

@@ -107,6 +107,12 @@ pub async fn dispatch(
             cluster::describe_cluster(&shard, r),
         )))
         .boxed_local(),
+        Request::DescribeQuorum(r) => async move {
+            Some(Response::DescribeQuorum(
+                cluster::describe_quorum(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
         Request::DescribeLogDirs(r) => async move {
             Some(Response::DescribeLogDirs(
                 cluster::describe_log_dirs(&shard, version, r).await,

@@ -4,6 +4,7 @@
 use std::fmt::{Display, Write};
 use std::sync::Arc;
 
+use sluice_metadata::quorum::QuorumStatus;
 use sluice_objstore::StatsSnapshot;
 
 use super::histogram::{HistogramSnapshot, LATENCY_BUCKETS};
@@ -19,8 +20,13 @@ pub const PARTITION_SERIES_MAX: usize = 10_000;
 /// Series each partition adds (the per-partition families below).
 const SERIES_PER_PARTITION: usize = 3;
 
-/// The page `/metrics` serves, from every shard's metrics and the object store's counters.
-pub fn render(shards: &[Arc<ShardMetrics>], objects: &StatsSnapshot) -> String {
+/// The page `/metrics` serves, from every shard's metrics, the object store's counters and,
+/// with a controller quorum, what this node knows of it.
+pub fn render(
+    shards: &[Arc<ShardMetrics>],
+    objects: &StatsSnapshot,
+    quorum: Option<&QuorumStatus>,
+) -> String {
     let mut out = Exposition::default();
     render_requests(&mut out, shards);
     render_shard_counters(&mut out, shards);
@@ -32,7 +38,40 @@ pub fn render(shards: &[Arc<ShardMetrics>], objects: &StatsSnapshot) -> String {
     render_groups(&mut out, &samples);
     render_partitions(&mut out, shards);
     render_objects(&mut out, objects);
+    if let Some(quorum) = quorum {
+        render_quorum(&mut out, quorum);
+    }
     out.text
+}
+
+fn render_quorum(out: &mut Exposition, quorum: &QuorumStatus) {
+    let leader = quorum.leader.map_or(-1, |id| id as i64);
+    let families: [(&str, &str, i64); 4] = [
+        (
+            "sluice_quorum_leader_id",
+            "The controller quorum's leader as this node knows it (-1: none).",
+            leader,
+        ),
+        (
+            "sluice_quorum_term",
+            "The controller quorum's term (Kafka's leader epoch of the metadata log).",
+            quorum.term as i64,
+        ),
+        (
+            "sluice_quorum_applied_index",
+            "The last metadata log index this node has applied.",
+            quorum.applied_index as i64,
+        ),
+        (
+            "sluice_quorum_voters",
+            "Voters of the controller quorum.",
+            quorum.voters.len() as i64,
+        ),
+    ];
+    for (name, help, value) in families {
+        out.family(name, Kind::Gauge, help);
+        out.value(name, &[], value);
+    }
 }
 
 /// A family with one series per shard: name, kind, help, and how to read its value.
@@ -606,7 +645,7 @@ mod tests {
         let partition = Arc::new(PartitionMetrics::new("a\"b", 3));
         partition.produce_bytes.add(7);
         shard.register_partition(&partition);
-        let text = render(&[shard], &StatsSnapshot::default());
+        let text = render(&[shard], &StatsSnapshot::default(), None);
         assert!(text.contains("sluice_produce_bytes_total{shard=\"0\"} 42\n"));
         assert!(text.contains("sluice_requests_total{shard=\"0\",api=\"Produce\"} 1\n"));
         assert!(text.contains(
@@ -635,7 +674,7 @@ mod tests {
         for partition in &partitions {
             shard.register_partition(partition);
         }
-        let text = render(&[shard], &StatsSnapshot::default());
+        let text = render(&[shard], &StatsSnapshot::default(), None);
         assert!(text.contains("sluice_metrics_partitions_omitted 5\n"));
         let rendered = text
             .lines()

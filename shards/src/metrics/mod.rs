@@ -22,6 +22,8 @@ pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub struct BrokerMetrics {
     shards: Vec<Arc<ShardMetrics>>,
     objects: ObjectStore,
+    /// The controller, once started: the quorum's gauges come from it.
+    controller: std::sync::OnceLock<crate::controller::ControllerHandle>,
 }
 
 impl BrokerMetrics {
@@ -32,7 +34,13 @@ impl BrokerMetrics {
                 .map(|id| Arc::new(ShardMetrics::new(id)))
                 .collect(),
             objects,
+            controller: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives the metrics the controller, whose quorum state they show from then on.
+    pub fn set_controller(&self, controller: crate::controller::ControllerHandle) {
+        let _ = self.controller.set(controller);
     }
 
     /// The metrics shard `id` writes.
@@ -42,7 +50,12 @@ impl BrokerMetrics {
 
     /// Every metric in Prometheus' text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
-        exposition::render(&self.shards, &self.objects.stats().snapshot())
+        let quorum = self.controller.get().and_then(|c| c.quorum_status());
+        exposition::render(
+            &self.shards,
+            &self.objects.stats().snapshot(),
+            quorum.as_ref(),
+        )
     }
 }
 
