@@ -127,8 +127,9 @@ pub(crate) struct NodeInner {
     pub(crate) raft: Raft<QuorumTypes>,
     images: watch::Receiver<Arc<MetadataImage>>,
     /// Serializes the leader's plan → propose → apply, so every command is planned on the
-    /// image its predecessor left.
-    leading: Mutex<()>,
+    /// image its predecessor left. Holds the term in which this node, leading, last made
+    /// sure it had applied everything committed before it led (0: never).
+    leading: Mutex<u64>,
 }
 
 /// One controller of the quorum.
@@ -187,7 +188,7 @@ impl QuorumNode {
         let inner = Arc::new(NodeInner {
             raft,
             images,
-            leading: Mutex::new(()),
+            leading: Mutex::new(0),
         });
         let server = tokio::spawn(network::serve(listener, inner.clone()));
         tokio::spawn(log_leader_changes(inner.raft.metrics()));
@@ -420,14 +421,28 @@ impl NodeInner {
         &self,
         command: &MetadataCommand,
     ) -> Result<(Arc<MetadataImage>, CommandOutcome), SubmitRefusal> {
-        let _leading = self.leading.lock().await;
-        // Leads, and has applied everything committed before: the plan sees the newest image.
-        self.raft.ensure_linearizable().await.map_err(|e| match e {
-            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
-                not_leader(forward)
-            }
-            other => SubmitRefusal::NotLeader(None).or_fatal(&other),
-        })?;
+        let mut ensured_term = self.leading.lock().await;
+        // Leads, and has applied everything committed before it led: the plan sees the newest
+        // image. Checked once a term: after that only this node's own commands, applied before
+        // they return, change the image. (A leader deposed meanwhile plans on an old image,
+        // but cannot commit what it planned.)
+        let (leader, term) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            (
+                metrics.current_leader == Some(metrics.id),
+                metrics.current_term,
+            )
+        };
+        if !leader || term != *ensured_term {
+            self.raft.ensure_linearizable().await.map_err(|e| match e {
+                RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
+                    not_leader(forward)
+                }
+                other => SubmitRefusal::NotLeader(None).or_fatal(&other),
+            })?;
+            *ensured_term = term;
+        }
         let image = self.images.borrow().clone();
         let failed = |e: MetadataError| SubmitRefusal::Failed(e.kafka_error_code(), e.to_string());
         let record = match command::plan(&image, command, &mut crate::store::random_topic_id)

@@ -7,7 +7,9 @@
 //!   (a snapshot every `SNAPSHOT_INTERVAL_RECORDS` entries).
 //! - `vote.json`, `purged.json`: the vote and the last purged log id, written atomically.
 //! - `committed.json`: the last committed log id, so that a restarted controller re-applies
-//!   the committed entries at once instead of waiting for a leader.
+//!   the committed entries at once instead of waiting for a leader. A hint, written without
+//!   an fsync at every commit: an older one (or none) after a crash only means the node
+//!   waits for the leader to tell it again.
 //! - `snapshot.bin`: `[meta_len u32][SnapshotMeta as JSON][snapshot data]`, the data being
 //!   `[epoch u64][the image as a snapshot file's bytes]` (the format `snapshot.rs` writes).
 //!
@@ -236,7 +238,7 @@ impl RaftStorage<QuorumTypes> for QuorumStorage {
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
         let mut state = self.lock();
-        write_json(&state.dir, COMMITTED_NAME, &committed).map_err(|e| {
+        write_hint(&state.dir, COMMITTED_NAME, &committed).map_err(|e| {
             StorageError::from(StorageIOError::new(
                 ErrorSubject::Store,
                 ErrorVerb::Write,
@@ -512,6 +514,14 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, MetadataErro
 fn write_json<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(value)?;
     snapshot::write_atomically(dir, name, &bytes).map_err(std::io::Error::other)
+}
+
+/// Writes `value` through a temporary file and a rename, without an fsync: after a crash the
+/// file is whole, old or new.
+fn write_hint<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}{}", snapshot::TMP_SUFFIX));
+    fs::write(&tmp, serde_json::to_vec(value)?)?;
+    fs::rename(&tmp, dir.join(name))
 }
 
 fn write_snapshot(dir: &Path, stored: &StoredSnapshot) -> std::io::Result<()> {
