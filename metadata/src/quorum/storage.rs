@@ -575,3 +575,45 @@ fn write_logs_error(e: &(impl std::error::Error + 'static)) -> StorageError<u64>
 fn write_snapshot_error(e: &(impl std::error::Error + 'static)) -> StorageError<u64> {
     StorageIOError::write_snapshot(None, e).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry<QuorumTypes> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(RecordBytes(vec![index as u8; 10])),
+        }
+    }
+
+    fn frames(indexes: std::ops::Range<u64>) -> Vec<u8> {
+        indexes
+            .flat_map(|i| encode_frame(&entry(i)).expect("frame"))
+            .collect()
+    }
+
+    #[test]
+    fn a_torn_last_entry_is_cut_off_and_a_bad_middle_one_is_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(LOG_NAME);
+
+        // A crash in the middle of the last append: the whole entries before it are kept.
+        let mut bytes = frames(0..3);
+        let whole = bytes.len() as u64;
+        bytes.extend_from_slice(&frames(3..4)[..11]);
+        fs::write(&path, &bytes).expect("write");
+        let log = read_log(&path).expect("a torn tail is repaired");
+        assert_eq!(log.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(log[&2], entry(2));
+        assert_eq!(fs::metadata(&path).expect("stat").len(), whole);
+
+        // A flipped byte with whole entries after it: acknowledged entries would be lost.
+        let mut bytes = frames(0..3);
+        bytes[FRAME_HEADER_BYTES + 2] ^= 0xff;
+        fs::write(&path, &bytes).expect("write");
+        let error = read_log(&path).expect_err("corruption");
+        assert!(error.to_string().contains("entries after it"), "{error}");
+    }
+}
