@@ -83,10 +83,18 @@ impl GroupCoordinator {
                 self.heartbeat_consumer_group(&group_id, heartbeat, image, settings)
             }
         });
-        answer.unwrap_or_else(|refusal| ConsumerGroupHeartbeatResponse {
-            error_code: refusal.code.code(),
-            error_message: refusal.message,
-            ..Default::default()
+        answer.unwrap_or_else(|refusal| {
+            tracing::debug!(
+                group = group_id,
+                code = ?refusal.code,
+                message = refusal.message.as_deref().unwrap_or(""),
+                "ConsumerGroupHeartbeat refused"
+            );
+            ConsumerGroupHeartbeatResponse {
+                error_code: refusal.code.code(),
+                error_message: refusal.message,
+                ..Default::default()
+            }
         })
     }
 
