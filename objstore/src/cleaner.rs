@@ -44,15 +44,14 @@ use sluice_net::record_batch::{
     Record, RecordBatchHeader, batches, decode_records, retain_records,
 };
 
-use crate::compaction::CompactionError;
+use crate::compaction::{CompactionError, replace_objects};
 use crate::format::{ObjectBuilder, ObjectIndex, split_blocks};
 use crate::limits::{
     CLEANER_KEYS_MAX_DEFAULT, COMPACTION_STEP_BYTES_MAX_DEFAULT, DATA_BLOCK_BYTES_TARGET,
 };
-use crate::registry::{Registry, allocate_object_ids};
+use crate::registry::Registry;
 use crate::stats::Stats;
 use crate::store::ObjectStore;
-use crate::uploader::object_key;
 
 /// The most decompressed bytes one batch may expand to while the cleaner reads it.
 const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -359,28 +358,15 @@ impl LogCleaner {
         let Some((bytes, ranges, removed)) = rewritten else {
             return Ok(state);
         };
-        let id = allocate_object_ids(registry, 1)
-            .await
-            .map_err(CompactionError::Metadata)?;
-        let key = object_key(ObjectKind::Stream, id);
-        let added = ObjectImage {
-            id,
-            key: key.clone(),
-            size: bytes.len() as u64,
-            kind: ObjectKind::Stream,
-            ranges,
-        };
         report.bytes_written += bytes.len() as u64;
-        self.store.put(&key, bytes).await?;
-        let command = MetadataCommand::CompactObjects {
-            removed: step.iter().map(|(o, _)| o.id).collect(),
-            added: vec![added],
-            now_ms: rules.now_ms.max(0) as u64,
-        };
-        if let Err(error) = registry.submit(command).await {
-            let _ = self.store.delete(&[key]).await;
-            return Err(CompactionError::Metadata(error));
-        }
+        replace_objects(
+            &self.store,
+            registry,
+            step.iter().map(|(o, _)| o.id).collect(),
+            vec![(bytes, ranges)],
+            rules.now_ms.max(0) as u64,
+        )
+        .await?;
         report.records_removed += removed;
         report.objects_replaced += step.len();
         Ok(state)
@@ -713,6 +699,8 @@ mod tests {
 
     use super::*;
     use crate::registry::StoreRegistry;
+    use crate::registry::allocate_object_ids;
+    use crate::uploader::object_key;
 
     const T0: i64 = 1_700_000_000_000;
     const DELETE_RETENTION_MS: i64 = 60_000;

@@ -216,38 +216,9 @@ impl Compactor {
             .spawn_blocking(move || rewrite(&fetched, block_bytes))
             .await
             .map_err(|_| CompactionError::Metadata("the object store shut down".to_string()))??;
-        let mut added = Vec::with_capacity(builders.len());
-        let mut bytes_written = 0u64;
-        if !builders.is_empty() {
-            let first = allocate_object_ids(registry, builders.len() as u32)
-                .await
-                .map_err(CompactionError::Metadata)?;
-            for (id, (bytes, ranges)) in (first..).zip(builders) {
-                let key = object_key(ObjectKind::Stream, id);
-                bytes_written += bytes.len() as u64;
-                let object = ObjectImage {
-                    id,
-                    key: key.clone(),
-                    size: bytes.len() as u64,
-                    kind: ObjectKind::Stream,
-                    ranges,
-                };
-                if let Err(e) = self.store.put(&key, bytes).await {
-                    self.forget(&added).await;
-                    return Err(e.into());
-                }
-                added.push(object);
-            }
-        }
-        let command = MetadataCommand::CompactObjects {
-            removed: removed.clone(),
-            added: added.clone(),
-            now_ms,
-        };
-        if let Err(e) = registry.submit(command).await {
-            self.forget(&added).await;
-            return Err(CompactionError::Metadata(e));
-        }
+        let bytes_written = builders.iter().map(|(bytes, _)| bytes.len() as u64).sum();
+        let added =
+            replace_objects(&self.store, registry, removed.clone(), builders, now_ms).await?;
         let stats = self.store.stats();
         Stats::add(&stats.compaction_bytes_read, bytes_read);
         Stats::add(&stats.compaction_bytes_written, bytes_written);
@@ -319,11 +290,55 @@ impl Compactor {
         self.store.delete(&keys).await?;
         Ok(keys)
     }
+}
 
-    async fn forget(&self, objects: &[ObjectImage]) {
-        let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
-        let _ = self.store.delete(&keys).await;
+/// Puts new Stream Objects (their bytes and ranges) and commits them in place of `removed`
+/// (`CompactObjects`, all or none), for compaction and the log cleaner alike. Objects put
+/// before a failure are deleted again; returns the committed objects.
+pub(crate) async fn replace_objects<R: Registry>(
+    store: &ObjectStore,
+    registry: &R,
+    removed: Vec<ObjectId>,
+    built: Vec<(Bytes, Vec<StreamRange>)>,
+    now_ms: u64,
+) -> Result<Vec<ObjectImage>, CompactionError> {
+    let mut added = Vec::with_capacity(built.len());
+    if !built.is_empty() {
+        let first = allocate_object_ids(registry, built.len() as u32)
+            .await
+            .map_err(CompactionError::Metadata)?;
+        for (id, (bytes, ranges)) in (first..).zip(built) {
+            let key = object_key(ObjectKind::Stream, id);
+            let object = ObjectImage {
+                id,
+                key: key.clone(),
+                size: bytes.len() as u64,
+                kind: ObjectKind::Stream,
+                ranges,
+            };
+            if let Err(e) = store.put(&key, bytes).await {
+                forget(store, &added).await;
+                return Err(e.into());
+            }
+            added.push(object);
+        }
     }
+    let command = MetadataCommand::CompactObjects {
+        removed,
+        added: added.clone(),
+        now_ms,
+    };
+    if let Err(e) = registry.submit(command).await {
+        forget(store, &added).await;
+        return Err(CompactionError::Metadata(e));
+    }
+    Ok(added)
+}
+
+/// Deletes objects that were put but will not be committed.
+async fn forget(store: &ObjectStore, objects: &[ObjectImage]) {
+    let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+    let _ = store.delete(&keys).await;
 }
 
 /// One Stream Object per contiguous run of each stream of the fetched
