@@ -509,16 +509,11 @@ impl NodeInner {
             return Ok(());
         }
         let remove = openraft::ChangeMembers::RemoveNodes([node_id].into_iter().collect());
-        match self.raft.change_membership(remove, false).await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(not_leader(forward))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(SubmitRefusal::Failed(42, e.to_string()))
-            }
-            Err(other) => Err(SubmitRefusal::NotLeader(None).or_fatal(&other)),
-        }
+        self.raft
+            .change_membership(remove, false)
+            .await
+            .map(|_| ())
+            .map_err(membership_refusal)
     }
 
     /// The quorum as this node sees it, if it leads.
@@ -582,20 +577,11 @@ impl NodeInner {
         if known {
             return Ok(());
         }
-        match self
-            .raft
+        self.raft
             .add_learner(node_id, BasicNode::new(addr), false)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(not_leader(forward))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(SubmitRefusal::Failed(42, e.to_string()))
-            }
-            Err(other) => Err(SubmitRefusal::NotLeader(None).or_fatal(&other)),
-        }
+            .map(|_| ())
+            .map_err(membership_refusal)
     }
 
     /// The applied index a linearizable read must wait for, if this controller leads.
@@ -675,6 +661,17 @@ async fn join_as_learner(voters: BTreeMap<u64, String>, node_id: u64, addr: Stri
             _ => {}
         }
         tokio::time::sleep(RETRY_PAUSE * 4).await;
+    }
+}
+
+/// Why a membership change (an observer joining or leaving) did not happen.
+fn membership_refusal(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> SubmitRefusal {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => not_leader(forward),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            SubmitRefusal::Failed(42, e.to_string())
+        }
+        other => SubmitRefusal::NotLeader(None).or_fatal(&other),
     }
 }
 
