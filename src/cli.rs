@@ -209,6 +209,16 @@ pub struct StartArgs {
     /// [default: broker,controller for a voter, broker otherwise]
     #[arg(long, env = "SLUICE_PROCESS_ROLES", value_name = "ROLES")]
     pub process_roles: Option<String>,
+    /// A controller fences a broker of the quorum whose heartbeats stop for this long; its
+    /// partitions are offline until it is back (Kafka's broker.session.timeout.ms).
+    /// [default: 9000]
+    #[arg(long, env = "SLUICE_BROKER_SESSION_TIMEOUT_MS", value_name = "MS")]
+    pub broker_session_timeout_ms: Option<u64>,
+    /// How often a broker of a quorum tells the controllers it is alive (Kafka's
+    /// broker.heartbeat.interval.ms); keep it below the controllers' session timeout.
+    /// [default: 2000]
+    #[arg(long, env = "SLUICE_BROKER_HEARTBEAT_INTERVAL_MS", value_name = "MS")]
+    pub broker_heartbeat_interval_ms: Option<u64>,
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
@@ -257,6 +267,8 @@ struct FileConfig {
     controller_quorum_voters: Option<String>,
     controller_listen: Option<SocketAddr>,
     process_roles: Option<String>,
+    broker_session_timeout_ms: Option<u64>,
+    broker_heartbeat_interval_ms: Option<u64>,
 }
 
 impl StartArgs {
@@ -392,6 +404,14 @@ impl StartArgs {
                 .or(file.controller_quorum_voters),
             self.controller_listen.or(file.controller_listen),
             self.process_roles.or(file.process_roles),
+            BrokerLiveness {
+                session_timeout_ms: self
+                    .broker_session_timeout_ms
+                    .or(file.broker_session_timeout_ms),
+                heartbeat_interval_ms: self
+                    .broker_heartbeat_interval_ms
+                    .or(file.broker_heartbeat_interval_ms),
+            },
         )?;
         if config.pipeline_depth == 0 {
             bail!("--pipeline-depth must be at least 1");
@@ -413,12 +433,24 @@ impl StartArgs {
     }
 }
 
+/// `--broker-session-timeout-ms` and `--broker-heartbeat-interval-ms`, as given.
+struct BrokerLiveness {
+    session_timeout_ms: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
+}
+
+/// Kafka's `broker.session.timeout.ms` default.
+const BROKER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 9000;
+/// Kafka's `broker.heartbeat.interval.ms` default.
+const BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 2000;
+
 /// Checks the quorum flags together and sets `config.quorum`.
 fn quorum_settings(
     config: &mut BrokerConfig,
     voters: Option<String>,
     controller_listen: Option<SocketAddr>,
     roles: Option<String>,
+    liveness: BrokerLiveness,
 ) -> anyhow::Result<ProcessRoles> {
     let roles = roles
         .map(|text| {
@@ -441,6 +473,12 @@ fn quorum_settings(
         }
         if roles.is_some_and(|r| r != ProcessRoles::BrokerController) {
             bail!("--process-roles broker or controller needs --controller-quorum-voters");
+        }
+        if liveness.session_timeout_ms.is_some() || liveness.heartbeat_interval_ms.is_some() {
+            bail!(
+                "--broker-session-timeout-ms and --broker-heartbeat-interval-ms need \
+                 --controller-quorum-voters (a single node has no heartbeats)"
+            );
         }
         return Ok(ProcessRoles::BrokerController);
     };
@@ -469,9 +507,31 @@ fn quorum_settings(
         ),
         _ => {}
     }
+    // Each node knows only its own flags (the session timeout matters on controllers, the
+    // interval on brokers): the pair is checked when both are given here.
+    if let (Some(session), Some(interval)) =
+        (liveness.session_timeout_ms, liveness.heartbeat_interval_ms)
+        && interval >= session
+    {
+        bail!(
+            "--broker-heartbeat-interval-ms ({interval}) must be below \
+             --broker-session-timeout-ms ({session})"
+        );
+    }
+    let session_timeout_ms = liveness
+        .session_timeout_ms
+        .unwrap_or(BROKER_SESSION_TIMEOUT_MS_DEFAULT);
+    let heartbeat_interval_ms = liveness
+        .heartbeat_interval_ms
+        .unwrap_or(BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT);
+    if session_timeout_ms == 0 || heartbeat_interval_ms == 0 {
+        bail!("--broker-session-timeout-ms and --broker-heartbeat-interval-ms must be above 0");
+    }
     config.quorum = Some(sluice_shards::QuorumSettings {
         voters,
         controller_listen,
+        broker_session_timeout: std::time::Duration::from_millis(session_timeout_ms),
+        broker_heartbeat_interval: std::time::Duration::from_millis(heartbeat_interval_ms),
     });
     Ok(roles)
 }

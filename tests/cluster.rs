@@ -1,8 +1,8 @@
 //! The controller quorum through real processes: three controllers (`--process-roles
-//! controller`) and a broker that gets the metadata from them as an observer. The broker
-//! keeps serving, and admin changes keep working, when the quorum's leader is `kill -9`ed;
-//! a second broker is refused while partitions have no leaders; a broker restarted on its
-//! data dir finds its topics in the quorum.
+//! controller`) and brokers that get the metadata from them as observers. A broker keeps
+//! serving, and admin changes keep working, when the quorum's leader is `kill -9`ed; a
+//! broker restarted on its data dir finds its topics in the quorum. Three brokers share the
+//! partitions; a `kill -9`ed one is fenced, its partitions offline until it is back.
 
 mod common;
 
@@ -35,8 +35,8 @@ struct Quorum {
 }
 
 impl Quorum {
-    /// Three controller-only processes.
-    fn start(root: &Path) -> Quorum {
+    /// Three controller-only processes, with `extra` flags.
+    fn start(root: &Path, extra: &[&str]) -> Quorum {
         let addrs = free_addrs(3);
         let voters = addrs
             .iter()
@@ -49,9 +49,10 @@ impl Quorum {
             .enumerate()
             .map(|(i, addr)| {
                 let id = i as u64 + 1;
-                let args = [
+                let id_text = id.to_string();
+                let mut args = vec![
                     "--node-id",
-                    &id.to_string(),
+                    &id_text,
                     "--process-roles",
                     "controller",
                     "--controller-quorum-voters",
@@ -61,6 +62,7 @@ impl Quorum {
                     "--admin-listen",
                     "none",
                 ];
+                args.extend_from_slice(extra);
                 let dir = root.join(format!("controller-{id}"));
                 (id, BrokerProcess::start(&dir, &args))
             })
@@ -71,12 +73,13 @@ impl Quorum {
         }
     }
 
-    /// Starts a broker that is no voter (an observer) as node `id`.
-    fn broker(&self, root: &Path, id: u64) -> Result<BrokerProcess, String> {
+    /// Starts a broker that is no voter (an observer) as node `id`, with `extra` flags.
+    fn broker(&self, root: &Path, id: u64, extra: &[&str]) -> Result<BrokerProcess, String> {
         let addr = free_addrs(1).remove(0);
-        let args = [
+        let id_text = id.to_string();
+        let mut args = vec![
             "--node-id",
-            &id.to_string(),
+            &id_text,
             "--controller-quorum-voters",
             &self.voters,
             "--controller-listen",
@@ -86,6 +89,7 @@ impl Quorum {
             "--memory",
             "512MiB",
         ];
+        args.extend_from_slice(extra);
         // No backtrace: a refused start's message must be within the log lines quoted.
         BrokerProcess::try_start_with_env(
             &root.join(format!("broker-{id}")),
@@ -146,22 +150,12 @@ fn last_leader(lines: &[String]) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_on_a_three_controller_quorum_survives_the_leaders_kill9_and_its_own() {
     let root = tempfile::tempdir().expect("tempdir");
-    let mut quorum = Quorum::start(root.path());
+    let mut quorum = Quorum::start(root.path(), &[]);
     let broker = quorum
-        .broker(root.path(), 10)
+        .broker(root.path(), 10, &[])
         .unwrap_or_else(|e| panic!("{e}"));
     broker.create_topic("before", 4).await;
     let before = produce_acked(&broker, "before", 4, 2_000).await;
-
-    // A second broker would take every partition too: refused, naming the first.
-    let refused = quorum
-        .broker(root.path(), 11)
-        .err()
-        .expect("a second broker is refused");
-    assert!(
-        refused.contains("is this cluster's broker already"),
-        "{refused}"
-    );
 
     // `sluice cluster status` (DescribeQuorum) and the broker's gauges show the quorum.
     let status = cluster_status(&broker);
@@ -205,4 +199,124 @@ async fn a_broker_on_a_three_controller_quorum_survives_the_leaders_kill9_and_it
     let broker = broker.restart();
     assert_topic_holds(&broker, "before", &before);
     assert_topic_holds(&broker, "after", &after);
+}
+
+/// A short session, so that the test sees a fence within seconds (default 9 s).
+const SESSION_TIMEOUT_MS: &str = "2000";
+const HEARTBEAT_INTERVAL_MS: &str = "300";
+/// Longest wait for the cluster to see a change (a fence, a broker back).
+const CLUSTER_CHANGE_MAX: Duration = Duration::from_secs(30);
+
+/// Each partition's leader, as librdkafka's Metadata shows it, once it names `brokers`.
+fn leaders(broker: &BrokerProcess, topic: &str, brokers: &[i32]) -> HashMap<i32, i32> {
+    use rdkafka::consumer::Consumer;
+    let client: rdkafka::consumer::BaseConsumer = broker.client_config().create().expect("client");
+    common::wait_for(CLUSTER_CHANGE_MAX, || {
+        let metadata = client
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()?;
+        let mut seen: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+        seen.sort_unstable();
+        if seen != brokers {
+            return None;
+        }
+        Some(
+            metadata.topics()[0]
+                .partitions()
+                .iter()
+                .map(|p| (p.id(), p.leader()))
+                .collect(),
+        )
+    })
+    .unwrap_or_else(|| panic!("Metadata never showed brokers {brokers:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_share_the_partitions_and_a_fenced_ones_come_back_with_it() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // One object store for all brokers, as a cluster needs.
+    let objects = root.path().join("objects").display().to_string();
+    let quorum = Quorum::start(
+        root.path(),
+        &["--broker-session-timeout-ms", SESSION_TIMEOUT_MS],
+    );
+    let broker_flags = [
+        "--broker-heartbeat-interval-ms",
+        HEARTBEAT_INTERVAL_MS,
+        "--object-store",
+        &objects,
+    ];
+    let brokers: Vec<BrokerProcess> = (10..13)
+        .map(|id| {
+            quorum
+                .broker(root.path(), id, &broker_flags)
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    let [first, second, mut third] = <[BrokerProcess; 3]>::try_from(brokers).ok().expect("3");
+
+    // Partitions spread over the three, and every broker takes writes for its own.
+    first.create_topic("spread", 12).await;
+    let leaders_before = leaders(&first, "spread", &[10, 11, 12]);
+    for id in [10, 11, 12] {
+        let led = leaders_before.values().filter(|l| **l == id).count();
+        assert_eq!(led, 4, "broker {id} leads {led} of 12: {leaders_before:?}");
+    }
+    let mut expected = produce_acked(&second, "spread", 12, 3_000).await;
+    assert_topic_holds(&third, "spread", &expected);
+    let status = cluster_status(&first);
+    assert_eq!(
+        status["brokers"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    assert_eq!(status["offline_partitions"], 0, "{status}");
+
+    // Broker 12 dies: once its session ends it is fenced; its partitions are offline, the
+    // others keep taking writes.
+    third.kill9();
+    let killed = Instant::now();
+    let leaders_during = leaders(&first, "spread", &[10, 11]);
+    println!("broker 12 killed: fenced after {:?}", killed.elapsed());
+    for (partition, leader) in &leaders_during {
+        let owner = leaders_before[partition];
+        let expected_leader = if owner == 12 { -1 } else { owner };
+        assert_eq!(*leader, expected_leader, "partition {partition}");
+    }
+    let producer = common::idempotent_producer(&first);
+    for (partition, leader) in &leaders_during {
+        if *leader < 0 {
+            continue;
+        }
+        let value = format!("during-{partition}");
+        let record = rdkafka::producer::FutureRecord::<(), _>::to("spread")
+            .partition(*partition)
+            .payload(&value);
+        let offset = producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("{value} not acknowledged: {e}"))
+            .offset;
+        let held = expected.get_mut(partition).expect("partition");
+        assert_eq!(offset, held.len() as i64, "{value}");
+        held.push(value);
+    }
+    assert_eq!(cluster_status(&second)["offline_partitions"], 4);
+    let fenced_logged = quorum.controllers.values().any(|c| {
+        c.log_lines()
+            .iter()
+            .any(|l| l.contains("broker fenced") && l.contains("broker=12"))
+    });
+    assert!(fenced_logged, "a controller logs the fence");
+
+    // Broker 12 comes back on its data dir: unfenced, it leads its partitions again, at a
+    // higher leader epoch, with every record of them.
+    let third = third.restart();
+    let leaders_after = leaders(&first, "spread", &[10, 11, 12]);
+    assert_eq!(leaders_after, leaders_before);
+    assert_topic_holds(&first, "spread", &expected);
+    third.create_topic("after", 12).await;
+    let after = produce_acked(&third, "after", 12, 1_200).await;
+    assert_topic_holds(&second, "after", &after);
+    assert_eq!(cluster_status(&third)["offline_partitions"], 0);
 }

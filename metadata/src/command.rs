@@ -12,9 +12,9 @@ use crate::configs::{self, ConfigError};
 use crate::error::MetadataError;
 use crate::image::{MetadataImage, PartitionImage, Uuid16};
 use crate::limits::{
-    CONFIG_CHANGES_MAX, OBJECT_ID_BLOCK_MAX, OBJECTS_PER_COMMAND_MAX, PARTITIONS_PER_TOPIC_MAX,
-    PARTITIONS_TOTAL_MAX, PRODUCER_ID_BLOCK_MAX, SHARDS_MAX, STREAMS_PER_UPLOAD_RECORD_MAX,
-    TOPIC_ID_ATTEMPTS_MAX, TOPIC_NAME_BYTES_MAX,
+    BROKERS_MAX, CONFIG_CHANGES_MAX, ENDPOINT_BYTES_MAX, OBJECT_ID_BLOCK_MAX,
+    OBJECTS_PER_COMMAND_MAX, PARTITIONS_PER_TOPIC_MAX, PARTITIONS_TOTAL_MAX, PRODUCER_ID_BLOCK_MAX,
+    SHARDS_MAX, STREAMS_PER_UPLOAD_RECORD_MAX, TOPIC_ID_ATTEMPTS_MAX, TOPIC_NAME_BYTES_MAX,
 };
 use crate::objects::{ObjectId, ObjectImage};
 use crate::uploads::{StreamCleaned, StreamUpload};
@@ -106,13 +106,18 @@ pub enum MetadataCommand {
     RecordCleaning {
         streams: Vec<StreamCleaned>,
     },
-    /// Registers the broker that serves Kafka clients in a controller quorum, with the
-    /// `host:port` it advertises. A quorum serves one broker for now: every broker would
-    /// otherwise take every partition, so another node id is refused until partitions have
-    /// leaders. The same broker registering again (a restart) is a no-op or a new endpoint.
+    /// Registers a broker of a controller quorum, with the `host:port` it advertises, and
+    /// unfences it; it gets its share of the partitions no broker has (`brokers.rs`). The
+    /// same broker registering again (a restart) keeps its partitions.
     RegisterBroker {
         node_id: i32,
         endpoint: String,
+    },
+    /// Fences a registered broker whose heartbeats stopped (its partitions go offline), or
+    /// unfences it when they come back. The quorum's leader sends it, not clients.
+    SetBrokerFenced {
+        node_id: i32,
+        fenced: bool,
     },
 }
 
@@ -154,6 +159,7 @@ pub enum CommandOutcome {
     UploadsRecorded,
     CleaningRecorded,
     BrokerRegistered,
+    BrokerFencingSet,
 }
 
 /// A command resolved against an image: every choice (topic id, placement,
@@ -222,10 +228,15 @@ pub enum MetadataRecord {
     RecordCleaning {
         streams: Vec<StreamCleaned>,
     },
-    // Appended last, and no larger than the records before it, for the same reason.
+    // Appended after the records above, and no larger than them, for the same reason.
     RegisterBroker {
         node_id: i32,
         endpoint: String,
+    },
+    // Appended last, and no larger than the records before it, for the same reason.
+    SetBrokerFenced {
+        node_id: i32,
+        fenced: bool,
     },
 }
 
@@ -519,21 +530,38 @@ pub fn plan(
             MetadataRecord::RecordCleaning { streams: moved }
         }
         MetadataCommand::RegisterBroker { node_id, endpoint } => {
-            if let Some((other, other_endpoint)) =
-                image.brokers().iter().find(|(id, _)| **id != *node_id)
-            {
-                return Err(MetadataError::PolicyViolation(format!(
-                    "broker {other} ({other_endpoint}) is this cluster's broker already, and a \
-                     controller quorum serves one broker until partitions have leaders: start \
-                     node {node_id} with --process-roles controller, or as broker {other}"
+            if endpoint.is_empty() || endpoint.len() > ENDPOINT_BYTES_MAX {
+                return Err(MetadataError::InvalidRequest(format!(
+                    "broker {node_id} advertises an endpoint of {} bytes (1 to {ENDPOINT_BYTES_MAX})",
+                    endpoint.len()
                 )));
             }
-            if image.brokers().get(node_id) == Some(endpoint) {
+            let current = image.brokers().get(node_id);
+            if current.is_some_and(|b| !b.fenced && b.endpoint == *endpoint) {
                 return Ok(Plan::Unchanged(CommandOutcome::BrokerRegistered));
+            }
+            if current.is_none() && image.brokers().len() >= BROKERS_MAX as usize {
+                return Err(MetadataError::PolicyViolation(format!(
+                    "the cluster has {BROKERS_MAX} brokers (BROKERS_MAX); broker {node_id} is one too many"
+                )));
             }
             MetadataRecord::RegisterBroker {
                 node_id: *node_id,
                 endpoint: endpoint.clone(),
+            }
+        }
+        MetadataCommand::SetBrokerFenced { node_id, fenced } => {
+            let Some(broker) = image.brokers().get(node_id) else {
+                return Err(MetadataError::InvalidRequest(format!(
+                    "broker {node_id} is not registered"
+                )));
+            };
+            if broker.fenced == *fenced {
+                return Ok(Plan::Unchanged(CommandOutcome::BrokerFencingSet));
+            }
+            MetadataRecord::SetBrokerFenced {
+                node_id: *node_id,
+                fenced: *fenced,
             }
         }
     };

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::brokers::{BrokerImage, BrokerParts, Brokers, Leadership};
 use crate::command::{CommandOutcome, MetadataRecord};
 use crate::configs::{self, BrokerConfig, TopicConfig};
 use crate::error::MetadataError;
@@ -45,8 +46,8 @@ pub struct MetadataImage {
     /// Per stream, its producers and upload times (`uploads.rs`); each behind an `Arc` so
     /// that cloning the image per command copies none.
     uploads: BTreeMap<u64, Arc<StreamUploads>>,
-    /// The brokers registered in a controller quorum (node id → advertised `host:port`).
-    brokers: BTreeMap<i32, String>,
+    /// The brokers registered in a controller quorum and the partitions' leaders.
+    brokers: Brokers,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -85,14 +86,70 @@ impl MetadataImage {
             streams: BTreeMap::new(),
             registry: Registry::default(),
             uploads: BTreeMap::new(),
-            brokers: BTreeMap::new(),
+            brokers: Brokers::default(),
         }
     }
 
-    /// The brokers registered in a controller quorum (node id → advertised `host:port`);
-    /// empty for a single node, which never registers.
-    pub fn brokers(&self) -> &BTreeMap<i32, String> {
-        &self.brokers
+    /// The brokers registered in a controller quorum, by node id; empty for a single node,
+    /// which never registers.
+    pub fn brokers(&self) -> &BTreeMap<i32, BrokerImage> {
+        &self.brokers.registered
+    }
+
+    /// The unfenced brokers, by node id, with their advertised `host:port`.
+    pub fn live_brokers(&self) -> impl Iterator<Item = (i32, &str)> {
+        self.brokers
+            .registered
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .map(|(id, b)| (*id, b.endpoint.as_str()))
+    }
+
+    /// This node's broker slot (0 for a single node or a node not registered as a broker):
+    /// numbers its internal streams apart from other brokers'.
+    pub fn broker_slot(&self) -> u32 {
+        self.brokers
+            .registered
+            .get(&self.node_id)
+            .map_or(0, |b| b.slot)
+    }
+
+    /// Who leads the partition of `stream_id`, at which epoch (see `brokers.rs`).
+    pub fn leadership(&self, stream_id: u64) -> Leadership {
+        self.brokers.leadership(stream_id, self.node_id)
+    }
+
+    /// True when this node leads the partition of `stream_id`: it may append to and serve it.
+    pub fn leads(&self, stream_id: u64) -> bool {
+        self.leadership(stream_id).leader == Some(self.node_id)
+    }
+
+    /// The broker that coordinates groups and transactions, if it is unfenced (this node
+    /// when no broker is registered).
+    pub fn coordinator(&self) -> Option<i32> {
+        if self.brokers.registered.is_empty() {
+            return Some(self.node_id);
+        }
+        self.brokers
+            .coordinator
+            .filter(|id| self.brokers.registered.get(id).is_some_and(|b| !b.fenced))
+    }
+
+    /// True when this node coordinates groups and transactions, and so runs the object
+    /// tier's maintenance (compaction, cleaning, retention, garbage collection): one owner
+    /// at a time in a cluster.
+    pub fn coordinates(&self) -> bool {
+        self.coordinator() == Some(self.node_id)
+    }
+
+    /// Partitions each registered broker holds (led, or offline while it is fenced).
+    pub fn partitions_per_broker(&self) -> BTreeMap<i32, usize> {
+        let mut counts: BTreeMap<i32, usize> =
+            self.brokers.registered.keys().map(|id| (*id, 0)).collect();
+        for leader in self.brokers.leaders.values() {
+            *counts.entry(leader.broker).or_default() += 1;
+        }
+        counts
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
@@ -336,6 +393,8 @@ impl MetadataImage {
         {
             return Err(format!("objects indexed for unknown stream {stream_id}"));
         }
+        self.brokers
+            .check_invariants(|id| self.streams.contains_key(&id))?;
         self.registry.check_invariants()
     }
 
@@ -353,11 +412,15 @@ impl MetadataImage {
         objects: RegistryParts,
         uploads: Vec<StreamUploadsPart>,
         cleaned: Vec<StreamCleaned>,
-        brokers: Vec<(i32, String)>,
+        brokers: BrokerParts,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
-        image.brokers = brokers.into_iter().collect();
+        image.brokers = Brokers {
+            registered: brokers.registered.into_iter().collect(),
+            leaders: brokers.leaders.into_iter().collect(),
+            coordinator: brokers.coordinator,
+        };
         image.broker_configs = broker_configs;
         image.next_producer_id = next_producer_id;
         image.next_stream_id = next_stream_id;
@@ -398,6 +461,25 @@ impl MetadataImage {
         Ok(image)
     }
 
+    /// The brokers part, as a snapshot keeps it.
+    pub(crate) fn broker_parts(&self) -> BrokerParts {
+        BrokerParts {
+            registered: self
+                .brokers
+                .registered
+                .iter()
+                .map(|(id, b)| (*id, b.clone()))
+                .collect(),
+            leaders: self
+                .brokers
+                .leaders
+                .iter()
+                .map(|(id, l)| (*id, *l))
+                .collect(),
+            coordinator: self.brokers.coordinator,
+        }
+    }
+
     fn apply_in_place(&mut self, record: &MetadataRecord) -> Result<CommandOutcome, MetadataError> {
         let corrupt =
             |what: String| MetadataError::Corrupt(format!("record does not apply: {what}"));
@@ -429,6 +511,7 @@ impl MetadataImage {
                         configs: configs.clone(),
                     },
                 );
+                self.brokers.assign(partitions.iter().map(|p| p.stream_id));
                 Ok(CommandOutcome::TopicCreated { topic_id: *id })
             }
             MetadataRecord::DeleteTopic { name, id } => {
@@ -446,6 +529,7 @@ impl MetadataImage {
                     // The objects keep the ranges until retention marks them.
                     self.registry.streams.remove(stream_id);
                     self.uploads.remove(stream_id);
+                    self.brokers.forget(*stream_id);
                 }
                 Ok(CommandOutcome::TopicDeleted {
                     topic_id: *id,
@@ -462,6 +546,7 @@ impl MetadataImage {
                     .map_err(corrupt)?;
                 let topic = self.topics.get_mut(name).expect("checked above");
                 topic.partitions.extend(partitions.iter().cloned());
+                self.brokers.assign(partitions.iter().map(|p| p.stream_id));
                 Ok(CommandOutcome::PartitionsCreated {
                     topic_id: topic.id,
                     first_new_partition: current,
@@ -626,14 +711,18 @@ impl MetadataImage {
                 Ok(CommandOutcome::UploadsRecorded)
             }
             MetadataRecord::RegisterBroker { node_id, endpoint } => {
-                if self.brokers.keys().any(|id| id != node_id) {
-                    return Err(corrupt(format!(
-                        "broker {node_id} registers beside {:?}",
-                        self.brokers.keys().collect::<Vec<_>>()
-                    )));
-                }
-                self.brokers.insert(*node_id, endpoint.clone());
+                self.brokers
+                    .register(*node_id, endpoint, self.streams.keys().copied());
                 Ok(CommandOutcome::BrokerRegistered)
+            }
+            MetadataRecord::SetBrokerFenced { node_id, fenced } => {
+                if !self
+                    .brokers
+                    .set_fenced(*node_id, *fenced, self.streams.keys().copied())
+                {
+                    return Err(corrupt(format!("broker {node_id} is not registered")));
+                }
+                Ok(CommandOutcome::BrokerFencingSet)
             }
             MetadataRecord::RecordCleaning { streams } => {
                 for cleaned in streams {

@@ -9,6 +9,7 @@
 //! With a controller quorum (`quorum/`), openraft's replicated log carries the
 //! same records in place of the local log, with the same `plan` and `apply`.
 
+mod brokers;
 pub mod command;
 pub mod configs;
 mod error;
@@ -22,6 +23,7 @@ mod snapshot;
 mod store;
 mod uploads;
 
+pub use brokers::{BrokerImage, Leadership};
 pub use command::{
     CommandOutcome, MetadataCommand, MetadataRecord, Plan, validate_command,
     validate_replication_factor, validate_topic_name,

@@ -36,3 +36,8 @@ pub const STREAMS_PER_UPLOAD_RECORD_MAX: usize = 100_000;
 /// Upload times kept per stream for time-based retention; past it every two neighbours
 /// merge (retention then removes data later, never earlier).
 pub const UPLOAD_TIMES_PER_STREAM_MAX: usize = 1024;
+/// Longest `host:port` a broker may advertise (a DNS name is at most 253 bytes).
+pub const ENDPOINT_BYTES_MAX: usize = 260;
+/// Brokers a cluster registers: each numbers its internal streams with a slot below this,
+/// and a slot's internal streams are `SHARDS_MAX` ids wide within 65,536 per kind.
+pub const BROKERS_MAX: u32 = 64;

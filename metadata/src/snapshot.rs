@@ -2,11 +2,13 @@
 //! written through a temporary file, fsync and an atomic rename.
 //!
 //! File layout: `[magic 8][format_version u32][crc32c u32][payload_len u64][payload]`,
-//! little endian; the payload is the rkyv encoding of `SnapshotV5` (format
-//! version 5: V4 plus the brokers registered in a controller quorum; V4 was V3 plus the
+//! little endian; the payload is the rkyv encoding of `SnapshotV6` (format
+//! version 6: V5 with the brokers' fencing and the partitions' leaders; V5 was V4 plus the
+//! brokers registered in a controller quorum; V4 was V3 plus the
 //! log cleaner's marks; V3 was V2 plus each stream's uploads, `uploads.rs`; V2 was V1 plus
-//! the object registry), checked with bytecheck on load, after the CRC. Versions 1 to 4
-//! still load (with an empty registry, no uploads, no cleaner marks, no brokers).
+//! the object registry), checked with bytecheck on load, after the CRC. Versions 1 to 5
+//! still load (with an empty registry, no uploads, no cleaner marks, no brokers; a format 5
+//! broker leads every partition).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
+use crate::brokers::BrokerParts;
 use crate::error::MetadataError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::limits::SNAPSHOT_BYTES_MAX;
@@ -23,7 +26,9 @@ use crate::objects::RegistryParts;
 use crate::uploads::{StreamCleaned, StreamUploadsPart};
 
 const MAGIC: &[u8; 8] = b"SLUICEMD";
-const FORMAT_VERSION: u32 = 5;
+const FORMAT_VERSION: u32 = 6;
+/// The format before fencing and partition leaders; still read.
+const FORMAT_VERSION_V5: u32 = 5;
 /// The format before the registered brokers; still read.
 const FORMAT_VERSION_V4: u32 = 4;
 /// The format before the log cleaner's marks; still read.
@@ -96,6 +101,14 @@ struct SnapshotV5 {
     brokers: Vec<(i32, String)>,
 }
 
+/// Format 6: format 5 with the brokers' fencing, the partitions' leaders and the
+/// coordinator broker (`brokers.rs`) in place of the bare endpoints.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotV6 {
+    base: SnapshotV5,
+    brokers: BrokerParts,
+}
+
 pub(crate) fn snapshot_name(epoch: u64) -> String {
     format!("{PREFIX}{epoch:020}{SUFFIX}")
 }
@@ -119,21 +132,21 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
 /// The image as a snapshot file's bytes (also what the controller quorum ships to a
 /// follower that is too far behind).
 pub(crate) fn encode(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
-    let snapshot = SnapshotV5 {
-        cluster_id: image.cluster_id.clone(),
-        epoch: image.epoch,
-        next_producer_id: image.next_producer_id,
-        next_stream_id: image.next_stream_id,
-        broker_configs: image.broker_configs.clone(),
-        topics: image.topics.values().cloned().collect(),
-        objects: image.registry_parts(),
-        uploads: image.upload_parts(),
-        cleaned: image.cleaned_parts(),
-        brokers: image
-            .brokers()
-            .iter()
-            .map(|(id, endpoint)| (*id, endpoint.clone()))
-            .collect(),
+    let snapshot = SnapshotV6 {
+        base: SnapshotV5 {
+            cluster_id: image.cluster_id.clone(),
+            epoch: image.epoch,
+            next_producer_id: image.next_producer_id,
+            next_stream_id: image.next_stream_id,
+            broker_configs: image.broker_configs.clone(),
+            topics: image.topics.values().cloned().collect(),
+            objects: image.registry_parts(),
+            uploads: image.upload_parts(),
+            cleaned: image.cleaned_parts(),
+            // Format 6 keeps the brokers in `brokers` below.
+            brokers: Vec::new(),
+        },
+        brokers: image.broker_parts(),
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
         .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
@@ -213,6 +226,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         FORMAT_VERSION_V2,
         FORMAT_VERSION_V3,
         FORMAT_VERSION_V4,
+        FORMAT_VERSION_V5,
         FORMAT_VERSION,
     ]
     .contains(&version)
@@ -236,8 +250,9 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
     let invalid = |e: rancor::Error| format!("invalid snapshot payload: {e}");
-    let snapshot = match version {
-        FORMAT_VERSION_V1 => {
+    let v5 = match version {
+        FORMAT_VERSION => None,
+        FORMAT_VERSION_V1 => Some({
             let v1 = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(invalid)?;
             SnapshotV5 {
                 cluster_id: v1.cluster_id,
@@ -251,8 +266,8 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
                 cleaned: Vec::new(),
                 brokers: Vec::new(),
             }
-        }
-        FORMAT_VERSION_V2 => {
+        }),
+        FORMAT_VERSION_V2 => Some({
             let v2 = rkyv::from_bytes::<SnapshotV2, rancor::Error>(&aligned).map_err(invalid)?;
             SnapshotV5 {
                 cluster_id: v2.cluster_id,
@@ -266,8 +281,8 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
                 cleaned: Vec::new(),
                 brokers: Vec::new(),
             }
-        }
-        FORMAT_VERSION_V3 => {
+        }),
+        FORMAT_VERSION_V3 => Some({
             let v3 = rkyv::from_bytes::<SnapshotV3, rancor::Error>(&aligned).map_err(invalid)?;
             SnapshotV5 {
                 cluster_id: v3.cluster_id,
@@ -281,8 +296,8 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
                 cleaned: Vec::new(),
                 brokers: Vec::new(),
             }
-        }
-        FORMAT_VERSION_V4 => {
+        }),
+        FORMAT_VERSION_V4 => Some({
             let v4 = rkyv::from_bytes::<SnapshotV4, rancor::Error>(&aligned).map_err(invalid)?;
             SnapshotV5 {
                 cluster_id: v4.cluster_id,
@@ -296,8 +311,23 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
                 cleaned: v4.cleaned,
                 brokers: Vec::new(),
             }
+        }),
+        _ => Some(rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned).map_err(invalid)?),
+    };
+    let SnapshotV6 {
+        base: snapshot,
+        brokers,
+    } = match v5 {
+        None => rkyv::from_bytes::<SnapshotV6, rancor::Error>(&aligned).map_err(invalid)?,
+        Some(mut v5) => {
+            let streams: Vec<u64> = v5
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.stream_id))
+                .collect();
+            let brokers = BrokerParts::of_format_5(std::mem::take(&mut v5.brokers), &streams);
+            SnapshotV6 { base: v5, brokers }
         }
-        _ => rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned).map_err(invalid)?,
     };
     if snapshot.epoch != epoch {
         return Err(format!(
@@ -316,7 +346,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         snapshot.objects,
         snapshot.uploads,
         snapshot.cleaned,
-        snapshot.brokers,
+        brokers,
     )
 }
 
@@ -398,5 +428,43 @@ mod tests {
         let image = decode(&frame(FORMAT_VERSION_V4, &payload), 1, 13).unwrap();
         assert_eq!(image.epoch, 13);
         assert!(image.brokers().is_empty());
+    }
+
+    /// A version 5 snapshot (one broker, no leaders) still loads: its broker leads every
+    /// partition, unfenced, and coordinates.
+    #[test]
+    fn version_5_loads_with_its_broker_leading_every_partition() {
+        let topic = TopicImage {
+            name: "t".to_string(),
+            id: [1; 16],
+            partitions: vec![crate::PartitionImage {
+                index: 0,
+                shard: 0,
+                stream_id: 1,
+                log_start_offset: 0,
+            }],
+            configs: BTreeMap::new(),
+        };
+        let v5 = SnapshotV5 {
+            cluster_id: "c".to_string(),
+            epoch: 15,
+            next_producer_id: 5,
+            next_stream_id: 2,
+            broker_configs: BTreeMap::new(),
+            topics: vec![topic],
+            objects: RegistryParts::empty(),
+            uploads: Vec::new(),
+            cleaned: Vec::new(),
+            brokers: vec![(4, "h:9092".to_string())],
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v5).unwrap();
+        let image = decode(&frame(FORMAT_VERSION_V5, &payload), 4, 15).unwrap();
+        assert_eq!(image.leadership(1).leader, Some(4));
+        assert!(image.leads(1));
+        assert_eq!(image.coordinator(), Some(4));
+        assert_eq!(image.brokers()[&4].endpoint, "h:9092");
+        // And it is written back in format 6 and reads the same.
+        let bytes = encode(&image).unwrap();
+        assert_eq!(decode(&bytes, 4, 15).unwrap(), image);
     }
 }

@@ -125,6 +125,7 @@ impl ShardBuilder {
         ));
         let (loopback_sender, loopback) = local_channel::new_bounded(MESH_QUEUE_DEPTH);
         let task_permits = TaskPermits::new(config.shard_tasks_max, metrics.clone());
+        let key = internal_stream::shard_key(controller.image().broker_slot(), id);
         let shard = Rc::new(Shard {
             id,
             count,
@@ -135,10 +136,10 @@ impl ShardBuilder {
             metrics,
             groups: GroupCoordinator::new(
                 wal.clone(),
-                internal_stream::group_log_stream(id),
+                internal_stream::group_log_stream(key),
                 group_limits,
             ),
-            txns: TxnCoordinator::new(wal, internal_stream::txn_log_stream(id)),
+            txns: TxnCoordinator::new(wal, internal_stream::txn_log_stream(key)),
             storage,
             memory_pool,
             mesh: Mesh::new(id, peers, loopback_sender),

@@ -11,6 +11,10 @@ pub struct QuorumSettings {
     /// Where this node serves the quorum's RPCs (`--controller-listen`); a voter's must be
     /// its entry in `voters`, an observer's is where the leader sends it the log.
     pub controller_listen: SocketAddr,
+    /// How long a controller waits for a broker's heartbeat before it fences the broker.
+    pub broker_session_timeout: std::time::Duration,
+    /// How often this node, as a broker, sends a heartbeat.
+    pub broker_heartbeat_interval: std::time::Duration,
 }
 
 /// Everything a broker needs to start; every field has a default usable on a laptop.

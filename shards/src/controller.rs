@@ -49,6 +49,12 @@ impl ControllerHandle {
         self.image.load_full()
     }
 
+    /// True when this node leads the partition of `stream_id` (always, for a single node).
+    /// For the hot path: no reference count is taken on the image.
+    pub fn leads(&self, stream_id: u64) -> bool {
+        self.image.load().leads(stream_id)
+    }
+
     /// Applies `command` durably; the returned image is already visible to every shard.
     pub async fn submit(
         &self,
@@ -86,6 +92,13 @@ impl ControllerHandle {
             .spawn(async move { node.leave().await })
             .await
             .unwrap_or_else(|e| Err(MetadataError::Failed(format!("quorum task: {e}"))))
+    }
+
+    /// Starts this broker's heartbeats to the controller quorum; a no-op for a single node.
+    pub fn send_heartbeats(&self, broker_id: i32, interval: std::time::Duration) {
+        if let Some((runtime, node)) = self.quorum.as_ref() {
+            runtime.spawn(node.send_heartbeats(broker_id, interval));
+        }
     }
 
     /// What this node knows of the quorum now (for `/metrics`); None for a single node.

@@ -3,8 +3,10 @@
 //!
 //! Stream ids count down from `u64::MAX`, in metadata's internal range
 //! (`sluice_metadata::INTERNAL_STREAM_ID_MIN` and up), which no partition gets: the group log
-//! of shard `n` is `u64::MAX - n`, its transaction log `u64::MAX - 65536 - n`, the transaction
-//! index of its partitions `u64::MAX - 131072 - n`. Each record is framed like a Kafka record batch's
+//! of shard key `n` is `u64::MAX - n`, its transaction log `u64::MAX - 65536 - n`, the transaction
+//! index of its partitions `u64::MAX - 131072 - n`. A shard's key is `slot × 1024 + shard`,
+//! where the slot is its broker's in the cluster (`MetadataImage::broker_slot`, 0 for a single
+//! node), so that brokers sharing an object store never write the same internal stream. Each record is framed like a Kafka record batch's
 //! prefix, `[offset i64][length i32][payload]` (big-endian), because the object tier's cold
 //! reader walks data blocks by that prefix.
 
@@ -13,22 +15,28 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// Bytes of the frame before the payload.
 const FRAME_PREFIX_BYTES: usize = 12;
 
-/// Shards an internal stream kind has room for.
+/// Shard keys an internal stream kind has room for.
 const SHARDS_MAX: u64 = 1 << 16;
 
-/// The stream id of shard `shard`'s group log.
-pub fn group_log_stream(shard: usize) -> u64 {
-    u64::MAX - (shard as u64 % SHARDS_MAX)
+/// The key of shard `shard` of the broker with `slot` (below `BROKERS_MAX`; the shard below
+/// `sluice_metadata::limits::SHARDS_MAX`).
+pub fn shard_key(slot: u32, shard: usize) -> usize {
+    slot as usize * sluice_metadata::limits::SHARDS_MAX as usize + shard
 }
 
-/// The stream id of shard `shard`'s transaction log.
-pub fn txn_log_stream(shard: usize) -> u64 {
-    u64::MAX - SHARDS_MAX - (shard as u64 % SHARDS_MAX)
+/// The stream id of the group log of the shard with key `key` (`shard_key`).
+pub fn group_log_stream(key: usize) -> u64 {
+    u64::MAX - (key as u64 % SHARDS_MAX)
 }
 
-/// The stream id of shard `shard`'s partition transaction index.
-pub fn txn_index_stream(shard: usize) -> u64 {
-    u64::MAX - 2 * SHARDS_MAX - (shard as u64 % SHARDS_MAX)
+/// The stream id of the transaction log of the shard with key `key` (`shard_key`).
+pub fn txn_log_stream(key: usize) -> u64 {
+    u64::MAX - SHARDS_MAX - (key as u64 % SHARDS_MAX)
+}
+
+/// The stream id of the partition transaction index of the shard with key `key` (`shard_key`).
+pub fn txn_index_stream(key: usize) -> u64 {
+    u64::MAX - 2 * SHARDS_MAX - (key as u64 % SHARDS_MAX)
 }
 
 /// True for the id of any shard's partition transaction index.
@@ -111,5 +119,20 @@ mod tests {
         assert!(sluice_metadata::is_internal_stream(group_log_stream(
             SHARDS_MAX as usize - 1
         )));
+    }
+
+    #[test]
+    fn brokers_of_a_cluster_have_their_own_internal_streams() {
+        // Slot 0 keeps a single node's ids.
+        assert_eq!(shard_key(0, 3), 3);
+        let last = shard_key(sluice_metadata::limits::BROKERS_MAX - 1, 1023);
+        assert!(
+            (last as u64) < SHARDS_MAX,
+            "every key fits its kind's range"
+        );
+        assert_ne!(group_log_stream(shard_key(1, 0)), group_log_stream(0));
+        assert!(is_group_log_stream(group_log_stream(last)));
+        assert!(is_txn_log_stream(txn_log_stream(last)));
+        assert!(is_txn_index_stream(txn_index_stream(last)));
     }
 }

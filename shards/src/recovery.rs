@@ -130,10 +130,11 @@ pub fn recover(
 /// to the transaction coordinator, and continues every internal stream's sequence.
 pub async fn internal_state_in_objects(shard: &Shard) -> Result<Vec<GroupLogEntry>, String> {
     let mut group_entries = Vec::new();
+    let key = internal_stream::shard_key(shard.image().broker_slot(), shard.id);
     for stream_id in [
-        internal_stream::group_log_stream(shard.id),
-        internal_stream::txn_index_stream(shard.id),
-        internal_stream::txn_log_stream(shard.id),
+        internal_stream::group_log_stream(key),
+        internal_stream::txn_index_stream(key),
+        internal_stream::txn_log_stream(key),
     ] {
         for_each_in_objects(shard, stream_id, |offset, payload| {
             replay_internal(shard, stream_id, offset, payload, &mut group_entries)

@@ -136,11 +136,17 @@ impl Broker {
         let objects = ObjectStore::open(&config.object_store_config())
             .map_err(|e| StartError::ObjectStore(e.to_string()))?;
         // Before any upload starts, so every object above the registry's ids is an orphan. New
-        // uploads take ids above these, so a store that is down now only leaves garbage.
-        match crate::tier::delete_orphans(&objects, &metadata.image()) {
-            Ok(0) => {}
-            Ok(orphans) => tracing::info!(orphans, "deleted objects a crash left uncommitted"),
-            Err(error) => tracing::warn!(%error, "orphaned objects not cleaned up"),
+        // uploads take ids above these, so a store that is down now only leaves garbage. In a
+        // cluster, another broker may be between the put and the commit of an object: its
+        // orphans are left (garbage, never a loss) until a broker starts alone.
+        let image = metadata.image();
+        let alone = image.brokers().keys().all(|id| *id == config.node_id);
+        match alone.then(|| crate::tier::delete_orphans(&objects, &image)) {
+            None | Some(Ok(0)) => {}
+            Some(Ok(orphans)) => {
+                tracing::info!(orphans, "deleted objects a crash left uncommitted")
+            }
+            Some(Err(error)) => tracing::warn!(%error, "orphaned objects not cleaned up"),
         }
         let metrics = Arc::new(BrokerMetrics::new(shard_count, objects.clone()));
         // One of each per broker: the caps count across shards.
@@ -193,8 +199,8 @@ impl Broker {
             })?;
         let local_addr = local_addr.as_socket().unwrap_or(config.listen);
         let advertised = advertised_address(&config, local_addr);
-        if config.quorum.is_some() {
-            // Before any shard serves: a second broker of the cluster is refused here.
+        if let Some(settings) = &config.quorum {
+            // Before any shard serves: the broker takes its share of the partitions.
             let register = MetadataCommand::RegisterBroker {
                 node_id: config.node_id,
                 endpoint: format!("{}:{}", advertised.0, advertised.1),
@@ -211,6 +217,7 @@ impl Broker {
                     }
                 });
             }
+            handle.send_heartbeats(config.node_id, settings.broker_heartbeat_interval);
         }
 
         let (mut senders, mut receivers) = mesh(shard_count);
@@ -684,6 +691,7 @@ fn open_metadata(config: &BrokerConfig, catch_up: bool) -> Result<Metadata, Star
         voters: settings.voters.clone(),
         dir: config.data_dir.join("metadata-quorum"),
         cluster_id: cluster_id_of_voters(&settings.voters),
+        broker_session_timeout: settings.broker_session_timeout,
     };
     let node = runtime.block_on(QuorumNode::start(quorum_config, listener))?;
     if catch_up {

@@ -63,6 +63,11 @@ impl Shard {
         self.storage.owner_of(partition)
     }
 
+    /// True when this broker coordinates groups and transactions (a single node always).
+    pub fn coordinates(&self) -> bool {
+        self.image().coordinates()
+    }
+
     /// The owner shard and stream id of `topic`/`partition`, if that partition exists.
     pub fn locate(
         &self,

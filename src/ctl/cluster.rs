@@ -150,6 +150,8 @@ fn status(
     for partition in metadata.topics.iter().flat_map(|t| &t.partitions) {
         *led.entry(partition.leader_id).or_default() += 1;
     }
+    // Partitions whose broker is fenced (or that no broker has yet) have no leader.
+    let offline = led.remove(&-1).unwrap_or(0);
     let mut brokers = Table::new(&["broker", "host", "port", "partitions led"]);
     for broker in &metadata.brokers {
         brokers.row(vec![
@@ -168,6 +170,7 @@ fn status(
                 "high_watermark": partition.high_watermark,
                 "quorum": nodes.to_json(),
                 "brokers": brokers.to_json(),
+                "offline_partitions": offline,
             }))?
         ),
         super::Format::Text => {
@@ -178,6 +181,7 @@ fn status(
             nodes.print(super::Format::Text)?;
             println!();
             brokers.print(super::Format::Text)?;
+            println!("\nOFFLINE PARTITIONS  {offline}");
         }
     }
     Ok(())

@@ -55,6 +55,10 @@ pub(crate) enum Request {
     Leave {
         node_id: u64,
     },
+    /// A broker is alive (Kafka's BrokerHeartbeat); the leader fences brokers that stop.
+    Heartbeat {
+        broker_id: i32,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -67,6 +71,7 @@ pub(crate) enum Response {
     Join(Result<(), SubmitRefusal>),
     Describe(Result<QuorumDescription, SubmitRefusal>),
     Leave(Result<(), SubmitRefusal>),
+    Heartbeat(Result<(), SubmitRefusal>),
 }
 
 /// A forwarded command's result at the leader.
@@ -126,6 +131,11 @@ impl PeerClient {
             addr,
             stream: None,
         }
+    }
+
+    /// The controller this client calls.
+    pub(crate) fn target(&self) -> u64 {
+        self.target
     }
 
     /// One request and its response within `ttl`; the connection is dropped on any error
@@ -292,5 +302,8 @@ async fn answer(node: &NodeInner, request: Request) -> Response {
         }
         Request::Describe => Response::Describe(node.describe_here()),
         Request::Leave { node_id } => Response::Leave(node.remove_observer_here(node_id).await),
+        Request::Heartbeat { broker_id } => {
+            Response::Heartbeat(node.heartbeat_here(broker_id).await)
+        }
     }
 }

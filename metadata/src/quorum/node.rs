@@ -1,7 +1,7 @@
 //! A running controller of the quorum: openraft over `storage.rs` and `network.rs`, and the
 //! one way in for changes (`QuorumNode::submit`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +50,9 @@ pub struct QuorumConfig {
     pub dir: PathBuf,
     /// The cluster id every controller's image carries (the same on all of them).
     pub cluster_id: String,
+    /// A broker whose heartbeats stop for this long is fenced by the leader (Kafka's
+    /// `broker.session.timeout.ms`).
+    pub broker_session_timeout: Duration,
 }
 
 /// Parses `1@host:port,2@host:port,...` (Kafka's `controller.quorum.voters`).
@@ -130,6 +133,10 @@ pub(crate) struct NodeInner {
     /// image its predecessor left. Holds the term in which this node, leading, last made
     /// sure it had applied everything committed before it led (0: never).
     leading: Mutex<u64>,
+    /// While this node leads: when each broker's last heartbeat came, and the term these
+    /// times are from (a new leader gives every broker a full session from its first term).
+    heartbeats: std::sync::Mutex<(u64, HashMap<i32, Instant>)>,
+    broker_session_timeout: Duration,
 }
 
 /// One controller of the quorum.
@@ -189,8 +196,13 @@ impl QuorumNode {
             raft,
             images,
             leading: Mutex::new(0),
+            heartbeats: std::sync::Mutex::new((0, HashMap::new())),
+            broker_session_timeout: config.broker_session_timeout,
         });
         let server = tokio::spawn(network::serve(listener, inner.clone()));
+        if voter {
+            tokio::spawn(fence_silent_brokers(inner.clone()));
+        }
         tokio::spawn(log_leader_changes(inner.raft.metrics()));
         let initialized = inner
             .raft
@@ -345,17 +357,8 @@ impl QuorumNode {
             node_id: self.node_id,
         };
         loop {
-            let leader = {
-                let metrics = self.inner.raft.metrics();
-                let metrics = metrics.borrow();
-                metrics.current_leader.and_then(|id| {
-                    let membership = metrics.membership_config.membership();
-                    let (_, node) = membership.nodes().find(|(node, _)| **node == id)?;
-                    Some((id, node.addr.clone()))
-                })
-            };
-            if let Some((leader_id, addr)) = leader {
-                let mut client = PeerClient::new(leader_id, addr);
+            if let SubmitRefusal::NotLeader(Some((leader_id, node))) = self.inner.leader_refusal() {
+                let mut client = PeerClient::new(leader_id, node.addr);
                 match client.call(&request, FORWARD_TIMEOUT).await {
                     Ok(Response::Leave(Ok(()))) => return Ok(()),
                     Ok(Response::Leave(Err(SubmitRefusal::Failed(code, message)))) => {
@@ -371,6 +374,17 @@ impl QuorumNode {
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }
+    }
+
+    /// Sends the quorum's leader a heartbeat for broker `broker_id` (this node) every
+    /// `interval`, until the node stops (spawn it on the quorum's runtime): a broker whose
+    /// heartbeats stop is fenced, and the next one unfences it.
+    pub fn send_heartbeats(
+        &self,
+        broker_id: i32,
+        interval: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        send_heartbeats(self.inner.clone(), self.node_id, broker_id, interval)
     }
 
     /// What this controller knows of the quorum now.
@@ -521,13 +535,7 @@ impl NodeInner {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         if metrics.current_leader != Some(metrics.id) {
-            let leader = metrics.current_leader.and_then(|id| {
-                membership
-                    .nodes()
-                    .find(|(node, _)| **node == id)
-                    .map(|(_, node)| (id, node.clone()))
-            });
-            return Err(SubmitRefusal::NotLeader(leader));
+            return Err(self.leader_refusal());
         }
         let progress = |id: u64| -> Option<u64> {
             if id == metrics.id {
@@ -584,6 +592,88 @@ impl NodeInner {
             .map_err(membership_refusal)
     }
 
+    /// The refusal of a node that does not lead: it names the leader it follows, if any.
+    fn leader_refusal(&self) -> SubmitRefusal {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader.and_then(|id| {
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .find(|(node, _)| **node == id)
+                .map(|(_, node)| (id, node.clone()))
+        });
+        SubmitRefusal::NotLeader(leader)
+    }
+
+    /// A broker's heartbeat, if this controller leads: notes its time, and unfences the
+    /// broker if it was fenced.
+    pub(crate) async fn heartbeat_here(&self, broker_id: i32) -> Result<(), SubmitRefusal> {
+        let term = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.current_leader != Some(metrics.id) {
+                drop(metrics);
+                return Err(self.leader_refusal());
+            }
+            metrics.current_term
+        };
+        {
+            let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+            if heartbeats.0 != term {
+                *heartbeats = (term, HashMap::new());
+            }
+            heartbeats.1.insert(broker_id, Instant::now());
+        }
+        let fenced = self
+            .images
+            .borrow()
+            .brokers()
+            .get(&broker_id)
+            .is_some_and(|b| b.fenced);
+        if fenced {
+            let unfence = MetadataCommand::SetBrokerFenced {
+                node_id: broker_id,
+                fenced: false,
+            };
+            self.submit_here(&unfence).await?;
+            tracing::info!(
+                broker = broker_id,
+                "broker unfenced: its heartbeats came back"
+            );
+        }
+        Ok(())
+    }
+
+    /// The brokers, registered and unfenced, whose last heartbeat is older than the session
+    /// timeout; empty unless this controller leads. A broker never heard from in this term
+    /// counts from the first time this asks about it.
+    fn silent_brokers(&self) -> Vec<i32> {
+        let term = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.current_leader != Some(metrics.id) {
+                return Vec::new();
+            }
+            metrics.current_term
+        };
+        let image = self.images.borrow().clone();
+        let now = Instant::now();
+        let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+        if heartbeats.0 != term {
+            *heartbeats = (term, HashMap::new());
+        }
+        image
+            .live_brokers()
+            .filter(|(id, _)| {
+                let last = *heartbeats.1.entry(*id).or_insert(now);
+                now.duration_since(last) > self.broker_session_timeout
+            })
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// The applied index a linearizable read must wait for, if this controller leads.
     pub(crate) async fn read_index_here(&self) -> Result<u64, SubmitRefusal> {
         match self.raft.ensure_linearizable().await {
@@ -624,6 +714,66 @@ async fn log_leader_changes(mut metrics: watch::Receiver<openraft::RaftMetrics<u
                 None => tracing::info!(term, "the controller quorum has no leader"),
             }
         }
+    }
+}
+
+/// While this voter leads, fences each broker whose heartbeats stopped for the session
+/// timeout. Runs until Raft stops.
+async fn fence_silent_brokers(inner: Arc<NodeInner>) {
+    let period = (inner.broker_session_timeout / 4).max(Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(period).await;
+        for broker in inner.silent_brokers() {
+            let fence = MetadataCommand::SetBrokerFenced {
+                node_id: broker,
+                fenced: true,
+            };
+            match inner.submit_here(&fence).await {
+                Ok(_) => tracing::info!(
+                    broker,
+                    session_timeout_ms = inner.broker_session_timeout.as_millis() as u64,
+                    "broker fenced: no heartbeat within the session timeout; its partitions \
+                     are offline until it is back"
+                ),
+                // Not the leader any more: the new one counts the broker's session afresh.
+                Err(SubmitRefusal::NotLeader(_)) => break,
+                Err(SubmitRefusal::Failed(code, message)) => {
+                    tracing::info!(broker, code, %message, "could not fence a silent broker")
+                }
+            }
+        }
+        if inner.raft.metrics().borrow().running_state.is_err() {
+            return;
+        }
+    }
+}
+
+/// A broker's heartbeats to the quorum's leader, every `interval`, until Raft stops.
+async fn send_heartbeats(inner: Arc<NodeInner>, node_id: u64, broker_id: i32, interval: Duration) {
+    let request = Request::Heartbeat { broker_id };
+    let mut client: Option<PeerClient> = None;
+    loop {
+        match inner.heartbeat_here(broker_id).await {
+            Ok(()) => {}
+            Err(SubmitRefusal::NotLeader(Some((leader_id, node)))) if leader_id != node_id => {
+                let mut to_leader = client
+                    .take()
+                    .filter(|c| c.target() == leader_id)
+                    .unwrap_or_else(|| PeerClient::new(leader_id, node.addr.clone()));
+                if let Ok(Response::Heartbeat(Err(SubmitRefusal::Failed(code, message)))) =
+                    to_leader.call(&request, FORWARD_TIMEOUT).await
+                {
+                    tracing::info!(code, %message, "the quorum's leader refused a heartbeat");
+                }
+                client = Some(to_leader);
+            }
+            // No leader known yet (an election): the next beat finds it.
+            Err(_) => {}
+        }
+        if inner.raft.metrics().borrow().running_state.is_err() {
+            return;
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -738,6 +888,7 @@ mod tests {
                 voters: self.voters.clone(),
                 dir: self.dirs[0].path().join(format!("quorum-{id}")),
                 cluster_id: "quorum-test-cluster-id".to_string(),
+                broker_session_timeout: Duration::from_secs(9),
             };
             let node = QuorumNode::start(config, listener).await.expect("start");
             self.nodes.insert(id, node);

@@ -20,7 +20,7 @@ use crate::messaging::ShardRequest;
 use crate::shard::Shard;
 use crate::storage::request::PartitionRequest;
 
-/// This one-node cluster: its id, its controller and its broker.
+/// The cluster: its id and the brokers clients may use (as Metadata lists them).
 pub fn describe_cluster(
     shard: &Shard,
     _request: DescribeClusterRequest,
@@ -29,12 +29,15 @@ pub fn describe_cluster(
     DescribeClusterResponse {
         cluster_id: image.cluster_id.clone(),
         controller_id: image.node_id,
-        brokers: vec![DescribeClusterBroker {
-            broker_id: image.node_id,
-            host: shard.advertised.0.clone(),
-            port: shard.advertised.1,
-            rack: None,
-        }],
+        brokers: super::metadata::brokers(shard, &image)
+            .into_iter()
+            .map(|b| DescribeClusterBroker {
+                broker_id: b.node_id,
+                host: b.host,
+                port: b.port,
+                rack: b.rack,
+            })
+            .collect(),
         ..Default::default()
     }
 }

@@ -49,29 +49,39 @@ use crate::shard::Shard;
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-/// This single broker coordinates every group (and, later, every transactional id).
+/// The broker that coordinates every group and transactional id: this one for a single node,
+/// the first broker registered in a cluster (COORDINATOR_NOT_AVAILABLE while it is fenced).
 pub fn find_coordinator(
     shard: &Shard,
     version: i16,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let node = shard.image().node_id;
-    let (host, port) = shard.advertised.clone();
-    let error = match request.key_type {
-        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => ErrorCode::None,
-        _ => ErrorCode::InvalidRequest,
+    let image = shard.image();
+    let coordinator = match image.coordinator() {
+        Some(node) if node == image.node_id => Ok((node, shard.advertised.clone())),
+        Some(node) => image
+            .live_brokers()
+            .find(|(id, _)| *id == node)
+            .and_then(|(_, endpoint)| split_endpoint(endpoint))
+            .map(|address| (node, address))
+            .ok_or(ErrorCode::CoordinatorNotAvailable),
+        None => Err(ErrorCode::CoordinatorNotAvailable),
+    };
+    let found = match request.key_type {
+        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => coordinator,
+        _ => Err(ErrorCode::InvalidRequest),
+    };
+    let (error, node, (host, port)) = match found {
+        Ok((node, address)) => (ErrorCode::None, node, address),
+        Err(code) => (code, -1, (String::new(), -1)),
     };
     if version < 4 {
         return FindCoordinatorResponse {
             error_code: error.code(),
             error_message: (error != ErrorCode::None).then(|| error.message().to_string()),
-            node_id: if error == ErrorCode::None { node } else { -1 },
-            host: if error == ErrorCode::None {
-                host
-            } else {
-                String::new()
-            },
-            port: if error == ErrorCode::None { port } else { -1 },
+            node_id: node,
+            host,
+            port,
             ..Default::default()
         };
     }
@@ -92,7 +102,16 @@ pub fn find_coordinator(
     }
 }
 
+/// `host:port` as Kafka's responses carry it.
+pub fn split_endpoint(endpoint: &str) -> Option<(String, i32)> {
+    let (host, port) = endpoint.rsplit_once(':')?;
+    Some((host.to_string(), port.parse::<u16>().ok()?.into()))
+}
+
 async fn call(shard: &Rc<Shard>, group_id: &str, call: GroupCall) -> Option<GroupReply> {
+    if !shard.coordinates() {
+        return None; // answered COORDINATOR_NOT_AVAILABLE: the client finds the coordinator
+    }
     let owner = coordinator_shard(group_id, shard.count);
     let answer = shard
         .mesh

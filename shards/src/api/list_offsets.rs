@@ -52,7 +52,10 @@ pub async fn handle(
                     },
                     timestamp,
                     offset,
-                    leader_epoch: 0,
+                    leader_epoch: u32::try_from(p.partition_index)
+                        .ok()
+                        .and_then(|index| image.partition(&topic.name, index))
+                        .map_or(0, |part| image.leadership(part.stream_id).leader_epoch),
                 },
                 Err(code) => ListOffsetsPartitionResponse {
                     partition_index: p.partition_index,

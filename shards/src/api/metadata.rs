@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use sluice_metadata::{MetadataCommand, MetadataImage, TopicImage};
+use sluice_metadata::{Leadership, MetadataCommand, MetadataImage, TopicImage};
 use sluice_net::ErrorCode;
 use sluice_net::messages::metadata_request::MetadataRequest;
 use sluice_net::messages::metadata_response::{
@@ -100,17 +100,37 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
             .collect(),
     };
     MetadataResponse {
-        brokers: vec![MetadataResponseBroker {
-            node_id: image.node_id,
-            host: shard.advertised.0.clone(),
-            port: shard.advertised.1,
-            rack: None,
-        }],
+        brokers: brokers(shard, &image),
         cluster_id: Some(image.cluster_id.clone()),
         controller_id: image.node_id,
         topics,
         ..Default::default()
     }
+}
+
+/// The brokers clients may connect to: this node alone, or every unfenced broker of the
+/// cluster (a fenced one leads nothing).
+pub fn brokers(shard: &Shard, image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    if image.brokers().is_empty() {
+        return vec![MetadataResponseBroker {
+            node_id: image.node_id,
+            host: shard.advertised.0.clone(),
+            port: shard.advertised.1,
+            rack: None,
+        }];
+    }
+    image
+        .live_brokers()
+        .filter_map(|(node_id, endpoint)| {
+            let (host, port) = super::groups::split_endpoint(endpoint)?;
+            Some(MetadataResponseBroker {
+                node_id,
+                host,
+                port,
+                rack: None,
+            })
+        })
+        .collect()
 }
 
 enum RequestedTopic {
@@ -119,7 +139,6 @@ enum RequestedTopic {
 }
 
 fn describe_topic(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
-    let node = image.node_id;
     MetadataResponseTopic {
         error_code: 0,
         name: Some(topic.name.clone()),
@@ -128,16 +147,29 @@ fn describe_topic(image: &MetadataImage, topic: &TopicImage) -> MetadataResponse
         partitions: topic
             .partitions
             .iter()
-            .map(|p| MetadataResponsePartition {
-                error_code: 0,
-                partition_index: p.index as i32,
-                leader_id: node,
-                leader_epoch: 0,
-                replica_nodes: vec![node],
-                isr_nodes: vec![node],
-                offline_replicas: Vec::new(),
-            })
+            .map(|p| describe_partition(image.leadership(p.stream_id), p.index))
             .collect(),
         ..Default::default()
+    }
+}
+
+/// One copy of the data, in shared storage: the replica is the broker whose WAL holds the
+/// partition, in sync while it leads. While its broker is fenced the partition is offline
+/// (LEADER_NOT_AVAILABLE), as a Kafka partition whose only replica is down.
+fn describe_partition(leadership: Leadership, index: u32) -> MetadataResponsePartition {
+    let replicas: Vec<i32> = leadership.replica.into_iter().collect();
+    let online = leadership.leader.is_some();
+    MetadataResponsePartition {
+        error_code: if online {
+            0
+        } else {
+            ErrorCode::LeaderNotAvailable.code()
+        },
+        partition_index: index as i32,
+        leader_id: leadership.leader.unwrap_or(-1),
+        leader_epoch: leadership.leader_epoch,
+        isr_nodes: if online { replicas.clone() } else { Vec::new() },
+        offline_replicas: if online { Vec::new() } else { replicas.clone() },
+        replica_nodes: replicas,
     }
 }

@@ -75,11 +75,12 @@ impl PartitionStore {
         memory_pool: ChunkPool,
         metrics: Arc<ShardMetrics>,
     ) -> PartitionStore {
+        let key = crate::internal_stream::shard_key(controller.image().broker_slot(), id);
         PartitionStore {
             id,
             count,
+            txn_index: TxnIndexLog::new(wal.clone(), crate::internal_stream::txn_index_stream(key)),
             controller,
-            txn_index: TxnIndexLog::new(wal.clone(), crate::internal_stream::txn_index_stream(id)),
             wal,
             tier,
             memory_pool,
@@ -450,8 +451,12 @@ impl PartitionStore {
             .sum()
     }
 
-    /// The partition with `stream_id` if this shard owns it, created on first use.
+    /// The partition with `stream_id` if this shard owns it and this broker leads it (a
+    /// broker of a quorum serves nothing while fenced), created on first use.
     pub fn partition(&self, stream_id: u64) -> Option<Rc<Partition>> {
+        if !self.controller.leads(stream_id) {
+            return None;
+        }
         if let Some(p) = self.partitions.borrow().get(&stream_id) {
             return Some(p.clone());
         }

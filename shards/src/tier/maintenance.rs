@@ -51,6 +51,11 @@ pub async fn run_maintenance(
             _ = stop.clone().fuse() => return,
             _ = glommio::timer::sleep(interval).fuse() => {}
         }
+        // In a cluster one broker maintains the shared objects (the one that coordinates),
+        // so that two never compact or delete the same objects.
+        if !controller.image().coordinates() {
+            continue;
+        }
         maintain(&compactor, &cleaner, &behind, controller, &now).await;
     }
 }

@@ -129,6 +129,29 @@ pub enum TxnCall {
     },
 }
 
+impl TxnCall {
+    /// True for the calls a client's request makes of the transaction or group coordinator:
+    /// a broker of a cluster that does not coordinate refuses them (`serve::ask`).
+    pub fn needs_coordinator(&self) -> bool {
+        match self {
+            TxnCall::InitProducerId { .. }
+            | TxnCall::Add { .. }
+            | TxnCall::Verify { .. }
+            | TxnCall::StageOffsets { .. }
+            | TxnCall::End { .. }
+            | TxnCall::Describe(_)
+            | TxnCall::CheckGroupMember { .. }
+            | TxnCall::Unstable(_) => true,
+            TxnCall::List { .. }
+            | TxnCall::Restore(_)
+            | TxnCall::MarkUnstable { .. }
+            | TxnCall::CompleteGroup { .. }
+            | TxnCall::WriteMarkers { .. }
+            | TxnCall::DescribeProducers { .. } => false,
+        }
+    }
+}
+
 /// The answer to a [`TxnCall`].
 pub enum TxnReply {
     /// For InitProducerId: (producer id, epoch).

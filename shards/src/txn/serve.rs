@@ -16,6 +16,9 @@ use crate::shard::Shard;
 
 /// Sends `call` to shard `owner` and waits for its answer (None: the shard is gone).
 pub async fn ask(shard: &Rc<Shard>, owner: usize, call: TxnCall) -> Option<TxnReply> {
+    if call.needs_coordinator() && !shard.coordinates() {
+        return None; // the caller answers COORDINATOR_NOT_AVAILABLE: the client asks again
+    }
     let answer = shard
         .mesh
         .ask(owner, |reply| ShardRequest::Txn { call, reply })

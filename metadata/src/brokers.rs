@@ -1,0 +1,306 @@
+//! The brokers of a controller quorum and which of them leads each partition.
+//!
+//! Leadership is derived, not recorded: `MetadataImage::apply` assigns the leaders of new
+//! partitions, and of partitions no broker leads, to the unfenced broker leading the fewest
+//! partitions (ties to the lowest id). Every controller applies the same records to the same
+//! image, so every controller derives the same leaders, and no record carries them.
+//!
+//! A partition keeps its broker: its data since the last upload is in that broker's WAL.
+//! While the broker is fenced (its heartbeats stopped) the partition has no leader, as a
+//! Kafka partition with one replica is offline while its broker is down; the leader epoch
+//! moves at each fence and unfence, so clients holding the old one refresh their metadata.
+//! A single node registers no broker and leads every partition itself, at epoch 0.
+
+use std::collections::BTreeMap;
+
+use crate::limits::BROKERS_MAX;
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct BrokerImage {
+    /// The `host:port` it advertises to Kafka clients.
+    pub endpoint: String,
+    /// Its heartbeats stopped for longer than the session timeout: it leads nothing.
+    pub fenced: bool,
+    /// Below `BROKERS_MAX`, unique in the cluster: numbers the broker's internal streams
+    /// (group and transaction logs), which must not collide with another broker's in the
+    /// shared object store. A single node uses 0.
+    pub slot: u32,
+}
+
+/// The broker a partition belongs to, and its leader epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PartitionLeader {
+    pub broker: i32,
+    /// Kafka's leader epoch: 0 for a new partition, one more at each change.
+    pub epoch: i32,
+}
+
+/// What Metadata reports of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// The broker serving it; None while it has none (offline).
+    pub leader: Option<i32>,
+    /// The broker whose WAL holds it (None: not assigned yet); the leader when online.
+    pub replica: Option<i32>,
+    pub leader_epoch: i32,
+}
+
+/// The brokers part as a snapshot keeps it.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub(crate) struct BrokerParts {
+    pub(crate) registered: Vec<(i32, BrokerImage)>,
+    pub(crate) leaders: Vec<(u64, PartitionLeader)>,
+    pub(crate) coordinator: Option<i32>,
+}
+
+impl BrokerParts {
+    /// A format 5 snapshot's brokers (endpoints only): that format allowed one broker, which
+    /// then served every partition of `streams`.
+    pub(crate) fn of_format_5(brokers: Vec<(i32, String)>, streams: &[u64]) -> BrokerParts {
+        let coordinator = brokers.first().map(|(id, _)| *id);
+        BrokerParts {
+            leaders: coordinator
+                .map(|broker| {
+                    streams
+                        .iter()
+                        .map(|id| (*id, PartitionLeader { broker, epoch: 0 }))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            registered: brokers
+                .into_iter()
+                .map(|(id, endpoint)| {
+                    (
+                        id,
+                        BrokerImage {
+                            endpoint,
+                            fenced: false,
+                            slot: 0,
+                        },
+                    )
+                })
+                .collect(),
+            coordinator,
+        }
+    }
+}
+
+/// The brokers part of the image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Brokers {
+    pub(crate) registered: BTreeMap<i32, BrokerImage>,
+    /// Per stream; a stream absent has no broker yet.
+    pub(crate) leaders: BTreeMap<u64, PartitionLeader>,
+    /// The broker that coordinates groups and transactions: the first one registered. It
+    /// never moves, because its coordinators' state is in its WAL and internal streams.
+    pub(crate) coordinator: Option<i32>,
+}
+
+impl Brokers {
+    /// Registers a broker (or a restart of one, maybe at a new endpoint), unfenced, and gives
+    /// it its share of the partitions `streams` that have no broker.
+    pub(crate) fn register(
+        &mut self,
+        node_id: i32,
+        endpoint: &str,
+        streams: impl Iterator<Item = u64>,
+    ) {
+        let was_fenced = self.registered.get(&node_id).is_some_and(|b| b.fenced);
+        let slot = match self.registered.get(&node_id) {
+            Some(broker) => broker.slot,
+            None => self.free_slot().unwrap_or(u32::MAX),
+        };
+        self.registered.insert(
+            node_id,
+            BrokerImage {
+                endpoint: endpoint.to_string(),
+                fenced: false,
+                slot,
+            },
+        );
+        if was_fenced {
+            self.bump_epochs(node_id);
+        }
+        self.coordinator.get_or_insert(node_id);
+        self.assign(streams);
+    }
+
+    /// Fences or unfences a registered broker; false if it is not registered.
+    pub(crate) fn set_fenced(
+        &mut self,
+        node_id: i32,
+        fenced: bool,
+        streams: impl Iterator<Item = u64>,
+    ) -> bool {
+        let Some(broker) = self.registered.get_mut(&node_id) else {
+            return false;
+        };
+        if broker.fenced != fenced {
+            broker.fenced = fenced;
+            self.bump_epochs(node_id);
+        }
+        if !fenced {
+            self.assign(streams);
+        }
+        true
+    }
+
+    /// Gives each stream without a broker to the unfenced broker leading the fewest (ties to
+    /// the lowest id); leaves them unassigned when no broker is unfenced.
+    pub(crate) fn assign(&mut self, streams: impl Iterator<Item = u64>) {
+        let mut loads: BTreeMap<i32, usize> = self
+            .registered
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .map(|(id, _)| (*id, 0))
+            .collect();
+        if loads.is_empty() {
+            return;
+        }
+        for leader in self.leaders.values() {
+            if let Some(load) = loads.get_mut(&leader.broker) {
+                *load += 1;
+            }
+        }
+        for stream_id in streams {
+            if self.leaders.contains_key(&stream_id) {
+                continue;
+            }
+            let (&broker, load) = loads
+                .iter_mut()
+                .min_by_key(|(id, load)| (**load, **id))
+                .expect("not empty");
+            *load += 1;
+            self.leaders
+                .insert(stream_id, PartitionLeader { broker, epoch: 0 });
+        }
+    }
+
+    /// The lowest slot no registered broker has; None when all `BROKERS_MAX` are taken.
+    pub(crate) fn free_slot(&self) -> Option<u32> {
+        let taken: std::collections::BTreeSet<u32> =
+            self.registered.values().map(|b| b.slot).collect();
+        (0..BROKERS_MAX).find(|slot| !taken.contains(slot))
+    }
+
+    pub(crate) fn forget(&mut self, stream_id: u64) {
+        self.leaders.remove(&stream_id);
+    }
+
+    /// A partition's leadership; `node_id` leads everything when no broker is registered.
+    pub(crate) fn leadership(&self, stream_id: u64, node_id: i32) -> Leadership {
+        if self.registered.is_empty() {
+            return Leadership {
+                leader: Some(node_id),
+                replica: Some(node_id),
+                leader_epoch: 0,
+            };
+        }
+        match self.leaders.get(&stream_id) {
+            None => Leadership {
+                leader: None,
+                replica: None,
+                leader_epoch: 0,
+            },
+            Some(leader) => Leadership {
+                leader: self
+                    .registered
+                    .get(&leader.broker)
+                    .filter(|b| !b.fenced)
+                    .map(|_| leader.broker),
+                replica: Some(leader.broker),
+                leader_epoch: leader.epoch,
+            },
+        }
+    }
+
+    pub(crate) fn check_invariants(&self, is_stream: impl Fn(u64) -> bool) -> Result<(), String> {
+        for (stream_id, leader) in &self.leaders {
+            if !is_stream(*stream_id) {
+                return Err(format!("leader of unknown stream {stream_id}"));
+            }
+            if !self.registered.contains_key(&leader.broker) || leader.epoch < 0 {
+                return Err(format!(
+                    "stream {stream_id} led by unregistered broker {} or at a negative epoch",
+                    leader.broker
+                ));
+            }
+        }
+        let mut slots = std::collections::BTreeSet::new();
+        for (id, broker) in &self.registered {
+            if broker.slot >= BROKERS_MAX || !slots.insert(broker.slot) {
+                return Err(format!(
+                    "broker {id} has slot {}, out of range or taken",
+                    broker.slot
+                ));
+            }
+        }
+        if let Some(coordinator) = self.coordinator
+            && !self.registered.contains_key(&coordinator)
+        {
+            return Err(format!("coordinator {coordinator} is not registered"));
+        }
+        Ok(())
+    }
+
+    fn bump_epochs(&mut self, node_id: i32) {
+        for leader in self.leaders.values_mut().filter(|l| l.broker == node_id) {
+            leader.epoch = leader.epoch.saturating_add(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_spread_and_stay_with_their_broker_through_a_fence() {
+        let mut brokers = Brokers::default();
+        brokers.assign(1..=3);
+        assert!(brokers.leaders.is_empty(), "no broker: nothing assigned");
+        brokers.register(2, "h:2", 1..=3);
+        brokers.register(1, "h:1", 1..=3);
+        assert_eq!(brokers.coordinator, Some(2), "the first one registered");
+        assert_eq!(
+            (brokers.registered[&2].slot, brokers.registered[&1].slot),
+            (0, 1)
+        );
+        brokers.assign(1..=6);
+        let led_by = |b: &Brokers, id| b.leaders.values().filter(|l| l.broker == id).count();
+        assert_eq!((led_by(&brokers, 1), led_by(&brokers, 2)), (3, 3));
+
+        assert!(brokers.set_fenced(2, true, 1..=6));
+        let offline = brokers.leadership(1, 0);
+        assert_eq!(
+            offline,
+            Leadership {
+                leader: None,
+                replica: Some(2),
+                leader_epoch: 1
+            }
+        );
+        brokers.assign(7..=8);
+        assert_eq!(
+            led_by(&brokers, 1),
+            5,
+            "new partitions go to the live broker"
+        );
+        brokers.register(2, "h:22", 1..=8);
+        assert_eq!(brokers.leadership(1, 0).leader, Some(2));
+        assert_eq!(brokers.leadership(1, 0).leader_epoch, 2);
+        assert_eq!(brokers.registered[&2].slot, 0, "a broker keeps its slot");
+        assert!(!brokers.set_fenced(9, true, 1..=8), "not registered");
+        assert!(brokers.check_invariants(|id| id <= 8).is_ok());
+        assert!(brokers.check_invariants(|id| id <= 7).is_err());
+    }
+
+    #[test]
+    fn a_single_node_leads_everything() {
+        let brokers = Brokers::default();
+        assert_eq!(brokers.leadership(5, 7).leader, Some(7));
+    }
+}
