@@ -302,6 +302,16 @@ async fn three_brokers_share_the_partitions_and_a_fenced_ones_come_back_with_it(
         held.push(value);
     }
     assert_eq!(cluster_status(&second)["offline_partitions"], 4);
+    let admin = second.admin.as_deref().expect("an admin server");
+    let metrics = common::http::get(admin, "/metrics").body;
+    for line in [
+        "sluice_cluster_partitions_offline 4\n",
+        "sluice_cluster_brokers{state=\"fenced\"} 1\n",
+        "sluice_cluster_brokers{state=\"live\"} 2\n",
+        "sluice_broker_fenced 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
     let fenced_logged = quorum.controllers.values().any(|c| {
         c.log_lines()
             .iter()
@@ -315,6 +325,25 @@ async fn three_brokers_share_the_partitions_and_a_fenced_ones_come_back_with_it(
     let leaders_after = leaders(&first, "spread", &[10, 11, 12]);
     assert_eq!(leaders_after, leaders_before);
     assert_topic_holds(&first, "spread", &expected);
+    // Storage keeps one copy, but a factor up to the brokers' count is taken, as Kafka would
+    // (Connect, Streams and librdkafka's transaction tests ask for 3); more is refused.
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    let results = third
+        .admin()
+        .create_topics(
+            &[
+                NewTopic::new("factor-3", 3, TopicReplication::Fixed(3)),
+                NewTopic::new("factor-4", 3, TopicReplication::Fixed(4)),
+            ],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("CreateTopics answered");
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert_eq!(
+        results[1].as_ref().err().map(|(_, code)| *code),
+        Some(rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor)
+    );
     third.create_topic("after", 12).await;
     let after = produce_acked(&third, "after", 12, 1_200).await;
     assert_topic_holds(&second, "after", &after);

@@ -616,15 +616,23 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
     Ok(())
 }
 
-/// The replication factor rule of a single node: 1, or -1 for the default.
-pub fn validate_replication_factor(replication_factor: i16) -> Result<(), MetadataError> {
+/// The replication factor rule: -1 for the default, or 1 up to the live brokers' count (a
+/// single node counts as one).
+pub fn validate_replication_factor(
+    replication_factor: i16,
+    live_brokers: usize,
+) -> Result<(), MetadataError> {
     match replication_factor {
-        1 | -1 => Ok(()),
+        -1 => Ok(()),
         rf if rf <= 0 => Err(MetadataError::InvalidReplicationFactor(
             "Replication factor must be larger than 0, or -1 to use the default value.".to_string(),
         )),
+        // Storage is shared and keeps one copy whatever the factor (ARCHITECTURE.md): a factor
+        // up to the brokers' count is what Kafka would accept, so clients asking for it work.
+        rf if rf as usize <= live_brokers.max(1) => Ok(()),
         rf => Err(MetadataError::InvalidReplicationFactor(format!(
-            "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."
+            "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
+            live_brokers.max(1)
         ))),
     }
 }

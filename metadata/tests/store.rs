@@ -413,16 +413,23 @@ fn the_total_partition_limit_is_a_policy_violation() {
 #[test]
 fn replication_factor_and_names() {
     use sluice_metadata::{validate_replication_factor, validate_topic_name};
-    assert!(validate_replication_factor(1).is_ok());
-    assert!(validate_replication_factor(-1).is_ok());
+    assert!(validate_replication_factor(1, 0).is_ok(), "a single node");
+    assert!(validate_replication_factor(-1, 0).is_ok());
     assert_eq!(
-        validate_replication_factor(3)
+        validate_replication_factor(3, 0)
+            .unwrap_err()
+            .kafka_error_code(),
+        38
+    );
+    assert!(validate_replication_factor(3, 3).is_ok(), "three brokers");
+    assert_eq!(
+        validate_replication_factor(4, 3)
             .unwrap_err()
             .kafka_error_code(),
         38
     );
     assert_eq!(
-        validate_replication_factor(0)
+        validate_replication_factor(0, 3)
             .unwrap_err()
             .kafka_error_code(),
         38

@@ -105,20 +105,26 @@ fn plan_topic(
 ) -> Result<(u32, BTreeMap<String, String>), Refusal> {
     let image = shard.image();
     let broker = image.broker_config();
-    if topic.replication_factor != -1 && topic.replication_factor != 1 {
-        return Err((
-            ErrorCode::InvalidReplicationFactor,
-            format!(
-                "replication factor {} is larger than the 1 broker of this cluster",
-                topic.replication_factor
-            ),
-        ));
+    let live_brokers = image.live_brokers().count();
+    if let Err(error) =
+        sluice_metadata::validate_replication_factor(topic.replication_factor, live_brokers)
+    {
+        return Err((ErrorCode::InvalidReplicationFactor, error.to_string()));
     }
     let partitions = if !topic.assignments.is_empty() {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return Err((
                 ErrorCode::InvalidRequest,
                 "both partition count / replication factor and replica assignments were given"
+                    .into(),
+            ));
+        }
+        if !image.brokers().is_empty() {
+            // A cluster places each partition on the broker leading the fewest; an
+            // assignment it would not follow is refused rather than ignored.
+            return Err((
+                ErrorCode::InvalidReplicaAssignment,
+                "replica assignments are not taken in a cluster: the controller places partitions"
                     .into(),
             ));
         }

@@ -4,6 +4,7 @@
 use std::fmt::{Display, Write};
 use std::sync::Arc;
 
+use sluice_metadata::MetadataImage;
 use sluice_metadata::quorum::QuorumStatus;
 use sluice_objstore::StatsSnapshot;
 
@@ -25,7 +26,7 @@ const SERIES_PER_PARTITION: usize = 3;
 pub fn render(
     shards: &[Arc<ShardMetrics>],
     objects: &StatsSnapshot,
-    quorum: Option<&QuorumStatus>,
+    quorum: Option<(&QuorumStatus, &MetadataImage)>,
 ) -> String {
     let mut out = Exposition::default();
     render_requests(&mut out, shards);
@@ -38,8 +39,9 @@ pub fn render(
     render_groups(&mut out, &samples);
     render_partitions(&mut out, shards);
     render_objects(&mut out, objects);
-    if let Some(quorum) = quorum {
+    if let Some((quorum, image)) = quorum {
         render_quorum(&mut out, quorum);
+        render_brokers(&mut out, image);
     }
     out.text
 }
@@ -72,6 +74,46 @@ fn render_quorum(out: &mut Exposition, quorum: &QuorumStatus) {
         out.family(name, Kind::Gauge, help);
         out.value(name, &[], value);
     }
+}
+
+/// The brokers of the cluster as this node's image has them.
+fn render_brokers(out: &mut Exposition, image: &MetadataImage) {
+    let brokers = image.brokers();
+    let fenced = brokers.values().filter(|b| b.fenced).count();
+    out.family(
+        "sluice_cluster_brokers",
+        Kind::Gauge,
+        "Brokers registered in the cluster, by state (a fenced one's heartbeats stopped).",
+    );
+    out.value(
+        "sluice_cluster_brokers",
+        &[("state", "live")],
+        brokers.len() - fenced,
+    );
+    out.value("sluice_cluster_brokers", &[("state", "fenced")], fenced);
+    let live_led: usize = image
+        .partitions_per_broker()
+        .iter()
+        .filter(|(id, _)| brokers.get(id).is_some_and(|b| !b.fenced))
+        .map(|(_, count)| count)
+        .sum();
+    out.family(
+        "sluice_cluster_partitions_offline",
+        Kind::Gauge,
+        "Partitions without a leader (their broker is fenced, or no broker has them yet).",
+    );
+    out.value(
+        "sluice_cluster_partitions_offline",
+        &[],
+        image.partition_count().saturating_sub(live_led),
+    );
+    out.family(
+        "sluice_broker_fenced",
+        Kind::Gauge,
+        "1 while this broker is fenced: it serves no partition until a heartbeat gets through.",
+    );
+    let this = brokers.get(&image.node_id).is_some_and(|b| b.fenced);
+    out.value("sluice_broker_fenced", &[], u8::from(this));
 }
 
 /// A family with one series per shard: name, kind, help, and how to read its value.

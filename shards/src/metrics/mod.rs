@@ -50,11 +50,12 @@ impl BrokerMetrics {
 
     /// Every metric in Prometheus' text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
-        let quorum = self.controller.get().and_then(|c| c.quorum_status());
+        let controller = self.controller.get();
+        let quorum = controller.and_then(|c| Some((c.quorum_status()?, c.image())));
         exposition::render(
             &self.shards,
             &self.objects.stats().snapshot(),
-            quorum.as_ref(),
+            quorum.as_ref().map(|(status, image)| (status, &**image)),
         )
     }
 }
