@@ -201,6 +201,39 @@ async fn a_broker_on_a_three_controller_quorum_survives_the_leaders_kill9_and_it
     assert_topic_holds(&broker, "after", &after);
 }
 
+/// ListOffsets v7 of the latest offset of `topic`/`partition` with the client's leader
+/// epoch: (error code, the partition's leader epoch).
+fn list_latest(
+    client: &mut common::raw::RawClient,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+) -> (i16, i32) {
+    use sluice_net::messages::list_offsets_request::{
+        ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+    };
+    let sluice_net::Response::ListOffsets(answer) = client.call(
+        7,
+        sluice_net::Request::ListOffsets(ListOffsetsRequest {
+            replica_id: -1,
+            topics: vec![ListOffsetsTopic {
+                name: topic.into(),
+                partitions: vec![ListOffsetsPartition {
+                    partition_index: partition,
+                    current_leader_epoch,
+                    timestamp: -1,
+                    ..Default::default()
+                }],
+            }],
+            ..Default::default()
+        }),
+    ) else {
+        panic!("a ListOffsets response");
+    };
+    let answer = &answer.topics[0].partitions[0];
+    (answer.error_code, answer.leader_epoch)
+}
+
 /// A short session, so that the test sees a fence within seconds (default 9 s).
 const SESSION_TIMEOUT_MS: &str = "2000";
 const HEARTBEAT_INTERVAL_MS: &str = "300";
@@ -324,6 +357,20 @@ async fn three_brokers_share_the_partitions_and_a_fenced_ones_come_back_with_it(
     let third = third.restart();
     let leaders_after = leaders(&first, "spread", &[10, 11, 12]);
     assert_eq!(leaders_after, leaders_before);
+    // Fenced, then unfenced: the epoch moved twice. A client still at 0 is told its
+    // metadata is stale, one ahead that the broker's is (KIP-320).
+    let (&moved, _) = leaders_before
+        .iter()
+        .find(|(_, leader)| **leader == 12)
+        .expect("broker 12 leads a partition");
+    let mut raw = common::raw::RawClient::connect(&third);
+    for (client_epoch, code, epoch) in [(0, 74, -1), (2, 0, 2), (3, 75, -1)] {
+        assert_eq!(
+            list_latest(&mut raw, "spread", moved, client_epoch),
+            (code, epoch),
+            "a client at leader epoch {client_epoch}"
+        );
+    }
     assert_topic_holds(&first, "spread", &expected);
     // Storage keeps one copy, but a factor up to the brokers' count is taken, as Kafka would
     // (Connect, Streams and librdkafka's transaction tests ask for 3); more is refused.

@@ -333,6 +333,7 @@ pub async fn delete_records(
                 &image,
                 &topic.name,
                 p.partition_index,
+                -1, // DeleteRecords carries no leader epoch
                 |stream_id, reply| {
                     ShardRequest::Partition(PartitionRequest::DeleteRecords {
                         stream_id,

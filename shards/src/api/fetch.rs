@@ -87,8 +87,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
                     t.partitions
                         .get(usize::try_from(wanted.key.partition).ok()?)
                 })
-                .map(|part| (shard.owner_of(part), part.stream_id))
-                .ok_or(missing);
+                .ok_or(missing)
+                .and_then(|part| {
+                    super::check_leader_epoch(&image, part.stream_id, wanted.current_leader_epoch)?;
+                    Ok((shard.owner_of(part), part.stream_id))
+                });
             Target {
                 topic: found.map_or_else(|| wanted.key.topic.clone(), |t| t.name.clone()),
                 key: wanted.key,

@@ -50,6 +50,8 @@ pub struct Wanted {
     pub fetch_offset: i64,
     /// The client's max.partition.fetch.bytes.
     pub partition_max_bytes: i32,
+    /// The leader epoch the client knows (-1: none), checked as Kafka does.
+    pub current_leader_epoch: i32,
 }
 
 /// What a partition's answer last told the client: a change makes an incremental fetch
@@ -303,6 +305,7 @@ fn wanted_of(version: i16, request: &FetchRequest) -> Vec<Wanted> {
                 key: key(version, &t.topic, t.topic_id, p.partition),
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
             })
         })
         .collect()

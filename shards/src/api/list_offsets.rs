@@ -31,6 +31,7 @@ pub async fn handle(
                 &image,
                 &topic.name,
                 p.partition_index,
+                p.current_leader_epoch,
                 |stream_id, reply| {
                     ShardRequest::Partition(PartitionRequest::ListOffset {
                         stream_id,

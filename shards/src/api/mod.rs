@@ -260,19 +260,41 @@ pub async fn dispatch(
 }
 
 /// Asks the owner shard of `topic`/`partition` with the request `build` makes from the
-/// partition's stream id: UNKNOWN_TOPIC_OR_PARTITION when it does not exist.
+/// partition's stream id: UNKNOWN_TOPIC_OR_PARTITION when it does not exist, and the errors
+/// of `check_leader_epoch` for the client's `current_leader_epoch`.
 pub async fn ask_partition<T>(
     shard: &Rc<Shard>,
     image: &sluice_metadata::MetadataImage,
     topic: &str,
     partition: i32,
+    current_leader_epoch: i32,
     build: impl FnOnce(u64, oneshot::Sender<Result<T, sluice_net::ErrorCode>>) -> ShardRequest,
 ) -> Result<T, sluice_net::ErrorCode> {
     let (owner, stream_id) = shard
         .locate(image, topic, partition)
         .ok_or(sluice_net::ErrorCode::UnknownTopicOrPartition)?;
+    check_leader_epoch(image, stream_id, current_leader_epoch)?;
     let answer = shard.mesh.ask(owner, |reply| build(stream_id, reply)).await;
     answer
         .await
         .unwrap_or(Err(sluice_net::ErrorCode::UnknownServerError))
+}
+
+/// Kafka's check of the leader epoch a client sends (KIP-320): -1 skips it; an older epoch
+/// than the partition's is FENCED_LEADER_EPOCH (the client's metadata is stale), a newer one
+/// UNKNOWN_LEADER_EPOCH (this broker's is); both make the client refresh its metadata.
+pub fn check_leader_epoch(
+    image: &sluice_metadata::MetadataImage,
+    stream_id: u64,
+    current_leader_epoch: i32,
+) -> Result<(), sluice_net::ErrorCode> {
+    if current_leader_epoch < 0 {
+        return Ok(());
+    }
+    let epoch = image.leadership(stream_id).leader_epoch;
+    match current_leader_epoch.cmp(&epoch) {
+        std::cmp::Ordering::Less => Err(sluice_net::ErrorCode::FencedLeaderEpoch),
+        std::cmp::Ordering::Greater => Err(sluice_net::ErrorCode::UnknownLeaderEpoch),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
 }
