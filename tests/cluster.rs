@@ -395,4 +395,43 @@ async fn three_brokers_share_the_partitions_and_a_fenced_ones_come_back_with_it(
     let after = produce_acked(&third, "after", 12, 1_200).await;
     assert_topic_holds(&second, "after", &after);
     assert_eq!(cluster_status(&third)["offline_partitions"], 0);
+
+    // Transactions: the first broker registered coordinates them. One on its own partitions
+    // commits; one touching another broker's partition is refused (POLICY_VIOLATION, an
+    // abortable error: markers do not go between brokers yet).
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let txn: BaseProducer = third
+        .client_config()
+        .set("transactional.id", "cluster-txn")
+        .create()
+        .expect("transactional producer");
+    let txn_timeout = Duration::from_secs(30);
+    txn.init_transactions(txn_timeout)
+        .expect("init_transactions");
+    let led_by = |broker: i32| {
+        let (partition, _) = leaders_after
+            .iter()
+            .find(|(_, leader)| **leader == broker)
+            .expect("a partition");
+        *partition
+    };
+    for (partition, commits) in [(led_by(10), true), (led_by(11), false)] {
+        txn.begin_transaction().expect("begin");
+        let record = BaseRecord::<(), str>::to("spread")
+            .partition(partition)
+            .payload("in a transaction");
+        txn.send(record).map_err(|(e, _)| e).expect("queued");
+        let committed = txn.commit_transaction(txn_timeout);
+        assert_eq!(
+            committed.is_ok(),
+            commits,
+            "partition {partition}: {committed:?}"
+        );
+        if let Err(error) = committed {
+            assert!(
+                matches!(&error, rdkafka::error::KafkaError::Transaction(e) if e.txn_requires_abort()),
+                "{error}"
+            );
+        }
+    }
 }

@@ -126,6 +126,9 @@ async fn add_partitions(
     };
     let codes: Vec<ErrorCode> = if let Err(code) = check_transactional_id(&transactional_id) {
         vec![code; partitions.len()]
+    } else if !shard.coordinates() {
+        // Before the partitions' checks: the client must first find the coordinator.
+        vec![ErrorCode::CoordinatorNotAvailable; partitions.len()]
     } else if partitions.iter().all(exists) && !partitions.iter().all(led_here) {
         tracing::debug!(
             %transactional_id,
