@@ -234,6 +234,62 @@ fn list_latest(
     (answer.error_code, answer.leader_epoch)
 }
 
+/// What a read_committed consumer reads of `topic`'s `partitions` once each holds
+/// `end_offset` offsets (every marker written, so nothing is left open).
+fn read_committed(
+    broker: &BrokerProcess,
+    topic: &str,
+    partitions: i32,
+    end_offset: i64,
+) -> HashMap<i32, Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "cluster-read-committed")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let written = common::wait_for(CLUSTER_CHANGE_MAX, || {
+        (0..partitions)
+            .all(|partition| {
+                consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(5))
+                    .is_ok_and(|(_, high)| high == end_offset)
+            })
+            .then_some(())
+    });
+    assert!(written.is_some(), "{topic}: markers not all written");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut read: HashMap<i32, Vec<String>> = HashMap::new();
+    let deadline = Instant::now() + CLUSTER_CHANGE_MAX;
+    let mut at_end = std::collections::BTreeSet::new();
+    while at_end.len() < partitions as usize {
+        assert!(Instant::now() < deadline, "{topic}: read {read:?}");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => read
+                .entry(message.partition())
+                .or_default()
+                .push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into()),
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            Some(Err(error)) => panic!("{topic}: {error}"),
+            None => {}
+        }
+    }
+    read
+}
+
 /// A short session, so that the test sees a fence within seconds (default 9 s).
 const SESSION_TIMEOUT_MS: &str = "2000";
 const HEARTBEAT_INTERVAL_MS: &str = "300";
@@ -396,11 +452,17 @@ async fn three_brokers_share_the_partitions_and_a_fenced_ones_come_back_with_it(
     assert_topic_holds(&second, "after", &after);
     assert_eq!(cluster_status(&third)["offline_partitions"], 0);
 
-    // Transactions: the first broker registered coordinates them. One on its own partitions
-    // commits; one touching another broker's partition is refused (POLICY_VIOLATION, an
-    // abortable error: markers do not go between brokers yet).
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let txn: BaseProducer = third
+    // Transactions: the first broker registered coordinates them and sends the markers of
+    // other brokers' partitions to their leaders (WriteTxnMarkers). One transaction over a
+    // partition of each broker commits, the next aborts; read_committed sees the first only.
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    third.create_topic("txn", 3).await;
+    let txn_leaders = leaders(&third, "txn", &[10, 11, 12]);
+    let mut txn_brokers: Vec<i32> = txn_leaders.values().copied().collect();
+    txn_brokers.sort_unstable();
+    assert_eq!(txn_brokers, [10, 11, 12], "one partition per broker");
+    // Threaded: its delivery reports are polled in the background, as abort needs.
+    let txn: ThreadedProducer<DefaultProducerContext> = third
         .client_config()
         .set("transactional.id", "cluster-txn")
         .create()
@@ -408,30 +470,31 @@ async fn three_brokers_share_the_partitions_and_a_fenced_ones_come_back_with_it(
     let txn_timeout = Duration::from_secs(30);
     txn.init_transactions(txn_timeout)
         .expect("init_transactions");
-    let led_by = |broker: i32| {
-        let (partition, _) = leaders_after
-            .iter()
-            .find(|(_, leader)| **leader == broker)
-            .expect("a partition");
-        *partition
-    };
-    for (partition, commits) in [(led_by(10), true), (led_by(11), false)] {
+    for commit in [true, false] {
         txn.begin_transaction().expect("begin");
-        let record = BaseRecord::<(), str>::to("spread")
-            .partition(partition)
-            .payload("in a transaction");
-        txn.send(record).map_err(|(e, _)| e).expect("queued");
-        let committed = txn.commit_transaction(txn_timeout);
-        assert_eq!(
-            committed.is_ok(),
-            commits,
-            "partition {partition}: {committed:?}"
-        );
-        if let Err(error) = committed {
-            assert!(
-                matches!(&error, rdkafka::error::KafkaError::Transaction(e) if e.txn_requires_abort()),
-                "{error}"
+        for partition in 0..3 {
+            let value = format!(
+                "{}-{partition}",
+                if commit { "committed" } else { "aborted" }
             );
+            let record = BaseRecord::<(), str>::to("txn")
+                .partition(partition)
+                .payload(&value);
+            txn.send(record).map_err(|(e, _)| e).expect("queued");
+        }
+        if commit {
+            txn.commit_transaction(txn_timeout)
+                .expect("commit across brokers");
+        } else {
+            // Written first, so that the abort has records to hide.
+            txn.flush(txn_timeout).expect("records acknowledged");
+            txn.abort_transaction(txn_timeout)
+                .expect("abort across brokers");
         }
     }
+    let committed: HashMap<i32, Vec<String>> = (0..3)
+        .map(|partition| (partition, vec![format!("committed-{partition}")]))
+        .collect();
+    // Each partition: a record and its commit marker, a record and its abort marker.
+    assert_eq!(read_committed(&first, "txn", 3, 4), committed);
 }

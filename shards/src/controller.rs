@@ -94,6 +94,24 @@ impl ControllerHandle {
             .unwrap_or_else(|e| Err(MetadataError::Failed(format!("quorum task: {e}"))))
     }
 
+    /// One request to another broker of the cluster (`crate::broker_client`), on the quorum's
+    /// runtime; refused for a single node, which has no other broker.
+    pub async fn call_broker(
+        &self,
+        endpoint: &str,
+        version: i16,
+        request: sluice_net::Request,
+    ) -> Result<sluice_net::Response, String> {
+        let Some((runtime, _)) = self.quorum.as_ref() else {
+            return Err("a single node calls no other broker".to_string());
+        };
+        let endpoint = endpoint.to_string();
+        runtime
+            .spawn(async move { crate::broker_client::call(&endpoint, version, request).await })
+            .await
+            .unwrap_or_else(|e| Err(format!("broker call task: {e}")))
+    }
+
     /// Starts this broker's heartbeats to the controller quorum; a no-op for a single node.
     pub fn send_heartbeats(&self, broker_id: i32, interval: std::time::Duration) {
         if let Some((runtime, node)) = self.quorum.as_ref() {

@@ -11,6 +11,7 @@ pub mod admin_http;
 pub mod affinity;
 pub mod api;
 pub mod barrier;
+pub mod broker_client;
 pub mod budget;
 pub mod builder;
 pub mod chunk_pool;

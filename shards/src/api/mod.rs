@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod produce;
 pub mod response;
 pub mod transactions;
+pub mod txn_markers;
 pub mod txn_tooling;
 
 use std::rc::Rc;
@@ -147,6 +148,12 @@ pub async fn dispatch(
             async move { Some(Response::EndTxn(transactions::end_txn(&shard, r).await)) }
                 .boxed_local()
         }
+        Request::WriteTxnMarkers(r) => async move {
+            Some(Response::WriteTxnMarkers(
+                txn_markers::handle(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
         Request::DescribeProducers(r) => async move {
             Some(Response::DescribeProducers(
                 txn_tooling::describe_producers(&shard, r).await,

@@ -116,34 +116,11 @@ async fn add_partitions(
             .and_then(|index| image.partition(topic, index))
             .is_some()
     };
-    // The coordinator writes the markers itself, so a transaction stays on the partitions
-    // this broker leads until markers go between brokers (a single node leads all).
-    let led_here = |(topic, partition): &(String, i32)| {
-        u32::try_from(*partition)
-            .ok()
-            .and_then(|index| image.partition(topic, index))
-            .is_some_and(|p| image.leads(p.stream_id))
-    };
     let codes: Vec<ErrorCode> = if let Err(code) = check_transactional_id(&transactional_id) {
         vec![code; partitions.len()]
     } else if !shard.coordinates() {
         // Before the partitions' checks: the client must first find the coordinator.
         vec![ErrorCode::CoordinatorNotAvailable; partitions.len()]
-    } else if partitions.iter().all(exists) && !partitions.iter().all(led_here) {
-        tracing::debug!(
-            %transactional_id,
-            "refused: a transaction of a cluster spans only its coordinator's partitions for now"
-        );
-        partitions
-            .iter()
-            .map(|p| {
-                if led_here(p) {
-                    ErrorCode::OperationNotAttempted
-                } else {
-                    ErrorCode::PolicyViolation
-                }
-            })
-            .collect()
     } else if !partitions.iter().all(exists) {
         partitions
             .iter()

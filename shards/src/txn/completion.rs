@@ -10,6 +10,11 @@ use std::time::Duration;
 use futures::future::join_all;
 use sluice_net::ErrorCode;
 
+use sluice_net::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic, WriteTxnMarkersRequest,
+};
+use sluice_net::{Request, Response};
+
 use super::call::{TxnCall, TxnReply};
 use super::log::StagedOffset;
 use super::marker::Marker;
@@ -99,7 +104,9 @@ async fn complete(shard: &Rc<Shard>, transactional_id: &str) {
     }
 }
 
-/// Writes `marker` to `partitions`, one request per owner shard; returns those to retry.
+/// Writes `marker` to `partitions`: those this broker leads through their owner shards, the
+/// others through their leaders (WriteTxnMarkers); returns those to retry (an offline
+/// partition waits for its broker).
 async fn write_markers(
     shard: &Rc<Shard>,
     partitions: Vec<(String, i32)>,
@@ -109,14 +116,24 @@ async fn write_markers(
     // (topic, partition) and stream id of the partitions, by owner shard.
     type Targets = Vec<((String, i32), u64)>;
     let mut by_owner: BTreeMap<usize, Targets> = BTreeMap::new();
+    let mut by_broker: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+    let mut retry = Vec::new();
     for (topic, partition) in partitions {
-        match shard.locate(&image, &topic, partition) {
-            Some((owner, stream_id)) => by_owner
+        let Some((owner, stream_id)) = shard.locate(&image, &topic, partition) else {
+            // A deleted topic has no log to end the transaction in.
+            tracing::debug!(%topic, partition, "no marker for a deleted partition");
+            continue;
+        };
+        match image.leadership(stream_id).leader {
+            Some(leader) if leader == image.node_id => by_owner
                 .entry(owner)
                 .or_default()
                 .push(((topic, partition), stream_id)),
-            // A deleted topic has no log to end the transaction in.
-            None => tracing::debug!(%topic, partition, "no marker for a deleted partition"),
+            Some(leader) => by_broker
+                .entry(leader)
+                .or_default()
+                .push((topic, partition)),
+            None => retry.push((topic, partition)),
         }
     }
     let asks = by_owner.into_iter().map(|(owner, targets)| async move {
@@ -129,22 +146,109 @@ async fn write_markers(
         targets
             .into_iter()
             .zip(results)
-            .filter_map(|((partition, _), result)| match result {
-                Ok(()) => None,
-                // The partition has seen a newer epoch or coordinator: this marker is stale
-                // and a later one ended the producer's transaction there (Kafka drops it too).
-                Err(ErrorCode::InvalidProducerEpoch | ErrorCode::TransactionCoordinatorFenced) => {
-                    tracing::warn!(topic = %partition.0, partition = partition.1, "stale transaction marker dropped");
-                    None
-                }
-                Err(code) => {
-                    tracing::debug!(topic = %partition.0, partition = partition.1, ?code, "transaction marker failed");
-                    Some(partition)
-                }
-            })
+            .filter_map(|((partition, _), result)| still_to_write(partition, result))
             .collect::<Vec<_>>()
     });
-    join_all(asks).await.into_iter().flatten().collect()
+    let sends = by_broker.into_iter().map(|(broker, targets)| {
+        let endpoint = image
+            .live_brokers()
+            .find(|(id, _)| *id == broker)
+            .map(|(_, endpoint)| endpoint.to_string());
+        async move {
+            let Some(endpoint) = endpoint else {
+                return targets;
+            };
+            let results = send_markers(shard, &endpoint, marker, &targets).await;
+            targets
+                .into_iter()
+                .zip(results)
+                .filter_map(|(partition, result)| still_to_write(partition, result))
+                .collect::<Vec<_>>()
+        }
+    });
+    let (local, remote) = futures::join!(join_all(asks), join_all(sends));
+    retry.extend(local.into_iter().flatten());
+    retry.extend(remote.into_iter().flatten());
+    retry
+}
+
+/// None when a marker's write is over: written, or stale (the partition has seen a newer
+/// epoch or coordinator, so a later marker ended the producer's transaction there; Kafka
+/// drops it too); else the partition, to retry.
+fn still_to_write(
+    partition: (String, i32),
+    result: Result<(), ErrorCode>,
+) -> Option<(String, i32)> {
+    match result {
+        Ok(()) => None,
+        Err(ErrorCode::InvalidProducerEpoch | ErrorCode::TransactionCoordinatorFenced) => {
+            tracing::warn!(topic = %partition.0, partition = partition.1, "stale transaction marker dropped");
+            None
+        }
+        Err(code) => {
+            tracing::debug!(topic = %partition.0, partition = partition.1, ?code, "transaction marker failed");
+            Some(partition)
+        }
+    }
+}
+
+/// WriteTxnMarkers v1 of `marker` on `partitions` to the broker at `endpoint`: each
+/// partition's result, in order (all failed when the call did).
+async fn send_markers(
+    shard: &Shard,
+    endpoint: &str,
+    marker: Marker,
+    partitions: &[(String, i32)],
+) -> Vec<Result<(), ErrorCode>> {
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        topics.entry(topic).or_default().push(*partition);
+    }
+    let request = WriteTxnMarkersRequest {
+        markers: vec![WritableTxnMarker {
+            producer_id: marker.producer_id,
+            producer_epoch: marker.producer_epoch,
+            transaction_result: marker.commit,
+            topics: topics
+                .into_iter()
+                .map(|(name, partition_indexes)| WritableTxnMarkerTopic {
+                    name: name.to_string(),
+                    partition_indexes,
+                })
+                .collect(),
+            coordinator_epoch: marker.coordinator_epoch,
+        }],
+    };
+    let answer = shard
+        .controller
+        .call_broker(endpoint, 1, Request::WriteTxnMarkers(request))
+        .await;
+    let codes: BTreeMap<(String, i32), i16> = match answer {
+        Ok(Response::WriteTxnMarkers(response)) => response
+            .markers
+            .into_iter()
+            .flat_map(|m| m.topics)
+            .flat_map(|t| {
+                let name = t.name;
+                t.partitions
+                    .into_iter()
+                    .map(move |p| ((name.clone(), p.partition_index), p.error_code))
+            })
+            .collect(),
+        Ok(_) => BTreeMap::new(),
+        Err(error) => {
+            tracing::debug!(%error, endpoint, "transaction markers not sent");
+            BTreeMap::new()
+        }
+    };
+    partitions
+        .iter()
+        .map(|partition| match codes.get(partition) {
+            Some(0) => Ok(()),
+            Some(code) => Err(ErrorCode::from_i16(*code).unwrap_or(ErrorCode::UnknownServerError)),
+            None => Err(ErrorCode::UnknownServerError),
+        })
+        .collect()
 }
 
 /// Tells each group's coordinator the outcome (committing the offsets, or not); returns the
