@@ -1013,6 +1013,45 @@ fn consumer_protocol_coordinator_refuses_fences_and_hands_partitions_over_as_kaf
 }
 
 #[test]
+fn consumer_protocol_answers_to_changes_wait_out_the_coordinator_linger_as_in_kafka() {
+    // A long linger, so that held and immediate answers cannot be confused on a busy machine.
+    let linger = Duration::from_millis(400);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with(
+        dir.path(),
+        "2",
+        &[("group.coordinator.append.linger.ms", "400")],
+    );
+    let mut client = RawClient::connect(&broker);
+    let topic_id = client.create_topic("handover", 2, &[]);
+    let timed = |client: &mut RawClient, request| {
+        let started = Instant::now();
+        let response = consumer_heartbeat(client, request);
+        (response, started.elapsed())
+    };
+
+    // A join changes the group: its answer waits, as Kafka's waits for its records.
+    let (joined, took) = timed(&mut client, joining("m1", "handover"));
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(assigned(&joined), Some(vec![0, 1]));
+    assert!(took >= linger, "join answered after {took:?}");
+
+    // A heartbeat that changes nothing, and a refusal, are answered at once.
+    let epoch = joined.member_epoch;
+    let (beat, took) = timed(&mut client, beating("m1", epoch, topic_id, Some(&[0, 1])));
+    assert_eq!((beat.error_code, beat.member_epoch), (0, epoch));
+    assert!(took < linger, "plain heartbeat answered after {took:?}");
+    let (refused, took) = timed(&mut client, beating("ghost", 1, topic_id, None));
+    assert_eq!(refused.error_code, ErrorCode::UnknownMemberId.code());
+    assert!(took < linger, "refusal answered after {took:?}");
+
+    // A leave changes the group too.
+    let (left, took) = timed(&mut client, beating("m1", -1, topic_id, None));
+    assert_eq!((left.error_code, left.member_epoch), (0, -1));
+    assert!(took >= linger, "leave answered after {took:?}");
+}
+
+#[test]
 fn consumer_protocol_members_expire_follow_new_partitions_and_static_members_return() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker_with(

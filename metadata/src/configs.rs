@@ -190,6 +190,9 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     /// How long a consumer-protocol member may go without a heartbeat before it is removed.
     pub group_consumer_session_timeout_ms: i32,
+    /// How long the answer to a ConsumerGroupHeartbeat that changed its group is held back,
+    /// as long as Kafka's coordinator lingers before writing the change.
+    pub group_coordinator_append_linger_ms: i32,
     /// Whether live groups change protocols (KIP-848's online migration).
     pub group_consumer_migration_policy: ConsumerGroupMigrationPolicy,
     pub max_incremental_fetch_session_cache_slots: i32,
@@ -478,6 +481,7 @@ pub fn effective_broker_config(broker_configs: &BTreeMap<String, String>) -> Bro
         group_max_session_timeout_ms: int("group.max.session.timeout.ms"),
         group_consumer_heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms"),
         group_consumer_session_timeout_ms: int("group.consumer.session.timeout.ms"),
+        group_coordinator_append_linger_ms: int("group.coordinator.append.linger.ms"),
         // Kafka parses it case-insensitively, and an unknown name as disabled.
         group_consumer_migration_policy: match get("group.consumer.migration.policy")
             .trim()
@@ -1046,6 +1050,14 @@ const BROKER_CONFIGS: &[ConfigDef] = &[
         validator: Validator::IntAtLeast(1),
         synonyms: &[],
         documentation: "The timeout to detect client failures when using the consumer group protocol (KIP-848).",
+    },
+    ConfigDef {
+        name: "group.coordinator.append.linger.ms",
+        config_type: ConfigType::Int,
+        default: Some("10"),
+        validator: Validator::IntAtLeast(0),
+        synonyms: &[],
+        documentation: "The duration in milliseconds that the coordinator will wait for writes to accumulate before flushing them to disk. Sluice keeps the membership of consumer-protocol groups (KIP-848) in memory and writes nothing: it holds back, for as long, the answer to a ConsumerGroupHeartbeat that changed the group, so that clients see Kafka's timing.",
     },
     ConfigDef {
         name: "group.initial.rebalance.delay.ms",

@@ -415,7 +415,14 @@ pub async fn consumer_group_heartbeat(
         client_host,
     };
     match call(shard, &group_id, heartbeat).await {
-        Some(GroupReply::ConsumerHeartbeat(response)) => response,
+        Some(GroupReply::ConsumerHeartbeat(response, hold)) => {
+            // Held here, on the connection's shard, so that the coordinator's task and its
+            // permit are free meanwhile; the connection's later answers wait behind it.
+            if !hold.is_zero() {
+                glommio::timer::sleep(hold).await;
+            }
+            response
+        }
         _ => ConsumerGroupHeartbeatResponse {
             error_code: ErrorCode::CoordinatorNotAvailable.code(),
             ..Default::default()

@@ -1,5 +1,7 @@
 //! Group requests as messages to the coordinator shard, and their answers.
 
+use std::time::Duration;
+
 use sluice_metadata::MetadataImage;
 use sluice_net::ErrorCode;
 use sluice_net::messages::consumer_group_describe_response::DescribedGroup as ConsumerDescribedGroup;
@@ -113,8 +115,9 @@ pub enum GroupReply {
     Commit(OffsetCommitResponse),
     /// For FetchOffsets (the group's error code when the member check fails).
     Offsets(Result<OffsetsByTopic, ErrorCode>),
-    /// For ConsumerHeartbeat.
-    ConsumerHeartbeat(ConsumerGroupHeartbeatResponse),
+    /// For ConsumerHeartbeat: the answer, and how long to hold it back (see
+    /// [`GroupCoordinator::consumer_group_heartbeat`]).
+    ConsumerHeartbeat(ConsumerGroupHeartbeatResponse, Duration),
     /// For ConsumerDescribe.
     ConsumerDescribe(ConsumerDescribedGroup),
     /// For List.
@@ -188,13 +191,16 @@ impl GroupCoordinator {
                 request,
                 client_id,
                 client_host,
-            } => GroupReply::ConsumerHeartbeat(self.consumer_group_heartbeat(
-                version,
-                request,
-                (client_id, client_host),
-                image,
-                settings,
-            )),
+            } => {
+                let (response, hold) = self.consumer_group_heartbeat(
+                    version,
+                    request,
+                    (client_id, client_host),
+                    image,
+                    settings,
+                );
+                GroupReply::ConsumerHeartbeat(response, hold)
+            }
             GroupCall::ConsumerDescribe(group_id) => {
                 GroupReply::ConsumerDescribe(self.consumer_group_describe(&group_id, image))
             }

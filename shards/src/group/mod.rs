@@ -82,6 +82,8 @@ pub struct GroupSettings {
     pub consumer_session_timeout: Duration,
     /// group.consumer.migration.policy
     pub migration_policy: ConsumerGroupMigrationPolicy,
+    /// group.coordinator.append.linger.ms, as a duration
+    pub coordinator_append_linger: Duration,
 }
 
 impl GroupSettings {
@@ -102,6 +104,9 @@ impl GroupSettings {
                 broker.group_consumer_session_timeout_ms.max(1) as u64,
             ),
             migration_policy: broker.group_consumer_migration_policy,
+            coordinator_append_linger: Duration::from_millis(
+                broker.group_coordinator_append_linger_ms.max(0) as u64,
+            ),
         }
     }
 }

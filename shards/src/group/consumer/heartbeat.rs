@@ -64,8 +64,23 @@ struct Heartbeat {
     client_host: String,
 }
 
+/// An answer, and whether the heartbeat changed the group (Kafka would write records for it).
+type Answer = (ConsumerGroupHeartbeatResponse, bool);
+
 impl GroupCoordinator {
     /// ConsumerGroupHeartbeat: joins, heartbeats and leaves of consumer-protocol members.
+    /// Returns the answer and how long to hold it back before sending it.
+    ///
+    /// Kafka answers a heartbeat that changed the group (a join, a leave, a new subscription,
+    /// a new target or member epoch) only once its records are written, and its coordinator
+    /// lingers `group.coordinator.append.linger.ms` (10 ms by default) to batch them. Sluice
+    /// writes nothing for membership, so it would answer in microseconds; clients are only
+    /// tested against Kafka's pace. librdkafka 2.12's KIP-848 consumer, for one, loses its
+    /// rejoin when the answer to a subscription change lands between an application's
+    /// `subscribe()` and `unsubscribe()` (test 0045 `subscribe_many_updates`): its revocation
+    /// and its unsubscribe merge, it leaves while in join state steady, and it never sends
+    /// the next subscription. The answer to a change is therefore held back as long as
+    /// Kafka's linger; the change itself applies at once, as in Kafka's in-memory state.
     pub fn consumer_group_heartbeat(
         &self,
         version: i16,
@@ -73,7 +88,7 @@ impl GroupCoordinator {
         client: (String, String),
         image: &MetadataImage,
         settings: GroupSettings,
-    ) -> ConsumerGroupHeartbeatResponse {
+    ) -> (ConsumerGroupHeartbeatResponse, Duration) {
         let group_id = request.group_id.clone();
         let answer = check(version, request, client).and_then(|heartbeat| {
             let leaving = [LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH];
@@ -83,19 +98,31 @@ impl GroupCoordinator {
                 self.heartbeat_consumer_group(&group_id, heartbeat, image, settings)
             }
         });
-        answer.unwrap_or_else(|refusal| {
-            tracing::debug!(
-                group = group_id,
-                code = ?refusal.code,
-                message = refusal.message.as_deref().unwrap_or(""),
-                "ConsumerGroupHeartbeat refused"
-            );
-            ConsumerGroupHeartbeatResponse {
-                error_code: refusal.code.code(),
-                error_message: refusal.message,
-                ..Default::default()
+        match answer {
+            Ok((response, changed)) => {
+                let hold = if changed {
+                    settings.coordinator_append_linger
+                } else {
+                    Duration::ZERO
+                };
+                (response, hold)
             }
-        })
+            Err(refusal) => {
+                tracing::debug!(
+                    group = group_id,
+                    code = ?refusal.code,
+                    message = refusal.message.as_deref().unwrap_or(""),
+                    "ConsumerGroupHeartbeat refused"
+                );
+                // Nothing was written: Kafka answers a refusal at once.
+                let response = ConsumerGroupHeartbeatResponse {
+                    error_code: refusal.code.code(),
+                    error_message: refusal.message,
+                    ..Default::default()
+                };
+                (response, Duration::ZERO)
+            }
+        }
     }
 
     fn leave_consumer_group(
@@ -103,7 +130,7 @@ impl GroupCoordinator {
         group_id: &str,
         heartbeat: Heartbeat,
         settings: GroupSettings,
-    ) -> Result<ConsumerGroupHeartbeatResponse, Refusal> {
+    ) -> Result<Answer, Refusal> {
         let mut groups = self.groups.borrow_mut();
         let group = groups
             .get_mut(group_id)
@@ -159,12 +186,13 @@ impl GroupCoordinator {
                 group.empty_since = Instant::now();
             }
         }
-        Ok(ConsumerGroupHeartbeatResponse {
+        let response = ConsumerGroupHeartbeatResponse {
             member_id: Some(heartbeat.member_id),
             member_epoch: heartbeat.member_epoch,
             heartbeat_interval_ms: settings.consumer_heartbeat_interval_ms,
             ..Default::default()
-        })
+        };
+        Ok((response, true))
     }
 
     fn heartbeat_consumer_group(
@@ -173,7 +201,7 @@ impl GroupCoordinator {
         mut heartbeat: Heartbeat,
         image: &MetadataImage,
         settings: GroupSettings,
-    ) -> Result<ConsumerGroupHeartbeatResponse, Refusal> {
+    ) -> Result<Answer, Refusal> {
         let now = Instant::now();
         let joining = heartbeat.member_epoch == 0;
         let mut groups = self.groups.borrow_mut();
@@ -237,7 +265,8 @@ impl GroupCoordinator {
         subscription_changed |= update_member(member, &mut heartbeat, now);
         let topics_changed = consumer.refresh_subscriptions(image, subscription_changed);
         consumer.resolve_new_regexes();
-        if subscription_changed || topics_changed {
+        let group_changed = subscription_changed || topics_changed;
+        if group_changed {
             consumer.group_epoch += 1;
         }
         if consumer.group_epoch > consumer.assignment_epoch {
@@ -259,6 +288,7 @@ impl GroupCoordinator {
             |topic, partition| consumer.held_by_other(&member_id, (topic, partition)),
         );
         let assigned_changed = next.assigned != previous.assigned;
+        let member_changed = next != previous;
         let revoking = next.state == MemberState::UnrevokedPartitions;
         consumer.set_current(&member_id, next);
         let member = consumer
@@ -276,13 +306,14 @@ impl GroupCoordinator {
             || (heartbeat.rebalance_timeout_ms != -1
                 && heartbeat.subscribed_topic_names.is_some()
                 && heartbeat.owned.is_some());
-        Ok(ConsumerGroupHeartbeatResponse {
+        let response = ConsumerGroupHeartbeatResponse {
             member_id: Some(member_id),
             member_epoch: member.current.member_epoch,
             heartbeat_interval_ms: settings.consumer_heartbeat_interval_ms,
             assignment: (full || assigned_changed).then(|| response_assignment(&member.current)),
             ..Default::default()
-        })
+        };
+        Ok((response, joining || group_changed || member_changed))
     }
 }
 
