@@ -857,10 +857,15 @@ mod tests {
         dirs: Vec<tempfile::TempDir>,
         voters: BTreeMap<u64, String>,
         nodes: BTreeMap<u64, QuorumNode>,
+        session_timeout: Duration,
     }
 
     impl Cluster {
         async fn start(size: u64) -> Cluster {
+            Cluster::start_with(size, Duration::from_secs(9)).await
+        }
+
+        async fn start_with(size: u64, session_timeout: Duration) -> Cluster {
             let listeners: Vec<std::net::TcpListener> = (0..size)
                 .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
                 .collect();
@@ -874,6 +879,7 @@ mod tests {
                 dirs,
                 voters,
                 nodes: BTreeMap::new(),
+                session_timeout,
             };
             for (i, listener) in listeners.into_iter().enumerate() {
                 cluster.start_node(i as u64 + 1, listener).await;
@@ -888,7 +894,7 @@ mod tests {
                 voters: self.voters.clone(),
                 dir: self.dirs[0].path().join(format!("quorum-{id}")),
                 cluster_id: "quorum-test-cluster-id".to_string(),
-                broker_session_timeout: Duration::from_secs(9),
+                broker_session_timeout: self.session_timeout,
             };
             let node = QuorumNode::start(config, listener).await.expect("start");
             self.nodes.insert(id, node);
@@ -935,6 +941,71 @@ mod tests {
         .expect("the change reached every controller")
         .expect("quorum running")
         .clone()
+    }
+
+    /// A broker (an observer) that heartbeats stays unfenced; when it stops, the leader fences
+    /// it and its partitions go offline at a new leader epoch; its heartbeats unfence it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_broker_is_fenced_and_its_heartbeat_unfences_it() {
+        let session = Duration::from_millis(600);
+        let beat = Duration::from_millis(100);
+        let mut cluster = Cluster::start_with(3, session).await;
+        cluster.leader().await;
+        let broker = 10;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        cluster.start_node(broker, listener).await;
+        let register = MetadataCommand::RegisterBroker {
+            node_id: broker as i32,
+            endpoint: "127.0.0.1:9092".to_string(),
+        };
+        let observer = &cluster.nodes[&broker];
+        observer
+            .catch_up(Duration::from_secs(10))
+            .await
+            .expect("caught up");
+        observer.submit(register).await.expect("registered");
+        tokio::spawn(observer.send_heartbeats(broker as i32, beat));
+        let (image, _) = observer.submit(create_topic("t")).await.expect("created");
+        let stream_id = image.topic("t").expect("topic").partitions[0].stream_id;
+        assert!(image.leads(stream_id), "the only broker leads");
+
+        let voter = |cluster: &Cluster| cluster.nodes[&1].images();
+        let wait_until = |mut images: watch::Receiver<Arc<MetadataImage>>, fenced: bool| async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                images.wait_for(|i| i.brokers().get(&10).is_some_and(|b| b.fenced == fenced)),
+            )
+            .await
+            .expect("the fencing changed")
+            .expect("quorum running")
+            .clone()
+        };
+        // Heartbeats for three sessions: never fenced.
+        tokio::time::sleep(session * 3).await;
+        assert!(!cluster.nodes[&1].image().brokers()[&10].fenced);
+
+        // Silent: fenced, its partition offline one epoch on.
+        cluster
+            .nodes
+            .remove(&broker)
+            .expect("observer")
+            .shutdown()
+            .await;
+        let fenced = wait_until(voter(&cluster), true).await;
+        let offline = fenced.leadership(stream_id);
+        assert_eq!(
+            (offline.leader, offline.replica, offline.leader_epoch),
+            (None, Some(10), 1)
+        );
+
+        // Back: its first heartbeat unfences it, one epoch on again.
+        let listener = std::net::TcpListener::bind(&addr).expect("rebind");
+        cluster.start_node(broker, listener).await;
+        tokio::spawn(cluster.nodes[&broker].send_heartbeats(broker as i32, beat));
+        let unfenced = wait_until(voter(&cluster), false).await;
+        let online = unfenced.leadership(stream_id);
+        assert_eq!((online.leader, online.leader_epoch), (Some(10), 2));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
