@@ -664,14 +664,20 @@ impl NodeInner {
         if heartbeats.0 != term {
             *heartbeats = (term, HashMap::new());
         }
-        image
+        let silent: Vec<i32> = image
             .live_brokers()
             .filter(|(id, _)| {
                 let last = *heartbeats.1.entry(*id).or_insert(now);
                 now.duration_since(last) > self.broker_session_timeout
             })
             .map(|(id, _)| id)
-            .collect()
+            .collect();
+        // About to be fenced: a broker unfenced again by its registration (a restart) then
+        // gets a full session from this check on, not its heartbeat of before the fence.
+        for id in &silent {
+            heartbeats.1.remove(id);
+        }
+        silent
     }
 
     /// The applied index a linearizable read must wait for, if this controller leads.
