@@ -95,13 +95,13 @@ pub async fn describe_quorum(
                 .voters
                 .iter()
                 .filter_map(|(id, _)| {
-                    let (host, port) = quorum.addrs.get(id)?.rsplit_once(':')?;
+                    let (host, port) = super::metadata::split_endpoint(quorum.addrs.get(id)?)?;
                     Some(Node {
                         node_id: i32::try_from(*id).ok()?,
                         listeners: vec![Listener {
                             name: "CONTROLLER".to_string(),
-                            host: host.to_string(),
-                            port: port.parse().ok()?,
+                            host,
+                            port,
                         }],
                     })
                 })

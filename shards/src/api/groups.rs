@@ -57,16 +57,16 @@ pub fn find_coordinator(
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let image = shard.image();
-    let coordinator = match image.coordinator() {
-        Some(node) if node == image.node_id => Ok((node, shard.advertised.clone())),
-        Some(node) => image
-            .live_brokers()
-            .find(|(id, _)| *id == node)
-            .and_then(|(_, endpoint)| split_endpoint(endpoint))
-            .map(|address| (node, address))
-            .ok_or(ErrorCode::CoordinatorNotAvailable),
-        None => Err(ErrorCode::CoordinatorNotAvailable),
-    };
+    // Where Metadata sends clients to that broker; absent while it is fenced.
+    let coordinator = image
+        .coordinator()
+        .and_then(|node| {
+            super::metadata::brokers(shard, &image)
+                .into_iter()
+                .find(|b| b.node_id == node)
+        })
+        .map(|b| (b.node_id, (b.host, b.port)))
+        .ok_or(ErrorCode::CoordinatorNotAvailable);
     let found = match request.key_type {
         KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => coordinator,
         _ => Err(ErrorCode::InvalidRequest),
@@ -100,12 +100,6 @@ pub fn find_coordinator(
             .collect(),
         ..Default::default()
     }
-}
-
-/// `host:port` as Kafka's responses carry it.
-pub fn split_endpoint(endpoint: &str) -> Option<(String, i32)> {
-    let (host, port) = endpoint.rsplit_once(':')?;
-    Some((host.to_string(), port.parse::<u16>().ok()?.into()))
 }
 
 async fn call(shard: &Rc<Shard>, group_id: &str, call: GroupCall) -> Option<GroupReply> {

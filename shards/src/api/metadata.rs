@@ -122,15 +122,21 @@ pub fn brokers(shard: &Shard, image: &MetadataImage) -> Vec<MetadataResponseBrok
     image
         .live_brokers()
         .filter_map(|(node_id, endpoint)| {
-            let (host, port) = super::groups::split_endpoint(endpoint)?;
+            let (host, port) = split_endpoint(endpoint)?;
             Some(MetadataResponseBroker {
                 node_id,
                 host,
-                port,
+                port: port.into(),
                 rack: None,
             })
         })
         .collect()
+}
+
+/// The host and port of a `host:port` endpoint, as Kafka's responses carry them.
+pub fn split_endpoint(endpoint: &str) -> Option<(String, u16)> {
+    let (host, port) = endpoint.rsplit_once(':')?;
+    Some((host.to_string(), port.parse().ok()?))
 }
 
 enum RequestedTopic {
