@@ -113,9 +113,8 @@ async fn write_markers(
     marker: Marker,
 ) -> Vec<(String, i32)> {
     let image = shard.image();
-    // (topic, partition) and stream id of the partitions, by owner shard.
-    type Targets = Vec<((String, i32), u64)>;
-    let mut by_owner: BTreeMap<usize, Targets> = BTreeMap::new();
+    // ((topic, partition), owner shard, stream id) of the partitions led here.
+    let mut here = Vec::new();
     let mut by_broker: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
     let mut retry = Vec::new();
     for (topic, partition) in partitions {
@@ -125,10 +124,9 @@ async fn write_markers(
             continue;
         };
         match image.leadership(stream_id).leader {
-            Some(leader) if leader == image.node_id => by_owner
-                .entry(owner)
-                .or_default()
-                .push(((topic, partition), stream_id)),
+            Some(leader) if leader == image.node_id => {
+                here.push(((topic, partition), owner, stream_id))
+            }
             Some(leader) => by_broker
                 .entry(leader)
                 .or_default()
@@ -136,19 +134,7 @@ async fn write_markers(
             None => retry.push((topic, partition)),
         }
     }
-    let asks = by_owner.into_iter().map(|(owner, targets)| async move {
-        let stream_ids = targets.iter().map(|(_, stream_id)| *stream_id).collect();
-        let call = TxnCall::WriteMarkers { stream_ids, marker };
-        let results = match super::serve::ask(shard, owner, call).await {
-            Some(TxnReply::Markers(results)) if results.len() == targets.len() => results,
-            _ => vec![Err(ErrorCode::UnknownServerError); targets.len()],
-        };
-        targets
-            .into_iter()
-            .zip(results)
-            .filter_map(|((partition, _), result)| still_to_write(partition, result))
-            .collect::<Vec<_>>()
-    });
+    let local = super::serve::write_markers_on_owners(shard, here, marker);
     let sends = by_broker.into_iter().map(|(broker, targets)| {
         let endpoint = image
             .live_brokers()
@@ -166,8 +152,12 @@ async fn write_markers(
                 .collect::<Vec<_>>()
         }
     });
-    let (local, remote) = futures::join!(join_all(asks), join_all(sends));
-    retry.extend(local.into_iter().flatten());
+    let (local, remote) = futures::join!(local, join_all(sends));
+    retry.extend(
+        local
+            .into_iter()
+            .filter_map(|(partition, result)| still_to_write(partition, result)),
+    );
     retry.extend(remote.into_iter().flatten());
     retry
 }

@@ -2,6 +2,7 @@
 //! (restore, resume decided transactions, timers). These need other shards (through the
 //! mesh) and other services of this shard, so they live above the coordinator.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use futures::future::join_all;
@@ -24,6 +25,34 @@ pub async fn ask(shard: &Rc<Shard>, owner: usize, call: TxnCall) -> Option<TxnRe
         .ask(owner, |reply| ShardRequest::Txn { call, reply })
         .await;
     answer.await.ok()
+}
+
+/// Writes `marker` on partitions this broker leads, each through its owner shard (one call
+/// per shard, all at once). `targets` are (a key of the caller's, owner shard, stream id);
+/// returns each key with its partition's result.
+pub async fn write_markers_on_owners<K>(
+    shard: &Rc<Shard>,
+    targets: Vec<(K, usize, u64)>,
+    marker: Marker,
+) -> Vec<(K, Result<(), ErrorCode>)> {
+    let mut by_owner: BTreeMap<usize, Vec<(K, u64)>> = BTreeMap::new();
+    for (key, owner, stream_id) in targets {
+        by_owner.entry(owner).or_default().push((key, stream_id));
+    }
+    let asks = by_owner.into_iter().map(|(owner, targets)| async move {
+        let stream_ids = targets.iter().map(|(_, stream_id)| *stream_id).collect();
+        let call = TxnCall::WriteMarkers { stream_ids, marker };
+        let results = match ask(shard, owner, call).await {
+            Some(TxnReply::Markers(results)) if results.len() == targets.len() => results,
+            _ => vec![Err(ErrorCode::UnknownServerError); targets.len()],
+        };
+        targets
+            .into_iter()
+            .zip(results)
+            .map(|((key, _), result)| (key, result))
+            .collect::<Vec<_>>()
+    });
+    join_all(asks).await.into_iter().flatten().collect()
 }
 
 /// Serves one call on the shard it was sent to.
