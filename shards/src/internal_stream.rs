@@ -6,17 +6,18 @@
 //! of shard key `n` is `u64::MAX - n`, its transaction log `u64::MAX - 65536 - n`, the transaction
 //! index of its partitions `u64::MAX - 131072 - n`. A shard's key is `slot × 1024 + shard`,
 //! where the slot is its broker's in the cluster (`MetadataImage::broker_slot`, 0 for a single
-//! node), so that brokers sharing an object store never write the same internal stream. Each record is framed like a Kafka record batch's
-//! prefix, `[offset i64][length i32][payload]` (big-endian), because the object tier's cold
-//! reader walks data blocks by that prefix.
+//! node), so that brokers sharing an object store never write the same internal stream.
+//! Each record is framed like a Kafka record batch's prefix, `[offset i64][length i32][payload]`
+//! (big-endian), because the object tier's cold reader walks data blocks by that prefix.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Bytes of the frame before the payload.
 const FRAME_PREFIX_BYTES: usize = 12;
 
-/// Shard keys an internal stream kind has room for.
-const SHARDS_MAX: u64 = 1 << 16;
+/// Shard keys an internal stream kind has room for (not the shards of one broker, which
+/// `sluice_metadata::limits::SHARDS_MAX` bounds).
+const KEYS_PER_KIND: u64 = 1 << 16;
 
 /// The key of shard `shard` of the broker with `slot` (below `BROKERS_MAX`; the shard below
 /// `sluice_metadata::limits::SHARDS_MAX`).
@@ -26,32 +27,32 @@ pub fn shard_key(slot: u32, shard: usize) -> usize {
 
 /// The stream id of the group log of the shard with key `key` (`shard_key`).
 pub fn group_log_stream(key: usize) -> u64 {
-    u64::MAX - (key as u64 % SHARDS_MAX)
+    u64::MAX - (key as u64 % KEYS_PER_KIND)
 }
 
 /// The stream id of the transaction log of the shard with key `key` (`shard_key`).
 pub fn txn_log_stream(key: usize) -> u64 {
-    u64::MAX - SHARDS_MAX - (key as u64 % SHARDS_MAX)
+    u64::MAX - KEYS_PER_KIND - (key as u64 % KEYS_PER_KIND)
 }
 
 /// The stream id of the partition transaction index of the shard with key `key` (`shard_key`).
 pub fn txn_index_stream(key: usize) -> u64 {
-    u64::MAX - 2 * SHARDS_MAX - (key as u64 % SHARDS_MAX)
+    u64::MAX - 2 * KEYS_PER_KIND - (key as u64 % KEYS_PER_KIND)
 }
 
 /// True for the id of any shard's partition transaction index.
 pub fn is_txn_index_stream(stream_id: u64) -> bool {
-    (2 * SHARDS_MAX..3 * SHARDS_MAX).contains(&(u64::MAX - stream_id))
+    (2 * KEYS_PER_KIND..3 * KEYS_PER_KIND).contains(&(u64::MAX - stream_id))
 }
 
 /// True for the id of any shard's transaction log.
 pub fn is_txn_log_stream(stream_id: u64) -> bool {
-    (SHARDS_MAX..2 * SHARDS_MAX).contains(&(u64::MAX - stream_id))
+    (KEYS_PER_KIND..2 * KEYS_PER_KIND).contains(&(u64::MAX - stream_id))
 }
 
 /// True for the id of any shard's group log.
 pub fn is_group_log_stream(stream_id: u64) -> bool {
-    u64::MAX - stream_id < SHARDS_MAX
+    u64::MAX - stream_id < KEYS_PER_KIND
 }
 
 /// A record of an internal stream at `offset`.
@@ -117,7 +118,7 @@ mod tests {
         assert!(is_group_log_stream(u64::MAX - 3));
         assert!(!is_group_log_stream(42));
         assert!(sluice_metadata::is_internal_stream(group_log_stream(
-            SHARDS_MAX as usize - 1
+            KEYS_PER_KIND as usize - 1
         )));
     }
 
@@ -127,7 +128,7 @@ mod tests {
         assert_eq!(shard_key(0, 3), 3);
         let last = shard_key(sluice_metadata::limits::BROKERS_MAX - 1, 1023);
         assert!(
-            (last as u64) < SHARDS_MAX,
+            (last as u64) < KEYS_PER_KIND,
             "every key fits its kind's range"
         );
         assert_ne!(group_log_stream(shard_key(1, 0)), group_log_stream(0));

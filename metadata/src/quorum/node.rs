@@ -610,22 +610,10 @@ impl NodeInner {
     /// A broker's heartbeat, if this controller leads: notes its time, and unfences the
     /// broker if it was fenced.
     pub(crate) async fn heartbeat_here(&self, broker_id: i32) -> Result<(), SubmitRefusal> {
-        let term = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
-            if metrics.current_leader != Some(metrics.id) {
-                drop(metrics);
-                return Err(self.leader_refusal());
-            }
-            metrics.current_term
+        let Some(term) = self.leading_term() else {
+            return Err(self.leader_refusal());
         };
-        {
-            let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
-            if heartbeats.0 != term {
-                *heartbeats = (term, HashMap::new());
-            }
-            heartbeats.1.insert(broker_id, Instant::now());
-        }
+        self.heartbeats_of(term).1.insert(broker_id, Instant::now());
         let fenced = self
             .images
             .borrow()
@@ -650,20 +638,12 @@ impl NodeInner {
     /// timeout; empty unless this controller leads. A broker never heard from in this term
     /// counts from the first time this asks about it.
     fn silent_brokers(&self) -> Vec<i32> {
-        let term = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
-            if metrics.current_leader != Some(metrics.id) {
-                return Vec::new();
-            }
-            metrics.current_term
+        let Some(term) = self.leading_term() else {
+            return Vec::new();
         };
         let image = self.images.borrow().clone();
         let now = Instant::now();
-        let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
-        if heartbeats.0 != term {
-            *heartbeats = (term, HashMap::new());
-        }
+        let mut heartbeats = self.heartbeats_of(term);
         let silent: Vec<i32> = image
             .live_brokers()
             .filter(|(id, _)| {
@@ -678,6 +658,23 @@ impl NodeInner {
             heartbeats.1.remove(id);
         }
         silent
+    }
+
+    /// The term in which this controller leads, if it does.
+    fn leading_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        (metrics.current_leader == Some(metrics.id)).then_some(metrics.current_term)
+    }
+
+    /// The brokers' last heartbeats as this controller, leading in `term`, received them:
+    /// emptied when the term is new, so that a new leader gives every broker a full session.
+    fn heartbeats_of(&self, term: u64) -> std::sync::MutexGuard<'_, (u64, HashMap<i32, Instant>)> {
+        let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+        if heartbeats.0 != term {
+            *heartbeats = (term, HashMap::new());
+        }
+        heartbeats
     }
 
     /// The applied index a linearizable read must wait for, if this controller leads.
