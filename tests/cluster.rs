@@ -2,7 +2,8 @@
 //! controller`) and brokers that get the metadata from them as observers. A broker keeps
 //! serving, and admin changes keep working, when the quorum's leader is `kill -9`ed; a
 //! broker restarted on its data dir finds its topics in the quorum. Three brokers share the
-//! partitions; a `kill -9`ed one is fenced, its partitions offline until it is back.
+//! partitions; a `kill -9`ed one is fenced, a survivor takes its WAL over, and its
+//! partitions move to the survivors with every acknowledged record.
 
 mod common;
 
@@ -320,8 +321,21 @@ fn leaders(broker: &BrokerProcess, topic: &str, brokers: &[i32]) -> HashMap<i32,
     .unwrap_or_else(|| panic!("Metadata never showed brokers {brokers:?}"))
 }
 
+/// Each partition's leader once Metadata names exactly `brokers` and every partition is led
+/// by one of them (a dead broker's partitions moved).
+fn moved_leaders(broker: &BrokerProcess, topic: &str, brokers: &[i32]) -> HashMap<i32, i32> {
+    common::wait_for(CLUSTER_CHANGE_MAX, || {
+        let leaders = leaders(broker, topic, brokers);
+        leaders
+            .values()
+            .all(|leader| brokers.contains(leader))
+            .then_some(leaders)
+    })
+    .unwrap_or_else(|| panic!("{topic}: partitions never moved to {brokers:?}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_brokers_share_the_partitions_and_a_fenced_ones_come_back_with_it() {
+async fn three_brokers_share_the_partitions_and_a_dead_ones_move_to_the_survivors() {
     let root = tempfile::tempdir().expect("tempdir");
     // One object store for all brokers, as a cluster needs.
     let objects = root.path().join("objects").display().to_string();
@@ -361,22 +375,24 @@ async fn three_brokers_share_the_partitions_and_a_fenced_ones_come_back_with_it(
     );
     assert_eq!(status["offline_partitions"], 0, "{status}");
 
-    // Broker 12 dies: once its session ends it is fenced; its partitions are offline, the
-    // others keep taking writes.
+    // Broker 12 dies: once its session ends it is fenced, a survivor takes its WAL over and
+    // uploads what it held, and its partitions move to the survivors, two leader epochs up
+    // (the fence, the move). Every partition takes writes again, every record is kept.
     third.kill9();
     let killed = Instant::now();
-    let leaders_during = leaders(&first, "spread", &[10, 11]);
-    println!("broker 12 killed: fenced after {:?}", killed.elapsed());
+    let leaders_during = moved_leaders(&first, "spread", &[10, 11]);
+    println!(
+        "broker 12 killed: its partitions moved after {:?}",
+        killed.elapsed()
+    );
     for (partition, leader) in &leaders_during {
         let owner = leaders_before[partition];
-        let expected_leader = if owner == 12 { -1 } else { owner };
-        assert_eq!(*leader, expected_leader, "partition {partition}");
+        if owner != 12 {
+            assert_eq!(*leader, owner, "partition {partition} stays");
+        }
     }
     let producer = common::idempotent_producer(&first);
-    for (partition, leader) in &leaders_during {
-        if *leader < 0 {
-            continue;
-        }
+    for partition in leaders_during.keys() {
         let value = format!("during-{partition}");
         let record = rdkafka::producer::FutureRecord::<(), _>::to("spread")
             .partition(*partition)
@@ -390,36 +406,33 @@ async fn three_brokers_share_the_partitions_and_a_fenced_ones_come_back_with_it(
         assert_eq!(offset, held.len() as i64, "{value}");
         held.push(value);
     }
-    assert_eq!(cluster_status(&second)["offline_partitions"], 4);
+    assert_eq!(cluster_status(&second)["offline_partitions"], 0);
     let admin = second.admin.as_deref().expect("an admin server");
     let metrics = common::http::get(admin, "/metrics").body;
     for line in [
-        "sluice_cluster_partitions_offline 4\n",
+        "sluice_cluster_partitions_offline 0\n",
         "sluice_cluster_brokers{state=\"fenced\"} 1\n",
         "sluice_cluster_brokers{state=\"live\"} 2\n",
         "sluice_broker_fenced 0\n",
     ] {
         assert!(metrics.contains(line), "{line}: {metrics}");
     }
-    let fenced_logged = quorum.controllers.values().any(|c| {
-        c.log_lines()
-            .iter()
-            .any(|l| l.contains("broker fenced") && l.contains("broker=12"))
-    });
-    assert!(fenced_logged, "a controller logs the fence");
-
-    // Broker 12 comes back on its data dir: unfenced, it leads its partitions again, at a
-    // higher leader epoch, with every record of them.
-    let third = third.restart();
-    let leaders_after = leaders(&first, "spread", &[10, 11, 12]);
-    assert_eq!(leaders_after, leaders_before);
-    // Fenced, then unfenced: the epoch moved twice. A client still at 0 is told its
-    // metadata is stale, one ahead that the broker's is (KIP-320).
-    let (&moved, _) = leaders_before
+    for logged in ["broker fenced", "takes the fenced broker's WAL over"] {
+        let found = quorum.controllers.values().any(|c| {
+            c.log_lines()
+                .iter()
+                .any(|l| l.contains(logged) && l.contains("broker=12"))
+        });
+        assert!(found, "a controller logs {logged:?}");
+    }
+    // A client at the moved partition's old epoch is told its metadata is stale, one ahead
+    // that the broker's is (KIP-320).
+    let (&moved, &new_leader) = leaders_during
         .iter()
-        .find(|(_, leader)| **leader == 12)
-        .expect("broker 12 leads a partition");
-    let mut raw = common::raw::RawClient::connect(&third);
+        .find(|(partition, _)| leaders_before[*partition] == 12)
+        .expect("broker 12 led a partition");
+    let new_leader = [&first, &second][(new_leader - 10) as usize];
+    let mut raw = common::raw::RawClient::connect(new_leader);
     for (client_epoch, code, epoch) in [(0, 74, -1), (2, 0, 2), (3, 75, -1)] {
         assert_eq!(
             list_latest(&mut raw, "spread", moved, client_epoch),
@@ -427,7 +440,13 @@ async fn three_brokers_share_the_partitions_and_a_fenced_ones_come_back_with_it(
             "a client at leader epoch {client_epoch}"
         );
     }
-    assert_topic_holds(&first, "spread", &expected);
+
+    // Broker 12 comes back on its data dir: it registers anew with a fresh WAL epoch; its
+    // old partitions stay where they moved, and every record of them is there.
+    let third = third.restart();
+    let leaders_after = leaders(&first, "spread", &[10, 11, 12]);
+    assert_eq!(leaders_after, leaders_during);
+    assert_topic_holds(&third, "spread", &expected);
     // Storage keeps one copy, but a factor up to the brokers' count is taken, as Kafka would
     // (Connect, Streams and librdkafka's transaction tests ask for 3); more is refused.
     use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};

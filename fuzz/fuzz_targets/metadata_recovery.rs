@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("scratch dir");
     let snapshot_name = format!("snapshot-{:020}.rkyv", 0);
-    let (name, bytes) = match mode % 9 {
+    let (name, bytes) = match mode % 10 {
         0 => ("metadata.log".to_string(), rest.to_vec()),
         // Records split where the input has a 0xFF byte: several entries in one log.
         1 => (
@@ -58,7 +58,9 @@ fuzz_target!(|data: &[u8]| {
         // Version 5: version 4 and the brokers registered in a controller quorum.
         7 => (snapshot_name, snapshot(5, rest)),
         // Version 6: version 5 with fencing, partition leaders and the coordinator broker.
-        _ => (snapshot_name, snapshot(6, rest)),
+        8 => (snapshot_name, snapshot(6, rest)),
+        // Version 7: version 6 with the brokers' WALs and their holders.
+        _ => (snapshot_name, snapshot(7, rest)),
     };
     std::fs::write(dir.join(name), bytes).expect("write");
     let _ = sluice_metadata::MetadataStore::open(dir, 0);

@@ -10,6 +10,11 @@
 //! Kafka partition with one replica is offline while its broker is down; the leader epoch
 //! moves at each fence and unfence, so clients holding the old one refresh their metadata.
 //! A single node registers no broker and leads every partition itself, at epoch 0.
+//!
+//! Failover: a broker that registered its WAL ([`BrokerWal`]) and is fenced has its WAL
+//! taken over by a survivor (the taker), which opens it at a higher fencing epoch, uploads
+//! what was not in objects yet, and releases it; its partitions then go to the live
+//! brokers, one leader epoch up. The fenced broker must register again (restart) to write.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +31,32 @@ pub struct BrokerImage {
     /// (group and transaction logs), which must not collide with another broker's in the
     /// shared object store. A single node uses 0.
     pub slot: u32,
+}
+
+/// Where a broker's WAL is, for a survivor to take it over, and who holds it now.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct BrokerWal {
+    /// One file or block device per shard, as the broker opened them (absolute paths: on a
+    /// shared directory or a multi-attach volume, the same for every broker).
+    pub paths: Vec<String>,
+    pub capacity_bytes: u64,
+    /// The fencing epoch its holder opened it with: one more at each registration of the
+    /// broker and at each takeover.
+    pub epoch: u64,
+    pub holder: WalHolder,
+}
+
+/// Who holds a broker's WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum WalHolder {
+    /// The broker itself.
+    Owner,
+    /// A survivor taking it over (the broker is fenced).
+    Taker(i32),
+    /// A taker finished with it: `moved`, its partitions went to the live brokers; not
+    /// `moved`, the taker could not open it (not reachable from its host) and they wait for
+    /// the broker. Either way the broker writes again only after registering anew.
+    Released { moved: bool },
 }
 
 /// The broker a partition belongs to, and its leader epoch.
@@ -97,6 +128,8 @@ pub(crate) struct Brokers {
     /// The broker that coordinates groups and transactions: the first one registered. It
     /// never moves, because its coordinators' state is in its WAL and internal streams.
     pub(crate) coordinator: Option<i32>,
+    /// The WALs of the brokers that registered one.
+    pub(crate) wals: BTreeMap<i32, BrokerWal>,
 }
 
 impl Brokers {
@@ -128,6 +161,96 @@ impl Brokers {
         self.assign(streams);
     }
 
+    /// Registers a broker's WAL along with the broker (`register`): it holds it, one epoch
+    /// up from any holder before.
+    pub(crate) fn register_wal(&mut self, node_id: i32, paths: &[String], capacity_bytes: u64) {
+        let epoch = self.wals.get(&node_id).map_or(0, |w| w.epoch) + 1;
+        self.wals.insert(
+            node_id,
+            BrokerWal {
+                paths: paths.to_vec(),
+                capacity_bytes,
+                epoch,
+                holder: WalHolder::Owner,
+            },
+        );
+    }
+
+    /// Gives `node_id`'s WAL to `taker` at `epoch`; false if it registered none.
+    pub(crate) fn take_over_wal(&mut self, node_id: i32, taker: i32, epoch: u64) -> bool {
+        let Some(wal) = self.wals.get_mut(&node_id) else {
+            return false;
+        };
+        wal.epoch = epoch;
+        wal.holder = WalHolder::Taker(taker);
+        true
+    }
+
+    /// The taker is done with `node_id`'s WAL: when `moved`, its partitions go to the live
+    /// brokers, one leader epoch up (they stay if none is live).
+    pub(crate) fn release_wal(&mut self, node_id: i32, moved: bool) -> bool {
+        let Some(wal) = self.wals.get_mut(&node_id) else {
+            return false;
+        };
+        wal.holder = WalHolder::Released { moved };
+        if moved {
+            let mut loads = self.live_loads();
+            if loads.is_empty() {
+                return true;
+            }
+            for leader in self.leaders.values_mut().filter(|l| l.broker == node_id) {
+                let (&broker, load) = loads
+                    .iter_mut()
+                    .min_by_key(|(id, load)| (**load, **id))
+                    .expect("not empty");
+                *load += 1;
+                *leader = PartitionLeader {
+                    broker,
+                    epoch: leader.epoch.saturating_add(1),
+                };
+            }
+        }
+        true
+    }
+
+    /// The unfenced brokers with the partitions each leads.
+    fn live_loads(&self) -> BTreeMap<i32, usize> {
+        let mut loads: BTreeMap<i32, usize> = self
+            .registered
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .map(|(id, _)| (*id, 0))
+            .collect();
+        for leader in self.leaders.values() {
+            if let Some(load) = loads.get_mut(&leader.broker) {
+                *load += 1;
+            }
+        }
+        loads
+    }
+
+    /// The fenced brokers whose WAL needs a (new) taker: held by themselves, or by a taker
+    /// that is fenced or gone. With the live broker that should take it (the one leading
+    /// the fewest partitions; ties to the lowest id) and the epoch to take it at.
+    pub fn wals_to_take_over(&self) -> Vec<(i32, i32, u64)> {
+        let loads = self.live_loads();
+        let Some((&taker, _)) = loads.iter().min_by_key(|(id, load)| (**load, **id)) else {
+            return Vec::new();
+        };
+        self.wals
+            .iter()
+            .filter(|(id, wal)| {
+                self.registered.get(id).is_some_and(|b| b.fenced)
+                    && match wal.holder {
+                        WalHolder::Owner => true,
+                        WalHolder::Taker(t) => !loads.contains_key(&t),
+                        WalHolder::Released { .. } => false,
+                    }
+            })
+            .map(|(id, wal)| (*id, taker, wal.epoch + 1))
+            .collect()
+    }
+
     /// Fences or unfences a registered broker; false if it is not registered.
     pub(crate) fn set_fenced(
         &mut self,
@@ -151,19 +274,9 @@ impl Brokers {
     /// Gives each stream without a broker to the unfenced broker leading the fewest (ties to
     /// the lowest id); leaves them unassigned when no broker is unfenced.
     pub(crate) fn assign(&mut self, streams: impl Iterator<Item = u64>) {
-        let mut loads: BTreeMap<i32, usize> = self
-            .registered
-            .iter()
-            .filter(|(_, b)| !b.fenced)
-            .map(|(id, _)| (*id, 0))
-            .collect();
+        let mut loads = self.live_loads();
         if loads.is_empty() {
             return;
-        }
-        for leader in self.leaders.values() {
-            if let Some(load) = loads.get_mut(&leader.broker) {
-                *load += 1;
-            }
         }
         for stream_id in streams {
             if self.leaders.contains_key(&stream_id) {
@@ -243,6 +356,11 @@ impl Brokers {
         {
             return Err(format!("coordinator {coordinator} is not registered"));
         }
+        for (id, wal) in &self.wals {
+            if !self.registered.contains_key(id) || wal.epoch == 0 {
+                return Err(format!("WAL of unregistered broker {id}, or at epoch 0"));
+            }
+        }
         Ok(())
     }
 
@@ -296,6 +414,52 @@ mod tests {
         assert!(!brokers.set_fenced(9, true, 1..=8), "not registered");
         assert!(brokers.check_invariants(|id| id <= 8).is_ok());
         assert!(brokers.check_invariants(|id| id <= 7).is_err());
+    }
+
+    #[test]
+    fn a_fenced_brokers_wal_goes_to_a_taker_and_its_partitions_to_the_survivors() {
+        let mut brokers = Brokers::default();
+        for id in [1, 2, 3] {
+            brokers.register(id, "h", std::iter::empty());
+            brokers.register_wal(id, &[format!("/wal/{id}")], 4096);
+        }
+        brokers.assign(1..=6);
+        assert_eq!(brokers.wals[&3].epoch, 1);
+        assert!(brokers.wals_to_take_over().is_empty(), "nobody is fenced");
+        assert!(brokers.set_fenced(3, true, 1..=6));
+        // Broker 3 led 2 of 6 (at epoch 1 now, the fence's); 1 and 2 lead 2 each.
+        assert_eq!(brokers.wals_to_take_over(), vec![(3, 1, 2)]);
+        assert!(brokers.take_over_wal(3, 1, 2));
+        assert!(brokers.wals_to_take_over().is_empty(), "a live taker holds it");
+        // The taker dies too: the WAL needs another, one epoch up.
+        assert!(brokers.set_fenced(1, true, 1..=6));
+        assert_eq!(brokers.wals_to_take_over(), vec![(1, 2, 2), (3, 2, 3)]);
+        assert!(brokers.set_fenced(1, false, 1..=6));
+        assert!(brokers.take_over_wal(3, 2, 3));
+        let moving: Vec<u64> = brokers
+            .leaders
+            .iter()
+            .filter(|(_, l)| l.broker == 3)
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(brokers.release_wal(3, true));
+        for stream_id in moving {
+            let leadership = brokers.leadership(stream_id, 0);
+            assert!(matches!(leadership.leader, Some(1 | 2)), "{leadership:?}");
+            assert_eq!(leadership.leader_epoch, 2, "fenced, then moved");
+        }
+        assert_eq!(brokers.wals[&3].holder, WalHolder::Released { moved: true });
+        assert!(brokers.wals_to_take_over().is_empty(), "released");
+        // Registering again gives the broker its WAL back, one epoch up, and no partitions.
+        brokers.register(3, "h", 1..=6);
+        brokers.register_wal(3, &["/wal/3".into()], 4096);
+        assert_eq!(
+            (brokers.wals[&3].epoch, brokers.wals[&3].holder),
+            (4, WalHolder::Owner)
+        );
+        assert!(brokers.leaders.values().all(|l| l.broker != 3));
+        assert!(brokers.check_invariants(|id| id <= 6).is_ok());
+        assert!(!brokers.release_wal(9, true), "no such WAL");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::limits::{
     BROKERS_MAX, CONFIG_CHANGES_MAX, ENDPOINT_BYTES_MAX, OBJECT_ID_BLOCK_MAX,
     OBJECTS_PER_COMMAND_MAX, PARTITIONS_PER_TOPIC_MAX, PARTITIONS_TOTAL_MAX, PRODUCER_ID_BLOCK_MAX,
     SHARDS_MAX, STREAMS_PER_UPLOAD_RECORD_MAX, TOPIC_ID_ATTEMPTS_MAX, TOPIC_NAME_BYTES_MAX,
+    WAL_PATH_BYTES_MAX,
 };
 use crate::objects::{ObjectId, ObjectImage};
 use crate::uploads::{StreamCleaned, StreamUpload};
@@ -108,10 +109,13 @@ pub enum MetadataCommand {
     },
     /// Registers a broker of a controller quorum, with the `host:port` it advertises, and
     /// unfences it; it gets its share of the partitions no broker has (`brokers.rs`). The
-    /// same broker registering again (a restart) keeps its partitions.
+    /// same broker registering again (a restart) keeps its partitions. With `wal`, a
+    /// survivor may take its WAL over when it is fenced; it then holds it, one epoch up
+    /// (refused while a taker holds it).
     RegisterBroker {
         node_id: i32,
         endpoint: String,
+        wal: Option<WalLocation>,
     },
     /// Fences a registered broker whose heartbeats stopped (its partitions go offline), or
     /// unfences it when they come back. The quorum's leader sends it, not clients.
@@ -119,6 +123,27 @@ pub enum MetadataCommand {
         node_id: i32,
         fenced: bool,
     },
+    /// Gives a fenced broker's WAL to the live broker `taker`, one epoch up (the quorum's
+    /// leader sends it; `Brokers::wals_to_take_over`).
+    TakeOverWal {
+        node_id: i32,
+        taker: i32,
+    },
+    /// The taker of `node_id`'s WAL at `epoch` is done with it (`moved`: uploaded, its
+    /// partitions may go to the live brokers). Refused from a taker that no longer holds it.
+    ReleaseWal {
+        node_id: i32,
+        epoch: u64,
+        moved: bool,
+    },
+}
+
+/// Where a broker's WAL is (`RegisterBroker`).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct WalLocation {
+    /// One per shard, absolute.
+    pub paths: Vec<String>,
+    pub capacity_bytes: u64,
 }
 
 /// What applying a command did (rkyv: the quorum's leader returns it to the controller
@@ -160,6 +185,8 @@ pub enum CommandOutcome {
     CleaningRecorded,
     BrokerRegistered,
     BrokerFencingSet,
+    WalTakenOver,
+    WalReleased,
 }
 
 /// A command resolved against an image: every choice (topic id, placement,
@@ -233,11 +260,58 @@ pub enum MetadataRecord {
         node_id: i32,
         endpoint: String,
     },
-    // Appended last, and no larger than the records before it, for the same reason.
+    // Appended after the records above, and no larger than them, for the same reason.
     SetBrokerFenced {
         node_id: i32,
         fenced: bool,
     },
+    // Appended after the records above, and no larger than them, for the same reason.
+    RegisterBrokerWithWal {
+        node_id: i32,
+        endpoint: String,
+        wal: WalLocation,
+    },
+    // Appended after the records above, and no larger than them, for the same reason.
+    TakeOverWal {
+        node_id: i32,
+        taker: i32,
+        epoch: u64,
+    },
+    // Appended last, and no larger than the records before it, for the same reason.
+    ReleaseWal {
+        node_id: i32,
+        epoch: u64,
+        moved: bool,
+    },
+}
+
+/// Refuses a WAL location no broker could open: none, more paths than shards, paths not
+/// absolute or too long, or a capacity that is not whole 4 KiB blocks.
+fn check_wal_location(node_id: i32, wal: &WalLocation) -> Result<(), MetadataError> {
+    let bad = |what: String| {
+        Err(MetadataError::InvalidRequest(format!(
+            "broker {node_id}'s WAL location: {what}"
+        )))
+    };
+    if wal.paths.is_empty() || wal.paths.len() > SHARDS_MAX as usize {
+        return bad(format!("{} paths (1 to {SHARDS_MAX})", wal.paths.len()));
+    }
+    if let Some(path) = wal
+        .paths
+        .iter()
+        .find(|p| !p.starts_with('/') || p.len() > WAL_PATH_BYTES_MAX)
+    {
+        return bad(format!(
+            "{path:?} is not an absolute path of at most {WAL_PATH_BYTES_MAX} bytes"
+        ));
+    }
+    if wal.capacity_bytes == 0 || !wal.capacity_bytes.is_multiple_of(4096) {
+        return bad(format!(
+            "capacity {} is not a positive multiple of 4096",
+            wal.capacity_bytes
+        ));
+    }
+    Ok(())
 }
 
 /// The result of planning a command.
@@ -529,14 +603,40 @@ pub fn plan(
             }
             MetadataRecord::RecordCleaning { streams: moved }
         }
-        MetadataCommand::RegisterBroker { node_id, endpoint } => {
+        MetadataCommand::RegisterBroker {
+            node_id,
+            endpoint,
+            wal,
+        } => {
             if endpoint.is_empty() || endpoint.len() > ENDPOINT_BYTES_MAX {
                 return Err(MetadataError::InvalidRequest(format!(
                     "broker {node_id} advertises an endpoint of {} bytes (1 to {ENDPOINT_BYTES_MAX})",
                     endpoint.len()
                 )));
             }
+            if let Some(wal) = wal {
+                check_wal_location(*node_id, wal)?;
+                if let Some(taker) = image.wal_taker(*node_id) {
+                    return Err(MetadataError::PolicyViolation(format!(
+                        "broker {taker} is taking over broker {node_id}'s WAL; start broker \
+                         {node_id} again once its partitions have moved"
+                    )));
+                }
+            }
             let current = image.brokers().get(node_id);
+            if let Some(wal) = wal {
+                if current.is_none() && image.brokers().len() >= BROKERS_MAX as usize {
+                    return Err(MetadataError::PolicyViolation(format!(
+                        "the cluster has {BROKERS_MAX} brokers (BROKERS_MAX); broker {node_id} is one too many"
+                    )));
+                }
+                // Always a record: each registration opens the WAL one epoch up.
+                return Ok(Plan::Record(MetadataRecord::RegisterBrokerWithWal {
+                    node_id: *node_id,
+                    endpoint: endpoint.clone(),
+                    wal: wal.clone(),
+                }));
+            }
             if current.is_some_and(|b| !b.fenced && b.endpoint == *endpoint) {
                 return Ok(Plan::Unchanged(CommandOutcome::BrokerRegistered));
             }
@@ -562,6 +662,46 @@ pub fn plan(
             MetadataRecord::SetBrokerFenced {
                 node_id: *node_id,
                 fenced: *fenced,
+            }
+        }
+        MetadataCommand::TakeOverWal { node_id, taker } => {
+            let wanted = image
+                .wals_to_take_over()
+                .into_iter()
+                .find(|(id, _, _)| id == node_id);
+            let Some((_, _, epoch)) = wanted else {
+                return Err(MetadataError::InvalidRequest(format!(
+                    "broker {node_id}'s WAL needs no taker (not fenced, none registered, or held)"
+                )));
+            };
+            if !image.live_brokers().any(|(id, _)| id == *taker) {
+                return Err(MetadataError::InvalidRequest(format!(
+                    "broker {taker} is not live: it cannot take a WAL over"
+                )));
+            }
+            MetadataRecord::TakeOverWal {
+                node_id: *node_id,
+                taker: *taker,
+                epoch,
+            }
+        }
+        MetadataCommand::ReleaseWal {
+            node_id,
+            epoch,
+            moved,
+        } => {
+            let held = image.broker_wal(*node_id).is_some_and(|wal| {
+                wal.epoch == *epoch && matches!(wal.holder, crate::brokers::WalHolder::Taker(_))
+            });
+            if !held {
+                return Err(MetadataError::InvalidRequest(format!(
+                    "broker {node_id}'s WAL is not held by a taker at epoch {epoch}"
+                )));
+            }
+            MetadataRecord::ReleaseWal {
+                node_id: *node_id,
+                epoch: *epoch,
+                moved: *moved,
             }
         }
     };

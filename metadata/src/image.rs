@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::brokers::{BrokerImage, BrokerParts, Brokers, Leadership};
+use crate::brokers::{BrokerImage, BrokerParts, BrokerWal, Brokers, Leadership, WalHolder};
 use crate::command::{CommandOutcome, MetadataRecord};
 use crate::configs::{self, BrokerConfig, TopicConfig};
 use crate::error::MetadataError;
@@ -122,6 +122,34 @@ impl MetadataImage {
     /// True when this node leads the partition of `stream_id`: it may append to and serve it.
     pub fn leads(&self, stream_id: u64) -> bool {
         self.leadership(stream_id).leader == Some(self.node_id)
+    }
+
+    /// The WAL broker `node_id` registered, with its holder (`brokers.rs`).
+    pub fn broker_wal(&self, node_id: i32) -> Option<&BrokerWal> {
+        self.brokers.wals.get(&node_id)
+    }
+
+    /// The broker taking `node_id`'s WAL over right now, if any.
+    pub fn wal_taker(&self, node_id: i32) -> Option<i32> {
+        match self.broker_wal(node_id)?.holder {
+            WalHolder::Taker(taker) => Some(taker),
+            _ => None,
+        }
+    }
+
+    /// The WALs this node must take over: (broker, epoch), for each it was given.
+    pub fn wals_taken_by_me(&self) -> impl Iterator<Item = (i32, &BrokerWal)> {
+        self.brokers
+            .wals
+            .iter()
+            .filter(|(_, wal)| wal.holder == WalHolder::Taker(self.node_id))
+            .map(|(id, wal)| (*id, wal))
+    }
+
+    /// Fenced brokers whose WAL needs a new taker: (broker, taker, epoch); see
+    /// `Brokers::wals_to_take_over`.
+    pub fn wals_to_take_over(&self) -> Vec<(i32, i32, u64)> {
+        self.brokers.wals_to_take_over()
     }
 
     /// The broker that coordinates groups and transactions, if it is unfenced (this node
@@ -413,6 +441,7 @@ impl MetadataImage {
         uploads: Vec<StreamUploadsPart>,
         cleaned: Vec<StreamCleaned>,
         brokers: BrokerParts,
+        wals: Vec<(i32, BrokerWal)>,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
@@ -420,6 +449,7 @@ impl MetadataImage {
             registered: brokers.registered.into_iter().collect(),
             leaders: brokers.leaders.into_iter().collect(),
             coordinator: brokers.coordinator,
+            wals: wals.into_iter().collect(),
         };
         image.broker_configs = broker_configs;
         image.next_producer_id = next_producer_id;
@@ -478,6 +508,15 @@ impl MetadataImage {
                 .collect(),
             coordinator: self.brokers.coordinator,
         }
+    }
+
+    /// The brokers' WALs, for a snapshot.
+    pub(crate) fn wal_parts(&self) -> Vec<(i32, BrokerWal)> {
+        self.brokers
+            .wals
+            .iter()
+            .map(|(id, wal)| (*id, wal.clone()))
+            .collect()
     }
 
     fn apply_in_place(&mut self, record: &MetadataRecord) -> Result<CommandOutcome, MetadataError> {
@@ -714,6 +753,37 @@ impl MetadataImage {
                 self.brokers
                     .register(*node_id, endpoint, self.streams.keys().copied());
                 Ok(CommandOutcome::BrokerRegistered)
+            }
+            MetadataRecord::RegisterBrokerWithWal {
+                node_id,
+                endpoint,
+                wal,
+            } => {
+                self.brokers
+                    .register(*node_id, endpoint, self.streams.keys().copied());
+                self.brokers
+                    .register_wal(*node_id, &wal.paths, wal.capacity_bytes);
+                Ok(CommandOutcome::BrokerRegistered)
+            }
+            MetadataRecord::TakeOverWal {
+                node_id,
+                taker,
+                epoch,
+            } => {
+                if !self.brokers.take_over_wal(*node_id, *taker, *epoch) {
+                    return Err(corrupt(format!("broker {node_id} registered no WAL")));
+                }
+                Ok(CommandOutcome::WalTakenOver)
+            }
+            MetadataRecord::ReleaseWal {
+                node_id,
+                epoch: _,
+                moved,
+            } => {
+                if !self.brokers.release_wal(*node_id, *moved) {
+                    return Err(corrupt(format!("broker {node_id} registered no WAL")));
+                }
+                Ok(CommandOutcome::WalReleased)
             }
             MetadataRecord::SetBrokerFenced { node_id, fenced } => {
                 if !self

@@ -23,9 +23,9 @@ mod snapshot;
 mod store;
 mod uploads;
 
-pub use brokers::{BrokerImage, Leadership};
+pub use brokers::{BrokerImage, BrokerWal, Leadership, WalHolder};
 pub use command::{
-    CommandOutcome, MetadataCommand, MetadataRecord, Plan, validate_command,
+    CommandOutcome, MetadataCommand, MetadataRecord, Plan, WalLocation, validate_command,
     validate_replication_factor, validate_topic_name,
 };
 pub use configs::{

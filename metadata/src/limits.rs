@@ -38,6 +38,8 @@ pub const STREAMS_PER_UPLOAD_RECORD_MAX: usize = 100_000;
 pub const UPLOAD_TIMES_PER_STREAM_MAX: usize = 1024;
 /// Longest `host:port` a broker may advertise (a DNS name is at most 253 bytes).
 pub const ENDPOINT_BYTES_MAX: usize = 260;
+/// Longest WAL path a broker may register for takeover (Linux's PATH_MAX).
+pub const WAL_PATH_BYTES_MAX: usize = 4096;
 /// Brokers a cluster registers: each numbers its internal streams with a slot below this,
 /// and a slot's internal streams are `SHARDS_MAX` ids wide within 65,536 per kind.
 pub const BROKERS_MAX: u32 = 64;

@@ -2,13 +2,14 @@
 //! written through a temporary file, fsync and an atomic rename.
 //!
 //! File layout: `[magic 8][format_version u32][crc32c u32][payload_len u64][payload]`,
-//! little endian; the payload is the rkyv encoding of `SnapshotV6` (format
-//! version 6: V5 with the brokers' fencing and the partitions' leaders; V5 was V4 plus the
+//! little endian; the payload is the rkyv encoding of `SnapshotV7` (format 7: V6 with the
+//! brokers' WALs and their holders; V6 was V5 with the brokers' fencing and the partitions'
+//! leaders; V5 was V4 plus the
 //! brokers registered in a controller quorum; V4 was V3 plus the
 //! log cleaner's marks; V3 was V2 plus each stream's uploads, `uploads.rs`; V2 was V1 plus
-//! the object registry), checked with bytecheck on load, after the CRC. Versions 1 to 5
-//! still load (with an empty registry, no uploads, no cleaner marks, no brokers; a format 5
-//! broker leads every partition).
+//! the object registry), checked with bytecheck on load, after the CRC. Versions 1 to 6
+//! still load (with an empty registry, no uploads, no cleaner marks, no brokers, no WALs; a
+//! format 5 broker leads every partition).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use crate::brokers::BrokerParts;
+use crate::brokers::{BrokerParts, BrokerWal};
 use crate::error::MetadataError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::limits::SNAPSHOT_BYTES_MAX;
@@ -26,7 +27,9 @@ use crate::objects::RegistryParts;
 use crate::uploads::{StreamCleaned, StreamUploadsPart};
 
 const MAGIC: &[u8; 8] = b"SLUICEMD";
-const FORMAT_VERSION: u32 = 6;
+const FORMAT_VERSION: u32 = 7;
+/// The format before the brokers' WALs; still read.
+const FORMAT_VERSION_V6: u32 = 6;
 /// The format before fencing and partition leaders; still read.
 const FORMAT_VERSION_V5: u32 = 5;
 /// The format before the registered brokers; still read.
@@ -109,6 +112,13 @@ struct SnapshotV6 {
     brokers: BrokerParts,
 }
 
+/// Format 7: format 6 with the brokers' WALs (`brokers.rs`).
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotV7 {
+    base: SnapshotV6,
+    wals: Vec<(i32, BrokerWal)>,
+}
+
 pub(crate) fn snapshot_name(epoch: u64) -> String {
     format!("{PREFIX}{epoch:020}{SUFFIX}")
 }
@@ -132,21 +142,24 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
 /// The image as a snapshot file's bytes (also what the controller quorum ships to a
 /// follower that is too far behind).
 pub(crate) fn encode(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
-    let snapshot = SnapshotV6 {
-        base: SnapshotV5 {
-            cluster_id: image.cluster_id.clone(),
-            epoch: image.epoch,
-            next_producer_id: image.next_producer_id,
-            next_stream_id: image.next_stream_id,
-            broker_configs: image.broker_configs.clone(),
-            topics: image.topics.values().cloned().collect(),
-            objects: image.registry_parts(),
-            uploads: image.upload_parts(),
-            cleaned: image.cleaned_parts(),
-            // Format 6 keeps the brokers in `brokers` below.
-            brokers: Vec::new(),
+    let snapshot = SnapshotV7 {
+        base: SnapshotV6 {
+            base: SnapshotV5 {
+                cluster_id: image.cluster_id.clone(),
+                epoch: image.epoch,
+                next_producer_id: image.next_producer_id,
+                next_stream_id: image.next_stream_id,
+                broker_configs: image.broker_configs.clone(),
+                topics: image.topics.values().cloned().collect(),
+                objects: image.registry_parts(),
+                uploads: image.upload_parts(),
+                cleaned: image.cleaned_parts(),
+                // Format 6 keeps the brokers in `brokers` below.
+                brokers: Vec::new(),
+            },
+            brokers: image.broker_parts(),
         },
-        brokers: image.broker_parts(),
+        wals: image.wal_parts(),
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
         .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
@@ -227,6 +240,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         FORMAT_VERSION_V3,
         FORMAT_VERSION_V4,
         FORMAT_VERSION_V5,
+        FORMAT_VERSION_V6,
         FORMAT_VERSION,
     ]
     .contains(&version)
@@ -251,7 +265,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
     aligned.extend_from_slice(payload);
     let invalid = |e: rancor::Error| format!("invalid snapshot payload: {e}");
     let v5 = match version {
-        FORMAT_VERSION => None,
+        FORMAT_VERSION | FORMAT_VERSION_V6 => None,
         FORMAT_VERSION_V1 => Some({
             let v1 = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(invalid)?;
             SnapshotV5 {
@@ -314,11 +328,20 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         }),
         _ => Some(rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned).map_err(invalid)?),
     };
-    let SnapshotV6 {
-        base: snapshot,
-        brokers,
+    let SnapshotV7 {
+        base: SnapshotV6 {
+            base: snapshot,
+            brokers,
+        },
+        wals,
     } = match v5 {
-        None => rkyv::from_bytes::<SnapshotV6, rancor::Error>(&aligned).map_err(invalid)?,
+        None if version == FORMAT_VERSION => {
+            rkyv::from_bytes::<SnapshotV7, rancor::Error>(&aligned).map_err(invalid)?
+        }
+        None => SnapshotV7 {
+            base: rkyv::from_bytes::<SnapshotV6, rancor::Error>(&aligned).map_err(invalid)?,
+            wals: Vec::new(),
+        },
         Some(mut v5) => {
             let streams: Vec<u64> = v5
                 .topics
@@ -326,7 +349,10 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
                 .flat_map(|t| t.partitions.iter().map(|p| p.stream_id))
                 .collect();
             let brokers = BrokerParts::of_format_5(std::mem::take(&mut v5.brokers), &streams);
-            SnapshotV6 { base: v5, brokers }
+            SnapshotV7 {
+                base: SnapshotV6 { base: v5, brokers },
+                wals: Vec::new(),
+            }
         }
     };
     if snapshot.epoch != epoch {
@@ -347,6 +373,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         snapshot.uploads,
         snapshot.cleaned,
         brokers,
+        wals,
     )
 }
 

@@ -30,6 +30,7 @@ use crate::shard::Shard;
 use crate::stop::StopSignal;
 use crate::storage::PartitionStore;
 use crate::storage::shard_wal::ShardWal;
+use crate::takeover::WalTakeovers;
 use crate::task_permits::TaskPermits;
 use crate::tier::ObjectTier;
 use crate::txn::coordinator::TxnCoordinator;
@@ -73,7 +74,12 @@ impl ShardBuilder {
     /// Opens the shard's WAL, builds its services over its share of the memory budget, and
     /// recovers its state from objects and the WAL.
     pub async fn build(self) -> Result<BuiltShard, String> {
-        let wal_config = wal_config(&self.config, self.id);
+        let wal_epoch = self
+            .controller
+            .image()
+            .broker_wal(self.config.node_id)
+            .map_or(0, |wal| wal.epoch);
+        let wal_config = wal_config(&self.config, self.id, wal_epoch);
         if let Some(parent) = wal_config.path.parent()
             && !is_block_device(&wal_config.path)
         {
@@ -196,26 +202,40 @@ pub fn spawn_uploads(storage: &Rc<PartitionStore>, stop: StopSignal) -> glommio:
 }
 
 /// Starts applying the controller's change notices to the shard's partitions (dropping
-/// those of deleted topics, taking new settings), until the controller stops.
+/// those of deleted topics and those another broker took, taking new settings), until the
+/// controller stops. Shard 0 also starts the WAL takeovers the quorum gives this broker and
+/// stops the broker if its own WAL was taken over (`takeover.rs`).
 pub fn spawn_image_changes(
-    storage: &Rc<PartitionStore>,
+    shard: &Rc<Shard>,
     mut changes: mpsc::Receiver<()>,
 ) -> glommio::Task<()> {
-    let storage = storage.clone();
+    let storage = shard.storage.clone();
+    let config = shard.config.clone();
+    let opened_wal_epoch = storage
+        .image()
+        .broker_wal(config.node_id)
+        .map(|wal| wal.epoch);
+    let takeovers = WalTakeovers::default();
     glommio::spawn_local(async move {
         while changes.next().await.is_some() {
-            storage.apply_image(&storage.image());
+            let image = storage.image();
+            storage.apply_image(&image);
+            if storage.id == 0 {
+                crate::takeover::stop_if_wal_lost(&image, opened_wal_epoch);
+                takeovers.start_due(&storage, &config);
+            }
         }
     })
 }
 
-/// The WAL settings of shard `id`.
-pub fn wal_config(config: &BrokerConfig, id: usize) -> WalConfig {
+/// The WAL settings of shard `id`, opened at fencing epoch `epoch` (the quorum's count of
+/// this broker's registrations and takeovers; 0 for a single node).
+pub fn wal_config(config: &BrokerConfig, id: usize, epoch: u64) -> WalConfig {
     WalConfig {
         path: config.wal_path_for(id),
         capacity_bytes: config.wal_bytes_per_shard,
         inflight_writes_max: config.wal_inflight_writes_max,
-        epoch: 0,
+        epoch,
         node_id: config.node_id.max(0) as u32,
         ..WalConfig::default()
     }

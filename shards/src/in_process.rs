@@ -99,7 +99,7 @@ impl InProcessShard {
         let txn_timers = crate::txn::serve::start(&shard);
         let (stop, stopped) = oneshot::channel();
         let uploads = spawn_uploads(&shard.storage, stopped.shared());
-        let image_changes = spawn_image_changes(&shard.storage, changes);
+        let image_changes = spawn_image_changes(&shard, changes);
         Ok(InProcessShard {
             shard,
             controller,

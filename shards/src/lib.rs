@@ -38,6 +38,7 @@ pub mod socket_write;
 pub mod startup_wait;
 pub mod stop;
 pub mod storage;
+pub mod takeover;
 pub mod task_permits;
 pub mod tier;
 pub mod txn;

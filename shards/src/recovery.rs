@@ -54,12 +54,27 @@ pub fn recover(
         let is_group_log = internal_stream::is_group_log_stream(record.stream_id);
         let is_txn_log = internal_stream::is_txn_log_stream(record.stream_id);
         let is_txn_index = internal_stream::is_txn_index_stream(record.stream_id);
-        if !is_group_log && !is_txn_log && !is_txn_index && image.stream(record.stream_id).is_none()
-        {
+        let internal = is_group_log || is_txn_log || is_txn_index;
+        if !internal && image.stream(record.stream_id).is_none() {
             if releasable {
                 released_end = Some(end);
             }
             continue; // a deleted topic
+        }
+        if !internal
+            && image
+                .leadership(record.stream_id)
+                .replica
+                .is_some_and(|broker| broker != image.node_id)
+        {
+            // Another broker holds the partition now: a survivor took this WAL over while
+            // this broker was fenced and uploaded what was acknowledged. What is left is
+            // unacknowledged (written after the takeover's claim) and must not be uploaded
+            // over the new leader's offsets.
+            if releasable {
+                released_end = Some(end);
+            }
+            continue;
         }
         if first_offset != *next {
             tracing::error!(

@@ -14,7 +14,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Gate, Semaphore};
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_metadata::quorum::{QuorumConfig, QuorumNode, cluster_id_of_voters};
-use sluice_metadata::{MetadataCommand, MetadataStore};
+use sluice_metadata::{MetadataCommand, MetadataStore, WalLocation};
 use sluice_objstore::ObjectStore;
 
 use crate::admin_http::AdminServer;
@@ -204,6 +204,7 @@ impl Broker {
             let register = MetadataCommand::RegisterBroker {
                 node_id: config.node_id,
                 endpoint: format!("{}:{}", advertised.0, advertised.1),
+                wal: Some(wal_location(&config, shard_count)?),
             };
             if let Err(refused) = futures::executor::block_on(handle.submit(register)) {
                 // Out of the quorum again, so that its leader stops sending this node the log.
@@ -434,7 +435,7 @@ async fn run_shard(plan: ShardPlan) {
         glommio::spawn_local(async move { router::serve(shard, loopback.stream(), adopt).await })
             .detach();
     }
-    spawn_image_changes(&shard.storage, changes).detach();
+    spawn_image_changes(&shard, changes).detach();
     let uploads = spawn_uploads(&shard.storage, stop.clone());
     let pool_shortages =
         glommio::spawn_local(evict_on_pool_shortage(shard.storage.clone(), stop.clone()));
@@ -788,6 +789,23 @@ fn reserve_port(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     Ok(socket)
+}
+
+/// Where this broker's shard WALs are, as the quorum keeps it for a survivor to take them
+/// over: absolute paths, since the taker runs elsewhere.
+fn wal_location(config: &BrokerConfig, shard_count: usize) -> Result<WalLocation, StartError> {
+    let paths = (0..shard_count)
+        .map(|shard| {
+            let path = config.wal_path_for(shard);
+            std::path::absolute(&path)
+                .map(|p| p.display().to_string())
+                .map_err(|e| StartError::Config(format!("WAL path {}: {e}", path.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(WalLocation {
+        paths,
+        capacity_bytes: config.wal_bytes_per_shard,
+    })
 }
 
 fn advertised_address(config: &BrokerConfig, local: SocketAddr) -> (String, i32) {

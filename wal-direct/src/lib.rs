@@ -95,6 +95,12 @@ pub struct WalConfig {
     /// Zero the ring of a newly created file, so that later writes never hit
     /// unwritten extents (whose conversion makes every sync a journal commit).
     pub preformat: bool,
+    /// Set when another node takes this WAL over (its owner died): the WAL must exist and
+    /// its header must name this node, or the open fails ([`WalError::NotTakeable`]) without
+    /// creating, formatting or claiming anything. The claim keeps naming that node. Without
+    /// the check, a taker given a path that means another file on its own host (the same
+    /// layout on every host) would fence a live broker's WAL.
+    pub takeover_of: Option<u32>,
 }
 
 impl WalConfig {
@@ -124,6 +130,7 @@ impl Default for WalConfig {
             durability: Durability::Fdatasync,
             fence_check: FenceCheck::AfterWrite,
             preformat: true,
+            takeover_of: None,
         }
     }
 }
@@ -207,6 +214,12 @@ pub enum WalError {
     },
     #[error("invalid WAL configuration: {0}")]
     InvalidConfig(String),
+    #[error("{path} cannot be taken over as node {expected}'s WAL: {reason}")]
+    NotTakeable {
+        path: PathBuf,
+        expected: u32,
+        reason: String,
+    },
     #[error("trim to {trim} is beyond the durable position {durable}")]
     TrimBeyondDurable { trim: u64, durable: u64 },
     #[error("position {position} was never appended (append position {appended})")]
@@ -256,6 +269,15 @@ impl Wal {
         mut on_record: impl FnMut(RecoveredRecord),
     ) -> Result<Wal, WalError> {
         validate(&config)?;
+        if let Some(expected) = config.takeover_of
+            && !config.path.exists()
+        {
+            return Err(WalError::NotTakeable {
+                path: config.path.clone(),
+                expected,
+                reason: "no such file or device here".into(),
+            });
+        }
         let target =
             device::open_target(&config.path, config.capacity_bytes, config.durability).await?;
         let device = Device::File(Rc::new(target.file));
@@ -297,6 +319,9 @@ impl Wal {
 
         let previous = match io.read_header().await? {
             Some(header) => header,
+            None if config.takeover_of.is_some() => {
+                return Err(WalError::HeaderCorrupt { path });
+            }
             None if created || io.never_formatted().await? => {
                 if config.preformat {
                     io.zero_ring(config.capacity_bytes).await?;
@@ -312,6 +337,15 @@ impl Wal {
                 on_disk: previous.capacity_bytes,
             });
         }
+        if let Some(expected) = config.takeover_of
+            && previous.node_id != expected
+        {
+            return Err(WalError::NotTakeable {
+                path,
+                expected,
+                reason: format!("its header names node {}", previous.node_id),
+            });
+        }
         if previous.epoch > config.epoch {
             return Err(WalError::Fenced {
                 ours: config.epoch,
@@ -324,7 +358,7 @@ impl Wal {
         let mut header = Header {
             capacity_bytes: config.capacity_bytes,
             epoch: config.epoch,
-            node_id: config.node_id,
+            node_id: config.takeover_of.unwrap_or(config.node_id),
             generation: previous.generation + 1,
             trim_position: previous.trim_position,
             sequence: previous.sequence + 1,
@@ -1091,7 +1125,7 @@ impl DiskIo {
         let mut header = Header {
             capacity_bytes: config.capacity_bytes,
             epoch: config.epoch,
-            node_id: config.node_id,
+            node_id: config.takeover_of.unwrap_or(config.node_id),
             generation: 0,
             trim_position: 0,
             sequence: 0,

@@ -332,6 +332,70 @@ fn append_waits_for_trim_when_the_ring_is_full() {
 }
 
 #[test]
+fn a_takeover_opens_only_an_existing_wal_of_the_named_node_and_fences_its_writer() {
+    let dir = scratch_dir("takeover");
+    let mut owner_config = config(&dir, CAPACITY_BYTES);
+    owner_config.node_id = 7;
+    owner_config.epoch = 3;
+    let mut taker_config = owner_config.clone();
+    taker_config.node_id = 8;
+    taker_config.epoch = 4;
+    taker_config.takeover_of = Some(7);
+    run(async {
+        match Wal::open(taker_config.clone()).await {
+            Err(WalError::NotTakeable { expected: 7, .. }) => {}
+            other => panic!("absent: {:?}", other.map(|_| ())),
+        }
+        assert!(!taker_config.path.exists(), "a takeover creates nothing");
+
+        let (owner, _) = Wal::open(owner_config.clone()).await.expect("owner opens");
+        let end = owner.append(1, 0, 0, b"acked").await.expect("append");
+        owner.wait_durable(end).await.expect("durable");
+
+        let mut wrong = taker_config.clone();
+        wrong.takeover_of = Some(9);
+        match Wal::open(wrong).await {
+            Err(WalError::NotTakeable {
+                expected: 9,
+                reason,
+                ..
+            }) => {
+                assert!(reason.contains("node 7"), "{reason}")
+            }
+            other => panic!("another node's WAL: {:?}", other.map(|_| ())),
+        }
+        // The refused open claimed nothing: the owner still writes.
+        let end = owner.append(1, 1, 1, b"still ours").await.expect("append");
+        owner
+            .wait_durable(end)
+            .await
+            .expect("not fenced by a refused takeover");
+
+        let (taker, recovered) = Wal::open(taker_config.clone()).await.expect("takeover");
+        assert_eq!(recovered.len(), 2);
+        let fenced = match owner.append(1, 2, 2, b"after").await {
+            Ok(end) => owner.wait_durable(end).await,
+            Err(error) => Err(error),
+        };
+        assert!(
+            matches!(fenced, Err(WalError::Fenced { ours: 3, found: 4 })),
+            "{fenced:?}"
+        );
+        taker.close().await.expect("close");
+        drop(owner);
+        // A second taker (the first died) finds the header still naming node 7.
+        let mut second = taker_config.clone();
+        second.epoch = 5;
+        let (second, recovered) = Wal::open(second).await.expect("second takeover");
+        // The fenced write landed, unacknowledged: later opens find it. (So a broker whose
+        // partitions moved skips their records when it restarts: shards' recovery.)
+        assert_eq!(recovered.len(), 3);
+        second.close().await.expect("close");
+    });
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn a_newer_epoch_fences_the_old_writer() {
     for fence_check in [FenceCheck::AfterWrite, FenceCheck::BeforeAndAfterWrite] {
         let dir = scratch_dir("fence");

@@ -614,13 +614,16 @@ impl NodeInner {
             return Err(self.leader_refusal());
         };
         self.heartbeats_of(term).1.insert(broker_id, Instant::now());
-        let fenced = self
-            .images
-            .borrow()
-            .brokers()
-            .get(&broker_id)
-            .is_some_and(|b| b.fenced);
-        if fenced {
+        let (fenced, wal_lost) = {
+            let image = self.images.borrow();
+            let fenced = image.brokers().get(&broker_id).is_some_and(|b| b.fenced);
+            let wal_lost = image
+                .broker_wal(broker_id)
+                .is_some_and(|wal| wal.holder != crate::brokers::WalHolder::Owner);
+            (fenced, wal_lost)
+        };
+        // A broker whose WAL was taken over cannot write: it must register again (restart).
+        if fenced && !wal_lost {
             let unfence = MetadataCommand::SetBrokerFenced {
                 node_id: broker_id,
                 fenced: false,
@@ -742,6 +745,27 @@ async fn fence_silent_brokers(inner: Arc<NodeInner>) {
                 Err(SubmitRefusal::NotLeader(_)) => break,
                 Err(SubmitRefusal::Failed(code, message)) => {
                     tracing::info!(broker, code, %message, "could not fence a silent broker")
+                }
+            }
+        }
+        let takeovers = inner.images.borrow().wals_to_take_over();
+        if inner.leading_term().is_some() {
+            for (broker, taker, epoch) in takeovers {
+                let take = MetadataCommand::TakeOverWal {
+                    node_id: broker,
+                    taker,
+                };
+                match inner.submit_here(&take).await {
+                    Ok(_) => tracing::info!(
+                        broker,
+                        taker,
+                        wal_epoch = epoch,
+                        "a live broker takes the fenced broker's WAL over"
+                    ),
+                    Err(SubmitRefusal::NotLeader(_)) => break,
+                    Err(SubmitRefusal::Failed(code, message)) => {
+                        tracing::info!(broker, taker, code, %message, "could not hand a WAL over")
+                    }
                 }
             }
         }
@@ -959,6 +983,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr").to_string();
         cluster.start_node(broker, listener).await;
         let register = MetadataCommand::RegisterBroker {
+            wal: None,
             node_id: broker as i32,
             endpoint: "127.0.0.1:9092".to_string(),
         };

@@ -422,10 +422,17 @@ impl PartitionStore {
         Ok(slice)
     }
 
-    /// Drops partitions that no longer exist and applies changed topic settings.
+    /// Drops partitions that no longer exist or that another broker holds now (a takeover
+    /// moved them; should they come back, they reopen from objects) and applies changed
+    /// topic settings.
     pub fn apply_image(&self, image: &MetadataImage) {
         self.partitions.borrow_mut().retain(|stream_id, partition| {
+            let elsewhere = image
+                .leadership(*stream_id)
+                .replica
+                .is_some_and(|broker| broker != image.node_id);
             match image.stream(*stream_id) {
+                Some(_) if elsewhere => false,
                 Some((topic, part)) => {
                     partition.set_settings(settings_of(topic, image));
                     let _ = partition.advance_log_start(part.log_start_offset);
