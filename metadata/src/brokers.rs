@@ -430,7 +430,10 @@ mod tests {
         // Broker 3 led 2 of 6 (at epoch 1 now, the fence's); 1 and 2 lead 2 each.
         assert_eq!(brokers.wals_to_take_over(), vec![(3, 1, 2)]);
         assert!(brokers.take_over_wal(3, 1, 2));
-        assert!(brokers.wals_to_take_over().is_empty(), "a live taker holds it");
+        assert!(
+            brokers.wals_to_take_over().is_empty(),
+            "a live taker holds it"
+        );
         // The taker dies too: the WAL needs another, one epoch up.
         assert!(brokers.set_fenced(1, true, 1..=6));
         assert_eq!(brokers.wals_to_take_over(), vec![(1, 2, 2), (3, 2, 3)]);

@@ -739,7 +739,7 @@ async fn fence_silent_brokers(inner: Arc<NodeInner>) {
                     broker,
                     session_timeout_ms = inner.broker_session_timeout.as_millis() as u64,
                     "broker fenced: no heartbeat within the session timeout; its partitions \
-                     are offline until it is back"
+                     are offline until a live broker takes its WAL over, or it is back"
                 ),
                 // Not the leader any more: the new one counts the broker's session afresh.
                 Err(SubmitRefusal::NotLeader(_)) => break,
