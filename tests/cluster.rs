@@ -517,3 +517,114 @@ async fn three_brokers_share_the_partitions_and_a_dead_ones_move_to_the_survivor
     // Each partition: a record and its commit marker, a record and its abort marker.
     assert_eq!(read_committed(&first, "txn", 3, 4), committed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_broker_whose_wal_was_taken_over_cannot_append_and_stops() {
+    use std::io::Read;
+    let root = tempfile::tempdir().expect("tempdir");
+    let objects = root.path().join("objects").display().to_string();
+    let quorum = Quorum::start(
+        root.path(),
+        &["--broker-session-timeout-ms", SESSION_TIMEOUT_MS],
+    );
+    let broker_flags = [
+        "--broker-heartbeat-interval-ms",
+        HEARTBEAT_INTERVAL_MS,
+        "--object-store",
+        &objects,
+    ];
+    let live = quorum
+        .broker(root.path(), 10, &broker_flags)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut paused = quorum
+        .broker(root.path(), 11, &broker_flags)
+        .unwrap_or_else(|e| panic!("{e}"));
+    live.create_topic("paused", 4).await;
+    let before = leaders(&live, "paused", &[10, 11]);
+    let (&partition, _) = before
+        .iter()
+        .find(|(_, leader)| **leader == 11)
+        .expect("broker 11 leads a partition");
+    let mut expected = produce_acked(&live, "paused", 4, 400).await;
+
+    // Broker 11 stops answering (SIGSTOP) with a produce for its partition on the wire. Its
+    // session ends, broker 10 takes its WAL over, the partition moves and takes writes.
+    let mut raw = common::raw::RawClient::connect(&paused);
+    paused.signal(libc::SIGSTOP);
+    let stale = common::raw::producer_batch((-1, -1), -1, false, "stale");
+    raw.send(
+        9,
+        &sluice_net::Request::Produce(sluice_net::messages::produce_request::ProduceRequest {
+            acks: -1,
+            timeout_ms: 10_000,
+            topic_data: vec![sluice_net::messages::produce_request::TopicProduceData {
+                name: "paused".into(),
+                partition_data: vec![
+                    sluice_net::messages::produce_request::PartitionProduceData {
+                        index: partition,
+                        records: Some(stale),
+                    },
+                ],
+            }],
+            ..Default::default()
+        }),
+    );
+    let moved = moved_leaders(&live, "paused", &[10]);
+    assert_eq!(moved[&partition], 10);
+    let producer = common::idempotent_producer(&live);
+    let offset = producer
+        .send(
+            rdkafka::producer::FutureRecord::<(), _>::to("paused")
+                .partition(partition)
+                .payload("fresh"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("fresh not acknowledged: {e}"))
+        .offset;
+    let held = expected.get_mut(&partition).expect("partition");
+    assert_eq!(offset, held.len() as i64);
+    held.push("fresh".to_string());
+
+    // Broker 11 wakes up with its old WAL: it acknowledges nothing (its append is refused by
+    // the WAL's new epoch, or it is told it no longer leads) and stops.
+    paused
+        .allow_log("WAL append failed")
+        .allow_log("WAL fenced")
+        .allow_log("a live broker took its WAL over");
+    paused.signal(libc::SIGCONT);
+    let mut prefix = [0u8; 4];
+    match raw_read(&mut raw, &mut prefix) {
+        Some(frame) => {
+            let (_, response) = sluice_net::decode_response(0, 9, bytes::Bytes::from(frame))
+                .expect("a Produce response");
+            let sluice_net::Response::Produce(answer) = response else {
+                panic!("a Produce response");
+            };
+            let code = answer.responses[0].partition_responses[0].error_code;
+            println!("the stale produce was answered with error {code}");
+            assert_ne!(code, 0, "a fenced broker acknowledged a produce");
+        }
+        None => println!("the stale produce's connection closed unanswered"),
+    }
+    let status = paused
+        .wait_exit(Duration::from_secs(30))
+        .expect("the fenced broker stops");
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    assert!(
+        paused
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("a live broker took its WAL over")),
+        "it says why"
+    );
+    assert_topic_holds(&live, "paused", &expected);
+
+    /// The next response frame, or None once the connection is closed.
+    fn raw_read(raw: &mut common::raw::RawClient, prefix: &mut [u8; 4]) -> Option<Vec<u8>> {
+        raw.stream().read_exact(prefix).ok()?;
+        let mut frame = vec![0u8; u32::from_be_bytes(*prefix) as usize];
+        raw.stream().read_exact(&mut frame).ok()?;
+        Some(frame)
+    }
+}

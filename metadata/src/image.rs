@@ -47,7 +47,7 @@ pub struct MetadataImage {
     /// that cloning the image per command copies none.
     uploads: BTreeMap<u64, Arc<StreamUploads>>,
     /// The brokers registered in a controller quorum and the partitions' leaders.
-    brokers: Brokers,
+    pub(crate) brokers: Brokers,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

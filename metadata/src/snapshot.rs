@@ -490,8 +490,25 @@ mod tests {
         assert!(image.leads(1));
         assert_eq!(image.coordinator(), Some(4));
         assert_eq!(image.brokers()[&4].endpoint, "h:9092");
-        // And it is written back in format 6 and reads the same.
+        // And it is written back in the current format and reads the same.
         let bytes = encode(&image).unwrap();
         assert_eq!(decode(&bytes, 4, 15).unwrap(), image);
+
+        // As format 6 (no WALs) it loads too; a registered WAL then survives format 7.
+        let v6 = SnapshotV6 {
+            base: SnapshotV5 {
+                brokers: Vec::new(),
+                ..rkyv::from_bytes::<SnapshotV5, rancor::Error>(&payload).unwrap()
+            },
+            brokers: image.broker_parts(),
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v6).unwrap();
+        let mut image = decode(&frame(FORMAT_VERSION_V6, &payload), 4, 15).unwrap();
+        assert_eq!(image.broker_wal(4), None);
+        image.brokers.register_wal(4, &["/wal/4".to_string()], 4096);
+        let bytes = encode(&image).unwrap();
+        let read = decode(&bytes, 4, 15).unwrap();
+        assert_eq!(read.broker_wal(4).map(|w| w.epoch), Some(1));
+        assert_eq!(read, image);
     }
 }

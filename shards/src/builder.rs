@@ -217,6 +217,10 @@ pub fn spawn_image_changes(
         .map(|wal| wal.epoch);
     let takeovers = WalTakeovers::default();
     glommio::spawn_local(async move {
+        if storage.id == 0 {
+            // Given a WAL before this start (a taker restarted within its session).
+            takeovers.start_due(&storage, &config);
+        }
         while changes.next().await.is_some() {
             let image = storage.image();
             storage.apply_image(&image);

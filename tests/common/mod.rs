@@ -200,6 +200,29 @@ impl BrokerProcess {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (e.g. SIGSTOP, SIGCONT) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        let sent = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(sent, 0, "kill({signal}) failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; its status then (with every
+    /// line it wrote in `log_lines`), or None while it runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait works") {
+                self.finish_log();
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then waits for a clean exit; returns the exit status. `log_lines` then holds
     /// every line the process wrote.
     pub fn terminate(&mut self) -> std::process::ExitStatus {

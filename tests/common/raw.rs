@@ -40,6 +40,11 @@ impl RawClient {
         }
     }
 
+    /// The connection itself, for reads a test makes by hand.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
     /// Writes bytes as they are.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
