@@ -624,30 +624,25 @@ pub fn plan(
                 }
             }
             let current = image.brokers().get(node_id);
-            if let Some(wal) = wal {
-                if current.is_none() && image.brokers().len() >= BROKERS_MAX as usize {
-                    return Err(MetadataError::PolicyViolation(format!(
-                        "the cluster has {BROKERS_MAX} brokers (BROKERS_MAX); broker {node_id} is one too many"
-                    )));
-                }
-                // Always a record: each registration opens the WAL one epoch up.
-                return Ok(Plan::Record(MetadataRecord::RegisterBrokerWithWal {
-                    node_id: *node_id,
-                    endpoint: endpoint.clone(),
-                    wal: wal.clone(),
-                }));
-            }
-            if current.is_some_and(|b| !b.fenced && b.endpoint == *endpoint) {
-                return Ok(Plan::Unchanged(CommandOutcome::BrokerRegistered));
-            }
             if current.is_none() && image.brokers().len() >= BROKERS_MAX as usize {
                 return Err(MetadataError::PolicyViolation(format!(
                     "the cluster has {BROKERS_MAX} brokers (BROKERS_MAX); broker {node_id} is one too many"
                 )));
             }
-            MetadataRecord::RegisterBroker {
-                node_id: *node_id,
-                endpoint: endpoint.clone(),
+            match wal {
+                // Always a record: each registration opens the WAL one epoch up.
+                Some(wal) => MetadataRecord::RegisterBrokerWithWal {
+                    node_id: *node_id,
+                    endpoint: endpoint.clone(),
+                    wal: wal.clone(),
+                },
+                None if current.is_some_and(|b| !b.fenced && b.endpoint == *endpoint) => {
+                    return Ok(Plan::Unchanged(CommandOutcome::BrokerRegistered));
+                }
+                None => MetadataRecord::RegisterBroker {
+                    node_id: *node_id,
+                    endpoint: endpoint.clone(),
+                },
             }
         }
         MetadataCommand::SetBrokerFenced { node_id, fenced } => {

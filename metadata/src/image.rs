@@ -119,6 +119,14 @@ impl MetadataImage {
         self.brokers.leadership(stream_id, self.node_id)
     }
 
+    /// True when a broker other than `broker` holds the partition of `stream_id` (its WAL
+    /// has its newest data): a takeover moved it there.
+    pub fn held_by_another(&self, stream_id: u64, broker: i32) -> bool {
+        self.leadership(stream_id)
+            .replica
+            .is_some_and(|holder| holder != broker)
+    }
+
     /// True when this node leads the partition of `stream_id`: it may append to and serve it.
     pub fn leads(&self, stream_id: u64) -> bool {
         self.leadership(stream_id).leader == Some(self.node_id)

@@ -55,6 +55,11 @@ pub fn is_group_log_stream(stream_id: u64) -> bool {
     u64::MAX - stream_id < KEYS_PER_KIND
 }
 
+/// True for the id of any internal stream (group log, transaction log, transaction index).
+pub fn is_internal_stream(stream_id: u64) -> bool {
+    u64::MAX - stream_id < 3 * KEYS_PER_KIND
+}
+
 /// A record of an internal stream at `offset`.
 pub fn frame(offset: u64, payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(FRAME_PREFIX_BYTES + payload.len());

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use sluice_metadata::MetadataImage;
+use sluice_objstore::AppendedRecord;
 use sluice_wal::WalPosition;
 
 use crate::group::log::GroupLogEntry;
@@ -30,78 +32,20 @@ pub fn recover(
     let image = shard.image();
     let mut recovered = 0;
     let mut group_entries = Vec::new();
-    // Per stream, the next offset the uploader expects: records must continue it.
-    let mut upload_next: HashMap<u64, i64> = HashMap::new();
+    let mut continuity = StreamContinuity::default();
     let mut released_end = None;
     let mut queued_any = false;
     for record in records {
-        // Until a record is queued for upload, every record before it may be released.
-        let releasable = !queued_any;
-        let end = record.end_position;
-        let first_offset = record.first_offset as i64;
-        let last_offset = record.last_offset as i64;
-        let next = upload_next.entry(record.stream_id).or_insert_with(|| {
-            image
-                .stream_end_offset_in_objects(record.stream_id)
-                .unwrap_or(first_offset)
-        });
-        if last_offset < *next {
-            if releasable {
-                released_end = Some(end);
-            }
-            continue; // in objects already
-        }
-        let is_group_log = internal_stream::is_group_log_stream(record.stream_id);
-        let is_txn_log = internal_stream::is_txn_log_stream(record.stream_id);
-        let is_txn_index = internal_stream::is_txn_index_stream(record.stream_id);
-        let internal = is_group_log || is_txn_log || is_txn_index;
-        if !internal && image.stream(record.stream_id).is_none() {
-            if releasable {
-                released_end = Some(end);
-            }
-            continue; // a deleted topic
-        }
-        if !internal
-            && image
-                .leadership(record.stream_id)
-                .replica
-                .is_some_and(|broker| broker != image.node_id)
-        {
-            // Another broker holds the partition now: a survivor took this WAL over while
-            // this broker was fenced and uploaded what was acknowledged. What is left is
-            // unacknowledged (written after the takeover's claim) and must not be uploaded
-            // over the new leader's offsets.
-            if releasable {
-                released_end = Some(end);
+        if !continuity.admits(&image, image.node_id, &record) {
+            // Until a record is queued for upload, every record before it may be released.
+            if !queued_any {
+                released_end = Some(record.end_position);
             }
             continue;
         }
-        if first_offset != *next {
-            tracing::error!(
-                stream_id = record.stream_id,
-                first_offset,
-                expected = *next,
-                "a WAL record does not continue its stream; skipped"
-            );
-            if releasable {
-                released_end = Some(end);
-            }
-            continue;
-        }
-        *next = last_offset + 1;
         queued_any = true;
-        shard
-            .storage
-            .wal
-            .queue_recovered(sluice_objstore::AppendedRecord {
-                stream_id: record.stream_id,
-                first_offset,
-                last_offset,
-                payload: record.payload.clone(),
-                payload_crc: record.payload_crc,
-                wal_end_position: record.end_position.0,
-            });
-        if is_group_log || is_txn_log || is_txn_index {
+        shard.storage.wal.queue_recovered(appended(&record));
+        if internal_stream::is_internal_stream(record.stream_id) {
             resume_internal_sequence(shard, record.stream_id, record.last_offset + 1);
             let replayed = internal_stream::unframe(&record.payload)
                 .map_err(|e| e.to_string())
@@ -138,6 +82,73 @@ pub fn recover(
         }
     }
     (recovered, group_entries, released_end)
+}
+
+/// Which WAL records continue their streams, the rule of start-up recovery and of a WAL
+/// takeover (`takeover.rs`): a record is replayed and uploaded when it is above what objects
+/// hold of its stream, of a stream that exists, and continues the records admitted before it.
+#[derive(Default)]
+pub struct StreamContinuity {
+    /// Per stream, the next offset expected.
+    next: HashMap<u64, i64>,
+}
+
+impl StreamContinuity {
+    /// True when `record`, read from the WAL of broker `owner`, is to be replayed and uploaded
+    /// (and the stream then continues after it). Skipped: records in objects already, of
+    /// deleted topics, of partitions another broker holds now, or not continuing the stream.
+    pub fn admits(
+        &mut self,
+        image: &MetadataImage,
+        owner: i32,
+        record: &sluice_wal::RecoveredRecord,
+    ) -> bool {
+        let first_offset = record.first_offset as i64;
+        let last_offset = record.last_offset as i64;
+        let next = self.next.entry(record.stream_id).or_insert_with(|| {
+            image
+                .stream_end_offset_in_objects(record.stream_id)
+                .unwrap_or(first_offset)
+        });
+        if last_offset < *next {
+            return false; // in objects already
+        }
+        if !internal_stream::is_internal_stream(record.stream_id) {
+            if image.stream(record.stream_id).is_none() {
+                return false; // a deleted topic
+            }
+            if image.held_by_another(record.stream_id, owner) {
+                // A survivor took this WAL over while its broker was fenced and uploaded what
+                // was acknowledged; the partition moved. What is left is unacknowledged
+                // (written after the takeover's claim) and must not be uploaded over the new
+                // leader's offsets.
+                return false;
+            }
+        }
+        if first_offset != *next {
+            tracing::error!(
+                stream_id = record.stream_id,
+                first_offset,
+                expected = *next,
+                "a WAL record does not continue its stream; skipped"
+            );
+            return false;
+        }
+        *next = last_offset + 1;
+        true
+    }
+}
+
+/// A recovered WAL record as the uploader takes it.
+pub fn appended(record: &sluice_wal::RecoveredRecord) -> AppendedRecord {
+    AppendedRecord {
+        stream_id: record.stream_id,
+        first_offset: record.first_offset as i64,
+        last_offset: record.last_offset as i64,
+        payload: record.payload.clone(),
+        payload_crc: record.payload_crc,
+        wal_end_position: record.end_position.0,
+    }
 }
 
 /// The group-log entries of this shard that are in object storage, oldest first; on the

@@ -18,9 +18,9 @@ use sluice_objstore::{AppendedRecord, StreamRoll, UploadError, Uploader, Uploade
 use sluice_wal::{Wal, WalConfig, WalError};
 
 use crate::config::BrokerConfig;
-use crate::internal_stream;
-use crate::storage::partition::{Partition, ResumedFrom};
-use crate::storage::{PartitionStore, settings_of};
+use crate::recovery::{StreamContinuity, appended};
+use crate::storage::partition::Partition;
+use crate::storage::{PartitionStore, resumed_partition};
 
 /// Pause before trying again what the metadata refused or could not take (an upload's
 /// commit, the release).
@@ -174,7 +174,7 @@ async fn upload_wal(
             ..UploaderConfig::default()
         });
         for record in records {
-            let Some(appended) = taken.admit(&image, record) else {
+            let Some(appended) = taken.admit(&image, broker, record) else {
                 continue;
             };
             totals.0 += 1;
@@ -250,63 +250,27 @@ async fn upload(
 /// partitions they are replayed into for their producers' state.
 #[derive(Default)]
 struct TakenStreams {
-    /// Per stream, the next offset expected.
-    next: HashMap<u64, i64>,
+    continuity: StreamContinuity,
     partitions: HashMap<u64, Partition>,
 }
 
 impl TakenStreams {
-    /// The record as an upload takes it, if it must be uploaded: not in objects yet, of a
-    /// stream that exists, continuing it (as start-up recovery decides, `recovery.rs`).
+    /// The record as an upload takes it, if it must be uploaded (as start-up recovery
+    /// decides: `StreamContinuity`); a partition's record is replayed into it on the way.
     fn admit(
         &mut self,
         image: &MetadataImage,
+        owner: i32,
         record: sluice_wal::RecoveredRecord,
     ) -> Option<AppendedRecord> {
-        let first_offset = record.first_offset as i64;
-        let last_offset = record.last_offset as i64;
-        let next = self.next.entry(record.stream_id).or_insert_with(|| {
-            image
-                .stream_end_offset_in_objects(record.stream_id)
-                .unwrap_or(first_offset)
-        });
-        if last_offset < *next {
+        if !self.continuity.admits(image, owner, &record) {
             return None;
         }
-        let internal = internal_stream::is_group_log_stream(record.stream_id)
-            || internal_stream::is_txn_log_stream(record.stream_id)
-            || internal_stream::is_txn_index_stream(record.stream_id);
-        let topic = image.stream(record.stream_id);
-        if !internal && topic.is_none() {
-            return None; // a deleted topic
-        }
-        if first_offset != *next {
-            tracing::error!(
-                stream_id = record.stream_id,
-                first_offset,
-                expected = *next,
-                "a taken-over WAL record does not continue its stream; skipped"
-            );
-            return None;
-        }
-        *next = last_offset + 1;
-        if let Some((topic, part)) = topic {
-            let partition = self.partitions.entry(record.stream_id).or_insert_with(|| {
-                Partition::new(
-                    std::rc::Rc::from(topic.name.as_str()),
-                    part.index,
-                    record.stream_id,
-                    ResumedFrom {
-                        log_start_offset: part.log_start_offset,
-                        objects_end_offset: image
-                            .stream_end_offset_in_objects(record.stream_id)
-                            .unwrap_or(part.log_start_offset),
-                        producers: image.producer_states(record.stream_id),
-                        upload_times: image.upload_times(record.stream_id),
-                    },
-                    settings_of(topic, image),
-                )
-            });
+        if let Some((topic, part)) = image.stream(record.stream_id) {
+            let partition = self
+                .partitions
+                .entry(record.stream_id)
+                .or_insert_with(|| resumed_partition(image, topic, part));
             // Uploaded whatever it holds, as start-up recovery does: the stream stays dense.
             if let Err(error) = partition.recover(record.payload.clone()) {
                 tracing::error!(
@@ -316,14 +280,7 @@ impl TakenStreams {
                 );
             }
         }
-        Some(AppendedRecord {
-            stream_id: record.stream_id,
-            first_offset,
-            last_offset,
-            payload: record.payload,
-            payload_crc: record.payload_crc,
-            wal_end_position: record.end_position.0,
-        })
+        Some(appended(&record))
     }
 
     /// What an upload of these streams records of them, as `PartitionStore`'s uploads do.
@@ -335,14 +292,11 @@ impl TakenStreams {
         stream_end_offsets
             .iter()
             .filter_map(|&(stream_id, end_offset)| {
-                let partition = self.partitions.get(&stream_id)?;
-                Some(StreamUpload {
-                    stream_id,
-                    end_offset,
-                    max_timestamp: partition.max_timestamp_to_upload(end_offset),
-                    producers: partition
-                        .producer_states_until(end_offset, image.producer_states(stream_id)),
-                })
+                Some(
+                    self.partitions
+                        .get(&stream_id)?
+                        .stream_upload(end_offset, image),
+                )
             })
             .collect()
     }

@@ -427,12 +427,8 @@ impl PartitionStore {
     /// topic settings.
     pub fn apply_image(&self, image: &MetadataImage) {
         self.partitions.borrow_mut().retain(|stream_id, partition| {
-            let elsewhere = image
-                .leadership(*stream_id)
-                .replica
-                .is_some_and(|broker| broker != image.node_id);
             match image.stream(*stream_id) {
-                Some(_) if elsewhere => false,
+                Some(_) if image.held_by_another(*stream_id, image.node_id) => false,
                 Some((topic, part)) => {
                     partition.set_settings(settings_of(topic, image));
                     let _ = partition.advance_log_start(part.log_start_offset);
@@ -472,20 +468,7 @@ impl PartitionStore {
         if self.owner_of(part) != self.id {
             return None;
         }
-        let partition = Rc::new(Partition::new(
-            Rc::from(topic.name.as_str()),
-            part.index,
-            stream_id,
-            partition::ResumedFrom {
-                log_start_offset: part.log_start_offset,
-                objects_end_offset: image
-                    .stream_end_offset_in_objects(stream_id)
-                    .unwrap_or(part.log_start_offset),
-                producers: image.producer_states(stream_id),
-                upload_times: image.upload_times(stream_id),
-            },
-            settings_of(topic, &image),
-        ));
+        let partition = Rc::new(resumed_partition(&image, topic, part));
         self.metrics.register_partition(&partition.metrics);
         self.partitions
             .borrow_mut()
@@ -525,17 +508,38 @@ impl UploadListener for PartitionStore {
         stream_end_offsets
             .iter()
             .filter_map(|&(stream_id, end_offset)| {
-                let partition = partitions.get(&stream_id)?;
-                Some(StreamUpload {
-                    stream_id,
-                    end_offset,
-                    max_timestamp: partition.max_timestamp_to_upload(end_offset),
-                    producers: partition
-                        .producer_states_until(end_offset, image.producer_states(stream_id)),
-                })
+                Some(
+                    partitions
+                        .get(&stream_id)?
+                        .stream_upload(end_offset, &image),
+                )
             })
             .collect()
     }
+}
+
+/// A partition of `topic` resuming from what `image` holds of it (its objects, its
+/// producers' state there), with nothing of it in memory yet.
+pub fn resumed_partition(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    part: &PartitionImage,
+) -> Partition {
+    let stream_id = part.stream_id;
+    Partition::new(
+        Rc::from(topic.name.as_str()),
+        part.index,
+        stream_id,
+        partition::ResumedFrom {
+            log_start_offset: part.log_start_offset,
+            objects_end_offset: image
+                .stream_end_offset_in_objects(stream_id)
+                .unwrap_or(part.log_start_offset),
+            producers: image.producer_states(stream_id),
+            upload_times: image.upload_times(stream_id),
+        },
+        settings_of(topic, image),
+    )
 }
 
 /// The settings of `topic` that the order stage applies.

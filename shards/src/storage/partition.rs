@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use sluice_metadata::{ProducerSnapshot, ProducerStates, UploadTime};
+use sluice_metadata::{MetadataImage, ProducerSnapshot, ProducerStates, StreamUpload, UploadTime};
 use sluice_net::ErrorCode;
 use sluice_net::record_batch::RecordBatchHeader;
 use sluice_wal::WalPosition;
@@ -457,7 +457,7 @@ impl Partition {
 
     /// The largest timestamp of the batches from the end of the objects up to `end_offset`,
     /// or now when none is cached: what an upload of them records.
-    pub fn max_timestamp_to_upload(&self, end_offset: i64) -> i64 {
+    fn max_timestamp_to_upload(&self, end_offset: i64) -> i64 {
         self.log
             .borrow()
             .max_timestamp_to_upload(end_offset)
@@ -688,10 +688,22 @@ impl Partition {
         }
     }
 
+    /// What an upload of this partition up to `end_offset` records of it: its largest
+    /// timestamp there and its producers' state, on top of what `image` holds.
+    pub fn stream_upload(&self, end_offset: i64, image: &MetadataImage) -> StreamUpload {
+        StreamUpload {
+            stream_id: self.stream_id,
+            end_offset,
+            max_timestamp: self.max_timestamp_to_upload(end_offset),
+            producers: self
+                .producer_states_until(end_offset, image.producer_states(self.stream_id)),
+        }
+    }
+
     /// The state of the producers that wrote below `end_offset` since the last upload, on top
     /// of `before` (the metadata's record as of the objects' end): what an upload of this
     /// partition up to `end_offset` records.
-    pub fn producer_states_until(
+    fn producer_states_until(
         &self,
         end_offset: i64,
         before: Option<&ProducerStates>,
