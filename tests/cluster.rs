@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,19 +15,6 @@ use common::{BrokerProcess, assert_topic_holds, produce_acked};
 
 /// The leader's replacement must take changes within this (issue: "a new leader within 5 s").
 const FAILOVER_MAX: Duration = Duration::from_secs(5);
-
-/// Free loopback addresses for the controllers to listen on. Bound and released here, so
-/// another process could take one in between: the voters must be named before the
-/// controllers start, which port 0 cannot do.
-fn free_addrs(count: usize) -> Vec<String> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").to_string())
-        .collect()
-}
 
 struct Quorum {
     voters: String,
@@ -38,7 +24,7 @@ struct Quorum {
 impl Quorum {
     /// Three controller-only processes, with `extra` flags.
     fn start(root: &Path, extra: &[&str]) -> Quorum {
-        let addrs = free_addrs(3);
+        let addrs = common::free_addrs(3);
         let voters = addrs
             .iter()
             .enumerate()
@@ -74,9 +60,28 @@ impl Quorum {
         }
     }
 
+    /// Three controllers that fence a broker within seconds (`SESSION_TIMEOUT_MS`).
+    fn start_with_short_sessions(root: &Path) -> Quorum {
+        Quorum::start(root, &["--broker-session-timeout-ms", SESSION_TIMEOUT_MS])
+    }
+
+    /// A broker (node `id`) heartbeating every `HEARTBEAT_INTERVAL_MS`, on the object store
+    /// `root/objects` that every such broker shares, as a cluster needs.
+    fn shared_broker(&self, root: &Path, id: u64) -> BrokerProcess {
+        let objects = root.join("objects").display().to_string();
+        let flags = [
+            "--broker-heartbeat-interval-ms",
+            HEARTBEAT_INTERVAL_MS,
+            "--object-store",
+            &objects,
+        ];
+        self.broker(root, id, &flags)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Starts a broker that is no voter (an observer) as node `id`, with `extra` flags.
     fn broker(&self, root: &Path, id: u64, extra: &[&str]) -> Result<BrokerProcess, String> {
-        let addr = free_addrs(1).remove(0);
+        let addr = common::free_addrs(1).remove(0);
         let id_text = id.to_string();
         let mut args = vec![
             "--node-id",
@@ -337,24 +342,9 @@ fn moved_leaders(broker: &BrokerProcess, topic: &str, brokers: &[i32]) -> HashMa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_brokers_share_the_partitions_and_a_dead_ones_move_to_the_survivors() {
     let root = tempfile::tempdir().expect("tempdir");
-    // One object store for all brokers, as a cluster needs.
-    let objects = root.path().join("objects").display().to_string();
-    let quorum = Quorum::start(
-        root.path(),
-        &["--broker-session-timeout-ms", SESSION_TIMEOUT_MS],
-    );
-    let broker_flags = [
-        "--broker-heartbeat-interval-ms",
-        HEARTBEAT_INTERVAL_MS,
-        "--object-store",
-        &objects,
-    ];
+    let quorum = Quorum::start_with_short_sessions(root.path());
     let brokers: Vec<BrokerProcess> = (10..13)
-        .map(|id| {
-            quorum
-                .broker(root.path(), id, &broker_flags)
-                .unwrap_or_else(|e| panic!("{e}"))
-        })
+        .map(|id| quorum.shared_broker(root.path(), id))
         .collect();
     let [first, second, mut third] = <[BrokerProcess; 3]>::try_from(brokers).ok().expect("3");
 
@@ -522,23 +512,9 @@ async fn three_brokers_share_the_partitions_and_a_dead_ones_move_to_the_survivor
 async fn a_fenced_broker_whose_wal_was_taken_over_cannot_append_and_stops() {
     use std::io::Read;
     let root = tempfile::tempdir().expect("tempdir");
-    let objects = root.path().join("objects").display().to_string();
-    let quorum = Quorum::start(
-        root.path(),
-        &["--broker-session-timeout-ms", SESSION_TIMEOUT_MS],
-    );
-    let broker_flags = [
-        "--broker-heartbeat-interval-ms",
-        HEARTBEAT_INTERVAL_MS,
-        "--object-store",
-        &objects,
-    ];
-    let live = quorum
-        .broker(root.path(), 10, &broker_flags)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut paused = quorum
-        .broker(root.path(), 11, &broker_flags)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let quorum = Quorum::start_with_short_sessions(root.path());
+    let live = quorum.shared_broker(root.path(), 10);
+    let mut paused = quorum.shared_broker(root.path(), 11);
     live.create_topic("paused", 4).await;
     let before = leaders(&live, "paused", &[10, 11]);
     let (&partition, _) = before

@@ -15,7 +15,6 @@ mod common;
 mod s3_server;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,16 +70,6 @@ impl Node {
     fn process(&self) -> &BrokerProcess {
         self.process.as_ref().expect("running")
     }
-}
-
-fn free_addrs(count: usize) -> Vec<String> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").to_string())
-        .collect()
 }
 
 /// One acknowledged record.
@@ -239,7 +228,7 @@ async fn kill9_of_a_broker_under_idempotent_load_loses_nothing_and_its_partition
     let server = S3Server::start();
     let root = tempfile::tempdir().expect("tempdir");
     let wals = root.path().join("shared-wals");
-    let controller_addrs = free_addrs(3);
+    let controller_addrs = common::free_addrs(3);
     let voters = controller_addrs
         .iter()
         .enumerate()

@@ -433,6 +433,19 @@ impl Drop for BrokerProcess {
     }
 }
 
+/// Free loopback addresses for the controllers to listen on. Bound and released here, so
+/// another process could take one in between: the voters must be named before the
+/// controllers start, which port 0 cannot do.
+pub fn free_addrs(count: usize) -> Vec<String> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").to_string())
+        .collect()
+}
+
 /// The `sluice` binary under test: SLUICE_TEST_BINARY runs another build (e.g. release, for
 /// the measurements of ignored tests).
 pub fn sluice_binary() -> String {
