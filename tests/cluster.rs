@@ -604,3 +604,153 @@ async fn a_fenced_broker_whose_wal_was_taken_over_cannot_append_and_stops() {
         Some(frame)
     }
 }
+
+/// FindCoordinator (v3, one key) of group `group` as `broker` answers it: (error, node).
+fn find_group_coordinator(broker: &BrokerProcess, group: &str) -> (i16, i32) {
+    use sluice_net::messages::find_coordinator_request::FindCoordinatorRequest;
+    let mut raw = common::raw::RawClient::connect(broker);
+    let sluice_net::Response::FindCoordinator(answer) = raw.call(
+        3,
+        sluice_net::Request::FindCoordinator(FindCoordinatorRequest {
+            key: group.into(),
+            key_type: 0,
+            ..Default::default()
+        }),
+    ) else {
+        panic!("a FindCoordinator response");
+    };
+    (answer.error_code, answer.node_id)
+}
+
+/// DescribeTransactions (v0) of `transactional_id` as `broker` answers it: its state.
+fn transaction_state(broker: &BrokerProcess, transactional_id: &str) -> String {
+    use sluice_net::messages::describe_transactions_request::DescribeTransactionsRequest;
+    let mut raw = common::raw::RawClient::connect(broker);
+    let sluice_net::Response::DescribeTransactions(answer) = raw.call(
+        0,
+        sluice_net::Request::DescribeTransactions(DescribeTransactionsRequest {
+            transactional_ids: vec![transactional_id.into()],
+        }),
+    ) else {
+        panic!("a DescribeTransactions response");
+    };
+    answer.transaction_states[0].transaction_state.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_moves_with_its_dead_brokers_wal_and_keeps_groups_and_transactions() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let root = tempfile::tempdir().expect("tempdir");
+    let quorum = Quorum::start_with_short_sessions(root.path());
+    // The first broker registered coordinates groups and transactions.
+    let mut coordinator = quorum.shared_broker(root.path(), 10);
+    let survivors = [
+        quorum.shared_broker(root.path(), 11),
+        quorum.shared_broker(root.path(), 12),
+    ];
+    coordinator.create_topic("work", 3).await;
+    leaders(&coordinator, "work", &[10, 11, 12]);
+    assert_eq!(
+        find_group_coordinator(&survivors[0], "moving-group"),
+        (0, 10)
+    );
+
+    // A group commits offsets and a transactional producer commits a transaction, both on
+    // broker 10, which then dies.
+    let committed: TopicPartitionList = {
+        let mut offsets = TopicPartitionList::new();
+        for partition in 0..3 {
+            offsets
+                .add_partition_offset("work", partition, Offset::Offset(10 + i64::from(partition)))
+                .expect("offset");
+        }
+        offsets
+    };
+    let group: BaseConsumer = survivors[0]
+        .client_config()
+        .set("group.id", "moving-group")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    group
+        .commit(&committed, CommitMode::Sync)
+        .expect("offsets committed");
+    let txn: ThreadedProducer<DefaultProducerContext> = survivors[0]
+        .client_config()
+        .set("transactional.id", "moving-txn")
+        .create()
+        .expect("transactional producer");
+    let txn_timeout = Duration::from_secs(60);
+    txn.init_transactions(txn_timeout)
+        .expect("init_transactions");
+    let transaction = |name: &str| {
+        txn.begin_transaction().expect("begin");
+        for partition in 0..3 {
+            let value = format!("{name}-{partition}");
+            let record = BaseRecord::<(), str>::to("work")
+                .partition(partition)
+                .payload(&value);
+            txn.send(record).map_err(|(e, _)| e).expect("queued");
+        }
+        txn.commit_transaction(txn_timeout)
+    };
+    transaction("before").expect("a transaction before the kill");
+    // Its markers written and its completion in the log: a decided transaction found by the
+    // next coordinator would be completed again, with a second marker on each partition
+    // (harmless, as in Kafka, but this test counts offsets).
+    let completed = common::wait_for(CLUSTER_CHANGE_MAX, || {
+        (transaction_state(&coordinator, "moving-txn") == "CompleteCommit").then_some(())
+    });
+    assert!(completed.is_some(), "the first transaction completes");
+    coordinator.kill9();
+    let killed = Instant::now();
+
+    // Once broker 10 is fenced and its WAL taken over, the coordinator is a survivor, which
+    // read the group and transaction logs from objects.
+    let new_coordinator = common::wait_for(CLUSTER_CHANGE_MAX, || {
+        match find_group_coordinator(&survivors[0], "moving-group") {
+            (0, node @ (11 | 12)) => Some(node),
+            _ => None,
+        }
+    })
+    .expect("the coordinator moved to a survivor");
+    println!(
+        "broker 10 killed: broker {new_coordinator} coordinates after {:?}",
+        killed.elapsed()
+    );
+    let loaded = common::wait_for(CLUSTER_CHANGE_MAX, || {
+        survivors[(new_coordinator - 11) as usize]
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("this broker coordinates now"))
+            .then_some(())
+    });
+    assert!(loaded.is_some(), "the new coordinator says it loaded them");
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..3 {
+        partitions.add_partition("work", partition);
+    }
+    let offsets = common::wait_for(CLUSTER_CHANGE_MAX, || {
+        group
+            .committed_offsets(partitions.clone(), Duration::from_secs(5))
+            .ok()
+    })
+    .expect("OffsetFetch answered");
+    assert_eq!(
+        offsets.to_topic_map(),
+        committed.to_topic_map(),
+        "the committed offsets moved with the coordinator"
+    );
+    // The same producer goes on: the new coordinator knows its id and epoch.
+    transaction("after").expect("a transaction after the move");
+    let read = read_committed(&survivors[1], "work", 3, 4);
+    for partition in 0..3 {
+        assert_eq!(
+            read[&partition],
+            [format!("before-{partition}"), format!("after-{partition}")],
+            "partition {partition}"
+        );
+    }
+}

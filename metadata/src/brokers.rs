@@ -125,8 +125,11 @@ pub(crate) struct Brokers {
     pub(crate) registered: BTreeMap<i32, BrokerImage>,
     /// Per stream; a stream absent has no broker yet.
     pub(crate) leaders: BTreeMap<u64, PartitionLeader>,
-    /// The broker that coordinates groups and transactions: the first one registered. It
-    /// never moves, because its coordinators' state is in its WAL and internal streams.
+    /// The broker that coordinates groups and transactions (and runs the object tier's
+    /// maintenance): the first one registered, then, each time a takeover releases its WAL,
+    /// the live broker leading the fewest partitions. Its coordinators' state is in the
+    /// coordinator partitions' logs, internal streams that the taker uploads with the rest of
+    /// the WAL, so the new coordinator reads it from objects.
     pub(crate) coordinator: Option<i32>,
     /// The WALs of the brokers that registered one.
     pub(crate) wals: BTreeMap<i32, BrokerWal>,
@@ -187,7 +190,8 @@ impl Brokers {
     }
 
     /// The taker is done with `node_id`'s WAL: when `moved`, its partitions go to the live
-    /// brokers, one leader epoch up (they stay if none is live).
+    /// brokers, one leader epoch up, and so does the coordinator if it was `node_id` (they
+    /// stay if none is live).
     pub(crate) fn release_wal(&mut self, node_id: i32, moved: bool) -> bool {
         let Some(wal) = self.wals.get_mut(&node_id) else {
             return false;
@@ -195,8 +199,12 @@ impl Brokers {
         wal.holder = WalHolder::Released { moved };
         if moved {
             let mut loads = self.live_loads();
-            if loads.is_empty() {
+            let Some((&least_loaded, _)) = loads.iter().min_by_key(|(id, load)| (**load, **id))
+            else {
                 return true;
+            };
+            if self.coordinator == Some(node_id) {
+                self.coordinator = Some(least_loaded);
             }
             for leader in self.leaders.values_mut().filter(|l| l.broker == node_id) {
                 let (&broker, load) = loads
@@ -463,6 +471,47 @@ mod tests {
         assert!(brokers.leaders.values().all(|l| l.broker != 3));
         assert!(brokers.check_invariants(|id| id <= 6).is_ok());
         assert!(!brokers.release_wal(9, true), "no such WAL");
+    }
+
+    #[test]
+    fn the_coordinator_moves_when_its_wal_is_released_to_the_survivors() {
+        let mut brokers = Brokers::default();
+        for id in [1, 2, 3] {
+            brokers.register(id, "h", std::iter::empty());
+            brokers.register_wal(id, &[format!("/wal/{id}")], 4096);
+        }
+        brokers.assign(1..=5);
+        assert_eq!(brokers.coordinator, Some(1));
+        assert!(brokers.set_fenced(1, true, 1..=5));
+        assert_eq!(
+            brokers.coordinator,
+            Some(1),
+            "a fence alone does not move it"
+        );
+        assert!(brokers.take_over_wal(1, 2, 2));
+        assert!(brokers.release_wal(1, false));
+        assert_eq!(
+            brokers.coordinator,
+            Some(1),
+            "not moved: its logs wait in its WAL"
+        );
+        brokers.register(1, "h", 1..=5);
+        brokers.register_wal(1, &["/wal/1".into()], 4096);
+        assert!(brokers.set_fenced(1, true, 1..=5));
+        assert!(brokers.take_over_wal(1, 3, 4));
+        // Brokers 2 and 3 lead 2 and 1 of 5 partitions (the fenced one leads 2).
+        assert!(brokers.release_wal(1, true));
+        assert_eq!(
+            brokers.coordinator,
+            Some(3),
+            "the live broker leading the fewest"
+        );
+        assert!(brokers.check_invariants(|id| id <= 5).is_ok());
+        // Another broker's WAL released does not move it.
+        assert!(brokers.set_fenced(2, true, 1..=5));
+        assert!(brokers.take_over_wal(2, 3, 2));
+        assert!(brokers.release_wal(2, true));
+        assert_eq!(brokers.coordinator, Some(3));
     }
 
     #[test]

@@ -163,12 +163,17 @@ impl MetadataImage {
     /// The broker that coordinates groups and transactions, if it is unfenced (this node
     /// when no broker is registered).
     pub fn coordinator(&self) -> Option<i32> {
+        self.coordinating_broker()
+            .filter(|id| self.brokers.registered.get(id).is_none_or(|b| !b.fenced))
+    }
+
+    /// The broker that coordinates groups and transactions, fenced or not (this node when no
+    /// broker is registered): the one whose WAL holds the coordinator partitions' newest logs.
+    pub fn coordinating_broker(&self) -> Option<i32> {
         if self.brokers.registered.is_empty() {
             return Some(self.node_id);
         }
-        self.brokers
-            .coordinator
-            .filter(|id| self.brokers.registered.get(id).is_some_and(|b| !b.fenced))
+        self.brokers.coordinator
     }
 
     /// True when this node coordinates groups and transactions, and so runs the object

@@ -2,7 +2,7 @@
 //! in-process shard of tests and benches: the WAL, the memory budget, the services, the mesh,
 //! and recovery.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -18,11 +18,11 @@ use crate::budget::ShardBudget;
 use crate::chunk_pool::ChunkPool;
 use crate::config::{BrokerConfig, is_block_device};
 use crate::controller::ControllerHandle;
+use crate::coordinator_partitions::CoordinatorPlacement;
 use crate::group::GroupCoordinator;
 use crate::group::call::GroupCall;
 use crate::group::limits::GroupLimits;
 use crate::group::log::GroupLogEntry;
-use crate::internal_stream;
 use crate::messaging::{Mesh, ShardRequest};
 use crate::metrics::ShardMetrics;
 use crate::producer_ids::ProducerIds;
@@ -131,7 +131,11 @@ impl ShardBuilder {
         ));
         let (loopback_sender, loopback) = local_channel::new_bounded(MESH_QUEUE_DEPTH);
         let task_permits = TaskPermits::new(config.shard_tasks_max, metrics.clone());
-        let key = internal_stream::shard_key(controller.image().broker_slot(), id);
+        let image = controller.image();
+        let placement = CoordinatorPlacement::of(&image, count);
+        // The coordinator's shards read its partitions' logs below; another broker's wait
+        // until this one becomes the coordinator (`coordinator_move.rs`).
+        let coordinates = image.coordinating_broker() == Some(image.node_id);
         let shard = Rc::new(Shard {
             id,
             count,
@@ -140,12 +144,11 @@ impl ShardBuilder {
             controller,
             advertised,
             metrics,
-            groups: GroupCoordinator::new(
-                wal.clone(),
-                internal_stream::group_log_stream(key),
-                group_limits,
-            ),
-            txns: TxnCoordinator::new(wal, internal_stream::txn_log_stream(key)),
+            placement,
+            coordinator_loaded: Cell::new(coordinates),
+            coordinator_loading: Cell::new(false),
+            groups: GroupCoordinator::new(wal.clone(), placement, group_limits),
+            txns: TxnCoordinator::new(wal, placement),
             storage,
             memory_pool,
             mesh: Mesh::new(id, peers, loopback_sender),
@@ -203,8 +206,9 @@ pub fn spawn_uploads(storage: &Rc<PartitionStore>, stop: StopSignal) -> glommio:
 
 /// Starts applying the controller's change notices to the shard's partitions (dropping
 /// those of deleted topics and those another broker took, taking new settings), until the
-/// controller stops. Shard 0 also starts the WAL takeovers the quorum gives this broker and
-/// stops the broker if its own WAL was taken over (`takeover.rs`).
+/// controller stops; loads the shard's coordinator partitions when this broker becomes the
+/// coordinator (`coordinator_move.rs`). Shard 0 also starts the WAL takeovers the quorum
+/// gives this broker and stops the broker if its own WAL was taken over (`takeover.rs`).
 pub fn spawn_image_changes(
     shard: &Rc<Shard>,
     mut changes: mpsc::Receiver<()>,
@@ -216,11 +220,19 @@ pub fn spawn_image_changes(
         .broker_wal(config.node_id)
         .map(|wal| wal.epoch);
     let takeovers = WalTakeovers::default();
+    // Weak: this task runs until the controller stops, and must not keep the shard alive.
+    let shard = Rc::downgrade(shard);
+    let load_coordinator_if_due = move || {
+        if let Some(shard) = shard.upgrade() {
+            crate::coordinator_move::load_if_due(&shard);
+        }
+    };
     glommio::spawn_local(async move {
         if storage.id == 0 {
             // Given a WAL before this start (a taker restarted within its session).
             takeovers.start_due(&storage, &config);
         }
+        load_coordinator_if_due();
         while changes.next().await.is_some() {
             let image = storage.image();
             storage.apply_image(&image);
@@ -228,6 +240,7 @@ pub fn spawn_image_changes(
                 crate::takeover::stop_if_wal_lost(&image, opened_wal_epoch);
                 takeovers.start_due(&storage, &config);
             }
+            load_coordinator_if_due();
         }
     })
 }
@@ -250,7 +263,7 @@ pub fn wal_config(config: &BrokerConfig, id: usize, epoch: u64) -> WalConfig {
 pub async fn restore_groups(shard: &Shard, entries: Vec<GroupLogEntry>) {
     let mut by_shard: Vec<Vec<GroupLogEntry>> = (0..shard.count).map(|_| Vec::new()).collect();
     for entry in entries {
-        by_shard[crate::group::coordinator_shard(entry.group(), shard.count)].push(entry);
+        by_shard[shard.coordinator_shard(entry.group())].push(entry);
     }
     for (owner, entries) in by_shard.into_iter().enumerate() {
         if entries.is_empty() {

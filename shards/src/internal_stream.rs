@@ -1,12 +1,16 @@
-//! Internal streams: shard state kept as a stream of its own (the group log), so it travels
-//! WAL → object storage like partition data and survives the WAL being trimmed.
+//! Internal streams: state kept as a stream of its own (group logs, transaction logs, the
+//! transaction index), so it travels WAL → object storage like partition data and survives
+//! the WAL being trimmed.
 //!
 //! Stream ids count down from `u64::MAX`, in metadata's internal range
 //! (`sluice_metadata::INTERNAL_STREAM_ID_MIN` and up), which no partition gets: the group log
-//! of shard key `n` is `u64::MAX - n`, its transaction log `u64::MAX - 65536 - n`, the transaction
-//! index of its partitions `u64::MAX - 131072 - n`. A shard's key is `slot × 1024 + shard`,
-//! where the slot is its broker's in the cluster (`MetadataImage::broker_slot`, 0 for a single
-//! node), so that brokers sharing an object store never write the same internal stream.
+//! of key `n` is `u64::MAX - n`, the transaction log `u64::MAX - 65536 - n`, the transaction
+//! index `u64::MAX - 131072 - n`. The logs' key is their coordinator partition
+//! (`coordinator_partitions.rs`): only the coordinating broker writes them, and the next
+//! coordinator continues them. The transaction index is per shard: its key is
+//! `slot × 1024 + shard`, where the slot is its broker's in the cluster
+//! (`MetadataImage::broker_slot`, 0 for a single node), so that brokers sharing an object
+//! store never write the same one.
 //! Each record is framed like a Kafka record batch's prefix, `[offset i64][length i32][payload]`
 //! (big-endian), because the object tier's cold reader walks data blocks by that prefix.
 
@@ -25,12 +29,12 @@ pub fn shard_key(slot: u32, shard: usize) -> usize {
     slot as usize * sluice_metadata::limits::SHARDS_MAX as usize + shard
 }
 
-/// The stream id of the group log of the shard with key `key` (`shard_key`).
+/// The stream id of the group log of coordinator partition `key`.
 pub fn group_log_stream(key: usize) -> u64 {
     u64::MAX - (key as u64 % KEYS_PER_KIND)
 }
 
-/// The stream id of the transaction log of the shard with key `key` (`shard_key`).
+/// The stream id of the transaction log of coordinator partition `key`.
 pub fn txn_log_stream(key: usize) -> u64 {
     u64::MAX - KEYS_PER_KIND - (key as u64 % KEYS_PER_KIND)
 }
@@ -53,6 +57,11 @@ pub fn is_txn_log_stream(stream_id: u64) -> bool {
 /// True for the id of any shard's group log.
 pub fn is_group_log_stream(stream_id: u64) -> bool {
     u64::MAX - stream_id < KEYS_PER_KIND
+}
+
+/// True for the id of a coordinator partition's log (group or transaction log).
+pub fn is_coordinator_log_stream(stream_id: u64) -> bool {
+    is_group_log_stream(stream_id) || is_txn_log_stream(stream_id)
 }
 
 /// True for the id of any internal stream (group log, transaction log, transaction index).

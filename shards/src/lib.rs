@@ -20,6 +20,8 @@ pub mod config;
 pub mod connection;
 pub mod connection_limits;
 pub mod controller;
+pub mod coordinator_move;
+pub mod coordinator_partitions;
 pub mod data_dir_lock;
 pub mod errors;
 pub mod group;

@@ -96,7 +96,8 @@ pub struct StreamContinuity {
 impl StreamContinuity {
     /// True when `record`, read from the WAL of broker `owner`, is to be replayed and uploaded
     /// (and the stream then continues after it). Skipped: records in objects already, of
-    /// deleted topics, of partitions another broker holds now, or not continuing the stream.
+    /// deleted topics, of partitions another broker holds now, of coordinator logs when
+    /// another broker coordinates, or not continuing the stream.
     pub fn admits(
         &mut self,
         image: &MetadataImage,
@@ -113,7 +114,13 @@ impl StreamContinuity {
         if last_offset < *next {
             return false; // in objects already
         }
-        if !internal_stream::is_internal_stream(record.stream_id) {
+        if internal_stream::is_coordinator_log_stream(record.stream_id) {
+            if image.coordinating_broker() != Some(owner) {
+                // The coordinator moved: a taker uploaded this broker's logs before it did,
+                // and what is left was never acknowledged (as for partitions below).
+                return false;
+            }
+        } else if !internal_stream::is_internal_stream(record.stream_id) {
             if image.stream(record.stream_id).is_none() {
                 return false; // a deleted topic
             }
@@ -153,15 +160,41 @@ pub fn appended(record: &sluice_wal::RecoveredRecord) -> AppendedRecord {
 
 /// The group-log entries of this shard that are in object storage, oldest first; on the
 /// way, applies its partitions' transaction index and hands its transaction-log records
-/// to the transaction coordinator, and continues every internal stream's sequence.
+/// to the transaction coordinator, and continues every internal stream's sequence. The
+/// coordinator partitions' logs are read only when this broker coordinates.
 pub async fn internal_state_in_objects(shard: &Shard) -> Result<Vec<GroupLogEntry>, String> {
-    let mut group_entries = Vec::new();
     let key = internal_stream::shard_key(shard.image().broker_slot(), shard.id);
-    for stream_id in [
-        internal_stream::group_log_stream(key),
+    let mut group_entries = Vec::new();
+    for_each_in_objects(
+        shard,
         internal_stream::txn_index_stream(key),
-        internal_stream::txn_log_stream(key),
-    ] {
+        |offset, payload| {
+            replay_internal(
+                shard,
+                internal_stream::txn_index_stream(key),
+                offset,
+                payload,
+                &mut group_entries,
+            )
+        },
+    )
+    .await?;
+    if shard.coordinator_loaded.get() {
+        group_entries = coordinator_logs_in_objects(shard).await?;
+    }
+    Ok(group_entries)
+}
+
+/// The group-log entries of the coordinator partitions this shard serves, in objects; hands
+/// their transaction-log records to the transaction coordinator (`TxnCoordinator::replay`)
+/// and continues each log's sequence.
+pub async fn coordinator_logs_in_objects(shard: &Shard) -> Result<Vec<GroupLogEntry>, String> {
+    let mut group_entries = Vec::new();
+    let streams = [
+        shard.groups.logs().streams_of(shard.id),
+        shard.txns.logs().streams_of(shard.id),
+    ];
+    for stream_id in streams.into_iter().flatten() {
         for_each_in_objects(shard, stream_id, |offset, payload| {
             replay_internal(shard, stream_id, offset, payload, &mut group_entries)
         })
@@ -186,7 +219,7 @@ fn replay_internal(
     if internal_stream::is_group_log_stream(stream_id) {
         group_entries.extend(crate::group::log::decode(payload).map_err(|e| e.to_string())?);
     } else if internal_stream::is_txn_log_stream(stream_id) {
-        shard.txns.replay(next, payload);
+        shard.txns.replay(stream_id, next, payload);
     } else if internal_stream::is_txn_index_stream(stream_id) {
         match TxnIndexEntry::decode(payload) {
             Ok(entry) => {
@@ -200,11 +233,12 @@ fn replay_internal(
     Ok(())
 }
 
-/// Continues the group log's or the transaction index's sequence at `next`, so a new
-/// record never reuses the offset of one found at start-up.
+/// Continues a group log's or the transaction index's sequence at `next`, so a new record
+/// never reuses the offset of one found at start-up (a transaction log's continues in
+/// `TxnCoordinator::replay`).
 fn resume_internal_sequence(shard: &Shard, stream_id: u64, next: u64) {
     if internal_stream::is_group_log_stream(stream_id) {
-        shard.groups.resume_sequence(next);
+        shard.groups.logs().resume(stream_id, next);
     } else if internal_stream::is_txn_index_stream(stream_id) {
         shard.storage.txn_index.resume_sequence(next);
     }

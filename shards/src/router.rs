@@ -11,6 +11,7 @@ use std::rc::Rc;
 use futures::{Stream, StreamExt};
 
 use crate::connection_limits::ConnectionPermit;
+use crate::group::call::GroupCall;
 use crate::messaging::ShardRequest;
 use crate::shard::Shard;
 use crate::storage::request::PartitionRequest;
@@ -67,6 +68,11 @@ async fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<Adopted> {
             .detach();
         }
         ShardRequest::Group { call, reply } => {
+            if !shard.coordinator_loaded.get() && !matches!(call, GroupCall::Restore(_)) {
+                // Its groups are not here yet (`coordinator_move.rs`): dropped, the caller
+                // answers COORDINATOR_NOT_AVAILABLE and the client retries.
+                return None;
+            }
             let task = shard.task_permits.acquire().await;
             let shard = shard.clone();
             glommio::spawn_local(async move {
@@ -81,6 +87,9 @@ async fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<Adopted> {
             // permits held by tasks waiting for this one (see `task_permits`). These tasks
             // are bounded by the requests that send them: a client's transactional requests
             // (--connections-max × --pipeline-depth) and a shard's completions.
+            if call.needs_coordinator() && !shard.coordinator_loaded.get() {
+                return None; // as for groups above
+            }
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 let _ = reply.send(crate::txn::serve::serve(&shard, call).await);

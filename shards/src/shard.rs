@@ -2,7 +2,7 @@
 //! (the controller, the memory pool, the metrics), and the mesh to other shards. Requests
 //! reach the services through `router.rs`; nothing here handles one.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use crate::api::fetch_session::FetchSessions;
 use crate::chunk_pool::ChunkPool;
 use crate::config::BrokerConfig;
 use crate::controller::ControllerHandle;
+use crate::coordinator_partitions::CoordinatorPlacement;
 use crate::group::GroupCoordinator;
 use crate::messaging::Mesh;
 use crate::metrics::ShardMetrics;
@@ -36,6 +37,14 @@ pub struct Shard {
     pub metrics: Arc<ShardMetrics>,
     /// The partitions this shard owns.
     pub storage: Rc<PartitionStore>,
+    /// Which coordinator partition and shard each group and transactional id belongs to.
+    pub placement: CoordinatorPlacement,
+    /// True once this shard holds the state of its coordinator partitions: at start-up when
+    /// this broker was the coordinator, else when it became it (`coordinator_move.rs`). Until
+    /// then its coordinators answer nothing (the client retries).
+    pub coordinator_loaded: Cell<bool>,
+    /// True while this shard loads them.
+    pub coordinator_loading: Cell<bool>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
     /// The transactional ids this shard coordinates.
@@ -66,6 +75,11 @@ impl Shard {
     /// True when this broker coordinates groups and transactions (a single node always).
     pub fn coordinates(&self) -> bool {
         self.image().coordinates()
+    }
+
+    /// The shard of this broker coordinating group or transactional id `id`.
+    pub fn coordinator_shard(&self, id: &str) -> usize {
+        self.placement.shard(id)
     }
 
     /// The owner shard and stream id of `topic`/`partition`, if that partition exists.

@@ -41,7 +41,6 @@ use sluice_net::messages::sync_group_response::SyncGroupResponse;
 
 use crate::group::OffsetsByTopic;
 use crate::group::call::{GroupCall, GroupReply};
-use crate::group::coordinator_shard;
 use crate::messaging::ShardRequest;
 use crate::shard::Shard;
 
@@ -106,7 +105,7 @@ async fn call(shard: &Rc<Shard>, group_id: &str, call: GroupCall) -> Option<Grou
     if !shard.coordinates() {
         return None; // answered COORDINATOR_NOT_AVAILABLE: the client finds the coordinator
     }
-    let owner = coordinator_shard(group_id, shard.count);
+    let owner = shard.coordinator_shard(group_id);
     let answer = shard
         .mesh
         .ask(owner, |reply| ShardRequest::Group { call, reply })

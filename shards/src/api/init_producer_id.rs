@@ -51,7 +51,7 @@ async fn initialize_transactional(
         (producer_id, epoch) if producer_id >= 0 && epoch >= 0 => Some((producer_id, epoch)),
         _ => return Err(ErrorCode::InvalidRequest),
     };
-    let owner = crate::txn::coordinator_shard(&transactional_id, shard.count);
+    let owner = shard.coordinator_shard(&transactional_id);
     let call = TxnCall::InitProducerId {
         transactional_id,
         timeout_ms: request.transaction_timeout_ms,

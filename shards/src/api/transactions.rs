@@ -32,7 +32,6 @@ use sluice_net::messages::txn_offset_commit_response::{
 use crate::group::log::CommittedOffset;
 use crate::shard::Shard;
 use crate::txn::call::{TxnCall, TxnReply};
-use crate::txn::coordinator_shard;
 use crate::txn::serve::ask;
 
 /// Longest transactional or group id accepted: the transaction log stores ids with a u16 length.
@@ -133,7 +132,7 @@ async fn add_partitions(
             })
             .collect()
     } else {
-        let owner = coordinator_shard(&transactional_id, shard.count);
+        let owner = shard.coordinator_shard(&transactional_id);
         let count = partitions.len();
         let call = if verify_only {
             TxnCall::Verify {
@@ -188,7 +187,7 @@ pub async fn add_offsets_to_txn(
     } else if request.group_id.is_empty() || request.group_id.len() > ID_BYTES_MAX {
         ErrorCode::InvalidGroupId
     } else {
-        let owner = coordinator_shard(&request.transactional_id, shard.count);
+        let owner = shard.coordinator_shard(&request.transactional_id);
         let call = TxnCall::Add {
             transactional_id: request.transactional_id,
             producer_id: request.producer_id,
@@ -289,7 +288,7 @@ async fn stage_offsets(
     request: &TxnOffsetCommitRequest,
     offsets: Vec<crate::txn::log::StagedOffset>,
 ) -> ErrorCode {
-    let group_owner = crate::group::coordinator_shard(&request.group_id, shard.count);
+    let group_owner = shard.coordinator_shard(&request.group_id);
     let check = TxnCall::CheckGroupMember {
         group: request.group_id.clone(),
         member_id: request.member_id.clone(),
@@ -302,7 +301,7 @@ async fn stage_offsets(
         _ => return ErrorCode::CoordinatorNotAvailable,
     }
     let partitions = offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-    let owner = coordinator_shard(&request.transactional_id, shard.count);
+    let owner = shard.coordinator_shard(&request.transactional_id);
     let call = TxnCall::StageOffsets {
         transactional_id: request.transactional_id.clone(),
         producer_id: request.producer_id,
@@ -376,7 +375,7 @@ pub async fn offset_fetch(
 }
 
 async fn unstable_partitions(shard: &Rc<Shard>, group_id: &str) -> BTreeSet<(String, i32)> {
-    let owner = crate::group::coordinator_shard(group_id, shard.count);
+    let owner = shard.coordinator_shard(group_id);
     match ask(shard, owner, TxnCall::Unstable(group_id.to_string())).await {
         Some(TxnReply::Partitions(partitions)) => partitions,
         _ => BTreeSet::new(),
@@ -388,7 +387,7 @@ pub async fn end_txn(shard: &Rc<Shard>, request: EndTxnRequest) -> EndTxnRespons
     let code = if let Err(code) = check_transactional_id(&request.transactional_id) {
         code
     } else {
-        let owner = coordinator_shard(&request.transactional_id, shard.count);
+        let owner = shard.coordinator_shard(&request.transactional_id);
         let call = TxnCall::End {
             transactional_id: request.transactional_id,
             producer_id: request.producer_id,

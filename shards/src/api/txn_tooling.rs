@@ -18,7 +18,6 @@ use sluice_net::messages::list_transactions_response::ListTransactionsResponse;
 
 use crate::shard::Shard;
 use crate::txn::call::{TxnCall, TxnReply};
-use crate::txn::coordinator_shard;
 use crate::txn::serve::ask;
 use crate::txn::state::STATE_NAMES;
 
@@ -92,7 +91,7 @@ pub async fn describe_transactions(
             });
             continue;
         }
-        let owner = coordinator_shard(&transactional_id, shard.count);
+        let owner = shard.coordinator_shard(&transactional_id);
         let call = TxnCall::Describe(transactional_id.clone());
         transaction_states.push(match ask(shard, owner, call).await {
             Some(TxnReply::Described(state)) => state,

@@ -1,6 +1,6 @@
 //! The durable form of group state: committed offsets and group deletions, written to the
-//! coordinator shard's group log (an internal stream, see `internal_stream.rs`: WAL, then
-//! object storage) and replayed at start-up.
+//! group log of the group's coordinator partition (an internal stream, see
+//! `internal_stream.rs`: WAL, then object storage) and replayed at start-up.
 //!
 //! Format (big-endian), one WAL record holds a batch of entries:
 //! `u8 version (0)`, then entries until the end:

@@ -1,4 +1,5 @@
-//! The group coordinator of one shard: the groups whose id hashes to this shard, their
+//! The group coordinator of one shard: the groups of the coordinator partitions it serves
+//! (`coordinator_partitions.rs`), their
 //! rebalances (classic protocol here, the consumer protocol of KIP-848 in `consumer/`), and
 //! their committed offsets, made durable through the WAL.
 
@@ -10,7 +11,7 @@ pub mod log;
 pub mod state;
 pub mod txn;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,6 +43,7 @@ use self::limits::{GROUPS_MAX_ERROR, GroupLimits};
 use self::log::{CommittedOffset, GroupLogEntry};
 use self::state::{Group, GroupState, Member};
 use crate::clock::now_ms;
+use crate::coordinator_partitions::{CoordinatorLogs, CoordinatorPlacement};
 use crate::storage::shard_wal::ShardWal;
 use crate::warn_throttle::WarnThrottle;
 
@@ -59,11 +61,6 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 /// offsets.retention.check.interval.ms pass (10 minutes by default). Without it every group
 /// id ever joined would count against `groups_max` for good.
 pub const EMPTY_GROUP_RETENTION: Duration = Duration::from_secs(600);
-
-/// The shard coordinating `group_id`: a stable hash, so every shard agrees.
-pub fn coordinator_shard(group_id: &str, shards: usize) -> usize {
-    (crc32c::crc32c(group_id.as_bytes()) as usize) % shards.max(1)
-}
 
 /// Broker settings the coordinator applies, read from the broker configs.
 #[derive(Debug, Clone, Copy)]
@@ -122,24 +119,30 @@ pub enum Pending<T> {
 /// The groups coordinated by one shard.
 pub struct GroupCoordinator {
     groups: RefCell<HashMap<String, Group>>,
-    wal: Rc<ShardWal>,
-    stream_id: u64,
-    sequence: Cell<u64>,
+    /// The group logs of the coordinator partitions this shard serves.
+    logs: CoordinatorLogs,
     limits: GroupLimits,
     /// This shard's WARN lines about `groups_max`, at most one per [`limits::WARN_INTERVAL`].
     groups_max_warnings: WarnThrottle,
 }
 
 impl GroupCoordinator {
-    /// A coordinator persisting through `wal` as internal stream `stream_id`, with `limits`:
-    /// one [`GroupLimits`] per broker, cloned into every shard's coordinator, so that
-    /// `groups_max` counts the groups of all of them.
-    pub fn new(wal: Rc<ShardWal>, stream_id: u64, limits: GroupLimits) -> GroupCoordinator {
+    /// A coordinator persisting through `wal` into its partitions' group logs, with
+    /// `limits`: one [`GroupLimits`] per broker, cloned into every shard's coordinator, so
+    /// that `groups_max` counts the groups of all of them.
+    pub fn new(
+        wal: Rc<ShardWal>,
+        placement: CoordinatorPlacement,
+        limits: GroupLimits,
+    ) -> GroupCoordinator {
         GroupCoordinator {
             groups: RefCell::new(HashMap::new()),
-            wal,
-            stream_id,
-            sequence: Cell::new(0),
+            logs: CoordinatorLogs::new(
+                wal,
+                placement,
+                crate::internal_stream::group_log_stream,
+                "group log",
+            ),
             limits,
             groups_max_warnings: WarnThrottle::new(limits::WARN_INTERVAL),
         }
@@ -1057,26 +1060,17 @@ impl GroupCoordinator {
         if !entries.iter().all(GroupLogEntry::fits) {
             return Err(ErrorCode::InvalidGroupId);
         }
-        let sequence = self.sequence.get();
-        self.sequence.set(sequence + 1);
-        let payload = crate::internal_stream::frame(sequence, &log::encode(entries));
-        let position = self
-            .wal
-            .append(self.stream_id, sequence as i64, sequence as i64, payload)
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, "group log append failed");
-                ErrorCode::CoordinatorNotAvailable
-            })?;
-        self.wal.wait_durable(position).await.map_err(|error| {
-            tracing::error!(%error, "group log write failed");
-            ErrorCode::CoordinatorNotAvailable
-        })
+        // One record per run of entries of one group: a group's entries go to its partition's
+        // log (a sweep expires several groups at once).
+        for run in entries.chunk_by(|a, b| a.group() == b.group()) {
+            self.logs.append(run[0].group(), &log::encode(run)).await?;
+        }
+        Ok(())
     }
 
-    /// Continues the group log's sequence after the records found at start-up.
-    pub fn resume_sequence(&self, next: u64) {
-        self.sequence.set(self.sequence.get().max(next));
+    /// The group logs of this shard's coordinator partitions.
+    pub fn logs(&self) -> &CoordinatorLogs {
+        &self.logs
     }
 
     /// Creates the empty group `group_id` for `api` if the broker's groups cap allows one

@@ -249,7 +249,7 @@ async fn complete_groups(
     groups: Vec<(String, Vec<StagedOffset>)>,
 ) -> Vec<(String, Vec<StagedOffset>)> {
     let asks = groups.into_iter().map(|(group, offsets)| async move {
-        let owner = crate::group::coordinator_shard(&group, shard.count);
+        let owner = shard.coordinator_shard(&group);
         let call = TxnCall::CompleteGroup {
             group: group.clone(),
             producer_id,

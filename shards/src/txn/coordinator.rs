@@ -1,11 +1,12 @@
-//! The transaction coordinator of one shard: the transactional ids that hash to it, their
-//! state machine (`state.rs`), made durable through the shard's WAL (`log.rs`) before any
+//! The transaction coordinator of one shard: the transactional ids of the coordinator
+//! partitions it serves (`coordinator_partitions.rs`), their state machine (`state.rs`), made
+//! durable in their partition's transaction log (`log.rs`, through the shard's WAL) before any
 //! answer, and the offsets their transactions stage for consumer groups.
 //!
 //! A transition is computed while the id is borrowed, marked pending (other requests for the id
 //! get CONCURRENT_TRANSACTIONS meanwhile, as in Kafka), persisted, then applied.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -18,6 +19,7 @@ use sluice_net::messages::list_transactions_response::TransactionState as Listed
 use super::log::{StagedOffset, TxnLogEntry};
 use super::state::{EndTransition, InitTransition, TxnMetadata};
 use super::unstable::UnstableOffsets;
+use crate::coordinator_partitions::{CoordinatorLogs, CoordinatorPlacement};
 use crate::storage::shard_wal::ShardWal;
 
 use crate::clock::now_ms;
@@ -56,9 +58,8 @@ pub struct TxnCoordinator {
     /// The offsets transactions staged for the groups this shard coordinates.
     pub unstable: UnstableOffsets,
     txns: RefCell<HashMap<String, TxnEntry>>,
-    wal: Rc<ShardWal>,
-    stream_id: u64,
-    sequence: Cell<u64>,
+    /// The transaction logs of the coordinator partitions this shard serves.
+    logs: CoordinatorLogs,
     replayed: RefCell<Vec<TxnLogEntry>>,
     /// Starts writing a decided transaction's markers (installed by `txn::serve::attach`: the
     /// markers go to other shards, which this coordinator does not know).
@@ -69,14 +70,17 @@ pub struct TxnCoordinator {
 pub type DecidedHook = Box<dyn Fn(&str)>;
 
 impl TxnCoordinator {
-    /// A coordinator persisting through `wal` as internal stream `stream_id`.
-    pub fn new(wal: Rc<ShardWal>, stream_id: u64) -> TxnCoordinator {
+    /// A coordinator persisting through `wal` into its partitions' transaction logs.
+    pub fn new(wal: Rc<ShardWal>, placement: CoordinatorPlacement) -> TxnCoordinator {
         TxnCoordinator {
             unstable: UnstableOffsets::default(),
             txns: RefCell::new(HashMap::new()),
-            wal,
-            stream_id,
-            sequence: Cell::new(0),
+            logs: CoordinatorLogs::new(
+                wal,
+                placement,
+                crate::internal_stream::txn_log_stream,
+                "transaction log",
+            ),
             replayed: RefCell::new(Vec::new()),
             on_decided: RefCell::new(None),
         }
@@ -95,11 +99,11 @@ impl TxnCoordinator {
         }
     }
 
-    /// Keeps the entries of a transaction-log record (unframed) found at start-up, in objects
-    /// or in this shard's WAL, until `txn::serve::restore` hands them to their coordinators;
-    /// `next_sequence` is the record's offset + 1.
-    pub fn replay(&self, next_sequence: u64, payload: bytes::Bytes) {
-        self.sequence.set(self.sequence.get().max(next_sequence));
+    /// Keeps the entries of a record (unframed) of transaction log `stream_id` found in
+    /// objects or in this shard's WAL, until `txn::serve::restore` hands them to their
+    /// coordinators; `next_sequence` is the record's offset + 1.
+    pub fn replay(&self, stream_id: u64, next_sequence: u64, payload: bytes::Bytes) {
+        self.logs.resume(stream_id, next_sequence);
         match super::log::decode(payload) {
             Ok(entries) => self.replayed.borrow_mut().extend(entries),
             Err(error) => {
@@ -563,21 +567,20 @@ impl TxnCoordinator {
 
     /// Writes transaction-log entries through the WAL and waits until they are durable.
     async fn persist(&self, entries: &[TxnLogEntry]) -> Result<(), ErrorCode> {
-        let sequence = self.sequence.get();
-        self.sequence.set(sequence + 1);
-        let payload = crate::internal_stream::frame(sequence, &super::log::encode(entries));
-        let position = self
-            .wal
-            .append(self.stream_id, sequence as i64, sequence as i64, payload)
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, "transaction log append failed");
-                ErrorCode::CoordinatorNotAvailable
-            })?;
-        self.wal.wait_durable(position).await.map_err(|error| {
-            tracing::error!(%error, "transaction log write failed");
-            ErrorCode::CoordinatorNotAvailable
-        })
+        // One record per run of entries of one id: an id's entries go to its partition's log
+        // (a sweep expires several ids at once).
+        for run in entries.chunk_by(|a, b| a.transactional_id() == b.transactional_id()) {
+            let payload = super::log::encode(run);
+            self.logs
+                .append(run[0].transactional_id(), &payload)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The transaction logs of this shard's coordinator partitions.
+    pub fn logs(&self) -> &CoordinatorLogs {
+        &self.logs
     }
 }
 

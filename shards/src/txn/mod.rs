@@ -1,9 +1,10 @@
 //! Transactions and exactly-once (KIP-98, transaction version 1): the transaction coordinator
 //! of each shard, and the partition-side pieces (markers, the aborted-transaction index).
 //!
-//! - A transactional id is coordinated by the shard its id hashes to (the same hash as
-//!   groups), which keeps its state machine (`state.rs`) and persists every change through
-//!   its WAL under stream id `u64::MAX - 1` (`log.rs`) before answering.
+//! - A transactional id is coordinated by the shard serving its coordinator partition (the
+//!   same hash as groups, `coordinator_partitions.rs`), which keeps its state machine
+//!   (`state.rs`) and persists every change to that partition's transaction log (`log.rs`)
+//!   before answering.
 //! - EndTxn (or a fence, or a timeout) decides the transaction; `completion.rs` then writes a
 //!   commit or abort marker (`marker.rs`) to each of its partitions through their owner
 //!   shards, commits its staged offsets on their groups' coordinators, and completes it.
@@ -33,8 +34,3 @@ pub use coordinator::TxnCoordinator;
 
 /// How often coordinators look for timed-out transactions and expired ids.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The shard coordinating `transactional_id` (the groups' hash, so every shard agrees).
-pub fn coordinator_shard(transactional_id: &str, shards: usize) -> usize {
-    crate::group::coordinator_shard(transactional_id, shards)
-}

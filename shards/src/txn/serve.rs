@@ -139,7 +139,7 @@ pub async fn serve(shard: &Rc<Shard>, call: TxnCall) -> TxnReply {
                 txns.restore(entries)
                     .into_iter()
                     .map(|(group, producer_id, partitions)| {
-                        let owner = crate::group::coordinator_shard(&group, shard.count);
+                        let owner = shard.coordinator_shard(&group);
                         ask(
                             shard,
                             owner,
@@ -232,7 +232,7 @@ async fn write_markers(
 pub async fn restore(shard: &Rc<Shard>) {
     let mut by_shard: Vec<Vec<TxnLogEntry>> = (0..shard.count).map(|_| Vec::new()).collect();
     for entry in shard.txns.take_replayed() {
-        by_shard[super::coordinator_shard(entry.transactional_id(), shard.count)].push(entry);
+        by_shard[shard.coordinator_shard(entry.transactional_id())].push(entry);
     }
     for (owner, entries) in by_shard.into_iter().enumerate() {
         if !entries.is_empty() {
@@ -254,13 +254,19 @@ pub fn attach(shard: &Rc<Shard>) {
     }));
 }
 
-/// Once every shard has restored its state: resumes the transactions found decided, and
-/// starts the coordinator's timers, whose task is returned.
-pub fn start(shard: &Rc<Shard>) -> glommio::Task<()> {
+/// Resumes writing the markers of the transactions found decided (at start-up, or when this
+/// broker became the coordinator).
+pub fn resume_decided(shard: &Rc<Shard>) {
     for transactional_id in shard.txns.prepared() {
         tracing::info!(%transactional_id, "resuming the markers of a decided transaction");
         completion::spawn(shard, &transactional_id);
     }
+}
+
+/// Once every shard has restored its state: resumes the transactions found decided, and
+/// starts the coordinator's timers, whose task is returned.
+pub fn start(shard: &Rc<Shard>) -> glommio::Task<()> {
+    resume_decided(shard);
     let shard = shard.clone();
     glommio::spawn_local(async move {
         loop {
