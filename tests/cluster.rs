@@ -685,7 +685,8 @@ async fn the_coordinator_moves_with_its_dead_brokers_wal_and_keeps_groups_and_tr
     let txn_timeout = Duration::from_secs(60);
     txn.init_transactions(txn_timeout)
         .expect("init_transactions");
-    let transaction = |name: &str| {
+    // Writes one record per partition in a new transaction, acknowledged.
+    let send_all = |name: &str| {
         txn.begin_transaction().expect("begin");
         for partition in 0..3 {
             let value = format!("{name}-{partition}");
@@ -694,16 +695,27 @@ async fn the_coordinator_moves_with_its_dead_brokers_wal_and_keeps_groups_and_tr
                 .payload(&value);
             txn.send(record).map_err(|(e, _)| e).expect("queued");
         }
-        txn.commit_transaction(txn_timeout)
+        txn.flush(txn_timeout).expect("records acknowledged");
     };
-    transaction("before").expect("a transaction before the kill");
     // Its markers written and its completion in the log: a decided transaction found by the
     // next coordinator would be completed again, with a second marker on each partition
     // (harmless, as in Kafka, but this test counts offsets).
-    let completed = common::wait_for(CLUSTER_CHANGE_MAX, || {
-        (transaction_state(&coordinator, "moving-txn") == "CompleteCommit").then_some(())
-    });
-    assert!(completed.is_some(), "the first transaction completes");
+    let completes = |state: &str| {
+        let completed = common::wait_for(CLUSTER_CHANGE_MAX, || {
+            (transaction_state(&coordinator, "moving-txn") == state).then_some(())
+        });
+        assert!(completed.is_some(), "the transaction reaches {state}");
+    };
+    send_all("before");
+    txn.commit_transaction(txn_timeout)
+        .expect("a transaction before the kill");
+    completes("CompleteCommit");
+    send_all("aborted");
+    txn.abort_transaction(txn_timeout).expect("an abort");
+    completes("CompleteAbort");
+    // Broker 10 dies with a transaction open: its partitions' transaction history (the
+    // abort, the open transaction) moves with them.
+    send_all("open");
     coordinator.kill9();
     let killed = Instant::now();
 
@@ -743,13 +755,20 @@ async fn the_coordinator_moves_with_its_dead_brokers_wal_and_keeps_groups_and_tr
         committed.to_topic_map(),
         "the committed offsets moved with the coordinator"
     );
-    // The same producer goes on: the new coordinator knows its id and epoch.
-    transaction("after").expect("a transaction after the move");
-    let read = read_committed(&survivors[1], "work", 3, 4);
+    // The same producer goes on: the new coordinator knows its id, epoch and open
+    // transaction.
+    txn.commit_transaction(txn_timeout)
+        .expect("the open transaction commits after the move");
+    send_all("after");
+    txn.commit_transaction(txn_timeout)
+        .expect("a transaction after the move");
+    // Each partition: four transactions, each a record and a marker. The moved partition
+    // still hides the aborted one.
+    let read = read_committed(&survivors[1], "work", 3, 8);
     for partition in 0..3 {
         assert_eq!(
             read[&partition],
-            [format!("before-{partition}"), format!("after-{partition}")],
+            ["before", "open", "after"].map(|name| format!("{name}-{partition}")),
             "partition {partition}"
         );
     }

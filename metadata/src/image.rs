@@ -316,6 +316,18 @@ impl MetadataImage {
         (!stream.ranges.is_empty() || stream.end_offset > 0).then_some(stream.end_offset)
     }
 
+    /// The streams with an id in `ids` that objects hold data of.
+    pub fn streams_in_objects(
+        &self,
+        ids: std::ops::RangeInclusive<u64>,
+    ) -> impl Iterator<Item = u64> + '_ {
+        self.registry
+            .streams
+            .range(ids)
+            .filter(|(_, stream)| !stream.ranges.is_empty())
+            .map(|(id, _)| *id)
+    }
+
     /// The first offset of `stream_id` readable from objects.
     pub fn stream_start_offset_in_objects(&self, stream_id: u64) -> Option<i64> {
         self.registry.stream_start(stream_id)

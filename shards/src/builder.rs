@@ -207,7 +207,8 @@ pub fn spawn_uploads(storage: &Rc<PartitionStore>, stop: StopSignal) -> glommio:
 /// Starts applying the controller's change notices to the shard's partitions (dropping
 /// those of deleted topics and those another broker took, taking new settings), until the
 /// controller stops; loads the shard's coordinator partitions when this broker becomes the
-/// coordinator (`coordinator_move.rs`). Shard 0 also starts the WAL takeovers the quorum
+/// coordinator (`coordinator_move.rs`) and the transaction history of partitions moved here
+/// (`storage/txn_history.rs`). Shard 0 also starts the WAL takeovers the quorum
 /// gives this broker and stops the broker if its own WAL was taken over (`takeover.rs`).
 pub fn spawn_image_changes(
     shard: &Rc<Shard>,
@@ -222,9 +223,10 @@ pub fn spawn_image_changes(
     let takeovers = WalTakeovers::default();
     // Weak: this task runs until the controller stops, and must not keep the shard alive.
     let shard = Rc::downgrade(shard);
-    let load_coordinator_if_due = move || {
+    let load_if_due = move || {
         if let Some(shard) = shard.upgrade() {
             crate::coordinator_move::load_if_due(&shard);
+            crate::storage::txn_history::load_due(&shard.storage);
         }
     };
     glommio::spawn_local(async move {
@@ -232,7 +234,7 @@ pub fn spawn_image_changes(
             // Given a WAL before this start (a taker restarted within its session).
             takeovers.start_due(&storage, &config);
         }
-        load_coordinator_if_due();
+        load_if_due();
         while changes.next().await.is_some() {
             let image = storage.image();
             storage.apply_image(&image);
@@ -240,7 +242,7 @@ pub fn spawn_image_changes(
                 crate::takeover::stop_if_wal_lost(&image, opened_wal_epoch);
                 takeovers.start_due(&storage, &config);
             }
-            load_coordinator_if_due();
+            load_if_due();
         }
     })
 }

@@ -44,6 +44,11 @@ pub fn txn_index_stream(key: usize) -> u64 {
     u64::MAX - 2 * KEYS_PER_KIND - (key as u64 % KEYS_PER_KIND)
 }
 
+/// The ids of every shard's partition transaction index, of every broker.
+pub fn txn_index_streams() -> std::ops::RangeInclusive<u64> {
+    (u64::MAX - 3 * KEYS_PER_KIND + 1)..=(u64::MAX - 2 * KEYS_PER_KIND)
+}
+
 /// True for the id of any shard's partition transaction index.
 pub fn is_txn_index_stream(stream_id: u64) -> bool {
     (2 * KEYS_PER_KIND..3 * KEYS_PER_KIND).contains(&(u64::MAX - stream_id))
@@ -149,5 +154,8 @@ mod tests {
         assert!(is_group_log_stream(group_log_stream(last)));
         assert!(is_txn_log_stream(txn_log_stream(last)));
         assert!(is_txn_index_stream(txn_index_stream(last)));
+        assert!(txn_index_streams().contains(&txn_index_stream(0)));
+        assert!(txn_index_streams().contains(&txn_index_stream(last)));
+        assert!(txn_index_streams().all(is_txn_index_stream));
     }
 }

@@ -159,30 +159,30 @@ pub fn appended(record: &sluice_wal::RecoveredRecord) -> AppendedRecord {
 }
 
 /// The group-log entries of this shard that are in object storage, oldest first; on the
-/// way, applies its partitions' transaction index and hands its transaction-log records
-/// to the transaction coordinator, and continues every internal stream's sequence. The
-/// coordinator partitions' logs are read only when this broker coordinates.
+/// way, applies its partitions' transaction history (`storage::txn_history`) and hands its
+/// transaction-log records to the transaction coordinator, and continues every internal
+/// stream's sequence. The coordinator partitions' logs are read only when this broker
+/// coordinates.
 pub async fn internal_state_in_objects(shard: &Shard) -> Result<Vec<GroupLogEntry>, String> {
-    let key = internal_stream::shard_key(shard.image().broker_slot(), shard.id);
-    let mut group_entries = Vec::new();
-    for_each_in_objects(
-        shard,
-        internal_stream::txn_index_stream(key),
-        |offset, payload| {
-            replay_internal(
-                shard,
-                internal_stream::txn_index_stream(key),
-                offset,
-                payload,
-                &mut group_entries,
-            )
-        },
-    )
+    let image = shard.image();
+    let history = crate::storage::txn_history::in_objects(&shard.storage, |stream_id| {
+        image.leads(stream_id)
+            && image
+                .stream(stream_id)
+                .is_some_and(|(_, part)| shard.owner_of(part) == shard.id)
+    })
     .await?;
-    if shard.coordinator_loaded.get() {
-        group_entries = coordinator_logs_in_objects(shard).await?;
+    for (stream_id, entries) in history {
+        if let Some(partition) = shard.storage.partition(stream_id) {
+            for entry in entries {
+                partition.apply_txn_index(entry);
+            }
+        }
     }
-    Ok(group_entries)
+    if !shard.coordinator_loaded.get() {
+        return Ok(Vec::new());
+    }
+    coordinator_logs_in_objects(shard).await
 }
 
 /// The group-log entries of the coordinator partitions this shard serves, in objects; hands
@@ -195,10 +195,12 @@ pub async fn coordinator_logs_in_objects(shard: &Shard) -> Result<Vec<GroupLogEn
         shard.txns.logs().streams_of(shard.id),
     ];
     for stream_id in streams.into_iter().flatten() {
-        for_each_in_objects(shard, stream_id, |offset, payload| {
-            replay_internal(shard, stream_id, offset, payload, &mut group_entries)
-        })
-        .await?;
+        shard
+            .storage
+            .read_internal_stream(stream_id, |offset, payload| {
+                replay_internal(shard, stream_id, offset, payload, &mut group_entries)
+            })
+            .await?;
     }
     Ok(group_entries)
 }
@@ -242,45 +244,4 @@ fn resume_internal_sequence(shard: &Shard, stream_id: u64, next: u64) {
     } else if internal_stream::is_txn_index_stream(stream_id) {
         shard.storage.txn_index.resume_sequence(next);
     }
-}
-
-/// Calls `each` with every record (offset, payload) of internal stream `stream_id` in
-/// objects, in order.
-async fn for_each_in_objects(
-    shard: &Shard,
-    stream_id: u64,
-    mut each: impl FnMut(i64, Bytes) -> Result<(), String>,
-) -> Result<(), String> {
-    let image = shard.image();
-    let (Some(mut offset), Some(end)) = (
-        image.stream_start_offset_in_objects(stream_id),
-        image.stream_end_offset_in_objects(stream_id),
-    ) else {
-        return Ok(());
-    };
-    while offset < end {
-        let data = shard
-            .storage
-            .tier
-            .read(
-                &shard.controller,
-                &shard.memory_pool,
-                stream_id,
-                offset,
-                16 << 20,
-            )
-            .await
-            .map_err(|e| format!("internal stream {stream_id} at {offset}: {e}"))?;
-        let frames = internal_stream::unframe(&data).map_err(|e| e.to_string())?;
-        let Some(&(last, _)) = frames.last() else {
-            return Err(format!(
-                "internal stream {stream_id} at {offset}: an empty read"
-            ));
-        };
-        for (record_offset, payload) in frames {
-            each(record_offset, payload)?;
-        }
-        offset = last + 1;
-    }
-    Ok(())
 }

@@ -11,10 +11,11 @@ pub mod request;
 pub mod retention;
 pub mod shard_wal;
 pub mod turnstile;
+pub mod txn_history;
 pub mod validated_batch;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,12 @@ pub struct PartitionStore {
     pub memory_pool: ChunkPool,
     metrics: Arc<ShardMetrics>,
     partitions: RefCell<HashMap<u64, Rc<Partition>>>,
+    /// The partitions whose transaction history this shard has: those it led at start-up
+    /// (read then) and those moved here since, once `txn_history.rs` loaded it. Any other
+    /// partition with data in objects is not served until then.
+    txn_history_known: RefCell<HashSet<u64>>,
+    /// The partitions whose history is being loaded.
+    txn_history_loading: RefCell<HashSet<u64>>,
 }
 
 /// A produce batch with its place in the partition's order, taken on arrival.
@@ -75,7 +82,9 @@ impl PartitionStore {
         memory_pool: ChunkPool,
         metrics: Arc<ShardMetrics>,
     ) -> PartitionStore {
-        let key = crate::internal_stream::shard_key(controller.image().broker_slot(), id);
+        let image = controller.image();
+        let key = crate::internal_stream::shard_key(image.broker_slot(), id);
+        let led_here = led_partitions(&image, id, count).collect();
         PartitionStore {
             id,
             count,
@@ -86,6 +95,8 @@ impl PartitionStore {
             memory_pool,
             metrics,
             partitions: RefCell::new(HashMap::new()),
+            txn_history_known: RefCell::new(led_here),
+            txn_history_loading: RefCell::new(HashSet::new()),
         }
     }
 
@@ -428,7 +439,11 @@ impl PartitionStore {
     pub fn apply_image(&self, image: &MetadataImage) {
         self.partitions.borrow_mut().retain(|stream_id, partition| {
             match image.stream(*stream_id) {
-                Some(_) if image.held_by_another(*stream_id, image.node_id) => false,
+                Some(_) if image.held_by_another(*stream_id, image.node_id) => {
+                    // Its history goes on elsewhere: read again if it comes back.
+                    self.txn_history_known.borrow_mut().remove(stream_id);
+                    false
+                }
                 Some((topic, part)) => {
                     partition.set_settings(settings_of(topic, image));
                     let _ = partition.advance_log_start(part.log_start_offset);
@@ -438,6 +453,46 @@ impl PartitionStore {
                 None => false,
             }
         });
+    }
+
+    /// Calls `each` with every record (offset, payload) of internal stream `stream_id` in
+    /// objects, in order.
+    pub async fn read_internal_stream(
+        &self,
+        stream_id: u64,
+        mut each: impl FnMut(i64, Bytes) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let image = self.image();
+        let (Some(mut offset), Some(end)) = (
+            image.stream_start_offset_in_objects(stream_id),
+            image.stream_end_offset_in_objects(stream_id),
+        ) else {
+            return Ok(());
+        };
+        while offset < end {
+            let data = self
+                .tier
+                .read(
+                    &self.controller,
+                    &self.memory_pool,
+                    stream_id,
+                    offset,
+                    16 << 20,
+                )
+                .await
+                .map_err(|e| format!("internal stream {stream_id} at {offset}: {e}"))?;
+            let frames = crate::internal_stream::unframe(&data).map_err(|e| e.to_string())?;
+            let Some(&(last, _)) = frames.last() else {
+                return Err(format!(
+                    "internal stream {stream_id} at {offset}: an empty read"
+                ));
+            };
+            for (record_offset, payload) in frames {
+                each(record_offset, payload)?;
+            }
+            offset = last + 1;
+        }
+        Ok(())
     }
 
     /// Every partition this shard holds, for shutdown reporting.
@@ -468,6 +523,14 @@ impl PartitionStore {
         if self.owner_of(part) != self.id {
             return None;
         }
+        if !self.txn_history_known.borrow().contains(&stream_id) {
+            if image.stream_end_offset_in_objects(stream_id).is_some() {
+                // Moved here with data: served once `txn_history::load_due` read its history.
+                return None;
+            }
+            // New: it has no history anywhere.
+            self.txn_history_known.borrow_mut().insert(stream_id);
+        }
         let partition = Rc::new(resumed_partition(&image, topic, part));
         self.metrics.register_partition(&partition.metrics);
         self.partitions
@@ -475,6 +538,16 @@ impl PartitionStore {
             .insert(stream_id, partition.clone());
         Some(partition)
     }
+}
+
+/// The partitions this broker leads that shard `id` of `count` owns.
+fn led_partitions(image: &MetadataImage, id: usize, count: usize) -> impl Iterator<Item = u64> {
+    image
+        .topics
+        .values()
+        .flat_map(|topic| topic.partitions.iter())
+        .filter(move |part| part.shard as usize % count.max(1) == id && image.leads(part.stream_id))
+        .map(|part| part.stream_id)
 }
 
 impl UploadListener for PartitionStore {

@@ -2,7 +2,8 @@
 //! a partition and how it ended. Partitions rebuild their open transactions and aborted ranges
 //! from their data in the WAL, but data that was uploaded and trimmed is not replayed; this
 //! index (an internal stream, `crate::internal_stream::txn_index_stream`, WAL then objects) is
-//! what a restart reads instead.
+//! what a restart reads instead, with the indexes of the other brokers that led its
+//! partitions (`storage/txn_history.rs`).
 //!
 //! Format (big-endian), one entry per record: `u8 version (0)`, `u8 kind` (1 begin, 2 end),
 //! `stream_id u64, producer_id i64, producer_epoch i16, offset i64` (the transaction's first
@@ -65,6 +66,14 @@ impl TxnIndexEntry {
             TxnIndexEntry::Begin { stream_id, .. } | TxnIndexEntry::End { stream_id, .. } => {
                 *stream_id
             }
+        }
+    }
+
+    /// Where in the partition it happened: a begin's first offset, an end's marker offset.
+    pub fn offset(&self) -> i64 {
+        match self {
+            TxnIndexEntry::Begin { first_offset, .. } => *first_offset,
+            TxnIndexEntry::End { marker_offset, .. } => *marker_offset,
         }
     }
 
@@ -163,6 +172,11 @@ impl TxnIndexLog {
                 tracing::error!(%error, "transaction index append failed");
                 ErrorCode::KafkaStorageError
             })
+    }
+
+    /// The internal stream it writes.
+    pub fn stream_id(&self) -> u64 {
+        self.stream_id
     }
 
     /// Continues the sequence after the records found at start-up.
