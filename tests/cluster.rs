@@ -430,6 +430,16 @@ async fn three_brokers_share_the_partitions_and_a_dead_ones_move_to_the_survivor
             "a client at leader epoch {client_epoch}"
         );
     }
+    // OffsetForLeaderEpoch there (what librdkafka asks after the move to validate its
+    // position): the old epoch is fenced; every epoch up to the new one ends at the log end,
+    // which holds every record acknowledged before and after the move; a newer one is unknown.
+    let end_offset = expected[&moved].len() as i64;
+    let mut ask = |current, epoch| raw.offset_for_leader_epoch(4, "spread", moved, current, epoch);
+    assert_eq!(ask(0, 0), (74, -1, -1));
+    for epoch in [0, 1, 2] {
+        assert_eq!(ask(2, epoch), (0, epoch, end_offset), "epoch {epoch}");
+    }
+    assert_eq!(ask(-1, 3), (0, -1, -1));
 
     // Broker 12 comes back on its data dir: it registers anew with a fresh WAL epoch; its
     // old partitions stay where they moved, and every record of them is there.
