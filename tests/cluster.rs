@@ -296,6 +296,61 @@ fn read_committed(
     read
 }
 
+/// A consumer of `topic`'s `partitions` from their start, outside any group.
+fn following_consumer(
+    broker: &BrokerProcess,
+    topic: &str,
+    partitions: &[i32],
+) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer = broker
+        .client_config()
+        .set("group.id", "cluster-follower")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in partitions {
+        assignment
+            .add_partition_offset(topic, *partition, rdkafka::Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+/// The next `count(partition)` records (offset, value) `consumer` reads of each of
+/// `partitions`. Errors of a dead broker are waited out; a log truncation fails the test.
+fn read_next(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    partitions: &[i32],
+    count: impl Fn(i32) -> usize,
+) -> HashMap<i32, Vec<(i64, String)>> {
+    use rdkafka::Message;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+    let mut read: HashMap<i32, Vec<(i64, String)>> =
+        partitions.iter().map(|p| (*p, Vec::new())).collect();
+    let deadline = Instant::now() + CLUSTER_CHANGE_MAX;
+    while read.iter().any(|(p, records)| records.len() < count(*p)) {
+        assert!(Instant::now() < deadline, "read {read:?}");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let value = String::from_utf8_lossy(message.payload().unwrap_or_default());
+                read.entry(message.partition())
+                    .or_default()
+                    .push((message.offset(), value.into()));
+            }
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::LogTruncation))) => {
+                panic!("log truncation detected after reading {read:?}")
+            }
+            Some(Err(error)) => println!("consumer: {error}"),
+            None => {}
+        }
+    }
+    read
+}
+
 /// A short session, so that the test sees a fence within seconds (default 9 s).
 const SESSION_TIMEOUT_MS: &str = "2000";
 const HEARTBEAT_INTERVAL_MS: &str = "300";
@@ -357,6 +412,20 @@ async fn three_brokers_share_the_partitions_and_a_dead_ones_move_to_the_survivor
     }
     let mut expected = produce_acked(&second, "spread", 12, 3_000).await;
     assert_topic_holds(&third, "spread", &expected);
+    // A consumer reads broker 12's partitions to their end, so that its positions carry the
+    // leader epoch of the batches it read; it follows them through the move below.
+    let mut twelves: Vec<i32> = leaders_before
+        .iter()
+        .filter(|(_, leader)| **leader == 12)
+        .map(|(partition, _)| *partition)
+        .collect();
+    twelves.sort_unstable();
+    let follower = following_consumer(&first, "spread", &twelves);
+    let read = read_next(&follower, &twelves, |p| expected[&p].len());
+    for partition in &twelves {
+        let values: Vec<&String> = read[partition].iter().map(|(_, v)| v).collect();
+        assert_eq!(values, expected[partition].iter().collect::<Vec<_>>());
+    }
     let status = cluster_status(&first);
     assert_eq!(
         status["brokers"].as_array().map(Vec::len),
@@ -396,6 +465,22 @@ async fn three_brokers_share_the_partitions_and_a_dead_ones_move_to_the_survivor
         assert_eq!(offset, held.len() as i64, "{value}");
         held.push(value);
     }
+    // The consumer finds the moved partitions' new leaders and epochs, checks its positions
+    // with OffsetForLeaderEpoch (librdkafka's validation; a truncation would be an error or
+    // a rewind), and reads on from where it was.
+    let read = read_next(&follower, &twelves, |_| 1);
+    for partition in &twelves {
+        let next = expected[partition].len() - 1;
+        let record = (next as i64, expected[partition][next].clone());
+        assert_eq!(read[partition], [record], "partition {partition}");
+    }
+    let validated = [&first, &second].iter().any(|broker| {
+        let admin = broker.admin.as_deref().expect("an admin server");
+        common::http::get(admin, "/metrics")
+            .body
+            .contains("api=\"OffsetForLeaderEpoch\"}")
+    });
+    assert!(validated, "the consumer validated its positions");
     assert_eq!(cluster_status(&second)["offline_partitions"], 0);
     let admin = second.admin.as_deref().expect("an admin server");
     let metrics = common::http::get(admin, "/metrics").body;
@@ -430,6 +515,16 @@ async fn three_brokers_share_the_partitions_and_a_dead_ones_move_to_the_survivor
             "a client at leader epoch {client_epoch}"
         );
     }
+    // OffsetForLeaderEpoch there (what librdkafka asks after the move to validate its
+    // position): the old epoch is fenced; every epoch up to the new one ends at the log end,
+    // which holds every record acknowledged before and after the move; a newer one is unknown.
+    let end_offset = expected[&moved].len() as i64;
+    let mut ask = |current, epoch| raw.offset_for_leader_epoch(4, "spread", moved, current, epoch);
+    assert_eq!(ask(0, 0), (74, -1, -1));
+    for epoch in [0, 1, 2] {
+        assert_eq!(ask(2, epoch), (0, epoch, end_offset), "epoch {epoch}");
+    }
+    assert_eq!(ask(-1, 3), (0, -1, -1));
 
     // Broker 12 comes back on its data dir: it registers anew with a fresh WAL epoch; its
     // old partitions stay where they moved, and every record of them is there.

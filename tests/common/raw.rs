@@ -11,6 +11,9 @@ use sluice_net::messages::create_topics_request::{
 };
 use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use sluice_net::messages::fetch_response::PartitionData;
+use sluice_net::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use sluice_net::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
@@ -186,6 +189,38 @@ impl RawClient {
             panic!("a Fetch response");
         };
         answer.responses[0].partitions[0].clone()
+    }
+
+    /// OffsetForLeaderEpoch at `version` of `leader_epoch` in `topic`/`partition`, with the
+    /// client's `current_leader_epoch` (v2+): (error code, leader epoch, end offset).
+    pub fn offset_for_leader_epoch(
+        &mut self,
+        version: i16,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> (i16, i32, i64) {
+        let Response::OffsetForLeaderEpoch(answer) = self.call(
+            version,
+            Request::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest {
+                replica_id: -1,
+                topics: vec![OffsetForLeaderTopic {
+                    topic: topic.into(),
+                    partitions: vec![OffsetForLeaderPartition {
+                        partition,
+                        current_leader_epoch,
+                        leader_epoch,
+                    }],
+                }],
+            }),
+        ) else {
+            panic!("an OffsetForLeaderEpoch response");
+        };
+        assert_eq!(answer.topics[0].topic, topic);
+        let answer = &answer.topics[0].partitions[0];
+        assert_eq!(answer.partition, partition);
+        (answer.error_code, answer.leader_epoch, answer.end_offset)
     }
 
     /// True once the broker has closed the connection.

@@ -8,6 +8,7 @@ pub const IMPLEMENTED_APIS: &[ApiKey] = &[
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
+    ApiKey::OffsetForLeaderEpoch,
     ApiKey::Metadata,
     ApiKey::ApiVersions,
     ApiKey::CreateTopics,
@@ -84,6 +85,8 @@ mod tests {
                 ApiKey::Metadata.max_version()
             ))
         );
+        // Kafka 3.9 serves OffsetForLeaderEpoch v0–4 to clients (v0–1 deprecated).
+        assert_eq!(served_versions(ApiKey::OffsetForLeaderEpoch), Some((0, 4)));
         for &(api, _, _) in SERVED_VERSION_LIMITS {
             let (lowest, highest) = served_versions(api).expect("served");
             assert!(lowest <= highest, "{api:?} keeps a version");

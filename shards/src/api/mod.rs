@@ -11,6 +11,7 @@ pub mod implemented;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod response;
 pub mod transactions;
@@ -51,6 +52,12 @@ pub async fn dispatch(
         Request::ListOffsets(r) => async move {
             Some(Response::ListOffsets(
                 list_offsets::handle(&shard, version, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::OffsetForLeaderEpoch(r) => async move {
+            Some(Response::OffsetForLeaderEpoch(
+                offset_for_leader_epoch::handle(&shard, r).await,
             ))
         }
         .boxed_local(),
