@@ -205,6 +205,28 @@ impl BrokerProcess {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         let sent = unsafe { libc::kill(self.child.id() as i32, signal) };
         assert_eq!(sent, 0, "kill({signal}) failed");
+        if signal == libc::SIGSTOP {
+            // Delivered asynchronously: until every thread is stopped, the broker may still
+            // read and write a request sent after kill(2) returned.
+            let stopped = wait_for(Duration::from_secs(10), || {
+                self.threads_stopped().then_some(())
+            });
+            assert!(stopped.is_some(), "the broker's threads never all stopped");
+        }
+    }
+
+    /// True when every thread of the process is stopped (state T in /proc).
+    fn threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // `pid (comm) state ...`: comm may hold spaces, the state follows its ')'.
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+            })
+        })
     }
 
     /// Waits up to `timeout` for the process to exit by itself; its status then (with every
