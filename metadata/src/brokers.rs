@@ -221,6 +221,16 @@ impl Brokers {
         true
     }
 
+    /// The coordinator epoch of transaction markers: the sum of every registered WAL's
+    /// epoch. It never goes down, and it is higher for a new coordinator than anything the
+    /// one before could see: the coordinator moves only when a takeover released its WAL,
+    /// and the takeover raised that WAL's epoch first. So a partition, which refuses a marker
+    /// older than the last one it took from the producer, refuses a paused old coordinator's.
+    pub(crate) fn coordinator_epoch(&self) -> i32 {
+        let sum: u64 = self.wals.values().map(|w| w.epoch).sum();
+        i32::try_from(sum).unwrap_or(i32::MAX)
+    }
+
     /// The unfenced brokers with the partitions each leads.
     fn live_loads(&self) -> BTreeMap<i32, usize> {
         let mut loads: BTreeMap<i32, usize> = self
@@ -497,6 +507,8 @@ mod tests {
         );
         brokers.register(1, "h", 1..=5);
         brokers.register_wal(1, &["/wal/1".into()], 4096);
+        // The last coordinator epoch broker 1 can have seen as the coordinator.
+        let seen_by_the_old_coordinator = brokers.coordinator_epoch();
         assert!(brokers.set_fenced(1, true, 1..=5));
         assert!(brokers.take_over_wal(1, 3, 4));
         // Brokers 2 and 3 lead 2 and 1 of 5 partitions (the fenced one leads 2).
@@ -505,6 +517,10 @@ mod tests {
             brokers.coordinator,
             Some(3),
             "the live broker leading the fewest"
+        );
+        assert!(
+            brokers.coordinator_epoch() > seen_by_the_old_coordinator,
+            "the new coordinator's markers fence the old one's"
         );
         assert!(brokers.check_invariants(|id| id <= 5).is_ok());
         // Another broker's WAL released does not move it.

@@ -176,6 +176,12 @@ impl MetadataImage {
         self.brokers.coordinator
     }
 
+    /// The coordinator epoch of transaction markers (Kafka's): see
+    /// `Brokers::coordinator_epoch`; 0 for a single node.
+    pub fn coordinator_epoch(&self) -> i32 {
+        self.brokers.coordinator_epoch()
+    }
+
     /// True when this node coordinates groups and transactions, and so runs the object
     /// tier's maintenance (compaction, cleaning, retention, garbage collection): one owner
     /// at a time in a cluster.

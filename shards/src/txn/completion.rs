@@ -21,11 +21,6 @@ use super::marker::Marker;
 use super::state::TxnState;
 use crate::shard::Shard;
 
-/// The coordinator's epoch in the markers it writes. A single broker runs one coordinator per
-/// transactional id (moving shards only across restarts), so no older coordinator can
-/// write markers concurrently; the epoch stays 0.
-pub const COORDINATOR_EPOCH: i32 = 0;
-
 /// First wait before retrying markers or offsets that failed; doubled up to the maximum.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -54,7 +49,9 @@ async fn complete(shard: &Rc<Shard>, transactional_id: &str) {
         producer_id: metadata.producer_id,
         producer_epoch: metadata.producer_epoch,
         commit,
-        coordinator_epoch: COORDINATOR_EPOCH,
+        // Higher than any coordinator's before this one: a partition refuses the markers of
+        // a coordinator that was paused while its role moved (TRANSACTION_COORDINATOR_FENCED).
+        coordinator_epoch: shard.image().coordinator_epoch(),
     };
     let mut partitions: Vec<(String, i32)> = metadata.partitions.iter().cloned().collect();
     // Every group with staged offsets learns the outcome: the offsets on commit, none on abort.
