@@ -835,6 +835,10 @@ async fn the_coordinator_moves_with_its_dead_brokers_wal_and_keeps_groups_and_tr
             .then_some(())
     });
     assert!(loaded.is_some(), "the new coordinator says it loaded them");
+    let admin = survivors[0].admin.as_deref().expect("an admin server");
+    let metrics = common::http::get(admin, "/metrics").body;
+    let gauge = format!("sluice_cluster_coordinator_id {new_coordinator}\n");
+    assert!(metrics.contains(&gauge), "{gauge}: {metrics}");
     let mut partitions = TopicPartitionList::new();
     for partition in 0..3 {
         partitions.add_partition("work", partition);

@@ -114,6 +114,20 @@ fn render_brokers(out: &mut Exposition, image: &MetadataImage) {
     );
     let this = brokers.get(&image.node_id).is_some_and(|b| b.fenced);
     out.value("sluice_broker_fenced", &[], u8::from(this));
+    out.family(
+        "sluice_cluster_coordinator_id",
+        Kind::Gauge,
+        "The broker coordinating groups and transactions (and running the object tier's \
+         maintenance); it moves when a takeover releases its WAL. -1 while none is registered.",
+    );
+    out.value(
+        "sluice_cluster_coordinator_id",
+        &[],
+        match image.coordinating_broker() {
+            Some(id) if !brokers.is_empty() => i64::from(id),
+            _ => -1,
+        },
+    );
 }
 
 /// A family with one series per shard: name, kind, help, and how to read its value.
