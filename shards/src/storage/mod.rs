@@ -437,13 +437,14 @@ impl PartitionStore {
     /// moved them; should they come back, they reopen from objects) and applies changed
     /// topic settings.
     pub fn apply_image(&self, image: &MetadataImage) {
+        // A partition another broker holds now adds to its history there: read it again if
+        // the partition comes back. A deleted one is forgotten.
+        self.txn_history_known.borrow_mut().retain(|stream_id| {
+            image.stream(*stream_id).is_some() && !image.held_by_another(*stream_id, image.node_id)
+        });
         self.partitions.borrow_mut().retain(|stream_id, partition| {
             match image.stream(*stream_id) {
-                Some(_) if image.held_by_another(*stream_id, image.node_id) => {
-                    // Its history goes on elsewhere: read again if it comes back.
-                    self.txn_history_known.borrow_mut().remove(stream_id);
-                    false
-                }
+                Some(_) if image.held_by_another(*stream_id, image.node_id) => false,
                 Some((topic, part)) => {
                     partition.set_settings(settings_of(topic, image));
                     let _ = partition.advance_log_start(part.log_start_offset);
