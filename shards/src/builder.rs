@@ -18,6 +18,7 @@ use crate::budget::ShardBudget;
 use crate::chunk_pool::ChunkPool;
 use crate::config::{BrokerConfig, is_block_device};
 use crate::controller::ControllerHandle;
+use crate::coordinator_move::CoordinatorLoad;
 use crate::coordinator_partitions::CoordinatorPlacement;
 use crate::group::GroupCoordinator;
 use crate::group::call::GroupCall;
@@ -145,8 +146,11 @@ impl ShardBuilder {
             advertised,
             metrics,
             placement,
-            coordinator_loaded: Cell::new(coordinates),
-            coordinator_loading: Cell::new(false),
+            coordinator_load: Cell::new(if coordinates {
+                CoordinatorLoad::Loaded
+            } else {
+                CoordinatorLoad::NotLoaded
+            }),
             groups: GroupCoordinator::new(wal.clone(), placement, group_limits),
             txns: TxnCoordinator::new(wal, placement),
             storage,

@@ -3,58 +3,54 @@
 //! the quorum moved the coordinator here (`sluice_metadata` `Brokers::release_wal`). Each
 //! shard then reads the logs of its coordinator partitions from objects, restores their
 //! groups and transactions as a start-up does, resumes the transactions found decided, and
-//! only then serves them ([`Shard::coordinator_loaded`]); until then the calls are refused
+//! only then serves them ([`CoordinatorLoad::Loaded`]); until then the calls are refused
 //! and the clients retry.
 //!
 //! Group membership is not in the logs (as after a restart): members rejoin.
 
 use std::rc::Rc;
-use std::time::Duration;
 
 use crate::shard::Shard;
 
-/// Wait before reading the logs again after a failed read (an object store hiccup).
-const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Whether a shard holds the state of its coordinator partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordinatorLoad {
+    /// Another broker coordinates (this one may become the coordinator).
+    NotLoaded,
+    /// This broker coordinates now; the shard is reading the logs.
+    Loading,
+    /// The shard serves its coordinator partitions: read at start-up when this broker was
+    /// the coordinator, or loaded since.
+    Loaded,
+}
 
 /// Starts loading this shard's coordinator partitions if this broker coordinates now and the
 /// shard does not hold them yet (once per process: a broker stops coordinating only when its
 /// WAL is taken over, and then it stops).
 pub fn load_if_due(shard: &Rc<Shard>) {
     let image = shard.image();
-    if shard.coordinator_loaded.get()
-        || shard.coordinator_loading.get()
+    if shard.coordinator_load.get() != CoordinatorLoad::NotLoaded
         || image.coordinating_broker() != Some(image.node_id)
     {
         return;
     }
-    shard.coordinator_loading.set(true);
+    shard.coordinator_load.set(CoordinatorLoad::Loading);
     let shard = shard.clone();
     glommio::spawn_local(async move {
-        loop {
-            match crate::recovery::coordinator_logs_in_objects(&shard).await {
-                Ok(group_entries) => {
-                    let groups = group_entries.len();
-                    crate::builder::restore_groups(&shard, group_entries).await;
-                    crate::txn::serve::restore(&shard).await;
-                    shard.coordinator_loaded.set(true);
-                    crate::txn::serve::resume_decided(&shard);
-                    tracing::info!(
-                        shard = shard.id,
-                        group_entries = groups,
-                        "this broker coordinates now: groups and transactions loaded"
-                    );
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        shard = shard.id,
-                        %error,
-                        "reading the coordinator logs from objects failed; retrying"
-                    );
-                    glommio::timer::sleep(RETRY_DELAY).await;
-                }
-            }
-        }
+        let group_entries = crate::tier::read_until_done(shard.id, "the coordinator logs", || {
+            crate::recovery::coordinator_logs_in_objects(&shard)
+        })
+        .await;
+        let groups = group_entries.len();
+        crate::builder::restore_groups(&shard, group_entries).await;
+        crate::txn::serve::restore(&shard).await;
+        shard.coordinator_load.set(CoordinatorLoad::Loaded);
+        crate::txn::serve::resume_decided(&shard);
+        tracing::info!(
+            shard = shard.id,
+            group_entries = groups,
+            "this broker coordinates now: groups and transactions loaded"
+        );
     })
     .detach();
 }

@@ -93,11 +93,6 @@ impl CoordinatorLogs {
         }
     }
 
-    /// Where ids go.
-    pub fn placement(&self) -> CoordinatorPlacement {
-        self.placement
-    }
-
     /// The stream ids of the logs of every partition shard `shard` serves.
     pub fn streams_of(&self, shard: usize) -> Vec<u64> {
         self.placement

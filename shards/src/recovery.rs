@@ -179,7 +179,7 @@ pub async fn internal_state_in_objects(shard: &Shard) -> Result<Vec<GroupLogEntr
             }
         }
     }
-    if !shard.coordinator_loaded.get() {
+    if !shard.coordinator_loaded() {
         return Ok(Vec::new());
     }
     coordinator_logs_in_objects(shard).await

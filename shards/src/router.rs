@@ -68,7 +68,7 @@ async fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<Adopted> {
             .detach();
         }
         ShardRequest::Group { call, reply } => {
-            if !shard.coordinator_loaded.get() && !matches!(call, GroupCall::Restore(_)) {
+            if !shard.coordinator_loaded() && !matches!(call, GroupCall::Restore(_)) {
                 // Its groups are not here yet (`coordinator_move.rs`): dropped, the caller
                 // answers COORDINATOR_NOT_AVAILABLE and the client retries.
                 return None;
@@ -87,7 +87,7 @@ async fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<Adopted> {
             // permits held by tasks waiting for this one (see `task_permits`). These tasks
             // are bounded by the requests that send them: a client's transactional requests
             // (--connections-max × --pipeline-depth) and a shard's completions.
-            if call.needs_coordinator() && !shard.coordinator_loaded.get() {
+            if call.needs_coordinator() && !shard.coordinator_loaded() {
                 return None; // as for groups above
             }
             let shard = shard.clone();

@@ -12,6 +12,7 @@ use crate::api::fetch_session::FetchSessions;
 use crate::chunk_pool::ChunkPool;
 use crate::config::BrokerConfig;
 use crate::controller::ControllerHandle;
+use crate::coordinator_move::CoordinatorLoad;
 use crate::coordinator_partitions::CoordinatorPlacement;
 use crate::group::GroupCoordinator;
 use crate::messaging::Mesh;
@@ -39,12 +40,10 @@ pub struct Shard {
     pub storage: Rc<PartitionStore>,
     /// Which coordinator partition and shard each group and transactional id belongs to.
     pub placement: CoordinatorPlacement,
-    /// True once this shard holds the state of its coordinator partitions: at start-up when
-    /// this broker was the coordinator, else when it became it (`coordinator_move.rs`). Until
-    /// then its coordinators answer nothing (the client retries).
-    pub coordinator_loaded: Cell<bool>,
-    /// True while this shard loads them.
-    pub coordinator_loading: Cell<bool>,
+    /// Whether this shard holds the state of its coordinator partitions
+    /// (`coordinator_move.rs`). Until it does, its coordinators answer nothing (the client
+    /// retries).
+    pub coordinator_load: Cell<CoordinatorLoad>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
     /// The transactional ids this shard coordinates.
@@ -75,6 +74,11 @@ impl Shard {
     /// True when this broker coordinates groups and transactions (a single node always).
     pub fn coordinates(&self) -> bool {
         self.image().coordinates()
+    }
+
+    /// True once this shard serves its coordinator partitions.
+    pub fn coordinator_loaded(&self) -> bool {
+        self.coordinator_load.get() == CoordinatorLoad::Loaded
     }
 
     /// The shard of this broker coordinating group or transactional id `id`.

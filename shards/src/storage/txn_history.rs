@@ -11,15 +11,11 @@
 //! then `PartitionStore::partition` answers as if it led it not (NOT_LEADER_OR_FOLLOWER, the
 //! client retries).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
-use std::time::Duration;
 
 use super::PartitionStore;
 use crate::txn::partition_index::TxnIndexEntry;
-
-/// Wait before reading the indexes again after a failed read (an object store hiccup).
-const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// The transaction-index entries in objects about the partitions `wanted` accepts, from the
 /// index of every shard of every broker, by partition in offset order; continues this
@@ -64,7 +60,7 @@ pub async fn in_objects(
 /// any and not loading yet; each is served once its history is applied.
 pub fn load_due(store: &Rc<PartitionStore>) {
     let image = store.image();
-    let due: Vec<u64> = super::led_partitions(&image, store.id, store.count)
+    let due: BTreeSet<u64> = super::led_partitions(&image, store.id, store.count)
         .filter(|stream_id| {
             !store.txn_history_known.borrow().contains(stream_id)
                 && !store.txn_history_loading.borrow().contains(stream_id)
@@ -77,42 +73,31 @@ pub fn load_due(store: &Rc<PartitionStore>) {
     store.txn_history_loading.borrow_mut().extend(&due);
     let store = store.clone();
     glommio::spawn_local(async move {
-        loop {
-            match in_objects(&store, |stream_id| due.contains(&stream_id)).await {
-                Ok(mut history) => {
-                    let mut entries = 0;
-                    for stream_id in &due {
-                        store.txn_history_loading.borrow_mut().remove(stream_id);
-                        store.txn_history_known.borrow_mut().insert(*stream_id);
-                        let found = history.remove(stream_id).unwrap_or_default();
-                        entries += found.len();
-                        // None if it moved on meanwhile: read again if it comes back.
-                        let Some(partition) = store.partition(*stream_id) else {
-                            store.txn_history_known.borrow_mut().remove(stream_id);
-                            continue;
-                        };
-                        for entry in found {
-                            partition.apply_txn_index(entry);
-                        }
-                    }
-                    tracing::info!(
-                        shard = store.id,
-                        partitions = due.len(),
-                        entries,
-                        "partitions moved here: their transaction history is loaded"
-                    );
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        shard = store.id,
-                        %error,
-                        "reading the transaction indexes from objects failed; retrying"
-                    );
-                    glommio::timer::sleep(RETRY_DELAY).await;
-                }
+        let mut history = crate::tier::read_until_done(store.id, "the transaction indexes", || {
+            in_objects(&store, |stream_id| due.contains(&stream_id))
+        })
+        .await;
+        let mut entries = 0;
+        for stream_id in &due {
+            store.txn_history_loading.borrow_mut().remove(stream_id);
+            store.txn_history_known.borrow_mut().insert(*stream_id);
+            let found = history.remove(stream_id).unwrap_or_default();
+            entries += found.len();
+            // None if it moved on meanwhile: read again if it comes back.
+            let Some(partition) = store.partition(*stream_id) else {
+                store.txn_history_known.borrow_mut().remove(stream_id);
+                continue;
+            };
+            for entry in found {
+                partition.apply_txn_index(entry);
             }
         }
+        tracing::info!(
+            shard = store.id,
+            partitions = due.len(),
+            entries,
+            "partitions moved here: their transaction history is loaded"
+        );
     })
     .detach();
 }

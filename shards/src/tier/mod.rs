@@ -119,6 +119,28 @@ impl Registry for ControllerHandle {
     }
 }
 
+/// Wait before reading state from objects again after a failed read (an object store
+/// hiccup).
+const STATE_READ_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Runs `read` until it succeeds, waiting [`STATE_READ_RETRY_DELAY`] after each failure, which
+/// it logs as a WARN naming `what` and `shard`: for state a shard reads from objects and
+/// cannot serve without (a new coordinator's logs, a moved partition's transaction history).
+pub async fn read_until_done<T, F>(shard: usize, what: &str, mut read: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, String>>,
+{
+    loop {
+        match read().await {
+            Ok(value) => return value,
+            Err(error) => {
+                tracing::warn!(shard, %error, "reading {what} from objects failed; retrying");
+                glommio::timer::sleep(STATE_READ_RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
 /// Deletes objects a crash left between put and commit; run before any upload starts.
 pub fn delete_orphans(store: &ObjectStore, image: &MetadataImage) -> Result<usize, String> {
     let compactor = Compactor::new(store.clone(), CompactionConfig::default());
