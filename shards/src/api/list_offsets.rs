@@ -53,10 +53,8 @@ pub async fn handle(
                     },
                     timestamp,
                     offset,
-                    leader_epoch: u32::try_from(p.partition_index)
-                        .ok()
-                        .and_then(|index| image.partition(&topic.name, index))
-                        .map_or(0, |part| image.leadership(part.stream_id).leader_epoch),
+                    leader_epoch: super::leader_epoch(&image, &topic.name, p.partition_index)
+                        .unwrap_or(0),
                 },
                 Err(code) => ListOffsetsPartitionResponse {
                     partition_index: p.partition_index,

@@ -294,6 +294,16 @@ pub async fn ask_partition<T>(
         .unwrap_or(Err(sluice_net::ErrorCode::UnknownServerError))
 }
 
+/// The leader epoch of `topic`/`partition`, if that partition exists.
+pub fn leader_epoch(
+    image: &sluice_metadata::MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> Option<i32> {
+    let part = image.partition(topic, u32::try_from(partition).ok()?)?;
+    Some(image.leadership(part.stream_id).leader_epoch)
+}
+
 /// Kafka's check of the leader epoch a client sends (KIP-320): -1 skips it; an older epoch
 /// than the partition's is FENCED_LEADER_EPOCH (the client's metadata is stale), a newer one
 /// UNKNOWN_LEADER_EPOCH (this broker's is); both make the client refresh its metadata.

@@ -103,12 +103,7 @@ async fn end_offset(
         },
     )
     .await?;
-    let current_epoch = u32::try_from(p.partition)
-        .ok()
-        .and_then(|index| image.partition(topic, index))
-        .map_or(UNDEFINED, |part| {
-            image.leadership(part.stream_id).leader_epoch
-        });
+    let current_epoch = super::leader_epoch(image, topic, p.partition).unwrap_or(UNDEFINED);
     Ok(epoch_end(p.leader_epoch, current_epoch, high_watermark))
 }
 
