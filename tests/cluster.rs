@@ -25,12 +25,7 @@ impl Quorum {
     /// Three controller-only processes, with `extra` flags.
     fn start(root: &Path, extra: &[&str]) -> Quorum {
         let addrs = common::free_addrs(3);
-        let voters = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| format!("{}@{addr}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let voters = common::quorum_voters(&addrs);
         let controllers = addrs
             .iter()
             .enumerate()

@@ -53,18 +53,9 @@ impl Node {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         // A port of the killed process may be held for a moment: try again.
-        let mut failures = Vec::new();
-        for _ in 0..20 {
-            match BrokerProcess::try_start_with_env(&self.dir, &args, &envs) {
-                Ok(process) => {
-                    self.process = Some(process);
-                    return;
-                }
-                Err(failure) => failures.push(failure),
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        panic!("node {} did not start: {failures:?}", self.id);
+        let process = BrokerProcess::start_retrying(&self.dir, &args, &envs)
+            .unwrap_or_else(|last| panic!("node {} did not start: {last}", self.id));
+        self.process = Some(process);
     }
 
     fn process(&self) -> &BrokerProcess {
@@ -229,12 +220,7 @@ async fn kill9_of_a_broker_under_idempotent_load_loses_nothing_and_its_partition
     let root = tempfile::tempdir().expect("tempdir");
     let wals = root.path().join("shared-wals");
     let controller_addrs = common::free_addrs(3);
-    let voters = controller_addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| format!("{}@{addr}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
+    let voters = common::quorum_voters(&controller_addrs);
     let store = format!("s3://{S3_BUCKET}/cluster");
     let endpoint = format!("http://127.0.0.1:{}", server.port);
     let session = session_timeout_ms.to_string();

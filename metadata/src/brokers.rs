@@ -434,13 +434,19 @@ mod tests {
         assert!(brokers.check_invariants(|id| id <= 7).is_err());
     }
 
-    #[test]
-    fn a_fenced_brokers_wal_goes_to_a_taker_and_its_partitions_to_the_survivors() {
+    /// Brokers 1, 2 and 3, registered in that order, each with its WAL.
+    fn three_brokers_with_wals() -> Brokers {
         let mut brokers = Brokers::default();
         for id in [1, 2, 3] {
             brokers.register(id, "h", std::iter::empty());
             brokers.register_wal(id, &[format!("/wal/{id}")], 4096);
         }
+        brokers
+    }
+
+    #[test]
+    fn a_fenced_brokers_wal_goes_to_a_taker_and_its_partitions_to_the_survivors() {
+        let mut brokers = three_brokers_with_wals();
         brokers.assign(1..=6);
         assert_eq!(brokers.wals[&3].epoch, 1);
         assert!(brokers.wals_to_take_over().is_empty(), "nobody is fenced");
@@ -485,11 +491,7 @@ mod tests {
 
     #[test]
     fn the_coordinator_moves_when_its_wal_is_released_to_the_survivors() {
-        let mut brokers = Brokers::default();
-        for id in [1, 2, 3] {
-            brokers.register(id, "h", std::iter::empty());
-            brokers.register_wal(id, &[format!("/wal/{id}")], 4096);
-        }
+        let mut brokers = three_brokers_with_wals();
         brokers.assign(1..=5);
         assert_eq!(brokers.coordinator, Some(1));
         assert!(brokers.set_fenced(1, true, 1..=5));

@@ -314,22 +314,34 @@ impl BrokerProcess {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let mut failures = Vec::new();
+        let next = BrokerProcess::start_retrying(&self.data_dir, &args, &envs)
+            .unwrap_or_else(|last| {
+                panic!(
+                    "the broker did not start again on {} in {RESTART_ATTEMPTS} attempts; the last:\n{last}",
+                    self.bootstrap,
+                )
+            });
+        *next.allowed_log.lock().unwrap() = self.allowed_log.lock().unwrap().clone();
+        next
+    }
+
+    /// Starts a broker, trying again up to `RESTART_ATTEMPTS` times while the start exits
+    /// early (a `kill -9`ed process may hold a port or the data dir for a moment); the last
+    /// failure if none started.
+    pub fn start_retrying(
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<BrokerProcess, String> {
+        let mut last = String::new();
         for _ in 0..RESTART_ATTEMPTS {
-            match BrokerProcess::try_start_with_env(&self.data_dir, &args, &envs) {
-                Ok(next) => {
-                    *next.allowed_log.lock().unwrap() = self.allowed_log.lock().unwrap().clone();
-                    return next;
-                }
-                Err(failure) => failures.push(failure),
+            match BrokerProcess::try_start_with_env(data_dir, args, envs) {
+                Ok(process) => return Ok(process),
+                Err(failure) => last = failure,
             }
             std::thread::sleep(RESTART_RETRY_INTERVAL);
         }
-        panic!(
-            "the broker did not start again on {} in {RESTART_ATTEMPTS} attempts; the last:\n{}",
-            self.bootstrap,
-            failures.last().map(String::as_str).unwrap_or_default()
-        );
+        Err(last)
     }
 
     /// Sends `kill -9` and at once starts a new broker on the same data dir and flags, asking
@@ -466,6 +478,16 @@ pub fn free_addrs(count: usize) -> Vec<String> {
         .iter()
         .map(|l| l.local_addr().expect("addr").to_string())
         .collect()
+}
+
+/// `--controller-quorum-voters` for controllers 1, 2, ... listening on `addrs`.
+pub fn quorum_voters(addrs: &[String]) -> String {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| format!("{}@{addr}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The `sluice` binary under test: SLUICE_TEST_BINARY runs another build (e.g. release, for
