@@ -10,19 +10,7 @@
 
 use std::rc::Rc;
 
-use crate::shard::Shard;
-
-/// Whether a shard holds the state of its coordinator partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CoordinatorLoad {
-    /// Another broker coordinates (this one may become the coordinator).
-    NotLoaded,
-    /// This broker coordinates now; the shard is reading the logs.
-    Loading,
-    /// The shard serves its coordinator partitions: read at start-up when this broker was
-    /// the coordinator, or loaded since.
-    Loaded,
-}
+use crate::shard::{CoordinatorLoad, Shard};
 
 /// Starts loading this shard's coordinator partitions if this broker coordinates now and the
 /// shard does not hold them yet (once per process: a broker stops coordinating only when its

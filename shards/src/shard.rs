@@ -12,7 +12,6 @@ use crate::api::fetch_session::FetchSessions;
 use crate::chunk_pool::ChunkPool;
 use crate::config::BrokerConfig;
 use crate::controller::ControllerHandle;
-use crate::coordinator_move::CoordinatorLoad;
 use crate::coordinator_partitions::CoordinatorPlacement;
 use crate::group::GroupCoordinator;
 use crate::messaging::Mesh;
@@ -21,6 +20,18 @@ use crate::producer_ids::ProducerIds;
 use crate::storage::PartitionStore;
 use crate::task_permits::TaskPermits;
 use crate::txn::coordinator::TxnCoordinator;
+
+/// Whether a shard holds the state of its coordinator partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordinatorLoad {
+    /// Another broker coordinates (this one may become the coordinator).
+    NotLoaded,
+    /// This broker coordinates now; the shard is reading the logs.
+    Loading,
+    /// The shard serves its coordinator partitions: read at start-up when this broker was
+    /// the coordinator, or loaded since.
+    Loaded,
+}
 
 /// The state of one shard, shared by its tasks (never across threads).
 pub struct Shard {
