@@ -419,9 +419,7 @@ impl StartArgs {
         if config.node_id < 0 {
             bail!("--node-id must not be negative");
         }
-        if config.wal_bytes_per_shard < (1 << 20) {
-            bail!("--wal-size must be at least 1MiB");
-        }
+        check_wal_holds_default_batches(&config)?;
         if let Some(advertised) = &config.advertised
             && advertised
                 .rsplit_once(':')
@@ -443,6 +441,30 @@ struct BrokerLiveness {
 const BROKER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 9000;
 /// Kafka's `broker.heartbeat.interval.ms` default.
 const BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 2000;
+
+/// Refuses a `--wal-size` whose records cannot hold a batch as large as topics accept by
+/// default (`max.message.bytes`, 1048588): every such produce would fail.
+fn check_wal_holds_default_batches(config: &BrokerConfig) -> anyhow::Result<()> {
+    let default_batch_bytes_max = sluice_metadata::effective_topic_config(
+        &std::collections::BTreeMap::new(),
+        &std::collections::BTreeMap::new(),
+    )
+    .max_message_bytes
+    .max(0) as u64;
+    if config.batch_bytes_max() >= default_batch_bytes_max {
+        return Ok(());
+    }
+    let wal_bytes_min =
+        BrokerConfig::wal_bytes_to_hold(default_batch_bytes_max).next_multiple_of(1 << 20);
+    bail!(
+        "--wal-size {} bytes holds record batches of at most {} bytes (half the WAL, less a \
+         record header), below the {default_batch_bytes_max} bytes topics accept by default \
+         (max.message.bytes): give --wal-size at least {}MiB",
+        config.wal_bytes_per_shard,
+        config.batch_bytes_max(),
+        wal_bytes_min >> 20
+    )
+}
 
 /// Checks the quorum flags together and sets `config.quorum`.
 fn quorum_settings(
@@ -623,6 +645,20 @@ mod tests {
             panic!("not start: {:?}", cli.command);
         };
         args.into_config()
+    }
+
+    #[test]
+    fn a_wal_too_small_for_the_default_batch_limit_is_refused() {
+        // 2 MiB holds records of 1 MiB less a header, below max.message.bytes' 1048588.
+        let error = start_config(&["--wal-size", "2MiB"]).expect_err("refused");
+        let message = error.to_string();
+        assert!(
+            message.contains("--wal-size") && message.contains("max.message.bytes"),
+            "{message}"
+        );
+        assert!(message.contains("at least 3MiB"), "{message}");
+        let config = start_config(&["--wal-size", "3MiB"]).expect("3 MiB holds them");
+        assert!(config.batch_bytes_max() >= 1_048_588);
     }
 
     #[test]

@@ -443,91 +443,9 @@ fn segment_ms_and_segment_bytes_upload_a_partitions_data_early() {
 /// IncrementalAlterConfigs. The configs whose every value Sluice satisfies are accepted.
 #[test]
 fn configs_without_a_meaning_take_only_their_defaults() {
-    use sluice_net::messages::alter_configs_request::{self as alter, AlterConfigsRequest};
-    use sluice_net::messages::create_topics_request::{
-        CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
-    };
-    use sluice_net::messages::incremental_alter_configs_request::{
-        self as incremental, IncrementalAlterConfigsRequest,
-    };
-    use sluice_net::{Request, Response};
-    const RESOURCE_TOPIC: i8 = 2;
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
     let mut client = RawClient::connect(&broker);
-    let create = |client: &mut RawClient, name: &str, config: (&str, &str)| {
-        let Response::CreateTopics(created) = client.call(
-            7,
-            Request::CreateTopics(CreateTopicsRequest {
-                topics: vec![CreatableTopic {
-                    name: name.into(),
-                    num_partitions: 1,
-                    replication_factor: 1,
-                    configs: vec![CreatableTopicConfig {
-                        name: config.0.into(),
-                        value: Some(config.1.into()),
-                    }],
-                    ..Default::default()
-                }],
-                timeout_ms: 10_000,
-                validate_only: false,
-            }),
-        ) else {
-            panic!("a CreateTopics response");
-        };
-        let topic = &created.topics[0];
-        (
-            topic.error_code,
-            topic.error_message.clone().unwrap_or_default(),
-        )
-    };
-    let alter = |client: &mut RawClient, config: (&str, &str)| {
-        let Response::AlterConfigs(altered) = client.call(
-            1,
-            Request::AlterConfigs(AlterConfigsRequest {
-                resources: vec![alter::AlterConfigsResource {
-                    resource_type: RESOURCE_TOPIC,
-                    resource_name: "plain".into(),
-                    configs: vec![alter::AlterableConfig {
-                        name: config.0.into(),
-                        value: Some(config.1.into()),
-                    }],
-                }],
-                validate_only: false,
-            }),
-        ) else {
-            panic!("an AlterConfigs response");
-        };
-        let answer = &altered.responses[0];
-        (
-            answer.error_code,
-            answer.error_message.clone().unwrap_or_default(),
-        )
-    };
-    let alter_incrementally = |client: &mut RawClient, config: (&str, &str)| {
-        let Response::IncrementalAlterConfigs(altered) = client.call(
-            1,
-            Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest {
-                resources: vec![incremental::AlterConfigsResource {
-                    resource_type: RESOURCE_TOPIC,
-                    resource_name: "plain".into(),
-                    configs: vec![incremental::AlterableConfig {
-                        name: config.0.into(),
-                        config_operation: 0,
-                        value: Some(config.1.into()),
-                    }],
-                }],
-                validate_only: false,
-            }),
-        ) else {
-            panic!("an IncrementalAlterConfigs response");
-        };
-        let answer = &altered.responses[0];
-        (
-            answer.error_code,
-            answer.error_message.clone().unwrap_or_default(),
-        )
-    };
     client.create_topic("plain", 1, &[]);
     let invalid = ErrorCode::InvalidConfig.code();
     for (name, default, other) in [
@@ -537,12 +455,15 @@ fn configs_without_a_meaning_take_only_their_defaults() {
         for (how, (code, message)) in [
             (
                 "CreateTopics",
-                create(&mut client, "refused", (name, other)),
+                create_with_config(&mut client, "refused", (name, other)),
             ),
-            ("AlterConfigs", alter(&mut client, (name, other))),
+            (
+                "AlterConfigs",
+                alter_config(&mut client, TOPIC, "plain", (name, other)),
+            ),
             (
                 "IncrementalAlterConfigs",
-                alter_incrementally(&mut client, (name, other)),
+                alter_config_incrementally(&mut client, TOPIC, "plain", (name, other)),
             ),
         ] {
             assert_eq!(code, invalid, "{how} {name}={other}");
@@ -552,8 +473,11 @@ fn configs_without_a_meaning_take_only_their_defaults() {
             );
         }
         // The default, as Kafka Streams and admin tools echo it back, is taken.
-        assert_eq!(alter_incrementally(&mut client, (name, default)).0, 0);
-        assert_eq!(create(&mut client, name, (name, default)).0, 0);
+        assert_eq!(
+            alter_config_incrementally(&mut client, TOPIC, "plain", (name, default)).0,
+            0
+        );
+        assert_eq!(create_with_config(&mut client, name, (name, default)).0, 0);
     }
     for config in [
         ("flush.messages", "1"),
@@ -562,8 +486,178 @@ fn configs_without_a_meaning_take_only_their_defaults() {
         ("message.downconversion.enable", "false"),
         ("unclean.leader.election.enable", "true"),
     ] {
-        assert_eq!(create(&mut client, config.0, config).0, 0, "{config:?}");
-        assert_eq!(alter(&mut client, config).0, 0, "{config:?}");
+        assert_eq!(
+            create_with_config(&mut client, config.0, config).0,
+            0,
+            "{config:?}"
+        );
+        assert_eq!(
+            alter_config(&mut client, TOPIC, "plain", config).0,
+            0,
+            "{config:?}"
+        );
     }
     broker.check_log();
+}
+
+/// Config resource types of AlterConfigs and IncrementalAlterConfigs.
+const TOPIC: i8 = 2;
+const BROKER: i8 = 4;
+
+/// CreateTopics of `name` with one config; the topic's error code and message.
+fn create_with_config(client: &mut RawClient, name: &str, config: (&str, &str)) -> (i16, String) {
+    use sluice_net::messages::create_topics_request::{
+        CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+    };
+    use sluice_net::{Request, Response};
+    let Response::CreateTopics(created) = client.call(
+        7,
+        Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: name.into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                configs: vec![CreatableTopicConfig {
+                    name: config.0.into(),
+                    value: Some(config.1.into()),
+                }],
+                ..Default::default()
+            }],
+            timeout_ms: 10_000,
+            validate_only: false,
+        }),
+    ) else {
+        panic!("a CreateTopics response");
+    };
+    let topic = &created.topics[0];
+    (
+        topic.error_code,
+        topic.error_message.clone().unwrap_or_default(),
+    )
+}
+
+/// AlterConfigs of one config of a resource; its error code and message.
+fn alter_config(
+    client: &mut RawClient,
+    resource_type: i8,
+    resource_name: &str,
+    config: (&str, &str),
+) -> (i16, String) {
+    use sluice_net::messages::alter_configs_request::{self as alter, AlterConfigsRequest};
+    use sluice_net::{Request, Response};
+    let Response::AlterConfigs(altered) = client.call(
+        1,
+        Request::AlterConfigs(AlterConfigsRequest {
+            resources: vec![alter::AlterConfigsResource {
+                resource_type,
+                resource_name: resource_name.into(),
+                configs: vec![alter::AlterableConfig {
+                    name: config.0.into(),
+                    value: Some(config.1.into()),
+                }],
+            }],
+            validate_only: false,
+        }),
+    ) else {
+        panic!("an AlterConfigs response");
+    };
+    let answer = &altered.responses[0];
+    (
+        answer.error_code,
+        answer.error_message.clone().unwrap_or_default(),
+    )
+}
+
+/// IncrementalAlterConfigs setting one config of a resource; its error code and message.
+fn alter_config_incrementally(
+    client: &mut RawClient,
+    resource_type: i8,
+    resource_name: &str,
+    config: (&str, &str),
+) -> (i16, String) {
+    use sluice_net::messages::incremental_alter_configs_request::{
+        self as incremental, IncrementalAlterConfigsRequest,
+    };
+    use sluice_net::{Request, Response};
+    let Response::IncrementalAlterConfigs(altered) = client.call(
+        1,
+        Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest {
+            resources: vec![incremental::AlterConfigsResource {
+                resource_type,
+                resource_name: resource_name.into(),
+                configs: vec![incremental::AlterableConfig {
+                    name: config.0.into(),
+                    config_operation: 0,
+                    value: Some(config.1.into()),
+                }],
+            }],
+            validate_only: false,
+        }),
+    ) else {
+        panic!("an IncrementalAlterConfigs response");
+    };
+    let answer = &altered.responses[0];
+    (
+        answer.error_code,
+        answer.error_message.clone().unwrap_or_default(),
+    )
+}
+
+/// A limit on batches above what the broker's WAL holds (`--wal-size` / 2, less a record
+/// header) is refused with INVALID_CONFIG naming `--wal-size`, at CreateTopics, AlterConfigs
+/// and IncrementalAlterConfigs, for a topic's max.message.bytes and the broker's
+/// message.max.bytes; a limit the WAL holds is taken.
+#[test]
+fn batch_limits_above_what_the_wal_holds_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Records of at most 2 MiB less a 64-byte header.
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1", "--wal-size", "4MiB"]);
+    let mut client = RawClient::connect(&broker);
+    client.create_topic("plain", 1, &[]);
+    let invalid = ErrorCode::InvalidConfig.code();
+    let too_large = (2 << 20).to_string();
+    for (how, (code, message)) in [
+        (
+            "CreateTopics",
+            create_with_config(&mut client, "refused", ("max.message.bytes", &too_large)),
+        ),
+        (
+            "AlterConfigs",
+            alter_config(
+                &mut client,
+                TOPIC,
+                "plain",
+                ("max.message.bytes", &too_large),
+            ),
+        ),
+        (
+            "IncrementalAlterConfigs",
+            alter_config_incrementally(
+                &mut client,
+                TOPIC,
+                "plain",
+                ("max.message.bytes", &too_large),
+            ),
+        ),
+        (
+            "AlterConfigs of the broker",
+            alter_config(&mut client, BROKER, "", ("message.max.bytes", &too_large)),
+        ),
+        (
+            "IncrementalAlterConfigs of the broker",
+            alter_config_incrementally(&mut client, BROKER, "", ("message.max.bytes", &too_large)),
+        ),
+    ] {
+        assert_eq!(code, invalid, "{how}: {message}");
+        assert!(message.contains("--wal-size"), "{how}: {message}");
+    }
+    let held = ((2 << 20) - 64).to_string();
+    assert_eq!(
+        create_with_config(&mut client, "held", ("max.message.bytes", &held)).0,
+        0
+    );
+    assert_eq!(
+        alter_config_incrementally(&mut client, BROKER, "", ("message.max.bytes", &held)).0,
+        0
+    );
 }

@@ -151,6 +151,19 @@ impl BrokerConfig {
         }
     }
 
+    /// The largest record batch a shard's WAL holds: a WAL record is at most half the ring
+    /// (`sluice_wal::WalConfig::record_bytes_max`), its header included. A topic's
+    /// `max.message.bytes` above it could never be appended.
+    pub fn batch_bytes_max(&self) -> u64 {
+        (self.wal_bytes_per_shard / 2).saturating_sub(sluice_wal::format::RECORD_HEADER_SIZE)
+    }
+
+    /// The smallest `wal_bytes_per_shard` whose [`BrokerConfig::batch_bytes_max`] is at least
+    /// `batch_bytes`.
+    pub fn wal_bytes_to_hold(batch_bytes: u64) -> u64 {
+        2 * (batch_bytes + sluice_wal::format::RECORD_HEADER_SIZE)
+    }
+
     /// Where objects go: the configured store, else `<data_dir>/objects`.
     pub fn object_store_config(&self) -> sluice_objstore::ObjectStoreConfig {
         self.object_store

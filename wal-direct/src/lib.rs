@@ -542,6 +542,11 @@ impl Wal {
         }
     }
 
+    /// The largest payload one record may carry: half the ring, less the record's header.
+    pub fn payload_bytes_max(&self) -> u64 {
+        self.inner.record_bytes_max - RECORD_HEADER_SIZE
+    }
+
     pub fn durable_position(&self) -> WalPosition {
         WalPosition(self.inner.state.borrow().durable_position)
     }

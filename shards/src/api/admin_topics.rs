@@ -163,6 +163,7 @@ fn plan_topic(
         };
         sluice_metadata::validate_topic_config(&config.name, value)
             .map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
+        super::configs::check_batch_limit_fits_wal(&shard.config, &config.name, value)?;
         configs.insert(config.name.clone(), value.clone());
     }
     Ok((partitions, configs))

@@ -18,6 +18,7 @@ use sluice_net::messages::describe_configs_response::{
 use sluice_net::messages::incremental_alter_configs_request::IncrementalAlterConfigsRequest;
 use sluice_net::messages::incremental_alter_configs_response as incremental;
 
+use crate::config::BrokerConfig;
 use crate::errors::{controller_error_code, controller_error_message};
 use crate::shard::Shard;
 
@@ -286,6 +287,37 @@ fn current_configs(
     }
 }
 
+/// Refuses a limit on record batches (a topic's `max.message.bytes`, the broker default
+/// `message.max.bytes`) above the largest batch this broker's WAL holds
+/// ([`BrokerConfig::batch_bytes_max`], from `--wal-size`): produces up to it would be accepted
+/// by the limit and then fail in the WAL.
+pub(super) fn check_batch_limit_fits_wal(
+    config: &BrokerConfig,
+    name: &str,
+    value: &str,
+) -> Result<(), Refusal> {
+    if name != "max.message.bytes" && name != "message.max.bytes" {
+        return Ok(());
+    }
+    // Validated before: an int of at least 0.
+    let Ok(bytes) = value.parse::<u64>() else {
+        return Ok(());
+    };
+    let held = config.batch_bytes_max();
+    if bytes <= held {
+        return Ok(());
+    }
+    Err((
+        ErrorCode::InvalidConfig,
+        format!(
+            "{name} {bytes} is above the {held} bytes a record batch may take in this broker's \
+             WAL (half of --wal-size, less a record header); start the broker with --wal-size \
+             of at least {} bytes to allow it",
+            BrokerConfig::wal_bytes_to_hold(bytes)
+        ),
+    ))
+}
+
 async fn apply(
     shard: &Rc<Shard>,
     resource_type: i8,
@@ -301,6 +333,7 @@ async fn apply(
             sluice_metadata::validate_broker_config(key, value)
         };
         valid.map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
+        check_batch_limit_fits_wal(&shard.config, key, value)?;
     }
     if validate_only {
         return Ok(());

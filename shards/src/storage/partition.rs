@@ -247,7 +247,8 @@ impl Partition {
         batch: ValidatedBatch,
     ) -> Result<PendingAppend, ErrorCode> {
         let settings = self.settings.get();
-        if batch.len() > settings.max_message_bytes {
+        // The WAL's limit too: a topic created before --wal-size was lowered may allow more.
+        if batch.len() > settings.max_message_bytes.min(wal.batch_bytes_max()) {
             return Err(ErrorCode::MessageTooLarge);
         }
         if !settings.log_append_time {

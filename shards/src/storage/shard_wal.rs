@@ -40,6 +40,11 @@ impl ShardWal {
         self.uploads_behind.clone()
     }
 
+    /// The largest batch one append may carry (`--wal-size` / 2, less a record header).
+    pub fn batch_bytes_max(&self) -> usize {
+        usize::try_from(self.wal.payload_bytes_max()).unwrap_or(usize::MAX)
+    }
+
     fn note_usage(&self) {
         let stats = self.wal.stats();
         self.uploads_behind.store(
