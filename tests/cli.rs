@@ -2,14 +2,16 @@
 //! binary, port 0).
 //!
 //! `sluice perf`: a tiny OMB workload file, a short run; the JSON result must parse with every
-//! OMB key and show messages produced and consumed, and the SVG plot must exist. Bounded: the
-//! broker start, ~2 s of load, the drain; 90 s at most.
+//! OMB key and show messages produced and consumed, the SVG plot must exist, and the report
+//! must show the broker's produce stages (`--broker-metrics`). Bounded: the broker start, ~2 s
+//! of load, the drain; 90 s at most. A `--broker-metrics` URL that is malformed or
+//! unreachable fails the run before it starts.
 //!
 //! `sluice topic | group | cluster`: every subcommand, in tables and JSON, and its errors.
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,13 +20,12 @@ use serde_json::Value;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
-#[test]
-fn perf_runs_a_workload_file_and_writes_omb_json() {
-    let dir = tempfile::tempdir().unwrap();
-    // Like the broker's own start: shards on every core, no admin server; its log is
-    // checked on drop.
-    let broker = BrokerProcess::start(&dir.path().join("data"), &["--admin-listen", "none"]);
-    let workload = dir.path().join("tiny.yaml");
+/// The stages of `sluice_produce_stage_latency_seconds`, in path order.
+const PRODUCE_STAGES: [&str; 6] = ["read", "parse", "order", "wal_write", "sync", "respond"];
+
+/// Writes the tiny OMB workload of these tests into `dir`; returns its path.
+fn tiny_workload(dir: &std::path::Path) -> std::path::PathBuf {
+    let workload = dir.join("tiny.yaml");
     std::fs::write(
         &workload,
         "name: tiny\ntopics: 1\npartitionsPerTopic: 2\nkeyDistributor: \"KEY_ROUND_ROBIN\"\n\
@@ -33,6 +34,17 @@ fn perf_runs_a_workload_file_and_writes_omb_json() {
          consumerBacklogSizeGB: 0\nwarmupDurationMinutes: 0\ntestDurationMinutes: 1\n",
     )
     .unwrap();
+    workload
+}
+
+#[test]
+fn perf_runs_a_workload_file_and_writes_omb_json() {
+    let dir = tempfile::tempdir().unwrap();
+    // Like the broker's own start: shards on every core, and its admin server for
+    // --broker-metrics; its log is checked on drop.
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    let admin = broker.admin.clone().expect("the broker's admin address");
+    let workload = tiny_workload(dir.path());
     let output = dir.path().join("result.json");
     let plot = dir.path().join("result.svg");
     let mut perf = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -45,6 +57,8 @@ fn perf_runs_a_workload_file_and_writes_omb_json() {
             "0.03",
             "--interval-secs",
             "0.5",
+            "--broker-metrics",
+            &format!("http://{admin}/metrics"),
         ])
         .arg("--output")
         .arg(&output)
@@ -65,6 +79,29 @@ fn perf_runs_a_workload_file_and_writes_omb_json() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "sluice perf failed: {status}");
+    let mut stdout = String::new();
+    perf.stdout
+        .take()
+        .expect("stdout is piped")
+        .read_to_string(&mut stdout)
+        .unwrap();
+    // One report line per stage, each with produces in it.
+    for stage in PRODUCE_STAGES {
+        let prefix = format!("sluice perf: stage {stage} ");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line for stage {stage} in:\n{stdout}"));
+        let count: u64 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("count="))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {line:?}"));
+        assert!(count > 0, "{line}");
+        for field in ["p50=", "p99=", "p99.9="] {
+            assert!(line.contains(field), "{field} in {line:?}");
+        }
+    }
 
     let text = std::fs::read_to_string(&output).unwrap();
     let result = sluice_perf::stats::validate_result(&text).unwrap();
@@ -83,6 +120,36 @@ fn perf_runs_a_workload_file_and_writes_omb_json() {
     assert!(result["aggregatedEndToEndLatency50pct"].as_f64().unwrap() > 0.0);
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+    let stages: Vec<&str> = result["sluiceBrokerStages"]
+        .as_array()
+        .expect("the stage figures in the JSON")
+        .iter()
+        .map(|s| s["stage"].as_str().expect("a stage name"))
+        .collect();
+    assert_eq!(stages, PRODUCE_STAGES);
+}
+
+#[test]
+fn perf_refuses_a_malformed_or_unreachable_broker_metrics_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let workload = tiny_workload(dir.path());
+    // Nothing listens on port 1; the check comes before any Kafka connection.
+    for (url, status, message) in [
+        ("ftp://127.0.0.1:9644/metrics", 2, "is not an http:// URL"),
+        ("http://127.0.0.1:1/metrics", 1, "cannot connect"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("perf")
+            .arg(&workload)
+            .args(["--bootstrap", "127.0.0.1:1", "--broker-metrics", url])
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("sluice perf runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(status), "{url}: {stderr}");
+        assert!(stderr.contains(message), "{url}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{url}: {stderr}");
+    }
 }
 
 /// Runs `sluice ARGS` against `broker` with `stdin`; returns its output.

@@ -1,6 +1,6 @@
 //! The admin HTTP server of the real broker binary: `/health`, `/ready`, and `/metrics` in
-//! Prometheus' text format, whose produce and fetch counters move as librdkafka produces and
-//! consumes.
+//! Prometheus' text format, whose produce and fetch counters, and produce stage histograms,
+//! move as librdkafka produces and consumes.
 
 mod common;
 
@@ -17,6 +17,9 @@ use rdkafka::{Offset, TopicPartitionList};
 const TIMEOUT: Duration = Duration::from_secs(60);
 const TOPIC: &str = "metered";
 const RECORDS: usize = 200;
+
+/// The stages of `sluice_produce_stage_latency_seconds`, in path order.
+const PRODUCE_STAGES: [&str; 6] = ["read", "parse", "order", "wal_write", "sync", "respond"];
 
 /// One sample line: metric name, labels, value.
 type Sample = (String, Vec<(String, String)>, f64);
@@ -175,16 +178,26 @@ async fn metrics_health_and_ready_on_the_admin_port() {
         wait_for(TIMEOUT, || consumer.poll(Duration::from_millis(100))).expect("a record consumed");
     consumed.expect("consumed without error");
 
-    // The counters move as requests are answered; WAL figures are sampled every second.
+    // The counters move as requests are answered; WAL figures are sampled every second. A
+    // response's respond stage is recorded once it is written, which may be just after the
+    // client read it.
     let mut last = String::new();
     let moved = wait_for(TIMEOUT, || {
         let response = get(&admin, "/metrics");
         assert_eq!(response.status, 200);
         last = response.body;
         let samples = parse_exposition(&last);
+        let produce_requests = total(
+            &samples,
+            "sluice_request_latency_seconds_count",
+            &[("api", "Produce")],
+        );
         let all_moved = total(&samples, "sluice_produce_records_total", &[]) >= RECORDS as f64
             && total(&samples, "sluice_fetch_bytes_total", &[]) > 0.0
-            && total(&samples, "sluice_wal_appends_total", &[]) > 0.0;
+            && total(&samples, "sluice_wal_appends_total", &[]) > 0.0
+            && stage_count(&samples, "respond") == produce_requests
+            && stage_count(&samples, "sync")
+                == total(&samples, "sluice_produce_batches_total", &[]);
         all_moved.then_some((response.headers, samples))
     });
     let Some((headers, samples)) = moved else {
@@ -231,4 +244,71 @@ async fn metrics_health_and_ready_on_the_admin_port() {
         .filter(|(name, _, _)| name == "sluice_groups")
         .count();
     assert_eq!(group_states, 5, "one sluice_groups series per state");
+    check_produce_stages(&samples);
+}
+
+/// Observations of produce stage `stage`.
+fn stage_count(samples: &[Sample], stage: &str) -> f64 {
+    total(
+        samples,
+        "sluice_produce_stage_latency_seconds_count",
+        &[("stage", stage)],
+    )
+}
+
+/// Every produce went through every stage, once per request (read, parse, respond) or per
+/// partition's batch (order, wal_write, sync), and no stage took more than the whole request.
+fn check_produce_stages(samples: &[Sample]) {
+    let produce = [("api", "Produce")];
+    let requests = total(samples, "sluice_request_latency_seconds_count", &produce);
+    let request_seconds = total(samples, "sluice_request_latency_seconds_sum", &produce);
+    let batches = total(samples, "sluice_produce_batches_total", &[]);
+    for stage in PRODUCE_STAGES {
+        let count = stage_count(samples, stage);
+        let per_request = matches!(stage, "read" | "parse" | "respond");
+        assert_eq!(
+            count,
+            if per_request { requests } else { batches },
+            "{stage}"
+        );
+        assert!(count > 0.0, "{stage}");
+        let infinite = [("stage", stage), ("le", "+Inf")];
+        assert_eq!(
+            total(
+                samples,
+                "sluice_produce_stage_latency_seconds_bucket",
+                &infinite
+            ),
+            count,
+            "{stage}"
+        );
+        let sum = total(
+            samples,
+            "sluice_produce_stage_latency_seconds_sum",
+            &[("stage", stage)],
+        );
+        // Whole microseconds: a stage quicker than 1 µs adds nothing.
+        assert!(sum >= 0.0 && sum.is_finite(), "{stage}: sum {sum}");
+        assert!(
+            sum <= count * TIMEOUT.as_secs_f64(),
+            "{stage}: {sum} s over {count} observations"
+        );
+    }
+    // Parsing is part of a request's latency (from its last byte read to its response ready).
+    let parse = total(
+        samples,
+        "sluice_produce_stage_latency_seconds_sum",
+        &[("stage", "parse")],
+    );
+    assert!(
+        parse <= request_seconds,
+        "parse {parse} s, requests {request_seconds} s"
+    );
+    // A block write takes some microseconds.
+    let wal_write = total(
+        samples,
+        "sluice_produce_stage_latency_seconds_sum",
+        &[("stage", "wal_write")],
+    );
+    assert!(wal_write > 0.0, "no time in WAL writes");
 }

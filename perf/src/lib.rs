@@ -10,6 +10,8 @@
 //! - [`consumer`]: direct-assignment Fetch consumers with end-to-end latency.
 //! - [`stats`]: HDR histograms and OMB's `TestResult`.
 //! - [`plot`]: an SVG of latency percentiles over time.
+//! - [`broker_metrics`]: `--broker-metrics`, a Sluice broker's per-stage produce latency over
+//!   the test, from its Prometheus endpoint.
 //!
 //! A run: create fresh topics, position consumers at the end, start the
 //! producers' schedule, warm up, then measure for the test duration in
@@ -18,6 +20,7 @@
 //! resumed until it is drained, and the test goes on for its duration after that.
 
 pub mod batch;
+pub mod broker_metrics;
 pub mod client;
 pub mod consumer;
 pub mod plot;
@@ -34,6 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sluice_net::ApiKey;
 
+use crate::broker_metrics::{MetricsUrl, StageHistograms};
 use crate::client::{ClusterLayout, Connection};
 use crate::consumer::{Assignment, ConsumerConfig};
 use crate::producer::{ProducerConfig, ProducerPlan};
@@ -145,6 +149,14 @@ pub struct PerfArgs {
     /// tokio worker threads for connections and consumers (producers have a thread each).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub threads: usize,
+    /// A Sluice broker's Prometheus endpoint, e.g. http://127.0.0.1:9644/metrics: its
+    /// per-stage produce latency (sluice_produce_stage_latency_seconds) is scraped at the
+    /// test phase's start and end, and the report (and the JSON's sluiceBrokerStages) shows
+    /// each stage's count, average, p50, p99 and p99.9 over the test, for every client of the
+    /// broker. The percentiles are upper bounds of the broker's power-of-two buckets, so up to
+    /// twice the true value. A malformed or unreachable URL fails the run before it starts.
+    #[arg(long, value_name = "URL", value_parser = MetricsUrl::parse)]
+    pub broker_metrics: Option<MetricsUrl>,
 }
 
 /// Runs the workload of `args` and writes its outputs; returns the result.
@@ -173,6 +185,11 @@ pub fn run(args: PerfArgs) -> anyhow::Result<TestResult> {
         .with_context(|| format!("writing {}", path.display()))?;
     }
     println!("{}", summary_line(&result));
+    if let Some(stages) = &result.sluice_broker_stages {
+        for line in broker_metrics::report_lines(stages) {
+            println!("{line}");
+        }
+    }
     Ok(result)
 }
 
@@ -346,6 +363,11 @@ async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Resu
     };
     let backlog_bytes_target =
         (workload.consumer_backlog_size_gb * args.backlog_scale * (1u64 << 30) as f64) as u64;
+    if let Some(url) = &args.broker_metrics {
+        // Before anything runs, so that a wrong URL costs no benchmark. Scrapes block this
+        // thread (`run`'s `block_on`, not a worker) for at most a few timeouts.
+        broker_metrics::scrape_stages(url).context("--broker-metrics")?;
+    }
 
     eprintln!(
         "sluice perf: {:?} on {}: {} topic(s) x {} partition(s), {} B messages ({payload_origin}), \
@@ -508,6 +530,7 @@ async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Resu
     }
     recorder.reset_cumulative();
     let _ = recorder.take_period();
+    let stages_before = args.broker_metrics.as_ref().and_then(scrape_during_run);
 
     // Test.
     let mut result = TestResult {
@@ -599,6 +622,13 @@ async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Resu
         }
     }
     result.set_aggregated(&recorder.cumulative());
+    if let (Some(url), Some(before)) = (&args.broker_metrics, &stages_before) {
+        result.sluice_broker_stages = scrape_during_run(url).and_then(|after| {
+            broker_metrics::stage_figures(before, &after)
+                .map_err(|e| eprintln!("sluice perf: WARNING: --broker-metrics: {e:#}"))
+                .ok()
+        });
+    }
 
     // Stop: producers drain what they sent, consumers finish their fetch.
     producers_stop.store(true, Ordering::Relaxed);
@@ -647,6 +677,16 @@ async fn drive(args: &PerfArgs, runtime: tokio::runtime::Handle) -> anyhow::Resu
         messages_failed: totals.messages_failed,
     };
     Ok(result)
+}
+
+/// A scrape of `--broker-metrics` once the run is under way: a failure costs the stage report,
+/// not the run's results.
+fn scrape_during_run(url: &MetricsUrl) -> Option<StageHistograms> {
+    broker_metrics::scrape_stages(url)
+        .map_err(|e| {
+            eprintln!("sluice perf: WARNING: --broker-metrics: {e:#}; no stage report");
+        })
+        .ok()
 }
 
 fn broker_addr(layout: &ClusterLayout, leader: i32) -> anyhow::Result<String> {

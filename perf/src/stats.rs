@@ -370,6 +370,10 @@ pub struct TestResult {
 
     /// Not in OMB: how this run was driven, so a result file explains itself.
     pub sluice_perf: RunInfo,
+    /// Not in OMB either: the broker's produce stages over the test (`--broker-metrics`);
+    /// absent without that flag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sluice_broker_stages: Option<Vec<crate::broker_metrics::StageFigures>>,
 }
 
 /// This driver's settings and run facts, stored beside OMB's fields.

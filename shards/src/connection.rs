@@ -19,12 +19,21 @@ use crate::api::{PendingResponse, ResponseFrame};
 use crate::chunk_pool::PoolBuffer;
 use crate::connection_limits::ConnectionPermit;
 use crate::messaging::ShardRequest;
+use crate::metrics::produce_stages::ProduceStage;
 use crate::shard::Shard;
 use crate::socket_write;
 use crate::stop::StopSignal;
 
 /// Bytes of a refused frame written to the log, to diagnose client incompatibilities.
 const FRAME_BYTES_LOGGED: usize = 256;
+
+/// A request's answer as the connection's writer gets it.
+struct Answer {
+    /// The response frame (None: nothing to send, e.g. a produce with acks=0).
+    frame: Option<ResponseFrame>,
+    /// When a produce's response was ready: its `respond` stage ends once the frame is written.
+    produce_ready_at: Option<Instant>,
+}
 
 /// Where a connection comes from: accepted on this shard, or moved here by another shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,21 +66,28 @@ pub async fn serve(
     let depth = shard.config.pipeline_depth.max(1);
     // Bounds the requests read but not yet answered: depth 1 is Kafka's one-at-a-time model.
     let outstanding = Rc::new(Semaphore::new(depth as u64));
-    let (queue, answers) =
-        local_channel::new_bounded::<glommio::Task<Option<ResponseFrame>>>(depth);
+    let (queue, answers) = local_channel::new_bounded::<glommio::Task<Answer>>(depth);
 
     let writer_outstanding = outstanding.clone();
+    let writer_metrics = shard.metrics.clone();
     // One writer per connection: bounded by --connections-max, not by `task_permits`.
     let writer_task = glommio::spawn_local(async move {
         while let Some(task) = answers.recv().await {
             let answer = task.await;
             writer_outstanding.signal(1);
-            if let Some(frame) = answer
-                && socket_write::write_segments(&mut writer, raw_fd, frame.segments())
-                    .await
-                    .is_err()
+            let Some(frame) = answer.frame else {
+                continue;
+            };
+            if socket_write::write_segments(&mut writer, raw_fd, frame.segments())
+                .await
+                .is_err()
             {
                 return None;
+            }
+            if let Some(ready_at) = answer.produce_ready_at {
+                writer_metrics
+                    .produce_stages
+                    .record(ProduceStage::Respond, ready_at.elapsed());
             }
         }
         Some(writer)
@@ -111,6 +127,8 @@ pub async fn serve(
                 break;
             }
         };
+        // The read stage starts here (the API is known only once the frame is read).
+        let length_known_at = Instant::now();
         // Back-pressure: when the shard's request memory is spent, stop reading sockets.
         let units = (length as u64).min(memory_total);
         let Ok(budget) = memory.clone().acquire_static_permit(units).await else {
@@ -142,17 +160,31 @@ pub async fn serve(
         };
         let task = match pending {
             Some(pending) => {
+                let produce = api_key == Some(sluice_net::ApiKey::Produce as i16);
+                if produce {
+                    let stages = &shard.metrics.produce_stages;
+                    stages.record(
+                        ProduceStage::Read,
+                        read_at.saturating_duration_since(length_known_at),
+                    );
+                    stages.record(ProduceStage::Parse, read_at.elapsed());
+                }
                 let metrics = shard.metrics.clone();
                 // Bounded by `outstanding` (--pipeline-depth per connection, × --connections-max),
                 // not by `task_permits`: this task waits for the router's tasks, so holding a
                 // permit here could leave none for them.
                 glommio::spawn_local(async move {
-                    let answer = pending.await;
+                    let frame = pending.await;
+                    let ready_at = Instant::now();
                     drop(budget);
                     if let Some(api_key) = api_key {
-                        metrics.record_request(api_key, read_at.elapsed());
+                        metrics
+                            .record_request(api_key, ready_at.saturating_duration_since(read_at));
                     }
-                    answer
+                    Answer {
+                        frame,
+                        produce_ready_at: produce.then_some(ready_at),
+                    }
                 })
             }
             None => {

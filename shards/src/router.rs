@@ -7,6 +7,7 @@
 //! tasks happen to run, is what keeps one connection's batches in request order.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 
@@ -48,8 +49,10 @@ async fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<Adopted> {
             batch,
             reply,
         }) => {
+            // The order stage starts here, so that a wait for a task permit shows in it.
+            let arrived_at = Instant::now();
             let task = shard.task_permits.acquire().await;
-            if let Some(produce) = shard.storage.arrive(stream_id, batch, reply) {
+            if let Some(produce) = shard.storage.arrive(stream_id, batch, reply, arrived_at) {
                 let storage = shard.storage.clone();
                 glommio::spawn_local(async move {
                     storage.order(produce).await;

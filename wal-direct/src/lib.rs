@@ -8,6 +8,10 @@
 //! wal.wait_durable(end).await?;
 //! ```
 //!
+//! [`Wal::wait_written`] resolves earlier, once the write is on the device but
+//! before the fdatasync that makes it durable: it tells a write's time from its
+//! sync's (the broker's per-stage latency), it promises no durability.
+//!
 //! Appends are copied into the open write buffer (group commit); a flusher task
 //! seals that buffer into one block-aligned write whenever the in-flight window
 //! has room, keeps up to `inflight_writes_max` writes in flight, and reports
@@ -406,6 +410,7 @@ impl Wal {
             epoch: config.epoch,
             state: RefCell::new(State {
                 append_position: scan.tail,
+                written_position: scan.tail,
                 durable_position: scan.tail,
                 trim_position: header.trim_position,
                 header,
@@ -418,6 +423,7 @@ impl Wal {
                 stats: WalStats::default(),
             }),
             durable_changed: Notify::default(),
+            written_changed: Notify::default(),
             room_changed: Notify::default(),
             flusher_wake: Notify::default(),
             header_idle: Notify::default(),
@@ -514,6 +520,37 @@ impl Wal {
                 inner.room_changed.notified()
             };
             inner.flusher_wake.notify();
+            notified.await;
+        }
+    }
+
+    /// Resolves once the block writes holding everything up to `position`
+    /// have completed, or with the error that prevents it. With
+    /// [`Durability::Fdatasync`] that is before the fdatasync covering them:
+    /// the data is on the device, not yet durable ([`Wal::wait_durable`] waits
+    /// for that too). With [`Durability::Dsync`] a completed write is durable,
+    /// so this resolves just before `wait_durable` (the fence check apart).
+    ///
+    /// For measuring where an append's time goes (write or sync), not for
+    /// acknowledging anything.
+    pub async fn wait_written(&self, position: WalPosition) -> Result<(), WalError> {
+        loop {
+            let notified = {
+                let state = self.inner.state.borrow();
+                if state.written_position >= position.0 {
+                    return Ok(());
+                }
+                if let Some(error) = &state.error {
+                    return Err(error.clone());
+                }
+                if position.0 > state.append_position {
+                    return Err(WalError::PositionNotAppended {
+                        position: position.0,
+                        appended: state.append_position,
+                    });
+                }
+                self.inner.written_changed.notified()
+            };
             notified.await;
         }
     }
@@ -684,6 +721,8 @@ struct Inner {
     state: RefCell<State>,
     /// Durable position advanced, or an error was set.
     durable_changed: Notify,
+    /// Written position advanced, or an error was set.
+    written_changed: Notify,
     /// Ring space released, the open batch taken by the flusher, or an error.
     room_changed: Notify,
     flusher_wake: Notify,
@@ -695,6 +734,9 @@ struct Inner {
 struct State {
     /// Where the next record goes.
     append_position: u64,
+    /// The end of the writes completed in order, durable or not: at least
+    /// `durable_position` (see `Wal::wait_written`).
+    written_position: u64,
     durable_position: u64,
     trim_position: u64,
     /// The header as we last wrote it.
@@ -722,6 +764,9 @@ struct Batch {
 
 struct InflightWrite {
     end: u64,
+    /// Its block write completed (it may wait for its sync).
+    written: bool,
+    /// Durable: written, synced and fence-checked.
     done: bool,
 }
 
@@ -859,7 +904,11 @@ impl Inner {
             "never overwrite untrimmed data"
         );
         state.append_position = end;
-        state.inflight.push_back(InflightWrite { end, done: false });
+        state.inflight.push_back(InflightWrite {
+            end,
+            written: false,
+            done: false,
+        });
         state.stats.writes_total += 1;
         state.stats.write_bytes_total += padded;
         Some(batch)
@@ -870,6 +919,7 @@ impl Inner {
         if self.fence_check == FenceCheck::BeforeAndAfterWrite {
             self.check_fence().await?;
         }
+        let end = batch.start + batch.len;
         let started = Instant::now();
         let written = self.write_batch(batch).await;
         self.state
@@ -878,6 +928,7 @@ impl Inner {
             .write_latency
             .record(started.elapsed());
         written?;
+        self.mark_written(end);
         match (self.io.durability, self.fence_check) {
             (Durability::Dsync, FenceCheck::Off) => Ok(()),
             (Durability::Dsync, _) => self.fence_after_write().await,
@@ -957,6 +1008,36 @@ impl Inner {
         Ok(())
     }
 
+    /// Marks a completed block write (not yet durable) and advances the
+    /// written position over the written prefix of the window.
+    fn mark_written(&self, end: u64) {
+        let advanced = {
+            let mut state = self.state.borrow_mut();
+            let slot = state
+                .inflight
+                .iter_mut()
+                .find(|write| write.end == end)
+                .expect("a written write is in the window");
+            slot.written = true;
+            let prefix_end = state
+                .inflight
+                .iter()
+                .take_while(|write| write.written)
+                .last()
+                .map(|write| write.end);
+            match prefix_end {
+                Some(prefix_end) if prefix_end > state.written_position => {
+                    state.written_position = prefix_end;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if advanced {
+            self.written_changed.notify();
+        }
+    }
+
     /// Marks a finished write and advances the durable position over the
     /// completed prefix of the window.
     fn complete(&self, state: &mut State, end: u64) {
@@ -974,6 +1055,10 @@ impl Inner {
             );
             state.durable_position = write.end;
         }
+        debug_assert!(
+            state.written_position >= state.durable_position,
+            "a durable write was written first"
+        );
     }
 
     fn fail(&self, state: &mut State, error: WalError) {
@@ -985,6 +1070,7 @@ impl Inner {
 
     fn wake_all(&self) {
         self.durable_changed.notify();
+        self.written_changed.notify();
         self.room_changed.notify();
         self.flusher_wake.notify();
     }

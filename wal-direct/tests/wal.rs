@@ -129,6 +129,40 @@ fn eight_mib_record_round_trips_and_oversized_is_refused() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+#[test]
+fn a_write_is_reported_written_no_later_than_durable() {
+    for durability in [Durability::Dsync, Durability::Fdatasync] {
+        let dir = scratch_dir(&format!("written-{durability:?}"));
+        let mut config = config(&dir, CAPACITY_BYTES);
+        config.durability = durability;
+        run(async {
+            let (wal, _) = Wal::open(config.clone()).await.expect("open");
+            let record = test_record(5, 1, 4 << 10);
+            let end = wal
+                .append(
+                    record.stream_id,
+                    record.first_offset,
+                    record.last_offset,
+                    &record.payload,
+                )
+                .await
+                .expect("append");
+            wal.wait_written(end).await.expect("written");
+            wal.wait_durable(end).await.expect("durable");
+            // Durable implies written: waiting for it again resolves at once.
+            let again = futures_lite::future::poll_once(wal.wait_written(end)).await;
+            assert!(matches!(again, Some(Ok(()))), "{again:?}");
+            let beyond = WalPosition(end.0 + BLOCK_SIZE);
+            assert!(matches!(
+                wal.wait_written(beyond).await,
+                Err(WalError::PositionNotAppended { .. })
+            ));
+            wal.close().await.expect("close");
+        });
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 /// Writes `count` records, one write each; returns them with their end positions.
 fn write_separately(config: &WalConfig, seed: u64, count: u64) -> Vec<(TestRecord, WalPosition)> {
     run(async {

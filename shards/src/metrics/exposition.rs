@@ -9,6 +9,7 @@ use sluice_metadata::quorum::QuorumStatus;
 use sluice_objstore::StatsSnapshot;
 
 use super::histogram::{HistogramSnapshot, LATENCY_BUCKETS};
+use super::produce_stages::ProduceStage;
 use super::{PartitionMetrics, ShardMetrics, ShardSample};
 use crate::group::census::{GroupCensus, STATES};
 
@@ -30,6 +31,7 @@ pub fn render(
 ) -> String {
     let mut out = Exposition::default();
     render_requests(&mut out, shards);
+    render_produce_stages(&mut out, shards);
     render_shard_counters(&mut out, shards);
     let samples: Vec<(usize, ShardSample)> = shards
         .iter()
@@ -274,6 +276,26 @@ fn render_requests(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
     );
     for (api, histogram) in &merged {
         out.histogram("sluice_request_latency_seconds", &[("api", api)], histogram);
+    }
+}
+
+/// Every stage, even one nothing went through yet: a scraper diffing two scrapes (`sluice
+/// perf --broker-metrics`) finds the same series in both.
+fn render_produce_stages(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
+    const NAME: &str = "sluice_produce_stage_latency_seconds";
+    out.family(
+        NAME,
+        Kind::Histogram,
+        "Time produce requests spend in each stage (read, parse, order, wal_write, sync, \
+         respond), summed over shards; read, parse and respond count requests, order, \
+         wal_write and sync partitions' batches.",
+    );
+    for stage in ProduceStage::ALL {
+        let mut merged = HistogramSnapshot::empty();
+        for shard in shards {
+            merged.merge(&shard.produce_stages.snapshot(stage));
+        }
+        out.histogram(NAME, &[("stage", stage.name())], &merged);
     }
 }
 
@@ -698,6 +720,9 @@ mod tests {
         let shard = Arc::new(ShardMetrics::new(0));
         shard.produce_bytes.add(42);
         shard.record_request(0, Duration::from_micros(300));
+        shard
+            .produce_stages
+            .record(ProduceStage::Sync, Duration::from_micros(3));
         let partition = Arc::new(PartitionMetrics::new("a\"b", 3));
         partition.produce_bytes.add(7);
         shard.register_partition(&partition);
@@ -713,6 +738,11 @@ mod tests {
         assert!(text.contains(
             "sluice_partition_produce_bytes_total{topic=\"a\\\"b\",partition=\"3\"} 7\n"
         ));
+        assert!(text.contains(
+            "sluice_produce_stage_latency_seconds_bucket{stage=\"sync\",le=\"0.000004\"} 1\n"
+        ));
+        assert!(text.contains("sluice_produce_stage_latency_seconds_count{stage=\"sync\"} 1\n"));
+        assert!(text.contains("sluice_produce_stage_latency_seconds_count{stage=\"read\"} 0\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').expect("a value after the series");
             assert!(value.parse::<f64>().is_ok(), "{line}");

@@ -5,6 +5,7 @@
 pub mod counter;
 pub mod exposition;
 pub mod histogram;
+pub mod produce_stages;
 pub mod sampler;
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -84,6 +85,8 @@ pub struct ShardMetrics {
     pub connections_open: Counter,
     /// Times a request from the mesh waited because the shard ran `--shard-tasks-max` tasks.
     pub tasks_waits: Counter,
+    /// Where produce requests spend their time, stage by stage.
+    pub produce_stages: produce_stages::ProduceStages,
     /// Request latency, from the whole frame read to the response ready, per entry of
     /// `api::IMPLEMENTED_APIS`.
     requests: Vec<LatencyHistogram>,
@@ -161,6 +164,7 @@ impl ShardMetrics {
             connections_moved: Counter::default(),
             connections_open: Counter::default(),
             tasks_waits: Counter::default(),
+            produce_stages: produce_stages::ProduceStages::default(),
             requests: IMPLEMENTED_APIS
                 .iter()
                 .map(|_| LatencyHistogram::default())

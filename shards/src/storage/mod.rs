@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_metadata::{CompressionType, MetadataImage, PartitionImage, StreamUpload, TopicImage};
@@ -29,6 +29,7 @@ use sluice_objstore::StreamRoll;
 use crate::chunk_pool::ChunkPool;
 use crate::controller::ControllerHandle;
 use crate::metrics::ShardMetrics;
+use crate::metrics::produce_stages::ProduceStage;
 use crate::tier::upload::UploadListener;
 use crate::tier::{ColdReadError, ObjectTier};
 use crate::txn::partition_index::TxnIndexLog;
@@ -69,6 +70,7 @@ pub struct OrderedProduce {
     ticket: Ticket,
     batch: validated_batch::ValidatedBatch,
     reply: futures::channel::oneshot::Sender<Result<partition::AppendOutcome, ErrorCode>>,
+    arrived_at: Instant,
 }
 
 impl PartitionStore {
@@ -111,13 +113,15 @@ impl PartitionStore {
     }
 
     /// Takes a produce's place in its partition's order; the rest runs in
-    /// [`PartitionStore::order`]. Called as the request arrives, in arrival order. None (after
-    /// answering NOT_LEADER_OR_FOLLOWER) when this shard does not own the partition.
+    /// [`PartitionStore::order`]. Called as the request arrives, in arrival order; `arrived_at`
+    /// is when the router took it, where its order stage starts. None (after answering
+    /// NOT_LEADER_OR_FOLLOWER) when this shard does not own the partition.
     pub fn arrive(
         &self,
         stream_id: u64,
         batch: validated_batch::ValidatedBatch,
         reply: futures::channel::oneshot::Sender<Result<partition::AppendOutcome, ErrorCode>>,
+        arrived_at: Instant,
     ) -> Option<OrderedProduce> {
         let Some(partition) = self.partition(stream_id) else {
             let _ = reply.send(Err(ErrorCode::NotLeaderOrFollower));
@@ -128,17 +132,21 @@ impl PartitionStore {
             partition,
             batch,
             reply,
+            arrived_at,
         })
     }
 
     /// The order stage of a produce that has arrived, then its wait for durability; the
-    /// reply carries the outcome.
+    /// reply carries the outcome. The stages of a batch appended are recorded in
+    /// `sluice_produce_stage_latency_seconds` (`order`, then `wal_write` and `sync` unless it
+    /// was a duplicate).
     pub async fn order(&self, produce: OrderedProduce) {
         let OrderedProduce {
             partition,
             ticket,
             batch,
             reply,
+            arrived_at,
         } = produce;
         let bytes = batch.len() as u64;
         let records = batch.facts().records_count.max(0) as u64;
@@ -152,7 +160,25 @@ impl PartitionStore {
                 self.metrics.produce_bytes.add(bytes);
                 partition.metrics.produce_batches.add(1);
                 partition.metrics.produce_bytes.add(bytes);
-                let _ = reply.send(pending.durable().await);
+                let stages = &self.metrics.produce_stages;
+                let ordered_at = pending.ordered_at();
+                stages.record(
+                    ProduceStage::Order,
+                    ordered_at.saturating_duration_since(arrived_at),
+                );
+                let durable = pending.durable().await;
+                if let Ok(partition::Durable {
+                    written_at: Some(written_at),
+                    ..
+                }) = &durable
+                {
+                    stages.record(
+                        ProduceStage::WalWrite,
+                        written_at.saturating_duration_since(ordered_at),
+                    );
+                    stages.record(ProduceStage::Sync, written_at.elapsed());
+                }
+                let _ = reply.send(durable.map(|d| d.outcome));
             }
             Err(code) => {
                 let _ = reply.send(Err(code));

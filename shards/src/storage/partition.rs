@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -77,14 +77,40 @@ pub struct PendingAppend {
     position: Option<WalPosition>,
     outcome: AppendOutcome,
     end_offset: i64,
+    ordered_at: Instant,
+}
+
+/// A batch made durable.
+#[derive(Debug, Clone, Copy)]
+pub struct Durable {
+    /// The answer to its produce.
+    pub outcome: AppendOutcome,
+    /// When the WAL write holding it completed, before the sync that made it durable (the
+    /// produce's `wal_write` and `sync` stages meet there); None for a duplicate, which wrote
+    /// nothing.
+    pub written_at: Option<Instant>,
 }
 
 impl PendingAppend {
+    /// When the batch had its turn and its memory, and went to the WAL: the end of its order
+    /// stage.
+    pub fn ordered_at(&self) -> Instant {
+        self.ordered_at
+    }
+
     /// Waits until the batch is durable, then makes it visible to consumers.
-    pub async fn durable(self) -> Result<AppendOutcome, ErrorCode> {
+    pub async fn durable(self) -> Result<Durable, ErrorCode> {
+        let mut written_at = None;
         match self.position {
             Some(position) => {
-                if let Err(error) = self.wal.wait_durable(position).await {
+                let durable = match self.wal.wait_written(position).await {
+                    Ok(()) => {
+                        written_at = Some(Instant::now());
+                        self.wal.wait_durable(position).await
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = durable {
                     tracing::error!(%error, "WAL write failed");
                     return Err(ErrorCode::KafkaStorageError);
                 }
@@ -97,7 +123,10 @@ impl PendingAppend {
                     .await
             }
         }
-        Ok(self.outcome)
+        Ok(Durable {
+            outcome: self.outcome,
+            written_at,
+        })
     }
 }
 
@@ -287,6 +316,8 @@ impl Partition {
                             log_start_offset: self.log.borrow().log_start_offset(),
                         },
                         end_offset,
+                        // A duplicate takes no memory: its order stage ends at its turn.
+                        ordered_at: Instant::now(),
                     });
                 }
                 SequenceVerdict::OutOfOrder => return Err(ErrorCode::OutOfOrderSequenceNumber),
@@ -301,6 +332,7 @@ impl Partition {
         // shard's pool, so the log cache and the upload queue hold whole chunks (waiting here
         // while the pool is short is the back-pressure on producers).
         let mut data = memory_pool.copy(batch.bytes()).await;
+        let ordered_at = Instant::now();
         let mut log_append_time_ms = -1;
         let mut max_timestamp = header.max_timestamp;
         if settings.log_append_time {
@@ -353,6 +385,7 @@ impl Partition {
                 log_start_offset: self.log.borrow().log_start_offset(),
             },
             end_offset: last_offset + 1,
+            ordered_at,
         })
     }
 
@@ -365,6 +398,7 @@ impl Partition {
         marker: Marker,
     ) -> Result<PendingAppend, ErrorCode> {
         let _turn = self.turnstile.ticket().turn().await;
+        let ordered_at = Instant::now();
         self.producers.borrow().check_marker(
             marker.producer_id,
             marker.producer_epoch,
@@ -395,6 +429,7 @@ impl Partition {
                 log_start_offset: self.log.borrow().log_start_offset(),
             },
             end_offset: offset + 1,
+            ordered_at,
         })
     }
 

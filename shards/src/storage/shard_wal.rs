@@ -104,6 +104,12 @@ impl ShardWal {
         self.unuploaded.borrow_mut().push_back(record);
     }
 
+    /// Resolves once the writes holding everything up to `position` completed, before their
+    /// sync (see [`sluice_wal::Wal::wait_written`]): to time the two apart, not to acknowledge.
+    pub async fn wait_written(&self, position: WalPosition) -> Result<(), WalError> {
+        self.wal.wait_written(position).await
+    }
+
     /// Resolves once everything up to `position` is durable.
     pub async fn wait_durable(&self, position: WalPosition) -> Result<(), WalError> {
         self.wal.wait_durable(position).await?;

@@ -467,7 +467,7 @@ impl Simulator {
                 .expect("the simulator's batches are valid");
             let (reply, answer) = oneshot::channel();
             // Arrival order is ticket order, as in the router.
-            if let Some(ordered) = storage.arrive(stream_id, batch, reply) {
+            if let Some(ordered) = storage.arrive(stream_id, batch, reply, Instant::now()) {
                 let storage = storage.clone();
                 glommio::spawn_local(async move { storage.order(ordered).await }).detach();
             }
