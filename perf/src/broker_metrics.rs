@@ -18,7 +18,7 @@ use anyhow::{Context, bail, ensure};
 use serde::Serialize;
 
 /// The histogram family scraped.
-pub const STAGE_FAMILY: &str = "sluice_produce_stage_latency_seconds";
+const STAGE_FAMILY: &str = "sluice_produce_stage_latency_seconds";
 
 /// How long connecting, and each read or write of a scrape, may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,15 +38,15 @@ pub struct MetricsUrl {
 }
 
 /// Each stage's histogram by its `stage` label, as one scrape found them.
-pub type StageHistograms = Vec<(String, BucketHistogram)>;
+pub(crate) type StageHistograms = Vec<(String, BucketHistogram)>;
 
 /// One histogram: cumulative counts at ascending upper bounds (seconds, the last `+Inf`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct BucketHistogram {
+pub(crate) struct BucketHistogram {
     /// (upper bound in seconds, observations at or below it).
-    pub buckets: Vec<(f64, u64)>,
+    buckets: Vec<(f64, u64)>,
     /// Sum of the observations in seconds.
-    pub sum_seconds: f64,
+    sum_seconds: f64,
 }
 
 /// One stage's figures over the test, as reported (and written under `sluiceBrokerStages`).
@@ -124,7 +124,7 @@ impl std::fmt::Display for MetricsUrl {
 }
 
 /// Scrapes `url` and returns its stage histograms (see [`parse_stages`]).
-pub fn scrape_stages(url: &MetricsUrl) -> anyhow::Result<StageHistograms> {
+pub(crate) fn scrape_stages(url: &MetricsUrl) -> anyhow::Result<StageHistograms> {
     let text = get(url)?;
     parse_stages(&text).with_context(|| format!("reading {url}"))
 }
@@ -178,7 +178,7 @@ fn get(url: &MetricsUrl) -> anyhow::Result<String> {
 /// Parses the stage histograms of [`STAGE_FAMILY`] out of Prometheus' text format, one per
 /// `stage` label in the order first seen; other families are skipped. An error when the
 /// family is absent or a series is inconsistent (unordered buckets, no `+Inf`).
-pub fn parse_stages(text: &str) -> anyhow::Result<StageHistograms> {
+fn parse_stages(text: &str) -> anyhow::Result<StageHistograms> {
     let bucket_name = format!("{STAGE_FAMILY}_bucket");
     let sum_name = format!("{STAGE_FAMILY}_sum");
     let mut stages = StageHistograms::new();
@@ -248,13 +248,13 @@ pub fn parse_stages(text: &str) -> anyhow::Result<StageHistograms> {
 
 impl BucketHistogram {
     /// Observations in all.
-    pub fn count(&self) -> u64 {
+    fn count(&self) -> u64 {
         self.buckets.last().map_or(0, |(_, count)| *count)
     }
 
     /// The observations made since `before`, a scrape of the same series. A broker that
     /// restarted in between counts from zero again: then these are all since its start.
-    pub fn since(&self, before: &BucketHistogram) -> anyhow::Result<BucketHistogram> {
+    fn since(&self, before: &BucketHistogram) -> anyhow::Result<BucketHistogram> {
         if self.count() < before.count() {
             return Ok(self.clone());
         }
@@ -279,7 +279,7 @@ impl BucketHistogram {
     /// The upper bound (seconds) of the bucket holding quantile `q` (0 < q <= 1): the
     /// smallest bound with at least ⌈q × count⌉ observations at or below it. None without
     /// observations; infinite when it lies above the largest finite bound.
-    pub fn quantile_upper_bound_seconds(&self, q: f64) -> Option<f64> {
+    fn quantile_upper_bound_seconds(&self, q: f64) -> Option<f64> {
         let count = self.count();
         if count == 0 {
             return None;
@@ -293,7 +293,7 @@ impl BucketHistogram {
 }
 
 /// Each stage's figures between the scrapes `before` and `after`, in `after`'s order.
-pub fn stage_figures(
+pub(crate) fn stage_figures(
     before: &[(String, BucketHistogram)],
     after: &[(String, BucketHistogram)],
 ) -> anyhow::Result<Vec<StageFigures>> {
@@ -326,7 +326,7 @@ pub fn stage_figures(
 }
 
 /// The report's lines (stdout): a heading, then one line per stage.
-pub fn report_lines(figures: &[StageFigures]) -> Vec<String> {
+pub(crate) fn report_lines(figures: &[StageFigures]) -> Vec<String> {
     let mut lines = vec![format!(
         "sluice perf: broker produce stages during the test ({STAGE_FAMILY}; percentiles are \
          bucket upper bounds, ms)"
