@@ -133,6 +133,10 @@ pub(crate) struct Brokers {
     pub(crate) coordinator: Option<i32>,
     /// The WALs of the brokers that registered one.
     pub(crate) wals: BTreeMap<i32, BrokerWal>,
+    /// Partition moves asked for and not done yet: stream → the broker it goes to. The
+    /// partition's broker seals it, uploads its WAL tail, and completes the move
+    /// ([`Brokers::complete_move`]); see `shards/src/partition_move.rs`.
+    pub(crate) moves: BTreeMap<u64, i32>,
 }
 
 impl Brokers {
@@ -206,11 +210,17 @@ impl Brokers {
             if self.coordinator == Some(node_id) {
                 self.coordinator = Some(least_loaded);
             }
-            for leader in self.leaders.values_mut().filter(|l| l.broker == node_id) {
-                let (&broker, load) = loads
-                    .iter_mut()
-                    .min_by_key(|(id, load)| (**load, **id))
-                    .expect("not empty");
+            for (stream_id, leader) in self.leaders.iter_mut().filter(|(_, l)| l.broker == node_id) {
+                // A move asked for goes where it was asked to, if that broker is live.
+                let target = self.moves.remove(stream_id).filter(|t| loads.contains_key(t));
+                let broker = target.unwrap_or_else(|| {
+                    let (&least_loaded, _) = loads
+                        .iter()
+                        .min_by_key(|(id, load)| (**load, **id))
+                        .expect("not empty");
+                    least_loaded
+                });
+                let load = loads.get_mut(&broker).expect("a live broker");
                 *load += 1;
                 *leader = PartitionLeader {
                     broker,
@@ -218,6 +228,34 @@ impl Brokers {
                 };
             }
         }
+        true
+    }
+
+    /// Asks for `stream_id` to move to broker `target` (replacing a move asked before).
+    pub(crate) fn start_move(&mut self, stream_id: u64, target: i32) {
+        self.moves.insert(stream_id, target);
+    }
+
+    /// Drops the move asked for `stream_id`, if any.
+    pub(crate) fn cancel_move(&mut self, stream_id: u64) {
+        self.moves.remove(&stream_id);
+    }
+
+    /// The move of `stream_id` from broker `from` to broker `to` is done (its data is in
+    /// objects): `to` leads it, one leader epoch up. False, changing nothing, unless `from`
+    /// holds it and the move asked for is to `to`.
+    pub(crate) fn complete_move(&mut self, stream_id: u64, from: i32, to: i32) -> bool {
+        let Some(leader) = self.leaders.get_mut(&stream_id) else {
+            return false;
+        };
+        if leader.broker != from || self.moves.get(&stream_id) != Some(&to) {
+            return false;
+        }
+        self.moves.remove(&stream_id);
+        *leader = PartitionLeader {
+            broker: to,
+            epoch: leader.epoch.saturating_add(1),
+        };
         true
     }
 
@@ -319,6 +357,7 @@ impl Brokers {
 
     pub(crate) fn forget(&mut self, stream_id: u64) {
         self.leaders.remove(&stream_id);
+        self.moves.remove(&stream_id);
     }
 
     /// A partition's leadership; `node_id` leads everything when no broker is registered.
@@ -377,6 +416,14 @@ impl Brokers {
         for (id, wal) in &self.wals {
             if !self.registered.contains_key(id) || wal.epoch == 0 {
                 return Err(format!("WAL of unregistered broker {id}, or at epoch 0"));
+            }
+        }
+        for (stream_id, target) in &self.moves {
+            if !self.leaders.contains_key(stream_id) || !self.registered.contains_key(target) {
+                return Err(format!(
+                    "move of stream {stream_id}, which no broker holds, or to unregistered \
+                     broker {target}"
+                ));
             }
         }
         Ok(())
@@ -536,5 +583,51 @@ mod tests {
     fn a_single_node_leads_everything() {
         let brokers = Brokers::default();
         assert_eq!(brokers.leadership(5, 7).leader, Some(7));
+    }
+
+    #[test]
+    fn a_move_completes_only_from_its_holder_to_its_target_one_epoch_up() {
+        let mut brokers = Brokers::default();
+        brokers.register(1, "h:1", 1..=2);
+        brokers.register(2, "h:2", 1..=2);
+        brokers.register(3, "h:3", 1..=2);
+        let holder = brokers.leaders[&1].broker;
+        let other = if holder == 1 { 2 } else { 1 };
+        brokers.start_move(1, 3);
+        assert!(brokers.check_invariants(|id| id <= 2).is_ok());
+        assert!(!brokers.complete_move(1, other, 3), "not from its holder");
+        assert!(!brokers.complete_move(1, holder, other), "not to its target");
+        assert!(brokers.complete_move(1, holder, 3));
+        assert_eq!(brokers.leaders[&1], PartitionLeader { broker: 3, epoch: 1 });
+        assert!(brokers.moves.is_empty());
+        assert!(!brokers.complete_move(1, 3, 3), "done once");
+
+        // A cancelled move completes no more; a deleted partition forgets its move.
+        brokers.start_move(2, 3);
+        brokers.cancel_move(2);
+        assert!(!brokers.complete_move(2, brokers.leaders[&2].broker, 3));
+        brokers.start_move(2, 3);
+        brokers.forget(2);
+        assert!(brokers.moves.is_empty());
+    }
+
+    #[test]
+    fn a_released_wal_gives_a_moving_partition_to_its_live_target() {
+        let mut brokers = Brokers::default();
+        brokers.register(1, "h:1", std::iter::empty());
+        brokers.register(2, "h:2", std::iter::empty());
+        brokers.register(3, "h:3", std::iter::empty());
+        brokers.register_wal(1, &["/wal/1".into()], 4096);
+        brokers.assign(1..=1);
+        assert_eq!(brokers.leaders[&1].broker, 1);
+        // Broker 3 leads more, so only the move sends the partition there.
+        brokers.assign(2..=4);
+        brokers.start_move(1, 3);
+        assert!(brokers.set_fenced(1, true, 1..=4));
+        assert!(brokers.take_over_wal(1, 2, 2));
+        assert!(brokers.release_wal(1, true));
+        assert_eq!(brokers.leaders[&1].broker, 3);
+        assert!(brokers.moves.is_empty());
+        assert!(brokers.check_invariants(|id| id <= 4).is_ok());
     }
 }

@@ -136,6 +136,24 @@ pub enum MetadataCommand {
         epoch: u64,
         moved: bool,
     },
+    /// AlterPartitionReassignments: moves `partition` of `topic` to broker `target` (it must
+    /// be live), or cancels the move asked before when `target` is None. A move to the
+    /// broker that holds the partition cancels any other; a cancel with no move is refused
+    /// (NO_REASSIGNMENT_IN_PROGRESS). The broker holding the partition then seals it,
+    /// uploads its WAL tail and sends `CompletePartitionMove`.
+    MovePartition {
+        topic: String,
+        partition: u32,
+        target: Option<i32>,
+    },
+    /// Broker `from` sealed and uploaded the partition of `stream_id`: broker `to` leads it
+    /// now, one leader epoch up. Refused unless `from` holds it, the move asked for is to
+    /// `to`, and `to` is live.
+    CompletePartitionMove {
+        stream_id: u64,
+        from: i32,
+        to: i32,
+    },
 }
 
 /// Where a broker's WAL is (`RegisterBroker`).
@@ -187,6 +205,8 @@ pub enum CommandOutcome {
     BrokerFencingSet,
     WalTakenOver,
     WalReleased,
+    PartitionMoveSet,
+    PartitionMoveCompleted,
 }
 
 /// A command resolved against an image: every choice (topic id, placement,
@@ -277,11 +297,23 @@ pub enum MetadataRecord {
         taker: i32,
         epoch: u64,
     },
-    // Appended last, and no larger than the records before it, for the same reason.
+    // Appended after the records above, and no larger than them, for the same reason.
     ReleaseWal {
         node_id: i32,
         epoch: u64,
         moved: bool,
+    },
+    // Appended after the records above, and no larger than them, for the same reason.
+    /// `target` None: the move asked for is cancelled.
+    MovePartition {
+        stream_id: u64,
+        target: Option<i32>,
+    },
+    // Appended last, and no larger than the records before it, for the same reason.
+    CompletePartitionMove {
+        stream_id: u64,
+        from: i32,
+        to: i32,
     },
 }
 
@@ -697,6 +729,81 @@ pub fn plan(
                 node_id: *node_id,
                 epoch: *epoch,
                 moved: *moved,
+            }
+        }
+        MetadataCommand::MovePartition {
+            topic,
+            partition,
+            target,
+        } => {
+            let Some(part) = image.partition(topic, *partition) else {
+                return Err(MetadataError::UnknownTopicOrPartition(format!(
+                    "partition {partition} of topic {topic} does not exist"
+                )));
+            };
+            let stream_id = part.stream_id;
+            let pending = image.move_target(stream_id);
+            let holder = image.leadership(stream_id).replica;
+            match target {
+                None if pending.is_none() => {
+                    return Err(MetadataError::NoReassignmentInProgress(format!(
+                        "no move of {topic}-{partition} is in progress"
+                    )));
+                }
+                None => MetadataRecord::MovePartition {
+                    stream_id,
+                    target: None,
+                },
+                Some(target) => {
+                    if image.brokers().is_empty() {
+                        return Err(MetadataError::InvalidReplicaAssignment(format!(
+                            "{topic}-{partition} cannot move: this broker runs alone (no \
+                             controller quorum)"
+                        )));
+                    }
+                    if !image.live_brokers().any(|(id, _)| id == *target) {
+                        return Err(MetadataError::InvalidReplicaAssignment(format!(
+                            "broker {target} is not a live broker of this cluster"
+                        )));
+                    }
+                    if holder == Some(*target) {
+                        if pending.is_none() {
+                            return Ok(Plan::Unchanged(CommandOutcome::PartitionMoveSet));
+                        }
+                        MetadataRecord::MovePartition {
+                            stream_id,
+                            target: None,
+                        }
+                    } else if pending == Some(*target) {
+                        return Ok(Plan::Unchanged(CommandOutcome::PartitionMoveSet));
+                    } else {
+                        MetadataRecord::MovePartition {
+                            stream_id,
+                            target: Some(*target),
+                        }
+                    }
+                }
+            }
+        }
+        MetadataCommand::CompletePartitionMove {
+            stream_id,
+            from,
+            to,
+        } => {
+            let holder = image.leadership(*stream_id).replica;
+            if holder != Some(*from)
+                || image.move_target(*stream_id) != Some(*to)
+                || !image.live_brokers().any(|(id, _)| id == *to)
+            {
+                return Err(MetadataError::InvalidRequest(format!(
+                    "no move of stream {stream_id} from broker {from} to live broker {to} is \
+                     in progress"
+                )));
+            }
+            MetadataRecord::CompletePartitionMove {
+                stream_id: *stream_id,
+                from: *from,
+                to: *to,
             }
         }
     };

@@ -33,6 +33,13 @@ pub enum MetadataError {
     /// OFFSET_OUT_OF_RANGE (1): a negative log start offset.
     #[error("{0}")]
     OffsetOutOfRange(String),
+    /// INVALID_REPLICA_ASSIGNMENT (39): a partition move to no live broker, or to several
+    /// (Sluice keeps one copy, in shared storage).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// NO_REASSIGNMENT_IN_PROGRESS (85): cancelling a partition move nobody asked for.
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
     /// INVALID_REQUEST (42): anything else the caller got wrong.
     #[error("{0}")]
     InvalidRequest(String),
@@ -76,6 +83,8 @@ impl MetadataError {
             MetadataError::PolicyViolation(_) => 44,
             MetadataError::OffsetOutOfRange(_) => 1,
             MetadataError::InvalidRequest(_) => 42,
+            MetadataError::InvalidReplicaAssignment(_) => 39,
+            MetadataError::NoReassignmentInProgress(_) => 85,
             MetadataError::Io { .. } | MetadataError::Corrupt(_) | MetadataError::Failed(_) => 56,
             MetadataError::NodeIdMismatch { .. } => 42,
             MetadataError::Forwarded { code, .. } => *code,

@@ -132,6 +132,17 @@ impl MetadataImage {
         self.leadership(stream_id).leader == Some(self.node_id)
     }
 
+    /// The broker the partition of `stream_id` was asked to move to, while that move is not
+    /// done (AlterPartitionReassignments).
+    pub fn move_target(&self, stream_id: u64) -> Option<i32> {
+        self.brokers.moves.get(&stream_id).copied()
+    }
+
+    /// Every partition move asked for and not done yet: (stream id, target broker).
+    pub fn partition_moves(&self) -> impl Iterator<Item = (u64, i32)> + '_ {
+        self.brokers.moves.iter().map(|(id, target)| (*id, *target))
+    }
+
     /// The WAL broker `node_id` registered, with its holder (`brokers.rs`).
     pub fn broker_wal(&self, node_id: i32) -> Option<&BrokerWal> {
         self.brokers.wals.get(&node_id)
@@ -473,6 +484,7 @@ impl MetadataImage {
         cleaned: Vec<StreamCleaned>,
         brokers: BrokerParts,
         wals: Vec<(i32, BrokerWal)>,
+        moves: Vec<(u64, i32)>,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
@@ -481,6 +493,7 @@ impl MetadataImage {
             leaders: brokers.leaders.into_iter().collect(),
             coordinator: brokers.coordinator,
             wals: wals.into_iter().collect(),
+            moves: moves.into_iter().collect(),
         };
         image.broker_configs = broker_configs;
         image.next_producer_id = next_producer_id;
@@ -539,6 +552,11 @@ impl MetadataImage {
                 .collect(),
             coordinator: self.brokers.coordinator,
         }
+    }
+
+    /// The partition moves asked for, for a snapshot.
+    pub(crate) fn move_parts(&self) -> Vec<(u64, i32)> {
+        self.partition_moves().collect()
     }
 
     /// The brokers' WALs, for a snapshot.
@@ -815,6 +833,25 @@ impl MetadataImage {
                     return Err(corrupt(format!("broker {node_id} registered no WAL")));
                 }
                 Ok(CommandOutcome::WalReleased)
+            }
+            MetadataRecord::MovePartition { stream_id, target } => {
+                match target {
+                    Some(target) => self.brokers.start_move(*stream_id, *target),
+                    None => self.brokers.cancel_move(*stream_id),
+                }
+                Ok(CommandOutcome::PartitionMoveSet)
+            }
+            MetadataRecord::CompletePartitionMove {
+                stream_id,
+                from,
+                to,
+            } => {
+                if !self.brokers.complete_move(*stream_id, *from, *to) {
+                    return Err(corrupt(format!(
+                        "stream {stream_id} is not moving from broker {from} to {to}"
+                    )));
+                }
+                Ok(CommandOutcome::PartitionMoveCompleted)
             }
             MetadataRecord::SetBrokerFenced { node_id, fenced } => {
                 if !self

@@ -27,7 +27,9 @@ use crate::objects::RegistryParts;
 use crate::uploads::{StreamCleaned, StreamUploadsPart};
 
 const MAGIC: &[u8; 8] = b"SLUICEMD";
-const FORMAT_VERSION: u32 = 7;
+const FORMAT_VERSION: u32 = 8;
+/// Format 7: format 6 with the brokers' WALs.
+const FORMAT_VERSION_V7: u32 = 7;
 /// The format before the brokers' WALs; still read.
 const FORMAT_VERSION_V6: u32 = 6;
 /// The format before fencing and partition leaders; still read.
@@ -119,6 +121,13 @@ struct SnapshotV7 {
     wals: Vec<(i32, BrokerWal)>,
 }
 
+/// Format 8: format 7 with the partition moves asked for and not done (`brokers.rs`).
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotV8 {
+    base: SnapshotV7,
+    moves: Vec<(u64, i32)>,
+}
+
 pub(crate) fn snapshot_name(epoch: u64) -> String {
     format!("{PREFIX}{epoch:020}{SUFFIX}")
 }
@@ -142,7 +151,8 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
 /// The image as a snapshot file's bytes (also what the controller quorum ships to a
 /// follower that is too far behind).
 pub(crate) fn encode(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
-    let snapshot = SnapshotV7 {
+    let snapshot = SnapshotV8 {
+        base: SnapshotV7 {
         base: SnapshotV6 {
             base: SnapshotV5 {
                 cluster_id: image.cluster_id.clone(),
@@ -160,6 +170,8 @@ pub(crate) fn encode(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
             brokers: image.broker_parts(),
         },
         wals: image.wal_parts(),
+        },
+        moves: image.move_parts(),
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
         .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
@@ -241,6 +253,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         FORMAT_VERSION_V4,
         FORMAT_VERSION_V5,
         FORMAT_VERSION_V6,
+        FORMAT_VERSION_V7,
         FORMAT_VERSION,
     ]
     .contains(&version)
@@ -265,7 +278,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
     aligned.extend_from_slice(payload);
     let invalid = |e: rancor::Error| format!("invalid snapshot payload: {e}");
     let v5 = match version {
-        FORMAT_VERSION | FORMAT_VERSION_V6 => None,
+        FORMAT_VERSION | FORMAT_VERSION_V7 | FORMAT_VERSION_V6 => None,
         FORMAT_VERSION_V1 => Some({
             let v1 = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(invalid)?;
             SnapshotV5 {
@@ -328,19 +341,30 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         }),
         _ => Some(rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned).map_err(invalid)?),
     };
-    let SnapshotV7 {
-        base: SnapshotV6 {
-            base: snapshot,
-            brokers,
-        },
-        wals,
+    let SnapshotV8 {
+        base:
+            SnapshotV7 {
+                base: SnapshotV6 {
+                    base: snapshot,
+                    brokers,
+                },
+                wals,
+            },
+        moves,
     } = match v5 {
         None if version == FORMAT_VERSION => {
-            rkyv::from_bytes::<SnapshotV7, rancor::Error>(&aligned).map_err(invalid)?
+            rkyv::from_bytes::<SnapshotV8, rancor::Error>(&aligned).map_err(invalid)?
         }
-        None => SnapshotV7 {
-            base: rkyv::from_bytes::<SnapshotV6, rancor::Error>(&aligned).map_err(invalid)?,
-            wals: Vec::new(),
+        None if version == FORMAT_VERSION_V7 => SnapshotV8 {
+            base: rkyv::from_bytes::<SnapshotV7, rancor::Error>(&aligned).map_err(invalid)?,
+            moves: Vec::new(),
+        },
+        None => SnapshotV8 {
+            base: SnapshotV7 {
+                base: rkyv::from_bytes::<SnapshotV6, rancor::Error>(&aligned).map_err(invalid)?,
+                wals: Vec::new(),
+            },
+            moves: Vec::new(),
         },
         Some(mut v5) => {
             let streams: Vec<u64> = v5
@@ -349,9 +373,12 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
                 .flat_map(|t| t.partitions.iter().map(|p| p.stream_id))
                 .collect();
             let brokers = BrokerParts::of_format_5(std::mem::take(&mut v5.brokers), &streams);
-            SnapshotV7 {
-                base: SnapshotV6 { base: v5, brokers },
-                wals: Vec::new(),
+            SnapshotV8 {
+                base: SnapshotV7 {
+                    base: SnapshotV6 { base: v5, brokers },
+                    wals: Vec::new(),
+                },
+                moves: Vec::new(),
             }
         }
     };
@@ -374,6 +401,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         snapshot.cleaned,
         brokers,
         wals,
+        moves,
     )
 }
 
@@ -509,6 +537,20 @@ mod tests {
         let bytes = encode(&image).unwrap();
         let read = decode(&bytes, 4, 15).unwrap();
         assert_eq!(read.broker_wal(4).map(|w| w.epoch), Some(1));
+        assert_eq!(read, image);
+
+        // As format 7 (no moves) it loads too; a move asked for then survives format 8.
+        let v7 = SnapshotV7 {
+            base: rkyv::from_bytes::<SnapshotV6, rancor::Error>(&payload).unwrap(),
+            wals: image.wal_parts(),
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v7).unwrap();
+        let mut image = decode(&frame(FORMAT_VERSION_V7, &payload), 4, 15).unwrap();
+        assert_eq!(image.broker_wal(4).map(|w| w.epoch), Some(1));
+        assert_eq!(image.move_target(1), None);
+        image.brokers.start_move(1, 4);
+        let read = decode(&encode(&image).unwrap(), 4, 15).unwrap();
+        assert_eq!(read.move_target(1), Some(4));
         assert_eq!(read, image);
     }
 }
