@@ -211,7 +211,8 @@ pub fn spawn_uploads(storage: &Rc<PartitionStore>, stop: StopSignal) -> glommio:
 /// those of deleted topics and those another broker took, taking new settings), until the
 /// controller stops; loads the shard's coordinator partitions when this broker becomes the
 /// coordinator (`coordinator_move.rs`) and the transaction history of partitions moved here
-/// (`storage/txn_history.rs`). Shard 0 also starts the WAL takeovers the quorum
+/// (`storage/txn_history.rs`), and carries out the moves asked of its partitions
+/// (`partition_move.rs`). Shard 0 also starts the WAL takeovers the quorum
 /// gives this broker and stops the broker if its own WAL was taken over (`takeover.rs`).
 pub fn spawn_image_changes(
     shard: &Rc<Shard>,
@@ -224,6 +225,7 @@ pub fn spawn_image_changes(
         .broker_wal(config.node_id)
         .map(|wal| wal.epoch);
     let takeovers = WalTakeovers::default();
+    let moves = crate::partition_move::PartitionMoves::default();
     // Weak: this task runs until the controller stops, and must not keep the shard alive.
     let shard = Rc::downgrade(shard);
     let load_if_due = move || {
@@ -238,6 +240,7 @@ pub fn spawn_image_changes(
             takeovers.start_due(&storage, &config);
         }
         load_if_due();
+        moves.start_due(&storage);
         while changes.next().await.is_some() {
             let image = storage.image();
             storage.apply_image(&image);
@@ -246,6 +249,7 @@ pub fn spawn_image_changes(
                 takeovers.start_due(&storage, &config);
             }
             load_if_due();
+            moves.start_due(&storage);
         }
     })
 }

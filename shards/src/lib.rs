@@ -31,6 +31,7 @@ pub mod log_codec;
 pub mod log_levels;
 pub mod messaging;
 pub mod metrics;
+pub mod partition_move;
 pub mod producer_ids;
 pub mod recovery;
 pub mod router;

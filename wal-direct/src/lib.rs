@@ -139,6 +139,15 @@ impl Default for WalConfig {
     }
 }
 
+/// What an append waits for ([`Wal::wait_written`], [`Wal::wait_durable`]).
+#[derive(Debug, Clone, Copy)]
+enum Milestone {
+    /// The block writes holding it completed.
+    Written,
+    /// It is durable.
+    Durable,
+}
+
 /// A logical byte position in the WAL: monotonically increasing, never wrapped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WalPosition(pub u64);
@@ -534,34 +543,25 @@ impl Wal {
     /// For measuring where an append's time goes (write or sync), not for
     /// acknowledging anything.
     pub async fn wait_written(&self, position: WalPosition) -> Result<(), WalError> {
-        loop {
-            let notified = {
-                let state = self.inner.state.borrow();
-                if state.written_position >= position.0 {
-                    return Ok(());
-                }
-                if let Some(error) = &state.error {
-                    return Err(error.clone());
-                }
-                if position.0 > state.append_position {
-                    return Err(WalError::PositionNotAppended {
-                        position: position.0,
-                        appended: state.append_position,
-                    });
-                }
-                self.inner.written_changed.notified()
-            };
-            notified.await;
-        }
+        self.wait_for(position, Milestone::Written).await
     }
 
     /// Resolves when everything up to `position` is durable, or with the error
     /// that prevents it (e.g. `Fenced`).
     pub async fn wait_durable(&self, position: WalPosition) -> Result<(), WalError> {
+        self.wait_for(position, Milestone::Durable).await
+    }
+
+    /// Resolves when `milestone` has passed `position`, or with the error that prevents it.
+    async fn wait_for(&self, position: WalPosition, milestone: Milestone) -> Result<(), WalError> {
         loop {
             let notified = {
                 let state = self.inner.state.borrow();
-                if state.durable_position >= position.0 {
+                let reached = match milestone {
+                    Milestone::Written => state.written_position,
+                    Milestone::Durable => state.durable_position,
+                };
+                if reached >= position.0 {
                     return Ok(());
                 }
                 if let Some(error) = &state.error {
@@ -573,7 +573,10 @@ impl Wal {
                         appended: state.append_position,
                     });
                 }
-                self.inner.durable_changed.notified()
+                match milestone {
+                    Milestone::Written => self.inner.written_changed.notified(),
+                    Milestone::Durable => self.inner.durable_changed.notified(),
+                }
             };
             notified.await;
         }

@@ -153,6 +153,10 @@ pub struct Partition {
     // the order their requests arrived (tickets taken by the router).
     turnstile: Turnstile,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Moving to another broker (`partition_move.rs`): batches and markers that get their
+    /// turn now are refused with NOT_LEADER_OR_FOLLOWER, and the client retries on the
+    /// new leader.
+    sealed: Cell<bool>,
 }
 
 /// Where a partition resumes from: what the metadata holds of it.
@@ -197,7 +201,29 @@ impl Partition {
             settings: Cell::new(settings),
             turnstile: Turnstile::default(),
             waiters: RefCell::new(Vec::new()),
+            sealed: Cell::new(false),
         }
+    }
+
+    /// Refuses every batch and marker that has not had its turn yet (a move away), until
+    /// [`Partition::unseal`].
+    pub fn seal(&self) {
+        self.sealed.set(true);
+    }
+
+    /// Takes batches again (the move was cancelled).
+    pub fn unseal(&self) {
+        self.sealed.set(false);
+    }
+
+    /// Once sealed: waits until every batch that had its turn before the seal is durable,
+    /// and returns the log end offset then, which nothing moves any more.
+    pub async fn sealed_end_offset(&self) -> i64 {
+        // Every earlier ticket has appended (or failed) when this one gets its turn.
+        let _turn = self.turnstile.ticket().turn().await;
+        let end = self.log.borrow().next_offset();
+        self.wait_for_high_watermark(end).await;
+        end
     }
 
     /// This partition's next place in the order stage: taken when a produce request arrives.
@@ -293,6 +319,9 @@ impl Partition {
         };
         let header = batch.facts();
         let _turn = ticket.turn().await;
+        if self.sealed.get() {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
         let idempotent = header.producer_id >= 0;
         if idempotent {
             let verdict = self.producers.borrow().check(
@@ -398,6 +427,9 @@ impl Partition {
         marker: Marker,
     ) -> Result<PendingAppend, ErrorCode> {
         let _turn = self.turnstile.ticket().turn().await;
+        if self.sealed.get() {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
         let ordered_at = Instant::now();
         self.producers.borrow().check_marker(
             marker.producer_id,

@@ -9,7 +9,7 @@
 pub mod maintenance;
 pub mod upload;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,11 @@ pub struct ObjectTier {
     cold: ColdReader,
     uploader: RefCell<Uploader>,
     log_cache_bytes: u64,
+    /// An upload of everything durable is wanted now, whatever the triggers say (a
+    /// partition moving away needs its WAL tail in objects): see [`ObjectTier::ask_upload`].
+    upload_asked: Cell<bool>,
+    /// Wakes the upload task when an upload is asked for.
+    upload_wake: RefCell<Option<futures::channel::oneshot::Sender<()>>>,
 }
 
 /// Why a cold read failed.
@@ -63,7 +68,25 @@ impl ObjectTier {
             cold,
             uploader: RefCell::new(uploader),
             log_cache_bytes,
+            upload_asked: Cell::new(false),
+            upload_wake: RefCell::new(None),
         }
+    }
+
+    /// Asks the upload task for an upload of every durable WAL record now (the next one,
+    /// if one is in flight).
+    pub fn ask_upload(&self) {
+        self.upload_asked.set(true);
+        if let Some(wake) = self.upload_wake.borrow_mut().take() {
+            let _ = wake.send(());
+        }
+    }
+
+    /// Resolves when an upload is asked for after this call.
+    fn upload_asked_signal(&self) -> futures::channel::oneshot::Receiver<()> {
+        let (wake, asked) = futures::channel::oneshot::channel();
+        *self.upload_wake.borrow_mut() = Some(wake);
+        asked
     }
 
     /// The log cache's budget in bytes.

@@ -49,6 +49,7 @@ pub async fn run_uploads(
         let now = Instant::now();
         let Some(mut sealed) = due_upload(tier, wal, listener, now) else {
             let deadline = tier.uploader.borrow().next_deadline();
+            let asked = tier.upload_asked_signal();
             let timer = async {
                 match deadline {
                     Some(deadline) => {
@@ -61,6 +62,7 @@ pub async fn run_uploads(
                 _ = stop.clone().fuse() => return,
                 _ = wal.durable_changed().fuse() => {}
                 _ = timer.fuse() => {}
+                _ = asked.fuse() => {}
             }
             continue;
         };
@@ -91,10 +93,17 @@ pub fn due_upload(
     feed(tier, wal, listener, now);
     let mut sealed = {
         let mut uploader = tier.uploader.borrow_mut();
-        if !uploader.should_seal(now) {
+        let asked = tier.upload_asked.get();
+        if !uploader.should_seal(now) && !asked {
             return None;
         }
-        uploader.seal()?
+        let sealed = uploader.seal();
+        if sealed.is_some() || uploader.buffered_bytes() == 0 {
+            // Taken, or nothing left to take: what was asked for is in this upload or in
+            // objects already.
+            tier.upload_asked.set(false);
+        }
+        sealed?
     };
     sealed.set_stream_uploads(listener.stream_uploads(&sealed.stream_end_offsets()));
     Some(sealed)
