@@ -352,6 +352,61 @@ impl Brokers {
         }
     }
 
+    /// Moves that even out the live brokers' partition counts, at most `moves_max` in
+    /// flight with those already asked for: (stream id, target broker). Each goes from a
+    /// broker holding two or more partitions more than the least loaded one to that one
+    /// (the lowest stream id first; ties to the lowest broker ids), so that it converges and
+    /// never moves a partition back and forth. Partitions of fenced brokers stay put (a
+    /// takeover moves them); a moving partition counts at its target.
+    pub fn balancing_moves(&self, moves_max: usize) -> Vec<(u64, i32)> {
+        let mut room = moves_max.saturating_sub(self.moves.len());
+        let mut loads = self.live_loads();
+        if room == 0 || loads.len() < 2 {
+            return Vec::new();
+        }
+        for (stream_id, target) in &self.moves {
+            if let Some(holder) = self.leaders.get(stream_id).map(|l| l.broker)
+                && let Some(load) = loads.get_mut(&holder)
+            {
+                *load -= 1;
+            }
+            if let Some(load) = loads.get_mut(target) {
+                *load += 1;
+            }
+        }
+        let mut planned = Vec::new();
+        while room > 0 {
+            let (&most, &high) = loads
+                .iter()
+                .max_by_key(|(id, load)| (**load, -**id))
+                .expect("two brokers");
+            let (&least, &low) = loads
+                .iter()
+                .min_by_key(|(id, load)| (**load, **id))
+                .expect("two brokers");
+            if high < low + 2 {
+                break;
+            }
+            let Some(stream_id) = self
+                .leaders
+                .iter()
+                .find(|(id, l)| {
+                    l.broker == most
+                        && !self.moves.contains_key(id)
+                        && !planned.iter().any(|(p, _)| p == *id)
+                })
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            planned.push((stream_id, least));
+            *loads.get_mut(&most).expect("live") -= 1;
+            *loads.get_mut(&least).expect("live") += 1;
+            room -= 1;
+        }
+        planned
+    }
+
     /// The lowest slot no registered broker has; None when all `BROKERS_MAX` are taken.
     pub(crate) fn free_slot(&self) -> Option<u32> {
         let taken: std::collections::BTreeSet<u32> =
@@ -642,5 +697,35 @@ mod tests {
         assert_eq!(brokers.leaders[&1].broker, 3);
         assert!(brokers.moves.is_empty());
         assert!(brokers.check_invariants(|id| id <= 4).is_ok());
+    }
+
+    #[test]
+    fn balancing_fills_a_new_broker_and_converges() {
+        let mut brokers = Brokers::default();
+        brokers.register(1, "h:1", std::iter::empty());
+        brokers.register(2, "h:2", std::iter::empty());
+        brokers.assign(1..=8);
+        assert!(brokers.balancing_moves(4).is_empty(), "4 and 4: even");
+        // A third broker: it should get two or three of the eight.
+        brokers.register(3, "h:3", 1..=8);
+        let moves = brokers.balancing_moves(8);
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        assert!(moves.iter().all(|(_, target)| *target == 3));
+        // At most `moves_max` in flight, those asked for included.
+        brokers.start_move(moves[0].0, 3);
+        assert_eq!(brokers.balancing_moves(1), Vec::new());
+        assert_eq!(brokers.balancing_moves(2).len(), 1);
+        for (stream_id, target) in moves {
+            let from = brokers.leaders[&stream_id].broker;
+            brokers.start_move(stream_id, target);
+            assert!(brokers.complete_move(stream_id, from, target));
+        }
+        assert!(
+            brokers.balancing_moves(8).is_empty(),
+            "3, 3 and 2: even enough"
+        );
+        // A fenced broker's partitions stay; the live ones are even among themselves.
+        assert!(brokers.set_fenced(3, true, 1..=8));
+        assert!(brokers.balancing_moves(8).is_empty());
     }
 }

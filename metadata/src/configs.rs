@@ -196,6 +196,9 @@ pub struct BrokerConfig {
     /// Whether live groups change protocols (KIP-848's online migration).
     pub group_consumer_migration_policy: ConsumerGroupMigrationPolicy,
     pub max_incremental_fetch_session_cache_slots: i32,
+    /// The controller evens out the live brokers' partition counts
+    /// (`partition.autobalancing.mode=continuous`).
+    pub partition_autobalancing: bool,
 }
 
 /// Checks one topic config name and value. An unknown name is an error that
@@ -494,6 +497,7 @@ pub fn effective_broker_config(broker_configs: &BTreeMap<String, String>) -> Bro
             _ => ConsumerGroupMigrationPolicy::Disabled,
         },
         max_incremental_fetch_session_cache_slots: int("max.incremental.fetch.session.cache.slots"),
+        partition_autobalancing: get("partition.autobalancing.mode").trim() != "off",
     }
 }
 
@@ -739,6 +743,7 @@ const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "g
 const CLEANUP_POLICIES: &[&str] = &["compact", "delete"];
 const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
 const MIGRATION_POLICIES: &[&str] = &["disabled", "upgrade", "downgrade", "bidirectional"];
+const AUTOBALANCING_MODES: &[&str] = &["off", "continuous"];
 const LONG_MAX: &str = "9223372036854775807";
 /// Why the offset-index configs take only their defaults.
 const OBJECT_INDEX_FIXED: &str = "Sluice has no offset index files; its objects index data blocks of about 1 MiB of one partition, a size the broker fixes (DATA_BLOCK_BYTES_TARGET)";
@@ -1194,6 +1199,14 @@ const BROKER_CONFIGS: &[ConfigDef] = &[
         validator: Validator::IntAtLeast(1),
         synonyms: &[],
         documentation: "For subscribed consumers, committed offset of a specific partition will be expired and discarded after this period of time after the group becomes empty.",
+    },
+    ConfigDef {
+        name: "partition.autobalancing.mode",
+        config_type: ConfigType::String,
+        default: Some("continuous"),
+        validator: Validator::OneOf(AUTOBALANCING_MODES),
+        synonyms: &[],
+        documentation: "Sluice: whether the controller moves partitions between live brokers to even their counts (continuous), or leaves them where they are (off).",
     },
     ConfigDef {
         name: "socket.request.max.bytes",

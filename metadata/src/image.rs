@@ -143,6 +143,23 @@ impl MetadataImage {
         self.brokers.moves.iter().map(|(id, target)| (*id, *target))
     }
 
+    /// Moves the controller's balancer asks for now (`Brokers::balancing_moves`), as
+    /// (topic, partition, target broker); none unless `partition.autobalancing.mode` is
+    /// continuous.
+    pub fn balancing_moves(&self, moves_max: usize) -> Vec<(String, u32, i32)> {
+        if !self.broker_config().partition_autobalancing {
+            return Vec::new();
+        }
+        self.brokers
+            .balancing_moves(moves_max)
+            .into_iter()
+            .filter_map(|(stream_id, target)| {
+                let (topic, part) = self.stream(stream_id)?;
+                Some((topic.name.clone(), part.index, target))
+            })
+            .collect()
+    }
+
     /// The WAL broker `node_id` registered, with its holder (`brokers.rs`).
     pub fn broker_wal(&self, node_id: i32) -> Option<&BrokerWal> {
         self.brokers.wals.get(&node_id)

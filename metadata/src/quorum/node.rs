@@ -724,7 +724,8 @@ async fn log_leader_changes(mut metrics: watch::Receiver<openraft::RaftMetrics<u
 }
 
 /// While this voter leads, fences each broker whose heartbeats stopped for the session
-/// timeout, and gives each fenced broker's WAL that needs one a taker. Runs until Raft stops.
+/// timeout, gives each fenced broker's WAL that needs one a taker, and balances the
+/// partitions over the live brokers. Runs until Raft stops.
 async fn fence_silent_brokers(inner: Arc<NodeInner>) {
     // A fence (and the takeover after it) comes at most one period after the session ends:
     // the check is a scan of a few brokers in memory, so it runs often.
@@ -772,8 +773,40 @@ async fn fence_silent_brokers(inner: Arc<NodeInner>) {
                 }
             }
         }
+        if inner.leading_term().is_some() {
+            balance_partitions(&inner).await;
+        }
         if inner.raft.metrics().borrow().running_state.is_err() {
             return;
+        }
+    }
+}
+
+/// Partition moves one balancing round asks for at most, with those already in flight: each
+/// seals its partition for the time of an upload, so a few at a time keep the pauses short.
+const BALANCING_MOVES_MAX: usize = 4;
+
+/// Asks for the moves that even out the live brokers' partition counts
+/// (`MetadataImage::balancing_moves`); the brokers holding them carry them out.
+async fn balance_partitions(inner: &NodeInner) {
+    let moves = inner.images.borrow().balancing_moves(BALANCING_MOVES_MAX);
+    for (topic, partition, target) in moves {
+        let ask = MetadataCommand::MovePartition {
+            topic: topic.clone(),
+            partition,
+            target: Some(target),
+        };
+        match inner.submit_here(&ask).await {
+            Ok(_) => tracing::info!(
+                %topic,
+                partition,
+                to = target,
+                "the balancer moves a partition to even the brokers' partition counts"
+            ),
+            Err(SubmitRefusal::NotLeader(_)) => return,
+            Err(SubmitRefusal::Failed(code, message)) => {
+                tracing::info!(%topic, partition, to = target, code, %message, "the balancer could not move a partition")
+            }
         }
     }
 }
