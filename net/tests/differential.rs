@@ -113,6 +113,8 @@ diff_all! {
     add_partitions_to_txn_request, AddPartitionsToTxnRequest;
     add_partitions_to_txn_response, AddPartitionsToTxnResponse;
     alter_configs_request, AlterConfigsRequest;
+    alter_partition_reassignments_request, AlterPartitionReassignmentsRequest;
+    alter_partition_reassignments_response, AlterPartitionReassignmentsResponse;
     alter_configs_response, AlterConfigsResponse;
     api_versions_request, ApiVersionsRequest;
     api_versions_response, ApiVersionsResponse;
@@ -144,6 +146,8 @@ diff_all! {
     describe_producers_response, DescribeProducersResponse;
     describe_transactions_request, DescribeTransactionsRequest;
     describe_transactions_response, DescribeTransactionsResponse;
+    elect_leaders_request, ElectLeadersRequest;
+    elect_leaders_response, ElectLeadersResponse;
     end_txn_request, EndTxnRequest;
     end_txn_response, EndTxnResponse;
     fetch_request, FetchRequest;
@@ -158,6 +162,8 @@ diff_all! {
     init_producer_id_response, InitProducerIdResponse;
     join_group_request, JoinGroupRequest;
     join_group_response, JoinGroupResponse;
+    list_partition_reassignments_request, ListPartitionReassignmentsRequest;
+    list_partition_reassignments_response, ListPartitionReassignmentsResponse;
     leave_group_request, LeaveGroupRequest;
     leave_group_response, LeaveGroupResponse;
     list_groups_request, ListGroupsRequest;

@@ -51,6 +51,9 @@ random_message! { random_response, Response,
     ListTransactions => list_transactions_response,
     ConsumerGroupHeartbeat => consumer_group_heartbeat_response,
     ConsumerGroupDescribe => consumer_group_describe_response,
+    ElectLeaders => elect_leaders_response,
+    AlterPartitionReassignments => alter_partition_reassignments_response,
+    ListPartitionReassignments => list_partition_reassignments_response,
 }
 
 random_message! { random_request, Request,
@@ -78,6 +81,9 @@ random_message! { random_request, Request,
     ListTransactions => list_transactions_request,
     ConsumerGroupHeartbeat => consumer_group_heartbeat_request,
     ConsumerGroupDescribe => consumer_group_describe_request,
+    ElectLeaders => elect_leaders_request,
+    AlterPartitionReassignments => alter_partition_reassignments_request,
+    ListPartitionReassignments => list_partition_reassignments_request,
 }
 
 #[test]

@@ -79,6 +79,9 @@ random_request! {
     ListTransactions => list_transactions_request,
     ConsumerGroupHeartbeat => consumer_group_heartbeat_request,
     ConsumerGroupDescribe => consumer_group_describe_request,
+    ElectLeaders => elect_leaders_request,
+    AlterPartitionReassignments => alter_partition_reassignments_request,
+    ListPartitionReassignments => list_partition_reassignments_request,
 }
 
 /// Flips, overwrites, truncates or extends a valid frame.

@@ -150,6 +150,9 @@ fn advertised_apis_are_exactly_the_issue_list() {
         "ListTransactions",
         "ConsumerGroupHeartbeat",
         "ConsumerGroupDescribe",
+        "ElectLeaders",
+        "AlterPartitionReassignments",
+        "ListPartitionReassignments",
     ];
     expected.sort();
     assert_eq!(names, expected);

@@ -48,6 +48,9 @@ const APIS: &[&str] = &[
     "ListTransactions",
     "ConsumerGroupHeartbeat",
     "ConsumerGroupDescribe",
+    "ElectLeaders",
+    "AlterPartitionReassignments",
+    "ListPartitionReassignments",
 ];
 
 fn main() {
