@@ -33,6 +33,8 @@ pub enum Command {
     Group(crate::ctl::group::GroupArgs),
     /// The cluster's brokers, and whether it is healthy.
     Cluster(crate::ctl::cluster::ClusterArgs),
+    /// Move a partition to another broker; list pending moves.
+    Partition(crate::ctl::partition::PartitionArgs),
 }
 
 /// How the broker writes its log lines (to stderr).

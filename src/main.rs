@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Topic(args) => administer(ctl::topic::main(args)),
         cli::Command::Group(args) => administer(ctl::group::main(args)),
         cli::Command::Cluster(args) => administer(ctl::cluster::main(args)),
+        cli::Command::Partition(args) => administer(ctl::partition::main(args)),
     }
 }
 

@@ -218,6 +218,8 @@ fn every_administration_subcommand_shows_an_example_in_its_help() {
         "group delete",
         "cluster info",
         "cluster health",
+        "partition move",
+        "partition moves",
     ] {
         let mut args: Vec<&str> = command.split(' ').collect();
         args.push("--help");

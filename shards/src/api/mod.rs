@@ -13,6 +13,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod reassignments;
 pub mod response;
 pub mod transactions;
 pub mod txn_markers;
@@ -120,6 +121,22 @@ pub async fn dispatch(
                 cluster::describe_quorum(&shard, r).await,
             ))
         }
+        .boxed_local(),
+        Request::AlterPartitionReassignments(r) => async move {
+            Some(Response::AlterPartitionReassignments(
+                reassignments::alter_partition_reassignments(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
+        Request::ListPartitionReassignments(r) => {
+            futures::future::ready(Some(Response::ListPartitionReassignments(
+                reassignments::list_partition_reassignments(&shard, r),
+            )))
+            .boxed_local()
+        }
+        Request::ElectLeaders(r) => futures::future::ready(Some(Response::ElectLeaders(
+            reassignments::elect_leaders(&shard, version, r),
+        )))
         .boxed_local(),
         Request::DescribeLogDirs(r) => async move {
             Some(Response::DescribeLogDirs(
