@@ -232,6 +232,15 @@ impl Uploader {
         Ok(())
     }
 
+    /// Forgets where `stream_id` continues, when it has nothing buffered: its partition left
+    /// this uploader's shard (moved to another broker, or deleted). Should it come back, it
+    /// continues where the other broker's uploads left it, not where this one's did.
+    pub fn forget_stream(&mut self, stream_id: u64) {
+        if !self.streams.contains_key(&stream_id) {
+            self.stream_ends.remove(&stream_id);
+        }
+    }
+
     /// Bytes appended and not yet sealed.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered_bytes
@@ -630,6 +639,43 @@ mod tests {
                 (ObjectKind::StreamSet, vec![(2, 0..1), (3, 0..2)]),
                 (ObjectKind::StreamSet, vec![(4, 0..1)]),
             ]
+        );
+    }
+
+    fn record(stream_id: u64, first_offset: i64, wal_end_position: u64) -> AppendedRecord {
+        let payload = Bytes::from_static(b"batch");
+        AppendedRecord {
+            stream_id,
+            first_offset,
+            last_offset: first_offset,
+            payload_crc: crc32c::crc32c(&payload),
+            payload,
+            wal_end_position,
+        }
+    }
+
+    #[test]
+    fn a_forgotten_stream_continues_anywhere_but_not_while_it_has_appends() {
+        let mut uploader = Uploader::new(UploaderConfig::default());
+        let now = Instant::now();
+        uploader
+            .append(record(1, 0, 10), now, StreamRoll::NONE)
+            .unwrap();
+        // Buffered: still bound to continue at 1.
+        uploader.forget_stream(1);
+        assert!(
+            uploader
+                .append(record(1, 5, 20), now, StreamRoll::NONE)
+                .is_err()
+        );
+        let _sealed = uploader.seal().expect("an upload");
+        uploader.completed();
+        // Uploaded, then the partition moved away and back: another broker wrote 1 to 6.
+        uploader.forget_stream(1);
+        assert!(
+            uploader
+                .append(record(1, 7, 30), now, StreamRoll::NONE)
+                .is_ok()
         );
     }
 }

@@ -469,7 +469,7 @@ impl PartitionStore {
             image.stream(*stream_id).is_some() && !image.held_by_another(*stream_id, image.node_id)
         });
         self.partitions.borrow_mut().retain(|stream_id, partition| {
-            match image.stream(*stream_id) {
+            let kept = match image.stream(*stream_id) {
                 Some(_) if image.held_by_another(*stream_id, image.node_id) => false,
                 Some((topic, part)) => {
                     partition.set_settings(settings_of(topic, image));
@@ -478,7 +478,11 @@ impl PartitionStore {
                     true
                 }
                 None => false,
+            };
+            if !kept {
+                self.tier.forget_stream(*stream_id);
             }
+            kept
         });
     }
 

@@ -82,6 +82,11 @@ impl ObjectTier {
         }
     }
 
+    /// The partition of `stream_id` left this shard: see [`Uploader::forget_stream`].
+    pub fn forget_stream(&self, stream_id: u64) {
+        self.uploader.borrow_mut().forget_stream(stream_id);
+    }
+
     /// Resolves when an upload is asked for after this call.
     fn upload_asked_signal(&self) -> futures::channel::oneshot::Receiver<()> {
         let (wake, asked) = futures::channel::oneshot::channel();
