@@ -137,6 +137,9 @@ pub(crate) struct Brokers {
     /// partition's broker seals it, uploads its WAL tail, and completes the move
     /// ([`Brokers::complete_move`]); see `shards/src/partition_move.rs`.
     pub(crate) moves: BTreeMap<u64, i32>,
+    /// Brokers given no partition, whose partitions the balancer moves away: the broker
+    /// config `drained.broker.ids`, kept here by the image whenever the configs change.
+    pub(crate) drained: std::collections::BTreeSet<i32>,
 }
 
 impl Brokers {
@@ -202,7 +205,7 @@ impl Brokers {
         };
         wal.holder = WalHolder::Released { moved };
         if moved {
-            let mut loads = self.live_loads();
+            let mut loads = self.placement_loads();
             let Some((&least_loaded, _)) = loads.iter().min_by_key(|(id, load)| (**load, **id))
             else {
                 return true;
@@ -289,6 +292,23 @@ impl Brokers {
         loads
     }
 
+    /// The brokers new and moved partitions go to, with the partitions each leads: the live
+    /// ones not drained (all live ones if every one is drained, so that partitions still
+    /// find a broker).
+    fn placement_loads(&self) -> BTreeMap<i32, usize> {
+        let live = self.live_loads();
+        let undrained: BTreeMap<i32, usize> = live
+            .iter()
+            .filter(|(id, _)| !self.drained.contains(id))
+            .map(|(id, load)| (*id, *load))
+            .collect();
+        if undrained.is_empty() {
+            live
+        } else {
+            undrained
+        }
+    }
+
     /// The fenced brokers whose WAL needs a (new) taker: held by themselves, or by a taker
     /// that is fenced or gone. With the live broker that should take it (the one leading
     /// the fewest partitions; ties to the lowest id) and the epoch to take it at.
@@ -334,7 +354,7 @@ impl Brokers {
     /// Gives each stream without a broker to the unfenced broker leading the fewest (ties to
     /// the lowest id); leaves them unassigned when no broker is unfenced.
     pub(crate) fn assign(&mut self, streams: impl Iterator<Item = u64>) {
-        let mut loads = self.live_loads();
+        let mut loads = self.placement_loads();
         if loads.is_empty() {
             return;
         }
@@ -352,16 +372,17 @@ impl Brokers {
         }
     }
 
-    /// Moves that even out the live brokers' partition counts, at most `moves_max` in
-    /// flight with those already asked for: (stream id, target broker). Each goes from a
+    /// Moves that empty the drained brokers and even out the others' partition counts, at
+    /// most `moves_max` in flight with those already asked for: (stream id, target broker).
+    /// A drained broker's partitions go first, to the least loaded brokers. Then each goes from a
     /// broker holding two or more partitions more than the least loaded one to that one
     /// (the lowest stream id first; ties to the lowest broker ids), so that it converges and
     /// never moves a partition back and forth. Partitions of fenced brokers stay put (a
     /// takeover moves them); a moving partition counts at its target.
     pub fn balancing_moves(&self, moves_max: usize) -> Vec<(u64, i32)> {
         let mut room = moves_max.saturating_sub(self.moves.len());
-        let mut loads = self.live_loads();
-        if room == 0 || loads.len() < 2 {
+        let mut loads = self.placement_loads();
+        if room == 0 || loads.is_empty() {
             return Vec::new();
         }
         for (stream_id, target) in &self.moves {
@@ -374,8 +395,37 @@ impl Brokers {
                 *load += 1;
             }
         }
-        let mut planned = Vec::new();
-        while room > 0 {
+        let mut planned: Vec<(u64, i32)> = Vec::new();
+        let movable = |stream_id: &u64, planned: &[(u64, i32)]| {
+            !self.moves.contains_key(stream_id) && !planned.iter().any(|(p, _)| p == stream_id)
+        };
+        // A live drained broker's partitions go first, each to the least loaded target.
+        let drained: Vec<u64> = self
+            .leaders
+            .iter()
+            .filter(|(_, l)| {
+                self.drained.contains(&l.broker)
+                    && !loads.contains_key(&l.broker)
+                    && self.registered.get(&l.broker).is_some_and(|b| !b.fenced)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for stream_id in drained {
+            if room == 0 {
+                return planned;
+            }
+            if !movable(&stream_id, &planned) {
+                continue;
+            }
+            let (&least, load) = loads
+                .iter_mut()
+                .min_by_key(|(id, load)| (**load, **id))
+                .expect("not empty");
+            *load += 1;
+            planned.push((stream_id, least));
+            room -= 1;
+        }
+        while room > 0 && loads.len() >= 2 {
             let (&most, &high) = loads
                 .iter()
                 .max_by_key(|(id, load)| (**load, -**id))
@@ -390,11 +440,7 @@ impl Brokers {
             let Some(stream_id) = self
                 .leaders
                 .iter()
-                .find(|(id, l)| {
-                    l.broker == most
-                        && !self.moves.contains_key(id)
-                        && !planned.iter().any(|(p, _)| p == *id)
-                })
+                .find(|(id, l)| l.broker == most && movable(id, &planned))
                 .map(|(id, _)| *id)
             else {
                 break;
@@ -727,5 +773,37 @@ mod tests {
         // A fenced broker's partitions stay; the live ones are even among themselves.
         assert!(brokers.set_fenced(3, true, 1..=8));
         assert!(brokers.balancing_moves(8).is_empty());
+    }
+
+    #[test]
+    fn a_drained_broker_is_emptied_and_given_nothing() {
+        let mut brokers = Brokers::default();
+        for id in 1..=3 {
+            brokers.register(id, "h", std::iter::empty());
+        }
+        brokers.assign(1..=6);
+        brokers.drained = [3].into();
+        let moves = brokers.balancing_moves(8);
+        let mut moved: Vec<u64> = moves.iter().map(|(id, _)| *id).collect();
+        moved.sort_unstable();
+        let held_by_3: Vec<u64> = brokers
+            .leaders
+            .iter()
+            .filter(|(_, l)| l.broker == 3)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(moved, held_by_3);
+        assert!(moves.iter().all(|(_, to)| *to != 3), "{moves:?}");
+        for (stream_id, to) in moves {
+            brokers.start_move(stream_id, to);
+            assert!(brokers.complete_move(stream_id, 3, to));
+        }
+        assert!(brokers.balancing_moves(8).is_empty(), "3 and 3, none on 3");
+        brokers.assign(7..=8);
+        assert!(brokers.leaders.values().all(|l| l.broker != 3));
+        // Every broker drained: partitions still find one.
+        brokers.drained = [1, 2, 3].into();
+        brokers.assign(9..=9);
+        assert!(brokers.leaders.contains_key(&9));
     }
 }

@@ -199,6 +199,8 @@ pub struct BrokerConfig {
     /// The controller evens out the live brokers' partition counts
     /// (`partition.autobalancing.mode=continuous`).
     pub partition_autobalancing: bool,
+    /// Brokers that lead no partition (`drained.broker.ids`).
+    pub drained_broker_ids: std::collections::BTreeSet<i32>,
 }
 
 /// Checks one topic config name and value. An unknown name is an error that
@@ -498,6 +500,10 @@ pub fn effective_broker_config(broker_configs: &BTreeMap<String, String>) -> Bro
         },
         max_incremental_fetch_session_cache_slots: int("max.incremental.fetch.session.cache.slots"),
         partition_autobalancing: get("partition.autobalancing.mode").trim() != "off",
+        drained_broker_ids: get("drained.broker.ids")
+            .split(',')
+            .filter_map(|id| id.trim().parse().ok())
+            .collect(),
     }
 }
 
@@ -527,6 +533,8 @@ enum Validator {
     OneOfIgnoringCase(&'static [&'static str]),
     /// Comma-separated list, non-empty, every item one of these.
     ListOf(&'static [&'static str]),
+    /// Comma-separated broker ids (non-negative INTs), or nothing.
+    BrokerIds,
     /// Only the default value (compared as the config's type) is accepted: Sluice has
     /// nothing the config could set, and accepting other values would claim it did. The
     /// text says why, in the INVALID_CONFIG message.
@@ -640,6 +648,16 @@ impl ConfigDef {
                         "String must be one of: {}",
                         names.join(", ")
                     )));
+                }
+            }
+            ConfigType::List if matches!(self.validator, Validator::BrokerIds) => {
+                let bad = trimmed
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .find(|item| !item.parse::<i32>().is_ok_and(|id| id >= 0));
+                if let Some(item) = bad {
+                    return Err(invalid(format!("'{item}' is not a broker id")));
                 }
             }
             ConfigType::List => {
@@ -1031,6 +1049,14 @@ const BROKER_CONFIGS: &[ConfigDef] = &[
         validator: Validator::IntAtLeast(1),
         synonyms: &[],
         documentation: "The default replication factor for automatically created topics.",
+    },
+    ConfigDef {
+        name: "drained.broker.ids",
+        config_type: ConfigType::List,
+        default: Some(""),
+        validator: Validator::BrokerIds,
+        synonyms: &[],
+        documentation: "Sluice: brokers drained of partitions (`sluice broker drain`): the controller moves theirs to the other live brokers and places no new one on them, so that they can be removed.",
     },
     ConfigDef {
         name: "group.consumer.heartbeat.interval.ms",

@@ -511,6 +511,7 @@ impl MetadataImage {
             coordinator: brokers.coordinator,
             wals: wals.into_iter().collect(),
             moves: moves.into_iter().collect(),
+            drained: configs::effective_broker_config(&broker_configs).drained_broker_ids,
         };
         image.broker_configs = broker_configs;
         image.next_producer_id = next_producer_id;
@@ -677,6 +678,7 @@ impl MetadataImage {
                 for (key, value) in set {
                     self.broker_configs.insert(key.clone(), value.clone());
                 }
+                self.brokers.drained = self.broker_config().drained_broker_ids;
                 Ok(CommandOutcome::BrokerConfigsAltered)
             }
             MetadataRecord::SetLogStartOffset {
