@@ -210,9 +210,13 @@ impl Brokers {
             if self.coordinator == Some(node_id) {
                 self.coordinator = Some(least_loaded);
             }
-            for (stream_id, leader) in self.leaders.iter_mut().filter(|(_, l)| l.broker == node_id) {
+            for (stream_id, leader) in self.leaders.iter_mut().filter(|(_, l)| l.broker == node_id)
+            {
                 // A move asked for goes where it was asked to, if that broker is live.
-                let target = self.moves.remove(stream_id).filter(|t| loads.contains_key(t));
+                let target = self
+                    .moves
+                    .remove(stream_id)
+                    .filter(|t| loads.contains_key(t));
                 let broker = target.unwrap_or_else(|| {
                     let (&least_loaded, _) = loads
                         .iter()
@@ -596,9 +600,18 @@ mod tests {
         brokers.start_move(1, 3);
         assert!(brokers.check_invariants(|id| id <= 2).is_ok());
         assert!(!brokers.complete_move(1, other, 3), "not from its holder");
-        assert!(!brokers.complete_move(1, holder, other), "not to its target");
+        assert!(
+            !brokers.complete_move(1, holder, other),
+            "not to its target"
+        );
         assert!(brokers.complete_move(1, holder, 3));
-        assert_eq!(brokers.leaders[&1], PartitionLeader { broker: 3, epoch: 1 });
+        assert_eq!(
+            brokers.leaders[&1],
+            PartitionLeader {
+                broker: 3,
+                epoch: 1
+            }
+        );
         assert!(brokers.moves.is_empty());
         assert!(!brokers.complete_move(1, 3, 3), "done once");
 

@@ -153,23 +153,23 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
 pub(crate) fn encode(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
     let snapshot = SnapshotV8 {
         base: SnapshotV7 {
-        base: SnapshotV6 {
-            base: SnapshotV5 {
-                cluster_id: image.cluster_id.clone(),
-                epoch: image.epoch,
-                next_producer_id: image.next_producer_id,
-                next_stream_id: image.next_stream_id,
-                broker_configs: image.broker_configs.clone(),
-                topics: image.topics.values().cloned().collect(),
-                objects: image.registry_parts(),
-                uploads: image.upload_parts(),
-                cleaned: image.cleaned_parts(),
-                // Format 6 keeps the brokers in `brokers` below.
-                brokers: Vec::new(),
+            base: SnapshotV6 {
+                base: SnapshotV5 {
+                    cluster_id: image.cluster_id.clone(),
+                    epoch: image.epoch,
+                    next_producer_id: image.next_producer_id,
+                    next_stream_id: image.next_stream_id,
+                    broker_configs: image.broker_configs.clone(),
+                    topics: image.topics.values().cloned().collect(),
+                    objects: image.registry_parts(),
+                    uploads: image.upload_parts(),
+                    cleaned: image.cleaned_parts(),
+                    // Format 6 keeps the brokers in `brokers` below.
+                    brokers: Vec::new(),
+                },
+                brokers: image.broker_parts(),
             },
-            brokers: image.broker_parts(),
-        },
-        wals: image.wal_parts(),
+            wals: image.wal_parts(),
         },
         moves: image.move_parts(),
     };
@@ -344,10 +344,11 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
     let SnapshotV8 {
         base:
             SnapshotV7 {
-                base: SnapshotV6 {
-                    base: snapshot,
-                    brokers,
-                },
+                base:
+                    SnapshotV6 {
+                        base: snapshot,
+                        brokers,
+                    },
                 wals,
             },
         moves,
