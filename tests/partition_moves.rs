@@ -117,7 +117,10 @@ fn three_brokers_take_one_live_broker_per_partition_and_refuse_the_rest() {
     );
     assert_eq!(stay[0]["old_leader"], leaders[1], "{stay}");
     assert_eq!(stay[0]["new_leader"], leaders[1], "{stay}");
-    assert_eq!(json(&nodes[2], &["partition", "moves"]), serde_json::json!([]));
+    assert_eq!(
+        json(&nodes[2], &["partition", "moves"]),
+        serde_json::json!([])
+    );
 }
 
 #[test]
@@ -182,7 +185,9 @@ fn sluice_partition_move_hands_a_partition_to_another_broker() {
     let mut raw = RawClient::connect(&nodes[0]);
     let leaders = create_spread_topic(&mut raw);
     let epoch_before = partition_leader(&mut raw, 0).1;
-    let to = (1..=3).find(|id| *id != leaders[0]).expect("another broker");
+    let to = (1..=3)
+        .find(|id| *id != leaders[0])
+        .expect("another broker");
     let moved = json(
         &nodes[0],
         &["partition", "move", TOPIC, "0", "--to", &to.to_string()],
@@ -237,7 +242,11 @@ fn start_cluster(root: &Path) -> Vec<BrokerProcess> {
     });
     let mut raw = RawClient::connect(&nodes[0]);
     wait_for(CLUSTER_CHANGE_MAX, || {
-        let mut ids: Vec<i32> = metadata(&mut raw).brokers.iter().map(|b| b.node_id).collect();
+        let mut ids: Vec<i32> = metadata(&mut raw)
+            .brokers
+            .iter()
+            .map(|b| b.node_id)
+            .collect();
         ids.sort_unstable();
         (ids == [1, 2, 3]).then_some(())
     })

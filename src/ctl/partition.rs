@@ -78,7 +78,11 @@ pub fn main(args: PartitionArgs) -> anyhow::Result<()> {
                     alter(&conn, &name, partition, None).await
                 })?;
                 let mut table = Table::new(&["topic", "partition", "status"]);
-                table.row(vec![json!(topic), json!(partition), json!("move cancelled")]);
+                table.row(vec![
+                    json!(topic),
+                    json!(partition),
+                    json!("move cancelled"),
+                ]);
                 table.print(target.format)
             }
             (Some(to), false) => {
