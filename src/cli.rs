@@ -35,6 +35,8 @@ pub enum Command {
     Cluster(crate::ctl::cluster::ClusterArgs),
     /// Move a partition to another broker; list pending moves.
     Partition(crate::ctl::partition::PartitionArgs),
+    /// Drain a broker of partitions before removing it, or undrain it.
+    Broker(crate::ctl::broker::BrokerArgs),
 }
 
 /// How the broker writes its log lines (to stderr).

@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Group(args) => administer(ctl::group::main(args)),
         cli::Command::Cluster(args) => administer(ctl::cluster::main(args)),
         cli::Command::Partition(args) => administer(ctl::partition::main(args)),
+        cli::Command::Broker(args) => administer(ctl::broker::main(args)),
     }
 }
 

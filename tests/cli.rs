@@ -220,6 +220,8 @@ fn every_administration_subcommand_shows_an_example_in_its_help() {
         "cluster health",
         "partition move",
         "partition moves",
+        "broker drain",
+        "broker undrain",
     ] {
         let mut args: Vec<&str> = command.split(' ').collect();
         args.push("--help");

@@ -4,6 +4,9 @@
 //! only pauses (each move seals the partition on its old leader, uploads its WAL tail, and
 //! opens it on the new one).
 //!
+//! A fourth broker started under load gets its share of the partitions from the controller's
+//! balancer, and a drained one (`sluice broker drain`) gives them back.
+//!
 //! `SLUICE_MOVE_ITERATIONS` sets the moves (default 6; issue 24's acceptance runs 100),
 //! `SLUICE_MOVE_RATE` the records per second (default 2000; the acceptance runs 20000). The
 //! gaps the producer saw (last acknowledgement before a move to the first after it) are
@@ -11,8 +14,13 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use common::BrokerProcess;
 use common::quorum::{CLUSTER_CHANGE_MAX, Quorum, leaders};
@@ -54,12 +62,105 @@ fn ask_move(broker: &BrokerProcess, to: i32) {
     assert_eq!(partition.error_code, 0, "{answer:?}");
 }
 
-/// Acknowledgements: (sequence number, offset, when).
-type Acks = Arc<Mutex<Vec<(u64, i64, Instant)>>>;
+/// One acknowledgement: (sequence number, partition, offset, when).
+type Ack = (u64, i32, i64, Instant);
+
+/// An idempotent acks=all producer sending records "0", "1", ... to `topic` at a steady rate,
+/// record `n` to partition `n % partitions`, each awaited in the background.
+struct Load {
+    acks: Arc<Mutex<Vec<Ack>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Load {
+    fn start(broker: &BrokerProcess, topic: &'static str, partitions: i32, rate: u64) -> Load {
+        let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let producer = common::idempotent_producer(broker);
+        let task = tokio::spawn({
+            let (acks, stop) = (acks.clone(), stop.clone());
+            async move {
+                let mut pending = FuturesUnordered::new();
+                let started = Instant::now();
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let due = started.elapsed().as_secs_f64() * rate as f64;
+                    while (sent as f64) < due {
+                        let value = sent.to_string();
+                        let partition = (sent % partitions as u64) as i32;
+                        let record = FutureRecord::<(), _>::to(topic)
+                            .partition(partition)
+                            .payload(&value);
+                        let delivery = producer
+                            .send_result(record)
+                            .unwrap_or_else(|(e, _)| panic!("record {sent} not queued: {e}"));
+                        let seq = sent;
+                        pending.push(async move { (seq, delivery.await) });
+                        sent += 1;
+                    }
+                    // Collects what is acknowledged, one millisecond at a time.
+                    let tick = tokio::time::sleep(Duration::from_millis(1));
+                    tokio::pin!(tick);
+                    loop {
+                        tokio::select! {
+                            Some((seq, outcome)) = pending.next() => {
+                                acknowledged(&acks, seq, outcome);
+                            }
+                            _ = &mut tick => break,
+                        }
+                    }
+                }
+                while let Some((seq, outcome)) = pending.next().await {
+                    acknowledged(&acks, seq, outcome);
+                }
+                sent
+            }
+        });
+        Load { acks, stop, task }
+    }
+
+    /// Records acknowledged so far.
+    fn acked(&self) -> usize {
+        self.acks.lock().unwrap().len()
+    }
+
+    /// Waits until `count` more records are acknowledged.
+    fn wait_for_more(&self, count: usize, what: &str) {
+        let before = self.acked();
+        common::wait_for(CLUSTER_CHANGE_MAX, || {
+            (self.acked() >= before + count).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{what}: the load is not acknowledged"));
+    }
+
+    /// Stops sending, waits for the records in flight, and checks that every record was
+    /// acknowledged once, at dense offsets of its partition in the order sent; returns the
+    /// acknowledgements in time order and each partition's values in offset order.
+    async fn finish(self) -> (Vec<Ack>, HashMap<i32, Vec<String>>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.task.await.expect("the load ran");
+        let mut acks = self.acks.lock().unwrap().clone();
+        assert_eq!(acks.len() as u64, sent, "every record acknowledged");
+        acks.sort_by_key(|(seq, _, _, _)| *seq);
+        let mut expected: HashMap<i32, Vec<String>> = HashMap::new();
+        for (seq, partition, offset, _) in &acks {
+            let values = expected.entry(*partition).or_default();
+            assert_eq!(
+                *offset,
+                values.len() as i64,
+                "record {seq}: offsets dense, in the order sent"
+            );
+            values.push(seq.to_string());
+        }
+        acks.sort_by_key(|(_, _, _, at)| *at);
+        (acks, expected)
+    }
+}
 
 /// Keeps record `seq`'s acknowledgement; panics if it failed.
 fn acknowledged(
-    acks: &Acks,
+    acks: &Mutex<Vec<Ack>>,
     seq: u64,
     outcome: Result<
         rdkafka::producer::future_producer::OwnedDeliveryResult,
@@ -71,7 +172,7 @@ fn acknowledged(
         .unwrap_or_else(|(e, _)| panic!("record {seq} not acknowledged: {e}"));
     acks.lock()
         .unwrap()
-        .push((seq, delivery.offset, Instant::now()));
+        .push((seq, delivery.partition, delivery.offset, Instant::now()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,60 +187,10 @@ async fn a_partition_moves_under_an_idempotent_load_without_loss_or_duplicate() 
     brokers[0].create_topic(TOPIC, 1).await;
     let mut leader = leaders(&brokers[0], TOPIC, &[10, 11, 12])[&0];
 
-    // The load: records "0", "1", ... at `rate` per second, in order, each awaited in the
-    // background; every acknowledgement is kept with its offset and instant.
-    let acks: Acks = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let producer = common::idempotent_producer(&brokers[1]);
-    let load = tokio::spawn({
-        let (acks, stop, producer) = (acks.clone(), stop.clone(), producer.clone());
-        async move {
-            let mut pending = futures::stream::FuturesUnordered::new();
-            let started = Instant::now();
-            let mut sent = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let due = started.elapsed().as_secs_f64() * rate as f64;
-                while (sent as f64) < due {
-                    let value = sent.to_string();
-                    let delivery = producer
-                        .send_result(
-                            FutureRecord::<(), _>::to(TOPIC)
-                                .partition(0)
-                                .payload(&value),
-                        )
-                        .unwrap_or_else(|(e, _)| panic!("record {sent} not queued: {e}"));
-                    let seq = sent;
-                    pending.push(async move { (seq, delivery.await) });
-                    sent += 1;
-                }
-                // Collects what is acknowledged, one millisecond at a time.
-                let tick = tokio::time::sleep(Duration::from_millis(1));
-                tokio::pin!(tick);
-                loop {
-                    use futures::StreamExt;
-                    tokio::select! {
-                        Some((seq, outcome)) = pending.next() => {
-                            acknowledged(&acks, seq, outcome);
-                        }
-                        _ = &mut tick => break,
-                    }
-                }
-            }
-            use futures::StreamExt;
-            while let Some((seq, outcome)) = pending.next().await {
-                acknowledged(&acks, seq, outcome);
-            }
-            sent
-        }
-    });
-
-    let acked = || acks.lock().unwrap().len();
+    let load = Load::start(&brokers[1], TOPIC, 1, rate);
     let mut windows = Vec::new();
     for round in 0..moves {
-        // Records flow before each move.
-        let before = acked();
-        common::wait_for(CLUSTER_CHANGE_MAX, || (acked() > before + 50).then_some(()))
-            .expect("the load is acknowledged");
+        load.wait_for_more(50, "before the move");
         let to = [10, 11, 12]
             .into_iter()
             .filter(|id| *id != leader)
@@ -151,26 +202,20 @@ async fn a_partition_moves_under_an_idempotent_load_without_loss_or_duplicate() 
             (leaders(&brokers[0], TOPIC, &[10, 11, 12])[&0] == to).then_some(())
         });
         assert!(moved.is_some(), "move {round}: broker {to} never led it");
-        // Records flow on the new leader.
-        let after = acked();
-        common::wait_for(CLUSTER_CHANGE_MAX, || (acked() > after + 50).then_some(()))
-            .expect("the load goes on after the move");
-        windows.push((asked, Instant::now(), asked.elapsed()));
+        load.wait_for_more(50, "after the move");
+        windows.push((asked, Instant::now()));
         leader = to;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let sent = load.await.expect("the load ran");
+    let (acks, expected) = load.finish().await;
 
     // The producer's view of each move: the longest pause between two acknowledgements in
     // its window.
-    let mut acks = acks.lock().unwrap().clone();
-    acks.sort_by_key(|(_, _, at)| *at);
     let mut gaps: Vec<Duration> = windows
         .iter()
-        .map(|(from, to, _)| {
+        .map(|(from, to)| {
             acks.windows(2)
-                .filter(|pair| pair[1].2 >= *from && pair[0].2 <= *to)
-                .map(|pair| pair[1].2 - pair[0].2)
+                .filter(|pair| pair[1].3 >= *from && pair[0].3 <= *to)
+                .map(|pair| pair[1].3 - pair[0].3)
                 .max()
                 .unwrap_or_default()
         })
@@ -178,25 +223,74 @@ async fn a_partition_moves_under_an_idempotent_load_without_loss_or_duplicate() 
     gaps.sort_unstable();
     let at = |q: f64| gaps[((gaps.len() - 1) as f64 * q).round() as usize];
     println!(
-        "{moves} moves at {rate} records/s: producer gap median {:?}, p99 {:?}, max {:?}; {sent} records",
+        "{moves} moves at {rate} records/s: producer gap median {:?}, p99 {:?}, max {:?}; {} records",
         at(0.5),
         at(0.99),
-        gaps.last().copied().unwrap_or_default()
+        gaps.last().copied().unwrap_or_default(),
+        acks.len()
     );
-
-    // Every record acknowledged once, at the offset it was acknowledged at; offsets dense,
-    // in the order sent.
-    assert_eq!(acks.len() as u64, sent, "every record acknowledged");
-    let mut by_offset = acks.clone();
-    by_offset.sort_by_key(|(_, offset, _)| *offset);
-    for (expected, (seq, offset, _)) in by_offset.iter().enumerate() {
-        assert_eq!(
-            (*seq, *offset),
-            (expected as u64, expected as i64),
-            "offsets dense and in send order"
-        );
-    }
-    let mut expected = std::collections::HashMap::new();
-    expected.insert(0, (0..sent).map(|seq| seq.to_string()).collect::<Vec<_>>());
     common::assert_topic_holds(&brokers[2], TOPIC, &expected);
+}
+
+/// The partitions each broker leads, by Metadata.
+fn led_counts(broker: &BrokerProcess, topic: &str, brokers: &[i32]) -> HashMap<i32, usize> {
+    let mut counts: HashMap<i32, usize> = brokers.iter().map(|id| (*id, 0)).collect();
+    for leader in leaders(broker, topic, brokers).values() {
+        *counts.entry(*leader).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_broker_gets_its_share_under_load_and_a_drained_one_gives_it_back() {
+    const SPREAD: &str = "spread";
+    let root = tempfile::tempdir().expect("tempdir");
+    let quorum = Quorum::start(root.path(), &[]);
+    let mut brokers: Vec<BrokerProcess> = (10..13)
+        .map(|id| quorum.shared_broker(root.path(), id))
+        .collect();
+    brokers[0].create_topic(SPREAD, 24).await;
+    assert_eq!(
+        led_counts(&brokers[0], SPREAD, &[10, 11, 12]),
+        HashMap::from([(10, 8), (11, 8), (12, 8)])
+    );
+    let load = Load::start(&brokers[1], SPREAD, 24, 2000);
+    load.wait_for_more(200, "three brokers");
+
+    // A fourth broker: the balancer gives it six of the 24, a few moves at a time.
+    brokers.push(quorum.shared_broker(root.path(), 13));
+    let started = Instant::now();
+    let all = [10, 11, 12, 13];
+    let shared = common::wait_for(CLUSTER_CHANGE_MAX, || {
+        let counts = led_counts(&brokers[0], SPREAD, &all);
+        counts.values().all(|n| *n == 6).then_some(counts)
+    });
+    assert!(shared.is_some(), "the new broker gets its share");
+    println!("broker 13 leads 6 of 24 after {:?}", started.elapsed());
+    load.wait_for_more(200, "four brokers");
+
+    // Drained, it gives them back; `sluice broker drain` waits until it leads none.
+    let started = Instant::now();
+    let drained = std::process::Command::new(common::sluice_binary())
+        .args(["broker", "drain", "13", "--brokers", &brokers[0].bootstrap])
+        .args(["--format", "json"])
+        .output()
+        .expect("sluice runs");
+    assert!(
+        drained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    let answer: serde_json::Value =
+        serde_json::from_slice(&drained.stdout).expect("JSON from sluice broker drain");
+    assert_eq!(answer[0]["partitions_moved"], 6, "{answer}");
+    println!("broker 13 drained after {:?}", started.elapsed());
+    assert_eq!(led_counts(&brokers[0], SPREAD, &all)[&13], 0);
+    load.wait_for_more(200, "broker 13 drained");
+    // A topic created now gets nothing on it.
+    brokers[0].create_topic("after-drain", 6).await;
+    assert_eq!(led_counts(&brokers[0], "after-drain", &all)[&13], 0);
+
+    let (_, expected) = load.finish().await;
+    common::assert_topic_holds(&brokers[2], SPREAD, &expected);
 }

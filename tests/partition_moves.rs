@@ -178,7 +178,6 @@ fn kafka_python_reassignment_admin_calls() {
 /// `sluice partition move` carries a move out: Metadata shows the new leader, one leader
 /// epoch up, and nothing is left pending.
 #[test]
-#[ignore = "needs the broker side of moves"]
 fn sluice_partition_move_hands_a_partition_to_another_broker() {
     let root = tempfile::tempdir().expect("tempdir");
     let nodes = start_cluster(root.path());
