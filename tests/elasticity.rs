@@ -5,7 +5,9 @@
 //! opens it on the new one).
 //!
 //! A fourth broker started under load gets its share of the partitions from the controller's
-//! balancer, and a drained one (`sluice broker drain`) gives them back.
+//! balancer, and a drained one (`sluice broker drain`) gives them back; busy partitions
+//! spread over the brokers even when the counts are even (the balancer weighs partitions by
+//! the bytes the brokers report in their heartbeats).
 //!
 //! `SLUICE_MOVE_ITERATIONS` sets the moves (default 6; issue 24's acceptance runs 100),
 //! `SLUICE_MOVE_RATE` the records per second (default 2000; the acceptance runs 20000). The
@@ -65,16 +67,24 @@ fn ask_move(broker: &BrokerProcess, to: i32) {
 /// One acknowledgement: (sequence number, partition, offset, when).
 type Ack = (u64, i32, i64, Instant);
 
-/// An idempotent acks=all producer sending records "0", "1", ... to `topic` at a steady rate,
-/// record `n` to partition `n % partitions`, each awaited in the background.
+/// An idempotent acks=all producer sending records "0", "1", ... (padded to `value_bytes`) to
+/// `topic` at a steady rate, record `n` to `partitions[n % partitions.len()]`, each awaited
+/// in the background.
 struct Load {
+    value_bytes: usize,
     acks: Arc<Mutex<Vec<Ack>>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<u64>,
 }
 
 impl Load {
-    fn start(broker: &BrokerProcess, topic: &'static str, partitions: i32, rate: u64) -> Load {
+    fn start(
+        broker: &BrokerProcess,
+        topic: &'static str,
+        partitions: Vec<i32>,
+        rate: u64,
+        value_bytes: usize,
+    ) -> Load {
         let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let producer = common::idempotent_producer(broker);
@@ -87,8 +97,8 @@ impl Load {
                 while !stop.load(Ordering::Relaxed) {
                     let due = started.elapsed().as_secs_f64() * rate as f64;
                     while (sent as f64) < due {
-                        let value = sent.to_string();
-                        let partition = (sent % partitions as u64) as i32;
+                        let value = format!("{sent:<value_bytes$}");
+                        let partition = partitions[(sent % partitions.len() as u64) as usize];
                         let record = FutureRecord::<(), _>::to(topic)
                             .partition(partition)
                             .payload(&value);
@@ -117,7 +127,12 @@ impl Load {
                 sent
             }
         });
-        Load { acks, stop, task }
+        Load {
+            value_bytes,
+            acks,
+            stop,
+            task,
+        }
     }
 
     /// Records acknowledged so far.
@@ -151,7 +166,10 @@ impl Load {
                 values.len() as i64,
                 "record {seq}: offsets dense, in the order sent"
             );
-            values.push(seq.to_string());
+            values.push(format!(
+                "{seq:<value_bytes$}",
+                value_bytes = self.value_bytes
+            ));
         }
         acks.sort_by_key(|(_, _, _, at)| *at);
         (acks, expected)
@@ -187,7 +205,7 @@ async fn a_partition_moves_under_an_idempotent_load_without_loss_or_duplicate() 
     brokers[0].create_topic(TOPIC, 1).await;
     let mut leader = leaders(&brokers[0], TOPIC, &[10, 11, 12])[&0];
 
-    let load = Load::start(&brokers[1], TOPIC, 1, rate);
+    let load = Load::start(&brokers[1], TOPIC, vec![0], rate, 1);
     let mut windows = Vec::new();
     for round in 0..moves {
         load.wait_for_more(50, "before the move");
@@ -254,7 +272,7 @@ async fn a_new_broker_gets_its_share_under_load_and_a_drained_one_gives_it_back(
         led_counts(&brokers[0], SPREAD, &[10, 11, 12]),
         HashMap::from([(10, 8), (11, 8), (12, 8)])
     );
-    let load = Load::start(&brokers[1], SPREAD, 24, 2000);
+    let load = Load::start(&brokers[1], SPREAD, (0..24).collect(), 2000, 1);
     load.wait_for_more(200, "three brokers");
 
     // A fourth broker: the balancer gives it six of the 24, a few moves at a time.
@@ -293,4 +311,42 @@ async fn a_new_broker_gets_its_share_under_load_and_a_drained_one_gives_it_back(
 
     let (_, expected) = load.finish().await;
     common::assert_topic_holds(&brokers[2], SPREAD, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_partitions_spread_over_the_brokers_even_when_the_counts_are_even() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let quorum = Quorum::start(root.path(), &[]);
+    let brokers: Vec<BrokerProcess> = (10..12)
+        .map(|id| quorum.shared_broker(root.path(), id))
+        .collect();
+    brokers[0].create_topic("busy", 4).await;
+    brokers[0].create_topic("quiet", 4).await;
+    // Both of broker 10's "busy" partitions get about 1 MB/s each; nothing else is written.
+    let before = leaders(&brokers[0], "busy", &[10, 11]);
+    let mut hot: Vec<i32> = before
+        .iter()
+        .filter(|(_, leader)| **leader == 10)
+        .map(|(partition, _)| *partition)
+        .collect();
+    hot.sort_unstable();
+    assert_eq!(hot.len(), 2, "{before:?}");
+    let load = Load::start(&brokers[1], "busy", hot.clone(), 2000, 1000);
+    // The balancer swaps one of them with an idle partition of broker 11: each broker
+    // carries about 1 MB/s and still leads four.
+    let started = Instant::now();
+    let spread = common::wait_for(CLUSTER_CHANGE_MAX, || {
+        let now = leaders(&brokers[0], "busy", &[10, 11]);
+        let led_by_10 = now.values().filter(|l| **l == 10).count()
+            + led_counts(&brokers[0], "quiet", &[10, 11])[&10];
+        (now[&hot[0]] != now[&hot[1]] && led_by_10 == 4).then_some(now)
+    });
+    let spread = spread.expect("the busy partitions spread");
+    println!("busy partitions spread after {:?}", started.elapsed());
+    // And stay spread: two seconds of load later (several heartbeats' worth of noisy
+    // rates), nothing moved back and forth.
+    load.wait_for_more(4000, "spread");
+    assert_eq!(leaders(&brokers[0], "busy", &[10, 11]), spread);
+    let (_, expected) = load.finish().await;
+    common::assert_topic_holds(&brokers[0], "busy", &expected);
 }

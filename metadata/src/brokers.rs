@@ -20,6 +20,17 @@ use std::collections::BTreeMap;
 
 use crate::limits::BROKERS_MAX;
 
+/// The balancer swaps partitions for traffic only when the busiest broker carries more than
+/// this many times the brokers' mean: measured rates are noisy, and a margin keeps that
+/// noise from moving partitions back and forth.
+const TRAFFIC_SKEW_MAX: f64 = 1.5;
+
+/// Below this mean traffic per broker, partitions are balanced by count only.
+const TRAFFIC_MEAN_MIN_BYTES_PER_S: f64 = 256.0 * 1024.0;
+
+/// A traffic swap must leave at most this share of the gap between the two brokers.
+const TRAFFIC_GAP_KEPT_MAX: f64 = 0.75;
+
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct BrokerImage {
@@ -372,26 +383,36 @@ impl Brokers {
         }
     }
 
-    /// Moves that empty the drained brokers and even out the others' partition counts, at
-    /// most `moves_max` in flight with those already asked for: (stream id, target broker).
-    /// A drained broker's partitions go first, to the least loaded brokers. Then each goes from a
-    /// broker holding two or more partitions more than the least loaded one to that one
-    /// (the lowest stream id first; ties to the lowest broker ids), so that it converges and
-    /// never moves a partition back and forth. Partitions of fenced brokers stay put (a
-    /// takeover moves them); a moving partition counts at its target.
-    pub fn balancing_moves(&self, moves_max: usize) -> Vec<(u64, i32)> {
+    /// Moves that empty the drained brokers and even out the others' partition counts, then
+    /// their traffic, at most `moves_max` in flight with those already asked for: (stream
+    /// id, target broker). `rate` is a partition's bytes in and out per second. A moving
+    /// partition counts at its target; partitions of fenced brokers stay put (a takeover
+    /// moves them). Ties go to the lowest stream and broker ids.
+    ///
+    /// 1. A live drained broker's partitions go first, each to the least loaded broker.
+    /// 2. Counts: a partition goes from a broker holding two or more more than the least
+    ///    loaded one to that one.
+    /// 3. Traffic, once the counts are even: when the busiest broker carries more than
+    ///    `TRAFFIC_SKEW_MAX` times the mean (and the mean is at least
+    ///    `TRAFFIC_MEAN_MIN_BYTES_PER_S`), it swaps a partition with the least busy broker:
+    ///    the pair that leaves the smallest gap between them, if that is under three
+    ///    quarters of the gap before. Counts stay even, and the skew's margin keeps the
+    ///    noise of measured rates from moving partitions back and forth.
+    pub fn balancing_moves(&self, moves_max: usize, rate: impl Fn(u64) -> f64) -> Vec<(u64, i32)> {
         let mut room = moves_max.saturating_sub(self.moves.len());
         let mut loads = self.placement_loads();
         if room == 0 || loads.is_empty() {
             return Vec::new();
         }
-        for (stream_id, target) in &self.moves {
-            if let Some(holder) = self.leaders.get(stream_id).map(|l| l.broker)
-                && let Some(load) = loads.get_mut(&holder)
-            {
-                *load -= 1;
-            }
-            if let Some(load) = loads.get_mut(target) {
+        // Where each partition is (or goes), among the placement brokers.
+        let at = |stream_id: &u64, leader: &PartitionLeader| {
+            self.moves.get(stream_id).copied().unwrap_or(leader.broker)
+        };
+        for load in loads.values_mut() {
+            *load = 0;
+        }
+        for (stream_id, leader) in &self.leaders {
+            if let Some(load) = loads.get_mut(&at(stream_id, leader)) {
                 *load += 1;
             }
         }
@@ -399,7 +420,14 @@ impl Brokers {
         let movable = |stream_id: &u64, planned: &[(u64, i32)]| {
             !self.moves.contains_key(stream_id) && !planned.iter().any(|(p, _)| p == stream_id)
         };
-        // A live drained broker's partitions go first, each to the least loaded target.
+        let least_loaded = |loads: &BTreeMap<i32, usize>| {
+            let (&id, _) = loads
+                .iter()
+                .min_by_key(|(id, load)| (**load, **id))
+                .expect("not empty");
+            id
+        };
+        // 1. Drained brokers.
         let drained: Vec<u64> = self
             .leaders
             .iter()
@@ -417,24 +445,19 @@ impl Brokers {
             if !movable(&stream_id, &planned) {
                 continue;
             }
-            let (&least, load) = loads
-                .iter_mut()
-                .min_by_key(|(id, load)| (**load, **id))
-                .expect("not empty");
-            *load += 1;
+            let least = least_loaded(&loads);
+            *loads.get_mut(&least).expect("a target") += 1;
             planned.push((stream_id, least));
             room -= 1;
         }
+        // 2. Counts.
         while room > 0 && loads.len() >= 2 {
             let (&most, &high) = loads
                 .iter()
                 .max_by_key(|(id, load)| (**load, -**id))
                 .expect("two brokers");
-            let (&least, &low) = loads
-                .iter()
-                .min_by_key(|(id, load)| (**load, **id))
-                .expect("two brokers");
-            if high < low + 2 {
+            let least = least_loaded(&loads);
+            if high < loads[&least] + 2 {
                 break;
             }
             let Some(stream_id) = self
@@ -449,6 +472,45 @@ impl Brokers {
             *loads.get_mut(&most).expect("live") -= 1;
             *loads.get_mut(&least).expect("live") += 1;
             room -= 1;
+        }
+        if !planned.is_empty() || !self.moves.is_empty() || room < 2 || loads.len() < 2 {
+            return planned;
+        }
+        // 3. Traffic, with the counts even and nothing moving.
+        let mut traffic: BTreeMap<i32, f64> = loads.keys().map(|id| (*id, 0.0)).collect();
+        let mut held: BTreeMap<i32, Vec<(u64, f64)>> = BTreeMap::new();
+        for (stream_id, leader) in &self.leaders {
+            if let Some(total) = traffic.get_mut(&leader.broker) {
+                let bytes_per_s = rate(*stream_id);
+                *total += bytes_per_s;
+                held.entry(leader.broker)
+                    .or_default()
+                    .push((*stream_id, bytes_per_s));
+            }
+        }
+        let mean = traffic.values().sum::<f64>() / traffic.len() as f64;
+        let by_traffic = |a: &(&i32, &f64), b: &(&i32, &f64)| a.1.total_cmp(b.1).then(b.0.cmp(a.0));
+        let (&busiest, &high) = traffic.iter().max_by(by_traffic).expect("two brokers");
+        let (&calmest, &low) = traffic.iter().min_by(by_traffic).expect("two brokers");
+        if mean < TRAFFIC_MEAN_MIN_BYTES_PER_S || high <= TRAFFIC_SKEW_MAX * mean {
+            return planned;
+        }
+        let gap = high - low;
+        let empty = Vec::new();
+        let mut best: Option<(f64, u64, u64)> = None;
+        for &(from_busiest, r_out) in held.get(&busiest).unwrap_or(&empty) {
+            for &(from_calmest, r_in) in held.get(&calmest).unwrap_or(&empty) {
+                let left = (gap - 2.0 * (r_out - r_in)).abs();
+                if best.is_none_or(|(b, _, _)| left < b) {
+                    best = Some((left, from_busiest, from_calmest));
+                }
+            }
+        }
+        if let Some((left, out, back)) = best
+            && left < TRAFFIC_GAP_KEPT_MAX * gap
+        {
+            planned.push((out, calmest));
+            planned.push((back, busiest));
         }
         planned
     }
@@ -745,34 +807,83 @@ mod tests {
         assert!(brokers.check_invariants(|id| id <= 4).is_ok());
     }
 
+    impl Brokers {
+        fn balancing_moves_by_count(&self, moves_max: usize) -> Vec<(u64, i32)> {
+            self.balancing_moves(moves_max, |_| 0.0)
+        }
+    }
+
+    #[test]
+    fn busy_partitions_are_swapped_apart_once_the_counts_are_even() {
+        let mut brokers = Brokers::default();
+        brokers.register(1, "h:1", std::iter::empty());
+        brokers.register(2, "h:2", std::iter::empty());
+        brokers.assign(1..=8);
+        // Broker 1's first two partitions carry 1 MB/s each; nothing else moves.
+        let busy: Vec<u64> = brokers
+            .leaders
+            .iter()
+            .filter(|(_, l)| l.broker == 1)
+            .map(|(id, _)| *id)
+            .take(2)
+            .collect();
+        let rate = |id: u64| if busy.contains(&id) { 1e6 } else { 0.0 };
+        let moves = brokers.balancing_moves(8, rate);
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        assert!(busy.contains(&moves[0].0) && moves[0].1 == 2, "{moves:?}");
+        assert!(!busy.contains(&moves[1].0) && moves[1].1 == 1, "{moves:?}");
+        assert!(
+            brokers.balancing_moves(1, rate).is_empty(),
+            "a swap needs room for two moves"
+        );
+        for (stream_id, to) in moves {
+            let from = brokers.leaders[&stream_id].broker;
+            brokers.start_move(stream_id, to);
+            assert!(brokers.complete_move(stream_id, from, to));
+        }
+        assert!(brokers.balancing_moves(8, rate).is_empty(), "1 MB/s each");
+        // Noise under the skew's margin moves nothing; so does little traffic.
+        let noisy = |id: u64| if id == busy[0] { 1.4e6 } else { rate(id) };
+        assert!(brokers.balancing_moves(8, noisy).is_empty());
+        let little = |id: u64| if busy.contains(&id) { 1e3 } else { 0.0 };
+        let mut layout = Brokers::default();
+        layout.register(1, "h:1", std::iter::empty());
+        layout.register(2, "h:2", std::iter::empty());
+        layout.assign(1..=8);
+        assert!(layout.balancing_moves(8, little).is_empty());
+    }
+
     #[test]
     fn balancing_fills_a_new_broker_and_converges() {
         let mut brokers = Brokers::default();
         brokers.register(1, "h:1", std::iter::empty());
         brokers.register(2, "h:2", std::iter::empty());
         brokers.assign(1..=8);
-        assert!(brokers.balancing_moves(4).is_empty(), "4 and 4: even");
+        assert!(
+            brokers.balancing_moves_by_count(4).is_empty(),
+            "4 and 4: even"
+        );
         // A third broker: it should get two or three of the eight.
         brokers.register(3, "h:3", 1..=8);
-        let moves = brokers.balancing_moves(8);
+        let moves = brokers.balancing_moves_by_count(8);
         assert_eq!(moves.len(), 2, "{moves:?}");
         assert!(moves.iter().all(|(_, target)| *target == 3));
         // At most `moves_max` in flight, those asked for included.
         brokers.start_move(moves[0].0, 3);
-        assert_eq!(brokers.balancing_moves(1), Vec::new());
-        assert_eq!(brokers.balancing_moves(2).len(), 1);
+        assert_eq!(brokers.balancing_moves_by_count(1), Vec::new());
+        assert_eq!(brokers.balancing_moves_by_count(2).len(), 1);
         for (stream_id, target) in moves {
             let from = brokers.leaders[&stream_id].broker;
             brokers.start_move(stream_id, target);
             assert!(brokers.complete_move(stream_id, from, target));
         }
         assert!(
-            brokers.balancing_moves(8).is_empty(),
+            brokers.balancing_moves_by_count(8).is_empty(),
             "3, 3 and 2: even enough"
         );
         // A fenced broker's partitions stay; the live ones are even among themselves.
         assert!(brokers.set_fenced(3, true, 1..=8));
-        assert!(brokers.balancing_moves(8).is_empty());
+        assert!(brokers.balancing_moves_by_count(8).is_empty());
     }
 
     #[test]
@@ -783,7 +894,7 @@ mod tests {
         }
         brokers.assign(1..=6);
         brokers.drained = [3].into();
-        let moves = brokers.balancing_moves(8);
+        let moves = brokers.balancing_moves_by_count(8);
         let mut moved: Vec<u64> = moves.iter().map(|(id, _)| *id).collect();
         moved.sort_unstable();
         let held_by_3: Vec<u64> = brokers
@@ -798,7 +909,10 @@ mod tests {
             brokers.start_move(stream_id, to);
             assert!(brokers.complete_move(stream_id, 3, to));
         }
-        assert!(brokers.balancing_moves(8).is_empty(), "3 and 3, none on 3");
+        assert!(
+            brokers.balancing_moves_by_count(8).is_empty(),
+            "3 and 3, none on 3"
+        );
         brokers.assign(7..=8);
         assert!(brokers.leaders.values().all(|l| l.broker != 3));
         // Every broker drained: partitions still find one.

@@ -143,15 +143,21 @@ impl MetadataImage {
         self.brokers.moves.iter().map(|(id, target)| (*id, *target))
     }
 
-    /// Moves the controller's balancer asks for now (`Brokers::balancing_moves`), as
-    /// (topic, partition, target broker); none unless `partition.autobalancing.mode` is
-    /// continuous.
-    pub fn balancing_moves(&self, moves_max: usize) -> Vec<(String, u32, i32)> {
+    /// Moves the controller's balancer asks for now (`Brokers::balancing_moves`, with each
+    /// partition's bytes in and out per second in `rates`, none if absent), as (topic,
+    /// partition, target broker); none unless `partition.autobalancing.mode` is continuous.
+    pub fn balancing_moves(
+        &self,
+        moves_max: usize,
+        rates: &std::collections::HashMap<u64, f64>,
+    ) -> Vec<(String, u32, i32)> {
         if !self.broker_config().partition_autobalancing {
             return Vec::new();
         }
         self.brokers
-            .balancing_moves(moves_max)
+            .balancing_moves(moves_max, |stream_id| {
+                rates.get(&stream_id).copied().unwrap_or(0.0)
+            })
             .into_iter()
             .filter_map(|(stream_id, target)| {
                 let (topic, part) = self.stream(stream_id)?;

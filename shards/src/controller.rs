@@ -112,10 +112,16 @@ impl ControllerHandle {
             .unwrap_or_else(|e| Err(format!("broker call task: {e}")))
     }
 
-    /// Starts this broker's heartbeats to the controller quorum; a no-op for a single node.
-    pub fn send_heartbeats(&self, broker_id: i32, interval: std::time::Duration) {
+    /// Starts this broker's heartbeats to the controller quorum, each with its partitions'
+    /// traffic from `traffic` (for the balancer); a no-op for a single node.
+    pub fn send_heartbeats(
+        &self,
+        broker_id: i32,
+        interval: std::time::Duration,
+        traffic: sluice_metadata::quorum::TrafficSource,
+    ) {
         if let Some((runtime, node)) = self.quorum.as_ref() {
-            runtime.spawn(node.send_heartbeats(broker_id, interval));
+            runtime.spawn(node.send_heartbeats(broker_id, interval, traffic));
         }
     }
 

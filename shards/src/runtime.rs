@@ -218,7 +218,11 @@ impl Broker {
                     }
                 });
             }
-            handle.send_heartbeats(config.node_id, settings.broker_heartbeat_interval);
+            let traffic = {
+                let metrics = metrics.clone();
+                Arc::new(move || metrics.partition_traffic())
+            };
+            handle.send_heartbeats(config.node_id, settings.broker_heartbeat_interval, traffic);
         }
 
         let (mut senders, mut receivers) = mesh(shard_count);

@@ -14,6 +14,7 @@
 mod network;
 mod node;
 mod storage;
+mod traffic;
 
 use std::io::Cursor;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use node::{
     QuorumConfig, QuorumDescription, QuorumNode, QuorumStatus, cluster_id_of_voters, parse_voters,
 };
+pub use traffic::{PartitionTraffic, TrafficSource};
 
 openraft::declare_raft_types!(
     /// openraft's types for the metadata quorum.

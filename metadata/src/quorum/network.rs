@@ -58,6 +58,9 @@ pub(crate) enum Request {
     /// A broker is alive (Kafka's BrokerHeartbeat); the leader fences brokers that stop.
     Heartbeat {
         broker_id: i32,
+        /// Its partitions' bytes in and out (`traffic.rs`), for the balancer.
+        #[serde(default)]
+        traffic: Vec<super::PartitionTraffic>,
     },
 }
 
@@ -302,8 +305,8 @@ async fn answer(node: &NodeInner, request: Request) -> Response {
         }
         Request::Describe => Response::Describe(node.describe_here()),
         Request::Leave { node_id } => Response::Leave(node.remove_observer_here(node_id).await),
-        Request::Heartbeat { broker_id } => {
-            Response::Heartbeat(node.heartbeat_here(broker_id).await)
+        Request::Heartbeat { broker_id, traffic } => {
+            Response::Heartbeat(node.heartbeat_here(broker_id, traffic).await)
         }
     }
 }

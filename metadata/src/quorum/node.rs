@@ -18,7 +18,7 @@ use super::network::{
     self, FORWARD_TIMEOUT, PeerClient, PeerNetwork, Request, Response, SubmitRefusal, SubmitReply,
 };
 use super::storage::{QuorumStorage, encode_record};
-use super::{QuorumTypes, RecordBytes};
+use super::{QuorumTypes, RecordBytes, TrafficSource};
 use crate::command::{self, CommandOutcome, MetadataCommand, Plan};
 use crate::error::MetadataError;
 use crate::image::MetadataImage;
@@ -137,6 +137,8 @@ pub(crate) struct NodeInner {
     /// times are from (a new leader gives every broker a full session from its first term).
     heartbeats: std::sync::Mutex<(u64, HashMap<i32, Instant>)>,
     broker_session_timeout: Duration,
+    /// The partitions' traffic from the brokers' heartbeats, while this node leads.
+    traffic: std::sync::Mutex<super::traffic::TrafficRates>,
 }
 
 /// One controller of the quorum.
@@ -198,6 +200,7 @@ impl QuorumNode {
             leading: Mutex::new(0),
             heartbeats: std::sync::Mutex::new((0, HashMap::new())),
             broker_session_timeout: config.broker_session_timeout,
+            traffic: std::sync::Mutex::default(),
         });
         let server = tokio::spawn(network::serve(listener, inner.clone()));
         if voter {
@@ -377,14 +380,22 @@ impl QuorumNode {
     }
 
     /// Sends the quorum's leader a heartbeat for broker `broker_id` (this node) every
-    /// `interval`, until the node stops (spawn it on the quorum's runtime): a broker whose
-    /// heartbeats stop is fenced, and the next one unfences it.
+    /// `interval`, with its partitions' traffic read from `traffic`, until the node stops
+    /// (spawn it on the quorum's runtime): a broker whose heartbeats stop is fenced, and the
+    /// next one unfences it.
     pub fn send_heartbeats(
         &self,
         broker_id: i32,
         interval: Duration,
+        traffic: TrafficSource,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        send_heartbeats(self.inner.clone(), self.node_id, broker_id, interval)
+        send_heartbeats(
+            self.inner.clone(),
+            self.node_id,
+            broker_id,
+            interval,
+            traffic,
+        )
     }
 
     /// What this controller knows of the quorum now.
@@ -609,11 +620,20 @@ impl NodeInner {
 
     /// A broker's heartbeat, if this controller leads: notes its time, and unfences the
     /// broker if it was fenced.
-    pub(crate) async fn heartbeat_here(&self, broker_id: i32) -> Result<(), SubmitRefusal> {
+    pub(crate) async fn heartbeat_here(
+        &self,
+        broker_id: i32,
+        traffic: Vec<super::PartitionTraffic>,
+    ) -> Result<(), SubmitRefusal> {
         let Some(term) = self.leading_term() else {
             return Err(self.leader_refusal());
         };
-        self.heartbeats_of(term).1.insert(broker_id, Instant::now());
+        let now = Instant::now();
+        self.heartbeats_of(term).1.insert(broker_id, now);
+        self.traffic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record(broker_id, traffic, now);
         let (fenced, wal_lost) = {
             let image = self.images.borrow();
             let fenced = image.brokers().get(&broker_id).is_some_and(|b| b.fenced);
@@ -786,10 +806,16 @@ async fn fence_silent_brokers(inner: Arc<NodeInner>) {
 /// seals its partition for the time of an upload, so a few at a time keep the pauses short.
 const BALANCING_MOVES_MAX: usize = 4;
 
-/// Asks for the moves that even out the live brokers' partition counts
-/// (`MetadataImage::balancing_moves`); the brokers holding them carry them out.
+/// Asks for the moves that even out the live brokers' partition counts, then their traffic
+/// (`traffic.rs`, `MetadataImage::balancing_moves`); the brokers holding them carry them out.
 async fn balance_partitions(inner: &NodeInner) {
-    let moves = inner.images.borrow().balancing_moves(BALANCING_MOVES_MAX);
+    let image = inner.images.borrow().clone();
+    let rates = inner
+        .traffic
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .rates(&image);
+    let moves = image.balancing_moves(BALANCING_MOVES_MAX, &rates);
     for (topic, partition, target) in moves {
         let ask = MetadataCommand::MovePartition {
             topic: topic.clone(),
@@ -801,7 +827,8 @@ async fn balance_partitions(inner: &NodeInner) {
                 %topic,
                 partition,
                 to = target,
-                "the balancer moves a partition to even the brokers' partition counts"
+                "the balancer moves a partition to even the brokers' partition counts or \
+                 traffic"
             ),
             Err(SubmitRefusal::NotLeader(_)) => return,
             Err(SubmitRefusal::Failed(code, message)) => {
@@ -812,17 +839,27 @@ async fn balance_partitions(inner: &NodeInner) {
 }
 
 /// A broker's heartbeats to the quorum's leader, every `interval`, until Raft stops.
-async fn send_heartbeats(inner: Arc<NodeInner>, node_id: u64, broker_id: i32, interval: Duration) {
-    let request = Request::Heartbeat { broker_id };
+async fn send_heartbeats(
+    inner: Arc<NodeInner>,
+    node_id: u64,
+    broker_id: i32,
+    interval: Duration,
+    traffic: TrafficSource,
+) {
     let mut client: Option<PeerClient> = None;
     loop {
-        match inner.heartbeat_here(broker_id).await {
+        let report = traffic();
+        match inner.heartbeat_here(broker_id, report.clone()).await {
             Ok(()) => {}
             Err(SubmitRefusal::NotLeader(Some((leader_id, node)))) if leader_id != node_id => {
                 let mut to_leader = client
                     .take()
                     .filter(|c| c.target() == leader_id)
                     .unwrap_or_else(|| PeerClient::new(leader_id, node.addr.clone()));
+                let request = Request::Heartbeat {
+                    broker_id,
+                    traffic: report,
+                };
                 if let Ok(Response::Heartbeat(Err(SubmitRefusal::Failed(code, message)))) =
                     to_leader.call(&request, FORWARD_TIMEOUT).await
                 {
@@ -1029,7 +1066,7 @@ mod tests {
             .await
             .expect("caught up");
         observer.submit(register).await.expect("registered");
-        tokio::spawn(observer.send_heartbeats(broker as i32, beat));
+        tokio::spawn(observer.send_heartbeats(broker as i32, beat, Arc::new(Vec::new)));
         let (image, _) = observer.submit(create_topic("t")).await.expect("created");
         let stream_id = image.topic("t").expect("topic").partitions[0].stream_id;
         assert!(image.leads(stream_id), "the only broker leads");
@@ -1066,7 +1103,11 @@ mod tests {
         // Back: its first heartbeat unfences it, one epoch on again.
         let listener = std::net::TcpListener::bind(&addr).expect("rebind");
         cluster.start_node(broker, listener).await;
-        tokio::spawn(cluster.nodes[&broker].send_heartbeats(broker as i32, beat));
+        tokio::spawn(cluster.nodes[&broker].send_heartbeats(
+            broker as i32,
+            beat,
+            Arc::new(Vec::new),
+        ));
         let unfenced = wait_until(voter(&cluster), false).await;
         let online = unfenced.leadership(stream_id);
         assert_eq!((online.leader, online.leader_epoch), (Some(10), 2));

@@ -28,6 +28,20 @@ pub struct BrokerMetrics {
 }
 
 impl BrokerMetrics {
+    /// Each partition's bytes produced and fetched on this broker so far, for the
+    /// controller's balancer (sent with the heartbeats).
+    pub fn partition_traffic(&self) -> Vec<sluice_metadata::quorum::PartitionTraffic> {
+        self.shards
+            .iter()
+            .flat_map(|shard| shard.partitions())
+            .map(|p| sluice_metadata::quorum::PartitionTraffic {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                bytes: p.produce_bytes.get().saturating_add(p.fetch_bytes.get()),
+            })
+            .collect()
+    }
+
     /// Metrics of `shard_count` shards over the object store `objects`.
     pub fn new(shard_count: usize, objects: ObjectStore) -> BrokerMetrics {
         BrokerMetrics {
