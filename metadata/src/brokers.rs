@@ -356,7 +356,11 @@ impl Brokers {
             broker.fenced = fenced;
             self.bump_epochs(node_id);
         }
-        if !fenced {
+        if fenced {
+            // Moves to it would wait for it, their partitions staying where they are, and hold
+            // the balancer's room: they are dropped (the balancer asks again if needed).
+            self.moves.retain(|_, target| *target != node_id);
+        } else {
             self.assign(streams);
         }
         true
@@ -881,8 +885,16 @@ mod tests {
             brokers.balancing_moves_by_count(8).is_empty(),
             "3, 3 and 2: even enough"
         );
-        // A fenced broker's partitions stay; the live ones are even among themselves.
+        // A fenced broker's partitions stay; the live ones are even among themselves; a move
+        // to it is dropped.
+        let (stream_id, _) = brokers
+            .leaders
+            .iter()
+            .find(|(_, l)| l.broker == 1)
+            .expect("one");
+        brokers.start_move(*stream_id, 3);
         assert!(brokers.set_fenced(3, true, 1..=8));
+        assert!(brokers.moves.is_empty());
         assert!(brokers.balancing_moves_by_count(8).is_empty());
     }
 
