@@ -10,14 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde_json::json;
-use sluice_net::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig, IncrementalAlterConfigsRequest,
-};
-use sluice_net::{Request, Response};
+use sluice_net::messages::incremental_alter_configs_request::AlterableConfig;
 use sluice_perf::client::Connection;
 
-use super::topic::metadata;
-use super::{Table, Target, check, run};
+use super::topic::{incremental_alter_configs, metadata};
+use super::{Table, Target, run};
 
 /// The broker config listing the drained brokers.
 const DRAINED_CONFIG: &str = "drained.broker.ids";
@@ -126,31 +123,11 @@ async fn drain(conn: &Connection, broker: i32, timeout: Duration) -> anyhow::Res
 
 /// Adds `broker` to `drained.broker.ids` (APPEND) or removes it (SUBTRACT).
 async fn alter_drained(conn: &Connection, broker: i32, operation: i8) -> anyhow::Result<()> {
-    let request = Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest {
-        resources: vec![AlterConfigsResource {
-            resource_type: BROKER_RESOURCE,
-            resource_name: String::new(),
-            configs: vec![AlterableConfig {
-                name: DRAINED_CONFIG.to_string(),
-                config_operation: operation,
-                value: Some(broker.to_string()),
-            }],
-        }],
-        validate_only: false,
-    });
-    let Response::IncrementalAlterConfigs(response) = conn.request(request).await? else {
-        bail!("IncrementalAlterConfigs: unexpected response type");
-    };
-    for r in &response.responses {
-        check(r.error_code, || {
-            format!(
-                "setting {DRAINED_CONFIG}{}",
-                r.error_message
-                    .as_deref()
-                    .map(|m| format!(" ({m})"))
-                    .unwrap_or_default()
-            )
-        })?;
-    }
-    Ok(())
+    let configs = vec![AlterableConfig {
+        name: DRAINED_CONFIG.to_string(),
+        config_operation: operation,
+        value: Some(broker.to_string()),
+    }];
+    let what = format!("setting {DRAINED_CONFIG}");
+    incremental_alter_configs(conn, BROKER_RESOURCE, String::new(), configs, &what).await
 }

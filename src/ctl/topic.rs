@@ -197,30 +197,8 @@ pub fn main(args: TopicArgs) -> anyhow::Result<()> {
             }
             let topic = name.clone();
             run(&target, |conn| async move {
-                let request = Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest {
-                    resources: vec![AlterConfigsResource {
-                        resource_type: TOPIC_RESOURCE,
-                        resource_name: topic.clone(),
-                        configs,
-                    }],
-                    validate_only: false,
-                });
-                let Response::IncrementalAlterConfigs(response) = conn.request(request).await?
-                else {
-                    bail!("IncrementalAlterConfigs: unexpected response type");
-                };
-                for r in &response.responses {
-                    check(r.error_code, || {
-                        format!(
-                            "altering {topic}{}",
-                            r.error_message
-                                .as_deref()
-                                .map(|m| format!(" ({m})"))
-                                .unwrap_or_default()
-                        )
-                    })?;
-                }
-                Ok(())
+                let what = format!("altering {topic}");
+                incremental_alter_configs(&conn, TOPIC_RESOURCE, topic, configs, &what).await
             })?;
             let mut table = Table::new(&["topic", "status"]);
             table.row(vec![json!(name), json!("altered")]);
@@ -284,6 +262,40 @@ async fn topic_partitions(
         topics.insert(name, partitions);
     }
     Ok(topics)
+}
+
+/// IncrementalAlterConfigs of one resource; a refusal fails naming `what`, Kafka's error
+/// and the broker's message.
+pub async fn incremental_alter_configs(
+    conn: &Connection,
+    resource_type: i8,
+    resource_name: String,
+    configs: Vec<AlterableConfig>,
+    what: &str,
+) -> anyhow::Result<()> {
+    let request = Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest {
+        resources: vec![AlterConfigsResource {
+            resource_type,
+            resource_name,
+            configs,
+        }],
+        validate_only: false,
+    });
+    let Response::IncrementalAlterConfigs(response) = conn.request(request).await? else {
+        bail!("IncrementalAlterConfigs: unexpected response type");
+    };
+    for r in &response.responses {
+        check(r.error_code, || {
+            format!(
+                "{what}{}",
+                r.error_message
+                    .as_deref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Metadata of every topic, or of `only` that one.
