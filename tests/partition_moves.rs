@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::raw::RawClient;
@@ -152,27 +152,13 @@ fn kafka_python_reassignment_admin_calls() {
     let nodes = start_cluster(root.path());
     let mut raw = RawClient::connect(&nodes[0]);
     let leaders = create_spread_topic(&mut raw);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/partition_moves.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .arg(&nodes[0].bootstrap)
-        .arg(TOPIC)
-        .arg(leaders[0].to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python runs");
-    let status = wait_for(SCRIPT_TIMEOUT, || child.try_wait().expect("wait works"));
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let output = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        status.is_some_and(|s| s.success()) && stdout.contains("reassignments ok"),
-        "partition_moves.py failed ({status:?}):\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let leader = leaders[0].to_string();
+    let stdout = common::python::run_script(
+        "partition_moves.py",
+        &[&nodes[0].bootstrap, TOPIC, &leader],
+        SCRIPT_TIMEOUT,
     );
+    assert!(stdout.contains("reassignments ok"), "{stdout}");
 }
 
 /// `sluice partition move` carries a move out: Metadata shows the new leader, one leader
@@ -378,16 +364,4 @@ fn json(broker: &BrokerProcess, args: &[&str]) -> serde_json::Value {
     let output = cli(broker, &args);
     assert!(output.status.success(), "sluice {args:?}: {output:?}");
     serde_json::from_slice(&output.stdout).expect("JSON")
-}
-
-fn python() -> PathBuf {
-    if let Ok(python) = std::env::var("SLUICE_TEST_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "kafka-python is missing: run ./scripts/test (it creates .venv), or set SLUICE_TEST_PYTHON"
-    );
-    venv
 }
