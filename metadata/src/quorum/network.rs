@@ -306,7 +306,7 @@ async fn answer(node: &NodeInner, request: Request) -> Response {
         Request::Describe => Response::Describe(node.describe_here()),
         Request::Leave { node_id } => Response::Leave(node.remove_observer_here(node_id).await),
         Request::Heartbeat { broker_id, traffic } => {
-            Response::Heartbeat(node.heartbeat_here(broker_id, traffic).await)
+            Response::Heartbeat(node.heartbeat_here(broker_id, &traffic).await)
         }
     }
 }

@@ -623,7 +623,7 @@ impl NodeInner {
     pub(crate) async fn heartbeat_here(
         &self,
         broker_id: i32,
-        traffic: Vec<super::PartitionTraffic>,
+        traffic: &[super::PartitionTraffic],
     ) -> Result<(), SubmitRefusal> {
         let Some(term) = self.leading_term() else {
             return Err(self.leader_refusal());
@@ -849,7 +849,7 @@ async fn send_heartbeats(
     let mut client: Option<PeerClient> = None;
     loop {
         let report = traffic();
-        match inner.heartbeat_here(broker_id, report.clone()).await {
+        match inner.heartbeat_here(broker_id, &report).await {
             Ok(()) => {}
             Err(SubmitRefusal::NotLeader(Some((leader_id, node)))) if leader_id != node_id => {
                 let mut to_leader = client

@@ -49,7 +49,7 @@ pub(crate) struct TrafficRates {
 impl TrafficRates {
     /// Takes `broker`'s report at `now`: the partitions it leads, with their counts. Its
     /// partitions missing from the report left it (moved, deleted).
-    pub(crate) fn record(&mut self, broker: i32, report: Vec<PartitionTraffic>, now: Instant) {
+    pub(crate) fn record(&mut self, broker: i32, report: &[PartitionTraffic], now: Instant) {
         let reported: HashSet<(&str, u32)> = report
             .iter()
             .map(|t| (t.topic.as_str(), t.partition))
@@ -59,7 +59,7 @@ impl TrafficRates {
                 rate.broker = None;
             }
         }
-        for traffic in &report {
+        for traffic in report {
             let key = (traffic.topic.clone(), traffic.partition);
             let fresh = Rate {
                 broker: Some(broker),
@@ -118,22 +118,22 @@ mod tests {
     fn rates_come_from_two_reports_and_leave_with_their_partition() {
         let mut rates = TrafficRates::default();
         let start = Instant::now();
-        rates.record(1, report(&[(0, 1000), (1, 0)]), start);
+        rates.record(1, &report(&[(0, 1000), (1, 0)]), start);
         rates.record(
             1,
-            report(&[(0, 3000), (1, 0)]),
+            &report(&[(0, 3000), (1, 0)]),
             start + Duration::from_secs(1),
         );
         assert_eq!(rates.partitions[&("t".into(), 0)].bytes_per_s, 1000.0);
         assert_eq!(rates.partitions[&("t".into(), 1)].bytes_per_s, 0.0);
         // Partition 0 moved to broker 2: broker 1 no longer reports it, and its rate stands
         // until broker 2's second report.
-        rates.record(1, report(&[(1, 0)]), start + Duration::from_secs(2));
-        rates.record(2, report(&[(0, 0)]), start + Duration::from_secs(2));
+        rates.record(1, &report(&[(1, 0)]), start + Duration::from_secs(2));
+        rates.record(2, &report(&[(0, 0)]), start + Duration::from_secs(2));
         assert_eq!(rates.partitions[&("t".into(), 0)].bytes_per_s, 1000.0);
-        rates.record(2, report(&[(0, 4000)]), start + Duration::from_secs(3));
+        rates.record(2, &report(&[(0, 4000)]), start + Duration::from_secs(3));
         assert_eq!(rates.partitions[&("t".into(), 0)].bytes_per_s, 2500.0);
-        rates.record(2, Vec::new(), start + Duration::from_secs(4));
+        rates.record(2, &[], start + Duration::from_secs(4));
         assert_eq!(rates.partitions[&("t".into(), 0)].broker, None);
     }
 }
