@@ -194,8 +194,6 @@ pub struct StartArgs {
     /// broker killed a moment ago; then exit. 0 fails at once. [default: 10000]
     #[arg(long, env = "SLUICE_BIND_RETRY_MS", value_name = "MS")]
     pub bind_retry_ms: Option<u64>,
-    /// Log lines as text, or as one JSON object each (for log shippers). Flag or environment
-    /// only: logging starts before the config file is read.
     /// The controller quorum, Kafka's controller.quorum.voters: ID@HOST:PORT,... Every node
     /// names the same voters; without them the node keeps its metadata alone.
     #[arg(
@@ -223,6 +221,8 @@ pub struct StartArgs {
     /// [default: 2000]
     #[arg(long, env = "SLUICE_BROKER_HEARTBEAT_INTERVAL_MS", value_name = "MS")]
     pub broker_heartbeat_interval_ms: Option<u64>,
+    /// Log lines as text, or as one JSON object each (for log shippers). Flag or environment
+    /// only: logging starts before the config file is read.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
