@@ -159,6 +159,12 @@ pub struct StartArgs {
     /// collection look for work (log.cleaner.backoff.ms). [default: 10000]
     #[arg(long, env = "SLUICE_MAINTENANCE_INTERVAL_MS", value_name = "MS")]
     pub maintenance_interval_ms: Option<u64>,
+    /// With a local --object-store: the longest one 1 MiB chunk of object I/O (uploads,
+    /// compaction, cold reads) waits while the WAL on the same disk is slower than twice its
+    /// usual latency, so that background I/O never queues ahead of produces; 0 turns this
+    /// pacing off. [default: 20]
+    #[arg(long, env = "SLUICE_OBJECT_IO_PAUSE_MAX_MS", value_name = "MS")]
+    pub object_io_pause_max_ms: Option<u64>,
     /// How long an object compaction or retention dropped stays in the store before it is
     /// deleted (file.delete.delay.ms). [default: 60000]
     #[arg(long, env = "SLUICE_OBJECT_DELETE_DELAY_MS", value_name = "MS")]
@@ -260,6 +266,7 @@ struct FileConfig {
     upload_interval_ms: Option<u64>,
     retention_check_interval_ms: Option<u64>,
     maintenance_interval_ms: Option<u64>,
+    object_io_pause_max_ms: Option<u64>,
     object_delete_delay_ms: Option<u64>,
     group_members_max: Option<usize>,
     groups_max: Option<usize>,
@@ -358,6 +365,18 @@ impl StartArgs {
                 bail!("--maintenance-interval-ms must be above 0");
             }
             config.maintenance_interval = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.object_io_pause_max_ms.or(file.object_io_pause_max_ms) {
+            if !matches!(
+                config.object_store,
+                None | Some(sluice_objstore::ObjectStoreConfig::Local { .. })
+            ) {
+                bail!(
+                    "--object-io-pause-max-ms paces a local --object-store's disk I/O; \
+                     an S3 store does not share the WAL's disk"
+                );
+            }
+            config.object_io_pause_max = std::time::Duration::from_millis(ms);
         }
         if let Some(ms) = self.object_delete_delay_ms.or(file.object_delete_delay_ms) {
             config.object_delete_delay = std::time::Duration::from_millis(ms);
@@ -663,6 +682,26 @@ mod tests {
         assert!(message.contains("at least 3MiB"), "{message}");
         let config = start_config(&["--wal-size", "3MiB"]).expect("3 MiB holds them");
         assert!(config.batch_bytes_max() >= 1_048_588);
+    }
+
+    #[test]
+    fn object_io_pacing_applies_to_a_local_store_only() {
+        let config = start_config(&["--object-io-pause-max-ms", "5"]).expect("local store");
+        assert_eq!(
+            config.object_io_pause_max,
+            std::time::Duration::from_millis(5)
+        );
+        let error = start_config(&[
+            "--object-store",
+            "s3://bucket",
+            "--object-io-pause-max-ms",
+            "0",
+        ])
+        .expect_err("an S3 store does not share the WAL's disk");
+        assert!(
+            error.to_string().contains("--object-io-pause-max-ms"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod cleaner;
 mod compaction;
 mod error;
 pub mod format;
+pub mod io_pacer;
 pub mod limits;
 mod local;
 #[cfg(feature = "sim")]

@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use crate::error::{ObjectStoreError, object_range};
+use crate::io_pacer::IoPacer;
 use crate::limits::{LIST_KEYS_MAX, LOCAL_WRITE_CHUNK_BYTES};
 use crate::spare_buffer::{SPARE_BUFFER_ALIGN, SpareBuffer};
+use crate::stats::Stats;
 use crate::store::{BoxFuture, ObjectBackend, ObjectMeta, Result};
 
 const TMP_DIR: &str = ".tmp";
@@ -32,11 +34,18 @@ pub(crate) struct LocalBackend {
 struct LocalInner {
     root: PathBuf,
     next_tmp: AtomicU64,
+    pacer: Arc<IoPacer>,
+    stats: Arc<Stats>,
 }
 
 impl LocalBackend {
-    /// Opens (creating) the root; removes temporary files a crash left.
-    pub(crate) fn open(root: PathBuf) -> Result<LocalBackend> {
+    /// Opens (creating) the root; removes temporary files a crash left. Every chunk read or
+    /// written with O_DIRECT waits first for what `pacer` says.
+    pub(crate) fn open(
+        root: PathBuf,
+        pacer: Arc<IoPacer>,
+        stats: Arc<Stats>,
+    ) -> Result<LocalBackend> {
         let tmp = root.join(TMP_DIR);
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(|e| ObjectStoreError::io("open", "", e))?;
@@ -45,6 +54,8 @@ impl LocalBackend {
             inner: Arc::new(LocalInner {
                 root,
                 next_tmp: AtomicU64::new(0),
+                pacer,
+                stats,
             }),
         })
     }
@@ -123,6 +134,20 @@ impl ObjectBackend for LocalBackend {
 }
 
 impl LocalInner {
+    /// Waits for the pacer before a chunk of O_DIRECT I/O, and counts the wait.
+    fn pace(&self) -> impl Fn() + '_ {
+        || {
+            let pause = self.pacer.pause();
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+                Stats::add(
+                    &self.stats.paced_us,
+                    u64::try_from(pause.as_micros()).unwrap_or(u64::MAX),
+                );
+            }
+        }
+    }
+
     fn put(&self, key: &str, data: &[u8], if_absent: bool) -> Result<()> {
         let operation = if if_absent { "put_if_absent" } else { "put" };
         let err = |e| ObjectStoreError::io(operation, key, e);
@@ -134,7 +159,7 @@ impl LocalInner {
             .root
             .join(TMP_DIR)
             .join(format!("{}-{n}", std::process::id()));
-        let written = write_direct(&tmp, data).and_then(|written| match written {
+        let written = write_direct(&tmp, data, &self.pace()).and_then(|written| match written {
             true => Ok(()),
             false => File::create(&tmp).and_then(|mut file| {
                 write_trickled(&mut file, data)?;
@@ -187,7 +212,7 @@ impl LocalInner {
             }
         })?;
         if direct {
-            return read_direct(&file, start, len).map_err(err);
+            return read_direct(&file, start, len, &self.pace()).map_err(err);
         }
         let mut buf = SpareBuffer::filled(len);
         file.seek(SeekFrom::Start(start)).map_err(err)?;
@@ -258,8 +283,8 @@ impl LocalInner {
 /// third of the broker's CPU, on a 2-core box where the shards need it. With O_DIRECT the only
 /// copy is into a small buffer that stays in the CPU cache, each chunk goes to the device
 /// synchronously (never more than one queued ahead of the WAL's flushes), and the fsync has
-/// only metadata left to write.
-fn write_direct(path: &Path, data: &[u8]) -> io::Result<bool> {
+/// only metadata left to write. `pace` runs before each chunk (the I/O pacer's wait).
+fn write_direct(path: &Path, data: &[u8], pace: &impl Fn()) -> io::Result<bool> {
     use std::os::unix::fs::OpenOptionsExt;
     let opened = fs::OpenOptions::new()
         .write(true)
@@ -281,6 +306,7 @@ fn write_direct(path: &Path, data: &[u8]) -> io::Result<bool> {
         0
     };
     for chunk in data[..direct].chunks(LOCAL_WRITE_CHUNK_BYTES) {
+        pace();
         file.write_all(chunk)?;
     }
     let rest = &data[direct..];
@@ -295,6 +321,7 @@ fn write_direct(path: &Path, data: &[u8]) -> io::Result<bool> {
             let padded = chunk.len().next_multiple_of(DIRECT_IO_ALIGN);
             buffer[..chunk.len()].copy_from_slice(chunk);
             buffer[chunk.len()..padded].fill(0);
+            pace();
             file.write_all(&buffer[..padded])?;
         }
     }
@@ -326,8 +353,9 @@ fn open_for_reading(path: &Path) -> io::Result<(File, bool)> {
 /// Why: objects are written with O_DIRECT, so a buffered read finds nothing cached; it only
 /// copies every byte through the page cache and leaves it there for the kernel to reclaim.
 /// Reading the aligned range around the bytes asked for, 1 MiB per request, also keeps
-/// compaction's reads from queueing tens of MiB on the device ahead of the WAL's writes.
-fn read_direct(file: &File, start: u64, len: usize) -> io::Result<Bytes> {
+/// compaction's reads from queueing tens of MiB on the device ahead of the WAL's writes; `pace`
+/// runs before each request.
+fn read_direct(file: &File, start: u64, len: usize, pace: &impl Fn()) -> io::Result<Bytes> {
     use std::os::unix::fs::FileExt;
     let align = DIRECT_IO_ALIGN as u64;
     let aligned_start = start / align * align;
@@ -337,6 +365,7 @@ fn read_direct(file: &File, start: u64, len: usize) -> io::Result<Bytes> {
     let mut filled = 0;
     while filled < wanted {
         let chunk_end = (filled + LOCAL_WRITE_CHUNK_BYTES).min(buf.as_mut_slice().len());
+        pace();
         let read = file.read_at(
             &mut buf.as_mut_slice()[filled..chunk_end],
             aligned_start + filled as u64,
@@ -423,14 +452,20 @@ mod tests {
             let path = dir.path().join(format!("object-{len}"));
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             // The temp dir is on a file system with O_DIRECT here (the WAL needs it too).
-            assert!(write_direct(&path, &data).unwrap(), "O_DIRECT refused");
+            assert!(
+                write_direct(&path, &data, &|| {}).unwrap(),
+                "O_DIRECT refused"
+            );
             assert_eq!(fs::read(&path).unwrap(), data);
             // From an aligned buffer: written in place, but for the tail.
             let mut aligned = SpareBuffer::with_capacity(len);
             aligned.extend_from_slice(&data);
             assert_eq!(aligned.as_ptr().align_offset(DIRECT_IO_ALIGN), 0);
             let path = dir.path().join(format!("aligned-{len}"));
-            assert!(write_direct(&path, &aligned).unwrap(), "O_DIRECT refused");
+            assert!(
+                write_direct(&path, &aligned, &|| {}).unwrap(),
+                "O_DIRECT refused"
+            );
             assert_eq!(fs::read(&path).unwrap(), data);
         }
     }
@@ -452,12 +487,39 @@ mod tests {
                 (4095.min(size - 1), 2.min(size - 4095.min(size - 1))),
             ];
             for (start, len) in ranges {
-                let read = read_direct(&file, start as u64, len).unwrap();
+                let read = read_direct(&file, start as u64, len, &|| {}).unwrap();
                 assert_eq!(&read[..], &data[start..start + len], "{size} {start} {len}");
             }
-            let past_the_end = read_direct(&file, size as u64 - 1, 2);
+            let past_the_end = read_direct(&file, size as u64 - 1, 2, &|| {});
             assert!(past_the_end.is_err(), "{size}: {past_the_end:?}");
         }
+    }
+
+    #[test]
+    fn direct_io_waits_for_the_pacer_and_counts_the_wait() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let pacer = IoPacer::new();
+        let stats = Arc::new(Stats::default());
+        let backend =
+            LocalBackend::open(dir.path().to_path_buf(), pacer.clone(), stats.clone()).unwrap();
+        let paced = || stats.paced_us.load(Ordering::Relaxed);
+        let shard = pacer.shard();
+        shard.report(Some(Duration::from_millis(1)), false);
+        shard.report(Some(Duration::from_millis(9)), false);
+        let data = vec![7u8; 3 * LOCAL_WRITE_CHUNK_BYTES];
+        backend.inner.put("a/b", &data, false).unwrap();
+        assert_eq!(
+            paced(),
+            1_000 + 2_000 + 4_000,
+            "a pause before each of three chunks"
+        );
+        assert_eq!(backend.inner.get("a/b", None).unwrap(), data);
+        assert_eq!(paced(), 7_000 + 8_000 + 16_000 + 20_000, "reads wait too");
+        // Uploads falling behind: no more waiting.
+        shard.report(Some(Duration::from_millis(9)), true);
+        backend.inner.put("a/c", &data, false).unwrap();
+        assert_eq!(paced(), 51_000);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Stats {
     pub cache_misses: AtomicU64,
     pub cache_evictions: AtomicU64,
     pub cache_prefetches: AtomicU64,
+    /// Microseconds local object I/O waited for the I/O pacer (`io_pacer.rs`).
+    pub paced_us: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -49,6 +51,7 @@ pub struct StatsSnapshot {
     pub cache_misses: u64,
     pub cache_evictions: u64,
     pub cache_prefetches: u64,
+    pub paced_us: u64,
 }
 
 impl Stats {
@@ -87,6 +90,7 @@ impl Stats {
             cache_misses: get(&self.cache_misses),
             cache_evictions: get(&self.cache_evictions),
             cache_prefetches: get(&self.cache_prefetches),
+            paced_us: get(&self.paced_us),
         }
     }
 }

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 
 use crate::error::ObjectStoreError;
+use crate::io_pacer::IoPacer;
 use crate::limits::{
     BACKOFF_INITIAL, BACKOFF_MAX, KEY_BYTES_MAX, REQUEST_ATTEMPT_TIMEOUT, REQUEST_ATTEMPTS_MAX,
     REQUEST_DEADLINE, RUNTIME_BLOCKING_THREADS_MAX, RUNTIME_WORKER_THREADS,
@@ -120,6 +121,7 @@ struct Inner {
     background_runtime: OwnedRuntime,
     stats: Arc<Stats>,
     retry: RetryPolicy,
+    io_pacer: Option<Arc<IoPacer>>,
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -141,25 +143,34 @@ impl ObjectStore {
         }
     }
 
-    /// A store in a local directory (created if missing).
+    /// A store in a local directory (created if missing). Its reads and writes are paced by
+    /// the WAL latency the shards report to [`ObjectStore::io_pacer`].
     pub fn local(root: impl Into<PathBuf>) -> Result<ObjectStore> {
         let runtime = OwnedRuntime::new(Priority::Normal)?;
-        let backend = LocalBackend::open(root.into())?;
-        ObjectStore::with_backend(Arc::new(backend), runtime)
+        let pacer = IoPacer::new();
+        let stats = Arc::new(Stats::default());
+        let backend = LocalBackend::open(root.into(), pacer.clone(), stats.clone())?;
+        ObjectStore::with_backend(Arc::new(backend), runtime, Some(pacer), stats)
+    }
+
+    /// The pacer of a local store's I/O, which the shards tell of their WAL's latency; `None`
+    /// for S3, whose I/O does not touch the WAL's disk.
+    pub fn io_pacer(&self) -> Option<Arc<IoPacer>> {
+        self.inner.io_pacer.clone()
     }
 
     /// A store in an S3 bucket (any S3-compatible server).
     pub fn s3(config: &S3Config) -> Result<ObjectStore> {
         let runtime = OwnedRuntime::new(Priority::Normal)?;
         let backend = S3Backend::new(config, &runtime.handle)?;
-        ObjectStore::with_backend(Arc::new(backend), runtime)
+        ObjectStore::with_backend(Arc::new(backend), runtime, None, Arc::default())
     }
 
     /// A store over the simulator's in-memory backend (see [`crate::MemoryBackend`]).
     #[cfg(feature = "sim")]
     pub fn simulated(backend: crate::MemoryBackend) -> Result<ObjectStore> {
         let runtime = OwnedRuntime::new(Priority::Normal)?;
-        ObjectStore::with_backend(Arc::new(backend), runtime)
+        ObjectStore::with_backend(Arc::new(backend), runtime, None, Arc::default())
     }
 
     /// The same store for background work (uploads): its CPU-heavy work (building and
@@ -203,14 +214,20 @@ impl ObjectStore {
         }
     }
 
-    fn with_backend(backend: Arc<dyn ObjectBackend>, runtime: OwnedRuntime) -> Result<ObjectStore> {
+    fn with_backend(
+        backend: Arc<dyn ObjectBackend>,
+        runtime: OwnedRuntime,
+        io_pacer: Option<Arc<IoPacer>>,
+        stats: Arc<Stats>,
+    ) -> Result<ObjectStore> {
         Ok(ObjectStore {
             inner: Arc::new(Inner {
                 backend,
                 runtime,
                 background_runtime: OwnedRuntime::new(Priority::Background)?,
-                stats: Arc::new(Stats::default()),
+                stats,
                 retry: RetryPolicy::default(),
+                io_pacer,
             }),
             background: None,
         })

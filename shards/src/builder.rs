@@ -191,19 +191,27 @@ impl ShardBuilder {
     }
 }
 
-/// Starts the shard's upload task (`tier/upload.rs`), which runs until `stop`.
+/// Starts the shard's upload task (`tier/upload.rs`) and, with a local object store, its
+/// reports to the I/O pacer (`tier/io_report.rs`); both run until `stop`.
 pub fn spawn_uploads(storage: &Rc<PartitionStore>, stop: StopSignal) -> glommio::Task<()> {
     let storage = storage.clone();
     glommio::spawn_local(async move {
-        crate::tier::upload::run_uploads(
+        let uploads = crate::tier::upload::run_uploads(
             storage.id,
             &storage.tier,
             &storage.wal,
             &storage.controller,
             &*storage,
-            stop,
-        )
-        .await
+            stop.clone(),
+        );
+        match storage.tier.io_signal() {
+            Some(signal) => {
+                let report =
+                    crate::tier::io_report::report_wal_latency(&storage.wal, &signal, stop);
+                futures::future::join(uploads, report).await;
+            }
+            None => uploads.await,
+        }
     })
 }
 

@@ -63,6 +63,10 @@ pub struct BrokerConfig {
     /// How often object compaction, the log cleaner and object garbage collection look for
     /// work (log.cleaner.backoff.ms).
     pub maintenance_interval: std::time::Duration,
+    /// With a local object store, the longest a chunk of object I/O (uploads, compaction, cold
+    /// reads) waits while a WAL on the same disk is slow (`objstore/src/io_pacer.rs`); zero
+    /// turns pacing off.
+    pub object_io_pause_max: std::time::Duration,
     /// How long an object stays in the store after compaction or retention dropped it
     /// (file.delete.delay.ms), for readers holding an older image.
     pub object_delete_delay: std::time::Duration,
@@ -207,6 +211,7 @@ impl Default for BrokerConfig {
             upload_interval: sluice_objstore::limits::UPLOAD_INTERVAL_DEFAULT,
             retention_check_interval: std::time::Duration::from_secs(300),
             maintenance_interval: std::time::Duration::from_secs(10),
+            object_io_pause_max: sluice_objstore::io_pacer::PAUSE_MAX_DEFAULT,
             object_delete_delay: sluice_objstore::limits::DELETION_GRACE_DEFAULT,
             group_members_max: Self::GROUP_MEMBERS_MAX_DEFAULT,
             groups_max: Self::GROUPS_MAX_DEFAULT,

@@ -58,6 +58,9 @@ impl InProcessShard {
         let store = MetadataStore::open(&metadata_dir, config.node_id)?;
         let objects = ObjectStore::open(&config.object_store_config())
             .map_err(|e| StartError::ObjectStore(e.to_string()))?;
+        if let Some(pacer) = objects.io_pacer() {
+            pacer.set_pause_max(config.object_io_pause_max);
+        }
         let shard_error = |reason: String| StartError::Shard { shard: 0, reason };
         let (change_sender, changes) = mpsc::channel::<()>(0);
         let (controller, handle) = Controller::start(store, vec![change_sender])

@@ -135,6 +135,9 @@ impl Broker {
         let metadata = open_metadata(&config, true)?;
         let objects = ObjectStore::open(&config.object_store_config())
             .map_err(|e| StartError::ObjectStore(e.to_string()))?;
+        if let Some(pacer) = objects.io_pacer() {
+            pacer.set_pause_max(config.object_io_pause_max);
+        }
         // Before any upload starts, so every object above the registry's ids is an orphan. New
         // uploads take ids above these, so a store that is down now only leaves garbage. In a
         // cluster, another broker may be between the put and the commit of an object: its

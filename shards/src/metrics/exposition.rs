@@ -678,6 +678,16 @@ fn render_objects(out: &mut Exposition, objects: &StatsSnapshot) {
         out.value(name, &[], value);
     }
     out.family(
+        "sluice_objstore_paced_seconds_total",
+        Kind::Counter,
+        "Time local object reads and writes waited for the WAL on the same disk (I/O pacing).",
+    );
+    out.value(
+        "sluice_objstore_paced_seconds_total",
+        &[],
+        seconds(objects.paced_us as f64),
+    );
+    out.family(
         "sluice_objstore_request_latency_seconds",
         Kind::Histogram,
         "Latency of object store requests.",

@@ -6,6 +6,7 @@
 //! it are durable and committed to metadata; store outages are retried forever inside the
 //! upload, so meanwhile the WAL fills and producers wait (back-pressure, not errors).
 
+pub mod io_report;
 pub mod maintenance;
 pub mod upload;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_metadata::{CommandOutcome, MetadataCommand, MetadataImage};
+use sluice_objstore::io_pacer::ShardIoSignal;
 use sluice_objstore::{
     BlockCache, ColdReader, CompactionConfig, Compactor, ObjectStore, ObjectStoreError, Registry,
     Uploader, UploaderConfig,
@@ -97,6 +99,12 @@ impl ObjectTier {
     /// The log cache's budget in bytes.
     pub fn log_cache_budget_bytes(&self) -> u64 {
         self.log_cache_bytes
+    }
+
+    /// This shard's place in the local store's I/O pacer (`io_report.rs`), which it reports
+    /// its WAL's latency to; `None` for S3.
+    pub fn io_signal(&self) -> Option<Arc<ShardIoSignal>> {
+        self.store.io_pacer().map(|pacer| pacer.shard())
     }
 
     /// The object store.

@@ -1,0 +1,230 @@
+//! Paces the local backend's object I/O by the WAL's latency on the same disk.
+//!
+//! Why: with the object store in a local directory (the embedded default), uploads,
+//! compaction and cold reads share the device with the WAL. Each of their 1 MiB chunks queues
+//! ahead of the WAL's writes and flushes, and a backlog of uploads written at full speed (after
+//! a burst) raised the produce tail several-fold. Like Seastar's I/O scheduler gives the
+//! foreground class its share first, the pacer holds background chunks back while the WAL's
+//! own write + sync latency is well above what the same disk gives it when idle.
+//!
+//! Each shard reports its WAL's recent mean write + sync latency ([`ShardIoSignal`]); before
+//! each chunk the backend asks [`IoPacer::pause`] how long to wait. The pause doubles (from
+//! 1 ms up to the pause max, [`PAUSE_MAX_DEFAULT`] unless set) while the worst shard's latency is over [`PRESSURE_RATIO`] × its
+//! baseline (the least it has seen lately), and halves once it is back under. A shard whose
+//! uploads fall behind (half of its WAL waiting) turns pacing off: then its WAL needs the
+//! uploads more than it needs the disk.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+/// Latency over this multiple of the baseline is pressure on the WAL.
+pub const PRESSURE_RATIO: u64 = 2;
+/// The longest pause before one chunk by default: bounds how far pacing can slow a put or a
+/// cold read (`--object-io-pause-max-ms`).
+pub const PAUSE_MAX_DEFAULT: Duration = Duration::from_millis(20);
+/// The first pause under pressure; halving below it ends pacing.
+const PAUSE_MIN: Duration = Duration::from_millis(1);
+/// The baseline never goes below this: on a disk answering in tens of microseconds, noise of
+/// the same size is no pressure.
+const BASELINE_FLOOR_US: u64 = 200;
+/// The baseline rises by 1/this of itself per report without a lower sample (reports come
+/// every [`REPORT_INTERVAL`]: it doubles in about 30 s), so that a disk that became slower
+/// for good stops counting as pressure.
+const BASELINE_RISE_DIVISOR: u64 = 4096;
+/// How often a shard reports its WAL's latency.
+pub const REPORT_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The broker's pacer: shared by the local backend and every shard's reporter.
+pub struct IoPacer {
+    shards: Mutex<Vec<Weak<ShardIoSignal>>>,
+    pause_us: AtomicU64,
+    pause_max_us: AtomicU64,
+}
+
+impl Default for IoPacer {
+    fn default() -> IoPacer {
+        IoPacer {
+            shards: Mutex::default(),
+            pause_us: AtomicU64::new(0),
+            pause_max_us: AtomicU64::new(PAUSE_MAX_DEFAULT.as_micros() as u64),
+        }
+    }
+}
+
+/// What one shard tells the pacer of its WAL.
+#[derive(Debug, Default)]
+pub struct ShardIoSignal {
+    recent_us: AtomicU64,
+    baseline_us: AtomicU64,
+    behind: AtomicBool,
+}
+
+impl ShardIoSignal {
+    /// Reports the WAL's mean write + sync latency over the last interval (`None`: it did no
+    /// I/O), and whether its uploads are falling behind.
+    pub fn report(&self, mean_latency: Option<Duration>, behind: bool) {
+        self.behind.store(behind, Ordering::Relaxed);
+        let Some(latency) = mean_latency else {
+            self.recent_us.store(0, Ordering::Relaxed);
+            return;
+        };
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.recent_us.store(us, Ordering::Relaxed);
+        let baseline = self.baseline_us.load(Ordering::Relaxed);
+        let risen = baseline.saturating_add(baseline / BASELINE_RISE_DIVISOR + 1);
+        let baseline = if baseline == 0 { us } else { us.min(risen) };
+        self.baseline_us.store(baseline, Ordering::Relaxed);
+    }
+
+    /// Whether the WAL's latency is over [`PRESSURE_RATIO`] × its baseline.
+    fn pressed(&self) -> bool {
+        let baseline = self
+            .baseline_us
+            .load(Ordering::Relaxed)
+            .max(BASELINE_FLOOR_US);
+        self.recent_us.load(Ordering::Relaxed) > baseline.saturating_mul(PRESSURE_RATIO)
+    }
+}
+
+/// What the shards say, taken together.
+#[derive(Debug, PartialEq, Eq)]
+enum Pressure {
+    /// No WAL is under pressure.
+    None,
+    /// Some WAL is, and none is falling behind on uploads.
+    Pressed,
+    /// Some shard's uploads are falling behind: background I/O must not wait.
+    Urgent,
+}
+
+impl IoPacer {
+    /// A pacer with no shards: it never pauses.
+    pub fn new() -> Arc<IoPacer> {
+        Arc::new(IoPacer::default())
+    }
+
+    /// Registers a shard; the pacer forgets it when the returned signal is dropped.
+    pub fn shard(&self) -> Arc<ShardIoSignal> {
+        let signal = Arc::new(ShardIoSignal::default());
+        let mut shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        shards.retain(|shard| shard.strong_count() > 0);
+        shards.push(Arc::downgrade(&signal));
+        signal
+    }
+
+    /// Sets the longest pause before one chunk; zero turns pacing off.
+    pub fn set_pause_max(&self, pause_max: Duration) {
+        let us = u64::try_from(pause_max.as_micros()).unwrap_or(u64::MAX);
+        self.pause_max_us.store(us, Ordering::Relaxed);
+    }
+
+    /// How long to wait before the next background chunk; the caller sleeps that long.
+    pub fn pause(&self) -> Duration {
+        let pause_max_us = self.pause_max_us.load(Ordering::Relaxed);
+        if pause_max_us == 0 {
+            return Duration::ZERO;
+        }
+        let pause_us = self.pause_us.load(Ordering::Relaxed);
+        let next_us = match self.pressure() {
+            Pressure::Urgent => 0,
+            Pressure::Pressed => (pause_us * 2)
+                .max(PAUSE_MIN.as_micros() as u64)
+                .min(pause_max_us),
+            Pressure::None if pause_us / 2 < PAUSE_MIN.as_micros() as u64 => 0,
+            Pressure::None => pause_us / 2,
+        };
+        self.pause_us.store(next_us, Ordering::Relaxed);
+        Duration::from_micros(next_us)
+    }
+
+    fn pressure(&self) -> Pressure {
+        let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pressure = Pressure::None;
+        for shard in shards.iter().filter_map(Weak::upgrade) {
+            if shard.behind.load(Ordering::Relaxed) {
+                return Pressure::Urgent;
+            }
+            if shard.pressed() {
+                pressure = Pressure::Pressed;
+            }
+        }
+        pressure
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(ms: u64) -> Option<Duration> {
+        Some(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn pauses_grow_under_pressure_and_shrink_after_it() {
+        let pacer = IoPacer::new();
+        let shard = pacer.shard();
+        shard.report(ms(1), false);
+        assert_eq!(pacer.pause(), Duration::ZERO, "at the baseline");
+        shard.report(ms(3), false);
+        let pauses: Vec<_> = (0..7).map(|_| pacer.pause().as_millis()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 20, 20]);
+        shard.report(ms(1), false);
+        let pauses: Vec<_> = (0..6).map(|_| pacer.pause().as_millis()).collect();
+        assert_eq!(pauses, [10, 5, 2, 1, 0, 0]);
+    }
+
+    #[test]
+    fn a_shard_falling_behind_turns_pacing_off() {
+        let pacer = IoPacer::new();
+        let quiet = pacer.shard();
+        let pressed = pacer.shard();
+        quiet.report(ms(1), false);
+        pressed.report(ms(1), false);
+        pressed.report(ms(5), false);
+        assert_eq!(pacer.pause(), PAUSE_MIN);
+        quiet.report(None, true);
+        assert_eq!(pacer.pause(), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_pause_max_bounds_pauses_and_zero_turns_pacing_off() {
+        let pacer = IoPacer::new();
+        let shard = pacer.shard();
+        shard.report(ms(1), false);
+        shard.report(ms(9), false);
+        pacer.set_pause_max(Duration::from_millis(3));
+        let pauses: Vec<_> = (0..4).map(|_| pacer.pause().as_millis()).collect();
+        assert_eq!(pauses, [1, 2, 3, 3]);
+        pacer.set_pause_max(Duration::ZERO);
+        assert_eq!(pacer.pause(), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_baseline_is_the_least_latency_seen_rising_slowly() {
+        let pacer = IoPacer::new();
+        let shard = pacer.shard();
+        shard.report(ms(1), false);
+        shard.report(ms(10), false);
+        assert_eq!(shard.baseline_us.load(Ordering::Relaxed), 1001);
+        shard.report(None, false);
+        assert_eq!(pacer.pause(), Duration::ZERO, "an idle WAL is no pressure");
+        // Microsecond noise over a fast disk is no pressure either.
+        shard.report(Some(Duration::from_micros(20)), false);
+        shard.report(Some(Duration::from_micros(300)), false);
+        assert_eq!(pacer.pause(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_dropped_shard_no_longer_counts() {
+        let pacer = IoPacer::new();
+        let shard = pacer.shard();
+        shard.report(ms(1), false);
+        shard.report(ms(9), false);
+        drop(shard);
+        assert_eq!(pacer.pause(), Duration::ZERO);
+        let _again = pacer.shard();
+        assert_eq!(pacer.shards.lock().unwrap().len(), 1);
+    }
+}
