@@ -295,7 +295,8 @@ fn read_with_librdkafka(
 }
 
 /// Kafka's BROKER_LOGGER resource: DescribeConfigs lists the loggers, IncrementalAlterConfigs
-/// sets one (its DEBUG lines appear) and DELETE puts it back; bad levels and APPEND are refused.
+/// sets one (its DEBUG lines appear) and DELETE puts it back; bad levels and APPEND are refused;
+/// changes are kept across a restart.
 #[test]
 fn log_levels_change_at_run_time_through_incremental_alter_configs() {
     use sluice_net::messages::describe_configs_request::{
@@ -385,6 +386,21 @@ fn log_levels_change_at_run_time_through_incremental_alter_configs() {
     assert_eq!(
         alter(&mut client, "root", 1, None),
         ErrorCode::InvalidRequest.code()
+    );
+    // A change outlives a restart, over the start-up filter.
+    assert_eq!(alter(&mut client, "root", 0, Some("WARN")), 0);
+    assert_eq!(alter(&mut client, target, 0, Some("TRACE")), 0);
+    drop(client);
+    broker.check_log();
+    let broker = broker.restart();
+    let mut client = RawClient::connect(&broker);
+    assert_eq!(
+        levels(&mut client),
+        [
+            ("root".to_string(), "WARN".to_string()),
+            ("openraft".to_string(), "OFF".to_string()),
+            (target.to_string(), "TRACE".to_string()),
+        ]
     );
     broker.check_log();
 }

@@ -2,6 +2,7 @@
 //! channel mesh between shards, and the listening sockets (SO_REUSEPORT, one per shard).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +29,7 @@ use crate::connection_limits::ConnectionLimits;
 use crate::controller::{Controller, ControllerError, ControllerHandle};
 use crate::data_dir_lock::{DataDirLock, LockError};
 use crate::group::limits::GroupLimits;
+use crate::log_levels::LogLevels;
 use crate::messaging::ShardRequest;
 use crate::metrics::{BrokerMetrics, ShardMetrics};
 use crate::router;
@@ -132,6 +134,9 @@ impl Broker {
                 source,
             }
         })?;
+        if let Some(levels) = &config.log_levels {
+            restore_log_levels(levels.as_ref(), &config.data_dir)?;
+        }
         let metadata = open_metadata(&config, true)?;
         let objects = ObjectStore::open(&config.object_store_config())
             .map_err(|e| StartError::ObjectStore(e.to_string()))?;
@@ -813,6 +818,19 @@ fn wal_location(config: &BrokerConfig, shard_count: usize) -> Result<WalLocation
         paths,
         capacity_bytes: config.wal_bytes_per_shard,
     })
+}
+
+/// Applies the log levels changed at run time before the last stop (`log_levels.rs`).
+fn restore_log_levels(levels: &dyn LogLevels, data_dir: &Path) -> Result<(), StartError> {
+    let refused =
+        crate::log_levels::restore(levels, data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.join(crate::log_levels::LOG_LEVELS_FILE),
+            source,
+        })?;
+    for why in refused {
+        tracing::warn!(%why, "a log level kept from the last run was not applied");
+    }
+    Ok(())
 }
 
 fn advertised_address(config: &BrokerConfig, local: SocketAddr) -> (String, i32) {

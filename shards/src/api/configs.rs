@@ -475,6 +475,14 @@ fn alter_loggers(
         levels
             .set(&logger, level.as_deref())
             .map_err(|message| (ErrorCode::InvalidConfig, message))?;
+        crate::log_levels::keep_change(&shard.config.data_dir, &logger, level.as_deref()).map_err(
+            |error| {
+                (
+                    ErrorCode::KafkaStorageError,
+                    format!("logger {logger} changed, but not kept for the next start: {error}"),
+                )
+            },
+        )?;
         tracing::info!(
             logger,
             level = level.as_deref().unwrap_or("(root's)"),
