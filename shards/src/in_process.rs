@@ -9,7 +9,6 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::channel::{mpsc, oneshot};
 use sluice_metadata::MetadataStore;
-use sluice_objstore::ObjectStore;
 
 use crate::affinity::ConnectionAffinity;
 use crate::api::PendingResponse;
@@ -22,7 +21,7 @@ use crate::controller::Controller;
 use crate::group::limits::GroupLimits;
 use crate::metrics::BrokerMetrics;
 use crate::router;
-use crate::runtime::StartError;
+use crate::runtime::{StartError, open_object_store};
 use crate::shard::Shard;
 
 /// The client host the handlers see for frames submitted in process.
@@ -56,11 +55,7 @@ impl InProcessShard {
             source,
         })?;
         let store = MetadataStore::open(&metadata_dir, config.node_id)?;
-        let objects = ObjectStore::open(&config.object_store_config())
-            .map_err(|e| StartError::ObjectStore(e.to_string()))?;
-        if let Some(pacer) = objects.io_pacer() {
-            pacer.set_pause_max(config.object_io_pause_max);
-        }
+        let objects = open_object_store(&config)?;
         let shard_error = |reason: String| StartError::Shard { shard: 0, reason };
         let (change_sender, changes) = mpsc::channel::<()>(0);
         let (controller, handle) = Controller::start(store, vec![change_sender])

@@ -138,11 +138,7 @@ impl Broker {
             restore_log_levels(levels.as_ref(), &config.data_dir)?;
         }
         let metadata = open_metadata(&config, true)?;
-        let objects = ObjectStore::open(&config.object_store_config())
-            .map_err(|e| StartError::ObjectStore(e.to_string()))?;
-        if let Some(pacer) = objects.io_pacer() {
-            pacer.set_pause_max(config.object_io_pause_max);
-        }
+        let objects = open_object_store(&config)?;
         // Before any upload starts, so every object above the registry's ids is an orphan. New
         // uploads take ids above these, so a store that is down now only leaves garbage. In a
         // cluster, another broker may be between the put and the commit of an object: its
@@ -818,6 +814,16 @@ fn wal_location(config: &BrokerConfig, shard_count: usize) -> Result<WalLocation
         paths,
         capacity_bytes: config.wal_bytes_per_shard,
     })
+}
+
+/// Opens the object store `config` names, its I/O pacer bounded by `--object-io-pause-max-ms`.
+pub(crate) fn open_object_store(config: &BrokerConfig) -> Result<ObjectStore, StartError> {
+    let objects = ObjectStore::open(&config.object_store_config())
+        .map_err(|e| StartError::ObjectStore(e.to_string()))?;
+    if let Some(pacer) = objects.io_pacer() {
+        pacer.set_pause_max(config.object_io_pause_max);
+    }
+    Ok(objects)
 }
 
 /// Applies the log levels changed at run time before the last stop (`log_levels.rs`).
