@@ -41,5 +41,6 @@ pub use objects::{
     StreamRange, is_internal_stream,
 };
 pub use producers::{ProducerBatch, ProducerSnapshot, ProducerStates};
+pub use snapshot::write_atomically;
 pub use store::{MetadataStore, RecoveryReport, StoreOptions};
 pub use uploads::{StreamCleaned, StreamUpload, UploadTime};

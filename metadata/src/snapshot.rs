@@ -216,7 +216,7 @@ pub(crate) fn load(path: &Path, node_id: i32, epoch: u64) -> Result<MetadataImag
 
 /// Writes `bytes` to `dir/name` so that the file is either absent or whole:
 /// temporary file, fsync, rename, directory fsync.
-pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MetadataError> {
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MetadataError> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let target = dir.join(name);
     let result = File::create(&tmp)

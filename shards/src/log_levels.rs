@@ -48,11 +48,8 @@ pub fn keep_change(data_dir: &Path, logger: &str, level: Option<&str>) -> io::Re
         .iter()
         .map(|(logger, level)| format!("{logger}={level}\n"))
         .collect();
-    let temporary = data_dir.join(format!(".{LOG_LEVELS_FILE}.tmp"));
-    fs::write(&temporary, text)?;
-    fs::File::open(&temporary)?.sync_all()?;
-    fs::rename(&temporary, &path)?;
-    fs::File::open(data_dir)?.sync_all()
+    sluice_metadata::write_atomically(data_dir, LOG_LEVELS_FILE, text.as_bytes())
+        .map_err(io::Error::other)
 }
 
 /// Applies the changes kept in `DATA_DIR/log-levels`, if any, to `levels`. Returns the
