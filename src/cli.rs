@@ -1,5 +1,6 @@
 //! Command-line flags and the optional TOML config file, merged into a `BrokerConfig`.
 
+use crate::security_args::SecurityArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -22,9 +23,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a single-node broker (every default embedded: local data dir, local WAL).
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Run an OpenMessaging Benchmark workload file against a Kafka-compatible broker.
-    Perf(sluice_perf::PerfArgs),
+    Perf(Box<sluice_perf::PerfArgs>),
     /// Check this host for the broker (io_uring, memlock, CPUs, WAL disk, kernel knobs) and advise.
     Tune(TuneArgs),
     /// Create, list, describe, alter, delete topics; produce lines, consume records.
@@ -231,6 +232,8 @@ pub struct StartArgs {
     /// only: logging starts before the config file is read.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// What a node does (Kafka's `process.roles`).
@@ -280,6 +283,36 @@ struct FileConfig {
     process_roles: Option<String>,
     broker_session_timeout_ms: Option<u64>,
     broker_heartbeat_interval_ms: Option<u64>,
+    listeners: Option<String>,
+    listener_security_protocol_map: Option<String>,
+    advertised_listeners: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_ca_file: Option<PathBuf>,
+    tls_client_auth: Option<String>,
+    tls_handshakes_max: Option<usize>,
+    sasl_mechanisms: Option<String>,
+    sasl_session_lifetime_ms: Option<u64>,
+    failed_authentication_delay_ms: Option<u64>,
+}
+
+impl FileConfig {
+    /// The file's listener and security keys.
+    fn security(&self) -> SecurityArgs {
+        SecurityArgs {
+            listeners: self.listeners.clone(),
+            listener_security_protocol_map: self.listener_security_protocol_map.clone(),
+            advertised_listeners: self.advertised_listeners.clone(),
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_client_auth: self.tls_client_auth.clone(),
+            tls_handshakes_max: self.tls_handshakes_max,
+            sasl_mechanisms: self.sasl_mechanisms.clone(),
+            sasl_session_lifetime_ms: self.sasl_session_lifetime_ms,
+            failed_authentication_delay_ms: self.failed_authentication_delay_ms,
+        }
+    }
 }
 
 impl StartArgs {
@@ -295,10 +328,16 @@ impl StartArgs {
             }
         };
         let mut config = BrokerConfig::default();
-        if let Some(v) = self.listen.or(file.listen) {
-            config.listen = v;
+        let listen = self.listen.or(file.listen);
+        let advertised = self.advertised_address.or(file.advertised_address.clone());
+        if let Some(advertised) = &advertised
+            && advertised
+                .rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            bail!("--advertised-address must be HOST:PORT, not {advertised:?}");
         }
-        config.advertised = self.advertised_address.or(file.advertised_address);
+        let security = self.security.or(file.security());
         if let Some(v) = self.admin_listen.or(file.admin_listen) {
             config.admin_listen = admin_listen(&v)?;
         }
@@ -443,13 +482,8 @@ impl StartArgs {
             bail!("--node-id must not be negative");
         }
         check_wal_holds_default_batches(&config)?;
-        if let Some(advertised) = &config.advertised
-            && advertised
-                .rsplit_once(':')
-                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-        {
-            bail!("--advertised-address must be HOST:PORT, not {advertised:?}");
-        }
+        // After the quorum settings: a cluster's broker has one listener.
+        security.apply(listen, advertised, &mut config)?;
         Ok((config, roles))
     }
 }
@@ -667,7 +701,99 @@ mod tests {
         let Command::Start(args) = cli.command else {
             panic!("not start: {:?}", cli.command);
         };
-        args.into_config()
+        (*args).into_config()
+    }
+
+    #[test]
+    fn listener_and_security_flags_that_cannot_work_or_do_nothing_are_refused() {
+        let one = start_config(&["--listen", "127.0.0.1:0"]).expect("one listener");
+        assert_eq!(one.listeners.len(), 1);
+        assert_eq!(one.listeners[0].name, "PLAINTEXT");
+        let sasl = start_config(&[
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0,CLIENT://127.0.0.1:0",
+            "--listener-security-protocol-map",
+            "CLIENT:SASL_PLAINTEXT",
+            "--sasl-mechanisms",
+            "scram-sha-512,PLAIN",
+            "--sasl-session-lifetime-ms",
+            "60000",
+        ])
+        .expect("a SASL listener");
+        assert_eq!(sasl.listeners[1].name, "CLIENT");
+        assert_eq!(
+            sasl.security.sasl_mechanisms,
+            vec![
+                sluice_shards::security::SaslMechanism::ScramSha512,
+                sluice_shards::security::SaslMechanism::Plain
+            ]
+        );
+        let refused = [
+            (
+                vec![
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--listeners",
+                    "PLAINTEXT://127.0.0.1:0",
+                ],
+                "cannot be used with",
+            ),
+            (vec!["--listeners", "SSL://127.0.0.1:0"], "--tls-cert-file"),
+            (
+                vec![
+                    "--tls-cert-file",
+                    "/nonexistent",
+                    "--tls-key-file",
+                    "/nonexistent",
+                ],
+                "no listener is SSL",
+            ),
+            (vec!["--sasl-mechanisms", "PLAIN"], "need a SASL_PLAINTEXT"),
+            (
+                vec![
+                    "--listeners",
+                    "SASL_SSL://127.0.0.1:0",
+                    "--tls-cert-file",
+                    "/x",
+                ],
+                "go together",
+            ),
+            (
+                vec![
+                    "--listeners",
+                    "SASL_PLAINTEXT://127.0.0.1:0",
+                    "--sasl-mechanisms",
+                    "GSSAPI",
+                ],
+                "\"GSSAPI\" is not one of",
+            ),
+            (
+                vec![
+                    "--listeners",
+                    "SSL://127.0.0.1:0",
+                    "--tls-cert-file",
+                    "/nonexistent/cert.pem",
+                    "--tls-key-file",
+                    "/nonexistent/key.pem",
+                ],
+                "/nonexistent/cert.pem",
+            ),
+            (
+                vec!["--tls-client-auth", "maybe"],
+                "none, requested or required",
+            ),
+            (
+                vec!["--advertised-listeners", "PLAINTEXT://h:1"],
+                "needs --listeners",
+            ),
+        ];
+        for (flags, expected) in refused {
+            let error = start_config(&flags).expect_err("refused");
+            assert!(
+                format!("{error:#}").contains(expected),
+                "{flags:?}: {error:#}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod cli;
 mod ctl;
 mod log_levels;
+mod security_args;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -15,8 +16,8 @@ fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     let levels = init_logs(&cli.command);
     match cli.command {
-        cli::Command::Start(args) => start(args, levels),
-        cli::Command::Perf(args) => sluice_perf::run(args).map(|_| ()),
+        cli::Command::Start(args) => start(*args, levels),
+        cli::Command::Perf(args) => sluice_perf::run(*args).map(|_| ()),
         cli::Command::Tune(args) => tune(args),
         cli::Command::Topic(args) => administer(ctl::topic::main(args)),
         cli::Command::Group(args) => administer(ctl::group::main(args)),
@@ -164,9 +165,20 @@ fn start(args: cli::StartArgs, levels: Arc<dyn LogLevels>) -> anyhow::Result<()>
     }
     let data_dir = config.data_dir.clone();
     let shards = config.shard_count();
+    let listeners: Vec<_> = config
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.protocol.name()))
+        .collect();
     let mut broker = sluice_shards::Broker::start(config)
         .with_context(|| format!("starting the broker on data dir {}", data_dir.display()))?;
     let mut stdout = std::io::stdout();
+    if listeners.len() > 1 || listeners[0].1 != "PLAINTEXT" {
+        // Before the listening line, which scripts read first.
+        for ((name, protocol), addr) in listeners.iter().zip(broker.listener_addrs()) {
+            writeln!(stdout, "sluice listener {name} ({protocol}) on {addr}")?;
+        }
+    }
     writeln!(
         stdout,
         "sluice listening on {} ({shards} shards, data dir {})",

@@ -46,8 +46,6 @@ pub struct ShardBuilder {
     pub config: Arc<BrokerConfig>,
     /// Where metadata commands go.
     pub controller: ControllerHandle,
-    /// Host and port clients are told to use.
-    pub advertised: (String, i32),
     /// The object store.
     pub objects: ObjectStore,
     /// What this shard counts.
@@ -103,7 +101,6 @@ impl ShardBuilder {
             id,
             config,
             controller,
-            advertised,
             objects,
             metrics,
             peers,
@@ -142,7 +139,6 @@ impl ShardBuilder {
             config,
             producer_ids: ProducerIds::new(controller.clone()),
             controller,
-            advertised,
             metrics,
             placement,
             coordinator_load: Cell::new(if coordinates {

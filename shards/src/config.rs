@@ -20,12 +20,13 @@ pub struct QuorumSettings {
 /// Everything a broker needs to start; every field has a default usable on a laptop.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// Address every shard listens on (SO_REUSEPORT); port 0 picks a free port.
-    pub listen: SocketAddr,
+    /// The Kafka listeners, at least one; every shard accepts on each (SO_REUSEPORT). The
+    /// first is the one a broker of a cluster registers, and the one `sluice` commands use.
+    pub listeners: Vec<crate::security::ListenerConfig>,
+    /// TLS files and SASL settings of the listeners that use them.
+    pub security: crate::security::SecurityConfig,
     /// Address of the admin HTTP server (`/metrics`, `/health`, `/ready`); None: no server.
     pub admin_listen: Option<SocketAddr>,
-    /// `host:port` clients are told to connect to; defaults to the bound address.
-    pub advertised: Option<String>,
     /// Root of the broker's local state (metadata, WAL files).
     pub data_dir: PathBuf,
     /// Number of shards (pinned executors); 0 means one per available core.
@@ -192,8 +193,10 @@ impl BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
-            advertised: None,
+            listeners: vec![crate::security::ListenerConfig::plaintext(
+                SocketAddr::from(([127, 0, 0, 1], 9092)),
+            )],
+            security: crate::security::SecurityConfig::default(),
             admin_listen: Some(Self::ADMIN_LISTEN_DEFAULT),
             data_dir: PathBuf::from("sluice-data"),
             shards: 0,

@@ -20,8 +20,10 @@ use crate::chunk_pool::PoolBuffer;
 use crate::connection_limits::ConnectionPermit;
 use crate::messaging::ShardRequest;
 use crate::metrics::produce_stages::ProduceStage;
+use crate::security::{
+    ClientContext, ClientStream, ListenerContext, SecurityProtocol, Session, Verdict,
+};
 use crate::shard::Shard;
-use crate::socket_write;
 use crate::stop::StopSignal;
 
 /// Bytes of a refused frame written to the log, to diagnose client incompatibilities.
@@ -46,9 +48,12 @@ pub enum Arrival {
 
 /// Serves one connection until the client closes it, it misbehaves, the shard stops, or it
 /// moves to the shard that owns its partitions (see `affinity`).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     shard: Rc<Shard>,
     stream: TcpStream,
+    listener: Rc<ListenerContext>,
+    listener_index: usize,
     permit: ConnectionPermit,
     memory: Rc<Semaphore>,
     stop: StopSignal,
@@ -60,8 +65,35 @@ pub async fn serve(
     shard.metrics.connections_open.add(1);
     let _open = OpenConnection(&shard);
     let peer = stream.peer_addr().ok();
-    let client_host = peer.map(|p| p.ip().to_string()).unwrap_or_default();
     let raw_fd = stream.as_raw_fd();
+    let (stream, tls_principal) = match &listener.tls {
+        None => (ClientStream::Plain(stream), None),
+        Some(tls) => {
+            let handshake = futures::select_biased! {
+                _ = stop.clone().fuse() => return,
+                handshake = tls.accept(stream).fuse() => handshake,
+            };
+            match handshake {
+                Ok((stream, principal)) => (ClientStream::Tls(Box::new(stream)), principal),
+                Err(error) => {
+                    shard.metrics.tls_handshake_failures.add(1);
+                    tracing::debug!(?peer, %error, "TLS handshake failed");
+                    return;
+                }
+            }
+        }
+    };
+    // Responses go out with vectored sends on the descriptor only without TLS.
+    let plain_fd = matches!(stream, ClientStream::Plain(_)).then_some(raw_fd);
+    let mut session = Session::new(listener.protocol, tls_principal);
+    let mut client = ClientContext {
+        host: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+        listener: listener.clone(),
+        principal: session.principal().clone(),
+    };
+    // A connection moves to another shard as a bare socket: one with TLS or SASL state
+    // stays where it was accepted.
+    let movable = listener.protocol == SecurityProtocol::Plaintext;
     let (mut reader, mut writer) = stream.split();
     let depth = shard.config.pipeline_depth.max(1);
     // Bounds the requests read but not yet answered: depth 1 is Kafka's one-at-a-time model.
@@ -78,7 +110,7 @@ pub async fn serve(
             let Some(frame) = answer.frame else {
                 continue;
             };
-            if socket_write::write_segments(&mut writer, raw_fd, frame.segments())
+            if ClientStream::write_segments(&mut writer, plain_fd, frame.segments())
                 .await
                 .is_err()
             {
@@ -99,6 +131,7 @@ pub async fn serve(
     let memory_total = memory.available().max(1);
     loop {
         if arrival == Arrival::Accepted
+            && movable
             && let Some(to) = affinity.destination(shard.id)
         {
             // Every answer must be written before the socket changes hands, and nothing past
@@ -153,10 +186,33 @@ pub async fn serve(
         // Frames shorter than the api key are refused by the parser below.
         let frame = frame.freeze();
         let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
-        // A produce may wait here for WAL space; shutdown must not wait for it.
-        let pending = futures::select_biased! {
-            _ = stop.clone().fuse() => break,
-            pending = parse_and_order(&shard, frame, &client_host, &affinity).fuse() => pending,
+        let now = Instant::now();
+        let mut close_after = false;
+        let pending = if session.passes(api_key, now) {
+            // A produce may wait here for WAL space; shutdown must not wait for it.
+            futures::select_biased! {
+                _ = stop.clone().fuse() => break,
+                pending = parse_and_order(&shard, frame, &client, &affinity).fuse() => pending,
+            }
+        } else {
+            match authenticate(&shard, &mut session, frame, now) {
+                Step::Dispatch(frame) => {
+                    client.principal = session.principal().clone();
+                    futures::select_biased! {
+                        _ = stop.clone().fuse() => break,
+                        pending = parse_and_order(&shard, frame, &client, &affinity).fuse() => pending,
+                    }
+                }
+                Step::Answer(pending, close) => {
+                    client.principal = session.principal().clone();
+                    close_after = close;
+                    Some(pending)
+                }
+                Step::Close(why) => {
+                    tracing::info!(?peer, why, "closing connection");
+                    break;
+                }
+            }
         };
         let task = match pending {
             Some(pending) => {
@@ -192,7 +248,7 @@ pub async fn serve(
                 break;
             }
         };
-        if queue.send(task).await.is_err() {
+        if queue.send(task).await.is_err() || close_after {
             break;
         }
     }
@@ -215,7 +271,14 @@ pub async fn serve(
                 shard.metrics.connections_moved.add(1);
                 shard
                     .mesh
-                    .deliver(to, ShardRequest::AdoptConnection { socket, permit })
+                    .deliver(
+                        to,
+                        ShardRequest::AdoptConnection {
+                            socket,
+                            permit,
+                            listener: listener_index,
+                        },
+                    )
                     .await;
                 // Dropping the halves closes only this shard's descriptor, not the connection.
                 return;
@@ -241,7 +304,7 @@ impl Drop for OpenConnection<'_> {
 pub async fn parse_and_order(
     shard: &Rc<Shard>,
     frame: Bytes,
-    client_host: &str,
+    client: &ClientContext,
     affinity: &ConnectionAffinity,
 ) -> Option<PendingResponse> {
     match sluice_net::decode_request(frame.clone()) {
@@ -260,7 +323,7 @@ pub async fn parse_and_order(
         }
         Ok((header, request)) => {
             affinity.observe(shard, &request);
-            Some(api::dispatch(shard, header, request, client_host).await)
+            Some(api::dispatch(shard, header, request, client).await)
         }
         Err(error) => match (&error.kind, &error.header) {
             (RequestErrorKind::UnsupportedVersion { api_key, .. }, Some(header))
@@ -275,5 +338,51 @@ pub async fn parse_and_order(
                 None
             }
         },
+    }
+}
+
+/// What the connection does with a request its session did not let through.
+enum Step {
+    /// Handle it as usual (ApiVersions before authentication).
+    Dispatch(Bytes),
+    /// The session's answer; `true`: close the connection once it is written.
+    Answer(PendingResponse, bool),
+    /// Close without an answer.
+    Close(&'static str),
+}
+
+/// Runs a request through the connection's authentication (`security::session`).
+fn authenticate(shard: &Rc<Shard>, session: &mut Session, frame: Bytes, now: Instant) -> Step {
+    let Ok((header, request)) = sluice_net::decode_request(frame.clone()) else {
+        // Malformed, or a version not served: the usual path answers or closes as Kafka does.
+        return Step::Dispatch(frame);
+    };
+    if !api::implemented::served_versions(request.api_key())
+        .is_some_and(|(lowest, highest)| (lowest..=highest).contains(&header.request_api_version))
+    {
+        return Step::Dispatch(frame);
+    }
+    let version = header.request_api_version;
+    let correlation_id = header.correlation_id;
+    match session.decide(shard, &header, request, now) {
+        Verdict::Dispatch => Step::Dispatch(frame),
+        Verdict::Answer(response) => Step::Answer(
+            api::response::encode(correlation_id, version, response),
+            false,
+        ),
+        Verdict::AnswerAndClose(response, delay) => {
+            let frame = api::response::encode(correlation_id, version, response);
+            // Kafka holds back a failed authentication's answer, which slows a password
+            // guesser down to one try per delay and connection.
+            Step::Answer(
+                async move {
+                    glommio::timer::sleep(delay).await;
+                    frame.await
+                }
+                .boxed_local(),
+                true,
+            )
+        }
+        Verdict::Close(why) => Step::Close(why),
     }
 }

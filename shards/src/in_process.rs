@@ -22,6 +22,7 @@ use crate::group::limits::GroupLimits;
 use crate::metrics::BrokerMetrics;
 use crate::router;
 use crate::runtime::{StartError, open_object_store};
+use crate::security::{ANONYMOUS, ClientContext, ListenerContext, SecurityProtocol};
 use crate::shard::Shard;
 
 /// The client host the handlers see for frames submitted in process.
@@ -42,6 +43,7 @@ pub struct InProcessShard {
     requests: glommio::Task<()>,
     txn_timers: glommio::Task<()>,
     affinity: ConnectionAffinity,
+    client: ClientContext,
 }
 
 impl InProcessShard {
@@ -65,7 +67,6 @@ impl InProcessShard {
             id: 0,
             config: config.clone(),
             controller: handle,
-            advertised: (ADVERTISED_HOST.to_string(), 0),
             objects,
             metrics,
             peers: vec![None],
@@ -107,6 +108,16 @@ impl InProcessShard {
             requests,
             txn_timers,
             affinity: ConnectionAffinity::default(),
+            client: ClientContext {
+                host: CLIENT_HOST.to_string(),
+                listener: Rc::new(ListenerContext {
+                    name: "PLAINTEXT".to_string(),
+                    protocol: SecurityProtocol::Plaintext,
+                    advertised: (ADVERTISED_HOST.to_string(), 0),
+                    tls: None,
+                }),
+                principal: ANONYMOUS.into(),
+            },
         })
     }
 
@@ -114,7 +125,7 @@ impl InProcessShard {
     /// its batches; the returned future persists and yields the encoded response frame. None:
     /// a connection would be closed (a request that cannot be parsed).
     pub async fn submit(&self, frame: Bytes) -> Option<PendingResponse> {
-        connection::parse_and_order(&self.shard, frame, CLIENT_HOST, &self.affinity).await
+        connection::parse_and_order(&self.shard, frame, &self.client, &self.affinity).await
     }
 
     /// Stops the uploader (records not uploaded stay in the WAL), the controller thread, and

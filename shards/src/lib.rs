@@ -36,6 +36,7 @@ pub mod producer_ids;
 pub mod recovery;
 pub mod router;
 pub mod runtime;
+pub mod security;
 pub mod shard;
 pub mod socket_write;
 pub mod startup_wait;

@@ -20,6 +20,8 @@ pub enum ShardRequest {
         socket: std::os::fd::OwnedFd,
         /// Its place under the connection limits, which moves with it.
         permit: ConnectionPermit,
+        /// The index of the listener it came through (a PLAINTEXT one).
+        listener: usize,
     },
     /// A partition this shard owns.
     Partition(PartitionRequest),

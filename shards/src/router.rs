@@ -17,8 +17,9 @@ use crate::messaging::ShardRequest;
 use crate::shard::Shard;
 use crate::storage::request::PartitionRequest;
 
-/// A connection handed over by another shard: its socket and its place under the limits.
-pub type Adopted = (std::os::fd::OwnedFd, ConnectionPermit);
+/// A connection handed over by another shard: its socket, its place under the limits and
+/// the index of its listener.
+pub type Adopted = (std::os::fd::OwnedFd, ConnectionPermit, usize);
 
 /// Serves the requests of one channel into this shard (from another shard, or its loopback)
 /// until it closes; connections handed over go to `adopt`.
@@ -43,7 +44,11 @@ pub async fn serve(
 /// produce's place in its partition's order is taken only once its task can start.
 async fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<Adopted> {
     match request {
-        ShardRequest::AdoptConnection { socket, permit } => return Some((socket, permit)),
+        ShardRequest::AdoptConnection {
+            socket,
+            permit,
+            listener,
+        } => return Some((socket, permit, listener)),
         ShardRequest::Partition(PartitionRequest::Produce {
             stream_id,
             batch,

@@ -33,6 +33,7 @@ use crate::log_levels::LogLevels;
 use crate::messaging::ShardRequest;
 use crate::metrics::{BrokerMetrics, ShardMetrics};
 use crate::router;
+use crate::security::{ListenerConfig, ListenerContext, TlsAcceptor};
 use crate::shard::Shard;
 use crate::startup_wait::retry_while_busy;
 use crate::stop::StopSignal;
@@ -106,6 +107,7 @@ pub enum StartError {
 /// A running broker.
 pub struct Broker {
     local_addr: SocketAddr,
+    listener_addrs: Vec<SocketAddr>,
     stops: Vec<oneshot::Sender<()>>,
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
     controller: Option<Controller>,
@@ -185,25 +187,32 @@ impl Broker {
         })?;
         metrics.set_controller(handle.clone());
 
-        // Reserve the port (port 0 picks one) so every shard binds the same address. With
-        // SO_REUSEPORT a dying broker's listener of the same user does not make it busy: the
-        // lock is what keeps two brokers off one port.
-        let reservation = bind_with_retry(config.listen, "Kafka", config.bind_retry, || {
-            reserve_port(config.listen)
-        })
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-        let local_addr = reservation
-            .local_addr()
-            .map_err(|source| StartError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = local_addr.as_socket().unwrap_or(config.listen);
-        let advertised = advertised_address(&config, local_addr);
+        // Reserve each listener's port (port 0 picks one) so every shard binds the same
+        // address. With SO_REUSEPORT a dying broker's listener of the same user does not make
+        // it busy: the lock is what keeps two brokers off one port.
+        let mut reservations = Vec::with_capacity(config.listeners.len());
+        let mut bound = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let addr = listener.listen;
+            let reservation =
+                bind_with_retry(addr, "Kafka", config.bind_retry, || reserve_port(addr))
+                    .map_err(|source| StartError::Listen { addr, source })?;
+            let local = reservation
+                .local_addr()
+                .map_err(|source| StartError::Listen { addr, source })?
+                .as_socket()
+                .unwrap_or(addr);
+            reservations.push(reservation);
+            bound.push(BoundListener {
+                config: listener.clone(),
+                local,
+                advertised: advertised_address(listener, local),
+            });
+        }
+        let bound = Arc::new(bound);
+        let local_addr = bound[0].local;
         if let Some(settings) = &config.quorum {
+            let advertised = &bound[0].advertised;
             // Before any shard serves: the broker takes its share of the partitions.
             let register = MetadataCommand::RegisterBroker {
                 node_id: config.node_id,
@@ -247,8 +256,7 @@ impl Broker {
                 config: config.clone(),
                 objects: objects.clone(),
                 controller: handle.clone(),
-                advertised: advertised.clone(),
-                listen: local_addr,
+                listeners: bound.clone(),
                 senders: std::mem::take(&mut senders[id]),
                 receivers: std::mem::take(&mut receivers[id]),
                 changes,
@@ -276,6 +284,7 @@ impl Broker {
         drop(handle);
         let mut broker = Broker {
             local_addr,
+            listener_addrs: bound.iter().map(|l| l.local).collect(),
             stops,
             executors,
             controller: Some(controller),
@@ -298,13 +307,18 @@ impl Broker {
                 }
             }
         }
-        drop(reservation);
+        drop(reservations);
         Ok(broker)
     }
 
     /// The address the broker listens on (with the port chosen when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of each listener, in the order of `BrokerConfig::listeners`.
+    pub fn listener_addrs(&self) -> &[SocketAddr] {
+        &self.listener_addrs
     }
 
     /// The admin HTTP server's address (with the chosen port), if it runs.
@@ -348,8 +362,7 @@ struct ShardPlan {
     config: Arc<BrokerConfig>,
     objects: ObjectStore,
     controller: ControllerHandle,
-    advertised: (String, i32),
-    listen: SocketAddr,
+    listeners: Arc<Vec<BoundListener>>,
     senders: Vec<Option<SharedSender<ShardRequest>>>,
     receivers: Vec<SharedReceiver<ShardRequest>>,
     changes: mpsc::Receiver<()>,
@@ -370,8 +383,7 @@ async fn run_shard(plan: ShardPlan) {
         config,
         objects,
         controller,
-        advertised,
-        listen,
+        listeners,
         senders,
         receivers,
         changes,
@@ -401,7 +413,6 @@ async fn run_shard(plan: ShardPlan) {
         id,
         config: config.clone(),
         controller,
-        advertised,
         objects,
         metrics,
         peers,
@@ -424,14 +435,22 @@ async fn run_shard(plan: ShardPlan) {
     let wal = shard.storage.wal.clone();
     let memory = Rc::new(Semaphore::new(budget.request_bytes));
     let connections = Gate::new();
+    let contexts = match listener_contexts(&config, &listeners) {
+        Ok(contexts) => Rc::new(contexts),
+        Err(reason) => {
+            let _ = started.send(Err((id, reason)));
+            return;
+        }
+    };
     let adopt: Rc<dyn Fn(router::Adopted)> = {
-        let (shard, memory, stop, connections) = (
+        let (shard, memory, stop, connections, contexts) = (
             shard.clone(),
             memory.clone(),
             stop.clone(),
             connections.clone(),
+            contexts.clone(),
         );
-        Rc::new(move |adopted| adopt(&shard, adopted, &memory, &stop, &connections))
+        Rc::new(move |adopted| adopt(&shard, adopted, &contexts, &memory, &stop, &connections))
     };
     // One router per peer shard and one for the loopback; the tasks they start per request
     // hold `task_permits`.
@@ -495,13 +514,16 @@ async fn run_shard(plan: ShardPlan) {
         .detach();
     }
 
-    let listener = match TcpListener::bind(listen) {
-        Ok(listener) => listener,
-        Err(e) => {
-            let _ = started.send(Err((id, format!("listen on {listen}: {e}"))));
-            return;
+    let mut sockets = Vec::with_capacity(listeners.len());
+    for listener in listeners.iter() {
+        match TcpListener::bind(listener.local) {
+            Ok(socket) => sockets.push(socket),
+            Err(e) => {
+                let _ = started.send(Err((id, format!("listen on {}: {e}", listener.local))));
+                return;
+            }
         }
-    };
+    }
     ready.fetch_add(1, Ordering::SeqCst);
     let _ = started.send(Ok(()));
     // Accept only once every shard listens: a shard that fails to bind stops the start, and
@@ -520,45 +542,19 @@ async fn run_shard(plan: ShardPlan) {
         budget.request_bytes,
         stop.clone(),
     ));
-    loop {
-        let accepted = futures::select_biased! {
-            _ = stop.clone().fuse() => break,
-            accepted = listener.accept().fuse() => accepted,
-        };
-        match accepted {
-            Ok(stream) => {
-                shard.metrics.connections_accepted.add(1);
-                // Over a limit: dropping the stream closes it (admit counts and logs that).
-                let Ok(peer) = stream.peer_addr() else {
-                    continue;
-                };
-                let Ok(permit) = connection_limits.admit(peer.ip()) else {
-                    continue;
-                };
-                let task = connection::serve(
-                    shard.clone(),
-                    stream,
-                    permit,
-                    memory.clone(),
-                    stop.clone(),
-                    Arrival::Accepted,
-                );
-                // One task per connection: bounded by --connections-max (`permit`), not by
-                // `task_permits`.
-                match connections.spawn(task) {
-                    Ok(task) => {
-                        task.detach();
-                    }
-                    Err(_) => break,
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-    drop(listener);
+    let acceptors = sockets.into_iter().enumerate().map(|(index, socket)| {
+        accept_connections(
+            &shard,
+            socket,
+            index,
+            &contexts,
+            &connection_limits,
+            &memory,
+            &stop,
+            &connections,
+        )
+    });
+    futures::future::join_all(acceptors).await;
     let _ = connections.close().await;
     // Other shards may still be finishing requests that need this shard's partitions: keep
     // serving the mesh until every shard that started has drained its connections.
@@ -593,21 +589,112 @@ async fn run_shard(plan: ShardPlan) {
     }
 }
 
+/// Accepts the connections of one listener until the shard stops.
+#[allow(clippy::too_many_arguments)]
+async fn accept_connections(
+    shard: &Rc<Shard>,
+    socket: TcpListener,
+    index: usize,
+    contexts: &[Rc<ListenerContext>],
+    connection_limits: &Arc<ConnectionLimits>,
+    memory: &Rc<Semaphore>,
+    stop: &StopSignal,
+    connections: &Gate,
+) {
+    let context = &contexts[index];
+    loop {
+        let accepted = futures::select_biased! {
+            _ = stop.clone().fuse() => break,
+            accepted = socket.accept().fuse() => accepted,
+        };
+        match accepted {
+            Ok(stream) => {
+                shard.metrics.connections_accepted.add(1);
+                // Over a limit: dropping the stream closes it (admit counts and logs that).
+                let Ok(peer) = stream.peer_addr() else {
+                    continue;
+                };
+                let Ok(permit) = connection_limits.admit(peer.ip()) else {
+                    continue;
+                };
+                let task = connection::serve(
+                    shard.clone(),
+                    stream,
+                    context.clone(),
+                    index,
+                    permit,
+                    memory.clone(),
+                    stop.clone(),
+                    Arrival::Accepted,
+                );
+                // One task per connection: bounded by --connections-max (`permit`), not by
+                // `task_permits`. A TLS handshake runs in that task, so a slow one does not
+                // hold up the accepts behind it.
+                match connections.spawn(task) {
+                    Ok(task) => {
+                        task.detach();
+                    }
+                    Err(_) => break,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, listener = %context.name, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// This shard's view of the listeners, each TLS one with a TLS acceptor of its own (all
+/// built from the same files, which `sluice start` checked).
+fn listener_contexts(
+    config: &BrokerConfig,
+    listeners: &[BoundListener],
+) -> Result<Vec<Rc<ListenerContext>>, String> {
+    let tls = if listeners.iter().any(|l| l.config.protocol.uses_tls()) {
+        let acceptor = TlsAcceptor::new(&config.security)?
+            .ok_or("a TLS listener needs --tls-cert-file and --tls-key-file")?;
+        Some(Rc::new(acceptor))
+    } else {
+        None
+    };
+    Ok(listeners
+        .iter()
+        .map(|l| {
+            Rc::new(ListenerContext {
+                name: l.config.name.clone(),
+                protocol: l.config.protocol,
+                advertised: l.advertised.clone(),
+                tls: l.config.protocol.uses_tls().then(|| tls.clone()).flatten(),
+            })
+        })
+        .collect())
+}
+
 /// Serves a connection another shard handed over because this shard owns its partitions.
 fn adopt(
     shard: &Rc<Shard>,
-    (socket, permit): router::Adopted,
+    (socket, permit, listener): router::Adopted,
+    listeners: &[Rc<ListenerContext>],
     memory: &Rc<Semaphore>,
     stop: &StopSignal,
     connections: &Gate,
 ) {
     use std::os::fd::{FromRawFd, IntoRawFd};
+    let Some(context) = listeners.get(listener) else {
+        // Every shard has the same listeners: an index out of range is a bug; the socket
+        // closes when dropped.
+        tracing::error!(listener, "connection handed over from an unknown listener");
+        return;
+    };
     // SAFETY: `socket` is an open, connected TCP socket (a dup the sending shard made of its
     // stream), and ownership of the descriptor passes to the TcpStream here.
     let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
     let task = connection::serve(
         shard.clone(),
         stream,
+        context.clone(),
+        listener,
         permit,
         memory.clone(),
         stop.clone(),
@@ -839,8 +926,16 @@ fn restore_log_levels(levels: &dyn LogLevels, data_dir: &Path) -> Result<(), Sta
     Ok(())
 }
 
-fn advertised_address(config: &BrokerConfig, local: SocketAddr) -> (String, i32) {
-    if let Some(advertised) = &config.advertised
+/// A listener with the address it was bound to.
+struct BoundListener {
+    config: ListenerConfig,
+    /// With the port chosen when port 0 was asked for.
+    local: SocketAddr,
+    advertised: (String, i32),
+}
+
+fn advertised_address(listener: &ListenerConfig, local: SocketAddr) -> (String, i32) {
+    if let Some(advertised) = &listener.advertised
         && let Some((host, port)) = advertised.rsplit_once(':')
         && let Ok(port) = port.parse::<i32>()
     {

@@ -43,8 +43,6 @@ pub struct Shard {
     pub config: Arc<BrokerConfig>,
     /// Where metadata commands go.
     pub controller: ControllerHandle,
-    /// Host and port clients are told to use.
-    pub advertised: (String, i32),
     /// What this shard counts, for the metrics exporter.
     pub metrics: Arc<ShardMetrics>,
     /// The partitions this shard owns.

@@ -46,6 +46,8 @@ pub struct BrokerProcess {
     pub bootstrap: String,
     /// `host:port` of the admin HTTP server (None when started with `--admin-listen none`).
     pub admin: Option<String>,
+    /// `host:port` of each listener by name, when started with `--listeners`.
+    pub listeners: std::collections::HashMap<String, String>,
     /// The broker's data directory (kept across restarts).
     pub data_dir: PathBuf,
     /// Lines the broker wrote to stderr, collected by a thread.
@@ -99,7 +101,10 @@ impl BrokerProcess {
             Some(_) => &[],
         };
         // A fresh port, unless the test chose one (a restart on the port clients know).
-        let listen_default: &[&str] = if extra_args.iter().any(|a| a == "--listen") {
+        let listen_default: &[&str] = if extra_args
+            .iter()
+            .any(|a| a == "--listen" || a == "--listeners")
+        {
             &[]
         } else {
             &["--listen", "127.0.0.1:0"]
@@ -147,13 +152,26 @@ impl BrokerProcess {
                         let _ = tx.send((kind, addr.to_string()));
                     }
                 }
+                // `sluice listener NAME (PROTOCOL) on ADDR`, printed before the above.
+                if let Some(rest) = line.strip_prefix("sluice listener ")
+                    && let Some((name, addr)) = rest.split_once(' ')
+                    && let Some((_, addr)) = addr.split_once(" on ")
+                {
+                    let _ = tx.send((2, format!("{name} {addr}")));
+                }
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
         let (mut bootstrap, mut admin) = (None, None);
+        let mut listeners = std::collections::HashMap::new();
         while bootstrap.is_none() || (admin_wanted && admin.is_none()) {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok((0, addr)) => bootstrap = Some(addr),
+                Ok((2, named)) => {
+                    if let Some((name, addr)) = named.split_once(' ') {
+                        listeners.insert(name.to_string(), addr.to_string());
+                    }
+                }
                 Ok((_, addr)) => admin = Some(addr),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     // Its stdout closed: the process exited.
@@ -182,6 +200,7 @@ impl BrokerProcess {
             child,
             bootstrap,
             admin,
+            listeners,
             data_dir: data_dir.to_path_buf(),
             log,
             log_reader: Some(log_reader),

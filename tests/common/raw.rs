@@ -33,7 +33,12 @@ pub struct RawClient {
 impl RawClient {
     /// Connects to the broker (30 s read timeout).
     pub fn connect(broker: &BrokerProcess) -> RawClient {
-        let stream = TcpStream::connect(&broker.bootstrap).expect("connect");
+        RawClient::connect_to(&broker.bootstrap)
+    }
+
+    /// Connects to `addr`, e.g. one of the broker's listeners (30 s read timeout).
+    pub fn connect_to(addr: &str) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();

@@ -24,12 +24,13 @@ use crate::storage::request::PartitionRequest;
 pub fn describe_cluster(
     shard: &Shard,
     _request: DescribeClusterRequest,
+    advertised: &(String, i32),
 ) -> DescribeClusterResponse {
     let image = shard.image();
     DescribeClusterResponse {
         cluster_id: image.cluster_id.clone(),
         controller_id: image.node_id,
-        brokers: super::metadata::brokers(shard, &image)
+        brokers: super::metadata::brokers(&image, advertised)
             .into_iter()
             .map(|b| DescribeClusterBroker {
                 broker_id: b.node_id,

@@ -54,13 +54,14 @@ pub fn find_coordinator(
     shard: &Shard,
     version: i16,
     request: FindCoordinatorRequest,
+    advertised: &(String, i32),
 ) -> FindCoordinatorResponse {
     let image = shard.image();
     // Where Metadata sends clients to that broker; absent while it is fenced.
     let coordinator = image
         .coordinator()
         .and_then(|node| {
-            super::metadata::brokers(shard, &image)
+            super::metadata::brokers(&image, advertised)
                 .into_iter()
                 .find(|b| b.node_id == node)
         })

@@ -14,7 +14,14 @@ use crate::shard::Shard;
 
 /// Answers a Metadata request, creating requested topics that do not exist when both the
 /// request and `auto.create.topics.enable` allow it.
-pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -> MetadataResponse {
+/// `advertised`: the host and port of the listener the request came through, which is what
+/// a single broker tells its clients (each listener names itself).
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: MetadataRequest,
+    advertised: &(String, i32),
+) -> MetadataResponse {
     let mut image = shard.image();
     // v0 asks for every topic with an empty list; later versions with null.
     let requested: Option<Vec<RequestedTopic>> = match request.topics {
@@ -100,7 +107,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
             .collect(),
     };
     MetadataResponse {
-        brokers: brokers(shard, &image),
+        brokers: brokers(&image, advertised),
         cluster_id: Some(image.cluster_id.clone()),
         controller_id: image.node_id,
         topics,
@@ -108,14 +115,15 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
     }
 }
 
-/// The brokers clients may connect to: this node alone, or every unfenced broker of the
-/// cluster (a fenced one leads nothing).
-pub fn brokers(shard: &Shard, image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+/// The brokers clients may connect to: this node alone, at the `advertised` address of the
+/// client's listener, or every unfenced broker of the cluster (a fenced one leads nothing) at
+/// the address it registered (a broker of a cluster has one listener).
+pub fn brokers(image: &MetadataImage, advertised: &(String, i32)) -> Vec<MetadataResponseBroker> {
     if image.brokers().is_empty() {
         return vec![MetadataResponseBroker {
             node_id: image.node_id,
-            host: shard.advertised.0.clone(),
-            port: shard.advertised.1,
+            host: advertised.0.clone(),
+            port: advertised.1,
             rack: None,
         }];
     }

@@ -26,6 +26,7 @@ use futures::channel::oneshot;
 use sluice_net::{Request, RequestHeader, Response};
 
 use crate::messaging::ShardRequest;
+use crate::security::ClientContext;
 use crate::shard::Shard;
 pub use implemented::IMPLEMENTED_APIS;
 pub use response::{PendingResponse, ResponseFrame};
@@ -37,7 +38,7 @@ pub async fn dispatch(
     shard: &Rc<Shard>,
     header: RequestHeader,
     request: Request,
-    client_host: &str,
+    client: &ClientContext,
 ) -> PendingResponse {
     let version = header.request_api_version;
     let correlation_id = header.correlation_id;
@@ -62,12 +63,15 @@ pub async fn dispatch(
             ))
         }
         .boxed_local(),
-        Request::Metadata(r) => async move {
-            Some(Response::Metadata(
-                metadata::handle(&shard, version, r).await,
-            ))
+        Request::Metadata(r) => {
+            let listener = client.listener.clone();
+            async move {
+                Some(Response::Metadata(
+                    metadata::handle(&shard, version, r, &listener.advertised).await,
+                ))
+            }
+            .boxed_local()
         }
-        .boxed_local(),
         Request::ApiVersions(_) => {
             futures::future::ready(Some(Response::ApiVersions(api_versions::handle())))
                 .boxed_local()
@@ -113,7 +117,7 @@ pub async fn dispatch(
         }
         .boxed_local(),
         Request::DescribeCluster(r) => futures::future::ready(Some(Response::DescribeCluster(
-            cluster::describe_cluster(&shard, r),
+            cluster::describe_cluster(&shard, r, &client.listener.advertised),
         )))
         .boxed_local(),
         Request::DescribeQuorum(r) => async move {
@@ -197,12 +201,12 @@ pub async fn dispatch(
         }
         .boxed_local(),
         Request::FindCoordinator(r) => futures::future::ready(Some(Response::FindCoordinator(
-            groups::find_coordinator(&shard, version, r),
+            groups::find_coordinator(&shard, version, r, &client.listener.advertised),
         )))
         .boxed_local(),
         Request::JoinGroup(r) => {
             let client_id = header.client_id.clone().unwrap_or_default();
-            let client_host = client_host.to_string();
+            let client_host = client.host.clone();
             async move {
                 Some(Response::JoinGroup(
                     groups::join_group(&shard, version, r, client_id, client_host).await,
@@ -234,7 +238,7 @@ pub async fn dispatch(
         .boxed_local(),
         Request::ConsumerGroupHeartbeat(r) => {
             let client_id = header.client_id.clone().unwrap_or_default();
-            let client_host = client_host.to_string();
+            let client_host = client.host.clone();
             async move {
                 Some(Response::ConsumerGroupHeartbeat(
                     groups::consumer_group_heartbeat(&shard, version, r, client_id, client_host)

@@ -300,7 +300,7 @@ fn render_produce_stages(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
 }
 
 fn render_shard_counters(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
-    let families: [Family<ShardMetrics>; 10] = [
+    let families: [Family<ShardMetrics>; 13] = [
         (
             "sluice_produce_batches_total",
             Kind::Counter,
@@ -348,6 +348,24 @@ fn render_shard_counters(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
             Kind::Counter,
             "Client connections handed over to the shard owning their partitions.",
             |s| s.connections_moved.get(),
+        ),
+        (
+            "sluice_tls_handshake_failures_total",
+            Kind::Counter,
+            "TLS handshakes that failed or timed out.",
+            |s| s.tls_handshake_failures.get(),
+        ),
+        (
+            "sluice_sasl_authentications_total",
+            Kind::Counter,
+            "Successful SASL authentications, re-authentications included.",
+            |s| s.sasl_authentications.get(),
+        ),
+        (
+            "sluice_sasl_authentication_failures_total",
+            Kind::Counter,
+            "Failed SASL authentications: bad credentials, unknown user or mechanism.",
+            |s| s.sasl_authentication_failures.get(),
         ),
         (
             "sluice_shard_tasks_waits_total",

@@ -95,6 +95,12 @@ pub struct ShardMetrics {
     pub connections_accepted: Counter,
     /// Connections handed over to the shard owning their partitions.
     pub connections_moved: Counter,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: Counter,
+    /// Successful SASL authentications (re-authentications included).
+    pub sasl_authentications: Counter,
+    /// Failed SASL authentications (bad credentials, unknown user or mechanism).
+    pub sasl_authentication_failures: Counter,
     /// Connections open now.
     pub connections_open: Counter,
     /// Times a request from the mesh waited because the shard ran `--shard-tasks-max` tasks.
@@ -176,6 +182,9 @@ impl ShardMetrics {
             fetch_cold_reads: Counter::default(),
             connections_accepted: Counter::default(),
             connections_moved: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            sasl_authentications: Counter::default(),
+            sasl_authentication_failures: Counter::default(),
             connections_open: Counter::default(),
             tasks_waits: Counter::default(),
             produce_stages: produce_stages::ProduceStages::default(),

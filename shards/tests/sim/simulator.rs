@@ -844,7 +844,6 @@ impl Simulator {
                 id: 0,
                 config: self.config.clone(),
                 controller: self.handle.clone(),
-                advertised: ("localhost".to_string(), 0),
                 objects: self.store.clone(),
                 metrics,
                 peers: vec![None],

@@ -1,0 +1,19 @@
+//! Who a client is and how its connection is secured: listeners and their security
+//! protocols, TLS, SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and the principal each
+//! connection ends up with.
+
+pub mod client;
+pub mod listener;
+pub mod scram;
+pub mod session;
+pub mod stream;
+pub mod tls;
+
+pub use client::{ClientContext, ListenerContext};
+pub use listener::{
+    ClientAuth, ListenerConfig, SaslMechanism, SecurityConfig, SecurityProtocol, TlsFiles,
+    parse_listeners,
+};
+pub use session::{ANONYMOUS, Session, Verdict};
+pub use stream::ClientStream;
+pub use tls::{TlsAcceptor, load_server_config};

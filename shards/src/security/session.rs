@@ -1,0 +1,386 @@
+//! A connection's authentication: who the client is (its principal) and, on a SASL listener,
+//! the SaslHandshake / SaslAuthenticate exchange that must come before any other request
+//! but ApiVersions (Kafka's `SaslServerAuthenticator`), including KIP-368's
+//! re-authentication.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_metadata::{ScramCredential, ScramMechanism};
+use sluice_net::messages::sasl_authenticate_response::SaslAuthenticateResponse;
+use sluice_net::messages::sasl_handshake_response::SaslHandshakeResponse;
+use sluice_net::{ApiKey, ErrorCode, Request, RequestHeader, Response};
+
+use super::listener::{SaslMechanism, SecurityProtocol};
+use super::scram::ScramServerFirst;
+use crate::shard::Shard;
+
+/// The principal of a client that did not authenticate (PLAINTEXT, SSL without a client
+/// certificate), as Kafka names it.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
+/// Where a SASL exchange stands.
+enum SaslState {
+    /// Not a SASL listener: the principal is set once, at accept.
+    None,
+    /// Waiting for SaslHandshake (only ApiVersions may come before it).
+    Handshake,
+    /// The mechanism is chosen; waiting for the first SaslAuthenticate.
+    Authenticate(SaslMechanism),
+    /// SCRAM: server-first was sent; waiting for client-final.
+    ScramFinal(ScramMechanism, Box<ScramServerFirst>),
+    /// Authenticated, with `mechanism`; the session ends at `expires_at`, if any.
+    Done {
+        mechanism: SaslMechanism,
+        expires_at: Option<Instant>,
+    },
+}
+
+/// What the connection does with one request.
+pub enum Verdict {
+    /// The request goes to its handler as usual.
+    Dispatch,
+    /// The session answered it (a SASL request).
+    Answer(Response),
+    /// Answer after `delay`, then close the connection (a failed authentication).
+    AnswerAndClose(Response, Duration),
+    /// Close the connection without an answer, as Kafka does.
+    Close(&'static str),
+}
+
+/// One connection's authentication.
+pub struct Session {
+    protocol: SecurityProtocol,
+    state: SaslState,
+    principal: Rc<str>,
+    /// Set by the first successful SASL authentication: later ones are re-authentications.
+    authenticated: bool,
+}
+
+impl Session {
+    /// A connection accepted on a listener of `protocol`; `tls_principal` is the principal
+    /// of its client certificate, if it presented one.
+    pub fn new(protocol: SecurityProtocol, tls_principal: Option<String>) -> Session {
+        let state = if protocol.uses_sasl() {
+            SaslState::Handshake
+        } else {
+            SaslState::None
+        };
+        Session {
+            protocol,
+            state,
+            principal: tls_principal
+                .unwrap_or_else(|| ANONYMOUS.to_string())
+                .into(),
+            authenticated: false,
+        }
+    }
+
+    /// The client's principal (`User:NAME`); `User:ANONYMOUS` until a SASL client has
+    /// authenticated.
+    pub fn principal(&self) -> &Rc<str> {
+        &self.principal
+    }
+
+    /// True when a request of `api_key` can go straight to its handler: the hot path
+    /// decodes nothing more for it.
+    pub fn passes(&self, api_key: Option<i16>, now: Instant) -> bool {
+        let sasl_api = api_key.is_some_and(|k| {
+            k == ApiKey::SaslHandshake as i16 || k == ApiKey::SaslAuthenticate as i16
+        });
+        match &self.state {
+            SaslState::None => !sasl_api,
+            SaslState::Done { expires_at, .. } => {
+                !sasl_api && expires_at.is_none_or(|expiry| now < expiry)
+            }
+            _ => false,
+        }
+    }
+
+    /// What to do with a request that [`Session::passes`] did not let through.
+    pub fn decide(
+        &mut self,
+        shard: &Shard,
+        header: &RequestHeader,
+        request: Request,
+        now: Instant,
+    ) -> Verdict {
+        match request {
+            Request::SaslHandshake(handshake) => self.handshake(shard, &handshake.mechanism),
+            Request::SaslAuthenticate(authenticate) => self.authenticate(
+                shard,
+                header.request_api_version,
+                authenticate.auth_bytes,
+                now,
+            ),
+            Request::ApiVersions(_) => match &self.state {
+                // Kafka lets a client ask for versions before it authenticates, to learn
+                // which SaslHandshake it may send.
+                SaslState::Handshake | SaslState::None => Verdict::Dispatch,
+                SaslState::Done { expires_at, .. }
+                    if expires_at.is_none_or(|expiry| now < expiry) =>
+                {
+                    Verdict::Dispatch
+                }
+                SaslState::Done { .. } => Verdict::Close("the SASL session expired"),
+                _ => Verdict::Close("a request in the middle of a SASL exchange"),
+            },
+            _ => match &self.state {
+                SaslState::None => Verdict::Dispatch,
+                SaslState::Done { expires_at, .. }
+                    if expires_at.is_none_or(|expiry| now < expiry) =>
+                {
+                    Verdict::Dispatch
+                }
+                SaslState::Done { .. } => Verdict::Close("the SASL session expired"),
+                _ => Verdict::Close("a request before SASL authentication"),
+            },
+        }
+    }
+
+    fn handshake(&mut self, shard: &Shard, mechanism: &str) -> Verdict {
+        let enabled = &shard.config.security.sasl_mechanisms;
+        let mechanisms = enabled.iter().map(|m| m.name().to_string()).collect();
+        let answer = |code: ErrorCode, mechanisms| {
+            Response::SaslHandshake(SaslHandshakeResponse {
+                error_code: code.code(),
+                mechanisms,
+            })
+        };
+        let reauthenticating = match &self.state {
+            SaslState::Handshake => None,
+            SaslState::Done {
+                mechanism,
+                expires_at: Some(_),
+            } => Some(*mechanism),
+            // A handshake on a listener without SASL, or twice in one exchange, or again
+            // while sessions do not expire: Kafka's ILLEGAL_SASL_STATE.
+            _ => return Verdict::Answer(answer(ErrorCode::IllegalSaslState, mechanisms)),
+        };
+        let chosen = SaslMechanism::from_name(mechanism).filter(|m| enabled.contains(m));
+        match chosen {
+            // KIP-368: a re-authentication keeps the mechanism of the first.
+            Some(chosen) if reauthenticating.is_none_or(|first| first == chosen) => {
+                self.state = SaslState::Authenticate(chosen);
+                Verdict::Answer(answer(ErrorCode::None, mechanisms))
+            }
+            _ => {
+                shard.metrics.sasl_authentication_failures.add(1);
+                Verdict::AnswerAndClose(
+                    answer(ErrorCode::UnsupportedSaslMechanism, mechanisms),
+                    Duration::ZERO,
+                )
+            }
+        }
+    }
+
+    fn authenticate(&mut self, shard: &Shard, version: i16, bytes: Bytes, now: Instant) -> Verdict {
+        let state = std::mem::replace(&mut self.state, SaslState::Handshake);
+        let lookup = |user: &str, mechanism: ScramMechanism| -> Option<ScramCredential> {
+            shard.image().scram_credential(user, mechanism).cloned()
+        };
+        let result = match state {
+            SaslState::Authenticate(SaslMechanism::Plain) => {
+                check_plain(&bytes, lookup).map(|user| (user, Bytes::new(), SaslMechanism::Plain))
+            }
+            SaslState::Authenticate(mechanism) => {
+                let scram = scram_of(mechanism);
+                match ScramServerFirst::start(scram, &bytes, |user| lookup(user, scram)) {
+                    Ok(first) => {
+                        let server_first = Bytes::copy_from_slice(first.server_first());
+                        self.state = SaslState::ScramFinal(scram, Box::new(first));
+                        return Verdict::Answer(authenticate_response(
+                            ErrorCode::None,
+                            None,
+                            server_first,
+                            0,
+                        ));
+                    }
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+            SaslState::ScramFinal(scram, first) => {
+                let user = first.user().to_string();
+                first
+                    .finish(&bytes)
+                    .map(|server_final| (user, Bytes::from(server_final), mechanism_of(scram)))
+                    .map_err(|e| e.to_string())
+            }
+            other => {
+                self.state = other;
+                return Verdict::Answer(authenticate_response(
+                    ErrorCode::IllegalSaslState,
+                    Some("SaslAuthenticate before SaslHandshake".to_string()),
+                    Bytes::new(),
+                    0,
+                ));
+            }
+        };
+        match result {
+            Ok((user, server_final, mechanism)) => {
+                let principal = format!("User:{user}");
+                if self.authenticated && *self.principal != *principal {
+                    // KIP-368: a session may not change hands.
+                    shard.metrics.sasl_authentication_failures.add(1);
+                    return Verdict::AnswerAndClose(
+                        authenticate_response(
+                            ErrorCode::SaslAuthenticationFailed,
+                            Some("re-authentication as another principal".to_string()),
+                            Bytes::new(),
+                            0,
+                        ),
+                        shard.config.security.failed_authentication_delay,
+                    );
+                }
+                let lifetime = shard.config.security.sasl_session_lifetime;
+                self.state = SaslState::Done {
+                    mechanism,
+                    expires_at: lifetime.map(|l| now + l),
+                };
+                self.principal = principal.into();
+                self.authenticated = true;
+                shard.metrics.sasl_authentications.add(1);
+                tracing::debug!(principal = %self.principal, mechanism = mechanism.name(), "authenticated");
+                // SessionLifetimeMs is in v1+; a v0 client is never asked to re-authenticate,
+                // and its session is closed at expiry as Kafka does.
+                let lifetime_ms = if version >= 1 {
+                    lifetime.map_or(0, |l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX))
+                } else {
+                    0
+                };
+                Verdict::Answer(authenticate_response(
+                    ErrorCode::None,
+                    None,
+                    server_final,
+                    lifetime_ms,
+                ))
+            }
+            Err(why) => {
+                shard.metrics.sasl_authentication_failures.add(1);
+                tracing::info!(%why, protocol = self.protocol.name(), "SASL authentication failed");
+                Verdict::AnswerAndClose(
+                    authenticate_response(
+                        ErrorCode::SaslAuthenticationFailed,
+                        // Kafka's message: it names neither the user nor what was wrong.
+                        Some("Authentication failed: Invalid username or password".to_string()),
+                        Bytes::new(),
+                        0,
+                    ),
+                    shard.config.security.failed_authentication_delay,
+                )
+            }
+        }
+    }
+}
+
+fn authenticate_response(
+    code: ErrorCode,
+    message: Option<String>,
+    auth_bytes: Bytes,
+    session_lifetime_ms: i64,
+) -> Response {
+    Response::SaslAuthenticate(SaslAuthenticateResponse {
+        error_code: code.code(),
+        error_message: message,
+        auth_bytes,
+        session_lifetime_ms,
+    })
+}
+
+fn scram_of(mechanism: SaslMechanism) -> ScramMechanism {
+    match mechanism {
+        SaslMechanism::ScramSha512 => ScramMechanism::Sha512,
+        _ => ScramMechanism::Sha256,
+    }
+}
+
+fn mechanism_of(scram: ScramMechanism) -> SaslMechanism {
+    match scram {
+        ScramMechanism::Sha256 => SaslMechanism::ScramSha256,
+        ScramMechanism::Sha512 => SaslMechanism::ScramSha512,
+    }
+}
+
+/// RFC 4616: `[authzid] NUL user NUL password`. The password is checked against the user's
+/// SCRAM credential (SHA-512's if there is one): Sluice keeps no other kind, and so never a
+/// password.
+fn check_plain(
+    message: &[u8],
+    lookup: impl Fn(&str, ScramMechanism) -> Option<ScramCredential>,
+) -> Result<String, String> {
+    let mut parts = message.split(|b| *b == 0);
+    let (Some(authzid), Some(user), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed PLAIN message".to_string());
+    };
+    let user = std::str::from_utf8(user).map_err(|_| "PLAIN user name is not UTF-8".to_string())?;
+    if user.is_empty() || (!authzid.is_empty() && authzid != user.as_bytes()) {
+        return Err("PLAIN authorization id of another user".to_string());
+    }
+    let (mechanism, credential) = [ScramMechanism::Sha512, ScramMechanism::Sha256]
+        .into_iter()
+        .find_map(|m| lookup(user, m).map(|c| (m, c)))
+        .ok_or_else(|| "unknown user".to_string())?;
+    if credential.matches_password(mechanism, password) {
+        Ok(user.to_string())
+    } else {
+        Err("invalid credentials".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_checks_the_password_against_the_scram_credential() {
+        let credential =
+            ScramCredential::from_password(ScramMechanism::Sha256, vec![7; 16], b"secret", 4096);
+        let lookup = |user: &str, m: ScramMechanism| {
+            (user == "alice" && m == ScramMechanism::Sha256).then(|| credential.clone())
+        };
+        assert_eq!(
+            check_plain(b"\0alice\0secret", lookup).as_deref(),
+            Ok("alice")
+        );
+        assert_eq!(
+            check_plain(b"alice\0alice\0secret", lookup).as_deref(),
+            Ok("alice")
+        );
+        for refused in [
+            &b"\0alice\0wrong"[..],
+            b"\0bob\0secret",
+            b"bob\0alice\0secret",
+            b"\0alice",
+            b"\0alice\0secret\0more",
+            b"\0\0secret",
+        ] {
+            assert!(check_plain(refused, lookup).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn only_sasl_free_requests_pass_before_authentication() {
+        let now = Instant::now();
+        let plain = Session::new(SecurityProtocol::Plaintext, None);
+        assert!(plain.passes(Some(ApiKey::Produce as i16), now));
+        assert!(!plain.passes(Some(ApiKey::SaslHandshake as i16), now));
+        assert_eq!(&**plain.principal(), ANONYMOUS);
+        let sasl = Session::new(SecurityProtocol::SaslSsl, None);
+        assert!(!sasl.passes(Some(ApiKey::Produce as i16), now));
+        assert!(!sasl.passes(Some(ApiKey::ApiVersions as i16), now));
+        let done = Session {
+            protocol: SecurityProtocol::SaslPlaintext,
+            state: SaslState::Done {
+                mechanism: SaslMechanism::Plain,
+                expires_at: Some(now + Duration::from_secs(1)),
+            },
+            principal: "User:alice".into(),
+            authenticated: true,
+        };
+        assert!(done.passes(Some(ApiKey::Fetch as i16), now));
+        assert!(!done.passes(Some(ApiKey::Fetch as i16), now + Duration::from_secs(2)));
+    }
+}

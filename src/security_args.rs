@@ -1,0 +1,245 @@
+//! `sluice start`'s listener and security flags (Kafka's `listeners`,
+//! `listener.security.protocol.map`, `advertised.listeners`, `ssl.*` and `sasl.*`), merged
+//! with the config file's keys of the same names and checked before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use serde::Deserialize;
+use sluice_shards::config::BrokerConfig;
+use sluice_shards::security::{
+    ClientAuth, ListenerConfig, SaslMechanism, SecurityConfig, TlsFiles, parse_listeners,
+};
+
+/// The flags; each also comes from the environment (`SLUICE_` + its name) or the config file.
+#[derive(Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityArgs {
+    /// Kafka's listeners, NAME://IP:PORT,... (each with its own security protocol; the first
+    /// is the one a cluster's brokers register). Instead of --listen, e.g.
+    /// PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9093
+    #[arg(
+        long,
+        env = "SLUICE_LISTENERS",
+        value_name = "NAME://IP:PORT,...",
+        conflicts_with = "listen"
+    )]
+    pub listeners: Option<String>,
+    /// The security protocol of each listener not named after one, NAME:PROTOCOL,...
+    /// (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), e.g. CLIENT:SASL_SSL
+    #[arg(
+        long,
+        env = "SLUICE_LISTENER_SECURITY_PROTOCOL_MAP",
+        value_name = "NAME:PROTOCOL,..."
+    )]
+    pub listener_security_protocol_map: Option<String>,
+    /// The address clients of each listener are told to connect to, NAME://HOST:PORT,...
+    /// [default: each listener's bound address]
+    #[arg(
+        long,
+        env = "SLUICE_ADVERTISED_LISTENERS",
+        value_name = "NAME://HOST:PORT,...",
+        conflicts_with = "advertised_address"
+    )]
+    pub advertised_listeners: Option<String>,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners, read again when it changes.
+    #[arg(long, env = "SLUICE_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate, read again when it changes.
+    #[arg(long, env = "SLUICE_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM certificates of the CAs that sign client certificates (ssl.truststore), for
+    /// --tls-client-auth.
+    #[arg(long, env = "SLUICE_TLS_CA_FILE", value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Whether TLS clients present a certificate (ssl.client.auth): none, requested or
+    /// required. Its subject names the client: User:CN=...,OU=... [default: none]
+    #[arg(
+        long,
+        env = "SLUICE_TLS_CLIENT_AUTH",
+        value_name = "none|requested|required"
+    )]
+    pub tls_client_auth: Option<String>,
+    /// TLS handshakes one shard runs at once; more connections wait. [default: 16]
+    #[arg(long, env = "SLUICE_TLS_HANDSHAKES_MAX", value_name = "N")]
+    pub tls_handshakes_max: Option<usize>,
+    /// The SASL mechanisms of SASL listeners (sasl.enabled.mechanisms): PLAIN, SCRAM-SHA-256,
+    /// SCRAM-SHA-512. Users are SCRAM credentials (`sluice user`); PLAIN checks a password
+    /// against them. [default: SCRAM-SHA-256,SCRAM-SHA-512]
+    #[arg(long, env = "SLUICE_SASL_MECHANISMS", value_name = "MECHANISM,...")]
+    pub sasl_mechanisms: Option<String>,
+    /// A SASL session ends after this long: the client re-authenticates (KIP-368,
+    /// connections.max.reauth.ms) or is disconnected; 0: sessions last. [default: 0]
+    #[arg(long, env = "SLUICE_SASL_SESSION_LIFETIME_MS", value_name = "MS")]
+    pub sasl_session_lifetime_ms: Option<u64>,
+    /// How long the answer to a failed authentication is held back before the connection
+    /// closes (connection.failed.authentication.delay.ms). [default: 100]
+    #[arg(long, env = "SLUICE_FAILED_AUTHENTICATION_DELAY_MS", value_name = "MS")]
+    pub failed_authentication_delay_ms: Option<u64>,
+}
+
+impl SecurityArgs {
+    /// Each flag, else the file's value.
+    pub fn or(self, file: SecurityArgs) -> SecurityArgs {
+        SecurityArgs {
+            listeners: self.listeners.or(file.listeners),
+            listener_security_protocol_map: self
+                .listener_security_protocol_map
+                .or(file.listener_security_protocol_map),
+            advertised_listeners: self.advertised_listeners.or(file.advertised_listeners),
+            tls_cert_file: self.tls_cert_file.or(file.tls_cert_file),
+            tls_key_file: self.tls_key_file.or(file.tls_key_file),
+            tls_ca_file: self.tls_ca_file.or(file.tls_ca_file),
+            tls_client_auth: self.tls_client_auth.or(file.tls_client_auth),
+            tls_handshakes_max: self.tls_handshakes_max.or(file.tls_handshakes_max),
+            sasl_mechanisms: self.sasl_mechanisms.or(file.sasl_mechanisms),
+            sasl_session_lifetime_ms: self
+                .sasl_session_lifetime_ms
+                .or(file.sasl_session_lifetime_ms),
+            failed_authentication_delay_ms: self
+                .failed_authentication_delay_ms
+                .or(file.failed_authentication_delay_ms),
+        }
+    }
+
+    /// Sets `config`'s listeners and security; `listen` and `advertised` are the one-listener
+    /// flags (`--listen`, `--advertised-address`), which `--listeners` replaces. A setting that
+    /// would do nothing (TLS files without a TLS listener, SASL mechanisms without a SASL
+    /// listener) is refused, as is one that cannot work.
+    pub fn apply(
+        self,
+        listen: Option<SocketAddr>,
+        advertised: Option<String>,
+        config: &mut BrokerConfig,
+    ) -> anyhow::Result<()> {
+        if self.listeners.is_some() && listen.is_some() {
+            bail!("--listen and --listeners both name listeners: use one");
+        }
+        if self.listeners.is_some() && advertised.is_some() {
+            bail!(
+                "--advertised-address is for --listen; with --listeners use --advertised-listeners"
+            );
+        }
+        config.listeners = match &self.listeners {
+            Some(listeners) => parse_listeners(
+                listeners,
+                self.listener_security_protocol_map.as_deref(),
+                self.advertised_listeners.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?,
+            None => {
+                if self.listener_security_protocol_map.is_some() {
+                    bail!("--listener-security-protocol-map needs --listeners");
+                }
+                if self.advertised_listeners.is_some() {
+                    bail!("--advertised-listeners needs --listeners");
+                }
+                let mut listener =
+                    ListenerConfig::plaintext(listen.unwrap_or(config.listeners[0].listen));
+                listener.advertised = advertised;
+                vec![listener]
+            }
+        };
+        if config.quorum.is_some() && config.listeners.len() > 1 {
+            // A broker registers one endpoint in the quorum; other listeners' addresses could
+            // not be told to clients of other brokers.
+            bail!(
+                "--listeners with more than one listener is not supported with --controller-quorum-voters yet"
+            );
+        }
+        let uses_tls = config.listeners.iter().any(|l| l.protocol.uses_tls());
+        let uses_sasl = config.listeners.iter().any(|l| l.protocol.uses_sasl());
+        let mut security = SecurityConfig::default();
+        let client_auth = match self.tls_client_auth.as_deref() {
+            None | Some("none") => ClientAuth::None,
+            Some("requested") => ClientAuth::Requested,
+            Some("required") => ClientAuth::Required,
+            Some(other) => {
+                bail!("--tls-client-auth must be none, requested or required, not {other:?}")
+            }
+        };
+        security.tls = match (self.tls_cert_file, self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                ca: self.tls_ca_file.clone(),
+                client_auth,
+            }),
+            (None, None) => None,
+            _ => bail!("--tls-cert-file and --tls-key-file go together"),
+        };
+        match &security.tls {
+            Some(files) => {
+                if !uses_tls {
+                    bail!("--tls-cert-file is set but no listener is SSL or SASL_SSL");
+                }
+                if files.ca.is_some() && client_auth == ClientAuth::None {
+                    bail!("--tls-ca-file needs --tls-client-auth requested or required");
+                }
+                sluice_shards::security::load_server_config(files).map_err(anyhow::Error::msg)?;
+            }
+            None => {
+                if uses_tls {
+                    bail!("an SSL or SASL_SSL listener needs --tls-cert-file and --tls-key-file");
+                }
+                if self.tls_ca_file.is_some() || self.tls_client_auth.is_some() {
+                    bail!(
+                        "--tls-ca-file and --tls-client-auth need --tls-cert-file and --tls-key-file"
+                    );
+                }
+            }
+        }
+        if let Some(handshakes) = self.tls_handshakes_max {
+            if !uses_tls {
+                bail!("--tls-handshakes-max is set but no listener is SSL or SASL_SSL");
+            }
+            if handshakes == 0 {
+                bail!("--tls-handshakes-max must be at least 1");
+            }
+            security.tls_handshakes_per_shard_max = handshakes;
+        }
+        if let Some(mechanisms) = &self.sasl_mechanisms {
+            security.sasl_mechanisms = parse_mechanisms(mechanisms)?;
+        }
+        if !uses_sasl
+            && (self.sasl_mechanisms.is_some()
+                || self.sasl_session_lifetime_ms.is_some()
+                || self.failed_authentication_delay_ms.is_some())
+        {
+            bail!(
+                "--sasl-mechanisms, --sasl-session-lifetime-ms and \
+                 --failed-authentication-delay-ms need a SASL_PLAINTEXT or SASL_SSL listener"
+            );
+        }
+        security.sasl_session_lifetime = self
+            .sasl_session_lifetime_ms
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        if let Some(ms) = self.failed_authentication_delay_ms {
+            security.failed_authentication_delay = Duration::from_millis(ms);
+        }
+        config.security = security;
+        Ok(())
+    }
+}
+
+fn parse_mechanisms(list: &str) -> anyhow::Result<Vec<SaslMechanism>> {
+    let mut mechanisms = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let Some(mechanism) = SaslMechanism::from_name(&name.to_ascii_uppercase()) else {
+            bail!(
+                "--sasl-mechanisms: {name:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 \
+                 (GSSAPI and OAUTHBEARER are not supported yet)"
+            );
+        };
+        if !mechanisms.contains(&mechanism) {
+            mechanisms.push(mechanism);
+        }
+    }
+    if mechanisms.is_empty() {
+        bail!("--sasl-mechanisms names no mechanism");
+    }
+    Ok(mechanisms)
+}
