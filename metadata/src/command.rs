@@ -18,6 +18,9 @@ use crate::limits::{
     WAL_PATH_BYTES_MAX,
 };
 use crate::objects::{ObjectId, ObjectImage};
+use crate::scram::{
+    self, ScramDeletion, ScramMechanism, ScramUpsertion, ScramUserCredential, ScramUserResult,
+};
 use crate::uploads::{StreamCleaned, StreamUpload};
 
 /// A change to the metadata, as asked by an admin request or the broker. rkyv: a
@@ -154,6 +157,13 @@ pub enum MetadataCommand {
         from: i32,
         to: i32,
     },
+    /// AlterUserScramCredentials: each user's alteration is accepted or refused on its own
+    /// (`scram::plan_alterations`); the accepted ones are written together, and the outcome
+    /// has one result per user.
+    AlterScramCredentials {
+        upsertions: Vec<ScramUpsertion>,
+        deletions: Vec<ScramDeletion>,
+    },
 }
 
 /// Where a broker's WAL is (`RegisterBroker`).
@@ -207,6 +217,10 @@ pub enum CommandOutcome {
     WalReleased,
     PartitionMoveSet,
     PartitionMoveCompleted,
+    /// One result per user named, in the order the request first names them.
+    ScramCredentialsAltered {
+        results: Vec<ScramUserResult>,
+    },
 }
 
 /// A command resolved against an image: every choice (topic id, placement,
@@ -309,11 +323,18 @@ pub enum MetadataRecord {
         stream_id: u64,
         target: Option<i32>,
     },
-    // Appended last, and no larger than the records before it, for the same reason.
+    // Appended after the records above, and no larger than them, for the same reason.
     CompletePartitionMove {
         stream_id: u64,
         from: i32,
         to: i32,
+    },
+    // Appended last, and no larger than the records before it, for the same reason.
+    /// Credentials written (a user's credential of the same mechanism is replaced) and
+    /// removed (each must exist), per (user, mechanism).
+    AlterScramCredentials {
+        upserted: Vec<ScramUserCredential>,
+        deleted: Vec<(String, ScramMechanism)>,
     },
 }
 
@@ -351,8 +372,16 @@ fn check_wal_location(node_id: i32, wal: &WalLocation) -> Result<(), MetadataErr
 pub enum Plan {
     /// Write this record, then apply it.
     Record(MetadataRecord),
-    /// Nothing to write; the command is already satisfied.
+    /// Nothing to write; the command is already satisfied (or, for AlterScramCredentials,
+    /// every item of it was refused, each in the outcome).
     Unchanged(CommandOutcome),
+    /// Write this record and apply it, but answer `outcome` rather than what `apply` returns:
+    /// for commands whose items are accepted or refused one by one (AlterScramCredentials),
+    /// whose refusals are decided here and are no part of the record.
+    RecordAnswering {
+        record: MetadataRecord,
+        outcome: CommandOutcome,
+    },
 }
 
 /// Validates `command` against `image` and resolves it into a record.
@@ -806,6 +835,26 @@ pub fn plan(
                 to: *to,
             }
         }
+        MetadataCommand::AlterScramCredentials {
+            upsertions,
+            deletions,
+        } => {
+            let planned = scram::plan_alterations(image.scram_user_map(), upsertions, deletions)
+                .map_err(MetadataError::InvalidRequest)?;
+            let outcome = CommandOutcome::ScramCredentialsAltered {
+                results: planned.results,
+            };
+            if planned.upserted.is_empty() && planned.deleted.is_empty() {
+                return Ok(Plan::Unchanged(outcome));
+            }
+            return Ok(Plan::RecordAnswering {
+                record: MetadataRecord::AlterScramCredentials {
+                    upserted: planned.upserted,
+                    deleted: planned.deleted,
+                },
+                outcome,
+            });
+        }
     };
     Ok(Plan::Record(record))
 }
@@ -825,7 +874,9 @@ pub fn validate_command(
     };
     match plan(image, command, &mut placeholder_id)? {
         Plan::Unchanged(_) => Ok(()),
-        Plan::Record(record) => image.apply(image.epoch + 1, &record).map(|_| ()),
+        Plan::Record(record) | Plan::RecordAnswering { record, .. } => {
+            image.apply(image.epoch + 1, &record).map(|_| ())
+        }
     }
 }
 

@@ -13,6 +13,9 @@ use crate::objects::{
     ObjectId, ObjectImage, ObjectTombstone, Registry, RegistryParts, StreamRange,
 };
 use crate::producers::ProducerStates;
+use crate::scram::{
+    ScramCredential, ScramCredentials, ScramMechanism, ScramUserCredential, ScramUsers,
+};
 use crate::uploads::{StreamCleaned, StreamUploads, StreamUploadsPart, UploadTime};
 
 /// A topic id: 16 bytes of a random (version 4) UUID, never all zero.
@@ -48,6 +51,8 @@ pub struct MetadataImage {
     uploads: BTreeMap<u64, Arc<StreamUploads>>,
     /// The brokers registered in a controller quorum and the partitions' leaders.
     pub(crate) brokers: Brokers,
+    /// The users' SCRAM credentials (`scram.rs`).
+    scram: ScramCredentials,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -87,7 +92,44 @@ impl MetadataImage {
             registry: Registry::default(),
             uploads: BTreeMap::new(),
             brokers: Brokers::default(),
+            scram: ScramCredentials::default(),
         }
+    }
+
+    /// `user`'s SCRAM credential for `mechanism`, if the user has one (SASL/SCRAM reads it;
+    /// SASL/PLAIN checks a password with `ScramCredential::matches_password`).
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
+        self.scram.users.get(user)?.get(&mechanism)
+    }
+
+    /// `user`'s SCRAM credentials by mechanism, if it has any (DescribeUserScramCredentials).
+    pub fn scram_user(&self, user: &str) -> Option<&BTreeMap<ScramMechanism, ScramCredential>> {
+        self.scram.users.get(user)
+    }
+
+    /// Every user with SCRAM credentials, by name, with its credentials by mechanism
+    /// (DescribeUserScramCredentials with no user named).
+    pub fn scram_users(
+        &self,
+    ) -> impl Iterator<Item = (&str, &BTreeMap<ScramMechanism, ScramCredential>)> {
+        self.scram
+            .users
+            .iter()
+            .map(|(user, held)| (user.as_str(), held))
+    }
+
+    /// Every user's credentials, for `command::plan`.
+    pub(crate) fn scram_user_map(&self) -> &ScramUsers {
+        &self.scram.users
+    }
+
+    /// Every SCRAM credential, for a snapshot.
+    pub(crate) fn scram_parts(&self) -> Vec<ScramUserCredential> {
+        self.scram.to_parts()
     }
 
     /// The brokers registered in a controller quorum, by node id; empty for a single node,
@@ -488,6 +530,7 @@ impl MetadataImage {
         }
         self.brokers
             .check_invariants(|id| self.streams.contains_key(&id))?;
+        self.scram.check_invariants()?;
         self.registry.check_invariants()
     }
 
@@ -508,6 +551,7 @@ impl MetadataImage {
         brokers: BrokerParts,
         wals: Vec<(i32, BrokerWal)>,
         moves: Vec<(u64, i32)>,
+        scram: Vec<ScramUserCredential>,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
@@ -519,6 +563,7 @@ impl MetadataImage {
             moves: moves.into_iter().collect(),
             drained: configs::effective_broker_config(&broker_configs).drained_broker_ids,
         };
+        image.scram = ScramCredentials::from_parts(scram)?;
         image.broker_configs = broker_configs;
         image.next_producer_id = next_producer_id;
         image.next_stream_id = next_stream_id;
@@ -877,6 +922,14 @@ impl MetadataImage {
                     )));
                 }
                 Ok(CommandOutcome::PartitionMoveCompleted)
+            }
+            MetadataRecord::AlterScramCredentials { upserted, deleted } => {
+                self.scram.apply(upserted, deleted).map_err(corrupt)?;
+                // The results the caller gets come from the plan (`Plan::RecordAnswering`),
+                // which also knows the users it refused; a replay needs none.
+                Ok(CommandOutcome::ScramCredentialsAltered {
+                    results: Vec::new(),
+                })
             }
             MetadataRecord::SetBrokerFenced { node_id, fenced } => {
                 if !self

@@ -1,5 +1,6 @@
 //! Cluster metadata: topics, partitions, configs, placement (partition →
-//! shard), stream ids, producer ids and log start offsets, kept by one writer
+//! shard), stream ids, producer ids, log start offsets and the users' SCRAM
+//! credentials (`scram`), kept by one writer
 //! (`MetadataStore`) in a durable log with rkyv snapshots, and read by every
 //! shard as an immutable `MetadataImage` that the broker swaps on change.
 //!
@@ -19,6 +20,7 @@ mod log;
 mod objects;
 mod producers;
 pub mod quorum;
+pub mod scram;
 mod snapshot;
 mod store;
 mod uploads;
@@ -41,6 +43,10 @@ pub use objects::{
     StreamRange, is_internal_stream,
 };
 pub use producers::{ProducerBatch, ProducerSnapshot, ProducerStates};
+pub use scram::{
+    ScramCredential, ScramDeletion, ScramMechanism, ScramUpsertion, ScramUserCredential,
+    ScramUserResult, ScramUsers,
+};
 pub use snapshot::write_atomically;
 pub use store::{MetadataStore, RecoveryReport, StoreOptions};
 pub use uploads::{StreamCleaned, StreamUpload, UploadTime};

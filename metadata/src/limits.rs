@@ -43,3 +43,19 @@ pub const WAL_PATH_BYTES_MAX: usize = 4096;
 /// Brokers a cluster registers: each numbers its internal streams with a slot below this,
 /// and a slot's internal streams are `SHARDS_MAX` ids wide within 65,536 per kind.
 pub const BROKERS_MAX: u32 = 64;
+/// Most users with SCRAM credentials (AlterUserScramCredentials): a new user past it is
+/// refused POLICY_VIOLATION, as every credential is in every broker's image.
+pub const SCRAM_USERS_MAX: usize = 10_000;
+/// Fewest PBKDF2 iterations of a SCRAM credential (Kafka's, for both mechanisms; RFC 7677 asks
+/// for at least 4096): fewer is UNACCEPTABLE_CREDENTIAL.
+pub const SCRAM_ITERATIONS_MIN: u32 = 4096;
+/// Most PBKDF2 iterations of a SCRAM credential (Kafka's `ScramControlManager.MAX_ITERATIONS`):
+/// bounds what each authentication costs the broker.
+pub const SCRAM_ITERATIONS_MAX: u32 = 16_384;
+/// Longest SCRAM user name (UNACCEPTABLE_CREDENTIAL above it); Kafka has no bound.
+pub const SCRAM_USER_NAME_BYTES_MAX: usize = 1024;
+/// Longest SCRAM salt (UNACCEPTABLE_CREDENTIAL above it); Kafka's clients send 32 bytes or so.
+pub const SCRAM_SALT_BYTES_MAX: usize = 1024;
+/// Most alterations (upsertions and deletions) one AlterUserScramCredentials may carry; they
+/// become one metadata record, which this keeps far below `LOG_RECORD_BYTES_MAX`.
+pub const SCRAM_ALTERATIONS_PER_COMMAND_MAX: usize = 1000;

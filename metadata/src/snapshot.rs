@@ -2,14 +2,15 @@
 //! written through a temporary file, fsync and an atomic rename.
 //!
 //! File layout: `[magic 8][format_version u32][crc32c u32][payload_len u64][payload]`,
-//! little endian; the payload is the rkyv encoding of `SnapshotV7` (format 7: V6 with the
+//! little endian; the payload is the rkyv encoding of `SnapshotV9` (format 9: V8 with the
+//! users' SCRAM credentials; V8 was V7 with the partition moves; V7 was V6 with the
 //! brokers' WALs and their holders; V6 was V5 with the brokers' fencing and the partitions'
 //! leaders; V5 was V4 plus the
 //! brokers registered in a controller quorum; V4 was V3 plus the
 //! log cleaner's marks; V3 was V2 plus each stream's uploads, `uploads.rs`; V2 was V1 plus
-//! the object registry), checked with bytecheck on load, after the CRC. Versions 1 to 6
-//! still load (with an empty registry, no uploads, no cleaner marks, no brokers, no WALs; a
-//! format 5 broker leads every partition).
+//! the object registry), checked with bytecheck on load, after the CRC. Versions 1 to 8
+//! still load (with an empty registry, no uploads, no cleaner marks, no brokers, no WALs, no
+//! moves, no SCRAM credentials; a format 5 broker leads every partition).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -24,10 +25,13 @@ use crate::error::MetadataError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::objects::RegistryParts;
+use crate::scram::ScramUserCredential;
 use crate::uploads::{StreamCleaned, StreamUploadsPart};
 
 const MAGIC: &[u8; 8] = b"SLUICEMD";
-const FORMAT_VERSION: u32 = 8;
+const FORMAT_VERSION: u32 = 9;
+/// Format 8: format 7 with the partition moves.
+const FORMAT_VERSION_V8: u32 = 8;
 /// Format 7: format 6 with the brokers' WALs.
 const FORMAT_VERSION_V7: u32 = 7;
 /// The format before the brokers' WALs; still read.
@@ -128,6 +132,13 @@ struct SnapshotV8 {
     moves: Vec<(u64, i32)>,
 }
 
+/// Format 9: format 8 with the users' SCRAM credentials (`scram.rs`).
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotV9 {
+    base: SnapshotV8,
+    scram: Vec<ScramUserCredential>,
+}
+
 pub(crate) fn snapshot_name(epoch: u64) -> String {
     format!("{PREFIX}{epoch:020}{SUFFIX}")
 }
@@ -151,27 +162,30 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
 /// The image as a snapshot file's bytes (also what the controller quorum ships to a
 /// follower that is too far behind).
 pub(crate) fn encode(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
-    let snapshot = SnapshotV8 {
-        base: SnapshotV7 {
-            base: SnapshotV6 {
-                base: SnapshotV5 {
-                    cluster_id: image.cluster_id.clone(),
-                    epoch: image.epoch,
-                    next_producer_id: image.next_producer_id,
-                    next_stream_id: image.next_stream_id,
-                    broker_configs: image.broker_configs.clone(),
-                    topics: image.topics.values().cloned().collect(),
-                    objects: image.registry_parts(),
-                    uploads: image.upload_parts(),
-                    cleaned: image.cleaned_parts(),
-                    // Format 6 keeps the brokers in `brokers` below.
-                    brokers: Vec::new(),
+    let snapshot = SnapshotV9 {
+        base: SnapshotV8 {
+            base: SnapshotV7 {
+                base: SnapshotV6 {
+                    base: SnapshotV5 {
+                        cluster_id: image.cluster_id.clone(),
+                        epoch: image.epoch,
+                        next_producer_id: image.next_producer_id,
+                        next_stream_id: image.next_stream_id,
+                        broker_configs: image.broker_configs.clone(),
+                        topics: image.topics.values().cloned().collect(),
+                        objects: image.registry_parts(),
+                        uploads: image.upload_parts(),
+                        cleaned: image.cleaned_parts(),
+                        // Format 6 keeps the brokers in `brokers` below.
+                        brokers: Vec::new(),
+                    },
+                    brokers: image.broker_parts(),
                 },
-                brokers: image.broker_parts(),
+                wals: image.wal_parts(),
             },
-            wals: image.wal_parts(),
+            moves: image.move_parts(),
         },
-        moves: image.move_parts(),
+        scram: image.scram_parts(),
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
         .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
@@ -254,6 +268,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         FORMAT_VERSION_V5,
         FORMAT_VERSION_V6,
         FORMAT_VERSION_V7,
+        FORMAT_VERSION_V8,
         FORMAT_VERSION,
     ]
     .contains(&version)
@@ -278,7 +293,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
     aligned.extend_from_slice(payload);
     let invalid = |e: rancor::Error| format!("invalid snapshot payload: {e}");
     let v5 = match version {
-        FORMAT_VERSION | FORMAT_VERSION_V7 | FORMAT_VERSION_V6 => None,
+        FORMAT_VERSION | FORMAT_VERSION_V8 | FORMAT_VERSION_V7 | FORMAT_VERSION_V6 => None,
         FORMAT_VERSION_V1 => Some({
             let v1 = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(invalid)?;
             SnapshotV5 {
@@ -341,19 +356,12 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         }),
         _ => Some(rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned).map_err(invalid)?),
     };
-    let SnapshotV8 {
-        base:
-            SnapshotV7 {
-                base:
-                    SnapshotV6 {
-                        base: snapshot,
-                        brokers,
-                    },
-                wals,
-            },
-        moves,
-    } = match v5 {
-        None if version == FORMAT_VERSION => {
+    if version == FORMAT_VERSION {
+        let v9 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(&aligned).map_err(invalid)?;
+        return from_snapshot(v9.base, v9.scram, node_id, epoch);
+    }
+    let v8 = match v5 {
+        None if version == FORMAT_VERSION_V8 => {
             rkyv::from_bytes::<SnapshotV8, rancor::Error>(&aligned).map_err(invalid)?
         }
         None if version == FORMAT_VERSION_V7 => SnapshotV8 {
@@ -383,6 +391,28 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
             }
         }
     };
+    from_snapshot(v8, Vec::new(), node_id, epoch)
+}
+
+/// The image of a decoded snapshot, in the newest format's parts.
+fn from_snapshot(
+    v8: SnapshotV8,
+    scram: Vec<ScramUserCredential>,
+    node_id: i32,
+    epoch: u64,
+) -> Result<MetadataImage, String> {
+    let SnapshotV8 {
+        base:
+            SnapshotV7 {
+                base:
+                    SnapshotV6 {
+                        base: snapshot,
+                        brokers,
+                    },
+                wals,
+            },
+        moves,
+    } = v8;
     if snapshot.epoch != epoch {
         return Err(format!(
             "snapshot holds epoch {}, its name says {epoch}",
@@ -403,6 +433,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         brokers,
         wals,
         moves,
+        scram,
     )
 }
 
@@ -552,6 +583,38 @@ mod tests {
         image.brokers.start_move(1, 4);
         let read = decode(&encode(&image).unwrap(), 4, 15).unwrap();
         assert_eq!(read.move_target(1), Some(4));
+        assert_eq!(read, image);
+
+        // As format 8 (no SCRAM credentials) it loads too; credentials then survive format 9.
+        let v8 = SnapshotV8 {
+            base: rkyv::from_bytes::<SnapshotV7, rancor::Error>(&payload).unwrap(),
+            moves: image.move_parts(),
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v8).unwrap();
+        let image = decode(&frame(FORMAT_VERSION_V8, &payload), 4, 15).unwrap();
+        assert_eq!(image.move_target(1), Some(4));
+        assert_eq!(image.scram_users().count(), 0);
+        let mechanism = crate::ScramMechanism::Sha512;
+        let record = crate::MetadataRecord::AlterScramCredentials {
+            upserted: vec![crate::ScramUserCredential {
+                user: "alice".to_string(),
+                mechanism,
+                credential: crate::ScramCredential::from_password(
+                    mechanism,
+                    b"salt".to_vec(),
+                    b"pw",
+                    4096,
+                ),
+            }],
+            deleted: Vec::new(),
+        };
+        let (image, _) = image.apply(16, &record).unwrap();
+        let read = decode(&encode(&image).unwrap(), 4, 16).unwrap();
+        assert!(
+            read.scram_credential("alice", mechanism)
+                .unwrap()
+                .matches_password(mechanism, b"pw")
+        );
         assert_eq!(read, image);
     }
 }

@@ -230,13 +230,15 @@ impl MetadataStore {
         if let Some(reason) = &self.failed {
             return Err(MetadataError::Failed(reason.clone()));
         }
-        let record = match command::plan(&self.image, &command, &mut random_topic_id)? {
+        let (record, answer) = match command::plan(&self.image, &command, &mut random_topic_id)? {
             Plan::Unchanged(outcome) => return Ok((self.image(), outcome)),
-            Plan::Record(record) => record,
+            Plan::Record(record) => (record, None),
+            Plan::RecordAnswering { record, outcome } => (record, Some(outcome)),
         };
         let epoch = self.image.epoch + 1;
         // Apply before writing: a record that does not apply never reaches the log.
-        let (next, outcome) = self.image.apply(epoch, &record)?;
+        let (next, applied) = self.image.apply(epoch, &record)?;
+        let outcome = answer.unwrap_or(applied);
         let bytes = log::encode(&LogEntry { epoch, record })?;
         if let Err(e) = self.log.append(&bytes) {
             self.failed = Some(e.to_string());

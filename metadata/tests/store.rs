@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use common::{Rng, TempDir, create, map, open_every, random_command};
 use sluice_metadata::{
-    CommandOutcome, MetadataCommand, MetadataError, MetadataImage, MetadataStore, StoreOptions,
+    CommandOutcome, MetadataCommand, MetadataError, MetadataImage, MetadataStore, ScramDeletion,
+    ScramMechanism, ScramUpsertion, StoreOptions,
 };
 
 fn open(dir: &Path) -> MetadataStore {
@@ -712,4 +713,121 @@ fn crash_between_snapshot_and_log_seal_recovers() {
     let before = store.image();
     drop(store);
     assert_eq!(*open_every(dir.path(), 7).image(), *before);
+}
+
+fn scram_upsert(user: &str, mechanism: ScramMechanism, password: &[u8]) -> ScramUpsertion {
+    let salt = format!("salt-of-{user}").into_bytes();
+    ScramUpsertion {
+        user: user.to_string(),
+        mechanism: mechanism.id(),
+        iterations: 4096,
+        salted_password: mechanism.salted_password(password, &salt, 4096),
+        salt,
+    }
+}
+
+fn scram_results(outcome: &CommandOutcome) -> Vec<(String, i16)> {
+    match outcome {
+        CommandOutcome::ScramCredentialsAltered { results } => results
+            .iter()
+            .map(|r| (r.user.clone(), r.error_code))
+            .collect(),
+        other => panic!("not a SCRAM outcome: {other:?}"),
+    }
+}
+
+/// AlterScramCredentials through the store: per-user results, refusals write nothing, and the
+/// credentials survive a restart from the log and from a snapshot.
+#[test]
+fn scram_credentials_are_planned_per_user_and_survive_restarts() {
+    for interval in [1000, 1] {
+        let dir = TempDir::new("scram");
+        let mut store = open_every(dir.path(), interval);
+        let epoch = store.image().epoch;
+        let (image, outcome) = store
+            .apply(MetadataCommand::AlterScramCredentials {
+                upsertions: vec![
+                    scram_upsert("alice", ScramMechanism::Sha256, b"pw-a"),
+                    scram_upsert("bob", ScramMechanism::Sha512, b"pw-b"),
+                    scram_upsert("", ScramMechanism::Sha512, b"pw"),
+                ],
+                deletions: vec![ScramDeletion {
+                    user: "nobody".into(),
+                    mechanism: 1,
+                }],
+            })
+            .unwrap();
+        assert_eq!(
+            scram_results(&outcome),
+            vec![
+                ("nobody".to_string(), 91),
+                ("alice".to_string(), 0),
+                ("bob".to_string(), 0),
+                (String::new(), 93),
+            ]
+        );
+        assert_eq!(image.epoch, epoch + 1);
+        let alice = image
+            .scram_credential("alice", ScramMechanism::Sha256)
+            .unwrap();
+        assert!(alice.matches_password(ScramMechanism::Sha256, b"pw-a"));
+        assert_eq!(
+            image.scram_credential("alice", ScramMechanism::Sha512),
+            None
+        );
+        let users: Vec<&str> = image.scram_users().map(|(u, _)| u).collect();
+        assert_eq!(users, vec!["alice", "bob"]);
+
+        // Every user refused: nothing is written.
+        let (image, outcome) = store
+            .apply(MetadataCommand::AlterScramCredentials {
+                upsertions: Vec::new(),
+                deletions: vec![ScramDeletion {
+                    user: "bob".into(),
+                    mechanism: 1,
+                }],
+            })
+            .unwrap();
+        assert_eq!(scram_results(&outcome), vec![("bob".to_string(), 91)]);
+        assert_eq!(image.epoch, epoch + 1);
+
+        store
+            .apply(MetadataCommand::AlterScramCredentials {
+                upsertions: vec![scram_upsert("alice", ScramMechanism::Sha512, b"pw-a2")],
+                deletions: vec![ScramDeletion {
+                    user: "bob".into(),
+                    mechanism: 2,
+                }],
+            })
+            .unwrap();
+        let image = store.image();
+        drop(store);
+        let reopened = open_every(dir.path(), interval).image();
+        assert_eq!(*reopened, *image, "snapshot interval {interval}");
+        let alice = reopened.scram_user("alice").unwrap();
+        assert_eq!(alice.len(), 2);
+        assert!(alice[&ScramMechanism::Sha512].matches_password(ScramMechanism::Sha512, b"pw-a2"));
+        assert_eq!(reopened.scram_user("bob"), None);
+        if interval == 1 {
+            assert!(!files(dir.path(), "snapshot-").is_empty());
+        }
+    }
+}
+
+/// Too many alterations in one request refuse it whole, as INVALID_REQUEST.
+#[test]
+fn too_many_scram_alterations_are_invalid() {
+    let dir = TempDir::new("scram-many");
+    let mut store = open(dir.path());
+    let deletions = (0..=sluice_metadata::limits::SCRAM_ALTERATIONS_PER_COMMAND_MAX)
+        .map(|i| ScramDeletion {
+            user: format!("u{i}"),
+            mechanism: 1,
+        })
+        .collect();
+    let refused = store.apply(MetadataCommand::AlterScramCredentials {
+        upsertions: Vec::new(),
+        deletions,
+    });
+    assert_eq!(code(refused), 42);
 }

@@ -116,6 +116,8 @@ diff_all! {
     alter_partition_reassignments_request, AlterPartitionReassignmentsRequest;
     alter_partition_reassignments_response, AlterPartitionReassignmentsResponse;
     alter_configs_response, AlterConfigsResponse;
+    alter_user_scram_credentials_request, AlterUserScramCredentialsRequest;
+    alter_user_scram_credentials_response, AlterUserScramCredentialsResponse;
     api_versions_request, ApiVersionsRequest;
     api_versions_response, ApiVersionsResponse;
     consumer_group_describe_request, ConsumerGroupDescribeRequest;
@@ -146,6 +148,8 @@ diff_all! {
     describe_producers_response, DescribeProducersResponse;
     describe_transactions_request, DescribeTransactionsRequest;
     describe_transactions_response, DescribeTransactionsResponse;
+    describe_user_scram_credentials_request, DescribeUserScramCredentialsRequest;
+    describe_user_scram_credentials_response, DescribeUserScramCredentialsResponse;
     elect_leaders_request, ElectLeadersRequest;
     elect_leaders_response, ElectLeadersResponse;
     end_txn_request, EndTxnRequest;

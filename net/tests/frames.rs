@@ -54,6 +54,8 @@ random_message! { random_response, Response,
     ElectLeaders => elect_leaders_response,
     AlterPartitionReassignments => alter_partition_reassignments_response,
     ListPartitionReassignments => list_partition_reassignments_response,
+    DescribeUserScramCredentials => describe_user_scram_credentials_response,
+    AlterUserScramCredentials => alter_user_scram_credentials_response,
 }
 
 random_message! { random_request, Request,
@@ -84,6 +86,8 @@ random_message! { random_request, Request,
     ElectLeaders => elect_leaders_request,
     AlterPartitionReassignments => alter_partition_reassignments_request,
     ListPartitionReassignments => list_partition_reassignments_request,
+    DescribeUserScramCredentials => describe_user_scram_credentials_request,
+    AlterUserScramCredentials => alter_user_scram_credentials_request,
 }
 
 #[test]

@@ -82,6 +82,8 @@ random_request! {
     ElectLeaders => elect_leaders_request,
     AlterPartitionReassignments => alter_partition_reassignments_request,
     ListPartitionReassignments => list_partition_reassignments_request,
+    DescribeUserScramCredentials => describe_user_scram_credentials_request,
+    AlterUserScramCredentials => alter_user_scram_credentials_request,
 }
 
 /// Flips, overwrites, truncates or extends a valid frame.

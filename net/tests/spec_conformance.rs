@@ -153,6 +153,8 @@ fn advertised_apis_are_exactly_the_issue_list() {
         "ElectLeaders",
         "AlterPartitionReassignments",
         "ListPartitionReassignments",
+        "DescribeUserScramCredentials",
+        "AlterUserScramCredentials",
     ];
     expected.sort();
     assert_eq!(names, expected);

@@ -51,6 +51,8 @@ const APIS: &[&str] = &[
     "ElectLeaders",
     "AlterPartitionReassignments",
     "ListPartitionReassignments",
+    "DescribeUserScramCredentials",
+    "AlterUserScramCredentials",
 ];
 
 fn main() {

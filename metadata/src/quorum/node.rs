@@ -470,15 +470,19 @@ impl NodeInner {
         }
         let image = self.images.borrow().clone();
         let failed = |e: MetadataError| SubmitRefusal::Failed(e.kafka_error_code(), e.to_string());
-        let record = match command::plan(&image, command, &mut crate::store::random_topic_id)
-            .map_err(failed)?
-        {
-            Plan::Unchanged(outcome) => return Ok((image, outcome)),
-            Plan::Record(record) => record,
-        };
+        let (record, answer) =
+            match command::plan(&image, command, &mut crate::store::random_topic_id)
+                .map_err(failed)?
+            {
+                Plan::Unchanged(outcome) => return Ok((image, outcome)),
+                Plan::Record(record) => (record, None),
+                Plan::RecordAnswering { record, outcome } => (record, Some(outcome)),
+            };
         // The same deterministic apply the state machine will run: a record that would not
-        // apply never reaches the log, and its outcome is what the caller gets.
-        let (_, outcome) = image.apply(image.epoch + 1, &record).map_err(failed)?;
+        // apply never reaches the log, and its outcome is what the caller gets (unless the
+        // plan decided the answer, with items it refused).
+        let (_, applied) = image.apply(image.epoch + 1, &record).map_err(failed)?;
+        let outcome = answer.unwrap_or(applied);
         let bytes = encode_record(&record).map_err(failed)?;
         let written = self
             .raft

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sluice_metadata::{MetadataCommand, MetadataStore, StoreOptions};
+use sluice_metadata::{
+    MetadataCommand, MetadataStore, ScramDeletion, ScramUpsertion, StoreOptions,
+};
 
 /// A directory removed when dropped.
 pub struct TempDir(PathBuf);
@@ -74,7 +76,7 @@ pub fn random_command(rng: &mut Rng) -> MetadataCommand {
     const NAMES: &[&str] = &["a", "b", "c.d", "c_d", "orders", "e-f", "bad name", ""];
     let name = NAMES[rng.below(NAMES.len() as u64) as usize].to_string();
     let shards = 1 + rng.below(4) as u32;
-    match rng.below(9) {
+    match rng.below(11) {
         0 | 1 => MetadataCommand::CreateTopic {
             name,
             partitions: rng.below(6) as u32,
@@ -114,10 +116,41 @@ pub fn random_command(rng: &mut Rng) -> MetadataCommand {
             partition: rng.below(4) as u32,
             offset: rng.below(1000) as i64,
         },
-        _ => MetadataCommand::AllocateProducerIds {
+        8 => MetadataCommand::AllocateProducerIds {
             count: rng.below(2000) as u32,
         },
+        // SCRAM users: a few names (one empty), mechanisms 0 to 2 (0 is unknown), iteration
+        // counts on both sides of the bounds, so both accepted and refused users replay.
+        9 => MetadataCommand::AlterScramCredentials {
+            upsertions: (0..rng.below(3))
+                .map(|_| {
+                    let mechanism = rng.below(3) as i8;
+                    ScramUpsertion {
+                        user: random_scram_user(rng),
+                        mechanism,
+                        iterations: [4096, 100, 16_384, 20_000][rng.below(4) as usize],
+                        salt: vec![rng.below(256) as u8; 1 + rng.below(32) as usize],
+                        salted_password: vec![7; if mechanism == 2 { 64 } else { 32 }],
+                    }
+                })
+                .collect(),
+            deletions: Vec::new(),
+        },
+        _ => MetadataCommand::AlterScramCredentials {
+            upsertions: Vec::new(),
+            deletions: (0..1 + rng.below(2))
+                .map(|_| ScramDeletion {
+                    user: random_scram_user(rng),
+                    mechanism: rng.below(3) as i8,
+                })
+                .collect(),
+        },
     }
+}
+
+fn random_scram_user(rng: &mut Rng) -> String {
+    const USERS: &[&str] = &["alice", "bob", "carol", ""];
+    USERS[rng.below(USERS.len() as u64) as usize].to_string()
 }
 
 fn random_configs(rng: &mut Rng) -> BTreeMap<String, String> {

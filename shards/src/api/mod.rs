@@ -15,6 +15,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod reassignments;
 pub mod response;
+pub mod scram_credentials;
 pub mod transactions;
 pub mod txn_markers;
 pub mod txn_tooling;
@@ -138,6 +139,16 @@ pub async fn dispatch(
             )))
             .boxed_local()
         }
+        Request::DescribeUserScramCredentials(r) => futures::future::ready(Some(
+            Response::DescribeUserScramCredentials(scram_credentials::describe(&shard, r)),
+        ))
+        .boxed_local(),
+        Request::AlterUserScramCredentials(r) => async move {
+            Some(Response::AlterUserScramCredentials(
+                scram_credentials::alter(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
         Request::ElectLeaders(r) => futures::future::ready(Some(Response::ElectLeaders(
             reassignments::elect_leaders(&shard, version, r),
         )))
