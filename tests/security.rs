@@ -238,6 +238,34 @@ async fn rdkafka_over_every_security_protocol() {
     assert!(refused.is_err(), "a wrong password was accepted");
     drop(wrong);
 
+    // A renewed certificate (here from another CA) is served without a restart.
+    let renewed_dir = dir.path().join("renewed");
+    std::fs::create_dir_all(&renewed_dir).unwrap();
+    let renewed = make_certificates(&renewed_dir);
+    for (from, to) in [
+        (&renewed.server_key, &certs.server_key),
+        (&renewed.server_cert, &certs.server_cert),
+    ] {
+        let staged = format!("{to}.new");
+        std::fs::copy(from, &staged).unwrap();
+        std::fs::rename(&staged, to).unwrap();
+    }
+    let trusts_renewed = client_config(
+        &listener("SSL"),
+        &[
+            ("security.protocol", "SSL"),
+            ("ssl.ca.location", &renewed.ca),
+        ],
+    );
+    let served = common::wait_for(Duration::from_secs(30), || {
+        let consumer: BaseConsumer = trusts_renewed.create().expect("consumer");
+        consumer
+            .fetch_metadata(None, Duration::from_secs(2))
+            .ok()
+            .map(|_| ())
+    });
+    assert!(served.is_some(), "the renewed certificate was not served");
+
     let metrics = common::http::get(broker.admin.as_deref().expect("admin"), "/metrics").body;
     let counter = |name: &str| -> f64 {
         metrics

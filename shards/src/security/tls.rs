@@ -208,6 +208,19 @@ fn escape_rfc2253(value: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A self-signed certificate made with `openssl req -x509 -subj "/C=US/O=acme/OU=eng,
+    /// west/CN=alice"`; `openssl x509 -nameopt RFC2253` prints the same subject.
+    #[test]
+    fn a_client_certificate_names_its_subject_as_kafka_does() {
+        let pem = include_bytes!("testdata/alice.pem");
+        let der = CertificateDer::from_pem_slice(pem).expect("PEM");
+        assert_eq!(
+            certificate_principal(der.as_ref()).as_deref(),
+            Some("User:CN=alice,OU=eng\\, west,O=acme,C=US")
+        );
+        assert_eq!(certificate_principal(b"not DER"), None);
+    }
+
     #[test]
     fn rfc_2253_escapes() {
         assert_eq!(escape_rfc2253("a,b+c"), "a\\,b\\+c");
