@@ -38,6 +38,8 @@ pub enum Command {
     Partition(crate::ctl::partition::PartitionArgs),
     /// Drain a broker of partitions before removing it, or undrain it.
     Broker(crate::ctl::broker::BrokerArgs),
+    /// Set, delete and list the users' SCRAM credentials (SASL/SCRAM and SASL/PLAIN).
+    User(crate::ctl::user::UserArgs),
 }
 
 /// How the broker writes its log lines (to stderr).

@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Cluster(args) => administer(ctl::cluster::main(args)),
         cli::Command::Partition(args) => administer(ctl::partition::main(args)),
         cli::Command::Broker(args) => administer(ctl::broker::main(args)),
+        cli::Command::User(args) => administer(ctl::user::main(args)),
     }
 }
 

@@ -7,7 +7,8 @@
 //! of load, the drain; 90 s at most. A `--broker-metrics` URL that is malformed or
 //! unreachable fails the run before it starts.
 //!
-//! `sluice topic | group | cluster`: every subcommand, in tables and JSON, and its errors.
+//! `sluice topic | group | cluster | user`: every subcommand, in tables and JSON, and its
+//! errors.
 
 mod common;
 
@@ -222,6 +223,9 @@ fn every_administration_subcommand_shows_an_example_in_its_help() {
         "partition moves",
         "broker drain",
         "broker undrain",
+        "user set",
+        "user delete",
+        "user list",
     ] {
         let mut args: Vec<&str> = command.split(' ').collect();
         args.push("--help");
@@ -506,4 +510,125 @@ fn a_profile_names_the_broker_and_the_format() {
     let bad = run(&["cluster", "info", "--profile", profile_arg], None);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown field `bootstrap`"));
+}
+
+/// `sluice user`: SCRAM credentials are set (password from a flag or stdin), listed, deleted
+/// per mechanism or whole, refused with the broker's reason, and kept across a `kill -9`; the
+/// broker keeps keys that the password matches (read back from its metadata store).
+#[test]
+fn users_are_set_listed_deleted_and_kept_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    assert_eq!(json(&broker, &["user", "list"], ""), serde_json::json!([]));
+    let set = ok(
+        &broker,
+        &[
+            "user",
+            "set",
+            "alice",
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--password",
+            "alice-pw",
+        ],
+        "",
+    );
+    assert!(
+        set.contains("alice") && set.contains("SCRAM-SHA-512"),
+        "{set}"
+    );
+    // The password as stdin's first line; a second mechanism for the same user.
+    ok(
+        &broker,
+        &[
+            "user",
+            "set",
+            "alice",
+            "--mechanism",
+            "SCRAM-SHA-256",
+            "--iterations",
+            "8192",
+        ],
+        "alice-pw-256\n",
+    );
+    ok(&broker, &["user", "set", "bob"], "bob-pw\n");
+    let listed = json(&broker, &["user", "list"], "");
+    assert_eq!(
+        listed,
+        serde_json::json!([
+            {"user": "alice", "mechanism": "SCRAM-SHA-256", "iterations": 8192},
+            {"user": "alice", "mechanism": "SCRAM-SHA-512", "iterations": 4096},
+            {"user": "bob", "mechanism": "SCRAM-SHA-512", "iterations": 4096},
+        ])
+    );
+    let text = ok(&broker, &["user", "list", "bob"], "");
+    assert!(text.starts_with("USER") && text.contains("bob"), "{text}");
+    assert!(!text.contains("alice"), "{text}");
+
+    // Refusals: the broker's (unknown user, iterations past its bound) and the CLI's own.
+    assert!(fails(&broker, &["user", "list", "nobody"]).contains("ResourceNotFound"));
+    assert!(fails(&broker, &["user", "delete", "nobody"]).contains("ResourceNotFound"));
+    assert!(
+        fails(
+            &broker,
+            &["user", "delete", "bob", "--mechanism", "SCRAM-SHA-256"]
+        )
+        .contains("ResourceNotFound")
+    );
+    assert!(
+        fails(
+            &broker,
+            &[
+                "user",
+                "set",
+                "carol",
+                "--password",
+                "pw",
+                "--iterations",
+                "100"
+            ]
+        )
+        .contains("--iterations 100")
+    );
+    assert!(fails(&broker, &["user", "set", "carol"]).contains("no password"));
+    assert!(
+        fails(&broker, &["user", "set", "", "--password", "pw"]).contains("UnacceptableCredential")
+    );
+
+    let deleted = json(
+        &broker,
+        &["user", "delete", "alice", "--mechanism", "SCRAM-SHA-256"],
+        "",
+    );
+    assert_eq!(
+        deleted,
+        serde_json::json!([{"user": "alice", "mechanism": "SCRAM-SHA-256", "status": "deleted"}])
+    );
+    let broker = broker.restart();
+    let listed = json(&broker, &["user", "list"], "");
+    assert_eq!(
+        listed,
+        serde_json::json!([
+            {"user": "alice", "mechanism": "SCRAM-SHA-512", "iterations": 4096},
+            {"user": "bob", "mechanism": "SCRAM-SHA-512", "iterations": 4096},
+        ])
+    );
+    // Every credential of bob, whatever its mechanisms.
+    let deleted = json(&broker, &["user", "delete", "bob"], "");
+    assert_eq!(deleted[0]["mechanism"], "SCRAM-SHA-512");
+    let listed = json(&broker, &["user", "list"], "");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+
+    // What the broker kept: keys the password matches, made from the salted password the CLI
+    // sent.
+    let data_dir = broker.data_dir.clone();
+    drop(broker);
+    let store = sluice_metadata::MetadataStore::open(&data_dir.join("metadata"), 0).unwrap();
+    let image = store.image();
+    let mechanism = sluice_metadata::ScramMechanism::Sha512;
+    let alice = image.scram_credential("alice", mechanism).unwrap();
+    assert!(alice.matches_password(mechanism, b"alice-pw"));
+    assert!(!alice.matches_password(mechanism, b"alice-pw-256"));
+    assert!(alice.salt.len() >= 16);
+    assert_eq!(image.scram_user("bob"), None);
 }

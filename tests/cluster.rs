@@ -721,3 +721,55 @@ async fn the_coordinator_moves_with_its_dead_brokers_wal_and_keeps_groups_and_tr
         );
     }
 }
+
+/// SCRAM credentials in a cluster: an AlterUserScramCredentials sent to one broker goes
+/// through the quorum's leader (the broker's controller forwards it), and every broker's
+/// DescribeUserScramCredentials sees the user once its image has the record.
+#[test]
+fn scram_credentials_set_on_one_broker_are_described_by_another() {
+    use common::raw::RawClient;
+    use sluice_metadata::ScramMechanism;
+    use sluice_net::messages::alter_user_scram_credentials_request::{
+        AlterUserScramCredentialsRequest, ScramCredentialUpsertion,
+    };
+    use sluice_net::messages::describe_user_scram_credentials_request::DescribeUserScramCredentialsRequest;
+    use sluice_net::{Request, Response};
+
+    let root = tempfile::tempdir().expect("tempdir");
+    let quorum = Quorum::start(root.path(), &[]);
+    let first = quorum.shared_broker(root.path(), 10);
+    let second = quorum.shared_broker(root.path(), 11);
+    let mechanism = ScramMechanism::Sha256;
+    let salt = b"cluster-salt".to_vec();
+    let alter = Request::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+        deletions: Vec::new(),
+        upsertions: vec![ScramCredentialUpsertion {
+            name: "alice".to_string(),
+            mechanism: mechanism.id(),
+            iterations: 4096,
+            salted_password: mechanism.salted_password(b"pw", &salt, 4096).into(),
+            salt: salt.into(),
+        }],
+    });
+    let Response::AlterUserScramCredentials(altered) = RawClient::connect(&first).call(0, alter)
+    else {
+        panic!("an AlterUserScramCredentials response");
+    };
+    assert_eq!(altered.results.len(), 1);
+    assert_eq!(altered.results[0].error_code, 0, "{altered:?}");
+    let described = common::wait_for(CLUSTER_CHANGE_MAX, || {
+        let describe = Request::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest {
+            users: None,
+        });
+        let Response::DescribeUserScramCredentials(described) =
+            RawClient::connect(&second).call(0, describe)
+        else {
+            panic!("a DescribeUserScramCredentials response");
+        };
+        (!described.results.is_empty()).then_some(described)
+    })
+    .expect("broker 11 sees the user broker 10 set");
+    assert_eq!(described.results[0].user, "alice");
+    assert_eq!(described.results[0].credential_infos[0].mechanism, 1);
+    assert_eq!(described.results[0].credential_infos[0].iterations, 4096);
+}

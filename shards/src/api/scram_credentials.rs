@@ -219,6 +219,9 @@ mod tests {
     };
     use sluice_net::messages::describe_user_scram_credentials_request::UserName;
 
+    /// A user's result: name, error code, (mechanism, iterations) of each credential.
+    type Described = (String, i16, Vec<(i8, i32)>);
+
     fn image_with(users: &[(&str, ScramMechanism, u32)]) -> MetadataImage {
         let image = MetadataImage::empty("c".to_string(), 1);
         let record = MetadataRecord::AlterScramCredentials {
@@ -252,9 +255,7 @@ mod tests {
         }
     }
 
-    fn summary(
-        response: &DescribeUserScramCredentialsResponse,
-    ) -> Vec<(String, i16, Vec<(i8, i32)>)> {
+    fn summary(response: &DescribeUserScramCredentialsResponse) -> Vec<Described> {
         response
             .results
             .iter()
