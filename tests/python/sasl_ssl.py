@@ -20,7 +20,7 @@ def round_trip(name, **security):
     producer.flush(timeout=60)
     producer.close()
     consumer = KafkaConsumer(bootstrap_servers=sasl_ssl if name == "scram" else ssl_addr,
-                             consumer_timeout_ms=20000, **security)
+                             consumer_timeout_ms=5000, **security)
     partition = TopicPartition(topic, 0)
     consumer.assign([partition])
     consumer.seek_to_beginning(partition)
