@@ -54,8 +54,9 @@ pub struct SecurityArgs {
     /// --tls-client-auth.
     #[arg(long, env = "SLUICE_TLS_CA_FILE", value_name = "FILE")]
     pub tls_ca_file: Option<PathBuf>,
-    /// Whether TLS clients present a certificate (ssl.client.auth): none, requested or
-    /// required. Its subject names the client: User:CN=...,OU=... [default: none]
+    /// Whether clients of SSL listeners present a certificate (ssl.client.auth): none,
+    /// requested or required; as in Kafka, not asked of SASL_SSL clients. Its subject names
+    /// the client: User:CN=...,OU=... [default: none]
     #[arg(
         long,
         env = "SLUICE_TLS_CLIENT_AUTH",
@@ -174,6 +175,16 @@ impl SecurityArgs {
             Some(files) => {
                 if !uses_tls {
                     bail!("--tls-cert-file is set but no listener is SSL or SASL_SSL");
+                }
+                let ssl = config
+                    .listeners
+                    .iter()
+                    .any(|l| l.protocol == sluice_shards::security::SecurityProtocol::Ssl);
+                if client_auth != ClientAuth::None && !ssl {
+                    bail!(
+                        "--tls-client-auth applies to SSL listeners (as in Kafka, SASL_SSL \
+                         clients are not asked for certificates), and no listener is SSL"
+                    );
                 }
                 if files.ca.is_some() && client_auth == ClientAuth::None {
                     bail!("--tls-ca-file needs --tls-client-auth requested or required");

@@ -345,6 +345,28 @@ fn sasl_listener_gates_requests_until_authenticated() {
     );
     assert!(client.is_closed());
 
+    // SaslHandshake v0 (older clients): the tokens that follow come bare, length-prefixed.
+    let mut client = RawClient::connect_to(addr);
+    let handshake = client.call(
+        0,
+        Request::SaslHandshake(SaslHandshakeRequest {
+            mechanism: "PLAIN".to_string(),
+        }),
+    );
+    assert!(
+        matches!(&handshake, sluice_net::Response::SaslHandshake(h) if h.error_code == 0),
+        "{handshake:?}"
+    );
+    let token = format!("\0{USER}\0{PASSWORD}");
+    let mut frame = (token.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(token.as_bytes());
+    client.send_raw(&frame);
+    let mut reply = [0u8; 4];
+    std::io::Read::read_exact(client.stream(), &mut reply).expect("PLAIN's empty reply");
+    assert_eq!(reply, [0, 0, 0, 0]);
+    let metadata = client.call(12, Request::Metadata(MetadataRequest::default()));
+    assert!(matches!(metadata, sluice_net::Response::Metadata(_)));
+
     // The PLAINTEXT listener serves without authentication and refuses a SASL handshake.
     let mut client = RawClient::connect_to(&broker.listeners["PLAINTEXT"]);
     let handshake = client.call(

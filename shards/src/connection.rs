@@ -185,10 +185,27 @@ pub async fn serve(
         let read_at = Instant::now();
         // Frames shorter than the api key are refused by the parser below.
         let frame = frame.freeze();
-        let api_key = frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]));
+        // A bare SASL token (after SaslHandshake v0) has no API key.
+        let api_key = if session.takes_raw_token() {
+            None
+        } else {
+            frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]))
+        };
         let now = Instant::now();
         let mut close_after = false;
-        let pending = if session.passes(api_key, now) {
+        let pending = if session.takes_raw_token() {
+            match session.raw_token(&shard, frame, now) {
+                Ok(reply) => {
+                    client.principal = session.principal().clone();
+                    Some(raw_token_frame(reply))
+                }
+                Err(delay) => {
+                    // SaslHandshake v0 has no error to send: Kafka closes the connection.
+                    glommio::timer::sleep(delay).await;
+                    break;
+                }
+            }
+        } else if session.passes(api_key, now) {
             // A produce may wait here for WAL space; shutdown must not wait for it.
             futures::select_biased! {
                 _ = stop.clone().fuse() => break,
@@ -339,6 +356,16 @@ pub async fn parse_and_order(
             }
         },
     }
+}
+
+/// A bare SASL token as SaslHandshake v0 frames it: its length, then the token.
+fn raw_token_frame(token: Bytes) -> PendingResponse {
+    let mut frame = bytes::BytesMut::with_capacity(4 + token.len());
+    // A token is at most a frame the client sent (bounded by --max-request-size) or a SCRAM
+    // challenge of a few hundred bytes.
+    frame.extend_from_slice(&u32::try_from(token.len()).unwrap_or(u32::MAX).to_be_bytes());
+    frame.extend_from_slice(&token);
+    futures::future::ready(Some(ResponseFrame::Contiguous(frame.freeze()))).boxed_local()
 }
 
 /// What the connection does with a request its session did not let through.

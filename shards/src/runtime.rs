@@ -33,7 +33,7 @@ use crate::log_levels::LogLevels;
 use crate::messaging::ShardRequest;
 use crate::metrics::{BrokerMetrics, ShardMetrics};
 use crate::router;
-use crate::security::{ListenerConfig, ListenerContext, TlsAcceptor};
+use crate::security::{ListenerConfig, ListenerContext, SecurityProtocol, TlsAcceptor};
 use crate::shard::Shard;
 use crate::startup_wait::retry_while_busy;
 use crate::stop::StopSignal;
@@ -651,21 +651,24 @@ fn listener_contexts(
     config: &BrokerConfig,
     listeners: &[BoundListener],
 ) -> Result<Vec<Rc<ListenerContext>>, String> {
-    let tls = if listeners.iter().any(|l| l.config.protocol.uses_tls()) {
-        let acceptor = TlsAcceptor::new(&config.security)?
-            .ok_or("a TLS listener needs --tls-cert-file and --tls-key-file")?;
-        Some(Rc::new(acceptor))
+    let acceptors = if listeners.iter().any(|l| l.config.protocol.uses_tls()) {
+        Some(TlsAcceptor::for_listeners(&config.security)?)
     } else {
         None
     };
     Ok(listeners
         .iter()
         .map(|l| {
+            let tls = match (&acceptors, l.config.protocol) {
+                (Some((ssl, _)), SecurityProtocol::Ssl) => Some(ssl.clone()),
+                (Some((_, sasl_ssl)), SecurityProtocol::SaslSsl) => Some(sasl_ssl.clone()),
+                _ => None,
+            };
             Rc::new(ListenerContext {
                 name: l.config.name.clone(),
                 protocol: l.config.protocol,
                 advertised: l.advertised.clone(),
-                tls: l.config.protocol.uses_tls().then(|| tls.clone()).flatten(),
+                tls,
             })
         })
         .collect())

@@ -56,10 +56,7 @@ pub const IMPLEMENTED_APIS: &[ApiKey] = &[
 /// served). Produce v0–2 and Fetch v0–3 carry message formats v0 and v1, which Sluice neither
 /// stores nor converts (Kafka 4 dropped those versions too); EndTxn v5 is transaction version
 /// 2 (KIP-890: the broker bumps the epoch at each commit), which Sluice does not implement.
-/// SaslHandshake v0 is followed by bare SASL tokens outside Kafka's framing, which every
-/// client since Kafka 1.0 replaced with SaslAuthenticate (v1).
 const SERVED_VERSION_LIMITS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::SaslHandshake, 1, 1),
     (ApiKey::Produce, 3, i16::MAX),
     (ApiKey::Fetch, 4, i16::MAX),
     (ApiKey::EndTxn, 0, 4),

@@ -56,6 +56,8 @@ pub struct Session {
     principal: Rc<str>,
     /// Set by the first successful SASL authentication: later ones are re-authentications.
     authenticated: bool,
+    /// Set by a v0 SaslHandshake: the exchange's tokens come bare.
+    raw_tokens: bool,
 }
 
 impl Session {
@@ -74,6 +76,7 @@ impl Session {
                 .unwrap_or_else(|| ANONYMOUS.to_string())
                 .into(),
             authenticated: false,
+            raw_tokens: false,
         }
     }
 
@@ -107,7 +110,9 @@ impl Session {
         now: Instant,
     ) -> Verdict {
         match request {
-            Request::SaslHandshake(handshake) => self.handshake(shard, &handshake.mechanism),
+            Request::SaslHandshake(handshake) => {
+                self.handshake(shard, header.request_api_version, &handshake.mechanism)
+            }
             Request::SaslAuthenticate(authenticate) => self.authenticate(
                 shard,
                 header.request_api_version,
@@ -139,7 +144,7 @@ impl Session {
         }
     }
 
-    fn handshake(&mut self, shard: &Shard, mechanism: &str) -> Verdict {
+    fn handshake(&mut self, shard: &Shard, version: i16, mechanism: &str) -> Verdict {
         let enabled = &shard.config.security.sasl_mechanisms;
         let mechanisms = enabled.iter().map(|m| m.name().to_string()).collect();
         let answer = |code: ErrorCode, mechanisms| {
@@ -163,6 +168,7 @@ impl Session {
             // KIP-368: a re-authentication keeps the mechanism of the first.
             Some(chosen) if reauthenticating.is_none_or(|first| first == chosen) => {
                 self.state = SaslState::Authenticate(chosen);
+                self.raw_tokens = version == 0;
                 Verdict::Answer(answer(ErrorCode::None, mechanisms))
             }
             _ => {
@@ -176,6 +182,73 @@ impl Session {
     }
 
     fn authenticate(&mut self, shard: &Shard, version: i16, bytes: Bytes, now: Instant) -> Verdict {
+        if self.raw_tokens {
+            // After a v0 handshake the tokens come bare, not in SaslAuthenticate.
+            return Verdict::Close("SaslAuthenticate after a v0 SaslHandshake");
+        }
+        match self.exchange(shard, bytes, now) {
+            Exchange::Continue(reply) => {
+                Verdict::Answer(authenticate_response(ErrorCode::None, None, reply, 0))
+            }
+            Exchange::Done(reply, lifetime) => {
+                // SessionLifetimeMs is in v1+; a v0 client is never asked to re-authenticate,
+                // and its session is closed at expiry as Kafka does.
+                let lifetime_ms = match lifetime {
+                    Some(l) if version >= 1 => i64::try_from(l.as_millis()).unwrap_or(i64::MAX),
+                    _ => 0,
+                };
+                Verdict::Answer(authenticate_response(
+                    ErrorCode::None,
+                    None,
+                    reply,
+                    lifetime_ms,
+                ))
+            }
+            Exchange::Failed(message) => Verdict::AnswerAndClose(
+                authenticate_response(
+                    ErrorCode::SaslAuthenticationFailed,
+                    Some(message.to_string()),
+                    Bytes::new(),
+                    0,
+                ),
+                shard.config.security.failed_authentication_delay,
+            ),
+            Exchange::Illegal => Verdict::Answer(authenticate_response(
+                ErrorCode::IllegalSaslState,
+                Some("SaslAuthenticate before SaslHandshake".to_string()),
+                Bytes::new(),
+                0,
+            )),
+        }
+    }
+
+    /// True when the next frame is a bare SASL token (Kafka's framing of SaslHandshake v0:
+    /// a 4-byte length and the token, no request header).
+    pub fn takes_raw_token(&self) -> bool {
+        self.raw_tokens
+            && matches!(
+                self.state,
+                SaslState::Authenticate(_) | SaslState::ScramFinal(..)
+            )
+    }
+
+    /// Runs a bare token through the exchange: the bare token to answer with, or how long to
+    /// wait before closing the connection (a failure: v0 has no error to send).
+    pub fn raw_token(
+        &mut self,
+        shard: &Shard,
+        token: Bytes,
+        now: Instant,
+    ) -> Result<Bytes, Duration> {
+        match self.exchange(shard, token, now) {
+            Exchange::Continue(reply) | Exchange::Done(reply, _) => Ok(reply),
+            Exchange::Failed(_) => Err(shard.config.security.failed_authentication_delay),
+            Exchange::Illegal => Err(Duration::ZERO),
+        }
+    }
+
+    /// One step of the chosen mechanism with the client's `bytes`.
+    fn exchange(&mut self, shard: &Shard, bytes: Bytes, now: Instant) -> Exchange {
         let state = std::mem::replace(&mut self.state, SaslState::Handshake);
         let lookup = |user: &str, mechanism: ScramMechanism| -> Option<ScramCredential> {
             shard.image().scram_credential(user, mechanism).cloned()
@@ -190,12 +263,7 @@ impl Session {
                     Ok(first) => {
                         let server_first = Bytes::copy_from_slice(first.server_first());
                         self.state = SaslState::ScramFinal(scram, Box::new(first));
-                        return Verdict::Answer(authenticate_response(
-                            ErrorCode::None,
-                            None,
-                            server_first,
-                            0,
-                        ));
+                        return Exchange::Continue(server_first);
                     }
                     Err(error) => Err(error.to_string()),
                 }
@@ -209,69 +277,49 @@ impl Session {
             }
             other => {
                 self.state = other;
-                return Verdict::Answer(authenticate_response(
-                    ErrorCode::IllegalSaslState,
-                    Some("SaslAuthenticate before SaslHandshake".to_string()),
-                    Bytes::new(),
-                    0,
-                ));
+                return Exchange::Illegal;
             }
         };
-        match result {
-            Ok((user, server_final, mechanism)) => {
-                let principal = format!("User:{user}");
-                if self.authenticated && *self.principal != *principal {
-                    // KIP-368: a session may not change hands.
-                    shard.metrics.sasl_authentication_failures.add(1);
-                    return Verdict::AnswerAndClose(
-                        authenticate_response(
-                            ErrorCode::SaslAuthenticationFailed,
-                            Some("re-authentication as another principal".to_string()),
-                            Bytes::new(),
-                            0,
-                        ),
-                        shard.config.security.failed_authentication_delay,
-                    );
-                }
-                let lifetime = shard.config.security.sasl_session_lifetime;
-                self.state = SaslState::Done {
-                    mechanism,
-                    expires_at: lifetime.map(|l| now + l),
-                };
-                self.principal = principal.into();
-                self.authenticated = true;
-                shard.metrics.sasl_authentications.add(1);
-                tracing::debug!(principal = %self.principal, mechanism = mechanism.name(), "authenticated");
-                // SessionLifetimeMs is in v1+; a v0 client is never asked to re-authenticate,
-                // and its session is closed at expiry as Kafka does.
-                let lifetime_ms = if version >= 1 {
-                    lifetime.map_or(0, |l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX))
-                } else {
-                    0
-                };
-                Verdict::Answer(authenticate_response(
-                    ErrorCode::None,
-                    None,
-                    server_final,
-                    lifetime_ms,
-                ))
-            }
+        let (user, reply, mechanism) = match result {
+            Ok(done) => done,
             Err(why) => {
                 shard.metrics.sasl_authentication_failures.add(1);
                 tracing::info!(%why, protocol = self.protocol.name(), "SASL authentication failed");
-                Verdict::AnswerAndClose(
-                    authenticate_response(
-                        ErrorCode::SaslAuthenticationFailed,
-                        // Kafka's message: it names neither the user nor what was wrong.
-                        Some("Authentication failed: Invalid username or password".to_string()),
-                        Bytes::new(),
-                        0,
-                    ),
-                    shard.config.security.failed_authentication_delay,
-                )
+                // Kafka's message: it names neither the user nor what was wrong.
+                return Exchange::Failed("Authentication failed: Invalid username or password");
             }
+        };
+        let principal = format!("User:{user}");
+        if self.authenticated && *self.principal != *principal {
+            // KIP-368: a session may not change hands.
+            shard.metrics.sasl_authentication_failures.add(1);
+            tracing::info!(principal = %self.principal, "SASL re-authentication as another principal");
+            return Exchange::Failed("re-authentication as another principal");
         }
+        let lifetime = shard.config.security.sasl_session_lifetime;
+        self.state = SaslState::Done {
+            mechanism,
+            expires_at: lifetime.map(|l| now + l),
+        };
+        self.principal = principal.into();
+        self.authenticated = true;
+        self.raw_tokens = false;
+        shard.metrics.sasl_authentications.add(1);
+        tracing::debug!(principal = %self.principal, mechanism = mechanism.name(), "authenticated");
+        Exchange::Done(reply, lifetime)
     }
+}
+
+/// The outcome of one step of an exchange.
+enum Exchange {
+    /// More to come: the server's challenge.
+    Continue(Bytes),
+    /// Authenticated: the server's last message, and how long the session lasts.
+    Done(Bytes, Option<Duration>),
+    /// Refused, with the message the client gets.
+    Failed(&'static str),
+    /// No exchange is under way.
+    Illegal,
 }
 
 fn authenticate_response(
@@ -379,6 +427,7 @@ mod tests {
             },
             principal: "User:alice".into(),
             authenticated: true,
+            raw_tokens: false,
         };
         assert!(done.passes(Some(ApiKey::Fetch as i16), now));
         assert!(!done.passes(Some(ApiKey::Fetch as i16), now + Duration::from_secs(2)));

@@ -89,21 +89,42 @@ pub struct TlsAcceptor {
 }
 
 impl TlsAcceptor {
-    /// The acceptor of `security`'s TLS files, or None when no TLS file is configured.
-    pub fn new(security: &SecurityConfig) -> Result<Option<TlsAcceptor>, String> {
-        let Some(files) = &security.tls else {
-            return Ok(None);
+    /// The acceptors of `security`'s TLS files for SSL listeners and for SASL_SSL ones, which
+    /// share the shard's handshake slots. As in Kafka, client certificates are asked for on
+    /// SSL listeners only: a SASL_SSL client is named by SASL.
+    pub fn for_listeners(
+        security: &SecurityConfig,
+    ) -> Result<(Rc<TlsAcceptor>, Rc<TlsAcceptor>), String> {
+        let files = security
+            .tls
+            .clone()
+            .ok_or("a TLS listener needs --tls-cert-file and --tls-key-file")?;
+        let handshakes = Rc::new(Semaphore::new(security.tls_handshakes_per_shard_max as u64));
+        let ssl = TlsAcceptor::new(files.clone(), handshakes.clone(), security)?;
+        let sasl_files = TlsFiles {
+            ca: None,
+            client_auth: ClientAuth::None,
+            ..files
         };
-        let loaded = modified_times(files);
-        let config = load_server_config(files)?;
-        Ok(Some(TlsAcceptor {
-            files: files.clone(),
+        let sasl_ssl = TlsAcceptor::new(sasl_files, handshakes, security)?;
+        Ok((Rc::new(ssl), Rc::new(sasl_ssl)))
+    }
+
+    fn new(
+        files: TlsFiles,
+        handshakes: Rc<Semaphore>,
+        security: &SecurityConfig,
+    ) -> Result<TlsAcceptor, String> {
+        let loaded = modified_times(&files);
+        let config = load_server_config(&files)?;
+        Ok(TlsAcceptor {
+            files,
             config: RefCell::new(config),
             loaded: Cell::new(loaded),
             checked_at: Cell::new(Instant::now()),
-            handshakes: Rc::new(Semaphore::new(security.tls_handshakes_per_shard_max as u64)),
+            handshakes,
             handshake_timeout: security.tls_handshake_timeout,
-        }))
+        })
     }
 
     /// Runs the handshake of an accepted connection: its stream and the principal of its
