@@ -6,9 +6,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sluice_metadata::{ScramCredential, ScramMechanism};
 
-/// Random bytes of the server's part of the nonce (RFC 5802 asks for a fresh, unpredictable
-/// one; 18 bytes are 24 base64 characters, as many as Kafka's clients send).
-const SERVER_NONCE_BYTES: usize = 18;
+/// Characters of the server's part of the nonce (RFC 5802 asks for a fresh, unpredictable
+/// one): 32 letters and digits carry over 180 random bits.
+const SERVER_NONCE_CHARS: usize = 32;
+
+/// The nonce's alphabet. Kafka's server nonces are letters and digits too; librdkafka 2.0
+/// (Debian 12's kcat) echoes a nonce with base64's `+` or `/` wrongly.
+const NONCE_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
 /// Longest user name a client-first message may carry (Kafka's user names are free text, but
 /// a credential for a longer one could not have been created through the metadata either).
@@ -38,7 +42,10 @@ pub struct ScramServerFirst {
     credential: ScramCredential,
     client_first_bare: String,
     server_first: String,
+    /// The client's nonce and then the server's.
     nonce: String,
+    /// Bytes of `nonce` that are the client's.
+    client_nonce_len: usize,
 }
 
 impl ScramServerFirst {
@@ -92,9 +99,15 @@ impl ScramServerFirst {
             return Err(ScramError::Unsupported("authorization id of another user"));
         }
         let credential = lookup(&user).ok_or(ScramError::UnknownUser)?;
-        let mut random = [0u8; SERVER_NONCE_BYTES];
+        let mut random = [0u8; SERVER_NONCE_CHARS];
         getrandom::fill(&mut random).map_err(|_| ScramError::Unsupported("no randomness"))?;
-        let nonce = format!("{client_nonce}{}", BASE64.encode(random));
+        // 256 is 4 × 62 + 8: the first 8 letters come a little more often, which costs under
+        // a bit of the nonce's 190.
+        let server_nonce: String = random
+            .iter()
+            .map(|b| char::from(NONCE_ALPHABET[usize::from(*b) % NONCE_ALPHABET.len()]))
+            .collect();
+        let nonce = format!("{client_nonce}{server_nonce}");
         let server_first = format!(
             "r={nonce},s={},i={}",
             BASE64.encode(&credential.salt),
@@ -106,6 +119,7 @@ impl ScramServerFirst {
             credential,
             client_first_bare: bare.to_string(),
             server_first,
+            client_nonce_len: client_nonce.len(),
             nonce,
         })
     }
@@ -144,7 +158,14 @@ impl ScramServerFirst {
         if !(binding.starts_with(b"n,") || binding.starts_with(b"y,")) {
             return Err(ScramError::Unsupported("channel binding"));
         }
-        if nonce != Some(self.nonce.as_str()) {
+        // librdkafka before 2.6.1 (Debian 12's kcat has 2.0.2) sends its own nonce again in
+        // front of the whole nonce (librdkafka #4895); Kafka 3 accepts that, so Sluice does,
+        // while the server's part must still come back whole.
+        let echoed = nonce.is_some_and(|n| {
+            n == self.nonce
+                || n.strip_prefix(&self.nonce[..self.client_nonce_len]) == Some(self.nonce.as_str())
+        });
+        if !echoed {
             return Err(ScramError::Malformed("nonce differs"));
         }
         let proof = BASE64
@@ -272,6 +293,51 @@ mod tests {
             });
             assert!(result.is_err(), "{:?}", String::from_utf8_lossy(message));
         }
+    }
+
+    /// librdkafka before 2.6.1 sends its nonce twice; the server's part must still be there.
+    #[test]
+    fn a_client_nonce_sent_twice_is_accepted_as_kafka_3_accepts_it() {
+        let credential =
+            ScramCredential::from_password(ScramMechanism::Sha256, vec![3; 16], b"pw", 4096);
+        let start = || {
+            ScramServerFirst::start(ScramMechanism::Sha256, b"n,,n=u,r=cnonce", |_| {
+                Some(credential.clone())
+            })
+            .expect("client-first")
+        };
+        let proof_for = |first: &ScramServerFirst, nonce: &str| {
+            let without_proof = format!("c=biws,r={nonce}");
+            let auth = format!("n=u,r=cnonce,{},{without_proof}", first.server_first);
+            let salted = ScramMechanism::Sha256.salted_password(b"pw", &[3; 16], 4096);
+            let client_key = ScramMechanism::Sha256.hmac(&salted, b"Client Key");
+            let signature = ScramMechanism::Sha256.hmac(&credential.stored_key, auth.as_bytes());
+            let proof: Vec<u8> = client_key
+                .iter()
+                .zip(&signature)
+                .map(|(k, s)| k ^ s)
+                .collect();
+            format!("{without_proof},p={}", BASE64.encode(proof))
+        };
+        for doubled in [false, true] {
+            let first = start();
+            let nonce = if doubled {
+                format!("cnonce{}", first.nonce)
+            } else {
+                first.nonce.clone()
+            };
+            let message = proof_for(&first, &nonce);
+            assert!(
+                first.finish(message.as_bytes()).is_ok(),
+                "doubled: {doubled}"
+            );
+        }
+        let first = start();
+        let message = proof_for(&first, "cnonce");
+        assert_eq!(
+            first.finish(message.as_bytes()),
+            Err(ScramError::Malformed("nonce differs"))
+        );
     }
 
     #[test]
