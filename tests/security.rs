@@ -383,3 +383,78 @@ fn sasl_listener_gates_requests_until_authenticated() {
         sluice_net::ErrorCode::IllegalSaslState.code()
     );
 }
+
+/// KIP-368: with --sasl-session-lifetime-ms, librdkafka re-authenticates its connections
+/// before their sessions end, and records keep flowing across the re-authentications.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_re_authenticated_without_losing_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+            "--sasl-session-lifetime-ms",
+            "2000",
+        ],
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "user",
+            "set",
+            USER,
+            "--mechanism",
+            "SCRAM-SHA-256",
+            "--password",
+            PASSWORD,
+        ])
+        .env("SLUICE_BROKERS", &broker.bootstrap)
+        .output()
+        .expect("sluice user set runs");
+    assert!(output.status.success());
+    let config = client_config(
+        &broker.listeners["SASL_PLAINTEXT"],
+        &[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-256"),
+            ("sasl.username", USER),
+            ("sasl.password", PASSWORD),
+        ],
+    );
+    let producer: FutureProducer = config.create().expect("producer");
+    let admin = broker.admin.clone().expect("admin");
+    let authentications = move || -> f64 {
+        common::http::get(&admin, "/metrics")
+            .body
+            .lines()
+            .filter(|l| l.starts_with("sluice_sasl_authentications_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // Produce until the broker has seen at least three authentications more than the
+    // first ones: every connection outlived its session at least once.
+    let mut sent = 0;
+    let mut first = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let value = format!("record-{sent}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to("reauth").payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(error, _)| panic!("record {sent}: {error}"));
+        sent += 1;
+        let seen = authentications();
+        let first = *first.get_or_insert(seen);
+        if seen >= first + 3.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no re-authentication within 60 s ({seen} authentications)"
+        );
+    }
+    eprintln!("{sent} records acknowledged across re-authentications");
+}
