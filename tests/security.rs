@@ -345,6 +345,14 @@ fn sasl_listener_gates_requests_until_authenticated() {
     );
     assert!(client.is_closed());
 
+    // Before authentication a frame is at most 512 KiB (Kafka's sasl.server.max.receive.size).
+    let mut client = RawClient::connect_to(addr);
+    client.send_raw(&(1u32 << 20).to_be_bytes());
+    assert!(
+        client.is_closed(),
+        "a 1 MiB frame before authentication was read"
+    );
+
     // SaslHandshake v0 (older clients): the tokens that follow come bare, length-prefixed.
     let mut client = RawClient::connect_to(addr);
     let handshake = client.call(

@@ -153,8 +153,14 @@ pub async fn serve(
             tracing::debug!(?peer, %error, "connection closed");
             break;
         }
-        let length = match sluice_net::frame_length(prefix, max_frame_bytes) {
+        let frame_bytes_max = session.frame_bytes_max(max_frame_bytes);
+        let length = match sluice_net::frame_length(prefix, frame_bytes_max) {
             Ok(length) => length,
+            // Not a WARN: anyone may connect and send this.
+            Err(error) if frame_bytes_max < max_frame_bytes => {
+                tracing::info!(?peer, %error, "closing a connection that has not authenticated");
+                break;
+            }
             Err(error) => {
                 tracing::warn!(?peer, %error, "closing connection");
                 break;

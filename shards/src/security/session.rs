@@ -16,6 +16,11 @@ use super::listener::{SaslMechanism, SecurityProtocol};
 use super::scram::ScramServerFirst;
 use crate::shard::Shard;
 
+/// Kafka's `sasl.server.max.receive.size`: until a SASL client has authenticated, its frames
+/// may be at most this large, so that anyone who can connect cannot make the broker read
+/// frames of `--max-request-size`.
+pub const UNAUTHENTICATED_FRAME_BYTES_MAX: usize = 512 * 1024;
+
 /// The principal of a client that did not authenticate (PLAINTEXT, SSL without a client
 /// certificate), as Kafka names it.
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
@@ -84,6 +89,15 @@ impl Session {
     /// authenticated.
     pub fn principal(&self) -> &Rc<str> {
         &self.principal
+    }
+
+    /// The largest frame the connection reads now: `configured`, or
+    /// [`UNAUTHENTICATED_FRAME_BYTES_MAX`] before a SASL client has authenticated.
+    pub fn frame_bytes_max(&self, configured: usize) -> usize {
+        match self.state {
+            SaslState::None | SaslState::Done { .. } => configured,
+            _ => configured.min(UNAUTHENTICATED_FRAME_BYTES_MAX),
+        }
     }
 
     /// True when a request of `api_key` can go straight to its handler: the hot path
