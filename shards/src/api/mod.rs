@@ -43,7 +43,7 @@ pub async fn dispatch(
 ) -> PendingResponse {
     let version = header.request_api_version;
     let correlation_id = header.correlation_id;
-    tracing::trace!(api = header.request_api_key, version, correlation_id, client = ?header.client_id, "request");
+    tracing::trace!(api = header.request_api_key, version, correlation_id, client = ?header.client_id, principal = %client.principal, listener = %client.listener.name, "request");
     let shard = shard.clone();
     let pool = shard.memory_pool.clone();
     let response: futures::future::LocalBoxFuture<'static, Option<Response>> = match request {
