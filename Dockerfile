@@ -5,9 +5,10 @@
 #       -v sluice-data:/var/lib/sluice sluice
 #
 # Every `sluice start` flag may be set as SLUICE_<FLAG> (-e SLUICE_WAL_SIZE=4GiB). Clients are
-# told to connect to 127.0.0.1:9092 (the listen address, 0.0.0.0, advertised as loopback), which
+# told to connect to 127.0.0.1:9092 (the listener's address, 0.0.0.0, advertised as loopback), which
 # suits `-p 9092:9092` on one host; on a network of containers or hosts set
-# SLUICE_ADVERTISED_ADDRESS to the name clients reach the broker by.
+# SLUICE_ADVERTISED_ADDRESS to the name clients reach the broker by. More listeners (TLS, SASL):
+# set SLUICE_LISTENERS (see the README's Security section), which replaces the image's one.
 #
 # io_uring: Docker 25 and later block the io_uring system calls in their default seccomp
 # profile, and the broker cannot run without them; there, add
@@ -36,7 +37,7 @@ RUN useradd --system --home-dir /var/lib/sluice --create-home sluice
 COPY --from=build /out/sluice /usr/local/bin/sluice
 USER sluice
 WORKDIR /var/lib/sluice
-ENV SLUICE_LISTEN=0.0.0.0:9092 \
+ENV SLUICE_LISTENERS=PLAINTEXT://0.0.0.0:9092 \
     SLUICE_ADMIN_LISTEN=0.0.0.0:9644 \
     SLUICE_DATA_DIR=/var/lib/sluice
 VOLUME /var/lib/sluice

@@ -723,6 +723,18 @@ mod tests {
         ])
         .expect("a SASL listener");
         assert_eq!(sasl.listeners[1].name, "CLIENT");
+        // --advertised-address is the first listener's, as the container image relies on.
+        let first = start_config(&[
+            "--listeners",
+            "PLAINTEXT://0.0.0.0:0",
+            "--advertised-address",
+            "broker.example:9092",
+        ])
+        .expect("advertised first listener");
+        assert_eq!(
+            first.listeners[0].advertised.as_deref(),
+            Some("broker.example:9092")
+        );
         assert_eq!(
             sasl.security.sasl_mechanisms,
             vec![
@@ -787,6 +799,17 @@ mod tests {
             (
                 vec!["--advertised-listeners", "PLAINTEXT://h:1"],
                 "needs --listeners",
+            ),
+            (
+                vec![
+                    "--listeners",
+                    "PLAINTEXT://127.0.0.1:0",
+                    "--advertised-listeners",
+                    "PLAINTEXT://h:1",
+                    "--advertised-address",
+                    "h:2",
+                ],
+                "both set listener \"PLAINTEXT\"",
             ),
         ];
         for (flags, expected) in refused {

@@ -36,12 +36,12 @@ pub struct SecurityArgs {
     )]
     pub listener_security_protocol_map: Option<String>,
     /// The address clients of each listener are told to connect to, NAME://HOST:PORT,...
-    /// [default: each listener's bound address]
+    /// (--advertised-address sets the first listener's). [default: each listener's bound
+    /// address]
     #[arg(
         long,
         env = "SLUICE_ADVERTISED_LISTENERS",
-        value_name = "NAME://HOST:PORT,...",
-        conflicts_with = "advertised_address"
+        value_name = "NAME://HOST:PORT,..."
     )]
     pub advertised_listeners: Option<String>,
     /// PEM certificate chain of the SSL and SASL_SSL listeners, read again when it changes.
@@ -118,18 +118,28 @@ impl SecurityArgs {
         if self.listeners.is_some() && listen.is_some() {
             bail!("--listen and --listeners both name listeners: use one");
         }
-        if self.listeners.is_some() && advertised.is_some() {
-            bail!(
-                "--advertised-address is for --listen; with --listeners use --advertised-listeners"
-            );
-        }
         config.listeners = match &self.listeners {
-            Some(listeners) => parse_listeners(
-                listeners,
-                self.listener_security_protocol_map.as_deref(),
-                self.advertised_listeners.as_deref(),
-            )
-            .map_err(anyhow::Error::msg)?,
+            Some(listeners) => {
+                let mut parsed = parse_listeners(
+                    listeners,
+                    self.listener_security_protocol_map.as_deref(),
+                    self.advertised_listeners.as_deref(),
+                )
+                .map_err(anyhow::Error::msg)?;
+                // The one-listener flag keeps its meaning for the first listener (the
+                // container image sets --listeners, and users set SLUICE_ADVERTISED_ADDRESS).
+                if let Some(advertised) = advertised {
+                    if parsed[0].advertised.is_some() {
+                        bail!(
+                            "--advertised-address and --advertised-listeners both set listener \
+                             {:?}'s address",
+                            parsed[0].name
+                        );
+                    }
+                    parsed[0].advertised = Some(advertised);
+                }
+                parsed
+            }
             None => {
                 if self.listener_security_protocol_map.is_some() {
                     bail!("--listener-security-protocol-map needs --listeners");
