@@ -90,26 +90,32 @@ fn secured_broker(data: &Path, certs: &Certificates) -> BrokerProcess {
         ],
     );
     for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([
-                "user",
-                "set",
-                USER,
-                "--mechanism",
-                mechanism,
-                "--password",
-                PASSWORD,
-            ])
-            .env("SLUICE_BROKERS", &broker.bootstrap)
-            .output()
-            .expect("sluice user set runs");
-        assert!(
-            output.status.success(),
-            "sluice user set: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        set_user(&broker, mechanism);
     }
     broker
+}
+
+/// Sets alice's `mechanism` credential with `sluice user set` through the broker's first
+/// (PLAINTEXT) listener.
+fn set_user(broker: &BrokerProcess, mechanism: &str) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "user",
+            "set",
+            USER,
+            "--mechanism",
+            mechanism,
+            "--password",
+            PASSWORD,
+        ])
+        .env("SLUICE_BROKERS", &broker.bootstrap)
+        .output()
+        .expect("sluice user set runs");
+    assert!(
+        output.status.success(),
+        "sluice user set: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn client_config(addr: &str, security: &[(&str, &str)]) -> ClientConfig {
@@ -406,20 +412,7 @@ async fn sessions_are_re_authenticated_without_losing_records() {
             "2000",
         ],
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "user",
-            "set",
-            USER,
-            "--mechanism",
-            "SCRAM-SHA-256",
-            "--password",
-            PASSWORD,
-        ])
-        .env("SLUICE_BROKERS", &broker.bootstrap)
-        .output()
-        .expect("sluice user set runs");
-    assert!(output.status.success());
+    set_user(&broker, "SCRAM-SHA-256");
     let config = client_config(
         &broker.listeners["SASL_PLAINTEXT"],
         &[

@@ -199,42 +199,38 @@ pub async fn serve(
         };
         let now = Instant::now();
         let mut close_after = false;
-        let pending = if session.takes_raw_token() {
-            match session.raw_token(&shard, frame, now) {
-                Ok(reply) => {
-                    client.principal = session.principal().clone();
-                    Some(raw_token_frame(reply))
-                }
-                Err(delay) => {
-                    // SaslHandshake v0 has no error to send: Kafka closes the connection.
-                    glommio::timer::sleep(delay).await;
-                    break;
-                }
-            }
-        } else if session.passes(api_key, now) {
-            // A produce may wait here for WAL space; shutdown must not wait for it.
-            futures::select_biased! {
-                _ = stop.clone().fuse() => break,
-                pending = parse_and_order(&shard, frame, &client, &affinity).fuse() => pending,
-            }
+        let step = if session.passes(api_key, now) {
+            Step::Dispatch(frame)
         } else {
-            match authenticate(&shard, &mut session, frame, now) {
-                Step::Dispatch(frame) => {
-                    client.principal = session.principal().clone();
-                    futures::select_biased! {
-                        _ = stop.clone().fuse() => break,
-                        pending = parse_and_order(&shard, frame, &client, &affinity).fuse() => pending,
+            // Off the hot path: the session answers, or lets the request through.
+            let step = if session.takes_raw_token() {
+                match session.raw_token(&shard, frame, now) {
+                    Ok(reply) => Step::Answer(raw_token_frame(reply), false),
+                    Err(delay) => {
+                        // SaslHandshake v0 has no error to send: Kafka closes the connection.
+                        glommio::timer::sleep(delay).await;
+                        break;
                     }
                 }
-                Step::Answer(pending, close) => {
-                    client.principal = session.principal().clone();
-                    close_after = close;
-                    Some(pending)
-                }
-                Step::Close(why) => {
-                    tracing::info!(?peer, why, "closing connection");
-                    break;
-                }
+            } else {
+                authenticate(&shard, &mut session, frame, now)
+            };
+            client.principal = session.principal().clone();
+            step
+        };
+        let pending = match step {
+            // A produce may wait here for WAL space; shutdown must not wait for it.
+            Step::Dispatch(frame) => futures::select_biased! {
+                _ = stop.clone().fuse() => break,
+                pending = parse_and_order(&shard, frame, &client, &affinity).fuse() => pending,
+            },
+            Step::Answer(pending, close) => {
+                close_after = close;
+                Some(pending)
+            }
+            Step::Close(why) => {
+                tracing::info!(?peer, why, "closing connection");
+                break;
             }
         };
         let task = match pending {
@@ -332,9 +328,7 @@ pub async fn parse_and_order(
 ) -> Option<PendingResponse> {
     match sluice_net::decode_request(frame.clone()) {
         Ok((header, request))
-            if !api::implemented::served_versions(request.api_key()).is_some_and(
-                |(lowest, highest)| (lowest..=highest).contains(&header.request_api_version),
-            ) =>
+            if !api::implemented::serves(request.api_key(), header.request_api_version) =>
         {
             // Kafka closes the connection on a version it does not serve, as here.
             tracing::warn!(
@@ -390,9 +384,7 @@ fn authenticate(shard: &Rc<Shard>, session: &mut Session, frame: Bytes, now: Ins
         // Malformed, or a version not served: the usual path answers or closes as Kafka does.
         return Step::Dispatch(frame);
     };
-    if !api::implemented::served_versions(request.api_key())
-        .is_some_and(|(lowest, highest)| (lowest..=highest).contains(&header.request_api_version))
-    {
+    if !api::implemented::serves(request.api_key(), header.request_api_version) {
         return Step::Dispatch(frame);
     }
     let version = header.request_api_version;

@@ -62,6 +62,11 @@ const SERVED_VERSION_LIMITS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::EndTxn, 0, 4),
 ];
 
+/// True when this broker serves `api` at `version`.
+pub fn serves(api: ApiKey, version: i16) -> bool {
+    served_versions(api).is_some_and(|(lowest, highest)| (lowest..=highest).contains(&version))
+}
+
 /// (lowest, highest) version of `api` this broker serves; None for an API it does not serve.
 pub fn served_versions(api: ApiKey) -> Option<(i16, i16)> {
     if !IMPLEMENTED_APIS.contains(&api) {

@@ -106,11 +106,15 @@ impl Session {
         let sasl_api = api_key.is_some_and(|k| {
             k == ApiKey::SaslHandshake as i16 || k == ApiKey::SaslAuthenticate as i16
         });
+        !sasl_api && self.open(now)
+    }
+
+    /// True when any request may be served: not a SASL listener, or a session that has not
+    /// expired.
+    fn open(&self, now: Instant) -> bool {
         match &self.state {
-            SaslState::None => !sasl_api,
-            SaslState::Done { expires_at, .. } => {
-                !sasl_api && expires_at.is_none_or(|expiry| now < expiry)
-            }
+            SaslState::None => true,
+            SaslState::Done { expires_at, .. } => expires_at.is_none_or(|expiry| now < expiry),
             _ => false,
         }
     }
@@ -133,28 +137,20 @@ impl Session {
                 authenticate.auth_bytes,
                 now,
             ),
-            Request::ApiVersions(_) => match &self.state {
+            request => {
+                let api_versions = matches!(request, Request::ApiVersions(_));
                 // Kafka lets a client ask for versions before it authenticates, to learn
                 // which SaslHandshake it may send.
-                SaslState::Handshake | SaslState::None => Verdict::Dispatch,
-                SaslState::Done { expires_at, .. }
-                    if expires_at.is_none_or(|expiry| now < expiry) =>
-                {
+                if self.open(now) || (api_versions && matches!(self.state, SaslState::Handshake)) {
                     Verdict::Dispatch
+                } else if matches!(self.state, SaslState::Done { .. }) {
+                    Verdict::Close("the SASL session expired")
+                } else if api_versions {
+                    Verdict::Close("a request in the middle of a SASL exchange")
+                } else {
+                    Verdict::Close("a request before SASL authentication")
                 }
-                SaslState::Done { .. } => Verdict::Close("the SASL session expired"),
-                _ => Verdict::Close("a request in the middle of a SASL exchange"),
-            },
-            _ => match &self.state {
-                SaslState::None => Verdict::Dispatch,
-                SaslState::Done { expires_at, .. }
-                    if expires_at.is_none_or(|expiry| now < expiry) =>
-                {
-                    Verdict::Dispatch
-                }
-                SaslState::Done { .. } => Verdict::Close("the SASL session expired"),
-                _ => Verdict::Close("a request before SASL authentication"),
-            },
+            }
         }
     }
 
