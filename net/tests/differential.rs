@@ -150,6 +150,16 @@ diff_all! {
     describe_transactions_response, DescribeTransactionsResponse;
     describe_user_scram_credentials_request, DescribeUserScramCredentialsRequest;
     describe_user_scram_credentials_response, DescribeUserScramCredentialsResponse;
+    describe_acls_request, DescribeAclsRequest;
+    describe_acls_response, DescribeAclsResponse;
+    create_acls_request, CreateAclsRequest;
+    create_acls_response, CreateAclsResponse;
+    delete_acls_request, DeleteAclsRequest;
+    delete_acls_response, DeleteAclsResponse;
+    describe_client_quotas_request, DescribeClientQuotasRequest;
+    describe_client_quotas_response, DescribeClientQuotasResponse;
+    alter_client_quotas_request, AlterClientQuotasRequest;
+    alter_client_quotas_response, AlterClientQuotasResponse;
     elect_leaders_request, ElectLeadersRequest;
     elect_leaders_response, ElectLeadersResponse;
     end_txn_request, EndTxnRequest;

@@ -56,6 +56,11 @@ random_message! { random_response, Response,
     ListPartitionReassignments => list_partition_reassignments_response,
     DescribeUserScramCredentials => describe_user_scram_credentials_response,
     AlterUserScramCredentials => alter_user_scram_credentials_response,
+    DescribeAcls => describe_acls_response,
+    CreateAcls => create_acls_response,
+    DeleteAcls => delete_acls_response,
+    DescribeClientQuotas => describe_client_quotas_response,
+    AlterClientQuotas => alter_client_quotas_response,
 }
 
 random_message! { random_request, Request,
@@ -88,6 +93,11 @@ random_message! { random_request, Request,
     ListPartitionReassignments => list_partition_reassignments_request,
     DescribeUserScramCredentials => describe_user_scram_credentials_request,
     AlterUserScramCredentials => alter_user_scram_credentials_request,
+    DescribeAcls => describe_acls_request,
+    CreateAcls => create_acls_request,
+    DeleteAcls => delete_acls_request,
+    DescribeClientQuotas => describe_client_quotas_request,
+    AlterClientQuotas => alter_client_quotas_request,
 }
 
 #[test]

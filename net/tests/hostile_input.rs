@@ -84,6 +84,11 @@ random_request! {
     ListPartitionReassignments => list_partition_reassignments_request,
     DescribeUserScramCredentials => describe_user_scram_credentials_request,
     AlterUserScramCredentials => alter_user_scram_credentials_request,
+    DescribeAcls => describe_acls_request,
+    CreateAcls => create_acls_request,
+    DeleteAcls => delete_acls_request,
+    DescribeClientQuotas => describe_client_quotas_request,
+    AlterClientQuotas => alter_client_quotas_request,
 }
 
 /// Flips, overwrites, truncates or extends a valid frame.

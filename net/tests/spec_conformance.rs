@@ -155,6 +155,11 @@ fn advertised_apis_are_exactly_the_issue_list() {
         "ListPartitionReassignments",
         "DescribeUserScramCredentials",
         "AlterUserScramCredentials",
+        "DescribeAcls",
+        "CreateAcls",
+        "DeleteAcls",
+        "DescribeClientQuotas",
+        "AlterClientQuotas",
     ];
     expected.sort();
     assert_eq!(names, expected);

@@ -53,6 +53,11 @@ const APIS: &[&str] = &[
     "ListPartitionReassignments",
     "DescribeUserScramCredentials",
     "AlterUserScramCredentials",
+    "DescribeAcls",
+    "CreateAcls",
+    "DeleteAcls",
+    "DescribeClientQuotas",
+    "AlterClientQuotas",
 ];
 
 fn main() {
