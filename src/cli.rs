@@ -296,6 +296,9 @@ struct FileConfig {
     sasl_mechanisms: Option<String>,
     sasl_session_lifetime_ms: Option<u64>,
     failed_authentication_delay_ms: Option<u64>,
+    authorizer: Option<String>,
+    super_users: Option<String>,
+    allow_everyone_if_no_acl_found: Option<bool>,
 }
 
 impl FileConfig {
@@ -313,6 +316,9 @@ impl FileConfig {
             sasl_mechanisms: self.sasl_mechanisms.clone(),
             sasl_session_lifetime_ms: self.sasl_session_lifetime_ms,
             failed_authentication_delay_ms: self.failed_authentication_delay_ms,
+            authorizer: self.authorizer.clone(),
+            super_users: self.super_users.clone(),
+            allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found,
         }
     }
 }

@@ -4,13 +4,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 use serde::Deserialize;
 use sluice_shards::config::BrokerConfig;
 use sluice_shards::security::{
-    ClientAuth, ListenerConfig, SaslMechanism, SecurityConfig, TlsFiles, parse_listeners,
+    AuthorizerConfig, ClientAuth, ListenerConfig, SaslMechanism, SecurityConfig, TlsFiles,
+    parse_listeners,
 };
 
 /// The flags; each also comes from the environment (`SLUICE_` + its name) or the config file.
@@ -79,6 +81,23 @@ pub struct SecurityArgs {
     /// closes (connection.failed.authentication.delay.ms). [default: 100]
     #[arg(long, env = "SLUICE_FAILED_AUTHENTICATION_DELAY_MS", value_name = "MS")]
     pub failed_authentication_delay_ms: Option<u64>,
+    /// How requests are authorized (authorizer.class.name): none lets every client do
+    /// anything; acl checks each against the ACLs (CreateAcls, kafka-acls.sh), as Kafka's
+    /// StandardAuthorizer. [default: none]
+    #[arg(long, env = "SLUICE_AUTHORIZER", value_name = "none|acl")]
+    pub authorizer: Option<String>,
+    /// Principals allowed everything whatever the ACLs say (super.users), separated by
+    /// semicolons, e.g. User:admin;User:CN=ops. Without SASL or TLS a client is User:ANONYMOUS.
+    #[arg(long, env = "SLUICE_SUPER_USERS", value_name = "PRINCIPAL;...")]
+    pub super_users: Option<String>,
+    /// true: a resource with no ACL is open to every client; false: only to super users
+    /// (allow.everyone.if.no.acl.found). [default: false]
+    #[arg(
+        long,
+        env = "SLUICE_ALLOW_EVERYONE_IF_NO_ACL_FOUND",
+        value_name = "true|false"
+    )]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
 }
 
 impl SecurityArgs {
@@ -102,6 +121,11 @@ impl SecurityArgs {
             failed_authentication_delay_ms: self
                 .failed_authentication_delay_ms
                 .or(file.failed_authentication_delay_ms),
+            authorizer: self.authorizer.or(file.authorizer),
+            super_users: self.super_users.or(file.super_users),
+            allow_everyone_if_no_acl_found: self
+                .allow_everyone_if_no_acl_found
+                .or(file.allow_everyone_if_no_acl_found),
         }
     }
 
@@ -118,6 +142,7 @@ impl SecurityArgs {
         if self.listeners.is_some() && listen.is_some() {
             bail!("--listen and --listeners both name listeners: use one");
         }
+        let authorizer = Arc::new(self.authorizer_config()?);
         config.listeners = match &self.listeners {
             Some(listeners) => {
                 let mut parsed = parse_listeners(
@@ -241,8 +266,46 @@ impl SecurityArgs {
         if let Some(ms) = self.failed_authentication_delay_ms {
             security.failed_authentication_delay = Duration::from_millis(ms);
         }
+        security.authorizer = authorizer;
         config.security = security;
         Ok(())
+    }
+}
+
+impl SecurityArgs {
+    /// The authorizer's settings; super users or the no-ACL rule without `--authorizer acl`
+    /// would do nothing, so they are refused.
+    fn authorizer_config(&self) -> anyhow::Result<AuthorizerConfig> {
+        let enabled = match self
+            .authorizer
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("none") => false,
+            Some("acl") => true,
+            Some(other) => bail!("--authorizer: {other:?} is not none or acl"),
+        };
+        if !enabled && (self.super_users.is_some() || self.allow_everyone_if_no_acl_found.is_some())
+        {
+            bail!("--super-users and --allow-everyone-if-no-acl-found need --authorizer acl");
+        }
+        let mut super_users = Vec::new();
+        for principal in self.super_users.iter().flat_map(|list| list.split(';')) {
+            let principal = principal.trim();
+            if principal.is_empty() {
+                continue;
+            }
+            if !principal.contains(':') {
+                bail!("--super-users: {principal:?} is not a principal TYPE:NAME, e.g. User:admin");
+            }
+            super_users.push(principal.to_string());
+        }
+        Ok(AuthorizerConfig {
+            enabled,
+            super_users,
+            allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found.unwrap_or(false),
+        })
     }
 }
 

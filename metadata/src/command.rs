@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::acls::{self, AclBinding, AclCreationResult, AclDeletionResult, AclFilter};
 use crate::configs::{self, ConfigError};
 use crate::error::MetadataError;
 use crate::image::{MetadataImage, PartitionImage, Uuid16};
@@ -164,6 +165,16 @@ pub enum MetadataCommand {
         upsertions: Vec<ScramUpsertion>,
         deletions: Vec<ScramDeletion>,
     },
+    /// CreateAcls: each binding is accepted or refused on its own (`acls::plan_creations`);
+    /// the outcome has one result per binding.
+    CreateAcls {
+        creations: Vec<AclBinding>,
+    },
+    /// DeleteAcls: removes every binding each filter matches; the outcome lists them per
+    /// filter.
+    DeleteAcls {
+        filters: Vec<AclFilter>,
+    },
 }
 
 /// Where a broker's WAL is (`RegisterBroker`).
@@ -221,6 +232,16 @@ pub enum CommandOutcome {
     ScramCredentialsAltered {
         results: Vec<ScramUserResult>,
     },
+    /// One result per binding of a CreateAcls, in request order.
+    AclsCreated {
+        results: Vec<AclCreationResult>,
+    },
+    /// One result per filter of a DeleteAcls, in request order.
+    AclsDeleted {
+        results: Vec<AclDeletionResult>,
+    },
+    /// What applying an AlterAcls record returns (a replay needs no per-item results).
+    AclsAltered,
 }
 
 /// A command resolved against an image: every choice (topic id, placement,
@@ -335,6 +356,12 @@ pub enum MetadataRecord {
     AlterScramCredentials {
         upserted: Vec<ScramUserCredential>,
         deleted: Vec<(String, ScramMechanism)>,
+    },
+    // Appended last, and no larger than the records before it, for the same reason.
+    /// ACL bindings added (one already present is kept once) and removed (each must exist).
+    AlterAcls {
+        created: Vec<AclBinding>,
+        deleted: Vec<AclBinding>,
     },
 }
 
@@ -851,6 +878,38 @@ pub fn plan(
                 record: MetadataRecord::AlterScramCredentials {
                     upserted: planned.upserted,
                     deleted: planned.deleted,
+                },
+                outcome,
+            });
+        }
+        MetadataCommand::CreateAcls { creations } => {
+            let planned = acls::plan_creations(image.acl_set(), creations)
+                .map_err(MetadataError::InvalidRequest)?;
+            let outcome = CommandOutcome::AclsCreated {
+                results: planned.results,
+            };
+            if planned.created.is_empty() {
+                return Ok(Plan::Unchanged(outcome));
+            }
+            return Ok(Plan::RecordAnswering {
+                record: MetadataRecord::AlterAcls {
+                    created: planned.created,
+                    deleted: Vec::new(),
+                },
+                outcome,
+            });
+        }
+        MetadataCommand::DeleteAcls { filters } => {
+            let (deleted, results) = acls::plan_deletions(image.acl_set(), filters)
+                .map_err(MetadataError::InvalidRequest)?;
+            let outcome = CommandOutcome::AclsDeleted { results };
+            if deleted.is_empty() {
+                return Ok(Plan::Unchanged(outcome));
+            }
+            return Ok(Plan::RecordAnswering {
+                record: MetadataRecord::AlterAcls {
+                    created: Vec::new(),
+                    deleted,
                 },
                 outcome,
             });

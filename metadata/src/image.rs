@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::acls::{AclBinding, AclEntry, AclPattern, AclResourceType, AclSet};
 use crate::brokers::{BrokerImage, BrokerParts, BrokerWal, Brokers, Leadership, WalHolder};
 use crate::command::{CommandOutcome, MetadataRecord};
 use crate::configs::{self, BrokerConfig, TopicConfig};
@@ -53,6 +54,8 @@ pub struct MetadataImage {
     pub(crate) brokers: Brokers,
     /// The users' SCRAM credentials (`scram.rs`).
     scram: ScramCredentials,
+    /// The ACLs (`acls.rs`).
+    acls: AclSet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -93,7 +96,41 @@ impl MetadataImage {
             uploads: BTreeMap::new(),
             brokers: Brokers::default(),
             scram: ScramCredentials::default(),
+            acls: AclSet::default(),
         }
+    }
+
+    /// The ACL entries that apply to the resource `name` of `resource_type`: those of its
+    /// literal name, of the literal wildcard and of each prefix of the name (the authorizer
+    /// reads them).
+    pub fn acl_entries_for<'a>(
+        &'a self,
+        resource_type: AclResourceType,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a AclEntry> + 'a {
+        self.acls.entries_for(resource_type, name)
+    }
+
+    /// Every ACL binding of `resource_type`, with its pattern.
+    pub fn acls_of_type(
+        &self,
+        resource_type: AclResourceType,
+    ) -> impl Iterator<Item = (&AclPattern, &AclEntry)> {
+        self.acls.bindings_of_type(resource_type)
+    }
+
+    /// Every ACL binding, ordered by resource pattern (DescribeAcls, snapshots).
+    pub fn acl_bindings(&self) -> impl Iterator<Item = AclBinding> + '_ {
+        self.acls.bindings()
+    }
+
+    /// True when the cluster has no ACL at all.
+    pub fn has_no_acls(&self) -> bool {
+        self.acls.is_empty()
+    }
+
+    pub(crate) fn acl_set(&self) -> &AclSet {
+        &self.acls
     }
 
     /// `user`'s SCRAM credential for `mechanism`, if the user has one (SASL/SCRAM reads it;
@@ -531,6 +568,7 @@ impl MetadataImage {
         self.brokers
             .check_invariants(|id| self.streams.contains_key(&id))?;
         self.scram.check_invariants()?;
+        self.acls.check_invariants()?;
         self.registry.check_invariants()
     }
 
@@ -552,6 +590,7 @@ impl MetadataImage {
         wals: Vec<(i32, BrokerWal)>,
         moves: Vec<(u64, i32)>,
         scram: Vec<ScramUserCredential>,
+        acls: Vec<AclBinding>,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
@@ -564,6 +603,7 @@ impl MetadataImage {
             drained: configs::effective_broker_config(&broker_configs).drained_broker_ids,
         };
         image.scram = ScramCredentials::from_parts(scram)?;
+        image.acls = AclSet::from_bindings(acls)?;
         image.broker_configs = broker_configs;
         image.next_producer_id = next_producer_id;
         image.next_stream_id = next_stream_id;
@@ -930,6 +970,11 @@ impl MetadataImage {
                 Ok(CommandOutcome::ScramCredentialsAltered {
                     results: Vec::new(),
                 })
+            }
+            MetadataRecord::AlterAcls { created, deleted } => {
+                self.acls.apply(created, deleted).map_err(corrupt)?;
+                // As for the SCRAM credentials, the caller's results come from the plan.
+                Ok(CommandOutcome::AclsAltered)
             }
             MetadataRecord::SetBrokerFenced { node_id, fenced } => {
                 if !self

@@ -1,6 +1,6 @@
 //! Cluster metadata: topics, partitions, configs, placement (partition →
-//! shard), stream ids, producer ids, log start offsets and the users' SCRAM
-//! credentials (`scram`), kept by one writer
+//! shard), stream ids, producer ids, log start offsets, the users' SCRAM
+//! credentials (`scram`) and the ACLs (`acls`), kept by one writer
 //! (`MetadataStore`) in a durable log with rkyv snapshots, and read by every
 //! shard as an immutable `MetadataImage` that the broker swaps on change.
 //!
@@ -10,6 +10,7 @@
 //! With a controller quorum (`quorum/`), openraft's replicated log carries the
 //! same records in place of the local log, with the same `plan` and `apply`.
 
+pub mod acls;
 mod brokers;
 pub mod command;
 pub mod configs;
@@ -25,6 +26,10 @@ mod snapshot;
 mod store;
 mod uploads;
 
+pub use acls::{
+    AclBinding, AclCreationResult, AclDeletionResult, AclEntry, AclFilter, AclOperation,
+    AclPattern, AclPatternType, AclPermission, AclResourceType,
+};
 pub use brokers::{BrokerImage, BrokerWal, Leadership, WalHolder};
 pub use command::{
     CommandOutcome, MetadataCommand, MetadataRecord, Plan, WalLocation, validate_command,

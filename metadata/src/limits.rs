@@ -59,3 +59,10 @@ pub const SCRAM_SALT_BYTES_MAX: usize = 1024;
 /// Most alterations (upsertions and deletions) one AlterUserScramCredentials may carry; they
 /// become one metadata record, which this keeps far below `LOG_RECORD_BYTES_MAX`.
 pub const SCRAM_ALTERATIONS_PER_COMMAND_MAX: usize = 1000;
+/// Most ACL bindings in the cluster (CreateAcls): a new one past it is refused
+/// POLICY_VIOLATION, as every binding is in every broker's image.
+pub const ACL_BINDINGS_MAX: usize = 100_000;
+/// Most creations or deletion filters one CreateAcls or DeleteAcls may carry.
+pub const ACL_CHANGES_PER_COMMAND_MAX: usize = 10_000;
+/// Longest resource name, principal or host of an ACL binding.
+pub const ACL_FIELD_BYTES_MAX: usize = 4096;

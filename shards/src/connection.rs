@@ -87,7 +87,7 @@ pub async fn serve(
     let plain_fd = matches!(stream, ClientStream::Plain(_)).then_some(raw_fd);
     let mut session = Session::new(listener.protocol, tls_principal);
     let mut client = ClientContext {
-        host: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+        host: peer.map(|p| p.ip().to_string()).unwrap_or_default().into(),
         listener: listener.clone(),
         principal: session.principal().clone(),
     };

@@ -109,7 +109,7 @@ impl InProcessShard {
             txn_timers,
             affinity: ConnectionAffinity::default(),
             client: ClientContext {
-                host: CLIENT_HOST.to_string(),
+                host: CLIENT_HOST.into(),
                 listener: Rc::new(ListenerContext {
                     name: "PLAINTEXT".to_string(),
                     protocol: SecurityProtocol::Plaintext,

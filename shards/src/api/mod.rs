@@ -1,7 +1,9 @@
 //! Request handlers, one file per Kafka API, and the dispatch from a decoded request to them.
 
+pub mod acls;
 pub mod admin_topics;
 pub mod api_versions;
+pub mod authorize;
 pub mod cluster;
 pub mod configs;
 pub mod fetch;
@@ -27,7 +29,7 @@ use futures::channel::oneshot;
 use sluice_net::{Request, RequestHeader, Response};
 
 use crate::messaging::ShardRequest;
-use crate::security::ClientContext;
+use crate::security::{Access, ClientContext};
 use crate::shard::Shard;
 pub use implemented::IMPLEMENTED_APIS;
 pub use response::{PendingResponse, ResponseFrame};
@@ -46,6 +48,24 @@ pub async fn dispatch(
     tracing::trace!(api = header.request_api_key, version, correlation_id, client = ?header.client_id, principal = %client.principal, listener = %client.listener.name, "request");
     let shard = shard.clone();
     let pool = shard.memory_pool.clone();
+    let authorizer = &shard.config.security.authorizer;
+    let (request, amend) = if authorizer.enabled {
+        let access = Access::new(
+            authorizer.clone(),
+            shard.image(),
+            client.principal.clone(),
+            client.host.clone(),
+        );
+        match authorize::screen(request, version, &access) {
+            authorize::Screened::Handle(request, amend) => (request, amend),
+            authorize::Screened::Refuse(response) => {
+                tracing::debug!(api = header.request_api_key, principal = %client.principal, "request refused by the ACLs");
+                return response::encode(correlation_id, version, response);
+            }
+        }
+    } else {
+        (request, None)
+    };
     let response: futures::future::LocalBoxFuture<'static, Option<Response>> = match request {
         Request::Produce(r) => produce::order(&shard, r).await,
         Request::Fetch(r) => {
@@ -149,6 +169,16 @@ pub async fn dispatch(
             ))
         }
         .boxed_local(),
+        Request::DescribeAcls(r) => {
+            futures::future::ready(Some(Response::DescribeAcls(acls::describe(&shard, r))))
+                .boxed_local()
+        }
+        Request::CreateAcls(r) => {
+            async move { Some(Response::CreateAcls(acls::create(&shard, r).await)) }.boxed_local()
+        }
+        Request::DeleteAcls(r) => {
+            async move { Some(Response::DeleteAcls(acls::delete(&shard, r).await)) }.boxed_local()
+        }
         Request::ElectLeaders(r) => futures::future::ready(Some(Response::ElectLeaders(
             reassignments::elect_leaders(&shard, version, r),
         )))
@@ -217,7 +247,7 @@ pub async fn dispatch(
         .boxed_local(),
         Request::JoinGroup(r) => {
             let client_id = header.client_id.clone().unwrap_or_default();
-            let client_host = client.host.clone();
+            let client_host = client.host.to_string();
             async move {
                 Some(Response::JoinGroup(
                     groups::join_group(&shard, version, r, client_id, client_host).await,
@@ -249,7 +279,7 @@ pub async fn dispatch(
         .boxed_local(),
         Request::ConsumerGroupHeartbeat(r) => {
             let client_id = header.client_id.clone().unwrap_or_default();
-            let client_host = client.host.clone();
+            let client_host = client.host.to_string();
             async move {
                 Some(Response::ConsumerGroupHeartbeat(
                     groups::consumer_group_heartbeat(&shard, version, r, client_id, client_host)
@@ -299,7 +329,10 @@ pub async fn dispatch(
         }
     };
     async move {
-        let response = response.await?;
+        let mut response = response.await?;
+        if let Some(amend) = amend {
+            amend(&mut response);
+        }
         response::encode_frame(&pool, correlation_id, version, &response)
     }
     .boxed_local()

@@ -21,8 +21,8 @@ pub struct ListenerContext {
 /// The client of a request.
 #[derive(Clone)]
 pub struct ClientContext {
-    /// The client's IP address, as Kafka's group APIs report it.
-    pub host: String,
+    /// The client's IP address, as Kafka's group APIs report it and ACLs match it.
+    pub host: Rc<str>,
     /// The listener its connection came through.
     pub listener: Rc<ListenerContext>,
     /// Its principal: `User:NAME` after SASL, the certificate's DN with mTLS, else

@@ -155,6 +155,8 @@ pub struct SecurityConfig {
     /// How long a SASL session lasts before the client must authenticate again (KIP-368's
     /// `connections.max.reauth.ms`); None: sessions do not expire.
     pub sasl_session_lifetime: Option<Duration>,
+    /// Whether and how requests are checked against the ACLs.
+    pub authorizer: std::sync::Arc<super::authorizer::AuthorizerConfig>,
 }
 
 impl SecurityConfig {
@@ -177,6 +179,7 @@ impl Default for SecurityConfig {
             tls_handshakes_per_shard_max: Self::TLS_HANDSHAKES_PER_SHARD_MAX_DEFAULT,
             tls_handshake_timeout: Self::TLS_HANDSHAKE_TIMEOUT_DEFAULT,
             sasl_session_lifetime: None,
+            authorizer: Default::default(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Who a client is and how its connection is secured: listeners and their security
-//! protocols, TLS, SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and the principal each
-//! connection ends up with.
+//! protocols, TLS, SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), the principal each
+//! connection ends up with, and what that principal may do (the ACL authorizer).
 
+pub mod authorizer;
 pub mod client;
 pub mod listener;
 pub mod scram;
@@ -9,6 +10,7 @@ pub mod session;
 pub mod stream;
 pub mod tls;
 
+pub use authorizer::{Access, AuthorizerConfig};
 pub use client::{ClientContext, ListenerContext};
 pub use listener::{
     ClientAuth, ListenerConfig, SaslMechanism, SecurityConfig, SecurityProtocol, TlsFiles,
