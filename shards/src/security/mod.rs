@@ -1,15 +1,19 @@
 //! Who a client is and how its connection is secured: listeners and their security
-//! protocols, TLS, SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and the principal each
-//! connection ends up with.
+//! protocols, TLS, SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER) and the principal
+//! each connection ends up with.
 
 pub mod client;
+pub mod jwks;
+pub mod jwt;
 pub mod listener;
+pub mod oauthbearer;
 pub mod scram;
 pub mod session;
 pub mod stream;
 pub mod tls;
 
 pub use client::{ClientContext, ListenerContext};
+pub use jwt::{JwtValidator, OAuthBearerConfig};
 pub use listener::{
     ClientAuth, ListenerConfig, SaslMechanism, SecurityConfig, SecurityProtocol, TlsFiles,
     parse_listeners,
