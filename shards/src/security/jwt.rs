@@ -74,7 +74,8 @@ impl JwtValidator {
     }
 }
 
-/// What jsonwebtoken checks: the algorithm and the signature, `aud` and `iss`. Times are
+/// What jsonwebtoken checks: the algorithm and the signature, `aud` and `iss` (the algorithm
+/// list is set per token, to its header's, as jsonwebtoken checks one family at a time). Times are
 /// checked by [`check_times`], which jsonwebtoken cannot do: it reads the clock itself (so
 /// tests could not move it) and ignores `iat`, which Kafka requires.
 fn validation(config: &OAuthBearerConfig) -> Validation {
@@ -108,11 +109,14 @@ fn validate(
     if !ALGORITHMS.contains(&header.alg) {
         return Err(format!("algorithm {:?} is not allowed", header.alg));
     }
+    // jsonwebtoken takes algorithms of one family per decode: this token's alone.
+    let mut validation = validation.clone();
+    validation.algorithms = vec![header.alg];
     let kid = header.kid.as_deref();
     let mut last_error = None;
     let mut claims = None;
     for key in keys.candidates(kid, header.alg) {
-        match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
+        match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
             Ok(data) => {
                 claims = Some(data.claims);
                 break;
