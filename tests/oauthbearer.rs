@@ -317,6 +317,38 @@ async fn rdkafka_produces_and_consumes_with_oauthbearer_tokens() {
     broker.check_log();
 }
 
+/// kafka-python, an independent client, over SASL_SSL with a token (and a SASL extension).
+#[test]
+fn kafka_python_over_sasl_ssl_with_oauthbearer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(dir.path());
+    let issuer = Issuer::new("idp-1");
+    let jwks = dir.path().join("jwks.json");
+    write_jwks(&jwks, &[&issuer]);
+    let broker = oauth_broker(
+        dir.path(),
+        &jwks,
+        &[
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0",
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+        ],
+    );
+    let lifetime = Duration::from_secs(600);
+    let (token, _) = issuer.token(USER, AUDIENCE, lifetime);
+    let (forged, _) = Issuer::new("idp-1").token(USER, AUDIENCE, lifetime);
+    let out = common::python::run_script(
+        "oauthbearer.py",
+        &[&broker.listeners["SASL_SSL"], &ca, &token, &forged],
+        Duration::from_secs(300),
+    );
+    assert!(out.contains("oauthbearer round trip"), "{out}");
+    broker.check_log();
+}
+
 /// The exchange as Kafka's OAuthBearerSaslServer answers it, over the wire: the error
 /// challenge, then the failure after the client's %x01; a session that ends with the token
 /// or with --sasl-session-lifetime-ms, whichever is first; a re-authentication that may not
