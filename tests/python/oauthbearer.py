@@ -46,8 +46,8 @@ consumer.close()
 assert values == [f"oauth-{i}" for i in range(20)], values
 
 try:
-    # kafka-python retries until its version probe times out: 5 s, not 30.
-    KafkaProducer(bootstrap_servers=addr, api_version_auto_timeout_ms=5000,
+    # kafka-python retries until its bootstrap times out: 5 s, not 30.
+    KafkaProducer(bootstrap_servers=addr, bootstrap_timeout_ms=5000,
                   **security(forged)).close()
 except KafkaError as error:
     print(f"forged token refused: {type(error).__name__}")
