@@ -113,14 +113,9 @@ impl JwksKeys {
             .map(|k| &k.key)
     }
 
-    /// How many keys the file holds.
-    pub fn len(&self) -> usize {
+    /// How many usable keys the file holds (at least one).
+    pub fn key_count(&self) -> usize {
         self.keys.len()
-    }
-
-    /// Never true: a file without a usable key is refused.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 }
 
@@ -178,7 +173,7 @@ impl JwksFile {
                     Ok(keys) => {
                         tracing::info!(
                             file = %self.path.display(),
-                            keys = keys.len(),
+                            keys = keys.key_count(),
                             "JWKS file changed: reloaded"
                         );
                         *self.keys.borrow_mut() = Rc::new(keys);
@@ -216,7 +211,7 @@ mod tests {
             ]}}"#
         );
         let keys = JwksKeys::parse(json.as_bytes()).expect("one usable key");
-        assert_eq!(keys.len(), 1);
+        assert_eq!(keys.key_count(), 1);
         assert_eq!(keys.candidates(Some("rsa"), Algorithm::RS256).count(), 1);
         assert_eq!(keys.candidates(None, Algorithm::PS256).count(), 0);
         assert_eq!(keys.candidates(Some("other"), Algorithm::RS256).count(), 0);
