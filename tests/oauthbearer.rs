@@ -508,7 +508,10 @@ fn jwks_file_changes_are_picked_up_without_a_restart() {
                 auth_bytes: Bytes::from(format!("n,,\x01auth=Bearer {token}\x01\x01")),
             }),
         );
-        matches!(response, Response::SaslAuthenticate(r) if r.error_code == 0 && r.auth_bytes.is_empty())
+        matches!(
+            response,
+            Response::SaslAuthenticate(r) if r.error_code == 0 && r.auth_bytes.is_empty()
+        )
     };
     assert!(accepts(&old));
     assert!(!accepts(&new));

@@ -190,7 +190,7 @@ fn elapsed(since: SystemTime, now: SystemTime) -> Duration {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{
         ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
@@ -203,13 +203,13 @@ pub(crate) mod tests {
     use super::*;
 
     /// Signing keys made at run time, and their JWKS document.
-    pub(crate) struct Signer {
+    struct Signer {
         rsa: RsaKeyPair,
         ec: EcdsaKeyPair,
     }
 
     impl Signer {
-        pub(crate) fn new() -> Signer {
+        fn new() -> Signer {
             let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
                 .expect("RSA key");
             let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key");
@@ -217,7 +217,7 @@ pub(crate) mod tests {
         }
 
         /// The JWKS of the RSA key (`kid` "rsa-1") and the EC key ("ec-1").
-        pub(crate) fn jwks(&self) -> String {
+        fn jwks(&self) -> String {
             let rsa = RsaPublicKeyComponents::<Vec<u8>>::from(self.rsa.public_key());
             let point = self.ec.public_key().as_ref();
             let (x, y) = point[1..].split_at(32);
@@ -232,7 +232,7 @@ pub(crate) mod tests {
 
         /// A token of `header` and `claims`, signed as its `alg` says (RS256 or ES256 with
         /// the keys, HS256 with `hmac_secret`, `none` unsigned).
-        pub(crate) fn token(&self, header: Value, claims: Value, hmac_secret: &[u8]) -> String {
+        fn token(&self, header: Value, claims: Value, hmac_secret: &[u8]) -> String {
             let message = format!(
                 "{}.{}",
                 URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -396,7 +396,8 @@ pub(crate) mod tests {
             (
                 "wrong audience",
                 rs.clone(),
-                json!({"sub": "a", "iat": t, "exp": at(60), "aud": "other", "iss": "https://idp.example"}),
+                json!({"sub": "a", "iat": t, "exp": at(60), "aud": "other",
+                       "iss": "https://idp.example"}),
                 audience.clone(),
             ),
             (
@@ -408,7 +409,8 @@ pub(crate) mod tests {
             (
                 "wrong issuer",
                 rs.clone(),
-                json!({"sub": "a", "iat": t, "exp": at(60), "aud": "kafka", "iss": "https://evil.example"}),
+                json!({"sub": "a", "iat": t, "exp": at(60), "aud": "kafka",
+                       "iss": "https://evil.example"}),
                 audience.clone(),
             ),
             (

@@ -279,7 +279,8 @@ impl Session {
                     Err(OAuthBearerRefusal::InvalidToken(why)) => {
                         // Kafka's OAuthBearerSaslServer answers with the error as a challenge;
                         // the authentication fails (and is counted) at the client's %x01.
-                        tracing::info!(%why, protocol = self.protocol.name(), "OAUTHBEARER token refused");
+                        let protocol = self.protocol.name();
+                        tracing::info!(%why, protocol, "OAUTHBEARER token refused");
                         self.state = SaslState::OAuthBearerError;
                         return Exchange::Continue(Bytes::from_static(
                             INVALID_TOKEN_CHALLENGE.as_bytes(),
