@@ -299,6 +299,11 @@ struct FileConfig {
     authorizer: Option<String>,
     super_users: Option<String>,
     allow_everyone_if_no_acl_found: Option<bool>,
+    sasl_oauthbearer_jwks_file: Option<PathBuf>,
+    sasl_oauthbearer_clock_skew_seconds: Option<u64>,
+    sasl_oauthbearer_expected_audience: Option<String>,
+    sasl_oauthbearer_expected_issuer: Option<String>,
+    sasl_oauthbearer_sub_claim_name: Option<String>,
 }
 
 impl FileConfig {
@@ -319,6 +324,11 @@ impl FileConfig {
             authorizer: self.authorizer.clone(),
             super_users: self.super_users.clone(),
             allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found,
+            sasl_oauthbearer_jwks_file: self.sasl_oauthbearer_jwks_file.clone(),
+            sasl_oauthbearer_clock_skew_seconds: self.sasl_oauthbearer_clock_skew_seconds,
+            sasl_oauthbearer_expected_audience: self.sasl_oauthbearer_expected_audience.clone(),
+            sasl_oauthbearer_expected_issuer: self.sasl_oauthbearer_expected_issuer.clone(),
+            sasl_oauthbearer_sub_claim_name: self.sasl_oauthbearer_sub_claim_name.clone(),
         }
     }
 }
@@ -819,6 +829,85 @@ mod tests {
             ),
         ];
         for (flags, expected) in refused {
+            let error = start_config(&flags).expect_err("refused");
+            assert!(
+                format!("{error:#}").contains(expected),
+                "{flags:?}: {error:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn oauthbearer_flags_need_oauthbearer_and_a_jwks_file_that_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(
+            &jwks,
+            r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"AA","y":"AA"}]}"#,
+        )
+        .expect("write");
+        let jwks = jwks.display().to_string();
+        let sasl = ["--listeners", "SASL_PLAINTEXT://127.0.0.1:0"];
+        let with = |flags: &[&str]| -> Vec<String> {
+            sasl.iter().chain(flags).map(|f| f.to_string()).collect()
+        };
+        let config = start_config(
+            &[
+                &sasl[..],
+                &[
+                    "--sasl-mechanisms",
+                    "OAUTHBEARER,SCRAM-SHA-512",
+                    "--sasl-oauthbearer-jwks-file",
+                    &jwks,
+                    "--sasl-oauthbearer-expected-audience",
+                    "kafka, sluice",
+                    "--sasl-oauthbearer-sub-claim-name",
+                    "client_id",
+                ],
+            ]
+            .concat(),
+        )
+        .expect("OAUTHBEARER with a JWKS file");
+        let oauthbearer = config.security.oauthbearer.expect("OAUTHBEARER settings");
+        assert_eq!(oauthbearer.expected_audiences, vec!["kafka", "sluice"]);
+        assert_eq!(oauthbearer.sub_claim_name, "client_id");
+        assert_eq!(oauthbearer.clock_skew, std::time::Duration::from_secs(30));
+        let refused = [
+            (
+                with(&["--sasl-oauthbearer-jwks-file", &jwks]),
+                "need OAUTHBEARER in --sasl-mechanisms",
+            ),
+            (
+                with(&["--sasl-mechanisms", "OAUTHBEARER"]),
+                "needs --sasl-oauthbearer-jwks-file",
+            ),
+            (
+                with(&[
+                    "--sasl-mechanisms",
+                    "OAUTHBEARER",
+                    "--sasl-oauthbearer-jwks-file",
+                    "/nonexistent/jwks.json",
+                ]),
+                "/nonexistent/jwks.json",
+            ),
+            (
+                with(&[
+                    "--sasl-mechanisms",
+                    "OAUTHBEARER",
+                    "--sasl-oauthbearer-jwks-file",
+                    &jwks,
+                    "--sasl-oauthbearer-sub-claim-name",
+                    " ",
+                ]),
+                "--sasl-oauthbearer-sub-claim-name is empty",
+            ),
+            (
+                vec!["--sasl-oauthbearer-jwks-file".to_string(), jwks.clone()],
+                "need OAUTHBEARER in --sasl-mechanisms",
+            ),
+        ];
+        for (flags, expected) in refused {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
             let error = start_config(&flags).expect_err("refused");
             assert!(
                 format!("{error:#}").contains(expected),

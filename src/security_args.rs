@@ -11,8 +11,8 @@ use anyhow::bail;
 use serde::Deserialize;
 use sluice_shards::config::BrokerConfig;
 use sluice_shards::security::{
-    AuthorizerConfig, ClientAuth, ListenerConfig, SaslMechanism, SecurityConfig, TlsFiles,
-    parse_listeners,
+    AuthorizerConfig, ClientAuth, ListenerConfig, OAuthBearerConfig, SaslMechanism, SecurityConfig,
+    TlsFiles, parse_listeners,
 };
 
 /// The flags; each also comes from the environment (`SLUICE_` + its name) or the config file.
@@ -69,8 +69,9 @@ pub struct SecurityArgs {
     #[arg(long, env = "SLUICE_TLS_HANDSHAKES_MAX", value_name = "N")]
     pub tls_handshakes_max: Option<usize>,
     /// The SASL mechanisms of SASL listeners (sasl.enabled.mechanisms): PLAIN, SCRAM-SHA-256,
-    /// SCRAM-SHA-512. Users are SCRAM credentials (`sluice user`); PLAIN checks a password
-    /// against them. [default: SCRAM-SHA-256,SCRAM-SHA-512]
+    /// SCRAM-SHA-512, OAUTHBEARER. Users are SCRAM credentials (`sluice user`); PLAIN checks a
+    /// password against them; OAUTHBEARER takes JWTs signed by a key of
+    /// --sasl-oauthbearer-jwks-file. [default: SCRAM-SHA-256,SCRAM-SHA-512]
     #[arg(long, env = "SLUICE_SASL_MECHANISMS", value_name = "MECHANISM,...")]
     pub sasl_mechanisms: Option<String>,
     /// A SASL session ends after this long: the client re-authenticates (KIP-368,
@@ -98,6 +99,42 @@ pub struct SecurityArgs {
         value_name = "true|false"
     )]
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// The JWKS file (RFC 7517) of the public keys OAUTHBEARER tokens are signed with, read
+    /// again when it changes (sasl.oauthbearer.jwks.endpoint.url with a file). Needed with
+    /// OAUTHBEARER.
+    #[arg(long, env = "SLUICE_SASL_OAUTHBEARER_JWKS_FILE", value_name = "FILE")]
+    pub sasl_oauthbearer_jwks_file: Option<PathBuf>,
+    /// How far the broker's clock and the token issuer's may disagree when exp, nbf and iat
+    /// are checked (sasl.oauthbearer.clock.skew.seconds). [default: 30]
+    #[arg(
+        long,
+        env = "SLUICE_SASL_OAUTHBEARER_CLOCK_SKEW_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub sasl_oauthbearer_clock_skew_seconds: Option<u64>,
+    /// A token's aud must name one of these (sasl.oauthbearer.expected.audience); without
+    /// it, as in Kafka, a token with an aud claim is refused. [default: none]
+    #[arg(
+        long,
+        env = "SLUICE_SASL_OAUTHBEARER_EXPECTED_AUDIENCE",
+        value_name = "AUDIENCE,..."
+    )]
+    pub sasl_oauthbearer_expected_audience: Option<String>,
+    /// A token's iss must be this (sasl.oauthbearer.expected.issuer). [default: any]
+    #[arg(
+        long,
+        env = "SLUICE_SASL_OAUTHBEARER_EXPECTED_ISSUER",
+        value_name = "ISSUER"
+    )]
+    pub sasl_oauthbearer_expected_issuer: Option<String>,
+    /// The token claim that names the principal, User:<value>
+    /// (sasl.oauthbearer.sub.claim.name). [default: sub]
+    #[arg(
+        long,
+        env = "SLUICE_SASL_OAUTHBEARER_SUB_CLAIM_NAME",
+        value_name = "CLAIM"
+    )]
+    pub sasl_oauthbearer_sub_claim_name: Option<String>,
 }
 
 impl SecurityArgs {
@@ -126,6 +163,21 @@ impl SecurityArgs {
             allow_everyone_if_no_acl_found: self
                 .allow_everyone_if_no_acl_found
                 .or(file.allow_everyone_if_no_acl_found),
+            sasl_oauthbearer_jwks_file: self
+                .sasl_oauthbearer_jwks_file
+                .or(file.sasl_oauthbearer_jwks_file),
+            sasl_oauthbearer_clock_skew_seconds: self
+                .sasl_oauthbearer_clock_skew_seconds
+                .or(file.sasl_oauthbearer_clock_skew_seconds),
+            sasl_oauthbearer_expected_audience: self
+                .sasl_oauthbearer_expected_audience
+                .or(file.sasl_oauthbearer_expected_audience),
+            sasl_oauthbearer_expected_issuer: self
+                .sasl_oauthbearer_expected_issuer
+                .or(file.sasl_oauthbearer_expected_issuer),
+            sasl_oauthbearer_sub_claim_name: self
+                .sasl_oauthbearer_sub_claim_name
+                .or(file.sasl_oauthbearer_sub_claim_name),
         }
     }
 
@@ -196,7 +248,7 @@ impl SecurityArgs {
                 bail!("--tls-client-auth must be none, requested or required, not {other:?}")
             }
         };
-        security.tls = match (self.tls_cert_file, self.tls_key_file) {
+        security.tls = match (self.tls_cert_file.clone(), self.tls_key_file.clone()) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert,
                 key,
@@ -267,6 +319,11 @@ impl SecurityArgs {
             security.failed_authentication_delay = Duration::from_millis(ms);
         }
         security.authorizer = authorizer;
+        let oauthbearer = security
+            .sasl_mechanisms
+            .contains(&SaslMechanism::OAuthBearer)
+            && uses_sasl;
+        security.oauthbearer = self.oauthbearer(oauthbearer)?;
         config.security = security;
         Ok(())
     }
@@ -307,6 +364,67 @@ impl SecurityArgs {
             allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found.unwrap_or(false),
         })
     }
+
+    /// The OAUTHBEARER settings, when SASL listeners offer it (`offered`); refused when they
+    /// do not, and needed (the JWKS file) when they do. The JWKS file is read here, so that a
+    /// file without a usable key stops the start.
+    fn oauthbearer(&self, offered: bool) -> anyhow::Result<Option<OAuthBearerConfig>> {
+        let set = self.sasl_oauthbearer_jwks_file.is_some()
+            || self.sasl_oauthbearer_clock_skew_seconds.is_some()
+            || self.sasl_oauthbearer_expected_audience.is_some()
+            || self.sasl_oauthbearer_expected_issuer.is_some()
+            || self.sasl_oauthbearer_sub_claim_name.is_some();
+        if !offered {
+            if set {
+                bail!(
+                    "--sasl-oauthbearer-* flags need OAUTHBEARER in --sasl-mechanisms and a \
+                     SASL_PLAINTEXT or SASL_SSL listener"
+                );
+            }
+            return Ok(None);
+        }
+        let Some(jwks_file) = self.sasl_oauthbearer_jwks_file.clone() else {
+            bail!("OAUTHBEARER in --sasl-mechanisms needs --sasl-oauthbearer-jwks-file");
+        };
+        let list = |value: &Option<String>| -> Vec<String> {
+            value
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let expected_audiences = list(&self.sasl_oauthbearer_expected_audience);
+        if self.sasl_oauthbearer_expected_audience.is_some() && expected_audiences.is_empty() {
+            bail!("--sasl-oauthbearer-expected-audience names no audience");
+        }
+        let expected_issuer = self.sasl_oauthbearer_expected_issuer.clone();
+        if expected_issuer
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty())
+        {
+            bail!("--sasl-oauthbearer-expected-issuer is empty");
+        }
+        let sub_claim_name = match &self.sasl_oauthbearer_sub_claim_name {
+            Some(name) if name.trim().is_empty() => {
+                bail!("--sasl-oauthbearer-sub-claim-name is empty")
+            }
+            Some(name) => name.trim().to_string(),
+            None => OAuthBearerConfig::SUB_CLAIM_NAME_DEFAULT.to_string(),
+        };
+        let config = OAuthBearerConfig {
+            jwks_file,
+            clock_skew: self
+                .sasl_oauthbearer_clock_skew_seconds
+                .map_or(OAuthBearerConfig::CLOCK_SKEW_DEFAULT, Duration::from_secs),
+            expected_audiences,
+            expected_issuer,
+            sub_claim_name,
+        };
+        sluice_shards::security::jwks::load(&config.jwks_file).map_err(anyhow::Error::msg)?;
+        Ok(Some(config))
+    }
 }
 
 fn parse_mechanisms(list: &str) -> anyhow::Result<Vec<SaslMechanism>> {
@@ -314,8 +432,8 @@ fn parse_mechanisms(list: &str) -> anyhow::Result<Vec<SaslMechanism>> {
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let Some(mechanism) = SaslMechanism::from_name(&name.to_ascii_uppercase()) else {
             bail!(
-                "--sasl-mechanisms: {name:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 \
-                 (GSSAPI and OAUTHBEARER are not supported yet)"
+                "--sasl-mechanisms: {name:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, \
+                 OAUTHBEARER (GSSAPI is not supported yet)"
             );
         };
         if !mechanisms.contains(&mechanism) {

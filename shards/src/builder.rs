@@ -26,6 +26,7 @@ use crate::group::log::GroupLogEntry;
 use crate::messaging::{Mesh, ShardRequest};
 use crate::metrics::ShardMetrics;
 use crate::producer_ids::ProducerIds;
+use crate::security::JwtValidator;
 use crate::shard::{CoordinatorLoad, Shard};
 use crate::stop::StopSignal;
 use crate::storage::PartitionStore;
@@ -133,6 +134,10 @@ impl ShardBuilder {
         // The coordinator's shards read its partitions' logs below; another broker's wait
         // until this one becomes the coordinator (`coordinator_move.rs`).
         let coordinates = image.coordinating_broker() == Some(image.node_id);
+        let oauthbearer = match &config.security.oauthbearer {
+            Some(oauthbearer) => Some(JwtValidator::new(oauthbearer)?),
+            None => None,
+        };
         let shard = Rc::new(Shard {
             id,
             count,
@@ -153,6 +158,7 @@ impl ShardBuilder {
             mesh: Mesh::new(id, peers, loopback_sender),
             task_permits,
             fetch_sessions: RefCell::new(FetchSessions::new(id)),
+            oauthbearer,
         });
         crate::txn::serve::attach(&shard);
         let mut group_entries = crate::recovery::internal_state_in_objects(&shard)

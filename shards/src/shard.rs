@@ -17,6 +17,7 @@ use crate::group::GroupCoordinator;
 use crate::messaging::Mesh;
 use crate::metrics::ShardMetrics;
 use crate::producer_ids::ProducerIds;
+use crate::security::JwtValidator;
 use crate::storage::PartitionStore;
 use crate::task_permits::TaskPermits;
 use crate::txn::coordinator::TxnCoordinator;
@@ -67,6 +68,9 @@ pub struct Shard {
     pub task_permits: TaskPermits,
     /// The incremental fetch sessions of the fetches this shard serves.
     pub fetch_sessions: RefCell<FetchSessions>,
+    /// The validator of OAUTHBEARER tokens, when SASL listeners offer OAUTHBEARER; each shard
+    /// reads the JWKS file itself.
+    pub oauthbearer: Option<JwtValidator>,
 }
 
 impl Shard {

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::jwt::OAuthBearerConfig;
+
 /// How a listener's connections are secured, as Kafka names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityProtocol {
@@ -88,14 +90,17 @@ pub enum SaslMechanism {
     ScramSha256,
     /// RFC 5802 with SHA-512, as Kafka has it.
     ScramSha512,
+    /// RFC 7628: a JWT, checked against the keys of a JWKS file.
+    OAuthBearer,
 }
 
 impl SaslMechanism {
     /// Every mechanism Sluice implements.
-    pub const ALL: [SaslMechanism; 3] = [
+    pub const ALL: [SaslMechanism; 4] = [
         SaslMechanism::Plain,
         SaslMechanism::ScramSha256,
         SaslMechanism::ScramSha512,
+        SaslMechanism::OAuthBearer,
     ];
 
     /// The mechanism of this IANA name, or None.
@@ -109,6 +114,7 @@ impl SaslMechanism {
             SaslMechanism::Plain => "PLAIN",
             SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -157,6 +163,8 @@ pub struct SecurityConfig {
     pub sasl_session_lifetime: Option<Duration>,
     /// Whether and how requests are checked against the ACLs.
     pub authorizer: std::sync::Arc<super::authorizer::AuthorizerConfig>,
+    /// How OAUTHBEARER tokens are validated; set when `sasl_mechanisms` has OAUTHBEARER.
+    pub oauthbearer: Option<OAuthBearerConfig>,
 }
 
 impl SecurityConfig {
@@ -180,6 +188,7 @@ impl Default for SecurityConfig {
             tls_handshake_timeout: Self::TLS_HANDSHAKE_TIMEOUT_DEFAULT,
             sasl_session_lifetime: None,
             authorizer: Default::default(),
+            oauthbearer: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! re-authentication.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use sluice_metadata::{ScramCredential, ScramMechanism};
@@ -13,6 +13,7 @@ use sluice_net::messages::sasl_handshake_response::SaslHandshakeResponse;
 use sluice_net::{ApiKey, ErrorCode, Request, RequestHeader, Response};
 
 use super::listener::{SaslMechanism, SecurityProtocol};
+use super::oauthbearer::{self, ERROR_ACKNOWLEDGEMENT, INVALID_TOKEN_CHALLENGE};
 use super::scram::ScramServerFirst;
 use crate::shard::Shard;
 
@@ -35,6 +36,9 @@ enum SaslState {
     Authenticate(SaslMechanism),
     /// SCRAM: server-first was sent; waiting for client-final.
     ScramFinal(ScramMechanism, Box<ScramServerFirst>),
+    /// OAUTHBEARER: the token did not validate and the error challenge was sent; waiting for
+    /// the client's `%x01`, after which the authentication fails.
+    OAuthBearerError,
     /// Authenticated, with `mechanism`; the session ends at `expires_at`, if any.
     Done {
         mechanism: SaslMechanism,
@@ -238,7 +242,9 @@ impl Session {
         self.raw_tokens
             && matches!(
                 self.state,
-                SaslState::Authenticate(_) | SaslState::ScramFinal(..)
+                SaslState::Authenticate(_)
+                    | SaslState::ScramFinal(..)
+                    | SaslState::OAuthBearerError
             )
     }
 
@@ -264,8 +270,24 @@ impl Session {
             shard.image().scram_credential(user, mechanism).cloned()
         };
         let result = match state {
-            SaslState::Authenticate(SaslMechanism::Plain) => {
-                check_plain(&bytes, lookup).map(|user| (user, Bytes::new(), SaslMechanism::Plain))
+            SaslState::Authenticate(SaslMechanism::Plain) => check_plain(&bytes, lookup)
+                .map(|user| Authenticated::of(user, Bytes::new(), SaslMechanism::Plain))
+                .map_err(Refusal::credentials),
+            SaslState::Authenticate(SaslMechanism::OAuthBearer) => {
+                match check_oauthbearer(shard, &bytes) {
+                    Ok(authenticated) => Ok(authenticated),
+                    Err(OAuthBearerRefusal::InvalidToken(why)) => {
+                        // Kafka's OAuthBearerSaslServer answers with the error as a challenge;
+                        // the authentication fails (and is counted) at the client's %x01.
+                        let protocol = self.protocol.name();
+                        tracing::info!(%why, protocol, "OAUTHBEARER token refused");
+                        self.state = SaslState::OAuthBearerError;
+                        return Exchange::Continue(Bytes::from_static(
+                            INVALID_TOKEN_CHALLENGE.as_bytes(),
+                        ));
+                    }
+                    Err(OAuthBearerRefusal::Failed(refusal)) => Err(refusal),
+                }
             }
             SaslState::Authenticate(mechanism) => {
                 let scram = scram_of(mechanism);
@@ -275,38 +297,55 @@ impl Session {
                         self.state = SaslState::ScramFinal(scram, Box::new(first));
                         return Exchange::Continue(server_first);
                     }
-                    Err(error) => Err(error.to_string()),
+                    Err(error) => Err(Refusal::credentials(error.to_string())),
                 }
             }
             SaslState::ScramFinal(scram, first) => {
                 let user = first.user().to_string();
                 first
                     .finish(&bytes)
-                    .map(|server_final| (user, Bytes::from(server_final), mechanism_of(scram)))
-                    .map_err(|e| e.to_string())
+                    .map(|server_final| {
+                        Authenticated::of(user, Bytes::from(server_final), mechanism_of(scram))
+                    })
+                    .map_err(|e| Refusal::credentials(e.to_string()))
             }
+            // Kafka would take anything but %x01 as a new initial response; Sluice fails the
+            // exchange instead, so that a client cannot try token after token without the
+            // failed-authentication delay.
+            SaslState::OAuthBearerError => Err(Refusal {
+                why: if *bytes == *ERROR_ACKNOWLEDGEMENT {
+                    "invalid token".to_string()
+                } else {
+                    "another message after the error challenge".to_string()
+                },
+                message: INVALID_TOKEN_CHALLENGE,
+            }),
             other => {
                 self.state = other;
                 return Exchange::Illegal;
             }
         };
-        let (user, reply, mechanism) = match result {
+        let authenticated = match result {
             Ok(done) => done,
-            Err(why) => {
+            Err(Refusal { why, message }) => {
                 shard.metrics.sasl_authentication_failures.add(1);
                 tracing::info!(%why, protocol = self.protocol.name(), "SASL authentication failed");
-                // Kafka's message: it names neither the user nor what was wrong.
-                return Exchange::Failed("Authentication failed: Invalid username or password");
+                return Exchange::Failed(message);
             }
         };
-        let principal = format!("User:{user}");
+        let principal = format!("User:{}", authenticated.user);
         if self.authenticated && *self.principal != *principal {
             // KIP-368: a session may not change hands.
             shard.metrics.sasl_authentication_failures.add(1);
             tracing::info!(principal = %self.principal, "SASL re-authentication as another principal");
             return Exchange::Failed("re-authentication as another principal");
         }
-        let lifetime = shard.config.security.sasl_session_lifetime;
+        let lifetime = session_lifetime(
+            shard.config.security.sasl_session_lifetime,
+            authenticated.credential_expires_at,
+            SystemTime::now(),
+        );
+        let mechanism = authenticated.mechanism;
         self.state = SaslState::Done {
             mechanism,
             expires_at: lifetime.map(|l| now + l),
@@ -316,8 +355,88 @@ impl Session {
         self.raw_tokens = false;
         shard.metrics.sasl_authentications.add(1);
         tracing::debug!(principal = %self.principal, mechanism = mechanism.name(), "authenticated");
-        Exchange::Done(reply, lifetime)
+        Exchange::Done(authenticated.reply, lifetime)
     }
+}
+
+/// A mechanism's successful end.
+struct Authenticated {
+    /// The user the principal names.
+    user: String,
+    /// The server's last message.
+    reply: Bytes,
+    mechanism: SaslMechanism,
+    /// When the credential stops being valid (an OAUTHBEARER token's `exp`), if it does.
+    credential_expires_at: Option<SystemTime>,
+}
+
+impl Authenticated {
+    fn of(user: String, reply: Bytes, mechanism: SaslMechanism) -> Authenticated {
+        Authenticated {
+            user,
+            reply,
+            mechanism,
+            credential_expires_at: None,
+        }
+    }
+}
+
+/// A mechanism's refusal.
+struct Refusal {
+    /// Why, for the broker's log.
+    why: String,
+    /// What the client is told.
+    message: &'static str,
+}
+
+impl Refusal {
+    /// Kafka's message for PLAIN and SCRAM: it names neither the user nor what was wrong.
+    fn credentials(why: String) -> Refusal {
+        Refusal {
+            why,
+            message: "Authentication failed: Invalid username or password",
+        }
+    }
+}
+
+/// Why OAUTHBEARER's initial response did not authenticate.
+enum OAuthBearerRefusal {
+    /// The token did not validate: the client gets the error challenge first.
+    InvalidToken(String),
+    /// The message was malformed, or named another principal: the exchange fails at once.
+    Failed(Refusal),
+}
+
+/// OAUTHBEARER's initial response, with the shard's validator.
+fn check_oauthbearer(shard: &Shard, message: &[u8]) -> Result<Authenticated, OAuthBearerRefusal> {
+    let failed = |why: String| {
+        OAuthBearerRefusal::Failed(Refusal {
+            why,
+            // Kafka's message for a SaslException: it says no more to a client.
+            message: "Authentication failed during authentication due to invalid credentials \
+                      with SASL mechanism OAUTHBEARER",
+        })
+    };
+    let response = oauthbearer::parse_client_initial_response(message)
+        .map_err(|why| failed(format!("malformed OAUTHBEARER message: {why}")))?;
+    let Some(validator) = &shard.oauthbearer else {
+        return Err(failed("OAUTHBEARER without a JWKS file".to_string()));
+    };
+    let token = validator
+        .validate(response.token, SystemTime::now())
+        .map_err(OAuthBearerRefusal::InvalidToken)?;
+    if !response.authorization_id.is_empty() && response.authorization_id != token.principal_name {
+        return Err(failed(format!(
+            "authorization id {:?} is not the token's principal {:?}",
+            response.authorization_id, token.principal_name
+        )));
+    }
+    Ok(Authenticated {
+        user: token.principal_name,
+        reply: Bytes::new(),
+        mechanism: SaslMechanism::OAuthBearer,
+        credential_expires_at: Some(token.expires_at),
+    })
 }
 
 /// The outcome of one step of an exchange.
@@ -344,6 +463,22 @@ fn authenticate_response(
         auth_bytes,
         session_lifetime_ms,
     })
+}
+
+/// Kafka's SaslServerAuthenticator: a session ends when its credential expires (an
+/// OAUTHBEARER token's `exp`; at once if it has) or after `configured`
+/// (connections.max.reauth.ms), whichever comes first; None: it lasts.
+fn session_lifetime(
+    configured: Option<Duration>,
+    credential_expires_at: Option<SystemTime>,
+    now: SystemTime,
+) -> Option<Duration> {
+    let credential =
+        credential_expires_at.map(|expiry| expiry.duration_since(now).unwrap_or_default());
+    match (configured, credential) {
+        (Some(configured), Some(credential)) => Some(configured.min(credential)),
+        (configured, credential) => configured.or(credential),
+    }
 }
 
 fn scram_of(mechanism: SaslMechanism) -> ScramMechanism {
@@ -417,6 +552,31 @@ mod tests {
         ] {
             assert!(check_plain(refused, lookup).is_err(), "{refused:?}");
         }
+    }
+
+    #[test]
+    fn a_session_ends_with_its_token_or_the_configured_lifetime() {
+        let now = SystemTime::now();
+        let minute = Duration::from_secs(60);
+        assert_eq!(session_lifetime(None, None, now), None);
+        assert_eq!(session_lifetime(Some(minute), None, now), Some(minute));
+        assert_eq!(
+            session_lifetime(None, Some(now + 2 * minute), now),
+            Some(2 * minute)
+        );
+        assert_eq!(
+            session_lifetime(Some(minute), Some(now + 2 * minute), now),
+            Some(minute)
+        );
+        assert_eq!(
+            session_lifetime(Some(2 * minute), Some(now + minute), now),
+            Some(minute)
+        );
+        // A token within the clock skew of its expiry: the session is over at once.
+        assert_eq!(
+            session_lifetime(Some(minute), Some(now - minute), now),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
