@@ -1494,6 +1494,10 @@ fn fetch_partition_refused(partition_index: i32) -> PartitionData {
         partition_index,
         error_code: ErrorCode::TopicAuthorizationFailed.code(),
         high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        // librdkafka cannot parse a null record set in a partition's answer.
+        records: Some(bytes::Bytes::new()),
         ..Default::default()
     }
 }
