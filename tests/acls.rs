@@ -1137,3 +1137,58 @@ fn acls_are_described_by_filter_and_survive_a_restart() {
     assert_eq!(delete_all_acls(&mut admin), 4);
     broker.check_log();
 }
+
+#[test]
+fn librdkafka_consumer_sees_topic_authorization_failed_when_read_is_denied() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = authorizing_broker(dir.path(), &[]);
+    let mut admin = RawClient::connect(&broker);
+    admin.create_topic(TOPIC, 1, &[]);
+    let batch = producer_batch((-1, -1), -1, false, "secret");
+    assert_eq!(admin.produce(TOPIC, 0, None, batch).0, 0);
+    create_acls(
+        &mut admin,
+        vec![
+            acl(TOPIC_RESOURCE, TOPIC, "User:carol", DESCRIBE, ALLOW),
+            acl(TOPIC_RESOURCE, TOPIC, "User:*", READ, DENY),
+            acl(GROUP_RESOURCE, "carols", "User:carol", READ, ALLOW),
+        ],
+    );
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.listeners["SASL_PLAINTEXT"])
+        .set("broker.address.family", "v4")
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanism", "PLAIN")
+        .set("sasl.username", "carol")
+        .set("sasl.password", PASSWORD)
+        .set("group.id", "carols")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(TOPIC, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let error = loop {
+        assert!(std::time::Instant::now() < deadline, "no error within 30 s");
+        match consumer.poll(std::time::Duration::from_millis(200)) {
+            None => continue,
+            Some(Ok(message)) => panic!("read a record READ is denied for: {message:?}"),
+            Some(Err(error)) => break error,
+        }
+    };
+    assert!(
+        matches!(
+            error,
+            KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed)
+        ),
+        "{error:?}"
+    );
+    broker.check_log();
+}
