@@ -13,6 +13,7 @@ use crate::objects::{
     ObjectId, ObjectImage, ObjectTombstone, Registry, RegistryParts, StreamRange,
 };
 use crate::producers::ProducerStates;
+use crate::quotas::{ClientQuotas, QuotaChange, QuotaEntities};
 use crate::scram::{
     ScramCredential, ScramCredentials, ScramMechanism, ScramUserCredential, ScramUsers,
 };
@@ -53,6 +54,8 @@ pub struct MetadataImage {
     pub(crate) brokers: Brokers,
     /// The users' SCRAM credentials (`scram.rs`).
     scram: ScramCredentials,
+    /// The client quotas (`quotas.rs`).
+    client_quotas: ClientQuotas,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -93,7 +96,25 @@ impl MetadataImage {
             uploads: BTreeMap::new(),
             brokers: Brokers::default(),
             scram: ScramCredentials::default(),
+            client_quotas: ClientQuotas::default(),
         }
+    }
+
+    /// Every client quota entity with its values (DescribeClientQuotas, `quotas::resolve`),
+    /// behind an `Arc` that changes only when the quotas do: a shard caches what it resolved
+    /// from it and compares pointers to know when to resolve again.
+    pub fn client_quotas(&self) -> &std::sync::Arc<QuotaEntities> {
+        &self.client_quotas.entities
+    }
+
+    /// Every client quota entity, for `command::plan`.
+    pub(crate) fn client_quota_entities(&self) -> &QuotaEntities {
+        &self.client_quotas.entities
+    }
+
+    /// Every client quota value, for a snapshot.
+    pub(crate) fn client_quota_parts(&self) -> Vec<QuotaChange> {
+        self.client_quotas.to_parts()
     }
 
     /// `user`'s SCRAM credential for `mechanism`, if the user has one (SASL/SCRAM reads it;
@@ -531,6 +552,7 @@ impl MetadataImage {
         self.brokers
             .check_invariants(|id| self.streams.contains_key(&id))?;
         self.scram.check_invariants()?;
+        self.client_quotas.check_invariants()?;
         self.registry.check_invariants()
     }
 
@@ -552,6 +574,7 @@ impl MetadataImage {
         wals: Vec<(i32, BrokerWal)>,
         moves: Vec<(u64, i32)>,
         scram: Vec<ScramUserCredential>,
+        client_quotas: Vec<QuotaChange>,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
@@ -564,6 +587,7 @@ impl MetadataImage {
             drained: configs::effective_broker_config(&broker_configs).drained_broker_ids,
         };
         image.scram = ScramCredentials::from_parts(scram)?;
+        image.client_quotas = ClientQuotas::from_parts(client_quotas)?;
         image.broker_configs = broker_configs;
         image.next_producer_id = next_producer_id;
         image.next_stream_id = next_stream_id;
@@ -928,6 +952,13 @@ impl MetadataImage {
                 // The results the caller gets come from the plan (`Plan::RecordAnswering`),
                 // which also knows the users it refused; a replay needs none.
                 Ok(CommandOutcome::ScramCredentialsAltered {
+                    results: Vec::new(),
+                })
+            }
+            MetadataRecord::AlterClientQuotas { changes } => {
+                self.client_quotas.apply(changes).map_err(corrupt)?;
+                // As for SCRAM above: the caller's results come from the plan.
+                Ok(CommandOutcome::ClientQuotasAltered {
                     results: Vec::new(),
                 })
             }

@@ -2,15 +2,15 @@
 //! written through a temporary file, fsync and an atomic rename.
 //!
 //! File layout: `[magic 8][format_version u32][crc32c u32][payload_len u64][payload]`,
-//! little endian; the payload is the rkyv encoding of `SnapshotV9` (format 9: V8 with the
-//! users' SCRAM credentials; V8 was V7 with the partition moves; V7 was V6 with the
+//! little endian; the payload is the rkyv encoding of `SnapshotV10` (format 10: V9 with the
+//! client quotas; V9 was V8 with the users' SCRAM credentials; V8 was V7 with the partition moves; V7 was V6 with the
 //! brokers' WALs and their holders; V6 was V5 with the brokers' fencing and the partitions'
 //! leaders; V5 was V4 plus the
 //! brokers registered in a controller quorum; V4 was V3 plus the
 //! log cleaner's marks; V3 was V2 plus each stream's uploads, `uploads.rs`; V2 was V1 plus
-//! the object registry), checked with bytecheck on load, after the CRC. Versions 1 to 8
+//! the object registry), checked with bytecheck on load, after the CRC. Versions 1 to 9
 //! still load (with an empty registry, no uploads, no cleaner marks, no brokers, no WALs, no
-//! moves, no SCRAM credentials; a format 5 broker leads every partition).
+//! moves, no SCRAM credentials, no client quotas; a format 5 broker leads every partition).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -25,11 +25,14 @@ use crate::error::MetadataError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::objects::RegistryParts;
+use crate::quotas::QuotaChange;
 use crate::scram::ScramUserCredential;
 use crate::uploads::{StreamCleaned, StreamUploadsPart};
 
 const MAGIC: &[u8; 8] = b"SLUICEMD";
-const FORMAT_VERSION: u32 = 9;
+const FORMAT_VERSION: u32 = 10;
+/// Format 9: format 8 with the users' SCRAM credentials.
+const FORMAT_VERSION_V9: u32 = 9;
 /// Format 8: format 7 with the partition moves.
 const FORMAT_VERSION_V8: u32 = 8;
 /// Format 7: format 6 with the brokers' WALs.
@@ -139,6 +142,13 @@ struct SnapshotV9 {
     scram: Vec<ScramUserCredential>,
 }
 
+/// Format 10: format 9 with the client quotas (`quotas.rs`), each value set as one part.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotV10 {
+    base: SnapshotV9,
+    client_quotas: Vec<QuotaChange>,
+}
+
 pub(crate) fn snapshot_name(epoch: u64) -> String {
     format!("{PREFIX}{epoch:020}{SUFFIX}")
 }
@@ -162,30 +172,33 @@ pub(crate) fn write(dir: &Path, image: &MetadataImage) -> Result<PathBuf, Metada
 /// The image as a snapshot file's bytes (also what the controller quorum ships to a
 /// follower that is too far behind).
 pub(crate) fn encode(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
-    let snapshot = SnapshotV9 {
-        base: SnapshotV8 {
-            base: SnapshotV7 {
-                base: SnapshotV6 {
-                    base: SnapshotV5 {
-                        cluster_id: image.cluster_id.clone(),
-                        epoch: image.epoch,
-                        next_producer_id: image.next_producer_id,
-                        next_stream_id: image.next_stream_id,
-                        broker_configs: image.broker_configs.clone(),
-                        topics: image.topics.values().cloned().collect(),
-                        objects: image.registry_parts(),
-                        uploads: image.upload_parts(),
-                        cleaned: image.cleaned_parts(),
-                        // Format 6 keeps the brokers in `brokers` below.
-                        brokers: Vec::new(),
+    let snapshot = SnapshotV10 {
+        base: SnapshotV9 {
+            base: SnapshotV8 {
+                base: SnapshotV7 {
+                    base: SnapshotV6 {
+                        base: SnapshotV5 {
+                            cluster_id: image.cluster_id.clone(),
+                            epoch: image.epoch,
+                            next_producer_id: image.next_producer_id,
+                            next_stream_id: image.next_stream_id,
+                            broker_configs: image.broker_configs.clone(),
+                            topics: image.topics.values().cloned().collect(),
+                            objects: image.registry_parts(),
+                            uploads: image.upload_parts(),
+                            cleaned: image.cleaned_parts(),
+                            // Format 6 keeps the brokers in `brokers` below.
+                            brokers: Vec::new(),
+                        },
+                        brokers: image.broker_parts(),
                     },
-                    brokers: image.broker_parts(),
+                    wals: image.wal_parts(),
                 },
-                wals: image.wal_parts(),
+                moves: image.move_parts(),
             },
-            moves: image.move_parts(),
+            scram: image.scram_parts(),
         },
-        scram: image.scram_parts(),
+        client_quotas: image.client_quota_parts(),
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
         .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
@@ -269,6 +282,7 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         FORMAT_VERSION_V6,
         FORMAT_VERSION_V7,
         FORMAT_VERSION_V8,
+        FORMAT_VERSION_V9,
         FORMAT_VERSION,
     ]
     .contains(&version)
@@ -293,7 +307,8 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
     aligned.extend_from_slice(payload);
     let invalid = |e: rancor::Error| format!("invalid snapshot payload: {e}");
     let v5 = match version {
-        FORMAT_VERSION | FORMAT_VERSION_V8 | FORMAT_VERSION_V7 | FORMAT_VERSION_V6 => None,
+        FORMAT_VERSION | FORMAT_VERSION_V9 | FORMAT_VERSION_V8 | FORMAT_VERSION_V7
+        | FORMAT_VERSION_V6 => None,
         FORMAT_VERSION_V1 => Some({
             let v1 = rkyv::from_bytes::<SnapshotV1, rancor::Error>(&aligned).map_err(invalid)?;
             SnapshotV5 {
@@ -357,8 +372,12 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
         _ => Some(rkyv::from_bytes::<SnapshotV5, rancor::Error>(&aligned).map_err(invalid)?),
     };
     if version == FORMAT_VERSION {
+        let v10 = rkyv::from_bytes::<SnapshotV10, rancor::Error>(&aligned).map_err(invalid)?;
+        return from_snapshot(v10.base, v10.client_quotas, node_id, epoch);
+    }
+    if version == FORMAT_VERSION_V9 {
         let v9 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(&aligned).map_err(invalid)?;
-        return from_snapshot(v9.base, v9.scram, node_id, epoch);
+        return from_snapshot(v9, Vec::new(), node_id, epoch);
     }
     let v8 = match v5 {
         None if version == FORMAT_VERSION_V8 => {
@@ -391,16 +410,25 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
             }
         }
     };
-    from_snapshot(v8, Vec::new(), node_id, epoch)
+    from_snapshot(
+        SnapshotV9 {
+            base: v8,
+            scram: Vec::new(),
+        },
+        Vec::new(),
+        node_id,
+        epoch,
+    )
 }
 
 /// The image of a decoded snapshot, in the newest format's parts.
 fn from_snapshot(
-    v8: SnapshotV8,
-    scram: Vec<ScramUserCredential>,
+    v9: SnapshotV9,
+    client_quotas: Vec<QuotaChange>,
     node_id: i32,
     epoch: u64,
 ) -> Result<MetadataImage, String> {
+    let SnapshotV9 { base: v8, scram } = v9;
     let SnapshotV8 {
         base:
             SnapshotV7 {
@@ -434,6 +462,7 @@ fn from_snapshot(
         wals,
         moves,
         scram,
+        client_quotas,
     )
 }
 
@@ -614,6 +643,34 @@ mod tests {
             read.scram_credential("alice", mechanism)
                 .unwrap()
                 .matches_password(mechanism, b"pw")
+        );
+        assert_eq!(read, image);
+
+        // As format 9 (no client quotas) it loads too; quotas then survive format 10.
+        let v9 = SnapshotV9 {
+            base: rkyv::from_bytes::<SnapshotV8, rancor::Error>(&payload).unwrap(),
+            scram: image.scram_parts(),
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&v9).unwrap();
+        let v9_image = decode(&frame(FORMAT_VERSION_V9, &payload), 4, 15).unwrap();
+        assert!(v9_image.scram_credential("alice", mechanism).is_some());
+        assert!(v9_image.client_quotas().is_empty());
+        let entity = crate::QuotaEntity {
+            user: Some(crate::EntityName::Named("alice".to_string())),
+            client_id: Some(crate::EntityName::Default),
+        };
+        let record = crate::MetadataRecord::AlterClientQuotas {
+            changes: vec![crate::QuotaChange {
+                entity: entity.clone(),
+                key: crate::QuotaKey::ProducerByteRate,
+                value: Some(crate::QuotaValue::new(10_485_760.0)),
+            }],
+        };
+        let (image, _) = v9_image.apply(16, &record).unwrap();
+        let read = decode(&encode(&image).unwrap(), 4, 16).unwrap();
+        assert_eq!(
+            read.client_quotas()[&entity][&crate::QuotaKey::ProducerByteRate].get(),
+            10_485_760.0
         );
         assert_eq!(read, image);
     }
