@@ -153,6 +153,7 @@ impl ShardBuilder {
             mesh: Mesh::new(id, peers, loopback_sender),
             task_permits,
             fetch_sessions: RefCell::new(FetchSessions::new(id)),
+            quotas: crate::quota::ShardQuotas::new(count),
         });
         crate::txn::serve::attach(&shard);
         let mut group_entries = crate::recovery::internal_state_in_objects(&shard)

@@ -90,6 +90,7 @@ pub async fn serve(
         host: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
         listener: listener.clone(),
         principal: session.principal().clone(),
+        quotas: Default::default(),
     };
     // A connection moves to another shard as a bare socket: one with TLS or SASL state
     // stays where it was accepted.
@@ -143,6 +144,13 @@ pub async fn serve(
         }
         if outstanding.acquire(1).await.is_err() {
             break;
+        }
+        // A client above its quota: its socket is not read until the throttle ends (KIP-219).
+        if let Some(mute) = client.quotas.take_mute() {
+            futures::select_biased! {
+                _ = stop.clone().fuse() => break,
+                _ = glommio::timer::sleep(mute).fuse() => {}
+            }
         }
         let mut prefix = [0u8; 4];
         let read = futures::select_biased! {
@@ -340,7 +348,7 @@ pub async fn parse_and_order(
         }
         Ok((header, request)) => {
             affinity.observe(shard, &request);
-            Some(api::dispatch(shard, header, request, client).await)
+            Some(api::dispatch(shard, header, request, client, frame.len()).await)
         }
         Err(error) => match (&error.kind, &error.header) {
             (RequestErrorKind::UnsupportedVersion { api_key, .. }, Some(header))

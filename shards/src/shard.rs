@@ -17,6 +17,7 @@ use crate::group::GroupCoordinator;
 use crate::messaging::Mesh;
 use crate::metrics::ShardMetrics;
 use crate::producer_ids::ProducerIds;
+use crate::quota::ShardQuotas;
 use crate::storage::PartitionStore;
 use crate::task_permits::TaskPermits;
 use crate::txn::coordinator::TxnCoordinator;
@@ -67,6 +68,8 @@ pub struct Shard {
     pub task_permits: TaskPermits,
     /// The incremental fetch sessions of the fetches this shard serves.
     pub fetch_sessions: RefCell<FetchSessions>,
+    /// The client quotas' measurements (`quota`).
+    pub quotas: ShardQuotas,
 }
 
 impl Shard {

@@ -28,6 +28,8 @@ pub const IMPLEMENTED_APIS: &[ApiKey] = &[
     ApiKey::ListPartitionReassignments,
     ApiKey::DescribeUserScramCredentials,
     ApiKey::AlterUserScramCredentials,
+    ApiKey::DescribeClientQuotas,
+    ApiKey::AlterClientQuotas,
     ApiKey::InitProducerId,
     ApiKey::FindCoordinator,
     ApiKey::JoinGroup,
