@@ -145,13 +145,6 @@ pub async fn serve(
         if outstanding.acquire(1).await.is_err() {
             break;
         }
-        // A client above its quota: its socket is not read until the throttle ends (KIP-219).
-        if let Some(mute) = client.quotas.take_mute() {
-            futures::select_biased! {
-                _ = stop.clone().fuse() => break,
-                _ = glommio::timer::sleep(mute).fuse() => {}
-            }
-        }
         let mut prefix = [0u8; 4];
         let read = futures::select_biased! {
             _ = stop.clone().fuse() => break,
@@ -195,6 +188,16 @@ pub async fn serve(
         if let Err(error) = reader.read_exact(frame.as_mut()).await {
             tracing::debug!(?peer, %error, "connection closed mid-frame");
             break;
+        }
+        // A client above its quota: its next request waits until the throttle ends (KIP-219's
+        // mute). Checked here, not before the read: with a pipeline the loop is already
+        // reading when an answer sets the mute. So at most this one frame is held meanwhile,
+        // and the produce read stage includes the wait.
+        if let Some(mute) = client.quotas.take_mute() {
+            futures::select_biased! {
+                _ = stop.clone().fuse() => break,
+                _ = glommio::timer::sleep(mute).fuse() => {}
+            }
         }
         let read_at = Instant::now();
         // Frames shorter than the api key are refused by the parser below.

@@ -50,11 +50,13 @@ pub async fn dispatch(
     let correlation_id = header.correlation_id;
     tracing::trace!(api = header.request_api_key, version, correlation_id, client = ?header.client_id, principal = %client.principal, listener = %client.listener.name, "request");
     // None, at the cost of one look at an empty map, unless a client quota is set.
-    let applied = client.quotas.applied(
-        shard.image().client_quotas(),
-        &client.principal,
-        header.client_id.as_deref().unwrap_or_default(),
-    );
+    let applied = shard.controller.with_image(|image| {
+        client.quotas.applied(
+            image.client_quotas(),
+            &client.principal,
+            header.client_id.as_deref().unwrap_or_default(),
+        )
+    });
     let charged = applied.map(|applied| {
         let produce = matches!(request, Request::Produce(_));
         (applied, client.quotas.clone(), shard.clone(), produce)
