@@ -286,6 +286,9 @@ pub fn plan_alterations(
 /// A describe refused whole: Kafka's error code and message.
 pub type DescribeRefusal = (i16, String);
 
+/// One entity DescribeClientQuotas matched, with its values.
+pub type Described<'a> = (&'a QuotaEntity, &'a BTreeMap<QuotaKey, QuotaValue>);
+
 /// How DescribeClientQuotas matches one entity type (Kafka's `match_type`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ComponentMatch {
@@ -311,7 +314,7 @@ pub fn describe<'a>(
     entities: &'a QuotaEntities,
     components: &[RawComponent],
     strict: bool,
-) -> Result<Vec<(&'a QuotaEntity, &'a BTreeMap<QuotaKey, QuotaValue>)>, DescribeRefusal> {
+) -> Result<Vec<Described<'a>>, DescribeRefusal> {
     let mut user: Option<ComponentMatch> = None;
     let mut client_id: Option<ComponentMatch> = None;
     for (entity_type, match_type, name) in components {

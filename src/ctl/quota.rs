@@ -156,8 +156,8 @@ pub fn main(args: QuotaArgs) -> anyhow::Result<()> {
                 let (user, client_id) = (part("user"), part("client-id"));
                 for value in &entry.values {
                     table.row(vec![
-                        json!(user),
-                        json!(client_id),
+                        json!(user.clone().unwrap_or_default()),
+                        json!(client_id.clone().unwrap_or_default()),
                         json!(value.key),
                         json!(value.value),
                     ]);
