@@ -307,9 +307,9 @@ pub type RawComponent = (String, i8, Option<String>);
 /// The entities DescribeClientQuotas matches, with their values, as Kafka's
 /// `ClientQuotasImage.describe`: an empty, repeated or unknown entity type, a match string
 /// where the match type allows none (or none where it needs one) and an unknown match type are
-/// INVALID_REQUEST for the whole request; an `ip` component UNSUPPORTED_VERSION here (Kafka
-/// knows IP quotas; Sluice has none to describe). `strict`: only entities of exactly the
-/// filtered types.
+/// INVALID_REQUEST for the whole request, an unknown entity type UNSUPPORTED_VERSION; an `ip`
+/// component is checked as Kafka does (not with a user or client id) and matches nothing, as
+/// this broker keeps no IP quotas. `strict`: only entities of exactly the filtered types.
 pub fn describe<'a>(
     entities: &'a QuotaEntities,
     components: &[RawComponent],
@@ -317,11 +317,13 @@ pub fn describe<'a>(
 ) -> Result<Vec<Described<'a>>, DescribeRefusal> {
     let mut user: Option<ComponentMatch> = None;
     let mut client_id: Option<ComponentMatch> = None;
+    let mut ip: Option<ComponentMatch> = None;
     for (entity_type, match_type, name) in components {
         let slot = match entity_type.as_str() {
             "" => return Err((INVALID_REQUEST, "Invalid empty entity type.".to_string())),
             ENTITY_USER => &mut user,
             ENTITY_CLIENT_ID => &mut client_id,
+            ENTITY_IP => &mut ip,
             other => {
                 return Err((
                     UNSUPPORTED_VERSION,
@@ -358,6 +360,17 @@ pub fn describe<'a>(
                 return Err((INVALID_REQUEST, format!("Unknown match type {match_type}")));
             }
         });
+    }
+    if ip.is_some() {
+        if user.is_some() || client_id.is_some() {
+            return Err((
+                INVALID_REQUEST,
+                "Invalid entity filter component combination. IP filter component should not \
+                 be used with user or clientId filter component."
+                    .to_string(),
+            ));
+        }
+        return Ok(Vec::new());
     }
     let filtered = usize::from(user.is_some()) + usize::from(client_id.is_some());
     Ok(entities
@@ -939,7 +952,15 @@ mod tests {
         assert_eq!(refused(&[user(7, None)]), INVALID_REQUEST);
         assert_eq!(refused(&[user(2, None), user(2, None)]), INVALID_REQUEST);
         assert_eq!(refused(&[("".to_string(), 2, None)]), INVALID_REQUEST);
-        assert_eq!(refused(&[("ip".to_string(), 2, None)]), UNSUPPORTED_VERSION);
+        assert_eq!(
+            refused(&[("group".to_string(), 2, None)]),
+            UNSUPPORTED_VERSION
+        );
+        assert_eq!(
+            refused(&[("ip".to_string(), 2, None), user(2, None)]),
+            INVALID_REQUEST
+        );
+        assert!(values(&[("ip".to_string(), 2, None)], false).is_empty());
     }
 
     #[test]
