@@ -40,6 +40,8 @@ pub enum Command {
     Broker(crate::ctl::broker::BrokerArgs),
     /// Set, delete and list the users' SCRAM credentials (SASL/SCRAM and SASL/PLAIN).
     User(crate::ctl::user::UserArgs),
+    /// Set, delete and list client quotas per user and client id (byte rates, request time).
+    Quota(crate::ctl::quota::QuotaArgs),
 }
 
 /// How the broker writes its log lines (to stderr).

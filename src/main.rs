@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Partition(args) => administer(ctl::partition::main(args)),
         cli::Command::Broker(args) => administer(ctl::broker::main(args)),
         cli::Command::User(args) => administer(ctl::user::main(args)),
+        cli::Command::Quota(args) => administer(ctl::quota::main(args)),
     }
 }
 

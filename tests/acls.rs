@@ -522,6 +522,45 @@ fn rows(topic_id: Uuid) -> Vec<Row> {
             },
         ),
         row(
+            "DescribeClientQuotas",
+            vec![cluster(DESCRIBE_CONFIGS)],
+            CLUSTER_DENIED,
+            1,
+            || {
+                Request::DescribeClientQuotas(
+                    describe_client_quotas_request::DescribeClientQuotasRequest {
+                        components: Vec::new(),
+                        strict: false,
+                    },
+                )
+            },
+        ),
+        row(
+            "AlterClientQuotas",
+            vec![cluster(ALTER_CONFIGS)],
+            CLUSTER_DENIED,
+            1,
+            || {
+                use alter_client_quotas_request::{
+                    AlterClientQuotasRequest, EntityData, EntryData, OpData,
+                };
+                Request::AlterClientQuotas(AlterClientQuotasRequest {
+                    entries: vec![EntryData {
+                        entity: vec![EntityData {
+                            entity_type: "client-id".into(),
+                            entity_name: Some("matrix-client".into()),
+                        }],
+                        ops: vec![OpData {
+                            key: "producer_byte_rate".into(),
+                            value: 1_048_576.0,
+                            remove: false,
+                        }],
+                    }],
+                    validate_only: true,
+                })
+            },
+        ),
+        row(
             "DescribeAcls",
             vec![cluster(DESCRIBE)],
             CLUSTER_DENIED,

@@ -7,7 +7,7 @@
 //! of load, the drain; 90 s at most. A `--broker-metrics` URL that is malformed or
 //! unreachable fails the run before it starts.
 //!
-//! `sluice topic | group | cluster | user`: every subcommand, in tables and JSON, and its
+//! `sluice topic | group | cluster | user | quota`: every subcommand, in tables and JSON, and its
 //! errors.
 
 mod common;
@@ -226,6 +226,9 @@ fn every_administration_subcommand_shows_an_example_in_its_help() {
         "user set",
         "user delete",
         "user list",
+        "quota set",
+        "quota delete",
+        "quota list",
     ] {
         let mut args: Vec<&str> = command.split(' ').collect();
         args.push("--help");
@@ -631,4 +634,94 @@ fn users_are_set_listed_deleted_and_kept_across_a_restart() {
     assert!(!alice.matches_password(mechanism, b"alice-pw-256"));
     assert!(alice.salt.len() >= 16);
     assert_eq!(image.scram_user("bob"), None);
+}
+
+/// `sluice quota`: client quotas are set per client id and default user, listed (all, and
+/// filtered), refused with the broker's reason, and deleted key by key and whole.
+#[test]
+fn quotas_are_set_listed_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    assert_eq!(json(&broker, &["quota", "list"], ""), serde_json::json!([]));
+    let set = ok(
+        &broker,
+        &[
+            "quota",
+            "set",
+            "--client-id",
+            "loader",
+            "--producer-byte-rate",
+            "10000000",
+            "--consumer-byte-rate",
+            "2000000",
+        ],
+        "",
+    );
+    assert!(
+        set.contains("loader") && set.contains("producer_byte_rate"),
+        "{set}"
+    );
+    ok(
+        &broker,
+        &[
+            "quota",
+            "set",
+            "--user-default",
+            "--request-percentage",
+            "50",
+        ],
+        "",
+    );
+    let listed = json(&broker, &["quota", "list"], "");
+    assert_eq!(
+        listed,
+        serde_json::json!([
+            {"user": "", "client_id": "loader", "key": "producer_byte_rate", "value": 10000000.0},
+            {"user": "", "client_id": "loader", "key": "consumer_byte_rate", "value": 2000000.0},
+            {"user": "<default>", "client_id": "", "key": "request_percentage", "value": 50.0},
+        ])
+    );
+    let loader = json(&broker, &["quota", "list", "--client-id", "loader"], "");
+    assert_eq!(loader.as_array().map(Vec::len), Some(2), "{loader}");
+
+    assert!(
+        fails(
+            &broker,
+            &[
+                "quota",
+                "set",
+                "--client-id",
+                "x",
+                "--request-percentage",
+                "0"
+            ]
+        )
+        .contains("InvalidRequest")
+    );
+    assert!(fails(&broker, &["quota", "set", "--client-id", "x"]).contains("nothing to set"));
+    assert!(fails(&broker, &["quota", "delete"]).contains("name the entity"));
+
+    ok(
+        &broker,
+        &[
+            "quota",
+            "delete",
+            "--client-id",
+            "loader",
+            "--key",
+            "consumer_byte_rate",
+        ],
+        "",
+    );
+    let loader = json(&broker, &["quota", "list", "--client-id", "loader"], "");
+    assert_eq!(
+        loader,
+        serde_json::json!([
+            {"user": "", "client_id": "loader", "key": "producer_byte_rate", "value": 10000000.0},
+        ])
+    );
+    ok(&broker, &["quota", "delete", "--client-id", "loader"], "");
+    ok(&broker, &["quota", "delete", "--user-default"], "");
+    assert_eq!(json(&broker, &["quota", "list"], ""), serde_json::json!([]));
+    broker.check_log();
 }

@@ -773,3 +773,56 @@ fn scram_credentials_set_on_one_broker_are_described_by_another() {
     assert_eq!(described.results[0].credential_infos[0].mechanism, 1);
     assert_eq!(described.results[0].credential_infos[0].iterations, 4096);
 }
+
+/// Client quotas in a cluster: an AlterClientQuotas sent to one broker goes through the
+/// quorum's leader, and another broker's DescribeClientQuotas sees it once its image has it.
+#[test]
+fn client_quotas_set_on_one_broker_are_described_by_another() {
+    use common::raw::RawClient;
+    use sluice_net::messages::alter_client_quotas_request::{
+        AlterClientQuotasRequest, EntityData, EntryData, OpData,
+    };
+    use sluice_net::messages::describe_client_quotas_request::DescribeClientQuotasRequest;
+    use sluice_net::{Request, Response};
+
+    let root = tempfile::tempdir().expect("tempdir");
+    let quorum = Quorum::start(root.path(), &[]);
+    let first = quorum.shared_broker(root.path(), 10);
+    let second = quorum.shared_broker(root.path(), 11);
+    let alter = Request::AlterClientQuotas(AlterClientQuotasRequest {
+        entries: vec![EntryData {
+            entity: vec![EntityData {
+                entity_type: "client-id".to_string(),
+                entity_name: Some("loader".to_string()),
+            }],
+            ops: vec![OpData {
+                key: "producer_byte_rate".to_string(),
+                value: 10_000_000.0,
+                remove: false,
+            }],
+        }],
+        validate_only: false,
+    });
+    let Response::AlterClientQuotas(altered) = RawClient::connect(&first).call(1, alter) else {
+        panic!("an AlterClientQuotas response");
+    };
+    assert_eq!(altered.entries[0].error_code, 0, "{altered:?}");
+    let described = common::wait_for(CLUSTER_CHANGE_MAX, || {
+        let describe = Request::DescribeClientQuotas(DescribeClientQuotasRequest {
+            components: Vec::new(),
+            strict: false,
+        });
+        let Response::DescribeClientQuotas(described) =
+            RawClient::connect(&second).call(1, describe)
+        else {
+            panic!("a DescribeClientQuotas response");
+        };
+        described.entries.filter(|e| !e.is_empty())
+    })
+    .expect("broker 11 sees the quota broker 10 set");
+    assert_eq!(
+        described[0].entity[0].entity_name.as_deref(),
+        Some("loader")
+    );
+    assert_eq!(described[0].values[0].value, 10_000_000.0);
+}

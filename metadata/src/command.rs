@@ -19,6 +19,7 @@ use crate::limits::{
     WAL_PATH_BYTES_MAX,
 };
 use crate::objects::{ObjectId, ObjectImage};
+use crate::quotas::{self, QuotaAlteration, QuotaChange, QuotaEntityResult};
 use crate::scram::{
     self, ScramDeletion, ScramMechanism, ScramUpsertion, ScramUserCredential, ScramUserResult,
 };
@@ -175,6 +176,12 @@ pub enum MetadataCommand {
     DeleteAcls {
         filters: Vec<AclFilter>,
     },
+    /// AlterClientQuotas: each entity's alteration is accepted or refused on its own
+    /// (`quotas::plan_alterations`); the accepted ones are written together, and the outcome
+    /// has one result per entity.
+    AlterClientQuotas {
+        alterations: Vec<QuotaAlteration>,
+    },
 }
 
 /// Where a broker's WAL is (`RegisterBroker`).
@@ -242,6 +249,10 @@ pub enum CommandOutcome {
     },
     /// What applying an AlterAcls record returns (a replay needs no per-item results).
     AclsAltered,
+    /// One result per entity named, in the order the request first names them.
+    ClientQuotasAltered {
+        results: Vec<QuotaEntityResult>,
+    },
 }
 
 /// A command resolved against an image: every choice (topic id, placement,
@@ -350,7 +361,7 @@ pub enum MetadataRecord {
         from: i32,
         to: i32,
     },
-    // Appended last, and no larger than the records before it, for the same reason.
+    // Appended after the records above, and no larger than them, for the same reason.
     /// Credentials written (a user's credential of the same mechanism is replaced) and
     /// removed (each must exist), per (user, mechanism).
     AlterScramCredentials {
@@ -362,6 +373,11 @@ pub enum MetadataRecord {
     AlterAcls {
         created: Vec<AclBinding>,
         deleted: Vec<AclBinding>,
+    },
+    // Appended last, and no larger than the records before it, for the same reason.
+    /// Client quota values set and removed (each removed one must exist), in order.
+    AlterClientQuotas {
+        changes: Vec<QuotaChange>,
     },
 }
 
@@ -399,8 +415,8 @@ fn check_wal_location(node_id: i32, wal: &WalLocation) -> Result<(), MetadataErr
 pub enum Plan {
     /// Write this record, then apply it.
     Record(MetadataRecord),
-    /// Nothing to write; the command is already satisfied (or, for AlterScramCredentials,
-    /// every item of it was refused, each in the outcome).
+    /// Nothing to write; the command is already satisfied (or, for AlterScramCredentials and
+    /// AlterClientQuotas, every item of it was refused, each in the outcome).
     Unchanged(CommandOutcome),
     /// Write this record and apply it, but answer `outcome` rather than what `apply` returns:
     /// for commands whose items are accepted or refused one by one (AlterScramCredentials),
@@ -910,6 +926,22 @@ pub fn plan(
                 record: MetadataRecord::AlterAcls {
                     created: Vec::new(),
                     deleted,
+                },
+                outcome,
+            });
+        }
+        MetadataCommand::AlterClientQuotas { alterations } => {
+            let planned = quotas::plan_alterations(image.client_quota_entities(), alterations)
+                .map_err(MetadataError::InvalidRequest)?;
+            let outcome = CommandOutcome::ClientQuotasAltered {
+                results: planned.results,
+            };
+            if planned.changes.is_empty() {
+                return Ok(Plan::Unchanged(outcome));
+            }
+            return Ok(Plan::RecordAnswering {
+                record: MetadataRecord::AlterClientQuotas {
+                    changes: planned.changes,
                 },
                 outcome,
             });

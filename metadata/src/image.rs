@@ -14,6 +14,7 @@ use crate::objects::{
     ObjectId, ObjectImage, ObjectTombstone, Registry, RegistryParts, StreamRange,
 };
 use crate::producers::ProducerStates;
+use crate::quotas::{ClientQuotas, QuotaChange, QuotaEntities};
 use crate::scram::{
     ScramCredential, ScramCredentials, ScramMechanism, ScramUserCredential, ScramUsers,
 };
@@ -56,6 +57,8 @@ pub struct MetadataImage {
     scram: ScramCredentials,
     /// The ACLs (`acls.rs`).
     acls: AclSet,
+    /// The client quotas (`quotas.rs`).
+    client_quotas: ClientQuotas,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -97,6 +100,7 @@ impl MetadataImage {
             brokers: Brokers::default(),
             scram: ScramCredentials::default(),
             acls: AclSet::default(),
+            client_quotas: ClientQuotas::default(),
         }
     }
 
@@ -131,6 +135,23 @@ impl MetadataImage {
 
     pub(crate) fn acl_set(&self) -> &AclSet {
         &self.acls
+    }
+
+    /// Every client quota entity with its values (DescribeClientQuotas, `quotas::resolve`),
+    /// behind an `Arc` that changes only when the quotas do: a shard caches what it resolved
+    /// from it and compares pointers to know when to resolve again.
+    pub fn client_quotas(&self) -> &std::sync::Arc<QuotaEntities> {
+        &self.client_quotas.entities
+    }
+
+    /// Every client quota entity, for `command::plan`.
+    pub(crate) fn client_quota_entities(&self) -> &QuotaEntities {
+        &self.client_quotas.entities
+    }
+
+    /// Every client quota value, for a snapshot.
+    pub(crate) fn client_quota_parts(&self) -> Vec<QuotaChange> {
+        self.client_quotas.to_parts()
     }
 
     /// `user`'s SCRAM credential for `mechanism`, if the user has one (SASL/SCRAM reads it;
@@ -569,6 +590,7 @@ impl MetadataImage {
             .check_invariants(|id| self.streams.contains_key(&id))?;
         self.scram.check_invariants()?;
         self.acls.check_invariants()?;
+        self.client_quotas.check_invariants()?;
         self.registry.check_invariants()
     }
 
@@ -591,6 +613,7 @@ impl MetadataImage {
         moves: Vec<(u64, i32)>,
         scram: Vec<ScramUserCredential>,
         acls: Vec<AclBinding>,
+        client_quotas: Vec<QuotaChange>,
     ) -> Result<MetadataImage, String> {
         let mut image = MetadataImage::empty(cluster_id, node_id);
         image.epoch = epoch;
@@ -604,6 +627,7 @@ impl MetadataImage {
         };
         image.scram = ScramCredentials::from_parts(scram)?;
         image.acls = AclSet::from_bindings(acls)?;
+        image.client_quotas = ClientQuotas::from_parts(client_quotas)?;
         image.broker_configs = broker_configs;
         image.next_producer_id = next_producer_id;
         image.next_stream_id = next_stream_id;
@@ -975,6 +999,13 @@ impl MetadataImage {
                 self.acls.apply(created, deleted).map_err(corrupt)?;
                 // As for the SCRAM credentials, the caller's results come from the plan.
                 Ok(CommandOutcome::AclsAltered)
+            }
+            MetadataRecord::AlterClientQuotas { changes } => {
+                self.client_quotas.apply(changes).map_err(corrupt)?;
+                // As for SCRAM above: the caller's results come from the plan.
+                Ok(CommandOutcome::ClientQuotasAltered {
+                    results: Vec::new(),
+                })
             }
             MetadataRecord::SetBrokerFenced { node_id, fenced } => {
                 if !self

@@ -1,6 +1,6 @@
 //! Cluster metadata: topics, partitions, configs, placement (partition →
 //! shard), stream ids, producer ids, log start offsets, the users' SCRAM
-//! credentials (`scram`) and the ACLs (`acls`), kept by one writer
+//! credentials (`scram`), the ACLs (`acls`) and the client quotas (`quotas`), kept by one writer
 //! (`MetadataStore`) in a durable log with rkyv snapshots, and read by every
 //! shard as an immutable `MetadataImage` that the broker swaps on change.
 //!
@@ -21,6 +21,7 @@ mod log;
 mod objects;
 mod producers;
 pub mod quorum;
+pub mod quotas;
 pub mod scram;
 mod snapshot;
 mod store;
@@ -48,6 +49,10 @@ pub use objects::{
     StreamRange, is_internal_stream,
 };
 pub use producers::{ProducerBatch, ProducerSnapshot, ProducerStates};
+pub use quotas::{
+    EntityName, QuotaAlteration, QuotaChange, QuotaEntities, QuotaEntity, QuotaEntityResult,
+    QuotaKey, QuotaValue,
+};
 pub use scram::{
     ScramCredential, ScramDeletion, ScramMechanism, ScramUpsertion, ScramUserCredential,
     ScramUserResult, ScramUsers,

@@ -66,3 +66,12 @@ pub const ACL_BINDINGS_MAX: usize = 100_000;
 pub const ACL_CHANGES_PER_COMMAND_MAX: usize = 10_000;
 /// Longest resource name, principal or host of an ACL binding.
 pub const ACL_FIELD_BYTES_MAX: usize = 4096;
+/// Most client quota entities (AlterClientQuotas): a new entity past it is refused
+/// POLICY_VIOLATION, as every entity is in every broker's image and each shard resolves a
+/// client's quota against them. Kafka has no bound.
+pub const CLIENT_QUOTA_ENTITIES_MAX: usize = 10_000;
+/// Longest user or client id name of a client quota entity (INVALID_REQUEST above it).
+pub const CLIENT_QUOTA_ENTITY_NAME_BYTES_MAX: usize = 1024;
+/// Most entities one AlterClientQuotas may carry; their changes become one metadata record,
+/// which this keeps far below `LOG_RECORD_BYTES_MAX`.
+pub const CLIENT_QUOTA_ALTERATIONS_PER_COMMAND_MAX: usize = 1000;

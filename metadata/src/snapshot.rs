@@ -3,14 +3,14 @@
 //!
 //! File layout: `[magic 8][format_version u32][crc32c u32][payload_len u64][payload]`,
 //! little endian; the payload is the rkyv encoding of `SnapshotV10` (format 10: V9 with the
-//! ACLs; V9 was V8 with the users' SCRAM credentials; V8 was V7 with the partition moves; V7 was V6 with the
+//! ACLs and the client quotas; V9 was V8 with the users' SCRAM credentials; V8 was V7 with the partition moves; V7 was V6 with the
 //! brokers' WALs and their holders; V6 was V5 with the brokers' fencing and the partitions'
 //! leaders; V5 was V4 plus the
 //! brokers registered in a controller quorum; V4 was V3 plus the
 //! log cleaner's marks; V3 was V2 plus each stream's uploads, `uploads.rs`; V2 was V1 plus
 //! the object registry), checked with bytecheck on load, after the CRC. Versions 1 to 9
 //! still load (with an empty registry, no uploads, no cleaner marks, no brokers, no WALs, no
-//! moves, no SCRAM credentials, no ACLs; a format 5 broker leads every partition).
+//! moves, no SCRAM credentials, no ACLs, no client quotas; a format 5 broker leads every partition).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -26,6 +26,7 @@ use crate::error::MetadataError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::objects::RegistryParts;
+use crate::quotas::QuotaChange;
 use crate::scram::ScramUserCredential;
 use crate::uploads::{StreamCleaned, StreamUploadsPart};
 
@@ -142,11 +143,13 @@ struct SnapshotV9 {
     scram: Vec<ScramUserCredential>,
 }
 
-/// Format 10: format 9 with the ACLs (`acls.rs`).
+/// Format 10: format 9 with the ACLs (`acls.rs`) and the client quotas (`quotas.rs`, each
+/// value set as one part).
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct SnapshotV10 {
     base: SnapshotV9,
     acls: Vec<AclBinding>,
+    client_quotas: Vec<QuotaChange>,
 }
 
 pub(crate) fn snapshot_name(epoch: u64) -> String {
@@ -199,6 +202,7 @@ pub(crate) fn encode(image: &MetadataImage) -> Result<Vec<u8>, MetadataError> {
             scram: image.scram_parts(),
         },
         acls: image.acl_bindings().collect(),
+        client_quotas: image.client_quota_parts(),
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&snapshot)
         .map_err(|e| MetadataError::Corrupt(format!("cannot encode snapshot: {e}")))?;
@@ -373,11 +377,20 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
     };
     if version == FORMAT_VERSION {
         let v10 = rkyv::from_bytes::<SnapshotV10, rancor::Error>(&aligned).map_err(invalid)?;
-        return from_snapshot(v10.base.base, v10.base.scram, v10.acls, node_id, epoch);
+        let parts = LaterParts {
+            scram: v10.base.scram,
+            acls: v10.acls,
+            client_quotas: v10.client_quotas,
+        };
+        return from_snapshot(v10.base.base, parts, node_id, epoch);
     }
     if version == FORMAT_VERSION_V9 {
         let v9 = rkyv::from_bytes::<SnapshotV9, rancor::Error>(&aligned).map_err(invalid)?;
-        return from_snapshot(v9.base, v9.scram, Vec::new(), node_id, epoch);
+        let parts = LaterParts {
+            scram: v9.scram,
+            ..LaterParts::default()
+        };
+        return from_snapshot(v9.base, parts, node_id, epoch);
     }
     let v8 = match v5 {
         None if version == FORMAT_VERSION_V8 => {
@@ -410,17 +423,29 @@ pub(crate) fn decode(bytes: &[u8], node_id: i32, epoch: u64) -> Result<MetadataI
             }
         }
     };
-    from_snapshot(v8, Vec::new(), Vec::new(), node_id, epoch)
+    from_snapshot(v8, LaterParts::default(), node_id, epoch)
+}
+
+/// The parts formats after 8 added, empty in older formats.
+#[derive(Default)]
+struct LaterParts {
+    scram: Vec<ScramUserCredential>,
+    acls: Vec<AclBinding>,
+    client_quotas: Vec<QuotaChange>,
 }
 
 /// The image of a decoded snapshot, in the newest format's parts.
 fn from_snapshot(
     v8: SnapshotV8,
-    scram: Vec<ScramUserCredential>,
-    acls: Vec<AclBinding>,
+    later: LaterParts,
     node_id: i32,
     epoch: u64,
 ) -> Result<MetadataImage, String> {
+    let LaterParts {
+        scram,
+        acls,
+        client_quotas,
+    } = later;
     let SnapshotV8 {
         base:
             SnapshotV7 {
@@ -455,6 +480,7 @@ fn from_snapshot(
         moves,
         scram,
         acls,
+        client_quotas,
     )
 }
 
@@ -667,6 +693,27 @@ mod tests {
         let (image, _) = image.apply(16, &record).unwrap();
         let read = decode(&encode(&image).unwrap(), 4, 16).unwrap();
         assert_eq!(read.acl_bindings().collect::<Vec<_>>(), vec![binding]);
+        assert_eq!(read, image);
+
+        // Client quotas survive format 10 too.
+        assert!(image.client_quotas().is_empty());
+        let entity = crate::QuotaEntity {
+            user: Some(crate::EntityName::Named("alice".to_string())),
+            client_id: Some(crate::EntityName::Default),
+        };
+        let record = crate::MetadataRecord::AlterClientQuotas {
+            changes: vec![crate::QuotaChange {
+                entity: entity.clone(),
+                key: crate::QuotaKey::ProducerByteRate,
+                value: Some(crate::QuotaValue::new(10_485_760.0)),
+            }],
+        };
+        let (image, _) = image.apply(17, &record).unwrap();
+        let read = decode(&encode(&image).unwrap(), 4, 17).unwrap();
+        assert_eq!(
+            read.client_quotas()[&entity][&crate::QuotaKey::ProducerByteRate].get(),
+            10_485_760.0
+        );
         assert_eq!(read, image);
     }
 }

@@ -831,3 +831,69 @@ fn too_many_scram_alterations_are_invalid() {
     });
     assert_eq!(code(refused), 42);
 }
+
+/// AlterClientQuotas through the store: per-entity results, refusals write nothing, and the
+/// quotas survive a restart from the log and from a snapshot.
+#[test]
+fn client_quotas_are_planned_per_entity_and_survive_restarts() {
+    use sluice_metadata::{EntityName, QuotaAlteration, QuotaEntity, QuotaKey, QuotaValue};
+    let alteration =
+        |kind: &str, name: Option<&str>, key: &str, value: Option<f64>| QuotaAlteration {
+            entity: vec![(kind.to_string(), name.map(str::to_string))],
+            ops: vec![(key.to_string(), value.map(QuotaValue::new))],
+        };
+    let results = |outcome: &CommandOutcome| match outcome {
+        CommandOutcome::ClientQuotasAltered { results } => {
+            results.iter().map(|r| r.error_code).collect::<Vec<i16>>()
+        }
+        other => panic!("not a quota outcome: {other:?}"),
+    };
+    for interval in [1000, 1] {
+        let dir = TempDir::new("quotas");
+        let mut store = open_every(dir.path(), interval);
+        let epoch = store.image().epoch;
+        let (image, outcome) = store
+            .apply(MetadataCommand::AlterClientQuotas {
+                alterations: vec![
+                    alteration("user", Some("alice"), "producer_byte_rate", Some(10e6)),
+                    alteration("client-id", None, "consumer_byte_rate", Some(5e6)),
+                    alteration("user", Some("bob"), "producer_byte_rate", Some(0.0)),
+                ],
+            })
+            .unwrap();
+        assert_eq!(results(&outcome), vec![0, 0, 42]);
+        assert_eq!(image.epoch, epoch + 1);
+        assert_eq!(image.client_quotas().len(), 2);
+
+        // Every entity refused: nothing is written.
+        let (image, outcome) = store
+            .apply(MetadataCommand::AlterClientQuotas {
+                alterations: vec![alteration("ip", None, "producer_byte_rate", Some(1.0))],
+            })
+            .unwrap();
+        assert_eq!(results(&outcome), vec![42]);
+        assert_eq!(image.epoch, epoch + 1);
+
+        store
+            .apply(MetadataCommand::AlterClientQuotas {
+                alterations: vec![alteration("client-id", None, "consumer_byte_rate", None)],
+            })
+            .unwrap();
+        let image = store.image();
+        drop(store);
+        let reopened = open_every(dir.path(), interval).image();
+        assert_eq!(*reopened, *image, "snapshot interval {interval}");
+        let alice = QuotaEntity {
+            user: Some(EntityName::Named("alice".to_string())),
+            client_id: None,
+        };
+        assert_eq!(reopened.client_quotas().len(), 1);
+        assert_eq!(
+            reopened.client_quotas()[&alice][&QuotaKey::ProducerByteRate].get(),
+            10e6
+        );
+        if interval == 1 {
+            assert!(!files(dir.path(), "snapshot-").is_empty());
+        }
+    }
+}

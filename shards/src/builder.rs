@@ -159,6 +159,7 @@ impl ShardBuilder {
             task_permits,
             fetch_sessions: RefCell::new(FetchSessions::new(id)),
             oauthbearer,
+            quotas: crate::quota::ShardQuotas::new(count),
         });
         crate::txn::serve::attach(&shard);
         let mut group_entries = crate::recovery::internal_state_in_objects(&shard)

@@ -90,6 +90,7 @@ pub async fn serve(
         host: peer.map(|p| p.ip().to_string()).unwrap_or_default().into(),
         listener: listener.clone(),
         principal: session.principal().clone(),
+        quotas: Default::default(),
     };
     // A connection moves to another shard as a bare socket: one with TLS or SASL state
     // stays where it was accepted.
@@ -187,6 +188,16 @@ pub async fn serve(
         if let Err(error) = reader.read_exact(frame.as_mut()).await {
             tracing::debug!(?peer, %error, "connection closed mid-frame");
             break;
+        }
+        // A client above its quota: its next request waits until the throttle ends (KIP-219's
+        // mute). Checked here, not before the read: with a pipeline the loop is already
+        // reading when an answer sets the mute. So at most this one frame is held meanwhile,
+        // and the produce read stage includes the wait.
+        if let Some(mute) = client.quotas.take_mute() {
+            futures::select_biased! {
+                _ = stop.clone().fuse() => break,
+                _ = glommio::timer::sleep(mute).fuse() => {}
+            }
         }
         let read_at = Instant::now();
         // Frames shorter than the api key are refused by the parser below.
@@ -340,7 +351,7 @@ pub async fn parse_and_order(
         }
         Ok((header, request)) => {
             affinity.observe(shard, &request);
-            Some(api::dispatch(shard, header, request, client).await)
+            Some(api::dispatch(shard, header, request, client, frame.len()).await)
         }
         Err(error) => match (&error.kind, &error.header) {
             (RequestErrorKind::UnsupportedVersion { api_key, .. }, Some(header))

@@ -49,6 +49,12 @@ impl ControllerHandle {
         self.image.load_full()
     }
 
+    /// What `read` finds in the current image. For the hot path: no reference count is taken
+    /// on the image (`image` takes one, an atomic on a line every shard shares).
+    pub fn with_image<T>(&self, read: impl FnOnce(&MetadataImage) -> T) -> T {
+        read(&self.image.load())
+    }
+
     /// True when this node leads the partition of `stream_id` (always, for a single node).
     /// For the hot path: no reference count is taken on the image.
     pub fn leads(&self, stream_id: u64) -> bool {

@@ -117,6 +117,7 @@ impl InProcessShard {
                     tls: None,
                 }),
                 principal: ANONYMOUS.into(),
+                quotas: Default::default(),
             },
         })
     }

@@ -33,6 +33,7 @@ pub mod messaging;
 pub mod metrics;
 pub mod partition_move;
 pub mod producer_ids;
+pub mod quota;
 pub mod recovery;
 pub mod router;
 pub mod runtime;

@@ -32,6 +32,13 @@ pub enum ShardRequest {
         /// Its answer.
         reply: oneshot::Sender<GroupReply>,
     },
+    /// Another shard's client quota rates (`quota::share_usage`).
+    QuotaUsage {
+        /// The shard that measured them.
+        from: usize,
+        /// Its rates per entity.
+        report: crate::quota::UsageReport,
+    },
     /// Transaction work for this shard (coordinator, group coordinator or partition owner).
     Txn {
         /// The call.

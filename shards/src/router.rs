@@ -90,6 +90,7 @@ async fn handle(shard: &Rc<Shard>, request: ShardRequest) -> Option<Adopted> {
             })
             .detach();
         }
+        ShardRequest::QuotaUsage { from, report } => shard.quotas.receive(from, report),
         ShardRequest::Txn { call, reply } => {
             // No permit: a transaction call asks other shards, whose routers may wait for
             // permits held by tasks waiting for this one (see `task_permits`). These tasks

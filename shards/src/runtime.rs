@@ -536,6 +536,7 @@ async fn run_shard(plan: ShardPlan) {
         _ = listening.reached(shard_count).fuse() => {}
     }
 
+    glommio::spawn_local(crate::quota::share_usage(shard.clone(), stop.clone())).detach();
     let sampler = glommio::spawn_local(crate::metrics::sampler::run_sampler(
         shard.clone(),
         memory.clone(),

@@ -17,6 +17,7 @@ use crate::group::GroupCoordinator;
 use crate::messaging::Mesh;
 use crate::metrics::ShardMetrics;
 use crate::producer_ids::ProducerIds;
+use crate::quota::ShardQuotas;
 use crate::security::JwtValidator;
 use crate::storage::PartitionStore;
 use crate::task_permits::TaskPermits;
@@ -71,6 +72,8 @@ pub struct Shard {
     /// The validator of OAUTHBEARER tokens, when SASL listeners offer OAUTHBEARER; each shard
     /// reads the JWKS file itself.
     pub oauthbearer: Option<JwtValidator>,
+    /// The client quotas' measurements (`quota`).
+    pub quotas: ShardQuotas,
 }
 
 impl Shard {

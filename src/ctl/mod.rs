@@ -1,4 +1,4 @@
-//! `sluice topic | group | cluster | partition | broker | user`: administration of a running broker in the manner of
+//! `sluice topic | group | cluster | partition | broker | user | quota`: administration of a running broker in the manner of
 //! Redpanda's `rpk`, over the Kafka protocol with Sluice's own codec (`sluice-net`) and the
 //! client of `sluice perf` (no second Kafka client library in the binary).
 //!
@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod group;
 mod output;
 pub mod partition;
+pub mod quota;
 pub mod topic;
 pub mod user;
 

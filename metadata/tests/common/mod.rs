@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_metadata::{
-    MetadataCommand, MetadataStore, ScramDeletion, ScramUpsertion, StoreOptions,
+    MetadataCommand, MetadataStore, QuotaAlteration, QuotaValue, ScramDeletion, ScramUpsertion,
+    StoreOptions,
 };
 
 /// A directory removed when dropped.
@@ -76,7 +77,7 @@ pub fn random_command(rng: &mut Rng) -> MetadataCommand {
     const NAMES: &[&str] = &["a", "b", "c.d", "c_d", "orders", "e-f", "bad name", ""];
     let name = NAMES[rng.below(NAMES.len() as u64) as usize].to_string();
     let shards = 1 + rng.below(4) as u32;
-    match rng.below(11) {
+    match rng.below(12) {
         0 | 1 => MetadataCommand::CreateTopic {
             name,
             partitions: rng.below(6) as u32,
@@ -135,6 +136,25 @@ pub fn random_command(rng: &mut Rng) -> MetadataCommand {
                 })
                 .collect(),
             deletions: Vec::new(),
+        },
+        // Client quotas: a user or a client id (named, default or empty), keys known and not,
+        // values set, refused (not above 0) and removed, so both accepted and refused
+        // entities replay.
+        10 => MetadataCommand::AlterClientQuotas {
+            alterations: (0..1 + rng.below(3))
+                .map(|_| {
+                    const NAMES: &[Option<&str>] = &[Some("alice"), Some("app"), None, Some("")];
+                    let kind = ["user", "client-id"][rng.below(2) as usize];
+                    let name = NAMES[rng.below(NAMES.len() as u64) as usize].map(str::to_string);
+                    let key = ["producer_byte_rate", "request_percentage", "bogus"]
+                        [rng.below(3) as usize];
+                    let value = [Some(1_000_000.0), Some(-1.0), None][rng.below(3) as usize];
+                    QuotaAlteration {
+                        entity: vec![(kind.to_string(), name)],
+                        ops: vec![(key.to_string(), value.map(QuotaValue::new))],
+                    }
+                })
+                .collect(),
         },
         _ => MetadataCommand::AlterScramCredentials {
             upsertions: Vec::new(),

@@ -598,6 +598,48 @@ pub fn screen(request: Request, version: i16, access: &Access) -> Screened {
                 },
             ))
         }
+        Request::DescribeClientQuotas(r) => cluster_checked(
+            access,
+            DescribeConfigs,
+            Request::DescribeClientQuotas(r),
+            || {
+                Response::DescribeClientQuotas(
+                    sluice_net::messages::describe_client_quotas_response::DescribeClientQuotasResponse {
+                        error_code: cluster_error,
+                        error_message: Some(refusal_message()),
+                        entries: None,
+                        ..Default::default()
+                    },
+                )
+            },
+        ),
+        Request::AlterClientQuotas(r) => {
+            if access.allows_cluster(AlterConfigs) {
+                return Screened::Handle(Request::AlterClientQuotas(r), None);
+            }
+            use sluice_net::messages::alter_client_quotas_response::{
+                AlterClientQuotasResponse, EntityData, EntryData,
+            };
+            Screened::Refuse(Response::AlterClientQuotas(AlterClientQuotasResponse {
+                entries: r
+                    .entries
+                    .into_iter()
+                    .map(|entry| EntryData {
+                        error_code: cluster_error,
+                        error_message: Some(refusal_message()),
+                        entity: entry
+                            .entity
+                            .into_iter()
+                            .map(|e| EntityData {
+                                entity_type: e.entity_type,
+                                entity_name: e.entity_name,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                ..Default::default()
+            }))
+        }
         Request::DescribeAcls(r) => {
             cluster_checked(access, Describe, Request::DescribeAcls(r), || {
                 Response::DescribeAcls(DescribeAclsResponse {

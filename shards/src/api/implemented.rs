@@ -31,6 +31,8 @@ pub const IMPLEMENTED_APIS: &[ApiKey] = &[
     ApiKey::DescribeAcls,
     ApiKey::CreateAcls,
     ApiKey::DeleteAcls,
+    ApiKey::DescribeClientQuotas,
+    ApiKey::AlterClientQuotas,
     ApiKey::InitProducerId,
     ApiKey::FindCoordinator,
     ApiKey::JoinGroup,

@@ -4,6 +4,7 @@ pub mod acls;
 pub mod admin_topics;
 pub mod api_versions;
 pub mod authorize;
+pub mod client_quotas;
 pub mod cluster;
 pub mod configs;
 pub mod fetch;
@@ -23,12 +24,14 @@ pub mod txn_markers;
 pub mod txn_tooling;
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::channel::oneshot;
 use sluice_net::{Request, RequestHeader, Response};
 
 use crate::messaging::ShardRequest;
+use crate::quota;
 use crate::security::{Access, ClientContext};
 use crate::shard::Shard;
 pub use implemented::IMPLEMENTED_APIS;
@@ -36,16 +39,30 @@ pub use response::{PendingResponse, ResponseFrame};
 
 /// Routes one request to its handler. A produce's batches are queued for their owner shards
 /// before this returns, so batches of one connection reach each owner in request order; the
-/// rest runs in the returned future, overlapped with the next requests.
+/// rest runs in the returned future, overlapped with the next requests. `request_bytes`: the
+/// request frame's size, which a produce charges to its client's quota (`quota`).
 pub async fn dispatch(
     shard: &Rc<Shard>,
     header: RequestHeader,
     request: Request,
     client: &ClientContext,
+    request_bytes: usize,
 ) -> PendingResponse {
     let version = header.request_api_version;
     let correlation_id = header.correlation_id;
     tracing::trace!(api = header.request_api_key, version, correlation_id, client = ?header.client_id, principal = %client.principal, listener = %client.listener.name, "request");
+    // None, at the cost of one look at an empty map, unless a client quota is set.
+    let applied = shard.controller.with_image(|image| {
+        client.quotas.applied(
+            image.client_quotas(),
+            &client.principal,
+            header.client_id.as_deref().unwrap_or_default(),
+        )
+    });
+    let charged = applied.map(|applied| {
+        let produce = matches!(request, Request::Produce(_));
+        (applied, client.quotas.clone(), shard.clone(), produce)
+    });
     let shard = shard.clone();
     let pool = shard.memory_pool.clone();
     let authorizer = &shard.config.security.authorizer;
@@ -179,6 +196,16 @@ pub async fn dispatch(
         Request::DeleteAcls(r) => {
             async move { Some(Response::DeleteAcls(acls::delete(&shard, r).await)) }.boxed_local()
         }
+        Request::DescribeClientQuotas(r) => futures::future::ready(Some(
+            Response::DescribeClientQuotas(client_quotas::describe(&shard, r)),
+        ))
+        .boxed_local(),
+        Request::AlterClientQuotas(r) => async move {
+            Some(Response::AlterClientQuotas(
+                client_quotas::alter(&shard, r).await,
+            ))
+        }
+        .boxed_local(),
         Request::ElectLeaders(r) => futures::future::ready(Some(Response::ElectLeaders(
             reassignments::elect_leaders(&shard, version, r),
         )))
@@ -328,8 +355,34 @@ pub async fn dispatch(
             futures::future::ready(None).boxed_local()
         }
     };
+    let Some((applied, connection_quotas, shard, produce)) = charged else {
+        return async move {
+            let response = response.await?;
+            response::encode_frame(&pool, correlation_id, version, &response)
+        }
+        .boxed_local();
+    };
     async move {
-        let mut response = response.await?;
+        // The shard's time on this request: its polls (what it computes here, not what it
+        // waits for), Kafka's request time for request_percentage.
+        let mut busy = Duration::ZERO;
+        let mut handling = response;
+        let mut response = futures::future::poll_fn(|cx| {
+            let started = Instant::now();
+            let polled = handling.as_mut().poll(cx);
+            busy += started.elapsed();
+            polled
+        })
+        .await;
+        let throttle_ms = applied.charge(&shard, response.as_mut(), request_bytes, produce, busy);
+        if throttle_ms > 0 {
+            if quota::connection::client_throttles(response.as_ref(), version) {
+                connection_quotas.mute_for(throttle_ms);
+            } else {
+                glommio::timer::sleep(Duration::from_millis(throttle_ms)).await;
+            }
+        }
+        let mut response = response?;
         if let Some(amend) = amend {
             amend(&mut response);
         }

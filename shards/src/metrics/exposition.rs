@@ -384,6 +384,19 @@ fn render_shard_counters(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
     for (name, kind, help, value) in families {
         out.per_shard(name, kind, help, shards, value);
     }
+    let name = "sluice_quota_throttle_ms_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Milliseconds of throttle given to clients above their quotas, by quota type.",
+    );
+    for shard in shards {
+        let id = shard.shard.to_string();
+        for kind in crate::quota::QuotaType::ALL {
+            let value = shard.quota_throttle_ms[kind as usize].get();
+            out.value(name, &[("shard", &id), ("type", kind.label())], value);
+        }
+    }
 }
 
 /// Picks one of the WAL's latency histograms out of a sample.

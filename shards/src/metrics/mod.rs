@@ -103,6 +103,9 @@ pub struct ShardMetrics {
     pub sasl_authentication_failures: Counter,
     /// Connections open now.
     pub connections_open: Counter,
+    /// Milliseconds of throttle given to clients above their quotas, per
+    /// `quota::QuotaType` (produce, fetch, request).
+    pub quota_throttle_ms: [Counter; 3],
     /// Times a request from the mesh waited because the shard ran `--shard-tasks-max` tasks.
     pub tasks_waits: Counter,
     /// Where produce requests spend their time, stage by stage.
@@ -183,6 +186,7 @@ impl ShardMetrics {
             connections_accepted: Counter::default(),
             connections_moved: Counter::default(),
             tls_handshake_failures: Counter::default(),
+            quota_throttle_ms: Default::default(),
             sasl_authentications: Counter::default(),
             sasl_authentication_failures: Counter::default(),
             connections_open: Counter::default(),

@@ -28,4 +28,6 @@ pub struct ClientContext {
     /// Its principal: `User:NAME` after SASL, the certificate's DN with mTLS, else
     /// `User:ANONYMOUS`.
     pub principal: Rc<str>,
+    /// The connection's quotas and mute (`quota::connection`).
+    pub quotas: Rc<crate::quota::connection::ConnectionQuotas>,
 }

@@ -1,0 +1,278 @@
+//! Client quota enforcement, per shard, as Kafka's `ClientQuotaManager` and
+//! `ClientRequestQuotaManager` do it: the quota of a request's client (user and client id) is
+//! resolved with Kafka's precedence (`sluice_metadata::quotas::resolve`), its usage measured
+//! over sampled windows (`rate.rs`), and a client above its bound gets `throttle_time_ms` in
+//! its response and its connection muted for that long (`connection.rs`, KIP-219).
+//!
+//! Across shards: a client's connections may be served by several shards (plaintext ones move
+//! to their partitions' shard, TLS and SASL ones stay where they were accepted). Each shard
+//! measures what it serves and publishes its per-entity rates to the others every
+//! `QUOTA_USAGE_SHARE_INTERVAL_MS` over the mesh (`share_usage`); a shard throttles on its own
+//! rate plus the others' latest. We chose this over dividing the quota by the shards serving
+//! an entity because that division needs the same exchange (who serves whom) and wastes the
+//! quota of an idle shard; and over shared atomics because cross-shard state is a message in
+//! this broker, never shared memory. The hot path reads and writes only this shard's maps
+//! (a `RefCell`, no lock); a remote rate is at most one interval old, so a burst spread over
+//! shards can pass the bound for that long before every shard sees it.
+
+pub mod connection;
+pub mod rate;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use sluice_metadata::{QuotaEntity, QuotaKey};
+
+use crate::messaging::ShardRequest;
+use crate::shard::Shard;
+use crate::stop::StopSignal;
+use rate::{SampledRate, throttle_ms};
+
+/// Most entities a shard measures at once; past it the least recently seen one is forgotten
+/// (after those idle for a whole window), so a client cycling through client ids cannot grow
+/// a shard's memory.
+pub const QUOTA_ENTITIES_TRACKED_MAX: usize = 10_000;
+/// How often a shard publishes its per-entity rates to the other shards.
+pub const QUOTA_USAGE_SHARE_INTERVAL_MS: u64 = 200;
+/// A shard's published rates older than this are ignored: it stopped publishing (stopping, or
+/// its mesh queue is full), and a stale rate would throttle clients it no longer serves.
+pub const QUOTA_REMOTE_USAGE_STALE_MS: u64 = 2000;
+/// The most a request quota (request_percentage) throttles at once: one window, as Kafka's
+/// `ClientRequestQuotaManager` bounds it.
+pub const REQUEST_THROTTLE_MS_MAX: u64 = rate::QUOTA_WINDOW_MS;
+
+/// What a quota limits, one per `QuotaKey`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaType {
+    /// producer_byte_rate: bytes of produce requests.
+    Produce = 0,
+    /// consumer_byte_rate: bytes of fetched records.
+    Fetch = 1,
+    /// request_percentage: a shard's time spent on the client's requests, in percent.
+    Request = 2,
+}
+
+impl QuotaType {
+    pub const ALL: [QuotaType; 3] = [QuotaType::Produce, QuotaType::Fetch, QuotaType::Request];
+
+    pub fn key(self) -> QuotaKey {
+        match self {
+            QuotaType::Produce => QuotaKey::ProducerByteRate,
+            QuotaType::Fetch => QuotaKey::ConsumerByteRate,
+            QuotaType::Request => QuotaKey::RequestPercentage,
+        }
+    }
+
+    /// The metrics' label.
+    pub fn label(self) -> &'static str {
+        match self {
+            QuotaType::Produce => "produce",
+            QuotaType::Fetch => "fetch",
+            QuotaType::Request => "request",
+        }
+    }
+}
+
+/// One shard's rates, per entity and quota type, as it publishes them.
+pub type UsageReport = Vec<(QuotaEntity, [f64; 3])>;
+
+/// A shard's quota measurements and the other shards' latest rates.
+pub struct ShardQuotas {
+    started: Instant,
+    local: RefCell<HashMap<QuotaEntity, EntityUsage>>,
+    /// By shard id: its latest report (empty for this shard).
+    remote: RefCell<Vec<RemoteUsage>>,
+}
+
+#[derive(Default)]
+struct EntityUsage {
+    rates: [SampledRate; 3],
+    last_recorded_ms: u64,
+}
+
+#[derive(Default)]
+struct RemoteUsage {
+    received_ms: u64,
+    rates: HashMap<QuotaEntity, [f64; 3]>,
+}
+
+impl ShardQuotas {
+    /// The quota state of a shard of a broker with `shard_count` shards.
+    pub fn new(shard_count: usize) -> ShardQuotas {
+        ShardQuotas {
+            started: Instant::now(),
+            local: RefCell::new(HashMap::new()),
+            remote: RefCell::new((0..shard_count).map(|_| RemoteUsage::default()).collect()),
+        }
+    }
+
+    /// Records `value` of `kind` for `entity`, whose bound is `bound`, and returns the throttle
+    /// time Kafka's `ClientQuotaManager` would: zero within the bound.
+    pub fn record(&self, entity: &QuotaEntity, kind: QuotaType, value: f64, bound: f64) -> u64 {
+        let now_ms = self.now_ms();
+        let mut local = self.local.borrow_mut();
+        if !local.contains_key(entity) {
+            make_room(&mut local, now_ms);
+            local.insert(entity.clone(), EntityUsage::default());
+        }
+        let Some(usage) = local.get_mut(entity) else {
+            return 0;
+        };
+        let rate = &mut usage.rates[kind as usize];
+        rate.record(value, now_ms);
+        usage.last_recorded_ms = now_ms;
+        let observed = rate.rate(now_ms) + self.remote_rate(entity, kind, now_ms);
+        let throttle = throttle_ms(observed, bound, rate.window_ms(now_ms));
+        if kind == QuotaType::Request {
+            throttle.min(REQUEST_THROTTLE_MS_MAX)
+        } else {
+            throttle
+        }
+    }
+
+    /// This shard's rates of every entity it measures, forgetting those idle for a whole
+    /// window (what `share_usage` publishes).
+    pub fn report(&self) -> UsageReport {
+        let now_ms = self.now_ms();
+        let mut local = self.local.borrow_mut();
+        local.retain(|_, usage| !usage.rates.iter().all(|r| r.idle(now_ms)));
+        local
+            .iter()
+            .map(|(entity, usage)| {
+                (
+                    entity.clone(),
+                    usage.rates.each_ref().map(|r| r.rate(now_ms)),
+                )
+            })
+            .collect()
+    }
+
+    /// Keeps shard `from`'s latest report.
+    pub fn receive(&self, from: usize, report: UsageReport) {
+        let now_ms = self.now_ms();
+        if let Some(remote) = self.remote.borrow_mut().get_mut(from) {
+            remote.received_ms = now_ms;
+            remote.rates = report.into_iter().collect();
+        }
+    }
+
+    /// Entities this shard measures now.
+    pub fn tracked(&self) -> usize {
+        self.local.borrow().len()
+    }
+
+    /// The other shards' latest rates of `entity`, those not stale.
+    fn remote_rate(&self, entity: &QuotaEntity, kind: QuotaType, now_ms: u64) -> f64 {
+        self.remote
+            .borrow()
+            .iter()
+            .filter(|r| now_ms.saturating_sub(r.received_ms) < QUOTA_REMOTE_USAGE_STALE_MS)
+            .filter_map(|r| r.rates.get(entity))
+            .map(|rates| rates[kind as usize])
+            .sum()
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Publishes this shard's rates to every other shard every `QUOTA_USAGE_SHARE_INTERVAL_MS`
+/// until `stop`; a broker of one shard has nobody to tell. When the shard measures nothing it
+/// publishes one empty report, then stays quiet until it measures again.
+pub async fn share_usage(shard: Rc<Shard>, stop: StopSignal) {
+    if shard.count < 2 {
+        return;
+    }
+    let mut published_empty = false;
+    loop {
+        futures::select_biased! {
+            _ = futures::FutureExt::fuse(stop.clone()) => return,
+            _ = futures::FutureExt::fuse(glommio::timer::sleep(Duration::from_millis(QUOTA_USAGE_SHARE_INTERVAL_MS))) => {}
+        }
+        let report = shard.quotas.report();
+        if report.is_empty() {
+            if published_empty {
+                continue;
+            }
+            published_empty = true;
+        } else {
+            published_empty = false;
+        }
+        for to in (0..shard.count).filter(|to| *to != shard.id) {
+            let request = ShardRequest::QuotaUsage {
+                from: shard.id,
+                report: report.clone(),
+            };
+            shard.mesh.deliver(to, request).await;
+        }
+    }
+}
+
+/// Makes room for one more entity: forgets the idle ones, then the least recently seen.
+fn make_room(local: &mut HashMap<QuotaEntity, EntityUsage>, now_ms: u64) {
+    if local.len() < QUOTA_ENTITIES_TRACKED_MAX {
+        return;
+    }
+    local.retain(|_, usage| !usage.rates.iter().all(|r| r.idle(now_ms)));
+    if local.len() < QUOTA_ENTITIES_TRACKED_MAX {
+        return;
+    }
+    let oldest = local
+        .iter()
+        .min_by_key(|(_, usage)| usage.last_recorded_ms)
+        .map(|(entity, _)| entity.clone());
+    if let Some(oldest) = oldest {
+        local.remove(&oldest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_metadata::EntityName;
+
+    fn client(name: &str) -> QuotaEntity {
+        QuotaEntity {
+            user: None,
+            client_id: Some(EntityName::Named(name.to_string())),
+        }
+    }
+
+    #[test]
+    fn another_shards_rate_counts_towards_the_bound() {
+        let quotas = ShardQuotas::new(2);
+        // 10 000 bytes here: 1000 bytes/s over the first ten windows, within 1500.
+        assert_eq!(
+            quotas.record(&client("a"), QuotaType::Produce, 10_000.0, 1500.0),
+            0
+        );
+        quotas.receive(1, vec![(client("a"), [1000.0, 0.0, 0.0])]);
+        // The other shard's 1000 bytes/s more: 2000 + a little above 1500.
+        assert!(quotas.record(&client("a"), QuotaType::Produce, 1.0, 1500.0) > 0);
+        assert_eq!(
+            quotas.record(&client("b"), QuotaType::Produce, 1.0, 1500.0),
+            0
+        );
+        let report = quotas.report();
+        assert_eq!(report.len(), 2);
+    }
+
+    #[test]
+    fn tracked_entities_are_bounded() {
+        let quotas = ShardQuotas::new(1);
+        for i in 0..QUOTA_ENTITIES_TRACKED_MAX + 10 {
+            quotas.record(&client(&format!("c{i}")), QuotaType::Fetch, 1.0, 1e9);
+        }
+        assert_eq!(quotas.tracked(), QUOTA_ENTITIES_TRACKED_MAX);
+    }
+
+    #[test]
+    fn request_throttles_are_bounded_by_one_window() {
+        let quotas = ShardQuotas::new(1);
+        let throttle = quotas.record(&client("a"), QuotaType::Request, 1e6, 1.0);
+        assert_eq!(throttle, REQUEST_THROTTLE_MS_MAX);
+    }
+}
