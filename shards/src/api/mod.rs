@@ -355,6 +355,17 @@ pub async fn dispatch(
             futures::future::ready(None).boxed_local()
         }
     };
+    // What the authorizer refused or must hide is settled before anything else reads the
+    // response.
+    let response = match amend {
+        None => response,
+        Some(amend) => async move {
+            let mut response = response.await?;
+            amend(&mut response);
+            Some(response)
+        }
+        .boxed_local(),
+    };
     let Some((applied, connection_quotas, shard, produce)) = charged else {
         return async move {
             let response = response.await?;
@@ -382,10 +393,7 @@ pub async fn dispatch(
                 glommio::timer::sleep(Duration::from_millis(throttle_ms)).await;
             }
         }
-        let mut response = response?;
-        if let Some(amend) = amend {
-            amend(&mut response);
-        }
+        let response = response?;
         response::encode_frame(&pool, correlation_id, version, &response)
     }
     .boxed_local()
