@@ -361,23 +361,18 @@ pub fn screen(request: Request, version: i16, access: &Access) -> Screened {
             )
         }
         Request::DescribeConfigs(mut r) => {
-            let (allowed, denied) = split(r.resources, |c| {
-                config_error(access, DescribeConfigs, c.resource_type, &c.resource_name).is_none()
+            let (allowed, denied) = split_refused(r.resources, |c| {
+                config_error(access, DescribeConfigs, c.resource_type, &c.resource_name)
             });
             r.resources = allowed;
             let refused: Vec<DescribeConfigsResult> = denied
                 .into_iter()
-                .map(|c| {
-                    let code =
-                        config_error(access, DescribeConfigs, c.resource_type, &c.resource_name)
-                            .unwrap_or(cluster_error);
-                    DescribeConfigsResult {
-                        error_code: code,
-                        error_message: Some(refusal_message()),
-                        resource_type: c.resource_type,
-                        resource_name: c.resource_name,
-                        configs: Vec::new(),
-                    }
+                .map(|(c, error_code)| DescribeConfigsResult {
+                    error_code,
+                    error_message: Some(refusal_message()),
+                    resource_type: c.resource_type,
+                    resource_name: c.resource_name,
+                    configs: Vec::new(),
                 })
                 .collect();
             Screened::Handle(
@@ -392,20 +387,14 @@ pub fn screen(request: Request, version: i16, access: &Access) -> Screened {
             )
         }
         Request::AlterConfigs(mut r) => {
-            let (allowed, denied) = split(r.resources, |c| {
-                config_error(access, AlterConfigs, c.resource_type, &c.resource_name).is_none()
+            let (allowed, denied) = split_refused(r.resources, |c| {
+                config_error(access, AlterConfigs, c.resource_type, &c.resource_name)
             });
             r.resources = allowed;
             let refused: Vec<AlterConfigsResourceResponse> = denied
                 .into_iter()
-                .map(|c| AlterConfigsResourceResponse {
-                    error_code: config_error(
-                        access,
-                        AlterConfigs,
-                        c.resource_type,
-                        &c.resource_name,
-                    )
-                    .unwrap_or(cluster_error),
+                .map(|(c, error_code)| AlterConfigsResourceResponse {
+                    error_code,
                     error_message: Some(refusal_message()),
                     resource_type: c.resource_type,
                     resource_name: c.resource_name,
@@ -423,20 +412,14 @@ pub fn screen(request: Request, version: i16, access: &Access) -> Screened {
             )
         }
         Request::IncrementalAlterConfigs(mut r) => {
-            let (allowed, denied) = split(r.resources, |c| {
-                config_error(access, AlterConfigs, c.resource_type, &c.resource_name).is_none()
+            let (allowed, denied) = split_refused(r.resources, |c| {
+                config_error(access, AlterConfigs, c.resource_type, &c.resource_name)
             });
             r.resources = allowed;
             let refused: Vec<IncrementalAlterConfigsResourceResponse> = denied
                 .into_iter()
-                .map(|c| IncrementalAlterConfigsResourceResponse {
-                    error_code: config_error(
-                        access,
-                        AlterConfigs,
-                        c.resource_type,
-                        &c.resource_name,
-                    )
-                    .unwrap_or(cluster_error),
+                .map(|(c, error_code)| IncrementalAlterConfigsResourceResponse {
+                    error_code,
                     error_message: Some(refusal_message()),
                     resource_type: c.resource_type,
                     resource_name: c.resource_name,
@@ -1331,12 +1314,12 @@ fn screen_find_coordinator(
             }
         };
     }
-    let (allowed, denied) = split(r.coordinator_keys, |k| refusal(k).is_none());
+    let (allowed, denied) = split_refused(r.coordinator_keys, |k| refusal(k));
     r.coordinator_keys = allowed;
     let refused: Vec<Coordinator> = denied
         .into_iter()
-        .map(|key| Coordinator {
-            error_code: refusal(&key).unwrap_or_default(),
+        .map(|(key, error_code)| Coordinator {
+            error_code,
             error_message: Some(refusal_message()),
             key,
             node_id: -1,
@@ -1452,6 +1435,20 @@ fn screen_offset_fetch(
 /// Splits `items` into those `allowed` keeps and the rest, each in order.
 fn split<T>(items: Vec<T>, allowed: impl Fn(&T) -> bool) -> (Vec<T>, Vec<T>) {
     items.into_iter().partition(|item| allowed(item))
+}
+
+/// Splits `items` into those `refusal` lets through (None) and the rest, each with the error
+/// code `refusal` gave it; both in order.
+fn split_refused<T>(items: Vec<T>, refusal: impl Fn(&T) -> Option<i16>) -> (Vec<T>, Vec<(T, i16)>) {
+    let mut allowed = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
+    for item in items {
+        match refusal(&item) {
+            None => allowed.push(item),
+            Some(error_code) => refused.push((item, error_code)),
+        }
+    }
+    (allowed, refused)
 }
 
 /// `make(refused)`, or nothing to amend when nothing was refused.
