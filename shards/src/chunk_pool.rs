@@ -312,8 +312,18 @@ impl Drop for PoolShared {
     }
 }
 
-/// Free blocks by order (a block of order `k` is `2^k` units, aligned to its size), lowest
-/// address first so that allocations pack at the bottom and large blocks stay whole above.
+/// Chunks below this order (64 KiB) are small: they are placed from the top of the region,
+/// large ones from the bottom.
+const SMALL_CHUNK_ORDER: usize = 7;
+
+/// Free blocks by order (a block of order `k` is `2^k` units, aligned to its size).
+///
+/// Large chunks take the lowest free block of the smallest order that fits, so they pack at
+/// the bottom; small ones take the highest free block of any order that fits, so they pack at
+/// the top. Kept apart, a small chunk that outlives its neighbours pins only blocks among
+/// other small ones: with one free list for both, small chunks filled the tails that large
+/// ones leave in their blocks, stayed after those were freed, and left no large block whole
+/// with three quarters of the pool unused (`small_chunks_kept_as_long_as_large_ones_...`).
 struct Buddies {
     free: Vec<BTreeSet<usize>>,
     units: usize,
@@ -331,11 +341,25 @@ impl Buddies {
     /// The first unit of `units` free units, or None.
     fn take(&mut self, units: usize) -> Option<usize> {
         let order = units.next_power_of_two().trailing_zeros() as usize;
-        let found = (order..self.free.len()).find(|&o| !self.free[o].is_empty())?;
-        let first = self.free[found].pop_first()?;
-        // Split down to `order`, keeping the lower half and freeing the upper.
-        for o in (order..found).rev() {
-            self.free[o].insert(first + (1 << o));
+        let mut first;
+        if order < SMALL_CHUNK_ORDER {
+            let found;
+            (found, first) = (order..self.free.len())
+                .filter_map(|o| self.free[o].last().map(|&first| (o, first)))
+                .max_by_key(|&(_, first)| first)?;
+            self.free[found].remove(&first);
+            // Split down to `order`, keeping the upper half and freeing the lower.
+            for o in (order..found).rev() {
+                self.free[o].insert(first);
+                first += 1 << o;
+            }
+        } else {
+            let found = (order..self.free.len()).find(|&o| !self.free[o].is_empty())?;
+            first = self.free[found].pop_first()?;
+            // Split down to `order`, keeping the lower half and freeing the upper.
+            for o in (order..found).rev() {
+                self.free[o].insert(first + (1 << o));
+            }
         }
         // Give the tail past `units` back.
         self.free_range(first + units, (1 << order) - units);
@@ -442,6 +466,53 @@ mod tests {
         drop(live);
         assert_eq!(pool.used_bytes(), 0);
         assert!(pool.try_take(16 << 20).is_some());
+    }
+
+    #[test]
+    fn small_chunks_kept_as_long_as_large_ones_do_not_pin_every_large_block() {
+        // The log cache's mix that once stalled a shard: a producer's 1 MB batches next to
+        // a latency probe's 1-2 KiB ones, all kept oldest-first up to a quarter of the pool.
+        // The small ones once filled the tails of the large ones' blocks and stayed after
+        // those were freed, until no block of 1 MiB was free with three quarters unused.
+        cache_mix(0x2545_f491_4f6c_dd1d, 200, |_| 1_000_000);
+        // Large ones of any size, and small ones taking half the bytes.
+        cache_mix(0x9e37_79b9_7f4a_7c15, 400, |r| {
+            300_000 + (r % 700_000) as usize
+        });
+    }
+
+    /// Takes one large chunk of `large_len(random)` bytes then `smalls` of 1.1-2.1 KB, 2000
+    /// times, keeping the latest quarter of the pool's bytes: every take must succeed.
+    fn cache_mix(mut seed: u64, smalls: usize, large_len: impl Fn(u64) -> usize) {
+        println!("seed {seed:#x}");
+        let pool = ChunkPool::new(64 << 20);
+        let mut live = std::collections::VecDeque::new();
+        let mut live_bytes = 0;
+        for step in 0..2_000 {
+            for i in 0..=smalls {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let len = if i == 0 {
+                    large_len(seed)
+                } else {
+                    1_100 + (seed % 1_000) as usize
+                };
+                while live_bytes + len > 16 << 20 {
+                    let chunk: PoolChunk = live.pop_front().expect("non-empty");
+                    live_bytes -= chunk.as_ref().len();
+                }
+                let Some(chunk) = pool.try_take(len) else {
+                    panic!(
+                        "step {step}: no chunk of {len} bytes with {} of {} bytes used",
+                        pool.used_bytes(),
+                        pool.capacity_bytes()
+                    );
+                };
+                live_bytes += len;
+                live.push_back(chunk);
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::channel::{mpsc, oneshot};
@@ -45,6 +45,8 @@ const IO_MEMORY_BYTES_DEFAULT: usize = 10 << 20;
 /// How often, at most, a shard evicts uploaded batches from the log cache while a frame or
 /// batch waits for its memory pool.
 const POOL_SHORTAGE_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+/// A shortage this soon after the previous one is the same wait going on.
+const POOL_SHORTAGE_PERSISTS: Duration = Duration::from_millis(100);
 
 /// Allocations from this size on are mmap'd by glibc and unmapped when freed. glibc raises
 /// its threshold (up to 32 MiB) each time it frees a mapped block, after which blocks of
@@ -993,17 +995,28 @@ fn check_wal_layout(config: &BrokerConfig, shards: usize) -> Result<(), StartErr
 
 /// While a frame or batch waits for the memory pool, evicts uploaded batches from the log
 /// cache down to half its budget (the upload task evicts only down to the budget, and only
-/// after an upload), at most once per [`POOL_SHORTAGE_CHECK_INTERVAL`].
+/// after an upload), at most once per [`POOL_SHORTAGE_CHECK_INTERVAL`]. A wait that goes on
+/// (another shortage within [`POOL_SHORTAGE_PERSISTS`]) halves that target again, down to
+/// nothing uploaded left in the cache: the pool may be short of one large block with most of
+/// it free, in pieces that cached batches keep apart, and no mix of sizes may stall a shard.
 ///
 /// Woken by the wait rather than a 10 ms timer: every timer wakes an idle shard, and a wake-up
 /// costs about 100 µs of CPU on a VM (2 × 130 wakes a second, idle, before).
 async fn evict_on_pool_shortage(storage: Rc<PartitionStore>, stop: StopSignal) {
+    let mut target_bytes = 0;
+    let mut last_shortage: Option<Instant> = None;
     loop {
         futures::select_biased! {
             _ = stop.clone().fuse() => return,
             _ = storage.memory_pool.shortage().fuse() => {}
         }
-        storage.evict_log_cache(storage.tier.log_cache_budget_bytes() / 2);
+        let now = Instant::now();
+        target_bytes = match last_shortage {
+            Some(at) if now.duration_since(at) <= POOL_SHORTAGE_PERSISTS => target_bytes / 2,
+            _ => storage.tier.log_cache_budget_bytes() / 2,
+        };
+        last_shortage = Some(now);
+        storage.evict_log_cache(target_bytes);
         futures::select_biased! {
             _ = stop.clone().fuse() => return,
             _ = glommio::timer::sleep(POOL_SHORTAGE_CHECK_INTERVAL).fuse() => {}
