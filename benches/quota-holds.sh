@@ -16,8 +16,9 @@
 #   unlimited the probe next to the same producer without a quota, for
 #             QH_UNLIMITED_SECS (10 s: some 3 GB of disk here)       -> both
 # The producer's rate is acked payload bytes (10^6 per MB) per second, over the
-# whole run and over its part from 15 s on (the first 15 s hold Kafka's warm-up:
-# a first burst is measured over at least 10 windows of 1 s, so it passes).
+# whole run and over its part from 15 s on (the first 15 s hold the warm-up: the
+# quota's bucket starts full, one second of the quota, and the client's queue
+# fills up).
 # One line per phase:
 #   QH PHASE producer_MBps=.. producer_steady_MBps=.. probe_p99_ms=.. probe_p999_ms=..
 # then   QH verdict quota_MBps=.. steady_within_10pct=yes|no probe_p99_ratio=..

@@ -217,8 +217,8 @@ fn quotas_altered_are_described_and_survive_a_restart() {
     broker.check_log();
 }
 
-/// A produce quota of 100 kB/s for the raw client's id: a few 400 kB requests put it above
-/// (Kafka measures over at least ten 1 s windows), its responses then carry a throttle time,
+/// A produce quota of 100 kB/s for the raw client's id: a 400 kB request takes more than the
+/// one second of quota a client may pass at once, its response then carries a throttle time,
 /// the broker does not read its next request before that time, and the metric counts it.
 #[test]
 fn a_client_above_its_produce_quota_is_throttled_and_muted() {

@@ -1,20 +1,23 @@
 //! Client quota enforcement, per shard, as Kafka's `ClientQuotaManager` and
 //! `ClientRequestQuotaManager` do it: the quota of a request's client (user and client id) is
 //! resolved with Kafka's precedence (`sluice_metadata::quotas::resolve`), its usage measured
-//! over sampled windows (`rate.rs`), and a client above its bound gets `throttle_time_ms` in
+//! over Kafka's sampled windows (`rate.rs`) and paced by a token bucket (`bucket.rs`, which
+//! says why not by Kafka's windows), and a client above its bound gets `throttle_time_ms` in
 //! its response and its connection muted for that long (`connection.rs`, KIP-219).
 //!
 //! Across shards: a client's connections may be served by several shards (plaintext ones move
 //! to their partitions' shard, TLS and SASL ones stay where they were accepted). Each shard
 //! measures what it serves and publishes its per-entity rates to the others every
-//! `QUOTA_USAGE_SHARE_INTERVAL_MS` over the mesh (`share_usage`); a shard throttles on its own
-//! rate plus the others' latest. We chose this over dividing the quota by the shards serving
+//! `QUOTA_USAGE_SHARE_INTERVAL_MS` over the mesh (`share_usage`); a shard's bucket refills at
+//! the bound less the others' latest rates, and never at less than an even share of the bound
+//! (`refill_per_s`), so that stale reports cannot starve it. We chose this over dividing the quota by the shards serving
 //! an entity because that division needs the same exchange (who serves whom) and wastes the
 //! quota of an idle shard; and over shared atomics because cross-shard state is a message in
 //! this broker, never shared memory. The hot path reads and writes only this shard's maps
 //! (a `RefCell`, no lock); a remote rate is at most one interval old, so a burst spread over
 //! shards can pass the bound for that long before every shard sees it.
 
+pub mod bucket;
 pub mod connection;
 pub mod rate;
 
@@ -28,7 +31,8 @@ use sluice_metadata::{QuotaEntity, QuotaKey};
 use crate::messaging::ShardRequest;
 use crate::shard::Shard;
 use crate::stop::StopSignal;
-use rate::{SampledRate, throttle_ms};
+use bucket::TokenBucket;
+use rate::SampledRate;
 
 /// Most entities a shard measures at once; past it the least recently seen one is forgotten
 /// (after those idle for a whole window), so a client cycling through client ids cannot grow
@@ -81,6 +85,7 @@ pub type UsageReport = Vec<(QuotaEntity, [f64; 3])>;
 /// A shard's quota measurements and the other shards' latest rates.
 pub struct ShardQuotas {
     started: Instant,
+    shard_count: usize,
     local: RefCell<HashMap<QuotaEntity, EntityUsage>>,
     /// By shard id: its latest report (empty for this shard).
     remote: RefCell<Vec<RemoteUsage>>,
@@ -88,7 +93,10 @@ pub struct ShardQuotas {
 
 #[derive(Default)]
 struct EntityUsage {
+    /// What this shard served, as it tells the other shards.
     rates: [SampledRate; 3],
+    /// The throttle decision.
+    buckets: [TokenBucket; 3],
     last_recorded_ms: u64,
 }
 
@@ -103,13 +111,14 @@ impl ShardQuotas {
     pub fn new(shard_count: usize) -> ShardQuotas {
         ShardQuotas {
             started: Instant::now(),
+            shard_count: shard_count.max(1),
             local: RefCell::new(HashMap::new()),
             remote: RefCell::new((0..shard_count).map(|_| RemoteUsage::default()).collect()),
         }
     }
 
-    /// Records `value` of `kind` for `entity`, whose bound is `bound`, and returns the throttle
-    /// time Kafka's `ClientQuotaManager` would: zero within the bound.
+    /// Records `value` of `kind` for `entity`, whose bound is `bound` (per second), and returns
+    /// the throttle time: zero while the entity's bucket holds tokens.
     pub fn record(&self, entity: &QuotaEntity, kind: QuotaType, value: f64, bound: f64) -> u64 {
         let now_ms = self.now_ms();
         let mut local = self.local.borrow_mut();
@@ -120,11 +129,10 @@ impl ShardQuotas {
         let Some(usage) = local.get_mut(entity) else {
             return 0;
         };
-        let rate = &mut usage.rates[kind as usize];
-        rate.record(value, now_ms);
+        usage.rates[kind as usize].record(value, now_ms);
         usage.last_recorded_ms = now_ms;
-        let observed = rate.rate(now_ms) + self.remote_rate(entity, kind, now_ms);
-        let throttle = throttle_ms(observed, bound, rate.window_ms(now_ms));
+        let refill = self.refill_per_s(entity, kind, bound, now_ms);
+        let throttle = usage.buckets[kind as usize].take(value, now_ms, bound, refill);
         if kind == QuotaType::Request {
             throttle.min(REQUEST_THROTTLE_MS_MAX)
         } else {
@@ -137,7 +145,7 @@ impl ShardQuotas {
     pub fn report(&self) -> UsageReport {
         let now_ms = self.now_ms();
         let mut local = self.local.borrow_mut();
-        local.retain(|_, usage| !usage.rates.iter().all(|r| r.idle(now_ms)));
+        local.retain(|_, usage| !usage.forgettable(now_ms));
         local
             .iter()
             .map(|(entity, usage)| {
@@ -161,6 +169,13 @@ impl ShardQuotas {
     /// Entities this shard measures now.
     pub fn tracked(&self) -> usize {
         self.local.borrow().len()
+    }
+
+    /// How fast `entity`'s bucket of `kind` refills here: the bound less what the other shards
+    /// serve it, and at least an even share of the bound.
+    fn refill_per_s(&self, entity: &QuotaEntity, kind: QuotaType, bound: f64, now_ms: u64) -> f64 {
+        let even_share = bound / self.shard_count as f64;
+        (bound - self.remote_rate(entity, kind, now_ms)).max(even_share)
     }
 
     /// The other shards' latest rates of `entity`, those not stale.
@@ -211,12 +226,20 @@ pub async fn share_usage(shard: Rc<Shard>, stop: StopSignal) {
     }
 }
 
+impl EntityUsage {
+    /// True when the entity was idle for a whole window and owes no throttle: forgetting it
+    /// loses nothing.
+    fn forgettable(&self, now_ms: u64) -> bool {
+        self.rates.iter().all(|r| r.idle(now_ms)) && !self.buckets.iter().any(|b| b.in_debt(now_ms))
+    }
+}
+
 /// Makes room for one more entity: forgets the idle ones, then the least recently seen.
 fn make_room(local: &mut HashMap<QuotaEntity, EntityUsage>, now_ms: u64) {
     if local.len() < QUOTA_ENTITIES_TRACKED_MAX {
         return;
     }
-    local.retain(|_, usage| !usage.rates.iter().all(|r| r.idle(now_ms)));
+    local.retain(|_, usage| !usage.forgettable(now_ms));
     if local.len() < QUOTA_ENTITIES_TRACKED_MAX {
         return;
     }
@@ -242,22 +265,33 @@ mod tests {
     }
 
     #[test]
-    fn another_shards_rate_counts_towards_the_bound() {
+    fn another_shards_rate_slows_the_refill_down_to_an_even_share() {
         let quotas = ShardQuotas::new(2);
-        // 10 000 bytes here: 1000 bytes/s over the first ten windows, within 1500.
+        let bound = 1000.0;
+        // A full bucket passes one window of the bound; half a window more is a debt of 500.
         assert_eq!(
-            quotas.record(&client("a"), QuotaType::Produce, 10_000.0, 1500.0),
+            quotas.record(&client("a"), QuotaType::Produce, 1000.0, bound),
             0
         );
-        quotas.receive(1, vec![(client("a"), [1000.0, 0.0, 0.0])]);
-        // The other shard's 1000 bytes/s more: 2000 + a little above 1500.
-        assert!(quotas.record(&client("a"), QuotaType::Produce, 1.0, 1500.0) > 0);
+        let alone = quotas.record(&client("a"), QuotaType::Produce, 500.0, bound);
+        assert!((490..=500).contains(&alone), "{alone} ms");
+        // The other shard serves b 300 bytes/s: the debt refills at 700 bytes/s.
+        quotas.receive(1, vec![(client("b"), [300.0, 0.0, 0.0])]);
         assert_eq!(
-            quotas.record(&client("b"), QuotaType::Produce, 1.0, 1500.0),
+            quotas.record(&client("b"), QuotaType::Produce, 1000.0, bound),
             0
         );
-        let report = quotas.report();
-        assert_eq!(report.len(), 2);
+        let shared = quotas.record(&client("b"), QuotaType::Produce, 500.0, bound);
+        assert!((700..=715).contains(&shared), "{shared} ms");
+        // It serves c above the bound: the refill is still half the bound here.
+        quotas.receive(1, vec![(client("c"), [5000.0, 0.0, 0.0])]);
+        assert_eq!(
+            quotas.record(&client("c"), QuotaType::Produce, 1000.0, bound),
+            0
+        );
+        let starved = quotas.record(&client("c"), QuotaType::Produce, 500.0, bound);
+        assert!((990..=1000).contains(&starved), "{starved} ms");
+        assert_eq!(quotas.report().len(), 3);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! A rate over sampled windows and the throttle time that brings it back to a bound: Kafka's
-//! `Rate` over a `SampledStat` (`quota.window.num` samples of `quota.window.size.seconds`) and
-//! `QuotaUtils.throttleTime`, which `ClientQuotaManager` uses for every client quota.
+//! A rate over sampled windows: Kafka's `Rate` over a `SampledStat` (`quota.window.num` samples
+//! of `quota.window.size.seconds`), as `ClientQuotaManager` measures every client quota. A
+//! shard publishes these rates to the others (`super::share_usage`); the throttle itself comes
+//! from a token bucket (`super::bucket`).
 
 /// Samples a rate is measured over (Kafka's `quota.window.num`, 11).
 pub const QUOTA_WINDOWS: usize = 11;
@@ -51,7 +52,7 @@ impl SampledRate {
     }
 
     /// Kafka's `Rate.windowSize` at `now_ms`.
-    pub fn window_ms(&self, now_ms: u64) -> u64 {
+    fn window_ms(&self, now_ms: u64) -> u64 {
         let oldest_ms = self
             .live(now_ms)
             .map(|s| s.start_ms)
@@ -82,17 +83,6 @@ impl SampledRate {
     }
 }
 
-/// Kafka's `QuotaUtils.throttleTime`: with `observed` above `bound` over a window of
-/// `window_ms`, the delay X that brings it back, from O·W / (W + X) = T: X = (O − T) / T · W.
-/// Zero when `observed` is within the bound (Kafka throttles only above it).
-pub fn throttle_ms(observed: f64, bound: f64, window_ms: u64) -> u64 {
-    if observed <= bound || bound <= 0.0 {
-        return 0;
-    }
-    // A value that does not fit is a throttle of "for ever": saturate.
-    ((observed - bound) / bound * window_ms as f64).round() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,32 +110,5 @@ mod tests {
         assert!(!rate.idle(now_ms));
         assert!(rate.idle(now_ms + QUOTA_WINDOWS as u64 * QUOTA_WINDOW_MS));
         assert_eq!(rate.rate(now_ms + 60_000), 0.0);
-    }
-
-    #[test]
-    fn throttle_time_is_kafkas() {
-        // Twice the bound over 11 s: wait 11 s more.
-        assert_eq!(throttle_ms(20.0, 10.0, 11_000), 11_000);
-        assert_eq!(throttle_ms(11.0, 10.0, 10_000), 1_000);
-        assert_eq!(throttle_ms(10.0, 10.0, 10_000), 0);
-        assert_eq!(throttle_ms(5.0, 10.0, 10_000), 0);
-    }
-
-    #[test]
-    fn throttling_by_the_computed_time_holds_a_client_to_its_bound() {
-        // A client that sends 1 MB as soon as it may, against a bound of 10 MB/s: after its
-        // throttle it sends again. Over 60 s its rate is the bound, within 10%.
-        let bound = 10_000_000.0;
-        let mut rate = SampledRate::default();
-        let mut now_ms = 0;
-        let mut sent = 0.0;
-        while now_ms < 60_000 {
-            rate.record(1_000_000.0, now_ms);
-            sent += 1_000_000.0;
-            let wait_ms = throttle_ms(rate.rate(now_ms), bound, rate.window_ms(now_ms));
-            now_ms += wait_ms.max(1);
-        }
-        let achieved = sent / (now_ms as f64 / 1000.0);
-        assert!((achieved - bound).abs() / bound < 0.1, "{achieved}");
     }
 }
