@@ -10,6 +10,9 @@ use common::raw::RawClient as Client;
 use sluice_net::messages::create_topics_request::{
     CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
 };
+use sluice_net::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
 use sluice_net::messages::metadata_request::MetadataRequest;
 use sluice_net::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
@@ -232,4 +235,58 @@ fn bad_requests_get_kafka_errors_and_the_broker_keeps_serving() {
     );
 
     metadata_works(&broker);
+}
+
+/// A produce with acks=0 gets no response; when one of its partitions fails, the broker closes
+/// the connection, as Kafka does, so that the client (which waits for no answer) reconnects
+/// and refreshes its metadata instead of losing every later record silently.
+#[test]
+fn a_failed_produce_with_acks_0_closes_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    let mut client = Client::connect(&broker);
+    client.create_topic("zero", 1, &[]);
+    let acks_0 = |topic: &str| {
+        let mut builder = RecordBatchBuilder::new(Compression::None);
+        builder.append(1_700_000_000_000, None, Some(b"v"), &[]);
+        let Request::Produce(mut request) = produce(topic, builder.build().expect("a batch"))
+        else {
+            unreachable!("produce builds a Produce request");
+        };
+        request.acks = 0;
+        Request::Produce(request)
+    };
+    client.send(9, &acks_0("zero"));
+    // Nothing answers it: the next frame on the connection answers the next request.
+    let Response::Metadata(_) = client.call(12, Request::Metadata(MetadataRequest::default()))
+    else {
+        panic!("a Metadata response");
+    };
+    client.send(9, &acks_0("no-such-topic"));
+    let mut byte = [0u8; 1];
+    match std::io::Read::read(client.stream(), &mut byte) {
+        Ok(0) => {}
+        other => panic!("the connection is still open: {other:?}"),
+    }
+    // The first record was appended; the broker serves everyone else.
+    let mut client = Client::connect(&broker);
+    let Response::ListOffsets(offsets) = client.call(
+        7,
+        Request::ListOffsets(ListOffsetsRequest {
+            replica_id: -1,
+            topics: vec![ListOffsetsTopic {
+                name: "zero".into(),
+                partitions: vec![ListOffsetsPartition {
+                    partition_index: 0,
+                    timestamp: -1,
+                    ..Default::default()
+                }],
+            }],
+            ..Default::default()
+        }),
+    ) else {
+        panic!("a ListOffsets response");
+    };
+    assert_eq!(offsets.topics[0].partitions[0].offset, 1);
+    broker.check_log();
 }

@@ -111,6 +111,14 @@ pub async fn serve(
             let Some(frame) = answer.frame else {
                 continue;
             };
+            if frame == ResponseFrame::Close {
+                // SAFETY: `raw_fd` belongs to the stream whose halves this task (`writer`) and
+                // the read loop (`reader`) hold open until both end; shutdown ends the TCP
+                // connection without closing the descriptor, and the read loop's pending read
+                // then sees the end of the stream.
+                unsafe { libc::shutdown(raw_fd, libc::SHUT_RDWR) };
+                return None;
+            }
             if ClientStream::write_segments(&mut writer, plain_fd, frame.segments())
                 .await
                 .is_err()

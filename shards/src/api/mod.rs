@@ -50,6 +50,7 @@ pub async fn dispatch(
 ) -> PendingResponse {
     let version = header.request_api_version;
     let correlation_id = header.correlation_id;
+    let acks_zero = matches!(&request, Request::Produce(r) if r.acks == 0);
     tracing::trace!(api = header.request_api_key, version, correlation_id, client = ?header.client_id, principal = %client.principal, listener = %client.listener.name, "request");
     // None, at the cost of one look at an empty map, unless a client quota is set.
     let applied = shard.controller.with_image(|image| {
@@ -77,7 +78,8 @@ pub async fn dispatch(
             authorize::Screened::Handle(request, amend) => (request, amend),
             authorize::Screened::Refuse(response) => {
                 tracing::debug!(api = header.request_api_key, principal = %client.principal, "request refused by the ACLs");
-                return response::encode(correlation_id, version, response);
+                let frame = response::reply(&pool, correlation_id, version, &response, acks_zero);
+                return futures::future::ready(frame).boxed_local();
             }
         }
     } else {
@@ -369,7 +371,7 @@ pub async fn dispatch(
     let Some((applied, connection_quotas, shard, produce)) = charged else {
         return async move {
             let response = response.await?;
-            response::encode_frame(&pool, correlation_id, version, &response)
+            response::reply(&pool, correlation_id, version, &response, acks_zero)
         }
         .boxed_local();
     };
@@ -387,14 +389,15 @@ pub async fn dispatch(
         .await;
         let throttle_ms = applied.charge(&shard, response.as_mut(), request_bytes, produce, busy);
         if throttle_ms > 0 {
-            if quota::connection::client_throttles(response.as_ref(), version) {
+            // A client sent no response (acks=0) cannot throttle itself: it is muted.
+            if acks_zero || quota::connection::client_throttles(response.as_ref(), version) {
                 connection_quotas.mute_for(throttle_ms);
             } else {
                 glommio::timer::sleep(Duration::from_millis(throttle_ms)).await;
             }
         }
         let response = response?;
-        response::encode_frame(&pool, correlation_id, version, &response)
+        response::reply(&pool, correlation_id, version, &response, acks_zero)
     }
     .boxed_local()
 }

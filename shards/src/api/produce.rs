@@ -75,7 +75,7 @@ fn keyless_record_errors(
 }
 
 /// The parse and order stages; the returned future waits for durability and builds the
-/// response (None for acks=0, which gets no response).
+/// response (built for acks=0 too: `response::reply` sends none, or closes the connection).
 pub async fn order(
     shard: &Rc<Shard>,
     request: ProduceRequest,
@@ -171,9 +171,6 @@ pub async fn order(
                 name,
                 partition_responses,
             });
-        }
-        if acks == 0 {
-            return None;
         }
         Some(Response::Produce(ProduceResponse {
             responses,

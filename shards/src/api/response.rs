@@ -16,7 +16,8 @@ const POOLED_RESPONSE_BYTES_MIN: usize = 64 * 1024;
 pub type PendingResponse = LocalBoxFuture<'static, Option<ResponseFrame>>;
 
 /// One encoded response frame, size prefix included: the connection writes its segments in
-/// order, in one vectored write where the socket takes it.
+/// order, in one vectored write where the socket takes it. Or, in the frame's place, the
+/// end of the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseFrame {
     /// The whole frame in one buffer.
@@ -24,6 +25,10 @@ pub enum ResponseFrame {
     /// A fetch: large records are the partitions' own `Bytes` (log or block cache), the
     /// rest small inline segments between them (`sluice_net::encode_response_scattered`).
     Scattered(Vec<Bytes>),
+    /// No frame: the connection closes once the answers before this one are written. Kafka's
+    /// answer to a produce with acks=0 that failed, since its client waits for no response
+    /// and learns of the failure only by reconnecting (and refreshing its metadata).
+    Close,
 }
 
 impl ResponseFrame {
@@ -32,6 +37,7 @@ impl ResponseFrame {
         match self {
             ResponseFrame::Contiguous(bytes) => std::slice::from_ref(bytes),
             ResponseFrame::Scattered(segments) => segments,
+            ResponseFrame::Close => &[],
         }
     }
 
@@ -41,6 +47,7 @@ impl ResponseFrame {
         match self {
             ResponseFrame::Contiguous(bytes) => bytes,
             ResponseFrame::Scattered(segments) => segments.concat().into(),
+            ResponseFrame::Close => Bytes::new(),
         }
     }
 }
@@ -51,6 +58,27 @@ pub fn encode(correlation_id: i32, api_version: i16, response: Response) -> Pend
         encode_to_heap(correlation_id, api_version, &response).map(ResponseFrame::Contiguous),
     )
     .boxed_local()
+}
+
+/// What a request ends in: for a produce with `acks_zero` (acks=0), nothing, or
+/// [`ResponseFrame::Close`] when one of its partitions failed (Kafka's
+/// `KafkaApis.handleProduceRequest`); else the encoded `response`, as [`encode_frame`] does.
+pub fn reply(
+    pool: &ChunkPool,
+    correlation_id: i32,
+    api_version: i16,
+    response: &Response,
+    acks_zero: bool,
+) -> Option<ResponseFrame> {
+    match response {
+        Response::Produce(produce) if acks_zero => produce
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .any(|p| p.error_code != 0)
+            .then_some(ResponseFrame::Close),
+        _ => encode_frame(pool, correlation_id, api_version, response),
+    }
 }
 
 /// The encoded `response`: a fetch scattered (its records are not copied), any other response
