@@ -42,6 +42,8 @@ pub enum Command {
     User(crate::ctl::user::UserArgs),
     /// Set, delete and list client quotas per user and client id (byte rates, request time).
     Quota(crate::ctl::quota::QuotaArgs),
+    /// Create, delete and list ACLs (brokers started with --authorizer acl).
+    Acl(crate::ctl::acl::AclArgs),
 }
 
 /// How the broker writes its log lines (to stderr).

@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Broker(args) => administer(ctl::broker::main(args)),
         cli::Command::User(args) => administer(ctl::user::main(args)),
         cli::Command::Quota(args) => administer(ctl::quota::main(args)),
+        cli::Command::Acl(args) => administer(ctl::acl::main(args)),
     }
 }
 

@@ -7,7 +7,7 @@
 //! of load, the drain; 90 s at most. A `--broker-metrics` URL that is malformed or
 //! unreachable fails the run before it starts.
 //!
-//! `sluice topic | group | cluster | user | quota`: every subcommand, in tables and JSON, and its
+//! `sluice topic | group | cluster | user | quota | acl`: every subcommand, in tables and JSON, and its
 //! errors.
 
 mod common;
@@ -229,6 +229,9 @@ fn every_administration_subcommand_shows_an_example_in_its_help() {
         "quota set",
         "quota delete",
         "quota list",
+        "acl create",
+        "acl delete",
+        "acl list",
     ] {
         let mut args: Vec<&str> = command.split(' ').collect();
         args.push("--help");
@@ -724,4 +727,245 @@ fn quotas_are_set_listed_and_deleted() {
     ok(&broker, &["quota", "delete", "--user-default"], "");
     assert_eq!(json(&broker, &["quota", "list"], ""), serde_json::json!([]));
     broker.check_log();
+}
+
+/// `sluice acl`: ACLs are created for several resources and operations at once, listed (all,
+/// by principal, and those that apply to a name), refused with the broker's reason, and
+/// deleted by filter; without the authorizer the broker says so.
+#[test]
+fn acls_are_created_listed_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        dir.path(),
+        &[
+            "--shards",
+            "1",
+            "--authorizer",
+            "acl",
+            "--super-users",
+            "User:ANONYMOUS",
+        ],
+    );
+    assert_eq!(json(&broker, &["acl", "list"], ""), serde_json::json!([]));
+    let created = json(
+        &broker,
+        &[
+            "acl",
+            "create",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "read",
+            "--operation",
+            "Describe",
+            "--topic",
+            "orders",
+            "--group",
+            "billing",
+        ],
+        "",
+    );
+    assert_eq!(created.as_array().map(Vec::len), Some(4), "{created}");
+    ok(
+        &broker,
+        &[
+            "acl",
+            "create",
+            "--principal",
+            "User:loader",
+            "--operation",
+            "IdempotentWrite",
+            "--cluster",
+        ],
+        "",
+    );
+    ok(
+        &broker,
+        &[
+            "acl",
+            "create",
+            "--principal",
+            "User:loader",
+            "--operation",
+            "write",
+            "--topic",
+            "logs-",
+            "--prefixed",
+            "--deny",
+            "--host",
+            "10.0.0.7",
+        ],
+        "",
+    );
+    let row = |principal: &str,
+               host: &str,
+               kind: &str,
+               name: &str,
+               pattern: &str,
+               op: &str,
+               permission: &str| {
+        serde_json::json!({
+            "principal": principal, "host": host, "resource_type": kind, "resource_name": name,
+            "pattern": pattern, "operation": op, "permission": permission,
+        })
+    };
+    assert_eq!(
+        json(&broker, &["acl", "list"], ""),
+        serde_json::json!([
+            row(
+                "User:alice",
+                "*",
+                "group",
+                "billing",
+                "literal",
+                "describe",
+                "allow"
+            ),
+            row(
+                "User:alice",
+                "*",
+                "group",
+                "billing",
+                "literal",
+                "read",
+                "allow"
+            ),
+            row(
+                "User:alice",
+                "*",
+                "topic",
+                "orders",
+                "literal",
+                "describe",
+                "allow"
+            ),
+            row(
+                "User:alice",
+                "*",
+                "topic",
+                "orders",
+                "literal",
+                "read",
+                "allow"
+            ),
+            row(
+                "User:loader",
+                "*",
+                "cluster",
+                "kafka-cluster",
+                "literal",
+                "idempotent_write",
+                "allow"
+            ),
+            row(
+                "User:loader",
+                "10.0.0.7",
+                "topic",
+                "logs-",
+                "prefixed",
+                "write",
+                "deny"
+            ),
+        ])
+    );
+    assert_eq!(
+        json(
+            &broker,
+            &["acl", "list", "--topic", "logs-app", "--pattern", "match"],
+            ""
+        ),
+        serde_json::json!([row(
+            "User:loader",
+            "10.0.0.7",
+            "topic",
+            "logs-",
+            "prefixed",
+            "write",
+            "deny"
+        )])
+    );
+    let alice = json(
+        &broker,
+        &[
+            "acl",
+            "list",
+            "--principal",
+            "User:alice",
+            "--topic",
+            "orders",
+        ],
+        "",
+    );
+    assert_eq!(alice.as_array().map(Vec::len), Some(2), "{alice}");
+    assert!(
+        fails(
+            &broker,
+            &[
+                "acl",
+                "create",
+                "--principal",
+                "alice",
+                "--operation",
+                "read",
+                "--topic",
+                "x"
+            ]
+        )
+        .contains("InvalidRequest")
+    );
+    assert!(
+        fails(
+            &broker,
+            &[
+                "acl",
+                "create",
+                "--principal",
+                "User:alice",
+                "--operation",
+                "read"
+            ]
+        )
+        .contains("name a resource")
+    );
+    let deleted = json(
+        &broker,
+        &[
+            "acl",
+            "delete",
+            "--principal",
+            "User:alice",
+            "--topic",
+            "orders",
+        ],
+        "",
+    );
+    assert_eq!(deleted.as_array().map(Vec::len), Some(2), "{deleted}");
+    assert!(
+        deleted
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "deleted"),
+        "{deleted}"
+    );
+    assert!(fails(&broker, &["acl", "delete", "--pattern", "any"]).contains("name what to delete"));
+    json(
+        &broker,
+        &[
+            "acl",
+            "delete",
+            "--principal",
+            "User:loader",
+            "--pattern",
+            "any",
+        ],
+        "",
+    );
+    json(&broker, &["acl", "delete", "--group", "billing"], "");
+    assert_eq!(json(&broker, &["acl", "list"], ""), serde_json::json!([]));
+    broker.check_log();
+
+    let dir = tempfile::tempdir().unwrap();
+    let plain = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    assert!(fails(&plain, &["acl", "list"]).contains("SecurityDisabled"));
 }

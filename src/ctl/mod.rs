@@ -1,4 +1,4 @@
-//! `sluice topic | group | cluster | partition | broker | user | quota`: administration of a running broker in the manner of
+//! `sluice topic | group | cluster | partition | broker | user | quota | acl`: administration of a running broker in the manner of
 //! Redpanda's `rpk`, over the Kafka protocol with Sluice's own codec (`sluice-net`) and the
 //! client of `sluice perf` (no second Kafka client library in the binary).
 //!
@@ -7,6 +7,7 @@
 //! `~/.config/sluice/profile.toml`), else 127.0.0.1:9092. Output is a table, or JSON with
 //! `--format json`.
 
+pub mod acl;
 pub mod broker;
 pub mod cluster;
 pub mod group;
