@@ -60,6 +60,14 @@ pub async fn dispatch(
             header.client_id.as_deref().unwrap_or_default(),
         )
     });
+    // Kafka bounds a quota'd client's fetch by what its quota lets through at once
+    // (`getMaxValueInQuotaWindow`): one fetch never owes more than a second of throttle here.
+    let mut request = request;
+    if let (Some(applied), Request::Fetch(fetch)) = (&applied, &mut request)
+        && let Some(bytes_max) = applied.fetch_bytes_max()
+    {
+        fetch.max_bytes = fetch.max_bytes.min(bytes_max);
+    }
     let charged = applied.map(|applied| {
         let produce = matches!(request, Request::Produce(_));
         (applied, client.quotas.clone(), shard.clone(), produce)

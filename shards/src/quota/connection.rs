@@ -146,6 +146,14 @@ impl Applied {
         throttle
     }
 
+    /// The most a fetch may return at once under a fetch quota: what the quota's bucket holds
+    /// (`bucket::QUOTA_BURST_MS` of it), at least one byte. None without a fetch quota.
+    pub fn fetch_bytes_max(&self) -> Option<i32> {
+        let (bound, _) = self.limits[QuotaType::Fetch as usize].as_ref()?;
+        let bytes = bound * super::bucket::QUOTA_BURST_MS as f64 / 1000.0;
+        Some(bytes.clamp(1.0, f64::from(i32::MAX)) as i32)
+    }
+
     /// True when a request quota applies (its time must be measured).
     pub fn measures_time(&self) -> bool {
         self.limits[QuotaType::Request as usize].is_some()
@@ -207,6 +215,32 @@ mod tests {
         assert!(Rc::ptr_eq(&applied, &again));
         let bob: Rc<str> = "User:bob".into();
         assert!(connection.applied(&quotas, &bob, "app").is_none());
+    }
+
+    #[test]
+    fn a_fetch_quota_bounds_a_fetch_to_one_second_of_it() {
+        let entity = |user: &str| QuotaEntity {
+            user: Some(EntityName::Named(user.to_string())),
+            client_id: None,
+        };
+        let quotas = Arc::new(QuotaEntities::from([
+            (
+                entity("alice"),
+                BTreeMap::from([(QuotaKey::ConsumerByteRate, QuotaValue::new(2_000_000.0))]),
+            ),
+            (
+                entity("bob"),
+                BTreeMap::from([(QuotaKey::ProducerByteRate, QuotaValue::new(100.0))]),
+            ),
+        ]));
+        let applied = |user: &str| {
+            let principal: Rc<str> = format!("User:{user}").into();
+            ConnectionQuotas::default()
+                .applied(&quotas, &principal, "app")
+                .expect("a quota applies")
+        };
+        assert_eq!(applied("alice").fetch_bytes_max(), Some(2_000_000));
+        assert_eq!(applied("bob").fetch_bytes_max(), None);
     }
 
     #[test]
