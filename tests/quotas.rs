@@ -292,3 +292,68 @@ fn a_client_above_its_produce_quota_is_throttled_and_muted() {
     );
     broker.check_log();
 }
+
+/// A throttled client that pipelines its requests is still throttled between each of them:
+/// the broker serves a throttled connection one request at a time, so the mute of one answer
+/// holds back the next request even when that request was already sent (librdkafka sends
+/// many at once after a pause). Quota 1 MB/s, requests of 500 kB.
+#[test]
+fn pipelined_requests_of_a_throttled_client_wait_for_each_mute() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(dir.path(), &["--shards", "1"]);
+    let codes = alter(
+        &broker,
+        vec![entry(
+            &[("client-id", Some(RAW_CLIENT_ID))],
+            &[("producer_byte_rate", Some(1_000_000.0))],
+        )],
+        false,
+    );
+    assert_eq!(codes, vec![0]);
+    let mut client = RawClient::connect(&broker);
+    client.create_topic("pipelined", 1, &[]);
+    let value = vec![7u8; 500_000];
+    let request = || {
+        let mut builder = RecordBatchBuilder::new(Compression::None);
+        builder.append(0, None, Some(&value), &[]);
+        Request::Produce(ProduceRequest {
+            transactional_id: None,
+            acks: -1,
+            timeout_ms: 10_000,
+            topic_data: vec![TopicProduceData {
+                name: "pipelined".into(),
+                partition_data: vec![PartitionProduceData {
+                    index: 0,
+                    records: Some(builder.build().expect("a batch")),
+                }],
+            }],
+        })
+    };
+    let answer = |client: &mut RawClient, correlation_id: i32| {
+        client.correlation_id = correlation_id;
+        let Response::Produce(answer) = client.receive(sluice_net::ApiKey::Produce, 9) else {
+            panic!("a Produce response");
+        };
+        assert_eq!(answer.responses[0].partition_responses[0].error_code, 0);
+        (Instant::now(), answer.throttle_time_ms)
+    };
+    // One second of quota passes at once; the third request is throttled.
+    let mut throttle_ms = 0;
+    for _ in 0..3 {
+        let id = client.send(9, &request());
+        throttle_ms = answer(&mut client, id).1;
+    }
+    assert!(throttle_ms > 0, "the third request is throttled");
+    // Three more, sent at once: each is read only after the mute of the one before.
+    let ids: Vec<i32> = (0..3).map(|_| client.send(9, &request())).collect();
+    let answers: Vec<(Instant, i32)> = ids.iter().map(|id| answer(&mut client, *id)).collect();
+    for pair in answers.windows(2) {
+        let (answered_at, throttle_ms) = pair[0];
+        let waited = pair[1].0.duration_since(answered_at);
+        assert!(
+            waited >= Duration::from_millis(throttle_ms as u64 * 9 / 10),
+            "answered {waited:?} after a throttle of {throttle_ms} ms"
+        );
+    }
+    broker.check_log();
+}

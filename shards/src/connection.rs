@@ -201,6 +201,15 @@ pub async fn serve(
         // mute). Checked here, not before the read: with a pipeline the loop is already
         // reading when an answer sets the mute. So at most this one frame is held meanwhile,
         // and the produce read stage includes the wait.
+        if client.quotas.throttled() && depth > 1 {
+            // One request at a time while throttled (`ConnectionQuotas::throttled`): wait
+            // until the others in flight are answered, so that their mutes apply here.
+            let others = depth as u64 - 1;
+            if outstanding.acquire(others).await.is_err() {
+                break;
+            }
+            outstanding.signal(others);
+        }
         if let Some(mute) = client.quotas.take_mute() {
             futures::select_biased! {
                 _ = stop.clone().fuse() => break,

@@ -396,6 +396,7 @@ pub async fn dispatch(
         })
         .await;
         let throttle_ms = applied.charge(&shard, response.as_mut(), request_bytes, produce, busy);
+        connection_quotas.set_throttled(throttle_ms > 0);
         if throttle_ms > 0 {
             // A client sent no response (acks=0) cannot throttle itself: it is muted.
             if acks_zero || quota::connection::client_throttles(response.as_ref(), version) {

@@ -35,6 +35,9 @@ const NANOS_PER_PERCENT: f64 = 1e9 / 100.0;
 pub struct ConnectionQuotas {
     resolved: RefCell<Option<Resolved>>,
     muted_until: Cell<Option<Instant>>,
+    /// The latest answer carried a throttle: the connection's next requests are served one
+    /// at a time until an answer carries none.
+    throttled: Cell<bool>,
 }
 
 /// The quotas applying to one (principal, client id) under one metadata's quotas.
@@ -88,6 +91,20 @@ impl ConnectionQuotas {
         if self.muted_until.get().is_none_or(|current| current < until) {
             self.muted_until.set(Some(until));
         }
+    }
+
+    /// Records whether the latest answer carried a throttle.
+    pub fn set_throttled(&self, throttled: bool) {
+        self.throttled.set(throttled);
+    }
+
+    /// True while the connection is throttled: the read loop then waits for the answers in
+    /// flight (whose charges may set a mute) before it dispatches the next request, as Kafka
+    /// serves every connection. With requests pipelined, those read before an answer set
+    /// the mute would otherwise pass unthrottled: a client that sent 16 at once passed 16
+    /// of them (16 MB against a 10 MB/s quota) in one go.
+    pub fn throttled(&self) -> bool {
+        self.throttled.get()
     }
 
     /// How long the connection must not read now, clearing the mute.
