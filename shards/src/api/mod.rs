@@ -398,7 +398,7 @@ pub async fn dispatch(
         let throttle_ms = applied.charge(&shard, response.as_mut(), request_bytes, produce, busy);
         connection_quotas.set_throttled(throttle_ms > 0);
         if throttle_ms > 0 {
-            // A client sent no response (acks=0) cannot throttle itself: it is muted.
+            // A client that gets no response (acks=0) cannot throttle itself: it is muted.
             if acks_zero || quota::connection::client_throttles(response.as_ref(), version) {
                 connection_quotas.mute_for(throttle_ms);
             } else {
