@@ -14,7 +14,7 @@ use sluice_net::messages::delete_acls_request::{DeleteAclsFilter, DeleteAclsRequ
 use sluice_net::messages::describe_acls_request::DescribeAclsRequest;
 use sluice_net::{Request, Response};
 
-use super::{Table, Target, check, run};
+use super::{Table, Target, check, run, with_message};
 
 /// Kafka's code for "any" in a filter's resource type, pattern type, operation and
 /// permission.
@@ -223,9 +223,8 @@ pub fn main(args: AclArgs) -> anyhow::Result<()> {
                     bail!("CreateAcls: unexpected response type");
                 };
                 for result in &response.results {
-                    check(result.error_code, || match &result.error_message {
-                        Some(message) => format!("creating ACLs ({message})"),
-                        None => "creating ACLs".to_string(),
+                    check(result.error_code, || {
+                        with_message("creating ACLs", result.error_message.as_deref())
                     })?;
                 }
                 Ok(())
@@ -264,9 +263,8 @@ pub fn main(args: AclArgs) -> anyhow::Result<()> {
             })?;
             let mut table = binding_table(true);
             for result in &results {
-                check(result.error_code, || match &result.error_message {
-                    Some(message) => format!("deleting ACLs ({message})"),
-                    None => "deleting ACLs".to_string(),
+                check(result.error_code, || {
+                    with_message("deleting ACLs", result.error_message.as_deref())
                 })?;
                 for acl in &result.matching_acls {
                     let status = if acl.error_code == 0 {
@@ -305,9 +303,8 @@ pub fn main(args: AclArgs) -> anyhow::Result<()> {
                     let Response::DescribeAcls(response) = conn.request(request).await? else {
                         bail!("DescribeAcls: unexpected response type");
                     };
-                    check(response.error_code, || match &response.error_message {
-                        Some(message) => format!("listing ACLs ({message})"),
-                        None => "listing ACLs".to_string(),
+                    check(response.error_code, || {
+                        with_message("listing ACLs", response.error_message.as_deref())
                     })?;
                     resources.extend(response.resources);
                 }

@@ -144,6 +144,14 @@ pub fn check(code: i16, what: impl FnOnce() -> String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `what`, with the broker's message beside it when there is one (for [`check`]).
+pub fn with_message(what: &str, message: Option<&str>) -> String {
+    match message {
+        Some(message) => format!("{what} ({message})"),
+        None => what.to_string(),
+    }
+}
+
 /// `KEY=VALUE` split at its first `=`.
 pub fn key_value(text: &str) -> anyhow::Result<(String, String)> {
     match text.split_once('=') {

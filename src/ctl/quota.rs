@@ -15,7 +15,7 @@ use sluice_net::messages::describe_client_quotas_response::EntryData as Describe
 use sluice_net::{Request, Response};
 use sluice_perf::client::Connection;
 
-use super::{Table, Target, check, run};
+use super::{Table, Target, check, run, with_message};
 
 /// Kafka's DescribeClientQuotas match types.
 const MATCH_EXACT: i8 = 0;
@@ -256,9 +256,8 @@ async fn alter(conn: &Connection, request: Request) -> anyhow::Result<()> {
         bail!("AlterClientQuotas: unexpected response type");
     };
     for entry in &response.entries {
-        check(entry.error_code, || match &entry.error_message {
-            Some(message) => format!("quota ({message})"),
-            None => "quota".to_string(),
+        check(entry.error_code, || {
+            with_message("quota", entry.error_message.as_deref())
         })?;
     }
     Ok(())
@@ -276,9 +275,8 @@ async fn describe(
     let Response::DescribeClientQuotas(response) = conn.request(request).await? else {
         bail!("DescribeClientQuotas: unexpected response type");
     };
-    check(response.error_code, || match &response.error_message {
-        Some(message) => format!("describing quotas ({message})"),
-        None => "describing quotas".to_string(),
+    check(response.error_code, || {
+        with_message("describing quotas", response.error_message.as_deref())
     })?;
     Ok(response.entries.unwrap_or_default())
 }

@@ -23,7 +23,7 @@ use sluice_net::messages::describe_user_scram_credentials_response::DescribeUser
 use sluice_net::{Request, Response};
 use sluice_perf::client::Connection;
 
-use super::{Table, Target, check, run};
+use super::{Table, Target, check, run, with_message};
 
 /// Bytes of random salt per credential: 256 bits (Kafka's admin client draws 130 random bits,
 /// written in base 36).
@@ -279,12 +279,4 @@ async fn mechanisms_of(conn: &Connection, name: &str) -> anyhow::Result<Vec<Scra
         check(RESOURCE_NOT_FOUND, || format!("user {name}"))?;
     }
     Ok(mechanisms)
-}
-
-/// `what`, with the broker's message beside it when there is one.
-fn with_message(what: &str, message: Option<&str>) -> String {
-    match message {
-        Some(message) => format!("{what} ({message})"),
-        None => what.to_string(),
-    }
 }
