@@ -83,6 +83,34 @@ fn describe(
 }
 
 /// (entity as "type=name" pairs, values as "key=value") of each entry, sorted.
+/// A Produce (v9 as the tests send it, acks=all) of one record of `value` to partition 0 of
+/// `topic`.
+fn produce_request(topic: &str, value: &[u8]) -> Request {
+    let mut builder = RecordBatchBuilder::new(Compression::None);
+    builder.append(0, None, Some(value), &[]);
+    Request::Produce(ProduceRequest {
+        transactional_id: None,
+        acks: -1,
+        timeout_ms: 10_000,
+        topic_data: vec![TopicProduceData {
+            name: topic.into(),
+            partition_data: vec![PartitionProduceData {
+                index: 0,
+                records: Some(builder.build().expect("a batch")),
+            }],
+        }],
+    })
+}
+
+/// The throttle time of a produce's answer, which must have appended its record.
+fn throttle_of(answer: Response) -> i32 {
+    let Response::Produce(answer) = answer else {
+        panic!("a Produce response");
+    };
+    assert_eq!(answer.responses[0].partition_responses[0].error_code, 0);
+    answer.throttle_time_ms
+}
+
 fn summary(described: &DescribeClientQuotasResponse) -> Vec<(String, String)> {
     let mut entries: Vec<(String, String)> = described
         .entries
@@ -237,27 +265,8 @@ fn a_client_above_its_produce_quota_is_throttled_and_muted() {
     let mut client = RawClient::connect(&broker);
     client.create_topic("throttled", 1, &[]);
     let value = vec![7u8; 400_000];
-    let produce = |client: &mut RawClient| {
-        let mut builder = RecordBatchBuilder::new(Compression::None);
-        builder.append(0, None, Some(&value), &[]);
-        let request = Request::Produce(ProduceRequest {
-            transactional_id: None,
-            acks: -1,
-            timeout_ms: 10_000,
-            topic_data: vec![TopicProduceData {
-                name: "throttled".into(),
-                partition_data: vec![PartitionProduceData {
-                    index: 0,
-                    records: Some(builder.build().expect("a batch")),
-                }],
-            }],
-        });
-        let Response::Produce(answer) = client.call(9, request) else {
-            panic!("a Produce response");
-        };
-        assert_eq!(answer.responses[0].partition_responses[0].error_code, 0);
-        answer.throttle_time_ms
-    };
+    let produce =
+        |client: &mut RawClient| throttle_of(client.call(9, produce_request("throttled", &value)));
     let mut throttle_ms = 0;
     for _ in 0..5 {
         throttle_ms = produce(&mut client);
@@ -313,29 +322,11 @@ fn pipelined_requests_of_a_throttled_client_wait_for_each_mute() {
     let mut client = RawClient::connect(&broker);
     client.create_topic("pipelined", 1, &[]);
     let value = vec![7u8; 500_000];
-    let request = || {
-        let mut builder = RecordBatchBuilder::new(Compression::None);
-        builder.append(0, None, Some(&value), &[]);
-        Request::Produce(ProduceRequest {
-            transactional_id: None,
-            acks: -1,
-            timeout_ms: 10_000,
-            topic_data: vec![TopicProduceData {
-                name: "pipelined".into(),
-                partition_data: vec![PartitionProduceData {
-                    index: 0,
-                    records: Some(builder.build().expect("a batch")),
-                }],
-            }],
-        })
-    };
+    let request = || produce_request("pipelined", &value);
     let answer = |client: &mut RawClient, correlation_id: i32| {
         client.correlation_id = correlation_id;
-        let Response::Produce(answer) = client.receive(sluice_net::ApiKey::Produce, 9) else {
-            panic!("a Produce response");
-        };
-        assert_eq!(answer.responses[0].partition_responses[0].error_code, 0);
-        (Instant::now(), answer.throttle_time_ms)
+        let throttle_ms = throttle_of(client.receive(sluice_net::ApiKey::Produce, 9));
+        (Instant::now(), throttle_ms)
     };
     // One second of quota passes at once; the third request is throttled.
     let mut throttle_ms = 0;
