@@ -44,6 +44,8 @@ for _ in $(seq 600); do
   sleep 1
 done
 echo "cold-read-tail: WAL used $(metric sluice_wal_used_bytes) bytes after the upload"
+# Dirty pages of whatever ran before (a cargo build) are written back now, not in a probe.
+sync
 
 probe() {  # probe NAME
   /tmp/lrk/lrk-latency "127.0.0.1:$port" "probe-$1" "$RATE" "$PROBE_SECS" > "$OUT/$1.latency" 2>&1

@@ -166,10 +166,10 @@ pub struct StartArgs {
     /// collection look for work (log.cleaner.backoff.ms). [default: 10000]
     #[arg(long, env = "SLUICE_MAINTENANCE_INTERVAL_MS", value_name = "MS")]
     pub maintenance_interval_ms: Option<u64>,
-    /// With a local --object-store: the longest one 1 MiB chunk of object I/O (uploads,
-    /// compaction, cold reads) waits while the WAL on the same disk is slower than twice its
-    /// usual latency, so that background I/O never queues ahead of produces; 0 turns this
-    /// pacing off. [default: 20]
+    /// With a local --object-store: the longest one 256 KiB chunk of object I/O (uploads,
+    /// compaction, cold reads; one chunk runs at a time) waits while the WAL on the same disk
+    /// is slower than twice its usual latency, so that background I/O never queues ahead of
+    /// produces; 0 turns this pacing off. [default: 20]
     #[arg(long, env = "SLUICE_OBJECT_IO_PAUSE_MAX_MS", value_name = "MS")]
     pub object_io_pause_max_ms: Option<u64>,
     /// How long an object compaction or retention dropped stays in the store before it is

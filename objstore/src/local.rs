@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use crate::error::{ObjectStoreError, object_range};
-use crate::io_pacer::IoPacer;
+use crate::io_pacer::{IoPacer, PacedSlot};
 use crate::limits::{LIST_KEYS_MAX, LOCAL_WRITE_CHUNK_BYTES};
 use crate::spare_buffer::{SPARE_BUFFER_ALIGN, SpareBuffer};
 use crate::stats::Stats;
@@ -134,17 +134,16 @@ impl ObjectBackend for LocalBackend {
 }
 
 impl LocalInner {
-    /// Waits for the pacer before a chunk of O_DIRECT I/O, and counts the wait.
-    fn pace(&self) -> impl Fn() + '_ {
+    /// Waits for the pacer before a chunk of O_DIRECT I/O, and counts its pause; the chunk
+    /// runs while the returned slot is held.
+    fn pace<'a>(&'a self) -> impl Fn() -> Option<PacedSlot<'a>> + 'a {
         || {
-            let pause = self.pacer.pause();
-            if !pause.is_zero() {
-                std::thread::sleep(pause);
-                Stats::add(
-                    &self.stats.paced_us,
-                    u64::try_from(pause.as_micros()).unwrap_or(u64::MAX),
-                );
-            }
+            let slot = self.pacer.wait();
+            Stats::add(
+                &self.stats.paced_us,
+                u64::try_from(slot.paused.as_micros()).unwrap_or(u64::MAX),
+            );
+            Some(slot)
         }
     }
 
@@ -283,8 +282,13 @@ impl LocalInner {
 /// third of the broker's CPU, on a 2-core box where the shards need it. With O_DIRECT the only
 /// copy is into a small buffer that stays in the CPU cache, each chunk goes to the device
 /// synchronously (never more than one queued ahead of the WAL's flushes), and the fsync has
-/// only metadata left to write. `pace` runs before each chunk (the I/O pacer's wait).
-fn write_direct(path: &Path, data: &[u8], pace: &impl Fn()) -> io::Result<bool> {
+/// only metadata left to write. `pace` runs before each chunk (the I/O pacer's wait), and the
+/// chunk is written while the slot it returns is held.
+fn write_direct<'p>(
+    path: &Path,
+    data: &[u8],
+    pace: &impl Fn() -> Option<PacedSlot<'p>>,
+) -> io::Result<bool> {
     use std::os::unix::fs::OpenOptionsExt;
     let opened = fs::OpenOptions::new()
         .write(true)
@@ -306,7 +310,7 @@ fn write_direct(path: &Path, data: &[u8], pace: &impl Fn()) -> io::Result<bool> 
         0
     };
     for chunk in data[..direct].chunks(LOCAL_WRITE_CHUNK_BYTES) {
-        pace();
+        let _slot = pace();
         file.write_all(chunk)?;
     }
     let rest = &data[direct..];
@@ -321,7 +325,7 @@ fn write_direct(path: &Path, data: &[u8], pace: &impl Fn()) -> io::Result<bool> 
             let padded = chunk.len().next_multiple_of(DIRECT_IO_ALIGN);
             buffer[..chunk.len()].copy_from_slice(chunk);
             buffer[chunk.len()..padded].fill(0);
-            pace();
+            let _slot = pace();
             file.write_all(&buffer[..padded])?;
         }
     }
@@ -352,10 +356,15 @@ fn open_for_reading(path: &Path) -> io::Result<(File, bool)> {
 ///
 /// Why: objects are written with O_DIRECT, so a buffered read finds nothing cached; it only
 /// copies every byte through the page cache and leaves it there for the kernel to reclaim.
-/// Reading the aligned range around the bytes asked for, 1 MiB per request, also keeps
+/// Reading the aligned range around the bytes asked for, one chunk (`LOCAL_WRITE_CHUNK_BYTES`) per request, also keeps
 /// compaction's reads from queueing tens of MiB on the device ahead of the WAL's writes; `pace`
-/// runs before each request.
-fn read_direct(file: &File, start: u64, len: usize, pace: &impl Fn()) -> io::Result<Bytes> {
+/// runs before each request, which runs while the slot it returns is held.
+fn read_direct<'p>(
+    file: &File,
+    start: u64,
+    len: usize,
+    pace: &impl Fn() -> Option<PacedSlot<'p>>,
+) -> io::Result<Bytes> {
     use std::os::unix::fs::FileExt;
     let align = DIRECT_IO_ALIGN as u64;
     let aligned_start = start / align * align;
@@ -365,11 +374,12 @@ fn read_direct(file: &File, start: u64, len: usize, pace: &impl Fn()) -> io::Res
     let mut filled = 0;
     while filled < wanted {
         let chunk_end = (filled + LOCAL_WRITE_CHUNK_BYTES).min(buf.as_mut_slice().len());
-        pace();
+        let slot = pace();
         let read = file.read_at(
             &mut buf.as_mut_slice()[filled..chunk_end],
             aligned_start + filled as u64,
         )?;
+        drop(slot);
         if read == 0 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
         }
@@ -453,7 +463,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             // The temp dir is on a file system with O_DIRECT here (the WAL needs it too).
             assert!(
-                write_direct(&path, &data, &|| {}).unwrap(),
+                write_direct(&path, &data, &|| None).unwrap(),
                 "O_DIRECT refused"
             );
             assert_eq!(fs::read(&path).unwrap(), data);
@@ -463,7 +473,7 @@ mod tests {
             assert_eq!(aligned.as_ptr().align_offset(DIRECT_IO_ALIGN), 0);
             let path = dir.path().join(format!("aligned-{len}"));
             assert!(
-                write_direct(&path, &aligned, &|| {}).unwrap(),
+                write_direct(&path, &aligned, &|| None).unwrap(),
                 "O_DIRECT refused"
             );
             assert_eq!(fs::read(&path).unwrap(), data);
@@ -487,10 +497,10 @@ mod tests {
                 (4095.min(size - 1), 2.min(size - 4095.min(size - 1))),
             ];
             for (start, len) in ranges {
-                let read = read_direct(&file, start as u64, len, &|| {}).unwrap();
+                let read = read_direct(&file, start as u64, len, &|| None).unwrap();
                 assert_eq!(&read[..], &data[start..start + len], "{size} {start} {len}");
             }
-            let past_the_end = read_direct(&file, size as u64 - 1, 2, &|| {});
+            let past_the_end = read_direct(&file, size as u64 - 1, 2, &|| None);
             assert!(past_the_end.is_err(), "{size}: {past_the_end:?}");
         }
     }
