@@ -9,14 +9,15 @@
 //! when idle.
 //!
 //! Each shard reports its WAL's recent mean write + sync latency ([`ShardIoSignal`]); the
-//! backend runs each chunk in the slot [`IoPacer::wait`] gives, after its pause. The pause
+//! backend runs each chunk in the slot [`IoPacer::wait`] gives (writes before reads), after
+//! its pause. The pause
 //! doubles (from 1 ms up to the pause max, [`PAUSE_MAX_DEFAULT`] unless set) while the worst
 //! shard's latency is over [`PRESSURE_RATIO`] × its baseline (the least it has seen lately),
 //! and halves once it is back under. A shard whose uploads fall behind (half of its WAL
 //! waiting) turns pausing off: then its WAL needs the uploads more than it needs the disk.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 /// Latency over this multiple of the baseline is pressure on the WAL.
@@ -41,17 +42,43 @@ pub struct IoPacer {
     shards: Mutex<Vec<Weak<ShardIoSignal>>>,
     pause_us: AtomicU64,
     pause_max_us: AtomicU64,
-    /// Held by the one chunk of background I/O that runs.
-    slot: Mutex<()>,
+    /// Who holds the one slot of background I/O, and who waits for it.
+    slot: Mutex<SlotState>,
+    /// Signalled when the slot is given back.
+    slot_freed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    taken: bool,
+    writes_waiting: usize,
+}
+
+/// What a chunk of background I/O does, which decides who gets the slot first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoClass {
+    /// Object writes (uploads, compaction): they free the WAL, so they go first. Otherwise
+    /// sixteen cold-read prefetches waiting beside one upload would take 16 slots in 17 and
+    /// let a catch-up consumer slow the uploads, and with them the producers, down.
+    Write,
+    /// Object reads (cold reads, compaction): they wait while a write waits.
+    Read,
 }
 
 /// The right to run one chunk of background I/O, from [`IoPacer::wait`]; hold it until the
 /// chunk's I/O returns.
 #[must_use = "hold the slot while the chunk's I/O runs"]
 pub struct PacedSlot<'a> {
-    _slot: MutexGuard<'a, ()>,
+    pacer: &'a IoPacer,
     /// How long the pacer paused before this chunk.
     pub paused: Duration,
+}
+
+impl Drop for PacedSlot<'_> {
+    fn drop(&mut self) {
+        self.pacer.lock_slot().taken = false;
+        self.pacer.slot_freed.notify_all();
+    }
 }
 
 impl Default for IoPacer {
@@ -60,7 +87,8 @@ impl Default for IoPacer {
             shards: Mutex::default(),
             pause_us: AtomicU64::new(0),
             pause_max_us: AtomicU64::new(PAUSE_MAX_DEFAULT.as_micros() as u64),
-            slot: Mutex::new(()),
+            slot: Mutex::default(),
+            slot_freed: Condvar::new(),
         }
     }
 }
@@ -137,16 +165,38 @@ impl IoPacer {
     /// is pressed. One at a time because the device serves queued requests in bulk: with
     /// sixteen cold-read prefetches in flight, a consumer read 600 MB/s past the pauses and the
     /// WAL's write p99 went from 0.5 to 2 ms (see `LOCAL_WRITE_CHUNK_BYTES`).
-    pub fn wait(&self) -> PacedSlot<'_> {
-        let slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        let paused = self.pause();
-        if !paused.is_zero() {
-            std::thread::sleep(paused);
+    /// A write gets the slot before any read waiting beside it ([`IoClass`]).
+    pub fn wait(&self, class: IoClass) -> PacedSlot<'_> {
+        let mut state = self.lock_slot();
+        if class == IoClass::Write {
+            state.writes_waiting += 1;
         }
-        PacedSlot {
-            _slot: slot,
-            paused,
+        while state.taken || (class == IoClass::Read && state.writes_waiting > 0) {
+            state = self
+                .slot_freed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
+        state.taken = true;
+        if class == IoClass::Write {
+            state.writes_waiting -= 1;
+        }
+        drop(state);
+        // The slot is built before the pause, so that it is given back even should the
+        // sleep unwind.
+        let mut slot = PacedSlot {
+            pacer: self,
+            paused: Duration::ZERO,
+        };
+        slot.paused = self.pause();
+        if !slot.paused.is_zero() {
+            std::thread::sleep(slot.paused);
+        }
+        slot
+    }
+
+    fn lock_slot(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// How long to wait before the next background chunk.
@@ -215,7 +265,7 @@ mod tests {
             for _ in 0..4 {
                 scope.spawn(|| {
                     for _ in 0..50 {
-                        let slot = pacer.wait();
+                        let slot = pacer.wait(IoClass::Read);
                         assert_eq!(slot.paused, Duration::ZERO, "no WAL is pressed");
                         let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
@@ -227,6 +277,52 @@ mod tests {
             }
         });
         assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_waiting_write_goes_before_waiting_reads() {
+        let pacer = IoPacer::new();
+        let order = Mutex::new(Vec::new());
+        let held = pacer.wait(IoClass::Read);
+        std::thread::scope(|scope| {
+            let waiting = |n: usize| {
+                while pacer.lock_slot().writes_waiting + readers_waiting(&order) < n {
+                    std::thread::yield_now();
+                }
+            };
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    order.lock().unwrap().push("read waits");
+                    let _slot = pacer.wait(IoClass::Read);
+                    order.lock().unwrap().push("read");
+                });
+            }
+            waiting(3);
+            scope.spawn(|| {
+                let _slot = pacer.wait(IoClass::Write);
+                order.lock().unwrap().push("write");
+            });
+            waiting(4);
+            drop(held);
+        });
+        let done: Vec<_> = order
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .filter(|step| *step != "read waits")
+            .collect();
+        assert_eq!(done, ["write", "read", "read", "read"]);
+    }
+
+    /// Readers that said they wait (they may not be asleep on the slot yet: the test only
+    /// starts the write once they are, and a read not yet asleep still sees the write).
+    fn readers_waiting(order: &Mutex<Vec<&str>>) -> usize {
+        order
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|step| **step == "read waits")
+            .count()
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use crate::error::{ObjectStoreError, object_range};
-use crate::io_pacer::{IoPacer, PacedSlot};
+use crate::io_pacer::{IoClass, IoPacer, PacedSlot};
 use crate::limits::{LIST_KEYS_MAX, LOCAL_WRITE_CHUNK_BYTES};
 use crate::spare_buffer::{SPARE_BUFFER_ALIGN, SpareBuffer};
 use crate::stats::Stats;
@@ -136,9 +136,9 @@ impl ObjectBackend for LocalBackend {
 impl LocalInner {
     /// Waits for the pacer before a chunk of O_DIRECT I/O, and counts its pause; the chunk
     /// runs while the returned slot is held.
-    fn pace<'a>(&'a self) -> impl Fn() -> Option<PacedSlot<'a>> + 'a {
-        || {
-            let slot = self.pacer.wait();
+    fn pace<'a>(&'a self, class: IoClass) -> impl Fn() -> Option<PacedSlot<'a>> + 'a {
+        move || {
+            let slot = self.pacer.wait(class);
             Stats::add(
                 &self.stats.paced_us,
                 u64::try_from(slot.paused.as_micros()).unwrap_or(u64::MAX),
@@ -158,13 +158,16 @@ impl LocalInner {
             .root
             .join(TMP_DIR)
             .join(format!("{}-{n}", std::process::id()));
-        let written = write_direct(&tmp, data, &self.pace()).and_then(|written| match written {
-            true => Ok(()),
-            false => File::create(&tmp).and_then(|mut file| {
-                write_trickled(&mut file, data)?;
-                file.sync_all()
-            }),
-        });
+        let written =
+            write_direct(&tmp, data, &self.pace(IoClass::Write)).and_then(
+                |written| match written {
+                    true => Ok(()),
+                    false => File::create(&tmp).and_then(|mut file| {
+                        write_trickled(&mut file, data)?;
+                        file.sync_all()
+                    }),
+                },
+            );
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(err(e));
@@ -211,7 +214,7 @@ impl LocalInner {
             }
         })?;
         if direct {
-            return read_direct(&file, start, len, &self.pace()).map_err(err);
+            return read_direct(&file, start, len, &self.pace(IoClass::Read)).map_err(err);
         }
         let mut buf = SpareBuffer::filled(len);
         file.seek(SeekFrom::Start(start)).map_err(err)?;
