@@ -6,7 +6,7 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::BrokerProcess;
-use common::raw::RawClient as Client;
+use common::raw::{RawClient as Client, produce_request};
 use sluice_net::messages::create_topics_request::{
     CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
 };
@@ -14,9 +14,6 @@ use sluice_net::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
 use sluice_net::messages::metadata_request::MetadataRequest;
-use sluice_net::messages::produce_request::{
-    PartitionProduceData, ProduceRequest, TopicProduceData,
-};
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 use sluice_net::{ApiKey, ErrorCode, Request, Response};
 
@@ -31,18 +28,7 @@ fn metadata_works(broker: &BrokerProcess) {
 }
 
 fn produce(topic: &str, records: Bytes) -> Request {
-    Request::Produce(ProduceRequest {
-        acks: -1,
-        timeout_ms: 10_000,
-        topic_data: vec![TopicProduceData {
-            name: topic.into(),
-            partition_data: vec![PartitionProduceData {
-                index: 0,
-                records: Some(records),
-            }],
-        }],
-        ..Default::default()
-    })
+    produce_request(topic, 0, None, records)
 }
 
 fn produce_error(response: Response) -> i16 {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::BrokerProcess;
 use common::http::get;
-use common::raw::RawClient;
+use common::raw::{RawClient, produce_request};
 use sluice_net::messages::alter_client_quotas_request::{
     AlterClientQuotasRequest, EntityData, EntryData, OpData,
 };
@@ -18,9 +18,6 @@ use sluice_net::messages::describe_client_quotas_request::{
     ComponentData, DescribeClientQuotasRequest,
 };
 use sluice_net::messages::describe_client_quotas_response::DescribeClientQuotasResponse;
-use sluice_net::messages::produce_request::{
-    PartitionProduceData, ProduceRequest, TopicProduceData,
-};
 use sluice_net::record_batch::{Compression, RecordBatchBuilder};
 use sluice_net::{Request, Response};
 
@@ -82,24 +79,12 @@ fn describe(
     described
 }
 
-/// (entity as "type=name" pairs, values as "key=value") of each entry, sorted.
 /// A Produce (v9 as the tests send it, acks=all) of one record of `value` to partition 0 of
 /// `topic`.
-fn produce_request(topic: &str, value: &[u8]) -> Request {
+fn produce_one(topic: &str, value: &[u8]) -> Request {
     let mut builder = RecordBatchBuilder::new(Compression::None);
     builder.append(0, None, Some(value), &[]);
-    Request::Produce(ProduceRequest {
-        transactional_id: None,
-        acks: -1,
-        timeout_ms: 10_000,
-        topic_data: vec![TopicProduceData {
-            name: topic.into(),
-            partition_data: vec![PartitionProduceData {
-                index: 0,
-                records: Some(builder.build().expect("a batch")),
-            }],
-        }],
-    })
+    produce_request(topic, 0, None, builder.build().expect("a batch"))
 }
 
 /// The throttle time of a produce's answer, which must have appended its record.
@@ -111,6 +96,7 @@ fn throttle_of(answer: Response) -> i32 {
     answer.throttle_time_ms
 }
 
+/// (entity as "type=name" pairs, values as "key=value") of each entry, sorted.
 fn summary(described: &DescribeClientQuotasResponse) -> Vec<(String, String)> {
     let mut entries: Vec<(String, String)> = described
         .entries
@@ -266,7 +252,7 @@ fn a_client_above_its_produce_quota_is_throttled_and_muted() {
     client.create_topic("throttled", 1, &[]);
     let value = vec![7u8; 400_000];
     let produce =
-        |client: &mut RawClient| throttle_of(client.call(9, produce_request("throttled", &value)));
+        |client: &mut RawClient| throttle_of(client.call(9, produce_one("throttled", &value)));
     let mut throttle_ms = 0;
     for _ in 0..5 {
         throttle_ms = produce(&mut client);
@@ -322,7 +308,7 @@ fn pipelined_requests_of_a_throttled_client_wait_for_each_mute() {
     let mut client = RawClient::connect(&broker);
     client.create_topic("pipelined", 1, &[]);
     let value = vec![7u8; 500_000];
-    let request = || produce_request("pipelined", &value);
+    let request = || produce_one("pipelined", &value);
     let answer = |client: &mut RawClient, correlation_id: i32| {
         client.correlation_id = correlation_id;
         let throttle_ms = throttle_of(client.receive(sluice_net::ApiKey::Produce, 9));

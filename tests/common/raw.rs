@@ -117,18 +117,7 @@ impl RawClient {
     ) -> sluice_net::messages::produce_response::PartitionProduceResponse {
         let Response::Produce(mut answer) = self.call(
             9,
-            Request::Produce(ProduceRequest {
-                transactional_id: transactional_id.map(str::to_string),
-                acks: -1,
-                timeout_ms: 10_000,
-                topic_data: vec![TopicProduceData {
-                    name: topic.into(),
-                    partition_data: vec![PartitionProduceData {
-                        index: partition,
-                        records: Some(batch),
-                    }],
-                }],
-            }),
+            produce_request(topic, partition, transactional_id, batch),
         ) else {
             panic!("a Produce response");
         };
@@ -233,6 +222,27 @@ impl RawClient {
         let mut byte = [0u8; 1];
         matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
     }
+}
+
+/// A Produce (acks=all, as the tests send it at v9) of `batch` to `topic`/`partition`.
+pub fn produce_request(
+    topic: &str,
+    partition: i32,
+    transactional_id: Option<&str>,
+    batch: Bytes,
+) -> Request {
+    Request::Produce(ProduceRequest {
+        transactional_id: transactional_id.map(str::to_string),
+        acks: -1,
+        timeout_ms: 10_000,
+        topic_data: vec![TopicProduceData {
+            name: topic.into(),
+            partition_data: vec![PartitionProduceData {
+                index: partition,
+                records: Some(batch),
+            }],
+        }],
+    })
 }
 
 /// A batch of one record with `value` from (producer id, epoch) at `sequence`.
