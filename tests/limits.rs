@@ -1,7 +1,8 @@
 //! The broker's limits driven over raw sockets: members per group (`--group-members-max`,
 //! Kafka's `group.max.size`) and groups per broker (`--groups-max`) answer
 //! GROUP_MAX_SIZE_REACHED as Kafka's classic coordinator does; connections per broker and per
-//! address (`--connections-max`, `--connections-max-per-ip`) are closed right after accept.
+//! address (`--connections-max`, `--connections-max-per-ip`) are closed right after accept,
+//! and a client that leaves with its pipeline full gives its place back.
 
 mod common;
 
@@ -13,6 +14,7 @@ use common::raw::RawClient;
 use common::{BrokerProcess, wait_for};
 use sluice_net::messages::delete_groups_request::DeleteGroupsRequest;
 use sluice_net::messages::describe_groups_request::DescribeGroupsRequest;
+use sluice_net::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use sluice_net::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
 use sluice_net::messages::join_group_response::JoinGroupResponse;
 use sluice_net::messages::metadata_request::MetadataRequest;
@@ -460,4 +462,44 @@ fn connections_over_connections_max_are_closed_after_accept() {
         .is_some(),
         "new connections are served once the others closed"
     );
+}
+
+/// A client that leaves with its pipeline full (16 long-polling fetches read, ten more sent)
+/// gives its connection's place back: its answers come 100 ms apart, the writer ends once the
+/// connection is reset, and the read loop, waiting for a pipeline slot that only an answer
+/// gives back, ends with it.
+#[test]
+fn a_client_leaving_with_its_pipeline_full_gives_its_connection_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(dir.path(), &["--shards", "1", "--connections-max", "1"]);
+    broker.allow_log("refused: the broker already has 1 connections open");
+    let mut client = connect_and_use(&broker);
+    client.create_topic("empty", 1, &[]);
+    let long_poll = |max_wait_ms: i32| {
+        Request::Fetch(FetchRequest {
+            max_wait_ms,
+            min_bytes: 1,
+            topics: vec![FetchTopic {
+                topic: "empty".into(),
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    partition_max_bytes: 1 << 20,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    };
+    for i in 0..26 {
+        client.send(11, &long_poll(500 + 100 * i));
+    }
+    drop(client);
+    assert!(
+        wait_for(TIMEOUT, || a_new_connection_is_served(&broker)
+            .then_some(()))
+        .is_some(),
+        "the connection left behind was closed"
+    );
+    assert!(broker.terminate().success());
 }

@@ -105,33 +105,45 @@ pub async fn serve(
     let writer_metrics = shard.metrics.clone();
     // One writer per connection: bounded by --connections-max, not by `task_permits`.
     let writer_task = glommio::spawn_local(async move {
-        while let Some(task) = answers.recv().await {
-            let answer = task.await;
-            writer_outstanding.signal(1);
-            let Some(frame) = answer.frame else {
-                continue;
-            };
-            if frame == ResponseFrame::Close {
-                // SAFETY: `raw_fd` belongs to the stream whose halves this task (`writer`) and
-                // the read loop (`reader`) hold open until both end; shutdown ends the TCP
-                // connection without closing the descriptor, and the read loop's pending read
-                // then sees the end of the stream.
-                unsafe { libc::shutdown(raw_fd, libc::SHUT_RDWR) };
-                return None;
+        let slots = writer_outstanding.clone();
+        let writer = async move {
+            while let Some(task) = answers.recv().await {
+                let answer = task.await;
+                slots.signal(1);
+                let Some(frame) = answer.frame else {
+                    continue;
+                };
+                if frame == ResponseFrame::Close {
+                    // SAFETY: `raw_fd` belongs to the stream whose halves this task
+                    // (`writer`) and the read loop (`reader`) hold open until both end;
+                    // shutdown ends the TCP connection without closing the descriptor, and
+                    // the read loop's pending read then sees the end of the stream.
+                    unsafe { libc::shutdown(raw_fd, libc::SHUT_RDWR) };
+                    return None;
+                }
+                if ClientStream::write_segments(&mut writer, plain_fd, frame.segments())
+                    .await
+                    .is_err()
+                {
+                    return None;
+                }
+                if let Some(ready_at) = answer.produce_ready_at {
+                    writer_metrics
+                        .produce_stages
+                        .record(ProduceStage::Respond, ready_at.elapsed());
+                }
             }
-            if ClientStream::write_segments(&mut writer, plain_fd, frame.segments())
-                .await
-                .is_err()
-            {
-                return None;
-            }
-            if let Some(ready_at) = answer.produce_ready_at {
-                writer_metrics
-                    .produce_stages
-                    .record(ProduceStage::Respond, ready_at.elapsed());
-            }
+            Some(writer)
         }
-        Some(writer)
+        .await;
+        if writer.is_none() {
+            // The connection is over: a read loop waiting for a pipeline slot would wait
+            // forever, since no answer will give one back (a client that left with its
+            // pipeline full of produces waiting for WAL space held its connection open, and
+            // kept the broker from stopping).
+            writer_outstanding.close();
+        }
+        writer
     });
 
     let affinity = ConnectionAffinity::default();
@@ -150,7 +162,11 @@ pub async fn serve(
             }
             break;
         }
-        if outstanding.acquire(1).await.is_err() {
+        let slot = futures::select_biased! {
+            _ = stop.clone().fuse() => break,
+            slot = outstanding.acquire(1).fuse() => slot,
+        };
+        if slot.is_err() {
             break;
         }
         let mut prefix = [0u8; 4];
