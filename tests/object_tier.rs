@@ -1,7 +1,8 @@
 //! The object tier through the real broker and librdkafka: far more data than the WAL holds
 //! goes through a 64 MiB WAL into object storage (a local directory, or a real S3-compatible
 //! server, s3s-fs, on 127.0.0.1) and reads back from offset 0, also after `kill -9`; an S3
-//! outage during production loses no acknowledged record.
+//! outage during production loses no acknowledged record; a local store that refuses writes
+//! gets produces refused (KAFKA_STORAGE_ERROR) once the WAL is full, not stalled.
 //!
 //! `SLUICE_TIER_TEST_MIB` sets the volume of the big runs (default 2048, the acceptance figure
 //! of issue 5).
@@ -15,6 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::BrokerProcess;
+use common::raw::{RawClient, producer_batch};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -373,6 +375,72 @@ async fn an_s3_outage_during_production_loses_no_acknowledged_record() {
     consume_and_check(&broker, "outage", 224 * per_mib);
     let broker = broker.restart();
     consume_and_check(&broker, "outage", 224 * per_mib);
+}
+
+/// A local store that refuses writes (its directory replaced by a file: every put fails, as on
+/// a full disk). Produces go on into the WAL until it is full; then each is refused at once
+/// with KAFKA_STORAGE_ERROR, not left waiting until its timeout (REQUEST_TIMED_OUT), and the
+/// broker stops on SIGTERM (it hung: the connection waited for answers that never came).
+/// Once the store takes writes again, a restarted broker holds every acknowledged record.
+#[test]
+fn a_store_refusing_writes_gets_produces_refused_once_the_wal_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, objects) = (dir.path().join("data"), dir.path().join("objects"));
+    let objects_arg = objects.to_str().expect("a UTF-8 path").to_string();
+    let args = [
+        "--shards",
+        "1",
+        "--wal-size",
+        "16MiB",
+        "--upload-size",
+        "1MiB",
+        "--upload-interval-ms",
+        "100",
+        "--object-store",
+        &objects_arg,
+    ];
+    let mut broker = BrokerProcess::start(&data, &args);
+    broker.allow_log("object upload failing; retrying");
+    let mut client = RawClient::connect(&broker);
+    client.create_topic("refused", 1, &[]);
+    let value = |i: usize| format!("{i:08}-{}", "v".repeat(256 << 10));
+    let mut acked = Vec::new();
+    let produce = |client: &mut RawClient, acked: &mut Vec<String>| {
+        let value = value(acked.len());
+        let batch = producer_batch((-1, -1), -1, false, &value);
+        let answer = client.produce_answer("refused", 0, None, batch);
+        if answer.error_code == 0 {
+            assert_eq!(answer.base_offset, acked.len() as i64);
+            acked.push(value);
+        }
+        answer.error_code
+    };
+    for _ in 0..8 {
+        assert_eq!(produce(&mut client, &mut acked), 0);
+    }
+    let away = dir.path().join("objects-away");
+    std::fs::rename(&objects, &away).unwrap();
+    std::fs::write(&objects, b"not a directory").unwrap();
+    // 16 MiB of WAL hold at most 64 of these batches.
+    let refused = (0..200).find_map(|_| match produce(&mut client, &mut acked) {
+        0 => None,
+        code => Some(code),
+    });
+    assert_eq!(
+        refused,
+        Some(56),
+        "once the WAL is full, a produce is refused KAFKA_STORAGE_ERROR ({} acknowledged)",
+        acked.len()
+    );
+    assert!(
+        acked.len() > 8,
+        "the WAL took produces while the store refused writes"
+    );
+    assert!(broker.terminate().success());
+    std::fs::remove_file(&objects).unwrap();
+    std::fs::rename(&away, &objects).unwrap();
+    let broker = BrokerProcess::start(&data, &args);
+    common::assert_topic_holds(&broker, "refused", &HashMap::from([(0, acked)]));
 }
 
 /// Latencies of a producer sending one 1 KiB record every millisecond to `topic` for `for_how_long`

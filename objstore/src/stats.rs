@@ -29,6 +29,8 @@ pub struct Stats {
     pub cache_prefetches: AtomicU64,
     /// Microseconds local object I/O waited for the I/O pacer (`io_pacer.rs`).
     pub paced_us: AtomicU64,
+    /// Uploads whose put is failing right now (each retries until it succeeds): a gauge.
+    pub puts_failing: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -52,6 +54,7 @@ pub struct StatsSnapshot {
     pub cache_evictions: u64,
     pub cache_prefetches: u64,
     pub paced_us: u64,
+    pub puts_failing: u64,
 }
 
 impl Stats {
@@ -91,6 +94,7 @@ impl Stats {
             cache_evictions: get(&self.cache_evictions),
             cache_prefetches: get(&self.cache_prefetches),
             paced_us: get(&self.paced_us),
+            puts_failing: get(&self.puts_failing),
         }
     }
 }

@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -554,6 +555,8 @@ async fn put_forever(store: &ObjectStore, key: &str, bytes: &Bytes, backoff_max:
     let mut failures = 0u64;
     let mut failing_since = None;
     let mut logged_at: Option<Instant> = None;
+    // Counted in `puts_failing` from the first failure until this put succeeds or is dropped.
+    let mut failing: Option<FailingPut<'_>> = None;
     loop {
         match store.put(key, bytes.clone()).await {
             Ok(()) => {
@@ -569,6 +572,7 @@ async fn put_forever(store: &ObjectStore, key: &str, bytes: &Bytes, backoff_max:
             }
             Err(error) => {
                 failures += 1;
+                failing.get_or_insert_with(|| FailingPut::new(store.stats()));
                 let now = Instant::now();
                 let since = *failing_since.get_or_insert(now);
                 if logged_at.is_none_or(|at| now.duration_since(at) >= PUT_FAILURE_LOG_INTERVAL) {
@@ -589,6 +593,22 @@ async fn put_forever(store: &ObjectStore, key: &str, bytes: &Bytes, backoff_max:
                 store.sleep(backoff).await;
             }
         }
+    }
+}
+
+/// One put in `Stats::puts_failing` while it lives.
+struct FailingPut<'a>(&'a Stats);
+
+impl<'a> FailingPut<'a> {
+    fn new(stats: &'a Stats) -> FailingPut<'a> {
+        Stats::add(&stats.puts_failing, 1);
+        FailingPut(stats)
+    }
+}
+
+impl Drop for FailingPut<'_> {
+    fn drop(&mut self) {
+        self.0.puts_failing.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -264,3 +264,38 @@ fn a_stream_roll_seals_before_the_shard_triggers() {
     u.completed();
     assert!(!u.should_seal(t0));
 }
+
+#[test]
+fn a_failing_put_is_counted_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("objects");
+    let store = ObjectStore::local(&root).unwrap();
+    let registry = common::registry(&dir.path().join("metadata"), 1);
+    let mut u = Uploader::new(UploaderConfig {
+        backoff_max: Duration::from_millis(10),
+        ..UploaderConfig::default()
+    });
+    u.append(record(1, 0, 1, 1000, 100), Instant::now(), StreamRoll::NONE)
+        .unwrap();
+    let mut sealed = u.seal().unwrap();
+    // The store's directory is a file now: every put fails (as on a full disk).
+    let away = dir.path().join("objects-away");
+    std::fs::rename(&root, &away).unwrap();
+    std::fs::write(&root, b"not a directory").unwrap();
+    let failing = || store.stats().snapshot().puts_failing;
+    futures::executor::block_on(async {
+        let run = sealed.run(&store, &registry);
+        let repair = async {
+            while failing() == 0 {
+                store.sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(failing(), 1, "one put, failing");
+            std::fs::remove_file(&root).unwrap();
+            std::fs::rename(&away, &root).unwrap();
+        };
+        let (report, ()) = futures::future::join(run, repair).await;
+        assert_eq!(report.unwrap().objects.len(), 1);
+    });
+    assert_eq!(failing(), 0, "the put succeeded");
+    assert!(store.stats().snapshot().upload_retries >= 1);
+}

@@ -558,6 +558,8 @@ async fn run_shard(plan: ShardPlan) {
         )
     });
     futures::future::join_all(acceptors).await;
+    // The uploads end with the shard: a produce waiting for WAL space would never get it.
+    shard.storage.wal.set_stopping();
     let _ = connections.close().await;
     // Other shards may still be finishing requests that need this shard's partitions: keep
     // serving the mesh until every shard that started has drained its connections.

@@ -148,6 +148,18 @@ enum Milestone {
     Durable,
 }
 
+/// What an append does when the ring has no room for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Waits for a trim to make room.
+    Wait,
+    /// Waits for a trim, unless space waits are refused ([`Wal::refuse_space_waits`]): then
+    /// fails with [`WalError::Full`]. For records whose writer may simply try again later;
+    /// not for a log that numbers its records before appending them (a refused record would
+    /// leave a gap).
+    WaitUnlessRefused,
+}
+
 /// A logical byte position in the WAL: monotonically increasing, never wrapped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WalPosition(pub u64);
@@ -239,6 +251,10 @@ pub enum WalError {
     PositionNotAppended { position: u64, appended: u64 },
     #[error("WAL is closed")]
     Closed,
+    #[error(
+        "WAL is full ({capacity_bytes} bytes until an upload trims it) and appends may not wait for now"
+    )]
+    Full { capacity_bytes: u64 },
     #[error("{op} on {path}: {source}")]
     Io {
         op: &'static str,
@@ -427,6 +443,7 @@ impl Wal {
                 open_batch,
                 inflight: VecDeque::with_capacity(config.inflight_writes_max),
                 error: None,
+                space_waits_refused: false,
                 closing: false,
                 flusher_running: true,
                 stats: WalStats::default(),
@@ -459,13 +476,14 @@ impl Wal {
             last_offset,
             payload,
             crc32c::crc32c(payload),
+            WhenFull::Wait,
         )
         .await
     }
 
     /// [`Wal::append`] of a payload whose CRC-32C the caller already knows (a Kafka batch
-    /// derives it from its own CRC), saving a pass over the bytes. A wrong `payload_crc`
-    /// makes recovery discard the record.
+    /// derives it from its own CRC), saving a pass over the bytes, doing `when_full` if the
+    /// ring has no room. A wrong `payload_crc` makes recovery discard the record.
     pub async fn append_with_crc(
         &self,
         stream_id: u64,
@@ -473,6 +491,7 @@ impl Wal {
         last_offset: u64,
         payload: &[u8],
         payload_crc: u32,
+        when_full: WhenFull,
     ) -> Result<WalPosition, WalError> {
         debug_assert_eq!(payload_crc, crc32c::crc32c(payload), "payload_crc is wrong");
         let inner = &self.inner;
@@ -510,6 +529,11 @@ impl Wal {
                         return Ok(WalPosition(end));
                     }
                     Placement::NoSpace => {
+                        if state.space_waits_refused && when_full == WhenFull::WaitUnlessRefused {
+                            return Err(WalError::Full {
+                                capacity_bytes: inner.capacity_bytes,
+                            });
+                        }
                         if space_wait.is_none() {
                             state.stats.space_waits_total += 1;
                             state.stats.space_waiting += 1;
@@ -589,6 +613,17 @@ impl Wal {
 
     pub fn durable_position(&self) -> WalPosition {
         WalPosition(self.inner.state.borrow().durable_position)
+    }
+
+    /// While `refused`, an append of [`WhenFull::WaitUnlessRefused`] that finds the ring full
+    /// fails with [`WalError::Full`] instead of waiting for a trim, and so do those already
+    /// waiting: for when no trim is coming soon (the uploads that trim fail, or the owner is
+    /// stopping). Appends that fit go on as before.
+    pub fn refuse_space_waits(&self, refused: bool) {
+        self.inner.state.borrow_mut().space_waits_refused = refused;
+        if refused {
+            self.inner.room_changed.notify();
+        }
     }
 
     /// Releases the ring space before `position` (a record end position, at
@@ -751,6 +786,9 @@ struct State {
     inflight: VecDeque<InflightWrite>,
     /// Sticky: once set, every call fails with it.
     error: Option<WalError>,
+    /// Appends that find the ring full fail with `WalError::Full` instead of waiting
+    /// (`Wal::refuse_space_waits`).
+    space_waits_refused: bool,
     closing: bool,
     flusher_running: bool,
     stats: WalStats,

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::{TestRecord, file_offset, overwrite, run, scratch_dir, test_record};
 use sluice_wal::format::{BLOCK_SIZE, RECORD_HEADER_SIZE};
-use sluice_wal::{Durability, FenceCheck, RecoveredRecord, Wal, WalConfig, WalError, WalPosition};
+use sluice_wal::{
+    Durability, FenceCheck, RecoveredRecord, Wal, WalConfig, WalError, WalPosition, WhenFull,
+};
 
 const CAPACITY_BYTES: u64 = 4 << 20;
 
@@ -361,6 +363,95 @@ fn append_waits_for_trim_when_the_ring_is_full() {
         assert_eq!(stats.space_waiting, 0);
         assert!(stats.space_wait_us_total >= 20_000, "{stats:?}");
         assert!(stats.used_bytes <= capacity_bytes);
+    });
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// An append of `payload` that a refusal of space waits fails.
+async fn append_refusable(wal: &Wal, payload: &[u8]) -> Result<WalPosition, WalError> {
+    let crc = crc32c::crc32c(payload);
+    wal.append_with_crc(1, 0, 0, payload, crc, WhenFull::WaitUnlessRefused)
+        .await
+}
+
+/// Appends `payload` until an append waits for space; returns that append's task.
+async fn fill_until_waiting(
+    wal: &Rc<Wal>,
+    payload: &[u8],
+    ends: &mut Vec<WalPosition>,
+) -> glommio::task::JoinHandle<Result<WalPosition, WalError>> {
+    loop {
+        let waiter = {
+            let (wal, payload) = (wal.clone(), payload.to_vec());
+            glommio::spawn_local(async move { append_refusable(&wal, &payload).await }).detach()
+        };
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        if wal.stats().space_waiting == 1 {
+            return waiter;
+        }
+        let end = waiter
+            .await
+            .expect("not cancelled")
+            .expect("an append that fits");
+        wal.wait_durable(end).await.expect("durable");
+        ends.push(end);
+        assert!(ends.len() < 100, "the ring never filled up");
+    }
+}
+
+#[test]
+fn refused_space_waits_fail_full_appends_until_allowed_again() {
+    let dir = scratch_dir("refused-space-waits");
+    let capacity_bytes = 64 << 10;
+    let config = config(&dir, capacity_bytes);
+    run(async {
+        let (wal, _) = Wal::open(config.clone()).await.expect("open");
+        let wal = Rc::new(wal);
+        let payload = vec![7u8; 8 << 10];
+        let mut ends = Vec::new();
+        let waiter = fill_until_waiting(&wal, &payload, &mut ends).await;
+        wal.refuse_space_waits(true);
+        let refused = waiter.await.expect("not cancelled");
+        assert!(
+            matches!(refused, Err(WalError::Full { capacity_bytes: c }) if c == capacity_bytes),
+            "the waiting append fails: {refused:?}"
+        );
+        assert!(
+            matches!(
+                append_refusable(&wal, &payload).await,
+                Err(WalError::Full { .. })
+            ),
+            "a new append that does not fit fails at once"
+        );
+        // An append that must not be refused still waits.
+        let patient = {
+            let (wal, payload) = (wal.clone(), payload.clone());
+            glommio::spawn_local(async move { wal.append(2, 0, 0, &payload).await })
+        };
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        assert_eq!(wal.stats().space_waiting, 1, "WhenFull::Wait waits");
+        wal.trim(ends[0]).await.expect("trim");
+        let end = patient.await.expect("the waiting append, after a trim");
+        wal.wait_durable(end).await.expect("durable");
+        ends.push(end);
+        // Nothing is sticky: once a trim makes room, refusable appends succeed.
+        wal.trim(ends[1]).await.expect("trim");
+        let end = append_refusable(&wal, &payload)
+            .await
+            .expect("an append that fits");
+        wal.wait_durable(end).await.expect("durable");
+        ends.push(end);
+        // Allowed again, a refusable append waits for space as before.
+        wal.refuse_space_waits(false);
+        let waiter = fill_until_waiting(&wal, &payload, &mut ends).await;
+        wal.trim(*ends.last().expect("appended"))
+            .await
+            .expect("trim");
+        let end = waiter
+            .await
+            .expect("not cancelled")
+            .expect("append after trim");
+        wal.wait_durable(end).await.expect("durable");
     });
     std::fs::remove_dir_all(dir).ok();
 }

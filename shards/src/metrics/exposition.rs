@@ -709,6 +709,12 @@ fn render_objects(out: &mut Exposition, objects: &StatsSnapshot) {
         out.value(name, &[], value);
     }
     out.family(
+        "sluice_objstore_puts_failing",
+        Kind::Gauge,
+        "Uploads whose put is failing right now: each retries until it succeeds, and meanwhile a produce that finds its WAL full is refused (KAFKA_STORAGE_ERROR).",
+    );
+    out.value("sluice_objstore_puts_failing", &[], objects.puts_failing);
+    out.family(
         "sluice_objstore_paced_seconds_total",
         Kind::Counter,
         "Time local object reads and writes waited for the WAL on the same disk (I/O pacing).",

@@ -11,7 +11,7 @@ use futures::channel::oneshot;
 use sluice_metadata::{MetadataImage, ProducerSnapshot, ProducerStates, StreamUpload, UploadTime};
 use sluice_net::ErrorCode;
 use sluice_net::record_batch::RecordBatchHeader;
-use sluice_wal::WalPosition;
+use sluice_wal::{WalError, WalPosition, WhenFull};
 
 use super::turnstile::{Ticket, Turnstile};
 use super::validated_batch::ValidatedBatch;
@@ -374,8 +374,17 @@ impl Partition {
             )
             .map_err(|_| ErrorCode::CorruptMessage)?;
         }
+        // A refused produce leaves no trace (its offsets are not taken): the client sends it
+        // again.
         let mut position = self
-            .append(wal, data, base_offset, last_offset, max_timestamp)
+            .append(
+                wal,
+                data,
+                base_offset,
+                last_offset,
+                max_timestamp,
+                WhenFull::WaitUnlessRefused,
+            )
             .await?;
         if idempotent {
             let appended = AppendedBatch {
@@ -439,7 +448,9 @@ impl Partition {
         let timestamp_ms = now_ms();
         let offset = self.log.borrow().next_offset();
         let data = PoolBuffer::Heap(marker.batch(timestamp_ms).to_vec());
-        self.append(wal, data, offset, offset, timestamp_ms).await?;
+        // A marker waits for room: its transaction's completion is not retried from here.
+        self.append(wal, data, offset, offset, timestamp_ms, WhenFull::Wait)
+            .await?;
         self.record_marker(&marker, offset, timestamp_ms, true);
         let position = txn_index
             .append(TxnIndexEntry::End {
@@ -659,6 +670,7 @@ impl Partition {
 
     /// Patches `data` to `base_offset`, queues it in the WAL and appends it to the log: offsets
     /// are assigned and WAL space reserved in one step (the caller holds the order permit).
+    /// `when_full`: what to do if the WAL has no room.
     async fn append(
         &self,
         wal: &ShardWal,
@@ -666,6 +678,7 @@ impl Partition {
         base_offset: i64,
         last_offset: i64,
         max_timestamp: i64,
+        when_full: WhenFull,
     ) -> Result<WalPosition, ErrorCode> {
         sluice_net::record_batch::set_base_offset(data.as_mut(), base_offset)
             .map_err(|_| ErrorCode::CorruptMessage)?;
@@ -674,10 +687,22 @@ impl Partition {
         // stored CRC holds and the WAL's checksum needs no second pass over it.
         let crc = sluice_net::record_batch::whole_batch_crc32c(&data);
         let position = wal
-            .append_with_crc(self.stream_id, base_offset, last_offset, data.clone(), crc)
+            .append_with_crc(
+                self.stream_id,
+                base_offset,
+                last_offset,
+                data.clone(),
+                crc,
+                when_full,
+            )
             .await
             .map_err(|error| {
-                tracing::error!(%error, topic = %self.topic, partition = self.index, "WAL append failed");
+                if matches!(error, WalError::Full { .. }) {
+                    // Not an ERROR: the upload task's WARN or the stop says why.
+                    tracing::debug!(%error, topic = %self.topic, partition = self.index, "produce refused");
+                } else {
+                    tracing::error!(%error, topic = %self.topic, partition = self.index, "WAL append failed");
+                }
                 ErrorCode::KafkaStorageError
             })?;
         self.log.borrow_mut().append(StoredBatch {

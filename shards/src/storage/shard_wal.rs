@@ -1,7 +1,7 @@
 //! A shard's WAL with the bookkeeping of the object tier: every record appended is also queued,
 //! in WAL order, until the upload task has put it into an object and the WAL is trimmed past it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use glommio::sync::Semaphore;
 use sluice_objstore::AppendedRecord;
-use sluice_wal::{Wal, WalError, WalPosition, WalStats};
+use sluice_wal::{Wal, WalError, WalPosition, WalStats, WhenFull};
 
 /// The WAL of one shard and its records not yet handed to the uploader.
 pub struct ShardWal {
@@ -21,6 +21,10 @@ pub struct ShardWal {
     durable_signal: Semaphore,
     // Whether uploads are falling behind: more than half the WAL waits for them.
     uploads_behind: Arc<AtomicBool>,
+    // While either holds, no trim is coming soon, so a produce that finds the WAL full fails
+    // (`WalError::Full`) instead of waiting: the store's puts fail, or the shard is stopping.
+    uploads_failing: Cell<bool>,
+    stopping: Cell<bool>,
 }
 
 impl ShardWal {
@@ -31,7 +35,30 @@ impl ShardWal {
             unuploaded: RefCell::new(VecDeque::new()),
             durable_signal: Semaphore::new(0),
             uploads_behind: Arc::new(AtomicBool::new(false)),
+            uploads_failing: Cell::new(false),
+            stopping: Cell::new(false),
         }
+    }
+
+    /// Whether the store's puts fail (kept current by the upload task while an upload runs).
+    /// While they do, a produce that finds the WAL full is refused (KAFKA_STORAGE_ERROR)
+    /// rather than left waiting for a trim that may never come.
+    pub fn set_uploads_failing(&self, failing: bool) {
+        if self.uploads_failing.replace(failing) != failing {
+            self.refuse_space_waits();
+        }
+    }
+
+    /// The shard is stopping: its uploads end, so produces waiting for WAL space are refused
+    /// and the connections waiting for their answers can drain.
+    pub fn set_stopping(&self) {
+        self.stopping.set(true);
+        self.refuse_space_waits();
+    }
+
+    fn refuse_space_waits(&self) {
+        self.wal
+            .refuse_space_waits(self.uploads_failing.get() || self.stopping.get());
     }
 
     /// True while more than half the WAL waits for uploads (kept current by appends and
@@ -63,12 +90,19 @@ impl ShardWal {
         payload: Bytes,
     ) -> Result<WalPosition, WalError> {
         let payload_crc = crc32c::crc32c(&payload);
-        self.append_with_crc(stream_id, first_offset, last_offset, payload, payload_crc)
-            .await
+        self.append_with_crc(
+            stream_id,
+            first_offset,
+            last_offset,
+            payload,
+            payload_crc,
+            WhenFull::Wait,
+        )
+        .await
     }
 
-    /// [`ShardWal::append`] of a payload whose CRC-32C the caller knows (see
-    /// [`sluice_wal::Wal::append_with_crc`]).
+    /// [`ShardWal::append`] of a payload whose CRC-32C the caller knows, doing `when_full`
+    /// if the WAL has no room (see [`sluice_wal::Wal::append_with_crc`]).
     pub async fn append_with_crc(
         &self,
         stream_id: u64,
@@ -76,6 +110,7 @@ impl ShardWal {
         last_offset: i64,
         payload: Bytes,
         payload_crc: u32,
+        when_full: WhenFull,
     ) -> Result<WalPosition, WalError> {
         let position = self
             .wal
@@ -85,6 +120,7 @@ impl ShardWal {
                 last_offset as u64,
                 &payload,
                 payload_crc,
+                when_full,
             )
             .await?;
         self.note_usage();

@@ -1,12 +1,13 @@
 //! The upload task of a shard: feeds durable WAL records to the uploader, uploads when due,
 //! trims the WAL, and tells the partition store what is in objects now.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use sluice_metadata::StreamUpload;
 use sluice_objstore::{
-    AppendedRecord, SealedUpload, StreamRoll, UploadError, UploadReport, Uploader,
+    AppendedRecord, ObjectStore, SealedUpload, StreamRoll, UploadError, UploadReport, Uploader,
 };
 use sluice_wal::WalPosition;
 
@@ -17,6 +18,9 @@ use crate::storage::shard_wal::ShardWal;
 
 /// Pause before running a refused upload again (the metadata was unreachable or refused).
 const UPLOAD_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How soon a produce that finds the WAL full is refused once the store's puts fail, and
+/// allowed to wait again once they succeed.
+const PUTS_FAILING_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What a committed upload changes outside the tier.
 pub trait UploadListener {
@@ -67,15 +71,31 @@ pub async fn run_uploads(
             continue;
         };
         let report = loop {
-            match sealed.run(&store, controller).await {
+            let run = sealed.run(&store, controller);
+            let result = futures::select_biased! {
+                result = run.fuse() => result,
+                never = watch_puts(&store, wal).fuse() => match never {},
+            };
+            match result {
                 Ok(report) => break report,
                 Err(error) => {
+                    wal.set_uploads_failing(true);
                     tracing::warn!(shard = shard_id, %error, "upload not committed; retrying");
                     glommio::timer::sleep(UPLOAD_RETRY_DELAY).await;
                 }
             }
         };
+        wal.set_uploads_failing(false);
         upload_committed(shard_id, tier, wal, listener, &report).await;
+    }
+}
+
+/// While an upload runs: tells `wal` every [`PUTS_FAILING_CHECK_INTERVAL`] whether the store's
+/// puts are failing (the upload's put retries until it succeeds, so its run does not return).
+async fn watch_puts(store: &ObjectStore, wal: &ShardWal) -> std::convert::Infallible {
+    loop {
+        wal.set_uploads_failing(store.stats().puts_failing.load(Ordering::Relaxed) > 0);
+        glommio::timer::sleep(PUTS_FAILING_CHECK_INTERVAL).await;
     }
 }
 
