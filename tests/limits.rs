@@ -384,6 +384,14 @@ fn a_new_connection_is_served(broker: &BrokerProcess) -> bool {
     stream.write_all(&frame).is_ok() && stream.read_exact(&mut prefix).is_ok()
 }
 
+/// Panics with `why` unless a new connection is served within `TIMEOUT`.
+fn assert_a_new_connection_is_served_soon(broker: &BrokerProcess, why: &str) {
+    assert!(
+        wait_for(TIMEOUT, || a_new_connection_is_served(broker).then_some(())).is_some(),
+        "{why}"
+    );
+}
+
 /// A connection the broker closes right after accepting it: the first read sees the end of
 /// the stream (or a reset), never data or a timeout.
 fn assert_closed_by_broker(broker: &BrokerProcess) {
@@ -431,12 +439,7 @@ fn connections_over_connections_max_per_ip_are_closed_after_accept() {
     );
     // A closed connection gives its place back.
     drop(first);
-    assert!(
-        wait_for(TIMEOUT, || a_new_connection_is_served(&broker)
-            .then_some(()))
-        .is_some(),
-        "a new connection is served once one closed"
-    );
+    assert_a_new_connection_is_served_soon(&broker, "a new connection is served once one closed");
 }
 
 #[test]
@@ -456,11 +459,9 @@ fn connections_over_connections_max_are_closed_after_accept() {
         "{warnings:?}"
     );
     drop(clients);
-    assert!(
-        wait_for(TIMEOUT, || a_new_connection_is_served(&broker)
-            .then_some(()))
-        .is_some(),
-        "new connections are served once the others closed"
+    assert_a_new_connection_is_served_soon(
+        &broker,
+        "new connections are served once the others closed",
     );
 }
 
@@ -495,11 +496,6 @@ fn a_client_leaving_with_its_pipeline_full_gives_its_connection_back() {
         client.send(11, &long_poll(500 + 100 * i));
     }
     drop(client);
-    assert!(
-        wait_for(TIMEOUT, || a_new_connection_is_served(&broker)
-            .then_some(()))
-        .is_some(),
-        "the connection left behind was closed"
-    );
+    assert_a_new_connection_is_served_soon(&broker, "the connection left behind was closed");
     assert!(broker.terminate().success());
 }

@@ -105,11 +105,10 @@ pub async fn serve(
     let writer_metrics = shard.metrics.clone();
     // One writer per connection: bounded by --connections-max, not by `task_permits`.
     let writer_task = glommio::spawn_local(async move {
-        let slots = writer_outstanding.clone();
-        let writer = async move {
+        let writer = async {
             while let Some(task) = answers.recv().await {
                 let answer = task.await;
-                slots.signal(1);
+                writer_outstanding.signal(1);
                 let Some(frame) = answer.frame else {
                     continue;
                 };
@@ -137,10 +136,8 @@ pub async fn serve(
         }
         .await;
         if writer.is_none() {
-            // The connection is over: a read loop waiting for a pipeline slot would wait
-            // forever, since no answer will give one back (a client that left with its
-            // pipeline full of produces waiting for WAL space held its connection open, and
-            // kept the broker from stopping).
+            // The connection is over: no answer will give a pipeline slot back, so the read
+            // loop must not wait for one.
             writer_outstanding.close();
         }
         writer

@@ -320,70 +320,22 @@ fn ring_wraps_around_after_trim() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-#[test]
-fn append_waits_for_trim_when_the_ring_is_full() {
-    let dir = scratch_dir("backpressure");
-    let capacity_bytes = 64 << 10;
-    let config = config(&dir, capacity_bytes);
-    run(async {
-        let (wal, _) = Wal::open(config.clone()).await.expect("open");
-        let wal = Rc::new(wal);
-        let payload = vec![7u8; 8 << 10];
-        let mut ends = Vec::new();
-        // Fill the ring: 8 KiB + header records pad to 12 KiB writes.
-        loop {
-            let append = wal.append(1, 0, 0, &payload);
-            let timeout = async {
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-                Err(WalError::Closed)
-            };
-            match futures_lite::future::or(append, timeout).await {
-                Ok(end) => {
-                    wal.wait_durable(end).await.expect("durable");
-                    ends.push(end);
-                }
-                Err(WalError::Closed) => break,
-                Err(other) => panic!("{other}"),
-            }
-            assert!(ends.len() < 100, "the ring never filled up");
-        }
-        assert!(wal.stats().space_waits_total >= 1);
-        // A blocked append completes once a trim releases space.
-        let waiter = {
-            let wal = wal.clone();
-            let payload = payload.clone();
-            glommio::spawn_local(async move { wal.append(2, 0, 0, &payload).await })
-        };
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-        assert_eq!(wal.stats().space_waiting, 1, "append is waiting for space");
-        wal.trim(ends[1]).await.expect("trim");
-        let end = waiter.await.expect("append after trim");
-        wal.wait_durable(end).await.expect("durable");
-        let stats = wal.stats();
-        assert_eq!(stats.space_waiting, 0);
-        assert!(stats.space_wait_us_total >= 20_000, "{stats:?}");
-        assert!(stats.used_bytes <= capacity_bytes);
-    });
-    std::fs::remove_dir_all(dir).ok();
-}
-
-/// An append of `payload` that a refusal of space waits fails.
-async fn append_refusable(wal: &Wal, payload: &[u8]) -> Result<WalPosition, WalError> {
-    let crc = crc32c::crc32c(payload);
-    wal.append_with_crc(1, 0, 0, payload, crc, WhenFull::WaitUnlessRefused)
-        .await
-}
-
-/// Appends `payload` until an append waits for space; returns that append's task.
+/// Appends `payload` (doing `when_full`) until an append waits for space; returns that
+/// append's task, and the ends of those that fit in `ends`.
 async fn fill_until_waiting(
     wal: &Rc<Wal>,
     payload: &[u8],
     ends: &mut Vec<WalPosition>,
+    when_full: WhenFull,
 ) -> glommio::task::JoinHandle<Result<WalPosition, WalError>> {
     loop {
         let waiter = {
             let (wal, payload) = (wal.clone(), payload.to_vec());
-            glommio::spawn_local(async move { append_refusable(&wal, &payload).await }).detach()
+            let append = async move {
+                let crc = crc32c::crc32c(&payload);
+                wal.append_with_crc(1, 0, 0, &payload, crc, when_full).await
+            };
+            glommio::spawn_local(append).detach()
         };
         glommio::timer::sleep(Duration::from_millis(20)).await;
         if wal.stats().space_waiting == 1 {
@@ -399,6 +351,42 @@ async fn fill_until_waiting(
     }
 }
 
+/// An append of `payload` that a refusal of space waits fails.
+async fn append_refusable(wal: &Wal, payload: &[u8]) -> Result<WalPosition, WalError> {
+    let crc = crc32c::crc32c(payload);
+    wal.append_with_crc(1, 0, 0, payload, crc, WhenFull::WaitUnlessRefused)
+        .await
+}
+
+#[test]
+fn append_waits_for_trim_when_the_ring_is_full() {
+    let dir = scratch_dir("backpressure");
+    let capacity_bytes = 64 << 10;
+    let config = config(&dir, capacity_bytes);
+    run(async {
+        let (wal, _) = Wal::open(config.clone()).await.expect("open");
+        let wal = Rc::new(wal);
+        let payload = vec![7u8; 8 << 10];
+        let mut ends = Vec::new();
+        // Fill the ring (8 KiB + header records pad to 12 KiB writes) until an append waits.
+        let waiter = fill_until_waiting(&wal, &payload, &mut ends, WhenFull::Wait).await;
+        assert!(wal.stats().space_waits_total >= 1);
+        assert_eq!(wal.stats().space_waiting, 1, "append is waiting for space");
+        // A blocked append completes once a trim releases space.
+        wal.trim(ends[1]).await.expect("trim");
+        let end = waiter
+            .await
+            .expect("not cancelled")
+            .expect("append after trim");
+        wal.wait_durable(end).await.expect("durable");
+        let stats = wal.stats();
+        assert_eq!(stats.space_waiting, 0);
+        assert!(stats.space_wait_us_total >= 20_000, "{stats:?}");
+        assert!(stats.used_bytes <= capacity_bytes);
+    });
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn refused_space_waits_fail_full_appends_until_allowed_again() {
     let dir = scratch_dir("refused-space-waits");
@@ -409,7 +397,8 @@ fn refused_space_waits_fail_full_appends_until_allowed_again() {
         let wal = Rc::new(wal);
         let payload = vec![7u8; 8 << 10];
         let mut ends = Vec::new();
-        let waiter = fill_until_waiting(&wal, &payload, &mut ends).await;
+        let waiter =
+            fill_until_waiting(&wal, &payload, &mut ends, WhenFull::WaitUnlessRefused).await;
         wal.refuse_space_waits(true);
         let refused = waiter.await.expect("not cancelled");
         assert!(
@@ -443,7 +432,8 @@ fn refused_space_waits_fail_full_appends_until_allowed_again() {
         ends.push(end);
         // Allowed again, a refusable append waits for space as before.
         wal.refuse_space_waits(false);
-        let waiter = fill_until_waiting(&wal, &payload, &mut ends).await;
+        let waiter =
+            fill_until_waiting(&wal, &payload, &mut ends, WhenFull::WaitUnlessRefused).await;
         wal.trim(*ends.last().expect("appended"))
             .await
             .expect("trim");
