@@ -2,7 +2,8 @@
 //! goes through a 64 MiB WAL into object storage (a local directory, or a real S3-compatible
 //! server, s3s-fs, on 127.0.0.1) and reads back from offset 0, also after `kill -9`; an S3
 //! outage during production loses no acknowledged record; a local store that refuses writes
-//! gets produces refused (KAFKA_STORAGE_ERROR) once the WAL is full, not stalled.
+//! gets produces refused (KAFKA_STORAGE_ERROR) and offset commits refused
+//! (COORDINATOR_NOT_AVAILABLE) once the WAL is full, not stalled.
 //!
 //! `SLUICE_TIER_TEST_MIB` sets the volume of the big runs (default 2048, the acceptance figure
 //! of issue 5).
@@ -24,6 +25,13 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use s3_server::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
+use sluice_net::messages::offset_commit_request::{
+    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use sluice_net::messages::offset_fetch_request::{
+    OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+};
+use sluice_net::{Request, Response};
 
 const PARTITIONS: i32 = 8;
 const VALUE_BYTES: usize = 16 * 1024;
@@ -418,6 +426,7 @@ fn a_store_refusing_writes_gets_produces_refused_once_the_wal_is_full() {
     for _ in 0..8 {
         assert_eq!(produce(&mut client, &mut acked), 0);
     }
+    assert_eq!(commit_offset(&mut client, "refused", 3), 0);
     let away = dir.path().join("objects-away");
     std::fs::rename(&objects, &away).unwrap();
     std::fs::write(&objects, b"not a directory").unwrap();
@@ -436,11 +445,71 @@ fn a_store_refusing_writes_gets_produces_refused_once_the_wal_is_full() {
         acked.len() > 8,
         "the WAL took produces while the store refused writes"
     );
+    // An offset commit is refused too (retriable), rather than waiting for room.
+    let asked = Instant::now();
+    assert_eq!(
+        commit_offset(&mut client, "refused", 5),
+        15,
+        "COORDINATOR_NOT_AVAILABLE after {:?}",
+        asked.elapsed()
+    );
     assert!(broker.terminate().success());
     std::fs::remove_file(&objects).unwrap();
     std::fs::rename(&away, &objects).unwrap();
     let broker = BrokerProcess::start(&data, &args);
     common::assert_topic_holds(&broker, "refused", &HashMap::from([(0, acked)]));
+    // The refused commit left no trace, and the group's log goes on after the one before it.
+    let mut client = RawClient::connect(&broker);
+    assert_eq!(committed_offset(&mut client, "refused"), 3);
+    assert_eq!(commit_offset(&mut client, "refused", 7), 0);
+    assert_eq!(committed_offset(&mut client, "refused"), 7);
+}
+
+/// OffsetCommit v8 of `offset` for partition 0 of `topic` by group "g" (no generation):
+/// the partition's error code.
+fn commit_offset(client: &mut RawClient, topic: &str, offset: i64) -> i16 {
+    let Response::OffsetCommit(answer) = client.call(
+        8,
+        Request::OffsetCommit(OffsetCommitRequest {
+            group_id: "g".into(),
+            generation_id_or_member_epoch: -1,
+            topics: vec![OffsetCommitRequestTopic {
+                name: topic.into(),
+                partitions: vec![OffsetCommitRequestPartition {
+                    partition_index: 0,
+                    committed_offset: offset,
+                    ..Default::default()
+                }],
+            }],
+            ..Default::default()
+        }),
+    ) else {
+        panic!("an OffsetCommit response");
+    };
+    answer.topics[0].partitions[0].error_code
+}
+
+/// Group "g"'s committed offset of partition 0 of `topic` (OffsetFetch v8).
+fn committed_offset(client: &mut RawClient, topic: &str) -> i64 {
+    let Response::OffsetFetch(answer) = client.call(
+        8,
+        Request::OffsetFetch(OffsetFetchRequest {
+            groups: vec![OffsetFetchRequestGroup {
+                group_id: "g".into(),
+                topics: Some(vec![OffsetFetchRequestTopics {
+                    name: topic.into(),
+                    partition_indexes: vec![0],
+                }]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    ) else {
+        panic!("an OffsetFetch response");
+    };
+    let partition = &answer.groups[0].topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0, "OffsetFetch of {topic}");
+    partition.committed_offset
 }
 
 /// Latencies of a producer sending one 1 KiB record every millisecond to `topic` for `for_how_long`

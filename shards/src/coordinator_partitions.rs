@@ -19,8 +19,10 @@ use std::rc::Rc;
 
 use sluice_metadata::MetadataImage;
 use sluice_net::ErrorCode;
+use sluice_wal::{WalError, WhenFull};
 
 use crate::storage::shard_wal::ShardWal;
+use crate::storage::turnstile::Turnstile;
 
 /// Coordinator partitions of a cluster: Kafka's default `offsets.topic.num.partitions`.
 pub const CLUSTER_COORDINATOR_PARTITIONS: usize = 50;
@@ -73,6 +75,10 @@ pub struct CoordinatorLogs {
     name: &'static str,
     /// Per stream, the offset of its next record.
     next: RefCell<HashMap<u64, u64>>,
+    /// One append at a time takes its offset and places its record in the WAL: the WAL does
+    /// not keep waiting appends in order, and the uploader skips a stream's records from the
+    /// first one out of order; a refused append then gives its offset back.
+    order: Turnstile,
 }
 
 impl CoordinatorLogs {
@@ -90,6 +96,7 @@ impl CoordinatorLogs {
             stream_of,
             name,
             next: RefCell::new(HashMap::new()),
+            order: Turnstile::default(),
         }
     }
 
@@ -102,25 +109,40 @@ impl CoordinatorLogs {
     }
 
     /// Appends `payload` (one encoded record) to the log of `id`'s partition and waits until
-    /// it is durable; COORDINATOR_NOT_AVAILABLE (retriable) when the WAL fails.
+    /// it is durable; COORDINATOR_NOT_AVAILABLE (retriable) when the WAL fails, or is full
+    /// while no upload can trim it (the store's puts fail, or the shard is stopping).
     pub async fn append(&self, id: &str, payload: &[u8]) -> Result<(), ErrorCode> {
         let stream_id = (self.stream_of)(self.placement.partition(id));
-        let offset = {
-            let mut next = self.next.borrow_mut();
-            let next = next.entry(stream_id).or_insert(0);
-            let offset = *next;
-            *next += 1;
-            offset
+        let position = {
+            let _turn = self.order.ticket().turn().await;
+            let offset = self.next.borrow().get(&stream_id).copied().unwrap_or(0);
+            let framed = crate::internal_stream::frame(offset, payload);
+            let appended = self
+                .wal
+                .append(
+                    stream_id,
+                    offset as i64,
+                    offset as i64,
+                    framed,
+                    WhenFull::WaitUnlessRefused,
+                )
+                .await;
+            match appended {
+                Ok(position) => {
+                    self.resume(stream_id, offset + 1);
+                    position
+                }
+                Err(error @ WalError::Full { .. }) => {
+                    // Not an ERROR: the upload task's WARN or the stop says why.
+                    tracing::debug!(%error, log = self.name, "coordinator log append refused");
+                    return Err(ErrorCode::CoordinatorNotAvailable);
+                }
+                Err(error) => {
+                    tracing::error!(%error, log = self.name, "coordinator log append failed");
+                    return Err(ErrorCode::CoordinatorNotAvailable);
+                }
+            }
         };
-        let framed = crate::internal_stream::frame(offset, payload);
-        let position = self
-            .wal
-            .append(stream_id, offset as i64, offset as i64, framed)
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, log = self.name, "coordinator log append failed");
-                ErrorCode::CoordinatorNotAvailable
-            })?;
         self.wal.wait_durable(position).await.map_err(|error| {
             tracing::error!(%error, log = self.name, "coordinator log write failed");
             ErrorCode::CoordinatorNotAvailable
@@ -139,6 +161,7 @@ impl CoordinatorLogs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::shard_wal::testing;
 
     fn image_with_brokers(registered: bool) -> MetadataImage {
         let image = MetadataImage::empty("c".into(), 1);
@@ -161,6 +184,43 @@ mod tests {
             assert_eq!(placement.shard(id), legacy);
         }
         assert_eq!(placement.partitions_of(1).collect::<Vec<_>>(), vec![1]);
+    }
+
+    /// Concurrent appends of one log while the WAL's write window is often full: the records
+    /// must reach the WAL in offset order, or the uploader skips the log from the first one
+    /// out of order.
+    #[test]
+    fn concurrent_appends_reach_the_wal_in_offset_order() {
+        for seed in 0..20u64 {
+            let executor = glommio::LocalExecutorBuilder::default()
+                .make()
+                .expect("an executor");
+            executor.run(async move {
+                let wal = testing::contended(seed).await;
+                let logs = Rc::new(CoordinatorLogs::new(
+                    wal.clone(),
+                    CoordinatorPlacement::of(&image_with_brokers(false), 1),
+                    |partition| 100 + partition as u64,
+                    "test",
+                ));
+                let writers = (0..8u8).map(|writer| {
+                    let logs = logs.clone();
+                    glommio::spawn_local(async move {
+                        for record in 0..16 {
+                            let payload = vec![writer; 1000 + 97 * record];
+                            logs.append("group", &payload).await.expect("appended");
+                        }
+                    })
+                });
+                futures::future::join_all(writers).await;
+                let expected: Vec<i64> = (0..128).collect();
+                assert_eq!(
+                    testing::take_first_offsets(&wal),
+                    expected,
+                    "seed {seed}: WAL order is offset order"
+                );
+            });
+        }
     }
 
     #[test]

@@ -448,9 +448,17 @@ impl Partition {
         let timestamp_ms = now_ms();
         let offset = self.log.borrow().next_offset();
         let data = PoolBuffer::Heap(marker.batch(timestamp_ms).to_vec());
-        // A marker waits for room: its transaction's completion is not retried from here.
-        self.append(wal, data, offset, offset, timestamp_ms, WhenFull::Wait)
-            .await?;
+        // Refused like a produce when no upload can make room: the coordinator writes a failed
+        // marker again (txn/completion.rs), and a refused one took no offset.
+        self.append(
+            wal,
+            data,
+            offset,
+            offset,
+            timestamp_ms,
+            WhenFull::WaitUnlessRefused,
+        )
+        .await?;
         self.record_marker(&marker, offset, timestamp_ms, true);
         let position = txn_index
             .append(TxnIndexEntry::End {
@@ -699,7 +707,7 @@ impl Partition {
             .map_err(|error| {
                 if matches!(error, WalError::Full { .. }) {
                     // Not an ERROR: the upload task's WARN or the stop says why.
-                    tracing::debug!(%error, topic = %self.topic, partition = self.index, "produce refused");
+                    tracing::debug!(%error, topic = %self.topic, partition = self.index, "append refused: WAL full");
                 } else {
                     tracing::error!(%error, topic = %self.topic, partition = self.index, "WAL append failed");
                 }

@@ -15,9 +15,10 @@ use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_net::ErrorCode;
-use sluice_wal::WalPosition;
+use sluice_wal::{WalPosition, WhenFull};
 
 use crate::storage::shard_wal::ShardWal;
+use crate::storage::turnstile::Turnstile;
 
 const FORMAT_VERSION: u8 = 0;
 const KIND_BEGIN: u8 = 1;
@@ -148,6 +149,10 @@ pub struct TxnIndexLog {
     wal: Rc<ShardWal>,
     stream_id: u64,
     sequence: Cell<u64>,
+    /// One append at a time takes its sequence and places its entry in the WAL (appends come
+    /// from every partition's order stage): the WAL does not keep waiting appends in order,
+    /// and the uploader skips a stream's records from the first one out of order.
+    order: Turnstile,
 }
 
 impl TxnIndexLog {
@@ -157,21 +162,33 @@ impl TxnIndexLog {
             wal,
             stream_id,
             sequence: Cell::new(0),
+            order: Turnstile::default(),
         }
     }
 
-    /// Appends an entry after the data it is about; durable once its position is.
+    /// Appends an entry after the data it is about; durable once its position is. Waits while
+    /// the WAL is full, even when no upload can trim it: the entry belongs to data already
+    /// appended, which a client retrying it would find there (a duplicate) without the entry.
     pub async fn append(&self, entry: TxnIndexEntry) -> Result<WalPosition, ErrorCode> {
+        let _turn = self.order.ticket().turn().await;
         let sequence = self.sequence.get();
-        self.sequence.set(sequence + 1);
         let payload = crate::internal_stream::frame(sequence, &entry.encode());
-        self.wal
-            .append(self.stream_id, sequence as i64, sequence as i64, payload)
+        let position = self
+            .wal
+            .append(
+                self.stream_id,
+                sequence as i64,
+                sequence as i64,
+                payload,
+                WhenFull::Wait,
+            )
             .await
             .map_err(|error| {
                 tracing::error!(%error, "transaction index append failed");
                 ErrorCode::KafkaStorageError
-            })
+            })?;
+        self.sequence.set(sequence + 1);
+        Ok(position)
     }
 
     /// The internal stream it writes.
@@ -188,6 +205,7 @@ impl TxnIndexLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::shard_wal::testing;
 
     #[test]
     fn entries_round_trip() {
@@ -210,5 +228,46 @@ mod tests {
             assert_eq!(TxnIndexEntry::decode(entry.encode()).unwrap(), entry);
         }
         assert!(TxnIndexEntry::decode(Bytes::from_static(&[0, 1, 2])).is_err());
+    }
+
+    /// Entries appended at once from several partitions' order stages while the WAL's write
+    /// window is often full reach the WAL in sequence order (else the uploader would skip the
+    /// index from the first one out of order).
+    #[test]
+    fn concurrent_appends_reach_the_wal_in_sequence_order() {
+        for seed in 0..20u64 {
+            let executor = glommio::LocalExecutorBuilder::default()
+                .make()
+                .expect("an executor");
+            executor.run(async move {
+                let wal = testing::contended(seed).await;
+                let index = Rc::new(TxnIndexLog::new(wal.clone(), 5));
+                let partitions = (0..8u64).map(|stream_id| {
+                    let index = index.clone();
+                    glommio::spawn_local(async move {
+                        let mut last = WalPosition::default();
+                        for producer_id in 0..16 {
+                            let entry = TxnIndexEntry::Begin {
+                                stream_id,
+                                producer_id,
+                                producer_epoch: 0,
+                                first_offset: 0,
+                            };
+                            last = index.append(entry).await.expect("appended");
+                        }
+                        last
+                    })
+                });
+                let last = futures::future::join_all(partitions).await;
+                let end = last.into_iter().max().expect("8 partitions");
+                wal.wait_durable(end).await.expect("durable");
+                let expected: Vec<i64> = (0..128).collect();
+                assert_eq!(
+                    testing::take_first_offsets(&wal),
+                    expected,
+                    "seed {seed}: WAL order is sequence order"
+                );
+            });
+        }
     }
 }
