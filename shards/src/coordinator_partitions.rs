@@ -161,7 +161,7 @@ impl CoordinatorLogs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::shard_wal::testing;
+    use crate::storage::test_wal;
 
     fn image_with_brokers(registered: bool) -> MetadataImage {
         let image = MetadataImage::empty("c".into(), 1);
@@ -196,7 +196,7 @@ mod tests {
                 .make()
                 .expect("an executor");
             executor.run(async move {
-                let wal = testing::contended(seed).await;
+                let wal = test_wal::contended(seed).await;
                 let logs = Rc::new(CoordinatorLogs::new(
                     wal.clone(),
                     CoordinatorPlacement::of(&image_with_brokers(false), 1),
@@ -215,7 +215,7 @@ mod tests {
                 futures::future::join_all(writers).await;
                 let expected: Vec<i64> = (0..128).collect();
                 assert_eq!(
-                    testing::take_first_offsets(&wal),
+                    test_wal::take_first_offsets(&wal),
                     expected,
                     "seed {seed}: WAL order is offset order"
                 );

@@ -10,6 +10,8 @@ pub mod producer_state;
 pub mod request;
 pub mod retention;
 pub mod shard_wal;
+#[cfg(test)]
+pub mod test_wal;
 pub mod turnstile;
 pub mod txn_history;
 pub mod validated_batch;

@@ -205,7 +205,7 @@ impl TxnIndexLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::shard_wal::testing;
+    use crate::storage::test_wal;
 
     #[test]
     fn entries_round_trip() {
@@ -240,7 +240,7 @@ mod tests {
                 .make()
                 .expect("an executor");
             executor.run(async move {
-                let wal = testing::contended(seed).await;
+                let wal = test_wal::contended(seed).await;
                 let index = Rc::new(TxnIndexLog::new(wal.clone(), 5));
                 let partitions = (0..8u64).map(|stream_id| {
                     let index = index.clone();
@@ -263,7 +263,7 @@ mod tests {
                 wal.wait_durable(end).await.expect("durable");
                 let expected: Vec<i64> = (0..128).collect();
                 assert_eq!(
-                    testing::take_first_offsets(&wal),
+                    test_wal::take_first_offsets(&wal),
                     expected,
                     "seed {seed}: WAL order is sequence order"
                 );
