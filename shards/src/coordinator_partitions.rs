@@ -191,36 +191,30 @@ mod tests {
     /// out of order.
     #[test]
     fn concurrent_appends_reach_the_wal_in_offset_order() {
-        for seed in 0..20u64 {
-            let executor = glommio::LocalExecutorBuilder::default()
-                .make()
-                .expect("an executor");
-            executor.run(async move {
-                let wal = test_wal::contended(seed).await;
-                let logs = Rc::new(CoordinatorLogs::new(
-                    wal.clone(),
-                    CoordinatorPlacement::of(&image_with_brokers(false), 1),
-                    |partition| 100 + partition as u64,
-                    "test",
-                ));
-                let writers = (0..8u8).map(|writer| {
-                    let logs = logs.clone();
-                    glommio::spawn_local(async move {
-                        for record in 0..16 {
-                            let payload = vec![writer; 1000 + 97 * record];
-                            logs.append("group", &payload).await.expect("appended");
-                        }
-                    })
-                });
-                futures::future::join_all(writers).await;
-                let expected: Vec<i64> = (0..128).collect();
-                assert_eq!(
-                    test_wal::take_first_offsets(&wal),
-                    expected,
-                    "seed {seed}: WAL order is offset order"
-                );
+        test_wal::for_each_seed(|seed, wal| async move {
+            let logs = Rc::new(CoordinatorLogs::new(
+                wal.clone(),
+                CoordinatorPlacement::of(&image_with_brokers(false), 1),
+                |partition| 100 + partition as u64,
+                "test",
+            ));
+            let writers = (0..8u8).map(|writer| {
+                let logs = logs.clone();
+                glommio::spawn_local(async move {
+                    for record in 0..16 {
+                        let payload = vec![writer; 1000 + 97 * record];
+                        logs.append("group", &payload).await.expect("appended");
+                    }
+                })
             });
-        }
+            futures::future::join_all(writers).await;
+            let expected: Vec<i64> = (0..128).collect();
+            assert_eq!(
+                test_wal::take_first_offsets(&wal).await,
+                expected,
+                "seed {seed}: WAL order is offset order"
+            );
+        });
     }
 
     #[test]

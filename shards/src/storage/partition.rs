@@ -374,17 +374,8 @@ impl Partition {
             )
             .map_err(|_| ErrorCode::CorruptMessage)?;
         }
-        // A refused produce leaves no trace (its offsets are not taken): the client sends it
-        // again.
         let mut position = self
-            .append(
-                wal,
-                data,
-                base_offset,
-                last_offset,
-                max_timestamp,
-                WhenFull::WaitUnlessRefused,
-            )
+            .append(wal, data, base_offset, last_offset, max_timestamp)
             .await?;
         if idempotent {
             let appended = AppendedBatch {
@@ -448,17 +439,8 @@ impl Partition {
         let timestamp_ms = now_ms();
         let offset = self.log.borrow().next_offset();
         let data = PoolBuffer::Heap(marker.batch(timestamp_ms).to_vec());
-        // Refused like a produce when no upload can make room: the coordinator writes a failed
-        // marker again (txn/completion.rs), and a refused one took no offset.
-        self.append(
-            wal,
-            data,
-            offset,
-            offset,
-            timestamp_ms,
-            WhenFull::WaitUnlessRefused,
-        )
-        .await?;
+        // A refused marker is written again by its coordinator (txn/completion.rs).
+        self.append(wal, data, offset, offset, timestamp_ms).await?;
         self.record_marker(&marker, offset, timestamp_ms, true);
         let position = txn_index
             .append(TxnIndexEntry::End {
@@ -678,7 +660,8 @@ impl Partition {
 
     /// Patches `data` to `base_offset`, queues it in the WAL and appends it to the log: offsets
     /// are assigned and WAL space reserved in one step (the caller holds the order permit).
-    /// `when_full`: what to do if the WAL has no room.
+    /// While no upload can make room in a full WAL, the append is refused (KAFKA_STORAGE_ERROR)
+    /// and takes no offset: a client sends a produce again, a coordinator its marker.
     async fn append(
         &self,
         wal: &ShardWal,
@@ -686,7 +669,6 @@ impl Partition {
         base_offset: i64,
         last_offset: i64,
         max_timestamp: i64,
-        when_full: WhenFull,
     ) -> Result<WalPosition, ErrorCode> {
         sluice_net::record_batch::set_base_offset(data.as_mut(), base_offset)
             .map_err(|_| ErrorCode::CorruptMessage)?;
@@ -701,7 +683,7 @@ impl Partition {
                 last_offset,
                 data.clone(),
                 crc,
-                when_full,
+                WhenFull::WaitUnlessRefused,
             )
             .await
             .map_err(|error| {

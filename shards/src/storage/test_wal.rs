@@ -1,5 +1,6 @@
 //! Shard WALs for tests of the logs written through one (test builds only).
 
+use std::future::Future;
 use std::rc::Rc;
 
 use sluice_wal::sim::{SimDisk, SimDiskConfig};
@@ -31,8 +32,27 @@ pub async fn contended(seed: u64) -> Rc<ShardWal> {
     Rc::new(ShardWal::new(wal))
 }
 
-/// Takes the durable records queued for upload: each one's first offset, in WAL order.
-pub fn take_first_offsets(wal: &ShardWal) -> Vec<i64> {
+/// Runs `test` for each of 20 seeds, each on an executor of its own over a fresh [`contended`]
+/// WAL of that seed (for the test's failure message).
+pub fn for_each_seed<F, T>(test: F)
+where
+    F: Fn(u64, Rc<ShardWal>) -> T + Copy + 'static,
+    T: Future<Output = ()>,
+{
+    for seed in 0..20u64 {
+        let executor = glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("an executor");
+        executor.run(async move { test(seed, contended(seed).await).await });
+    }
+}
+
+/// Waits until everything appended is durable, then takes the records queued for upload:
+/// each one's first offset, in WAL order.
+pub async fn take_first_offsets(wal: &ShardWal) -> Vec<i64> {
+    wal.wait_durable(wal.stats().append_position)
+        .await
+        .expect("durable");
     let mut offsets = Vec::new();
     while let Some(taken) = wal.take_durable(|record| {
         offsets.push(record.first_offset);

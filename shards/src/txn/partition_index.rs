@@ -235,39 +235,29 @@ mod tests {
     /// index from the first one out of order).
     #[test]
     fn concurrent_appends_reach_the_wal_in_sequence_order() {
-        for seed in 0..20u64 {
-            let executor = glommio::LocalExecutorBuilder::default()
-                .make()
-                .expect("an executor");
-            executor.run(async move {
-                let wal = test_wal::contended(seed).await;
-                let index = Rc::new(TxnIndexLog::new(wal.clone(), 5));
-                let partitions = (0..8u64).map(|stream_id| {
-                    let index = index.clone();
-                    glommio::spawn_local(async move {
-                        let mut last = WalPosition::default();
-                        for producer_id in 0..16 {
-                            let entry = TxnIndexEntry::Begin {
-                                stream_id,
-                                producer_id,
-                                producer_epoch: 0,
-                                first_offset: 0,
-                            };
-                            last = index.append(entry).await.expect("appended");
-                        }
-                        last
-                    })
-                });
-                let last = futures::future::join_all(partitions).await;
-                let end = last.into_iter().max().expect("8 partitions");
-                wal.wait_durable(end).await.expect("durable");
-                let expected: Vec<i64> = (0..128).collect();
-                assert_eq!(
-                    test_wal::take_first_offsets(&wal),
-                    expected,
-                    "seed {seed}: WAL order is sequence order"
-                );
+        test_wal::for_each_seed(|seed, wal| async move {
+            let index = Rc::new(TxnIndexLog::new(wal.clone(), 5));
+            let partitions = (0..8u64).map(|stream_id| {
+                let index = index.clone();
+                glommio::spawn_local(async move {
+                    for producer_id in 0..16 {
+                        let entry = TxnIndexEntry::Begin {
+                            stream_id,
+                            producer_id,
+                            producer_epoch: 0,
+                            first_offset: 0,
+                        };
+                        index.append(entry).await.expect("appended");
+                    }
+                })
             });
-        }
+            futures::future::join_all(partitions).await;
+            let expected: Vec<i64> = (0..128).collect();
+            assert_eq!(
+                test_wal::take_first_offsets(&wal).await,
+                expected,
+                "seed {seed}: WAL order is sequence order"
+            );
+        });
     }
 }
