@@ -392,49 +392,25 @@ async fn an_s3_outage_during_production_loses_no_acknowledged_record() {
 /// Once the store takes writes again, a restarted broker holds every acknowledged record.
 #[test]
 fn a_store_refusing_writes_gets_produces_refused_once_the_wal_is_full() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, objects) = (dir.path().join("data"), dir.path().join("objects"));
-    let objects_arg = objects.to_str().expect("a UTF-8 path").to_string();
-    let args = [
-        "--shards",
-        "1",
-        "--wal-size",
-        "16MiB",
-        "--upload-size",
-        "1MiB",
-        "--upload-interval-ms",
-        "100",
-        "--object-store",
-        &objects_arg,
-    ];
-    let mut broker = BrokerProcess::start(&data, &args);
-    broker.allow_log("object upload failing; retrying");
+    let store = RefusingStore::new();
+    let args = store.broker_args(&["--wal-size", "16MiB"]);
+    let mut broker = store.start_broker(&args);
     let mut client = RawClient::connect(&broker);
     client.create_topic("refused", 1, &[]);
-    let value = |i: usize| format!("{i:08}-{}", "v".repeat(256 << 10));
     let mut acked = Vec::new();
-    let produce = |client: &mut RawClient, acked: &mut Vec<String>| {
-        let value = value(acked.len());
-        let batch = producer_batch((-1, -1), -1, false, &value);
-        let answer = client.produce_answer("refused", 0, None, batch);
-        if answer.error_code == 0 {
-            assert_eq!(answer.base_offset, acked.len() as i64);
-            acked.push(value);
-        }
-        answer.error_code
-    };
     for _ in 0..8 {
-        assert_eq!(produce(&mut client, &mut acked), 0);
+        assert_eq!(produce_256_kib(&mut client, "refused", &mut acked), 0);
     }
     assert_eq!(commit_offset(&mut client, "refused", 3), 0);
-    let away = dir.path().join("objects-away");
-    std::fs::rename(&objects, &away).unwrap();
-    std::fs::write(&objects, b"not a directory").unwrap();
+    store.refuse_writes();
     // 16 MiB of WAL hold at most 64 of these batches.
-    let refused = (0..200).find_map(|_| match produce(&mut client, &mut acked) {
-        0 => None,
-        code => Some(code),
-    });
+    let refused =
+        (0..200).find_map(
+            |_| match produce_256_kib(&mut client, "refused", &mut acked) {
+                0 => None,
+                code => Some(code),
+            },
+        );
     assert_eq!(
         refused,
         Some(56),
@@ -463,15 +439,124 @@ fn a_store_refusing_writes_gets_produces_refused_once_the_wal_is_full() {
         );
     assert!(refused_commit.is_some(), "an offset commit was refused");
     assert!(broker.terminate().success());
-    std::fs::remove_file(&objects).unwrap();
-    std::fs::rename(&away, &objects).unwrap();
-    let broker = BrokerProcess::start(&data, &args);
+    store.take_writes();
+    let broker = BrokerProcess::start(&store.data, &args);
     common::assert_topic_holds(&broker, "refused", &HashMap::from([(0, acked)]));
     // The refused commit left no trace, and the group's log goes on after the one before it.
     let mut client = RawClient::connect(&broker);
     assert_eq!(committed_offset(&mut client, "refused"), last_committed);
     assert_eq!(commit_offset(&mut client, "refused", 10_000), 0);
     assert_eq!(committed_offset(&mut client, "refused"), 10_000);
+}
+
+/// The same store with a WAL larger than the shard's memory pool, as by default (1 GiB of WAL
+/// and 768 MiB of pool per shard): the batches waiting for an upload fill the pool first. A
+/// produce that would wait for pool memory is then refused KAFKA_STORAGE_ERROR too, and the
+/// pool keeps its share for request frames, so the next produce is read and refused as well
+/// (before, each waited for memory until its client's timeout, and the stop waited for them).
+#[test]
+fn a_store_refusing_writes_gets_produces_refused_once_the_memory_pool_is_short() {
+    let store = RefusingStore::new();
+    let args = store.broker_args(&["--memory", "64MiB", "--wal-size", "256MiB"]);
+    let mut broker = store.start_broker(&args);
+    let mut client = RawClient::connect(&broker);
+    client.create_topic("refused", 1, &[]);
+    let mut acked = Vec::new();
+    for _ in 0..8 {
+        assert_eq!(produce_256_kib(&mut client, "refused", &mut acked), 0);
+    }
+    store.refuse_writes();
+    // The shard's pool is 48 MiB, 16 MiB of it kept for frames: it holds fewer than 128 of
+    // these batches, the WAL about 1,000.
+    let refused =
+        (0..400).find_map(
+            |_| match produce_256_kib(&mut client, "refused", &mut acked) {
+                0 => None,
+                code => Some(code),
+            },
+        );
+    assert_eq!(
+        refused,
+        Some(56),
+        "once the pool is short, a produce is refused KAFKA_STORAGE_ERROR ({} acknowledged)",
+        acked.len()
+    );
+    assert!(
+        (9..128).contains(&acked.len()),
+        "the pool took produces while the store refused writes, up to its frames' share ({} \
+         acknowledged)",
+        acked.len()
+    );
+    for _ in 0..3 {
+        assert_eq!(produce_256_kib(&mut client, "refused", &mut acked), 56);
+    }
+    assert!(broker.terminate().success());
+    store.take_writes();
+    let broker = BrokerProcess::start(&store.data, &args);
+    common::assert_topic_holds(&broker, "refused", &HashMap::from([(0, acked)]));
+}
+
+/// A broker's data directory beside a local object store whose directory can be replaced by a
+/// file, so that every put fails (as on a full disk).
+struct RefusingStore {
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    objects: std::path::PathBuf,
+}
+
+impl RefusingStore {
+    fn new() -> RefusingStore {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, objects) = (dir.path().join("data"), dir.path().join("objects"));
+        RefusingStore { dir, data, objects }
+    }
+
+    /// Starts a broker with `args`, expecting the WARN lines of a store that refuses writes.
+    fn start_broker(&self, args: &[&str]) -> BrokerProcess {
+        let broker = BrokerProcess::start(&self.data, args);
+        broker.allow_log("object upload failing; retrying");
+        broker.allow_log("compaction step failed");
+        broker
+    }
+
+    /// One shard uploading often into this store, with `more`.
+    fn broker_args<'a>(&'a self, more: &[&'a str]) -> Vec<&'a str> {
+        let objects = self.objects.to_str().expect("a UTF-8 path");
+        let args = [
+            "--shards",
+            "1",
+            "--upload-size",
+            "1MiB",
+            "--upload-interval-ms",
+            "100",
+            "--object-store",
+            objects,
+        ];
+        args.iter().chain(more).copied().collect()
+    }
+
+    fn refuse_writes(&self) {
+        std::fs::rename(&self.objects, self.dir.path().join("objects-away")).unwrap();
+        std::fs::write(&self.objects, b"not a directory").unwrap();
+    }
+
+    fn take_writes(&self) {
+        std::fs::remove_file(&self.objects).unwrap();
+        std::fs::rename(self.dir.path().join("objects-away"), &self.objects).unwrap();
+    }
+}
+
+/// Produces a batch of one 256 KiB record to partition 0 of `topic` through `client`: its
+/// error code. An acknowledged record is pushed to `acked`, which the offsets must follow.
+fn produce_256_kib(client: &mut RawClient, topic: &str, acked: &mut Vec<String>) -> i16 {
+    let value = format!("{:08}-{}", acked.len(), "v".repeat(256 << 10));
+    let batch = producer_batch((-1, -1), -1, false, &value);
+    let answer = client.produce_answer(topic, 0, None, batch);
+    if answer.error_code == 0 {
+        assert_eq!(answer.base_offset, acked.len() as i64);
+        acked.push(value);
+    }
+    answer.error_code
 }
 
 /// OffsetCommit v8 of `offset` for partition 0 of `topic` by group "g" (no generation):

@@ -117,7 +117,8 @@ impl ShardBuilder {
             budget.upload_bytes,
             config.upload_interval,
         );
-        let memory_pool = ChunkPool::new(budget.memory_pool_bytes);
+        let memory_pool = ChunkPool::new(budget.memory_pool_bytes)
+            .with_frame_share(usize::try_from(budget.request_bytes).unwrap_or(usize::MAX));
         let storage = Rc::new(PartitionStore::new(
             id,
             count,

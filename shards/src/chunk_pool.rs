@@ -37,6 +37,8 @@ const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(1);
 #[derive(Clone)]
 pub struct ChunkPool {
     shared: Arc<PoolShared>,
+    // The pool's bytes that request frames in flight may need ([`ChunkPool::with_frame_share`]).
+    frame_share_bytes: usize,
 }
 
 /// A chunk taken from a [`ChunkPool`]: `len` bytes of its region, owned until dropped.
@@ -72,7 +74,15 @@ impl ChunkPool {
                 short: AtomicBool::new(false),
                 shortage_waker: AtomicWaker::new(),
             }),
+            frame_share_bytes: 0,
         }
+    }
+
+    /// The pool with `bytes` of it counted as the share of request frames in flight (the
+    /// shard's request memory), which [`ChunkPool::copy_unless_refused`] leaves free.
+    pub fn with_frame_share(mut self, bytes: usize) -> ChunkPool {
+        self.frame_share_bytes = bytes;
+        self
     }
 
     /// A chunk of `len` bytes (its contents are stale: the caller overwrites them), or None
@@ -101,30 +111,61 @@ impl ChunkPool {
             len <= self.chunk_bytes_max(),
             "a chunk of {len} bytes can never be served"
         );
-        if let Some(chunk) = self.try_take(len) {
-            return chunk;
-        }
-        self.shared.waits_total.fetch_add(1, Ordering::Relaxed);
+        // `take_unless` gives None only once told to give up, which this never does.
         loop {
-            self.shared.short.store(true, Ordering::Relaxed);
-            self.shared.shortage_waker.wake();
-            glommio::timer::sleep(WAIT_POLL_INTERVAL).await;
-            if let Some(chunk) = self.try_take(len) {
+            if let Some(chunk) = self.take_unless(len, || false).await {
                 return chunk;
             }
         }
     }
 
-    /// A copy of `data` in a chunk, waiting while the pool is short; data larger than
-    /// [`ChunkPool::chunk_bytes_max`] is copied to the heap instead (bounded by the largest
-    /// request frame).
-    pub async fn copy(&self, data: &[u8]) -> PoolBuffer {
-        if data.len() > self.chunk_bytes_max() {
-            return PoolBuffer::Heap(data.to_vec());
+    /// A chunk of `len` bytes, waiting while the pool is short until `give_up()`.
+    async fn take_unless(&self, len: usize, give_up: impl Fn() -> bool) -> Option<PoolChunk> {
+        let mut waited = false;
+        loop {
+            if let Some(chunk) = self.try_take(len) {
+                return Some(chunk);
+            }
+            if give_up() {
+                return None;
+            }
+            if !waited {
+                self.shared.waits_total.fetch_add(1, Ordering::Relaxed);
+                waited = true;
+            }
+            self.shared.short.store(true, Ordering::Relaxed);
+            self.shared.shortage_waker.wake();
+            glommio::timer::sleep(WAIT_POLL_INTERVAL).await;
         }
-        let mut chunk = self.take(data.len()).await;
+    }
+
+    /// A copy of `data` for a batch, which stays in the pool until it is uploaded; data larger
+    /// than [`ChunkPool::chunk_bytes_max`] is copied to the heap instead (bounded by the
+    /// largest request frame). While the pool is short the caller waits (back-pressure),
+    /// unless `refused()`: no upload is coming soon to free memory (the store's puts fail, or
+    /// the shard stops). Then it gets None as soon as the copy would wait, or would leave less
+    /// than the frames' share of the pool ([`ChunkPool::with_frame_share`]) free.
+    ///
+    /// Why the share: batches that cannot be uploaded stay, while a request frame is freed
+    /// once it is answered. Were they let fill the pool, the next frame could not be read, so
+    /// its request could not even be refused: its client would wait until its timeout.
+    pub async fn copy_unless_refused(
+        &self,
+        data: &[u8],
+        refused: impl Fn() -> bool,
+    ) -> Option<PoolBuffer> {
+        if data.len() > self.chunk_bytes_max() {
+            return Some(PoolBuffer::Heap(data.to_vec()));
+        }
+        let units_bytes = data.len().div_ceil(CHUNK_UNIT_BYTES).max(1) * CHUNK_UNIT_BYTES;
+        if refused()
+            && self.used_bytes() + units_bytes + self.frame_share_bytes > self.capacity_bytes()
+        {
+            return None;
+        }
+        let mut chunk = self.take_unless(data.len(), refused).await?;
         chunk.as_mut().copy_from_slice(data);
-        PoolBuffer::Chunk(chunk)
+        Some(PoolBuffer::Chunk(chunk))
     }
 
     /// `parts` (of `total` bytes) as one `Bytes`: in a chunk when the pool has room, else on
@@ -197,7 +238,7 @@ impl ChunkPool {
     }
 }
 
-/// A mutable buffer from [`ChunkPool::copy`]: a chunk, or heap memory for an oversized copy.
+/// A mutable buffer from [`ChunkPool::copy_unless_refused`]: a chunk, or heap memory for an oversized copy.
 pub enum PoolBuffer {
     /// A chunk of the pool.
     Chunk(PoolChunk),
@@ -579,17 +620,57 @@ mod tests {
     }
 
     #[test]
+    fn refused_copies_leave_the_frames_share_and_do_not_wait() {
+        let executor = glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("an executor");
+        executor.run(async {
+            let pool = ChunkPool::new(1 << 20).with_frame_share(512 << 10);
+            let refused = std::cell::Cell::new(true);
+            let batch = vec![7u8; 200 << 10];
+            let copy = || pool.copy_unless_refused(&batch, || refused.get());
+            let first = copy().await.expect("room beside the frames' share");
+            let second = copy().await.expect("room beside the frames' share");
+            assert_eq!(pool.used_bytes(), 400 << 10);
+            // A third would leave 424 KiB of the pool free, less than the frames' share.
+            assert!(
+                copy().await.is_none(),
+                "refused while uploads cannot free it"
+            );
+            assert_eq!(pool.used_bytes(), 400 << 10, "a refusal takes nothing");
+            let frame = pool.try_take(512 << 10).expect("the frames' share is free");
+            // Not refused, a copy waits while the pool is short, and gives up once refused.
+            refused.set(false);
+            let waiting = copy();
+            futures::pin_mut!(waiting);
+            assert!(futures::poll!(waiting.as_mut()).is_pending(), "waits");
+            refused.set(true);
+            assert!(waiting.await.is_none(), "refused while waiting");
+            drop((first, second, frame));
+            assert_eq!(pool.used_bytes(), 0);
+        });
+    }
+
+    #[test]
     fn oversized_copies_go_to_the_heap() {
         let executor = glommio::LocalExecutorBuilder::default()
             .make()
             .expect("an executor");
         executor.run(async {
             let pool = ChunkPool::new(1 << 20);
-            let small = pool.copy(b"batch").await.freeze();
+            let small = pool
+                .copy_unless_refused(b"batch", || false)
+                .await
+                .expect("not refused")
+                .freeze();
             assert_eq!(&small[..], b"batch");
             assert_eq!(pool.used_bytes(), CHUNK_UNIT_BYTES);
             let big = vec![7u8; pool.chunk_bytes_max() + 1];
-            let copied = pool.copy(&big).await.freeze();
+            let copied = pool
+                .copy_unless_refused(&big, || false)
+                .await
+                .expect("not refused")
+                .freeze();
             assert_eq!(copied.len(), big.len());
             assert_eq!(pool.used_bytes(), CHUNK_UNIT_BYTES);
         });

@@ -359,8 +359,22 @@ impl Partition {
         // One copy per batch: it detaches the batch from the request frame (which the log
         // cache must not keep alive) and gives the patch a buffer of its own, a chunk of the
         // shard's pool, so the log cache and the upload queue hold whole chunks (waiting here
-        // while the pool is short is the back-pressure on producers).
-        let mut data = memory_pool.copy(batch.bytes()).await;
+        // while the pool is short is the back-pressure on producers). While no upload can
+        // free the pool, a batch that does not fit is refused like one the WAL cannot take:
+        // KAFKA_STORAGE_ERROR, no offset taken, and the client sends it again.
+        let Some(mut data) = memory_pool
+            .copy_unless_refused(batch.bytes(), || wal.refuses_space_waits())
+            .await
+        else {
+            // Not an ERROR: the upload task's WARN or the stop says why.
+            tracing::debug!(
+                topic = %self.topic,
+                partition = self.index,
+                bytes = batch.len(),
+                "append refused: memory pool short while uploads cannot free it"
+            );
+            return Err(ErrorCode::KafkaStorageError);
+        };
         let ordered_at = Instant::now();
         let mut log_append_time_ms = -1;
         let mut max_timestamp = header.max_timestamp;

@@ -57,8 +57,14 @@ impl ShardWal {
     }
 
     fn refuse_space_waits(&self) {
-        self.wal
-            .refuse_space_waits(self.uploads_failing.get() || self.stopping.get());
+        self.wal.refuse_space_waits(self.refuses_space_waits());
+    }
+
+    /// True while no upload is coming soon to free WAL space or the memory its records hold
+    /// (the store's puts fail, or the shard stops): a produce that would wait for either is
+    /// refused instead.
+    pub fn refuses_space_waits(&self) -> bool {
+        self.uploads_failing.get() || self.stopping.get()
     }
 
     /// True while more than half the WAL waits for uploads (kept current by appends and
