@@ -404,13 +404,7 @@ fn a_store_refusing_writes_gets_produces_refused_once_the_wal_is_full() {
     assert_eq!(commit_offset(&mut client, "refused", 3), 0);
     store.refuse_writes();
     // 16 MiB of WAL hold at most 64 of these batches.
-    let refused =
-        (0..200).find_map(
-            |_| match produce_256_kib(&mut client, "refused", &mut acked) {
-                0 => None,
-                code => Some(code),
-            },
-        );
+    let refused = produce_256_kib_until_refused(&mut client, "refused", &mut acked, 200);
     assert_eq!(
         refused,
         Some(56),
@@ -468,13 +462,7 @@ fn a_store_refusing_writes_gets_produces_refused_once_the_memory_pool_is_short()
     store.refuse_writes();
     // The shard's pool is 48 MiB, 16 MiB of it kept for frames: it holds fewer than 128 of
     // these batches, the WAL about 1,000.
-    let refused =
-        (0..400).find_map(
-            |_| match produce_256_kib(&mut client, "refused", &mut acked) {
-                0 => None,
-                code => Some(code),
-            },
-        );
+    let refused = produce_256_kib_until_refused(&mut client, "refused", &mut acked, 400);
     assert_eq!(
         refused,
         Some(56),
@@ -544,6 +532,19 @@ impl RefusingStore {
         std::fs::remove_file(&self.objects).unwrap();
         std::fs::rename(self.dir.path().join("objects-away"), &self.objects).unwrap();
     }
+}
+
+/// [`produce_256_kib`] until a produce is refused, at most `tries` times: the refusal's code.
+fn produce_256_kib_until_refused(
+    client: &mut RawClient,
+    topic: &str,
+    acked: &mut Vec<String>,
+    tries: usize,
+) -> Option<i16> {
+    (0..tries).find_map(|_| match produce_256_kib(client, topic, acked) {
+        0 => None,
+        code => Some(code),
+    })
 }
 
 /// Produces a batch of one 256 KiB record to partition 0 of `topic` through `client`: its

@@ -238,7 +238,8 @@ impl ChunkPool {
     }
 }
 
-/// A mutable buffer from [`ChunkPool::copy_unless_refused`]: a chunk, or heap memory for an oversized copy.
+/// A mutable buffer from [`ChunkPool::copy_unless_refused`]: a chunk, or heap memory for an
+/// oversized copy.
 pub enum PoolBuffer {
     /// A chunk of the pool.
     Chunk(PoolChunk),
