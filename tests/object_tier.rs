@@ -189,18 +189,20 @@ fn offset_for_time(broker: &BrokerProcess, topic: &str, timestamp_ms: i64) -> i6
     }
 }
 
+/// Flags of a one-shard broker that uploads every 1 MiB or 100 ms.
+const EAGER_UPLOADS: [&str; 6] = [
+    "--shards",
+    "1",
+    "--upload-size",
+    "1MiB",
+    "--upload-interval-ms",
+    "100",
+];
+
 /// A one-shard broker that uploads every 1 MiB or 100 ms and logs each upload.
 fn eager_uploader(data_dir: &Path) -> BrokerProcess {
-    let args = [
-        "--shards",
-        "1",
-        "--upload-size",
-        "1MiB",
-        "--upload-interval-ms",
-        "100",
-    ];
     let envs = [("SLUICE_LOG", "info,sluice_shards::tier=debug")];
-    BrokerProcess::start_with_env(data_dir, &args, &envs)
+    BrokerProcess::start_with_env(data_dir, &EAGER_UPLOADS, &envs)
 }
 
 /// Uploads the broker has committed so far (from its debug log).
@@ -510,17 +512,13 @@ impl RefusingStore {
     /// One shard uploading often into this store, with `more`.
     fn broker_args<'a>(&'a self, more: &[&'a str]) -> Vec<&'a str> {
         let objects = self.objects.to_str().expect("a UTF-8 path");
-        let args = [
-            "--shards",
-            "1",
-            "--upload-size",
-            "1MiB",
-            "--upload-interval-ms",
-            "100",
-            "--object-store",
-            objects,
-        ];
-        args.iter().chain(more).copied().collect()
+        let store = ["--object-store", objects];
+        EAGER_UPLOADS
+            .iter()
+            .chain(&store)
+            .chain(more)
+            .copied()
+            .collect()
     }
 
     fn refuse_writes(&self) {
@@ -719,16 +717,11 @@ fn catch_up(mut config: rdkafka::ClientConfig, count: u64) -> (u64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_by_bytes_and_by_time_moves_the_log_start() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--shards",
-        "1",
-        "--upload-size",
-        "1MiB",
-        "--upload-interval-ms",
-        "100",
-        "--retention-check-interval-ms",
-        "100",
-    ];
+    let args: Vec<&str> = EAGER_UPLOADS
+        .iter()
+        .chain(&["--retention-check-interval-ms", "100"])
+        .copied()
+        .collect();
     let broker = BrokerProcess::start(dir.path(), &args);
     let admin: AdminClient<DefaultClientContext> = broker.client_config().create().unwrap();
     let topics = [
