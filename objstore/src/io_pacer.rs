@@ -13,12 +13,16 @@
 //! its pause. The pause
 //! doubles (from 1 ms up to the pause max, [`PAUSE_MAX_DEFAULT`] unless set) while the worst
 //! shard's latency is over [`PRESSURE_RATIO`] × its baseline (the least it has seen lately),
-//! and halves once it is back under. A shard whose uploads fall behind (half of its WAL
-//! waiting) turns pausing off: then its WAL needs the uploads more than it needs the disk.
+//! and halves once it is back under. A shard whose uploads have a backlog makes object writes
+//! run in larger chunks ([`LOCAL_WRITE_CHUNK_BYTES_BACKLOG`]), and one whose uploads fall behind
+//! (half of its WAL waiting) turns pausing off: then its WAL needs the uploads more than it
+//! needs the disk ([`UploadBacklog`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::Duration;
+
+use crate::limits::{LOCAL_WRITE_CHUNK_BYTES, LOCAL_WRITE_CHUNK_BYTES_BACKLOG};
 
 /// Latency over this multiple of the baseline is pressure on the WAL.
 pub const PRESSURE_RATIO: u64 = 2;
@@ -72,6 +76,9 @@ pub struct PacedSlot<'a> {
     pacer: &'a IoPacer,
     /// How long the pacer paused before this chunk.
     pub paused: Duration,
+    /// The most bytes this chunk may move: [`LOCAL_WRITE_CHUNK_BYTES`], or for a write while
+    /// some shard's uploads have a backlog, [`LOCAL_WRITE_CHUNK_BYTES_BACKLOG`].
+    pub chunk_bytes: usize,
 }
 
 impl Drop for PacedSlot<'_> {
@@ -93,19 +100,32 @@ impl Default for IoPacer {
     }
 }
 
+/// How much of a shard's WAL waits for uploads, as it tells the pacer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum UploadBacklog {
+    /// Uploads keep up: object I/O runs paced, in [`LOCAL_WRITE_CHUNK_BYTES`] chunks.
+    #[default]
+    Small,
+    /// A backlog builds, which producers wait for once it fills their memory: object writes run
+    /// in [`LOCAL_WRITE_CHUNK_BYTES_BACKLOG`] chunks, still paced.
+    Large,
+    /// Uploads fall behind (half the WAL waits): no background I/O is paused.
+    Behind,
+}
+
 /// What one shard tells the pacer of its WAL.
 #[derive(Debug, Default)]
 pub struct ShardIoSignal {
     recent_us: AtomicU64,
     baseline_us: AtomicU64,
-    behind: AtomicBool,
+    backlog: AtomicU8,
 }
 
 impl ShardIoSignal {
     /// Reports the WAL's mean write + sync latency over the last interval (`None`: it did no
-    /// I/O), and whether its uploads are falling behind.
-    pub fn report(&self, mean_latency: Option<Duration>, behind: bool) {
-        self.behind.store(behind, Ordering::Relaxed);
+    /// I/O), and how much of it waits for uploads.
+    pub fn report(&self, mean_latency: Option<Duration>, backlog: UploadBacklog) {
+        self.backlog.store(backlog as u8, Ordering::Relaxed);
         let Some(latency) = mean_latency else {
             self.recent_us.store(0, Ordering::Relaxed);
             return;
@@ -116,6 +136,14 @@ impl ShardIoSignal {
         let risen = baseline.saturating_add(baseline / BASELINE_RISE_DIVISOR + 1);
         let baseline = if baseline == 0 { us } else { us.min(risen) };
         self.baseline_us.store(baseline, Ordering::Relaxed);
+    }
+
+    fn backlog(&self) -> UploadBacklog {
+        match self.backlog.load(Ordering::Relaxed) {
+            0 => UploadBacklog::Small,
+            1 => UploadBacklog::Large,
+            _ => UploadBacklog::Behind,
+        }
     }
 
     /// Whether the WAL's latency is over [`PRESSURE_RATIO`] × its baseline.
@@ -187,8 +215,13 @@ impl IoPacer {
         let mut slot = PacedSlot {
             pacer: self,
             paused: Duration::ZERO,
+            chunk_bytes: LOCAL_WRITE_CHUNK_BYTES,
         };
-        slot.paused = self.pause();
+        let (pressure, backlog) = self.survey();
+        if class == IoClass::Write && backlog >= UploadBacklog::Large {
+            slot.chunk_bytes = LOCAL_WRITE_CHUNK_BYTES_BACKLOG;
+        }
+        slot.paused = self.pause(pressure);
         if !slot.paused.is_zero() {
             std::thread::sleep(slot.paused);
         }
@@ -199,14 +232,14 @@ impl IoPacer {
         self.slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// How long to wait before the next background chunk.
-    fn pause(&self) -> Duration {
+    /// How long to wait before the next background chunk, under `pressure`.
+    fn pause(&self, pressure: Pressure) -> Duration {
         let pause_max_us = self.pause_max_us.load(Ordering::Relaxed);
         if pause_max_us == 0 {
             return Duration::ZERO;
         }
         let pause_us = self.pause_us.load(Ordering::Relaxed);
-        let next_us = match self.pressure() {
+        let next_us = match pressure {
             Pressure::Urgent => 0,
             Pressure::Pressed => (pause_us * 2)
                 .max(PAUSE_MIN.as_micros() as u64)
@@ -218,18 +251,21 @@ impl IoPacer {
         Duration::from_micros(next_us)
     }
 
-    fn pressure(&self) -> Pressure {
+    /// The pressure on the WALs, and the largest upload backlog of any shard.
+    fn survey(&self) -> (Pressure, UploadBacklog) {
         let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
         let mut pressure = Pressure::None;
+        let mut backlog = UploadBacklog::Small;
         for shard in shards.iter().filter_map(Weak::upgrade) {
-            if shard.behind.load(Ordering::Relaxed) {
-                return Pressure::Urgent;
-            }
+            backlog = backlog.max(shard.backlog());
             if shard.pressed() {
                 pressure = Pressure::Pressed;
             }
         }
-        pressure
+        if backlog == UploadBacklog::Behind {
+            pressure = Pressure::Urgent;
+        }
+        (pressure, backlog)
     }
 }
 
@@ -241,17 +277,58 @@ mod tests {
         Some(Duration::from_millis(ms))
     }
 
+    /// The pause the next chunk would get now.
+    fn next_pause(pacer: &IoPacer) -> Duration {
+        pacer.pause(pacer.survey().0)
+    }
+
+    #[test]
+    fn writes_run_in_larger_chunks_while_a_shard_has_a_backlog_still_paced() {
+        let pacer = IoPacer::new();
+        let quiet = pacer.shard();
+        let busy = pacer.shard();
+        quiet.report(ms(1), UploadBacklog::Small);
+        busy.report(ms(1), UploadBacklog::Small);
+        assert_eq!(
+            pacer.wait(IoClass::Write).chunk_bytes,
+            LOCAL_WRITE_CHUNK_BYTES
+        );
+        busy.report(ms(5), UploadBacklog::Large);
+        let slot = pacer.wait(IoClass::Write);
+        assert_eq!(slot.chunk_bytes, LOCAL_WRITE_CHUNK_BYTES_BACKLOG);
+        assert_eq!(
+            slot.paused, PAUSE_MIN,
+            "a backlog is no reason to stop pacing"
+        );
+        drop(slot);
+        assert_eq!(
+            pacer.wait(IoClass::Read).chunk_bytes,
+            LOCAL_WRITE_CHUNK_BYTES,
+            "reads do not free the WAL: they keep the small chunk"
+        );
+        busy.report(ms(5), UploadBacklog::Behind);
+        let slot = pacer.wait(IoClass::Write);
+        assert_eq!(slot.chunk_bytes, LOCAL_WRITE_CHUNK_BYTES_BACKLOG);
+        assert_eq!(slot.paused, Duration::ZERO, "behind: no pause");
+        drop(slot);
+        busy.report(ms(1), UploadBacklog::Small);
+        assert_eq!(
+            pacer.wait(IoClass::Write).chunk_bytes,
+            LOCAL_WRITE_CHUNK_BYTES
+        );
+    }
+
     #[test]
     fn pauses_grow_under_pressure_and_shrink_after_it() {
         let pacer = IoPacer::new();
         let shard = pacer.shard();
-        shard.report(ms(1), false);
-        assert_eq!(pacer.pause(), Duration::ZERO, "at the baseline");
-        shard.report(ms(3), false);
-        let pauses: Vec<_> = (0..7).map(|_| pacer.pause().as_millis()).collect();
+        shard.report(ms(1), UploadBacklog::Small);
+        assert_eq!(next_pause(&pacer), Duration::ZERO, "at the baseline");
+        shard.report(ms(3), UploadBacklog::Small);
+        let pauses: Vec<_> = (0..7).map(|_| next_pause(&pacer).as_millis()).collect();
         assert_eq!(pauses, [1, 2, 4, 8, 16, 20, 20]);
-        shard.report(ms(1), false);
-        let pauses: Vec<_> = (0..6).map(|_| pacer.pause().as_millis()).collect();
+        shard.report(ms(1), UploadBacklog::Small);
+        let pauses: Vec<_> = (0..6).map(|_| next_pause(&pacer).as_millis()).collect();
         assert_eq!(pauses, [10, 5, 2, 1, 0, 0]);
     }
 
@@ -330,50 +407,54 @@ mod tests {
         let pacer = IoPacer::new();
         let quiet = pacer.shard();
         let pressed = pacer.shard();
-        quiet.report(ms(1), false);
-        pressed.report(ms(1), false);
-        pressed.report(ms(5), false);
-        assert_eq!(pacer.pause(), PAUSE_MIN);
-        quiet.report(None, true);
-        assert_eq!(pacer.pause(), Duration::ZERO);
+        quiet.report(ms(1), UploadBacklog::Small);
+        pressed.report(ms(1), UploadBacklog::Small);
+        pressed.report(ms(5), UploadBacklog::Small);
+        assert_eq!(next_pause(&pacer), PAUSE_MIN);
+        quiet.report(None, UploadBacklog::Behind);
+        assert_eq!(next_pause(&pacer), Duration::ZERO);
     }
 
     #[test]
     fn the_pause_max_bounds_pauses_and_zero_turns_pacing_off() {
         let pacer = IoPacer::new();
         let shard = pacer.shard();
-        shard.report(ms(1), false);
-        shard.report(ms(9), false);
+        shard.report(ms(1), UploadBacklog::Small);
+        shard.report(ms(9), UploadBacklog::Small);
         pacer.set_pause_max(Duration::from_millis(3));
-        let pauses: Vec<_> = (0..4).map(|_| pacer.pause().as_millis()).collect();
+        let pauses: Vec<_> = (0..4).map(|_| next_pause(&pacer).as_millis()).collect();
         assert_eq!(pauses, [1, 2, 3, 3]);
         pacer.set_pause_max(Duration::ZERO);
-        assert_eq!(pacer.pause(), Duration::ZERO);
+        assert_eq!(next_pause(&pacer), Duration::ZERO);
     }
 
     #[test]
     fn the_baseline_is_the_least_latency_seen_rising_slowly() {
         let pacer = IoPacer::new();
         let shard = pacer.shard();
-        shard.report(ms(1), false);
-        shard.report(ms(10), false);
+        shard.report(ms(1), UploadBacklog::Small);
+        shard.report(ms(10), UploadBacklog::Small);
         assert_eq!(shard.baseline_us.load(Ordering::Relaxed), 1001);
-        shard.report(None, false);
-        assert_eq!(pacer.pause(), Duration::ZERO, "an idle WAL is no pressure");
+        shard.report(None, UploadBacklog::Small);
+        assert_eq!(
+            next_pause(&pacer),
+            Duration::ZERO,
+            "an idle WAL is no pressure"
+        );
         // Microsecond noise over a fast disk is no pressure either.
-        shard.report(Some(Duration::from_micros(20)), false);
-        shard.report(Some(Duration::from_micros(300)), false);
-        assert_eq!(pacer.pause(), Duration::ZERO);
+        shard.report(Some(Duration::from_micros(20)), UploadBacklog::Small);
+        shard.report(Some(Duration::from_micros(300)), UploadBacklog::Small);
+        assert_eq!(next_pause(&pacer), Duration::ZERO);
     }
 
     #[test]
     fn a_dropped_shard_no_longer_counts() {
         let pacer = IoPacer::new();
         let shard = pacer.shard();
-        shard.report(ms(1), false);
-        shard.report(ms(9), false);
+        shard.report(ms(1), UploadBacklog::Small);
+        shard.report(ms(9), UploadBacklog::Small);
         drop(shard);
-        assert_eq!(pacer.pause(), Duration::ZERO);
+        assert_eq!(next_pause(&pacer), Duration::ZERO);
         let _again = pacer.shard();
         assert_eq!(pacer.shards.lock().unwrap().len(), 1);
     }

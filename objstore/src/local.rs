@@ -312,9 +312,17 @@ fn write_direct<'p>(
     } else {
         0
     };
-    for chunk in data[..direct].chunks(LOCAL_WRITE_CHUNK_BYTES) {
-        let _slot = pace();
-        file.write_all(chunk)?;
+    // The slot sets each chunk's size: larger while uploads have a backlog (`io_pacer.rs`).
+    let mut written = 0;
+    while written < direct {
+        let slot = pace();
+        let chunk_bytes = slot
+            .as_ref()
+            .map_or(LOCAL_WRITE_CHUNK_BYTES, |slot| slot.chunk_bytes);
+        let end = (written + chunk_bytes).min(direct);
+        file.write_all(&data[written..end])?;
+        drop(slot);
+        written = end;
     }
     let rest = &data[direct..];
     if !rest.is_empty() {
@@ -457,6 +465,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io_pacer::UploadBacklog;
 
     #[test]
     fn direct_writes_keep_every_byte_of_a_partial_last_chunk() {
@@ -518,8 +527,8 @@ mod tests {
             LocalBackend::open(dir.path().to_path_buf(), pacer.clone(), stats.clone()).unwrap();
         let paced = || stats.paced_us.load(Ordering::Relaxed);
         let shard = pacer.shard();
-        shard.report(Some(Duration::from_millis(1)), false);
-        shard.report(Some(Duration::from_millis(9)), false);
+        shard.report(Some(Duration::from_millis(1)), UploadBacklog::Small);
+        shard.report(Some(Duration::from_millis(9)), UploadBacklog::Small);
         let data = vec![7u8; 3 * LOCAL_WRITE_CHUNK_BYTES];
         backend.inner.put("a/b", &data, false).unwrap();
         assert_eq!(
@@ -530,9 +539,45 @@ mod tests {
         assert_eq!(backend.inner.get("a/b", None).unwrap(), data);
         assert_eq!(paced(), 7_000 + 8_000 + 16_000 + 20_000, "reads wait too");
         // Uploads falling behind: no more waiting.
-        shard.report(Some(Duration::from_millis(9)), true);
+        shard.report(Some(Duration::from_millis(9)), UploadBacklog::Behind);
         backend.inner.put("a/c", &data, false).unwrap();
         assert_eq!(paced(), 51_000);
+    }
+
+    #[test]
+    fn direct_writes_take_larger_chunks_while_uploads_have_a_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let pacer = IoPacer::new();
+        let shard = pacer.shard();
+        let len = 5 * LOCAL_WRITE_CHUNK_BYTES + 17;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut aligned = SpareBuffer::with_capacity(len);
+        aligned.extend_from_slice(&data);
+        let chunks_written = |name: &str| {
+            let slots = std::cell::Cell::new(0);
+            let pace = || {
+                slots.set(slots.get() + 1);
+                Some(pacer.wait(IoClass::Write))
+            };
+            let path = dir.path().join(name);
+            assert!(
+                write_direct(&path, &aligned, &pace).unwrap(),
+                "O_DIRECT refused"
+            );
+            assert_eq!(fs::read(&path).unwrap(), data, "{name}");
+            slots.get()
+        };
+        assert_eq!(
+            chunks_written("normal"),
+            5 + 1,
+            "five chunks, then the tail"
+        );
+        shard.report(None, UploadBacklog::Large);
+        assert_eq!(
+            chunks_written("backlog"),
+            2 + 1,
+            "1 MiB, the rest of the aligned part, then the tail"
+        );
     }
 
     #[test]

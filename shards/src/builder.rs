@@ -108,8 +108,8 @@ impl ShardBuilder {
             group_limits,
         } = self;
         let count = peers.len();
-        let wal = Rc::new(ShardWal::new(wal));
         let budget = ShardBudget::of(&config, count);
+        let wal = Rc::new(ShardWal::new(wal, budget.memory_pool_bytes));
         let tier = ObjectTier::new(
             objects,
             budget.block_cache_bytes,

@@ -21,6 +21,11 @@ pub struct ShardWal {
     durable_signal: Semaphore,
     // Whether uploads are falling behind: more than half the WAL waits for them.
     uploads_behind: Arc<AtomicBool>,
+    // Whether uploads have a backlog: more than a quarter of the WAL, or of the memory that
+    // holds its records until they are uploaded, waits for them.
+    uploads_backlogged: Arc<AtomicBool>,
+    // The memory the records waiting for upload live in (the shard's chunk pool).
+    memory_bytes: u64,
     // While either holds, no trim is coming soon, so a produce that finds the WAL full fails
     // (`WalError::Full`) instead of waiting: the store's puts fail, or the shard is stopping.
     uploads_failing: Cell<bool>,
@@ -28,13 +33,16 @@ pub struct ShardWal {
 }
 
 impl ShardWal {
-    /// Wraps an opened WAL.
-    pub fn new(wal: Wal) -> ShardWal {
+    /// Wraps an opened WAL whose records waiting for upload are held in `memory_bytes` (the
+    /// shard's chunk pool).
+    pub fn new(wal: Wal, memory_bytes: usize) -> ShardWal {
         ShardWal {
             wal,
+            memory_bytes: u64::try_from(memory_bytes).unwrap_or(u64::MAX),
             unuploaded: RefCell::new(VecDeque::new()),
             durable_signal: Semaphore::new(0),
             uploads_behind: Arc::new(AtomicBool::new(false)),
+            uploads_backlogged: Arc::new(AtomicBool::new(false)),
             uploads_failing: Cell::new(false),
             stopping: Cell::new(false),
         }
@@ -73,6 +81,14 @@ impl ShardWal {
         self.uploads_behind.clone()
     }
 
+    /// True while more than a quarter of the WAL, or of the memory its records are held in,
+    /// waits for uploads (kept current by appends and trims): the object I/O pacer then has
+    /// object writes run in larger chunks. By default the memory (768 MiB of pool a shard) is
+    /// the smaller of the two, and producers wait for uploads once it is short.
+    pub fn uploads_backlogged(&self) -> Arc<AtomicBool> {
+        self.uploads_backlogged.clone()
+    }
+
     /// The largest batch one append may carry (`--wal-size` / 2, less a record header).
     pub fn batch_bytes_max(&self) -> usize {
         usize::try_from(self.wal.payload_bytes_max()).unwrap_or(usize::MAX)
@@ -84,6 +100,9 @@ impl ShardWal {
             stats.used_bytes > stats.capacity_bytes / 2,
             Ordering::Relaxed,
         );
+        let room = stats.capacity_bytes.min(self.memory_bytes);
+        self.uploads_backlogged
+            .store(stats.used_bytes > room / 4, Ordering::Relaxed);
     }
 
     /// Appends one record of `stream_id` holding `first_offset..=last_offset`, doing
@@ -204,5 +223,79 @@ impl ShardWal {
     /// Writes what is queued, syncs and closes the WAL.
     pub async fn close(self) -> Result<(), WalError> {
         self.wal.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_wal::sim::{SimDisk, SimDiskConfig};
+    use sluice_wal::{WalConfig, format::RING_OFFSET};
+
+    use super::*;
+
+    const CAPACITY_BYTES: u64 = 4 << 20;
+    const RECORD_BYTES: u64 = 64 << 10;
+
+    async fn shard_wal(memory_bytes: usize) -> ShardWal {
+        let disk = SimDisk::new(RING_OFFSET + CAPACITY_BYTES, SimDiskConfig::default());
+        let (wal, _) = Wal::open_simulated(disk, WalConfig::new("sim", CAPACITY_BYTES))
+            .await
+            .expect("a blank simulated disk opens");
+        ShardWal::new(wal, memory_bytes)
+    }
+
+    /// Appends 64 KiB records to a fresh WAL of the memory given until `flag` of it is set;
+    /// returns the WAL bytes used then, after checking that a trim of everything clears it.
+    async fn used_bytes_when_set(
+        memory_bytes: usize,
+        flag: fn(&ShardWal) -> Arc<AtomicBool>,
+    ) -> u64 {
+        let wal = shard_wal(memory_bytes).await;
+        let flag = flag(&wal);
+        let payload = Bytes::from(vec![7u8; RECORD_BYTES as usize]);
+        for offset in 0.. {
+            let end = wal
+                .append(1, offset, offset, payload.clone(), WhenFull::Wait)
+                .await
+                .expect("appended");
+            if flag.load(Ordering::Relaxed) {
+                let used = wal.stats().used_bytes;
+                wal.wait_durable(end).await.expect("durable");
+                wal.trim(end).await.expect("trimmed");
+                assert!(
+                    !flag.load(Ordering::Relaxed),
+                    "nothing waits after the trim"
+                );
+                return used;
+            }
+        }
+        unreachable!("the WAL fills before")
+    }
+
+    /// Whether `used` is just past `threshold`: within the two records that crossed it.
+    fn just_past(used: u64, threshold: u64) -> bool {
+        (threshold..threshold + 2 * RECORD_BYTES).contains(&used)
+    }
+
+    #[test]
+    fn a_backlog_is_a_quarter_of_the_wal_or_of_the_memory_and_behind_half_the_wal() {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("an executor")
+            .run(async {
+                let memory_bytes = 1 << 20;
+                for (memory, backlog) in [
+                    (usize::MAX, CAPACITY_BYTES / 4),
+                    (memory_bytes, memory_bytes as u64 / 4),
+                ] {
+                    let used = used_bytes_when_set(memory, ShardWal::uploads_backlogged).await;
+                    assert!(just_past(used, backlog), "backlog {memory}: {used}");
+                    let used = used_bytes_when_set(memory, ShardWal::uploads_behind).await;
+                    assert!(
+                        just_past(used, CAPACITY_BYTES / 2),
+                        "behind {memory}: {used}"
+                    );
+                }
+            });
     }
 }

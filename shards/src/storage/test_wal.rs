@@ -29,7 +29,7 @@ pub async fn contended(seed: u64) -> Rc<ShardWal> {
     let (wal, _) = Wal::open_simulated(disk, config)
         .await
         .expect("a blank simulated disk opens");
-    Rc::new(ShardWal::new(wal))
+    Rc::new(ShardWal::new(wal, usize::MAX))
 }
 
 /// Runs `test` for each of 20 seeds, each on an executor of its own over a fresh [`contended`]
