@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use glommio::sync::Semaphore;
 use sluice_objstore::AppendedRecord;
+use sluice_objstore::io_pacer::UploadBacklog;
 use sluice_wal::{Wal, WalError, WalPosition, WalStats, WhenFull};
 
 /// The WAL of one shard and its records not yet handed to the uploader.
@@ -21,9 +22,6 @@ pub struct ShardWal {
     durable_signal: Semaphore,
     // Whether uploads are falling behind: more than half the WAL waits for them.
     uploads_behind: Arc<AtomicBool>,
-    // Whether uploads have a backlog: more than a quarter of the WAL, or of the memory that
-    // holds its records until they are uploaded, waits for them.
-    uploads_backlogged: Arc<AtomicBool>,
     // The memory the records waiting for upload live in (the shard's chunk pool).
     memory_bytes: u64,
     // While either holds, no trim is coming soon, so a produce that finds the WAL full fails
@@ -42,7 +40,6 @@ impl ShardWal {
             unuploaded: RefCell::new(VecDeque::new()),
             durable_signal: Semaphore::new(0),
             uploads_behind: Arc::new(AtomicBool::new(false)),
-            uploads_backlogged: Arc::new(AtomicBool::new(false)),
             uploads_failing: Cell::new(false),
             stopping: Cell::new(false),
         }
@@ -81,12 +78,19 @@ impl ShardWal {
         self.uploads_behind.clone()
     }
 
-    /// True while more than a quarter of the WAL, or of the memory its records are held in,
-    /// waits for uploads (kept current by appends and trims): the object I/O pacer then has
-    /// object writes run in larger chunks. By default the memory (768 MiB of pool a shard) is
-    /// the smaller of the two, and producers wait for uploads once it is short.
-    pub fn uploads_backlogged(&self) -> Arc<AtomicBool> {
-        self.uploads_backlogged.clone()
+    /// How much waits for uploads, by `stats` of this WAL: Behind over half the WAL; Large over
+    /// a quarter of the WAL, or of the memory its records are held in if less (the object I/O
+    /// pacer then has object writes run in larger chunks); Small otherwise. By default the
+    /// memory (768 MiB of pool a shard) is the smaller of the two, and producers wait for
+    /// uploads once it is short.
+    pub fn upload_backlog(&self, stats: &WalStats) -> UploadBacklog {
+        if stats.used_bytes > stats.capacity_bytes / 2 {
+            UploadBacklog::Behind
+        } else if stats.used_bytes > stats.capacity_bytes.min(self.memory_bytes) / 4 {
+            UploadBacklog::Large
+        } else {
+            UploadBacklog::Small
+        }
     }
 
     /// The largest batch one append may carry (`--wal-size` / 2, less a record header).
@@ -95,14 +99,8 @@ impl ShardWal {
     }
 
     fn note_usage(&self) {
-        let stats = self.wal.stats();
-        self.uploads_behind.store(
-            stats.used_bytes > stats.capacity_bytes / 2,
-            Ordering::Relaxed,
-        );
-        let room = stats.capacity_bytes.min(self.memory_bytes);
-        self.uploads_backlogged
-            .store(stats.used_bytes > room / 4, Ordering::Relaxed);
+        let behind = self.upload_backlog(&self.wal.stats()) == UploadBacklog::Behind;
+        self.uploads_behind.store(behind, Ordering::Relaxed);
     }
 
     /// Appends one record of `stream_id` holding `first_offset..=last_offset`, doing
@@ -244,32 +242,33 @@ mod tests {
         ShardWal::new(wal, memory_bytes)
     }
 
-    /// Appends 64 KiB records to a fresh WAL of the memory given until `flag` of it is set;
+    /// Appends 64 KiB records to a fresh WAL of the memory given until `flag` of it holds;
     /// returns the WAL bytes used then, after checking that a trim of everything clears it.
-    async fn used_bytes_when_set(
-        memory_bytes: usize,
-        flag: fn(&ShardWal) -> Arc<AtomicBool>,
-    ) -> u64 {
+    async fn used_bytes_when_set(memory_bytes: usize, flag: fn(&ShardWal) -> bool) -> u64 {
         let wal = shard_wal(memory_bytes).await;
-        let flag = flag(&wal);
         let payload = Bytes::from(vec![7u8; RECORD_BYTES as usize]);
         for offset in 0.. {
             let end = wal
                 .append(1, offset, offset, payload.clone(), WhenFull::Wait)
                 .await
                 .expect("appended");
-            if flag.load(Ordering::Relaxed) {
+            if flag(&wal) {
                 let used = wal.stats().used_bytes;
                 wal.wait_durable(end).await.expect("durable");
                 wal.trim(end).await.expect("trimmed");
-                assert!(
-                    !flag.load(Ordering::Relaxed),
-                    "nothing waits after the trim"
-                );
+                assert!(!flag(&wal), "nothing waits after the trim");
                 return used;
             }
         }
         unreachable!("the WAL fills before")
+    }
+
+    fn backlogged(wal: &ShardWal) -> bool {
+        wal.upload_backlog(&wal.stats()) >= UploadBacklog::Large
+    }
+
+    fn behind(wal: &ShardWal) -> bool {
+        wal.uploads_behind().load(Ordering::Relaxed)
     }
 
     /// Whether `used` is just past `threshold`: within the two records that crossed it.
@@ -288,9 +287,9 @@ mod tests {
                     (usize::MAX, CAPACITY_BYTES / 4),
                     (memory_bytes, memory_bytes as u64 / 4),
                 ] {
-                    let used = used_bytes_when_set(memory, ShardWal::uploads_backlogged).await;
+                    let used = used_bytes_when_set(memory, backlogged).await;
                     assert!(just_past(used, backlog), "backlog {memory}: {used}");
-                    let used = used_bytes_when_set(memory, ShardWal::uploads_behind).await;
+                    let used = used_bytes_when_set(memory, behind).await;
                     assert!(
                         just_past(used, CAPACITY_BYTES / 2),
                         "behind {memory}: {used}"

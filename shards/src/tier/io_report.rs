@@ -3,11 +3,10 @@
 //! since the last report, and how far its uploads are behind. The pacer holds object
 //! reads and writes back while a WAL on the same disk waits longer than its baseline.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::FutureExt;
-use sluice_objstore::io_pacer::{REPORT_INTERVAL, ShardIoSignal, UploadBacklog};
+use sluice_objstore::io_pacer::{REPORT_INTERVAL, ShardIoSignal};
 use sluice_wal::{LatencyBuckets, WalStats};
 
 use crate::stop::StopSignal;
@@ -15,8 +14,6 @@ use crate::storage::shard_wal::ShardWal;
 
 /// Runs until `stop`: reports `wal`'s latency to `signal`.
 pub async fn report_wal_latency(wal: &ShardWal, signal: &ShardIoSignal, stop: StopSignal) {
-    let behind = wal.uploads_behind();
-    let backlogged = wal.uploads_backlogged();
     let mut last = wal.stats();
     loop {
         futures::select_biased! {
@@ -24,14 +21,7 @@ pub async fn report_wal_latency(wal: &ShardWal, signal: &ShardIoSignal, stop: St
             _ = glommio::timer::sleep(REPORT_INTERVAL).fuse() => {}
         }
         let now = wal.stats();
-        let backlog = if behind.load(Ordering::Relaxed) {
-            UploadBacklog::Behind
-        } else if backlogged.load(Ordering::Relaxed) {
-            UploadBacklog::Large
-        } else {
-            UploadBacklog::Small
-        };
-        signal.report(mean_latency(&last, &now), backlog);
+        signal.report(mean_latency(&last, &now), wal.upload_backlog(&now));
         last = now;
     }
 }
