@@ -54,7 +54,8 @@ pub const CAPACITY_BYTES_DEFAULT: u64 = 1 << 30;
 /// sync of its own. Measured on this project's virtio disk (side-by-side's produce-max, 5 GB
 /// of 1 KiB messages, acks=all, default flags, five rounds run in turn): 1 MiB writes and one
 /// sync at a time acked 432/497/465/533/374 MB/s, 4 MiB writes with four syncs in flight
-/// 620/545/515/606/660. At 50k msg/s writes stay small (a write goes out as soon as the
+/// 620/545/515/606/660; five more rounds an hour later, 554/572/572/533/555 against
+/// 489/594/616/620/690. At 50k msg/s writes stay small (a write goes out as soon as the
 /// window has room), so the bound does not add latency there. The broker's `io_memory`
 /// (10 MiB) registers two such buffers; the others come from the heap.
 pub const GROUP_COMMIT_BYTES_MAX_DEFAULT: u64 = 4 << 20;
