@@ -611,6 +611,14 @@ pub fn plan(
             now_ms,
         } => {
             check_object_count(added.len(), removed.len())?;
+            // The same compaction again, already applied (a forwarded command whose answer
+            // was lost is sent again): the same answer, not a refusal, which would make the
+            // compactor delete the objects it added, live now.
+            let applied = |o: &ObjectImage| image.object(o.id) == Some(o);
+            if removed.iter().all(|id| image.tombstone(*id).is_some()) && added.iter().all(applied)
+            {
+                return Ok(Plan::Unchanged(CommandOutcome::ObjectsCompacted));
+            }
             check_live_ids(image, removed)?;
             check_new_objects(image, added)?;
             let record = MetadataRecord::CompactObjects {
@@ -627,6 +635,10 @@ pub fn plan(
         }
         MetadataCommand::MarkObjectsForDeletion { ids, now_ms } => {
             check_object_count(ids.len(), 0)?;
+            // Marked already (the same command sent again after a lost answer).
+            if ids.iter().all(|id| image.tombstone(*id).is_some()) {
+                return Ok(Plan::Unchanged(CommandOutcome::ObjectsMarkedForDeletion));
+            }
             check_live_ids(image, ids)?;
             for id in ids {
                 let object = image.object(*id).expect("checked live");

@@ -92,6 +92,34 @@ impl MetadataError {
         }
     }
 
+    /// True when the command this error answers was certainly not applied and never will
+    /// be: it failed the plan's checks, here or at the quorum's leader. False when its fate
+    /// is unknown (a write or fsync failed, no answer in time, the quorum stopped): its
+    /// record may be in the log, so what it names must be kept.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            MetadataError::TopicAlreadyExists(_)
+            | MetadataError::UnknownTopicOrPartition(_)
+            | MetadataError::InvalidPartitions(_)
+            | MetadataError::InvalidReplicationFactor(_)
+            | MetadataError::InvalidTopic(_)
+            | MetadataError::InvalidConfig(_)
+            | MetadataError::PolicyViolation(_)
+            | MetadataError::OffsetOutOfRange(_)
+            | MetadataError::InvalidReplicaAssignment(_)
+            | MetadataError::NoReassignmentInProgress(_)
+            | MetadataError::InvalidRequest(_)
+            | MetadataError::NodeIdMismatch { .. } => true,
+            // The leader's own error, by its code: REQUEST_TIMED_OUT and KAFKA_STORAGE_ERROR
+            // are the unknown fates above.
+            MetadataError::Forwarded { code, .. } => !matches!(code, 7 | 56),
+            MetadataError::Io { .. }
+            | MetadataError::Corrupt(_)
+            | MetadataError::Failed(_)
+            | MetadataError::QuorumUnavailable(_) => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> MetadataError {
         MetadataError::Io {
             path: path.into(),

@@ -190,7 +190,29 @@ fn compaction_replaces_atomically_and_keeps_coverage() {
             .unwrap_err();
         assert_eq!(err.kafka_error_code(), 42, "{err}");
     }
-    store.apply(compact).unwrap();
+    store.apply(compact.clone()).unwrap();
+    // The same compaction again (a forwarded command whose answer was lost is sent again):
+    // answered as done, changing nothing; a refusal would make the compactor delete the
+    // objects it added, live now.
+    let epoch = store.image().epoch;
+    assert_eq!(
+        store.apply(compact).unwrap().1,
+        CommandOutcome::ObjectsCompacted
+    );
+    assert_eq!(
+        store.image().epoch,
+        epoch,
+        "a repeated compaction is a no-op"
+    );
+    // Other objects in place of the same removed ones: refused.
+    let err = store
+        .apply(MetadataCommand::CompactObjects {
+            removed: vec![1, 2, 3, 4],
+            added: vec![object(first + 2, ObjectKind::Stream, &[(1, 0, 101)])],
+            now_ms: 1_000,
+        })
+        .unwrap_err();
+    assert_eq!(err.kafka_error_code(), 42, "{err}");
     let image = store.image();
     for offset in 0..101 {
         assert_eq!(holder(&image, 1, offset), Some(first));
@@ -246,6 +268,9 @@ fn retention_marks_only_dead_objects() {
     let image = store.image();
     assert!(image.is_object_dead(image.object(3).unwrap()));
     mark(&mut store, vec![3]).unwrap();
+    let epoch = store.image().epoch;
+    mark(&mut store, vec![3]).expect("marking again is a no-op");
+    assert_eq!(store.image().epoch, epoch);
     let image = store.image();
     assert_eq!(holder(&image, 1, 50), None);
     assert_eq!(holder(&image, 1, 100), Some(4));

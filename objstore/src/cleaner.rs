@@ -307,7 +307,7 @@ impl LogCleaner {
                 }],
             })
             .await
-            .map_err(CompactionError::Metadata)?;
+            .map_err(|e| CompactionError::Metadata(e.to_string()))?;
         report.cleaned_end_offset = dirty_end;
         let stats = self.store.stats();
         Stats::add(&stats.compaction_bytes_read, report.bytes_read);

@@ -14,7 +14,8 @@
 //! replaces the old ones atomically; the old ones are marked for deletion
 //! and `collect_garbage` deletes them after the grace period. A failed step
 //! leaves the registry unchanged; objects it put are deleted (best effort,
-//! otherwise they are orphans nothing references).
+//! otherwise they are orphans nothing references), unless the commit's fate
+//! is unknown (`RegistryError::Unconfirmed`): then they may be live, and stay.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -30,7 +31,7 @@ use crate::limits::{
     COMPACTION_BEHIND_STEPS, COMPACTION_STEP_BYTES_MAX_DEFAULT, DATA_BLOCK_BYTES_TARGET,
     DELETION_GRACE_DEFAULT, SMALL_STREAM_OBJECT_BYTES_DEFAULT, STREAM_OBJECT_TARGET_BYTES_DEFAULT,
 };
-use crate::registry::{Registry, allocate_object_ids};
+use crate::registry::{Registry, RegistryError, allocate_object_ids};
 use crate::stats::Stats;
 use crate::store::{ObjectMeta, ObjectStore};
 use crate::uploader::object_key;
@@ -246,7 +247,7 @@ impl Compactor {
                     now_ms,
                 })
                 .await
-                .map_err(CompactionError::Metadata)?;
+                .map_err(|e| CompactionError::Metadata(e.to_string()))?;
         }
         Ok(ids)
     }
@@ -274,7 +275,7 @@ impl Compactor {
         registry
             .submit(MetadataCommand::DeleteObjects { ids: ids.clone() })
             .await
-            .map_err(CompactionError::Metadata)?;
+            .map_err(|e| CompactionError::Metadata(e.to_string()))?;
         Ok(ids)
     }
 
@@ -294,7 +295,8 @@ impl Compactor {
 
 /// Puts new Stream Objects (their bytes and ranges) and commits them in place of `removed`
 /// (`CompactObjects`, all or none), for compaction and the log cleaner alike. Objects put
-/// before a failure are deleted again; returns the committed objects.
+/// before a failure are deleted again, unless the commit's fate is unknown; returns the
+/// committed objects.
 pub(crate) async fn replace_objects<R: Registry>(
     store: &ObjectStore,
     registry: &R,
@@ -328,11 +330,17 @@ pub(crate) async fn replace_objects<R: Registry>(
         added: added.clone(),
         now_ms,
     };
-    if let Err(e) = registry.submit(command).await {
-        forget(store, &added).await;
-        return Err(CompactionError::Metadata(e));
+    match registry.submit(command).await {
+        Ok(_) => Ok(added),
+        Err(RegistryError::Refused(e)) => {
+            forget(store, &added).await;
+            Err(CompactionError::Metadata(e))
+        }
+        // Perhaps committed, its answer lost: deleting them could lose the only copy of
+        // records. If the commit did not happen they are orphans, deleted when a broker
+        // starts alone (`orphans`).
+        Err(RegistryError::Unconfirmed(e)) => Err(CompactionError::Metadata(e)),
     }
-    Ok(added)
 }
 
 /// Deletes objects that were put but will not be committed.
@@ -517,6 +525,89 @@ mod tests {
             .apply(MetadataCommand::CommitObjects { objects })
             .expect("commit")
             .0
+    }
+
+    /// Answers the compaction's commit with an error: lost after it was applied, or a
+    /// refusal (not applied); every other command is applied and answered.
+    struct CommitAnswer {
+        registry: crate::StoreRegistry,
+        applied_but_lost: bool,
+    }
+
+    impl Registry for CommitAnswer {
+        async fn submit(
+            &self,
+            command: MetadataCommand,
+        ) -> Result<(Arc<MetadataImage>, CommandOutcome), RegistryError> {
+            if !matches!(command, MetadataCommand::CompactObjects { .. }) {
+                return self.registry.apply(command);
+            }
+            if !self.applied_but_lost {
+                return Err(RegistryError::Refused("refused".to_string()));
+            }
+            self.registry.apply(command)?;
+            Err(RegistryError::Unconfirmed(
+                "the answer was lost".to_string(),
+            ))
+        }
+    }
+
+    /// The objects a step put are deleted when its commit was refused, and kept when its
+    /// fate is unknown: they may be live (here they are), the only copy of their records.
+    #[test]
+    fn a_steps_objects_are_deleted_only_when_its_commit_was_refused() {
+        for applied_but_lost in [false, true] {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let mut metadata = MetadataStore::open(&dir.path().join("metadata"), 1).expect("open");
+            metadata
+                .apply(MetadataCommand::CreateTopic {
+                    name: "t".into(),
+                    partitions: 1,
+                    configs: BTreeMap::new(),
+                    shards: 1,
+                })
+                .expect("topic");
+            let stream_id = metadata.image().partition("t", 0).expect("p").stream_id;
+            let range = |len| StreamRange {
+                stream_id,
+                start_offset: 0,
+                end_offset: 10,
+                position: 0,
+                len,
+            };
+            let registry = CommitAnswer {
+                registry: crate::StoreRegistry::new(metadata),
+                applied_but_lost,
+            };
+            let old = futures::executor::block_on(allocate_object_ids(&registry, 1)).expect("id");
+            let old = ObjectImage {
+                id: old,
+                key: object_key(ObjectKind::StreamSet, old),
+                size: 4,
+                kind: ObjectKind::StreamSet,
+                ranges: vec![range(4)],
+            };
+            registry
+                .registry
+                .apply(MetadataCommand::CommitObjects {
+                    objects: vec![old.clone()],
+                })
+                .expect("commit");
+            let store = ObjectStore::local(dir.path().join("objects")).expect("store");
+            let built = vec![(Bytes::from_static(b"new"), vec![range(3)])];
+            let replaced = futures::executor::block_on(replace_objects(
+                &store,
+                &registry,
+                vec![old.id],
+                built,
+                1_000,
+            ));
+            assert!(replaced.is_err(), "{applied_but_lost}: {replaced:?}");
+            let new_key = object_key(ObjectKind::Stream, old.id + 1);
+            let kept = futures::executor::block_on(store.head(&new_key)).is_ok();
+            let live = registry.registry.image().object(old.id + 1).is_some();
+            assert_eq!((kept, live), (applied_but_lost, applied_but_lost));
+        }
     }
 
     #[test]

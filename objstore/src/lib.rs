@@ -28,7 +28,7 @@ pub use compaction::{
 pub use error::ObjectStoreError;
 #[cfg(feature = "sim")]
 pub use memory::{MemoryBackend, MemoryBackendBug, MemoryBackendConfig};
-pub use registry::{Registry, StoreRegistry};
+pub use registry::{Registry, RegistryError, StoreRegistry};
 pub use s3::{S3Config, S3Credentials};
 pub use stats::{LATENCY_BUCKETS, Stats, StatsSnapshot};
 pub use store::{

@@ -6,6 +6,10 @@
 //! atomically if the key exists) and fsyncs the directory: an object is
 //! either absent or whole, also after a crash. Blocking file I/O runs on the
 //! store runtime's blocking threads, never on an executor.
+//!
+//! Several brokers may share one root (a cluster on a shared file system), so
+//! a store removes the temporary files a crash left only when it opens alone
+//! (`TMP_LOCK`), and names its own so that no other process's can collide.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -26,6 +30,14 @@ use crate::store::{BoxFuture, ObjectBackend, ObjectMeta, Result};
 
 const TMP_DIR: &str = ".tmp";
 
+/// The file every open store holds a shared lock (flock) on for its lifetime, beside
+/// `TMP_DIR`. A store that gets it exclusively at open is the only one using the root, so the
+/// temporary files are a crash's leftovers and it removes them. While another store holds it,
+/// they stay (garbage, never a loss) until a store opens alone, as orphaned objects do:
+/// removing them then would take the temporary file of another broker's put in flight, whose
+/// rename would then fail.
+const TMP_LOCK: &str = ".tmp.lock";
+
 #[derive(Clone)]
 pub(crate) struct LocalBackend {
     inner: Arc<LocalInner>,
@@ -33,26 +45,39 @@ pub(crate) struct LocalBackend {
 
 struct LocalInner {
     root: PathBuf,
+    /// Held (shared) while the store is open: see `TMP_LOCK`.
+    _tmp_lock: File,
+    /// Starts every temporary file's name: the pid and a random number, so that two processes
+    /// with the same pid (in two containers sharing the root) never write the same file.
+    tmp_prefix: String,
     next_tmp: AtomicU64,
     pacer: Arc<IoPacer>,
     stats: Arc<Stats>,
 }
 
 impl LocalBackend {
-    /// Opens (creating) the root; removes temporary files a crash left. Every chunk read or
-    /// written with O_DIRECT waits first for what `pacer` says.
+    /// Opens (creating) the root; removes temporary files a crash left if no other store has
+    /// the root open (`TMP_LOCK`). Every chunk read or written with O_DIRECT waits first for
+    /// what `pacer` says.
     pub(crate) fn open(
         root: PathBuf,
         pacer: Arc<IoPacer>,
         stats: Arc<Stats>,
     ) -> Result<LocalBackend> {
+        let err = |e| ObjectStoreError::io("open", "", e);
         let tmp = root.join(TMP_DIR);
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(|e| ObjectStoreError::io("open", "", e))?;
-        sync_dir(&root).map_err(|e| ObjectStoreError::io("open", "", e))?;
+        fs::create_dir_all(&tmp).map_err(err)?;
+        let tmp_lock = lock_tmp_dir(&root, &tmp).map_err(err)?;
+        sync_dir(&root).map_err(err)?;
+        let random = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::time::SystemTime::now(),
+        );
         Ok(LocalBackend {
             inner: Arc::new(LocalInner {
                 root,
+                _tmp_lock: tmp_lock,
+                tmp_prefix: format!("{}-{random:016x}", std::process::id()),
                 next_tmp: AtomicU64::new(0),
                 pacer,
                 stats,
@@ -157,7 +182,7 @@ impl LocalInner {
         let tmp = self
             .root
             .join(TMP_DIR)
-            .join(format!("{}-{n}", std::process::id()));
+            .join(format!("{}-{n}", self.tmp_prefix));
         let written =
             write_direct(&tmp, data, &self.pace(IoClass::Write)).and_then(
                 |written| match written {
@@ -458,6 +483,49 @@ fn sync_file_range(file: &File, offset: u64, len: usize, flags: libc::c_uint) ->
     }
 }
 
+/// Takes the shared lock on `TMP_LOCK`; first, if the lock can be had exclusively (no other
+/// store has `root` open), empties `tmp` of what a crash left. On a file system without
+/// flock, whether another store uses the root cannot be known: nothing is removed.
+fn lock_tmp_dir(root: &Path, tmp: &Path) -> io::Result<File> {
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(root.join(TMP_LOCK))?;
+    match lock.try_lock() {
+        Ok(()) => {
+            for entry in fs::read_dir(tmp)? {
+                let path = entry?.path();
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Not made by a store (a directory someone put there): left alone.
+                    Err(_) if path.is_dir() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // Another store opening meanwhile may take the lock exclusively in between, which
+            // is harmless: this one has nothing in `tmp` yet.
+            lock.unlock()?;
+        }
+        Err(fs::TryLockError::WouldBlock) => {}
+        Err(fs::TryLockError::Error(e)) if lock_unsupported(&e) => return Ok(lock),
+        Err(fs::TryLockError::Error(e)) => return Err(e),
+    }
+    lock.lock_shared()?;
+    Ok(lock)
+}
+
+/// flock(2)'s answers on a file system that has no locks (some FUSE and network ones).
+fn lock_unsupported(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::Unsupported
+        || matches!(
+            error.raw_os_error(),
+            Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::ENOLCK)
+        )
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir).and_then(|d| d.sync_all())
 }
@@ -577,6 +645,42 @@ mod tests {
             chunks_written("backlog"),
             2 + 1,
             "1 MiB, the rest of the aligned part, then the tail"
+        );
+    }
+
+    /// Two brokers sharing a root: the second one opening must not take the first one's
+    /// temporary file of a put in flight (its rename would fail); the leftovers go once a
+    /// store opens alone.
+    #[test]
+    fn temporary_files_are_removed_only_by_a_store_that_opens_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            LocalBackend::open(dir.path().to_path_buf(), IoPacer::new(), Arc::default()).unwrap()
+        };
+        let first = open();
+        let in_flight = dir
+            .path()
+            .join(TMP_DIR)
+            .join(format!("{}-7", first.inner.tmp_prefix));
+        fs::write(&in_flight, b"a put in flight").unwrap();
+        let second = open();
+        assert!(in_flight.exists(), "another store's temporary file removed");
+        assert_ne!(first.inner.tmp_prefix, second.inner.tmp_prefix);
+        second
+            .inner
+            .put("a/b", b"while both are open", false)
+            .unwrap();
+        assert_eq!(
+            &second.inner.get("a/b", None).unwrap()[..],
+            b"while both are open"
+        );
+        drop(first);
+        drop(second);
+        let alone = open();
+        assert!(!in_flight.exists(), "a crash's leftover kept");
+        assert_eq!(
+            &alone.inner.get("a/b", None).unwrap()[..],
+            b"while both are open"
         );
     }
 

@@ -6,16 +6,42 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use sluice_metadata::{CommandOutcome, MetadataCommand, MetadataImage, MetadataStore};
+use sluice_metadata::{
+    CommandOutcome, MetadataCommand, MetadataError, MetadataImage, MetadataStore,
+};
 
 /// Submits a metadata command; resolves to the image after it and what it
-/// did, or the refusal's message. The future need not be `Send` (the
-/// broker's runs on its shard).
+/// did, or why not. The future need not be `Send` (the broker's runs on its
+/// shard).
 pub trait Registry {
     fn submit(
         &self,
         command: MetadataCommand,
-    ) -> impl Future<Output = Result<(Arc<MetadataImage>, CommandOutcome), String>>;
+    ) -> impl Future<Output = Result<(Arc<MetadataImage>, CommandOutcome), RegistryError>>;
+}
+
+/// Why a registry did not confirm a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Refused: the command was not applied and never will be.
+    #[error("{0}")]
+    Refused(String),
+    /// Not confirmed (no answer in time, a controller stopping, a failed write): the command
+    /// may have been applied, or may be yet, so the objects it names must be kept.
+    #[error("{0}")]
+    Unconfirmed(String),
+}
+
+impl RegistryError {
+    /// A metadata store's or controller's error: a refusal when
+    /// `MetadataError::is_refusal` says so, unconfirmed otherwise.
+    pub fn from_metadata(error: &MetadataError) -> RegistryError {
+        if error.is_refusal() {
+            RegistryError::Refused(error.to_string())
+        } else {
+            RegistryError::Unconfirmed(error.to_string())
+        }
+    }
 }
 
 /// A `Registry` over a `MetadataStore` owned here. The store does blocking
@@ -41,8 +67,10 @@ impl StoreRegistry {
     pub fn apply(
         &self,
         command: MetadataCommand,
-    ) -> Result<(Arc<MetadataImage>, CommandOutcome), String> {
-        self.lock().apply(command).map_err(|e| e.to_string())
+    ) -> Result<(Arc<MetadataImage>, CommandOutcome), RegistryError> {
+        self.lock()
+            .apply(command)
+            .map_err(|e| RegistryError::from_metadata(&e))
     }
 
     /// Gives the store back (e.g. to reopen it in a restart test).
@@ -59,7 +87,7 @@ impl Registry for StoreRegistry {
     async fn submit(
         &self,
         command: MetadataCommand,
-    ) -> Result<(Arc<MetadataImage>, CommandOutcome), String> {
+    ) -> Result<(Arc<MetadataImage>, CommandOutcome), RegistryError> {
         self.apply(command)
     }
 }
@@ -71,7 +99,8 @@ pub(crate) async fn allocate_object_ids<R: Registry>(
 ) -> Result<u64, String> {
     match registry
         .submit(MetadataCommand::AllocateObjectIds { count })
-        .await?
+        .await
+        .map_err(|e| e.to_string())?
         .1
     {
         CommandOutcome::ObjectIdsAllocated {

@@ -405,7 +405,7 @@ impl SealedUpload {
                     streams: self.stream_uploads.clone(),
                 })
                 .await
-                .map_err(UploadError::Metadata)?;
+                .map_err(|e| UploadError::Metadata(e.to_string()))?;
             self.stream_uploads = Vec::new();
         }
         if !self.committed {
@@ -414,7 +414,7 @@ impl SealedUpload {
                     objects: objects.clone(),
                 })
                 .await
-                .map_err(UploadError::Metadata)?;
+                .map_err(|e| UploadError::Metadata(e.to_string()))?;
             self.committed = true;
         }
         Ok(UploadReport {

@@ -157,11 +157,13 @@ impl sluice_objstore::Registry for RefuseCommit<'_> {
             std::sync::Arc<sluice_metadata::MetadataImage>,
             sluice_metadata::CommandOutcome,
         ),
-        String,
+        sluice_objstore::RegistryError,
     > {
         match command {
             MetadataCommand::AllocateObjectIds { .. } => self.0.apply(command),
-            _ => Err("the controller stopped".to_string()),
+            _ => Err(sluice_objstore::RegistryError::Unconfirmed(
+                "the controller stopped".to_string(),
+            )),
         }
     }
 }

@@ -19,11 +19,11 @@ use sluice_metadata::{CommandOutcome, MetadataCommand, MetadataImage};
 use sluice_objstore::io_pacer::ShardIoSignal;
 use sluice_objstore::{
     BlockCache, ColdReader, CompactionConfig, Compactor, ObjectStore, ObjectStoreError, Registry,
-    Uploader, UploaderConfig,
+    RegistryError, Uploader, UploaderConfig,
 };
 
 use crate::chunk_pool::ChunkPool;
-use crate::controller::ControllerHandle;
+use crate::controller::{ControllerError, ControllerHandle};
 
 /// The object-tier state of one shard.
 pub struct ObjectTier {
@@ -148,10 +148,14 @@ impl Registry for ControllerHandle {
     async fn submit(
         &self,
         command: MetadataCommand,
-    ) -> Result<(Arc<MetadataImage>, CommandOutcome), String> {
+    ) -> Result<(Arc<MetadataImage>, CommandOutcome), RegistryError> {
         ControllerHandle::submit(self, command)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| match &e {
+                ControllerError::Metadata(error) => RegistryError::from_metadata(error),
+                // Perhaps sent before the controller stopped.
+                ControllerError::Stopped => RegistryError::Unconfirmed(e.to_string()),
+            })
     }
 }
 
