@@ -405,13 +405,18 @@ fn log_levels_change_at_run_time_through_incremental_alter_configs() {
     broker.check_log();
 }
 
-/// Stream Set Objects in the broker's local object store (`DATA_DIR/objects`): one more for
-/// each upload of small data. Compaction makes none (it splits them into Stream Objects) and
-/// deletes one only after `--object-delete-delay-ms` (60 s), so the count grows by uploads.
+/// Objects in the broker's local object store (`DATA_DIR/objects`): one more for each upload.
+/// Compaction deletes one only after `--object-delete-delay-ms` (60 s), so the count grows by
+/// uploads (and by what compaction writes, which needs uploads before it).
 fn objects_in(data_dir: &std::path::Path) -> usize {
-    std::fs::read_dir(data_dir.join("objects").join("sso"))
-        .map(|entries| entries.count())
-        .unwrap_or(0)
+    ["sso", "so"]
+        .iter()
+        .map(|kind| {
+            std::fs::read_dir(data_dir.join("objects").join(kind))
+                .map(|entries| entries.count())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// One uncompressed batch of one record with a `value_bytes` value.

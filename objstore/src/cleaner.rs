@@ -45,7 +45,7 @@ use sluice_net::record_batch::{
 };
 
 use crate::compaction::{CompactionError, replace_objects};
-use crate::format::{ObjectBuilder, ObjectIndex, split_blocks};
+use crate::format::{ObjectBuilder, read_stream_blocks};
 use crate::limits::{
     CLEANER_KEYS_MAX_DEFAULT, COMPACTION_STEP_BYTES_MAX_DEFAULT, DATA_BLOCK_BYTES_TARGET,
 };
@@ -197,6 +197,16 @@ impl LogCleaner {
         LogCleaner { store, config }
     }
 
+    /// The data blocks of `stream_id` in `object`, read through its index.
+    async fn stream_data(
+        &self,
+        object: &ObjectImage,
+        stream_id: u64,
+    ) -> Result<Vec<Bytes>, CompactionError> {
+        let blocks = read_stream_blocks(&self.store, &object.key, object.size, stream_id).await?;
+        Ok(blocks.into_iter().map(|(_, data)| data).collect())
+    }
+
     /// Cleans `stream_id` once as of `image` (one dirty step's worth); None when there was
     /// nothing to clean (not compacted, nothing cleanable yet).
     pub async fn clean<R: Registry>(
@@ -228,8 +238,8 @@ impl LogCleaner {
         };
 
         // Map the dirty part.
-        let mut held: HashMap<ObjectId, Bytes> = HashMap::new();
-        let mut dirty: Vec<(String, Bytes)> = Vec::new();
+        let mut held: HashMap<ObjectId, Vec<Bytes>> = HashMap::new();
+        let mut dirty: Vec<(String, Vec<Bytes>)> = Vec::new();
         let mut dirty_bytes = 0u64;
         let mut candidate_end = cleaned_end;
         for (object, range) in objects.iter().filter(|(_, r)| r.end_offset > cleaned_end) {
@@ -239,19 +249,17 @@ impl LogCleaner {
             {
                 break;
             }
-            let bytes = self.store.get(&object.key).await?;
-            dirty_bytes += bytes.len() as u64;
+            let blocks = self.stream_data(object, stream_id).await?;
+            dirty_bytes += blocks.iter().map(|b| b.len() as u64).sum::<u64>();
             candidate_end = range.end_offset.min(lag_end);
-            held.insert(object.id, bytes.clone());
-            dirty.push((object.key.clone(), bytes));
+            held.insert(object.id, blocks.clone());
+            dirty.push((object.key.clone(), blocks));
         }
         report.bytes_read += dirty_bytes;
         let keys_max = self.config.keys_max;
         let map = self
             .store
-            .spawn_blocking(move || {
-                map_dirty(&dirty, stream_id, cleaned_end, candidate_end, keys_max)
-            })
+            .spawn_blocking(move || map_dirty(&dirty, cleaned_end, candidate_end, keys_max))
             .await
             .map_err(|_| shut_down())??;
         let dirty_end = map.end_offset.max(cleaned_end);
@@ -322,7 +330,7 @@ impl LogCleaner {
         &self,
         registry: &R,
         step: &[(&ObjectImage, &StreamRange)],
-        held: &mut HashMap<ObjectId, Bytes>,
+        held: &mut HashMap<ObjectId, Vec<Bytes>>,
         map: &Arc<DirtyMap>,
         rules: Rules,
         state: RewriteState,
@@ -330,15 +338,15 @@ impl LogCleaner {
     ) -> Result<RewriteState, CompactionError> {
         let mut fetched = Vec::with_capacity(step.len());
         for (object, _) in step {
-            let bytes = match held.remove(&object.id) {
-                Some(bytes) => bytes,
+            let blocks = match held.remove(&object.id) {
+                Some(blocks) => blocks,
                 None => {
-                    let bytes = self.store.get(&object.key).await?;
-                    report.bytes_read += bytes.len() as u64;
-                    bytes
+                    let blocks = self.stream_data(object, rules.stream_id).await?;
+                    report.bytes_read += blocks.iter().map(|b| b.len() as u64).sum::<u64>();
+                    blocks
                 }
             };
-            fetched.push((object.key.clone(), bytes));
+            fetched.push((object.key.clone(), blocks));
         }
         let (Some((_, first)), Some((_, last))) = (step.first(), step.last()) else {
             return Ok(state);
@@ -419,16 +427,12 @@ impl KeyHasher {
     }
 }
 
-/// The batches of `stream_id` in `objects` (key, bytes), in offset order.
-fn stream_batches(
-    objects: &[(String, Bytes)],
-    stream_id: u64,
-) -> Result<Vec<Bytes>, CompactionError> {
+/// The batches in `objects` (key, the cleaned stream's blocks there), in offset order.
+fn stream_batches(objects: &[(String, Vec<Bytes>)]) -> Result<Vec<Bytes>, CompactionError> {
     let mut out = Vec::new();
-    for (key, bytes) in objects {
-        let index = ObjectIndex::parse(key, bytes)?;
-        for (_, data) in split_blocks(key, index.blocks_of(stream_id), 0, bytes)? {
-            for batch in batches(&data) {
+    for (key, blocks) in objects {
+        for data in blocks {
+            for batch in batches(data) {
                 out.push(batch.map_err(|e| corrupt(key, e))?);
             }
         }
@@ -445,14 +449,13 @@ fn corrupt(key: &str, error: impl std::fmt::Display) -> CompactionError {
 
 /// Maps the dirty part `[cleaned_end, candidate_end)` of the batches in `objects`.
 fn map_dirty(
-    objects: &[(String, Bytes)],
-    stream_id: u64,
+    objects: &[(String, Vec<Bytes>)],
     cleaned_end: i64,
     candidate_end: i64,
     keys_max: usize,
 ) -> Result<DirtyMap, CompactionError> {
     let key = objects.first().map_or("", |(k, _)| k.as_str());
-    let all = stream_batches(objects, stream_id)?;
+    let all = stream_batches(objects)?;
     let mut dirty: Vec<(RecordBatchHeader<'_>, &Bytes)> = Vec::with_capacity(all.len());
     for batch in &all {
         let header = RecordBatchHeader::parse(batch).map_err(|e| corrupt(key, e))?;
@@ -554,7 +557,7 @@ impl Default for RewriteState {
 type Rewritten = Option<(Bytes, Vec<StreamRange>, u64)>;
 
 fn rewrite(
-    objects: &[(String, Bytes)],
+    objects: &[(String, Vec<Bytes>)],
     span: (i64, i64),
     map: &DirtyMap,
     rules: &Rules,
@@ -562,7 +565,7 @@ fn rewrite(
     block_bytes: usize,
 ) -> Result<Rewritten, CompactionError> {
     let key = objects.first().map_or("", |(k, _)| k.as_str());
-    let all = stream_batches(objects, rules.stream_id)?;
+    let all = stream_batches(objects)?;
     let mut kept: Vec<(i64, Bytes)> = Vec::with_capacity(all.len());
     let mut removed = 0u64;
     let mut changed = false;
@@ -828,14 +831,21 @@ mod tests {
             let image = self.registry.image();
             let mut objects = Vec::new();
             for (object, _) in image.stream_objects(self.stream_id) {
+                let blocks = block_on(read_stream_blocks(
+                    &self.store,
+                    &object.key,
+                    object.size,
+                    self.stream_id,
+                ))
+                .expect("read");
                 objects.push((
                     object.key.clone(),
-                    block_on(self.store.get(&object.key)).expect("get"),
+                    blocks.into_iter().map(|(_, data)| data).collect(),
                 ));
             }
             let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
             let mut out = Vec::new();
-            for batch in stream_batches(&objects, self.stream_id).expect("batches") {
+            for batch in stream_batches(&objects).expect("batches") {
                 let header = RecordBatchHeader::validate(&batch).expect("valid");
                 if header.is_control() {
                     out.push((header.base_offset(), "<marker>".to_string(), None));

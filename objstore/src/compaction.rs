@@ -26,7 +26,7 @@ use sluice_metadata::{
 };
 
 use crate::error::ObjectStoreError;
-use crate::format::{DataBlock, ObjectBuilder, ObjectIndex, split_blocks};
+use crate::format::{DataBlock, ObjectBuilder, ObjectIndex, read_stream};
 use crate::limits::{
     COMPACTION_BEHIND_STEPS, COMPACTION_STEP_BYTES_MAX_DEFAULT, DATA_BLOCK_BYTES_TARGET,
     DELETION_GRACE_DEFAULT, SMALL_STREAM_OBJECT_BYTES_DEFAULT, STREAM_OBJECT_TARGET_BYTES_DEFAULT,
@@ -93,10 +93,10 @@ pub fn plan_step(image: &MetadataImage, config: &CompactionConfig) -> Option<Com
     let mut split = Vec::new();
     let mut bytes = 0u64;
     for object in image.objects().filter(|o| o.kind == ObjectKind::StreamSet) {
-        if !split.is_empty() && bytes + object.size > config.step_bytes_max as u64 {
+        if !split.is_empty() && bytes + data_bytes(object) > config.step_bytes_max as u64 {
             break;
         }
-        bytes += object.size;
+        bytes += data_bytes(object);
         split.push(object.id);
     }
     if !split.is_empty() {
@@ -113,11 +113,12 @@ pub fn plan_step(image: &MetadataImage, config: &CompactionConfig) -> Option<Com
         let mut group: Vec<ObjectId> = Vec::new();
         let mut bytes = 0u64;
         for (object, _) in image.stream_objects(stream_id) {
-            let small = object.kind == ObjectKind::Stream
-                && object.size < config.small_stream_object_bytes as u64;
-            if small && bytes + object.size <= cap {
+            let size = data_bytes(object);
+            let small =
+                object.kind == ObjectKind::Stream && size < config.small_stream_object_bytes as u64;
+            if small && bytes + size <= cap {
                 group.push(object.id);
-                bytes += object.size;
+                bytes += size;
                 continue;
             }
             if group.len() >= 2 {
@@ -127,7 +128,7 @@ pub fn plan_step(image: &MetadataImage, config: &CompactionConfig) -> Option<Com
             bytes = 0;
             if small {
                 group.push(object.id);
-                bytes = object.size;
+                bytes = size;
             }
         }
         if group.len() >= 2 {
@@ -135,6 +136,12 @@ pub fn plan_step(image: &MetadataImage, config: &CompactionConfig) -> Option<Com
         }
     }
     None
+}
+
+/// The bytes of data an object holds: what a step reads of it and writes again. Not its size:
+/// an object made of a WAL segment is the whole segment file, its records maybe few.
+fn data_bytes(object: &ObjectImage) -> u64 {
+    object.ranges.iter().map(|r| r.len).sum()
 }
 
 /// The `segment.bytes` of the topic `stream_id` belongs to; unbounded for a deleted stream
@@ -153,7 +160,7 @@ pub fn falling_behind(image: &MetadataImage, config: &CompactionConfig) -> bool 
     let waiting: u64 = image
         .objects()
         .filter(|o| o.kind == ObjectKind::StreamSet)
-        .map(|o| o.size)
+        .map(data_bytes)
         .sum();
     waiting > COMPACTION_BEHIND_STEPS * config.step_bytes_max as u64
 }
@@ -188,33 +195,37 @@ impl Compactor {
         let removed = match &plan {
             CompactionPlan::Split(ids) | CompactionPlan::Merge(ids) => ids.clone(),
         };
-        // Read the objects; note each one's live, indexed streams.
-        let mut fetched: Vec<(String, Bytes, Vec<u64>)> = Vec::with_capacity(removed.len());
+        // Read the blocks of each object's live, indexed streams (through its index: a
+        // linked object's file is a whole WAL segment).
+        let mut fetched: Vec<(u64, Vec<(DataBlock, Bytes)>)> = Vec::new();
         let mut bytes_read = 0u64;
         for id in &removed {
             let object = image
                 .object(*id)
                 .ok_or_else(|| CompactionError::Metadata(format!("object {id} is gone")))?;
-            let bytes = self.store.get(&object.key).await?;
-            bytes_read += bytes.len() as u64;
-            let streams = object
-                .ranges
-                .iter()
-                .filter(|r| {
-                    image
-                        .objects_for(r.stream_id, r.start_offset)
-                        .is_some_and(|(o, _)| o.id == *id)
-                })
-                .map(|r| r.stream_id)
-                .collect();
-            fetched.push((object.key.clone(), bytes, streams));
+            let live = object.ranges.iter().filter(|r| {
+                image
+                    .objects_for(r.stream_id, r.start_offset)
+                    .is_some_and(|(o, _)| o.id == *id)
+            });
+            let mut index = None;
+            for range in live {
+                let index = match &index {
+                    Some(index) => index,
+                    None => index
+                        .insert(ObjectIndex::read(&self.store, &object.key, object.size).await?),
+                };
+                let blocks = read_stream(&self.store, &object.key, index, range.stream_id).await?;
+                bytes_read += blocks.iter().map(|(b, _)| u64::from(b.len)).sum::<u64>();
+                fetched.push((range.stream_id, blocks));
+            }
         }
         // Parsing, checksumming and rewriting are CPU work of up to twice
         // the step's cap: on the store's runtime, not the caller's executor.
         let block_bytes = self.config.block_bytes;
         let builders = self
             .store
-            .spawn_blocking(move || rewrite(&fetched, block_bytes))
+            .spawn_blocking(move || rewrite(fetched, block_bytes))
             .await
             .map_err(|_| CompactionError::Metadata("the object store shut down".to_string()))??;
         let bytes_written = builders.iter().map(|(bytes, _)| bytes.len() as u64).sum();
@@ -349,22 +360,15 @@ async fn forget(store: &ObjectStore, objects: &[ObjectImage]) {
     let _ = store.delete(&keys).await;
 }
 
-/// One Stream Object per contiguous run of each stream of the fetched
-/// objects (key, bytes, streams to keep); returns each new object's bytes
-/// and range.
+/// One Stream Object per contiguous run of each stream of the fetched blocks (stream id, its
+/// checked blocks of one object); returns each new object's bytes and range.
 fn rewrite(
-    fetched: &[(String, Bytes, Vec<u64>)],
+    fetched: Vec<(u64, Vec<(DataBlock, Bytes)>)>,
     block_bytes: usize,
 ) -> Result<Vec<(Bytes, Vec<StreamRange>)>, CompactionError> {
     let mut runs: BTreeMap<u64, Vec<(DataBlock, Bytes)>> = BTreeMap::new();
-    for (key, bytes, streams) in fetched {
-        let index = ObjectIndex::parse(key, bytes)?;
-        for stream_id in streams {
-            let blocks = index.blocks_of(*stream_id);
-            runs.entry(*stream_id)
-                .or_default()
-                .extend(split_blocks(key, blocks, 0, bytes)?);
-        }
+    for (stream_id, blocks) in fetched {
+        runs.entry(stream_id).or_default().extend(blocks);
     }
     let new_builder = || ObjectBuilder::new(ObjectKind::Stream).with_block_bytes(block_bytes);
     let mut builders: Vec<ObjectBuilder> = Vec::new();

@@ -21,6 +21,10 @@ use crate::store::ObjectStore;
 /// The last 8 bytes of every object.
 pub const MAGIC: [u8; 8] = *b"SLUICEOB";
 pub const FORMAT_VERSION: u16 = 1;
+/// The version of an object whose blocks lie anywhere before the index, between bytes that no
+/// block holds: a WAL segment file made an object by a hard link, its index written after it
+/// ([`linked_object_tail`]). Readers take both versions.
+pub const FORMAT_VERSION_LINKED: u16 = 2;
 pub const FOOTER_BYTES: usize = 40;
 pub const INDEX_ENTRY_BYTES: usize = 40;
 
@@ -260,26 +264,22 @@ impl ObjectBuilder {
             });
         }
         let index_position = out.len() as u64;
+        let mut tail = Vec::with_capacity(blocks.len() * INDEX_ENTRY_BYTES + FOOTER_BYTES);
         for b in &blocks {
-            out.extend_from_slice(&b.stream_id.to_le_bytes());
-            out.extend_from_slice(&b.start_offset.to_le_bytes());
-            out.extend_from_slice(&b.end_offset.to_le_bytes());
-            out.extend_from_slice(&b.position.to_le_bytes());
-            out.extend_from_slice(&b.len.to_le_bytes());
-            out.extend_from_slice(&b.crc32c.to_le_bytes());
+            write_index_entry(&mut tail, b);
         }
-        let index_crc = crc32c::crc32c(&out[index_position as usize..]);
-        let object_size = out.len() as u64 + FOOTER_BYTES as u64;
-        let footer_start = out.len();
-        out.extend_from_slice(&index_position.to_le_bytes());
-        out.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
-        out.extend_from_slice(&index_crc.to_le_bytes());
-        out.extend_from_slice(&object_size.to_le_bytes());
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&[kind_byte(self.kind), 0]);
-        let footer_crc = crc32c::crc32c(&out[footer_start..]);
-        out.extend_from_slice(&footer_crc.to_le_bytes());
-        out.extend_from_slice(&MAGIC);
+        let index_crc = crc32c::crc32c(&tail);
+        let object_size = index_position + (tail.len() + FOOTER_BYTES) as u64;
+        write_footer(
+            &mut tail,
+            index_position,
+            blocks.len() as u32,
+            index_crc,
+            object_size,
+            FORMAT_VERSION,
+            self.kind,
+        );
+        out.extend_from_slice(&tail);
         let object = out.freeze();
         debug_assert_eq!(object.len() as u64, object_size);
         // Check the object just before it leaves, as a reader will.
@@ -289,6 +289,60 @@ impl ObjectBuilder {
         );
         (object, blocks, ranges)
     }
+}
+
+/// The index and footer of an object whose `blocks` already lie in a file (a WAL segment: the
+/// WAL's records, their headers between them), to be written at `index_position`, past every
+/// block. `blocks` must be ordered by (stream id, offset) and chain within each stream.
+pub fn linked_object_tail(kind: ObjectKind, blocks: &[DataBlock], index_position: u64) -> Bytes {
+    let mut out = Vec::with_capacity(blocks.len() * INDEX_ENTRY_BYTES + FOOTER_BYTES);
+    for b in blocks {
+        debug_assert!(b.position + u64::from(b.len) <= index_position);
+        write_index_entry(&mut out, b);
+    }
+    let index_crc = crc32c::crc32c(&out);
+    let object_size = index_position + (out.len() + FOOTER_BYTES) as u64;
+    write_footer(
+        &mut out,
+        index_position,
+        blocks.len() as u32,
+        index_crc,
+        object_size,
+        FORMAT_VERSION_LINKED,
+        kind,
+    );
+    Bytes::from(out)
+}
+
+fn write_index_entry(out: &mut Vec<u8>, b: &DataBlock) {
+    out.extend_from_slice(&b.stream_id.to_le_bytes());
+    out.extend_from_slice(&b.start_offset.to_le_bytes());
+    out.extend_from_slice(&b.end_offset.to_le_bytes());
+    out.extend_from_slice(&b.position.to_le_bytes());
+    out.extend_from_slice(&b.len.to_le_bytes());
+    out.extend_from_slice(&b.crc32c.to_le_bytes());
+}
+
+/// Appends the footer (see README.md) to `out`.
+fn write_footer(
+    out: &mut Vec<u8>,
+    index_position: u64,
+    index_count: u32,
+    index_crc: u32,
+    object_size: u64,
+    version: u16,
+    kind: ObjectKind,
+) {
+    let footer_start = out.len();
+    out.extend_from_slice(&index_position.to_le_bytes());
+    out.extend_from_slice(&index_count.to_le_bytes());
+    out.extend_from_slice(&index_crc.to_le_bytes());
+    out.extend_from_slice(&object_size.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&[kind_byte(kind), 0]);
+    let footer_crc = crc32c::crc32c(&out[footer_start..]);
+    out.extend_from_slice(&footer_crc.to_le_bytes());
+    out.extend_from_slice(&MAGIC);
 }
 
 /// Sets the block's CRC: `combined` from its payloads' CRCs, or else a pass over its bytes.
@@ -318,6 +372,7 @@ pub struct ObjectIndex {
 
 /// The footer's fields.
 struct Footer {
+    version: u16,
     index_position: u64,
     index_count: u32,
     index_crc: u32,
@@ -451,6 +506,19 @@ pub async fn read_stream(
     split_blocks(key, blocks, start, &bytes)
 }
 
+/// The checked blocks of `stream_id` in object `key` of `size` bytes (`size` as committed: a
+/// linked object's file may be longer), read through its index: never the bytes around them,
+/// which for a linked object are a whole WAL segment's.
+pub async fn read_stream_blocks(
+    store: &ObjectStore,
+    key: &str,
+    size: u64,
+    stream_id: u64,
+) -> Result<Vec<(DataBlock, Bytes)>, ObjectStoreError> {
+    let index = ObjectIndex::read(store, key, size).await?;
+    read_stream(store, key, &index, stream_id).await
+}
+
 /// Cuts `bytes` (read from `start`) into the given blocks, checking each.
 pub fn split_blocks(
     key: &str,
@@ -484,9 +552,9 @@ fn parse_footer(key: &str, size: u64, f: &[u8]) -> Result<Footer, ObjectStoreErr
         return corrupt("footer checksum mismatch".to_string());
     }
     let version = u16::from_le_bytes([f[24], f[25]]);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_LINKED {
         return corrupt(format!(
-            "format version {version}, expected {FORMAT_VERSION}"
+            "format version {version}, expected {FORMAT_VERSION} or {FORMAT_VERSION_LINKED}"
         ));
     }
     let kind = match f[26] {
@@ -510,6 +578,7 @@ fn parse_footer(key: &str, size: u64, f: &[u8]) -> Result<Footer, ObjectStoreErr
         ));
     }
     Ok(Footer {
+        version,
         index_position,
         index_count,
         index_crc,
@@ -548,11 +617,15 @@ fn parse_index(
             Some(p) => p.stream_id < b.stream_id,
             None => true,
         };
-        if !ordered
-            || b.start_offset < 0
-            || b.start_offset >= b.end_offset
-            || b.len == 0
-            || b.position != data_end
+        // Blocks follow each other, or in a linked object lie anywhere before the index.
+        let placed = if footer.version == FORMAT_VERSION_LINKED {
+            b.position
+                .checked_add(u64::from(b.len))
+                .is_some_and(|end| end <= footer.index_position)
+        } else {
+            b.position == data_end
+        };
+        if !ordered || b.start_offset < 0 || b.start_offset >= b.end_offset || b.len == 0 || !placed
         {
             return corrupt(format!(
                 "index entry {} is out of order or bad",
@@ -562,7 +635,7 @@ fn parse_index(
         data_end = b.position + u64::from(b.len);
         blocks.push(b);
     }
-    if data_end != footer.index_position {
+    if footer.version == FORMAT_VERSION && data_end != footer.index_position {
         return corrupt("blocks do not end where the index starts".to_string());
     }
     if footer.kind == ObjectKind::Stream

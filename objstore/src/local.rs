@@ -26,7 +26,7 @@ use crate::io_pacer::{IoClass, IoPacer, PacedSlot};
 use crate::limits::{LIST_KEYS_MAX, LOCAL_WRITE_CHUNK_BYTES};
 use crate::spare_buffer::{SPARE_BUFFER_ALIGN, SpareBuffer};
 use crate::stats::Stats;
-use crate::store::{BoxFuture, ObjectBackend, ObjectMeta, Result};
+use crate::store::{BoxFuture, LinkedTail, ObjectBackend, ObjectMeta, Result};
 
 const TMP_DIR: &str = ".tmp";
 
@@ -137,6 +137,10 @@ impl ObjectBackend for LocalBackend {
         self.blocking(move |inner| inner.list(&prefix))
     }
 
+    fn put_linked(&self, key: String, source: PathBuf, tail: LinkedTail) -> BoxFuture<Result<u64>> {
+        self.blocking(move |inner| inner.put_linked(&key, &source, &tail))
+    }
+
     fn delete(&self, keys: Vec<String>) -> BoxFuture<Result<()>> {
         self.blocking(move |inner| {
             let mut dirs = BTreeSet::new();
@@ -208,6 +212,42 @@ impl LocalInner {
             return Err(err(e));
         }
         sync_dir(&parent).map_err(err)
+    }
+
+    /// [`ObjectBackend::put_linked`]: a second name for `source` in the temporary directory,
+    /// the tail written at its end and synced, then renamed into place. The file may be
+    /// linked by others (the WAL, and earlier objects of the same segment): each object's
+    /// tail goes after everything already in it, so none overwrites another's.
+    fn put_linked(&self, key: &str, source: &Path, tail: &LinkedTail) -> Result<u64> {
+        let err = |e| ObjectStoreError::io("put_linked", key, e);
+        let target = self.root.join(key);
+        let parent = target.parent().unwrap_or(&self.root).to_path_buf();
+        self.create_dirs(&parent).map_err(err)?;
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("{}-{n}", self.tmp_prefix));
+        fs::hard_link(source, &tmp).map_err(err)?;
+        let written = (|| -> io::Result<u64> {
+            let file = fs::OpenOptions::new().write(true).open(&tmp)?;
+            let size = file.metadata()?.len();
+            let tail = tail(size);
+            std::os::unix::fs::FileExt::write_all_at(&file, &tail, size)?;
+            file.sync_data()?;
+            Ok(size + tail.len() as u64)
+        })();
+        let placed = written.and_then(|size| fs::rename(&tmp, &target).map(|()| size));
+        match placed {
+            Ok(size) => {
+                sync_dir(&parent).map_err(err)?;
+                Ok(size)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(err(e))
+            }
+        }
     }
 
     /// Creates the missing directories down to `dir`, fsyncing each parent

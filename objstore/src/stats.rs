@@ -18,6 +18,9 @@ pub struct Stats {
     pub bytes_uploaded: AtomicU64,
     pub bytes_downloaded: AtomicU64,
     pub objects_uploaded: AtomicU64,
+    /// Objects made of a WAL segment file by a hard link (counted in `objects_uploaded` too):
+    /// their data was not written again.
+    pub objects_linked: AtomicU64,
     pub objects_deleted: AtomicU64,
     pub upload_retries: AtomicU64,
     pub compaction_bytes_read: AtomicU64,
@@ -44,6 +47,7 @@ pub struct StatsSnapshot {
     pub bytes_uploaded: u64,
     pub bytes_downloaded: u64,
     pub objects_uploaded: u64,
+    pub objects_linked: u64,
     pub objects_deleted: u64,
     pub upload_retries: u64,
     pub compaction_bytes_read: u64,
@@ -84,6 +88,7 @@ impl Stats {
             bytes_uploaded: get(&self.bytes_uploaded),
             bytes_downloaded: get(&self.bytes_downloaded),
             objects_uploaded: get(&self.objects_uploaded),
+            objects_linked: get(&self.objects_linked),
             objects_deleted: get(&self.objects_deleted),
             upload_retries: get(&self.upload_retries),
             compaction_bytes_read: get(&self.compaction_bytes_read),

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,7 +60,25 @@ pub trait ObjectBackend: Send + Sync + 'static {
     fn list(&self, prefix: String) -> BoxFuture<Result<Vec<ObjectMeta>>>;
     /// Deletes the keys (missing ones are not an error).
     fn delete(&self, keys: Vec<String>) -> BoxFuture<Result<()>>;
+    /// Creates or replaces `key` as a hard link to `source`, a file on the store's own file
+    /// system whose bytes are durable already, with `tail(size)` (an index and footer) written
+    /// at its end: `size` is the file's length at the link. Returns the object's size. Only a
+    /// local store can; the others refuse.
+    fn put_linked(&self, key: String, source: PathBuf, tail: LinkedTail) -> BoxFuture<Result<u64>> {
+        let _ = (source, tail);
+        let name = self.name();
+        Box::pin(async move {
+            Err(ObjectStoreError::Other {
+                operation: "put_linked",
+                key,
+                message: format!("a {name} store cannot link files"),
+            })
+        })
+    }
 }
+
+/// What [`ObjectBackend::put_linked`] writes after the linked file's bytes, given their length.
+pub type LinkedTail = Arc<dyn Fn(u64) -> Bytes + Send + Sync>;
 
 /// Where the objects are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,6 +328,24 @@ impl ObjectStore {
         let prefix = prefix.to_string();
         self.retried("list", prefix.clone(), move || backend.list(prefix.clone()))
             .await
+    }
+
+    /// Makes `key` an object of the file `source` by a hard link, its index written after it
+    /// (see [`ObjectBackend::put_linked`]): no byte of `source` is copied. Returns the
+    /// object's size. A local store on the file system of `source` only.
+    pub async fn put_linked(&self, key: &str, source: &Path, tail: LinkedTail) -> Result<u64> {
+        validate_key(key)?;
+        let backend = Arc::clone(&self.inner.backend);
+        let key = key.to_string();
+        let source = source.to_path_buf();
+        let size = self
+            .retried("put_linked", key.clone(), move || {
+                backend.put_linked(key.clone(), source.clone(), Arc::clone(&tail))
+            })
+            .await?;
+        Stats::add(&self.inner.stats.objects_uploaded, 1);
+        Stats::add(&self.inner.stats.objects_linked, 1);
+        Ok(size)
     }
 
     /// Deletes the keys; missing ones are not an error.

@@ -19,15 +19,16 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use sluice_metadata::{MetadataCommand, ObjectImage, ObjectKind, StreamUpload};
+use sluice_metadata::{MetadataCommand, ObjectImage, ObjectKind, StreamRange, StreamUpload};
 
-use crate::format::{BuildError, ObjectBuilder};
+use crate::format::{BuildError, DataBlock, ObjectBuilder, linked_object_tail};
 use crate::limits::{
     DATA_BLOCK_BYTES_TARGET, STREAM_OBJECT_MIN_BYTES_DEFAULT, UPLOAD_BACKOFF_MAX,
     UPLOAD_BUFFER_BYTES_MAX_DEFAULT, UPLOAD_BYTES_DEFAULT, UPLOAD_INTERVAL_DEFAULT,
@@ -35,7 +36,7 @@ use crate::limits::{
 };
 use crate::registry::{Registry, allocate_object_ids};
 use crate::stats::Stats;
-use crate::store::ObjectStore;
+use crate::store::{LinkedTail, ObjectStore};
 
 /// When to upload and how to cut objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +142,9 @@ pub struct Uploader {
     buffered_bytes: usize,
     /// stream → bytes appended and not yet sealed, for `StreamRoll::bytes`.
     stream_bytes: BTreeMap<u64, usize>,
+    /// stream → its latest `StreamRoll`, for the triggers of what [`Uploader::seal_before`]
+    /// leaves buffered.
+    stream_rolls: BTreeMap<u64, StreamRoll>,
     /// When the time trigger fires: the earliest of each buffered stream's first append plus
     /// the shard's `upload_interval` or its own `StreamRoll::after`.
     deadline: Option<Instant>,
@@ -158,6 +162,7 @@ impl Uploader {
             stream_ends: BTreeMap::new(),
             buffered_bytes: 0,
             stream_bytes: BTreeMap::new(),
+            stream_rolls: BTreeMap::new(),
             deadline: None,
             stream_bytes_reached: false,
             wal_end_position: 0,
@@ -217,7 +222,9 @@ impl Uploader {
             record.last_offset + 1,
             record.payload,
             record.payload_crc,
+            record.wal_end_position,
         ));
+        self.stream_rolls.insert(record.stream_id, roll);
         self.buffered_bytes += len;
         self.wal_end_position = record.wal_end_position;
         let stream_bytes = self.stream_bytes.entry(record.stream_id).or_default();
@@ -270,18 +277,74 @@ impl Uploader {
         let streams = Arc::new(std::mem::take(&mut self.streams));
         let bytes = std::mem::take(&mut self.buffered_bytes);
         self.stream_bytes.clear();
+        self.stream_rolls.clear();
         self.deadline = None;
         self.stream_bytes_reached = false;
-        Some(SealedUpload {
-            config: self.config,
+        Some(SealedUpload::new(
+            self.config,
             streams,
             bytes,
-            wal_end_position: self.wal_end_position,
-            planned: Vec::new(),
-            uploaded: Vec::new(),
-            stream_uploads: Vec::new(),
-            committed: false,
-        })
+            self.wal_end_position,
+        ))
+    }
+
+    /// Takes the buffered appends that end at or before WAL position `end` into an upload,
+    /// like [`Uploader::seal`]; the later ones stay buffered, their triggers counted from
+    /// `now`. For a WAL of segments: `end` is where its closed segments end, so that the
+    /// upload's objects can be those segments ([`SealedUpload::link_segments`]). None when
+    /// no append ends there or an upload is in flight.
+    pub fn seal_before(&mut self, end: u64, now: Instant) -> Option<SealedUpload> {
+        if self.in_flight {
+            return None;
+        }
+        let mut taken = Appends::new();
+        let mut taken_bytes = 0usize;
+        let mut taken_end = 0u64;
+        for (&stream_id, appends) in self.streams.iter_mut() {
+            let cut = appends.partition_point(|append| append.4 <= end);
+            if cut == 0 {
+                continue;
+            }
+            let rest = appends.split_off(cut);
+            let head = std::mem::replace(appends, rest);
+            taken_bytes += head.iter().map(|append| append.2.len()).sum::<usize>();
+            taken_end = taken_end.max(head.last().map_or(0, |append| append.4));
+            taken.insert(stream_id, head);
+        }
+        if taken.is_empty() {
+            return None;
+        }
+        self.streams.retain(|_, appends| !appends.is_empty());
+        self.in_flight = true;
+        self.buffered_bytes -= taken_bytes;
+        // What stays is counted afresh: its first append came after the cut, so the bounds
+        // of its stream run from now.
+        self.stream_bytes.clear();
+        self.deadline = None;
+        self.stream_bytes_reached = false;
+        for (&stream_id, appends) in &self.streams {
+            let bytes: usize = appends.iter().map(|append| append.2.len()).sum();
+            let roll = self
+                .stream_rolls
+                .get(&stream_id)
+                .copied()
+                .unwrap_or(StreamRoll::NONE);
+            self.stream_bytes.insert(stream_id, bytes);
+            self.stream_bytes_reached |= bytes >= roll.bytes;
+            let deadline = now
+                .checked_add(roll.after.min(self.config.upload_interval))
+                .unwrap_or(now);
+            self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        }
+        let streams = &self.streams;
+        self.stream_rolls
+            .retain(|stream_id, _| streams.contains_key(stream_id));
+        Some(SealedUpload::new(
+            self.config,
+            Arc::new(taken),
+            taken_bytes,
+            taken_end,
+        ))
     }
 
     /// The sealed upload finished (`run` returned Ok): the next may be sealed.
@@ -304,10 +367,12 @@ pub struct SealedUpload {
     streams: Arc<Appends>,
     bytes: usize,
     wal_end_position: u64,
-    /// The objects to build, with their ids (empty until ids are allocated).
-    planned: Vec<(u64, ObjectPlan)>,
+    /// The objects to build or link, with their ids (empty until ids are allocated).
+    planned: Vec<(u64, PlannedObject)>,
     /// The image of each planned object once it is put.
     uploaded: Vec<Option<ObjectImage>>,
+    /// Set by [`SealedUpload::link_segments`]: the objects are the WAL's segment files.
+    links: Option<SegmentLinks>,
     /// What the upload records of its streams (their producers' state and largest timestamp
     /// at its end) before its objects are committed; emptied once recorded.
     stream_uploads: Vec<StreamUpload>,
@@ -327,7 +392,63 @@ pub struct UploadReport {
     pub put_retries: u64,
 }
 
+/// The WAL segments an upload's records lie in, for objects made by linking them.
+#[derive(Debug, Clone)]
+struct SegmentLinks {
+    segment_bytes: u64,
+    /// Logical segment number → its file.
+    files: BTreeMap<u64, PathBuf>,
+}
+
 impl SealedUpload {
+    fn new(
+        config: UploaderConfig,
+        streams: Arc<Appends>,
+        bytes: usize,
+        wal_end_position: u64,
+    ) -> SealedUpload {
+        SealedUpload {
+            config,
+            streams,
+            bytes,
+            wal_end_position,
+            planned: Vec::new(),
+            uploaded: Vec::new(),
+            links: None,
+            stream_uploads: Vec::new(),
+            committed: false,
+        }
+    }
+
+    /// Makes this upload's objects the WAL segment files its records lie in (one object per
+    /// segment, its index written after the file's bytes, see [`ObjectStore::put_linked`])
+    /// instead of copies of the records: each byte is then written once, by the WAL.
+    /// `segment_bytes` is the WAL's segment size and `file_of` the file of the segment that
+    /// a record ending at a WAL position lies in; those segments must be closed (nothing
+    /// writes them again) and stay until this upload is committed and the WAL trimmed. If
+    /// `file_of` knows no file for a record, the objects stay copies. Call before the first
+    /// [`SealedUpload::run`].
+    pub fn link_segments(&mut self, segment_bytes: u64, file_of: impl Fn(u64) -> Option<PathBuf>) {
+        let mut files = BTreeMap::new();
+        for appends in self.streams.values() {
+            for append in appends {
+                let segment = (append.4 - 1) / segment_bytes;
+                if let std::collections::btree_map::Entry::Vacant(entry) = files.entry(segment) {
+                    match file_of(append.4) {
+                        Some(file) => {
+                            entry.insert(file);
+                        }
+                        None => return,
+                    }
+                }
+            }
+        }
+        self.links = Some(SegmentLinks {
+            segment_bytes,
+            files,
+        });
+    }
+
     /// The WAL position this upload covers.
     pub fn wal_end_position(&self) -> u64 {
         self.wal_end_position
@@ -362,6 +483,14 @@ impl SealedUpload {
             .map(|(i, (id, plan))| {
                 let (id, plan, streams) = (*id, plan.clone(), Arc::clone(streams));
                 async move {
+                    let plan = match plan {
+                        PlannedObject::Linked(linked) => {
+                            let (object, retries) =
+                                put_linked_forever(store, id, &linked, backoff_max).await;
+                            return Ok::<_, UploadError>((i, object, retries));
+                        }
+                        PlannedObject::Built(plan) => plan,
+                    };
                     // Copying and checksumming megabytes is not for a shard's executor
                     // thread: build on the store's runtime.
                     let (object, bytes) = store
@@ -433,18 +562,35 @@ impl SealedUpload {
             .collect()
     }
 
+    /// Moves the WAL position this upload covers forward to `position`: the caller knows that
+    /// no record lies between the upload's last and `position` (a segment's padding), so the
+    /// trim after it may pass them too. Call before the first [`SealedUpload::run`].
+    pub fn cover_wal_up_to(&mut self, position: u64) {
+        self.wal_end_position = self.wal_end_position.max(position);
+    }
+
     /// Sets what the upload records of its streams before committing its objects.
     pub fn set_stream_uploads(&mut self, streams: Vec<StreamUpload>) {
         self.stream_uploads = streams;
     }
 
-    /// Splits streams into SSOs and SOs for the large ones and allocates their ids.
+    /// Splits streams into SSOs and SOs for the large ones (or into one object per WAL
+    /// segment, see [`SealedUpload::link_segments`]) and allocates their ids.
     async fn plan<R: Registry>(&mut self, registry: &R) -> Result<(), UploadError> {
-        let plans = plan_objects(
-            &self.streams,
-            self.config.stream_object_min_bytes,
-            self.config.object_bytes_max,
-        );
+        let plans: Vec<PlannedObject> = match &self.links {
+            Some(links) => plan_linked_objects(&self.streams, links)
+                .into_iter()
+                .map(PlannedObject::Linked)
+                .collect(),
+            None => plan_objects(
+                &self.streams,
+                self.config.stream_object_min_bytes,
+                self.config.object_bytes_max,
+            )
+            .into_iter()
+            .map(PlannedObject::Built)
+            .collect(),
+        };
         let first = allocate_object_ids(registry, plans.len() as u32)
             .await
             .map_err(UploadError::Metadata)?;
@@ -454,8 +600,112 @@ impl SealedUpload {
     }
 }
 
-/// Per stream, its appends: (first offset, end offset (exclusive), payload, payload CRC).
-type Appends = BTreeMap<u64, Vec<(i64, i64, Bytes, u32)>>;
+/// Per stream, its appends: (first offset, end offset (exclusive), payload, payload CRC, WAL
+/// position after its record).
+type Appends = BTreeMap<u64, Vec<(i64, i64, Bytes, u32, u64)>>;
+
+/// One object of an upload: built from the appends, or a WAL segment file linked.
+#[derive(Debug, Clone)]
+enum PlannedObject {
+    Built(ObjectPlan),
+    Linked(LinkedPlan),
+}
+
+/// An object made of a WAL segment file: its blocks are the payloads of the upload's records
+/// in that segment, where the WAL wrote them.
+#[derive(Debug, Clone)]
+struct LinkedPlan {
+    kind: ObjectKind,
+    source: PathBuf,
+    /// Ordered by (stream id, offset).
+    blocks: Arc<Vec<DataBlock>>,
+}
+
+/// One object per WAL segment the appends lie in: a Stream Object if it holds one stream,
+/// else a Stream Set Object. A record's payload ends where its WAL record ends, and lies at
+/// that position modulo the segment size in the segment's file.
+fn plan_linked_objects(streams: &Appends, links: &SegmentLinks) -> Vec<LinkedPlan> {
+    let mut by_segment: BTreeMap<u64, Vec<DataBlock>> = BTreeMap::new();
+    for (&stream_id, appends) in streams {
+        for (first_offset, end_offset, payload, crc, wal_end) in appends {
+            let start = wal_end - payload.len() as u64;
+            by_segment
+                .entry((wal_end - 1) / links.segment_bytes)
+                .or_default()
+                .push(DataBlock {
+                    stream_id,
+                    start_offset: *first_offset,
+                    end_offset: *end_offset,
+                    position: start % links.segment_bytes,
+                    len: payload.len() as u32,
+                    crc32c: *crc,
+                });
+        }
+    }
+    by_segment
+        .into_iter()
+        .map(|(segment, blocks)| {
+            // Streams were visited in id order and each one's appends in offset order.
+            let one_stream =
+                blocks.first().map(|b| b.stream_id) == blocks.last().map(|b| b.stream_id);
+            LinkedPlan {
+                kind: if one_stream {
+                    ObjectKind::Stream
+                } else {
+                    ObjectKind::StreamSet
+                },
+                source: links.files[&segment].clone(),
+                blocks: Arc::new(blocks),
+            }
+        })
+        .collect()
+}
+
+/// Links `plan`'s segment file as object `id` until it succeeds (as [`put_forever`] puts);
+/// returns the object and the failed attempts.
+async fn put_linked_forever(
+    store: &ObjectStore,
+    id: u64,
+    plan: &LinkedPlan,
+    backoff_max: Duration,
+) -> (ObjectImage, u64) {
+    let key = object_key(plan.kind, id);
+    let (kind, blocks) = (plan.kind, Arc::clone(&plan.blocks));
+    let tail: LinkedTail = Arc::new(move |size| linked_object_tail(kind, &blocks, size));
+    let (size, failures) = retry_forever(store, &key, backoff_max, || {
+        store.put_linked(&key, &plan.source, Arc::clone(&tail))
+    })
+    .await;
+    let object = ObjectImage {
+        id,
+        key,
+        size,
+        kind: plan.kind,
+        ranges: linked_ranges(&plan.blocks),
+    };
+    (object, failures)
+}
+
+/// Each stream's range in a linked object: from its first block, its data bytes in all.
+fn linked_ranges(blocks: &[DataBlock]) -> Vec<StreamRange> {
+    let mut ranges: Vec<StreamRange> = Vec::new();
+    for b in blocks {
+        match ranges.last_mut() {
+            Some(r) if r.stream_id == b.stream_id => {
+                r.end_offset = b.end_offset;
+                r.len += u64::from(b.len);
+            }
+            _ => ranges.push(StreamRange {
+                stream_id: b.stream_id,
+                start_offset: b.start_offset,
+                end_offset: b.end_offset,
+                position: b.position,
+                len: u64::from(b.len),
+            }),
+        }
+    }
+    ranges
+}
 
 /// What one object of an upload holds: its kind, and (stream id, range of that stream's
 /// appends) for each stream in it.
@@ -521,7 +771,7 @@ fn build_object(
     let kind = *kind;
     let mut builder = ObjectBuilder::new(kind).with_block_bytes(block_bytes);
     for (stream_id, range) in parts {
-        for (first_offset, end, payload, crc) in &streams[stream_id][range.clone()] {
+        for (first_offset, end, payload, crc, _) in &streams[stream_id][range.clone()] {
             builder.add_with_crc(*stream_id, *first_offset, end - 1, payload.clone(), *crc)?;
         }
     }
@@ -549,17 +799,34 @@ pub fn object_key(kind: ObjectKind, id: u64) -> String {
 /// a failing store in the log (the WAL fills behind it), without a line per retry.
 const PUT_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Puts until it succeeds; returns the number of failed attempts. The first failure is
-/// logged, then one line every [`PUT_FAILURE_LOG_INTERVAL`], and a recovery after failures.
+/// Puts until it succeeds; returns the number of failed attempts.
 async fn put_forever(store: &ObjectStore, key: &str, bytes: &Bytes, backoff_max: Duration) -> u64 {
+    let ((), failures) =
+        retry_forever(store, key, backoff_max, || store.put(key, bytes.clone())).await;
+    failures
+}
+
+/// Runs `attempt` (a put of `key`) until it succeeds; returns its result and the number of
+/// failed attempts. The first failure is logged, then one line every
+/// [`PUT_FAILURE_LOG_INTERVAL`], and a recovery after failures; meanwhile the put counts in
+/// `Stats::puts_failing`.
+async fn retry_forever<T, F>(
+    store: &ObjectStore,
+    key: &str,
+    backoff_max: Duration,
+    attempt: impl Fn() -> F,
+) -> (T, u64)
+where
+    F: std::future::Future<Output = crate::store::Result<T>>,
+{
     let mut failures = 0u64;
     let mut failing_since = None;
     let mut logged_at: Option<Instant> = None;
     // Counted in `puts_failing` from the first failure until this put succeeds or is dropped.
     let mut failing: Option<FailingPut<'_>> = None;
     loop {
-        match store.put(key, bytes.clone()).await {
-            Ok(()) => {
+        match attempt().await {
+            Ok(value) => {
                 if let Some(since) = failing_since {
                     tracing::info!(
                         key,
@@ -568,7 +835,7 @@ async fn put_forever(store: &ObjectStore, key: &str, bytes: &Bytes, backoff_max:
                         "object upload succeeded after failures"
                     );
                 }
-                return failures;
+                return (value, failures);
             }
             Err(error) => {
                 failures += 1;
@@ -616,7 +883,7 @@ impl Drop for FailingPut<'_> {
 mod tests {
     use super::*;
 
-    fn appends(sizes: &[usize]) -> Vec<(i64, i64, Bytes, u32)> {
+    fn appends(sizes: &[usize]) -> Vec<(i64, i64, Bytes, u32, u64)> {
         let mut offset = 0;
         sizes
             .iter()
@@ -624,7 +891,7 @@ mod tests {
                 offset += 1;
                 let payload = Bytes::from(vec![0u8; size]);
                 let crc = crc32c::crc32c(&payload);
-                (offset - 1, offset, payload, crc)
+                (offset - 1, offset, payload, crc, offset as u64)
             })
             .collect()
     }

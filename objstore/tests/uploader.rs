@@ -301,3 +301,146 @@ fn a_failing_put_is_counted_until_it_succeeds() {
     assert_eq!(failing(), 0, "the put succeeded");
     assert!(store.stats().snapshot().upload_retries >= 1);
 }
+
+/// A WAL segment as the WAL lays it out: records (a 64-byte header, then the payload) placed
+/// back to back, never across a segment's end; bytes between them are not the uploader's.
+struct FakeSegments {
+    dir: std::path::PathBuf,
+    segment_bytes: u64,
+    position: u64,
+}
+
+impl FakeSegments {
+    fn file(&self, segment: u64) -> std::path::PathBuf {
+        self.dir.join(format!("segment-{segment}"))
+    }
+
+    /// Writes `record`'s payload where the WAL would and returns it with its WAL end.
+    fn write(&mut self, mut record: AppendedRecord) -> AppendedRecord {
+        use std::os::unix::fs::FileExt;
+        let len = 64 + record.payload.len() as u64;
+        let segment_end = self.position - self.position % self.segment_bytes + self.segment_bytes;
+        if self.position + len > segment_end {
+            self.position = segment_end;
+        }
+        let segment = self.position / self.segment_bytes;
+        let path = self.file(segment);
+        if !path.exists() {
+            // Filler where no record is: a reader that strays off its blocks sees it.
+            std::fs::write(&path, vec![0xAB; self.segment_bytes as usize]).unwrap();
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let at = (self.position + 64) % self.segment_bytes;
+        file.write_all_at(&record.payload, at).unwrap();
+        self.position += len;
+        record.wal_end_position = self.position;
+        record
+    }
+}
+
+#[test]
+fn segments_become_objects_by_a_link_and_outlive_the_wal_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStore::local(dir.path().join("objects")).unwrap();
+    let registry = common::registry(&dir.path().join("metadata"), 3);
+    let mut wal = FakeSegments {
+        dir: dir.path().to_path_buf(),
+        segment_bytes: 64 * 1024,
+        position: 0,
+    };
+    let mut u = Uploader::new(UploaderConfig::default());
+    let t0 = Instant::now();
+    let mut next = [0i64; 3];
+    let mut expected: Vec<Vec<u8>> = vec![Vec::new(); 3];
+    // Streams 1 and 2 interleaved through segment 0, stream 1 alone in segment 1, then a
+    // record in segment 2 that stays buffered.
+    let mut last_end = 0;
+    let mut i = 0;
+    while wal.position < 2 * wal.segment_bytes - 3000 {
+        i += 1;
+        let stream_id = if wal.position < wal.segment_bytes && i % 2 == 0 {
+            2
+        } else {
+            1
+        };
+        let s = stream_id as usize;
+        let record = wal.write(record(stream_id, next[s], 2, 900 + s * 100, 0));
+        next[s] += 2;
+        expected[s].extend_from_slice(&record.payload);
+        last_end = record.wal_end_position;
+        u.append(record, t0, StreamRoll::NONE).unwrap();
+    }
+    assert!(last_end <= 2 * wal.segment_bytes);
+    wal.position = 2 * wal.segment_bytes;
+    let later = wal.write(record(1, next[1], 1, 500, 0));
+    u.append(later, t0, StreamRoll::NONE).unwrap();
+    let buffered = u.buffered_bytes();
+
+    let mut sealed = u
+        .seal_before(2 * wal.segment_bytes, t0 + Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(sealed.wal_end_position(), last_end);
+    assert_eq!(u.buffered_bytes(), buffered - sealed.bytes());
+    assert_eq!(u.buffered_bytes(), 512, "the record in segment 2 stays");
+    assert_eq!(
+        u.next_deadline(),
+        Some(t0 + Duration::from_secs(1) + UploaderConfig::default().upload_interval),
+        "what stays counts its interval from the cut"
+    );
+    let files: Vec<_> = (0..3).map(|s| wal.file(s)).collect();
+    sealed.link_segments(wal.segment_bytes, |end| {
+        Some(files[((end - 1) / wal.segment_bytes) as usize].clone())
+    });
+    let report = futures::executor::block_on(sealed.run(&store, &registry)).unwrap();
+    u.completed();
+    let kinds: Vec<(ObjectKind, usize)> = report
+        .objects
+        .iter()
+        .map(|o| (o.kind, o.ranges.len()))
+        .collect();
+    assert_eq!(kinds, [(ObjectKind::StreamSet, 2), (ObjectKind::Stream, 1)]);
+    let snapshot = store.stats().snapshot();
+    assert_eq!(snapshot.objects_uploaded, 2);
+    assert_eq!(snapshot.objects_linked, 2);
+    assert_eq!(snapshot.bytes_uploaded, 0, "no record's bytes were copied");
+
+    // The WAL replaces its segment files once trimmed; the objects keep the bytes.
+    for file in &files[..2] {
+        std::fs::remove_file(file).unwrap();
+        std::fs::write(file, vec![0u8; wal.segment_bytes as usize]).unwrap();
+    }
+    let image = registry.image();
+    let reader = ColdReader::new(BlockCache::new(store.clone(), 1 << 20));
+    for stream_id in [1u64, 2] {
+        let mut got = Vec::new();
+        let mut offset = 0;
+        while let Some(read) =
+            futures::executor::block_on(reader.read(&image, stream_id, offset, 1 << 20)).unwrap()
+        {
+            for chunk in &read.chunks {
+                got.extend_from_slice(chunk);
+            }
+            offset = read.next_offset;
+        }
+        assert!(
+            got == expected[stream_id as usize][..],
+            "stream {stream_id} reads back from the linked objects"
+        );
+    }
+    // Compaction splits the Stream Set Object, reading its blocks only.
+    let compactor = sluice_objstore::Compactor::new(store.clone(), Default::default());
+    let step = futures::executor::block_on(compactor.run_step(&image, &registry, common::now_ms()))
+        .unwrap()
+        .expect("a split");
+    assert_eq!(
+        step.bytes_read,
+        image
+            .objects()
+            .next()
+            .unwrap()
+            .ranges
+            .iter()
+            .map(|r| r.len)
+            .sum::<u64>()
+    );
+}

@@ -78,7 +78,7 @@ impl ShardBuilder {
             .image()
             .broker_wal(self.config.node_id)
             .map_or(0, |wal| wal.epoch);
-        let wal_config = wal_config(&self.config, self.id, wal_epoch);
+        let wal_config = wal_config(&self.config, self.id, self.peers.len(), wal_epoch);
         if let Some(parent) = wal_config.path.parent()
             && !is_block_device(&wal_config.path)
         {
@@ -116,7 +116,8 @@ impl ShardBuilder {
             budget.log_cache_bytes,
             budget.upload_bytes,
             config.upload_interval,
-        );
+        )
+        .link_wal_segments(config.wal_segmented());
         let memory_pool = ChunkPool::new(budget.memory_pool_bytes)
             .with_frame_share(usize::try_from(budget.request_bytes).unwrap_or(usize::MAX));
         let storage = Rc::new(PartitionStore::new(
@@ -266,15 +267,23 @@ pub fn spawn_image_changes(
     })
 }
 
-/// The WAL settings of shard `id`, opened at fencing epoch `epoch` (the quorum's count of
-/// this broker's registrations and takeovers; 0 for a single node).
-pub fn wal_config(config: &BrokerConfig, id: usize, epoch: u64) -> WalConfig {
+/// The WAL settings of shard `id` of `shards`, opened at fencing epoch `epoch` (the quorum's
+/// count of this broker's registrations and takeovers; 0 for a single node).
+pub fn wal_config(config: &BrokerConfig, id: usize, shards: usize, epoch: u64) -> WalConfig {
+    let path = config.wal_path_for(id);
+    // The size a new segmented WAL is made with; one that exists keeps its own.
+    let segment_bytes = path
+        .extension()
+        .is_some_and(|e| e == crate::config::WAL_SEGMENTS_EXTENSION)
+        .then(|| config.wal_segment_bytes(shards))
+        .flatten();
     WalConfig {
-        path: config.wal_path_for(id),
+        path,
         capacity_bytes: config.wal_bytes_per_shard,
         inflight_writes_max: config.wal_inflight_writes_max,
         epoch,
         node_id: config.node_id.max(0) as u32,
+        segment_bytes,
         ..WalConfig::default()
     }
 }

@@ -143,24 +143,78 @@ impl BrokerConfig {
     /// that is not a broker of this data dir.
     pub const BIND_RETRY_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
 
-    /// The WAL location for one shard: `<dir>/shard-<n>.wal`, or the block device itself.
+    /// The WAL location for one shard: the block device itself; else in `<dir>`, a directory
+    /// of segment files `shard-<n>.segments` or the one file `shard-<n>.wal`. A WAL that
+    /// exists keeps its layout; a new one is segmented when [`BrokerConfig::wal_segmented`].
     pub fn wal_path_for(&self, shard: usize) -> PathBuf {
-        let base = self
-            .wal_path
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("wal"));
+        let base = self.wal_base();
         if is_block_device(&base) {
-            base
+            return base;
+        }
+        let segments = base.join(format!("shard-{shard}.{WAL_SEGMENTS_EXTENSION}"));
+        let file = base.join(format!("shard-{shard}.wal"));
+        if segments.is_dir() || (!file.exists() && self.wal_segmented()) {
+            segments
         } else {
-            base.join(format!("shard-{shard}.wal"))
+            file
         }
     }
 
+    /// Where the shards' WALs are: `--wal-path`, else `<data_dir>/wal`.
+    pub fn wal_base(&self) -> PathBuf {
+        self.wal_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("wal"))
+    }
+
+    /// Whether new WALs keep their ring in segment files, so that the uploads link closed
+    /// segments as objects instead of writing their bytes a second time: when the object store
+    /// is a local directory on the WAL's file system (the embedded default) and the WAL splits
+    /// into segments of 4 MiB or more ([`BrokerConfig::wal_segment_bytes`]).
+    pub fn wal_segmented(&self) -> bool {
+        let sluice_objstore::ObjectStoreConfig::Local { root } = self.object_store_config() else {
+            return false;
+        };
+        let base = self.wal_base();
+        WAL_SEGMENT_BYTES_MIN * WAL_SEGMENTS_MIN <= self.wal_bytes_per_shard
+            && self
+                .wal_bytes_per_shard
+                .is_multiple_of(WAL_SEGMENT_BYTES_MIN)
+            && !is_block_device(&base)
+            && same_file_system(&base, &root)
+    }
+
+    /// The segment size of a new segmented WAL with `shards` shards: the uploads' size (each
+    /// closed segment is one upload's object), in multiples of 4 MiB, dividing the WAL into
+    /// [`WAL_SEGMENTS_MIN`] segments or more. `None` when not [`BrokerConfig::wal_segmented`].
+    pub fn wal_segment_bytes(&self, shards: usize) -> Option<u64> {
+        if !self.wal_segmented() {
+            return None;
+        }
+        let upload_bytes = crate::budget::ShardBudget::of(self, shards).upload_bytes as u64;
+        let mut segment = (upload_bytes / WAL_SEGMENT_BYTES_MIN * WAL_SEGMENT_BYTES_MIN).clamp(
+            WAL_SEGMENT_BYTES_MIN,
+            self.wal_bytes_per_shard / WAL_SEGMENTS_MIN,
+        );
+        while !self.wal_bytes_per_shard.is_multiple_of(segment) {
+            segment -= WAL_SEGMENT_BYTES_MIN;
+        }
+        Some(segment)
+    }
+
     /// The largest record batch a shard's WAL holds: a WAL record is at most half the ring
-    /// (`sluice_wal::WalConfig::record_bytes_max`), its header included. A topic's
-    /// `max.message.bytes` above it could never be appended.
+    /// (`sluice_wal::WalConfig::record_bytes_max`), and less than a segment of a segmented
+    /// WAL, its header included. A topic's `max.message.bytes` above it could never be
+    /// appended.
     pub fn batch_bytes_max(&self) -> u64 {
-        (self.wal_bytes_per_shard / 2).saturating_sub(sluice_wal::format::RECORD_HEADER_SIZE)
+        let config = sluice_wal::WalConfig {
+            capacity_bytes: self.wal_bytes_per_shard,
+            segment_bytes: self.wal_segment_bytes(self.shard_count()),
+            ..sluice_wal::WalConfig::default()
+        };
+        config
+            .record_bytes_max()
+            .saturating_sub(sluice_wal::format::RECORD_HEADER_SIZE)
     }
 
     /// The smallest `wal_bytes_per_shard` whose [`BrokerConfig::batch_bytes_max`] is at least
@@ -225,6 +279,27 @@ impl Default for BrokerConfig {
             bind_retry: Self::BIND_RETRY_DEFAULT,
         }
     }
+}
+
+/// The extension of a segmented WAL's directory (`shard-<n>.segments`).
+pub const WAL_SEGMENTS_EXTENSION: &str = "segments";
+/// The smallest segment of a segmented WAL: a multiple of the WAL's recovery reads.
+pub const WAL_SEGMENT_BYTES_MIN: u64 = 4 << 20;
+/// The fewest segments a segmented WAL has: one being written, others waiting for their
+/// upload's commit, and one held until the trim leaves it whole.
+pub const WAL_SEGMENTS_MIN: u64 = 4;
+
+/// Whether `a` and `b` (or, for paths not made yet, their nearest existing ancestors) are on
+/// one file system: a hard link between them works.
+fn same_file_system(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let device = |path: &std::path::Path| {
+        let path = std::path::absolute(path).ok()?;
+        path.ancestors()
+            .find_map(|p| std::fs::metadata(p).ok())
+            .map(|meta| meta.dev())
+    };
+    matches!((device(a), device(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// True when `path` names a block device (a raw NVMe / EBS volume).

@@ -980,7 +980,10 @@ fn check_wal_layout(config: &BrokerConfig, shards: usize) -> Result<(), StartErr
         let name = entry.file_name().to_string_lossy().to_string();
         if let Some(index) = name
             .strip_prefix("shard-")
-            .and_then(|s| s.strip_suffix(".wal"))
+            .and_then(|s| {
+                s.strip_suffix(".wal")
+                    .or_else(|| s.strip_suffix(".segments"))
+            })
             .and_then(|s| s.parse::<usize>().ok())
             && index >= shards
         {

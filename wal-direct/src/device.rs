@@ -29,6 +29,8 @@ const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 #[derive(Clone)]
 pub(crate) enum Device {
     File(Rc<DmaFile>),
+    /// The segmented layout (`segments.rs`): one file per segment and one for the header.
+    Segments(Rc<crate::segments::SegmentFiles>),
     #[cfg(feature = "sim")]
     Sim(crate::sim::SimDisk),
 }
@@ -57,6 +59,7 @@ impl Device {
     pub(crate) fn alloc_dma_buffer(&self, size: usize) -> DmaBuffer {
         match self {
             Device::File(file) => file.alloc_dma_buffer(size),
+            Device::Segments(files) => files.alloc_dma_buffer(size),
             #[cfg(feature = "sim")]
             Device::Sim(_) => glommio::allocate_dma_buffer(size),
         }
@@ -66,6 +69,7 @@ impl Device {
     pub(crate) async fn write_at(&self, buf: DmaBuffer, position: u64) -> std::io::Result<usize> {
         match self {
             Device::File(file) => Ok(file.write_at(buf, position).await?),
+            Device::Segments(files) => files.write_at(buf, position).await,
             #[cfg(feature = "sim")]
             Device::Sim(disk) => disk.write_at(buf.as_bytes(), position).await,
         }
@@ -79,6 +83,9 @@ impl Device {
     ) -> std::io::Result<DeviceRead> {
         match self {
             Device::File(file) => Ok(DeviceRead::File(file.read_at_aligned(position, len).await?)),
+            Device::Segments(files) => Ok(DeviceRead::File(
+                files.read_at_aligned(position, len).await?,
+            )),
             #[cfg(feature = "sim")]
             Device::Sim(disk) => Ok(DeviceRead::Sim(disk.read_at(position, len).await?)),
         }
@@ -87,8 +94,26 @@ impl Device {
     pub(crate) async fn fdatasync(&self) -> std::io::Result<()> {
         match self {
             Device::File(file) => Ok(file.fdatasync().await?),
+            Device::Segments(files) => files.fdatasync().await,
             #[cfg(feature = "sim")]
             Device::Sim(disk) => disk.fdatasync().await,
+        }
+    }
+
+    /// The segmented layout's files, if this is one.
+    pub(crate) fn segments(&self) -> Option<&crate::segments::SegmentFiles> {
+        match self {
+            Device::Segments(files) => Some(files),
+            _ => None,
+        }
+    }
+
+    /// Bytes from ring offset `ring_offset` that one read may cover: to the end of the ring,
+    /// or of the segment file holding it.
+    pub(crate) fn contiguous_bytes(&self, ring_offset: u64, capacity_bytes: u64) -> u64 {
+        match self {
+            Device::Segments(files) => files.contiguous_bytes(ring_offset),
+            _ => capacity_bytes - ring_offset,
         }
     }
 
@@ -100,6 +125,7 @@ impl Device {
                 Ok(file) => Ok(file.close().await?),
                 Err(_) => Ok(()),
             },
+            Device::Segments(files) => files.close().await,
             #[cfg(feature = "sim")]
             Device::Sim(_) => Ok(()),
         }
@@ -170,7 +196,7 @@ pub(crate) async fn open_target(
 
 /// Creates (if `create`) and preallocates a regular file, checking first that
 /// the file system accepts O_DIRECT on it.
-fn preallocate(path: &Path, size: u64, create: bool) -> Result<(), WalError> {
+pub(crate) fn preallocate(path: &Path, size: u64, create: bool) -> Result<(), WalError> {
     let c_path = c_path(path)?;
     let create_flags = if create {
         libc::O_CREAT | libc::O_EXCL
@@ -299,7 +325,7 @@ fn check_block_device(path: &Path, size_needed: u64) -> Result<(), WalError> {
 }
 
 /// open(2) with O_DIRECT fails with EINVAL on file systems without direct I/O.
-fn open_error(path: &Path, error: std::io::Error) -> WalError {
+pub(crate) fn open_error(path: &Path, error: std::io::Error) -> WalError {
     if error.raw_os_error() == Some(libc::EINVAL) {
         WalError::ODirectUnsupported {
             path: path.to_path_buf(),
@@ -309,7 +335,7 @@ fn open_error(path: &Path, error: std::io::Error) -> WalError {
     }
 }
 
-fn c_path(path: &Path) -> Result<CString, WalError> {
+pub(crate) fn c_path(path: &Path) -> Result<CString, WalError> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| WalError::UnsupportedTarget {
         path: path.to_path_buf(),
     })

@@ -23,6 +23,7 @@ pub mod format;
 mod latency;
 mod notify;
 mod recovery;
+mod segments;
 #[cfg(feature = "sim")]
 pub mod sim;
 
@@ -122,6 +123,12 @@ pub struct WalConfig {
     /// the check, a taker given a path that means another file on its own host (the same
     /// layout on every host) would fence a live broker's WAL.
     pub takeover_of: Option<u32>,
+    /// `Some(n)`: `path` is a directory holding the ring as segment files of `n` bytes
+    /// (README.md, "Segmented WAL"), created with that size if absent; a directory made
+    /// earlier keeps its own. A closed segment can then become an object by a hard link
+    /// ([`Wal::segment_file`]). `None`: one file, or a block device, unless `path` already
+    /// is such a directory. A multiple of 4 MiB dividing `capacity_bytes` into 2 or more.
+    pub segment_bytes: Option<u64>,
 }
 
 impl WalConfig {
@@ -133,9 +140,10 @@ impl WalConfig {
         }
     }
 
-    /// The largest record (header + payload) this configuration accepts.
+    /// The largest record (header + payload) this configuration accepts: half the ring, and
+    /// with segments less than one segment (a record never crosses a segment's end).
     pub fn record_bytes_max(&self) -> u64 {
-        self.capacity_bytes / 2
+        record_bytes_max(self.capacity_bytes, self.segment_bytes)
     }
 }
 
@@ -153,8 +161,16 @@ impl Default for WalConfig {
             fence_check: FenceCheck::AfterWrite,
             preformat: true,
             takeover_of: None,
+            segment_bytes: None,
         }
     }
+}
+
+/// See [`WalConfig::record_bytes_max`]: two blocks less than a segment leave room for the
+/// record's own alignment padding.
+fn record_bytes_max(capacity_bytes: u64, segment_bytes: Option<u64>) -> u64 {
+    let ring = capacity_bytes / 2;
+    segment_bytes.map_or(ring, |segment| ring.min(segment - 2 * BLOCK_SIZE))
 }
 
 /// What an append waits for ([`Wal::wait_written`], [`Wal::wait_durable`]).
@@ -241,7 +257,7 @@ pub enum WalError {
         size_needed_bytes: u64,
     },
     #[error(
-        "record of {record_bytes} bytes (header included) exceeds record_bytes_max = {record_bytes_max} (capacity / 2)"
+        "record of {record_bytes} bytes (header included) exceeds record_bytes_max = {record_bytes_max} (capacity / 2, and less than a segment)"
     )]
     RecordTooLarge {
         record_bytes: u64,
@@ -325,6 +341,17 @@ impl Wal {
                 reason: "no such file or device here".into(),
             });
         }
+        if config.segment_bytes.is_some() || config.path.is_dir() {
+            let opened = segments::SegmentFiles::open(
+                &config.path,
+                config.capacity_bytes,
+                config.segment_bytes,
+                config.durability,
+            )
+            .await?;
+            let device = Device::Segments(Rc::new(opened.files));
+            return Wal::open_device(device, opened.created, config, &mut on_record).await;
+        }
         let target =
             device::open_target(&config.path, config.capacity_bytes, config.durability).await?;
         let device = Device::File(Rc::new(target.file));
@@ -372,6 +399,10 @@ impl Wal {
             None if created || io.never_formatted().await? => {
                 if config.preformat {
                     io.zero_ring(config.capacity_bytes).await?;
+                    if let Some(files) = device.segments() {
+                        // Zeros are no data: a segment linked later may give them back.
+                        files.forget_written_ends();
+                    }
                 }
                 io.format(&config).await?
             }
@@ -429,6 +460,20 @@ impl Wal {
         }
         // What recovery returns is durable from here on, whichever mode wrote it.
         io.fdatasync().await?;
+        let segment_bytes = device.segments().map(|files| files.segment_bytes());
+        if let (Some(files), Some(segment)) = (device.segments(), segment_bytes) {
+            // Segments outside [trim, tail) are free: any an object still links (a crash came
+            // between a trim and their release) is released before the ring reuses it.
+            let live_first = header.trim_position / segment;
+            let live_end = scan.tail.div_ceil(segment).max(live_first + 1);
+            let count = config.capacity_bytes / segment;
+            for index in 0..count {
+                let live = (live_first..live_end).any(|s| s % count == index);
+                if !live {
+                    files.release_one(index as usize).await?;
+                }
+            }
+        }
 
         let open_batch = if scan.tail_block_prefix.is_empty() {
             None
@@ -441,6 +486,7 @@ impl Wal {
                 buf,
                 len: scan.tail_block_prefix.len() as u64,
                 records: 0,
+                skip_to: None,
             })
         };
         let inner = Rc::new(Inner {
@@ -448,7 +494,8 @@ impl Wal {
             capacity_bytes: config.capacity_bytes,
             inflight_writes_max: config.inflight_writes_max,
             group_commit_bytes_max: config.group_commit_bytes_max,
-            record_bytes_max: config.record_bytes_max(),
+            record_bytes_max: record_bytes_max(config.capacity_bytes, segment_bytes),
+            segment_bytes,
             fence_check: config.fence_check,
             epoch: config.epoch,
             state: RefCell::new(State {
@@ -567,6 +614,7 @@ impl Wal {
                             state.stats.window_waits_total += 1;
                         }
                     }
+                    Placement::SegmentClosing => {}
                 }
                 inner.room_changed.notified()
             };
@@ -624,7 +672,87 @@ impl Wal {
         }
     }
 
-    /// The largest payload one record may carry: half the ring, less the record's header.
+    /// With segments: closes the segment being written, so that every record appended so far
+    /// lies in a closed segment and the next one starts a new segment (the rest of this one
+    /// is a padding record; only its header block is written). Returns where the closed
+    /// segments end, once the write closing the segment is on its way: when that position is
+    /// durable ([`Wal::wait_durable`]), so is every record before it and the padding, and
+    /// those segments may be linked ([`Wal::segment_file`]). Without segments it returns the
+    /// append position.
+    pub async fn roll(&self) -> Result<WalPosition, WalError> {
+        let inner = &self.inner;
+        loop {
+            let notified = {
+                let mut state = inner.state.borrow_mut();
+                if let Some(error) = &state.error {
+                    return Err(error.clone());
+                }
+                if state.closing {
+                    return Err(WalError::Closed);
+                }
+                let appended = state.append_position;
+                let Some(segment) = inner.segment_bytes else {
+                    return Ok(WalPosition(appended));
+                };
+                match &mut state.open_batch {
+                    // Waits for the flusher to take the batch closing the segment.
+                    Some(batch) if batch.skip_to.is_some() => {}
+                    Some(batch) => {
+                        let segment_end = batch.start - batch.start % segment + segment;
+                        if batch.start + batch.len == segment_end
+                            || closing_write_len(batch.len) <= batch.buf.len() as u64
+                        {
+                            batch.skip_to = Some(segment_end);
+                        }
+                        // Otherwise the batch is taken as it is, and the next round closes
+                        // the segment with a batch of its own.
+                    }
+                    None if appended.is_multiple_of(segment) => return Ok(WalPosition(appended)),
+                    None => {
+                        let segment_end = appended - appended % segment + segment;
+                        state.open_batch = Some(inner.closing_batch(appended, segment_end));
+                    }
+                }
+                inner.room_changed.notified()
+            };
+            inner.flusher_wake.notify();
+            notified.await;
+        }
+    }
+
+    /// With segments: the start of the segment being written. Every record before it lies in
+    /// a closed segment that nothing writes again until the trim has passed it. `None` without
+    /// segments.
+    pub fn closed_segments_end(&self) -> Option<WalPosition> {
+        let segment = self.inner.segment_bytes?;
+        let state = self.inner.state.borrow();
+        // An open batch decides: one that closes its segment has not moved the append
+        // position past that segment's end yet.
+        let position = state
+            .open_batch
+            .as_ref()
+            .map_or(state.append_position, |batch| batch.start);
+        Some(WalPosition(position - position % segment))
+    }
+
+    /// With segments: the file holding the record that ends at `end` (the segment a record's
+    /// bytes lie in; see [`Wal::roll`]). Its segment must be closed and not trimmed: then
+    /// the WAL writes it no more, and replaces it (not rewrites it) once trimmed, so a hard
+    /// link to it keeps the record's bytes. `None` without segments.
+    pub fn segment_file(&self, end: WalPosition) -> Option<PathBuf> {
+        let files = self.inner.io.device.segments()?;
+        // A record never ends at its segment's start: one byte back is inside it.
+        let last_byte = end.0.checked_sub(1)?;
+        Some(files.path_of(last_byte % self.inner.capacity_bytes))
+    }
+
+    /// The segment size of a segmented WAL.
+    pub fn segment_bytes(&self) -> Option<u64> {
+        self.inner.segment_bytes
+    }
+
+    /// The largest payload one record may carry: half the ring (less than a segment), less the
+    /// record's header.
     pub fn payload_bytes_max(&self) -> u64 {
         self.inner.record_bytes_max - RECORD_HEADER_SIZE
     }
@@ -648,7 +776,7 @@ impl Wal {
     /// most the durable position); persisted in the header before it is reused.
     pub async fn trim(&self, position: WalPosition) -> Result<(), WalError> {
         let inner = &self.inner;
-        let header = loop {
+        let (header, trimmed_from) = loop {
             let notified = {
                 let mut state = inner.state.borrow_mut();
                 if let Some(error) = &state.error {
@@ -668,13 +796,18 @@ impl Wal {
                     let mut header = state.header;
                     header.trim_position = position.0;
                     header.sequence += 1;
-                    break header;
+                    break (header, state.trim_position);
                 }
                 inner.header_idle.notified()
             };
             notified.await;
         };
-        let result = inner.persist_header(&header).await;
+        let mut result = inner.persist_header(&header).await;
+        if result.is_ok() {
+            result = inner
+                .release_segments(trimmed_from, header.trim_position)
+                .await;
+        }
         {
             let mut state = inner.state.borrow_mut();
             state.header_busy = false;
@@ -763,6 +896,10 @@ fn validate(config: &WalConfig) -> Result<(), WalError> {
     if config.syncs_inflight_max == 0 {
         return invalid("syncs_inflight_max must be at least 1".into());
     }
+    if let Some(segment_bytes) = config.segment_bytes {
+        segments::check_layout(config.capacity_bytes, segment_bytes)
+            .map_err(WalError::InvalidConfig)?;
+    }
     Ok(())
 }
 
@@ -775,6 +912,9 @@ struct Inner {
     inflight_writes_max: usize,
     group_commit_bytes_max: u64,
     record_bytes_max: u64,
+    /// The segment size of a segmented WAL (`segments.rs`): no record or write crosses a
+    /// segment's end, and the ring reuses a segment only once the trim has left it whole.
+    segment_bytes: Option<u64>,
     fence_check: FenceCheck,
     epoch: u64,
     state: RefCell<State>,
@@ -822,6 +962,28 @@ struct Batch {
     len: u64,
     /// Records appended to this batch (the tail-block prefix is not one).
     records: u64,
+    /// Set when the batch closes its segment: its padding record runs to this segment end
+    /// (only the block holding the padding's header is written), and the next write starts
+    /// there.
+    skip_to: Option<u64>,
+}
+
+impl Batch {
+    /// The position after this write once sealed (`take_batch` sets `len` to the bytes
+    /// written): its segment's end if it closes one.
+    fn end(&self) -> u64 {
+        self.skip_to.unwrap_or(self.start + self.len)
+    }
+}
+
+/// The bytes a batch of `len` bytes writes when a padding record after it must fit a header
+/// (to close its segment): a block more when `len` ends on a block boundary.
+fn closing_write_len(len: u64) -> u64 {
+    if len.is_multiple_of(BLOCK_SIZE) {
+        len + BLOCK_SIZE
+    } else {
+        padded_len(len)
+    }
 }
 
 struct InflightWrite {
@@ -836,6 +998,9 @@ enum Placement {
     Ready,
     NoSpace,
     WindowFull,
+    /// The record does not fit in what is left of the segment: the open batch now closes it,
+    /// and the record goes into the next segment once the flusher took that batch.
+    SegmentClosing,
 }
 
 /// Keeps `space_waiting` and the wait time right however `append` returns.
@@ -856,10 +1021,27 @@ impl Inner {
     /// Decides whether a record of `record_bytes` can be copied in now,
     /// opening a batch if needed.
     fn place(&self, state: &mut State, record_bytes: u64) -> Placement {
-        let ring_end = align_down(state.trim_position) + self.capacity_bytes;
+        let ring_end = self.ring_end(state.trim_position);
         match &mut state.open_batch {
             Some(batch) => {
+                if batch.skip_to.is_some() {
+                    return Placement::SegmentClosing;
+                }
                 let padded_end = batch.start + padded_len(batch.len + record_bytes);
+                if let Some(segment_end) = self.segment_end(batch.start)
+                    && padded_end > segment_end
+                {
+                    if batch.start + batch.len == segment_end {
+                        // Filled to the segment's end: sealed as it is, the next batch
+                        // starts in the next segment.
+                        batch.skip_to = Some(segment_end);
+                    } else if closing_write_len(batch.len) <= batch.buf.len() as u64 {
+                        batch.skip_to = Some(segment_end);
+                    }
+                    // Otherwise the batch is sealed as usual and the next one closes the
+                    // segment with a padding record of its own.
+                    return Placement::SegmentClosing;
+                }
                 if padded_end > ring_end {
                     return Placement::NoSpace;
                 }
@@ -880,6 +1062,12 @@ impl Inner {
             None => {
                 debug_assert_eq!(state.append_position % BLOCK_SIZE, 0);
                 let padded = padded_len(record_bytes);
+                if let Some(segment_end) = self.segment_end(state.append_position)
+                    && state.append_position + padded > segment_end
+                {
+                    state.open_batch = Some(self.closing_batch(state.append_position, segment_end));
+                    return Placement::SegmentClosing;
+                }
                 if state.append_position + padded > ring_end {
                     return Placement::NoSpace;
                 }
@@ -889,9 +1077,48 @@ impl Inner {
                     buf: self.io.device.alloc_dma_buffer(size as usize),
                     len: 0,
                     records: 0,
+                    skip_to: None,
                 });
                 Placement::Ready
             }
+        }
+    }
+
+    /// Where the ring's free space ends: a lap after the trim position, or with segments a lap
+    /// after the start of the trim's segment (a segment is reused only once trimmed whole,
+    /// after [`segments::SegmentFiles::release`]).
+    fn ring_end(&self, trim_position: u64) -> u64 {
+        match self.segment_bytes {
+            Some(segment) => trim_position - trim_position % segment + self.capacity_bytes,
+            None => align_down(trim_position) + self.capacity_bytes,
+        }
+    }
+
+    /// The end of the segment holding `position` (a segment's start is in that segment);
+    /// `None` without segments.
+    fn segment_end(&self, position: u64) -> Option<u64> {
+        self.segment_bytes
+            .map(|segment| position - position % segment + segment)
+    }
+
+    /// With segments: releases those the trim from `old_trim` to `new_trim` left whole
+    /// ([`segments::SegmentFiles::release`]), before the ring may reuse them.
+    async fn release_segments(&self, old_trim: u64, new_trim: u64) -> Result<(), WalError> {
+        let (Some(files), Some(segment)) = (self.io.device.segments(), self.segment_bytes) else {
+            return Ok(());
+        };
+        files.release(old_trim / segment, new_trim / segment).await
+    }
+
+    /// A batch of no record at block-aligned `position` whose padding closes the segment up
+    /// to `segment_end`.
+    fn closing_batch(&self, position: u64, segment_end: u64) -> Batch {
+        Batch {
+            start: position,
+            buf: self.io.device.alloc_dma_buffer(BLOCK_SIZE as usize),
+            len: 0,
+            records: 0,
+            skip_to: Some(segment_end),
         }
     }
 
@@ -939,30 +1166,37 @@ impl Inner {
         let ready = state
             .open_batch
             .as_ref()
-            .is_some_and(|batch| batch.records > 0);
+            .is_some_and(|batch| batch.records > 0 || batch.skip_to.is_some());
         if !ready || state.inflight.len() >= self.inflight_writes_max {
             return None;
         }
         let mut batch = state.open_batch.take()?;
-        let padded = padded_len(batch.len);
-        if padded > batch.len {
+        let data_end = batch.start + batch.len;
+        let (written, end) = match batch.skip_to {
+            Some(segment_end) if segment_end > data_end => {
+                (closing_write_len(batch.len), segment_end)
+            }
+            _ => (padded_len(batch.len), batch.start + padded_len(batch.len)),
+        };
+        if end > data_end {
             let pad = RecordHeader {
                 kind: RECORD_KIND_PADDING,
-                position: batch.start + batch.len,
+                position: data_end,
                 stream_id: 0,
                 first_offset: 0,
                 last_offset: 0,
-                payload_len: (padded - batch.len - RECORD_HEADER_SIZE) as u32,
+                payload_len: (end - data_end - RECORD_HEADER_SIZE) as u32,
                 generation: state.header.generation,
                 payload_crc: 0,
             };
-            pad.encode(&mut batch.buf.as_bytes_mut()[batch.len as usize..]);
+            let at = batch.len as usize;
+            batch.buf.as_bytes_mut()[at..written as usize].fill(0);
+            pad.encode(&mut batch.buf.as_bytes_mut()[at..]);
         }
-        batch.buf.trim_to_size(padded as usize);
-        batch.len = padded;
-        let end = batch.start + padded;
+        batch.buf.trim_to_size(written as usize);
+        batch.len = written;
         assert!(
-            end <= align_down(state.trim_position) + self.capacity_bytes,
+            end <= self.ring_end(state.trim_position),
             "never overwrite untrimmed data"
         );
         state.append_position = end;
@@ -972,7 +1206,7 @@ impl Inner {
             done: false,
         });
         state.stats.writes_total += 1;
-        state.stats.write_bytes_total += padded;
+        state.stats.write_bytes_total += written;
         Some(batch)
     }
 
@@ -981,7 +1215,7 @@ impl Inner {
         if self.fence_check == FenceCheck::BeforeAndAfterWrite {
             self.check_fence().await?;
         }
-        let end = batch.start + batch.len;
+        let end = batch.end();
         let started = Instant::now();
         let written = self.write_batch(batch).await;
         self.state
@@ -1156,7 +1390,7 @@ async fn flusher(inner: Rc<Inner>) {
             let pending = state
                 .open_batch
                 .as_ref()
-                .is_some_and(|batch| batch.records > 0);
+                .is_some_and(|batch| batch.records > 0 || batch.skip_to.is_some());
             if state.closing && !pending {
                 break;
             }
@@ -1169,7 +1403,7 @@ async fn flusher(inner: Rc<Inner>) {
 }
 
 async fn write_batch(inner: Rc<Inner>, batch: Batch) {
-    let end = batch.start + batch.len;
+    let end = batch.end();
     let result = inner.persist_batch(batch).await;
     {
         let mut state = inner.state.borrow_mut();

@@ -200,9 +200,10 @@ impl Window {
 
     fn start_read(&mut self) {
         let ring_offset = self.read_next % self.capacity_bytes;
-        let len = RECOVERY_READ_BYTES
-            .min(self.limit - self.read_next)
-            .min(self.capacity_bytes - ring_offset);
+        let len = RECOVERY_READ_BYTES.min(self.limit - self.read_next).min(
+            self.device
+                .contiguous_bytes(ring_offset, self.capacity_bytes),
+        );
         let device = self.device.clone();
         let position = RING_OFFSET + ring_offset;
         self.read_next += len;

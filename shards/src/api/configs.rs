@@ -309,12 +309,21 @@ pub(super) fn check_batch_limit_fits_wal(
     }
     Err((
         ErrorCode::InvalidConfig,
-        format!(
-            "{name} {bytes} is above the {held} bytes a record batch may take in this broker's \
-             WAL (half of --wal-size, less a record header); start the broker with --wal-size \
-             of at least {} bytes to allow it",
-            BrokerConfig::wal_bytes_to_hold(bytes)
-        ),
+        match config.wal_segment_bytes(config.shard_count()) {
+            Some(segment) => format!(
+                "{name} {bytes} is above the {held} bytes a record batch may take in this \
+                 broker's WAL (less than one of its {segment}-byte segments, which --upload-size \
+                 sets, and half of --wal-size); start the broker with --upload-size and \
+                 --wal-size of at least {} bytes to allow it",
+                BrokerConfig::wal_bytes_to_hold(bytes)
+            ),
+            None => format!(
+                "{name} {bytes} is above the {held} bytes a record batch may take in this \
+                 broker's WAL (half of --wal-size, less a record header); start the broker \
+                 with --wal-size of at least {} bytes to allow it",
+                BrokerConfig::wal_bytes_to_hold(bytes)
+            ),
+        },
     ))
 }
 

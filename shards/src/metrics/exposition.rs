@@ -627,7 +627,7 @@ fn render_partitions(out: &mut Exposition, shards: &[Arc<ShardMetrics>]) {
 }
 
 fn render_objects(out: &mut Exposition, objects: &StatsSnapshot) {
-    let families: [(&str, &str, u64); 15] = [
+    let families: [(&str, &str, u64); 16] = [
         (
             "sluice_objstore_requests_total",
             "Requests to the object store.",
@@ -657,6 +657,11 @@ fn render_objects(out: &mut Exposition, objects: &StatsSnapshot) {
             "sluice_objstore_objects_uploaded_total",
             "Objects uploaded.",
             objects.objects_uploaded,
+        ),
+        (
+            "sluice_objstore_objects_linked_total",
+            "Objects made of a WAL segment file by a hard link: their data was not written again.",
+            objects.objects_linked,
         ),
         (
             "sluice_objstore_objects_deleted_total",

@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -204,6 +205,42 @@ impl ShardWal {
                 Some(Err(error))
             }
         }
+    }
+
+    /// Closes the WAL segment being written (see [`sluice_wal::Wal::roll`]); returns the
+    /// append position before it.
+    pub async fn roll(&self) -> Result<WalPosition, WalError> {
+        self.wal.roll().await
+    }
+
+    /// Where the closed segments of a segmented WAL end (see
+    /// [`sluice_wal::Wal::closed_segments_end`]); `None` for a WAL of one file.
+    pub fn closed_segments_end(&self) -> Option<WalPosition> {
+        self.wal.closed_segments_end()
+    }
+
+    /// The segment file holding the record that ends at `end` (see
+    /// [`sluice_wal::Wal::segment_file`]).
+    pub fn segment_file(&self, end: WalPosition) -> Option<PathBuf> {
+        self.wal.segment_file(end)
+    }
+
+    /// The end of the oldest record not yet handed to the uploader.
+    pub fn first_queued_end(&self) -> Option<WalPosition> {
+        let queue = self.unuploaded.borrow();
+        queue
+            .front()
+            .map(|record| WalPosition(record.wal_end_position))
+    }
+
+    /// Everything before this position is durable.
+    pub fn durable_position(&self) -> WalPosition {
+        self.wal.durable_position()
+    }
+
+    /// The segment size of a segmented WAL.
+    pub fn segment_bytes(&self) -> Option<u64> {
+        self.wal.segment_bytes()
     }
 
     /// Releases WAL space up to `position`, whose records are all in committed objects.

@@ -36,6 +36,9 @@ pub struct ObjectTier {
     upload_asked: Cell<bool>,
     /// Wakes the upload task when an upload is asked for.
     upload_wake: RefCell<Option<futures::channel::oneshot::Sender<()>>>,
+    /// Uploads link the closed segments of a segmented WAL as objects instead of writing
+    /// their records again: see [`ObjectTier::link_wal_segments`].
+    link_segments: bool,
 }
 
 /// Why a cold read failed.
@@ -72,7 +75,16 @@ impl ObjectTier {
             log_cache_bytes,
             upload_asked: Cell::new(false),
             upload_wake: RefCell::new(None),
+            link_segments: false,
         }
+    }
+
+    /// Uploads make objects of the WAL's closed segment files by hard links (each byte is then
+    /// written once, by the WAL) when the WAL is segmented: for a local store on the WAL's
+    /// file system (`BrokerConfig::wal_segmented`).
+    pub fn link_wal_segments(mut self, link: bool) -> ObjectTier {
+        self.link_segments = link;
+        self
     }
 
     /// Asks the upload task for an upload of every durable WAL record now (the next one,

@@ -52,6 +52,25 @@ pub async fn run_uploads(
     loop {
         let now = Instant::now();
         let Some(mut sealed) = due_upload(tier, wal, listener, now) else {
+            if roll_due(tier, wal, now) {
+                // The upload that is due takes the segment being written: close it, and once
+                // what it holds is durable the next round seals it. That includes everything
+                // appended before an ask.
+                tier.upload_asked.set(false);
+                match wal.roll().await {
+                    Ok(rolled) => {
+                        if let Err(error) = wal.wait_durable(rolled).await {
+                            tracing::error!(shard = shard_id, %error, "WAL failed after a roll");
+                            glommio::timer::sleep(UPLOAD_RETRY_DELAY).await;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(shard = shard_id, %error, "WAL segment roll failed");
+                        glommio::timer::sleep(UPLOAD_RETRY_DELAY).await;
+                    }
+                }
+                continue;
+            }
             let deadline = tier.uploader.borrow().next_deadline();
             let asked = tier.upload_asked_signal();
             let timer = async {
@@ -104,6 +123,10 @@ async fn watch_puts(store: &ObjectStore, wal: &ShardWal) -> std::convert::Infall
 /// its streams. The caller runs it until it is committed (a failed run keeps its
 /// objects' ids, so it is retried, never dropped), then calls [`upload_committed`]. `now` is
 /// a parameter so that the simulator's clock can drive it.
+///
+/// When the tier links WAL segments, an upload is the records of the closed segments: one
+/// is sealed as soon as a segment closes (a segment holds about an upload's size), and when
+/// another trigger is due the caller closes the segment being written first ([`roll_due`]).
 pub fn due_upload(
     tier: &ObjectTier,
     wal: &ShardWal,
@@ -111,6 +134,23 @@ pub fn due_upload(
     now: Instant,
 ) -> Option<SealedUpload> {
     feed(tier, wal, listener, now);
+    if let Some((closed_end, segment_bytes)) = linked_segments(tier, wal) {
+        let mut uploader = tier.uploader.borrow_mut();
+        let sealed = uploader.seal_before(closed_end.0, now);
+        if uploader.buffered_bytes() == 0 {
+            tier.upload_asked.set(false);
+        }
+        drop(uploader);
+        let mut sealed = sealed?;
+        sealed.link_segments(segment_bytes, |end| wal.segment_file(WalPosition(end)));
+        if wal.first_queued_end().is_none_or(|end| end > closed_end) {
+            // Every record in the closed segments is in this upload: the trim after it may
+            // pass their padding too, which frees the last of them at once.
+            sealed.cover_wal_up_to(closed_end.0);
+        }
+        sealed.set_stream_uploads(listener.stream_uploads(&sealed.stream_end_offsets()));
+        return Some(sealed);
+    }
     let mut sealed = {
         let mut uploader = tier.uploader.borrow_mut();
         let asked = tier.upload_asked.get();
@@ -127,6 +167,36 @@ pub fn due_upload(
     };
     sealed.set_stream_uploads(listener.stream_uploads(&sealed.stream_end_offsets()));
     Some(sealed)
+}
+
+/// Where the closed segments end and the segment size, when the tier links segments of this
+/// segmented WAL. The end is where they are durable up to: a segment is sealed once all of
+/// it is, in one object (records of it still in flight would make a second one).
+fn linked_segments(tier: &ObjectTier, wal: &ShardWal) -> Option<(WalPosition, u64)> {
+    if !tier.link_segments {
+        return None;
+    }
+    let closed = wal.closed_segments_end()?;
+    let segment_bytes = wal.segment_bytes()?;
+    let durable = wal.durable_position();
+    let end = if durable >= closed {
+        closed
+    } else {
+        // The segments wholly durable so far.
+        WalPosition(durable.0 - durable.0 % segment_bytes)
+    };
+    Some((end, segment_bytes))
+}
+
+/// True when the tier links segments and an upload is due at `now` (its interval, a stream's
+/// roll, or one asked for) for records in the segment being written: [`due_upload`] seals only
+/// closed segments, so that segment must be closed first ([`ShardWal::roll`]).
+pub fn roll_due(tier: &ObjectTier, wal: &ShardWal, now: Instant) -> bool {
+    if linked_segments(tier, wal).is_none() {
+        return false;
+    }
+    let uploader = tier.uploader.borrow();
+    uploader.buffered_bytes() > 0 && (uploader.should_seal(now) || tier.upload_asked.get())
 }
 
 /// After an upload's commit: tells `listener` which offsets are in objects, trims the WAL up
