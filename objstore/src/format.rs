@@ -264,24 +264,13 @@ impl ObjectBuilder {
             });
         }
         let index_position = out.len() as u64;
-        let mut tail = Vec::with_capacity(blocks.len() * INDEX_ENTRY_BYTES + FOOTER_BYTES);
-        for b in &blocks {
-            write_index_entry(&mut tail, b);
-        }
-        let index_crc = crc32c::crc32c(&tail);
-        let object_size = index_position + (tail.len() + FOOTER_BYTES) as u64;
-        write_footer(
-            &mut tail,
-            index_position,
-            blocks.len() as u32,
-            index_crc,
-            object_size,
-            FORMAT_VERSION,
+        out.extend_from_slice(&object_tail(
             self.kind,
-        );
-        out.extend_from_slice(&tail);
+            &blocks,
+            index_position,
+            FORMAT_VERSION,
+        ));
         let object = out.freeze();
-        debug_assert_eq!(object.len() as u64, object_size);
         // Check the object just before it leaves, as a reader will.
         debug_assert_eq!(
             ObjectIndex::parse("<new>", &object).map(|i| i.blocks),
@@ -295,47 +284,41 @@ impl ObjectBuilder {
 /// WAL's records, their headers between them), to be written at `index_position`, past every
 /// block. `blocks` must be ordered by (stream id, offset) and chain within each stream.
 pub fn linked_object_tail(kind: ObjectKind, blocks: &[DataBlock], index_position: u64) -> Bytes {
+    debug_assert!(
+        blocks
+            .iter()
+            .all(|b| b.position + u64::from(b.len) <= index_position)
+    );
+    Bytes::from(object_tail(
+        kind,
+        blocks,
+        index_position,
+        FORMAT_VERSION_LINKED,
+    ))
+}
+
+/// The index of `blocks` and the footer (see README.md) of an object of format `version`
+/// whose index starts at `index_position`.
+fn object_tail(
+    kind: ObjectKind,
+    blocks: &[DataBlock],
+    index_position: u64,
+    version: u16,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(blocks.len() * INDEX_ENTRY_BYTES + FOOTER_BYTES);
     for b in blocks {
-        debug_assert!(b.position + u64::from(b.len) <= index_position);
-        write_index_entry(&mut out, b);
+        out.extend_from_slice(&b.stream_id.to_le_bytes());
+        out.extend_from_slice(&b.start_offset.to_le_bytes());
+        out.extend_from_slice(&b.end_offset.to_le_bytes());
+        out.extend_from_slice(&b.position.to_le_bytes());
+        out.extend_from_slice(&b.len.to_le_bytes());
+        out.extend_from_slice(&b.crc32c.to_le_bytes());
     }
     let index_crc = crc32c::crc32c(&out);
     let object_size = index_position + (out.len() + FOOTER_BYTES) as u64;
-    write_footer(
-        &mut out,
-        index_position,
-        blocks.len() as u32,
-        index_crc,
-        object_size,
-        FORMAT_VERSION_LINKED,
-        kind,
-    );
-    Bytes::from(out)
-}
-
-fn write_index_entry(out: &mut Vec<u8>, b: &DataBlock) {
-    out.extend_from_slice(&b.stream_id.to_le_bytes());
-    out.extend_from_slice(&b.start_offset.to_le_bytes());
-    out.extend_from_slice(&b.end_offset.to_le_bytes());
-    out.extend_from_slice(&b.position.to_le_bytes());
-    out.extend_from_slice(&b.len.to_le_bytes());
-    out.extend_from_slice(&b.crc32c.to_le_bytes());
-}
-
-/// Appends the footer (see README.md) to `out`.
-fn write_footer(
-    out: &mut Vec<u8>,
-    index_position: u64,
-    index_count: u32,
-    index_crc: u32,
-    object_size: u64,
-    version: u16,
-    kind: ObjectKind,
-) {
     let footer_start = out.len();
     out.extend_from_slice(&index_position.to_le_bytes());
-    out.extend_from_slice(&index_count.to_le_bytes());
+    out.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
     out.extend_from_slice(&index_crc.to_le_bytes());
     out.extend_from_slice(&object_size.to_le_bytes());
     out.extend_from_slice(&version.to_le_bytes());
@@ -343,6 +326,8 @@ fn write_footer(
     let footer_crc = crc32c::crc32c(&out[footer_start..]);
     out.extend_from_slice(&footer_crc.to_le_bytes());
     out.extend_from_slice(&MAGIC);
+    debug_assert_eq!(index_position + out.len() as u64, object_size);
+    out
 }
 
 /// Sets the block's CRC: `combined` from its payloads' CRCs, or else a pass over its bytes.
@@ -449,29 +434,36 @@ impl ObjectIndex {
 
     /// Each stream's range, as the builder reported it.
     pub fn ranges(&self) -> Vec<StreamRange> {
-        let mut ranges: Vec<StreamRange> = Vec::new();
-        for b in &self.blocks {
-            match ranges.last_mut() {
-                Some(r) if r.stream_id == b.stream_id => {
-                    r.end_offset = b.end_offset;
-                    r.len = b.position + u64::from(b.len) - r.position;
-                }
-                _ => ranges.push(StreamRange {
-                    stream_id: b.stream_id,
-                    start_offset: b.start_offset,
-                    end_offset: b.end_offset,
-                    position: b.position,
-                    len: u64::from(b.len),
-                }),
-            }
-        }
-        ranges
+        stream_ranges(&self.blocks)
     }
 
     /// The bytes in memory of the index (what a cache entry weighs).
     pub fn weight_bytes(&self) -> usize {
         self.blocks.len() * std::mem::size_of::<DataBlock>() + std::mem::size_of::<Self>()
     }
+}
+
+/// Each stream's range over `blocks` (ordered by stream, then offset): from its first block,
+/// its blocks' bytes in all. In a version 1 object a stream's blocks follow each other, so
+/// that is the span they cover; in a linked one they lie between other bytes.
+pub fn stream_ranges(blocks: &[DataBlock]) -> Vec<StreamRange> {
+    let mut ranges: Vec<StreamRange> = Vec::new();
+    for b in blocks {
+        match ranges.last_mut() {
+            Some(r) if r.stream_id == b.stream_id => {
+                r.end_offset = b.end_offset;
+                r.len += u64::from(b.len);
+            }
+            _ => ranges.push(StreamRange {
+                stream_id: b.stream_id,
+                start_offset: b.start_offset,
+                end_offset: b.end_offset,
+                position: b.position,
+                len: u64::from(b.len),
+            }),
+        }
+    }
+    ranges
 }
 
 /// Checks a block's bytes against its CRC32C.

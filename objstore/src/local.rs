@@ -176,17 +176,21 @@ impl LocalInner {
         }
     }
 
+    /// A name in the temporary directory that no other put, here or in another process, uses.
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join(TMP_DIR)
+            .join(format!("{}-{n}", self.tmp_prefix))
+    }
+
     fn put(&self, key: &str, data: &[u8], if_absent: bool) -> Result<()> {
         let operation = if if_absent { "put_if_absent" } else { "put" };
         let err = |e| ObjectStoreError::io(operation, key, e);
         let target = self.root.join(key);
         let parent = target.parent().unwrap_or(&self.root).to_path_buf();
         self.create_dirs(&parent).map_err(err)?;
-        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .root
-            .join(TMP_DIR)
-            .join(format!("{}-{n}", self.tmp_prefix));
+        let tmp = self.tmp_path();
         let written =
             write_direct(&tmp, data, &self.pace(IoClass::Write)).and_then(
                 |written| match written {
@@ -223,11 +227,7 @@ impl LocalInner {
         let target = self.root.join(key);
         let parent = target.parent().unwrap_or(&self.root).to_path_buf();
         self.create_dirs(&parent).map_err(err)?;
-        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .root
-            .join(TMP_DIR)
-            .join(format!("{}-{n}", self.tmp_prefix));
+        let tmp = self.tmp_path();
         fs::hard_link(source, &tmp).map_err(err)?;
         let written = (|| -> io::Result<u64> {
             let file = fs::OpenOptions::new().write(true).open(&tmp)?;

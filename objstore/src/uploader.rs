@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use sluice_metadata::{MetadataCommand, ObjectImage, ObjectKind, StreamRange, StreamUpload};
+use sluice_metadata::{MetadataCommand, ObjectImage, ObjectKind, StreamUpload};
 
-use crate::format::{BuildError, DataBlock, ObjectBuilder, linked_object_tail};
+use crate::format::{BuildError, DataBlock, ObjectBuilder, linked_object_tail, stream_ranges};
 use crate::limits::{
     DATA_BLOCK_BYTES_TARGET, STREAM_OBJECT_MIN_BYTES_DEFAULT, UPLOAD_BACKOFF_MAX,
     UPLOAD_BUFFER_BYTES_MAX_DEFAULT, UPLOAD_BYTES_DEFAULT, UPLOAD_INTERVAL_DEFAULT,
@@ -681,30 +681,9 @@ async fn put_linked_forever(
         key,
         size,
         kind: plan.kind,
-        ranges: linked_ranges(&plan.blocks),
+        ranges: stream_ranges(&plan.blocks),
     };
     (object, failures)
-}
-
-/// Each stream's range in a linked object: from its first block, its data bytes in all.
-fn linked_ranges(blocks: &[DataBlock]) -> Vec<StreamRange> {
-    let mut ranges: Vec<StreamRange> = Vec::new();
-    for b in blocks {
-        match ranges.last_mut() {
-            Some(r) if r.stream_id == b.stream_id => {
-                r.end_offset = b.end_offset;
-                r.len += u64::from(b.len);
-            }
-            _ => ranges.push(StreamRange {
-                stream_id: b.stream_id,
-                start_offset: b.start_offset,
-                end_offset: b.end_offset,
-                position: b.position,
-                len: u64::from(b.len),
-            }),
-        }
-    }
-    ranges
 }
 
 /// What one object of an upload holds: its kind, and (stream id, range of that stream's

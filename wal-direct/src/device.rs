@@ -173,14 +173,10 @@ pub(crate) async fn open_target(
     };
     // glommio probes polled-I/O support by reading the first block of the first
     // file it opens on a device; the file is never empty here (preallocated above).
-    let flags = match durability {
-        Durability::Dsync => libc::O_DSYNC,
-        Durability::Fdatasync => 0,
-    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(flags)
+        .custom_flags(open_flags(durability))
         .dma_open(path)
         .await
         .map_err(|error| open_error(path, std::io::Error::from(error)))?;
@@ -322,6 +318,14 @@ fn check_block_device(path: &Path, size_needed: u64) -> Result<(), WalError> {
         });
     }
     Ok(())
+}
+
+/// The open(2) flags, beyond O_DIRECT, of a WAL file written in `durability` mode.
+pub(crate) fn open_flags(durability: Durability) -> libc::c_int {
+    match durability {
+        Durability::Dsync => libc::O_DSYNC,
+        Durability::Fdatasync => 0,
+    }
 }
 
 /// open(2) with O_DIRECT fails with EINVAL on file systems without direct I/O.

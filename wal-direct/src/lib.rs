@@ -572,12 +572,7 @@ impl Wal {
         loop {
             let notified = {
                 let mut state = inner.state.borrow_mut();
-                if let Some(error) = &state.error {
-                    return Err(error.clone());
-                }
-                if state.closing {
-                    return Err(WalError::Closed);
-                }
+                state.check_usable()?;
                 match inner.place(&mut state, record_bytes) {
                     Placement::Ready => {
                         let end = inner.write_record(
@@ -684,12 +679,7 @@ impl Wal {
         loop {
             let notified = {
                 let mut state = inner.state.borrow_mut();
-                if let Some(error) = &state.error {
-                    return Err(error.clone());
-                }
-                if state.closing {
-                    return Err(WalError::Closed);
-                }
+                state.check_usable()?;
                 let appended = state.append_position;
                 let Some(segment) = inner.segment_bytes else {
                     return Ok(WalPosition(appended));
@@ -953,6 +943,20 @@ struct State {
     closing: bool,
     flusher_running: bool,
     stats: WalStats,
+}
+
+impl State {
+    /// The sticky error, or `Closed` once the WAL is closing: what an append or a roll must
+    /// stop at.
+    fn check_usable(&self) -> Result<(), WalError> {
+        if let Some(error) = &self.error {
+            return Err(error.clone());
+        }
+        if self.closing {
+            return Err(WalError::Closed);
+        }
+        Ok(())
+    }
 }
 
 /// One future write: block-aligned `start`, `len` bytes used in `buf`.

@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
-use crate::device::{c_path, open_error, preallocate};
+use crate::device::{c_path, open_error, open_flags, preallocate};
 use crate::format::{BLOCK_SIZE, RING_OFFSET};
 use crate::recovery::RECOVERY_READ_BYTES;
 use crate::{Durability, WalError};
@@ -359,14 +359,10 @@ fn read_or_write_layout(dir: &Path, segment_bytes: Option<u64>) -> Result<u64, W
 }
 
 async fn open_dma(path: &Path, durability: Durability) -> Result<DmaFile, WalError> {
-    let flags = match durability {
-        Durability::Dsync => libc::O_DSYNC,
-        Durability::Fdatasync => 0,
-    };
     OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(flags)
+        .custom_flags(open_flags(durability))
         .dma_open(path)
         .await
         .map_err(|error| open_error(path, std::io::Error::from(error)))
@@ -381,15 +377,11 @@ async fn create_segment_file(
 ) -> Result<DmaFile, WalError> {
     // Checks the name converts before anything is created.
     c_path(path)?;
-    let flags = match durability {
-        Durability::Dsync => libc::O_DSYNC,
-        Durability::Fdatasync => 0,
-    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
-        .custom_flags(flags)
+        .custom_flags(open_flags(durability))
         .dma_open(path)
         .await
         .map_err(|error| open_error(path, std::io::Error::from(error)))?;
