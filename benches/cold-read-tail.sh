@@ -9,6 +9,12 @@
 # of it). Prints
 # one COLD line each; the second's p99 should stay within 1.5x of the first's.
 #
+# On a 2-core box this measures CPU sharing more than I/O: the consumer (about half a core at
+# 500 MB/s), the broker's cold-read threads and the probe's own client take turns on the two
+# cores the shards are pinned to. A busy loop with no I/O at all raised the probe's p99 1.24x
+# (2.30 to 2.85 ms), and a probe on the shard that does not serve the cold reads rose about as
+# much as one on the shard that does (1.37x and 1.45x against 1.54x and 1.44x in two runs).
+#
 # usage: benches/cold-read-tail.sh [SLUICE_BINARY]   (default: target/release/sluice)
 # Needs ../shared/bench (librdkafka tools under /tmp/lrk, built on first use).
 set -u
