@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use common::batch;
 use sluice_metadata::{MetadataCommand, ObjectKind};
 use sluice_objstore::{
-    AppendedRecord, BlockCache, ColdReader, ObjectStore, StreamRoll, UploadError, Uploader,
-    UploaderConfig,
+    AppendedRecord, BlockCache, ColdReader, ObjectStore, StreamRoll, UploadError, UploadReport,
+    Uploader, UploaderConfig,
 };
 
 fn record(stream_id: u64, first: i64, count: i64, body: usize, wal: u64) -> AppendedRecord {
@@ -23,6 +23,15 @@ fn record(stream_id: u64, first: i64, count: i64, body: usize, wal: u64) -> Appe
         payload,
         wal_end_position: wal,
     }
+}
+
+/// Each object of an upload: its kind and how many streams it holds.
+fn object_kinds(report: &UploadReport) -> Vec<(ObjectKind, usize)> {
+    report
+        .objects
+        .iter()
+        .map(|o| (o.kind, o.ranges.len()))
+        .collect()
 }
 
 #[test]
@@ -118,12 +127,10 @@ fn large_runs_get_stream_objects_and_refused_commits_resume() {
         assert_eq!(store.stats().snapshot().objects_uploaded, puts);
         u.completed();
         assert_eq!(report.wal_end_position, wal);
-        let kinds: Vec<(ObjectKind, usize)> = report
-            .objects
-            .iter()
-            .map(|o| (o.kind, o.ranges.len()))
-            .collect();
-        assert_eq!(kinds, [(ObjectKind::StreamSet, 2), (ObjectKind::Stream, 1)]);
+        assert_eq!(
+            object_kinds(&report),
+            [(ObjectKind::StreamSet, 2), (ObjectKind::Stream, 1)]
+        );
         assert_eq!(report.objects[1].ranges[0].stream_id, 1);
         // Running a finished upload again commits nothing new.
         let epoch = registry.image().epoch;
@@ -393,12 +400,10 @@ fn segments_become_objects_by_a_link_and_outlive_the_wal_file() {
     });
     let report = futures::executor::block_on(sealed.run(&store, &registry)).unwrap();
     u.completed();
-    let kinds: Vec<(ObjectKind, usize)> = report
-        .objects
-        .iter()
-        .map(|o| (o.kind, o.ranges.len()))
-        .collect();
-    assert_eq!(kinds, [(ObjectKind::StreamSet, 2), (ObjectKind::Stream, 1)]);
+    assert_eq!(
+        object_kinds(&report),
+        [(ObjectKind::StreamSet, 2), (ObjectKind::Stream, 1)]
+    );
     let snapshot = store.stats().snapshot();
     assert_eq!(snapshot.objects_uploaded, 2);
     assert_eq!(snapshot.objects_linked, 2);

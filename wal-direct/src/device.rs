@@ -173,13 +173,7 @@ pub(crate) async fn open_target(
     };
     // glommio probes polled-I/O support by reading the first block of the first
     // file it opens on a device; the file is never empty here (preallocated above).
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(open_flags(durability))
-        .dma_open(path)
-        .await
-        .map_err(|error| open_error(path, std::io::Error::from(error)))?;
+    let file = open_dma(path, durability, false).await?;
     let alignment = file.alignment();
     if alignment > BLOCK_SIZE || !BLOCK_SIZE.is_multiple_of(alignment) {
         return Err(WalError::BadAlignment {
@@ -321,6 +315,23 @@ fn check_block_device(path: &Path, size_needed: u64) -> Result<(), WalError> {
 }
 
 /// The open(2) flags, beyond O_DIRECT, of a WAL file written in `durability` mode.
+/// Opens `path` for O_DIRECT reads and writes in `durability`'s mode; with `create_new` the
+/// file must not exist yet.
+pub(crate) async fn open_dma(
+    path: &Path,
+    durability: Durability,
+    create_new: bool,
+) -> Result<DmaFile, WalError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(create_new)
+        .custom_flags(open_flags(durability))
+        .dma_open(path)
+        .await
+        .map_err(|error| open_error(path, std::io::Error::from(error)))
+}
+
 pub(crate) fn open_flags(durability: Durability) -> libc::c_int {
     match durability {
         Durability::Dsync => libc::O_DSYNC,

@@ -18,9 +18,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+use glommio::io::{DmaBuffer, DmaFile, ReadResult};
 
-use crate::device::{c_path, open_error, open_flags, preallocate};
+use crate::device::{c_path, open_dma, preallocate};
 use crate::format::{BLOCK_SIZE, RING_OFFSET};
 use crate::recovery::RECOVERY_READ_BYTES;
 use crate::{Durability, WalError};
@@ -92,7 +92,7 @@ impl SegmentFiles {
             // first file it opens on a device, which must not be an unwritten extent.
             preallocate(&header_path, RING_OFFSET, true)?;
         }
-        let header = open_dma(&header_path, durability).await?;
+        let header = open_dma(&header_path, durability, false).await?;
         let count = capacity_bytes / segment_bytes;
         let mut segments = Vec::with_capacity(count as usize);
         for index in 0..count {
@@ -103,7 +103,7 @@ impl SegmentFiles {
                     if meta.len() < segment_bytes {
                         preallocate(&path, segment_bytes, false)?;
                     }
-                    (open_dma(&path, durability).await?, None)
+                    (open_dma(&path, durability, false).await?, None)
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => (
                     create_segment_file(&path, segment_bytes, durability).await?,
@@ -358,16 +358,6 @@ fn read_or_write_layout(dir: &Path, segment_bytes: Option<u64>) -> Result<u64, W
     }
 }
 
-async fn open_dma(path: &Path, durability: Durability) -> Result<DmaFile, WalError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(open_flags(durability))
-        .dma_open(path)
-        .await
-        .map_err(|error| open_error(path, std::io::Error::from(error)))
-}
-
 /// Creates a segment file of `segment_bytes` (allocated, not written: the first lap through
 /// it converts its extents as it goes, which the segment's fdatasyncs then also persist).
 async fn create_segment_file(
@@ -377,14 +367,7 @@ async fn create_segment_file(
 ) -> Result<DmaFile, WalError> {
     // Checks the name converts before anything is created.
     c_path(path)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .custom_flags(open_flags(durability))
-        .dma_open(path)
-        .await
-        .map_err(|error| open_error(path, std::io::Error::from(error)))?;
+    let file = open_dma(path, durability, true).await?;
     if let Err(error) = file.pre_allocate(segment_bytes, false).await {
         let error = std::io::Error::from(error);
         if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
