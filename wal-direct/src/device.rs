@@ -314,7 +314,6 @@ fn check_block_device(path: &Path, size_needed: u64) -> Result<(), WalError> {
     Ok(())
 }
 
-/// The open(2) flags, beyond O_DIRECT, of a WAL file written in `durability` mode.
 /// Opens `path` for O_DIRECT reads and writes in `durability`'s mode; with `create_new` the
 /// file must not exist yet.
 pub(crate) async fn open_dma(
@@ -332,7 +331,8 @@ pub(crate) async fn open_dma(
         .map_err(|error| open_error(path, std::io::Error::from(error)))
 }
 
-pub(crate) fn open_flags(durability: Durability) -> libc::c_int {
+/// The open(2) flags, beyond O_DIRECT, of a WAL file written in `durability` mode.
+fn open_flags(durability: Durability) -> libc::c_int {
     match durability {
         Durability::Dsync => libc::O_DSYNC,
         Durability::Fdatasync => 0,
@@ -340,7 +340,7 @@ pub(crate) fn open_flags(durability: Durability) -> libc::c_int {
 }
 
 /// open(2) with O_DIRECT fails with EINVAL on file systems without direct I/O.
-pub(crate) fn open_error(path: &Path, error: std::io::Error) -> WalError {
+fn open_error(path: &Path, error: std::io::Error) -> WalError {
     if error.raw_os_error() == Some(libc::EINVAL) {
         WalError::ODirectUnsupported {
             path: path.to_path_buf(),
